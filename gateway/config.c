@@ -1,0 +1,540 @@
+/* config.c - parses the main config file and its file: lookup tables into a
+ * struct config, validating every value and naming file:line on error. */
+#include "config.h"
+#include <ctype.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+/* Parse context: which file and line we are on, where errors go. */
+struct pctx {
+    const char *file;
+    int line;
+    char *err;
+    size_t errlen;
+};
+
+static int fail(struct pctx *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(struct pctx *p, const char *fmt, ...)
+{
+    int n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < p->errlen)
+        vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static void lower(char *s)
+{
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+long parse_duration(const char *text)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (end == text || v < 0 || errno)
+        return -1;
+    long mult = 1;
+    switch (*end) {
+    case '\0': case 's': mult = 1; break;
+    case 'm': mult = 60; break;
+    case 'h': mult = 3600; break;
+    case 'd': mult = 86400; break;
+    case 'w': mult = 7 * 86400; break;
+    default: return -1;
+    }
+    if (*end && end[1])
+        return -1;
+    if (v > LONG_MAX / mult)
+        return -1;
+    return v * mult;
+}
+
+int parse_size(const char *text, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || errno || text[0] == '-')
+        return -1;
+    unsigned long long mult = 1;
+    switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': mult = 1024ULL; break;
+    case 'm': case 'M': mult = 1024ULL * 1024; break;
+    case 'g': case 'G': mult = 1024ULL * 1024 * 1024; break;
+    default: return -1;
+    }
+    if (*end && end[1])
+        return -1;
+    if (v > SIZE_MAX / mult)
+        return -1;
+    *out = (size_t)(v * mult);
+    return 0;
+}
+
+int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (strcmp(text, "mx") == 0) {
+        snprintf(err, errlen, "transport 'mx' (DNS MX routing) is not implemented yet; use smtp:[host]:port");
+        return -1;
+    }
+    if (strncmp(text, "smtp:", 5) != 0 || strlen(text) >= sizeof out->text) {
+        snprintf(err, errlen, "bad next hop '%s' (expected smtp:[host]:port)", text);
+        return -1;
+    }
+    const char *hp = text + 5;
+    char tmp[80];
+    /* "[1.2.3.4]:25" parses directly; "[::1]:25" too (bracketed IPv6) */
+    if (hostport_parse(hp, &out->addr, &out->addrlen) < 0) {
+        /* "1.2.3.4" without port means port 25 */
+        snprintf(tmp, sizeof tmp, "%s:25", hp);
+        if (hostport_parse(tmp, &out->addr, &out->addrlen) < 0) {
+            snprintf(err, errlen, "bad next hop '%s' (host must be an IP literal until DNS routing lands)", text);
+            return -1;
+        }
+    }
+    snprintf(out->text, sizeof out->text, "%s", text);
+    return 0;
+}
+
+/* Read a lookup table file: calls row(ctx, fields...) for each non-comment line. */
+typedef int (*row_fn)(struct pctx *p, void *ctx, char *key, char *value);
+
+static int read_table(struct pctx *parent, const char *path, row_fn row, void *ctx)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return fail(parent, "cannot open table %s: %s", path, strerror(errno));
+    struct pctx p = {path, 0, parent->err, parent->errlen};
+    char line[1024];
+    int rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        p.line++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *value = s + strcspn(s, " \t");
+        if (*value)
+            *value++ = '\0';
+        rc = row(&p, ctx, s, trim(value));
+    }
+    fclose(f);
+    return rc;
+}
+
+static int add_relay_domain(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    if (*value)
+        return fail(p, "relay domain table: unexpected text after '%s'", key);
+    lower(key);
+    char **n = realloc(cfg->relay_domains, (cfg->nrelay_domains + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->relay_domains = n;
+    cfg->relay_domains[cfg->nrelay_domains++] = strdup(key);
+    return 0;
+}
+
+static int add_transport(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    if (!*value)
+        return fail(p, "transport table: '%s' needs a next hop", key);
+    struct transport_entry e;
+    char err[200];
+    if (nexthop_parse(value, &e.hop, err, sizeof err) < 0)
+        return fail(p, "%s", err);
+    lower(key);
+    e.domain = strdup(key);
+    struct transport_entry *n = realloc(cfg->transports, (cfg->ntransports + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->transports = n;
+    cfg->transports[cfg->ntransports++] = e;
+    return 0;
+}
+
+/* Split a comma/space separated list and feed each item to row(). */
+static int each_item(struct pctx *p, char *list, row_fn row, void *ctx)
+{
+    char *save = NULL;
+    for (char *it = strtok_r(list, ", \t", &save); it; it = strtok_r(NULL, ", \t", &save)) {
+        char empty[1] = "";
+        if (row(p, ctx, it, empty) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int add_trusted(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    (void)value;
+    struct cidr c;
+    if (cidr_parse(key, &c) < 0)
+        return fail(p, "bad network '%s' (expected CIDR like 127.0.0.0/8)", key);
+    struct cidr *n = realloc(cfg->trusted, (cfg->ntrusted + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->trusted = n;
+    cfg->trusted[cfg->ntrusted++] = c;
+    return 0;
+}
+
+static int add_listen(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    (void)value;
+    if (cfg->nlisten >= CONFIG_MAX_LISTEN)
+        return fail(p, "too many listen addresses (max %d)", CONFIG_MAX_LISTEN);
+    struct listen_addr *l = &cfg->listen[cfg->nlisten];
+    if (strlen(key) >= sizeof l->text || hostport_parse(key, &l->addr, &l->addrlen) < 0)
+        return fail(p, "bad listen address '%s' (expected 127.0.0.1:2525 or [::1]:2525)", key);
+    snprintf(l->text, sizeof l->text, "%s", key);
+    cfg->nlisten++;
+    return 0;
+}
+
+/* "file:PATH" values name a table; anything else is an inline list. */
+static int list_or_table(struct pctx *p, struct config *cfg, char *value, row_fn row)
+{
+    if (strncmp(value, "file:", 5) == 0)
+        return read_table(p, value + 5, row, cfg);
+    return each_item(p, value, row, cfg);
+}
+
+static int set_int(struct pctx *p, const char *key, const char *value, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (end == value || *end || errno || v < lo || v > hi)
+        return fail(p, "%s: expected a number from %d to %d, got '%s'", key, lo, hi, value);
+    *out = (int)v;
+    return 0;
+}
+
+static int set_duration(struct pctx *p, const char *key, const char *value, long *out)
+{
+    long v = parse_duration(value);
+    if (v < 0)
+        return fail(p, "%s: bad duration '%s' (expected e.g. 30s, 5m, 4h, 5d)", key, value);
+    *out = v;
+    return 0;
+}
+
+static int set_duration_int(struct pctx *p, const char *key, const char *value, int *out)
+{
+    long v = 0;
+    if (set_duration(p, key, value, &v) < 0)
+        return -1;
+    if (v < 1 || v > 86400)
+        return fail(p, "%s: must be between 1s and 1d", key);
+    *out = (int)v;
+    return 0;
+}
+
+static void set_str(char **dst, const char *value)
+{
+    free(*dst);
+    *dst = strdup(value);
+}
+
+static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *value)
+{
+    char err[200];
+    if (!strcmp(key, "listen")) {
+        cfg->nlisten = 0;
+        return each_item(p, value, add_listen, cfg);
+    }
+    if (!strcmp(key, "hostname")) {
+        if (!*value || strlen(value) >= sizeof cfg->hostname || strpbrk(value, " \t"))
+            return fail(p, "hostname: bad value '%s'", value);
+        snprintf(cfg->hostname, sizeof cfg->hostname, "%s", value);
+        return 0;
+    }
+    if (!strcmp(key, "spool_dir")) {
+        if (value[0] != '/' && value[0] != '.')
+            return fail(p, "spool_dir: expected a path, got '%s'", value);
+        set_str(&cfg->spool_dir, value);
+        return 0;
+    }
+    if (!strcmp(key, "relay_domains"))
+        return list_or_table(p, cfg, value, add_relay_domain);
+    if (!strcmp(key, "trusted_networks"))
+        return list_or_table(p, cfg, value, add_trusted);
+    if (!strcmp(key, "transport_table")) {
+        if (strncmp(value, "file:", 5) != 0)
+            return fail(p, "transport_table: expected file:PATH");
+        return read_table(p, value + 5, add_transport, cfg);
+    }
+    if (!strcmp(key, "default_transport")) {
+        if (nexthop_parse(value, &cfg->default_transport, err, sizeof err) < 0)
+            return fail(p, "default_transport: %s", err);
+        return 0;
+    }
+    if (!strcmp(key, "dns_server")) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (hostport_parse(value, &ss, &len) < 0)
+            return fail(p, "dns_server: expected addr:port, got '%s'", value);
+        set_str(&cfg->dns_server, value);
+        return 0;
+    }
+    if (!strcmp(key, "retry_min"))
+        return set_duration(p, key, value, &cfg->retry_min);
+    if (!strcmp(key, "retry_max"))
+        return set_duration(p, key, value, &cfg->retry_max);
+    if (!strcmp(key, "max_queue_lifetime"))
+        return set_duration(p, key, value, &cfg->max_queue_lifetime);
+    if (!strcmp(key, "plugin_dir")) {
+        set_str(&cfg->plugin_dir, value);
+        return 0;
+    }
+    if (!strcmp(key, "plugins")) {
+        if (*value)
+            return fail(p, "plugins: the plugin chain is not implemented yet (leave it empty)");
+        return 0;
+    }
+    if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key"))
+        return fail(p, "%s: STARTTLS is not implemented yet", key);
+    if (!strcmp(key, "control_socket")) {
+        set_str(&cfg->control_socket, value);
+        return 0;
+    }
+    if (!strcmp(key, "user")) {
+        set_str(&cfg->run_user, value);
+        return 0;
+    }
+    if (!strcmp(key, "message_size_limit")) {
+        if (parse_size(value, &cfg->message_size_limit) < 0 || cfg->message_size_limit < 1024)
+            return fail(p, "message_size_limit: bad size '%s' (at least 1k)", value);
+        return 0;
+    }
+    if (!strcmp(key, "max_recipients"))
+        return set_int(p, key, value, 1, 100000, &cfg->max_recipients);
+    if (!strcmp(key, "max_sessions"))
+        return set_int(p, key, value, 1, 1000000, &cfg->max_sessions);
+    if (!strcmp(key, "max_errors"))
+        return set_int(p, key, value, 1, 1000, &cfg->max_errors);
+    if (!strcmp(key, "smtp_timeout"))
+        return set_duration_int(p, key, value, &cfg->smtp_timeout);
+    if (!strcmp(key, "data_timeout"))
+        return set_duration_int(p, key, value, &cfg->data_timeout);
+    if (!strcmp(key, "client_connect_timeout"))
+        return set_duration_int(p, key, value, &cfg->client_connect_timeout);
+    if (!strcmp(key, "client_timeout"))
+        return set_duration_int(p, key, value, &cfg->client_timeout);
+    if (!strcmp(key, "connection_cache_time"))
+        return set_duration_int(p, key, value, &cfg->connection_cache_time);
+    if (!strcmp(key, "dest_concurrency"))
+        return set_int(p, key, value, 1, 1000, &cfg->dest_concurrency);
+    if (!strcmp(key, "worker_threads"))
+        return set_int(p, key, value, 1, 64, &cfg->worker_threads);
+    if (!strcmp(key, "log_level")) {
+        static const char *names[] = {"error", "warning", "info", "debug"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(value, names[i])) {
+                cfg->log_level = i;
+                return 0;
+            }
+        return fail(p, "log_level: expected error, warning, info or debug");
+    }
+    return fail(p, "unknown key '%s'", key);
+}
+
+static void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (gethostname(cfg->hostname, sizeof cfg->hostname) < 0 || !cfg->hostname[0])
+        snprintf(cfg->hostname, sizeof cfg->hostname, "localhost");
+    cfg->retry_min = 300;
+    cfg->retry_max = 4 * 3600;
+    cfg->max_queue_lifetime = 5 * 86400;
+    cfg->message_size_limit = 50 * 1024 * 1024;
+    cfg->max_recipients = 1000;
+    cfg->max_sessions = 10000;
+    cfg->max_errors = 20;
+    cfg->smtp_timeout = 300;
+    cfg->data_timeout = 600;
+    cfg->client_connect_timeout = 30;
+    cfg->client_timeout = 300;
+    cfg->connection_cache_time = 2;
+    cfg->dest_concurrency = 20;
+    cfg->worker_threads = 4;
+    cfg->log_level = 2;
+}
+
+static int config_validate(struct pctx *p, struct config *cfg)
+{
+    p->line = 0;
+    if (cfg->nlisten == 0)
+        return fail(p, "listen: at least one address is required");
+    if (!cfg->spool_dir)
+        return fail(p, "spool_dir: required");
+    if (!cfg->default_transport.text[0] && cfg->ntransports == 0)
+        return fail(p, "default_transport or transport_table: required (where should mail go?)");
+    if (cfg->retry_min < 1 || cfg->retry_max < cfg->retry_min)
+        return fail(p, "retry_min must be >= 1s and <= retry_max");
+    if (cfg->max_queue_lifetime < cfg->retry_min)
+        return fail(p, "max_queue_lifetime must be >= retry_min");
+    return 0;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    cfg->path = strdup(path);
+    struct pctx p = {path, 0, err, errlen};
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return fail(&p, "cannot open: %s", strerror(errno));
+    char line[4096];
+    int rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        p.line++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            rc = fail(&p, "line too long");
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            rc = fail(&p, "expected 'key = value'");
+            break;
+        }
+        *eq = '\0';
+        rc = apply_key(&p, cfg, trim(s), trim(eq + 1));
+    }
+    fclose(f);
+    if (rc == 0)
+        rc = config_validate(&p, cfg);
+    return rc;
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nrelay_domains; i++)
+        free(cfg->relay_domains[i]);
+    free(cfg->relay_domains);
+    for (size_t i = 0; i < cfg->ntransports; i++)
+        free(cfg->transports[i].domain);
+    free(cfg->transports);
+    free(cfg->trusted);
+    free(cfg->path);
+    free(cfg->spool_dir);
+    free(cfg->dns_server);
+    free(cfg->plugin_dir);
+    free(cfg->control_socket);
+    free(cfg->run_user);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* "a.b.example" matches "a.b.example" and ".example"/".b.example" entries. */
+static bool domain_matches(const char *pattern, const char *domain)
+{
+    if (pattern[0] != '.')
+        return strcasecmp(pattern, domain) == 0;
+    size_t pl = strlen(pattern), dl = strlen(domain);
+    return dl > pl && strcasecmp(domain + dl - pl, pattern) == 0;
+}
+
+bool config_is_relay_domain(const struct config *cfg, const char *domain)
+{
+    for (size_t i = 0; i < cfg->nrelay_domains; i++)
+        if (domain_matches(cfg->relay_domains[i], domain))
+            return true;
+    return false;
+}
+
+bool config_is_trusted(const struct config *cfg, const struct sockaddr *client)
+{
+    for (size_t i = 0; i < cfg->ntrusted; i++)
+        if (cidr_match(&cfg->trusted[i], client))
+            return true;
+    return false;
+}
+
+const struct nexthop *config_transport_for(const struct config *cfg, const char *domain)
+{
+    /* exact entries win over subdomain patterns */
+    for (size_t i = 0; i < cfg->ntransports; i++)
+        if (cfg->transports[i].domain[0] != '.' && domain_matches(cfg->transports[i].domain, domain))
+            return &cfg->transports[i].hop;
+    for (size_t i = 0; i < cfg->ntransports; i++)
+        if (domain_matches(cfg->transports[i].domain, domain))
+            return &cfg->transports[i].hop;
+    return cfg->default_transport.text[0] ? &cfg->default_transport : NULL;
+}
+
+void config_print(const struct config *cfg, FILE *out)
+{
+    fprintf(out, "listen =");
+    for (int i = 0; i < cfg->nlisten; i++)
+        fprintf(out, "%s%s", i ? ", " : " ", cfg->listen[i].text);
+    fprintf(out, "\nhostname = %s\nspool_dir = %s\n", cfg->hostname, cfg->spool_dir);
+    fprintf(out, "relay_domains =");
+    for (size_t i = 0; i < cfg->nrelay_domains; i++)
+        fprintf(out, "%s%s", i ? ", " : " ", cfg->relay_domains[i]);
+    fprintf(out, "\ntrusted_networks =");
+    for (size_t i = 0; i < cfg->ntrusted; i++) {
+        char txt[64];
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof ss);
+        ss.ss_family = (sa_family_t)cfg->trusted[i].family;
+        if (ss.ss_family == AF_INET)
+            memcpy(&((struct sockaddr_in *)&ss)->sin_addr, cfg->trusted[i].addr, 4);
+        else
+            memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr, cfg->trusted[i].addr, 16);
+        sockaddr_ip_text((struct sockaddr *)&ss, txt, sizeof txt);
+        fprintf(out, "%s%s/%d", i ? ", " : " ", txt, cfg->trusted[i].prefix);
+    }
+    fprintf(out, "\ndefault_transport = %s\n", cfg->default_transport.text);
+    for (size_t i = 0; i < cfg->ntransports; i++)
+        fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
+    fprintf(out, "dns_server = %s\n", cfg->dns_server ? cfg->dns_server : "");
+    fprintf(out, "retry_min = %lds\nretry_max = %lds\nmax_queue_lifetime = %lds\n", cfg->retry_min,
+            cfg->retry_max, cfg->max_queue_lifetime);
+    fprintf(out, "plugin_dir = %s\nplugins =\ncontrol_socket = %s\nuser = %s\n",
+            cfg->plugin_dir ? cfg->plugin_dir : "", cfg->control_socket ? cfg->control_socket : "",
+            cfg->run_user ? cfg->run_user : "");
+    fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
+            cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);
+    fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nclient_connect_timeout = %ds\nclient_timeout = %ds\n",
+            cfg->smtp_timeout, cfg->data_timeout, cfg->client_connect_timeout, cfg->client_timeout);
+    fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\n",
+            cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads);
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    fprintf(out, "log_level = %s\n", names[cfg->log_level]);
+}

@@ -1,0 +1,82 @@
+/* config.h - the main configuration file and its lookup tables.
+ * Format: "key = value" lines, '#' comments. Unknown keys and bad values are
+ * errors that name file:line. */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+#include "netaddr.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_LISTEN 16
+
+/* Where to hand mail for a recipient domain: an SMTP server at host:port. */
+struct nexthop {
+    char text[80];                 /* as written, e.g. "smtp:[127.0.0.1]:2526" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+struct transport_entry {
+    char *domain;                  /* "example.test" exact, ".example.test" subdomains */
+    struct nexthop hop;
+};
+
+struct listen_addr {
+    char text[64];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+struct config {
+    char *path;
+    struct listen_addr listen[CONFIG_MAX_LISTEN];
+    int nlisten;
+    char hostname[256];
+    char *spool_dir;
+    char **relay_domains;          /* lower-case; ".dom" matches subdomains */
+    size_t nrelay_domains;
+    struct cidr *trusted;
+    size_t ntrusted;
+    struct nexthop default_transport;
+    struct transport_entry *transports;
+    size_t ntransports;
+    char *dns_server;
+    long retry_min, retry_max, max_queue_lifetime;   /* seconds */
+    char *plugin_dir;
+    char *control_socket;
+    char *run_user;                /* user to drop to when started as root */
+    size_t message_size_limit;
+    int max_recipients;
+    int max_sessions;
+    int max_errors;
+    int smtp_timeout;              /* idle timeout between commands */
+    int data_timeout;              /* idle timeout inside DATA */
+    int client_connect_timeout;
+    int client_timeout;            /* outbound: per reply */
+    int dest_concurrency;          /* connections per next hop */
+    int connection_cache_time;     /* idle outbound connection kept this long */
+    int worker_threads;            /* fsync / blocking work */
+    int log_level;
+};
+
+/* Load FILE; on error returns -1 and writes "file:line: message" into err. */
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
+void config_free(struct config *cfg);
+/* Print the effective configuration as key = value lines. */
+void config_print(const struct config *cfg, FILE *out);
+
+/* Parse "30s" "5m" "4h" "5d" or plain seconds. -1 on error. */
+long parse_duration(const char *text);
+/* Parse "10485760", "10k", "10M", "1G". 0 ok, -1 error. */
+int parse_size(const char *text, size_t *out);
+/* Parse "smtp:[host]:port" (or "smtp:host:port" with an IP literal). */
+int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errlen);
+
+/* Lookups used by relay control and routing. */
+bool config_is_relay_domain(const struct config *cfg, const char *domain);
+bool config_is_trusted(const struct config *cfg, const struct sockaddr *client);
+const struct nexthop *config_transport_for(const struct config *cfg, const char *domain);
+
+#endif

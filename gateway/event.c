@@ -1,0 +1,143 @@
+/* event.c - epoll loop with a 100 ms timerfd tick and a graveyard of objects
+ * to free after each dispatch batch. */
+#include "event.h"
+#include "log.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TICK_FNS 8
+#define MAX_EVENTS 256
+
+struct deferred {
+    void *ptr;
+    void (*fn)(void *);
+};
+
+static int epfd = -1;
+static bool running;
+static uint64_t now_ms;
+static void (*tick_fns[MAX_TICK_FNS])(void);
+static int ntick_fns;
+static struct deferred *graveyard;
+static size_t ngrave, capgrave;
+static struct ev_watch tick_watch;
+
+void ev_update_time(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t ev_now_ms(void) { return now_ms; }
+
+static void on_tick(void *ctx, uint32_t events)
+{
+    (void)ctx;
+    (void)events;
+    uint64_t expirations;
+    ssize_t r = read(tick_watch.fd, &expirations, sizeof expirations);
+    (void)r;
+    for (int i = 0; i < ntick_fns; i++)
+        tick_fns[i]();
+}
+
+int ev_init(void)
+{
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        return -1;
+    ev_update_time();
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (tfd < 0)
+        return -1;
+    struct itimerspec its = {{0, 100 * 1000000}, {0, 100 * 1000000}};
+    if (timerfd_settime(tfd, 0, &its, NULL) < 0)
+        return -1;
+    return ev_add(&tick_watch, tfd, EPOLLIN, on_tick, NULL);
+}
+
+int ev_add(struct ev_watch *w, int fd, uint32_t mask, ev_handler fn, void *ctx)
+{
+    w->fd = fd;
+    w->mask = mask;
+    w->fn = fn;
+    w->ctx = ctx;
+    struct epoll_event ev = {.events = mask, .data.ptr = w};
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int ev_mod(struct ev_watch *w, uint32_t mask)
+{
+    if (w->mask == mask || w->fd < 0)
+        return 0;
+    w->mask = mask;
+    struct epoll_event ev = {.events = mask, .data.ptr = w};
+    return epoll_ctl(epfd, EPOLL_CTL_MOD, w->fd, &ev);
+}
+
+void ev_del(struct ev_watch *w)
+{
+    if (w->fd >= 0)
+        epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    w->fd = -1;
+}
+
+void ev_defer_free(void *ptr, void (*fn)(void *))
+{
+    if (ngrave == capgrave) {
+        size_t ncap = capgrave ? capgrave * 2 : 64;
+        struct deferred *n = realloc(graveyard, ncap * sizeof *n);
+        if (!n) {
+            log_error("out of memory deferring a free; leaking %p", ptr);
+            return;
+        }
+        graveyard = n;
+        capgrave = ncap;
+    }
+    graveyard[ngrave++] = (struct deferred){ptr, fn};
+}
+
+static void bury_dead(void)
+{
+    /* fn may defer more frees; loop until empty */
+    while (ngrave) {
+        struct deferred d = graveyard[--ngrave];
+        d.fn(d.ptr);
+    }
+}
+
+void ev_on_tick(void (*fn)(void))
+{
+    if (ntick_fns < MAX_TICK_FNS)
+        tick_fns[ntick_fns++] = fn;
+}
+
+void ev_stop(void) { running = false; }
+
+int ev_run(void)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    running = true;
+    while (running) {
+        int n = epoll_wait(epfd, evs, MAX_EVENTS, 1000);
+        ev_update_time();
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("epoll_wait: %s", strerror(errno));
+            return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            struct ev_watch *w = evs[i].data.ptr;
+            if (w->fd >= 0)
+                w->fn(w->ctx, evs[i].events);
+        }
+        bury_dead();
+    }
+    return 0;
+}

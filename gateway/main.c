@@ -1,0 +1,147 @@
+/* main.c - posternd: load the config, open the spool, bind, drop
+ * privileges, then run the event loop until SIGTERM/SIGINT, finishing
+ * in-flight commits (and, for a bounded time, deliveries) before exit 0. */
+#include "config.h"
+#include "delivery.h"
+#include "event.h"
+#include "log.h"
+#include "privs.h"
+#include "queue.h"
+#include "smtp_server.h"
+#include "spool.h"
+#include "workers.h"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SHUTDOWN_GRACE_MS 15000
+
+static struct config cfg;
+static struct ev_watch signal_watch;
+static uint64_t shutdown_started_ms;
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: posternd -c FILE [-t]\n"
+                    "  -c FILE  configuration file\n"
+                    "  -t       check the configuration and exit (0 good, 1 with file:line on error)\n");
+    exit(2);
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void shutdown_tick(void)
+{
+    if (!shutdown_started_ms)
+        return;
+    int waiting = smtp_server_shutdown();
+    delivery_close_idle();
+    bool grace_over = ev_now_ms() - shutdown_started_ms > SHUTDOWN_GRACE_MS;
+    if ((waiting == 0 && workers_pending() == 0 && delivery_busy() == 0) || (grace_over && workers_pending() == 0))
+        ev_stop();
+}
+
+static void on_signal(void *ctx, uint32_t events)
+{
+    (void)ctx;
+    (void)events;
+    struct signalfd_siginfo si;
+    while (read(signal_watch.fd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            if (!shutdown_started_ms) {
+                log_info("signal %d: shutting down after in-flight work", (int)si.ssi_signo);
+                shutdown_started_ms = ev_now_ms();
+                shutdown_tick();
+            }
+        } else if (si.ssi_signo == SIGHUP) {
+            log_info("SIGHUP: reload is not implemented yet; configuration unchanged");
+        }
+    }
+}
+
+static int setup_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    return ev_add(&signal_watch, fd, EPOLLIN, on_signal, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool check_only = false;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:th")) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 't': check_only = true; break;
+        default: usage();
+        }
+    }
+    if (!path || optind != argc)
+        usage();
+    char err[1024];
+    if (config_load(path, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "posternd: %s\n", err);
+        return 1;
+    }
+    if (check_only) {
+        printf("posternd: %s: configuration ok\n", path);
+        return 0;
+    }
+    log_set_level((enum log_level)cfg.log_level);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    raise_fd_limit();
+    /* blocked before any thread starts, so workers inherit the mask */
+    if (ev_init() < 0 || setup_signals() < 0) {
+        log_error("event loop: %s", strerror(errno));
+        return 1;
+    }
+    if (spool_init(cfg.spool_dir, true) < 0 || smtp_server_bind(&cfg) < 0)
+        return 1;
+    if (privs_drop(cfg.run_user, cfg.spool_dir) < 0)
+        return 1;
+    if (workers_start(cfg.worker_threads) < 0) {
+        log_error("cannot start worker threads");
+        return 1;
+    }
+    queue_init(&cfg);
+    delivery_init(&cfg);
+    queue_load_spool();
+    if (smtp_server_start() < 0) {
+        log_error("cannot start listeners: %s", strerror(errno));
+        return 1;
+    }
+    ev_on_tick(smtp_server_tick);
+    ev_on_tick(delivery_tick);
+    ev_on_tick(queue_run_due);
+    ev_on_tick(shutdown_tick);
+    log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg.hostname, cfg.spool_dir, queue_size());
+    ev_run();
+    workers_stop();
+    log_info("posternd stopped; %zu message(s) remain queued", queue_size());
+    config_free(&cfg);
+    return 0;
+}

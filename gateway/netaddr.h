@@ -1,0 +1,23 @@
+/* netaddr.h - IP address text forms, CIDR networks and listen addresses. */
+#ifndef POSTERN_NETADDR_H
+#define POSTERN_NETADDR_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct cidr {
+    int family;              /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int prefix;
+};
+
+/* "10.0.0.0/8", "::1/128" or a bare address (full-length prefix). 0 ok, -1 bad. */
+int cidr_parse(const char *text, struct cidr *out);
+bool cidr_match(const struct cidr *net, const struct sockaddr *sa);
+
+/* "127.0.0.1:2525" or "[::1]:2525" into a sockaddr. 0 ok, -1 bad. */
+int hostport_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+/* Printable address (no port) of sa into out. */
+void sockaddr_ip_text(const struct sockaddr *sa, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,55 @@
+/* queue.h - the in-memory view of the spool and the scheduler: which
+ * message is due, grouped into delivery jobs per next hop, and what happens
+ * when a job comes back (done, deferred with backoff, failed, expired). */
+#ifndef POSTERN_QUEUE_H
+#define POSTERN_QUEUE_H
+#include "config.h"
+#include "spool.h"
+#include <stddef.h>
+#include <stdint.h>
+
+struct qrcpt {
+    char *addr;
+    struct rcpt_state st;
+};
+
+struct qmsg {
+    char id[QID_LEN];
+    char *sender;
+    struct qrcpt *rcpts;
+    size_t nrcpts;
+    int64_t arrival;
+    size_t body_off;
+    uint64_t size;
+    enum smtp_body body;
+    bool smtputf8;
+    bool held;
+    int attempts;
+    int64_t next_try;
+    int heap_idx;            /* -1 when not scheduled */
+    int jobs_outstanding;
+};
+
+/* One delivery attempt: some recipients of one message to one next hop. */
+struct djob {
+    struct qmsg *msg;
+    const struct nexthop *hop;
+    size_t *idx;             /* recipient indices into msg->rcpts */
+    size_t n;
+    struct djob *next;       /* destination queue link */
+};
+
+void queue_init(const struct config *cfg);
+/* A message just committed to the spool; takes ownership of e's strings. */
+void queue_add_committed(struct envelope *e, size_t body_off);
+/* Scan the spool at start and schedule everything pending. */
+void queue_load_spool(void);
+/* Dispatch due messages (called on every tick and after new mail). */
+void queue_run_due(void);
+/* Record the outcome for recipient idx of job: reply code class 2, 4 or 5. */
+void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply);
+/* The job is finished: every recipient without a result is deferred. */
+void queue_job_done(struct djob *job);
+size_t queue_size(void);
+
+#endif

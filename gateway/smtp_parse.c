@@ -1,0 +1,296 @@
+/* smtp_parse.c - SMTP command, path and parameter parsing (RFC 5321 4.1).
+ * Strict where it matters for safety (no control bytes, bounded lengths),
+ * tolerant where real clients differ harmlessly (a space after "FROM:"). */
+#include "smtp_parse.h"
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const struct {
+    const char *name;
+    enum smtp_verb verb;
+} verbs[] = {
+    {"HELO", VERB_HELO}, {"EHLO", VERB_EHLO}, {"MAIL", VERB_MAIL}, {"RCPT", VERB_RCPT},
+    {"DATA", VERB_DATA}, {"RSET", VERB_RSET}, {"NOOP", VERB_NOOP}, {"QUIT", VERB_QUIT},
+    {"VRFY", VERB_VRFY}, {"EXPN", VERB_EXPN}, {"HELP", VERB_HELP}, {"STARTTLS", VERB_STARTTLS},
+    {"BDAT", VERB_BDAT}, {"AUTH", VERB_AUTH},
+};
+
+int smtp_parse_command(const char *line, struct smtp_command *out)
+{
+    for (const unsigned char *p = (const unsigned char *)line; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return -1;
+    size_t n = strcspn(line, " ");
+    out->verb = VERB_UNKNOWN;
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strlen(verbs[i].name) == n && strncasecmp(line, verbs[i].name, n) == 0)
+            out->verb = verbs[i].verb;
+    const char *a = line + n;
+    while (*a == ' ')
+        a++;
+    out->args = a;
+    return 0;
+}
+
+static bool is_atext(unsigned char c, bool utf8)
+{
+    if (isalnum(c))
+        return true;
+    if (c >= 0x80)
+        return utf8;
+    return c && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+}
+
+/* dot-string or quoted-string; returns length consumed or -1. */
+static int scan_local_part(const char *s, bool utf8)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (*p == '"') {
+        p++;
+        while (*p && *p != '"') {
+            if (*p == '\\') {
+                p++;
+                if (*p < 0x20 || *p > 0x7e)
+                    return -1;
+            } else if ((*p < 0x20 || *p == 0x7f) || (*p >= 0x80 && !utf8)) {
+                return -1;
+            }
+            p++;
+        }
+        if (*p != '"')
+            return -1;
+        return (int)((const char *)p + 1 - s);
+    }
+    bool need_atom = true;
+    while (*p && *p != '@') {
+        if (*p == '.') {
+            if (need_atom)
+                return -1;
+            need_atom = true;
+        } else if (is_atext(*p, utf8)) {
+            need_atom = false;
+        } else {
+            return -1;
+        }
+        p++;
+    }
+    if (need_atom)
+        return -1;
+    return (int)((const char *)p - s);
+}
+
+static bool valid_address_literal(const char *s, size_t n)
+{
+    /* "[1.2.3.4]" or "[IPv6:...]": shape check only; we never route to them blindly */
+    if (n < 3 || s[0] != '[' || s[n - 1] != ']')
+        return false;
+    for (size_t i = 1; i < n - 1; i++)
+        if (!(isalnum((unsigned char)s[i]) || strchr(".:-", s[i])))
+            return false;
+    return true;
+}
+
+static bool valid_domain(const char *s, size_t n, bool utf8)
+{
+    if (n == 0 || n > SMTP_MAX_DOMAIN)
+        return false;
+    if (s[0] == '[')
+        return valid_address_literal(s, n);
+    size_t label = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        if (c == '-' && label == 0)
+            return false;
+        if (!(isalnum(c) || c == '-' || (c >= 0x80 && utf8)))
+            return false;
+        if (++label > 63)
+            return false;
+    }
+    return label > 0 && s[n - 1] != '-';
+}
+
+const char *smtp_check_address(const char *addr, bool utf8)
+{
+    int lp = scan_local_part(addr, utf8);
+    if (lp < 0)
+        return "bad local part";
+    if (lp > SMTP_MAX_LOCAL_PART)
+        return "local part too long";
+    if (addr[lp] != '@')
+        return "missing domain";
+    const char *dom = addr + lp + 1;
+    if (!valid_domain(dom, strlen(dom), utf8))
+        return "bad domain";
+    return NULL;
+}
+
+const char *addr_domain(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    return at ? at + 1 : "";
+}
+
+/* Parse "<...>" at s into res->addr; sets res->params past the '>'. */
+static int parse_path(const char *s, bool utf8, bool is_sender, struct path_result *res)
+{
+    const char *bad = is_sender ? "501 5.1.7 Bad sender address syntax"
+                                : "501 5.1.3 Bad recipient address syntax";
+    while (*s == ' ')
+        s++;
+    if (*s != '<') {
+        res->reply = "501 5.5.4 Syntax: address must be enclosed in <>";
+        return -1;
+    }
+    s++;
+    /* obsolete source route "@a,@b:" is accepted and ignored (RFC 5321 4.1.2) */
+    if (*s == '@') {
+        const char *colon = strchr(s, ':');
+        const char *close = strchr(s, '>');
+        if (!colon || !close || colon > close) {
+            res->reply = bad;
+            return -1;
+        }
+        s = colon + 1;
+    }
+    const char *close = strchr(s, '>');
+    if (*s == '"') {     /* a quoted local part may contain '>' */
+        int q = scan_local_part(s, utf8);
+        close = q > 0 ? strchr(s + q, '>') : NULL;
+    }
+    if (!close) {
+        res->reply = bad;
+        return -1;
+    }
+    size_t n = (size_t)(close - s);
+    if (n > SMTP_MAX_PATH) {
+        res->reply = is_sender ? "501 5.1.7 Sender address too long" : "501 5.1.3 Recipient address too long";
+        return -1;
+    }
+    memcpy(res->addr, s, n);
+    res->addr[n] = '\0';
+    res->params = close + 1;
+    if (n == 0) {
+        if (is_sender)
+            return 0;
+        res->reply = bad;
+        return -1;
+    }
+    if (!is_sender && strcasecmp(res->addr, "postmaster") == 0)
+        return 0;
+    if (smtp_check_address(res->addr, utf8)) {
+        res->reply = bad;
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_mail_param(char *kv, struct mail_params *p, const char **reply)
+{
+    char *eq = strchr(kv, '=');
+    const char *val = eq ? eq + 1 : NULL;
+    if (eq)
+        *eq = '\0';
+    if (!strcasecmp(kv, "SIZE")) {
+        char *end;
+        errno = 0;
+        unsigned long long v = val ? strtoull(val, &end, 10) : 0;
+        if (!val || !*val || *end || errno || !isdigit((unsigned char)val[0])) {
+            *reply = "501 5.5.4 Bad SIZE parameter";
+            return -1;
+        }
+        p->has_size = true;
+        p->size = v;
+        return 0;
+    }
+    if (!strcasecmp(kv, "BODY")) {
+        if (val && !strcasecmp(val, "7BIT"))
+            p->body = BODY_7BIT;
+        else if (val && !strcasecmp(val, "8BITMIME"))
+            p->body = BODY_8BITMIME;
+        else {
+            *reply = "501 5.5.4 Bad BODY parameter (7BIT or 8BITMIME)";
+            return -1;
+        }
+        return 0;
+    }
+    if (!strcasecmp(kv, "SMTPUTF8")) {
+        if (val) {
+            *reply = "501 5.5.4 SMTPUTF8 takes no value";
+            return -1;
+        }
+        p->smtputf8 = true;
+        return 0;
+    }
+    *reply = "555 5.5.4 Unsupported MAIL parameter";
+    return -1;
+}
+
+/* Split parameters on spaces into a scratch copy and feed them to fn. */
+static int parse_params(const char *params, struct mail_params *mp, const char **reply)
+{
+    char tmp[SMTP_MAX_COMMAND_LINE + 1];
+    if (strlen(params) > SMTP_MAX_COMMAND_LINE) {
+        *reply = "501 5.5.4 Parameters too long";
+        return -1;
+    }
+    strcpy(tmp, params);
+    char *save = NULL;
+    for (char *t = strtok_r(tmp, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        if (!mp) {
+            *reply = "555 5.5.4 Unsupported RCPT parameter";
+            return -1;
+        }
+        if (parse_mail_param(t, mp, reply) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int smtp_parse_mail(const char *args, struct path_result *res, struct mail_params *params)
+{
+    memset(params, 0, sizeof *params);
+    res->reply = NULL;
+    if (strncasecmp(args, "FROM:", 5) != 0) {
+        res->reply = "501 5.5.4 Syntax: MAIL FROM:<address>";
+        return -1;
+    }
+    /* Parameters decide whether UTF-8 is allowed in the path, so find them
+     * first with a permissive parse, then check the address strictly. */
+    if (parse_path(args + 5, true, true, res) < 0)
+        return -1;
+    if (parse_params(res->params, params, &res->reply) < 0)
+        return -1;
+    if (res->addr[0] && smtp_check_address(res->addr, params->smtputf8)) {
+        res->reply = params->smtputf8 ? "501 5.1.7 Bad sender address syntax"
+                                      : "553 5.6.7 Non-ASCII sender address needs SMTPUTF8";
+        return -1;
+    }
+    return 0;
+}
+
+int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res)
+{
+    res->reply = NULL;
+    if (strncasecmp(args, "TO:", 3) != 0) {
+        res->reply = "501 5.5.4 Syntax: RCPT TO:<address>";
+        return -1;
+    }
+    if (parse_path(args + 3, true, false, res) < 0)
+        return -1;
+    if (parse_params(res->params, NULL, &res->reply) < 0)
+        return -1;
+    if (!utf8 && strcasecmp(res->addr, "postmaster") && smtp_check_address(res->addr, false)) {
+        res->reply = "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8";
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,60 @@
+/* smtp_parse.h - pure parsers for SMTP input (RFC 5321): the command verb,
+ * reverse/forward paths and ESMTP parameters. No I/O, no allocation. */
+#ifndef POSTERN_SMTP_PARSE_H
+#define POSTERN_SMTP_PARSE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SMTP_MAX_COMMAND_LINE 512   /* including CRLF (RFC 5321 4.5.3.1.4) */
+#define SMTP_MAX_TEXT_LINE 1000     /* including CRLF (RFC 5321 4.5.3.1.6) */
+#define SMTP_MAX_LOCAL_PART 64
+#define SMTP_MAX_DOMAIN 255
+#define SMTP_MAX_PATH 256
+
+enum smtp_verb {
+    VERB_UNKNOWN, VERB_HELO, VERB_EHLO, VERB_MAIL, VERB_RCPT, VERB_DATA, VERB_RSET,
+    VERB_NOOP, VERB_QUIT, VERB_VRFY, VERB_EXPN, VERB_HELP, VERB_STARTTLS, VERB_BDAT, VERB_AUTH,
+};
+
+struct smtp_command {
+    enum smtp_verb verb;
+    const char *args;   /* after the verb and one space; "" if none */
+};
+
+/* line: NUL-terminated, without CRLF. Returns 0, or -1 if the line holds a
+ * byte SMTP commands never carry (NUL, CR, LF, other controls). */
+int smtp_parse_command(const char *line, struct smtp_command *out);
+
+/* Body types for MAIL BODY= */
+enum smtp_body { BODY_UNSPEC, BODY_7BIT, BODY_8BITMIME };
+
+struct mail_params {
+    bool has_size;
+    uint64_t size;
+    enum smtp_body body;
+    bool smtputf8;
+};
+
+/* Result of parsing a path: the normalised address "local@domain" (or "" for
+ * the null reverse-path), and where the parameters start. On error, reply holds
+ * the full SMTP reply line (code, enhanced code and text) without CRLF. */
+struct path_result {
+    char addr[SMTP_MAX_PATH + 1];
+    const char *params;
+    const char *reply;
+};
+
+/* "FROM:<a@b> SIZE=10" (args of MAIL). utf8: allow UTF-8 in the address. */
+int smtp_parse_mail(const char *args, struct path_result *res, struct mail_params *params);
+/* "TO:<a@b>" (args of RCPT). utf8 as above. Bare "<postmaster>" is allowed. */
+int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res);
+
+/* Validate one address "local@domain" (no brackets). Returns NULL if valid,
+ * else a short reason. */
+const char *smtp_check_address(const char *addr, bool utf8);
+
+/* Domain part of "local@domain" (after the last '@'), or "" if none. */
+const char *addr_domain(const char *addr);
+
+#endif

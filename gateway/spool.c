@@ -1,0 +1,515 @@
+/* spool.c - durable message store: envelope codec, atomic commit, per-
+ * recipient sidecar, scan on start. All paths are relative to the spool
+ * directory's fds, so a chdir never matters. */
+#include "spool.h"
+#include "log.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static int tmp_dirfd = -1, queue_dirfd = -1, corrupt_dirfd = -1;
+
+#define SIZE_DIGITS 20
+#define ENVELOPE_MAGIC "POSTERN-SPOOL 1\n"
+#define STATE_MAGIC "POSTERN-STATE 1\n"
+
+void envelope_free(struct envelope *e)
+{
+    free(e->sender);
+    for (size_t i = 0; i < e->nrcpts; i++)
+        free(e->rcpts[i]);
+    free(e->rcpts);
+    e->sender = NULL;
+    e->rcpts = NULL;
+    e->nrcpts = 0;
+}
+
+static const char *body_name(enum smtp_body b)
+{
+    return b == BODY_8BITMIME ? "8BITMIME" : b == BODY_7BIT ? "7BIT" : "";
+}
+
+int spool_envelope_encode(const struct envelope *e, struct buf *out, size_t *size_off)
+{
+    int rc = 0;
+    rc |= buf_puts(out, ENVELOPE_MAGIC);
+    rc |= buf_printf(out, "id=%s\narrival=%" PRId64 "\nclient=%s\nhelo=%s\nproto=%s\nbody=%s\nsmtputf8=%d\n",
+                     e->id, e->arrival, e->client_ip, e->helo, e->proto, body_name(e->body),
+                     e->smtputf8 ? 1 : 0);
+    rc |= buf_printf(out, "from=%s\n", e->sender ? e->sender : "");
+    for (size_t i = 0; i < e->nrcpts; i++)
+        rc |= buf_printf(out, "rcpt=%s\n", e->rcpts[i]);
+    rc |= buf_puts(out, "size=");
+    *size_off = out->len;
+    rc |= buf_printf(out, "%0*" PRIu64 "\n\n", SIZE_DIGITS, e->size);
+    return rc ? -1 : 0;
+}
+
+static int add_rcpt(struct envelope *e, const char *v)
+{
+    char **n = realloc(e->rcpts, (e->nrcpts + 1) * sizeof *n);
+    if (!n)
+        return -1;
+    e->rcpts = n;
+    if (!(e->rcpts[e->nrcpts] = strdup(v)))
+        return -1;
+    e->nrcpts++;
+    return 0;
+}
+
+static void copy_field(char *dst, size_t cap, const char *v)
+{
+    snprintf(dst, cap, "%s", v);
+}
+
+/* One "key=value" line of the envelope. */
+static int decode_field(struct envelope *e, const char *key, const char *v, const char **err)
+{
+    char *end;
+    if (!strcmp(key, "id")) {
+        if (!qid_valid(v))
+            return *err = "bad id", -1;
+        copy_field(e->id, sizeof e->id, v);
+    } else if (!strcmp(key, "arrival")) {
+        e->arrival = strtoll(v, &end, 10);
+        if (*end || end == v)
+            return *err = "bad arrival", -1;
+    } else if (!strcmp(key, "client")) {
+        copy_field(e->client_ip, sizeof e->client_ip, v);
+    } else if (!strcmp(key, "helo")) {
+        copy_field(e->helo, sizeof e->helo, v);
+    } else if (!strcmp(key, "proto")) {
+        copy_field(e->proto, sizeof e->proto, v);
+    } else if (!strcmp(key, "body")) {
+        e->body = !strcmp(v, "8BITMIME") ? BODY_8BITMIME : !strcmp(v, "7BIT") ? BODY_7BIT : BODY_UNSPEC;
+    } else if (!strcmp(key, "smtputf8")) {
+        e->smtputf8 = v[0] == '1';
+    } else if (!strcmp(key, "from")) {
+        free(e->sender);
+        if (!(e->sender = strdup(v)))
+            return *err = "out of memory", -1;
+    } else if (!strcmp(key, "rcpt")) {
+        if (add_rcpt(e, v) < 0)
+            return *err = "out of memory", -1;
+    } else if (!strcmp(key, "size")) {
+        e->size = strtoull(v, &end, 10);
+        if (*end || strlen(v) != SIZE_DIGITS)
+            return *err = "bad size", -1;
+    } else {
+        return *err = "unknown envelope field", -1;
+    }
+    return 0;
+}
+
+int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size_t *body_off,
+                          const char **err)
+{
+    memset(e, 0, sizeof *e);
+    size_t ml = strlen(ENVELOPE_MAGIC);
+    if (len < ml || memcmp(data, ENVELOPE_MAGIC, ml) != 0)
+        return *err = "not a Postern spool file", -1;
+    size_t pos = ml;
+    bool have_size = false;
+    char line[SMTP_MAX_PATH + 600];
+    for (;;) {
+        const char *nl = memchr(data + pos, '\n', len - pos);
+        if (!nl)
+            return envelope_free(e), *err = "truncated envelope", -1;
+        size_t n = (size_t)(nl - (data + pos));
+        if (n == 0) {
+            pos++;
+            break;
+        }
+        if (n >= sizeof line)
+            return envelope_free(e), *err = "envelope line too long", -1;
+        memcpy(line, data + pos, n);
+        line[n] = '\0';
+        pos += n + 1;
+        char *eq = strchr(line, '=');
+        if (!eq)
+            return envelope_free(e), *err = "envelope line without '='", -1;
+        *eq = '\0';
+        if (decode_field(e, line, eq + 1, err) < 0)
+            return envelope_free(e), -1;
+        have_size |= !strcmp(line, "size");
+    }
+    if (!e->id[0] || !e->sender || e->nrcpts == 0 || !have_size)
+        return envelope_free(e), *err = "envelope misses id, from, rcpt or size", -1;
+    *body_off = pos;
+    return 0;
+}
+
+int spool_state_encode(bool held, const struct rcpt_state *st, size_t n, struct buf *out)
+{
+    int rc = buf_puts(out, STATE_MAGIC);
+    rc |= buf_printf(out, "held=%d\n", held ? 1 : 0);
+    for (size_t i = 0; i < n; i++)
+        rc |= buf_printf(out, "%zu %c %d %" PRId64 " %s\n", i, st[i].status, st[i].attempts, st[i].next_try,
+                         st[i].last_reply);
+    return rc ? -1 : 0;
+}
+
+int spool_state_decode(const char *data, size_t len, bool *held, struct rcpt_state *st, size_t n,
+                       const char **err)
+{
+    size_t ml = strlen(STATE_MAGIC);
+    if (len < ml || memcmp(data, STATE_MAGIC, ml) != 0)
+        return *err = "not a Postern state file", -1;
+    char *copy = strndup(data + ml, len - ml);
+    if (!copy)
+        return *err = "out of memory", -1;
+    int rc = 0;
+    size_t seen = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(copy, "\n", &save); l && rc == 0; l = strtok_r(NULL, "\n", &save)) {
+        if (!strncmp(l, "held=", 5)) {
+            *held = l[5] == '1';
+            continue;
+        }
+        size_t idx;
+        char status;
+        int attempts, off = 0;
+        int64_t next;
+        if (sscanf(l, "%zu %c %d %" SCNd64 " %n", &idx, &status, &attempts, &next, &off) < 4 || idx >= n ||
+            (status != RCPT_PENDING && status != RCPT_DONE && status != RCPT_FAILED)) {
+            *err = "bad recipient state line";
+            rc = -1;
+            break;
+        }
+        st[idx].status = status;
+        st[idx].attempts = attempts;
+        st[idx].next_try = next;
+        snprintf(st[idx].last_reply, sizeof st[idx].last_reply, "%s", off ? l + off : "");
+        seen++;
+    }
+    free(copy);
+    if (rc == 0 && seen != n)
+        return *err = "state does not cover every recipient", -1;
+    return rc;
+}
+
+void qid_generate(char out[QID_LEN])
+{
+    /* seconds (8 hex) + microseconds (5 hex) + counter (3 hex): strictly
+     * increasing within this process, time-ordered across restarts */
+    static uint64_t last_sec, last_usec;
+    static unsigned counter;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    uint64_t sec = (uint64_t)tv.tv_sec, usec = (uint64_t)tv.tv_usec;
+    if (sec < last_sec || (sec == last_sec && usec <= last_usec)) {
+        sec = last_sec;
+        usec = last_usec;
+        if (++counter > 0xfff) {
+            counter = 0;
+            if (++usec > 999999) {
+                usec = 0;
+                sec++;
+            }
+        }
+    } else {
+        counter = 0;
+    }
+    last_sec = sec;
+    last_usec = usec;
+    snprintf(out, QID_LEN, "%08" PRIX64 "%05" PRIX64 "%03X", sec & 0xffffffffu, usec, counter);
+}
+
+bool qid_valid(const char *id)
+{
+    if (strlen(id) != QID_LEN - 1)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'F')))
+            return false;
+    return true;
+}
+
+static int open_subdir(const char *dir, const char *sub)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+        return -1;
+    return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+int spool_init(const char *dir, bool recover)
+{
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        log_error("spool: cannot create %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    tmp_dirfd = open_subdir(dir, "tmp");
+    queue_dirfd = open_subdir(dir, "queue");
+    corrupt_dirfd = open_subdir(dir, "corrupt");
+    if (tmp_dirfd < 0 || queue_dirfd < 0 || corrupt_dirfd < 0) {
+        log_error("spool: cannot open %s/{tmp,queue,corrupt}: %s", dir, strerror(errno));
+        return -1;
+    }
+    /* tmp/ holds only messages that were never acknowledged: drop them */
+    DIR *d = recover ? fdopendir(dup(tmp_dirfd)) : NULL;
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)))
+            if (de->d_name[0] != '.')
+                unlinkat(tmp_dirfd, de->d_name, 0);
+        closedir(d);
+    }
+    return 0;
+}
+
+static void writer_fail(struct spool_writer *w, int err)
+{
+    if (!w->err)
+        w->err = err ? err : EIO;
+}
+
+/* write(2) all of it or record the error. */
+static void write_all(struct spool_writer *w, const char *p, size_t n)
+{
+    while (n && !w->err) {
+        ssize_t r = write(w->fd, p, n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            writer_fail(w, errno);
+            return;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+int spool_writer_open(struct spool_writer *w, const struct envelope *e)
+{
+    memset(w, 0, sizeof *w);
+    snprintf(w->id, sizeof w->id, "%s", e->id);
+    w->fd = openat(tmp_dirfd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (w->fd < 0) {
+        w->err = errno;
+        return -1;
+    }
+    struct buf b;
+    buf_init(&b);
+    if (spool_envelope_encode(e, &b, &w->size_off) < 0) {
+        buf_free(&b);
+        writer_fail(w, ENOMEM);
+        return -1;
+    }
+    w->env_len = b.len;
+    write_all(w, buf_head(&b), b.len);
+    buf_free(&b);
+    return w->err ? -1 : 0;
+}
+
+void spool_writer_write(struct spool_writer *w, const void *data, size_t n)
+{
+    write_all(w, data, n);
+    w->written += n;
+}
+
+int spool_writer_commit(struct spool_writer *w)
+{
+    char digits[SIZE_DIGITS + 1];
+    snprintf(digits, sizeof digits, "%0*" PRIu64, SIZE_DIGITS, w->written);
+    if (!w->err && pwrite(w->fd, digits, SIZE_DIGITS, (off_t)w->size_off) != SIZE_DIGITS)
+        writer_fail(w, errno);
+    if (!w->err && fsync(w->fd) < 0)
+        writer_fail(w, errno);
+    if (close(w->fd) < 0)
+        writer_fail(w, errno);
+    w->fd = -1;
+    if (!w->err && renameat(tmp_dirfd, w->id, queue_dirfd, w->id) < 0)
+        writer_fail(w, errno);
+    if (!w->err && fsync(queue_dirfd) < 0)
+        writer_fail(w, errno);
+    if (w->err) {
+        /* not acknowledged: remove whichever name it has */
+        unlinkat(tmp_dirfd, w->id, 0);
+        unlinkat(queue_dirfd, w->id, 0);
+    }
+    return w->err;
+}
+
+void spool_writer_abort(struct spool_writer *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+    unlinkat(tmp_dirfd, w->id, 0);
+}
+
+/* Read a whole small file relative to dirfd into b. */
+static int read_file_at(int dirfd, const char *name, struct buf *b, size_t max)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        if (buf_reserve(b, 8192) < 0)
+            break;
+        size_t room;
+        char *t = buf_tail(b, &room);
+        ssize_t r = read(fd, t, room);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            close(fd);
+            return r < 0 ? -1 : 0;
+        }
+        buf_commit(b, (size_t)r);
+        /* envelopes end at the first blank line: stop once we have it */
+        if (b->len >= max || memmem(buf_head(b), b->len, "\n\n", 2))
+            break;
+    }
+    close(fd);
+    return 0;
+}
+
+int spool_load(const char *id, struct envelope *e, size_t *body_off, const char **err)
+{
+    struct buf b;
+    buf_init(&b);
+    if (read_file_at(queue_dirfd, id, &b, SPOOL_MAX_ENVELOPE) < 0) {
+        buf_free(&b);
+        return *err = "cannot read", -1;
+    }
+    int rc = spool_envelope_decode(buf_head(&b), b.len, e, body_off, err);
+    buf_free(&b);
+    if (rc < 0)
+        return -1;
+    struct stat st;
+    if (fstatat(queue_dirfd, id, &st, 0) < 0 || (uint64_t)st.st_size != *body_off + e->size) {
+        envelope_free(e);
+        return *err = "file length does not match the recorded size (truncated?)", -1;
+    }
+    if (strcmp(e->id, id) != 0) {
+        envelope_free(e);
+        return *err = "id inside does not match the file name", -1;
+    }
+    return 0;
+}
+
+static void state_name(const char *id, char *out, size_t n) { snprintf(out, n, "%s.st", id); }
+
+int spool_load_state(const char *id, bool *held, struct rcpt_state *st, size_t n)
+{
+    *held = false;
+    for (size_t i = 0; i < n; i++)
+        st[i] = (struct rcpt_state){.status = RCPT_PENDING};
+    char name[QID_LEN + 8];
+    state_name(id, name, sizeof name);
+    struct buf b;
+    buf_init(&b);
+    if (read_file_at(queue_dirfd, name, &b, SIZE_MAX) < 0) {
+        buf_free(&b);
+        return errno == ENOENT ? 0 : -1;
+    }
+    const char *err = NULL;
+    int rc = spool_state_decode(buf_head(&b), b.len, held, st, n, &err);
+    if (rc < 0)
+        log_warn("%s: bad state file (%s); treating all recipients as pending", id, err);
+    buf_free(&b);
+    return 0;
+}
+
+int spool_save_state(const char *id, bool held, const struct rcpt_state *st, size_t n)
+{
+    /* No fsync: after power loss the previous state comes back, which can
+     * only re-deliver, never lose. */
+    char name[QID_LEN + 8], tmpname[QID_LEN + 12];
+    state_name(id, name, sizeof name);
+    snprintf(tmpname, sizeof tmpname, "%s.new", name);
+    struct buf b;
+    buf_init(&b);
+    int rc = spool_state_encode(held, st, n, &b);
+    int fd = rc < 0 ? -1 : openat(queue_dirfd, tmpname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        rc = write(fd, buf_head(&b), b.len) == (ssize_t)b.len ? 0 : -1;
+        close(fd);
+        if (rc == 0)
+            rc = renameat(queue_dirfd, tmpname, queue_dirfd, name);
+    } else {
+        rc = -1;
+    }
+    if (rc < 0)
+        log_error("%s: cannot save recipient state: %s", id, strerror(errno));
+    buf_free(&b);
+    return rc;
+}
+
+void spool_remove(const char *id)
+{
+    char name[QID_LEN + 8];
+    state_name(id, name, sizeof name);
+    unlinkat(queue_dirfd, name, 0);
+    if (unlinkat(queue_dirfd, id, 0) < 0 && errno != ENOENT)
+        log_error("%s: cannot remove from spool: %s", id, strerror(errno));
+}
+
+void spool_move_corrupt(const char *id, const char *why)
+{
+    if (renameat(queue_dirfd, id, corrupt_dirfd, id) < 0)
+        log_error("%s: cannot move corrupt file aside: %s", id, strerror(errno));
+    char name[QID_LEN + 8];
+    state_name(id, name, sizeof name);
+    renameat(queue_dirfd, name, corrupt_dirfd, name);
+    log_error("%s: corrupt spool file moved to corrupt/: %s", id, why);
+}
+
+int spool_open_message(const char *id)
+{
+    return openat(queue_dirfd, id, O_RDONLY | O_CLOEXEC);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx)
+{
+    DIR *d = fdopendir(dup(queue_dirfd));
+    if (!d)
+        return -1;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *nm = de->d_name;
+        if (nm[0] == '.')
+            continue;
+        if (!qid_valid(nm)) {
+            /* sidecars, half-written sidecars: handled with their message */
+            size_t l = strlen(nm);
+            if (l > 4 && !strcmp(nm + l - 4, ".new"))
+                unlinkat(queue_dirfd, nm, 0);
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            char **nn = realloc(names, cap * sizeof *nn);
+            if (!nn)
+                break;
+            names = nn;
+        }
+        names[n++] = strdup(nm);
+    }
+    closedir(d);
+    if (n)
+        qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        fn(names[i], ctx);
+        free(names[i]);
+    }
+    free(names);
+    return 0;
+}

@@ -1,0 +1,87 @@
+/* spool.h - the on-disk queue. One file per message in queue/: an envelope
+ * block of "key=value" lines ended by a blank line, then the raw message
+ * (CRLF line ends, our Received header first). Written to tmp/, fsync'd,
+ * renamed into queue/, directory fsync'd: only then is the message accepted.
+ * Per-recipient delivery state lives in a sidecar "ID.st", replaced
+ * atomically (write new + rename). Corrupt files move to corrupt/. */
+#ifndef POSTERN_SPOOL_H
+#define POSTERN_SPOOL_H
+#include "buf.h"
+#include "smtp_parse.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define QID_LEN 17   /* 16 hex digits + NUL: time-sortable and unique */
+#define SPOOL_MAX_ENVELOPE (8u << 20)
+
+struct envelope {
+    char id[QID_LEN];
+    int64_t arrival;          /* unix seconds */
+    char client_ip[64];
+    char helo[256];
+    char proto[16];           /* SMTP / ESMTP */
+    enum smtp_body body;
+    bool smtputf8;
+    char *sender;             /* "" for the null sender */
+    char **rcpts;
+    size_t nrcpts;
+    uint64_t size;            /* bytes of message after the envelope block */
+};
+
+enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F' };
+
+struct rcpt_state {
+    char status;
+    int attempts;
+    int64_t next_try;
+    char last_reply[256];
+};
+
+void envelope_free(struct envelope *e);
+/* Codec (pure). encode writes the block including the trailing blank line;
+ * *size_off receives the offset of the fixed-width size digits. */
+int spool_envelope_encode(const struct envelope *e, struct buf *out, size_t *size_off);
+int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size_t *body_off,
+                          const char **err);
+int spool_state_encode(bool held, const struct rcpt_state *st, size_t n, struct buf *out);
+int spool_state_decode(const char *data, size_t len, bool *held, struct rcpt_state *st, size_t n,
+                       const char **err);
+
+void qid_generate(char out[QID_LEN]);
+bool qid_valid(const char *id);
+
+/* Create the tree under dir (tmp, queue, corrupt); with recover (the daemon
+ * at start) also clear temp files of messages that were never acknowledged. */
+int spool_init(const char *dir, bool recover);
+
+/* Writer for one incoming message. Errors are sticky in err (an errno). */
+struct spool_writer {
+    char id[QID_LEN];
+    int fd;
+    size_t size_off;      /* where the size digits are */
+    size_t env_len;       /* body offset */
+    uint64_t written;     /* bytes after the envelope */
+    int err;
+};
+int spool_writer_open(struct spool_writer *w, const struct envelope *e);
+void spool_writer_write(struct spool_writer *w, const void *data, size_t n);
+/* Blocking: size, fsync, rename into queue/, fsync the directory. Run on a
+ * worker. Returns 0 or an errno; on failure the temp file is removed. */
+int spool_writer_commit(struct spool_writer *w);
+void spool_writer_abort(struct spool_writer *w);
+
+/* Load the envelope of queue/ID; body_off receives where the message starts. */
+int spool_load(const char *id, struct envelope *e, size_t *body_off, const char **err);
+/* Read the sidecar; returns 0 with defaults (all pending) when there is none. */
+int spool_load_state(const char *id, bool *held, struct rcpt_state *st, size_t n);
+int spool_save_state(const char *id, bool held, const struct rcpt_state *st, size_t n);
+void spool_remove(const char *id);
+void spool_move_corrupt(const char *id, const char *why);
+/* Open queue/ID for reading the message. */
+int spool_open_message(const char *id);
+/* Call fn for every message ID in queue/ (sorted by ID = arrival). */
+int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx);
+
+#endif

@@ -1,0 +1,19 @@
+/* workers.h - a small thread pool for work that may block (fsync, rename,
+ * directory fsync). Jobs run on a worker; their completion runs back on the
+ * event loop thread, woken through an eventfd. */
+#ifndef POSTERN_WORKERS_H
+#define POSTERN_WORKERS_H
+
+struct work {
+    void (*run)(struct work *w);    /* on a worker thread */
+    void (*done)(struct work *w);   /* on the loop thread afterwards */
+    struct work *next;
+};
+
+int workers_start(int nthreads);
+void workers_submit(struct work *w);
+/* Jobs submitted but whose done() has not run yet. */
+int workers_pending(void);
+void workers_stop(void);
+
+#endif
