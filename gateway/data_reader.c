@@ -55,6 +55,7 @@ size_t data_reader_feed(struct data_reader *dr, const char *in, size_t n,
             break;
         case DR_CR:
             if (c == '\n') {
+                count_octet(dr);
                 out[o++] = '\n';
                 dr->state = DR_BOL;
                 dr->line_len = 0;

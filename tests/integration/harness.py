@@ -1,0 +1,297 @@
+"""Integration harness: starts posternd, Postfix's smtp-sink and other peers on
+loopback addresses, and stops every one of them when a test ends.
+
+Each test file gets its own 127.0.N.0/24 block (N passed by run.sh) so files
+can run in parallel on fixed ports. Tests are plain functions named test_*;
+run_tests() runs them in order and prints "ok NAME" / "FAIL NAME".
+"""
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("POSTERN_BUILD", "build"))
+NET = int(os.environ.get("POSTERN_TEST_NET", "10"))
+
+
+def addr(host):
+    """127.0.NET.host: this file's private loopback 'hosts'."""
+    return "127.0.%d.%d" % (NET, host)
+
+
+_cleanups = []
+
+
+def on_cleanup(fn):
+    _cleanups.append(fn)
+
+
+def wait_for(pred, timeout, what, interval=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def port_open(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Sink:
+    """Postfix's smtp-sink, dumping every message to its own file."""
+
+    def __init__(self, host, port=2526, extra=()):
+        self.host, self.port = host, port
+        self.dir = tempfile.mkdtemp(prefix="sink-")
+        os.chmod(self.dir, 0o777)
+        self.log = open(os.path.join(self.dir, "sink.log"), "w")
+        cmd = ["smtp-sink", "-u", "nobody", "-c", "-d", os.path.join(self.dir, "msgs", "%H."),
+               *extra, "%s:%d" % (host, port), "1000"]
+        os.makedirs(os.path.join(self.dir, "msgs"))
+        os.chmod(os.path.join(self.dir, "msgs"), 0o777)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        on_cleanup(self.stop)
+        wait_for(lambda: port_open(host, port), 5, "smtp-sink on %s:%d" % (host, port))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def messages(self):
+        """Every dumped message as bytes (smtp-sink's X- headers included)."""
+        out = []
+        for p in sorted(glob.glob(os.path.join(self.dir, "msgs", "*"))):
+            with open(p, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def count(self):
+        """Messages completed, from smtp-sink's own -c counter (a dump file
+        may still be growing; the counter moves at end of data)."""
+        with open(self.log.name, "rb") as f:
+            found = re.findall(rb"mesg=(\d+)", f.read().replace(b"\r", b"\n"))
+        return int(found[-1]) if found else 0
+
+    def wait_count(self, n, timeout=20):
+        wait_for(lambda: self.count() >= n, timeout, "%d message(s) at the sink on %s" % (n, self.host))
+        return wait_for(lambda: len(self.messages()) >= n and self.messages(), 5, "dump files")
+
+
+def strip_sink_headers(msg):
+    """Drop the X-*-Args/Addr/Proto lines and the Received line smtp-sink adds."""
+    lines = msg.split(b"\n")
+    i = 0
+    while i < len(lines) and lines[i].startswith((b"X-Client-", b"X-Helo-", b"X-Mail-", b"X-Rcpt-")):
+        i += 1
+    rest = b"\n".join(lines[i:])
+    if rest.startswith(b"Received: from") and b"(smtp-sink)" in rest.split(b"\n")[1]:
+        rest = rest.split(b"\n", 3)[3]
+    return rest
+
+
+def our_received_and_rest(msg):
+    """Split a dumped message into our Received header (3 lines with "for",
+    2 without) and the rest. smtp-sink writes LF line ends and one extra LF
+    at the end of each dump, so the rest is compared against sent.replace(CRLF, LF) + LF."""
+    m = strip_sink_headers(msg)
+    lines = m.split(b"\n")
+    assert lines[0].startswith(b"Received: from "), m[:300]
+    n = 1
+    while n < len(lines) and lines[n].startswith(b"\t"):
+        n += 1
+    return b"\n".join(lines[:n]), b"\n".join(lines[n:])
+
+
+def as_dumped(sent):
+    if isinstance(sent, str):
+        sent = sent.encode()
+    return sent.replace(b"\r\n", b"\n") + b"\n"
+
+
+def sink_rcpts(msg):
+    return re.findall(rb"^X-Rcpt-Args: <([^>]*)>", msg, re.M)
+
+
+BASE_CONFIG = {
+    "hostname": "gw.postern.test",
+    "relay_domains": "example.test",
+    "trusted_networks": "127.0.0.1/32",
+    "retry_min": "1s",
+    "retry_max": "2s",
+    "max_queue_lifetime": "1h",
+    "smtp_timeout": "30s",
+    "log_level": "info",
+}
+
+
+class Gateway:
+    """posternd with a config in a temp dir; logs captured to a file."""
+
+    def __init__(self, host=None, port=2525, sink=None, **conf):
+        self.host = host or addr(1)
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix="postern-")
+        os.chmod(self.dir, 0o755)
+        self.spool = os.path.join(self.dir, "spool")
+        cfg = dict(BASE_CONFIG)
+        cfg["listen"] = "%s:%d" % (self.host, port)
+        cfg["spool_dir"] = self.spool
+        if sink:
+            cfg["default_transport"] = "smtp:[%s]:%d" % (sink.host, sink.port)
+        cfg.update({k: v for k, v in conf.items() if v is not None})
+        self.conf = os.path.join(self.dir, "postern.conf")
+        with open(self.conf, "w") as f:
+            for k, v in cfg.items():
+                f.write("%s = %s\n" % (k, v))
+        self.logpath = os.path.join(self.dir, "posternd.log")
+        self.proc = None
+        on_cleanup(self.cleanup)
+
+    def start(self, wait=True):
+        self.logf = open(self.logpath, "a")
+        self.proc = subprocess.Popen([os.path.join(BUILD, "posternd"), "-c", self.conf],
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        if wait:
+            wait_for(lambda: port_open(self.host, self.port) or self.proc.poll() is not None, 10,
+                     "posternd to listen")
+            assert self.proc.poll() is None, "posternd exited: " + self.log()
+        return self
+
+    def log(self):
+        with open(self.logpath, errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            rc = self.proc.wait(timeout)
+            assert rc == 0, "posternd exited %s on SIGTERM" % rc
+        self.check_sanitizers()
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def check_sanitizers(self):
+        text = self.log()
+        assert "ERROR: AddressSanitizer" not in text and "runtime error:" not in text, \
+            "sanitizer report in posternd log:\n" + text[-4000:]
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def queue_files(self):
+        d = os.path.join(self.spool, "queue")
+        return [n for n in os.listdir(d) if re.fullmatch(r"[0-9A-F]{16}", n)] if os.path.isdir(d) else []
+
+
+class Client:
+    """A raw SMTP client for exact protocol checks."""
+
+    def __init__(self, host, port=2525, source=None, timeout=10):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.buf = b""
+        self.banner = self.reply()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def reply(self):
+        """One complete (possibly multi-line) reply as text; '' on EOF."""
+        lines = []
+        while True:
+            while b"\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return "\n".join(lines)
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\n", 1)
+            line = line.rstrip(b"\r").decode(errors="replace")
+            lines.append(line)
+            if len(line) < 4 or line[3] == " ":
+                return "\n".join(lines)
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout=3):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionResetError, socket.timeout):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def send_message(host, port, sender, rcpts, body, helo="client.test"):
+    """A whole transaction; returns (code of end-of-data reply, its text)."""
+    c = Client(host, port)
+    assert c.cmd("EHLO " + helo).startswith("250")
+    assert c.cmd("MAIL FROM:<%s>" % sender).startswith("250")
+    for r in rcpts:
+        rep = c.cmd("RCPT TO:<%s>" % r)
+        assert rep.startswith("250"), rep
+    assert c.cmd("DATA").startswith("354")
+    c.send(body)   # must end with CRLF; the "." line follows
+    rep = c.cmd(".")
+    c.cmd("QUIT")
+    c.close()
+    return rep
+
+
+def queue_id(reply):
+    m = re.search(r"queued as ([0-9A-F]{16})", reply)
+    assert m, "no queue ID in %r" % reply
+    return m.group(1)
+
+
+def run_tests(namespace):
+    names = [n for n in namespace if n.startswith("test_") and callable(namespace[n])]
+    only = os.environ.get("ONLY")
+    failed = 0
+    for name in names:
+        if only and only not in name:
+            continue
+        t0 = time.time()
+        try:
+            namespace[name]()
+            print("ok %s (%.1fs)" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.1fs)\n%s" % (name, time.time() - t0, traceback.format_exc()), flush=True)
+        finally:
+            while _cleanups:
+                try:
+                    _cleanups.pop()()
+                except Exception:
+                    traceback.print_exc()
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,151 @@
+/* test_config.c - config parsing, file:line errors, lookups. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "config.h"
+
+static char dir[] = "/tmp/postern-test-config-XXXXXX";
+
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static const char *base =
+    "listen = 127.0.0.1:2525, [::1]:2525\n"
+    "hostname = gw.test\n"
+    "spool_dir = /tmp/x\n"
+    "relay_domains = example.test, .sub.test\n"
+    "trusted_networks = 10.0.0.0/8 192.0.2.1\n"
+    "default_transport = smtp:[127.0.0.1]:2526\n";
+
+static int load(const char *text, struct config *cfg, char *err)
+{
+    return config_load(write_file("main.conf", text), cfg, err, 512);
+}
+
+static void good_config(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char err[512];
+    char text[2048];
+    snprintf(text, sizeof text, "%sretry_min = 5m\nretry_max = 4h\nmax_queue_lifetime = 5d # comment\n", base);
+    assert_int_equal(load(text, &cfg, err), 0);
+    assert_int_equal(cfg.nlisten, 2);
+    assert_string_equal(cfg.hostname, "gw.test");
+    assert_int_equal(cfg.retry_min, 300);
+    assert_int_equal(cfg.retry_max, 14400);
+    assert_int_equal(cfg.max_queue_lifetime, 5 * 86400);
+    assert_true(config_is_relay_domain(&cfg, "EXAMPLE.test"));
+    assert_false(config_is_relay_domain(&cfg, "sub.example.test"));
+    assert_true(config_is_relay_domain(&cfg, "a.sub.test"));
+    assert_false(config_is_relay_domain(&cfg, "sub.test"));
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.1.2.3", &sin.sin_addr);
+    assert_true(config_is_trusted(&cfg, (struct sockaddr *)&sin));
+    inet_pton(AF_INET, "192.0.2.2", &sin.sin_addr);
+    assert_false(config_is_trusted(&cfg, (struct sockaddr *)&sin));
+    config_free(&cfg);
+}
+
+static void errors_name_file_and_line(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char err[512];
+    char text[2048];
+    snprintf(text, sizeof text, "%s\nbogus_key = 1\n", base);
+    assert_int_equal(load(text, &cfg, err), -1);
+    assert_non_null(strstr(err, "main.conf:8: unknown key 'bogus_key'"));
+    config_free(&cfg);
+    snprintf(text, sizeof text, "%sretry_min = 5 minutes\n", base);
+    assert_int_equal(load(text, &cfg, err), -1);
+    assert_non_null(strstr(err, "main.conf:7: retry_min"));
+    config_free(&cfg);
+    snprintf(text, sizeof text, "%strusted_networks = 10.0.0.0/33\n", base);
+    assert_int_equal(load(text, &cfg, err), -1);
+    assert_non_null(strstr(err, ":7: bad network"));
+    config_free(&cfg);
+    snprintf(text, sizeof text, "%slisten = nowhere\n", base);
+    assert_int_equal(load(text, &cfg, err), -1);
+    config_free(&cfg);
+    snprintf(text, sizeof text, "%sjust words\n", base);
+    assert_int_equal(load(text, &cfg, err), -1);
+    assert_non_null(strstr(err, ":7: expected 'key = value'"));
+    config_free(&cfg);
+    assert_int_equal(load("hostname = x\n", &cfg, err), -1);
+    assert_non_null(strstr(err, "listen"));
+    config_free(&cfg);
+}
+
+static void tables(void **state)
+{
+    (void)state;
+    write_file("relay", "# relay domains\nfile.test\n\n.deep.test  # subdomains\n");
+    write_file("transport", "special.test smtp:[127.0.0.3]:2600\n.deep.test smtp:[127.0.0.4]:2601\n");
+    char text[2048];
+    snprintf(text, sizeof text,
+             "listen = 127.0.0.1:2525\nspool_dir = /tmp/x\nrelay_domains = file:%s/relay\n"
+             "transport_table = file:%s/transport\ndefault_transport = smtp:[127.0.0.1]:2526\n",
+             dir, dir);
+    struct config cfg;
+    char err[512];
+    assert_int_equal(load(text, &cfg, err), 0);
+    assert_true(config_is_relay_domain(&cfg, "file.test"));
+    assert_true(config_is_relay_domain(&cfg, "x.deep.test"));
+    assert_string_equal(config_transport_for(&cfg, "special.test")->text, "smtp:[127.0.0.3]:2600");
+    assert_string_equal(config_transport_for(&cfg, "a.deep.test")->text, "smtp:[127.0.0.4]:2601");
+    assert_string_equal(config_transport_for(&cfg, "other.test")->text, "smtp:[127.0.0.1]:2526");
+    config_free(&cfg);
+    write_file("transport", "ok.test smtp:[127.0.0.3]:2600\nbad.test nonsense\n");
+    assert_int_equal(load(text, &cfg, err), -1);
+    assert_non_null(strstr(err, "transport:2: bad next hop"));
+    config_free(&cfg);
+}
+
+static void durations_and_sizes(void **state)
+{
+    (void)state;
+    assert_int_equal(parse_duration("30"), 30);
+    assert_int_equal(parse_duration("30s"), 30);
+    assert_int_equal(parse_duration("2m"), 120);
+    assert_int_equal(parse_duration("1w"), 604800);
+    assert_int_equal(parse_duration("-1"), -1);
+    assert_int_equal(parse_duration("5x"), -1);
+    assert_int_equal(parse_duration("5mm"), -1);
+    size_t s;
+    assert_int_equal(parse_size("10M", &s), 0);
+    assert_int_equal(s, 10 * 1024 * 1024);
+    assert_int_equal(parse_size("-1", &s), -1);
+    assert_int_equal(parse_size("1T", &s), -1);
+}
+
+int main(void)
+{
+    if (!mkdtemp(dir))
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(good_config), cmocka_unit_test(errors_name_file_and_line),
+        cmocka_unit_test(tables), cmocka_unit_test(durations_and_sizes),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        rc = 1;
+    return rc;
+}

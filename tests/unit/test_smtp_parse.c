@@ -1,0 +1,141 @@
+/* test_smtp_parse.c - command verbs, paths and MAIL/RCPT parameters. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+#include "smtp_parse.h"
+
+static void verbs_are_case_insensitive(void **state)
+{
+    (void)state;
+    struct smtp_command c;
+    assert_int_equal(smtp_parse_command("ehlo client.test", &c), 0);
+    assert_int_equal(c.verb, VERB_EHLO);
+    assert_string_equal(c.args, "client.test");
+    assert_int_equal(smtp_parse_command("MaIl FROM:<a@b.c>", &c), 0);
+    assert_int_equal(c.verb, VERB_MAIL);
+    assert_string_equal(c.args, "FROM:<a@b.c>");
+    assert_int_equal(smtp_parse_command("DATA", &c), 0);
+    assert_int_equal(c.verb, VERB_DATA);
+    assert_string_equal(c.args, "");
+    assert_int_equal(smtp_parse_command("DATAX", &c), 0);
+    assert_int_equal(c.verb, VERB_UNKNOWN);
+    assert_int_equal(smtp_parse_command("", &c), 0);
+    assert_int_equal(c.verb, VERB_UNKNOWN);
+}
+
+static void control_bytes_are_refused(void **state)
+{
+    (void)state;
+    struct smtp_command c;
+    assert_int_equal(smtp_parse_command("HELO a\rb", &c), -1);
+    assert_int_equal(smtp_parse_command("HELO a\x01", &c), -1);
+    assert_int_equal(smtp_parse_command("HELO a\x7f", &c), -1);
+    assert_int_equal(smtp_parse_command("HELO a\tb", &c), 0);
+}
+
+static void mail_paths(void **state)
+{
+    (void)state;
+    struct path_result r;
+    struct mail_params p;
+    assert_int_equal(smtp_parse_mail("FROM:<user@example.test>", &r, &p), 0);
+    assert_string_equal(r.addr, "user@example.test");
+    assert_int_equal(smtp_parse_mail("FROM:<>", &r, &p), 0);
+    assert_string_equal(r.addr, "");
+    assert_int_equal(smtp_parse_mail("from: <a.b+c@x-y.example>", &r, &p), 0);
+    assert_string_equal(r.addr, "a.b+c@x-y.example");
+    assert_int_equal(smtp_parse_mail("FROM:<\"odd > name\"@example.test>", &r, &p), 0);
+    assert_string_equal(r.addr, "\"odd > name\"@example.test");
+    /* source routes are accepted and dropped */
+    assert_int_equal(smtp_parse_mail("FROM:<@relay.test,@r2.test:u@example.test>", &r, &p), 0);
+    assert_string_equal(r.addr, "u@example.test");
+    assert_int_equal(smtp_parse_mail("FROM:<user@[192.0.2.1]>", &r, &p), 0);
+}
+
+static void mail_path_errors(void **state)
+{
+    (void)state;
+    struct path_result r;
+    struct mail_params p;
+    assert_int_equal(smtp_parse_mail("FROM:user@example.test", &r, &p), -1);
+    assert_memory_equal(r.reply, "501 5.5.4", 9);
+    assert_int_equal(smtp_parse_mail("TO:<a@b.c>", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a..b@c.d>", &r, &p), -1);
+    assert_memory_equal(r.reply, "501 5.1.7", 9);
+    assert_int_equal(smtp_parse_mail("FROM:<.a@c.d>", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a@-c.d>", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a@c..d>", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a b@c.d>", &r, &p), -1);
+    char longlocal[200];
+    memset(longlocal, 'x', 65);
+    strcpy(longlocal + 65, "@example.test>");
+    char cmd[300] = "FROM:<";
+    strcat(cmd, longlocal);
+    assert_int_equal(smtp_parse_mail(cmd, &r, &p), -1);
+    char longpath[400] = "FROM:<a@";
+    memset(longpath + 8, 'b', 300);
+    strcpy(longpath + 308, ".test>");
+    assert_int_equal(smtp_parse_mail(longpath, &r, &p), -1);
+    assert_memory_equal(r.reply, "501 5.1.7", 9);
+}
+
+static void mail_params(void **state)
+{
+    (void)state;
+    struct path_result r;
+    struct mail_params p;
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> SIZE=12345 BODY=8BITMIME", &r, &p), 0);
+    assert_true(p.has_size);
+    assert_int_equal(p.size, 12345);
+    assert_int_equal(p.body, BODY_8BITMIME);
+    assert_false(p.smtputf8);
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> SIZE=x", &r, &p), -1);
+    assert_memory_equal(r.reply, "501 5.5.4", 9);
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> BODY=BINARYMIME", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> FOO=bar", &r, &p), -1);
+    assert_memory_equal(r.reply, "555 5.5.4", 9);
+}
+
+static void utf8_needs_smtputf8(void **state)
+{
+    (void)state;
+    struct path_result r;
+    struct mail_params p;
+    assert_int_equal(smtp_parse_mail("FROM:<j\xc3\xb6rg@example.test>", &r, &p), -1);
+    assert_memory_equal(r.reply, "553 5.6.7", 9);
+    assert_int_equal(smtp_parse_mail("FROM:<j\xc3\xb6rg@example.test> SMTPUTF8", &r, &p), 0);
+    assert_true(p.smtputf8);
+    assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", false, &r), -1);
+    assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", true, &r), 0);
+}
+
+static void rcpt_paths(void **state)
+{
+    (void)state;
+    struct path_result r;
+    assert_int_equal(smtp_parse_rcpt("TO:<x@example.test>", false, &r), 0);
+    assert_string_equal(r.addr, "x@example.test");
+    assert_int_equal(smtp_parse_rcpt("TO:<Postmaster>", false, &r), 0);
+    assert_int_equal(smtp_parse_rcpt("TO:<>", false, &r), -1);
+    assert_memory_equal(r.reply, "501 5.1.3", 9);
+    assert_int_equal(smtp_parse_rcpt("TO:<x@example.test> NOTIFY=NEVER", false, &r), -1);
+    assert_memory_equal(r.reply, "555 5.5.4", 9);
+    assert_int_equal(smtp_parse_rcpt("FROM:<x@example.test>", false, &r), -1);
+    assert_string_equal(addr_domain("a@b@c.test"), "c.test");
+    assert_string_equal(addr_domain("nodomain"), "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(verbs_are_case_insensitive), cmocka_unit_test(control_bytes_are_refused),
+        cmocka_unit_test(mail_paths),                 cmocka_unit_test(mail_path_errors),
+        cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8),
+        cmocka_unit_test(rcpt_paths),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

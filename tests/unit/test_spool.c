@@ -1,0 +1,181 @@
+/* test_spool.c - envelope and state codecs, queue IDs, and a real commit /
+ * load / corrupt cycle in a temporary spool directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "spool.h"
+
+static struct envelope sample(void)
+{
+    struct envelope e;
+    memset(&e, 0, sizeof e);
+    qid_generate(e.id);
+    e.arrival = 1790000000;
+    strcpy(e.client_ip, "192.0.2.7");
+    strcpy(e.helo, "client.test");
+    strcpy(e.proto, "ESMTP");
+    e.body = BODY_8BITMIME;
+    e.sender = strdup("sender@src.test");
+    e.rcpts = calloc(2, sizeof *e.rcpts);
+    e.rcpts[0] = strdup("a@dst.test");
+    e.rcpts[1] = strdup("b@dst.test");
+    e.nrcpts = 2;
+    e.size = 42;
+    return e;
+}
+
+static void envelope_roundtrip(void **state)
+{
+    (void)state;
+    struct envelope e = sample();
+    struct buf b;
+    buf_init(&b);
+    size_t size_off;
+    assert_int_equal(spool_envelope_encode(&e, &b, &size_off), 0);
+    assert_memory_equal(buf_head(&b) + size_off, "00000000000000000042", 20);
+    buf_puts(&b, "message bytes");
+    struct envelope d;
+    size_t body_off;
+    const char *err = NULL;
+    assert_int_equal(spool_envelope_decode(buf_head(&b), b.len, &d, &body_off, &err), 0);
+    assert_string_equal(d.id, e.id);
+    assert_int_equal(d.arrival, e.arrival);
+    assert_string_equal(d.client_ip, "192.0.2.7");
+    assert_string_equal(d.helo, "client.test");
+    assert_int_equal(d.body, BODY_8BITMIME);
+    assert_string_equal(d.sender, "sender@src.test");
+    assert_int_equal(d.nrcpts, 2);
+    assert_string_equal(d.rcpts[1], "b@dst.test");
+    assert_int_equal(d.size, 42);
+    assert_memory_equal(buf_head(&b) + body_off, "message bytes", 13);
+    assert_int_equal(b.len - body_off, 13);
+    envelope_free(&d);
+    envelope_free(&e);
+    buf_free(&b);
+}
+
+static void envelope_null_sender(void **state)
+{
+    (void)state;
+    struct envelope e = sample();
+    free(e.sender);
+    e.sender = strdup("");
+    struct buf b;
+    buf_init(&b);
+    size_t so, bo;
+    spool_envelope_encode(&e, &b, &so);
+    struct envelope d;
+    const char *err;
+    assert_int_equal(spool_envelope_decode(buf_head(&b), b.len, &d, &bo, &err), 0);
+    assert_string_equal(d.sender, "");
+    envelope_free(&d);
+    envelope_free(&e);
+    buf_free(&b);
+}
+
+static void envelope_rejects_garbage(void **state)
+{
+    (void)state;
+    struct envelope d;
+    size_t bo;
+    const char *err = NULL;
+    assert_int_equal(spool_envelope_decode("hello", 5, &d, &bo, &err), -1);
+    assert_non_null(err);
+    const char *trunc = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@b.c\n";
+    assert_int_equal(spool_envelope_decode(trunc, strlen(trunc), &d, &bo, &err), -1);
+    const char *norcpt = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@b.c\nsize=00000000000000000000\n\n";
+    assert_int_equal(spool_envelope_decode(norcpt, strlen(norcpt), &d, &bo, &err), -1);
+    const char *unknown = "POSTERN-SPOOL 1\nbogus=1\n\n";
+    assert_int_equal(spool_envelope_decode(unknown, strlen(unknown), &d, &bo, &err), -1);
+}
+
+static void state_roundtrip(void **state)
+{
+    (void)state;
+    struct rcpt_state st[3] = {
+        {RCPT_DONE, 1, 0, "250 2.0.0 Ok"},
+        {RCPT_PENDING, 2, 1790000600, "451 4.3.0 try later"},
+        {RCPT_FAILED, 1, 0, "550 5.1.1 no such user"},
+    };
+    struct buf b;
+    buf_init(&b);
+    assert_int_equal(spool_state_encode(true, st, 3, &b), 0);
+    struct rcpt_state d[3];
+    memset(d, 0, sizeof d);
+    bool held = false;
+    const char *err;
+    assert_int_equal(spool_state_decode(buf_head(&b), b.len, &held, d, 3, &err), 0);
+    assert_true(held);
+    assert_int_equal(d[0].status, RCPT_DONE);
+    assert_int_equal(d[1].attempts, 2);
+    assert_int_equal(d[1].next_try, 1790000600);
+    assert_string_equal(d[1].last_reply, "451 4.3.0 try later");
+    assert_string_equal(d[2].last_reply, "550 5.1.1 no such user");
+    /* a state that does not cover every recipient is refused */
+    assert_int_equal(spool_state_decode(buf_head(&b), b.len, &held, d, 4, &err), -1);
+    buf_free(&b);
+}
+
+static void qids_are_unique_and_sorted(void **state)
+{
+    (void)state;
+    char prev[QID_LEN] = "";
+    for (int i = 0; i < 20000; i++) {
+        char id[QID_LEN];
+        qid_generate(id);
+        assert_true(qid_valid(id));
+        assert_true(strcmp(prev, id) < 0);
+        strcpy(prev, id);
+    }
+    assert_false(qid_valid("xyz"));
+    assert_false(qid_valid("0123456789abcdef"));
+}
+
+static char spool_dir[] = "/tmp/postern-test-spool-XXXXXX";
+
+static void commit_load_and_corrupt(void **state)
+{
+    (void)state;
+    assert_non_null(mkdtemp(spool_dir));
+    assert_int_equal(spool_init(spool_dir, true), 0);
+    struct envelope e = sample();
+    e.size = 0;
+    struct spool_writer w;
+    assert_int_equal(spool_writer_open(&w, &e), 0);
+    spool_writer_write(&w, "Subject: hi\r\n\r\nbody\r\n", 21);
+    assert_int_equal(spool_writer_commit(&w), 0);
+    struct envelope d;
+    size_t bo;
+    const char *err = NULL;
+    assert_int_equal(spool_load(e.id, &d, &bo, &err), 0);
+    assert_int_equal(d.size, 21);
+    envelope_free(&d);
+    /* truncate the file: load must notice */
+    char path[512];
+    snprintf(path, sizeof path, "%s/queue/%s", spool_dir, e.id);
+    assert_int_equal(truncate(path, (off_t)(bo + 5)), 0);
+    assert_int_equal(spool_load(e.id, &d, &bo, &err), -1);
+    spool_move_corrupt(e.id, err);
+    snprintf(path, sizeof path, "%s/corrupt/%s", spool_dir, e.id);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    unlink(path);
+    envelope_free(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(envelope_roundtrip),       cmocka_unit_test(envelope_null_sender),
+        cmocka_unit_test(envelope_rejects_garbage), cmocka_unit_test(state_roundtrip),
+        cmocka_unit_test(qids_are_unique_and_sorted), cmocka_unit_test(commit_load_and_corrupt),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
