@@ -538,3 +538,8 @@ void config_print(const struct config *cfg, FILE *out)
     static const char *names[] = {"error", "warning", "info", "debug"};
     fprintf(out, "log_level = %s\n", names[cfg->log_level]);
 }
+
+bool nexthop_same(const struct nexthop *a, const struct nexthop *b)
+{
+    return a == b || (a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0);
+}

@@ -78,5 +78,7 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
 bool config_is_relay_domain(const struct config *cfg, const char *domain);
 bool config_is_trusted(const struct config *cfg, const struct sockaddr *client);
 const struct nexthop *config_transport_for(const struct config *cfg, const char *domain);
+/* Same destination (address and port), whichever table entry named it. */
+bool nexthop_same(const struct nexthop *a, const struct nexthop *b);
 
 #endif

@@ -94,7 +94,7 @@ int smtp_reply_line(const char *line, size_t len, bool *last)
 static struct dest *dest_for(const struct nexthop *hop)
 {
     for (struct dest *d = dests; d; d = d->next)
-        if (d->hop == hop)
+        if (nexthop_same(d->hop, hop))
             return d;
     struct dest *d = calloc(1, sizeof *d);
     if (!d)

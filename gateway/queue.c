@@ -209,7 +209,7 @@ static void dispatch(struct qmsg *m)
             continue;
         }
         size_t k = 0;
-        while (k < njobs && jobs[k]->hop != hop)
+        while (k < njobs && !nexthop_same(jobs[k]->hop, hop))
             k++;
         if (k == njobs) {
             if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop))) {
