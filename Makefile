@@ -18,7 +18,7 @@ CORE_SRCS := buf.c log.c netaddr.c config.c smtp_parse.c data_reader.c event.c w
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o))
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config
 
-.PHONY: all clean test unit integration run deps bench
+.PHONY: all clean test test-fast unit-bins run deps deps-check bench
 all: $(BUILD)/posternd $(BUILD)/postern
 
 $(BUILD)/%.o: gateway/%.c gateway/*.h | $(BUILD)
@@ -39,16 +39,17 @@ $(BUILD)/postern: $(BUILD)/postern_cli.o $(BUILD)/libpostern.a
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libpostern.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libpostern.a -lcmocka $(LDLIBS)
 
-unit: $(addprefix $(BUILD)/,$(UNIT_TESTS))
-	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $(BUILD)/$$t; done
+unit-bins: $(addprefix $(BUILD)/,$(UNIT_TESTS))
 
-integration: all
-	POSTERN_BUILD=$(BUILD) tests/integration/run.sh
-
-# Unit tests, then integration tests against real peers, all under ASan/UBSan.
+# Unit tests, then integration tests against real peers (smtp-sink,
+# smtp-source, swaks), all under ASan/UBSan. Ends with "N passed, N failed".
 test: deps-check
-	$(MAKE) SAN=1 unit
-	$(MAKE) SAN=1 integration
+	$(MAKE) SAN=1 all unit-bins
+	tests/run-all.sh build-san
+
+# The same suite against the optimised build.
+test-fast: deps-check all unit-bins
+	tests/run-all.sh build
 
 deps-check:
 	@tests/check-deps.sh

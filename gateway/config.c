@@ -22,7 +22,9 @@ struct pctx {
 static int fail(struct pctx *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(struct pctx *p, const char *fmt, ...)
 {
-    int n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line);
+    /* line 0: a whole-file check (e.g. two keys that contradict each other) */
+    int n = p->line ? snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line)
+                    : snprintf(p->err, p->errlen, "%s: ", p->file);
     va_list ap;
     va_start(ap, fmt);
     if (n >= 0 && (size_t)n < p->errlen)

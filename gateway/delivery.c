@@ -198,9 +198,10 @@ static void conn_close(struct dconn *c)
     ev_defer_free(c, conn_free);
 }
 
-/* A connection error: the current job is deferred; if we never got as far as
- * a greeting, the destination is unreachable and every waiting job is
- * deferred too (they will be retried on the normal schedule). */
+/* A connection error: the current job is deferred. If we never got as far
+ * as a greeting, the destination is sick: every waiting job is deferred too
+ * and retried on its own schedule, rather than opening connection after
+ * connection against it. */
 static void conn_fail(struct dconn *c, const char *why)
 {
     struct dest *d = c->dest;
@@ -212,20 +213,20 @@ static void conn_fail(struct dconn *c, const char *why)
         conn_finish_job(c);
     }
     conn_close(c);
-    if (never_ready && d->nconns == 0) {
-        while (d->head) {
-            struct djob *j = d->head;
-            d->head = j->next;
-            d->waiting--;
-            struct dconn tmp = {.job = j, .dest = d};
-            snprintf(tmp.peer, sizeof tmp.peer, "%s", c->peer);
-            result_rest(&tmp, 421, text);
-            queue_job_done(j);
-        }
-        d->tail = NULL;
-    } else {
+    if (!never_ready) {
         dest_kick(d);
+        return;
     }
+    while (d->head) {
+        struct djob *j = d->head;
+        d->head = j->next;
+        d->waiting--;
+        struct dconn tmp = {.job = j, .dest = d};
+        snprintf(tmp.peer, sizeof tmp.peer, "%s", c->peer);
+        result_rest(&tmp, 421, text);
+        queue_job_done(j);
+    }
+    d->tail = NULL;
 }
 
 static int nexthop_port(const struct nexthop *h)

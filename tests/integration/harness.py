@@ -140,6 +140,8 @@ BASE_CONFIG = {
     "retry_max": "2s",
     "max_queue_lifetime": "1h",
     "smtp_timeout": "30s",
+    # loopback SYNs can stall on a TIME_WAIT left by an earlier test's sink
+    "client_connect_timeout": "3s",
     "log_level": "info",
 }
 

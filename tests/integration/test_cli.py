@@ -1,0 +1,79 @@
+"""Command line contract: posternd -t, config errors with file:line,
+postern check-config, SIGTERM exits 0."""
+from harness import *
+
+
+def run(*args):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+
+
+def test_check_config_good_and_bad():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2))
+    r = run(os.path.join(BUILD, "posternd"), "-c", g.conf, "-t")
+    assert r.returncode == 0, r.stderr
+    with open(g.conf, "a") as f:
+        f.write("# a comment\nretry_mni = 5m\n")
+    n = sum(1 for _ in open(g.conf))
+    r = run(os.path.join(BUILD, "posternd"), "-c", g.conf, "-t")
+    assert r.returncode != 0
+    assert "%s:%d: unknown key 'retry_mni'" % (g.conf, n) in r.stderr, r.stderr
+    # a running daemon refuses to start with it, too
+    r = run(os.path.join(BUILD, "posternd"), "-c", g.conf)
+    assert r.returncode != 0 and "unknown key" in r.stderr
+    r = run(os.path.join(BUILD, "posternd"), "-c", "/nonexistent.conf", "-t")
+    assert r.returncode != 0 and "/nonexistent.conf" in r.stderr
+    r = run(os.path.join(BUILD, "posternd"))
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_bad_values_are_named():
+    for line, expect in (("listen = 127.0.0.1", "bad listen address"),
+                         ("max_queue_lifetime = forever", "bad duration"),
+                         ("trusted_networks = 300.0.0.0/8", "bad network"),
+                         ("message_size_limit = 10Q", "bad size"),
+                         ("default_transport = lmtp:foo", "bad next hop"),
+                         ("relay_domains = file:/nonexistent/relay", "cannot open table")):
+        g = Gateway(default_transport="smtp:[%s]:2526" % addr(2))
+        with open(g.conf, "a") as f:
+            f.write(line + "\n")
+        r = run(os.path.join(BUILD, "posternd"), "-c", g.conf, "-t")
+        assert r.returncode == 1 and expect in r.stderr and g.conf + ":" in r.stderr, (line, r.stderr)
+
+
+def test_postern_check_config_prints_effective_config():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), retry_min="2m", retry_max="3h")
+    r = run(os.path.join(BUILD, "postern"), "-c", g.conf, "check-config")
+    assert r.returncode == 0, r.stderr
+    assert "retry_min = 120s" in r.stdout
+    assert "listen = %s:2525" % g.host in r.stdout
+    assert "retry_max = 10800s" in r.stdout
+    assert "message_size_limit = 52428800" in r.stdout   # a default shows too
+    # contradictory keys are an error naming the file
+    g2 = Gateway(default_transport="smtp:[%s]:2526" % addr(2), retry_min="2h", retry_max="1h")
+    r = run(os.path.join(BUILD, "postern"), "-c", g2.conf, "check-config")
+    assert r.returncode == 1 and g2.conf + ": retry_min must be" in r.stderr, r.stderr
+
+
+def test_queue_commands_not_yet_implemented_say_so():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2)).start()
+    r = run(os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "hold", "0123456789ABCDEF")
+    assert r.returncode == 2 and "not implemented yet" in r.stderr
+    r = run(os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "show", "nonsense")
+    assert r.returncode == 1 and "not a queue ID" in r.stderr
+    r = run(os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list")
+    assert r.returncode == 0 and "-- 0 message(s)" in r.stdout
+    g.stop()
+
+
+def test_sigterm_finishes_and_exits_zero():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink).start()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.proc.wait(20) == 0
+    assert c.reply().startswith("421 4.3.2")
+    g.check_sanitizers()
+
+
+run_tests(globals())

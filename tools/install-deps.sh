@@ -1,0 +1,18 @@
+#!/bin/bash
+# Install the Debian packages Postern needs to build, run and test.
+# Idempotent: installs only what is missing; runs apt-get update at most once.
+set -euo pipefail
+PKGS=(build-essential pkg-config libcmocka-dev python3 swaks postfix e2fsprogs)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && { echo "deps: all installed"; exit 0; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Postfix brings smtp-sink and smtp-source; no mail system configuration is wanted.
+echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
