@@ -118,9 +118,10 @@ static void conn_want(struct dconn *c)
     ev_mod(&c->w, mask);
 }
 
-static void conn_send(struct dconn *c, const char *fmt, const char *arg)
+/* Queue one command line (CRLF added) and restart the reply timer. */
+static void conn_send(struct dconn *c, const char *verb, const char *arg)
 {
-    buf_printf(&c->out, fmt, arg);
+    buf_printf(&c->out, "%s%s%s\r\n", verb, arg ? " " : "", arg ? arg : "");
     set_deadline(c, cfg->client_timeout);
 }
 
@@ -376,7 +377,7 @@ static void conn_next_job(struct dconn *c)
 static void start_rset(struct dconn *c)
 {
     c->state = DC_RSET;
-    conn_send(c, "RSET\r\n%s", "");
+    conn_send(c, "RSET", NULL);
 }
 
 static void start_body(struct dconn *c)
@@ -420,7 +421,7 @@ static void on_txn_reply(struct dconn *c, int code, const char *text)
         if (code == 354) {        /* nobody accepted: send an empty message and ignore it */
             c->data_ignored = true;
             c->state = DC_DOT;
-            conn_send(c, ".\r\n%s", "");
+            conn_send(c, ".", NULL);
             return;
         }
         if (!c->mail_failed)
@@ -459,7 +460,7 @@ static void on_ehlo_reply(struct dconn *c, int code)
     }
     if (c->state == DC_EHLO && code / 100 == 5) {
         c->state = DC_HELO;
-        conn_send(c, "HELO %s\r\n", cfg->hostname);
+        conn_send(c, "HELO", cfg->hostname);
         return;
     }
     char why[MAX_REPLY_TEXT + 20];
@@ -492,7 +493,7 @@ static void on_reply(struct dconn *c, int code)
             return;
         }
         c->state = DC_EHLO;
-        conn_send(c, "EHLO %s\r\n", cfg->hostname);
+        conn_send(c, "EHLO", cfg->hostname);
         break;
     case DC_EHLO:
     case DC_HELO:
@@ -552,8 +553,6 @@ static int process_input(struct dconn *c)
         buf_consume(&c->in, linelen);
         if (last) {
             c->reply_len = 0;
-            enum dc_state before = c->state;
-            (void)before;
             on_reply(c, code);
             if (c->w.fd < 0)
                 return -1;
@@ -681,7 +680,7 @@ void delivery_tick(void)
             continue;
         if (c->state == DC_IDLE) {
             c->state = DC_QUIT;
-            conn_send(c, "QUIT\r\n%s", "");
+            conn_send(c, "QUIT", NULL);
             set_deadline(c, 5);
             flush_out(c);
             if (c->w.fd >= 0)
