@@ -406,6 +406,13 @@ static int config_validate(struct pctx *p, struct config *cfg)
         return fail(p, "retry_min must be >= 1s and <= retry_max");
     if (cfg->max_queue_lifetime < cfg->retry_min)
         return fail(p, "max_queue_lifetime must be >= retry_min");
+    if (!cfg->control_socket) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/control.sock", cfg->spool_dir);
+        cfg->control_socket = strdup(path);
+    }
+    if (strlen(cfg->control_socket) >= 108)
+        return fail(p, "control_socket: path longer than 107 bytes: %s", cfg->control_socket);
     return 0;
 }
 

@@ -2,6 +2,7 @@
  * privileges, then run the event loop until SIGTERM/SIGINT, finishing
  * in-flight commits (and, for a bounded time, deliveries) before exit 0. */
 #include "config.h"
+#include "control.h"
 #include "delivery.h"
 #include "event.h"
 #include "log.h"
@@ -130,6 +131,8 @@ int main(int argc, char **argv)
     queue_init(&cfg);
     delivery_init(&cfg);
     queue_load_spool();
+    if (control_start(cfg.control_socket) < 0)
+        return 1;
     if (smtp_server_start() < 0) {
         log_error("cannot start listeners: %s", strerror(errno));
         return 1;
@@ -140,6 +143,7 @@ int main(int argc, char **argv)
     ev_on_tick(shutdown_tick);
     log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg.hostname, cfg.spool_dir, queue_size());
     ev_run();
+    control_stop();
     workers_stop();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());
     config_free(&cfg);

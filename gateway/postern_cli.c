@@ -1,7 +1,7 @@
 /* postern_cli.c - the admin CLI. check-config prints the effective config;
- * queue list / show read the spool directly (read-only, safe beside a running
- * daemon). Commands that change the queue need the daemon's control socket,
- * which arrives with the delivery issue: they say so and exit 2. */
+ * queue commands go to the running daemon over its control socket. When the
+ * daemon is not running, list and show fall back to reading the spool. */
+#include "buf.h"
 #include "config.h"
 #include "log.h"
 #include "spool.h"
@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static void usage(void)
@@ -62,33 +65,85 @@ static void list_one(const char *id, void *ctx)
     print_message(id, false);
 }
 
-static int queue_command(int argc, char **argv)
+/* Send one request line to the daemon and print its answer. Returns the
+ * exit code, or -1 when the daemon could not be reached. */
+static int ask_daemon(const char *sock_path, const char *request)
 {
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", sock_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    char req[600];
+    int n = snprintf(req, sizeof req, "%s\n", request);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    struct buf b;
+    buf_init(&b);
+    char tmp[8192];
+    ssize_t r;
+    while ((r = read(fd, tmp, sizeof tmp)) > 0)
+        buf_append(&b, tmp, (size_t)r);
+    close(fd);
+    buf_append(&b, "", 1);
+    char *text = buf_head(&b);
+    int rc = 1;
+    if (!strncmp(text, "OK\n", 3)) {
+        fputs(text + 3, stdout);
+        rc = 0;
+    } else if (!strncmp(text, "ERR\n", 4)) {
+        fprintf(stderr, "postern: %s", text + 4);
+    } else {
+        fprintf(stderr, "postern: unexpected answer from posternd\n");
+    }
+    buf_free(&b);
+    return rc;
+}
+
+static int queue_command(const struct config *cfg, int argc, char **argv)
+{
+    static const char *with_id[] = {"show", "hold", "release", "delete"};
     if (argc < 1)
         usage();
-    if (!strcmp(argv[0], "list")) {
+    bool known = !strcmp(argv[0], "list") || !strcmp(argv[0], "flush");
+    for (size_t i = 0; i < sizeof with_id / sizeof with_id[0]; i++)
+        if (!strcmp(argv[0], with_id[i])) {
+            if (argc != 2)
+                usage();
+            if (!qid_valid(argv[1])) {
+                fprintf(stderr, "postern: '%s' is not a queue ID\n", argv[1]);
+                return 1;
+            }
+            known = true;
+        }
+    if (!known || argc > 2)
+        usage();
+    char request[600];
+    snprintf(request, sizeof request, "%s%s%s", argv[0], argc == 2 ? " " : "", argc == 2 ? argv[1] : "");
+    int rc = ask_daemon(cfg->control_socket, request);
+    if (rc >= 0)
+        return rc;
+    int err = errno;
+    if (!strcmp(argv[0], "list") || !strcmp(argv[0], "show")) {
+        fprintf(stderr, "postern: posternd not reachable at %s (%s); reading the spool directly\n",
+                cfg->control_socket, strerror(err));
+        log_set_level(LOG_LVL_ERROR);
+        if (spool_init(cfg->spool_dir, false) < 0)
+            return 1;
+        if (!strcmp(argv[0], "show"))
+            return print_message(argv[1], true) < 0 ? 1 : 0;
         int n = 0;
         spool_scan(list_one, &n);
         printf("-- %d message(s)\n", n);
         return 0;
     }
-    if (!strcmp(argv[0], "show")) {
-        if (argc != 2)
-            usage();
-        if (!qid_valid(argv[1])) {
-            fprintf(stderr, "postern: '%s' is not a queue ID\n", argv[1]);
-            return 1;
-        }
-        return print_message(argv[1], true) < 0 ? 1 : 0;
-    }
-    if (!strcmp(argv[0], "flush") || !strcmp(argv[0], "hold") || !strcmp(argv[0], "release") ||
-        !strcmp(argv[0], "delete")) {
-        fprintf(stderr, "postern: queue %s is not implemented yet (it needs the daemon's control socket)\n",
-                argv[0]);
-        return 2;
-    }
-    usage();
-    return 2;
+    fprintf(stderr, "postern: cannot reach posternd at %s: %s\n", cfg->control_socket, strerror(err));
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -115,10 +170,7 @@ int main(int argc, char **argv)
         config_print(&cfg, stdout);
         rc = 0;
     } else if (!strcmp(cmd, "queue")) {
-        log_set_level(LOG_LVL_ERROR);
-        if (spool_init(cfg.spool_dir, false) < 0)
-            return 1;
-        rc = queue_command(argc - optind - 1, argv + optind + 1);
+        rc = queue_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else {
         usage();
         rc = 2;

@@ -8,12 +8,17 @@
 #include "retry.h"
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static const struct config *cfg;
 static struct qmsg **heap;
 static size_t heap_len, heap_cap;
 static size_t total_msgs;
+static struct qmsg *all_head, *all_tail;
+
+#define ID_BUCKETS 4096
+static struct qmsg *by_id[ID_BUCKETS];
 
 #define MAX_DISPATCH_PER_RUN 2000
 
@@ -83,12 +88,76 @@ static struct qmsg *heap_pop(void)
     return top;
 }
 
+/* Take m out of the heap wherever it sits (admin hold/delete/flush). */
+static void heap_remove(struct qmsg *m)
+{
+    if (m->heap_idx < 0)
+        return;
+    size_t i = (size_t)m->heap_idx;
+    heap_len--;
+    if (i != heap_len) {
+        heap[i] = heap[heap_len];
+        heap[i]->heap_idx = (int)i;
+        heap_up(i);
+        heap_down((size_t)heap[i]->heap_idx);
+    }
+    m->heap_idx = -1;
+}
+
+static unsigned id_bucket(const char *id)
+{
+    unsigned h = 5381;
+    for (; *id; id++)
+        h = h * 33 + (unsigned char)*id;
+    return h % ID_BUCKETS;
+}
+
+static void index_add(struct qmsg *m)
+{
+    unsigned b = id_bucket(m->id);
+    m->hnext = by_id[b];
+    by_id[b] = m;
+    m->prev = all_tail;
+    m->next = NULL;
+    if (all_tail)
+        all_tail->next = m;
+    else
+        all_head = m;
+    all_tail = m;
+}
+
+static void index_remove(struct qmsg *m)
+{
+    for (struct qmsg **pp = &by_id[id_bucket(m->id)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == m) {
+            *pp = m->hnext;
+            break;
+        }
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        all_head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    else
+        all_tail = m->prev;
+}
+
+static struct qmsg *queue_find(const char *id)
+{
+    for (struct qmsg *m = by_id[id_bucket(id)]; m; m = m->hnext)
+        if (!strcmp(m->id, id))
+            return m;
+    return NULL;
+}
+
 void queue_init(const struct config *c) { cfg = c; }
 
 size_t queue_size(void) { return total_msgs; }
 
 static void qmsg_free(struct qmsg *m)
 {
+    index_remove(m);
     for (size_t i = 0; i < m->nrcpts; i++)
         free(m->rcpts[i].addr);
     free(m->rcpts);
@@ -126,6 +195,7 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     m->smtputf8 = e->smtputf8;
     m->heap_idx = -1;
     total_msgs++;
+    index_add(m);
     return m;
 }
 
@@ -263,9 +333,26 @@ static bool expire_pending(struct qmsg *m, int64_t now)
     return true;
 }
 
+static void save_state(struct qmsg *m)
+{
+    struct rcpt_state *st = malloc(m->nrcpts * sizeof *st);
+    if (!st)
+        return;
+    for (size_t i = 0; i < m->nrcpts; i++)
+        st[i] = m->rcpts[i].st;
+    spool_save_state(m->id, m->held, st, m->nrcpts);
+    free(st);
+}
+
 static void message_finished(struct qmsg *m)
 {
     int64_t now = (int64_t)time(NULL);
+    if (m->deleted) {
+        spool_remove(m->id);
+        log_info("%s: removed (deleted by admin)", m->id);
+        qmsg_free(m);
+        return;
+    }
     size_t pending = 0;
     for (size_t i = 0; i < m->nrcpts; i++)
         pending += m->rcpts[i].st.status == RCPT_PENDING;
@@ -281,14 +368,11 @@ static void message_finished(struct qmsg *m)
     for (size_t i = 0; i < m->nrcpts; i++)
         if (m->rcpts[i].st.status == RCPT_PENDING)
             m->rcpts[i].st.next_try = now + delay;
-    struct rcpt_state *st = malloc(m->nrcpts * sizeof *st);
-    if (st) {
-        for (size_t i = 0; i < m->nrcpts; i++)
-            st[i] = m->rcpts[i].st;
-        spool_save_state(m->id, m->held, st, m->nrcpts);
-        free(st);
-    }
-    schedule(m, now + delay);
+    save_state(m);
+    if (m->held)
+        log_info("%s: on hold", m->id);
+    else
+        schedule(m, now + delay);
 }
 
 void queue_job_done(struct djob *job)
@@ -304,4 +388,146 @@ void queue_job_done(struct djob *job)
     }
     if (--m->jobs_outstanding == 0)
         message_finished(m);
+}
+
+/* ---- administration ------------------------------------------------ */
+
+static const char *rcpt_status_name(char st)
+{
+    return st == RCPT_DONE ? "delivered" : st == RCPT_FAILED ? "failed" : "pending";
+}
+
+static const char *msg_state(const struct qmsg *m)
+{
+    if (m->held)
+        return "hold";
+    return m->jobs_outstanding ? "active" : "deferred";
+}
+
+static void list_line(const struct qmsg *m, struct buf *out, int64_t now)
+{
+    buf_printf(out, "%s %10llu %7llds %-8s <%s>", m->id, (unsigned long long)m->size,
+               (long long)(now - m->arrival), msg_state(m), m->sender);
+    const char *last = "";
+    for (size_t i = 0; i < m->nrcpts; i++)
+        if (m->rcpts[i].st.status == RCPT_PENDING) {
+            buf_printf(out, " <%s>", m->rcpts[i].addr);
+            if (m->rcpts[i].st.last_reply[0])
+                last = m->rcpts[i].st.last_reply;
+        }
+    buf_printf(out, "%s%s\n", last[0] ? " last: " : "", last);
+}
+
+int queue_admin_list(struct buf *out)
+{
+    int64_t now = (int64_t)time(NULL);
+    size_t n = 0;
+    buf_puts(out, "ID                     SIZE     AGE STATE    SENDER RECIPIENTS (pending) LAST ERROR\n");
+    for (struct qmsg *m = all_head; m; m = m->next, n++)
+        list_line(m, out, now);
+    buf_printf(out, "-- %zu message(s)\n", n);
+    return 0;
+}
+
+static struct qmsg *find_or_say(const char *id, struct buf *out)
+{
+    struct qmsg *m = qid_valid(id) ? queue_find(id) : NULL;
+    if (!m)
+        buf_printf(out, "no message with queue ID '%s'\n", id);
+    return m;
+}
+
+int queue_admin_show(const char *id, struct buf *out)
+{
+    struct qmsg *m = find_or_say(id, out);
+    if (!m)
+        return -1;
+    int64_t now = (int64_t)time(NULL);
+    buf_printf(out, "id: %s\nstate: %s\narrival: %lld (%llds ago)\nsize: %llu\nattempts: %d\n", m->id,
+               msg_state(m), (long long)m->arrival, (long long)(now - m->arrival), (unsigned long long)m->size,
+               m->attempts);
+    if (m->heap_idx >= 0)
+        buf_printf(out, "next attempt: in %llds\n", (long long)(m->next_try > now ? m->next_try - now : 0));
+    buf_printf(out, "from: <%s>\n", m->sender);
+    for (size_t i = 0; i < m->nrcpts; i++)
+        buf_printf(out, "rcpt: <%s> status=%s attempts=%d last=%s\n", m->rcpts[i].addr,
+                   rcpt_status_name(m->rcpts[i].st.status), m->rcpts[i].st.attempts, m->rcpts[i].st.last_reply);
+    return 0;
+}
+
+int queue_admin_hold(const char *id, struct buf *out)
+{
+    struct qmsg *m = find_or_say(id, out);
+    if (!m)
+        return -1;
+    if (!m->held) {
+        m->held = true;
+        heap_remove(m);
+        save_state(m);
+        log_info("%s: put on hold by admin", m->id);
+    }
+    buf_printf(out, "%s: on hold%s\n", m->id, m->jobs_outstanding ? " after the running attempt" : "");
+    return 0;
+}
+
+int queue_admin_release(const char *id, struct buf *out)
+{
+    struct qmsg *m = find_or_say(id, out);
+    if (!m)
+        return -1;
+    if (m->held) {
+        m->held = false;
+        save_state(m);
+        log_info("%s: released by admin", m->id);
+        if (!m->jobs_outstanding)
+            schedule(m, 0);
+        queue_run_due();
+    }
+    buf_printf(out, "%s: released\n", m->id);
+    return 0;
+}
+
+int queue_admin_delete(const char *id, struct buf *out)
+{
+    struct qmsg *m = find_or_say(id, out);
+    if (!m)
+        return -1;
+    buf_printf(out, "%s: deleted\n", m->id);
+    if (m->jobs_outstanding) {
+        m->deleted = true;   /* removed when the running attempt returns */
+        return 0;
+    }
+    heap_remove(m);
+    spool_remove(m->id);
+    log_info("%s: removed (deleted by admin)", m->id);
+    qmsg_free(m);
+    return 0;
+}
+
+static bool has_pending_for(const struct qmsg *m, const char *domain)
+{
+    for (size_t i = 0; i < m->nrcpts; i++)
+        if (m->rcpts[i].st.status == RCPT_PENDING && !strcasecmp(addr_domain(m->rcpts[i].addr), domain))
+            return true;
+    return false;
+}
+
+int queue_admin_flush(const char *arg, struct buf *out)
+{
+    bool one_id = qid_valid(arg);
+    if (one_id && !queue_find(arg))
+        return find_or_say(arg, out) ? 0 : -1;
+    size_t n = 0;
+    for (struct qmsg *m = all_head; m; m = m->next) {
+        if (m->held || m->jobs_outstanding || m->heap_idx < 0)
+            continue;
+        if (one_id ? strcmp(m->id, arg) != 0 : (*arg && !has_pending_for(m, arg)))
+            continue;
+        heap_remove(m);
+        schedule(m, 0);
+        n++;
+    }
+    queue_run_due();
+    buf_printf(out, "%zu message(s) scheduled for immediate delivery\n", n);
+    return 0;
 }

@@ -28,6 +28,9 @@ struct qmsg {
     int64_t next_try;
     int heap_idx;            /* -1 when not scheduled */
     int jobs_outstanding;
+    bool deleted;            /* admin delete while a delivery was running */
+    struct qmsg *prev, *next;   /* every message, in arrival order */
+    struct qmsg *hnext;         /* ID hash chain */
 };
 
 /* One delivery attempt: some recipients of one message to one next hop. */
@@ -51,5 +54,15 @@ void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply);
 /* The job is finished: every recipient without a result is deferred. */
 void queue_job_done(struct djob *job);
 size_t queue_size(void);
+
+/* Queue administration (the control socket). Each writes a human-readable
+ * answer to out and returns 0, or -1 with the error text in out. */
+int queue_admin_list(struct buf *out);
+int queue_admin_show(const char *id, struct buf *out);
+int queue_admin_hold(const char *id, struct buf *out);
+int queue_admin_release(const char *id, struct buf *out);
+int queue_admin_delete(const char *id, struct buf *out);
+/* arg: a queue ID, a recipient domain, or "" for everything. */
+int queue_admin_flush(const char *arg, struct buf *out);
 
 #endif

@@ -54,17 +54,6 @@ def test_postern_check_config_prints_effective_config():
     assert r.returncode == 1 and g2.conf + ": retry_min must be" in r.stderr, r.stderr
 
 
-def test_queue_commands_not_yet_implemented_say_so():
-    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2)).start()
-    r = run(os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "hold", "0123456789ABCDEF")
-    assert r.returncode == 2 and "not implemented yet" in r.stderr
-    r = run(os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "show", "nonsense")
-    assert r.returncode == 1 and "not a queue ID" in r.stderr
-    r = run(os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list")
-    assert r.returncode == 0 and "-- 0 message(s)" in r.stdout
-    g.stop()
-
-
 def test_sigterm_finishes_and_exits_zero():
     sink = Sink(addr(2))
     g = Gateway(sink=sink).start()

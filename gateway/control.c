@@ -1,0 +1,162 @@
+/* control.c - one request line per connection ("hold ID", "list", ...),
+ * answered with "OK" or "ERR" on the first line and the text after it, then
+ * the connection is closed. The socket is mode 0600: only the daemon's user
+ * and root may talk to it. Requests are tiny and answered at once on the
+ * loop thread, so a client that never reads only costs its own socket. */
+#include "control.h"
+#include "buf.h"
+#include "event.h"
+#include "log.h"
+#include "queue.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_REQUEST 512
+
+struct ctl_conn {
+    struct ev_watch w;
+    struct buf in, out;
+    bool answered;
+};
+
+static struct ev_watch listen_watch;
+static char sock_path[108];
+
+static void ctl_free(void *p)
+{
+    struct ctl_conn *c = p;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
+static void ctl_close(struct ctl_conn *c)
+{
+    int fd = c->w.fd;
+    ev_del(&c->w);
+    close(fd);
+    ev_defer_free(c, ctl_free);
+}
+
+/* Run one request; the answer goes to out after an OK/ERR line. */
+static void ctl_dispatch(char *line, struct buf *out)
+{
+    struct buf body;
+    buf_init(&body);
+    char *arg = line + strcspn(line, " ");
+    if (*arg)
+        *arg++ = '\0';
+    int rc;
+    if (!strcmp(line, "list"))
+        rc = queue_admin_list(&body);
+    else if (!strcmp(line, "show"))
+        rc = queue_admin_show(arg, &body);
+    else if (!strcmp(line, "hold"))
+        rc = queue_admin_hold(arg, &body);
+    else if (!strcmp(line, "release"))
+        rc = queue_admin_release(arg, &body);
+    else if (!strcmp(line, "delete"))
+        rc = queue_admin_delete(arg, &body);
+    else if (!strcmp(line, "flush"))
+        rc = queue_admin_flush(arg, &body);
+    else {
+        buf_printf(&body, "unknown request '%s'\n", line);
+        rc = -1;
+    }
+    buf_puts(out, rc == 0 ? "OK\n" : "ERR\n");
+    buf_append(out, buf_head(&body), body.len);
+    buf_free(&body);
+}
+
+static void ctl_on_event(void *ctx, uint32_t events)
+{
+    struct ctl_conn *c = ctx;
+    if (!c->answered && (events & EPOLLIN)) {
+        char tmp[MAX_REQUEST];
+        ssize_t r = recv(c->w.fd, tmp, sizeof tmp, 0);
+        if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
+            ctl_close(c);
+            return;
+        }
+        if (r > 0)
+            buf_append(&c->in, tmp, (size_t)r);
+        char *nl = memchr(buf_head(&c->in), '\n', c->in.len);
+        if (!nl && c->in.len < MAX_REQUEST)
+            return;
+        size_t len = nl ? (size_t)(nl - buf_head(&c->in)) : MAX_REQUEST - 1;
+        char line[MAX_REQUEST];
+        memcpy(line, buf_head(&c->in), len);
+        line[len] = '\0';
+        log_info("control: %s", line);
+        ctl_dispatch(line, &c->out);
+        c->answered = true;
+    }
+    while (c->out.len) {
+        ssize_t w = send(c->w.fd, buf_head(&c->out), c->out.len, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN) {
+                ev_mod(&c->w, EPOLLOUT);
+                return;
+            }
+            break;
+        }
+        buf_consume(&c->out, (size_t)w);
+    }
+    if (c->answered)
+        ctl_close(c);
+}
+
+static void ctl_on_accept(void *ctx, uint32_t events)
+{
+    (void)ctx;
+    (void)events;
+    for (;;) {
+        int fd = accept4(listen_watch.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        struct ctl_conn *c = calloc(1, sizeof *c);
+        if (!c || ev_add(&c->w, fd, EPOLLIN, ctl_on_event, c) < 0) {
+            free(c);
+            close(fd);
+            continue;
+        }
+    }
+}
+
+int control_start(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sun.sun_path) {
+        log_error("control_socket path too long: %s", path);
+        return -1;
+    }
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    snprintf(sock_path, sizeof sock_path, "%s", path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    mode_t old = umask(0177);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    umask(old);
+    if (rc < 0 || listen(fd, 64) < 0 || ev_add(&listen_watch, fd, EPOLLIN, ctl_on_accept, NULL) < 0) {
+        log_error("control socket %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return 0;
+}
+
+void control_stop(void)
+{
+    if (listen_watch.fd >= 0 && sock_path[0]) {
+        int fd = listen_watch.fd;
+        ev_del(&listen_watch);
+        close(fd);
+        unlink(sock_path);
+    }
+}
