@@ -131,12 +131,13 @@ static void ctl_on_accept(void *ctx, uint32_t events)
 int control_start(const char *path)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sun.sun_path) {
-        log_error("control_socket path too long: %s", path);
+    size_t len = path ? strlen(path) : 0;
+    if (len == 0 || len >= sizeof sun.sun_path) {
+        log_error("control_socket path empty or too long: %s", path ? path : "");
         return -1;
     }
-    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
-    snprintf(sock_path, sizeof sock_path, "%s", path);
+    memcpy(sun.sun_path, path, len + 1);
+    memcpy(sock_path, path, len + 1);
     unlink(path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     mode_t old = umask(0177);
