@@ -357,6 +357,10 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_duration_int(p, key, value, &cfg->connection_cache_time);
     if (!strcmp(key, "dest_concurrency"))
         return set_int(p, key, value, 1, 1000, &cfg->dest_concurrency);
+    if (!strcmp(key, "max_hop_count"))
+        return set_int(p, key, value, 1, 1000, &cfg->max_hop_count);
+    if (!strcmp(key, "delay_warning_time"))
+        return set_duration(p, key, value, &cfg->delay_warning_time);
     if (!strcmp(key, "worker_threads"))
         return set_int(p, key, value, 1, 64, &cfg->worker_threads);
     if (!strcmp(key, "log_level")) {
@@ -390,6 +394,7 @@ static void config_defaults(struct config *cfg)
     cfg->connection_cache_time = 2;
     cfg->dest_concurrency = 20;
     cfg->worker_threads = 4;
+    cfg->max_hop_count = 50;
     cfg->log_level = 2;
 }
 
@@ -544,6 +549,7 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->smtp_timeout, cfg->data_timeout, cfg->client_connect_timeout, cfg->client_timeout);
     fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\n",
             cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads);
+    fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);
     static const char *names[] = {"error", "warning", "info", "debug"};
     fprintf(out, "log_level = %s\n", names[cfg->log_level]);
 }

@@ -58,6 +58,8 @@ struct config {
     int dest_concurrency;          /* connections per next hop */
     int connection_cache_time;     /* idle outbound connection kept this long */
     int worker_threads;            /* fsync / blocking work */
+    int max_hop_count;             /* more Received: headers = mail loop, bounced */
+    long delay_warning_time;       /* seconds; 0 = no delay warnings */
     int log_level;
 };
 

@@ -32,12 +32,13 @@ static int print_message(const char *id, bool verbose)
         return -1;
     }
     struct rcpt_state *st = calloc(e.nrcpts, sizeof *st);
-    bool held = false;
+    struct msg_flags flags;
     if (!st) {
         envelope_free(&e);
         return -1;
     }
-    spool_load_state(id, &held, st, e.nrcpts);
+    spool_load_state(id, &flags, st, e.nrcpts);
+    bool held = flags.held;
     long age = (long)(time(NULL) - e.arrival);
     if (!verbose) {
         printf("%s %10" PRIu64 " %6lds %-8s <%s>", id, e.size, age, held ? "hold" : "active", e.sender);
@@ -51,7 +52,7 @@ static int print_message(const char *id, bool verbose)
                held ? "hold" : "active", e.sender);
         for (size_t i = 0; i < e.nrcpts; i++)
             printf("rcpt: <%s> status=%s attempts=%d next_try=%" PRId64 " last=%s\n", e.rcpts[i],
-                   st[i].status == RCPT_DONE ? "delivered" : st[i].status == RCPT_FAILED ? "failed" : "pending",
+                   st[i].status == RCPT_DONE ? "delivered" : st[i].status == RCPT_PENDING ? "pending" : "failed",
                    st[i].attempts, st[i].next_try, st[i].last_reply);
     }
     free(st);

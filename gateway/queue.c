@@ -3,6 +3,7 @@
  * of a message are back, the message is removed, or rescheduled with
  * backoff and its recipient state saved to the sidecar. */
 #include "queue.h"
+#include "bounce.h"
 #include "delivery.h"
 #include "log.h"
 #include "retry.h"
@@ -151,7 +152,11 @@ static struct qmsg *queue_find(const char *id)
     return NULL;
 }
 
-void queue_init(const struct config *c) { cfg = c; }
+void queue_init(const struct config *c)
+{
+    cfg = c;
+    bounce_init(c);
+}
 
 size_t queue_size(void) { return total_msgs; }
 
@@ -193,6 +198,7 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     m->size = e->size;
     m->body = e->body;
     m->smtputf8 = e->smtputf8;
+    m->hops = e->hops;
     m->heap_idx = -1;
     total_msgs++;
     index_add(m);
@@ -225,7 +231,10 @@ static void load_one(const char *id, void *ctx)
     if (!m)
         return;
     struct rcpt_state *st = calloc(m->nrcpts, sizeof *st);
-    if (st && spool_load_state(id, &m->held, st, m->nrcpts) == 0) {
+    struct msg_flags flags;
+    if (st && spool_load_state(id, &flags, st, m->nrcpts) == 0) {
+        m->held = flags.held;
+        m->warned = flags.warned;
         int64_t next = 0;
         for (size_t i = 0; i < m->nrcpts; i++) {
             m->rcpts[i].st = st[i];
@@ -271,6 +280,13 @@ static void dispatch(struct qmsg *m)
         struct qrcpt *r = &m->rcpts[i];
         if (r->st.status != RCPT_PENDING)
             continue;
+        if (m->hops > cfg->max_hop_count) {
+            r->st.status = RCPT_FAILED;
+            snprintf(r->st.last_reply, sizeof r->st.last_reply,
+                     "554 5.4.6 too many hops (%d Received: headers): mail forwarding loop", m->hops);
+            log_info("%s: to=<%s>, status=bounced (mail forwarding loop: %d hops)", m->id, r->addr, m->hops);
+            continue;
+        }
         const struct nexthop *hop = config_transport_for(cfg, addr_domain(r->addr));
         if (!hop) {
             r->st.status = RCPT_FAILED;
@@ -327,8 +343,12 @@ static bool expire_pending(struct qmsg *m, int64_t now)
         if (r->st.status != RCPT_PENDING)
             continue;
         r->st.status = RCPT_FAILED;
-        log_info("%s: to=<%s>, status=failed (expired after %lds in queue; last: %s)", m->id, r->addr,
+        log_info("%s: to=<%s>, status=expired (after %lds in queue; last: %s)", m->id, r->addr,
                  (long)(now - m->arrival), r->st.last_reply);
+        char last[sizeof r->st.last_reply];
+        snprintf(last, sizeof last, "%s", r->st.last_reply);
+        snprintf(r->st.last_reply, sizeof r->st.last_reply, "4.4.7 delivery time expired; last error: %.180s",
+                 last);
     }
     return true;
 }
@@ -340,8 +360,62 @@ static void save_state(struct qmsg *m)
         return;
     for (size_t i = 0; i < m->nrcpts; i++)
         st[i] = m->rcpts[i].st;
-    spool_save_state(m->id, m->held, st, m->nrcpts);
+    spool_save_state(m->id, (struct msg_flags){.held = m->held, .warned = m->warned}, st, m->nrcpts);
     free(st);
+}
+
+static size_t count_status(const struct qmsg *m, char status)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->nrcpts; i++)
+        n += m->rcpts[i].st.status == status;
+    return n;
+}
+
+static void message_finished(struct qmsg *m);
+
+/* A DSN about m is queued (err 0) or could not be (kept for a later round). */
+static void bounce_done(struct qmsg *m, bool delayed, int err)
+{
+    m->jobs_outstanding--;
+    if (err) {
+        save_state(m);
+        if (!m->held && !m->deleted)
+            schedule(m, (int64_t)time(NULL) + cfg->retry_min);
+        else if (m->deleted)
+            message_finished(m);
+        return;
+    }
+    if (delayed)
+        m->warned = true;
+    for (size_t i = 0; i < m->nrcpts && !delayed; i++)
+        if (m->rcpts[i].st.status == RCPT_FAILED)
+            m->rcpts[i].st.status = RCPT_BOUNCED;
+    message_finished(m);
+}
+
+/* Starts a DSN when one is owed; returns true if m now waits for it. */
+static bool notify_sender(struct qmsg *m, int64_t now)
+{
+    if (count_status(m, RCPT_FAILED)) {
+        if (m->sender[0]) {
+            m->jobs_outstanding++;
+            bounce_start(m, false, bounce_done);
+            return true;
+        }
+        /* never bounce a bounce */
+        for (size_t i = 0; i < m->nrcpts; i++)
+            if (m->rcpts[i].st.status == RCPT_FAILED)
+                m->rcpts[i].st.status = RCPT_BOUNCED;
+        log_info("%s: no non-delivery notification: the sender is null", m->id);
+    }
+    if (cfg->delay_warning_time && !m->warned && m->sender[0] && count_status(m, RCPT_PENDING) &&
+        now - m->arrival >= cfg->delay_warning_time) {
+        m->jobs_outstanding++;
+        bounce_start(m, true, bounce_done);
+        return true;
+    }
+    return false;
 }
 
 static void message_finished(struct qmsg *m)
@@ -353,11 +427,11 @@ static void message_finished(struct qmsg *m)
         qmsg_free(m);
         return;
     }
-    size_t pending = 0;
-    for (size_t i = 0; i < m->nrcpts; i++)
-        pending += m->rcpts[i].st.status == RCPT_PENDING;
+    size_t pending = count_status(m, RCPT_PENDING);
     if (pending && expire_pending(m, now))
         pending = 0;
+    if (notify_sender(m, now))
+        return;   /* comes back through bounce_done */
     if (!pending) {
         spool_remove(m->id);
         log_info("%s: removed", m->id);
@@ -394,7 +468,7 @@ void queue_job_done(struct djob *job)
 
 static const char *rcpt_status_name(char st)
 {
-    return st == RCPT_DONE ? "delivered" : st == RCPT_FAILED ? "failed" : "pending";
+    return st == RCPT_DONE ? "delivered" : st == RCPT_PENDING ? "pending" : "failed";
 }
 
 static const char *msg_state(const struct qmsg *m)

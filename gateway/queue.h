@@ -24,6 +24,8 @@ struct qmsg {
     enum smtp_body body;
     bool smtputf8;
     bool held;
+    bool warned;             /* delay warning sent */
+    int hops;
     int attempts;
     int64_t next_try;
     int heap_idx;            /* -1 when not scheduled */

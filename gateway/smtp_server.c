@@ -7,6 +7,7 @@
 #include "smtp_server.h"
 #include "buf.h"
 #include "data_reader.h"
+#include "header_scan.h"
 #include "event.h"
 #include "log.h"
 #include "queue.h"
@@ -49,6 +50,7 @@ struct session {
     char **rcpts;
     size_t nrcpts;
     struct data_reader dr;
+    struct header_scan hs;
     struct commit_job *commit;     /* open while in DATA and COMMIT */
     uint64_t data_bytes;
     struct session *prev, *next;
@@ -369,6 +371,7 @@ static void cmd_data(struct session *s, const char *args)
     s->in_mail = false;
     s->data_bytes = 0;
     data_reader_init(&s->dr);
+    header_scan_init(&s->hs);
     s->phase = PH_DATA;
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -515,6 +518,7 @@ static void data_finished(struct session *s)
         return;
     }
     cj->env.size = cj->sw.written;
+    cj->env.hops = cj->sw.hops = s->hs.received + 1;   /* theirs and ours */
     cj->work.run = commit_run;
     cj->work.done = commit_done;
     s->phase = PH_COMMIT;
@@ -562,6 +566,7 @@ static void process_data(struct session *s)
         size_t used = data_reader_feed(&s->dr, buf_head(&s->in), n, scratch, &out_len, &done);
         buf_consume(&s->in, used);
         s->data_bytes += out_len;
+        header_scan_feed(&s->hs, scratch, out_len);
         /* stop writing once the message is refused anyway */
         if (!s->dr.errors && s->data_bytes <= cfg->message_size_limit)
             spool_writer_write(&s->commit->sw, scratch, out_len);

@@ -17,6 +17,7 @@
 static int tmp_dirfd = -1, queue_dirfd = -1, corrupt_dirfd = -1;
 
 #define SIZE_DIGITS 20
+#define HOPS_DIGITS 4
 #define ENVELOPE_MAGIC "POSTERN-SPOOL 1\n"
 #define STATE_MAGIC "POSTERN-STATE 1\n"
 
@@ -36,7 +37,7 @@ static const char *body_name(enum smtp_body b)
     return b == BODY_8BITMIME ? "8BITMIME" : b == BODY_7BIT ? "7BIT" : "";
 }
 
-int spool_envelope_encode(const struct envelope *e, struct buf *out, size_t *size_off)
+int spool_envelope_encode(const struct envelope *e, struct buf *out, struct envelope_offsets *off)
 {
     int rc = 0;
     rc |= buf_puts(out, ENVELOPE_MAGIC);
@@ -46,8 +47,11 @@ int spool_envelope_encode(const struct envelope *e, struct buf *out, size_t *siz
     rc |= buf_printf(out, "from=%s\n", e->sender ? e->sender : "");
     for (size_t i = 0; i < e->nrcpts; i++)
         rc |= buf_printf(out, "rcpt=%s\n", e->rcpts[i]);
+    rc |= buf_puts(out, "hops=");
+    off->hops = out->len;
+    rc |= buf_printf(out, "%0*u\n", HOPS_DIGITS, e->hops < 0 ? 0u : e->hops > 9999 ? 9999u : (unsigned)e->hops);
     rc |= buf_puts(out, "size=");
-    *size_off = out->len;
+    off->size = out->len;
     rc |= buf_printf(out, "%0*" PRIu64 "\n\n", SIZE_DIGITS, e->size);
     return rc ? -1 : 0;
 }
@@ -98,6 +102,10 @@ static int decode_field(struct envelope *e, const char *key, const char *v, cons
     } else if (!strcmp(key, "rcpt")) {
         if (add_rcpt(e, v) < 0)
             return *err = "out of memory", -1;
+    } else if (!strcmp(key, "hops")) {
+        e->hops = (int)strtol(v, &end, 10);
+        if (*end || end == v || e->hops < 0)
+            return *err = "bad hops", -1;
     } else if (!strcmp(key, "size")) {
         e->size = strtoull(v, &end, 10);
         if (*end || strlen(v) != SIZE_DIGITS)
@@ -146,17 +154,17 @@ int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size
     return 0;
 }
 
-int spool_state_encode(bool held, const struct rcpt_state *st, size_t n, struct buf *out)
+int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n, struct buf *out)
 {
     int rc = buf_puts(out, STATE_MAGIC);
-    rc |= buf_printf(out, "held=%d\n", held ? 1 : 0);
+    rc |= buf_printf(out, "held=%d\nwarned=%d\n", f.held ? 1 : 0, f.warned ? 1 : 0);
     for (size_t i = 0; i < n; i++)
         rc |= buf_printf(out, "%zu %c %d %" PRId64 " %s\n", i, st[i].status, st[i].attempts, st[i].next_try,
                          st[i].last_reply);
     return rc ? -1 : 0;
 }
 
-int spool_state_decode(const char *data, size_t len, bool *held, struct rcpt_state *st, size_t n,
+int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct rcpt_state *st, size_t n,
                        const char **err)
 {
     size_t ml = strlen(STATE_MAGIC);
@@ -170,7 +178,11 @@ int spool_state_decode(const char *data, size_t len, bool *held, struct rcpt_sta
     char *save = NULL;
     for (char *l = strtok_r(copy, "\n", &save); l && rc == 0; l = strtok_r(NULL, "\n", &save)) {
         if (!strncmp(l, "held=", 5)) {
-            *held = l[5] == '1';
+            f->held = l[5] == '1';
+            continue;
+        }
+        if (!strncmp(l, "warned=", 7)) {
+            f->warned = l[7] == '1';
             continue;
         }
         size_t idx;
@@ -178,7 +190,7 @@ int spool_state_decode(const char *data, size_t len, bool *held, struct rcpt_sta
         int attempts, off = 0;
         int64_t next;
         if (sscanf(l, "%zu %c %d %" SCNd64 " %n", &idx, &status, &attempts, &next, &off) < 4 || idx >= n ||
-            (status != RCPT_PENDING && status != RCPT_DONE && status != RCPT_FAILED)) {
+            (status != RCPT_PENDING && status != RCPT_DONE && status != RCPT_FAILED && status != RCPT_BOUNCED)) {
             *err = "bad recipient state line";
             rc = -1;
             break;
@@ -299,7 +311,8 @@ int spool_writer_open(struct spool_writer *w, const struct envelope *e)
     }
     struct buf b;
     buf_init(&b);
-    if (spool_envelope_encode(e, &b, &w->size_off) < 0) {
+    w->hops = e->hops;
+    if (spool_envelope_encode(e, &b, &w->off) < 0) {
         buf_free(&b);
         writer_fail(w, ENOMEM);
         return -1;
@@ -318,9 +331,13 @@ void spool_writer_write(struct spool_writer *w, const void *data, size_t n)
 
 int spool_writer_commit(struct spool_writer *w)
 {
-    char digits[SIZE_DIGITS + 1];
+    char digits[SIZE_DIGITS + 1], hops[16];
+    unsigned h = w->hops < 0 ? 0u : w->hops > 9999 ? 9999u : (unsigned)w->hops;
     snprintf(digits, sizeof digits, "%0*" PRIu64, SIZE_DIGITS, w->written);
-    if (!w->err && pwrite(w->fd, digits, SIZE_DIGITS, (off_t)w->size_off) != SIZE_DIGITS)
+    snprintf(hops, sizeof hops, "%0*u", HOPS_DIGITS, h);
+    if (!w->err && pwrite(w->fd, digits, SIZE_DIGITS, (off_t)w->off.size) != SIZE_DIGITS)
+        writer_fail(w, errno);
+    if (!w->err && pwrite(w->fd, hops, HOPS_DIGITS, (off_t)w->off.hops) != HOPS_DIGITS)
         writer_fail(w, errno);
     if (!w->err && fsync(w->fd) < 0)
         writer_fail(w, errno);
@@ -400,9 +417,9 @@ int spool_load(const char *id, struct envelope *e, size_t *body_off, const char 
 
 static void state_name(const char *id, char *out, size_t n) { snprintf(out, n, "%s.st", id); }
 
-int spool_load_state(const char *id, bool *held, struct rcpt_state *st, size_t n)
+int spool_load_state(const char *id, struct msg_flags *f, struct rcpt_state *st, size_t n)
 {
-    *held = false;
+    *f = (struct msg_flags){0};
     for (size_t i = 0; i < n; i++)
         st[i] = (struct rcpt_state){.status = RCPT_PENDING};
     char name[QID_LEN + 8];
@@ -414,14 +431,14 @@ int spool_load_state(const char *id, bool *held, struct rcpt_state *st, size_t n
         return errno == ENOENT ? 0 : -1;
     }
     const char *err = NULL;
-    int rc = spool_state_decode(buf_head(&b), b.len, held, st, n, &err);
+    int rc = spool_state_decode(buf_head(&b), b.len, f, st, n, &err);
     if (rc < 0)
         log_warn("%s: bad state file (%s); treating all recipients as pending", id, err);
     buf_free(&b);
     return 0;
 }
 
-int spool_save_state(const char *id, bool held, const struct rcpt_state *st, size_t n)
+int spool_save_state(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n)
 {
     /* No fsync: after power loss the previous state comes back, which can
      * only re-deliver, never lose. */
@@ -430,7 +447,7 @@ int spool_save_state(const char *id, bool held, const struct rcpt_state *st, siz
     snprintf(tmpname, sizeof tmpname, "%s.new", name);
     struct buf b;
     buf_init(&b);
-    int rc = spool_state_encode(held, st, n, &b);
+    int rc = spool_state_encode(f, st, n, &b);
     int fd = rc < 0 ? -1 : openat(queue_dirfd, tmpname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
         rc = write(fd, buf_head(&b), b.len) == (ssize_t)b.len ? 0 : -1;

@@ -28,9 +28,18 @@ struct envelope {
     char **rcpts;
     size_t nrcpts;
     uint64_t size;            /* bytes of message after the envelope block */
+    int hops;                 /* Received: headers, ours included */
 };
 
-enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F' };
+/* FAILED: a DSN is still owed; BOUNCED: failed and the DSN is queued (or
+ * suppressed for the null sender). */
+enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F', RCPT_BOUNCED = 'B' };
+
+/* Message-level flags kept in the sidecar beside the recipients. */
+struct msg_flags {
+    bool held;
+    bool warned;    /* delay warning already sent */
+};
 
 struct rcpt_state {
     char status;
@@ -40,13 +49,18 @@ struct rcpt_state {
 };
 
 void envelope_free(struct envelope *e);
-/* Codec (pure). encode writes the block including the trailing blank line;
- * *size_off receives the offset of the fixed-width size digits. */
-int spool_envelope_encode(const struct envelope *e, struct buf *out, size_t *size_off);
+/* Where the fixed-width fields sit, so the writer can fill them in at commit
+ * time (they are only known once the whole message has been read). */
+struct envelope_offsets {
+    size_t size;
+    size_t hops;
+};
+/* Codec (pure). encode writes the block including the trailing blank line. */
+int spool_envelope_encode(const struct envelope *e, struct buf *out, struct envelope_offsets *off);
 int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size_t *body_off,
                           const char **err);
-int spool_state_encode(bool held, const struct rcpt_state *st, size_t n, struct buf *out);
-int spool_state_decode(const char *data, size_t len, bool *held, struct rcpt_state *st, size_t n,
+int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n, struct buf *out);
+int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct rcpt_state *st, size_t n,
                        const char **err);
 
 void qid_generate(char out[QID_LEN]);
@@ -60,7 +74,8 @@ int spool_init(const char *dir, bool recover);
 struct spool_writer {
     char id[QID_LEN];
     int fd;
-    size_t size_off;      /* where the size digits are */
+    struct envelope_offsets off;
+    int hops;             /* set before commit */
     size_t env_len;       /* body offset */
     uint64_t written;     /* bytes after the envelope */
     int err;
@@ -75,8 +90,8 @@ void spool_writer_abort(struct spool_writer *w);
 /* Load the envelope of queue/ID; body_off receives where the message starts. */
 int spool_load(const char *id, struct envelope *e, size_t *body_off, const char **err);
 /* Read the sidecar; returns 0 with defaults (all pending) when there is none. */
-int spool_load_state(const char *id, bool *held, struct rcpt_state *st, size_t n);
-int spool_save_state(const char *id, bool held, const struct rcpt_state *st, size_t n);
+int spool_load_state(const char *id, struct msg_flags *f, struct rcpt_state *st, size_t n);
+int spool_save_state(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n);
 void spool_remove(const char *id);
 void spool_move_corrupt(const char *id, const char *why);
 /* Open queue/ID for reading the message. */

@@ -37,9 +37,11 @@ static void envelope_roundtrip(void **state)
     struct envelope e = sample();
     struct buf b;
     buf_init(&b);
-    size_t size_off;
-    assert_int_equal(spool_envelope_encode(&e, &b, &size_off), 0);
-    assert_memory_equal(buf_head(&b) + size_off, "00000000000000000042", 20);
+    struct envelope_offsets off;
+    e.hops = 3;
+    assert_int_equal(spool_envelope_encode(&e, &b, &off), 0);
+    assert_memory_equal(buf_head(&b) + off.size, "00000000000000000042", 20);
+    assert_memory_equal(buf_head(&b) + off.hops, "0003", 4);
     buf_puts(&b, "message bytes");
     struct envelope d;
     size_t body_off;
@@ -69,7 +71,8 @@ static void envelope_null_sender(void **state)
     e.sender = strdup("");
     struct buf b;
     buf_init(&b);
-    size_t so, bo;
+    struct envelope_offsets so;
+    size_t bo;
     spool_envelope_encode(&e, &b, &so);
     struct envelope d;
     const char *err;
@@ -102,24 +105,26 @@ static void state_roundtrip(void **state)
     struct rcpt_state st[3] = {
         {RCPT_DONE, 1, 0, "250 2.0.0 Ok"},
         {RCPT_PENDING, 2, 1790000600, "451 4.3.0 try later"},
-        {RCPT_FAILED, 1, 0, "550 5.1.1 no such user"},
+        {RCPT_BOUNCED, 1, 0, "550 5.1.1 no such user"},
     };
     struct buf b;
     buf_init(&b);
-    assert_int_equal(spool_state_encode(true, st, 3, &b), 0);
+    assert_int_equal(spool_state_encode((struct msg_flags){.held = true, .warned = true}, st, 3, &b), 0);
     struct rcpt_state d[3];
     memset(d, 0, sizeof d);
-    bool held = false;
+    struct msg_flags f = {0};
     const char *err;
-    assert_int_equal(spool_state_decode(buf_head(&b), b.len, &held, d, 3, &err), 0);
-    assert_true(held);
+    assert_int_equal(spool_state_decode(buf_head(&b), b.len, &f, d, 3, &err), 0);
+    assert_true(f.held);
+    assert_true(f.warned);
+    assert_int_equal(d[2].status, RCPT_BOUNCED);
     assert_int_equal(d[0].status, RCPT_DONE);
     assert_int_equal(d[1].attempts, 2);
     assert_int_equal(d[1].next_try, 1790000600);
     assert_string_equal(d[1].last_reply, "451 4.3.0 try later");
     assert_string_equal(d[2].last_reply, "550 5.1.1 no such user");
     /* a state that does not cover every recipient is refused */
-    assert_int_equal(spool_state_decode(buf_head(&b), b.len, &held, d, 4, &err), -1);
+    assert_int_equal(spool_state_decode(buf_head(&b), b.len, &f, d, 4, &err), -1);
     buf_free(&b);
 }
 
@@ -150,12 +155,14 @@ static void commit_load_and_corrupt(void **state)
     struct spool_writer w;
     assert_int_equal(spool_writer_open(&w, &e), 0);
     spool_writer_write(&w, "Subject: hi\r\n\r\nbody\r\n", 21);
+    w.hops = 7;
     assert_int_equal(spool_writer_commit(&w), 0);
     struct envelope d;
     size_t bo;
     const char *err = NULL;
     assert_int_equal(spool_load(e.id, &d, &bo, &err), 0);
     assert_int_equal(d.size, 21);
+    assert_int_equal(d.hops, 7);
     envelope_free(&d);
     /* truncate the file: load must notice */
     char path[512];

@@ -1,0 +1,111 @@
+/* dsn.c - builds bounce and delay DSNs: a text/plain part for people, a
+ * message/delivery-status part for programs, the original headers as
+ * text/rfc822-headers. Sent from the null sender so they can never bounce. */
+#include "dsn.h"
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static void rfc5322_date(int64_t t, char *out, size_t n)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    localtime_r(&tt, &tm);
+    strftime(out, n, "%a, %d %b %Y %H:%M:%S %z", &tm);
+}
+
+static bool is_digit3(const char *s)
+{
+    return isdigit((unsigned char)s[0]) && isdigit((unsigned char)s[1]) && isdigit((unsigned char)s[2]);
+}
+
+void dsn_status(const char *reply, const char *fallback, char out[16])
+{
+    const char *p = reply;
+    if (is_digit3(p) && (p[3] == ' ' || p[3] == '-'))
+        p += 4;
+    /* an enhanced code: class.subject.detail with class 2, 4 or 5 */
+    int cls, subj, det, used = 0;
+    if (sscanf(p, "%1d.%3d.%3d%n", &cls, &subj, &det, &used) == 3 && (cls == 2 || cls == 4 || cls == 5) &&
+        (p[used] == ' ' || p[used] == '\0')) {
+        snprintf(out, 16, "%d.%d.%d", cls, subj, det);
+        return;
+    }
+    if (is_digit3(reply) && (reply[0] == '4' || reply[0] == '5')) {
+        snprintf(out, 16, "%c.0.0", reply[0]);
+        return;
+    }
+    snprintf(out, 16, "%s", fallback);
+}
+
+/* Diagnostic-Code: "smtp; ..." for a remote reply, our own type otherwise. */
+static void diagnostic(struct buf *out, const char *reply)
+{
+    if (is_digit3(reply))
+        buf_printf(out, "Diagnostic-Code: smtp; %s\r\n", reply);
+    else
+        buf_printf(out, "Diagnostic-Code: X-Postern; %s\r\n", reply);
+}
+
+static void human_part(const struct dsn_report *r, struct buf *out)
+{
+    buf_puts(out, "Content-Type: text/plain; charset=us-ascii\r\nContent-Description: Notification\r\n\r\n");
+    buf_printf(out, "This is the mail system at host %s.\r\n\r\n", r->reporting_mta);
+    if (r->delayed)
+        buf_puts(out, "Your message could not be delivered yet. The mail system will keep\r\n"
+                      "trying; you do not need to send it again.\r\n\r\n");
+    else
+        buf_puts(out, "Your message could not be delivered to one or more recipients.\r\n"
+                      "It has been returned to you; the reasons are below.\r\n\r\n");
+    for (size_t i = 0; i < r->nrcpts; i++)
+        buf_printf(out, "<%s>: %s\r\n", r->rcpts[i].addr, r->rcpts[i].last_reply);
+    buf_puts(out, "\r\n");
+}
+
+static void status_part(const struct dsn_report *r, struct buf *out)
+{
+    char date[64];
+    buf_puts(out, "Content-Type: message/delivery-status\r\nContent-Description: Delivery report\r\n\r\n");
+    rfc5322_date(r->arrival, date, sizeof date);
+    buf_printf(out, "Reporting-MTA: dns; %s\r\nX-Postern-Queue-ID: %s\r\nArrival-Date: %s\r\n",
+               r->reporting_mta, r->queue_id, date);
+    rfc5322_date(r->now, date, sizeof date);
+    for (size_t i = 0; i < r->nrcpts; i++) {
+        char status[16];
+        dsn_status(r->rcpts[i].last_reply, r->delayed ? "4.0.0" : "5.0.0", status);
+        buf_printf(out, "\r\nFinal-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n", r->rcpts[i].addr,
+                   r->delayed ? "delayed" : "failed", status);
+        diagnostic(out, r->rcpts[i].last_reply);
+        buf_printf(out, "Last-Attempt-Date: %s\r\n", date);
+    }
+    buf_puts(out, "\r\n");
+}
+
+int dsn_build(const struct dsn_report *r, struct buf *out)
+{
+    char date[64], boundary[128];
+    rfc5322_date(r->now, date, sizeof date);
+    snprintf(boundary, sizeof boundary, "%s.%lld/%s", r->queue_id, (long long)r->now, r->reporting_mta);
+    buf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", r->reporting_mta);
+    buf_printf(out, "To: <%s>\r\n", r->orig_sender);
+    buf_printf(out, "Subject: %s\r\n",
+               r->delayed ? "Delayed Mail (still being retried)" : "Undelivered Mail Returned to Sender");
+    buf_printf(out, "Date: %s\r\nMessage-ID: <%s.%s.%lld@%s>\r\nAuto-Submitted: auto-replied\r\n", date,
+               r->queue_id, r->delayed ? "delay" : "bounce", (long long)r->now, r->reporting_mta);
+    buf_printf(out, "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n"
+                    "\tboundary=\"%s\"\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n", boundary);
+    buf_printf(out, "--%s\r\n", boundary);
+    human_part(r, out);
+    buf_printf(out, "--%s\r\n", boundary);
+    status_part(r, out);
+    buf_printf(out, "--%s\r\n", boundary);
+    buf_puts(out, "Content-Type: text/rfc822-headers\r\nContent-Description: Undelivered Message Headers\r\n\r\n");
+    if (r->headers && r->headers_len) {
+        buf_append(out, r->headers, r->headers_len);
+        if (r->headers_len < 2 || memcmp(r->headers + r->headers_len - 2, "\r\n", 2))
+            buf_puts(out, "\r\n");
+    }
+    buf_printf(out, "\r\n--%s--\r\n", boundary);
+    return out->data ? 0 : -1;
+}

@@ -1,0 +1,36 @@
+/* dsn.h - delivery status notifications (RFC 3464 multipart/report):
+ * bounces for failed recipients and warnings for delayed ones. Pure text
+ * building, so it is unit-tested without a spool. */
+#ifndef POSTERN_DSN_H
+#define POSTERN_DSN_H
+#include "buf.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct dsn_rcpt {
+    const char *addr;
+    const char *last_reply;   /* remote reply or our own reason */
+};
+
+struct dsn_report {
+    const char *reporting_mta;   /* our hostname */
+    const char *queue_id;        /* of the original message */
+    const char *orig_sender;     /* the DSN goes to this address */
+    int64_t arrival;
+    int64_t now;
+    bool delayed;                /* a delay warning, not a bounce */
+    const struct dsn_rcpt *rcpts;
+    size_t nrcpts;
+    const char *headers;         /* original header section (may be NULL) */
+    size_t headers_len;
+};
+
+/* The whole DSN message, CRLF line ends, ready for the spool. */
+int dsn_build(const struct dsn_report *r, struct buf *out);
+
+/* RFC 3463 status from a reply: its enhanced code if it has one, else
+ * derived from the reply code class; `fallback` when there is no code. */
+void dsn_status(const char *reply, const char *fallback, char out[16]);
+
+#endif
