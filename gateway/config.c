@@ -99,8 +99,9 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
 {
     memset(out, 0, sizeof *out);
     if (strcmp(text, "mx") == 0) {
-        snprintf(err, errlen, "transport 'mx' (DNS MX routing) is not implemented yet; use smtp:[host]:port");
-        return -1;
+        out->mx = true;
+        snprintf(out->text, sizeof out->text, "mx");
+        return 0;
     }
     if (strncmp(text, "smtp:", 5) != 0 || strlen(text) >= sizeof out->text) {
         snprintf(err, errlen, "bad next hop '%s' (expected smtp:[host]:port)", text);
@@ -309,6 +310,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         set_str(&cfg->dns_server, value);
         return 0;
     }
+    if (!strcmp(key, "smtp_port"))
+        return set_int(p, key, value, 1, 65535, &cfg->smtp_port);
     if (!strcmp(key, "retry_min"))
         return set_duration(p, key, value, &cfg->retry_min);
     if (!strcmp(key, "retry_max"))
@@ -395,6 +398,7 @@ static void config_defaults(struct config *cfg)
     cfg->dest_concurrency = 20;
     cfg->worker_threads = 4;
     cfg->max_hop_count = 50;
+    cfg->smtp_port = 25;
     cfg->log_level = 2;
 }
 
@@ -537,7 +541,7 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "\ndefault_transport = %s\n", cfg->default_transport.text);
     for (size_t i = 0; i < cfg->ntransports; i++)
         fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
-    fprintf(out, "dns_server = %s\n", cfg->dns_server ? cfg->dns_server : "");
+    fprintf(out, "dns_server = %s\nsmtp_port = %d\n", cfg->dns_server ? cfg->dns_server : "", cfg->smtp_port);
     fprintf(out, "retry_min = %lds\nretry_max = %lds\nmax_queue_lifetime = %lds\n", cfg->retry_min,
             cfg->retry_max, cfg->max_queue_lifetime);
     fprintf(out, "plugin_dir = %s\nplugins =\ncontrol_socket = %s\nuser = %s\n",
@@ -556,5 +560,7 @@ void config_print(const struct config *cfg, FILE *out)
 
 bool nexthop_same(const struct nexthop *a, const struct nexthop *b)
 {
+    if (a->mx || b->mx)
+        return a->mx && b->mx;
     return a == b || (a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0);
 }

@@ -13,7 +13,8 @@
 
 /* Where to hand mail for a recipient domain: an SMTP server at host:port. */
 struct nexthop {
-    char text[80];                 /* as written, e.g. "smtp:[127.0.0.1]:2526" */
+    bool mx;                       /* route by the recipient domain's MX records */
+    char text[80];                 /* as written, e.g. "smtp:[127.0.0.1]:2526" or "mx" */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
@@ -43,6 +44,7 @@ struct config {
     struct transport_entry *transports;
     size_t ntransports;
     char *dns_server;
+    int smtp_port;                 /* port for MX deliveries (25) */
     long retry_min, retry_max, max_queue_lifetime;   /* seconds */
     char *plugin_dir;
     char *control_socket;

@@ -6,6 +6,7 @@
 #include "buf.h"
 #include "event.h"
 #include "log.h"
+#include "mx.h"
 #include "queue.h"
 #include <ctype.h>
 #include <errno.h>
@@ -53,7 +54,7 @@ struct dconn {
 };
 
 struct dest {
-    const struct nexthop *hop;
+    struct nexthop hop;            /* a copy: MX targets are not in the config */
     struct djob *head, *tail;      /* waiting jobs */
     size_t waiting;
     int nconns;
@@ -67,6 +68,7 @@ static int busy_conns;
 static struct dconn *all_conns;
 
 static void conn_on_event(void *ctx, uint32_t events);
+static void job_attempt_done(struct djob *j);
 static void conn_start_job(struct dconn *c);
 static void conn_fail(struct dconn *c, const char *why);
 static void dest_kick(struct dest *d);
@@ -94,12 +96,12 @@ int smtp_reply_line(const char *line, size_t len, bool *last)
 static struct dest *dest_for(const struct nexthop *hop)
 {
     for (struct dest *d = dests; d; d = d->next)
-        if (nexthop_same(d->hop, hop))
+        if (nexthop_same(&d->hop, hop))
             return d;
     struct dest *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
-    d->hop = hop;
+    d->hop = *hop;
     d->next = dests;
     dests = d;
     return d;
@@ -159,7 +161,7 @@ static void conn_finish_job(struct dconn *c)
         close(c->body_fd);
     c->body_fd = -1;
     busy_conns--;
-    queue_job_done(j);
+    job_attempt_done(j);
 }
 
 /* ---- connection lifecycle ----------------------------------------- */
@@ -225,7 +227,7 @@ static void conn_fail(struct dconn *c, const char *why)
         struct dconn tmp = {.job = j, .dest = d};
         snprintf(tmp.peer, sizeof tmp.peer, "%s", c->peer);
         result_rest(&tmp, 421, text);
-        queue_job_done(j);
+        job_attempt_done(j);
     }
     d->tail = NULL;
 }
@@ -245,16 +247,16 @@ static struct dconn *conn_open(struct dest *d)
     c->dest = d;
     c->body_fd = -1;
     char ip[64];
-    sockaddr_ip_text((const struct sockaddr *)&d->hop->addr, ip, sizeof ip);
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, nexthop_port(d->hop));
-    int fd = socket(d->hop->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_ip_text((const struct sockaddr *)&d->hop.addr, ip, sizeof ip);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, nexthop_port(&d->hop));
+    int fd = socket(d->hop.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         free(c);
         return NULL;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int rc = connect(fd, (const struct sockaddr *)&d->hop->addr, d->hop->addrlen);
+    int rc = connect(fd, (const struct sockaddr *)&d->hop.addr, d->hop.addrlen);
     c->state = DC_CONNECTING;
     c->next_in_dest = d->conns;
     d->conns = c;
@@ -291,9 +293,10 @@ static void dest_kick(struct dest *d)
     }
 }
 
-void delivery_submit(struct djob *job)
+/* Queue the job on the destination for hop. */
+static void enqueue(struct djob *job, const struct nexthop *hop)
 {
-    struct dest *d = dest_for(job->hop);
+    struct dest *d = dest_for(hop);
     if (!d) {
         queue_job_done(job);
         return;
@@ -306,6 +309,63 @@ void delivery_submit(struct djob *job)
     d->tail = job;
     d->waiting++;
     dest_kick(d);
+}
+
+static bool job_has_pending(const struct djob *j)
+{
+    for (size_t k = 0; k < j->n; k++)
+        if (j->msg->rcpts[j->idx[k]].st.status == RCPT_PENDING)
+            return true;
+    return false;
+}
+
+/* An attempt on one server is over. Recipients still pending after a
+ * connection failure or a 4xx go to the next MX candidate, if any. */
+static void job_attempt_done(struct djob *j)
+{
+    if (j->cands && j->cur + 1 < j->ncand && job_has_pending(j)) {
+        size_t n = 0;
+        for (size_t k = 0; k < j->n; k++)
+            if (j->msg->rcpts[j->idx[k]].st.status == RCPT_PENDING)
+                j->idx[n++] = j->idx[k];
+        j->n = n;
+        j->cur++;
+        log_info("%s: trying the next mail server for %s: %s (%s, preference %d)", j->msg->id, j->domain,
+                 j->cands[j->cur].hop.text, j->cands[j->cur].host, j->cands[j->cur].pref);
+        enqueue(j, &j->cands[j->cur].hop);
+        return;
+    }
+    free(j->cands);
+    j->cands = NULL;
+    queue_job_done(j);
+}
+
+static void on_routed(void *arg, struct route_result *res)
+{
+    struct djob *j = arg;
+    if (res->status != ROUTE_OK) {
+        int code = res->status == ROUTE_PERMFAIL ? 5 : 4;
+        for (size_t k = 0; k < j->n; k++) {
+            struct qrcpt *r = &j->msg->rcpts[j->idx[k]];
+            log_info("%s: to=<%s>, status=%s (%s)", j->msg->id, r->addr, code == 5 ? "bounced" : "deferred",
+                     res->reason);
+            queue_rcpt_result(j, k, code, res->reason);
+        }
+        queue_job_done(j);
+        return;
+    }
+    j->cands = res->targets;
+    j->ncand = res->ntargets;
+    j->cur = 0;
+    enqueue(j, &j->cands[0].hop);
+}
+
+void delivery_submit(struct djob *job)
+{
+    if (job->hop->mx)
+        mx_route(job->domain, on_routed, job);
+    else
+        enqueue(job, job->hop);
 }
 
 /* ---- transaction -------------------------------------------------- */

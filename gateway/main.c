@@ -4,6 +4,8 @@
 #include "config.h"
 #include "control.h"
 #include "delivery.h"
+#include "dns.h"
+#include "mx.h"
 #include "event.h"
 #include "log.h"
 #include "privs.h"
@@ -128,6 +130,9 @@ int main(int argc, char **argv)
         log_error("cannot start worker threads");
         return 1;
     }
+    if (dns_init(cfg.dns_server) < 0)
+        return 1;
+    mx_init(&cfg);
     queue_init(&cfg);
     delivery_init(&cfg);
     queue_load_spool();
@@ -145,6 +150,7 @@ int main(int argc, char **argv)
     ev_run();
     control_stop();
     workers_stop();
+    dns_shutdown();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());
     config_free(&cfg);
     return 0;

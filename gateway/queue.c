@@ -294,13 +294,16 @@ static void dispatch(struct qmsg *m)
             log_info("%s: to=<%s>, status=failed (no transport for the domain)", m->id, r->addr);
             continue;
         }
+        /* one job per next hop; MX routes are looked up per domain */
+        const char *dom = addr_domain(r->addr);
         size_t k = 0;
-        while (k < njobs && !nexthop_same(jobs[k]->hop, hop))
+        while (k < njobs && !(nexthop_same(jobs[k]->hop, hop) && (!hop->mx || !strcasecmp(jobs[k]->domain, dom))))
             k++;
         if (k == njobs) {
             if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop))) {
                 continue;   /* stays pending: retried next round */
             }
+            snprintf(jobs[k]->domain, sizeof jobs[k]->domain, "%s", dom);
             njobs++;
         }
         jobs[k]->idx[jobs[k]->n++] = i;

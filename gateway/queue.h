@@ -36,12 +36,17 @@ struct qmsg {
 };
 
 /* One delivery attempt: some recipients of one message to one next hop. */
+struct mx_target;
+
 struct djob {
     struct qmsg *msg;
-    const struct nexthop *hop;
-    size_t *idx;             /* recipient indices into msg->rcpts */
+    const struct nexthop *hop;   /* from the transport table ("mx" or an address) */
+    char domain[256];            /* recipient domain, for MX routing */
+    size_t *idx;                 /* recipient indices into msg->rcpts */
     size_t n;
-    struct djob *next;       /* destination queue link */
+    struct mx_target *cands;     /* MX routing: addresses in the order to try */
+    size_t ncand, cur;
+    struct djob *next;           /* destination queue link */
 };
 
 void queue_init(const struct config *cfg);

@@ -132,6 +132,48 @@ def sink_rcpts(msg):
     return re.findall(rb"^X-Rcpt-Args: <([^>]*)>", msg, re.M)
 
 
+class DnsServer:
+    """unbound serving test zones from local-data on addr(53):5353.
+    records: zone-file lines ("example.test. MX 10 mx1.example.test.");
+    refuse: domains answered REFUSED (a DNS temporary failure)."""
+
+    def __init__(self, records, refuse=(), host=None, port=5353):
+        self.host, self.port = host or addr(53), port
+        self.dir = tempfile.mkdtemp(prefix="dns-")
+        conf = ["server:", "  interface: %s" % self.host, "  port: %d" % port, "  do-daemonize: no",
+                '  chroot: ""', '  username: ""', '  pidfile: ""', '  directory: "%s"' % self.dir,
+                "  use-syslog: no", '  logfile: ""', "  verbosity: 0", "  do-ip6: no",
+                "  access-control: 127.0.0.0/8 allow", "  interface-automatic: no",
+                '  module-config: "iterator"', '  local-zone: "test." static']
+        for d in refuse:
+            conf.append('  local-zone: "%s." refuse' % d)
+        for r in records:
+            conf.append('  local-data: "%s"' % r)
+        conf += ["remote-control:", "  control-enable: no"]
+        path = os.path.join(self.dir, "unbound.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        self.log = open(os.path.join(self.dir, "unbound.log"), "w")
+        exe = shutil.which("unbound") or "/usr/sbin/unbound"
+        self.proc = subprocess.Popen([exe, "-d", "-c", path], stdout=self.log, stderr=subprocess.STDOUT)
+        on_cleanup(self.stop)
+        wait_for(lambda: port_open(self.host, port) or self.proc.poll() is not None, 10, "unbound to listen")
+        assert self.proc.poll() is None, open(self.log.name).read()
+
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 BASE_CONFIG = {
     "hostname": "gw.postern.test",
     "relay_domains": "example.test",

@@ -1,0 +1,18 @@
+/* dns.h - asynchronous DNS through libunbound, driven by the event loop.
+ * libunbound: a real resolver library with a pollable fd (fits epoll),
+ * forwarding to a configured server, and DNSSEC validation for DANE later. */
+#ifndef POSTERN_DNS_H
+#define POSTERN_DNS_H
+
+struct ub_result;
+
+/* server: "addr:port" to forward every query to, or NULL for the
+ * system's /etc/resolv.conf. 0 ok, -1 with a logged reason. */
+int dns_init(const char *server);
+/* cb runs later on the loop thread; result is freed after cb returns
+ * (NULL with err != 0 when the resolver itself failed). */
+typedef void (*dns_cb)(void *arg, int err, struct ub_result *result);
+int dns_resolve(const char *name, int rrtype, dns_cb cb, void *arg);
+void dns_shutdown(void);
+
+#endif

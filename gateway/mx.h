@@ -1,0 +1,42 @@
+/* mx.h - turns a recipient domain into an ordered list of SMTP server
+ * addresses (RFC 5321 5.1): MX records by preference (shuffled among equal
+ * preferences), every address of each host; no MX -> the domain's own
+ * addresses; null MX (RFC 7505) -> permanent failure. When we are ourselves
+ * an MX for the domain (backup MX), only strictly better MX hosts are kept. */
+#ifndef POSTERN_MX_H
+#define POSTERN_MX_H
+#include "config.h"
+#include <stddef.h>
+
+struct mx_target {
+    char host[256];
+    int pref;
+    struct nexthop hop;      /* address and port to connect to */
+};
+
+enum route_status { ROUTE_OK, ROUTE_TEMPFAIL, ROUTE_PERMFAIL };
+
+struct route_result {
+    enum route_status status;
+    char reason[320];        /* an SMTP-style text for the recipient's state */
+    struct mx_target *targets;
+    size_t ntargets;
+};
+
+void mx_init(const struct config *cfg);
+/* cb runs later on the loop thread; it owns result->targets (free()). */
+typedef void (*route_cb)(void *arg, struct route_result *result);
+void mx_route(const char *domain, route_cb cb, void *arg);
+
+/* Pure helpers (unit-tested): order MX records by preference with equal
+ * preferences shuffled by rnd, and drop ours and everything not strictly
+ * better than our best. Return the new count. */
+struct mx_record {
+    char host[256];
+    int pref;
+    bool self;
+};
+void mx_sort(struct mx_record *r, size_t n, unsigned (*rnd)(void));
+size_t mx_keep_better_than_self(struct mx_record *r, size_t n, bool *we_are_best);
+
+#endif
