@@ -92,6 +92,12 @@ class Sink:
             found = re.findall(rb"mesg=(\d+)", f.read().replace(b"\r", b"\n"))
         return int(found[-1]) if found else 0
 
+    def sessions(self):
+        """SMTP sessions smtp-sink has finished (its -c "sess=" counter)."""
+        with open(self.log.name, "rb") as f:
+            found = re.findall(rb"sess=(\d+)", f.read())
+        return int(found[-1]) if found else 0
+
     def wait_count(self, n, timeout=20):
         wait_for(lambda: self.count() >= n, timeout, "%d message(s) at the sink on %s" % (n, self.host))
         return wait_for(lambda: len(self.messages()) >= n and self.messages(), 5, "dump files")

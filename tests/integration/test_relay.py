@@ -51,6 +51,23 @@ def test_smtp_source_load_with_multiple_recipients():
     g.stop()
 
 
+def test_connections_are_reused_within_the_concurrency_limit():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, dest_concurrency="3", connection_cache_time="1s").start()
+    time.sleep(0.3)
+    base = sink.sessions()      # the harness's own readiness probe counts as one
+    r = subprocess.run(["smtp-source", "-s", "10", "-m", "40", "-f", "load@src.test", "-t", "r@example.test",
+                        "%s:2525" % g.host], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sink.wait_count(40)
+    # idle connections close after connection_cache_time; then every session has ended
+    wait_for(lambda: g.log().count("status=sent") == 40, 10, "40 sent")
+    time.sleep(2.5)
+    sessions = sink.sessions() - base
+    assert 1 <= sessions <= 3, "40 messages used %d connections (limit 3)" % sessions
+    g.stop()
+
+
 def test_transport_table_routes_per_domain():
     default = Sink(addr(2))
     special = Sink(addr(3), port=2600)
