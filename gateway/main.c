@@ -124,7 +124,9 @@ int main(int argc, char **argv)
     }
     if (spool_init(cfg.spool_dir, true) < 0 || smtp_server_bind(&cfg) < 0)
         return 1;
-    if (privs_drop(cfg.run_user, cfg.spool_dir) < 0)
+    if (control_start(cfg.control_socket) < 0)
+        return 1;
+    if (privs_drop(cfg.run_user, cfg.spool_dir, cfg.control_socket) < 0)
         return 1;
     if (workers_start(cfg.worker_threads) < 0) {
         log_error("cannot start worker threads");
@@ -136,8 +138,6 @@ int main(int argc, char **argv)
     queue_init(&cfg);
     delivery_init(&cfg);
     queue_load_spool();
-    if (control_start(cfg.control_socket) < 0)
-        return 1;
     if (smtp_server_start() < 0) {
         log_error("cannot start listeners: %s", strerror(errno));
         return 1;

@@ -34,7 +34,7 @@ static void chown_tree(const char *path, uid_t uid, gid_t gid, int depth)
     closedir(d);
 }
 
-int privs_drop(const char *user, const char *spool_dir)
+int privs_drop(const char *user, const char *spool_dir, const char *control_socket)
 {
     if (geteuid() != 0)
         return 0;
@@ -49,6 +49,8 @@ int privs_drop(const char *user, const char *spool_dir)
         return -1;
     }
     chown_tree(spool_dir, pw->pw_uid, pw->pw_gid, 0);
+    if (control_socket && lchown(control_socket, pw->pw_uid, pw->pw_gid) < 0)
+        log_warn("chown %s: %s", control_socket, strerror(errno));
     if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
         log_error("cannot drop privileges to %s: %s", name, strerror(errno));
         return -1;
