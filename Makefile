@@ -3,8 +3,8 @@
 # with policies/postern.conf, `make deps` installs Debian packages.
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Igateway
-LDLIBS  += -lunbound -lpthread
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Igateway -Iplugins
+LDLIBS  += -lunbound -ldl -lpthread
 BUILD   := build
 SAN     ?=
 ifeq ($(SAN),1)
@@ -14,9 +14,9 @@ ifeq ($(SAN),1)
 endif
 
 CORE_SRCS := buf.c log.c netaddr.c config.c smtp_parse.c data_reader.c event.c workers.c \
-             spool.c retry.c queue.c delivery.c smtp_server.c privs.c control.c dsn.c header_scan.c bounce.c dns.c mx.c
+             spool.c retry.c queue.c delivery.c smtp_server.c privs.c control.c dsn.c header_scan.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o))
-UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx
+UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers
 
 .PHONY: all clean test test-fast unit-bins run deps deps-check bench
 all: $(BUILD)/posternd $(BUILD)/postern

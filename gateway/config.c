@@ -11,6 +11,10 @@
 #include <strings.h>
 #include <unistd.h>
 
+#ifndef POSTERN_PLUGIN_DIR
+#define POSTERN_PLUGIN_DIR "/usr/local/lib/postern/plugins"
+#endif
+
 /* Parse context: which file and line we are on, where errors go. */
 struct pctx {
     const char *file;
@@ -232,6 +236,39 @@ static int list_or_table(struct pctx *p, struct config *cfg, char *value, row_fn
     return each_item(p, value, row, cfg);
 }
 
+static int add_plugin(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    (void)value;
+    if (!strncmp(key, "lua:", 4))
+        return fail(p, "plugins: Lua policies (%s) are not implemented yet", key);
+    for (const char *c = key; *c; c++)
+        if (!(isalnum((unsigned char)*c) || *c == '_' || *c == '-'))
+            return fail(p, "plugins: bad plugin name '%s'", key);
+    for (size_t i = 0; i < cfg->nplugins; i++)
+        if (!strcmp(cfg->plugins[i], key))
+            return fail(p, "plugins: '%s' is listed twice", key);
+    char **n = realloc(cfg->plugins, (cfg->nplugins + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->plugins = n;
+    cfg->plugins[cfg->nplugins++] = strdup(key);
+    return 0;
+}
+
+/* "name.key = value": an option for plugin name (checked once the chain is known). */
+static int add_plugin_option(struct pctx *p, struct config *cfg, const char *key, const char *value)
+{
+    const char *dot = strchr(key, '.');
+    struct plugin_option *n = realloc(cfg->plugin_opts, (cfg->nplugin_opts + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->plugin_opts = n;
+    n[cfg->nplugin_opts++] = (struct plugin_option){strndup(key, (size_t)(dot - key)), strdup(dot + 1),
+                                                    strdup(value), p->line};
+    return 0;
+}
+
 static int set_int(struct pctx *p, const char *key, const char *value, int lo, int hi, int *out)
 {
     char *end;
@@ -322,11 +359,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         set_str(&cfg->plugin_dir, value);
         return 0;
     }
-    if (!strcmp(key, "plugins")) {
-        if (*value)
-            return fail(p, "plugins: the plugin chain is not implemented yet (leave it empty)");
-        return 0;
-    }
+    if (!strcmp(key, "plugins"))
+        return each_item(p, value, add_plugin, cfg);
     if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key"))
         return fail(p, "%s: STARTTLS is not implemented yet", key);
     if (!strcmp(key, "control_socket")) {
@@ -375,6 +409,9 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
             }
         return fail(p, "log_level: expected error, warning, info or debug");
     }
+    const char *dot = strchr(key, '.');
+    if (dot && dot != key && dot[1])
+        return add_plugin_option(p, cfg, key, value);
     return fail(p, "unknown key '%s'", key);
 }
 
@@ -419,6 +456,18 @@ static int config_validate(struct pctx *p, struct config *cfg)
         char path[4096];
         snprintf(path, sizeof path, "%s/control.sock", cfg->spool_dir);
         cfg->control_socket = strdup(path);
+    }
+    if (!cfg->plugin_dir)
+        cfg->plugin_dir = strdup(POSTERN_PLUGIN_DIR);
+    for (size_t i = 0; i < cfg->nplugin_opts; i++) {
+        bool found = false;
+        for (size_t k = 0; k < cfg->nplugins; k++)
+            found |= !strcmp(cfg->plugins[k], cfg->plugin_opts[i].plugin);
+        if (!found) {
+            p->line = cfg->plugin_opts[i].line;
+            return fail(p, "option '%s.%s' for a plugin that is not in the plugins chain (or an unknown key)",
+                        cfg->plugin_opts[i].plugin, cfg->plugin_opts[i].key);
+        }
     }
     if (strlen(cfg->control_socket) >= 108)
         return fail(p, "control_socket: path longer than 107 bytes: %s", cfg->control_socket);
@@ -469,6 +518,15 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->ntransports; i++)
         free(cfg->transports[i].domain);
     free(cfg->transports);
+    for (size_t i = 0; i < cfg->nplugins; i++)
+        free(cfg->plugins[i]);
+    free(cfg->plugins);
+    for (size_t i = 0; i < cfg->nplugin_opts; i++) {
+        free(cfg->plugin_opts[i].plugin);
+        free(cfg->plugin_opts[i].key);
+        free(cfg->plugin_opts[i].value);
+    }
+    free(cfg->plugin_opts);
     free(cfg->trusted);
     free(cfg->path);
     free(cfg->spool_dir);
@@ -544,8 +602,13 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "dns_server = %s\nsmtp_port = %d\n", cfg->dns_server ? cfg->dns_server : "", cfg->smtp_port);
     fprintf(out, "retry_min = %lds\nretry_max = %lds\nmax_queue_lifetime = %lds\n", cfg->retry_min,
             cfg->retry_max, cfg->max_queue_lifetime);
-    fprintf(out, "plugin_dir = %s\nplugins =\ncontrol_socket = %s\nuser = %s\n",
-            cfg->plugin_dir ? cfg->plugin_dir : "", cfg->control_socket ? cfg->control_socket : "",
+    fprintf(out, "plugin_dir = %s\nplugins =", cfg->plugin_dir ? cfg->plugin_dir : "");
+    for (size_t i = 0; i < cfg->nplugins; i++)
+        fprintf(out, "%s%s", i ? ", " : " ", cfg->plugins[i]);
+    fprintf(out, "\n");
+    for (size_t i = 0; i < cfg->nplugin_opts; i++)
+        fprintf(out, "%s.%s = %s\n", cfg->plugin_opts[i].plugin, cfg->plugin_opts[i].key, cfg->plugin_opts[i].value);
+    fprintf(out, "control_socket = %s\nuser = %s\n", cfg->control_socket ? cfg->control_socket : "",
             cfg->run_user ? cfg->run_user : "");
     fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
             cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);

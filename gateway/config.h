@@ -24,6 +24,12 @@ struct transport_entry {
     struct nexthop hop;
 };
 
+/* "<plugin>.<key> = value" from the main file, handed to that plugin's init. */
+struct plugin_option {
+    char *plugin, *key, *value;
+    int line;
+};
+
 struct listen_addr {
     char text[64];
     struct sockaddr_storage addr;
@@ -47,6 +53,10 @@ struct config {
     int smtp_port;                 /* port for MX deliveries (25) */
     long retry_min, retry_max, max_queue_lifetime;   /* seconds */
     char *plugin_dir;
+    char **plugins;                /* the chain, in order */
+    size_t nplugins;
+    struct plugin_option *plugin_opts;
+    size_t nplugin_opts;
     char *control_socket;
     char *run_user;                /* user to drop to when started as root */
     size_t message_size_limit;

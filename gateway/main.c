@@ -5,6 +5,7 @@
 #include "control.h"
 #include "delivery.h"
 #include "dns.h"
+#include "hooks.h"
 #include "mx.h"
 #include "event.h"
 #include "log.h"
@@ -111,6 +112,11 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
+        if (hooks_load(&cfg, err, sizeof err) < 0) {
+            fprintf(stderr, "posternd: %s\n", err);
+            return 1;
+        }
+        hooks_unload();
         printf("posternd: %s: configuration ok\n", path);
         return 0;
     }
@@ -128,6 +134,10 @@ int main(int argc, char **argv)
         return 1;
     if (privs_drop(cfg.run_user, cfg.spool_dir, cfg.control_socket) < 0)
         return 1;
+    if (hooks_load(&cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
     if (workers_start(cfg.worker_threads) < 0) {
         log_error("cannot start worker threads");
         return 1;
@@ -151,6 +161,7 @@ int main(int argc, char **argv)
     control_stop();
     workers_stop();
     dns_shutdown();
+    hooks_unload();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());
     config_free(&cfg);
     return 0;

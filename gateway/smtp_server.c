@@ -8,6 +8,8 @@
 #include "buf.h"
 #include "data_reader.h"
 #include "header_scan.h"
+#include "hooks.h"
+#include "txn.h"
 #include "event.h"
 #include "log.h"
 #include "queue.h"
@@ -28,31 +30,43 @@
 #define MAX_INPUT_BUFFER (64 * 1024)     /* pipelined commands or a DATA chunk */
 #define MAX_OUTPUT_BACKLOG (64 * 1024)   /* stop reading while replies pile up */
 
-enum phase { PH_COMMAND, PH_DATA, PH_COMMIT, PH_CLOSING };
+enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING };
+enum msg_part { PART_HEADERS, PART_BODY };
+
+#define MAX_HEADER_SECTION (1024 * 1024)
 
 struct commit_job;
+struct session;
+typedef void (*stage_then)(struct session *s, postern_verdict v);
 
 struct session {
     struct ev_watch w;
     unsigned long sid;
     struct sockaddr_storage peer;
-    char peer_ip[64];
     struct buf in, out;
-    enum phase phase;
-    bool helo_done, esmtp, skip_line, dead;
-    char helo[256];
+    enum phase phase, saved_phase;
+    bool helo_done, esmtp, skip_line, dead, busy;
+    bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
+    char session_reason[512];
     int errors;
     uint64_t deadline_ms;
     /* transaction */
+    txn_t tx;
     bool in_mail;
-    char *sender;
     struct mail_params mp;
-    char **rcpts;
-    size_t nrcpts;
+    char hook_arg[SMTP_MAX_PATH + 1];
+    stage_then then;
+    /* DATA */
     struct data_reader dr;
     struct header_scan hs;
-    struct commit_job *commit;     /* open while in DATA and COMMIT */
+    struct commit_job *commit;
     uint64_t data_bytes;
+    enum msg_part part;
+    struct buf hdr_buf;     /* header section so far */
+    struct buf chunk;       /* body bytes not yet written */
+    bool separator;         /* a blank line ended the header section */
+    bool data_done;         /* the end of data has been read */
+    char refusal[512];      /* the reply that ends this DATA, if refused */
     struct session *prev, *next;
 };
 
@@ -61,6 +75,15 @@ struct commit_job {
     struct session *s;
     struct spool_writer sw;
     struct envelope env;
+    /* changes after the headers were written: the file is rewritten */
+    bool rewrite;
+    struct buf headers;
+    struct buf body;
+    bool new_body;
+    /* state decided before the 250 (quarantine, routes), saved durably */
+    bool has_state;
+    struct msg_flags flags;
+    struct rcpt_state *state;
     int result;                     /* errno from the commit, 0 = durable */
 };
 
@@ -71,6 +94,8 @@ static struct session *sessions;
 static int nsessions;
 static unsigned long next_sid;
 static bool shutting_down;
+
+static void resume_session(struct session *s);
 
 /* ---- replies ------------------------------------------------------ */
 
@@ -95,26 +120,41 @@ static void replyf(struct session *s, const char *fmt, ...)
 
 /* ---- session lifecycle -------------------------------------------- */
 
-static void txn_reset(struct session *s)
+static void txn_restart(struct session *s)
 {
-    free(s->sender);
-    s->sender = NULL;
-    for (size_t i = 0; i < s->nrcpts; i++)
-        free(s->rcpts[i]);
-    free(s->rcpts);
-    s->rcpts = NULL;
-    s->nrcpts = 0;
+    txn_reset(&s->tx);
     s->in_mail = false;
     memset(&s->mp, 0, sizeof s->mp);
+}
+
+static void commit_free(struct commit_job *cj)
+{
+    envelope_free(&cj->env);
+    buf_free(&cj->headers);
+    buf_free(&cj->body);
+    free(cj->state);
+    free(cj);
 }
 
 static void session_free(void *p)
 {
     struct session *s = p;
-    txn_reset(s);
+    txn_free(&s->tx);
     buf_free(&s->in);
     buf_free(&s->out);
+    buf_free(&s->hdr_buf);
+    buf_free(&s->chunk);
     free(s);
+}
+
+/* Drop an open DATA file (refused, discarded, or the client went away). */
+static void data_abort(struct session *s)
+{
+    if (!s->commit)
+        return;
+    spool_writer_abort(&s->commit->sw);
+    commit_free(s->commit);
+    s->commit = NULL;
 }
 
 static void session_close(struct session *s)
@@ -134,16 +174,13 @@ static void session_close(struct session *s)
     if (s->next)
         s->next->prev = s->prev;
     nsessions--;
-    log_info("S%lu: disconnect from [%s]", s->sid, s->peer_ip);
-    if (s->phase == PH_DATA && s->commit) {
-        spool_writer_abort(&s->commit->sw);
-        envelope_free(&s->commit->env);
-        free(s->commit);
-        s->commit = NULL;
-    }
-    /* a commit in flight owns the session until it completes */
-    if (s->phase != PH_COMMIT)
-        ev_defer_free(s, session_free);
+    log_info("S%lu: disconnect from [%s]", s->sid, s->tx.client_ip);
+    /* a hook or commit in flight owns the session until it completes */
+    if (s->busy)
+        return;
+    if (s->phase == PH_DATA)
+        data_abort(s);
+    ev_defer_free(s, session_free);
 }
 
 static void set_timeout(struct session *s)
@@ -169,8 +206,8 @@ static int session_flush(struct session *s)
         session_close(s);
         return -1;
     }
-    /* read only while there is room and replies are not piling up; a commit
-     * in flight pauses input so pipelined commands wait for the 250 */
+    /* read only while there is room and replies are not piling up; a hook
+     * or commit in flight pauses input so pipelined commands wait */
     bool readable = (s->phase == PH_COMMAND || s->phase == PH_DATA) && s->in.len < MAX_INPUT_BUFFER &&
                     s->out.len < MAX_OUTPUT_BACKLOG;
     ev_mod(&s->w, (readable ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
@@ -182,19 +219,88 @@ static void close_after_reply(struct session *s)
     s->phase = PH_CLOSING;
 }
 
-/* ---- commands ----------------------------------------------------- */
+/* ---- hook stages -------------------------------------------------- */
 
-static void do_helo(struct session *s, const char *args, bool esmtp)
+static void stage_finished(void *ctx, postern_verdict v)
 {
-    if (!*args) {
-        replyf(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+    struct session *s = ctx;
+    s->busy = false;
+    if (s->dead) {
+        if (s->saved_phase == PH_DATA)
+            data_abort(s);
+        session_free(s);
         return;
     }
-    txn_reset(s);
-    snprintf(s->helo, sizeof s->helo, "%s", args);
+    s->phase = s->saved_phase;
+    stage_then then = s->then;
+    then(s, v);
+    if (s->phase != PH_HOOK && s->phase != PH_COMMIT)
+        resume_session(s);
+}
+
+/* Run the chain for a stage, then `then`. Without interested plugins this
+ * is a direct call; otherwise input pauses until the worker is done. */
+static void run_stage(struct session *s, enum postern_stage st, const char *arg, size_t len, stage_then then)
+{
+    if (!hooks_wanted(st)) {
+        s->tx.stage = st;
+        then(s, POSTERN_CONTINUE);
+        return;
+    }
+    s->saved_phase = s->phase;
+    s->phase = PH_HOOK;
+    s->busy = true;
+    s->then = then;
+    hooks_run_async(st, &s->tx, arg, len, stage_finished, s);
+}
+
+static void log_verdict(struct session *s, enum postern_stage st, postern_verdict v)
+{
+    log_info("S%lu: %s%s%s: %s by %s at %s: %s", s->sid, s->tx.qid[0] ? s->tx.qid : "", s->tx.qid[0] ? " " : "",
+             s->tx.client_ip, verdict_name(v), s->tx.verdict_by ? s->tx.verdict_by : "?", stage_name(st),
+             s->tx.reply);
+}
+
+/* For command stages: REJECT/TEMPFAIL answer the command and return false;
+ * DISCARD/QUARANTINE mark the transaction and let the command proceed. */
+static bool verdict_proceeds(struct session *s, enum postern_stage st, postern_verdict v)
+{
+    switch (v) {
+    case POSTERN_REJECT:
+    case POSTERN_TEMPFAIL:
+        log_verdict(s, st, v);
+        reply(s, s->tx.reply);
+        return false;
+    case POSTERN_DISCARD:
+        log_verdict(s, st, v);
+        if (st <= POSTERN_STAGE_HELO)
+            s->session_discard = true;
+        s->tx.discard = true;
+        return true;
+    case POSTERN_QUARANTINE:
+        log_verdict(s, st, v);
+        if (st <= POSTERN_STAGE_HELO) {
+            s->session_quarantine = true;
+            memcpy(s->session_reason, s->tx.reply, sizeof s->session_reason);
+        }
+        s->tx.quarantine = true;
+        memcpy(s->tx.hold_reason, s->tx.reply, sizeof s->tx.hold_reason);
+        return true;
+    default:
+        return true;
+    }
+}
+
+/* ---- commands ----------------------------------------------------- */
+
+static void helo_then(struct session *s, postern_verdict v)
+{
+    if (!verdict_proceeds(s, POSTERN_STAGE_HELO, v)) {
+        s->helo_done = false;
+        return;
+    }
     s->helo_done = true;
-    s->esmtp = esmtp;
-    if (!esmtp) {
+    if (!s->esmtp) {
         replyf(s, "250 %s", cfg->hostname);
         return;
     }
@@ -206,8 +312,30 @@ static void do_helo(struct session *s, const char *args, bool esmtp)
     reply(s, "250 SMTPUTF8");
 }
 
+static void do_helo(struct session *s, const char *args, bool esmtp)
+{
+    if (!*args) {
+        replyf(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        return;
+    }
+    txn_restart(s);
+    snprintf(s->tx.helo, sizeof s->tx.helo, "%s", args);
+    s->esmtp = esmtp;
+    run_stage(s, POSTERN_STAGE_HELO, s->tx.helo, strlen(s->tx.helo), helo_then);
+}
+
 static void cmd_helo(struct session *s, const char *args) { do_helo(s, args, false); }
 static void cmd_ehlo(struct session *s, const char *args) { do_helo(s, args, true); }
+
+static void mail_then(struct session *s, postern_verdict v)
+{
+    if (!verdict_proceeds(s, POSTERN_STAGE_MAIL, v)) {
+        txn_restart(s);
+        return;
+    }
+    s->in_mail = true;
+    reply(s, "250 2.1.0 Ok");
+}
 
 static void cmd_mail(struct session *s, const char *args)
 {
@@ -225,10 +353,18 @@ static void cmd_mail(struct session *s, const char *args)
         reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
         return;
     }
-    s->sender = strdup(pr.addr);
+    txn_restart(s);
+    if (txn_set_sender(&s->tx, pr.addr) < 0) {
+        reply(s, "452 4.3.0 Insufficient system resources");
+        return;
+    }
     s->mp = mp;
-    s->in_mail = true;
-    reply(s, "250 2.1.0 Ok");
+    s->tx.declared_size = mp.has_size ? mp.size : 0;
+    s->tx.discard = s->session_discard;
+    s->tx.quarantine = s->session_quarantine;
+    memcpy(s->tx.hold_reason, s->session_reason, sizeof s->tx.hold_reason);
+    snprintf(s->hook_arg, sizeof s->hook_arg, "%s", pr.addr);
+    run_stage(s, POSTERN_STAGE_MAIL, s->hook_arg, strlen(s->hook_arg), mail_then);
 }
 
 static bool rcpt_allowed(struct session *s, const char *addr)
@@ -236,6 +372,22 @@ static bool rcpt_allowed(struct session *s, const char *addr)
     if (config_is_trusted(cfg, (struct sockaddr *)&s->peer))
         return true;
     return config_is_relay_domain(cfg, addr_domain(addr));
+}
+
+static void rcpt_then(struct session *s, postern_verdict v)
+{
+    if (!verdict_proceeds(s, POSTERN_STAGE_RCPT, v))
+        return;
+    for (size_t i = 0; i < s->tx.nrcpts; i++)
+        if (!strcmp(s->tx.rcpts[i], s->hook_arg)) {
+            reply(s, "250 2.1.5 Ok");      /* duplicate (or added by a plugin): deliver once */
+            return;
+        }
+    if (txn_add_rcpt(&s->tx, s->hook_arg) < 0) {
+        reply(s, "452 4.3.0 Insufficient system resources");
+        return;
+    }
+    reply(s, "250 2.1.5 Ok");
 }
 
 static void cmd_rcpt(struct session *s, const char *args)
@@ -251,28 +403,16 @@ static void cmd_rcpt(struct session *s, const char *args)
     }
     if (!rcpt_allowed(s, pr.addr)) {
         log_info("S%lu: reject: RCPT from [%s]: relay access denied; from=<%s> to=<%s>", s->sid,
-                 s->peer_ip, s->sender, pr.addr);
+                 s->tx.client_ip, s->tx.sender, pr.addr);
         replyf(s, "554 5.7.1 <%s>: Relay access denied", pr.addr);
         return;
     }
-    if (s->nrcpts >= (size_t)cfg->max_recipients) {
+    if (s->tx.nrcpts >= (size_t)cfg->max_recipients) {
         reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
-    for (size_t i = 0; i < s->nrcpts; i++)
-        if (!strcmp(s->rcpts[i], pr.addr)) {
-            reply(s, "250 2.1.5 Ok");      /* duplicate: deliver once */
-            return;
-        }
-    char **n = realloc(s->rcpts, (s->nrcpts + 1) * sizeof *n);
-    if (!n || !(n[s->nrcpts] = strdup(pr.addr))) {
-        s->rcpts = n ? n : s->rcpts;
-        reply(s, "452 4.3.0 Insufficient system resources");
-        return;
-    }
-    s->rcpts = n;
-    s->nrcpts++;
-    reply(s, "250 2.1.5 Ok");
+    snprintf(s->hook_arg, sizeof s->hook_arg, "%s", pr.addr);
+    run_stage(s, POSTERN_STAGE_RCPT, s->hook_arg, strlen(s->hook_arg), rcpt_then);
 }
 
 static const char *received_proto(const struct session *s)
@@ -282,57 +422,42 @@ static const char *received_proto(const struct session *s)
     return s->esmtp ? "ESMTP" : "SMTP";
 }
 
-static void write_received(struct session *s, struct commit_job *cj)
+/* Our Received header, the first in the message. */
+static void add_received(struct session *s)
 {
-    char date[64];
+    char date[64], value[1024];
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    struct buf b;
-    buf_init(&b);
-    buf_printf(&b, "Received: from %s ([%s])\r\n\tby %s (Postern) with %s id %s", s->helo, s->peer_ip,
-               cfg->hostname, received_proto(s), cj->env.id);
-    if (s->nrcpts == 1)
-        buf_printf(&b, "\r\n\tfor <%s>", s->rcpts[0]);
-    buf_printf(&b, "; %s\r\n", date);
-    spool_writer_write(&cj->sw, buf_head(&b), b.len);
-    buf_free(&b);
+    int n = snprintf(value, sizeof value, " from %s ([%s])\r\n\tby %s (Postern) with %s id %s", s->tx.helo,
+                     s->tx.client_ip, cfg->hostname, received_proto(s), s->tx.qid);
+    if (s->tx.nrcpts == 1)
+        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0]);
+    snprintf(value + n, sizeof value - (size_t)n, "; %s", date);
+    headers_insert(&s->tx.hdrs, 0, "Received", value);
 }
 
-/* Move the transaction's envelope into a new commit job and open the spool file. */
-static struct commit_job *commit_open(struct session *s)
+/* The envelope for the spool, copied from the transaction. */
+static int envelope_from_txn(struct session *s, struct envelope *e)
 {
-    struct commit_job *cj = calloc(1, sizeof *cj);
-    if (!cj)
-        return NULL;
-    struct envelope *e = &cj->env;
-    qid_generate(e->id);
+    memcpy(e->id, s->tx.qid, QID_LEN);
     e->arrival = (int64_t)time(NULL);
-    snprintf(e->client_ip, sizeof e->client_ip, "%s", s->peer_ip);
-    snprintf(e->helo, sizeof e->helo, "%s", s->helo);
+    snprintf(e->client_ip, sizeof e->client_ip, "%s", s->tx.client_ip);
+    snprintf(e->helo, sizeof e->helo, "%s", s->tx.helo);
     snprintf(e->proto, sizeof e->proto, "%s", received_proto(s));
     e->body = s->mp.body;
     e->smtputf8 = s->mp.smtputf8;
-    e->sender = s->sender;
-    e->rcpts = s->rcpts;
-    e->nrcpts = s->nrcpts;
-    s->sender = NULL;
-    s->rcpts = NULL;
-    s->nrcpts = 0;
-    cj->s = s;
-    if (spool_writer_open(&cj->sw, e) < 0) {
-        cj->result = cj->sw.err;
-        return cj;
+    e->sender = strdup(s->tx.sender);
+    e->rcpts = calloc(s->tx.nrcpts ? s->tx.nrcpts : 1, sizeof *e->rcpts);
+    if (!e->sender || !e->rcpts)
+        return -1;
+    for (size_t i = 0; i < s->tx.nrcpts; i++) {
+        if (!(e->rcpts[i] = strdup(s->tx.rcpts[i])))
+            return -1;
+        e->nrcpts++;
     }
-    /* the envelope must not change under the Received header: restore the
-     * session view for the header, then move it back */
-    s->rcpts = e->rcpts;
-    s->nrcpts = e->nrcpts;
-    write_received(s, cj);
-    s->rcpts = NULL;
-    s->nrcpts = 0;
-    return cj;
+    return 0;
 }
 
 static const char *storage_reply(int err)
@@ -351,25 +476,34 @@ static void cmd_data(struct session *s, const char *args)
         reply(s, "503 5.5.1 Error: need MAIL command");
         return;
     }
-    if (s->nrcpts == 0) {
+    if (s->tx.nrcpts == 0) {
         reply(s, "554 5.5.1 Error: no valid recipients");
         return;
     }
-    struct commit_job *cj = commit_open(s);
-    if (!cj || cj->result) {
-        log_error("S%lu: cannot create queue file: %s", s->sid, strerror(cj ? cj->result : ENOMEM));
-        reply(s, storage_reply(cj ? cj->result : ENOMEM));
+    struct commit_job *cj = calloc(1, sizeof *cj);
+    qid_generate(s->tx.qid);
+    if (!cj || envelope_from_txn(s, &cj->env) < 0 || spool_writer_open(&cj->sw, &cj->env) < 0) {
+        int err = cj ? cj->sw.err : ENOMEM;
+        log_error("S%lu: cannot create queue file: %s", s->sid, strerror(err ? err : ENOMEM));
+        reply(s, storage_reply(err));
         if (cj) {
             spool_writer_abort(&cj->sw);
-            envelope_free(&cj->env);
-            free(cj);
+            commit_free(cj);
         }
-        txn_reset(s);
+        txn_restart(s);
         return;
     }
+    cj->s = s;
     s->commit = cj;
     s->in_mail = false;
     s->data_bytes = 0;
+    s->part = PART_HEADERS;
+    s->separator = false;
+    s->data_done = false;
+    s->refusal[0] = '\0';
+    buf_reset(&s->hdr_buf);
+    buf_reset(&s->chunk);
+    add_received(s);
     data_reader_init(&s->dr);
     header_scan_init(&s->hs);
     s->phase = PH_DATA;
@@ -379,7 +513,7 @@ static void cmd_data(struct session *s, const char *args)
 static void cmd_rset(struct session *s, const char *args)
 {
     (void)args;
-    txn_reset(s);
+    txn_restart(s);
     reply(s, "250 2.0.0 Ok");
 }
 
@@ -440,8 +574,9 @@ static const char *need_mail(struct session *s)
     return s->in_mail ? NULL : "503 5.5.1 Error: need MAIL command";
 }
 
-/* The command table. stage names the hook-chain stage the command will run
- * (the hook chain arrives with the plugin issue; NULL = no hook). */
+/* The command table: each row names the hook-chain stage its handler runs
+ * (the handler calls run_stage), its precondition, and its handler. DATA's
+ * stages (data, body, eom) run while the message streams in. */
 static const struct command_row {
     enum smtp_verb verb;
     const char *stage;
@@ -452,7 +587,7 @@ static const struct command_row {
     {VERB_EHLO, "helo", NULL, cmd_ehlo},
     {VERB_MAIL, "mail", need_no_mail, cmd_mail},
     {VERB_RCPT, "rcpt", need_mail, cmd_rcpt},
-    {VERB_DATA, "data", NULL, cmd_data},
+    {VERB_DATA, "data, body, eom", NULL, cmd_data},
     {VERB_RSET, NULL, NULL, cmd_rset},
     {VERB_NOOP, NULL, NULL, cmd_noop},
     {VERB_QUIT, NULL, NULL, cmd_quit},
@@ -485,55 +620,261 @@ static void run_command(struct session *s, const char *line)
     }
 }
 
-/* ---- DATA and commit ---------------------------------------------- */
+/* ---- DATA: headers, body, end of message --------------------------
+ * Message bytes collect in hdr_buf until the header section is complete
+ * (DATA stage), then pass in chunks through the BODY stage into the spool
+ * file; after the end of data come the checks, the EOM stage and the
+ * commit. data_progress() moves a message on as far as it can without
+ * waiting; every hook continuation calls it again. */
+
+/* Once a message is refused, its remaining bytes are read and dropped. */
+static bool data_refused(const struct session *s)
+{
+    return s->refusal[0] || s->dr.errors || s->data_bytes > cfg->message_size_limit;
+}
+
+/* The reply that refuses this DATA, most important reason first. */
+static const char *data_refusal(struct session *s)
+{
+    if (s->dr.errors & (DR_ERR_BARE_LF | DR_ERR_LONE_CR))
+        return "550 5.5.2 Error: bare <LF> or <CR> line ending in message data (SMTP smuggling protection)";
+    if (s->dr.errors & DR_ERR_LONG_LINE)
+        return "550 5.5.2 Error: message line longer than 1000 octets";
+    if (s->data_bytes > cfg->message_size_limit)
+        return "552 5.3.4 Message size exceeds fixed maximum message size";
+    if (s->refusal[0])
+        return s->refusal;
+    if (s->commit->sw.err)
+        return storage_reply(s->commit->sw.err);
+    if (s->tx.nrcpts == 0)
+        return "554 5.5.1 Error: no recipients left after policy";
+    return NULL;
+}
+
+static void refuse_data(struct session *s, const char *text)
+{
+    if (!s->refusal[0])
+        snprintf(s->refusal, sizeof s->refusal, "%s", text);
+}
+
+/* DATA/BODY/EOM verdicts: a refusal is answered when the data ends. */
+static void content_verdict(struct session *s, enum postern_stage st, postern_verdict v)
+{
+    if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
+        log_verdict(s, st, v);
+        refuse_data(s, s->tx.reply);
+    } else {
+        verdict_proceeds(s, st, v);
+    }
+}
+
+static void write_to_spool(struct session *s, const char *p, size_t n)
+{
+    if (!data_refused(s))
+        spool_writer_write(&s->commit->sw, p, n);
+}
+
+static void data_progress(struct session *s);
+
+static void data_then(struct session *s, postern_verdict v)
+{
+    content_verdict(s, POSTERN_STAGE_DATA, v);
+    struct buf b;
+    buf_init(&b);
+    headers_serialize(&s->tx.hdrs, &b);
+    if (s->separator)
+        buf_puts(&b, "\r\n");
+    write_to_spool(s, buf_head(&b), b.len);
+    s->commit->sw.hdr_len = b.len;
+    buf_free(&b);
+    s->tx.headers_written = true;
+    s->tx.hdrs.changed = false;
+    s->part = PART_BODY;
+    data_progress(s);
+}
+
+/* The header section is complete: parse it, keep what follows as body. */
+static void headers_complete(struct session *s, size_t section_len, bool separator)
+{
+    size_t used = headers_parse(buf_head(&s->hdr_buf), section_len, &s->tx.hdrs);
+    s->separator = separator && used == section_len;
+    /* anything that did not parse as a header starts the body, as sent */
+    struct buf rest;
+    buf_init(&rest);
+    buf_append(&rest, buf_head(&s->hdr_buf) + used, section_len - used);
+    if (separator && used != section_len)
+        buf_puts(&rest, "\r\n");
+    size_t after = section_len + (separator ? 2 : 0);
+    if (after < s->hdr_buf.len)
+        buf_append(&rest, buf_head(&s->hdr_buf) + after, s->hdr_buf.len - after);
+    buf_free(&s->chunk);
+    s->chunk = rest;
+    buf_reset(&s->hdr_buf);
+    run_stage(s, POSTERN_STAGE_DATA, NULL, 0, data_then);
+}
+
+static void body_then(struct session *s, postern_verdict v)
+{
+    content_verdict(s, POSTERN_STAGE_BODY, v);
+    write_to_spool(s, buf_head(&s->chunk), s->chunk.len);
+    buf_reset(&s->chunk);
+    data_progress(s);
+}
+
+/* Message bytes (unstuffed) from the DATA reader. */
+static void message_bytes(struct session *s, const char *p, size_t n)
+{
+    if (s->part == PART_BODY) {
+        buf_append(&s->chunk, p, n);
+        return;
+    }
+    buf_append(&s->hdr_buf, p, n);
+    if (s->hdr_buf.len > MAX_HEADER_SECTION)
+        refuse_data(s, "552 5.3.4 Error: message header section too large");
+}
+
+static void eom_then(struct session *s, postern_verdict v);
+
+static void end_of_data(struct session *s)
+{
+    if (data_refusal(s)) {
+        eom_then(s, POSTERN_CONTINUE);
+        return;
+    }
+    run_stage(s, POSTERN_STAGE_EOM, NULL, 0, eom_then);
+}
+
+static void data_progress(struct session *s)
+{
+    if (s->phase != PH_DATA)
+        return;    /* a hook runs: its continuation comes back here */
+    if (data_refused(s)) {
+        if (s->data_done)
+            end_of_data(s);
+        return;
+    }
+    if (s->part == PART_HEADERS) {
+        const char *h = buf_head(&s->hdr_buf);
+        const char *end = s->hdr_buf.len ? memmem(h, s->hdr_buf.len, "\r\n\r\n", 4) : NULL;
+        if (s->hdr_buf.len >= 2 && h[0] == '\r' && h[1] == '\n')
+            headers_complete(s, 0, true);                    /* no header section */
+        else if (end)
+            headers_complete(s, (size_t)(end - h) + 2, true);
+        else if (s->data_done)
+            headers_complete(s, s->hdr_buf.len, false);      /* all headers, no body */
+        return;
+    }
+    if (s->chunk.len && (s->data_done || s->chunk.len >= 16384 || !hooks_wanted(POSTERN_STAGE_BODY))) {
+        run_stage(s, POSTERN_STAGE_BODY, buf_head(&s->chunk), s->chunk.len, body_then);
+        return;
+    }
+    if (s->data_done && !s->chunk.len)
+        end_of_data(s);
+}
+
+static void commit_run(struct work *w);
+static void commit_done(struct work *w);
+
+/* Everything the commit needs, prepared on the loop thread. */
+static void prepare_commit(struct session *s)
+{
+    struct commit_job *cj = s->commit;
+    txn_t *t = &s->tx;
+    if (t->envelope_changed) {
+        envelope_free(&cj->env);
+        memset(&cj->env, 0, sizeof cj->env);
+        envelope_from_txn(s, &cj->env);
+    }
+    cj->env.hops = cj->sw.hops = s->hs.received + 1;   /* theirs and ours */
+    cj->rewrite = t->envelope_changed || t->hdrs.changed || t->body_replaced;
+    if (cj->rewrite) {
+        headers_serialize(&t->hdrs, &cj->headers);
+        if (s->separator || t->body_replaced)
+            buf_puts(&cj->headers, "\r\n");
+        if (t->body_replaced) {
+            cj->new_body = true;
+            cj->body = t->new_body;
+            buf_init(&t->new_body);
+        }
+    }
+    bool routes = false;
+    for (size_t i = 0; i < t->nrcpts; i++)
+        routes |= t->nexthops[i] != NULL;
+    if (t->quarantine || routes) {
+        cj->has_state = true;
+        cj->flags.held = t->quarantine;
+        if (t->quarantine)
+            snprintf(cj->flags.reason, sizeof cj->flags.reason, "%.250s", t->hold_reason);
+        cj->state = calloc(t->nrcpts ? t->nrcpts : 1, sizeof *cj->state);
+        for (size_t i = 0; cj->state && i < t->nrcpts; i++) {
+            cj->state[i].status = RCPT_PENDING;
+            if (t->nexthops[i])
+                snprintf(cj->state[i].nexthop, sizeof cj->state[i].nexthop, "%s", t->nexthops[i]);
+        }
+    }
+    cj->work.run = commit_run;
+    cj->work.done = commit_done;
+}
+
+static void eom_then(struct session *s, postern_verdict v)
+{
+    if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
+        log_verdict(s, POSTERN_STAGE_EOM, v);
+        refuse_data(s, s->tx.reply);
+    } else {
+        verdict_proceeds(s, POSTERN_STAGE_EOM, v);
+    }
+    const char *refusal = data_refusal(s);
+    if (refusal) {
+        log_info("S%lu: %s: reject: DATA from [%s]: %s", s->sid, s->tx.qid, s->tx.client_ip, refusal);
+        reply(s, refusal);
+        data_abort(s);
+        txn_restart(s);
+        s->phase = PH_COMMAND;
+        return;
+    }
+    if (s->tx.discard) {
+        log_info("%s: discarded (%s) from=<%s> client=[%s]", s->tx.qid,
+                 s->tx.verdict_by ? s->tx.verdict_by : "policy", s->tx.sender, s->tx.client_ip);
+        replyf(s, "250 2.0.0 Ok: queued as %s", s->tx.qid);
+        data_abort(s);
+        txn_restart(s);
+        s->phase = PH_COMMAND;
+        return;
+    }
+    s->commit->env.size = s->commit->sw.written;
+    prepare_commit(s);
+    s->phase = PH_COMMIT;
+    s->busy = true;
+    workers_submit(&s->commit->work);
+}
 
 static void commit_run(struct work *w)
 {
     struct commit_job *cj = (struct commit_job *)w;
-    cj->result = spool_writer_commit(&cj->sw);
-}
-
-static void commit_done(struct work *w);
-
-static void data_finished(struct session *s)
-{
-    struct commit_job *cj = s->commit;
-    const char *refusal = NULL;
-    if (s->dr.errors & (DR_ERR_BARE_LF | DR_ERR_LONE_CR))
-        refusal = "550 5.5.2 Error: bare <LF> or <CR> line ending in message data (SMTP smuggling protection)";
-    else if (s->dr.errors & DR_ERR_LONG_LINE)
-        refusal = "550 5.5.2 Error: message line longer than 1000 octets";
-    else if (s->data_bytes > cfg->message_size_limit)
-        refusal = "552 5.3.4 Message size exceeds fixed maximum message size";
-    else if (cj->sw.err)
-        refusal = storage_reply(cj->sw.err);
-    if (refusal) {
-        log_info("S%lu: %s: reject: DATA from [%s]: %s", s->sid, cj->env.id, s->peer_ip, refusal);
-        reply(s, refusal);
-        spool_writer_abort(&cj->sw);
-        envelope_free(&cj->env);
-        free(cj);
-        s->commit = NULL;
-        s->phase = PH_COMMAND;
-        return;
-    }
+    if (cj->rewrite)
+        spool_writer_rewrite(&cj->sw, &cj->env, buf_head(&cj->headers), cj->headers.len,
+                             cj->new_body ? buf_head(&cj->body) : NULL, cj->body.len);
     cj->env.size = cj->sw.written;
-    cj->env.hops = cj->sw.hops = s->hs.received + 1;   /* theirs and ours */
-    cj->work.run = commit_run;
-    cj->work.done = commit_done;
-    s->phase = PH_COMMIT;
-    workers_submit(&cj->work);
+    /* state decided before the 250 is durable before the message is visible */
+    if (cj->has_state && !cj->sw.err &&
+        (!cj->state || spool_save_state_durable(cj->env.id, cj->flags, cj->state, cj->env.nrcpts) < 0))
+        cj->sw.err = EIO;
+    cj->result = spool_writer_commit(&cj->sw);
+    if (cj->result && cj->has_state)
+        spool_remove(cj->env.id);
 }
-
-static void resume_session(struct session *s);
 
 static void commit_done(struct work *w)
 {
     struct commit_job *cj = (struct commit_job *)w;
     struct session *s = cj->s;
+    s->busy = false;
+    s->commit = NULL;
     if (cj->result == 0) {
-        log_info("%s: accepted from=<%s> size=%llu nrcpt=%zu client=[%s] session=S%lu", cj->env.id,
-                 cj->env.sender, (unsigned long long)cj->env.size, cj->env.nrcpts, cj->env.client_ip, s->sid);
+        log_info("%s: accepted from=<%s> size=%llu nrcpt=%zu client=[%s] session=S%lu%s", cj->env.id,
+                 cj->env.sender, (unsigned long long)cj->env.size, cj->env.nrcpts, cj->env.client_ip, s->sid,
+                 cj->flags.held ? " (quarantined)" : "");
         if (!s->dead)
             replyf(s, "250 2.0.0 Ok: queued as %s", cj->env.id);
         queue_add_committed(&cj->env, cj->sw.env_len);
@@ -542,13 +883,12 @@ static void commit_done(struct work *w)
         if (!s->dead)
             reply(s, storage_reply(cj->result));
     }
-    envelope_free(&cj->env);
-    free(cj);
-    s->commit = NULL;
+    commit_free(cj);
     if (s->dead) {
         session_free(s);
         return;
     }
+    txn_restart(s);
     s->phase = PH_COMMAND;
     if (!s->in.len)
         buf_free(&s->in);   /* idle sessions keep no DATA-sized buffer */
@@ -556,22 +896,22 @@ static void commit_done(struct work *w)
     resume_session(s);
 }
 
-/* Feed buffered input to the DATA reader and the spool file. */
+/* Feed buffered input to the DATA reader and on into the message. */
 static void process_data(struct session *s)
 {
     static char scratch[MAX_INPUT_BUFFER];
-    while (s->in.len && s->phase == PH_DATA) {
+    while (s->in.len && s->phase == PH_DATA && !s->data_done) {
         size_t n = s->in.len < sizeof scratch ? s->in.len : sizeof scratch, out_len;
         bool done;
         size_t used = data_reader_feed(&s->dr, buf_head(&s->in), n, scratch, &out_len, &done);
         buf_consume(&s->in, used);
         s->data_bytes += out_len;
+        s->tx.size = s->data_bytes;
         header_scan_feed(&s->hs, scratch, out_len);
-        /* stop writing once the message is refused anyway */
-        if (!s->dr.errors && s->data_bytes <= cfg->message_size_limit)
-            spool_writer_write(&s->commit->sw, scratch, out_len);
-        if (done)
-            data_finished(s);
+        s->data_done = done;
+        if (!data_refused(s))
+            message_bytes(s, scratch, out_len);
+        data_progress(s);
     }
 }
 
@@ -608,7 +948,7 @@ static void process_commands(struct session *s)
         buf_consume(&s->in, linelen);
         run_command(s, line);
         if (s->errors >= cfg->max_errors && s->phase != PH_CLOSING) {
-            log_info("S%lu: too many errors from [%s]", s->sid, s->peer_ip);
+            log_info("S%lu: too many errors from [%s]", s->sid, s->tx.client_ip);
             reply(s, "421 4.7.0 Error: too many errors");
             close_after_reply(s);
         }
@@ -663,6 +1003,19 @@ static void session_on_event(void *ctx, uint32_t events)
         resume_session(s);
 }
 
+static void connect_then(struct session *s, postern_verdict v)
+{
+    if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
+        log_verdict(s, POSTERN_STAGE_CONNECT, v);
+        /* refused at the door: say so and hang up */
+        reply(s, v == POSTERN_TEMPFAIL && strncmp(s->tx.reply, "421", 3) ? "421 4.7.0 Try again later" : s->tx.reply);
+        close_after_reply(s);
+        return;
+    }
+    verdict_proceeds(s, POSTERN_STAGE_CONNECT, v);
+    replyf(s, "220 %s ESMTP Postern", cfg->hostname);
+}
+
 /* ---- listeners ---------------------------------------------------- */
 
 static void accept_one(int fd, struct sockaddr_storage *ss)
@@ -681,7 +1034,7 @@ static void accept_one(int fd, struct sockaddr_storage *ss)
     }
     s->sid = ++next_sid;
     s->peer = *ss;
-    sockaddr_ip_text((struct sockaddr *)ss, s->peer_ip, sizeof s->peer_ip);
+    sockaddr_ip_text((struct sockaddr *)ss, s->tx.client_ip, sizeof s->tx.client_ip);
     if (ev_add(&s->w, fd, EPOLLIN, session_on_event, s) < 0) {
         close(fd);
         free(s);
@@ -694,10 +1047,11 @@ static void accept_one(int fd, struct sockaddr_storage *ss)
     nsessions++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    log_info("S%lu: connect from [%s]", s->sid, s->peer_ip);
-    replyf(s, "220 %s ESMTP Postern", cfg->hostname);
+    log_info("S%lu: connect from [%s]", s->sid, s->tx.client_ip);
     set_timeout(s);
-    session_flush(s);
+    run_stage(s, POSTERN_STAGE_CONNECT, NULL, 0, connect_then);
+    if (s->phase != PH_HOOK)
+        session_flush(s);
 }
 
 static void listener_on_event(void *ctx, uint32_t events)
@@ -750,9 +1104,9 @@ void smtp_server_tick(void)
     uint64_t now = ev_now_ms();
     for (struct session *s = sessions, *next; s; s = next) {
         next = s->next;
-        if (s->phase == PH_COMMIT || now < s->deadline_ms)
+        if (s->busy || now < s->deadline_ms)
             continue;
-        log_info("S%lu: timeout from [%s]", s->sid, s->peer_ip);
+        log_info("S%lu: timeout from [%s]", s->sid, s->tx.client_ip);
         replyf(s, "421 4.4.2 %s Error: timeout exceeded", cfg->hostname);
         close_after_reply(s);
         session_flush(s);
@@ -774,7 +1128,7 @@ int smtp_server_shutdown(void)
     int waiting = 0;
     for (struct session *s = sessions, *next; s; s = next) {
         next = s->next;
-        if (s->phase == PH_COMMIT) {
+        if (s->busy) {
             waiting++;
             continue;
         }

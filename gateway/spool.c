@@ -157,10 +157,15 @@ int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size
 int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n, struct buf *out)
 {
     int rc = buf_puts(out, STATE_MAGIC);
-    rc |= buf_printf(out, "held=%d\nwarned=%d\n", f.held ? 1 : 0, f.warned ? 1 : 0);
-    for (size_t i = 0; i < n; i++)
+    rc |= buf_printf(out, "held=%d\nwarned=%d\nqueued=%d\n", f.held ? 1 : 0, f.warned ? 1 : 0, f.queued ? 1 : 0);
+    if (f.reason[0])
+        rc |= buf_printf(out, "reason=%s\n", f.reason);
+    for (size_t i = 0; i < n; i++) {
         rc |= buf_printf(out, "%zu %c %d %" PRId64 " %s\n", i, st[i].status, st[i].attempts, st[i].next_try,
                          st[i].last_reply);
+        if (st[i].nexthop[0])
+            rc |= buf_printf(out, "route %zu %s\n", i, st[i].nexthop);
+    }
     return rc ? -1 : 0;
 }
 
@@ -183,6 +188,20 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
         }
         if (!strncmp(l, "warned=", 7)) {
             f->warned = l[7] == '1';
+            continue;
+        }
+        if (!strncmp(l, "queued=", 7)) {
+            f->queued = l[7] == '1';
+            continue;
+        }
+        if (!strncmp(l, "reason=", 7)) {
+            snprintf(f->reason, sizeof f->reason, "%s", l + 7);
+            continue;
+        }
+        size_t ridx;
+        int roff = 0;
+        if (sscanf(l, "route %zu %n", &ridx, &roff) == 1 && roff && ridx < n) {
+            snprintf(st[ridx].nexthop, sizeof st[ridx].nexthop, "%s", l + roff);
             continue;
         }
         size_t idx;
@@ -304,7 +323,7 @@ int spool_writer_open(struct spool_writer *w, const struct envelope *e)
 {
     memset(w, 0, sizeof *w);
     snprintf(w->id, sizeof w->id, "%s", e->id);
-    w->fd = openat(tmp_dirfd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    w->fd = openat(tmp_dirfd, w->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (w->fd < 0) {
         w->err = errno;
         return -1;
@@ -353,6 +372,60 @@ int spool_writer_commit(struct spool_writer *w)
         unlinkat(tmp_dirfd, w->id, 0);
         unlinkat(queue_dirfd, w->id, 0);
     }
+    return w->err;
+}
+
+/* Copy len bytes at off of in to the end of w's file. */
+static void copy_range(struct spool_writer *w, int in, off_t off, size_t len)
+{
+    char buf[65536];
+    while (len && !w->err) {
+        ssize_t r = pread(in, buf, len < sizeof buf ? len : sizeof buf, off);
+        if (r <= 0) {
+            writer_fail(w, r < 0 ? errno : EIO);
+            return;
+        }
+        write_all(w, buf, (size_t)r);
+        off += r;
+        len -= (size_t)r;
+    }
+}
+
+int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
+                         const char *body, size_t blen)
+{
+    if (w->err)
+        return w->err;
+    char rwname[QID_LEN + 8];
+    snprintf(rwname, sizeof rwname, "%s.rw", w->id);
+    int old = w->fd;
+    off_t old_body = (off_t)(w->env_len + w->hdr_len);
+    size_t old_body_len = (size_t)w->written - w->hdr_len;
+    w->fd = openat(tmp_dirfd, rwname, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (w->fd < 0) {
+        w->fd = old;
+        writer_fail(w, errno);
+        return w->err;
+    }
+    struct buf b;
+    buf_init(&b);
+    if (spool_envelope_encode(e, &b, &w->off) < 0)
+        writer_fail(w, ENOMEM);
+    w->env_len = b.len;
+    write_all(w, buf_head(&b), b.len);
+    buf_free(&b);
+    write_all(w, headers, hlen);
+    if (body)
+        write_all(w, body, blen);
+    else
+        copy_range(w, old, old_body, old_body_len);
+    w->hdr_len = hlen;
+    w->written = hlen + (body ? blen : old_body_len);
+    close(old);
+    if (!w->err && renameat(tmp_dirfd, rwname, tmp_dirfd, w->id) < 0)
+        writer_fail(w, errno);
+    if (w->err)
+        unlinkat(tmp_dirfd, rwname, 0);
     return w->err;
 }
 
@@ -438,10 +511,22 @@ int spool_load_state(const char *id, struct msg_flags *f, struct rcpt_state *st,
     return 0;
 }
 
+static int save_state(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n, bool durable);
+
 int spool_save_state(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n)
 {
     /* No fsync: after power loss the previous state comes back, which can
      * only re-deliver, never lose. */
+    return save_state(id, f, st, n, false);
+}
+
+int spool_save_state_durable(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n)
+{
+    return save_state(id, f, st, n, true);
+}
+
+static int save_state(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n, bool durable)
+{
     char name[QID_LEN + 8], tmpname[QID_LEN + 12];
     state_name(id, name, sizeof name);
     snprintf(tmpname, sizeof tmpname, "%s.new", name);
@@ -451,6 +536,8 @@ int spool_save_state(const char *id, struct msg_flags f, const struct rcpt_state
     int fd = rc < 0 ? -1 : openat(queue_dirfd, tmpname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
         rc = write(fd, buf_head(&b), b.len) == (ssize_t)b.len ? 0 : -1;
+        if (rc == 0 && durable)
+            rc = fsync(fd);
         close(fd);
         if (rc == 0)
             rc = renameat(queue_dirfd, tmpname, queue_dirfd, name);

@@ -39,6 +39,8 @@ enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F', RCPT_
 struct msg_flags {
     bool held;
     bool warned;    /* delay warning already sent */
+    bool queued;    /* the QUEUE stage of the hook chain has run */
+    char reason[256];   /* why it is held (quarantine) */
 };
 
 struct rcpt_state {
@@ -46,6 +48,7 @@ struct rcpt_state {
     int attempts;
     int64_t next_try;
     char last_reply[256];
+    char nexthop[80];         /* plugin route override, "" = transport table */
 };
 
 void envelope_free(struct envelope *e);
@@ -76,6 +79,7 @@ struct spool_writer {
     int fd;
     struct envelope_offsets off;
     int hops;             /* set before commit */
+    size_t hdr_len;       /* header section bytes written (the body follows) */
     size_t env_len;       /* body offset */
     uint64_t written;     /* bytes after the envelope */
     int err;
@@ -86,12 +90,19 @@ void spool_writer_write(struct spool_writer *w, const void *data, size_t n);
  * worker. Returns 0 or an errno; on failure the temp file is removed. */
 int spool_writer_commit(struct spool_writer *w);
 void spool_writer_abort(struct spool_writer *w);
+/* Blocking (worker): write the file anew with envelope e, headers, and
+ * either body (if not NULL) or the body already written. */
+int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
+                         const char *body, size_t blen);
 
 /* Load the envelope of queue/ID; body_off receives where the message starts. */
 int spool_load(const char *id, struct envelope *e, size_t *body_off, const char **err);
 /* Read the sidecar; returns 0 with defaults (all pending) when there is none. */
 int spool_load_state(const char *id, struct msg_flags *f, struct rcpt_state *st, size_t n);
 int spool_save_state(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n);
+/* The same, fsync'd, for state decided before the 250 (quarantine, routes):
+ * written before the message is renamed into queue/. */
+int spool_save_state_durable(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n);
 void spool_remove(const char *id);
 void spool_move_corrupt(const char *id, const char *why);
 /* Open queue/ID for reading the message. */

@@ -103,13 +103,13 @@ static void state_roundtrip(void **state)
 {
     (void)state;
     struct rcpt_state st[3] = {
-        {RCPT_DONE, 1, 0, "250 2.0.0 Ok"},
-        {RCPT_PENDING, 2, 1790000600, "451 4.3.0 try later"},
-        {RCPT_BOUNCED, 1, 0, "550 5.1.1 no such user"},
+        {RCPT_DONE, 1, 0, "250 2.0.0 Ok", ""},
+        {RCPT_PENDING, 2, 1790000600, "451 4.3.0 try later", "smtp:[127.0.0.9]:2600"},
+        {RCPT_BOUNCED, 1, 0, "550 5.1.1 no such user", ""},
     };
     struct buf b;
     buf_init(&b);
-    assert_int_equal(spool_state_encode((struct msg_flags){.held = true, .warned = true}, st, 3, &b), 0);
+    assert_int_equal(spool_state_encode((struct msg_flags){.held = true, .warned = true, .reason = "virus"}, st, 3, &b), 0);
     struct rcpt_state d[3];
     memset(d, 0, sizeof d);
     struct msg_flags f = {0};
@@ -118,6 +118,9 @@ static void state_roundtrip(void **state)
     assert_true(f.held);
     assert_true(f.warned);
     assert_int_equal(d[2].status, RCPT_BOUNCED);
+    assert_string_equal(f.reason, "virus");
+    assert_string_equal(d[1].nexthop, "smtp:[127.0.0.9]:2600");
+    assert_string_equal(d[0].nexthop, "");
     assert_int_equal(d[0].status, RCPT_DONE);
     assert_int_equal(d[1].attempts, 2);
     assert_int_equal(d[1].next_try, 1790000600);

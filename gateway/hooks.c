@@ -1,0 +1,227 @@
+/* hooks.c - loads the plugin chain with dlopen(RTLD_NOW | RTLD_LOCAL),
+ * checks each plugin's ABI version and struct size, hands it its options,
+ * and runs the callbacks of a stage in chain order. */
+#include "hooks.h"
+#include "log.h"
+#include "plugin_host.h"
+#include "workers.h"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct link {
+    char name[64];
+    void *dl;
+    const struct postern_plugin *p;
+    void *state;
+};
+
+static struct link *chain;
+static size_t nchain;
+static bool wanted[POSTERN_STAGE_DELIVER + 1];
+
+static const char *stage_names[] = {"connect", "helo", "mail", "rcpt", "data", "body", "eom", "queue", "deliver"};
+static const char *verdict_names[] = {"CONTINUE", "ACCEPT", "REJECT", "TEMPFAIL", "DISCARD", "QUARANTINE", "ERROR"};
+
+const char *stage_name(enum postern_stage st) { return stage_names[st]; }
+const char *verdict_name(postern_verdict v)
+{
+    return (unsigned)v <= POSTERN_ERROR ? verdict_names[v] : "invalid";
+}
+
+/* The callback of plugin p for stage st, or NULL. */
+static bool has_stage(const struct postern_plugin *p, enum postern_stage st)
+{
+    switch (st) {
+    case POSTERN_STAGE_CONNECT: return p->on_connect;
+    case POSTERN_STAGE_HELO: return p->on_helo;
+    case POSTERN_STAGE_MAIL: return p->on_mail;
+    case POSTERN_STAGE_RCPT: return p->on_rcpt;
+    case POSTERN_STAGE_DATA: return p->on_data;
+    case POSTERN_STAGE_BODY: return p->on_body;
+    case POSTERN_STAGE_EOM: return p->on_eom;
+    case POSTERN_STAGE_QUEUE: return p->on_queue;
+    case POSTERN_STAGE_DELIVER: return p->on_deliver;
+    }
+    return false;
+}
+
+static postern_verdict call(const struct link *l, enum postern_stage st, txn_t *t, const char *arg, size_t len)
+{
+    const struct postern_plugin *p = l->p;
+    switch (st) {
+    case POSTERN_STAGE_CONNECT: return p->on_connect(t, l->state);
+    case POSTERN_STAGE_HELO: return p->on_helo(t, arg, l->state);
+    case POSTERN_STAGE_MAIL: return p->on_mail(t, arg, l->state);
+    case POSTERN_STAGE_RCPT: return p->on_rcpt(t, arg, l->state);
+    case POSTERN_STAGE_DATA: return p->on_data(t, l->state);
+    case POSTERN_STAGE_BODY: return p->on_body(t, arg, len, l->state);
+    case POSTERN_STAGE_EOM: return p->on_eom(t, l->state);
+    case POSTERN_STAGE_QUEUE: return p->on_queue(t, l->state);
+    case POSTERN_STAGE_DELIVER: return p->on_deliver(t, l->state);
+    }
+    return POSTERN_ERROR;
+}
+
+static int load_one(const struct config *cfg, const char *name, struct link *l, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.so", cfg->plugin_dir, name);
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!l->dl) {
+        snprintf(err, errlen, "plugin %s: cannot load %s: %s", name, path, dlerror());
+        return -1;
+    }
+    const struct postern_plugin *(*entry)(void);
+    *(void **)&entry = dlsym(l->dl, POSTERN_PLUGIN_ENTRY);
+    if (!entry) {
+        snprintf(err, errlen, "plugin %s: %s does not export %s()", name, path, POSTERN_PLUGIN_ENTRY);
+        return -1;
+    }
+    l->p = entry();
+    if (!l->p) {
+        snprintf(err, errlen, "plugin %s: %s() returned NULL", name, POSTERN_PLUGIN_ENTRY);
+        return -1;
+    }
+    if (l->p->abi_version != POSTERN_PLUGIN_ABI_VERSION) {
+        snprintf(err, errlen, "plugin %s: built for plugin ABI version %u, this posternd speaks version %d",
+                 name, l->p->abi_version, POSTERN_PLUGIN_ABI_VERSION);
+        return -1;
+    }
+    if (l->p->struct_size < sizeof(struct postern_plugin)) {
+        snprintf(err, errlen, "plugin %s: plugin struct is %u bytes, expected at least %zu", name,
+                 l->p->struct_size, sizeof(struct postern_plugin));
+        return -1;
+    }
+    /* this plugin's options */
+    struct postern_option opts[64];
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->nplugin_opts && n < 64; i++)
+        if (!strcmp(cfg->plugin_opts[i].plugin, name))
+            opts[n++] = (struct postern_option){cfg->plugin_opts[i].key, cfg->plugin_opts[i].value};
+    char perr[512] = "";
+    if (l->p->init && l->p->init(plugin_host(), opts, n, &l->state, perr, sizeof perr) != 0) {
+        snprintf(err, errlen, "plugin %s: %s", name, perr[0] ? perr : "init failed");
+        return -1;
+    }
+    return 0;
+}
+
+int hooks_load(const struct config *cfg, char *err, size_t errlen)
+{
+    chain = calloc(cfg->nplugins ? cfg->nplugins : 1, sizeof *chain);
+    if (!chain)
+        return -1;
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        if (load_one(cfg, cfg->plugins[i], &chain[i], err, errlen) < 0) {
+            nchain = i + 1;
+            hooks_unload();
+            return -1;
+        }
+        nchain = i + 1;
+        for (int st = 0; st <= POSTERN_STAGE_DELIVER; st++)
+            wanted[st] |= has_stage(chain[i].p, (enum postern_stage)st);
+        log_info("plugin %s loaded", chain[i].name);
+    }
+    return 0;
+}
+
+void hooks_unload(void)
+{
+    for (size_t i = 0; i < nchain; i++) {
+        if (chain[i].p && chain[i].p->fini && chain[i].state)
+            chain[i].p->fini(chain[i].state);
+        if (chain[i].dl)
+            dlclose(chain[i].dl);
+    }
+    free(chain);
+    chain = NULL;
+    nchain = 0;
+    memset(wanted, 0, sizeof wanted);
+}
+
+bool hooks_wanted(enum postern_stage st) { return wanted[st]; }
+
+/* A default reply for verdicts that came without one. */
+static void default_reply(txn_t *t, postern_verdict v, const char *plugin)
+{
+    if (t->reply[0] && (v == POSTERN_REJECT ? t->reply[0] == '5' : v == POSTERN_TEMPFAIL ? t->reply[0] == '4' : 1))
+        return;
+    switch (v) {
+    case POSTERN_REJECT: snprintf(t->reply, sizeof t->reply, "550 5.7.1 Rejected by policy (%s)", plugin); break;
+    case POSTERN_TEMPFAIL: snprintf(t->reply, sizeof t->reply, "451 4.7.1 Try again later (%s)", plugin); break;
+    case POSTERN_QUARANTINE: snprintf(t->reply, sizeof t->reply, "quarantined by %s", plugin); break;
+    default: break;
+    }
+}
+
+postern_verdict hooks_run(enum postern_stage st, txn_t *t, const char *arg, size_t len)
+{
+    t->stage = st;
+    t->reply[0] = '\0';
+    for (size_t i = 0; i < nchain; i++) {
+        if (!has_stage(chain[i].p, st))
+            continue;
+        postern_verdict v = call(&chain[i], st, t, arg, len);
+        if (v == POSTERN_CONTINUE)
+            continue;
+        t->verdict_by = chain[i].name;
+        if (v > POSTERN_ERROR || v == POSTERN_ERROR) {
+            log_error("%s: plugin %s failed at stage %s: message tempfailed", t->qid[0] ? t->qid : "-",
+                      chain[i].name, stage_name(st));
+            snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %s failed", chain[i].name);
+            return POSTERN_TEMPFAIL;
+        }
+        default_reply(t, v, chain[i].name);
+        return v;
+    }
+    return POSTERN_CONTINUE;
+}
+
+struct hook_work {
+    struct work work;
+    enum postern_stage st;
+    txn_t *t;
+    const char *arg;
+    size_t len;
+    postern_verdict v;
+    hooks_done_fn done;
+    void *ctx;
+};
+
+static void hook_work_run(struct work *w)
+{
+    struct hook_work *h = (struct hook_work *)w;
+    h->v = hooks_run(h->st, h->t, h->arg, h->len);
+}
+
+static void hook_work_done(struct work *w)
+{
+    struct hook_work *h = (struct hook_work *)w;
+    hooks_done_fn done = h->done;
+    void *ctx = h->ctx;
+    postern_verdict v = h->v;
+    free(h);
+    done(ctx, v);
+}
+
+void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t len, hooks_done_fn done, void *ctx)
+{
+    if (!wanted[st]) {
+        t->stage = st;
+        done(ctx, POSTERN_CONTINUE);
+        return;
+    }
+    struct hook_work *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: out of memory");
+        done(ctx, POSTERN_TEMPFAIL);
+        return;
+    }
+    *h = (struct hook_work){.st = st, .t = t, .arg = arg, .len = len, .done = done, .ctx = ctx};
+    h->work.run = hook_work_run;
+    h->work.done = hook_work_done;
+    workers_submit(&h->work);
+}

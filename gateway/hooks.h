@@ -1,0 +1,26 @@
+/* hooks.h - the hook chain: C plugins loaded from plugin_dir in the order
+ * the config lists them, run per stage on a worker thread. */
+#ifndef POSTERN_HOOKS_H
+#define POSTERN_HOOKS_H
+#include "config.h"
+#include "txn.h"
+
+int hooks_load(const struct config *cfg, char *err, size_t errlen);
+void hooks_unload(void);
+/* Does any plugin in the chain have a callback for this stage? */
+bool hooks_wanted(enum postern_stage st);
+/* Run the chain now (blocking; call on a worker). arg: HELO name, sender,
+ * recipient, or body chunk (with len). On a verdict other than CONTINUE,
+ * t->reply holds a complete SMTP reply line. */
+postern_verdict hooks_run(enum postern_stage st, txn_t *t, const char *arg, size_t len);
+
+/* Run the chain on a worker, then done(ctx, verdict) on the loop thread.
+ * When no plugin wants the stage, done() is called at once. */
+typedef void (*hooks_done_fn)(void *ctx, postern_verdict v);
+void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t len, hooks_done_fn done,
+                     void *ctx);
+
+const char *verdict_name(postern_verdict v);
+const char *stage_name(enum postern_stage st);
+
+#endif

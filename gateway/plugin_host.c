@@ -1,0 +1,233 @@
+/* plugin_host.c - implements struct postern_host on top of txn_t. Each
+ * mutation checks the stage it is called in (see postern_plugin.h). */
+#include "plugin_host.h"
+#include "config.h"
+#include "log.h"
+#include "smtp_parse.h"
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+static bool in_content_stage(const txn_t *t)
+{
+    return t->stage == POSTERN_STAGE_DATA || t->stage == POSTERN_STAGE_BODY || t->stage == POSTERN_STAGE_EOM;
+}
+
+static bool has_envelope(const txn_t *t) { return t->sender != NULL; }
+
+static bool envelope_mutable(const txn_t *t)
+{
+    return has_envelope(t) && t->stage >= POSTERN_STAGE_MAIL && t->stage <= POSTERN_STAGE_EOM;
+}
+
+/* Content/envelope changes after the spool file got its copy force a rewrite. */
+static void note_envelope_change(txn_t *t)
+{
+    if (t->stage >= POSTERN_STAGE_DATA)
+        t->envelope_changed = true;
+}
+
+static void h_log(postern_txn *t, int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    enum log_level l = level <= POSTERN_LOG_ERROR ? LOG_LVL_ERROR : level == POSTERN_LOG_WARN ? LOG_LVL_WARN
+                       : level == POSTERN_LOG_INFO ? LOG_LVL_INFO : LOG_LVL_DEBUG;
+    log_msg(l, "%s: plugin: %s", t && t->qid[0] ? t->qid : "-", msg);
+}
+
+static void h_set_reply(postern_txn *t, const char *reply)
+{
+    /* one line only: no CR/LF smuggling into our replies */
+    size_t n = strcspn(reply, "\r\n");
+    if (n >= sizeof t->reply)
+        n = sizeof t->reply - 1;
+    memcpy(t->reply, reply, n);
+    t->reply[n] = '\0';
+}
+
+static const char *h_client_addr(postern_txn *t) { return t->client_ip; }
+static const char *h_helo_name(postern_txn *t) { return t->helo; }
+static int h_tls_active(postern_txn *t) { return t->tls; }
+static const char *h_queue_id(postern_txn *t) { return t->qid; }
+static const char *h_sender(postern_txn *t) { return t->sender ? t->sender : ""; }
+static size_t h_rcpt_count(postern_txn *t) { return t->nrcpts; }
+static const char *h_rcpt(postern_txn *t, size_t i) { return i < t->nrcpts ? t->rcpts[i] : NULL; }
+static uint64_t h_declared_size(postern_txn *t) { return t->declared_size; }
+static uint64_t h_message_size(postern_txn *t) { return t->size; }
+static size_t h_header_count(postern_txn *t) { return t->hdrs.n; }
+
+static int h_header_at(postern_txn *t, size_t i, const char **name, const char **value)
+{
+    if (i >= t->hdrs.n)
+        return -1;
+    *name = t->hdrs.h[i].name;
+    *value = t->hdrs.h[i].value;
+    return 0;
+}
+
+static const char *h_header_get(postern_txn *t, const char *name, size_t nth)
+{
+    long i = headers_find(&t->hdrs, name, nth);
+    return i < 0 ? NULL : t->hdrs.h[i].value;
+}
+
+static int h_header_add(postern_txn *t, const char *name, const char *value)
+{
+    return in_content_stage(t) ? headers_append(&t->hdrs, name, value) : -1;
+}
+
+static int h_header_insert(postern_txn *t, size_t index, const char *name, const char *value)
+{
+    return in_content_stage(t) ? headers_insert(&t->hdrs, index, name, value) : -1;
+}
+
+static int h_header_change(postern_txn *t, const char *name, size_t nth, const char *value)
+{
+    return in_content_stage(t) ? headers_change(&t->hdrs, name, nth, value) : -1;
+}
+
+static int h_header_delete(postern_txn *t, const char *name, size_t nth)
+{
+    return in_content_stage(t) ? headers_delete(&t->hdrs, name, nth) : -1;
+}
+
+static int h_body_replace(postern_txn *t, const char *data, size_t len)
+{
+    if (t->stage != POSTERN_STAGE_EOM)
+        return -1;
+    /* the new body must be CRLF text: no bare LF or CR */
+    for (size_t i = 0; i < len; i++)
+        if ((data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) ||
+            (data[i] == '\r' && (i + 1 < len && data[i + 1] != '\n')))
+            return -1;
+    if (!t->body_replaced)
+        buf_reset(&t->new_body);
+    t->body_replaced = true;
+    return buf_append(&t->new_body, data, len);
+}
+
+static int h_rcpt_add(postern_txn *t, const char *addr)
+{
+    if (!envelope_mutable(t) || smtp_check_address(addr, true))
+        return -1;
+    for (size_t i = 0; i < t->nrcpts; i++)
+        if (!strcmp(t->rcpts[i], addr))
+            return 0;
+    if (txn_add_rcpt(t, addr) < 0)
+        return -1;
+    note_envelope_change(t);
+    return 0;
+}
+
+static int h_rcpt_delete(postern_txn *t, const char *addr)
+{
+    if (!envelope_mutable(t))
+        return -1;
+    for (size_t i = 0; i < t->nrcpts; i++) {
+        if (strcasecmp(t->rcpts[i], addr))
+            continue;
+        free(t->rcpts[i]);
+        free(t->nexthops[i]);
+        memmove(&t->rcpts[i], &t->rcpts[i + 1], (t->nrcpts - i - 1) * sizeof *t->rcpts);
+        memmove(&t->nexthops[i], &t->nexthops[i + 1], (t->nrcpts - i - 1) * sizeof *t->nexthops);
+        t->nrcpts--;
+        note_envelope_change(t);
+        return 0;
+    }
+    return -1;
+}
+
+static int h_sender_change(postern_txn *t, const char *addr)
+{
+    if (!envelope_mutable(t) || (addr[0] && smtp_check_address(addr, true)) || txn_set_sender(t, addr) < 0)
+        return -1;
+    note_envelope_change(t);
+    return 0;
+}
+
+static int h_set_nexthop(postern_txn *t, const char *rcpt, const char *nexthop)
+{
+    if (!has_envelope(t) || t->stage < POSTERN_STAGE_RCPT)
+        return -1;
+    struct nexthop hop;
+    char err[200];
+    if (nexthop_parse(nexthop, &hop, err, sizeof err) < 0)
+        return -1;
+    for (size_t i = 0; i < t->nrcpts; i++)
+        if (!strcasecmp(t->rcpts[i], rcpt)) {
+            char *n = strdup(nexthop);
+            if (!n)
+                return -1;
+            free(t->nexthops[i]);
+            t->nexthops[i] = n;
+            return 0;
+        }
+    return -1;
+}
+
+static int h_request_archive(postern_txn *t)
+{
+    t->archive = true;
+    return 0;
+}
+
+static int h_archive_requested(postern_txn *t) { return t->archive; }
+
+static int h_message_open(postern_txn *t, uint64_t *length)
+{
+    if (t->stage != POSTERN_STAGE_QUEUE && t->stage != POSTERN_STAGE_DELIVER)
+        return -1;
+    int fd = spool_open_message(t->qid);
+    if (fd < 0)
+        return -1;
+    if (lseek(fd, (off_t)t->body_off, SEEK_SET) < 0) {
+        close(fd);
+        return -1;
+    }
+    *length = t->stored_len;
+    return fd;
+}
+
+static void *h_alloc(postern_txn *t, size_t n) { return txn_alloc(t, n); }
+
+static const struct postern_host host = {
+    .abi_version = POSTERN_PLUGIN_ABI_VERSION,
+    .struct_size = sizeof(struct postern_host),
+    .log = h_log,
+    .set_reply = h_set_reply,
+    .client_addr = h_client_addr,
+    .helo_name = h_helo_name,
+    .tls_active = h_tls_active,
+    .queue_id = h_queue_id,
+    .sender = h_sender,
+    .rcpt_count = h_rcpt_count,
+    .rcpt = h_rcpt,
+    .declared_size = h_declared_size,
+    .message_size = h_message_size,
+    .header_count = h_header_count,
+    .header_at = h_header_at,
+    .header_get = h_header_get,
+    .header_add = h_header_add,
+    .header_insert = h_header_insert,
+    .header_change = h_header_change,
+    .header_delete = h_header_delete,
+    .body_replace = h_body_replace,
+    .rcpt_add = h_rcpt_add,
+    .rcpt_delete = h_rcpt_delete,
+    .sender_change = h_sender_change,
+    .set_nexthop = h_set_nexthop,
+    .request_archive = h_request_archive,
+    .archive_requested = h_archive_requested,
+    .message_open = h_message_open,
+    .alloc = h_alloc,
+};
+
+const struct postern_host *plugin_host(void) { return &host; }

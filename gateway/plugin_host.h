@@ -1,0 +1,8 @@
+/* plugin_host.h - the host function table handed to every plugin. */
+#ifndef POSTERN_PLUGIN_HOST_H
+#define POSTERN_PLUGIN_HOST_H
+#include "txn.h"
+
+const struct postern_host *plugin_host(void);
+
+#endif

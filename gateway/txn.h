@@ -1,0 +1,57 @@
+/* txn.h - one mail transaction as the hook chain sees it: the session
+ * view, the envelope, the header list, and what plugins asked for. The
+ * SMTP session embeds one; the queue builds one for QUEUE and DELIVER. */
+#ifndef POSTERN_TXN_H
+#define POSTERN_TXN_H
+#include "../plugins/postern_plugin.h"
+#include "buf.h"
+#include "headers.h"
+#include "spool.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pool_block;
+
+struct postern_txn {
+    /* session view */
+    char client_ip[64];
+    char helo[256];
+    bool tls;
+    enum postern_stage stage;
+    /* envelope */
+    char qid[QID_LEN];
+    char *sender;              /* NULL before MAIL; "" for <> */
+    char **rcpts;
+    char **nexthops;           /* per recipient, NULL = transport table */
+    size_t nrcpts;
+    uint64_t declared_size;
+    uint64_t size;             /* message bytes seen so far */
+    bool envelope_changed;     /* sender/recipients changed after DATA began */
+    /* content */
+    struct header_list hdrs;
+    bool headers_written;      /* later header changes need a rewrite */
+    struct buf new_body;
+    bool body_replaced;
+    /* what plugins asked for */
+    bool archive;
+    bool discard;
+    bool quarantine;
+    char reply[512];           /* text for REJECT / TEMPFAIL / QUARANTINE */
+    char hold_reason[512];     /* the QUARANTINE reason that will stick */
+    const char *verdict_by;    /* plugin that decided */
+    /* stored message, for QUEUE and DELIVER */
+    size_t body_off;
+    uint64_t stored_len;
+    struct pool_block *pool;
+};
+typedef struct postern_txn txn_t;
+
+/* Forget the envelope and content, keep the session view. */
+void txn_reset(txn_t *t);
+void txn_free(txn_t *t);
+int txn_add_rcpt(txn_t *t, const char *addr);
+int txn_set_sender(txn_t *t, const char *addr);
+/* Per-recipient next hops in the sidecar's "route" form, for the spool. */
+void *txn_alloc(txn_t *t, size_t n);
+
+#endif

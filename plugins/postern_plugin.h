@@ -1,0 +1,154 @@
+/* postern_plugin.h - the whole C plugin ABI of Postern, in one header.
+ *
+ * A plugin is a shared object that exports one function:
+ *
+ *     const struct postern_plugin *postern_plugin_entry(void);
+ *
+ * returning a static struct whose first two fields are abi_version and
+ * struct_size (fields are only ever appended, as in nginx and Redis
+ * modules). posternd dlopen()s "<plugin_dir>/<name>.so" for every name in
+ * the config's `plugins =` chain, refuses to start on a missing symbol or a
+ * different ABI version, and calls the callbacks in chain order. The first
+ * verdict other than POSTERN_CONTINUE wins for that stage.
+ *
+ * Threads: callbacks run on posternd's worker threads, never on the network
+ * loop, so they may block (DNS, files, sockets). Two transactions can be in
+ * callbacks of the same plugin at the same time: guard your own shared state.
+ * One transaction is only ever in one callback at a time.
+ *
+ * Memory: every pointer posternd passes in is borrowed for the duration of
+ * the call. Memory that must live as long as the transaction comes from
+ * host->alloc(); it is freed when the transaction ends. Plugin-wide state is
+ * yours: create it in init, free it in fini.
+ *
+ * Errors: return POSTERN_ERROR (or crash-free garbage) and posternd tempfails
+ * that message with 451 4.3.0 and logs the plugin name; it never stops.
+ */
+#ifndef POSTERN_PLUGIN_H
+#define POSTERN_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define POSTERN_PLUGIN_ABI_VERSION 1
+#define POSTERN_PLUGIN_ENTRY "postern_plugin_entry"
+
+/* What a callback decides. */
+typedef enum postern_verdict {
+    POSTERN_CONTINUE = 0,  /* no opinion: ask the next plugin */
+    POSTERN_ACCEPT,        /* stop the chain for this stage and accept */
+    POSTERN_REJECT,        /* 5xx: set the text with host->set_reply() */
+    POSTERN_TEMPFAIL,      /* 4xx: likewise */
+    POSTERN_DISCARD,       /* answer 250, then drop the message (logged) */
+    POSTERN_QUARANTINE,    /* answer 250, then keep it on hold; reason via set_reply() */
+    POSTERN_ERROR,         /* the plugin failed: the message is tempfailed */
+} postern_verdict;
+
+/* Where in a message's life a callback runs. */
+typedef enum postern_stage {
+    POSTERN_STAGE_CONNECT,  /* client connected */
+    POSTERN_STAGE_HELO,     /* HELO/EHLO */
+    POSTERN_STAGE_MAIL,     /* MAIL FROM */
+    POSTERN_STAGE_RCPT,     /* each RCPT TO (after relay control allowed it) */
+    POSTERN_STAGE_DATA,     /* header section complete */
+    POSTERN_STAGE_BODY,     /* each chunk of the body, in order */
+    POSTERN_STAGE_EOM,      /* end of message, before it is committed */
+    POSTERN_STAGE_QUEUE,    /* committed and answered 250, before scheduling */
+    POSTERN_STAGE_DELIVER,  /* before each delivery attempt */
+} postern_stage;
+
+/* Opaque handles. A transaction handle is valid at every stage; at CONNECT
+ * and HELO it has no envelope yet. */
+typedef struct postern_txn postern_txn;
+
+/* Log levels for host->log. */
+enum { POSTERN_LOG_ERROR, POSTERN_LOG_WARN, POSTERN_LOG_INFO, POSTERN_LOG_DEBUG };
+
+/* Functions posternd offers to plugins. Handed to init(); append-only. */
+struct postern_host {
+    uint32_t abi_version;
+    uint32_t struct_size;
+
+    void (*log)(postern_txn *t, int level, const char *fmt, ...);
+
+    /* The SMTP reply (or, after 250, the reason) that goes with a REJECT,
+     * TEMPFAIL or QUARANTINE verdict, e.g. "550 5.7.1 Not here". */
+    void (*set_reply)(postern_txn *t, const char *reply);
+
+    /* Session: client address ("192.0.2.1"), HELO name, whether TLS is on. */
+    const char *(*client_addr)(postern_txn *t);
+    const char *(*helo_name)(postern_txn *t);
+    int (*tls_active)(postern_txn *t);
+
+    /* Envelope. queue_id is "" before DATA. sender is "" for <>. */
+    const char *(*queue_id)(postern_txn *t);
+    const char *(*sender)(postern_txn *t);
+    size_t (*rcpt_count)(postern_txn *t);
+    const char *(*rcpt)(postern_txn *t, size_t i);
+    /* SIZE= from MAIL (0 if none); bytes of message seen so far. */
+    uint64_t (*declared_size)(postern_txn *t);
+    uint64_t (*message_size)(postern_txn *t);
+
+    /* Headers (from DATA on). index 0 is the first header. Values are raw:
+     * everything after the colon, folding kept, no final CRLF. */
+    size_t (*header_count)(postern_txn *t);
+    int (*header_at)(postern_txn *t, size_t i, const char **name, const char **value);
+    /* nth (0-based) header called name, case-insensitively, or NULL. */
+    const char *(*header_get)(postern_txn *t, const char *name, size_t nth);
+
+    /* Mutations. Each returns 0, or -1 if not allowed at this stage (header
+     * and body changes: DATA, BODY, EOM; envelope changes: up to EOM). */
+    int (*header_add)(postern_txn *t, const char *name, const char *value);     /* at the end */
+    int (*header_insert)(postern_txn *t, size_t index, const char *name, const char *value);
+    int (*header_change)(postern_txn *t, const char *name, size_t nth, const char *value);
+    int (*header_delete)(postern_txn *t, const char *name, size_t nth);
+    /* Replace the whole body (EOM only); call again to append more. */
+    int (*body_replace)(postern_txn *t, const char *data, size_t len);
+    int (*rcpt_add)(postern_txn *t, const char *addr);
+    int (*rcpt_delete)(postern_txn *t, const char *addr);
+    int (*sender_change)(postern_txn *t, const char *addr);
+    /* Send this recipient's copy to "smtp:[ip]:port" or "mx" (any stage with an envelope). */
+    int (*set_nexthop)(postern_txn *t, const char *rcpt, const char *nexthop);
+    /* Ask for an archive copy: sets a flag archivers read with archive_requested. */
+    int (*request_archive)(postern_txn *t);
+    int (*archive_requested)(postern_txn *t);
+
+    /* The stored message (QUEUE and DELIVER): an fd positioned at its first
+     * byte, and its length. Close the fd when done. */
+    int (*message_open)(postern_txn *t, uint64_t *length);
+
+    /* Memory that lives until the transaction ends. */
+    void *(*alloc)(postern_txn *t, size_t n);
+};
+
+/* One name = value pair from the main config ("<plugin>.<key> = value"). */
+struct postern_option {
+    const char *key;
+    const char *value;
+};
+
+/* The plugin. Any callback may be NULL: not interested in that stage. */
+struct postern_plugin {
+    uint32_t abi_version;        /* POSTERN_PLUGIN_ABI_VERSION */
+    uint32_t struct_size;        /* sizeof(struct postern_plugin) */
+    const char *name;
+
+    /* Called once at start-up with this plugin's options. Return 0 and set
+     * *state, or -1 with a message in err (posternd refuses to start). An
+     * unknown option should be such an error. */
+    int (*init)(const struct postern_host *host, const struct postern_option *opts, size_t nopts,
+                void **state, char *err, size_t errlen);
+    void (*fini)(void *state);
+
+    postern_verdict (*on_connect)(postern_txn *t, void *state);
+    postern_verdict (*on_helo)(postern_txn *t, const char *helo, void *state);
+    postern_verdict (*on_mail)(postern_txn *t, const char *sender, void *state);
+    postern_verdict (*on_rcpt)(postern_txn *t, const char *rcpt, void *state);
+    postern_verdict (*on_data)(postern_txn *t, void *state);
+    postern_verdict (*on_body)(postern_txn *t, const char *chunk, size_t len, void *state);
+    postern_verdict (*on_eom)(postern_txn *t, void *state);
+    postern_verdict (*on_queue)(postern_txn *t, void *state);
+    postern_verdict (*on_deliver)(postern_txn *t, void *state);
+};
+
+#endif

@@ -1,0 +1,81 @@
+/* test_headers.c - header section parsing, serialization, mutations. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+#include "headers.h"
+
+static const char RAW[] = "Received: from a\r\n\tby b; date\r\nSubject: Hello\r\n  world\r\nX-Empty:\r\nTo: x@y\r\n";
+
+static char *serialize(const struct header_list *l, struct buf *b)
+{
+    buf_init(b);
+    headers_serialize(l, b);
+    buf_append(b, "", 1);
+    return buf_head(b);
+}
+
+static void parse_and_roundtrip(void **state)
+{
+    (void)state;
+    struct header_list l = {0};
+    assert_int_equal(headers_parse(RAW, strlen(RAW), &l), strlen(RAW));
+    assert_int_equal(l.n, 4);
+    assert_string_equal(l.h[0].name, "Received");
+    assert_string_equal(l.h[0].value, " from a\r\n\tby b; date");
+    assert_string_equal(l.h[1].value, " Hello\r\n  world");
+    assert_string_equal(l.h[2].value, "");
+    struct buf b;
+    assert_string_equal(serialize(&l, &b), RAW);
+    buf_free(&b);
+    headers_free(&l);
+}
+
+static void stops_at_a_non_header_line(void **state)
+{
+    (void)state;
+    const char raw[] = "Subject: x\r\nthis is body text\r\nFoo: bar\r\n";
+    struct header_list l = {0};
+    assert_int_equal(headers_parse(raw, strlen(raw), &l), strlen("Subject: x\r\n"));
+    assert_int_equal(l.n, 1);
+    headers_free(&l);
+    /* a line starting with a space before any header is not a field */
+    l = (struct header_list){0};
+    assert_int_equal(headers_parse(" x\r\n", 4, &l), 0);
+    headers_free(&l);
+}
+
+static void mutations(void **state)
+{
+    (void)state;
+    struct header_list l = {0};
+    headers_parse(RAW, strlen(RAW), &l);
+    assert_int_equal(headers_append(&l, "X-Added", "yes"), 0);
+    assert_int_equal(headers_insert(&l, 0, "X-First", " one"), 0);
+    assert_int_equal(headers_change(&l, "subject", 0, " Changed"), 0);
+    assert_int_equal(headers_delete(&l, "TO", 0), 0);
+    assert_int_equal(headers_delete(&l, "To", 0), -1);
+    assert_int_equal(headers_change(&l, "Nope", 0, "x"), -1);
+    assert_int_equal(headers_append(&l, "Bad Name", "x"), -1);
+    assert_int_equal(headers_append(&l, "X-Inject", "a\r\nBcc: evil"), -1);
+    assert_int_equal(headers_append(&l, "X-Folded", "a\r\n b"), 0);
+    assert_true(l.changed);
+    struct buf b;
+    assert_string_equal(serialize(&l, &b), "X-First: one\r\nReceived: from a\r\n\tby b; date\r\nSubject: Changed\r\n"
+                                           "X-Empty:\r\nX-Added: yes\r\nX-Folded: a\r\n b\r\n");
+    assert_int_equal(headers_find(&l, "x-empty", 0), 3);
+    buf_free(&b);
+    headers_free(&l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parse_and_roundtrip),
+        cmocka_unit_test(stops_at_a_non_header_line),
+        cmocka_unit_test(mutations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
