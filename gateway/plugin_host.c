@@ -62,10 +62,35 @@ static size_t h_rcpt_count(postern_txn *t) { return t->nrcpts; }
 static const char *h_rcpt(postern_txn *t, size_t i) { return i < t->nrcpts ? t->rcpts[i] : NULL; }
 static uint64_t h_declared_size(postern_txn *t) { return t->declared_size; }
 static uint64_t h_message_size(postern_txn *t) { return t->size; }
-static size_t h_header_count(postern_txn *t) { return t->hdrs.n; }
+/* At QUEUE and DELIVER the headers come from the stored message. */
+static void ensure_headers(postern_txn *t)
+{
+    if (t->headers_loaded || t->stage < POSTERN_STAGE_QUEUE)
+        return;
+    t->headers_loaded = true;
+    int fd = spool_open_message(t->qid);
+    if (fd < 0)
+        return;
+    size_t cap = 1024 * 1024;
+    char *buf = malloc(cap);
+    ssize_t r = buf ? pread(fd, buf, cap, (off_t)t->body_off) : -1;
+    close(fd);
+    if (r > 0) {
+        char *end = memmem(buf, (size_t)r, "\r\n\r\n", 4);
+        headers_parse(buf, end ? (size_t)(end - buf) + 2 : (size_t)r, &t->hdrs);
+    }
+    free(buf);
+}
+
+static size_t h_header_count(postern_txn *t)
+{
+    ensure_headers(t);
+    return t->hdrs.n;
+}
 
 static int h_header_at(postern_txn *t, size_t i, const char **name, const char **value)
 {
+    ensure_headers(t);
     if (i >= t->hdrs.n)
         return -1;
     *name = t->hdrs.h[i].name;
@@ -75,6 +100,7 @@ static int h_header_at(postern_txn *t, size_t i, const char **name, const char *
 
 static const char *h_header_get(postern_txn *t, const char *name, size_t nth)
 {
+    ensure_headers(t);
     long i = headers_find(&t->hdrs, name, nth);
     return i < 0 ? NULL : t->hdrs.h[i].value;
 }

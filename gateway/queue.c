@@ -5,6 +5,8 @@
 #include "queue.h"
 #include "bounce.h"
 #include "delivery.h"
+#include "hooks.h"
+#include "txn.h"
 #include "log.h"
 #include "retry.h"
 #include <stdlib.h>
@@ -163,8 +165,10 @@ size_t queue_size(void) { return total_msgs; }
 static void qmsg_free(struct qmsg *m)
 {
     index_remove(m);
-    for (size_t i = 0; i < m->nrcpts; i++)
+    for (size_t i = 0; i < m->nrcpts; i++) {
         free(m->rcpts[i].addr);
+        free(m->rcpts[i].route);
+    }
     free(m->rcpts);
     free(m->sender);
     free(m);
@@ -199,11 +203,61 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     m->body = e->body;
     m->smtputf8 = e->smtputf8;
     m->hops = e->hops;
+    snprintf(m->client_ip, sizeof m->client_ip, "%s", e->client_ip);
+    snprintf(m->helo, sizeof m->helo, "%s", e->helo);
     m->heap_idx = -1;
     total_msgs++;
     index_add(m);
     return m;
 }
+
+/* A plugin's route for recipient r ("" clears it); false if unparsable. */
+static bool set_route(struct qrcpt *r, const char *text)
+{
+    free(r->route);
+    r->route = NULL;
+    snprintf(r->st.nexthop, sizeof r->st.nexthop, "%s", text);
+    if (!text[0])
+        return true;
+    char err[200];
+    struct nexthop *hop = malloc(sizeof *hop);
+    if (!hop || nexthop_parse(text, hop, err, sizeof err) < 0) {
+        free(hop);
+        r->st.nexthop[0] = '\0';
+        return false;
+    }
+    r->route = hop;
+    return true;
+}
+
+/* Read the sidecar (if any) into m: recipient states, routes, flags. */
+static void apply_state(struct qmsg *m)
+{
+    struct rcpt_state *st = calloc(m->nrcpts, sizeof *st);
+    struct msg_flags flags;
+    if (!st || spool_load_state(m->id, &flags, st, m->nrcpts) < 0) {
+        free(st);
+        return;
+    }
+    m->held = flags.held;
+    m->warned = flags.warned;
+    m->queued = flags.queued;
+    snprintf(m->hold_reason, sizeof m->hold_reason, "%s", flags.reason);
+    int64_t next = 0;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        m->rcpts[i].st = st[i];
+        if (st[i].nexthop[0] && !set_route(&m->rcpts[i], st[i].nexthop))
+            log_warn("%s: ignoring unparsable route '%s' for <%s>", m->id, st[i].nexthop, m->rcpts[i].addr);
+        if (st[i].attempts > m->attempts)
+            m->attempts = st[i].attempts;
+        if (st[i].status == RCPT_PENDING && (next == 0 || st[i].next_try < next))
+            next = st[i].next_try;
+    }
+    m->next_try = next;
+    free(st);
+}
+
+static void queue_stage(struct qmsg *m);
 
 void queue_add_committed(struct envelope *e, size_t body_off)
 {
@@ -212,8 +266,8 @@ void queue_add_committed(struct envelope *e, size_t body_off)
         log_error("%s: out of memory; the message stays in the spool until restart", e->id);
         return;
     }
-    schedule(m, 0);
-    queue_run_due();
+    apply_state(m);   /* quarantine and routes decided before the 250 */
+    queue_stage(m);
 }
 
 static void load_one(const char *id, void *ctx)
@@ -230,23 +284,12 @@ static void load_one(const char *id, void *ctx)
     envelope_free(&e);
     if (!m)
         return;
-    struct rcpt_state *st = calloc(m->nrcpts, sizeof *st);
-    struct msg_flags flags;
-    if (st && spool_load_state(id, &flags, st, m->nrcpts) == 0) {
-        m->held = flags.held;
-        m->warned = flags.warned;
-        int64_t next = 0;
-        for (size_t i = 0; i < m->nrcpts; i++) {
-            m->rcpts[i].st = st[i];
-            if (st[i].attempts > m->attempts)
-                m->attempts = st[i].attempts;
-            if (st[i].status == RCPT_PENDING && (next == 0 || st[i].next_try < next))
-                next = st[i].next_try;
-        }
-        m->next_try = next;
-    }
-    free(st);
+    apply_state(m);
     (*count)++;
+    if (!m->queued && hooks_wanted(POSTERN_STAGE_QUEUE)) {
+        queue_stage(m);    /* it never finished before the restart: run it again */
+        return;
+    }
     if (!m->held)
         schedule(m, m->next_try);
 }
@@ -271,7 +314,7 @@ static struct djob *job_new(struct qmsg *m, const struct nexthop *hop)
 }
 
 /* Split the pending recipients of m by next hop and submit one job each. */
-static void dispatch(struct qmsg *m)
+static void do_dispatch(struct qmsg *m)
 {
     struct djob *jobs[64];
     size_t njobs = 0;
@@ -287,7 +330,7 @@ static void dispatch(struct qmsg *m)
             log_info("%s: to=<%s>, status=bounced (mail forwarding loop: %d hops)", m->id, r->addr, m->hops);
             continue;
         }
-        const struct nexthop *hop = config_transport_for(cfg, addr_domain(r->addr));
+        const struct nexthop *hop = r->route ? r->route : config_transport_for(cfg, addr_domain(r->addr));
         if (!hop) {
             r->st.status = RCPT_FAILED;
             snprintf(r->st.last_reply, sizeof r->st.last_reply, "554 5.4.4 no route to domain");
@@ -318,6 +361,8 @@ static void dispatch(struct qmsg *m)
     for (size_t k = 0; k < njobs; k++)
         delivery_submit(jobs[k]);
 }
+
+static void dispatch(struct qmsg *m);
 
 void queue_run_due(void)
 {
@@ -363,7 +408,9 @@ static void save_state(struct qmsg *m)
         return;
     for (size_t i = 0; i < m->nrcpts; i++)
         st[i] = m->rcpts[i].st;
-    spool_save_state(m->id, (struct msg_flags){.held = m->held, .warned = m->warned}, st, m->nrcpts);
+    struct msg_flags f = {.held = m->held, .warned = m->warned, .queued = m->queued};
+    snprintf(f.reason, sizeof f.reason, "%s", m->hold_reason);
+    spool_save_state(m->id, f, st, m->nrcpts);
     free(st);
 }
 
@@ -467,6 +514,146 @@ void queue_job_done(struct djob *job)
         message_finished(m);
 }
 
+/* ---- hook stages after the 250: QUEUE once, DELIVER per attempt ---- */
+
+struct stage_ctx {
+    struct qmsg *m;
+    txn_t t;
+};
+
+/* A transaction view of m for plugins; pins m until the stage is done. */
+static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
+{
+    struct stage_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    txn_t *t = &c->t;
+    c->m = m;
+    snprintf(t->client_ip, sizeof t->client_ip, "%s", m->client_ip);
+    snprintf(t->helo, sizeof t->helo, "%s", m->helo);
+    memcpy(t->qid, m->id, QID_LEN);
+    t->sender = strdup(m->sender);
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        const struct qrcpt *r = &m->rcpts[i];
+        if (pending_only && r->st.status != RCPT_PENDING)
+            continue;
+        if (txn_add_rcpt(t, r->addr) == 0 && r->st.nexthop[0])
+            t->nexthops[t->nrcpts - 1] = strdup(r->st.nexthop);
+    }
+    t->body_off = m->body_off;
+    t->stored_len = t->size = m->size;
+    m->jobs_outstanding++;
+    return c;
+}
+
+/* Routes plugins set through the transaction, back into the message. */
+static void take_routes(struct qmsg *m, const txn_t *t)
+{
+    for (size_t k = 0; k < t->nrcpts; k++) {
+        if (!t->nexthops[k])
+            continue;
+        for (size_t i = 0; i < m->nrcpts; i++)
+            if (!strcmp(m->rcpts[i].addr, t->rcpts[k]) && strcmp(m->rcpts[i].st.nexthop, t->nexthops[k])) {
+                set_route(&m->rcpts[i], t->nexthops[k]);
+                log_info("%s: to=<%s>: next hop %s (set by a plugin)", m->id, m->rcpts[i].addr, t->nexthops[k]);
+            }
+    }
+}
+
+/* A QUEUE or DELIVER verdict for the pending recipients; true = deliver on. */
+static bool apply_verdict(struct qmsg *m, const txn_t *t, enum postern_stage st, postern_verdict v)
+{
+    if (v == POSTERN_CONTINUE || v == POSTERN_ACCEPT)
+        return true;
+    const char *by = t->verdict_by ? t->verdict_by : "?";
+    log_info("%s: %s by %s at %s: %s", m->id, verdict_name(v), by, stage_name(st), t->reply);
+    if (v == POSTERN_QUARANTINE) {
+        m->held = true;
+        snprintf(m->hold_reason, sizeof m->hold_reason, "%.250s", t->reply);
+        return false;
+    }
+    if (v == POSTERN_TEMPFAIL)
+        m->attempts++;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        if (r->st.status != RCPT_PENDING)
+            continue;
+        snprintf(r->st.last_reply, sizeof r->st.last_reply, "%.250s", t->reply);
+        if (v == POSTERN_REJECT)
+            r->st.status = RCPT_FAILED;
+        else if (v == POSTERN_DISCARD)
+            r->st.status = RCPT_DONE;
+    }
+    return false;
+}
+
+static void queue_stage_done(void *ctx, postern_verdict v)
+{
+    struct stage_ctx *c = ctx;
+    struct qmsg *m = c->m;
+    m->jobs_outstanding--;
+    take_routes(m, &c->t);
+    m->queued = true;
+    bool go = apply_verdict(m, &c->t, POSTERN_STAGE_QUEUE, v);
+    txn_free(&c->t);
+    free(c);
+    if (m->deleted || !go) {
+        message_finished(m);
+        return;
+    }
+    save_state(m);
+    if (m->held) {
+        log_info("%s: on hold: %s", m->id, m->hold_reason);
+        return;
+    }
+    schedule(m, 0);
+    queue_run_due();
+}
+
+/* After the commit (or after a restart that interrupted it): the QUEUE
+ * stage, then scheduling. */
+static void queue_stage(struct qmsg *m)
+{
+    struct stage_ctx *c = hooks_wanted(POSTERN_STAGE_QUEUE) ? stage_ctx_new(m, false) : NULL;
+    if (!c) {
+        m->queued = true;
+        if (m->held) {
+            log_info("%s: on hold: %s", m->id, m->hold_reason);
+            return;
+        }
+        schedule(m, m->next_try);
+        queue_run_due();
+        return;
+    }
+    hooks_run_async(POSTERN_STAGE_QUEUE, &c->t, NULL, 0, queue_stage_done, c);
+}
+
+static void deliver_stage_done(void *ctx, postern_verdict v)
+{
+    struct stage_ctx *c = ctx;
+    struct qmsg *m = c->m;
+    m->jobs_outstanding--;
+    take_routes(m, &c->t);
+    bool go = apply_verdict(m, &c->t, POSTERN_STAGE_DELIVER, v);
+    txn_free(&c->t);
+    free(c);
+    if (m->deleted || !go) {
+        message_finished(m);
+        return;
+    }
+    do_dispatch(m);
+}
+
+static void dispatch(struct qmsg *m)
+{
+    struct stage_ctx *c = hooks_wanted(POSTERN_STAGE_DELIVER) ? stage_ctx_new(m, true) : NULL;
+    if (!c) {
+        do_dispatch(m);
+        return;
+    }
+    hooks_run_async(POSTERN_STAGE_DELIVER, &c->t, NULL, 0, deliver_stage_done, c);
+}
+
 /* ---- administration ------------------------------------------------ */
 
 static const char *rcpt_status_name(char st)
@@ -492,7 +679,10 @@ static void list_line(const struct qmsg *m, struct buf *out, int64_t now)
             if (m->rcpts[i].st.last_reply[0])
                 last = m->rcpts[i].st.last_reply;
         }
-    buf_printf(out, "%s%s\n", last[0] ? " last: " : "", last);
+    buf_printf(out, "%s%s", last[0] ? " last: " : "", last);
+    if (m->held && m->hold_reason[0])
+        buf_printf(out, " reason: %s", m->hold_reason);
+    buf_puts(out, "\n");
 }
 
 int queue_admin_list(struct buf *out)
@@ -525,10 +715,13 @@ int queue_admin_show(const char *id, struct buf *out)
                m->attempts);
     if (m->heap_idx >= 0)
         buf_printf(out, "next attempt: in %llds\n", (long long)(m->next_try > now ? m->next_try - now : 0));
+    if (m->held && m->hold_reason[0])
+        buf_printf(out, "hold reason: %s\n", m->hold_reason);
     buf_printf(out, "from: <%s>\n", m->sender);
     for (size_t i = 0; i < m->nrcpts; i++)
-        buf_printf(out, "rcpt: <%s> status=%s attempts=%d last=%s\n", m->rcpts[i].addr,
-                   rcpt_status_name(m->rcpts[i].st.status), m->rcpts[i].st.attempts, m->rcpts[i].st.last_reply);
+        buf_printf(out, "rcpt: <%s> status=%s attempts=%d%s%s last=%s\n", m->rcpts[i].addr,
+                   rcpt_status_name(m->rcpts[i].st.status), m->rcpts[i].st.attempts,
+                   m->rcpts[i].st.nexthop[0] ? " nexthop=" : "", m->rcpts[i].st.nexthop, m->rcpts[i].st.last_reply);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 struct qrcpt {
     char *addr;
     struct rcpt_state st;
+    struct nexthop *route;       /* a plugin's override (st.nexthop parsed), or NULL */
 };
 
 struct qmsg {
@@ -24,7 +25,11 @@ struct qmsg {
     enum smtp_body body;
     bool smtputf8;
     bool held;
+    char hold_reason[256];
     bool warned;             /* delay warning sent */
+    bool queued;             /* the QUEUE stage has run */
+    char client_ip[64];
+    char helo[256];
     int hops;
     int attempts;
     int64_t next_try;

@@ -30,6 +30,7 @@ struct postern_txn {
     /* content */
     struct header_list hdrs;
     bool headers_written;      /* later header changes need a rewrite */
+    bool headers_loaded;       /* QUEUE/DELIVER: read from the spool on first use */
     struct buf new_body;
     bool body_replaced;
     /* what plugins asked for */
