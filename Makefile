@@ -18,8 +18,28 @@ CORE_SRCS := buf.c log.c netaddr.c config.c smtp_parse.c data_reader.c event.c w
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o))
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers
 
-.PHONY: all clean test test-fast unit-bins run deps deps-check bench
-all: $(BUILD)/posternd $(BUILD)/postern
+# Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
+# tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
+PLUGINS      :=
+TEST_PLUGINS := probe probe2 bad_abi no_entry
+PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
+TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
+
+.PHONY: all clean test test-fast unit-bins run deps deps-check bench install
+all: $(BUILD)/posternd $(BUILD)/postern $(PLUGIN_SOS) $(TEST_SOS)
+
+$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< $(PLUGIN_LIBS_$*)
+
+$(BUILD)/test-plugins/%.so: tests/plugins/%.c plugins/postern_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< -lpthread
+
+# the same probe under a second name, to test chain order
+$(BUILD)/test-plugins/probe2.so: tests/plugins/probe.c plugins/postern_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< -lpthread
 
 $(BUILD)/%.o: gateway/%.c gateway/*.h | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<

@@ -48,6 +48,7 @@ struct session {
     bool helo_done, esmtp, skip_line, dead, busy;
     bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
     char session_reason[512];
+    const char *session_verdict_by;             /* the plugin behind those */
     int errors;
     uint64_t deadline_ms;
     /* transaction */
@@ -273,14 +274,17 @@ static bool verdict_proceeds(struct session *s, enum postern_stage st, postern_v
         return false;
     case POSTERN_DISCARD:
         log_verdict(s, st, v);
-        if (st <= POSTERN_STAGE_HELO)
+        if (st <= POSTERN_STAGE_HELO) {
             s->session_discard = true;
+            s->session_verdict_by = s->tx.verdict_by;
+        }
         s->tx.discard = true;
         return true;
     case POSTERN_QUARANTINE:
         log_verdict(s, st, v);
         if (st <= POSTERN_STAGE_HELO) {
             s->session_quarantine = true;
+            s->session_verdict_by = s->tx.verdict_by;
             memcpy(s->session_reason, s->tx.reply, sizeof s->session_reason);
         }
         s->tx.quarantine = true;
@@ -362,6 +366,8 @@ static void cmd_mail(struct session *s, const char *args)
     s->tx.declared_size = mp.has_size ? mp.size : 0;
     s->tx.discard = s->session_discard;
     s->tx.quarantine = s->session_quarantine;
+    if (s->session_discard || s->session_quarantine)
+        s->tx.verdict_by = s->session_verdict_by;
     memcpy(s->tx.hold_reason, s->session_reason, sizeof s->tx.hold_reason);
     snprintf(s->hook_arg, sizeof s->hook_arg, "%s", pr.addr);
     run_stage(s, POSTERN_STAGE_MAIL, s->hook_arg, strlen(s->hook_arg), mail_then);
