@@ -20,7 +20,10 @@ UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
-PLUGINS      :=
+PLUGINS      := size_limit header_checks archive route tls_required
+PLUGIN_LIBS_header_checks := -lpcre2-8
+PLUGIN_LIBS_archive := -lcrypto -lpthread
+PLUGIN_LIBS_route := -lpcre2-8
 TEST_PLUGINS := probe probe2 bad_abi no_entry
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
@@ -53,8 +56,8 @@ $(BUILD)/libpostern.a: $(CORE_OBJS)
 $(BUILD)/posternd: $(BUILD)/main.o $(BUILD)/libpostern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/postern: $(BUILD)/postern_cli.o $(BUILD)/libpostern.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/postern: $(BUILD)/postern_cli.o $(BUILD)/archive_verify.o $(BUILD)/libpostern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcrypto
 
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libpostern.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libpostern.a -lcmocka $(LDLIBS)

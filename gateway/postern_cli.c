@@ -1,6 +1,7 @@
 /* postern_cli.c - the admin CLI. check-config prints the effective config;
  * queue commands go to the running daemon over its control socket. When the
  * daemon is not running, list and show fall back to reading the spool. */
+#include "archive_verify.h"
 #include "buf.h"
 #include "config.h"
 #include "log.h"
@@ -18,7 +19,8 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: postern -c FILE check-config\n"
-                    "       postern -c FILE queue list|show ID|flush|hold ID|release ID|delete ID\n");
+                    "       postern -c FILE queue list|show ID|flush [ID|domain]|hold ID|release ID|delete ID\n"
+                    "       postern -c FILE archive verify\n");
     exit(2);
 }
 
@@ -170,6 +172,20 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check-config")) {
         config_print(&cfg, stdout);
         rc = 0;
+    } else if (!strcmp(cmd, "archive")) {
+        const char *dir = NULL;
+        for (size_t i = 0; i < cfg.nplugin_opts; i++)
+            if (!strcmp(cfg.plugin_opts[i].plugin, "archive") && !strcmp(cfg.plugin_opts[i].key, "dir"))
+                dir = cfg.plugin_opts[i].value;
+        if (optind + 2 != argc || strcmp(argv[optind + 1], "verify"))
+            usage();
+        if (!dir) {
+            fprintf(stderr, "postern: %s has no archive.dir (is the archive plugin configured?)\n", path);
+            rc = 1;
+        } else {
+            int problems = archive_verify(dir, stdout);
+            rc = problems == 0 ? 0 : 1;
+        }
     } else if (!strcmp(cmd, "queue")) {
         rc = queue_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else {

@@ -242,6 +242,7 @@ static void apply_state(struct qmsg *m)
     m->held = flags.held;
     m->warned = flags.warned;
     m->queued = flags.queued;
+    m->archive = flags.archive;
     snprintf(m->hold_reason, sizeof m->hold_reason, "%s", flags.reason);
     int64_t next = 0;
     for (size_t i = 0; i < m->nrcpts; i++) {
@@ -408,7 +409,7 @@ static void save_state(struct qmsg *m)
         return;
     for (size_t i = 0; i < m->nrcpts; i++)
         st[i] = m->rcpts[i].st;
-    struct msg_flags f = {.held = m->held, .warned = m->warned, .queued = m->queued};
+    struct msg_flags f = {.held = m->held, .warned = m->warned, .queued = m->queued, .archive = m->archive};
     snprintf(f.reason, sizeof f.reason, "%s", m->hold_reason);
     spool_save_state(m->id, f, st, m->nrcpts);
     free(st);
@@ -542,6 +543,7 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
     }
     t->body_off = m->body_off;
     t->stored_len = t->size = m->size;
+    t->archive = m->archive;
     m->jobs_outstanding++;
     return c;
 }
@@ -593,7 +595,10 @@ static void queue_stage_done(void *ctx, postern_verdict v)
     struct qmsg *m = c->m;
     m->jobs_outstanding--;
     take_routes(m, &c->t);
-    m->queued = true;
+    m->archive |= c->t.archive;
+    /* a TEMPFAIL here (say, the archive copy failed) runs the stage again
+     * before any delivery: dispatch() checks `queued` */
+    m->queued = v != POSTERN_TEMPFAIL;
     bool go = apply_verdict(m, &c->t, POSTERN_STAGE_QUEUE, v);
     txn_free(&c->t);
     free(c);
@@ -646,6 +651,10 @@ static void deliver_stage_done(void *ctx, postern_verdict v)
 
 static void dispatch(struct qmsg *m)
 {
+    if (!m->queued && hooks_wanted(POSTERN_STAGE_QUEUE)) {
+        queue_stage(m);
+        return;
+    }
     struct stage_ctx *c = hooks_wanted(POSTERN_STAGE_DELIVER) ? stage_ctx_new(m, true) : NULL;
     if (!c) {
         do_dispatch(m);

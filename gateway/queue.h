@@ -28,6 +28,7 @@ struct qmsg {
     char hold_reason[256];
     bool warned;             /* delay warning sent */
     bool queued;             /* the QUEUE stage has run */
+    bool archive;            /* a plugin requested an archive copy */
     char client_ip[64];
     char helo[256];
     int hops;

@@ -806,9 +806,10 @@ static void prepare_commit(struct session *s)
     bool routes = false;
     for (size_t i = 0; i < t->nrcpts; i++)
         routes |= t->nexthops[i] != NULL;
-    if (t->quarantine || routes) {
+    if (t->quarantine || routes || t->archive) {
         cj->has_state = true;
         cj->flags.held = t->quarantine;
+        cj->flags.archive = t->archive;
         if (t->quarantine)
             snprintf(cj->flags.reason, sizeof cj->flags.reason, "%.250s", t->hold_reason);
         cj->state = calloc(t->nrcpts ? t->nrcpts : 1, sizeof *cj->state);

@@ -158,6 +158,8 @@ int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n
 {
     int rc = buf_puts(out, STATE_MAGIC);
     rc |= buf_printf(out, "held=%d\nwarned=%d\nqueued=%d\n", f.held ? 1 : 0, f.warned ? 1 : 0, f.queued ? 1 : 0);
+    if (f.archive)
+        rc |= buf_puts(out, "archive=1\n");
     if (f.reason[0])
         rc |= buf_printf(out, "reason=%s\n", f.reason);
     for (size_t i = 0; i < n; i++) {
@@ -188,6 +190,10 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
         }
         if (!strncmp(l, "warned=", 7)) {
             f->warned = l[7] == '1';
+            continue;
+        }
+        if (!strncmp(l, "archive=", 8)) {
+            f->archive = l[8] == '1';
             continue;
         }
         if (!strncmp(l, "queued=", 7)) {

@@ -40,6 +40,7 @@ struct msg_flags {
     bool held;
     bool warned;    /* delay warning already sent */
     bool queued;    /* the QUEUE stage of the hook chain has run */
+    bool archive;   /* a plugin requested an archive copy */
     char reason[256];   /* why it is held (quarantine) */
 };
 

@@ -1,0 +1,147 @@
+/* archive_verify.c - walks DIR/chain recomputing every file hash and every
+ * link, compares the last link with DIR/head, and lists archived files the
+ * chain does not know (see plugins/archive_chain.h for the format). */
+#include "archive_verify.h"
+#include "../plugins/archive_chain.h"
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Chain paths, to find archived files that are not in it. */
+struct names {
+    char **v;
+    size_t n, cap;
+};
+
+static void names_add(struct names *s, const char *p)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+    }
+    s->v[s->n++] = strdup(p);
+}
+
+static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int check_chain(const char *dir, FILE *out, struct names *seen, unsigned long *last_seq,
+                       char last[ARCHIVE_HASH_HEX])
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/chain", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(out, "archive: no chain at %s (nothing archived yet?)\n", path);
+        return -1;
+    }
+    int problems = 0;
+    char line[4096];
+    memset(last, '0', 64);
+    last[64] = '\0';
+    *last_seq = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long seq;
+        char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX], real[ARCHIVE_HASH_HEX], link[ARCHIVE_HASH_HEX];
+        if (sscanf(line, "%lu %2047s %64s %64s", &seq, rel, fh, ch) != 4) {
+            fprintf(out, "BROKEN chain line after seq %lu: %s", *last_seq, line);
+            problems++;
+            continue;
+        }
+        if (seq != *last_seq + 1) {
+            fprintf(out, "MISSING chain entries: seq %lu follows %lu\n", seq, *last_seq);
+            problems++;
+        }
+        names_add(seen, rel);
+        snprintf(path, sizeof path, "%s/%s", dir, rel);
+        if (archive_file_hash(path, real) < 0) {
+            fprintf(out, "DELETED %s (seq %lu)\n", rel, seq);
+            problems++;
+        } else if (strcmp(real, fh)) {
+            fprintf(out, "CHANGED %s (seq %lu): sha256 %s, chain says %s\n", rel, seq, real, fh);
+            problems++;
+        }
+        if (archive_link(last, rel, fh, link) < 0 || strcmp(link, ch)) {
+            fprintf(out, "BROKEN chain link at seq %lu (%s)\n", seq, rel);
+            problems++;
+        }
+        memcpy(last, ch, ARCHIVE_HASH_HEX);
+        *last_seq = seq;
+    }
+    fclose(f);
+    return problems;
+}
+
+static int check_head(const char *dir, FILE *out, unsigned long last_seq, const char *last)
+{
+    char path[4200], h[ARCHIVE_HASH_HEX];
+    unsigned long seq;
+    snprintf(path, sizeof path, "%s/head", dir);
+    FILE *f = fopen(path, "r");
+    if (!f || fscanf(f, "%lu %64s", &seq, h) != 2) {
+        if (f)
+            fclose(f);
+        fprintf(out, "MISSING head file %s\n", path);
+        return 1;
+    }
+    fclose(f);
+    if (seq != last_seq || strcmp(h, last)) {
+        fprintf(out, "TRUNCATED chain: head says seq %lu %s, chain ends at seq %lu %s\n", seq, h, last_seq, last);
+        return 1;
+    }
+    return 0;
+}
+
+/* Every DIR/DAY/QUEUEID.eml must be in the chain. */
+static int check_unchained(const char *dir, FILE *out, struct names *seen)
+{
+    qsort(seen->v, seen->n, sizeof *seen->v, cmp);
+    int problems = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.' || strlen(de->d_name) != 10)
+            continue;
+        char sub[2048];
+        snprintf(sub, sizeof sub, "%s/%s", dir, de->d_name);
+        DIR *dd = opendir(sub);
+        struct dirent *fe;
+        while (dd && (fe = readdir(dd))) {
+            size_t l = strlen(fe->d_name);
+            if (fe->d_name[0] == '.' || l < 5 || strcmp(fe->d_name + l - 4, ".eml"))
+                continue;
+            char rel[600];
+            snprintf(rel, sizeof rel, "%s/%s", de->d_name, fe->d_name);
+            const char *key = rel;
+            if (!bsearch(&key, seen->v, seen->n, sizeof *seen->v, cmp)) {
+                fprintf(out, "UNCHAINED %s (archived file missing from the chain)\n", rel);
+                problems++;
+            }
+        }
+        if (dd)
+            closedir(dd);
+    }
+    if (d)
+        closedir(d);
+    return problems;
+}
+
+int archive_verify(const char *dir, FILE *out)
+{
+    struct names seen = {0};
+    unsigned long last_seq;
+    char last[ARCHIVE_HASH_HEX];
+    int problems = check_chain(dir, out, &seen, &last_seq, last);
+    if (problems >= 0) {
+        problems += check_head(dir, out, last_seq, last);
+        problems += check_unchained(dir, out, &seen);
+        if (problems == 0)
+            fprintf(out, "archive ok: %lu message(s), head %lu %s\n", last_seq, last_seq, last);
+        else
+            fprintf(out, "archive NOT intact: %d problem(s)\n", problems);
+    }
+    for (size_t i = 0; i < seen.n; i++)
+        free(seen.v[i]);
+    free(seen.v);
+    return problems;
+}

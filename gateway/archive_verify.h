@@ -1,0 +1,11 @@
+/* archive_verify.h - `postern archive verify`: checks every archived file
+ * against the hash chain written by the archive plugin. */
+#ifndef POSTERN_ARCHIVE_VERIFY_H
+#define POSTERN_ARCHIVE_VERIFY_H
+#include <stdio.h>
+
+/* Prints each problem and a summary to out; returns the number of problems
+ * (0 = intact), or -1 if the archive cannot be read at all. */
+int archive_verify(const char *dir, FILE *out);
+
+#endif

@@ -1,0 +1,250 @@
+/* archive.c - journals a copy of every (or every requested) message with
+ * its full envelope, Bcc recipients included, at the QUEUE stage:
+ *   DIR/YYYY-MM-DD/QUEUEID.eml = X-Postern-* envelope headers + the message
+ * Each copy is written to a temp file, fsync'd, renamed into its day
+ * directory, the directory fsync'd, and linked into DIR/chain (see
+ * archive_chain.h), which is fsync'd too, before the message is scheduled.
+ *   archive.dir  = /var/spool/postern-archive   (required)
+ *   archive.mode = all | requested              (default all: requested =
+ *                  only messages an earlier plugin called request_archive on)
+ * Run `postern -c CONF archive verify` to check the files and the chain. */
+#include "postern_plugin.h"
+#include "archive_chain.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct archive {
+    char dir[1024];
+    int only_requested;
+    pthread_mutex_t lock;      /* the chain is appended by one writer at a time */
+    unsigned long seq;
+    char head[ARCHIVE_HASH_HEX];
+};
+
+static const struct postern_host *host;
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Read the last link so appends continue the chain after a restart. */
+static int load_head(struct archive *a, char *err, size_t errlen)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/chain", a->dir);
+    memset(a->head, '0', 64);
+    a->head[64] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "cannot read %s", path), -1);
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long seq;
+        char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
+        if (sscanf(line, "%lu %2047s %64s %64s", &seq, rel, fh, ch) == 4) {
+            a->seq = seq;
+            memcpy(a->head, ch, sizeof a->head);
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
+                char *err, size_t errlen)
+{
+    host = h;
+    struct archive *a = calloc(1, sizeof *a);
+    if (!a)
+        return -1;
+    pthread_mutex_init(&a->lock, NULL);
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(opts[i].key, "dir"))
+            snprintf(a->dir, sizeof a->dir, "%s", opts[i].value);
+        else if (!strcmp(opts[i].key, "mode") && (!strcmp(opts[i].value, "all") || !strcmp(opts[i].value, "requested")))
+            a->only_requested = !strcmp(opts[i].value, "requested");
+        else {
+            snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested)",
+                     opts[i].key, opts[i].value);
+            free(a);
+            return -1;
+        }
+    }
+    if (!a->dir[0]) {
+        snprintf(err, errlen, "archive.dir is required");
+        free(a);
+        return -1;
+    }
+    if (mkdir(a->dir, 0750) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", a->dir, strerror(errno));
+        free(a);
+        return -1;
+    }
+    if (load_head(a, err, errlen) < 0) {
+        free(a);
+        return -1;
+    }
+    *state = a;
+    return 0;
+}
+
+static void fini(void *state)
+{
+    struct archive *a = state;
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The envelope block that goes before the message. */
+static int write_envelope(int fd, postern_txn *t)
+{
+    char line[2048];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char date[64];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int n = snprintf(line, sizeof line,
+                     "X-Postern-Archive: 1\r\nX-Postern-Queue-ID: %s\r\nX-Postern-Archived-At: %s\r\n"
+                     "X-Postern-Client: [%s] helo=%s\r\nX-Postern-Envelope-From: <%s>\r\n",
+                     host->queue_id(t), date, host->client_addr(t), host->helo_name(t), host->sender(t));
+    if (write_all(fd, line, (size_t)n) < 0)
+        return -1;
+    for (size_t i = 0; i < host->rcpt_count(t); i++) {
+        n = snprintf(line, sizeof line, "X-Postern-Envelope-To: <%s>\r\n", host->rcpt(t, i));
+        if (write_all(fd, line, (size_t)n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int copy_message(int out, postern_txn *t)
+{
+    uint64_t len;
+    int in = host->message_open(t, &len);
+    if (in < 0)
+        return -1;
+    char buf[65536];
+    int rc = 0;
+    while (len && rc == 0) {
+        ssize_t r = read(in, buf, len < sizeof buf ? len : sizeof buf);
+        if (r <= 0)
+            rc = -1;
+        else {
+            rc = write_all(out, buf, (size_t)r);
+            len -= (uint64_t)r;
+        }
+    }
+    close(in);
+    return rc;
+}
+
+/* Append the link for relpath to DIR/chain and DIR/head, durably. */
+static int chain_append(struct archive *a, const char *relpath, const char *path)
+{
+    char fh[ARCHIVE_HASH_HEX], link[ARCHIVE_HASH_HEX], p[1100];
+    if (archive_file_hash(path, fh) < 0 || archive_link(a->head, relpath, fh, link) < 0)
+        return -1;
+    snprintf(p, sizeof p, "%s/chain", a->dir);
+    int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    char line[2300];
+    int n = snprintf(line, sizeof line, "%lu %s %s %s\n", a->seq + 1, relpath, fh, link);
+    int rc = write_all(fd, line, (size_t)n) == 0 && fsync(fd) == 0 ? 0 : -1;
+    close(fd);
+    if (rc < 0)
+        return -1;
+    a->seq++;
+    memcpy(a->head, link, sizeof a->head);
+    /* DIR/head: the latest link, replaced atomically */
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s/head.new", a->dir);
+    snprintf(p, sizeof p, "%s/head", a->dir);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -1;
+    n = snprintf(line, sizeof line, "%lu %s\n", a->seq, a->head);
+    rc = write_all(fd, line, (size_t)n) == 0 && fsync(fd) == 0 ? 0 : -1;
+    close(fd);
+    if (rc == 0)
+        rc = rename(tmp, p);
+    return rc == 0 ? fsync_dir(a->dir) : -1;
+}
+
+static postern_verdict on_queue(postern_txn *t, void *state)
+{
+    struct archive *a = state;
+    if (a->only_requested && !host->archive_requested(t))
+        return POSTERN_CONTINUE;
+    char day[16], daydir[1100], relpath[64], path[1200], tmp[1200];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(day, sizeof day, "%Y-%m-%d", &tm);
+    snprintf(daydir, sizeof daydir, "%s/%s", a->dir, day);
+    snprintf(relpath, sizeof relpath, "%s/%s.eml", day, host->queue_id(t));
+    snprintf(path, sizeof path, "%s/%s", a->dir, relpath);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", daydir, host->queue_id(t));
+    if (mkdir(daydir, 0750) < 0 && errno != EEXIST)
+        goto fail;
+    if (access(path, F_OK) == 0)
+        return POSTERN_CONTINUE;     /* already archived (the stage re-ran after a crash) */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        goto fail;
+    int rc = write_envelope(fd, t) == 0 && copy_message(fd, t) == 0 && fsync(fd) == 0 ? 0 : -1;
+    close(fd);
+    if (rc < 0 || rename(tmp, path) < 0 || fsync_dir(daydir) < 0) {
+        unlink(tmp);
+        goto fail;
+    }
+    pthread_mutex_lock(&a->lock);
+    rc = chain_append(a, relpath, path);
+    pthread_mutex_unlock(&a->lock);
+    if (rc < 0)
+        goto fail;
+    host->log(t, POSTERN_LOG_INFO, "archived as %s", relpath);
+    return POSTERN_CONTINUE;
+fail:
+    /* no copy, no delivery: tempfail so the queue stage retries later */
+    host->log(t, POSTERN_LOG_ERROR, "archive: cannot write %s: %s", path, strerror(errno));
+    host->set_reply(t, "451 4.3.0 archive copy could not be written");
+    return POSTERN_TEMPFAIL;
+}
+
+static const struct postern_plugin plugin = {
+    .abi_version = POSTERN_PLUGIN_ABI_VERSION,
+    .struct_size = sizeof(struct postern_plugin),
+    .name = "archive",
+    .init = init,
+    .fini = fini,
+    .on_queue = on_queue,
+};
+
+const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }
