@@ -6,6 +6,8 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Igateway -Iplugins
 LDLIBS  += -lunbound -ldl -lpthread
 BUILD   := build
+PREFIX  ?= /usr/local
+CFLAGS  += -DPOSTERN_PLUGIN_DIR='"$(PREFIX)/lib/postern/plugins"'
 SAN     ?=
 ifeq ($(SAN),1)
   CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
@@ -73,6 +75,16 @@ test: deps-check
 # The same suite against the optimised build.
 test-fast: deps-check all unit-bins
 	tests/run-all.sh build
+
+# Daemon, CLI, shipped plugins, the plugin header and a pkg-config file.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/postern \
+	  $(DESTDIR)$(PREFIX)/lib/postern/plugins $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(BUILD)/posternd $(DESTDIR)$(PREFIX)/sbin/
+	install -m 755 $(BUILD)/postern $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 plugins/postern_plugin.h $(DESTDIR)$(PREFIX)/include/postern/
+	install -m 755 $(PLUGIN_SOS) $(DESTDIR)$(PREFIX)/lib/postern/plugins/
+	sed 's|@PREFIX@|$(PREFIX)|' postern.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/postern.pc
 
 deps-check:
 	@tests/check-deps.sh

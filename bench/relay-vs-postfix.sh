@@ -1,12 +1,15 @@
 #!/bin/bash
-# bench/relay-vs-postfix.sh [BUILD]: the shared relay benchmark
+# bench/relay-vs-postfix.sh [BUILD] [--plugins]: the shared relay benchmark
 # (../shared/bench/relay-bench.sh: smtp-source -> relay -> smtp-sink) run
 # against stock Postfix and against posternd in the same run, for 4 KiB and
 # 100 KiB messages over 20 sessions. Prints both and the ratio posternd/Postfix
 # (>1 means posternd is faster). fsync-before-250 stays on in posternd.
+# With --plugins, posternd runs size_limit + header_checks + archive (every
+# message journaled and fsync'd) while Postfix stays stock.
 # Needs root (it configures the system Postfix via shared/bench/postfix-relay.sh).
 set -euo pipefail
 BUILD=${1:-build}
+WITH_PLUGINS=${2:-}
 cd "$(dirname "$0")/.."
 SHARED=${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}
 N=${N:-5000}; S=${S:-20}; SIZES=${SIZES:-"4096 102400"}
@@ -26,7 +29,21 @@ trusted_networks = 127.0.0.0/8
 default_transport = smtp:[127.0.0.1]:$SINK_PORT
 log_level = warning
 dest_concurrency = 50
+worker_threads = ${WORKERS:-4}
 CONF
+if [ "$WITH_PLUGINS" = "--plugins" ]; then
+  mkdir -p "$WORK/archive" && chmod 777 "$WORK/archive" "$WORK"
+  printf '/^Subject:.*viagra/i REJECT no spam\n/^X-Spam-Flag: YES/ DISCARD\n/^X-Secret:/ IGNORE\n' >"$WORK/header_checks"
+  chmod 644 "$WORK/header_checks"
+  cat >>"$WORK/postern.conf" <<CONF
+plugin_dir = $(pwd)/$BUILD/plugins
+plugins = size_limit, header_checks, archive
+size_limit.max = 10M
+header_checks.rules = $WORK/header_checks
+archive.dir = $WORK/archive
+CONF
+  echo "posternd plugins: size_limit, header_checks, archive"
+fi
 
 PF_PORT=$PF_PORT SINK_PORT=$SINK_PORT bash "$SHARED/postfix-relay.sh" >/dev/null
 "$BUILD/posternd" -c "$WORK/postern.conf" 2>"$WORK/posternd.log" & PG=$!

@@ -25,7 +25,13 @@ static void names_add(struct names *s, const char *p)
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int check_chain(const char *dir, FILE *out, struct names *seen, unsigned long *last_seq,
+/* Chain links by sequence number, to compare with the head. */
+struct links {
+    char (*v)[ARCHIVE_HASH_HEX];
+    size_t n;
+};
+
+static int check_chain(const char *dir, FILE *out, struct names *seen, struct links *links, unsigned long *last_seq,
                        char last[ARCHIVE_HASH_HEX])
 {
     char path[4200];
@@ -67,12 +73,16 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, unsigned 
         }
         memcpy(last, ch, ARCHIVE_HASH_HEX);
         *last_seq = seq;
+        if (seq == links->n + 1) {
+            links->v = realloc(links->v, (links->n + 1) * sizeof *links->v);
+            memcpy(links->v[links->n++], ch, ARCHIVE_HASH_HEX);
+        }
     }
     fclose(f);
     return problems;
 }
 
-static int check_head(const char *dir, FILE *out, unsigned long last_seq, const char *last)
+static int check_head(const char *dir, FILE *out, const struct links *links, unsigned long last_seq)
 {
     char path[4200], h[ARCHIVE_HASH_HEX];
     unsigned long seq;
@@ -85,8 +95,13 @@ static int check_head(const char *dir, FILE *out, unsigned long last_seq, const 
         return 1;
     }
     fclose(f);
-    if (seq != last_seq || strcmp(h, last)) {
-        fprintf(out, "TRUNCATED chain: head says seq %lu %s, chain ends at seq %lu %s\n", seq, h, last_seq, last);
+    /* the head may lag behind the chain after a crash, never run ahead */
+    if (seq > last_seq || seq == 0 || seq > links->n) {
+        fprintf(out, "TRUNCATED chain: head says seq %lu, chain ends at seq %lu\n", seq, last_seq);
+        return 1;
+    }
+    if (strcmp(h, links->v[seq - 1])) {
+        fprintf(out, "TRUNCATED or rewritten chain: link %lu is not the head's %s\n", seq, h);
         return 1;
     }
     return 0;
@@ -129,11 +144,12 @@ static int check_unchained(const char *dir, FILE *out, struct names *seen)
 int archive_verify(const char *dir, FILE *out)
 {
     struct names seen = {0};
+    struct links links = {0};
     unsigned long last_seq;
     char last[ARCHIVE_HASH_HEX];
-    int problems = check_chain(dir, out, &seen, &last_seq, last);
+    int problems = check_chain(dir, out, &seen, &links, &last_seq, last);
     if (problems >= 0) {
-        problems += check_head(dir, out, last_seq, last);
+        problems += check_head(dir, out, &links, last_seq);
         problems += check_unchained(dir, out, &seen);
         if (problems == 0)
             fprintf(out, "archive ok: %lu message(s), head %lu %s\n", last_seq, last_seq, last);
@@ -143,5 +159,6 @@ int archive_verify(const char *dir, FILE *out)
     for (size_t i = 0; i < seen.n; i++)
         free(seen.v[i]);
     free(seen.v);
+    free(links.v);
     return problems;
 }

@@ -5,8 +5,11 @@
  *     SEQ RELPATH FILE_SHA256 CHAIN_SHA256
  * with CHAIN_SHA256 = SHA-256(previous CHAIN_SHA256 "|" RELPATH "|" FILE_SHA256)
  * and "0" * 64 before the first line. Changing, removing or reordering an
- * archived file or a chain line breaks every later link. DIR/head holds the
- * last "SEQ CHAIN_SHA256": keep a copy elsewhere to also catch truncation. */
+ * archived file or a chain line breaks every later link. DIR/head holds a
+ * recent "SEQ CHAIN_SHA256" (written after the chain, not fsync'd: after a
+ * crash it may lag behind the chain, never run ahead of it). A chain that
+ * ends before the head's SEQ, or disagrees with it, was truncated; keep
+ * copies of the head elsewhere to catch truncation of both. */
 #ifndef POSTERN_ARCHIVE_CHAIN_H
 #define POSTERN_ARCHIVE_CHAIN_H
 #include <openssl/evp.h>

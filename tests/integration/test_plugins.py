@@ -226,4 +226,34 @@ def test_loader_refusals_are_clear():
     assert r.returncode != 0 and "'other.key' for a plugin that is not in the plugins chain" in r.stderr
 
 
+def test_out_of_tree_plugin_builds_against_the_installed_header_only():
+    prefix = tempfile.mkdtemp(prefix="postern-prefix-")
+    work = tempfile.mkdtemp(prefix="hello-plugin-")
+    os.chmod(work, 0o755)
+    on_cleanup(lambda: shutil.rmtree(prefix, ignore_errors=True))
+    on_cleanup(lambda: shutil.rmtree(work, ignore_errors=True))
+    san = ["SAN=1"] if os.path.basename(BUILD) == "build-san" else []
+    r = subprocess.run(["make", "-s", "install", "PREFIX=" + prefix] + san, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.exists(os.path.join(prefix, "include/postern/postern_plugin.h"))
+    for f in ("hello.c", "Makefile"):          # built far from the source tree
+        shutil.copy(os.path.join(ROOT, "tests/out-of-tree-plugin", f), work)
+    env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(prefix, "lib/pkgconfig"))
+    r = subprocess.run(["make", "-s"], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cflags = subprocess.run(["pkg-config", "--cflags", "postern"], env=env, capture_output=True, text=True).stdout
+    assert cflags.strip() == "-I%s/include/postern" % prefix, cflags
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, plugin_dir=work, plugins="hello").start()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@src.test>")
+    assert c.cmd("RCPT TO:<nobody@example.test>").startswith("550 5.1.1 hello plugin")
+    c.close()
+    send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: hello\r\n\r\nbody\r\n")
+    assert b"X-Hello: from an out-of-tree plugin" in sink.wait_count(1)[0]
+    g.stop()
+
+
 run_tests(globals())
