@@ -44,6 +44,17 @@ def wait_for(pred, timeout, what, interval=0.05):
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
+def terminate(proc):
+    """SIGTERM, then SIGKILL if it has not gone within 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def port_open(host, port):
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -69,13 +80,7 @@ class Sink:
         wait_for(lambda: port_open(host, port), 5, "smtp-sink on %s:%d" % (host, port))
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
     def messages(self):
         """Every dumped message as bytes (smtp-sink's X- headers included)."""
@@ -170,13 +175,7 @@ class DnsServer:
         return "%s:%d" % (self.host, self.port)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
