@@ -3,8 +3,9 @@
 # with policies/postern.conf, `make deps` installs Debian packages.
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Igateway -Iplugins
-LDLIBS  += -lunbound -ldl -lpthread
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Igateway -Iplugins \
+           -I/usr/include/lua5.4
+LDLIBS  += -lunbound -llua5.4 -ldl -lpthread
 BUILD   := build
 PREFIX  ?= /usr/local
 CFLAGS  += -DPOSTERN_PLUGIN_DIR='"$(PREFIX)/lib/postern/plugins"'
@@ -17,7 +18,7 @@ endif
 
 CORE_SRCS := buf.c log.c netaddr.c config.c smtp_parse.c data_reader.c event.c workers.c \
              spool.c retry.c queue.c delivery.c smtp_server.c privs.c control.c dsn.c header_scan.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c
-CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o))
+CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/postern_helpers.o
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
@@ -51,6 +52,17 @@ $(BUILD)/%.o: gateway/%.c gateway/*.h | $(BUILD)
 
 $(BUILD):
 	mkdir -p $(BUILD)
+
+$(BUILD)/postern_lua.o: lua/postern_lua.c lua/postern_lua.h gateway/*.h | $(BUILD)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# lua/postern_helpers.lua embedded as a C string
+$(BUILD)/postern_helpers.c: lua/postern_helpers.lua | $(BUILD)
+	{ echo 'const char postern_helpers_lua[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
+
+$(BUILD)/postern_helpers.o: $(BUILD)/postern_helpers.c
+	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libpostern.a: $(CORE_OBJS)
 	ar rcs $@ $^

@@ -236,13 +236,30 @@ static int list_or_table(struct pctx *p, struct config *cfg, char *value, row_fn
     return each_item(p, value, row, cfg);
 }
 
+const char *plugin_option_name(const char *entry)
+{
+    /* "lua:policies/rate_limit.lua" takes options as "rate_limit.<key>" */
+    static __thread char name[128];
+    if (strncmp(entry, "lua:", 4))
+        return entry;
+    const char *base = strrchr(entry, '/');
+    base = base ? base + 1 : entry + 4;
+    size_t n = strlen(base) - 4;
+    if (n >= sizeof name)
+        n = sizeof name - 1;
+    memcpy(name, base, n);
+    name[n] = '\0';
+    return name;
+}
+
 static int add_plugin(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
-    if (!strncmp(key, "lua:", 4))
-        return fail(p, "plugins: Lua policies (%s) are not implemented yet", key);
-    for (const char *c = key; *c; c++)
+    bool lua = !strncmp(key, "lua:", 4);
+    if (lua && (strlen(key) < 9 || strcmp(key + strlen(key) - 4, ".lua")))
+        return fail(p, "plugins: Lua entries look like lua:PATH.lua, got '%s'", key);
+    for (const char *c = key; *c && !lua; c++)
         if (!(isalnum((unsigned char)*c) || *c == '_' || *c == '-'))
             return fail(p, "plugins: bad plugin name '%s'", key);
     for (size_t i = 0; i < cfg->nplugins; i++)
@@ -394,6 +411,32 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_duration_int(p, key, value, &cfg->connection_cache_time);
     if (!strcmp(key, "dest_concurrency"))
         return set_int(p, key, value, 1, 1000, &cfg->dest_concurrency);
+    if (!strcmp(key, "lua_instruction_limit")) {
+        int v = 0;
+        if (set_int(p, key, value, 1000, 2000000000, &v) < 0)
+            return -1;
+        cfg->lua_instruction_limit = v;
+        return 0;
+    }
+    if (!strcmp(key, "lua_time_limit")) {
+        long v = 0;
+        if (set_duration(p, key, value, &v) < 0)
+            return -1;
+        if (v < 1 || v > 600)
+            return fail(p, "lua_time_limit: between 1s and 10m");
+        cfg->lua_time_limit_ms = (int)v * 1000;
+        return 0;
+    }
+    if (!strcmp(key, "lua_memory_limit")) {
+        if (parse_size(value, &cfg->lua_memory_limit) < 0 || cfg->lua_memory_limit < 1024 * 1024)
+            return fail(p, "lua_memory_limit: bad size '%s' (at least 1M)", value);
+        return 0;
+    }
+    if (!strcmp(key, "lua_body_limit")) {
+        if (parse_size(value, &cfg->lua_body_limit) < 0)
+            return fail(p, "lua_body_limit: bad size '%s'", value);
+        return 0;
+    }
     if (!strcmp(key, "max_hop_count"))
         return set_int(p, key, value, 1, 1000, &cfg->max_hop_count);
     if (!strcmp(key, "delay_warning_time"))
@@ -436,6 +479,10 @@ static void config_defaults(struct config *cfg)
     cfg->worker_threads = 4;
     cfg->max_hop_count = 50;
     cfg->smtp_port = 25;
+    cfg->lua_instruction_limit = 10000000;
+    cfg->lua_time_limit_ms = 1000;
+    cfg->lua_memory_limit = 64 * 1024 * 1024;
+    cfg->lua_body_limit = 1024 * 1024;
     cfg->log_level = 2;
 }
 
@@ -462,7 +509,7 @@ static int config_validate(struct pctx *p, struct config *cfg)
     for (size_t i = 0; i < cfg->nplugin_opts; i++) {
         bool found = false;
         for (size_t k = 0; k < cfg->nplugins; k++)
-            found |= !strcmp(cfg->plugins[k], cfg->plugin_opts[i].plugin);
+            found |= !strcmp(plugin_option_name(cfg->plugins[k]), cfg->plugin_opts[i].plugin);
         if (!found) {
             p->line = cfg->plugin_opts[i].line;
             return fail(p, "option '%s.%s' for a plugin that is not in the plugins chain (or an unknown key)",
@@ -617,6 +664,8 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\n",
             cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads);
     fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);
+    fprintf(out, "lua_instruction_limit = %ld\nlua_time_limit = %ds\nlua_memory_limit = %zu\nlua_body_limit = %zu\n",
+            cfg->lua_instruction_limit, cfg->lua_time_limit_ms / 1000, cfg->lua_memory_limit, cfg->lua_body_limit);
     static const char *names[] = {"error", "warning", "info", "debug"};
     fprintf(out, "log_level = %s\n", names[cfg->log_level]);
 }

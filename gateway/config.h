@@ -70,6 +70,10 @@ struct config {
     int dest_concurrency;          /* connections per next hop */
     int connection_cache_time;     /* idle outbound connection kept this long */
     int worker_threads;            /* fsync / blocking work */
+    long lua_instruction_limit;    /* per handler call */
+    int lua_time_limit_ms;         /* per handler call */
+    size_t lua_memory_limit;       /* per Lua state */
+    size_t lua_body_limit;         /* tx:body() returns bodies up to this size */
     int max_hop_count;             /* more Received: headers = mail loop, bounced */
     long delay_warning_time;       /* seconds; 0 = no delay warnings */
     int log_level;
@@ -87,6 +91,10 @@ long parse_duration(const char *text);
 int parse_size(const char *text, size_t *out);
 /* Parse "smtp:[host]:port" (or "smtp:host:port" with an IP literal). */
 int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errlen);
+
+/* The prefix of a chain entry's options: the plugin name, or a Lua
+ * script's file name without ".lua". */
+const char *plugin_option_name(const char *entry);
 
 /* Lookups used by relay control and routing. */
 bool config_is_relay_domain(const struct config *cfg, const char *domain);

@@ -3,6 +3,7 @@
  * and runs the callbacks of a stage in chain order. */
 #include "hooks.h"
 #include "log.h"
+#include "../lua/postern_lua.h"
 #include "plugin_host.h"
 #include "workers.h"
 #include <dlfcn.h>
@@ -11,7 +12,8 @@
 #include <string.h>
 
 struct link {
-    char name[64];
+    char name[1100];
+    struct lua_script *lua;        /* a lua:PATH entry: p is the Lua bridge */
     void *dl;
     const struct postern_plugin *p;
     void *state;
@@ -30,8 +32,8 @@ const char *verdict_name(postern_verdict v)
     return (unsigned)v <= POSTERN_ERROR ? verdict_names[v] : "invalid";
 }
 
-/* The callback of plugin p for stage st, or NULL. */
-static bool has_stage(const struct postern_plugin *p, enum postern_stage st)
+/* Does plugin p have a callback for stage st? */
+static bool plugin_has_stage(const struct postern_plugin *p, enum postern_stage st)
 {
     switch (st) {
     case POSTERN_STAGE_CONNECT: return p->on_connect;
@@ -47,25 +49,66 @@ static bool has_stage(const struct postern_plugin *p, enum postern_stage st)
     return false;
 }
 
+static bool has_stage(const struct link *l, enum postern_stage st)
+{
+    return l->lua ? lua_script_wants(l->lua, st) : plugin_has_stage(l->p, st);
+}
+
+static void compute_wanted(void)
+{
+    memset(wanted, 0, sizeof wanted);
+    for (size_t i = 0; i < nchain; i++)
+        for (int st = 0; st <= POSTERN_STAGE_DELIVER; st++)
+            wanted[st] |= has_stage(&chain[i], (enum postern_stage)st);
+}
+
 static postern_verdict call(const struct link *l, enum postern_stage st, txn_t *t, const char *arg, size_t len)
 {
     const struct postern_plugin *p = l->p;
+    void *state = l->lua ? (void *)l->lua : l->state;
     switch (st) {
-    case POSTERN_STAGE_CONNECT: return p->on_connect(t, l->state);
-    case POSTERN_STAGE_HELO: return p->on_helo(t, arg, l->state);
-    case POSTERN_STAGE_MAIL: return p->on_mail(t, arg, l->state);
-    case POSTERN_STAGE_RCPT: return p->on_rcpt(t, arg, l->state);
-    case POSTERN_STAGE_DATA: return p->on_data(t, l->state);
-    case POSTERN_STAGE_BODY: return p->on_body(t, arg, len, l->state);
-    case POSTERN_STAGE_EOM: return p->on_eom(t, l->state);
-    case POSTERN_STAGE_QUEUE: return p->on_queue(t, l->state);
-    case POSTERN_STAGE_DELIVER: return p->on_deliver(t, l->state);
+    case POSTERN_STAGE_CONNECT: return p->on_connect(t, state);
+    case POSTERN_STAGE_HELO: return p->on_helo(t, arg, state);
+    case POSTERN_STAGE_MAIL: return p->on_mail(t, arg, state);
+    case POSTERN_STAGE_RCPT: return p->on_rcpt(t, arg, state);
+    case POSTERN_STAGE_DATA: return p->on_data(t, state);
+    case POSTERN_STAGE_BODY: return p->on_body(t, arg, len, state);
+    case POSTERN_STAGE_EOM: return p->on_eom(t, state);
+    case POSTERN_STAGE_QUEUE: return p->on_queue(t, state);
+    case POSTERN_STAGE_DELIVER: return p->on_deliver(t, state);
     }
     return POSTERN_ERROR;
 }
 
+/* This entry's "<name>.<key>" options. */
+static size_t options_for(const struct config *cfg, const char *entry, struct postern_option *opts, size_t max)
+{
+    size_t n = 0;
+    const char *name = plugin_option_name(entry);
+    for (size_t i = 0; i < cfg->nplugin_opts && n < max; i++)
+        if (!strcmp(cfg->plugin_opts[i].plugin, name))
+            opts[n++] = (struct postern_option){cfg->plugin_opts[i].key, cfg->plugin_opts[i].value};
+    return n;
+}
+
+static int load_lua(const struct config *cfg, const char *entry, struct link *l, char *err, size_t errlen)
+{
+    struct postern_option opts[64];
+    size_t n = options_for(cfg, entry, opts, 64);
+    snprintf(l->name, sizeof l->name, "%s", entry);
+    l->p = lua_plugin();
+    char e[900];
+    if (lua_script_load(cfg, entry + 4, opts, n, &l->lua, e, sizeof e) < 0) {
+        snprintf(err, errlen, "%s: %s", entry, e);
+        return -1;
+    }
+    return 0;
+}
+
 static int load_one(const struct config *cfg, const char *name, struct link *l, char *err, size_t errlen)
 {
+    if (!strncmp(name, "lua:", 4))
+        return load_lua(cfg, name, l, err, errlen);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s.so", cfg->plugin_dir, name);
     snprintf(l->name, sizeof l->name, "%s", name);
@@ -95,12 +138,8 @@ static int load_one(const struct config *cfg, const char *name, struct link *l, 
                  l->p->struct_size, sizeof(struct postern_plugin));
         return -1;
     }
-    /* this plugin's options */
     struct postern_option opts[64];
-    size_t n = 0;
-    for (size_t i = 0; i < cfg->nplugin_opts && n < 64; i++)
-        if (!strcmp(cfg->plugin_opts[i].plugin, name))
-            opts[n++] = (struct postern_option){cfg->plugin_opts[i].key, cfg->plugin_opts[i].value};
+    size_t n = options_for(cfg, name, opts, 64);
     char perr[512] = "";
     if (l->p->init && l->p->init(plugin_host(), opts, n, &l->state, perr, sizeof perr) != 0) {
         snprintf(err, errlen, "plugin %s: %s", name, perr[0] ? perr : "init failed");
@@ -121,16 +160,45 @@ int hooks_load(const struct config *cfg, char *err, size_t errlen)
             return -1;
         }
         nchain = i + 1;
-        for (int st = 0; st <= POSTERN_STAGE_DELIVER; st++)
-            wanted[st] |= has_stage(chain[i].p, (enum postern_stage)st);
         log_info("plugin %s loaded", chain[i].name);
     }
+    compute_wanted();
     return 0;
+}
+
+int hooks_reload(char *err, size_t errlen)
+{
+    struct lua_pending *pending[64] = {0};
+    size_t n = 0;
+    int rc = 0;
+    for (size_t i = 0; i < nchain && i < 64; i++) {
+        if (!chain[i].lua)
+            continue;
+        char e[900];
+        if (!(pending[i] = lua_script_prepare(chain[i].lua, e, sizeof e))) {
+            snprintf(err, errlen, "%s: %s", chain[i].name, e);
+            rc = -1;
+            break;
+        }
+        n++;
+    }
+    for (size_t i = 0; i < nchain && i < 64; i++) {
+        if (rc == 0 && pending[i])
+            lua_script_commit(chain[i].lua, pending[i]);
+        else
+            lua_pending_free(pending[i]);
+    }
+    if (rc == 0) {
+        compute_wanted();
+        log_info("reloaded %zu Lua script(s)", n);
+    }
+    return rc;
 }
 
 void hooks_unload(void)
 {
     for (size_t i = 0; i < nchain; i++) {
+        lua_script_free(chain[i].lua);
         if (chain[i].p && chain[i].p->fini && chain[i].state)
             chain[i].p->fini(chain[i].state);
         if (chain[i].dl)
@@ -150,9 +218,9 @@ static void default_reply(txn_t *t, postern_verdict v, const char *plugin)
     if (t->reply[0] && (v == POSTERN_REJECT ? t->reply[0] == '5' : v == POSTERN_TEMPFAIL ? t->reply[0] == '4' : 1))
         return;
     switch (v) {
-    case POSTERN_REJECT: snprintf(t->reply, sizeof t->reply, "550 5.7.1 Rejected by policy (%s)", plugin); break;
-    case POSTERN_TEMPFAIL: snprintf(t->reply, sizeof t->reply, "451 4.7.1 Try again later (%s)", plugin); break;
-    case POSTERN_QUARANTINE: snprintf(t->reply, sizeof t->reply, "quarantined by %s", plugin); break;
+    case POSTERN_REJECT: snprintf(t->reply, sizeof t->reply, "550 5.7.1 Rejected by policy (%.200s)", plugin); break;
+    case POSTERN_TEMPFAIL: snprintf(t->reply, sizeof t->reply, "451 4.7.1 Try again later (%.200s)", plugin); break;
+    case POSTERN_QUARANTINE: snprintf(t->reply, sizeof t->reply, "quarantined by %.200s", plugin); break;
     default: break;
     }
 }
@@ -162,7 +230,7 @@ postern_verdict hooks_run(enum postern_stage st, txn_t *t, const char *arg, size
     t->stage = st;
     t->reply[0] = '\0';
     for (size_t i = 0; i < nchain; i++) {
-        if (!has_stage(chain[i].p, st))
+        if (!has_stage(&chain[i], st))
             continue;
         postern_verdict v = call(&chain[i], st, t, arg, len);
         if (v == POSTERN_CONTINUE)
@@ -171,7 +239,7 @@ postern_verdict hooks_run(enum postern_stage st, txn_t *t, const char *arg, size
         if (v > POSTERN_ERROR || v == POSTERN_ERROR) {
             log_error("%s: plugin %s failed at stage %s: message tempfailed", t->qid[0] ? t->qid : "-",
                       chain[i].name, stage_name(st));
-            snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %s failed", chain[i].name);
+            snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %.200s failed", chain[i].name);
             return POSTERN_TEMPFAIL;
         }
         default_reply(t, v, chain[i].name);

@@ -7,6 +7,9 @@
 
 int hooks_load(const struct config *cfg, char *err, size_t errlen);
 void hooks_unload(void);
+/* SIGHUP: recompile every Lua script; all switch, or none (the running set
+ * stays and err says why). C plugins are not reloaded. */
+int hooks_reload(char *err, size_t errlen);
 /* Does any plugin in the chain have a callback for this stage? */
 bool hooks_wanted(enum postern_stage st);
 /* Run the chain now (blocking; call on a worker). arg: HELO name, sender,

@@ -71,7 +71,9 @@ static void on_signal(void *ctx, uint32_t events)
                 shutdown_tick();
             }
         } else if (si.ssi_signo == SIGHUP) {
-            log_info("SIGHUP: reload is not implemented yet; configuration unchanged");
+            char err[1024];
+            if (hooks_reload(err, sizeof err) < 0)
+                log_error("SIGHUP: reload failed, the running scripts stay: %s", err);
         }
     }
 }

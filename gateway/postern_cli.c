@@ -3,6 +3,7 @@
  * daemon is not running, list and show fall back to reading the spool. */
 #include "archive_verify.h"
 #include "buf.h"
+#include "../lua/postern_lua.h"
 #include "config.h"
 #include "log.h"
 #include "spool.h"
@@ -172,6 +173,20 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check-config")) {
         config_print(&cfg, stdout);
         rc = 0;
+        /* compile every Lua policy, as posternd will */
+        for (size_t i = 0; i < cfg.nplugins; i++) {
+            if (strncmp(cfg.plugins[i], "lua:", 4))
+                continue;
+            struct lua_script *s;
+            char e[1024];
+            if (lua_script_load(&cfg, cfg.plugins[i] + 4, NULL, 0, &s, e, sizeof e) < 0) {
+                fprintf(stderr, "postern: %s: %s\n", cfg.plugins[i], e);
+                rc = 1;
+            } else {
+                printf("# %s compiles\n", cfg.plugins[i]);
+                lua_script_free(s);
+            }
+        }
     } else if (!strcmp(cmd, "archive")) {
         const char *dir = NULL;
         for (size_t i = 0; i < cfg.nplugin_opts; i++)

@@ -530,6 +530,7 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
         return NULL;
     txn_t *t = &c->t;
     c->m = m;
+    t->data_fd = -1;
     snprintf(t->client_ip, sizeof t->client_ip, "%s", m->client_ip);
     snprintf(t->helo, sizeof t->helo, "%s", m->helo);
     memcpy(t->qid, m->id, QID_LEN);

@@ -51,6 +51,7 @@ struct session {
     const char *session_verdict_by;             /* the plugin behind those */
     int errors;
     uint64_t deadline_ms;
+    struct varmap session_vars;   /* scripts' tx.session */
     /* transaction */
     txn_t tx;
     bool in_mail;
@@ -141,6 +142,7 @@ static void session_free(void *p)
 {
     struct session *s = p;
     txn_free(&s->tx);
+    varmap_free(&s->session_vars);
     buf_free(&s->in);
     buf_free(&s->out);
     buf_free(&s->hdr_buf);
@@ -747,6 +749,11 @@ static void end_of_data(struct session *s)
         eom_then(s, POSTERN_CONTINUE);
         return;
     }
+    /* scripts may read the body at EOM: it is in the open spool file */
+    struct spool_writer *w = &s->commit->sw;
+    s->tx.data_fd = w->fd;
+    s->tx.body_start = w->env_len + w->hdr_len;
+    s->tx.body_len = w->written - w->hdr_len;
     run_stage(s, POSTERN_STAGE_EOM, NULL, 0, eom_then);
 }
 
@@ -1041,6 +1048,8 @@ static void accept_one(int fd, struct sockaddr_storage *ss)
     }
     s->sid = ++next_sid;
     s->peer = *ss;
+    s->tx.session_vars = &s->session_vars;
+    s->tx.data_fd = -1;
     sockaddr_ip_text((struct sockaddr *)ss, s->tx.client_ip, sizeof s->tx.client_ip);
     if (ev_add(&s->w, fd, EPOLLIN, session_on_event, s) < 0) {
         close(fd);

@@ -27,6 +27,48 @@ static void pool_free(txn_t *t)
     }
 }
 
+const struct var *varmap_get(const struct varmap *m, const char *key)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (!strcmp(m->v[i].key, key))
+            return &m->v[i];
+    return NULL;
+}
+
+int varmap_set(struct varmap *m, const char *key, enum var_type type, double num, const char *str)
+{
+    struct var *v = (struct var *)varmap_get(m, key);
+    if (!v) {
+        if (type == VAR_NIL)
+            return 0;
+        if (m->n == m->cap) {
+            size_t nc = m->cap ? m->cap * 2 : 8;
+            struct var *n = realloc(m->v, nc * sizeof *n);
+            if (!n)
+                return -1;
+            m->v = n;
+            m->cap = nc;
+        }
+        v = &m->v[m->n++];
+        *v = (struct var){.key = strdup(key)};
+    }
+    free(v->str);
+    v->str = str ? strdup(str) : NULL;
+    v->type = type;
+    v->num = num;
+    return 0;
+}
+
+void varmap_free(struct varmap *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->v[i].key);
+        free(m->v[i].str);
+    }
+    free(m->v);
+    memset(m, 0, sizeof *m);
+}
+
 void txn_reset(txn_t *t)
 {
     free(t->sender);
@@ -38,7 +80,9 @@ void txn_reset(txn_t *t)
     free(t->nexthops);
     headers_free(&t->hdrs);
     buf_free(&t->new_body);
+    varmap_free(&t->vars);
     pool_free(t);
+    struct varmap *session_vars = t->session_vars;
     char ip[sizeof t->client_ip], helo[sizeof t->helo];
     bool tls = t->tls;
     memcpy(ip, t->client_ip, sizeof ip);
@@ -47,6 +91,8 @@ void txn_reset(txn_t *t)
     memcpy(t->client_ip, ip, sizeof ip);
     memcpy(t->helo, helo, sizeof helo);
     t->tls = tls;
+    t->session_vars = session_vars;
+    t->data_fd = -1;
 }
 
 void txn_free(txn_t *t)

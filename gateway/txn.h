@@ -12,6 +12,22 @@
 
 struct pool_block;
 
+/* Variables scripts keep between their handlers (strings, numbers, booleans). */
+enum var_type { VAR_NIL, VAR_BOOL, VAR_NUMBER, VAR_STRING };
+struct var {
+    char *key;
+    enum var_type type;
+    double num;
+    char *str;
+};
+struct varmap {
+    struct var *v;
+    size_t n, cap;
+};
+const struct var *varmap_get(const struct varmap *m, const char *key);
+int varmap_set(struct varmap *m, const char *key, enum var_type type, double num, const char *str);
+void varmap_free(struct varmap *m);
+
 struct postern_txn {
     /* session view */
     char client_ip[64];
@@ -40,6 +56,12 @@ struct postern_txn {
     char reply[512];           /* text for REJECT / TEMPFAIL / QUARANTINE */
     char hold_reason[512];     /* the QUARANTINE reason that will stick */
     const char *verdict_by;    /* plugin that decided */
+    /* script variables: this transaction's, and the session's (NULL after the 250) */
+    struct varmap vars;
+    struct varmap *session_vars;
+    /* the message being received, for EOM (the open spool file) */
+    int data_fd;
+    uint64_t body_start, body_len;
     /* stored message, for QUEUE and DELIVER */
     size_t body_off;
     uint64_t stored_len;

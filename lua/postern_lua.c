@@ -1,0 +1,946 @@
+/* postern_lua.c - the Lua binding: sandboxed states, the `postern` module
+ * (postern_lib), the transaction object (tx_methods), the variables proxies
+ * (var_meta), and the chain callbacks. Every entry into Lua goes through
+ * lua_pcall with an instruction/time hook armed; allocation goes through a
+ * counting allocator that refuses past lua_memory_limit. A script error is
+ * logged with script:line and tempfails the message. */
+#include "postern_lua.h"
+#include "log.h"
+#include "plugin_host.h"
+#include "spool.h"
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_SCRIPTS 32
+#define HOOK_EVERY 1000          /* instructions between limit checks */
+
+extern const char postern_helpers_lua[];   /* lua/postern_helpers.lua, embedded */
+
+static const char *stage_names[] = {"connect", "helo", "mail", "rcpt", "data", "body", "eom", "queue", "deliver"};
+
+struct lua_script {
+    const struct config *cfg;
+    char path[1024];
+    char dir[1024];              /* require() looks only here */
+    int slot;                    /* index into each thread's state cache */
+    struct postern_option *opts;
+    size_t nopts;
+    pthread_mutex_t lock;        /* guards source and generation */
+    char *source;
+    size_t source_len;
+    int generation;
+    atomic_uint stages;          /* bit per stage with a handler */
+};
+
+/* One thread's state for one script. */
+struct lstate {
+    lua_State *L;
+    int generation;
+    struct lua_script *script;
+    size_t mem_used, mem_limit;
+    long budget, used;           /* instruction limit for the current call */
+    struct timespec started;
+    int time_limit_ms;
+};
+
+static __thread struct lstate tls_states[MAX_SCRIPTS];
+static int nscripts;
+
+/* ---- limits -------------------------------------------------------- */
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct lstate *ls = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        ls->mem_used -= old;
+        free(ptr);
+        return NULL;
+    }
+    if (nsize > old && ls->mem_used + (nsize - old) > ls->mem_limit)
+        return NULL;   /* Lua raises "not enough memory" */
+    void *p = realloc(ptr, nsize);
+    if (p)
+        ls->mem_used = ls->mem_used - old + nsize;
+    return p;
+}
+
+static struct lstate *state_of(lua_State *L) { return *(struct lstate **)lua_getextraspace(L); }
+
+static void limit_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct lstate *ls = state_of(L);
+    ls->used += HOOK_EVERY;
+    if (ls->used > ls->budget)
+        luaL_error(L, "instruction limit exceeded (%ld)", ls->budget);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (now.tv_sec - ls->started.tv_sec) * 1000 + (now.tv_nsec - ls->started.tv_nsec) / 1000000;
+    if (ms > ls->time_limit_ms)
+        luaL_error(L, "time limit exceeded (%d ms)", ls->time_limit_ms);
+}
+
+static void arm_limits(struct lstate *ls)
+{
+    ls->used = 0;
+    ls->budget = ls->script->cfg->lua_instruction_limit;
+    ls->time_limit_ms = ls->script->cfg->lua_time_limit_ms;
+    clock_gettime(CLOCK_MONOTONIC, &ls->started);
+    lua_sethook(ls->L, limit_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+    return 1;
+}
+
+/* pcall with limits; on error, err gets the message (script:line: ...). */
+static int protected_call(struct lstate *ls, int nargs, int nresults, char *err, size_t errlen)
+{
+    lua_State *L = ls->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    arm_limits(ls);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    lua_sethook(L, NULL, 0, 0);
+    lua_remove(L, base);
+    if (rc != LUA_OK) {
+        const char *m = lua_tostring(L, -1);
+        snprintf(err, errlen, "%s", m ? m : "error");
+        /* keep only the first line (script:line: message) for the log line */
+        char *nl = strchr(err, '\n');
+        if (nl)
+            *nl = '\0';
+        lua_pop(L, 1);
+    }
+    return rc;
+}
+
+/* ---- the transaction object ---------------------------------------- */
+
+struct txref {
+    postern_txn *t;              /* NULL once the handler returned */
+};
+
+#define TX_META "postern.tx"
+#define VARS_META "postern.vars"
+
+static postern_txn *check_tx(lua_State *L, int idx)
+{
+    struct txref *r = luaL_checkudata(L, idx, TX_META);
+    if (!r->t)
+        luaL_error(L, "transaction handle used outside its handler");
+    return r->t;
+}
+
+static const struct postern_host *H(void) { return plugin_host(); }
+
+static int tx_client_addr(lua_State *L) { lua_pushstring(L, H()->client_addr(check_tx(L, 1))); return 1; }
+static int tx_helo(lua_State *L) { lua_pushstring(L, H()->helo_name(check_tx(L, 1))); return 1; }
+static int tx_tls(lua_State *L) { lua_pushboolean(L, H()->tls_active(check_tx(L, 1))); return 1; }
+static int tx_auth_user(lua_State *L) { check_tx(L, 1); lua_pushnil(L); return 1; }   /* no AUTH yet */
+static int tx_queue_id(lua_State *L) { lua_pushstring(L, H()->queue_id(check_tx(L, 1))); return 1; }
+static int tx_sender(lua_State *L) { lua_pushstring(L, H()->sender(check_tx(L, 1))); return 1; }
+static int tx_stage(lua_State *L) { lua_pushstring(L, stage_names[check_tx(L, 1)->stage]); return 1; }
+static int tx_size(lua_State *L) { lua_pushinteger(L, (lua_Integer)H()->message_size(check_tx(L, 1))); return 1; }
+
+static int tx_recipients(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    size_t n = H()->rcpt_count(t);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushstring(L, H()->rcpt(t, i));
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+static int tx_header(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    lua_Integer nth = luaL_optinteger(L, 3, 1);
+    const char *v = nth >= 1 ? H()->header_get(t, luaL_checkstring(L, 2), (size_t)(nth - 1)) : NULL;
+    if (!v)
+        return lua_pushnil(L), 1;
+    while (*v == ' ' || *v == '\t')   /* the value as people read it */
+        v++;
+    lua_pushstring(L, v);
+    return 1;
+}
+
+static int tx_headers(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    size_t n = H()->header_count(t);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const char *name, *value;
+        H()->header_at(t, i, &name, &value);
+        lua_createtable(L, 0, 2);
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, value);
+        lua_setfield(L, -2, "value");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* A mutation's result as a Lua boolean. */
+static int ok(lua_State *L, int rc) { lua_pushboolean(L, rc == 0); return 1; }
+
+static const char *with_space(lua_State *L, int idx)
+{
+    /* header values get the customary space after the colon */
+    const char *v = luaL_checkstring(L, idx);
+    if (*v == ' ' || *v == '\t' || !*v)
+        return v;
+    lua_pushfstring(L, " %s", v);
+    lua_replace(L, idx);
+    return lua_tostring(L, idx);
+}
+
+static int tx_add_header(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    return ok(L, H()->header_add(t, name, with_space(L, 3)));
+}
+
+static int tx_insert_header(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    const char *name = luaL_checkstring(L, 3);
+    return ok(L, i < 1 ? -1 : H()->header_insert(t, (size_t)(i - 1), name, with_space(L, 4)));
+}
+
+static int tx_change_header(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    const char *value = with_space(L, 3);
+    lua_Integer nth = luaL_optinteger(L, 4, 1);
+    return ok(L, nth < 1 ? -1 : H()->header_change(t, name, (size_t)(nth - 1), value));
+}
+
+static int tx_delete_header(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    lua_Integer nth = luaL_optinteger(L, 3, 1);
+    return ok(L, nth < 1 ? -1 : H()->header_delete(t, luaL_checkstring(L, 2), (size_t)(nth - 1)));
+}
+
+/* The body (after the header section), for messages up to lua_body_limit. */
+static int tx_body(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    size_t limit = state_of(L)->script->cfg->lua_body_limit;
+    if (t->body_replaced) {
+        lua_pushlstring(L, buf_head(&t->new_body), t->new_body.len);
+        return 1;
+    }
+    int fd = -1;
+    uint64_t off = 0, len = 0;
+    bool whole_message = false;
+    if (t->stage == POSTERN_STAGE_EOM && t->data_fd >= 0) {
+        fd = t->data_fd;
+        off = t->body_start;
+        len = t->body_len;
+    } else if (t->stage == POSTERN_STAGE_QUEUE || t->stage == POSTERN_STAGE_DELIVER) {
+        fd = spool_open_message(t->qid);
+        off = t->body_off;
+        len = t->stored_len;
+        whole_message = true;
+    }
+    if (fd < 0 || len > limit + (whole_message ? 1024 * 1024 : 0))
+        return lua_pushnil(L), 1;
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, (size_t)len);
+    ssize_t r = pread(fd, p, (size_t)len, (off_t)off);
+    if (whole_message)
+        close(fd);
+    if (r < 0)
+        return luaL_error(L, "cannot read the message: %s", strerror(errno));
+    size_t start = 0;
+    if (whole_message) {
+        char *end = memmem(p, (size_t)r, "\r\n\r\n", 4);
+        start = end ? (size_t)(end - p) + 4 : (size_t)r;
+        if ((size_t)r - start > limit)
+            return lua_pushnil(L), 1;
+    }
+    luaL_pushresultsize(&b, (size_t)r);
+    if (start) {
+        lua_pushstring(L, lua_tostring(L, -1) + start);
+        lua_remove(L, -2);
+    }
+    return 1;
+}
+
+static int tx_replace_body(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    return ok(L, H()->body_replace(t, s, n));
+}
+
+static int tx_add_recipient(lua_State *L) { postern_txn *t = check_tx(L, 1); return ok(L, H()->rcpt_add(t, luaL_checkstring(L, 2))); }
+static int tx_delete_recipient(lua_State *L) { postern_txn *t = check_tx(L, 1); return ok(L, H()->rcpt_delete(t, luaL_checkstring(L, 2))); }
+static int tx_set_sender(lua_State *L) { postern_txn *t = check_tx(L, 1); return ok(L, H()->sender_change(t, luaL_checkstring(L, 2))); }
+static int tx_archive(lua_State *L) { return ok(L, H()->request_archive(check_tx(L, 1))); }
+
+static int tx_route(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    const char *rcpt = luaL_checkstring(L, 2);
+    return ok(L, H()->set_nexthop(t, rcpt, luaL_checkstring(L, 3)));
+}
+
+static int push_verdict(lua_State *L, postern_verdict v, const char *reply);
+
+static int tx_quarantine(lua_State *L)
+{
+    check_tx(L, 1);
+    return push_verdict(L, POSTERN_QUARANTINE, luaL_optstring(L, 2, "quarantined by policy"));
+}
+
+/* tx.vars and tx.session: proxies onto C-side variable maps, so every
+ * worker's state sees the same values. */
+struct varsref {
+    int session;
+};
+
+static struct varmap *vars_of(lua_State *L)
+{
+    struct varsref *v = luaL_checkudata(L, 1, VARS_META);
+    lua_getiuservalue(L, 1, 1);          /* the tx userdata */
+    postern_txn *t = check_tx(L, -1);
+    lua_pop(L, 1);
+    if (v->session && !t->session_vars)
+        luaL_error(L, "tx.session is only there during the SMTP session (not at queue or deliver)");
+    return v->session ? t->session_vars : &t->vars;
+}
+
+static int vars_index(lua_State *L)
+{
+    struct varmap *m = vars_of(L);
+    const struct var *v = varmap_get(m, luaL_checkstring(L, 2));
+    if (!v || v->type == VAR_NIL)
+        lua_pushnil(L);
+    else if (v->type == VAR_BOOL)
+        lua_pushboolean(L, v->num != 0);
+    else if (v->type == VAR_NUMBER)
+        lua_pushnumber(L, v->num);
+    else
+        lua_pushstring(L, v->str);
+    return 1;
+}
+
+static int vars_newindex(lua_State *L)
+{
+    struct varmap *m = vars_of(L);
+    const char *key = luaL_checkstring(L, 2);
+    int rc;
+    switch (lua_type(L, 3)) {
+    case LUA_TNIL: rc = varmap_set(m, key, VAR_NIL, 0, NULL); break;
+    case LUA_TBOOLEAN: rc = varmap_set(m, key, VAR_BOOL, lua_toboolean(L, 3), NULL); break;
+    case LUA_TNUMBER: rc = varmap_set(m, key, VAR_NUMBER, lua_tonumber(L, 3), NULL); break;
+    case LUA_TSTRING: rc = varmap_set(m, key, VAR_STRING, 0, lua_tostring(L, 3)); break;
+    default: return luaL_error(L, "tx variables hold strings, numbers and booleans, not %s", luaL_typename(L, 3));
+    }
+    if (rc < 0)
+        return luaL_error(L, "out of memory");
+    return 0;
+}
+
+static const luaL_Reg tx_methods[] = {
+    {"client_addr", tx_client_addr}, {"helo", tx_helo}, {"tls", tx_tls}, {"auth_user", tx_auth_user},
+    {"queue_id", tx_queue_id}, {"sender", tx_sender}, {"recipients", tx_recipients}, {"stage", tx_stage},
+    {"size", tx_size}, {"header", tx_header}, {"headers", tx_headers}, {"add_header", tx_add_header},
+    {"insert_header", tx_insert_header}, {"change_header", tx_change_header},
+    {"delete_header", tx_delete_header}, {"body", tx_body}, {"replace_body", tx_replace_body},
+    {"add_recipient", tx_add_recipient}, {"delete_recipient", tx_delete_recipient},
+    {"set_sender", tx_set_sender}, {"route", tx_route}, {"archive", tx_archive},
+    {"quarantine", tx_quarantine}, {NULL, NULL},
+};
+
+static int tx_index(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 2);
+    if (!strcmp(key, "vars") || !strcmp(key, "session")) {
+        check_tx(L, 1);
+        struct varsref *v = lua_newuserdatauv(L, sizeof *v, 1);
+        v->session = key[0] == 's';
+        lua_pushvalue(L, 1);
+        lua_setiuservalue(L, -2, 1);
+        luaL_setmetatable(L, VARS_META);
+        return 1;
+    }
+    lua_getfield(L, lua_upvalueindex(1), key);
+    return 1;
+}
+
+/* ---- the postern module -------------------------------------------- */
+
+static int push_verdict(lua_State *L, postern_verdict v, const char *reply)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, "verdict");
+    if (reply) {
+        lua_pushstring(L, reply);
+        lua_setfield(L, -2, "reply");
+    }
+    return 1;
+}
+
+/* REJECT([status [, text [, code]]]) -> "550 5.7.1 text" */
+static int refusal(lua_State *L, postern_verdict v, const char *status, int code)
+{
+    status = luaL_optstring(L, 1, status);
+    const char *text = luaL_optstring(L, 2, "Rejected by policy");
+    code = (int)luaL_optinteger(L, 3, code);
+    if (code < 400 || code > 599 || (v == POSTERN_REJECT) != (code >= 500) || status[0] != (char)('0' + code / 100))
+        return luaL_error(L, "reply code %d and status %s do not fit this verdict", code, status);
+    char reply[512];
+    snprintf(reply, sizeof reply, "%d %s %s", code, status, text);
+    return push_verdict(L, v, reply);
+}
+
+static int l_reject(lua_State *L) { return refusal(L, POSTERN_REJECT, "5.7.1", 550); }
+static int l_tempfail(lua_State *L) { return refusal(L, POSTERN_TEMPFAIL, "4.7.1", 451); }
+static int l_accept(lua_State *L) { return push_verdict(L, POSTERN_ACCEPT, NULL); }
+static int l_discard(lua_State *L) { return push_verdict(L, POSTERN_DISCARD, NULL); }
+static int l_quarantine(lua_State *L) { return push_verdict(L, POSTERN_QUARANTINE, luaL_optstring(L, 1, "quarantined by policy")); }
+
+static int l_on(lua_State *L)
+{
+    const char *stage = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    int st = -1;
+    for (int i = 0; i < 9; i++)
+        if (!strcmp(stage, stage_names[i]))
+            st = i;
+    if (st < 0)
+        return luaL_error(L, "postern.on: unknown stage '%s'", stage);
+    lua_getfield(L, LUA_REGISTRYINDEX, "postern.handlers");
+    if (lua_rawgeti(L, -1, st + 1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, st + 1);
+    }
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+static int l_log(lua_State *L)
+{
+    const char *level = luaL_checkstring(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    enum log_level lv = !strcmp(level, "error") ? LOG_LVL_ERROR : !strcmp(level, "warn") ? LOG_LVL_WARN
+                        : !strcmp(level, "debug") ? LOG_LVL_DEBUG : LOG_LVL_INFO;
+    lua_Debug ar;
+    int line = lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) ? ar.currentline : 0;
+    log_msg(lv, "lua: %s:%d: %s", state_of(L)->script->path, line, msg);
+    return 0;
+}
+
+static int l_option(lua_State *L)
+{
+    const struct lua_script *s = state_of(L)->script;
+    const char *key = luaL_checkstring(L, 1);
+    for (size_t i = 0; i < s->nopts; i++)
+        if (!strcmp(s->opts[i].key, key))
+            return lua_pushstring(L, s->opts[i].value), 1;
+    lua_pushnil(L);
+    return 1;
+}
+
+/* lookup in a "key value" table file (the main config's table format),
+ * cached per state until the next reload. */
+static int file_lookup(lua_State *L, const char *path, const char *key)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "postern.tables");
+    if (lua_getfield(L, -1, path) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            return luaL_error(L, "postern.lookup: cannot open %s", path);
+        lua_newtable(L);
+        char line[1024];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "#\r\n")] = '\0';
+            char *k = line + strspn(line, " \t");
+            if (!*k)
+                continue;
+            char *v = k + strcspn(k, " \t");
+            if (*v)
+                *v++ = '\0';
+            v += strspn(v, " \t");
+            for (char *p = k; *p; p++)
+                *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+            lua_pushstring(L, *v ? v : "true");
+            lua_setfield(L, -2, k);
+        }
+        fclose(f);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, path);
+    }
+    char lower[512];
+    snprintf(lower, sizeof lower, "%s", key);
+    for (char *p = lower; *p; p++)
+        *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+    lua_getfield(L, -1, lower);
+    return 1;
+}
+
+/* postern.lookup(table, key): "relay_domains", "trusted_networks",
+ * "transport", or "file:PATH" - the tables the main config uses. */
+static int l_lookup(lua_State *L)
+{
+    const struct config *cfg = state_of(L)->script->cfg;
+    const char *table = luaL_checkstring(L, 1);
+    const char *key = luaL_checkstring(L, 2);
+    if (!strcmp(table, "relay_domains")) {
+        lua_pushboolean(L, config_is_relay_domain(cfg, key));
+    } else if (!strcmp(table, "trusted_networks")) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        char hp[80];
+        snprintf(hp, sizeof hp, strchr(key, ':') ? "[%s]:1" : "%s:1", key);
+        lua_pushboolean(L, hostport_parse(hp, &ss, &len) == 0 && config_is_trusted(cfg, (struct sockaddr *)&ss));
+    } else if (!strcmp(table, "transport")) {
+        const struct nexthop *h = config_transport_for(cfg, key);
+        h ? (void)lua_pushstring(L, h->text) : lua_pushnil(L);
+    } else if (!strncmp(table, "file:", 5)) {
+        return file_lookup(L, table + 5, key);
+    } else {
+        return luaL_error(L, "postern.lookup: unknown table '%s'", table);
+    }
+    return 1;
+}
+
+/* postern.incr(key, window_seconds): a counter shared by every worker and
+ * script, reset when its window ends; returns the new count. */
+struct counter {
+    char key[128];
+    time_t window_end;
+    long count;
+};
+static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct counter counters[4096];
+
+static int l_incr(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    lua_Integer window = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, window > 0, 2, "window must be positive seconds");
+    unsigned h = 5381;
+    for (const char *p = key; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&counters_lock);
+    struct counter *c = &counters[h % (sizeof counters / sizeof counters[0])];
+    if (strncmp(c->key, key, sizeof c->key) || now >= c->window_end) {
+        snprintf(c->key, sizeof c->key, "%s", key);   /* a collision restarts the slot */
+        c->window_end = now + (time_t)window;
+        c->count = 0;
+    }
+    long n = ++c->count;
+    pthread_mutex_unlock(&counters_lock);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+/* require(name): modules only from the script's own directory. */
+static int l_require(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return luaL_error(L, "require: '%s' is not a plain module name (only policies/NAME.lua)", name);
+    lua_getfield(L, LUA_REGISTRYINDEX, "postern.modules");
+    if (lua_getfield(L, -1, name) != LUA_TNIL)
+        return 1;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.lua", state_of(L)->script->dir, name);
+    if (luaL_loadfilex(L, path, "t") != LUA_OK)
+        return lua_error(L);
+    lua_call(L, 0, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -4, name);
+    return 1;
+}
+
+static const luaL_Reg postern_lib[] = {
+    {"on", l_on}, {"log", l_log}, {"option", l_option}, {"lookup", l_lookup}, {"incr", l_incr},
+    {"ACCEPT", l_accept}, {"REJECT", l_reject}, {"TEMPFAIL", l_tempfail}, {"DISCARD", l_discard},
+    {"QUARANTINE", l_quarantine}, {NULL, NULL},
+};
+
+/* ---- states -------------------------------------------------------- */
+
+static void open_sandbox(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base}, {LUA_STRLIBNAME, luaopen_string}, {LUA_TABLIBNAME, luaopen_table},
+        {LUA_MATHLIBNAME, luaopen_math}, {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_OSLIBNAME, luaopen_os},
+    };
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        luaL_requiref(L, libs[i].name, libs[i].func, 1);
+        lua_pop(L, 1);
+    }
+    /* no file or code loading, no process control */
+    static const char *base_off[] = {"dofile", "loadfile", "load"};
+    for (size_t i = 0; i < 3; i++) {
+        lua_pushnil(L);
+        lua_setglobal(L, base_off[i]);
+    }
+    lua_getglobal(L, "os");
+    static const char *os_off[] = {"execute", "exit", "getenv", "remove", "rename", "tmpname", "setlocale"};
+    for (size_t i = 0; i < sizeof os_off / sizeof os_off[0]; i++) {
+        lua_pushnil(L);
+        lua_setfield(L, -2, os_off[i]);
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_require);
+    lua_setglobal(L, "require");
+}
+
+static void open_postern(lua_State *L)
+{
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "postern.handlers");
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "postern.tables");
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "postern.modules");
+    luaL_newlib(L, postern_lib);
+    lua_pushinteger(L, POSTERN_CONTINUE);    /* returning nil means the same */
+    lua_setfield(L, -2, "CONTINUE");
+    lua_setglobal(L, "postern");
+    luaL_newmetatable(L, TX_META);
+    luaL_newlib(L, tx_methods);
+    lua_pushcclosure(L, tx_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, VARS_META);
+    lua_pushcfunction(L, vars_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, vars_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pop(L, 1);
+}
+
+static unsigned registered_stages(lua_State *L)
+{
+    unsigned mask = 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, "postern.handlers");
+    for (int i = 0; i < 9; i++) {
+        if (lua_rawgeti(L, -1, i + 1) == LUA_TTABLE && lua_rawlen(L, -1) > 0)
+            mask |= 1u << i;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return mask;
+}
+
+/* A fresh sandboxed state with the helpers and the script run. */
+static int build_state(struct lstate *ls, struct lua_script *s, const char *src, size_t len, char *err, size_t errlen)
+{
+    ls->script = s;
+    ls->mem_used = 0;
+    ls->mem_limit = s->cfg->lua_memory_limit;
+    ls->L = lua_newstate(limited_alloc, ls);
+    if (!ls->L) {
+        snprintf(err, errlen, "%s: cannot create a Lua state", s->path);
+        return -1;
+    }
+    *(struct lstate **)lua_getextraspace(ls->L) = ls;
+    open_sandbox(ls->L);
+    open_postern(ls->L);
+    char chunk[1100];
+    snprintf(chunk, sizeof chunk, "@%s", s->path);
+    if (luaL_loadbufferx(ls->L, postern_helpers_lua, strlen(postern_helpers_lua), "=postern_helpers", "t") != LUA_OK ||
+        protected_call(ls, 0, 0, err, errlen) != LUA_OK ||
+        luaL_loadbufferx(ls->L, src, len, chunk, "t") != LUA_OK) {
+        if (lua_isstring(ls->L, -1))
+            snprintf(err, errlen, "%s", lua_tostring(ls->L, -1));
+        lua_close(ls->L);
+        ls->L = NULL;
+        return -1;
+    }
+    if (protected_call(ls, 0, 0, err, errlen) != LUA_OK) {
+        lua_close(ls->L);
+        ls->L = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void drop_state(struct lstate *ls)
+{
+    if (ls->L)
+        lua_close(ls->L);
+    ls->L = NULL;
+}
+
+/* This thread's state for s, rebuilt when a reload changed the source. */
+static struct lstate *thread_state(struct lua_script *s, char *err, size_t errlen)
+{
+    struct lstate *ls = &tls_states[s->slot];
+    pthread_mutex_lock(&s->lock);
+    int gen = s->generation;
+    if (ls->L && ls->generation == gen) {
+        pthread_mutex_unlock(&s->lock);
+        return ls;
+    }
+    size_t len = s->source_len;
+    char *src = malloc(len + 1);
+    if (src)
+        memcpy(src, s->source, len);
+    pthread_mutex_unlock(&s->lock);
+    drop_state(ls);
+    int rc = src ? build_state(ls, s, src, len, err, errlen) : -1;
+    free(src);
+    if (rc < 0)
+        return NULL;
+    ls->generation = gen;
+    return ls;
+}
+
+/* ---- loading and reloading (main thread) --------------------------- */
+
+static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct buf b;
+    buf_init(&b);
+    char tmp[8192];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        buf_append(&b, tmp, n);
+    fclose(f);
+    *len = b.len;
+    *out = b.data ? b.data : strdup("");
+    return 0;
+}
+
+/* Compile src in a throw-away state: syntax, top-level errors, stages. */
+static int check_source(struct lua_script *s, const char *src, size_t len, unsigned *stages, char *err, size_t errlen)
+{
+    struct lstate probe = {0};
+    if (build_state(&probe, s, src, len, err, errlen) < 0)
+        return -1;
+    *stages = registered_stages(probe.L);
+    drop_state(&probe);
+    return 0;
+}
+
+int lua_script_load(const struct config *cfg, const char *path, const struct postern_option *opts, size_t nopts,
+                    struct lua_script **out, char *err, size_t errlen)
+{
+    if (nscripts >= MAX_SCRIPTS) {
+        snprintf(err, errlen, "too many Lua scripts (max %d)", MAX_SCRIPTS);
+        return -1;
+    }
+    struct lua_script *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    s->cfg = cfg;
+    snprintf(s->path, sizeof s->path, "%s", path);
+    snprintf(s->dir, sizeof s->dir, "%s", path);
+    char *slash = strrchr(s->dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(s->dir, sizeof s->dir, ".");
+    s->opts = calloc(nopts ? nopts : 1, sizeof *s->opts);
+    for (size_t i = 0; s->opts && i < nopts; i++)
+        s->opts[i] = (struct postern_option){strdup(opts[i].key), strdup(opts[i].value)};
+    s->nopts = nopts;
+    pthread_mutex_init(&s->lock, NULL);
+    s->slot = nscripts;
+    unsigned stages;
+    if (read_file(path, &s->source, &s->source_len, err, errlen) < 0 ||
+        check_source(s, s->source, s->source_len, &stages, err, errlen) < 0) {
+        lua_script_free(s);
+        return -1;
+    }
+    atomic_store(&s->stages, stages);
+    nscripts++;
+    *out = s;
+    return 0;
+}
+
+struct lua_pending {
+    char *src;
+    size_t len;
+    unsigned stages;
+};
+
+struct lua_pending *lua_script_prepare(struct lua_script *s, char *err, size_t errlen)
+{
+    struct lua_pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    if (read_file(s->path, &p->src, &p->len, err, errlen) < 0 ||
+        check_source(s, p->src, p->len, &p->stages, err, errlen) < 0) {
+        lua_pending_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void lua_script_commit(struct lua_script *s, struct lua_pending *p)
+{
+    pthread_mutex_lock(&s->lock);
+    free(s->source);
+    s->source = p->src;
+    s->source_len = p->len;
+    s->generation++;
+    pthread_mutex_unlock(&s->lock);
+    atomic_store(&s->stages, p->stages);
+    free(p);
+}
+
+void lua_pending_free(struct lua_pending *p)
+{
+    if (p)
+        free(p->src);
+    free(p);
+}
+
+bool lua_script_wants(const struct lua_script *s, enum postern_stage st)
+{
+    return atomic_load(&((struct lua_script *)s)->stages) & (1u << st);
+}
+
+void lua_script_free(struct lua_script *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; s->opts && i < s->nopts; i++) {
+        free((char *)s->opts[i].key);
+        free((char *)s->opts[i].value);
+    }
+    free(s->opts);
+    free(s->source);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+/* ---- the chain callbacks ------------------------------------------- */
+
+/* Run every handler s registered for stage st; first verdict wins. */
+static postern_verdict run_handlers(postern_txn *t, int st, const char *arg, size_t len, struct lua_script *s)
+{
+    char err[512];
+    struct lstate *ls = thread_state(s, err, sizeof err);
+    if (!ls) {
+        log_error("%s: lua: %s", t->qid[0] ? t->qid : "-", err);
+        return POSTERN_ERROR;
+    }
+    lua_State *L = ls->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, "postern.handlers");
+    if (lua_rawgeti(L, -1, st + 1) != LUA_TTABLE) {
+        lua_pop(L, 2);
+        return POSTERN_CONTINUE;
+    }
+    postern_verdict verdict = POSTERN_CONTINUE;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n && verdict == POSTERN_CONTINUE; i++) {
+        lua_rawgeti(L, -1, i);
+        struct txref *ref = lua_newuserdatauv(L, sizeof *ref, 0);
+        ref->t = t;
+        luaL_setmetatable(L, TX_META);
+        int nargs = 1;
+        if (arg) {
+            lua_pushlstring(L, arg, len);
+            nargs++;
+        }
+        int rc = protected_call(ls, nargs, 1, err, sizeof err);
+        ref->t = NULL;   /* the handle dies with the call */
+        if (rc != LUA_OK) {
+            log_error("%s: lua: %s (message tempfailed)", t->qid[0] ? t->qid : "-", err);
+            if (rc == LUA_ERRMEM)
+                drop_state(ls);      /* rebuilt clean on the next call */
+            else
+                lua_pop(L, 2);
+            return POSTERN_ERROR;
+        }
+        if (lua_istable(L, -1)) {
+            lua_getfield(L, -1, "verdict");
+            verdict = (postern_verdict)lua_tointeger(L, -1);
+            lua_getfield(L, -2, "reply");
+            if (lua_isstring(L, -1))
+                H()->set_reply(t, lua_tostring(L, -1));
+            lua_pop(L, 2);
+        } else if (!lua_isnil(L, -1) && !(lua_isinteger(L, -1) && lua_tointeger(L, -1) == POSTERN_CONTINUE)) {
+            log_error("%s: lua: %s: a handler for %s returned a %s, not a verdict", t->qid[0] ? t->qid : "-",
+                      s->path, stage_names[st], luaL_typename(L, -1));
+            verdict = POSTERN_ERROR;
+        }
+        lua_pop(L, 1);
+        if (verdict > POSTERN_ERROR)
+            verdict = POSTERN_ERROR;
+    }
+    lua_pop(L, 2);
+    lua_gc(L, LUA_GCSTEP, 0);
+    return verdict;
+}
+
+static postern_verdict cb_connect(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_CONNECT, NULL, 0, s); }
+static postern_verdict cb_helo(postern_txn *t, const char *h, void *s) { return run_handlers(t, POSTERN_STAGE_HELO, h, strlen(h), s); }
+static postern_verdict cb_mail(postern_txn *t, const char *a, void *s) { return run_handlers(t, POSTERN_STAGE_MAIL, a, strlen(a), s); }
+static postern_verdict cb_rcpt(postern_txn *t, const char *a, void *s) { return run_handlers(t, POSTERN_STAGE_RCPT, a, strlen(a), s); }
+static postern_verdict cb_data(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_DATA, NULL, 0, s); }
+static postern_verdict cb_body(postern_txn *t, const char *c, size_t n, void *s) { return run_handlers(t, POSTERN_STAGE_BODY, c, n, s); }
+static postern_verdict cb_eom(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_EOM, NULL, 0, s); }
+static postern_verdict cb_queue(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_QUEUE, NULL, 0, s); }
+static postern_verdict cb_deliver(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_DELIVER, NULL, 0, s); }
+
+static const struct postern_plugin lua_link = {
+    .abi_version = POSTERN_PLUGIN_ABI_VERSION,
+    .struct_size = sizeof(struct postern_plugin),
+    .name = "lua",
+    .on_connect = cb_connect,
+    .on_helo = cb_helo,
+    .on_mail = cb_mail,
+    .on_rcpt = cb_rcpt,
+    .on_data = cb_data,
+    .on_body = cb_body,
+    .on_eom = cb_eom,
+    .on_queue = cb_queue,
+    .on_deliver = cb_deliver,
+};
+
+const struct postern_plugin *lua_plugin(void) { return &lua_link; }
