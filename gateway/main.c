@@ -6,6 +6,7 @@
 #include "delivery.h"
 #include "dns.h"
 #include "hooks.h"
+#include "../lua/postern_lua.h"
 #include "mx.h"
 #include "event.h"
 #include "log.h"
@@ -140,6 +141,7 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
+    workers_on_thread_exit(lua_thread_cleanup);
     if (workers_start(cfg.worker_threads) < 0) {
         log_error("cannot start worker threads");
         return 1;

@@ -85,7 +85,7 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
     struct lstate *ls = state_of(L);
     ls->used += HOOK_EVERY;
     if (ls->used > ls->budget)
-        luaL_error(L, "instruction limit exceeded (%ld)", ls->budget);
+        luaL_error(L, "instruction limit exceeded (%I)", (lua_Integer)ls->budget);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     long ms = (now.tv_sec - ls->started.tv_sec) * 1000 + (now.tv_nsec - ls->started.tv_nsec) / 1000000;
@@ -347,6 +347,8 @@ static int vars_index(lua_State *L)
         lua_pushnil(L);
     else if (v->type == VAR_BOOL)
         lua_pushboolean(L, v->num != 0);
+    else if (v->type == VAR_NUMBER && v->num == (double)(lua_Integer)v->num)
+        lua_pushinteger(L, (lua_Integer)v->num);   /* 1 stays 1, not 1.0 */
     else if (v->type == VAR_NUMBER)
         lua_pushnumber(L, v->num);
     else
@@ -731,6 +733,12 @@ static struct lstate *thread_state(struct lua_script *s, char *err, size_t errle
         return NULL;
     ls->generation = gen;
     return ls;
+}
+
+void lua_thread_cleanup(void)
+{
+    for (int i = 0; i < MAX_SCRIPTS; i++)
+        drop_state(&tls_states[i]);
 }
 
 /* ---- loading and reloading (main thread) --------------------------- */

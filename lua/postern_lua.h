@@ -27,5 +27,7 @@ void lua_script_commit(struct lua_script *s, struct lua_pending *p);
 void lua_pending_free(struct lua_pending *p);
 bool lua_script_wants(const struct lua_script *s, enum postern_stage st);
 void lua_script_free(struct lua_script *s);
+/* Close this thread's Lua states (a worker thread is exiting). */
+void lua_thread_cleanup(void);
 
 #endif

@@ -234,7 +234,7 @@ class Gateway:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             rc = self.proc.wait(timeout)
-            assert rc == 0, "posternd exited %s on SIGTERM" % rc
+            assert rc == 0, "posternd exited %s on SIGTERM:\n%s" % (rc, self.log()[-3000:])
         self.check_sanitizers()
 
     def kill9(self):

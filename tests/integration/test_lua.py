@@ -1,0 +1,305 @@
+"""Lua policies: every API function, every verdict, the sandbox (each
+forbidden call refused), the runaway loop, the memory limit, script errors
+with script:line, SIGHUP reload (good and broken), and every example policy
+in policies/ end to end."""
+from harness import *
+
+LUA = os.path.join(ROOT, "tests", "lua")
+POLICIES = os.path.join(ROOT, "policies")
+PLUGDIR = os.path.join(BUILD, "plugins")
+
+
+def gw(sink, scripts, start=True, **conf):
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins=", ".join(scripts), **conf)
+    return g.start() if start else g
+
+
+def script_dir():
+    d = tempfile.mkdtemp(prefix="lua-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def rcpt_reply(g, rcpt, sender="a@src.test"):
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<%s>" % sender)
+    rep = c.cmd("RCPT TO:<%s>" % rcpt)
+    c.close()
+    return rep
+
+
+def send(g, rcpts=("x@example.test",), headers="Subject: hi\r\n", body="hello\r\n", sender="alice@src.test",
+         source=None):
+    c = Client(g.host, source=source)
+    c.cmd("EHLO client.test")
+    rep = c.cmd("MAIL FROM:<%s>" % sender)
+    if not rep.startswith("250"):
+        return rep
+    for r in rcpts:
+        rep = c.cmd("RCPT TO:<%s>" % r)
+        if not rep.startswith("250"):
+            return rep
+    c.cmd("DATA")
+    c.send(headers + "\r\n" + body)
+    rep = c.cmd(".")
+    c.close()
+    return rep
+
+
+def postern(g, *args):
+    return subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_every_api_function():
+    sink, routed = Sink(addr(2)), Sink(addr(3), port=2600)
+    d = script_dir()
+    table = write(os.path.join(d, "table"), "# a table\nkey value-from-file\n")
+    adir = os.path.join(d, "archive")
+    os.makedirs(adir)
+    os.chmod(adir, 0o777)
+    g = gw(sink, ["lua:%s/api_probe.lua" % LUA, "archive"], **{
+        "api_probe.table": "file:" + table, "api_probe.greeting": "hello option",
+        "api_probe.route_to": "smtp:[%s]:2600" % addr(3), "archive.dir": adir, "archive.mode": "requested"})
+    rep = send(g, rcpts=("x@example.test", "drop@example.test", "routed@example.test"),
+               headers="Subject: probe\r\nX-Remove: me\r\n", body="original body\r\n")
+    assert "queued as" in rep, rep
+    m = sink.wait_count(1)[0]
+    h = dict(re.findall(rb"^X-Probe-([\w-]+): (.*)$", m, re.M))
+    expect = {
+        b"Client": b"127.0.0.1", b"Helo": b"client.test", b"Session-Helo": b"client.test",
+        b"Session-Connected": b"127.0.0.1", b"Session-Count": b"1", b"TLS": b"false", b"Auth": b"nil",
+        b"Stage": b"eom", b"Queue-Id-Set": b"true", b"Sender": b"alice@src.test", b"Mail-Arg": b"alice@src.test",
+        b"Flag": b"true", b"Temp": b"nil", b"Rcpts-Seen": b"3", b"Subject": b"probe",
+        b"Body-Bytes": b"15", b"Body": b"original body|", b"Relay": b"true", b"Not-Relay": b"false",
+        b"Trusted": b"true", b"Transport": ("smtp:[%s]:2526" % addr(2)).encode(), b"File": b"value-from-file",
+        b"Option": b"hello option", b"Incr": b"true", b"Domain": b"example.test", b"Module": b"42",
+        b"First": b"inserted at data",
+    }
+    for k, v in expect.items():
+        assert h.get(k) == v, (k, h.get(k), v)
+    # added at MAIL, before any RCPT
+    assert h[b"Rcpts"] == b"added@example.test,x@example.test,drop@example.test,routed@example.test", h[b"Rcpts"]
+    assert h[b"Second-Received"] is not None
+    assert int(h[b"Headers-At-Data"]) >= 4 and int(h[b"Size"]) > 15
+    # mutations took effect
+    assert b"Subject: changed by lua" in m and b"X-Remove" not in m
+    assert b"X-Mail-Args: <lua@src.test>" in m
+    assert sorted(sink_rcpts(m)) == [b"added@example.test", b"x@example.test"]
+    assert sink_rcpts(routed.wait_count(1)[0]) == [b"routed@example.test"]
+    assert len(glob.glob(os.path.join(adir, "*", "*.eml"))) == 1          # tx:archive()
+    wait_for(lambda: "deliver stage for" in g.log(), 5, "deliver stage")
+    assert "queue stage: session vars absent, body true" in g.log()
+    assert "lua: %s/api_probe.lua:" % LUA in g.log() and "api probe done" in g.log()
+    g.stop()
+
+
+def test_every_verdict_from_lua():
+    sink = Sink(addr(2))
+    g = gw(sink, ["lua:%s/verdicts.lua" % LUA, "probe"], start=False,
+           **{"probe.rule": "rcpt REJECT * 550 5.7.1 probe rejects"})
+    with open(g.conf, "a") as f:
+        f.write("plugin_dir = %s\n" % os.path.join(BUILD, "test-plugins"))
+    g.start()
+    assert rcpt_reply(g, "reject@example.test") == "550 5.7.1 lua says no"
+    assert rcpt_reply(g, "custom@example.test") == "551 5.1.1 no such user here"
+    assert rcpt_reply(g, "tempfail@example.test") == "451 4.7.1 lua says later"
+    assert rcpt_reply(g, "accept@example.test").startswith("250")       # ACCEPT: probe never runs
+    assert rcpt_reply(g, "other@example.test") == "550 5.7.1 probe rejects"   # Lua continued, probe decided
+    assert rcpt_reply(g, "bad@example.test").startswith("451 4.3.0")    # not a verdict: tempfail
+    g.stop()
+    g = gw(sink, ["lua:%s/verdicts.lua" % LUA])
+    assert send(g, rcpts=("accept@example.test",), headers="Subject: reject\r\n") == \
+        "550 5.7.1 content refused by lua"
+    assert "queued as" in send(g, rcpts=("accept@example.test",), headers="Subject: discard\r\n")
+    qid = queue_id(send(g, rcpts=("accept@example.test",), headers="Subject: quarantine\r\n"))
+    wait_for(lambda: "lua quarantine" in postern(g, "queue", "list").stdout, 5, "quarantine in queue list")
+    assert "queued as" in send(g, rcpts=("accept@example.test",), headers="Subject: fine\r\n")
+    sink.wait_count(1)
+    time.sleep(0.3)
+    assert sink.count() == 1 and g.queue_files() == [qid]
+    g.stop()
+
+
+def test_sandbox_refuses_every_forbidden_call():
+    sink = Sink(addr(2))
+    # one worker, so the stash and its later use meet the same Lua state
+    g = gw(sink, ["lua:%s/sandbox.lua" % LUA], lua_instruction_limit="200000", lua_memory_limit="8M",
+           worker_threads="1")
+    forbidden = {"os_execute": "field 'execute'", "io_open": "global 'io'", "loadfile": "global 'loadfile'",
+                 "dofile": "global 'dofile'", "load": "global 'load'", "require_path": "not a plain module name",
+                 "require_missing": "no_such_module.lua", "getenv": "field 'getenv'", "debug": "global 'debug'",
+                 "package": "global 'package'"}
+    for name, why in forbidden.items():
+        rep = rcpt_reply(g, name + "@example.test")
+        assert rep.startswith("451 4.3.0"), (name, rep)
+        assert why in g.log(), (name, why)
+        assert re.search(r"lua: .*sandbox\.lua:\d+: ", g.log()), "script:line in the log"
+    assert not os.path.exists("/tmp/postern-sandbox-escape")
+    # a handle kept past its handler is dead
+    assert rcpt_reply(g, "stash@example.test").startswith("250")
+    assert rcpt_reply(g, "use_stash@example.test").startswith("451 4.3.0")
+    assert "transaction handle used outside its handler" in g.log()
+    # runtime errors carry script:line too
+    assert rcpt_reply(g, "error@example.test").startswith("451 4.3.0")
+    assert re.search(r"sandbox\.lua:\d+: a policy bug", g.log())
+    g.stop()
+
+
+def test_runaway_loop_and_memory_limit_tempfail_and_the_daemon_keeps_serving():
+    sink = Sink(addr(2))
+    g = gw(sink, ["lua:%s/sandbox.lua" % LUA], lua_instruction_limit="2000000", lua_memory_limit="8M")
+    t0 = time.time()
+    assert rcpt_reply(g, "loop@example.test").startswith("451 4.3.0")
+    assert time.time() - t0 < 5
+    assert "instruction limit exceeded" in g.log(), g.log()
+    assert rcpt_reply(g, "memory@example.test").startswith("451 4.3.0")
+    assert "not enough memory" in g.log()
+    # other sessions and the next transactions are fine
+    assert "queued as" in send(g)
+    sink.wait_count(1)
+    g.stop()
+    g = gw(sink, ["lua:%s/sandbox.lua" % LUA], lua_time_limit="1s")     # default instruction budget: 10M
+    t0 = time.time()
+    rep = rcpt_reply(g, "loop@example.test")
+    assert rep.startswith("451 4.3.0") and time.time() - t0 < 5, rep
+    g.stop()
+
+
+def test_reload_keeps_the_old_set_on_a_syntax_error():
+    sink = Sink(addr(2))
+    d = script_dir()
+    path = write(os.path.join(d, "policy.lua"),
+                 'postern.on("rcpt", function(tx, r) return postern.REJECT("5.7.1", "version one") end)\n')
+    g = gw(sink, ["lua:" + path])
+    assert rcpt_reply(g, "x@example.test") == "550 5.7.1 version one"
+    write(path, 'postern.on("rcpt", function(tx, r)\n  return postern.REJECT("5.7.1", "version two"\nend)\n')
+    r = postern(g, "check-config")
+    assert r.returncode == 1 and re.search(r"policy\.lua:3: .*expected", r.stderr), r.stderr
+    c = Client(g.host)          # a session open across the reload keeps working
+    c.cmd("EHLO client.test")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed, the running scripts stay" in g.log(), 5, "reload failure")
+    assert "policy.lua:3:" in g.log()
+    assert rcpt_reply(g, "x@example.test") == "550 5.7.1 version one"
+    write(path, 'postern.on("rcpt", function(tx, r) return postern.REJECT("5.7.1", "version two") end)\n')
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded 1 Lua script(s)" in g.log(), 5, "reload")
+    assert rcpt_reply(g, "x@example.test") == "550 5.7.1 version two"
+    c.cmd("MAIL FROM:<a@src.test>")
+    assert c.cmd("RCPT TO:<y@example.test>") == "550 5.7.1 version two"
+    c.close()
+    g.stop()
+
+
+def test_broken_script_fails_start_up_with_script_line():
+    sink = Sink(addr(2))
+    d = script_dir()
+    path = write(os.path.join(d, "broken.lua"), "\n\nthis is not lua\n")
+    g = gw(sink, ["lua:" + path], start=False)
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True)
+    assert r.returncode == 1 and "broken.lua:3:" in r.stderr, r.stderr
+
+
+# ---- the example policies in policies/ ----------------------------------
+
+def test_policy_route_departments():
+    default, sales, hr = Sink(addr(2)), Sink(addr(3), port=2600), Sink(addr(4), port=2601)
+    d = script_dir()
+    table = write(os.path.join(d, "departments"),
+                  "sales smtp:[%s]:2600\nhr smtp:[%s]:2601\n" % (addr(3), addr(4)))
+    g = gw(default, ["lua:%s/route_departments.lua" % POLICIES], **{
+        "route_departments.domain": "example.test", "route_departments.table": "file:" + table})
+    send(g, rcpts=("sales-eu@example.test", "hr@example.test", "ceo@example.test", "sales@other.test"))
+    assert sink_rcpts(sales.wait_count(1)[0]) == [b"sales-eu@example.test"]
+    assert sink_rcpts(hr.wait_count(1)[0]) == [b"hr@example.test"]
+    assert sorted(sink_rcpts(default.wait_count(1)[0])) == [b"ceo@example.test", b"sales@other.test"]
+    g.stop()
+
+
+MIME = ("MIME-Version: 1.0\r\nSubject: {subj}\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n",
+        "--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b1\r\n"
+        "Content-Type: application/octet-stream; name=\"{name}\"\r\n"
+        "Content-Disposition: attachment; filename=\"{name}\"\r\n\r\nAAAA\r\n--b1--\r\n")
+
+
+def test_policy_quarantine_executables():
+    sink = Sink(addr(2))
+    g = gw(sink, ["lua:%s/quarantine_executables.lua" % POLICIES])
+    qid = queue_id(send(g, headers=MIME[0].format(subj="exe"), body=MIME[1].format(name="invoice.PDF.exe")))
+    send(g, headers=MIME[0].format(subj="pdf"), body=MIME[1].format(name="invoice.pdf"))
+    m = sink.wait_count(1)[0]
+    assert b"Subject: pdf" in m
+    line = [l for l in postern(g, "queue", "list").stdout.splitlines() if l.startswith(qid)][0]
+    assert "hold" in line and "executable attachment invoice.PDF.exe" in line, line
+    g.stop()
+
+
+def test_policy_rate_limit():
+    sink = Sink(addr(2))
+    g = gw(sink, ["lua:%s/rate_limit.lua" % POLICIES], **{"rate_limit.max": "3", "rate_limit.window": "60"})
+    replies = [send(g, sender="bulk@src.test") for _ in range(5)]
+    assert all("queued as" in r for r in replies[:3]), replies
+    assert all(r.startswith("450 4.7.1 Too many messages from bulk@src.test") for r in replies[3:]), replies
+    assert "queued as" in send(g, sender="quiet@src.test")      # per sender
+    sink.wait_count(4)
+    g.stop()
+
+
+def test_policy_journal_domain():
+    sink = Sink(addr(2))
+    d = script_dir()
+    adir = os.path.join(d, "archive")
+    os.makedirs(adir)
+    os.chmod(adir, 0o777)
+    g = gw(sink, ["lua:%s/journal_domain.lua" % POLICIES, "archive"], **{
+        "journal_domain.domain": "legal.example.test", "archive.dir": adir, "archive.mode": "requested"})
+    q1 = queue_id(send(g, rcpts=("counsel@legal.example.test",)))
+    send(g, rcpts=("someone@example.test",))
+    q3 = queue_id(send(g, rcpts=("x@example.test",), sender="partner@legal.example.test"))
+    sink.wait_count(3)
+    names = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(adir, "*", "*.eml")))
+    assert names == sorted([q1, q3]), names
+    assert postern(g, "archive", "verify").returncode == 0
+    g.stop()
+
+
+def test_policy_disclaimer_on_outbound_plain_text():
+    sink = Sink(addr(2))
+    g = gw(sink, ["lua:%s/disclaimer.lua" % POLICIES], trusted_networks=addr(5) + "/32",
+           **{"disclaimer.text": "Confidential: Postern test."})
+    send(g, rcpts=("out@elsewhere.test",), source=addr(5), body="plain text\r\n")           # outbound
+    send(g, rcpts=("in@example.test",), source=addr(9), body="inbound text\r\n")             # inbound
+    send(g, rcpts=("out2@elsewhere.test",), source=addr(5), headers=MIME[0].format(subj="mime"),
+         body=MIME[1].format(name="a.txt"))
+    msgs = sink.wait_count(3)
+    by_rcpt = {sink_rcpts(m)[0]: strip_sink_headers(m) for m in msgs}
+    assert by_rcpt[b"out@elsewhere.test"].endswith(b"plain text\n-- \nConfidential: Postern test.\n\n")
+    assert b"Confidential" not in by_rcpt[b"in@example.test"]
+    assert b"Confidential" not in by_rcpt[b"out2@elsewhere.test"]
+    assert "disclaimer: not plain text" in g.log()
+    g.stop()
+
+
+def test_policy_allow_list():
+    sink = Sink(addr(2))
+    d = script_dir()
+    allowed = write(os.path.join(d, "allowed"), "ok@example.test\nAlso-Ok@Example.test\n")
+    g = gw(sink, ["lua:%s/allow_list.lua" % POLICIES], **{"allow_list.file": "file:" + allowed})
+    assert rcpt_reply(g, "ok@example.test").startswith("250")
+    assert rcpt_reply(g, "also-ok@example.test").startswith("250")
+    assert rcpt_reply(g, "stranger@example.test") == \
+        "550 5.1.1 <stranger@example.test>: recipient not on the allow-list"
+    g.stop()
+
+
+run_tests(globals())
