@@ -25,6 +25,8 @@ static int ntick_fns;
 static struct deferred *graveyard;
 static size_t ngrave, capgrave;
 static struct ev_watch tick_watch;
+static struct deferred *soon;
+static size_t nsoon, capsoon;
 
 void ev_update_time(void)
 {
@@ -111,6 +113,38 @@ static void bury_dead(void)
     }
 }
 
+void ev_soon(void (*fn)(void *), void *arg)
+{
+    if (nsoon == capsoon) {
+        size_t ncap = capsoon ? capsoon * 2 : 64;
+        struct deferred *n = realloc(soon, ncap * sizeof *n);
+        if (!n) {
+            fn(arg);    /* cannot queue it: run it now rather than lose it */
+            return;
+        }
+        soon = n;
+        capsoon = ncap;
+    }
+    soon[nsoon++] = (struct deferred){arg, fn};
+}
+
+/* Run the calls queued so far (new ones wait for the next round). */
+static void run_soon(void)
+{
+    size_t n = nsoon;
+    if (!n)
+        return;
+    struct deferred *batch = malloc(n * sizeof *batch);
+    if (!batch)
+        return;
+    memcpy(batch, soon, n * sizeof *batch);
+    memmove(soon, soon + n, (nsoon - n) * sizeof *soon);
+    nsoon -= n;
+    for (size_t i = 0; i < n; i++)
+        batch[i].fn(batch[i].ptr);
+    free(batch);
+}
+
 void ev_on_tick(void (*fn)(void))
 {
     if (ntick_fns < MAX_TICK_FNS)
@@ -124,7 +158,7 @@ int ev_run(void)
     struct epoll_event evs[MAX_EVENTS];
     running = true;
     while (running) {
-        int n = epoll_wait(epfd, evs, MAX_EVENTS, 1000);
+        int n = epoll_wait(epfd, evs, MAX_EVENTS, nsoon ? 0 : 1000);
         ev_update_time();
         if (n < 0) {
             if (errno == EINTR)
@@ -137,6 +171,7 @@ int ev_run(void)
             if (w->fd >= 0)
                 w->fn(w->ctx, evs[i].events);
         }
+        run_soon();
         bury_dead();
     }
     return 0;

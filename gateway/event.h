@@ -24,6 +24,9 @@ int ev_mod(struct ev_watch *w, uint32_t mask);
 void ev_del(struct ev_watch *w);
 /* Free ptr with fn after the current dispatch batch. */
 void ev_defer_free(void *ptr, void (*fn)(void *));
+/* Call fn(arg) after the current batch of events, before waiting again
+ * (cooperative work that gave way to other sessions). */
+void ev_soon(void (*fn)(void *), void *arg);
 /* Functions called on every tick (about every 100 ms). */
 void ev_on_tick(void (*fn)(void));
 /* Run until ev_stop; returns 0. */

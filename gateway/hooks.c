@@ -1,10 +1,13 @@
 /* hooks.c - loads the plugin chain with dlopen(RTLD_NOW | RTLD_LOCAL),
  * checks each plugin's ABI version and struct size, hands it its options,
- * and runs the callbacks of a stage in chain order. */
+ * and runs the callbacks of a stage in chain order: Lua links on the loop
+ * thread (time-sliced, see lua/postern_lua.c), each run of consecutive C
+ * links in one trip to a worker thread (C plugins may block). */
 #include "hooks.h"
 #include "log.h"
 #include "../lua/postern_lua.h"
 #include "plugin_host.h"
+#include "event.h"
 #include "workers.h"
 #include <dlfcn.h>
 #include <stdio.h>
@@ -65,7 +68,7 @@ static void compute_wanted(void)
 static postern_verdict call(const struct link *l, enum postern_stage st, txn_t *t, const char *arg, size_t len)
 {
     const struct postern_plugin *p = l->p;
-    void *state = l->lua ? (void *)l->lua : l->state;
+    void *state = l->state;
     switch (st) {
     case POSTERN_STAGE_CONNECT: return p->on_connect(t, state);
     case POSTERN_STAGE_HELO: return p->on_helo(t, arg, state);
@@ -96,7 +99,6 @@ static int load_lua(const struct config *cfg, const char *entry, struct link *l,
     struct postern_option opts[64];
     size_t n = options_for(cfg, entry, opts, 64);
     snprintf(l->name, sizeof l->name, "%s", entry);
-    l->p = lua_plugin();
     char e[900];
     if (lua_script_load(cfg, entry + 4, opts, n, &l->lua, e, sizeof e) < 0) {
         snprintf(err, errlen, "%s: %s", entry, e);
@@ -225,71 +227,130 @@ static void default_reply(txn_t *t, postern_verdict v, const char *plugin)
     }
 }
 
-postern_verdict hooks_run(enum postern_stage st, txn_t *t, const char *arg, size_t len)
+/* A verdict from link l: note who decided; ERROR becomes a logged TEMPFAIL.
+ * Returns true when it ends the stage. */
+static bool decided(const struct link *l, enum postern_stage st, txn_t *t, postern_verdict *v)
 {
-    t->stage = st;
-    t->reply[0] = '\0';
-    for (size_t i = 0; i < nchain; i++) {
-        if (!has_stage(&chain[i], st))
-            continue;
-        postern_verdict v = call(&chain[i], st, t, arg, len);
-        if (v == POSTERN_CONTINUE)
-            continue;
-        t->verdict_by = chain[i].name;
-        if (v > POSTERN_ERROR || v == POSTERN_ERROR) {
-            log_error("%s: plugin %s failed at stage %s: message tempfailed", t->qid[0] ? t->qid : "-",
-                      chain[i].name, stage_name(st));
-            snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %.200s failed", chain[i].name);
-            return POSTERN_TEMPFAIL;
-        }
-        default_reply(t, v, chain[i].name);
-        return v;
+    if (*v == POSTERN_CONTINUE)
+        return false;
+    t->verdict_by = l->name;
+    if (*v >= POSTERN_ERROR || *v < POSTERN_CONTINUE) {
+        log_error("%s: plugin %s failed at stage %s: message tempfailed", t->qid[0] ? t->qid : "-", l->name,
+                  stage_name(st));
+        snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %.200s failed", l->name);
+        *v = POSTERN_TEMPFAIL;
+        return true;
     }
-    return POSTERN_CONTINUE;
+    default_reply(t, *v, l->name);
+    return true;
 }
 
-struct hook_work {
-    struct work work;
+/* One stage's run through the chain for one transaction. */
+struct chain_run {
+    struct work work;           /* for trips to a worker */
     enum postern_stage st;
     txn_t *t;
     const char *arg;
     size_t len;
-    postern_verdict v;
+    size_t next;                /* next link; > nchain once decided */
+    struct lua_run *lua;        /* a Lua link that gave the loop back */
+    postern_verdict v;          /* from the worker trip */
     hooks_done_fn done;
     void *ctx;
 };
 
-static void hook_work_run(struct work *w)
+static void chain_step(struct chain_run *r);
+
+static void chain_finish(struct chain_run *r, postern_verdict v)
 {
-    struct hook_work *h = (struct hook_work *)w;
-    h->v = hooks_run(h->st, h->t, h->arg, h->len);
+    hooks_done_fn done = r->done;
+    void *ctx = r->ctx;
+    free(r);
+    done(ctx, v);
 }
 
-static void hook_work_done(struct work *w)
+/* Worker: the C links from r->next up to the next Lua link. */
+static void c_links_run(struct work *w)
 {
-    struct hook_work *h = (struct hook_work *)w;
-    hooks_done_fn done = h->done;
-    void *ctx = h->ctx;
-    postern_verdict v = h->v;
-    free(h);
-    done(ctx, v);
+    struct chain_run *r = (struct chain_run *)w;
+    r->v = POSTERN_CONTINUE;
+    for (; r->next < nchain && !chain[r->next].lua; r->next++) {
+        if (!has_stage(&chain[r->next], r->st))
+            continue;
+        postern_verdict v = call(&chain[r->next], r->st, r->t, r->arg, r->len);
+        if (decided(&chain[r->next], r->st, r->t, &v)) {
+            r->v = v;
+            r->next = nchain + 1;
+            return;
+        }
+    }
+}
+
+static void c_links_done(struct work *w)
+{
+    struct chain_run *r = (struct chain_run *)w;
+    if (r->next > nchain)
+        chain_finish(r, r->v);
+    else
+        chain_step(r);
+}
+
+static void lua_resumed(void *arg)
+{
+    struct chain_run *r = arg;
+    postern_verdict v;
+    if (lua_run_resume(r->lua, &v)) {
+        ev_soon(lua_resumed, r);
+        return;
+    }
+    r->lua = NULL;
+    if (decided(&chain[r->next], r->st, r->t, &v)) {
+        chain_finish(r, v);
+        return;
+    }
+    r->next++;
+    chain_step(r);
+}
+
+static void chain_step(struct chain_run *r)
+{
+    while (r->next < nchain) {
+        struct link *l = &chain[r->next];
+        if (!has_stage(l, r->st)) {
+            r->next++;
+            continue;
+        }
+        if (!l->lua) {
+            r->work.run = c_links_run;
+            r->work.done = c_links_done;
+            workers_submit(&r->work);
+            return;
+        }
+        postern_verdict v;
+        if (lua_run_start(l->lua, r->t, r->st, r->arg, r->len, &r->lua, &v)) {
+            ev_soon(lua_resumed, r);
+            return;
+        }
+        if (decided(l, r->st, r->t, &v)) {
+            chain_finish(r, v);
+            return;
+        }
+        r->next++;
+    }
+    chain_finish(r, POSTERN_CONTINUE);
 }
 
 void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t len, hooks_done_fn done, void *ctx)
 {
-    if (!wanted[st]) {
-        t->stage = st;
-        done(ctx, POSTERN_CONTINUE);
+    t->stage = st;
+    t->reply[0] = '\0';
+    struct chain_run *r = wanted[st] ? calloc(1, sizeof *r) : NULL;
+    if (!r) {
+        if (wanted[st])
+            snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: out of memory");
+        done(ctx, wanted[st] ? POSTERN_TEMPFAIL : POSTERN_CONTINUE);
         return;
     }
-    struct hook_work *h = calloc(1, sizeof *h);
-    if (!h) {
-        snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: out of memory");
-        done(ctx, POSTERN_TEMPFAIL);
-        return;
-    }
-    *h = (struct hook_work){.st = st, .t = t, .arg = arg, .len = len, .done = done, .ctx = ctx};
-    h->work.run = hook_work_run;
-    h->work.done = hook_work_done;
-    workers_submit(&h->work);
+    *r = (struct chain_run){.st = st, .t = t, .arg = arg, .len = len, .done = done, .ctx = ctx};
+    chain_step(r);
 }

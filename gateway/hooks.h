@@ -12,13 +12,11 @@ void hooks_unload(void);
 int hooks_reload(char *err, size_t errlen);
 /* Does any plugin in the chain have a callback for this stage? */
 bool hooks_wanted(enum postern_stage st);
-/* Run the chain now (blocking; call on a worker). arg: HELO name, sender,
- * recipient, or body chunk (with len). On a verdict other than CONTINUE,
- * t->reply holds a complete SMTP reply line. */
-postern_verdict hooks_run(enum postern_stage st, txn_t *t, const char *arg, size_t len);
-
-/* Run the chain on a worker, then done(ctx, verdict) on the loop thread.
- * When no plugin wants the stage, done() is called at once. */
+/* Run the chain for a stage, then done(ctx, verdict) on the loop thread
+ * (at once when nobody wants the stage, or when only Lua handlers run and
+ * finish within their first slice). arg: HELO name, sender, recipient, or
+ * body chunk (with len); it must stay valid until done() runs. On a
+ * verdict other than CONTINUE, t->reply holds a complete SMTP reply line. */
 typedef void (*hooks_done_fn)(void *ctx, postern_verdict v);
 void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t len, hooks_done_fn done,
                      void *ctx);

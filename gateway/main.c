@@ -141,7 +141,6 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
-    workers_on_thread_exit(lua_thread_cleanup);
     if (workers_start(cfg.worker_threads) < 0) {
         log_error("cannot start worker threads");
         return 1;
@@ -165,6 +164,7 @@ int main(int argc, char **argv)
     control_stop();
     workers_stop();
     dns_shutdown();
+    lua_thread_cleanup();
     hooks_unload();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());
     config_free(&cfg);

@@ -549,18 +549,22 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
     return c;
 }
 
-/* Routes plugins set through the transaction, back into the message. */
-static void take_routes(struct qmsg *m, const txn_t *t)
+/* Routes plugins set through the transaction, back into the message;
+ * true if any changed. */
+static bool take_routes(struct qmsg *m, const txn_t *t)
 {
+    bool changed = false;
     for (size_t k = 0; k < t->nrcpts; k++) {
         if (!t->nexthops[k])
             continue;
         for (size_t i = 0; i < m->nrcpts; i++)
             if (!strcmp(m->rcpts[i].addr, t->rcpts[k]) && strcmp(m->rcpts[i].st.nexthop, t->nexthops[k])) {
                 set_route(&m->rcpts[i], t->nexthops[k]);
+                changed = true;
                 log_info("%s: to=<%s>: next hop %s (set by a plugin)", m->id, m->rcpts[i].addr, t->nexthops[k]);
             }
     }
+    return changed;
 }
 
 /* A QUEUE or DELIVER verdict for the pending recipients; true = deliver on. */
@@ -595,7 +599,8 @@ static void queue_stage_done(void *ctx, postern_verdict v)
     struct stage_ctx *c = ctx;
     struct qmsg *m = c->m;
     m->jobs_outstanding--;
-    take_routes(m, &c->t);
+    bool changed = take_routes(m, &c->t);
+    changed |= c->t.archive && !m->archive;
     m->archive |= c->t.archive;
     /* a TEMPFAIL here (say, the archive copy failed) runs the stage again
      * before any delivery: dispatch() checks `queued` */
@@ -607,7 +612,10 @@ static void queue_stage_done(void *ctx, postern_verdict v)
         message_finished(m);
         return;
     }
-    save_state(m);
+    /* Only what must survive a crash is written: "queued" alone may be
+     * lost (the stage then runs again, and plugins like archive dedupe). */
+    if (changed || m->held)
+        save_state(m);
     if (m->held) {
         log_info("%s: on hold: %s", m->id, m->hold_reason);
         return;

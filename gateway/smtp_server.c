@@ -46,6 +46,7 @@ struct session {
     struct buf in, out;
     enum phase phase, saved_phase;
     bool helo_done, esmtp, skip_line, dead, busy;
+    bool in_stage_call;      /* inside run_stage: a synchronous finish must not recurse */
     bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
     char session_reason[512];
     const char *session_verdict_by;             /* the plugin behind those */
@@ -237,7 +238,9 @@ static void stage_finished(void *ctx, postern_verdict v)
     s->phase = s->saved_phase;
     stage_then then = s->then;
     then(s, v);
-    if (s->phase != PH_HOOK && s->phase != PH_COMMIT)
+    /* finished later (worker, or a Lua run that gave the loop back): pick
+     * up the input; finished at once: run_stage's caller goes on itself */
+    if (!s->in_stage_call && s->phase != PH_HOOK && s->phase != PH_COMMIT)
         resume_session(s);
 }
 
@@ -254,7 +257,9 @@ static void run_stage(struct session *s, enum postern_stage st, const char *arg,
     s->phase = PH_HOOK;
     s->busy = true;
     s->then = then;
+    s->in_stage_call = true;
     hooks_run_async(st, &s->tx, arg, len, stage_finished, s);
+    s->in_stage_call = false;
 }
 
 static void log_verdict(struct session *s, enum postern_stage st, postern_verdict v)

@@ -1,9 +1,14 @@
 /* postern_lua.c - the Lua binding: sandboxed states, the `postern` module
  * (postern_lib), the transaction object (tx_methods), the variables proxies
- * (var_meta), and the chain callbacks. Every entry into Lua goes through
- * lua_pcall with an instruction/time hook armed; allocation goes through a
- * counting allocator that refuses past lua_memory_limit. A script error is
- * logged with script:line and tempfails the message. */
+ * (var_meta), and the handler runs.
+ *
+ * Handlers run on the network loop thread, each call as a coroutine: the
+ * count hook yields every LUA_SLICE instructions, and the loop resumes the
+ * call after serving other events, so a busy script shares the loop instead
+ * of stalling it. Instruction, time and memory limits still end runaway
+ * scripts. A script error is logged with script:line and tempfails the
+ * message. One state per script; a reload builds a new one and the old one
+ * goes when its last suspended call ends. */
 #include "postern_lua.h"
 #include "log.h"
 #include "plugin_host.h"
@@ -25,6 +30,7 @@
 
 #define MAX_SCRIPTS 32
 #define HOOK_EVERY 1000          /* instructions between limit checks */
+#define LUA_SLICE 20             /* hook rounds (x HOOK_EVERY instructions) per slice */
 
 extern const char postern_helpers_lua[];   /* lua/postern_helpers.lua, embedded */
 
@@ -44,18 +50,29 @@ struct lua_script {
     atomic_uint stages;          /* bit per stage with a handler */
 };
 
-/* One thread's state for one script. */
+struct lstate;
+
+/* Limits of one call; the extra space of every Lua thread points at one. */
+struct lctx {
+    struct lstate *ls;
+    long budget, used;           /* instructions */
+    long elapsed_us;             /* over all slices of the call (slices are short: microseconds) */
+    int time_limit_ms;
+    int slice_left;              /* hook rounds before giving the loop back */
+    struct timespec slice_start;
+};
+
+/* A script's state (loop thread only). */
 struct lstate {
     lua_State *L;
     int generation;
     struct lua_script *script;
     size_t mem_used, mem_limit;
-    long budget, used;           /* instruction limit for the current call */
-    struct timespec started;
-    int time_limit_ms;
+    int refs;                    /* calls in flight, plus one while current */
+    struct lctx main_ctx;        /* for loading the script */
 };
 
-static __thread struct lstate tls_states[MAX_SCRIPTS];
+static struct lstate *loop_states[MAX_SCRIPTS];
 static int nscripts;
 
 /* ---- limits -------------------------------------------------------- */
@@ -77,29 +94,51 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return p;
 }
 
-static struct lstate *state_of(lua_State *L) { return *(struct lstate **)lua_getextraspace(L); }
+static struct lctx *ctx_of(lua_State *L) { return *(struct lctx **)lua_getextraspace(L); }
+static struct lstate *state_of(lua_State *L) { return ctx_of(L)->ls; }
+
+static long us_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t0->tv_sec) * 1000000 + (now.tv_nsec - t0->tv_nsec) / 1000;
+}
 
 static void limit_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    struct lstate *ls = state_of(L);
-    ls->used += HOOK_EVERY;
-    if (ls->used > ls->budget)
-        luaL_error(L, "instruction limit exceeded (%I)", (lua_Integer)ls->budget);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long ms = (now.tv_sec - ls->started.tv_sec) * 1000 + (now.tv_nsec - ls->started.tv_nsec) / 1000000;
-    if (ms > ls->time_limit_ms)
-        luaL_error(L, "time limit exceeded (%d ms)", ls->time_limit_ms);
+    struct lctx *c = ctx_of(L);
+    c->used += HOOK_EVERY;
+    if (c->used > c->budget)
+        luaL_error(L, "instruction limit exceeded (%I)", (lua_Integer)c->budget);
+    if (c->elapsed_us + us_since(&c->slice_start) > (long)c->time_limit_ms * 1000)
+        luaL_error(L, "time limit exceeded (%d ms)", c->time_limit_ms);
+    /* give the loop back to other sessions; resumed after them */
+    if (--c->slice_left <= 0 && lua_isyieldable(L))
+        lua_yield(L, 0);
 }
 
-static void arm_limits(struct lstate *ls)
+static void ctx_init(struct lctx *c, struct lstate *ls)
 {
-    ls->used = 0;
-    ls->budget = ls->script->cfg->lua_instruction_limit;
-    ls->time_limit_ms = ls->script->cfg->lua_time_limit_ms;
-    clock_gettime(CLOCK_MONOTONIC, &ls->started);
-    lua_sethook(ls->L, limit_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    c->ls = ls;
+    c->used = 0;
+    c->elapsed_us = 0;
+    c->budget = ls->script->cfg->lua_instruction_limit;
+    c->time_limit_ms = ls->script->cfg->lua_time_limit_ms;
+}
+
+/* Before each (re)entry into a call. */
+static void slice_start(lua_State *L, struct lctx *c)
+{
+    c->slice_left = LUA_SLICE;
+    clock_gettime(CLOCK_MONOTONIC, &c->slice_start);
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+static void slice_end(lua_State *L, struct lctx *c)
+{
+    c->elapsed_us += us_since(&c->slice_start);
+    lua_sethook(L, NULL, 0, 0);
 }
 
 static int traceback(lua_State *L)
@@ -109,16 +148,18 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-/* pcall with limits; on error, err gets the message (script:line: ...). */
+/* pcall with limits (loading a script: no yielding); on error, err gets
+ * the message (script:line: ...). */
 static int protected_call(struct lstate *ls, int nargs, int nresults, char *err, size_t errlen)
 {
     lua_State *L = ls->L;
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback);
     lua_insert(L, base);
-    arm_limits(ls);
+    ctx_init(&ls->main_ctx, ls);
+    slice_start(L, &ls->main_ctx);
     int rc = lua_pcall(L, nargs, nresults, base);
-    lua_sethook(L, NULL, 0, 0);
+    slice_end(L, &ls->main_ctx);
     lua_remove(L, base);
     if (rc != LUA_OK) {
         const char *m = lua_tostring(L, -1);
@@ -682,7 +723,8 @@ static int build_state(struct lstate *ls, struct lua_script *s, const char *src,
         snprintf(err, errlen, "%s: cannot create a Lua state", s->path);
         return -1;
     }
-    *(struct lstate **)lua_getextraspace(ls->L) = ls;
+    ls->main_ctx.ls = ls;
+    *(struct lctx **)lua_getextraspace(ls->L) = &ls->main_ctx;
     open_sandbox(ls->L);
     open_postern(ls->L);
     char chunk[1100];
@@ -711,34 +753,45 @@ static void drop_state(struct lstate *ls)
     ls->L = NULL;
 }
 
-/* This thread's state for s, rebuilt when a reload changed the source. */
-static struct lstate *thread_state(struct lua_script *s, char *err, size_t errlen)
+static void state_unref(struct lstate *ls)
 {
-    struct lstate *ls = &tls_states[s->slot];
-    pthread_mutex_lock(&s->lock);
-    int gen = s->generation;
-    if (ls->L && ls->generation == gen) {
-        pthread_mutex_unlock(&s->lock);
+    if (--ls->refs == 0) {
+        drop_state(ls);
+        free(ls);
+    }
+}
+
+/* The loop's state for s, rebuilt when a reload changed the source; the
+ * caller holds a reference until its call ends. */
+static struct lstate *current_state(struct lua_script *s, char *err, size_t errlen)
+{
+    struct lstate *ls = loop_states[s->slot];
+    if (ls && ls->generation == s->generation) {
+        ls->refs++;
         return ls;
     }
-    size_t len = s->source_len;
-    char *src = malloc(len + 1);
-    if (src)
-        memcpy(src, s->source, len);
-    pthread_mutex_unlock(&s->lock);
-    drop_state(ls);
-    int rc = src ? build_state(ls, s, src, len, err, errlen) : -1;
-    free(src);
-    if (rc < 0)
+    if (ls) {
+        loop_states[s->slot] = NULL;
+        state_unref(ls);     /* freed once its suspended calls finish */
+    }
+    ls = calloc(1, sizeof *ls);
+    if (!ls || build_state(ls, s, s->source, s->source_len, err, errlen) < 0) {
+        free(ls);
         return NULL;
-    ls->generation = gen;
+    }
+    ls->generation = s->generation;
+    ls->refs = 2;            /* current, and this call */
+    loop_states[s->slot] = ls;
     return ls;
 }
 
 void lua_thread_cleanup(void)
 {
     for (int i = 0; i < MAX_SCRIPTS; i++)
-        drop_state(&tls_states[i]);
+        if (loop_states[i]) {
+            state_unref(loop_states[i]);
+            loop_states[i] = NULL;
+        }
 }
 
 /* ---- loading and reloading (main thread) --------------------------- */
@@ -866,89 +919,160 @@ void lua_script_free(struct lua_script *s)
     free(s);
 }
 
-/* ---- the chain callbacks ------------------------------------------- */
+/* ---- handler runs (loop thread) ------------------------------------ */
 
-/* Run every handler s registered for stage st; first verdict wins. */
-static postern_verdict run_handlers(postern_txn *t, int st, const char *arg, size_t len, struct lua_script *s)
-{
-    char err[512];
-    struct lstate *ls = thread_state(s, err, sizeof err);
-    if (!ls) {
-        log_error("%s: lua: %s", t->qid[0] ? t->qid : "-", err);
-        return POSTERN_ERROR;
-    }
-    lua_State *L = ls->L;
-    lua_getfield(L, LUA_REGISTRYINDEX, "postern.handlers");
-    if (lua_rawgeti(L, -1, st + 1) != LUA_TTABLE) {
-        lua_pop(L, 2);
-        return POSTERN_CONTINUE;
-    }
-    postern_verdict verdict = POSTERN_CONTINUE;
-    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-    for (lua_Integer i = 1; i <= n && verdict == POSTERN_CONTINUE; i++) {
-        lua_rawgeti(L, -1, i);
-        struct txref *ref = lua_newuserdatauv(L, sizeof *ref, 0);
-        ref->t = t;
-        luaL_setmetatable(L, TX_META);
-        int nargs = 1;
-        if (arg) {
-            lua_pushlstring(L, arg, len);
-            nargs++;
-        }
-        int rc = protected_call(ls, nargs, 1, err, sizeof err);
-        ref->t = NULL;   /* the handle dies with the call */
-        if (rc != LUA_OK) {
-            log_error("%s: lua: %s (message tempfailed)", t->qid[0] ? t->qid : "-", err);
-            if (rc == LUA_ERRMEM)
-                drop_state(ls);      /* rebuilt clean on the next call */
-            else
-                lua_pop(L, 2);
-            return POSTERN_ERROR;
-        }
-        if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, "verdict");
-            verdict = (postern_verdict)lua_tointeger(L, -1);
-            lua_getfield(L, -2, "reply");
-            if (lua_isstring(L, -1))
-                H()->set_reply(t, lua_tostring(L, -1));
-            lua_pop(L, 2);
-        } else if (!lua_isnil(L, -1) && !(lua_isinteger(L, -1) && lua_tointeger(L, -1) == POSTERN_CONTINUE)) {
-            log_error("%s: lua: %s: a handler for %s returned a %s, not a verdict", t->qid[0] ? t->qid : "-",
-                      s->path, stage_names[st], luaL_typename(L, -1));
-            verdict = POSTERN_ERROR;
-        }
-        lua_pop(L, 1);
-        if (verdict > POSTERN_ERROR)
-            verdict = POSTERN_ERROR;
-    }
-    lua_pop(L, 2);
-    lua_gc(L, LUA_GCSTEP, 0);
-    return verdict;
-}
-
-static postern_verdict cb_connect(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_CONNECT, NULL, 0, s); }
-static postern_verdict cb_helo(postern_txn *t, const char *h, void *s) { return run_handlers(t, POSTERN_STAGE_HELO, h, strlen(h), s); }
-static postern_verdict cb_mail(postern_txn *t, const char *a, void *s) { return run_handlers(t, POSTERN_STAGE_MAIL, a, strlen(a), s); }
-static postern_verdict cb_rcpt(postern_txn *t, const char *a, void *s) { return run_handlers(t, POSTERN_STAGE_RCPT, a, strlen(a), s); }
-static postern_verdict cb_data(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_DATA, NULL, 0, s); }
-static postern_verdict cb_body(postern_txn *t, const char *c, size_t n, void *s) { return run_handlers(t, POSTERN_STAGE_BODY, c, n, s); }
-static postern_verdict cb_eom(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_EOM, NULL, 0, s); }
-static postern_verdict cb_queue(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_QUEUE, NULL, 0, s); }
-static postern_verdict cb_deliver(postern_txn *t, void *s) { return run_handlers(t, POSTERN_STAGE_DELIVER, NULL, 0, s); }
-
-static const struct postern_plugin lua_link = {
-    .abi_version = POSTERN_PLUGIN_ABI_VERSION,
-    .struct_size = sizeof(struct postern_plugin),
-    .name = "lua",
-    .on_connect = cb_connect,
-    .on_helo = cb_helo,
-    .on_mail = cb_mail,
-    .on_rcpt = cb_rcpt,
-    .on_data = cb_data,
-    .on_body = cb_body,
-    .on_eom = cb_eom,
-    .on_queue = cb_queue,
-    .on_deliver = cb_deliver,
+struct lua_run {
+    struct lua_script *s;
+    struct lstate *ls;
+    txn_t *t;
+    int stage;
+    char *arg;
+    size_t len;
+    bool has_arg;
+    lua_Integer next;            /* next handler, 1-based */
+    lua_State *co;               /* the call in progress, or NULL */
+    int co_ref;
+    struct txref *ref;
+    struct lctx ctx;
 };
 
-const struct postern_plugin *lua_plugin(void) { return &lua_link; }
+static void run_free(struct lua_run *r)
+{
+    if (r->co) {
+        luaL_unref(r->ls->L, LUA_REGISTRYINDEX, r->co_ref);
+        r->co = NULL;
+    }
+    if (r->ls)
+        state_unref(r->ls);
+    free(r->arg);
+    free(r);
+}
+
+/* Start handler number r->next in a fresh coroutine; false when none left. */
+static bool start_call(struct lua_run *r)
+{
+    lua_State *L = r->ls->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, "postern.handlers");
+    bool found = lua_rawgeti(L, -1, r->stage + 1) == LUA_TTABLE && lua_rawgeti(L, -1, r->next) == LUA_TFUNCTION;
+    if (!found) {
+        lua_pop(L, 3);
+        return false;
+    }
+    r->co = lua_newthread(L);             /* stack: handlers, list, fn, co */
+    *(struct lctx **)lua_getextraspace(r->co) = &r->ctx;
+    r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_xmove(L, r->co, 1);               /* the function onto the coroutine */
+    lua_pop(L, 2);
+    r->ref = lua_newuserdatauv(r->co, sizeof *r->ref, 0);
+    r->ref->t = r->t;
+    luaL_setmetatable(r->co, TX_META);
+    if (r->has_arg)
+        lua_pushlstring(r->co, r->arg, r->len);
+    ctx_init(&r->ctx, r->ls);
+    return true;
+}
+
+/* The finished call's result as a verdict; the coroutine is released. */
+static postern_verdict end_call(struct lua_run *r, int status)
+{
+    lua_State *co = r->co;
+    postern_verdict v = POSTERN_CONTINUE;
+    r->ref->t = NULL;   /* the handle dies with the call */
+    if (status != LUA_OK) {
+        const char *m = lua_tostring(co, -1);
+        char err[512];
+        snprintf(err, sizeof err, "%s", m ? m : "error");
+        log_error("%s: lua: %s (message tempfailed)", r->t->qid[0] ? r->t->qid : "-", err);
+        v = POSTERN_ERROR;
+    } else if (lua_istable(co, -1)) {
+        lua_getfield(co, -1, "verdict");
+        v = (postern_verdict)lua_tointeger(co, -1);
+        lua_getfield(co, -2, "reply");
+        if (lua_isstring(co, -1))
+            H()->set_reply(r->t, lua_tostring(co, -1));
+        if (v > POSTERN_ERROR)
+            v = POSTERN_ERROR;
+    } else if (lua_gettop(co) > 0 && !lua_isnil(co, -1) &&
+               !(lua_isinteger(co, -1) && lua_tointeger(co, -1) == POSTERN_CONTINUE)) {
+        log_error("%s: lua: %s: a handler for %s returned a %s, not a verdict", r->t->qid[0] ? r->t->qid : "-",
+                  r->s->path, stage_names[r->stage], luaL_typename(co, -1));
+        v = POSTERN_ERROR;
+    }
+    luaL_unref(r->ls->L, LUA_REGISTRYINDEX, r->co_ref);
+    r->co = NULL;
+    if (status == LUA_ERRMEM) {
+        /* the state may be damaged: the next call builds a fresh one */
+        if (loop_states[r->s->slot] == r->ls) {
+            loop_states[r->s->slot] = NULL;
+            state_unref(r->ls);
+        }
+    }
+    return v;
+}
+
+/* Run until a verdict, the end of the handlers, or a yield (returns 1). */
+static int run_step(struct lua_run *r, postern_verdict *v)
+{
+    for (;;) {
+        int nargs = 0;
+        if (!r->co) {
+            if (!start_call(r)) {
+                *v = POSTERN_CONTINUE;
+                return 0;
+            }
+            nargs = 1 + r->has_arg;
+        }
+        int nres = 0;
+        slice_start(r->co, &r->ctx);
+        int status = lua_resume(r->co, r->ls->L, nargs, &nres);
+        slice_end(r->co, &r->ctx);
+        if (status == LUA_YIELD)
+            return 1;
+        *v = end_call(r, status);
+        r->next++;
+        if (*v != POSTERN_CONTINUE)
+            return 0;
+    }
+}
+
+int lua_run_start(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
+                  struct lua_run **out, postern_verdict *v)
+{
+    *out = NULL;
+    struct lua_run *r = calloc(1, sizeof *r);
+    char err[512];
+    if (!r)
+        return *v = POSTERN_ERROR, 0;
+    r->ls = current_state(s, err, sizeof err);
+    if (!r->ls) {
+        log_error("%s: lua: %s", t->qid[0] ? t->qid : "-", err);
+        free(r);
+        return *v = POSTERN_ERROR, 0;
+    }
+    r->s = s;
+    r->t = t;
+    r->stage = st;
+    r->next = 1;
+    r->has_arg = arg != NULL;
+    if (arg && !(r->arg = malloc(len ? len : 1))) {
+        run_free(r);
+        return *v = POSTERN_ERROR, 0;
+    }
+    if (arg)
+        memcpy(r->arg, arg, len);
+    r->len = len;
+    if (run_step(r, v)) {
+        *out = r;
+        return 1;
+    }
+    run_free(r);
+    return 0;
+}
+
+int lua_run_resume(struct lua_run *r, postern_verdict *v)
+{
+    if (run_step(r, v))
+        return 1;
+    run_free(r);
+    return 0;
+}

@@ -1,8 +1,7 @@
 /* postern_lua.h - Lua 5.4 policies in the hook chain. A chain entry
- * "lua:PATH.lua" becomes a link whose callbacks run the handlers the script
- * registered with postern.on(stage, fn). Each worker thread has its own
- * lua_State per script (Lua states are not thread-safe); a reload swaps the
- * source and every worker rebuilds its state on its next call. */
+ * "lua:PATH.lua" runs the handlers the script registered with
+ * postern.on(stage, fn), on the network loop thread, as time-sliced
+ * coroutines (see postern_lua.c). */
 #ifndef POSTERN_LUA_H
 #define POSTERN_LUA_H
 #include "config.h"
@@ -11,8 +10,13 @@
 
 struct lua_script;
 
-/* The plugin struct every Lua link uses (its state is a lua_script). */
-const struct postern_plugin *lua_plugin(void);
+/* Run the script's handlers for a stage (loop thread). Returns 0 with *v
+ * set when done, or 1 when a handler gave the loop back: call
+ * lua_run_resume(*run) later (ev_soon) until it returns 0. */
+struct lua_run;
+int lua_run_start(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
+                  struct lua_run **run, postern_verdict *v);
+int lua_run_resume(struct lua_run *run, postern_verdict *v);
 
 /* Compile PATH in a sandboxed state (main thread) and keep its source.
  * opts: this script's "<name>.<key>" options. 0, or -1 with err set. */
@@ -27,7 +31,7 @@ void lua_script_commit(struct lua_script *s, struct lua_pending *p);
 void lua_pending_free(struct lua_pending *p);
 bool lua_script_wants(const struct lua_script *s, enum postern_stage st);
 void lua_script_free(struct lua_script *s);
-/* Close this thread's Lua states (a worker thread is exiting). */
+/* Close the Lua states (shutdown). */
 void lua_thread_cleanup(void);
 
 #endif

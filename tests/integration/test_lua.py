@@ -175,6 +175,30 @@ def test_runaway_loop_and_memory_limit_tempfail_and_the_daemon_keeps_serving():
     g.stop()
 
 
+def test_a_busy_script_does_not_stall_other_sessions():
+    import threading
+    sink = Sink(addr(2))
+    # a loop that runs for ~2 s before its time limit ends it
+    g = gw(sink, ["lua:%s/sandbox.lua" % LUA], lua_instruction_limit="2000000000", lua_time_limit="2s")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(rep=rcpt_reply(g, "loop@example.test")))
+    t.start()
+    time.sleep(0.3)                      # the loop is running now
+    t0 = time.time()
+    c = Client(g.host)
+    assert c.cmd("EHLO other.test").startswith("250")
+    assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    latency = time.time() - t0
+    c.close()
+    assert "queued as" in send(g, rcpts=("fine@example.test",))
+    served = time.time() - t0
+    t.join(10)
+    assert latency < 0.5, "another session waited %.2fs behind a busy script" % latency
+    assert served < 1.5, "a whole transaction took %.2fs beside a busy script" % served
+    assert result["rep"].startswith("451 4.3.0") and "time limit exceeded" in g.log()
+    g.stop()
+
+
 def test_reload_keeps_the_old_set_on_a_syntax_error():
     sink = Sink(addr(2))
     d = script_dir()
