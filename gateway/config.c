@@ -214,6 +214,21 @@ static int add_trusted(struct pctx *p, void *ctx, char *key, char *value)
     return 0;
 }
 
+static int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    (void)value;
+    struct cidr c;
+    if (cidr_parse(key, &c) < 0)
+        return fail(p, "bad network '%s' (expected CIDR like 192.0.2.0/24)", key);
+    struct cidr *n = realloc(cfg->require_tls, (cfg->nrequire_tls + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->require_tls = n;
+    cfg->require_tls[cfg->nrequire_tls++] = c;
+    return 0;
+}
+
 static int add_listen(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
@@ -378,8 +393,14 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     }
     if (!strcmp(key, "plugins"))
         return each_item(p, value, add_plugin, cfg);
-    if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key"))
-        return fail(p, "%s: STARTTLS is not implemented yet", key);
+    if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key")) {
+        if (access(value, R_OK) < 0)
+            return fail(p, "%s: cannot read %s: %s", key, value, strerror(errno));
+        set_str(key[4] == 'c' ? &cfg->tls_cert : &cfg->tls_key, value);
+        return 0;
+    }
+    if (!strcmp(key, "require_tls_networks"))
+        return list_or_table(p, cfg, value, add_require_tls);
     if (!strcmp(key, "control_socket")) {
         set_str(&cfg->control_socket, value);
         return 0;
@@ -504,6 +525,10 @@ static int config_validate(struct pctx *p, struct config *cfg)
         snprintf(path, sizeof path, "%s/control.sock", cfg->spool_dir);
         cfg->control_socket = strdup(path);
     }
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+        return fail(p, "tls_cert and tls_key go together");
+    if (cfg->nrequire_tls && !cfg->tls_cert)
+        return fail(p, "require_tls_networks needs tls_cert and tls_key (STARTTLS)");
     if (!cfg->plugin_dir)
         cfg->plugin_dir = strdup(POSTERN_PLUGIN_DIR);
     for (size_t i = 0; i < cfg->nplugin_opts; i++) {
@@ -581,6 +606,9 @@ void config_free(struct config *cfg)
     free(cfg->plugin_dir);
     free(cfg->control_socket);
     free(cfg->run_user);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->require_tls);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -655,6 +683,7 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "\n");
     for (size_t i = 0; i < cfg->nplugin_opts; i++)
         fprintf(out, "%s.%s = %s\n", cfg->plugin_opts[i].plugin, cfg->plugin_opts[i].key, cfg->plugin_opts[i].value);
+    fprintf(out, "tls_cert = %s\ntls_key = %s\n", cfg->tls_cert ? cfg->tls_cert : "", cfg->tls_key ? cfg->tls_key : "");
     fprintf(out, "control_socket = %s\nuser = %s\n", cfg->control_socket ? cfg->control_socket : "",
             cfg->run_user ? cfg->run_user : "");
     fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
@@ -675,4 +704,12 @@ bool nexthop_same(const struct nexthop *a, const struct nexthop *b)
     if (a->mx || b->mx)
         return a->mx && b->mx;
     return a == b || (a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0);
+}
+
+bool config_requires_tls(const struct config *cfg, const struct sockaddr *client)
+{
+    for (size_t i = 0; i < cfg->nrequire_tls; i++)
+        if (cidr_match(&cfg->require_tls[i], client))
+            return true;
+    return false;
 }

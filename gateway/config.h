@@ -59,6 +59,9 @@ struct config {
     size_t nplugin_opts;
     char *control_socket;
     char *run_user;                /* user to drop to when started as root */
+    char *tls_cert, *tls_key;      /* inbound STARTTLS */
+    struct cidr *require_tls;      /* clients that must STARTTLS before MAIL */
+    size_t nrequire_tls;
     size_t message_size_limit;
     int max_recipients;
     int max_sessions;
@@ -99,6 +102,7 @@ const char *plugin_option_name(const char *entry);
 /* Lookups used by relay control and routing. */
 bool config_is_relay_domain(const struct config *cfg, const char *domain);
 bool config_is_trusted(const struct config *cfg, const struct sockaddr *client);
+bool config_requires_tls(const struct config *cfg, const struct sockaddr *client);
 const struct nexthop *config_transport_for(const struct config *cfg, const char *domain);
 /* Same destination (address and port), whichever table entry named it. */
 bool nexthop_same(const struct nexthop *a, const struct nexthop *b);

@@ -14,6 +14,7 @@
 #include "queue.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "tls.h"
 #include "workers.h"
 #include <errno.h>
 #include <signal.h>
@@ -133,6 +134,10 @@ int main(int argc, char **argv)
     }
     if (spool_init(cfg.spool_dir, true) < 0 || smtp_server_bind(&cfg) < 0)
         return 1;
+    if (tls_server_init(cfg.tls_cert, cfg.tls_key, err, sizeof err) < 0) {   /* as root: keys may be 0600 */
+        log_error("TLS: %s", err);
+        return 1;
+    }
     if (control_start(cfg.control_socket) < 0)
         return 1;
     if (privs_drop(cfg.run_user, cfg.spool_dir, cfg.control_socket) < 0)

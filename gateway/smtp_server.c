@@ -15,6 +15,8 @@
 #include "queue.h"
 #include "smtp_parse.h"
 #include "spool.h"
+#include "tls.h"
+#include <openssl/err.h>
 #include "workers.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +32,8 @@
 #define MAX_INPUT_BUFFER (64 * 1024)     /* pipelined commands or a DATA chunk */
 #define MAX_OUTPUT_BACKLOG (64 * 1024)   /* stop reading while replies pile up */
 
-enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING };
+/* PH_TLS: the 220 to STARTTLS is going out, then the handshake runs. */
+enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS };
 enum msg_part { PART_HEADERS, PART_BODY };
 
 #define MAX_HEADER_SECTION (1024 * 1024)
@@ -53,6 +56,9 @@ struct session {
     int errors;
     uint64_t deadline_ms;
     struct varmap session_vars;   /* scripts' tx.session */
+    SSL *ssl;                      /* after STARTTLS */
+    uint32_t tls_want;             /* handshake: EPOLLIN or EPOLLOUT */
+    char tls_info[160];            /* "TLSv1.3 with cipher ..." */
     /* transaction */
     txn_t tx;
     bool in_mail;
@@ -142,6 +148,8 @@ static void commit_free(struct commit_job *cj)
 static void session_free(void *p)
 {
     struct session *s = p;
+    if (s->ssl)
+        SSL_free(s->ssl);
     txn_free(&s->tx);
     varmap_free(&s->session_vars);
     buf_free(&s->in);
@@ -193,11 +201,48 @@ static void set_timeout(struct session *s)
     s->deadline_ms = ev_now_ms() + (uint64_t)secs * 1000;
 }
 
+/* recv/send through TLS once it is on; EAGAIN-style results either way. */
+static ssize_t session_recv(struct session *s, char *buf, size_t n)
+{
+    if (!s->ssl)
+        return recv(s->w.fd, buf, n, 0);
+    int r = SSL_read(s->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    ERR_clear_error();
+    return e == SSL_ERROR_ZERO_RETURN ? 0 : (errno = EIO, -1);
+}
+
+static ssize_t session_send(struct session *s, const char *buf, size_t n)
+{
+    if (!s->ssl)
+        return send(s->w.fd, buf, n, MSG_NOSIGNAL);
+    int r = SSL_write(s->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    ERR_clear_error();
+    errno = EIO;
+    return -1;
+}
+
+static void tls_start(struct session *s);
+static void tls_step(struct session *s);
+
 /* Write pending replies; returns -1 if the session was closed. */
 static int session_flush(struct session *s)
 {
     while (s->out.len) {
-        ssize_t w = send(s->w.fd, buf_head(&s->out), s->out.len, MSG_NOSIGNAL);
+        ssize_t w = session_send(s, buf_head(&s->out), s->out.len);
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 break;
@@ -209,6 +254,15 @@ static int session_flush(struct session *s)
     if (!s->out.len && s->phase == PH_CLOSING) {
         session_close(s);
         return -1;
+    }
+    if (s->phase == PH_TLS) {
+        /* the 220 went out in plain text: now the handshake */
+        if (!s->out.len && !s->ssl)
+            tls_start(s);
+        if (s->dead)
+            return -1;
+        ev_mod(&s->w, s->ssl ? s->tls_want : EPOLLOUT);
+        return 0;
     }
     /* read only while there is room and replies are not piling up; a hook
      * or commit in flight pauses input so pipelined commands wait */
@@ -318,6 +372,8 @@ static void helo_then(struct session *s, postern_verdict v)
     replyf(s, "250-%s", cfg->hostname);
     reply(s, "250-PIPELINING");
     replyf(s, "250-SIZE %zu", cfg->message_size_limit);
+    if (tls_server_ctx() && !s->ssl)
+        reply(s, "250-STARTTLS");
     reply(s, "250-8BITMIME");
     reply(s, "250-ENHANCEDSTATUSCODES");
     reply(s, "250 SMTPUTF8");
@@ -350,6 +406,10 @@ static void mail_then(struct session *s, postern_verdict v)
 
 static void cmd_mail(struct session *s, const char *args)
 {
+    if (!s->ssl && config_requires_tls(cfg, (struct sockaddr *)&s->peer)) {
+        reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
     struct path_result pr;
     struct mail_params mp;
     if (smtp_parse_mail(args, &pr, &mp) < 0) {
@@ -431,7 +491,9 @@ static void cmd_rcpt(struct session *s, const char *args)
 static const char *received_proto(const struct session *s)
 {
     if (s->mp.smtputf8)
-        return "UTF8SMTP";
+        return s->ssl ? "UTF8SMTPS" : "UTF8SMTP";
+    if (s->ssl)
+        return "ESMTPS";
     return s->esmtp ? "ESMTP" : "SMTP";
 }
 
@@ -443,8 +505,11 @@ static void add_received(struct session *s)
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    int n = snprintf(value, sizeof value, " from %s ([%s])\r\n\tby %s (Postern) with %s id %s", s->tx.helo,
-                     s->tx.client_ip, cfg->hostname, received_proto(s), s->tx.qid);
+    int n = snprintf(value, sizeof value, " from %s ([%s])", s->tx.helo, s->tx.client_ip);
+    if (s->ssl)
+        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\t(using %s)", s->tls_info);
+    n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tby %s (Postern) with %s id %s", cfg->hostname,
+                  received_proto(s), s->tx.qid);
     if (s->tx.nrcpts == 1)
         n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0]);
     snprintf(value + n, sizeof value - (size_t)n, "; %s", date);
@@ -521,6 +586,30 @@ static void cmd_data(struct session *s, const char *args)
     header_scan_init(&s->hs);
     s->phase = PH_DATA;
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_starttls(struct session *s, const char *args)
+{
+    if (*args) {
+        reply(s, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    if (!tls_server_ctx()) {
+        reply(s, "502 5.5.1 Error: STARTTLS not offered (no certificate configured)");
+        return;
+    }
+    if (s->ssl) {
+        reply(s, "503 5.5.1 Error: TLS already active");
+        return;
+    }
+    reply(s, "220 2.0.0 Ready to start TLS");
+    /* Anything the client pipelined after STARTTLS was sent in plain text
+     * and must not be read as if it came through TLS (CVE-2011-0411). */
+    if (s->in.len) {
+        log_warn("S%lu: [%s] pipelined %zu byte(s) after STARTTLS: discarded", s->sid, s->tx.client_ip, s->in.len);
+        buf_consume(&s->in, s->in.len);
+    }
+    s->phase = PH_TLS;
 }
 
 static void cmd_rset(struct session *s, const char *args)
@@ -607,7 +696,7 @@ static const struct command_row {
     {VERB_VRFY, NULL, NULL, cmd_vrfy},
     {VERB_EXPN, NULL, NULL, cmd_not_implemented},
     {VERB_HELP, NULL, NULL, cmd_help},
-    {VERB_STARTTLS, NULL, need_helo, cmd_not_implemented},
+    {VERB_STARTTLS, NULL, need_helo, cmd_starttls},
     {VERB_BDAT, NULL, need_helo, cmd_not_implemented},
     {VERB_AUTH, NULL, need_helo, cmd_not_implemented},
     {VERB_UNKNOWN, NULL, NULL, cmd_unknown},
@@ -987,6 +1076,17 @@ static void resume_session(struct session *s)
 static void session_on_event(void *ctx, uint32_t events)
 {
     struct session *s = ctx;
+    if (s->phase == PH_TLS) {
+        if (events & (EPOLLHUP | EPOLLERR) && !(events & EPOLLIN)) {
+            session_close(s);
+            return;
+        }
+        if (s->ssl)
+            tls_step(s);
+        else
+            session_flush(s);
+        return;
+    }
     if (events & EPOLLIN) {
         for (int rounds = 0; rounds < 4 && s->in.len < MAX_INPUT_BUFFER; rounds++) {
             /* small for commands, larger inside DATA; grown by doubling */
@@ -998,11 +1098,12 @@ static void session_on_event(void *ctx, uint32_t events)
             char *t = buf_tail(&s->in, &room);
             if (room > MAX_INPUT_BUFFER - s->in.len)
                 room = MAX_INPUT_BUFFER - s->in.len;
-            ssize_t r = recv(s->w.fd, t, room, 0);
+            ssize_t r = session_recv(s, t, room);
             if (r > 0) {
                 buf_commit(&s->in, (size_t)r);
                 set_timeout(s);
-                if ((size_t)r < room)
+                /* TLS may hold decrypted bytes the socket no longer signals */
+                if ((size_t)r < room && !(s->ssl && SSL_pending(s->ssl)))
                     break;
                 continue;
             }
@@ -1020,6 +1121,49 @@ static void session_on_event(void *ctx, uint32_t events)
     }
     if (events & EPOLLOUT)
         resume_session(s);
+}
+
+/* The server side of the handshake, non-blocking, driven by events. */
+static void tls_step(struct session *s)
+{
+    int r = SSL_accept(s->ssl);
+    if (r == 1) {
+        tls_describe(s->ssl, s->tls_info, sizeof s->tls_info);
+        log_info("S%lu: [%s] STARTTLS: %s%s", s->sid, s->tx.client_ip, s->tls_info,
+                 SSL_session_reused(s->ssl) ? " (resumed)" : "");
+        /* RFC 3207: forget everything learned before the handshake */
+        s->helo_done = s->esmtp = false;
+        txn_restart(s);
+        s->tx.helo[0] = '\0';
+        s->tx.tls = true;
+        s->phase = PH_COMMAND;
+        set_timeout(s);
+        session_flush(s);
+        return;
+    }
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        s->tls_want = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+        ev_mod(&s->w, s->tls_want);
+        return;
+    }
+    char why[256];
+    tls_last_error(why, sizeof why);
+    log_info("S%lu: [%s] STARTTLS handshake failed: %s", s->sid, s->tx.client_ip, why);
+    session_close(s);
+}
+
+static void tls_start(struct session *s)
+{
+    s->ssl = SSL_new(tls_server_ctx());
+    if (!s->ssl || SSL_set_fd(s->ssl, s->w.fd) != 1) {
+        log_error("S%lu: cannot start TLS", s->sid);
+        session_close(s);
+        return;
+    }
+    SSL_set_accept_state(s->ssl);
+    s->tls_want = EPOLLIN;
+    tls_step(s);
 }
 
 static void connect_then(struct session *s, postern_verdict v)

@@ -257,6 +257,33 @@ class Gateway:
         return [n for n in os.listdir(d) if re.fullmatch(r"[0-9A-F]{16}", n)] if os.path.isdir(d) else []
 
 
+def make_certs(names, ca_name="Postern Test CA"):
+    """A throw-away CA and one certificate per host name, made by openssl.
+    Returns (dir, ca_cert_path); NAME.crt / NAME.key live in dir."""
+    d = tempfile.mkdtemp(prefix="certs-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+
+    def openssl(*args):
+        r = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=d, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt, "-days", "2",
+            "-subj", "/CN=" + ca_name)
+    for n in names:
+        key, csr, crt = (os.path.join(d, n + ext) for ext in (".key", ".csr", ".crt"))
+        ext = os.path.join(d, n + ".ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:%s\n" % n)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + n)
+        openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+                "-days", "2", "-extfile", ext)
+    for f in os.listdir(d):
+        os.chmod(os.path.join(d, f), 0o644)     # the daemon reads them after dropping privileges
+    return d, ca_crt
+
+
 class Client:
     """A raw SMTP client for exact protocol checks."""
 
@@ -289,6 +316,13 @@ class Client:
     def cmd(self, line):
         self.send(line + "\r\n")
         return self.reply()
+
+    def starttls(self, cafile=None, server_name=None):
+        """Upgrade after a 220 to STARTTLS (the caller sent it)."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl._create_unverified_context()
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=server_name)
+        self.buf = b""
 
     def closed(self, timeout=3):
         self.sock.settimeout(timeout)

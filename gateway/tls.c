@@ -1,0 +1,60 @@
+/* tls.c - the OpenSSL side of STARTTLS. Non-blocking use lives with the
+ * sessions that own the SSL objects. */
+#include "tls.h"
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+
+static SSL_CTX *server_ctx;
+
+void tls_last_error(char *out, size_t n)
+{
+    unsigned long e = ERR_get_error();
+    if (!e) {
+        snprintf(out, n, "unknown TLS error");
+        return;
+    }
+    ERR_error_string_n(e, out, n);
+    ERR_clear_error();
+}
+
+int tls_server_init(const char *cert, const char *key, char *err, size_t errlen)
+{
+    if (!cert && !key)
+        return 0;
+    if (!cert || !key) {
+        snprintf(err, errlen, "tls_cert and tls_key go together");
+        return -1;
+    }
+    server_ctx = SSL_CTX_new(TLS_server_method());
+    if (!server_ctx || !SSL_CTX_set_min_proto_version(server_ctx, TLS1_2_VERSION)) {
+        tls_last_error(err, errlen);
+        return -1;
+    }
+    static const unsigned char sid_ctx[] = "postern";
+    SSL_CTX_set_session_id_context(server_ctx, sid_ctx, sizeof sid_ctx - 1);
+    SSL_CTX_set_session_cache_mode(server_ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_options(server_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    char e[256];
+    if (SSL_CTX_use_certificate_chain_file(server_ctx, cert) != 1) {
+        tls_last_error(e, sizeof e);
+        snprintf(err, errlen, "tls_cert %s: %s", cert, e);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(server_ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(server_ctx) != 1) {
+        tls_last_error(e, sizeof e);
+        snprintf(err, errlen, "tls_key %s: %s", key, e);
+        return -1;
+    }
+    return 0;
+}
+
+SSL_CTX *tls_server_ctx(void) { return server_ctx; }
+
+void tls_describe(SSL *ssl, char *out, size_t n)
+{
+    int alg = 0;
+    int bits = SSL_get_cipher_bits(ssl, &alg);
+    snprintf(out, n, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl), SSL_get_cipher_name(ssl), bits, alg);
+}

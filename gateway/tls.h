@@ -1,0 +1,17 @@
+/* tls.h - OpenSSL contexts for inbound STARTTLS (server) and outbound
+ * STARTTLS (client), and a one-line description of a TLS session. */
+#ifndef POSTERN_TLS_H
+#define POSTERN_TLS_H
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+/* TLS 1.2+, OpenSSL's default ciphers, a session cache for resumption.
+ * 0, or -1 with the reason in err. */
+int tls_server_init(const char *cert, const char *key, char *err, size_t errlen);
+SSL_CTX *tls_server_ctx(void);          /* NULL when no certificate is configured */
+/* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" */
+void tls_describe(SSL *ssl, char *out, size_t n);
+/* The last OpenSSL error as text. */
+void tls_last_error(char *out, size_t n);
+
+#endif

@@ -1,0 +1,150 @@
+"""TLS, inbound: STARTTLS with a throw-away CA (swaks --tls and Python's
+ssl as real clients), STARTTLS command injection refused, the session reset
+after the handshake, the Received header naming protocol and cipher, TLS
+visible to plugins and Lua, require_tls_networks, session resumption."""
+from harness import *
+
+
+def tls_gw(sink, certs, **conf):
+    d, _ = certs
+    return Gateway(sink=sink, tls_cert=os.path.join(d, "gw.postern.test.crt"),
+                   tls_key=os.path.join(d, "gw.postern.test.key"), **conf).start()
+
+
+def test_swaks_starttls_and_received_cipher():
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs)
+    r = subprocess.run(["swaks", "--server", "%s:2525" % g.host, "--tls", "--tls-verify", "--tls-ca-path", certs[1],
+                        "--tls-sni", "gw.postern.test", "--from", "a@src.test", "--to", "x@example.test"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "TLS started" in r.stdout, r.stdout + r.stderr
+    qid = queue_id(r.stdout)
+    received, _ = our_received_and_rest(sink.wait_count(1)[0])
+    assert re.search(rb"\(using TLSv1\.[23] with cipher \S+ \(\d+/\d+ bits\)\)", received), received
+    assert ("with ESMTPS id %s" % qid).encode() in received
+    assert "STARTTLS: TLSv1." in g.log()
+    g.stop()
+
+
+def test_ehlo_offers_starttls_only_before_tls_and_the_session_resets():
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs)
+    c = Client(g.host)
+    assert "250-STARTTLS" in c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<a@src.test>").startswith("250")
+    assert c.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
+    c.starttls(cafile=certs[1], server_name="gw.postern.test")
+    # RFC 3207: state from before TLS is gone - MAIL needs a new EHLO
+    assert c.cmd("MAIL FROM:<a@src.test>").startswith("503 5.5.1")
+    ehlo = c.cmd("EHLO client.test")
+    assert "STARTTLS" not in ehlo and ehlo.startswith("250")
+    assert c.cmd("STARTTLS").startswith("503 5.5.1")
+    c.cmd("MAIL FROM:<a@src.test>")
+    c.cmd("RCPT TO:<x@example.test>")
+    c.cmd("DATA")
+    c.send("Subject: over tls\r\n\r\nsecret\r\n")
+    assert "queued as" in c.cmd(".")
+    sink.wait_count(1)
+    g.stop()
+
+
+def test_starttls_command_injection_is_refused():
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs)
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    # the attacker's plain-text commands ride in the same packet as STARTTLS
+    c.send("STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\nRCPT TO:<victim@example.test>\r\n")
+    assert c.reply() == "220 2.0.0 Ready to start TLS"
+    c.starttls(cafile=certs[1], server_name="gw.postern.test")
+    # after the handshake none of the injected commands took effect
+    assert c.cmd("EHLO client.test").startswith("250")
+    assert c.cmd("RCPT TO:<victim@example.test>").startswith("503 5.5.1")   # no MAIL happened
+    assert "pipelined" in g.log() and "after STARTTLS: discarded" in g.log()
+    g.stop()
+
+
+def test_tls_state_reaches_plugins_and_lua():
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    d = tempfile.mkdtemp(prefix="lua-tls-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    script = os.path.join(d, "tls.lua")
+    with open(script, "w") as f:
+        f.write('postern.on("eom", function(tx) tx:add_header("X-Lua-TLS", tostring(tx:tls())) end)\n')
+    os.chmod(script, 0o644)
+    # tls_required (the shipped placeholder) now sees a real TLS state
+    g = tls_gw(sink, certs, plugin_dir=os.path.join(BUILD, "plugins"),
+               plugins="tls_required, lua:" + script, **{"tls_required.domains": "example.test"})
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@src.test>")
+    assert c.cmd("RCPT TO:<x@example.test>").startswith("530 5.7.0")    # plain text: refused
+    assert c.cmd("STARTTLS").startswith("220")
+    c.starttls()
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@src.test>")
+    assert c.cmd("RCPT TO:<x@example.test>").startswith("250")          # under TLS: fine
+    c.cmd("DATA")
+    c.send("Subject: t\r\n\r\nx\r\n")
+    assert "queued as" in c.cmd(".")
+    assert b"X-Lua-TLS: true" in sink.wait_count(1)[0]
+    g.stop()
+
+
+def test_require_tls_networks():
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs, require_tls_networks=addr(7) + "/32")
+    c = Client(g.host, source=addr(7))
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<a@src.test>") == "530 5.7.0 Must issue a STARTTLS command first"
+    c.cmd("STARTTLS")
+    c.starttls()
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<a@src.test>").startswith("250")
+    other = Client(g.host, source=addr(8))          # not in the list: plain text is fine
+    other.cmd("EHLO client.test")
+    assert other.cmd("MAIL FROM:<a@src.test>").startswith("250")
+    g.stop()
+
+
+def test_session_resumption():
+    import ssl
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs)
+    ctx = ssl.create_default_context(cafile=certs[1])
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2    # session IDs: resumption is visible at once
+    session = None
+    reused = []
+    for _ in range(2):
+        c = Client(g.host)
+        c.cmd("EHLO client.test")
+        c.cmd("STARTTLS")
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="gw.postern.test", session=session)
+        c.buf = b""
+        assert c.cmd("EHLO client.test").startswith("250")
+        reused.append(c.sock.session_reused)
+        session = c.sock.session
+        c.cmd("QUIT")
+        c.close()
+    assert reused == [False, True], reused
+    assert "(resumed)" in g.log()
+    g.stop()
+
+
+def test_bad_certificate_config_is_a_clear_error():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), tls_cert="/etc/hostname", tls_key="/etc/hostname")
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and "TLS: tls_cert /etc/hostname" in r.stderr, r.stderr
+    g2 = Gateway(default_transport="smtp:[%s]:2526" % addr(2), tls_cert="/etc/hostname")
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g2.conf, "-t"], capture_output=True, text=True)
+    assert r.returncode == 1 and "tls_cert and tls_key go together" in r.stderr
+
+
+run_tests(globals())
