@@ -229,6 +229,45 @@ static int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
     return 0;
 }
 
+static const char *tls_level_names[] = {"none", "may", "encrypt", "verify"};
+const char *tls_level_name(enum tls_level l) { return tls_level_names[l]; }
+
+/* "LEVEL [match=a:b]" into pol. */
+static int parse_tls_policy(struct pctx *p, char *value, struct tls_policy *pol)
+{
+    char *save = NULL, *level = strtok_r(value, " \t", &save);
+    int found = -1;
+    for (int i = 0; level && i < 4; i++)
+        if (!strcmp(level, tls_level_names[i]))
+            found = i;
+    if (found < 0)
+        return fail(p, "TLS policy: expected none, may, encrypt or verify, got '%s'", level ? level : "");
+    pol->level = (enum tls_level)found;
+    for (char *opt = strtok_r(NULL, " \t", &save); opt; opt = strtok_r(NULL, " \t", &save)) {
+        if (strncmp(opt, "match=", 6) || !opt[6])
+            return fail(p, "TLS policy: unknown attribute '%s' (known: match=NAME[:NAME...])", opt);
+        free(pol->match);
+        pol->match = strdup(opt + 6);
+    }
+    return 0;
+}
+
+static int add_tls_policy(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    struct tls_policy pol = {0};
+    if (parse_tls_policy(p, value, &pol) < 0)
+        return -1;
+    lower(key);
+    pol.domain = strdup(key);
+    struct tls_policy *n = realloc(cfg->tls_policies, (cfg->ntls_policies + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->tls_policies = n;
+    cfg->tls_policies[cfg->ntls_policies++] = pol;
+    return 0;
+}
+
 static int add_listen(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
@@ -399,6 +438,19 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         set_str(key[4] == 'c' ? &cfg->tls_cert : &cfg->tls_key, value);
         return 0;
     }
+    if (!strcmp(key, "tls_policy"))
+        return parse_tls_policy(p, value, &cfg->tls_default);
+    if (!strcmp(key, "tls_policy_table")) {
+        if (strncmp(value, "file:", 5) != 0)
+            return fail(p, "tls_policy_table: expected file:PATH");
+        return read_table(p, value + 5, add_tls_policy, cfg);
+    }
+    if (!strcmp(key, "tls_ca_file")) {
+        if (access(value, R_OK) < 0)
+            return fail(p, "tls_ca_file: cannot read %s: %s", value, strerror(errno));
+        set_str(&cfg->tls_ca_file, value);
+        return 0;
+    }
     if (!strcmp(key, "require_tls_networks"))
         return list_or_table(p, cfg, value, add_require_tls);
     if (!strcmp(key, "control_socket")) {
@@ -500,6 +552,7 @@ static void config_defaults(struct config *cfg)
     cfg->worker_threads = 4;
     cfg->max_hop_count = 50;
     cfg->smtp_port = 25;
+    cfg->tls_default.level = TLS_MAY;
     cfg->lua_instruction_limit = 10000000;
     cfg->lua_time_limit_ms = 1000;
     cfg->lua_memory_limit = 64 * 1024 * 1024;
@@ -609,6 +662,13 @@ void config_free(struct config *cfg)
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->require_tls);
+    free(cfg->tls_ca_file);
+    free(cfg->tls_default.match);
+    for (size_t i = 0; i < cfg->ntls_policies; i++) {
+        free(cfg->tls_policies[i].domain);
+        free(cfg->tls_policies[i].match);
+    }
+    free(cfg->tls_policies);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -684,6 +744,11 @@ void config_print(const struct config *cfg, FILE *out)
     for (size_t i = 0; i < cfg->nplugin_opts; i++)
         fprintf(out, "%s.%s = %s\n", cfg->plugin_opts[i].plugin, cfg->plugin_opts[i].key, cfg->plugin_opts[i].value);
     fprintf(out, "tls_cert = %s\ntls_key = %s\n", cfg->tls_cert ? cfg->tls_cert : "", cfg->tls_key ? cfg->tls_key : "");
+    fprintf(out, "tls_policy = %s\ntls_ca_file = %s\n", tls_level_name(cfg->tls_default.level),
+            cfg->tls_ca_file ? cfg->tls_ca_file : "");
+    for (size_t i = 0; i < cfg->ntls_policies; i++)
+        fprintf(out, "# tls policy: %s %s%s%s\n", cfg->tls_policies[i].domain, tls_level_name(cfg->tls_policies[i].level),
+                cfg->tls_policies[i].match ? " match=" : "", cfg->tls_policies[i].match ? cfg->tls_policies[i].match : "");
     fprintf(out, "control_socket = %s\nuser = %s\n", cfg->control_socket ? cfg->control_socket : "",
             cfg->run_user ? cfg->run_user : "");
     fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
@@ -712,4 +777,15 @@ bool config_requires_tls(const struct config *cfg, const struct sockaddr *client
         if (cidr_match(&cfg->require_tls[i], client))
             return true;
     return false;
+}
+
+const struct tls_policy *config_tls_policy_for(const struct config *cfg, const char *domain)
+{
+    for (size_t i = 0; i < cfg->ntls_policies; i++)
+        if (cfg->tls_policies[i].domain[0] != '.' && domain_matches(cfg->tls_policies[i].domain, domain))
+            return &cfg->tls_policies[i];
+    for (size_t i = 0; i < cfg->ntls_policies; i++)
+        if (domain_matches(cfg->tls_policies[i].domain, domain))
+            return &cfg->tls_policies[i];
+    return &cfg->tls_default;
 }

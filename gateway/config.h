@@ -19,6 +19,14 @@ struct nexthop {
     socklen_t addrlen;
 };
 
+/* Outbound TLS for a recipient domain (Postfix's smtp_tls_policy_maps levels). */
+enum tls_level { TLS_NONE, TLS_MAY, TLS_ENCRYPT, TLS_VERIFY };
+struct tls_policy {
+    char *domain;                  /* "example.test", ".example.test", or NULL for the default */
+    enum tls_level level;
+    char *match;                   /* verify: names the certificate must carry, ':'-separated */
+};
+
 struct transport_entry {
     char *domain;                  /* "example.test" exact, ".example.test" subdomains */
     struct nexthop hop;
@@ -60,6 +68,10 @@ struct config {
     char *control_socket;
     char *run_user;                /* user to drop to when started as root */
     char *tls_cert, *tls_key;      /* inbound STARTTLS */
+    char *tls_ca_file;             /* outbound verify: trusted CAs (else the system's) */
+    struct tls_policy tls_default; /* tls_policy = may */
+    struct tls_policy *tls_policies;
+    size_t ntls_policies;
     struct cidr *require_tls;      /* clients that must STARTTLS before MAIL */
     size_t nrequire_tls;
     size_t message_size_limit;
@@ -103,6 +115,8 @@ const char *plugin_option_name(const char *entry);
 bool config_is_relay_domain(const struct config *cfg, const char *domain);
 bool config_is_trusted(const struct config *cfg, const struct sockaddr *client);
 bool config_requires_tls(const struct config *cfg, const struct sockaddr *client);
+const struct tls_policy *config_tls_policy_for(const struct config *cfg, const char *domain);
+const char *tls_level_name(enum tls_level l);
 const struct nexthop *config_transport_for(const struct config *cfg, const char *domain);
 /* Same destination (address and port), whichever table entry named it. */
 bool nexthop_same(const struct nexthop *a, const struct nexthop *b);

@@ -8,6 +8,9 @@
 #include "log.h"
 #include "mx.h"
 #include "queue.h"
+#include "tls.h"
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +28,8 @@
 #define OUT_HIGH_WATER (256 * 1024)
 
 enum dc_state {
-    DC_CONNECTING, DC_BANNER, DC_EHLO, DC_HELO, DC_IDLE, DC_TXN, DC_BODY, DC_DOT, DC_RSET, DC_QUIT,
+    DC_CONNECTING, DC_BANNER, DC_EHLO, DC_HELO, DC_STARTTLS, DC_TLS,   /* not ready yet */
+    DC_IDLE, DC_TXN, DC_BODY, DC_DOT, DC_RSET, DC_QUIT,
 };
 
 struct dest;
@@ -37,7 +41,9 @@ struct dconn {
     struct buf in, out;
     uint64_t deadline_ms;
     char peer[80];
-    bool pipelining, size_ext, eightbit, smtputf8;
+    bool pipelining, size_ext, eightbit, smtputf8, starttls;
+    SSL *ssl;
+    uint32_t tls_want;
     /* current transaction */
     struct djob *job;
     size_t ncmds, sent, answered;   /* commands: MAIL, RCPT x n, DATA */
@@ -55,6 +61,9 @@ struct dconn {
 
 struct dest {
     struct nexthop hop;            /* a copy: MX targets are not in the config */
+    const struct tls_policy *tls;
+    char name[256];                /* the MX host name (TLS verify), or "" */
+    bool tls_broken;               /* "may" and the handshake failed: plain text next time */
     struct djob *head, *tail;      /* waiting jobs */
     size_t waiting;
     int nconns;
@@ -93,15 +102,17 @@ int smtp_reply_line(const char *line, size_t len, bool *last)
     return code;
 }
 
-static struct dest *dest_for(const struct nexthop *hop)
+static struct dest *dest_for(const struct nexthop *hop, const struct tls_policy *tls, const char *name)
 {
     for (struct dest *d = dests; d; d = d->next)
-        if (nexthop_same(&d->hop, hop))
+        if (nexthop_same(&d->hop, hop) && d->tls == tls && !strcmp(d->name, name))
             return d;
     struct dest *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
     d->hop = *hop;
+    d->tls = tls;
+    snprintf(d->name, sizeof d->name, "%s", name);
     d->next = dests;
     dests = d;
     return d;
@@ -114,6 +125,10 @@ static void set_deadline(struct dconn *c, int seconds)
 
 static void conn_want(struct dconn *c)
 {
+    if (c->state == DC_TLS) {       /* the handshake says which way it waits */
+        ev_mod(&c->w, c->tls_want);
+        return;
+    }
     uint32_t mask = EPOLLIN | (c->out.len || c->state == DC_CONNECTING ? EPOLLOUT : 0);
     if (c->state == DC_BODY)
         mask |= EPOLLOUT;
@@ -125,6 +140,36 @@ static void conn_send(struct dconn *c, const char *verb, const char *arg)
 {
     buf_printf(&c->out, "%s%s%s\r\n", verb, arg ? " " : "", arg ? arg : "");
     set_deadline(c, cfg->client_timeout);
+}
+
+/* ---- I/O, through TLS once it is on ------------------------------ */
+
+static ssize_t conn_recv(struct dconn *c, char *buf, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->w.fd, buf, n, 0);
+    int r = SSL_read(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return errno = EAGAIN, -1;
+    return e == SSL_ERROR_ZERO_RETURN ? 0 : (errno = EIO, -1);
+}
+
+static ssize_t conn_write(struct dconn *c, const char *buf, size_t n)
+{
+    if (!c->ssl)
+        return send(c->w.fd, buf, n, MSG_NOSIGNAL);
+    int r = SSL_write(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return errno = EAGAIN, -1;
+    return errno = EIO, -1;
 }
 
 /* ---- job results -------------------------------------------------- */
@@ -169,6 +214,8 @@ static void conn_finish_job(struct dconn *c)
 static void conn_free(void *p)
 {
     struct dconn *c = p;
+    if (c->ssl)
+        SSL_free(c->ssl);
     buf_free(&c->in);
     buf_free(&c->out);
     free(c);
@@ -208,7 +255,7 @@ static void conn_close(struct dconn *c)
 static void conn_fail(struct dconn *c, const char *why)
 {
     struct dest *d = c->dest;
-    bool never_ready = c->state <= DC_HELO;
+    bool never_ready = c->state <= DC_TLS;
     char text[MAX_REPLY_TEXT + 80];
     snprintf(text, sizeof text, "4.4.1 %s: %s", c->peer, why);
     if (c->job) {
@@ -285,7 +332,7 @@ static void dest_kick(struct dest *d)
             conn_start_job(c);
     int opening = 0;
     for (struct dconn *c = d->conns; c; c = c->next_in_dest)
-        opening += c->state <= DC_HELO;
+        opening += c->state <= DC_TLS;
     while (d->head && (size_t)opening < d->waiting && d->nconns < cfg->dest_concurrency) {
         if (!conn_open(d))
             break;
@@ -296,7 +343,7 @@ static void dest_kick(struct dest *d)
 /* Queue the job on the destination for hop. */
 static void enqueue(struct djob *job, const struct nexthop *hop)
 {
-    struct dest *d = dest_for(hop);
+    struct dest *d = dest_for(hop, job->tls, job->cands ? job->cands[job->cur].host : "");
     if (!d) {
         queue_job_done(job);
         return;
@@ -512,9 +559,25 @@ static void on_dot_reply(struct dconn *c, int code, const char *text)
     conn_next_job(c);
 }
 
+static void tls_begin(struct dconn *c);
+
 static void on_ehlo_reply(struct dconn *c, int code)
 {
     if (code / 100 == 2) {
+        struct dest *d = c->dest;
+        enum tls_level level = d->tls->level;
+        if (!c->ssl && level >= TLS_MAY && c->starttls && !(level == TLS_MAY && d->tls_broken)) {
+            c->state = DC_STARTTLS;
+            conn_send(c, "STARTTLS", NULL);
+            return;
+        }
+        if (!c->ssl && level >= TLS_ENCRYPT) {
+            char why[160];
+            snprintf(why, sizeof why, "TLS is required (%s) but the server does not offer STARTTLS",
+                     tls_level_name(level));
+            conn_fail(c, why);
+            return;
+        }
         conn_next_job(c);
         return;
     }
@@ -539,6 +602,8 @@ static void note_extension(struct dconn *c, const char *kw, size_t len)
         c->eightbit = true;
     else if (len >= 8 && !strncasecmp(kw, "SMTPUTF8", 8))
         c->smtputf8 = true;
+    else if (len >= 8 && !strncasecmp(kw, "STARTTLS", 8))
+        c->starttls = true;
 }
 
 static void on_reply(struct dconn *c, int code)
@@ -558,6 +623,17 @@ static void on_reply(struct dconn *c, int code)
     case DC_EHLO:
     case DC_HELO:
         on_ehlo_reply(c, code);
+        break;
+    case DC_STARTTLS:
+        if (code == 220) {
+            tls_begin(c);
+        } else if (c->dest->tls->level >= TLS_ENCRYPT) {
+            char why[MAX_REPLY_TEXT + 40];
+            snprintf(why, sizeof why, "TLS is required but STARTTLS was refused: %.300s", text);
+            conn_fail(c, why);
+        } else {
+            conn_next_job(c);    /* opportunistic: go on in plain text */
+        }
         break;
     case DC_TXN:
         on_txn_reply(c, code, text);
@@ -581,6 +657,78 @@ static void on_reply(struct dconn *c, int code)
         return;
     }
     }
+}
+
+/* The client side of the handshake, non-blocking. */
+static void tls_step(struct dconn *c)
+{
+    int r = SSL_connect(c->ssl);
+    if (r == 1) {
+        char desc[160];
+        tls_describe(c->ssl, desc, sizeof desc);
+        bool verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
+        log_info("TLS to %s%s%s: %s, certificate %s", c->peer, c->dest->name[0] ? " " : "", c->dest->name, desc,
+                 verified ? "verified" : "not verified");
+        /* RFC 3207: say EHLO again, extensions may differ under TLS */
+        c->pipelining = c->size_ext = c->eightbit = c->smtputf8 = c->starttls = false;
+        c->state = DC_EHLO;
+        conn_send(c, "EHLO", cfg->hostname);
+        conn_want(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        c->tls_want = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+        ev_mod(&c->w, c->tls_want);
+        return;
+    }
+    char why[300], ssl_err[200];
+    long vr = SSL_get_verify_result(c->ssl);
+    tls_last_error(ssl_err, sizeof ssl_err);
+    if (vr != X509_V_OK)
+        snprintf(why, sizeof why, "TLS certificate verification failed: %s", X509_verify_cert_error_string(vr));
+    else
+        snprintf(why, sizeof why, "TLS handshake failed: %s", ssl_err);
+    if (c->dest->tls->level == TLS_MAY)
+        c->dest->tls_broken = true;   /* opportunistic: the next attempt goes in plain text */
+    conn_fail(c, why);
+}
+
+/* Names the certificate must carry for "verify": match= or the MX host. */
+static int set_verify_names(struct dconn *c)
+{
+    const struct dest *d = c->dest;
+    char names[512];
+    snprintf(names, sizeof names, "%s", d->tls->match ? d->tls->match : d->name);
+    if (!names[0])
+        return -1;
+    SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    int n = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(names, ":", &save); name; name = strtok_r(NULL, ":", &save))
+        n += SSL_add1_host(c->ssl, name) == 1;
+    return n ? 0 : -1;
+}
+
+static void tls_begin(struct dconn *c)
+{
+    c->ssl = SSL_new(tls_client_ctx());
+    if (!c->ssl || SSL_set_fd(c->ssl, c->w.fd) != 1) {
+        conn_fail(c, "cannot start TLS");
+        return;
+    }
+    SSL_set_connect_state(c->ssl);
+    if (c->dest->name[0])
+        SSL_set_tlsext_host_name(c->ssl, c->dest->name);
+    if (c->dest->tls->level == TLS_VERIFY) {
+        if (set_verify_names(c) < 0) {
+            conn_fail(c, "TLS verify: no host name to check the certificate against (set match=)");
+            return;
+        }
+        SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    }
+    c->state = DC_TLS;
+    tls_step(c);
 }
 
 /* Split input into reply lines; returns -1 if the connection was closed. */
@@ -667,7 +815,7 @@ static void fill_body(struct dconn *c)
 static int flush_out(struct dconn *c)
 {
     while (c->out.len) {
-        ssize_t w = send(c->w.fd, buf_head(&c->out), c->out.len, MSG_NOSIGNAL);
+        ssize_t w = conn_write(c, buf_head(&c->out), c->out.len);
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR)
                 return 0;
@@ -694,6 +842,11 @@ static void conn_on_event(void *ctx, uint32_t events)
         c->state = DC_BANNER;
         set_deadline(c, cfg->client_timeout);
     }
+    if (c->state == DC_TLS) {
+        set_deadline(c, cfg->client_timeout);
+        tls_step(c);
+        return;
+    }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         for (;;) {
             if (buf_reserve(&c->in, 4096) < 0) {
@@ -702,10 +855,10 @@ static void conn_on_event(void *ctx, uint32_t events)
             }
             size_t room;
             char *t = buf_tail(&c->in, &room);
-            ssize_t r = recv(c->w.fd, t, room, 0);
+            ssize_t r = conn_recv(c, t, room);
             if (r > 0) {
                 buf_commit(&c->in, (size_t)r);
-                if ((size_t)r < room)
+                if ((size_t)r < room && !(c->ssl && SSL_pending(c->ssl)))
                     break;
                 continue;
             }

@@ -134,7 +134,8 @@ int main(int argc, char **argv)
     }
     if (spool_init(cfg.spool_dir, true) < 0 || smtp_server_bind(&cfg) < 0)
         return 1;
-    if (tls_server_init(cfg.tls_cert, cfg.tls_key, err, sizeof err) < 0) {   /* as root: keys may be 0600 */
+    if (tls_server_init(cfg.tls_cert, cfg.tls_key, err, sizeof err) < 0 ||   /* as root: keys may be 0600 */
+        tls_client_init(cfg.tls_ca_file, err, sizeof err) < 0) {
         log_error("TLS: %s", err);
         return 1;
     }

@@ -341,13 +341,16 @@ static void do_dispatch(struct qmsg *m)
         /* one job per next hop; MX routes are looked up per domain */
         const char *dom = addr_domain(r->addr);
         size_t k = 0;
-        while (k < njobs && !(nexthop_same(jobs[k]->hop, hop) && (!hop->mx || !strcasecmp(jobs[k]->domain, dom))))
+        const struct tls_policy *tls = config_tls_policy_for(cfg, dom);
+        while (k < njobs && !(nexthop_same(jobs[k]->hop, hop) && jobs[k]->tls == tls &&
+                              (!hop->mx || !strcasecmp(jobs[k]->domain, dom))))
             k++;
         if (k == njobs) {
             if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop))) {
                 continue;   /* stays pending: retried next round */
             }
             snprintf(jobs[k]->domain, sizeof jobs[k]->domain, "%s", dom);
+            jobs[k]->tls = tls;
             njobs++;
         }
         jobs[k]->idx[jobs[k]->n++] = i;

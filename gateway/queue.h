@@ -47,6 +47,7 @@ struct mx_target;
 struct djob {
     struct qmsg *msg;
     const struct nexthop *hop;   /* from the transport table ("mx" or an address) */
+    const struct tls_policy *tls;  /* for the recipient domain */
     char domain[256];            /* recipient domain, for MX routing */
     size_t *idx;                 /* recipient indices into msg->rcpts */
     size_t n;

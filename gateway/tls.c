@@ -52,6 +52,28 @@ int tls_server_init(const char *cert, const char *key, char *err, size_t errlen)
 
 SSL_CTX *tls_server_ctx(void) { return server_ctx; }
 
+static SSL_CTX *client_ctx;
+
+int tls_client_init(const char *cafile, char *err, size_t errlen)
+{
+    client_ctx = SSL_CTX_new(TLS_client_method());
+    if (!client_ctx || !SSL_CTX_set_min_proto_version(client_ctx, TLS1_2_VERSION)) {
+        tls_last_error(err, errlen);
+        return -1;
+    }
+    int ok = cafile ? SSL_CTX_load_verify_locations(client_ctx, cafile, NULL) : SSL_CTX_set_default_verify_paths(client_ctx);
+    if (ok != 1) {
+        char e[256];
+        tls_last_error(e, sizeof e);
+        snprintf(err, errlen, "tls_ca_file %s: %s", cafile ? cafile : "(system)", e);
+        return -1;
+    }
+    SSL_CTX_set_session_cache_mode(client_ctx, SSL_SESS_CACHE_OFF);
+    return 0;
+}
+
+SSL_CTX *tls_client_ctx(void) { return client_ctx; }
+
 void tls_describe(SSL *ssl, char *out, size_t n)
 {
     int alg = 0;

@@ -221,8 +221,13 @@ class Gateway:
         self.proc = subprocess.Popen([os.path.join(BUILD, "posternd"), "-c", self.conf],
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         if wait:
-            wait_for(lambda: port_open(self.host, self.port) or self.proc.poll() is not None, 10,
-                     "posternd to listen")
+            # "ready" comes after the spool is loaded and every listener runs
+            start = self.log().count("posternd ready")
+            if "log_level = info" in open(self.conf).read() or "log_level = debug" in open(self.conf).read():
+                ready = lambda: self.log().count("posternd ready") > start
+            else:      # quieter logs: the listener answering is the best sign
+                ready = lambda: port_open(self.host, self.port)
+            wait_for(lambda: ready() or self.proc.poll() is not None, 10, "posternd to be ready")
             assert self.proc.poll() is None, "posternd exited: " + self.log()
         return self
 

@@ -1,7 +1,11 @@
-"""TLS, inbound: STARTTLS with a throw-away CA (swaks --tls and Python's
+"""TLS. Inbound: STARTTLS with a throw-away CA (swaks --tls and Python's
 ssl as real clients), STARTTLS command injection refused, the session reset
 after the handshake, the Received header naming protocol and cipher, TLS
-visible to plugins and Lua, require_tls_networks, session resumption."""
+visible to plugins and Lua, require_tls_networks, session resumption.
+Outbound: per-domain policy (may / encrypt / verify) against a TLS-speaking
+next hop (a second posternd with its own certificate, itself checked by swaks
+above) and against smtp-sink (no STARTTLS): required TLS that fails defers,
+never falls back to plain text, and says why in the queue listing."""
 from harness import *
 
 
@@ -145,6 +149,106 @@ def test_bad_certificate_config_is_a_clear_error():
     g2 = Gateway(default_transport="smtp:[%s]:2526" % addr(2), tls_cert="/etc/hostname")
     r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g2.conf, "-t"], capture_output=True, text=True)
     assert r.returncode == 1 and "tls_cert and tls_key go together" in r.stderr
+
+
+# ---- outbound -------------------------------------------------------------
+
+def tls_peer(certs, sink, name="mx.right.test"):
+    """A posternd on addr(5):2526 with a certificate for name, relaying to sink."""
+    d, _ = certs
+    return Gateway(host=addr(5), port=2526, sink=sink, hostname=name, relay_domains="example.test",
+                   tls_cert=os.path.join(d, name + ".crt"), tls_key=os.path.join(d, name + ".key")).start()
+
+
+def sender_gw(certs, policy_lines, **conf):
+    table = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tls")
+    table.write(policy_lines)
+    table.close()
+    os.chmod(table.name, 0o644)
+    on_cleanup(lambda: os.unlink(table.name))
+    return Gateway(default_transport="smtp:[%s]:2526" % addr(5), tls_policy_table="file:" + table.name,
+                   tls_ca_file=certs[1], **conf).start()
+
+
+def postern_list(g):
+    return subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list"], capture_output=True,
+                          text=True, timeout=20).stdout
+
+
+def test_verify_policy_delivers_over_verified_tls():
+    certs = make_certs(["mx.right.test"])
+    sink = Sink(addr(2))
+    peer = tls_peer(certs, sink)
+    g = sender_gw(certs, "example.test verify match=mx.right.test\n")
+    send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: secure\r\n\r\nx\r\n")
+    m = sink.wait_count(1)[0]
+    # the peer's Received header records that our client spoke TLS to it
+    assert re.search(rb"from gw\.postern\.test \(\[127\.0\.\d+\.\d+\]\)\r?\n\t\(using TLSv1\.[23] with cipher", m), m[:600]
+    assert re.search(r"TLS to %s:2526: TLSv1\.[23] .*certificate verified" % re.escape(addr(5)), g.log())
+    g.stop()
+    peer.stop()
+
+
+def test_verify_policy_defers_on_wrong_name_and_untrusted_ca():
+    certs = make_certs(["mx.right.test"])
+    sink = Sink(addr(2))
+    peer = tls_peer(certs, sink)
+    g = sender_gw(certs, "example.test verify match=mx.wrong.test\n")
+    qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: s\r\n\r\nx\r\n"))
+    wait_for(lambda: "TLS certificate verification failed" in g.log(), 10, "verification failure")
+    assert "hostname mismatch" in g.log(), g.log()[-2000:]
+    assert "TLS certificate verification failed" in postern_list(g)
+    g.stop()
+    # a certificate from a CA we do not trust
+    other_ca = make_certs(["unused.test"])
+    g2 = sender_gw(other_ca, "example.test verify match=mx.right.test\n")
+    send_message(g2.host, 2525, "a@src.test", ["y@example.test"], "Subject: s\r\n\r\nx\r\n")
+    wait_for(lambda: "TLS certificate verification failed" in g2.log(), 10, "untrusted CA")
+    assert "unable to get local issuer certificate" in g2.log() or "self-signed" in g2.log(), g2.log()[-2000:]
+    time.sleep(0.5)
+    assert sink.count() == 0, "mail went out although TLS could not be verified"
+    assert qid in g.queue_files()
+    g2.stop()
+    peer.stop()
+
+
+def test_encrypt_policy_defers_when_no_starttls_is_offered():
+    certs = make_certs(["unused.test"])
+    plain = Sink(addr(5), port=2526)           # smtp-sink offers no STARTTLS
+    g = sender_gw(certs, "example.test encrypt\n")
+    qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: s\r\n\r\nx\r\n"))
+    wait_for(lambda: "does not offer STARTTLS" in g.log(), 10, "encrypt deferral")
+    assert "TLS is required (encrypt) but the server does not offer STARTTLS" in postern_list(g)
+    time.sleep(0.5)
+    assert plain.count() == 0 and qid in g.queue_files()
+    g.stop()
+
+
+def test_may_is_opportunistic():
+    certs = make_certs(["mx.right.test"])
+    sink = Sink(addr(2))
+    peer = tls_peer(certs, sink)
+    plain = Sink(addr(6), port=2526)
+    g = sender_gw(certs, "", transport_table=None)
+    with open(g.conf, "a") as f:
+        f.write("transport_table = file:%s\n" % _table("plain.test smtp:[%s]:2526\n" % addr(6)))
+    g.stop()
+    g.start()
+    send_message(g.host, 2525, "a@src.test", ["x@example.test", "y@plain.test"], "Subject: s\r\n\r\nx\r\n")
+    assert b"(using TLS" in sink.wait_count(1)[0]               # TLS where offered (not verified: fine)
+    assert sink_rcpts(plain.wait_count(1)[0]) == [b"y@plain.test"]   # plain text where not
+    assert "certificate not verified" in g.log() or "certificate verified" in g.log()
+    g.stop()
+    peer.stop()
+
+
+def _table(text):
+    t = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tbl")
+    t.write(text)
+    t.close()
+    os.chmod(t.name, 0o644)
+    on_cleanup(lambda: os.unlink(t.name))
+    return t.name
 
 
 run_tests(globals())
