@@ -381,8 +381,21 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
 {
     char err[200];
     if (!strcmp(key, "listen")) {
-        cfg->nlisten = 0;
+        /* keep smtps_listen entries, replace the plain ones */
+        int k = 0;
+        for (int i = 0; i < cfg->nlisten; i++)
+            if (cfg->listen[i].implicit_tls)
+                cfg->listen[k++] = cfg->listen[i];
+        cfg->nlisten = k;
         return each_item(p, value, add_listen, cfg);
+    }
+    if (!strcmp(key, "smtps_listen")) {
+        int before = cfg->nlisten;
+        if (each_item(p, value, add_listen, cfg) < 0)
+            return -1;
+        for (int i = before; i < cfg->nlisten; i++)
+            cfg->listen[i].implicit_tls = true;
+        return 0;
     }
     if (!strcmp(key, "hostname")) {
         if (!*value || strlen(value) >= sizeof cfg->hostname || strpbrk(value, " \t"))
@@ -563,7 +576,10 @@ static void config_defaults(struct config *cfg)
 static int config_validate(struct pctx *p, struct config *cfg)
 {
     p->line = 0;
-    if (cfg->nlisten == 0)
+    bool plain = false;
+    for (int i = 0; i < cfg->nlisten; i++)
+        plain |= !cfg->listen[i].implicit_tls;
+    if (!plain)
         return fail(p, "listen: at least one address is required");
     if (!cfg->spool_dir)
         return fail(p, "spool_dir: required");
@@ -580,6 +596,9 @@ static int config_validate(struct pctx *p, struct config *cfg)
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
         return fail(p, "tls_cert and tls_key go together");
+    for (int i = 0; i < cfg->nlisten; i++)
+        if (cfg->listen[i].implicit_tls && !cfg->tls_cert)
+            return fail(p, "smtps_listen needs tls_cert and tls_key");
     if (cfg->nrequire_tls && !cfg->tls_cert)
         return fail(p, "require_tls_networks needs tls_cert and tls_key (STARTTLS)");
     if (!cfg->plugin_dir)
@@ -712,8 +731,13 @@ const struct nexthop *config_transport_for(const struct config *cfg, const char 
 void config_print(const struct config *cfg, FILE *out)
 {
     fprintf(out, "listen =");
-    for (int i = 0; i < cfg->nlisten; i++)
-        fprintf(out, "%s%s", i ? ", " : " ", cfg->listen[i].text);
+    for (int i = 0, n = 0; i < cfg->nlisten; i++)
+        if (!cfg->listen[i].implicit_tls)
+            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
+    fprintf(out, "\nsmtps_listen =");
+    for (int i = 0, n = 0; i < cfg->nlisten; i++)
+        if (cfg->listen[i].implicit_tls)
+            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
     fprintf(out, "\nhostname = %s\nspool_dir = %s\n", cfg->hostname, cfg->spool_dir);
     fprintf(out, "relay_domains =");
     for (size_t i = 0; i < cfg->nrelay_domains; i++)

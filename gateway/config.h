@@ -39,6 +39,7 @@ struct plugin_option {
 };
 
 struct listen_addr {
+    bool implicit_tls;             /* smtps_listen: TLS from the first byte (RFC 8314) */
     char text[64];
     struct sockaddr_storage addr;
     socklen_t addrlen;

@@ -50,6 +50,8 @@ struct session {
     enum phase phase, saved_phase;
     bool helo_done, esmtp, skip_line, dead, busy;
     bool in_stage_call;      /* inside run_stage: a synchronous finish must not recurse */
+    bool implicit_tls;       /* smtps_listen: handshake first, then the greeting */
+    bool greeted;
     bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
     char session_reason[512];
     const char *session_verdict_by;             /* the plugin behind those */
@@ -237,6 +239,7 @@ static ssize_t session_send(struct session *s, const char *buf, size_t n)
 
 static void tls_start(struct session *s);
 static void tls_step(struct session *s);
+static void connect_then(struct session *s, postern_verdict v);
 
 /* Write pending replies; returns -1 if the session was closed. */
 static int session_flush(struct session *s)
@@ -1138,7 +1141,10 @@ static void tls_step(struct session *s)
         s->tx.tls = true;
         s->phase = PH_COMMAND;
         set_timeout(s);
-        session_flush(s);
+        if (!s->greeted)      /* implicit TLS: the greeting comes now */
+            run_stage(s, POSTERN_STAGE_CONNECT, NULL, 0, connect_then);
+        if (!s->dead && s->phase != PH_HOOK)
+            session_flush(s);
         return;
     }
     int e = SSL_get_error(s->ssl, r);
@@ -1168,6 +1174,7 @@ static void tls_start(struct session *s)
 
 static void connect_then(struct session *s, postern_verdict v)
 {
+    s->greeted = true;
     if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
         log_verdict(s, POSTERN_STAGE_CONNECT, v);
         /* refused at the door: say so and hang up */
@@ -1181,7 +1188,7 @@ static void connect_then(struct session *s, postern_verdict v)
 
 /* ---- listeners ---------------------------------------------------- */
 
-static void accept_one(int fd, struct sockaddr_storage *ss)
+static void accept_one(int fd, struct sockaddr_storage *ss, bool implicit_tls)
 {
     if (nsessions >= cfg->max_sessions || shutting_down) {
         static const char msg[] = "421 4.3.2 Too many connections, try again later\r\n";
@@ -1212,8 +1219,14 @@ static void accept_one(int fd, struct sockaddr_storage *ss)
     nsessions++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    log_info("S%lu: connect from [%s]", s->sid, s->tx.client_ip);
+    log_info("S%lu: connect from [%s]%s", s->sid, s->tx.client_ip, implicit_tls ? " (implicit TLS)" : "");
     set_timeout(s);
+    if (implicit_tls) {
+        s->implicit_tls = true;
+        s->phase = PH_TLS;      /* session_flush starts the handshake */
+        session_flush(s);
+        return;
+    }
     run_stage(s, POSTERN_STAGE_CONNECT, NULL, 0, connect_then);
     if (s->phase != PH_HOOK)
         session_flush(s);
@@ -1232,7 +1245,7 @@ static void listener_on_event(void *ctx, uint32_t events)
                 log_error("accept: %s", strerror(errno));
             return;
         }
-        accept_one(fd, &ss);
+        accept_one(fd, &ss, cfg->listen[w - listeners].implicit_tls);
     }
 }
 

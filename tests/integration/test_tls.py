@@ -142,6 +142,36 @@ def test_session_resumption():
     g.stop()
 
 
+def test_implicit_tls_port():
+    import ssl
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs, smtps_listen="%s:4650" % addr(1))
+    raw = socket.create_connection((g.host, 4650), timeout=10)
+    ctx = ssl.create_default_context(cafile=certs[1])
+    c = Client.__new__(Client)
+    c.sock = ctx.wrap_socket(raw, server_hostname="gw.postern.test")
+    c.buf = b""
+    assert c.reply().startswith("220 gw.postern.test")       # the greeting comes over TLS
+    assert "STARTTLS" not in c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@src.test>")
+    c.cmd("RCPT TO:<x@example.test>")
+    c.cmd("DATA")
+    c.send("Subject: implicit\r\n\r\nx\r\n")
+    assert "queued as" in c.cmd(".")
+    assert b"with ESMTPS id" in sink.wait_count(1)[0]
+    # plain text on the TLS port gets nowhere
+    p = socket.create_connection((g.host, 4650), timeout=5)
+    p.sendall(b"EHLO plain.test\r\n")
+    p.settimeout(5)
+    try:
+        data = p.recv(100)
+    except (ConnectionResetError, socket.timeout):
+        data = b""
+    assert not data.startswith(b"220") and not data.startswith(b"250"), data
+    g.stop()
+
+
 def test_bad_certificate_config_is_a_clear_error():
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), tls_cert="/etc/hostname", tls_key="/etc/hostname")
     r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf], capture_output=True, text=True, timeout=20)
