@@ -164,6 +164,7 @@ static int h_rcpt_delete(postern_txn *t, const char *addr)
         free(t->nexthops[i]);
         memmove(&t->rcpts[i], &t->rcpts[i + 1], (t->nrcpts - i - 1) * sizeof *t->rcpts);
         memmove(&t->nexthops[i], &t->nexthops[i + 1], (t->nrcpts - i - 1) * sizeof *t->nexthops);
+        memmove(&t->min_tls[i], &t->min_tls[i + 1], t->nrcpts - i - 1);
         t->nrcpts--;
         note_envelope_change(t);
         return 0;
@@ -194,6 +195,20 @@ static int h_set_nexthop(postern_txn *t, const char *rcpt, const char *nexthop)
                 return -1;
             free(t->nexthops[i]);
             t->nexthops[i] = n;
+            return 0;
+        }
+    return -1;
+}
+
+static int h_require_tls(postern_txn *t, const char *rcpt, const char *level)
+{
+    enum tls_level l = !strcmp(level, "encrypt") ? TLS_ENCRYPT : !strcmp(level, "verify") ? TLS_VERIFY : TLS_NONE;
+    if (l == TLS_NONE || !has_envelope(t) || t->stage < POSTERN_STAGE_RCPT)
+        return -1;
+    for (size_t i = 0; i < t->nrcpts; i++)
+        if (!strcasecmp(t->rcpts[i], rcpt)) {
+            if (l > t->min_tls[i])
+                t->min_tls[i] = (unsigned char)l;
             return 0;
         }
     return -1;
@@ -254,6 +269,7 @@ static const struct postern_host host = {
     .archive_requested = h_archive_requested,
     .message_open = h_message_open,
     .alloc = h_alloc,
+    .require_tls = h_require_tls,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -15,6 +15,11 @@
 #include <time.h>
 
 static const struct config *cfg;
+/* Policies for recipients a plugin demanded TLS for (no match= names:
+ * "verify" checks the MX host name). */
+static const struct tls_policy demanded_tls[] = {
+    {NULL, TLS_NONE, NULL}, {NULL, TLS_MAY, NULL}, {NULL, TLS_ENCRYPT, NULL}, {NULL, TLS_VERIFY, NULL},
+};
 static struct qmsg **heap;
 static size_t heap_len, heap_cap;
 static size_t total_msgs;
@@ -342,6 +347,8 @@ static void do_dispatch(struct qmsg *m)
         const char *dom = addr_domain(r->addr);
         size_t k = 0;
         const struct tls_policy *tls = config_tls_policy_for(cfg, dom);
+        if (r->st.min_tls > (int)tls->level)
+            tls = &demanded_tls[r->st.min_tls];     /* a plugin asked for more than the domain policy */
         while (k < njobs && !(nexthop_same(jobs[k]->hop, hop) && jobs[k]->tls == tls &&
                               (!hop->mx || !strcasecmp(jobs[k]->domain, dom))))
             k++;
@@ -542,8 +549,11 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
         const struct qrcpt *r = &m->rcpts[i];
         if (pending_only && r->st.status != RCPT_PENDING)
             continue;
-        if (txn_add_rcpt(t, r->addr) == 0 && r->st.nexthop[0])
-            t->nexthops[t->nrcpts - 1] = strdup(r->st.nexthop);
+        if (txn_add_rcpt(t, r->addr) == 0) {
+            if (r->st.nexthop[0])
+                t->nexthops[t->nrcpts - 1] = strdup(r->st.nexthop);
+            t->min_tls[t->nrcpts - 1] = (unsigned char)r->st.min_tls;
+        }
     }
     t->body_off = m->body_off;
     t->stored_len = t->size = m->size;
@@ -558,6 +568,11 @@ static bool take_routes(struct qmsg *m, const txn_t *t)
 {
     bool changed = false;
     for (size_t k = 0; k < t->nrcpts; k++) {
+        for (size_t i = 0; i < m->nrcpts; i++)
+            if (!strcmp(m->rcpts[i].addr, t->rcpts[k]) && t->min_tls[k] > m->rcpts[i].st.min_tls) {
+                m->rcpts[i].st.min_tls = t->min_tls[k];
+                changed = true;
+            }
         if (!t->nexthops[k])
             continue;
         for (size_t i = 0; i < m->nrcpts; i++)

@@ -909,7 +909,7 @@ static void prepare_commit(struct session *s)
     }
     bool routes = false;
     for (size_t i = 0; i < t->nrcpts; i++)
-        routes |= t->nexthops[i] != NULL;
+        routes |= t->nexthops[i] != NULL || t->min_tls[i];
     if (t->quarantine || routes || t->archive) {
         cj->has_state = true;
         cj->flags.held = t->quarantine;
@@ -921,6 +921,7 @@ static void prepare_commit(struct session *s)
             cj->state[i].status = RCPT_PENDING;
             if (t->nexthops[i])
                 snprintf(cj->state[i].nexthop, sizeof cj->state[i].nexthop, "%s", t->nexthops[i]);
+            cj->state[i].min_tls = t->min_tls[i];
         }
     }
     cj->work.run = commit_run;

@@ -167,6 +167,8 @@ int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n
                          st[i].last_reply);
         if (st[i].nexthop[0])
             rc |= buf_printf(out, "route %zu %s\n", i, st[i].nexthop);
+        if (st[i].min_tls)
+            rc |= buf_printf(out, "tls %zu %d\n", i, st[i].min_tls);
     }
     return rc ? -1 : 0;
 }
@@ -205,7 +207,11 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
             continue;
         }
         size_t ridx;
-        int roff = 0;
+        int roff = 0, level;
+        if (sscanf(l, "tls %zu %d", &ridx, &level) == 2 && ridx < n) {
+            st[ridx].min_tls = level;
+            continue;
+        }
         if (sscanf(l, "route %zu %n", &ridx, &roff) == 1 && roff && ridx < n) {
             snprintf(st[ridx].nexthop, sizeof st[ridx].nexthop, "%s", l + roff);
             continue;

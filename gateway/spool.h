@@ -50,6 +50,7 @@ struct rcpt_state {
     int64_t next_try;
     char last_reply[256];
     char nexthop[80];         /* plugin route override, "" = transport table */
+    int min_tls;              /* TLS level a plugin demanded for delivery (0 = none) */
 };
 
 void envelope_free(struct envelope *e);

@@ -78,6 +78,7 @@ void txn_reset(txn_t *t)
     }
     free(t->rcpts);
     free(t->nexthops);
+    free(t->min_tls);
     headers_free(&t->hdrs);
     buf_free(&t->new_body);
     varmap_free(&t->vars);
@@ -110,6 +111,11 @@ int txn_add_rcpt(txn_t *t, const char *addr)
     if (!h)
         return -1;
     t->nexthops = h;
+    unsigned char *m = realloc(t->min_tls, t->nrcpts + 1);
+    if (!m)
+        return -1;
+    t->min_tls = m;
+    t->min_tls[t->nrcpts] = 0;
     if (!(t->rcpts[t->nrcpts] = strdup(addr)))
         return -1;
     t->nexthops[t->nrcpts] = NULL;

@@ -39,6 +39,7 @@ struct postern_txn {
     char *sender;              /* NULL before MAIL; "" for <> */
     char **rcpts;
     char **nexthops;           /* per recipient, NULL = transport table */
+    unsigned char *min_tls;    /* per recipient: enum tls_level a plugin demanded (0 = none) */
     size_t nrcpts;
     uint64_t declared_size;
     uint64_t size;             /* message bytes seen so far */

@@ -348,6 +348,13 @@ static int tx_delete_recipient(lua_State *L) { postern_txn *t = check_tx(L, 1); 
 static int tx_set_sender(lua_State *L) { postern_txn *t = check_tx(L, 1); return ok(L, H()->sender_change(t, luaL_checkstring(L, 2))); }
 static int tx_archive(lua_State *L) { return ok(L, H()->request_archive(check_tx(L, 1))); }
 
+static int tx_require_tls(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    const char *rcpt = luaL_checkstring(L, 2);
+    return ok(L, H()->require_tls(t, rcpt, luaL_optstring(L, 3, "encrypt")));
+}
+
 static int tx_route(lua_State *L)
 {
     postern_txn *t = check_tx(L, 1);
@@ -422,7 +429,7 @@ static const luaL_Reg tx_methods[] = {
     {"delete_header", tx_delete_header}, {"body", tx_body}, {"replace_body", tx_replace_body},
     {"add_recipient", tx_add_recipient}, {"delete_recipient", tx_delete_recipient},
     {"set_sender", tx_set_sender}, {"route", tx_route}, {"archive", tx_archive},
-    {"quarantine", tx_quarantine}, {NULL, NULL},
+    {"quarantine", tx_quarantine}, {"require_tls", tx_require_tls}, {NULL, NULL},
 };
 
 static int tx_index(lua_State *L)

@@ -119,6 +119,11 @@ struct postern_host {
 
     /* Memory that lives until the transaction ends. */
     void *(*alloc)(postern_txn *t, size_t n);
+
+    /* Demand TLS when delivering to this recipient: level "encrypt" (any
+     * certificate) or "verify" (CA-verified, name-matched). The stricter of
+     * this and the domain's TLS policy applies; never a downgrade. */
+    int (*require_tls)(postern_txn *t, const char *rcpt, const char *level);
 };
 
 /* One name = value pair from the main config ("<plugin>.<key> = value"). */

@@ -272,6 +272,35 @@ def test_may_is_opportunistic():
     peer.stop()
 
 
+def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
+    plain = Sink(addr(5), port=2526)          # no STARTTLS: demanded TLS cannot happen there
+    d = tempfile.mkdtemp(prefix="lua-tls-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    script = os.path.join(d, "demand.lua")
+    with open(script, "w") as f:
+        f.write('postern.on("eom", function(tx)\n'
+                '  for _, r in ipairs(tx:recipients()) do\n'
+                '    if r:match("^private") then tx:require_tls(r, "verify") end\n'
+                '  end\nend)\n')
+    os.chmod(script, 0o644)
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(5), plugin_dir=os.path.join(BUILD, "plugins"),
+                plugins="tls_required, lua:" + script,
+                **{"tls_required.outbound_senders": "@legal.test", "tls_required.outbound_domains": "bank.test"}).start()
+    q_sender = queue_id(send_message(g.host, 2525, "counsel@legal.test", ["x@example.test"], "Subject: a\r\n\r\nx\r\n"))
+    q_domain = queue_id(send_message(g.host, 2525, "a@src.test", ["x@bank.test"], "Subject: b\r\n\r\nx\r\n"))
+    q_lua = queue_id(send_message(g.host, 2525, "a@src.test", ["private@example.test"], "Subject: c\r\n\r\nx\r\n"))
+    send_message(g.host, 2525, "a@src.test", ["public@example.test"], "Subject: d\r\n\r\nx\r\n")
+    m = plain.wait_count(1)[0]
+    assert sink_rcpts(m) == [b"public@example.test"]           # only the undemanding one goes out
+    wait_for(lambda: g.log().count("does not offer STARTTLS") >= 3, 10, "three TLS deferrals")
+    time.sleep(0.3)
+    assert plain.count() == 1
+    assert sorted(g.queue_files()) == sorted([q_sender, q_domain, q_lua])
+    assert "TLS is required (verify)" in g.log() and "TLS is required (encrypt)" in g.log()
+    g.stop()
+
+
 def _table(text):
     t = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tbl")
     t.write(text)
