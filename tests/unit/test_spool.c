@@ -103,9 +103,9 @@ static void state_roundtrip(void **state)
 {
     (void)state;
     struct rcpt_state st[3] = {
-        {RCPT_DONE, 1, 0, "250 2.0.0 Ok", ""},
-        {RCPT_PENDING, 2, 1790000600, "451 4.3.0 try later", "smtp:[127.0.0.9]:2600"},
-        {RCPT_BOUNCED, 1, 0, "550 5.1.1 no such user", ""},
+        {RCPT_DONE, 1, 0, "250 2.0.0 Ok", "", 0},
+        {RCPT_PENDING, 2, 1790000600, "451 4.3.0 try later", "smtp:[127.0.0.9]:2600", 3},
+        {RCPT_BOUNCED, 1, 0, "550 5.1.1 no such user", "", 0},
     };
     struct buf b;
     buf_init(&b);
@@ -121,6 +121,8 @@ static void state_roundtrip(void **state)
     assert_string_equal(f.reason, "virus");
     assert_string_equal(d[1].nexthop, "smtp:[127.0.0.9]:2600");
     assert_string_equal(d[0].nexthop, "");
+    assert_int_equal(d[1].min_tls, 3);
+    assert_int_equal(d[0].min_tls, 0);
     assert_int_equal(d[0].status, RCPT_DONE);
     assert_int_equal(d[1].attempts, 2);
     assert_int_equal(d[1].next_try, 1790000600);
