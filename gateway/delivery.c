@@ -142,35 +142,8 @@ static void conn_send(struct dconn *c, const char *verb, const char *arg)
     set_deadline(c, cfg->client_timeout);
 }
 
-/* ---- I/O, through TLS once it is on ------------------------------ */
-
-static ssize_t conn_recv(struct dconn *c, char *buf, size_t n)
-{
-    if (!c->ssl)
-        return recv(c->w.fd, buf, n, 0);
-    int r = SSL_read(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
-    if (r > 0)
-        return r;
-    int e = SSL_get_error(c->ssl, r);
-    ERR_clear_error();
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        return errno = EAGAIN, -1;
-    return e == SSL_ERROR_ZERO_RETURN ? 0 : (errno = EIO, -1);
-}
-
-static ssize_t conn_write(struct dconn *c, const char *buf, size_t n)
-{
-    if (!c->ssl)
-        return send(c->w.fd, buf, n, MSG_NOSIGNAL);
-    int r = SSL_write(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
-    if (r > 0)
-        return r;
-    int e = SSL_get_error(c->ssl, r);
-    ERR_clear_error();
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        return errno = EAGAIN, -1;
-    return errno = EIO, -1;
-}
+static ssize_t conn_recv(struct dconn *c, char *buf, size_t n) { return tls_read(c->ssl, c->w.fd, buf, n); }
+static ssize_t conn_write(struct dconn *c, const char *buf, size_t n) { return tls_write(c->ssl, c->w.fd, buf, n); }
 
 /* ---- job results -------------------------------------------------- */
 

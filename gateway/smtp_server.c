@@ -203,39 +203,8 @@ static void set_timeout(struct session *s)
     s->deadline_ms = ev_now_ms() + (uint64_t)secs * 1000;
 }
 
-/* recv/send through TLS once it is on; EAGAIN-style results either way. */
-static ssize_t session_recv(struct session *s, char *buf, size_t n)
-{
-    if (!s->ssl)
-        return recv(s->w.fd, buf, n, 0);
-    int r = SSL_read(s->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
-    if (r > 0)
-        return r;
-    int e = SSL_get_error(s->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        errno = EAGAIN;
-        return -1;
-    }
-    ERR_clear_error();
-    return e == SSL_ERROR_ZERO_RETURN ? 0 : (errno = EIO, -1);
-}
-
-static ssize_t session_send(struct session *s, const char *buf, size_t n)
-{
-    if (!s->ssl)
-        return send(s->w.fd, buf, n, MSG_NOSIGNAL);
-    int r = SSL_write(s->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
-    if (r > 0)
-        return r;
-    int e = SSL_get_error(s->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        errno = EAGAIN;
-        return -1;
-    }
-    ERR_clear_error();
-    errno = EIO;
-    return -1;
-}
+static ssize_t session_recv(struct session *s, char *buf, size_t n) { return tls_read(s->ssl, s->w.fd, buf, n); }
+static ssize_t session_send(struct session *s, const char *buf, size_t n) { return tls_write(s->ssl, s->w.fd, buf, n); }
 
 static void tls_start(struct session *s);
 static void tls_step(struct session *s);

@@ -3,7 +3,10 @@
 #include "tls.h"
 #include <openssl/err.h>
 #include <stdio.h>
+#include <errno.h>
+#include <limits.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static SSL_CTX *server_ctx;
 
@@ -51,6 +54,32 @@ int tls_server_init(const char *cert, const char *key, char *err, size_t errlen)
 }
 
 SSL_CTX *tls_server_ctx(void) { return server_ctx; }
+
+/* An SSL_read/SSL_write result in recv/send terms. */
+static ssize_t io_result(SSL *ssl, int r)
+{
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(ssl, r);
+    ERR_clear_error();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return errno = EAGAIN, -1;
+    return e == SSL_ERROR_ZERO_RETURN ? 0 : (errno = EIO, -1);
+}
+
+ssize_t tls_read(SSL *ssl, int fd, char *buf, size_t n)
+{
+    if (!ssl)
+        return recv(fd, buf, n, 0);
+    return io_result(ssl, SSL_read(ssl, buf, (int)(n > INT_MAX ? INT_MAX : n)));
+}
+
+ssize_t tls_write(SSL *ssl, int fd, const char *buf, size_t n)
+{
+    if (!ssl)
+        return send(fd, buf, n, MSG_NOSIGNAL);
+    return io_result(ssl, SSL_write(ssl, buf, (int)(n > INT_MAX ? INT_MAX : n)));
+}
 
 static SSL_CTX *client_ctx;
 

@@ -4,6 +4,7 @@
 #define POSTERN_TLS_H
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* TLS 1.2+, OpenSSL's default ciphers, a session cache for resumption.
  * 0, or -1 with the reason in err. */
@@ -14,6 +15,10 @@ int tls_client_init(const char *cafile, char *err, size_t errlen);
 SSL_CTX *tls_client_ctx(void);
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" */
 void tls_describe(SSL *ssl, char *out, size_t n);
+/* recv/send on fd, through ssl when it is not NULL. Like recv/send: -1 with
+ * errno EAGAIN when TLS waits for the socket, 0 at a clean end. */
+ssize_t tls_read(SSL *ssl, int fd, char *buf, size_t n);
+ssize_t tls_write(SSL *ssl, int fd, const char *buf, size_t n);
 /* The last OpenSSL error as text. */
 void tls_last_error(char *out, size_t n);
 

@@ -356,6 +356,25 @@ def send_message(host, port, sender, rcpts, body, helo="client.test"):
     return rep
 
 
+def send_mail(g, rcpts=("x@example.test",), headers="Subject: hi\r\n", body="hello\r\n", sender="alice@src.test",
+              source=None):
+    """One transaction; returns the first refusal, or the reply to the final dot."""
+    c = Client(g.host, source=source)
+    c.cmd("EHLO client.test")
+    rep = c.cmd("MAIL FROM:<%s>" % sender)
+    if not rep.startswith("250"):
+        return rep
+    for r in rcpts:
+        rep = c.cmd("RCPT TO:<%s>" % r)
+        if not rep.startswith("250"):
+            return rep
+    c.cmd("DATA")
+    c.send(headers + "\r\n" + body)
+    rep = c.cmd(".")
+    c.close()
+    return rep
+
+
 def queue_id(reply):
     m = re.search(r"queued as ([0-9A-F]{16})", reply)
     assert m, "no queue ID in %r" % reply

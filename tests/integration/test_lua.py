@@ -37,22 +37,7 @@ def rcpt_reply(g, rcpt, sender="a@src.test"):
     return rep
 
 
-def send(g, rcpts=("x@example.test",), headers="Subject: hi\r\n", body="hello\r\n", sender="alice@src.test",
-         source=None):
-    c = Client(g.host, source=source)
-    c.cmd("EHLO client.test")
-    rep = c.cmd("MAIL FROM:<%s>" % sender)
-    if not rep.startswith("250"):
-        return rep
-    for r in rcpts:
-        rep = c.cmd("RCPT TO:<%s>" % r)
-        if not rep.startswith("250"):
-            return rep
-    c.cmd("DATA")
-    c.send(headers + "\r\n" + body)
-    rep = c.cmd(".")
-    c.close()
-    return rep
+send = send_mail
 
 
 def postern(g, *args):

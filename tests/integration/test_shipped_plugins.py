@@ -22,21 +22,7 @@ def postern(g, *args):
                           timeout=30)
 
 
-def send(g, rcpts=("x@example.test",), headers="Subject: hi\r\n", body="hello\r\n", sender="alice@src.test"):
-    c = Client(g.host)
-    c.cmd("EHLO client.test")
-    rep = c.cmd("MAIL FROM:<%s>" % sender)
-    if not rep.startswith("250"):
-        return rep
-    for r in rcpts:
-        rep = c.cmd("RCPT TO:<%s>" % r)
-        if not rep.startswith("250"):
-            return rep
-    c.cmd("DATA")
-    c.send(headers + "\r\n" + body)
-    rep = c.cmd(".")
-    c.close()
-    return rep
+send = send_mail
 
 
 def test_size_limit():
