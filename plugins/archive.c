@@ -4,6 +4,9 @@
  * Each copy is written to a temp file, fsync'd, renamed into its day
  * directory, the directory fsync'd, and linked into DIR/chain (see
  * archive_chain.h), which is fsync'd too, before the message is scheduled.
+ * Chain appends are group-committed: lines are appended in order under a
+ * lock, and one fsync outside it covers every line written so far, so
+ * concurrent messages share a sync instead of queueing for one each.
  *   archive.dir  = /var/spool/postern-archive   (required)
  *   archive.mode = all | requested              (default all: requested =
  *                  only messages an earlier plugin called request_archive on)
@@ -22,8 +25,11 @@ struct archive {
     char dir[1024];
     int only_requested;
     pthread_mutex_t lock;      /* the chain is appended by one writer at a time */
-    unsigned long seq;
+    unsigned long seq;         /* last line written */
     char head[ARCHIVE_HASH_HEX];
+    int chain_fd;              /* DIR/chain, O_APPEND */
+    pthread_mutex_t sync_lock; /* one fsync at a time */
+    unsigned long synced;      /* lines known durable */
 };
 
 static const struct postern_host *host;
@@ -69,6 +75,8 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     if (!a)
         return -1;
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->sync_lock, NULL);
+    a->chain_fd = -1;
     for (size_t i = 0; i < n; i++) {
         if (!strcmp(opts[i].key, "dir"))
             snprintf(a->dir, sizeof a->dir, "%s", opts[i].value);
@@ -91,10 +99,17 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         free(a);
         return -1;
     }
-    if (load_head(a, err, errlen) < 0) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/chain", a->dir);
+    if (load_head(a, err, errlen) < 0 ||
+        (a->chain_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)) < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         free(a);
         return -1;
     }
+    fsync_dir(a->dir);          /* the chain file may have just been created */
+    a->synced = a->seq;
     *state = a;
     return 0;
 }
@@ -102,7 +117,10 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
 static void fini(void *state)
 {
     struct archive *a = state;
+    if (a->chain_fd >= 0)
+        close(a->chain_fd);
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->sync_lock);
     free(a);
 }
 
@@ -164,36 +182,48 @@ static int copy_message(int out, postern_txn *t)
     return rc;
 }
 
-/* Append the link for relpath to DIR/chain and DIR/head, durably. */
-static int chain_append(struct archive *a, const char *relpath, const char *path)
+/* Append the link for relpath to DIR/chain (under a->lock); returns its
+ * sequence number, or 0 on error. */
+static unsigned long chain_append(struct archive *a, const char *relpath, const char *file_hash)
 {
-    char fh[ARCHIVE_HASH_HEX], link[ARCHIVE_HASH_HEX], p[1100];
-    if (archive_file_hash(path, fh) < 0 || archive_link(a->head, relpath, fh, link) < 0)
-        return -1;
-    snprintf(p, sizeof p, "%s/chain", a->dir);
-    int fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return -1;
-    char line[2300];
-    int n = snprintf(line, sizeof line, "%lu %s %s %s\n", a->seq + 1, relpath, fh, link);
-    int rc = write_all(fd, line, (size_t)n) == 0 && fsync(fd) == 0 ? 0 : -1;
-    close(fd);
-    if (rc < 0)
-        return -1;
+    char link[ARCHIVE_HASH_HEX], line[2300], p[1100], tmp[1100];
+    if (archive_link(a->head, relpath, file_hash, link) < 0)
+        return 0;
+    int n = snprintf(line, sizeof line, "%lu %s %s %s\n", a->seq + 1, relpath, file_hash, link);
+    if (write_all(a->chain_fd, line, (size_t)n) < 0)
+        return 0;
     a->seq++;
     memcpy(a->head, link, sizeof a->head);
     /* DIR/head: the latest link, replaced atomically. Not fsync'd: the
-     * chain line above is the durable record; a head that lags is fine. */
-    char tmp[1100];
+     * chain is the durable record; a head that lags is fine. */
     snprintf(tmp, sizeof tmp, "%s/head.new", a->dir);
     snprintf(p, sizeof p, "%s/head", a->dir);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return -1;
-    n = snprintf(line, sizeof line, "%lu %s\n", a->seq, a->head);
-    rc = write_all(fd, line, (size_t)n);
-    close(fd);
-    return rc == 0 ? rename(tmp, p) : -1;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd >= 0) {
+        n = snprintf(line, sizeof line, "%lu %s\n", a->seq, a->head);
+        if (write_all(fd, line, (size_t)n) == 0)
+            rename(tmp, p);
+        close(fd);
+    }
+    return a->seq;
+}
+
+/* Make chain line seq durable: one fsync covers every line written before
+ * it started, so a thread whose line is already covered does nothing. */
+static int chain_sync(struct archive *a, unsigned long seq)
+{
+    int rc = 0;
+    pthread_mutex_lock(&a->sync_lock);
+    if (a->synced < seq) {
+        pthread_mutex_lock(&a->lock);
+        unsigned long upto = a->seq;
+        pthread_mutex_unlock(&a->lock);
+        rc = fsync(a->chain_fd);
+        if (rc == 0)
+            a->synced = upto;
+    }
+    pthread_mutex_unlock(&a->sync_lock);
+    return rc;
 }
 
 static postern_verdict on_queue(postern_txn *t, void *state)
@@ -223,10 +253,13 @@ static postern_verdict on_queue(postern_txn *t, void *state)
         unlink(tmp);
         goto fail;
     }
+    char fh[ARCHIVE_HASH_HEX];
+    if (archive_file_hash(path, fh) < 0)
+        goto fail;
     pthread_mutex_lock(&a->lock);
-    rc = chain_append(a, relpath, path);
+    unsigned long seq = chain_append(a, relpath, fh);
     pthread_mutex_unlock(&a->lock);
-    if (rc < 0)
+    if (!seq || chain_sync(a, seq) < 0)
         goto fail;
     host->log(t, POSTERN_LOG_INFO, "archived as %s", relpath);
     return POSTERN_CONTINUE;
