@@ -30,7 +30,53 @@ struct archive {
     int chain_fd;              /* DIR/chain, O_APPEND */
     pthread_mutex_t sync_lock; /* one fsync at a time */
     unsigned long synced;      /* lines known durable */
+    char **chained;            /* open-addressing set of relpaths in the chain */
+    size_t nchained, capchained;
 };
+
+static unsigned long hash_str(const char *s)
+{
+    unsigned long h = 5381;
+    for (; *s; s++)
+        h = h * 33 + (unsigned char)*s;
+    return h;
+}
+
+static int chained_has(const struct archive *a, const char *rel)
+{
+    if (!a->capchained)
+        return 0;
+    for (size_t i = hash_str(rel) % a->capchained; a->chained[i]; i = (i + 1) % a->capchained)
+        if (!strcmp(a->chained[i], rel))
+            return 1;
+    return 0;
+}
+
+/* Remember rel as chained (under a->lock). */
+static void chained_add(struct archive *a, const char *rel)
+{
+    if ((a->nchained + 1) * 2 > a->capchained) {
+        size_t ncap = a->capchained ? a->capchained * 2 : 1024;
+        char **n = calloc(ncap, sizeof *n);
+        if (!n)
+            return;
+        for (size_t i = 0; i < a->capchained; i++)
+            if (a->chained[i]) {
+                size_t k = hash_str(a->chained[i]) % ncap;
+                while (n[k])
+                    k = (k + 1) % ncap;
+                n[k] = a->chained[i];
+            }
+        free(a->chained);
+        a->chained = n;
+        a->capchained = ncap;
+    }
+    size_t k = hash_str(rel) % a->capchained;
+    while (a->chained[k])
+        k = (k + 1) % a->capchained;
+    a->chained[k] = strdup(rel);
+    a->nchained++;
+}
 
 static const struct postern_host *host;
 
@@ -61,6 +107,7 @@ static int load_head(struct archive *a, char *err, size_t errlen)
         if (sscanf(line, "%lu %2047s %64s %64s", &seq, rel, fh, ch) == 4) {
             a->seq = seq;
             memcpy(a->head, ch, sizeof a->head);
+            chained_add(a, rel);
         }
     }
     fclose(f);
@@ -119,6 +166,9 @@ static void fini(void *state)
     struct archive *a = state;
     if (a->chain_fd >= 0)
         close(a->chain_fd);
+    for (size_t i = 0; i < a->capchained; i++)
+        free(a->chained[i]);
+    free(a->chained);
     pthread_mutex_destroy(&a->lock);
     pthread_mutex_destroy(&a->sync_lock);
     free(a);
@@ -194,6 +244,7 @@ static unsigned long chain_append(struct archive *a, const char *relpath, const 
         return 0;
     a->seq++;
     memcpy(a->head, link, sizeof a->head);
+    chained_add(a, relpath);
     /* DIR/head: the latest link, replaced atomically. Not fsync'd: the
      * chain is the durable record; a head that lags is fine. */
     snprintf(tmp, sizeof tmp, "%s/head.new", a->dir);
@@ -242,16 +293,24 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp", daydir, host->queue_id(t));
     if (mkdir(daydir, 0750) < 0 && errno != EEXIST)
         goto fail;
-    if (access(path, F_OK) == 0)
-        return POSTERN_CONTINUE;     /* already archived (the stage re-ran after a crash) */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        goto fail;
-    int rc = write_envelope(fd, t) == 0 && copy_message(fd, t) == 0 && fsync(fd) == 0 ? 0 : -1;
-    close(fd);
-    if (rc < 0 || rename(tmp, path) < 0 || fsync_dir(daydir) < 0) {
-        unlink(tmp);
-        goto fail;
+    /* The stage may run again after a crash: a copy already in the chain
+     * is done; a copy that made it to disk but not into the chain (the
+     * crash came in between) is chained now rather than written again. */
+    pthread_mutex_lock(&a->lock);
+    int done = chained_has(a, relpath);
+    pthread_mutex_unlock(&a->lock);
+    if (done)
+        return POSTERN_CONTINUE;
+    if (access(path, F_OK) != 0) {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (fd < 0)
+            goto fail;
+        int ok = write_envelope(fd, t) == 0 && copy_message(fd, t) == 0 && fsync(fd) == 0;
+        close(fd);
+        if (!ok || rename(tmp, path) < 0 || fsync_dir(daydir) < 0) {
+            unlink(tmp);
+            goto fail;
+        }
     }
     char fh[ARCHIVE_HASH_HEX];
     if (archive_file_hash(path, fh) < 0)

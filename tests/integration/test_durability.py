@@ -12,8 +12,9 @@ KILLS = 3
 
 
 class Load:
-    def __init__(self, g):
+    def __init__(self, g, total=None):
         self.g = g
+        self.total = total or TOTAL
         self.lock = threading.Lock()
         self.next_seq = 0
         self.acked = {}          # seq -> queue id
@@ -21,7 +22,7 @@ class Load:
 
     def take(self):
         with self.lock:
-            if self.next_seq >= TOTAL:
+            if self.next_seq >= self.total:
                 return None
             self.next_seq += 1
             return self.next_seq
@@ -97,6 +98,38 @@ def test_kill9_under_load_loses_nothing():
     assert dups <= KILLS * 2 * SESSIONS * 5, "too many duplicates: %d" % dups
     print("  acked=%d delivered=%d duplicates=%d client_retries=%d kills=%d" %
           (len(load.acked), sum(len(v) for v in got.values()), dups, load.errors, KILLS))
+    g.stop()
+
+
+def test_kill9_with_the_archive_journals_every_acknowledged_message():
+    total, kills = 600, 2
+    sink = Sink(addr(2))
+    adir = tempfile.mkdtemp(prefix="archive-")
+    os.chmod(adir, 0o777)
+    on_cleanup(lambda: shutil.rmtree(adir, ignore_errors=True))
+    g = Gateway(sink=sink, log_level="warning", plugin_dir=os.path.join(BUILD, "plugins"), plugins="archive",
+                **{"archive.dir": adir}).start()
+    load = Load(g, total)
+    threads = [threading.Thread(target=load.worker) for _ in range(10)]
+    for t in threads:
+        t.start()
+    rng = random.Random()
+    for point in sorted(rng.sample(range(total // 5, total * 4 // 5), kills)):
+        wait_for(lambda: len(load.acked) >= point, 120, "%d acknowledged messages" % point, 0.005)
+        g.kill9()
+        time.sleep(0.1)
+        g.start()
+    for t in threads:
+        t.join(300)
+    assert len(load.acked) == total
+    wait_for(lambda: not g.queue_files(), 120, "the queue to drain", 0.2)
+    archived = {os.path.basename(p)[:-4] for p in glob.glob(os.path.join(adir, "*", "*.eml"))}
+    missing = [q for q in load.acked.values() if q not in archived]
+    assert not missing, "acknowledged but not journaled: %s" % missing[:10]
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "archive", "verify"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout[-2000:]
+    print("  acked=%d journaled=%d kills=%d: %s" % (len(load.acked), len(archived), kills, r.stdout.strip()))
     g.stop()
 
 
