@@ -199,34 +199,32 @@ static int each_item(struct pctx *p, char *list, row_fn row, void *ctx)
     return 0;
 }
 
+/* Parse key as a CIDR network and append it to *list. */
+static int append_cidr(struct pctx *p, struct cidr **list, size_t *n, const char *key)
+{
+    struct cidr c;
+    if (cidr_parse(key, &c) < 0)
+        return fail(p, "bad network '%s' (expected CIDR like 192.0.2.0/24)", key);
+    struct cidr *grown = realloc(*list, (*n + 1) * sizeof *grown);
+    if (!grown)
+        return fail(p, "out of memory");
+    *list = grown;
+    grown[(*n)++] = c;
+    return 0;
+}
+
 static int add_trusted(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
-    struct cidr c;
-    if (cidr_parse(key, &c) < 0)
-        return fail(p, "bad network '%s' (expected CIDR like 127.0.0.0/8)", key);
-    struct cidr *n = realloc(cfg->trusted, (cfg->ntrusted + 1) * sizeof *n);
-    if (!n)
-        return fail(p, "out of memory");
-    cfg->trusted = n;
-    cfg->trusted[cfg->ntrusted++] = c;
-    return 0;
+    return append_cidr(p, &cfg->trusted, &cfg->ntrusted, key);
 }
 
 static int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
-    struct cidr c;
-    if (cidr_parse(key, &c) < 0)
-        return fail(p, "bad network '%s' (expected CIDR like 192.0.2.0/24)", key);
-    struct cidr *n = realloc(cfg->require_tls, (cfg->nrequire_tls + 1) * sizeof *n);
-    if (!n)
-        return fail(p, "out of memory");
-    cfg->require_tls = n;
-    cfg->require_tls[cfg->nrequire_tls++] = c;
-    return 0;
+    return append_cidr(p, &cfg->require_tls, &cfg->nrequire_tls, key);
 }
 
 static const char *tls_level_names[] = {"none", "may", "encrypt", "verify"};
