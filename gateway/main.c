@@ -170,7 +170,7 @@ int main(int argc, char **argv)
     control_stop();
     workers_stop();
     dns_shutdown();
-    lua_thread_cleanup();
+    lua_states_close();
     hooks_unload();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());
     config_free(&cfg);

@@ -18,9 +18,7 @@ static int nthreads_started;
 static bool stopping;
 static int pending;
 static struct ev_watch done_watch;
-static void (*thread_exit_fn)(void);
 
-void workers_on_thread_exit(void (*fn)(void)) { thread_exit_fn = fn; }
 
 static void *worker_main(void *arg)
 {
@@ -48,8 +46,6 @@ static void *worker_main(void *arg)
         }
     }
     pthread_mutex_unlock(&lock);
-    if (thread_exit_fn)
-        thread_exit_fn();
     return NULL;
 }
 

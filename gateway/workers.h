@@ -11,8 +11,6 @@ struct work {
 };
 
 int workers_start(int nthreads);
-/* Called on each worker thread as it exits (per-thread cleanup). */
-void workers_on_thread_exit(void (*fn)(void));
 void workers_submit(struct work *w);
 /* Jobs submitted but whose done() has not run yet. */
 int workers_pending(void);

@@ -792,7 +792,7 @@ static struct lstate *current_state(struct lua_script *s, char *err, size_t errl
     return ls;
 }
 
-void lua_thread_cleanup(void)
+void lua_states_close(void)
 {
     for (int i = 0; i < MAX_SCRIPTS; i++)
         if (loop_states[i]) {

@@ -32,6 +32,6 @@ void lua_pending_free(struct lua_pending *p);
 bool lua_script_wants(const struct lua_script *s, enum postern_stage st);
 void lua_script_free(struct lua_script *s);
 /* Close the Lua states (shutdown). */
-void lua_thread_cleanup(void);
+void lua_states_close(void);
 
 #endif
