@@ -456,6 +456,12 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
             return fail(p, "tls_policy_table: expected file:PATH");
         return read_table(p, value + 5, add_tls_policy, cfg);
     }
+    if (!strcmp(key, "mta_sts")) {
+        if (strcmp(value, "yes") && strcmp(value, "no"))
+            return fail(p, "mta_sts: expected yes or no");
+        cfg->mta_sts = value[0] == 'y';
+        return 0;
+    }
     if (!strcmp(key, "tls_ca_file")) {
         if (access(value, R_OK) < 0)
             return fail(p, "tls_ca_file: cannot read %s: %s", value, strerror(errno));
@@ -564,6 +570,7 @@ static void config_defaults(struct config *cfg)
     cfg->max_hop_count = 50;
     cfg->smtp_port = 25;
     cfg->tls_default.level = TLS_MAY;
+    cfg->mta_sts = true;
     cfg->lua_instruction_limit = 10000000;
     cfg->lua_time_limit_ms = 1000;
     cfg->lua_memory_limit = 64 * 1024 * 1024;
@@ -766,8 +773,8 @@ void config_print(const struct config *cfg, FILE *out)
     for (size_t i = 0; i < cfg->nplugin_opts; i++)
         fprintf(out, "%s.%s = %s\n", cfg->plugin_opts[i].plugin, cfg->plugin_opts[i].key, cfg->plugin_opts[i].value);
     fprintf(out, "tls_cert = %s\ntls_key = %s\n", cfg->tls_cert ? cfg->tls_cert : "", cfg->tls_key ? cfg->tls_key : "");
-    fprintf(out, "tls_policy = %s\ntls_ca_file = %s\n", tls_level_name(cfg->tls_default.level),
-            cfg->tls_ca_file ? cfg->tls_ca_file : "");
+    fprintf(out, "tls_policy = %s\ntls_ca_file = %s\nmta_sts = %s\n", tls_level_name(cfg->tls_default.level),
+            cfg->tls_ca_file ? cfg->tls_ca_file : "", cfg->mta_sts ? "yes" : "no");
     for (size_t i = 0; i < cfg->ntls_policies; i++)
         fprintf(out, "# tls policy: %s %s%s%s\n", cfg->tls_policies[i].domain, tls_level_name(cfg->tls_policies[i].level),
                 cfg->tls_policies[i].match ? " match=" : "", cfg->tls_policies[i].match ? cfg->tls_policies[i].match : "");

@@ -70,6 +70,7 @@ struct config {
     char *run_user;                /* user to drop to when started as root */
     char *tls_cert, *tls_key;      /* inbound STARTTLS */
     char *tls_ca_file;             /* outbound verify: trusted CAs (else the system's) */
+    bool mta_sts;                  /* look up and enforce MTA-STS for MX-routed domains */
     struct tls_policy tls_default; /* tls_policy = may */
     struct tls_policy *tls_policies;
     size_t ntls_policies;

@@ -6,6 +6,7 @@
 #include "buf.h"
 #include "event.h"
 #include "log.h"
+#include "mta_sts.h"
 #include "mx.h"
 #include "queue.h"
 #include "tls.h"
@@ -360,6 +361,46 @@ static void job_attempt_done(struct djob *j)
     queue_job_done(j);
 }
 
+/* MTA-STS "enforce": verified TLS to an MX host the policy names. */
+static const struct tls_policy sts_verify = {NULL, TLS_VERIFY, NULL};
+
+/* Defer every recipient of the job with reason (before any connection). */
+static void defer_job(struct djob *j, const char *reason)
+{
+    for (size_t k = 0; k < j->n; k++) {
+        struct qrcpt *r = &j->msg->rcpts[j->idx[k]];
+        log_info("%s: to=<%s>, status=deferred (%s)", j->msg->id, r->addr, reason);
+        queue_rcpt_result(j, k, 4, reason);
+    }
+    free(j->cands);
+    j->cands = NULL;
+    queue_job_done(j);
+}
+
+static void on_sts(void *arg, const struct sts_policy *p)
+{
+    struct djob *j = arg;
+    if (p && p->mode != STS_NONE) {
+        size_t keep = 0;
+        for (size_t i = 0; i < j->ncand; i++) {
+            bool ok = sts_mx_matches(p, j->cands[i].host);
+            if (!ok)
+                log_info("%s: MTA-STS%s: %s is not an MX host the policy of %s names", j->msg->id,
+                         p->mode == STS_TESTING ? " (testing)" : "", j->cands[i].host, j->domain);
+            if (ok || p->mode == STS_TESTING)
+                j->cands[keep++] = j->cands[i];
+        }
+        j->ncand = keep;
+        if (keep == 0) {
+            defer_job(j, "451 4.7.5 MTA-STS: no MX host matches the domain's policy");
+            return;
+        }
+        if (p->mode == STS_ENFORCE && j->tls->level < TLS_VERIFY)
+            j->tls = &sts_verify;
+    }
+    enqueue(j, &j->cands[0].hop);
+}
+
 static void on_routed(void *arg, struct route_result *res)
 {
     struct djob *j = arg;
@@ -377,7 +418,7 @@ static void on_routed(void *arg, struct route_result *res)
     j->cands = res->targets;
     j->ncand = res->ntargets;
     j->cur = 0;
-    enqueue(j, &j->cands[0].hop);
+    mta_sts_lookup(j->domain, on_sts, j);
 }
 
 void delivery_submit(struct djob *job)

@@ -7,6 +7,7 @@
 #include "dns.h"
 #include "hooks.h"
 #include "../lua/postern_lua.h"
+#include "mta_sts.h"
 #include "mx.h"
 #include "event.h"
 #include "log.h"
@@ -154,6 +155,7 @@ int main(int argc, char **argv)
     if (dns_init(cfg.dns_server) < 0)
         return 1;
     mx_init(&cfg);
+    mta_sts_init(&cfg);
     queue_init(&cfg);
     delivery_init(&cfg);
     queue_load_spool();

@@ -159,7 +159,8 @@ class DnsServer:
         for d in refuse:
             conf.append('  local-zone: "%s." refuse' % d)
         for r in records:
-            conf.append('  local-data: "%s"' % r)
+            quote = "'" if '"' in r else '"'
+            conf.append("  local-data: %s%s%s" % (quote, r, quote))
         conf += ["remote-control:", "  control-enable: no"]
         path = os.path.join(self.dir, "unbound.conf")
         with open(path, "w") as f:

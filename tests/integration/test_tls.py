@@ -301,6 +301,81 @@ def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
     g.stop()
 
 
+# ---- MTA-STS (RFC 8461) -------------------------------------------------
+
+def https_policy_server(host, certs, name, policy):
+    """Serve policy at https://name/.well-known/mta-sts.txt on host:443."""
+    import http.server
+    import ssl
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path == "/.well-known/mta-sts.txt" and self.headers.get("Host") == name
+            body = policy.encode() if ok else b"not here"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer((host, 443), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(certs[0], name + ".crt"), os.path.join(certs[0], name + ".key"))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    on_cleanup(lambda: (srv.shutdown(), srv.server_close()))
+    return srv
+
+
+def test_mta_sts_enforce():
+    if os.geteuid() != 0:
+        print("  skip: needs root to serve HTTPS on port 443")
+        return
+    certs = make_certs(["mx.sts.test", "mta-sts.sts.test", "mta-sts.wrongmx.test", "mta-sts.plain.test"])
+    zone = ['_mta-sts.sts.test. TXT "v=STSv1; id=20261122"', "mta-sts.sts.test. A %s" % addr(80),
+            "sts.test. MX 10 mx.sts.test.", "mx.sts.test. A %s" % addr(5),
+            '_mta-sts.wrongmx.test. TXT "v=STSv1; id=1"', "mta-sts.wrongmx.test. A %s" % addr(81),
+            "wrongmx.test. MX 10 mx.sts.test.",
+            '_mta-sts.plain.test. TXT "v=STSv1; id=1"', "mta-sts.plain.test. A %s" % addr(82),
+            "plain.test. MX 10 mx.plain.test.", "mx.plain.test. A %s" % addr(6)]
+    dns = DnsServer(zone)
+    https_policy_server(addr(80), certs, "mta-sts.sts.test",
+                        "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n")
+    https_policy_server(addr(81), certs, "mta-sts.wrongmx.test",
+                        "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n")
+    https_policy_server(addr(82), certs, "mta-sts.plain.test",
+                        "version: STSv1\nmode: enforce\nmx: mx.plain.test\nmax_age: 86400\n")
+    sink = Sink(addr(2))
+    peer = tls_peer(certs, sink, name="mx.sts.test")     # TLS, certificate for mx.sts.test
+    plain = Sink(addr(6), port=2526)                     # no STARTTLS
+    g = Gateway(default_transport="mx", dns_server=dns.address(), smtp_port="2526", tls_ca_file=certs[1],
+                relay_domains="example.test").start()
+    with open(peer.conf, "a") as f:
+        f.write("relay_domains = sts.test\n")
+    peer.stop()
+    peer.start()
+    send_message(g.host, 2525, "a@src.test", ["x@sts.test"], "Subject: sts\r\n\r\nx\r\n")
+    m = sink.wait_count(1)[0]
+    assert b"(using TLSv1." in m                                           # delivered over TLS
+    assert re.search(r"TLS to %s:2526 mx\.sts\.test: .*certificate verified" % re.escape(addr(5)), g.log())
+    assert "MTA-STS: sts.test policy 20261122, mode enforce" in g.log()
+    # the policy names other MX hosts: deferred, not delivered
+    q2 = queue_id(send_message(g.host, 2525, "a@src.test", ["y@wrongmx.test"], "Subject: w\r\n\r\nx\r\n"))
+    wait_for(lambda: "MTA-STS: no MX host matches" in g.log(), 10, "policy mismatch deferral")
+    # enforce needs verified TLS: an MX without STARTTLS defers instead of plain text
+    q3 = queue_id(send_message(g.host, 2525, "a@src.test", ["z@plain.test"], "Subject: p\r\n\r\nx\r\n"))
+    wait_for(lambda: "TLS is required (verify)" in g.log(), 10, "enforce without STARTTLS deferral")
+    time.sleep(0.5)
+    assert plain.count() == 0 and sink.count() == 1
+    assert q2 in g.queue_files() and q3 in g.queue_files()
+    g.stop()
+    peer.stop()
+
+
 def _table(text):
     t = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tbl")
     t.write(text)

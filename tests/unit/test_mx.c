@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <string.h>
 #include "mx.h"
+#include "mta_sts.h"
 
 static unsigned seq_state;
 static unsigned seq_rnd(void) { return seq_state++; }
@@ -74,12 +75,36 @@ static void not_listed_keeps_all(void **state)
     assert_false(best);
 }
 
+static void sts_policy_parsing_and_matching(void **state)
+{
+    (void)state;
+    struct sts_policy p;
+    const char *text = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\n"
+                       "max_age: 604800\r\n";
+    assert_int_equal(sts_parse(text, strlen(text), &p), 0);
+    assert_int_equal(p.mode, STS_ENFORCE);
+    assert_int_equal(p.nmx, 2);
+    assert_int_equal(p.max_age, 604800);
+    assert_true(sts_mx_matches(&p, "mail.example.com"));
+    assert_true(sts_mx_matches(&p, "MAIL.example.com."));
+    assert_true(sts_mx_matches(&p, "mx1.example.net"));
+    assert_false(sts_mx_matches(&p, "a.b.example.net"));     /* the wildcard is one label */
+    assert_false(sts_mx_matches(&p, "example.net"));
+    assert_false(sts_mx_matches(&p, "mail.example.com.evil.test"));
+    const char *bad[] = {"version: STSv2\nmode: enforce\nmx: a\nmax_age: 1\n",
+                         "version: STSv1\nmode: sometimes\nmx: a\nmax_age: 1\n",
+                         "version: STSv1\nmode: enforce\nmax_age: 1\n",
+                         "version: STSv1\nmode: enforce\nmx: a\n"};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(sts_parse(bad[i], strlen(bad[i]), &p), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sorted_by_preference),     cmocka_unit_test(equal_preferences_take_every_order),
         cmocka_unit_test(backup_keeps_only_better_hosts), cmocka_unit_test(equal_to_self_is_not_better),
-        cmocka_unit_test(not_listed_keeps_all),
+        cmocka_unit_test(not_listed_keeps_all),   cmocka_unit_test(sts_policy_parsing_and_matching),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
