@@ -146,6 +146,14 @@ long headers_find(const struct header_list *l, const char *name, size_t nth)
     return -1;
 }
 
+size_t headers_count(const struct header_list *l, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n; i++)
+        n += !strcasecmp(l->h[i].name, name);
+    return n;
+}
+
 int headers_change(struct header_list *l, const char *name, size_t nth, const char *value)
 {
     long i = headers_find(l, name, nth);

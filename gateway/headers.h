@@ -29,6 +29,8 @@ int headers_insert(struct header_list *l, size_t index, const char *name, const 
 int headers_append(struct header_list *l, const char *name, const char *value);
 /* nth (0-based) field called name, case-insensitive; -1 if absent. */
 long headers_find(const struct header_list *l, const char *name, size_t nth);
+/* How many fields are called name (case-insensitive). */
+size_t headers_count(const struct header_list *l, const char *name);
 int headers_change(struct header_list *l, const char *name, size_t nth, const char *value);
 int headers_delete(struct header_list *l, const char *name, size_t nth);
 

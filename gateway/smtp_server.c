@@ -7,7 +7,6 @@
 #include "smtp_server.h"
 #include "buf.h"
 #include "data_reader.h"
-#include "header_scan.h"
 #include "hooks.h"
 #include "txn.h"
 #include "event.h"
@@ -69,7 +68,7 @@ struct session {
     stage_then then;
     /* DATA */
     struct data_reader dr;
-    struct header_scan hs;
+    int hops;               /* Received: headers, ours included (loop detection) */
     struct commit_job *commit;
     uint64_t data_bytes;
     enum msg_part part;
@@ -555,7 +554,7 @@ static void cmd_data(struct session *s, const char *args)
     buf_reset(&s->chunk);
     add_received(s);
     data_reader_init(&s->dr);
-    header_scan_init(&s->hs);
+    s->hops = 0;
     s->phase = PH_DATA;
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -771,6 +770,8 @@ static void data_then(struct session *s, postern_verdict v)
 static void headers_complete(struct session *s, size_t section_len, bool separator)
 {
     size_t used = headers_parse(buf_head(&s->hdr_buf), section_len, &s->tx.hdrs);
+    /* counted as received, before any plugin changes the headers */
+    s->hops = (int)headers_count(&s->tx.hdrs, "Received");
     s->separator = separator && used == section_len;
     /* anything that did not parse as a header starts the body, as sent */
     struct buf rest;
@@ -864,7 +865,7 @@ static void prepare_commit(struct session *s)
         memset(&cj->env, 0, sizeof cj->env);
         envelope_from_txn(s, &cj->env);
     }
-    cj->env.hops = cj->sw.hops = s->hs.received + 1;   /* theirs and ours */
+    cj->env.hops = cj->sw.hops = s->hops;
     cj->rewrite = t->envelope_changed || t->hdrs.changed || t->body_replaced;
     if (cj->rewrite) {
         headers_serialize(&t->hdrs, &cj->headers);
@@ -988,7 +989,6 @@ static void process_data(struct session *s)
         buf_consume(&s->in, used);
         s->data_bytes += out_len;
         s->tx.size = s->data_bytes;
-        header_scan_feed(&s->hs, scratch, out_len);
         s->data_done = done;
         if (!data_refused(s))
             message_bytes(s, scratch, out_len);

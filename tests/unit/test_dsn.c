@@ -6,7 +6,6 @@
 #include <cmocka.h>
 #include <string.h>
 #include "dsn.h"
-#include "header_scan.h"
 
 static char *text(struct buf *b)
 {
@@ -80,30 +79,12 @@ static void delay_warning_wording(void **state)
     buf_free(&b);
 }
 
-static void counts_received_headers_only_in_header_section(void **state)
-{
-    (void)state;
-    const char *msg = "Received: a\r\n\tcontinued\r\nreceived: b\r\nSubject: Received: no\r\nX: y\r\n"
-                      "RECEIVED: c\r\n\r\nReceived: in the body\r\n";
-    for (size_t step = 1; step <= strlen(msg); step++) {
-        struct header_scan h;
-        header_scan_init(&h);
-        for (size_t i = 0; i < strlen(msg); i += step) {
-            size_t n = strlen(msg) - i < step ? strlen(msg) - i : step;
-            header_scan_feed(&h, msg + i, n);
-        }
-        assert_int_equal(h.received, 3);
-        assert_true(h.in_body);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(status_from_replies),
         cmocka_unit_test(bounce_has_three_parts),
         cmocka_unit_test(delay_warning_wording),
-        cmocka_unit_test(counts_received_headers_only_in_header_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,12 +70,31 @@ static void mutations(void **state)
     headers_free(&l);
 }
 
+static void counts_received_headers_in_the_section_only(void **state)
+{
+    (void)state;
+    const char *msg = "Received: a\r\n\tcontinued\r\nreceived: b\r\nSubject: Received: no\r\nX: y\r\n"
+                      "RECEIVED: c\r\n";
+    struct header_list l = {0};
+    assert_int_equal(headers_parse(msg, strlen(msg), &l), strlen(msg));
+    assert_int_equal(headers_count(&l, "Received"), 3);
+    assert_int_equal(headers_count(&l, "subject"), 1);
+    assert_int_equal(headers_count(&l, "Nope"), 0);
+    headers_free(&l);
+    /* a Received line after the section (in the body) is not parsed as a header */
+    const char *with_body = "Received: a\r\nthis line ends the section\r\nReceived: body\r\n";
+    assert_int_equal(headers_parse(with_body, strlen(with_body), &l), strlen("Received: a\r\n"));
+    assert_int_equal(headers_count(&l, "Received"), 1);
+    headers_free(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parse_and_roundtrip),
         cmocka_unit_test(stops_at_a_non_header_line),
         cmocka_unit_test(mutations),
+        cmocka_unit_test(counts_received_headers_in_the_section_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
