@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 SHARED=${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}
 N=${N:-5000}; S=${S:-20}; SIZE=${SIZE:-4096}; ROUNDS=${ROUNDS:-3}
 PORT=2545; SINK_PORT=2526
+. bench/lib.sh
 WORK=$(mktemp -d /var/tmp/postern-luabench.XXXXXX)
 chmod 755 "$WORK"
 PG=""
@@ -17,9 +18,7 @@ trap cleanup EXIT
 
 run() {   # $1 = extra config line or ""
   rm -rf "$WORK/spool"
-  { echo "listen = 127.0.0.1:$PORT"; echo "hostname = gw.bench.test"; echo "spool_dir = $WORK/spool"
-    echo "relay_domains = dest.test"; echo "trusted_networks = 127.0.0.0/8"; echo "log_level = warning"
-    echo "default_transport = smtp:[127.0.0.1]:$SINK_PORT"; echo "dest_concurrency = 50"; echo "$1"; } >"$WORK/c.conf"
+  postern_conf $PORT $SINK_PORT "$WORK/spool" "$1" >"$WORK/c.conf"
   "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
   sleep 0.5
   bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p'

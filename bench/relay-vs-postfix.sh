@@ -20,17 +20,8 @@ PG=""
 cleanup() { [ -n "$PG" ] && kill "$PG" 2>/dev/null; postfix stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cat >"$WORK/postern.conf" <<CONF
-listen = 127.0.0.1:$PG_PORT
-hostname = gw.bench.test
-spool_dir = $WORK/spool
-relay_domains = dest.test
-trusted_networks = 127.0.0.0/8
-default_transport = smtp:[127.0.0.1]:$SINK_PORT
-log_level = warning
-dest_concurrency = 50
-worker_threads = ${WORKERS:-4}
-CONF
+. bench/lib.sh
+postern_conf $PG_PORT $SINK_PORT "$WORK/spool" "worker_threads = ${WORKERS:-4}" >"$WORK/postern.conf"
 if [ "$WITH_PLUGINS" = "--plugins" ]; then
   mkdir -p "$WORK/archive" && chmod 777 "$WORK/archive" "$WORK"
   printf '/^Subject:.*viagra/i REJECT no spam\n/^X-Spam-Flag: YES/ DISCARD\n/^X-Secret:/ IGNORE\n' >"$WORK/header_checks"

@@ -29,18 +29,9 @@ postconf -e "smtpd_tls_cert_file = $WORK/cert.pem" "smtpd_tls_key_file = $WORK/k
   "smtpd_tls_security_level = may" >/dev/null
 postfix reload >/dev/null 2>&1
 
-cat >"$WORK/postern.conf" <<CONF
-listen = 127.0.0.1:$PG_PORT
-hostname = gw.bench.test
-spool_dir = $WORK/spool
-relay_domains = dest.test
-trusted_networks = 127.0.0.0/8
-default_transport = smtp:[127.0.0.1]:$SINK_PORT
-log_level = warning
-dest_concurrency = 50
-tls_cert = $WORK/cert.pem
-tls_key = $WORK/key.pem
-CONF
+. bench/lib.sh
+postern_conf $PG_PORT $SINK_PORT "$WORK/spool" "tls_cert = $WORK/cert.pem" "tls_key = $WORK/key.pem" \
+  >"$WORK/postern.conf"
 "$BUILD/posternd" -c "$WORK/postern.conf" 2>"$WORK/posternd.log" & PG=$!
 sleep 0.5
 
