@@ -263,6 +263,106 @@ class Gateway:
         return [n for n in os.listdir(d) if re.fullmatch(r"[0-9A-F]{16}", n)] if os.path.isdir(d) else []
 
 
+class Postfix:
+    """A private, stock Postfix instance (its own config, queue and log
+    directories) listening on host:port and relaying everything to relayhost
+    ("[ip]:port"). main: extra main.cf settings; services: extra master.cf
+    lines. Needs root (master runs as root and drops to the postfix user);
+    Postfix.available() says whether this machine can run one."""
+
+    @staticmethod
+    def available():
+        return os.geteuid() == 0 and shutil.which("postfix") is not None
+
+    def __init__(self, host, port, relayhost, main=None, services=()):
+        self.host, self.port = host, port
+        self.dir = tempfile.mkdtemp(prefix="postfix-")
+        os.chmod(self.dir, 0o755)
+        self.etc = os.path.join(self.dir, "etc")
+        os.makedirs(self.etc)
+        self.logpath = os.path.join(self.dir, "maillog")
+        cfg = {
+            "compatibility_level": "3.6", "queue_directory": os.path.join(self.dir, "queue"),
+            "data_directory": os.path.join(self.dir, "data"), "mail_owner": "postfix",
+            "setgid_group": "postdrop", "inet_protocols": "ipv4",
+            # Postfix wants inet_interfaces on a real interface address; the
+            # smtpd line in master.cf binds host:port itself
+            "inet_interfaces": "127.0.0.1",
+            "myhostname": "postfix.peer.test", "mydestination": "", "mynetworks": "127.0.0.0/8",
+            "relay_domains": "", "relayhost": relayhost, "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "maillog_file": self.logpath, "maillog_file_prefixes": self.dir, "alias_maps": "", "alias_database": "",
+            "smtp_tls_security_level": "none", "smtpd_tls_security_level": "none",
+            "smtp_host_lookup": "native", "disable_dns_lookups": "yes", "queue_run_delay": "1s",
+            "minimal_backoff_time": "1s", "maximal_backoff_time": "2s",
+            "smtpd_client_connection_count_limit": "0", "smtpd_client_connection_rate_limit": "0",
+            "in_flow_delay": "0"}
+        cfg.update(main or {})
+        with open(os.path.join(self.etc, "main.cf"), "w") as f:
+            f.writelines("%s = %s\n" % kv for kv in cfg.items())
+        with open(os.path.join(self.etc, "master.cf"), "w") as f:
+            f.write(self.MASTER % {"listen": "%s:%d" % (host, port)})
+            f.writelines(line + "\n" for line in services)
+        os.makedirs(os.path.join(self.dir, "queue"))
+        os.makedirs(os.path.join(self.dir, "data"))
+        shutil.chown(os.path.join(self.dir, "data"), "postfix", "postfix")
+        on_cleanup(self.stop)
+        self.postfix("check")
+        self.postfix("start")
+        wait_for(lambda: port_open(host, port), 15, "Postfix on %s:%d" % (host, port))
+
+    # every service runs unchrooted: the private queue directory has no copy of /etc
+    MASTER = """%(listen)s inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+    def postfix(self, *args):
+        cmd = ["postfix", "-c", self.etc, *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            # postfix(1) prints its fatal errors only to a terminal (or syslog)
+            r = subprocess.run(["script", "-qc", " ".join(cmd), "/dev/null"], capture_output=True, text=True,
+                               timeout=60)
+            raise AssertionError("postfix %s: %s" % (" ".join(args), r.stdout + r.stderr))
+
+    def log(self):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def stop(self):
+        subprocess.run(["postfix", "-c", self.etc, "stop"], capture_output=True, timeout=60)
+        # master waits for its children; give it a moment, then make sure
+        pidfile = os.path.join(self.dir, "queue", "pid", "master.pid")
+        try:
+            pid = int(open(pidfile).read().split()[0])
+            wait_for(lambda: not os.path.exists("/proc/%d" % pid), 10, "Postfix master to exit")
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def make_certs(names, ca_name="Postern Test CA"):
     """A throw-away CA and one certificate per host name, made by openssl.
     Returns (dir, ca_cert_path); NAME.crt / NAME.key live in dir."""

@@ -272,6 +272,62 @@ def test_may_is_opportunistic():
     peer.stop()
 
 
+def tls_postfix(certs, sink, name="mx.right.test", port=2526):
+    """A stock Postfix smtpd offering STARTTLS with certificate name on
+    addr(5):port, relaying to sink; its Received header records the cipher."""
+    d, _ = certs
+    return Postfix(addr(5), port, "[%s]:%d" % (sink.host, sink.port), main={
+        "myhostname": name, "smtpd_tls_security_level": "may", "smtpd_tls_received_header": "yes",
+        "smtpd_tls_cert_file": os.path.join(d, name + ".crt"), "smtpd_tls_key_file": os.path.join(d, name + ".key"),
+        "smtpd_tls_loglevel": "1"})
+
+
+def test_outbound_tls_to_a_real_postfix():
+    """posternd's client against Postfix's smtpd: verify succeeds on the
+    right name, defers (and never goes plain) on a wrong one."""
+    if not Postfix.available():
+        print("  skip: needs root and postfix to run a private Postfix")
+        return
+    certs = make_certs(["mx.right.test"])
+    sink = Sink(addr(2))
+    pf = tls_postfix(certs, sink)
+    g = sender_gw(certs, "example.test verify match=mx.right.test\nwrong.test verify match=mx.other.test\n",
+                  relay_domains="example.test wrong.test")
+    send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: to postfix\r\n\r\nx\r\n")
+    m = sink.wait_count(1)[0]
+    # Postfix's own Received header: it saw our client speak TLS
+    assert re.search(rb"\(using TLSv1\.[23] with cipher \S+ \(\d+/\d+ bits\).*?\s+"
+                     rb"\(No client certificate requested\)\s+by mx\.right\.test \(Postfix\) with ESMTPS", m, re.S), m[:800]
+    assert re.search(r"TLS connection established from \S+: TLSv1\.[23] with cipher", pf.log()), pf.log()[-2000:]
+    assert re.search(r"TLS to %s:2526: TLSv1\.[23] .*certificate verified" % re.escape(addr(5)), g.log())
+    qid = queue_id(send_message(g.host, 2525, "a@src.test", ["y@wrong.test"], "Subject: s\r\n\r\nx\r\n"))
+    wait_for(lambda: "hostname mismatch" in g.log(), 10, "verification failure against Postfix")
+    time.sleep(0.5)
+    assert sink.count() == 1 and qid in g.queue_files(), "mail for wrong.test left although TLS was not verified"
+    g.stop()
+
+
+def test_inbound_starttls_from_a_real_postfix_client():
+    """Postfix's smtp client with smtp_tls_security_level=verify relays
+    through posternd: our certificate verifies against the test CA under
+    the name Postfix expects, and our Received header names the cipher."""
+    if not Postfix.available():
+        print("  skip: needs root and postfix to run a private Postfix")
+        return
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs, trusted_networks="127.0.0.0/8")
+    pf = Postfix(addr(6), 2525, "[%s]:2525" % g.host, main={
+        "smtp_tls_security_level": "verify", "smtp_tls_CAfile": certs[1],
+        "smtp_tls_verify_cert_match": "gw.postern.test", "smtp_tls_loglevel": "1"})
+    send_message(addr(6), 2525, "a@src.test", ["x@example.test"], "Subject: via postfix\r\n\r\nx\r\n")
+    received, _ = our_received_and_rest(sink.wait_count(1)[0])
+    assert re.search(rb"from postfix\.peer\.test \(.*\)\s+\(using TLSv1\.[23] with cipher", received), received
+    assert re.search(r"Verified TLS connection established to %s\[%s\]:2525" % (re.escape(g.host), re.escape(g.host)),
+                     pf.log()), pf.log()[-2000:]
+    g.stop()
+
+
 def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
     plain = Sink(addr(5), port=2526)          # no STARTTLS: demanded TLS cannot happen there
     d = tempfile.mkdtemp(prefix="lua-tls-")
