@@ -23,10 +23,11 @@ UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
-PLUGINS      := size_limit header_checks archive route tls_required
+PLUGINS      := size_limit header_checks archive route tls_required spf
 PLUGIN_LIBS_header_checks := -lpcre2-8
 PLUGIN_LIBS_archive := -lcrypto -lpthread
 PLUGIN_LIBS_route := -lpcre2-8
+PLUGIN_LIBS_spf := -lspf2 -lresolv
 TEST_PLUGINS := probe probe2 bad_abi no_entry
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
@@ -34,7 +35,7 @@ TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGIN
 .PHONY: all clean test test-fast unit-bins run deps deps-check bench install
 all: $(BUILD)/posternd $(BUILD)/postern $(PLUGIN_SOS) $(TEST_SOS)
 
-$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h
+$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h plugins/dns_records.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< $(PLUGIN_LIBS_$*)
 

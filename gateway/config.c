@@ -227,6 +227,13 @@ static int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
     return append_cidr(p, &cfg->require_tls, &cfg->nrequire_tls, key);
 }
 
+static int add_xclient(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    (void)value;
+    return append_cidr(p, &cfg->xclient, &cfg->nxclient, key);
+}
+
 static const char *tls_level_names[] = {"none", "may", "encrypt", "verify"};
 const char *tls_level_name(enum tls_level l) { return tls_level_names[l]; }
 
@@ -470,6 +477,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     }
     if (!strcmp(key, "require_tls_networks"))
         return list_or_table(p, cfg, value, add_require_tls);
+    if (!strcmp(key, "xclient_networks"))
+        return list_or_table(p, cfg, value, add_xclient);
     if (!strcmp(key, "control_socket")) {
         set_str(&cfg->control_socket, value);
         return 0;
@@ -686,6 +695,7 @@ void config_free(struct config *cfg)
     free(cfg->tls_cert);
     free(cfg->tls_key);
     free(cfg->require_tls);
+    free(cfg->xclient);
     free(cfg->tls_ca_file);
     free(cfg->tls_default.match);
     for (size_t i = 0; i < cfg->ntls_policies; i++) {
@@ -713,12 +723,22 @@ bool config_is_relay_domain(const struct config *cfg, const char *domain)
     return false;
 }
 
-bool config_is_trusted(const struct config *cfg, const struct sockaddr *client)
+static bool in_networks(const struct cidr *list, size_t n, const struct sockaddr *client)
 {
-    for (size_t i = 0; i < cfg->ntrusted; i++)
-        if (cidr_match(&cfg->trusted[i], client))
+    for (size_t i = 0; i < n; i++)
+        if (cidr_match(&list[i], client))
             return true;
     return false;
+}
+
+bool config_is_trusted(const struct config *cfg, const struct sockaddr *client)
+{
+    return in_networks(cfg->trusted, cfg->ntrusted, client);
+}
+
+bool config_allows_xclient(const struct config *cfg, const struct sockaddr *client)
+{
+    return in_networks(cfg->xclient, cfg->nxclient, client);
 }
 
 const struct nexthop *config_transport_for(const struct config *cfg, const char *domain)
@@ -802,10 +822,7 @@ bool nexthop_same(const struct nexthop *a, const struct nexthop *b)
 
 bool config_requires_tls(const struct config *cfg, const struct sockaddr *client)
 {
-    for (size_t i = 0; i < cfg->nrequire_tls; i++)
-        if (cidr_match(&cfg->require_tls[i], client))
-            return true;
-    return false;
+    return in_networks(cfg->require_tls, cfg->nrequire_tls, client);
 }
 
 const struct tls_policy *config_tls_policy_for(const struct config *cfg, const char *domain)

@@ -76,6 +76,8 @@ struct config {
     size_t ntls_policies;
     struct cidr *require_tls;      /* clients that must STARTTLS before MAIL */
     size_t nrequire_tls;
+    struct cidr *xclient;          /* clients allowed to send XCLIENT */
+    size_t nxclient;
     size_t message_size_limit;
     int max_recipients;
     int max_sessions;
@@ -116,6 +118,7 @@ const char *plugin_option_name(const char *entry);
 /* Lookups used by relay control and routing. */
 bool config_is_relay_domain(const struct config *cfg, const char *domain);
 bool config_is_trusted(const struct config *cfg, const struct sockaddr *client);
+bool config_allows_xclient(const struct config *cfg, const struct sockaddr *client);
 bool config_requires_tls(const struct config *cfg, const struct sockaddr *client);
 const struct tls_policy *config_tls_policy_for(const struct config *cfg, const char *domain);
 const char *tls_level_name(enum tls_level l);

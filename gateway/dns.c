@@ -99,6 +99,23 @@ int dns_resolve(const char *name, int rrtype, dns_cb cb, void *arg)
     return 0;
 }
 
+int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size)
+{
+    struct ub_result *r = NULL;
+    int rc = ctx ? ub_resolve(ctx, name, rrtype, 1 /* IN */, &r) : UB_INITFAIL;
+    if (rc) {
+        log_warn("dns: %s: %s", name, ub_strerror(rc));
+        return -1;
+    }
+    int n = -1;
+    if (r->answer_packet && r->answer_len > 0 && (size_t)r->answer_len <= size) {
+        memcpy(answer, r->answer_packet, (size_t)r->answer_len);
+        n = r->answer_len;
+    }
+    ub_resolve_free(r);
+    return n;
+}
+
 void dns_shutdown(void)
 {
     if (!ctx)

@@ -3,6 +3,7 @@
  * forwarding to a configured server, and DNSSEC validation for DANE later. */
 #ifndef POSTERN_DNS_H
 #define POSTERN_DNS_H
+#include <stddef.h>
 
 struct ub_result;
 
@@ -13,6 +14,9 @@ int dns_init(const char *server);
  * (NULL with err != 0 when the resolver itself failed). */
 typedef void (*dns_cb)(void *arg, int err, struct ub_result *result);
 int dns_resolve(const char *name, int rrtype, dns_cb cb, void *arg);
+/* Blocking lookup for worker threads (plugins): copies the raw reply
+ * packet into answer and returns its length, or -1 without a reply. */
+int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size);
 void dns_shutdown(void);
 
 #endif

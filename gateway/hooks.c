@@ -152,6 +152,7 @@ static int load_one(const struct config *cfg, const char *name, struct link *l, 
 
 int hooks_load(const struct config *cfg, char *err, size_t errlen)
 {
+    plugin_host_configure(cfg);
     chain = calloc(cfg->nplugins ? cfg->nplugins : 1, sizeof *chain);
     if (!chain)
         return -1;

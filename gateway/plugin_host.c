@@ -2,6 +2,7 @@
  * mutation checks the stage it is called in (see postern_plugin.h). */
 #include "plugin_host.h"
 #include "config.h"
+#include "dns.h"
 #include "log.h"
 #include "smtp_parse.h"
 #include <fcntl.h>
@@ -239,6 +240,64 @@ static int h_message_open(postern_txn *t, uint64_t *length)
 
 static void *h_alloc(postern_txn *t, size_t n) { return txn_alloc(t, n); }
 
+static const char *h_var_get(postern_txn *t, const char *key)
+{
+    const struct var *v = varmap_get(&t->vars, key);
+    if (!v || v->type == VAR_NIL)
+        return NULL;
+    if (v->type == VAR_STRING)
+        return v->str;
+    if (v->type == VAR_BOOL)
+        return v->num ? "true" : "false";
+    char *s = txn_alloc(t, 32);
+    if (s)
+        snprintf(s, 32, "%.17g", v->num);
+    return s;
+}
+
+static int h_var_set(postern_txn *t, const char *key, const char *value)
+{
+    return varmap_set(&t->vars, key, value ? VAR_STRING : VAR_NIL, 0, value);
+}
+
+static void *h_data_get(postern_txn *t, const void *owner) { return txn_slot_get(t, owner); }
+
+static int h_data_set(postern_txn *t, const void *owner, void *data, void (*release)(void *))
+{
+    return txn_slot_set(t, owner, data, release);
+}
+
+static int h_dns_query(postern_txn *t, const char *name, int rrtype, unsigned char *answer, size_t size)
+{
+    (void)t;
+    return dns_query_sync(name, rrtype, answer, size);
+}
+
+static long h_body_read(postern_txn *t, uint64_t offset, char *buf, size_t len)
+{
+    if (t->stage != POSTERN_STAGE_EOM)
+        return -1;
+    if (t->body_replaced) {
+        if (offset >= t->new_body.len)
+            return 0;
+        size_t n = t->new_body.len - (size_t)offset < len ? t->new_body.len - (size_t)offset : len;
+        memcpy(buf, buf_head(&t->new_body) + offset, n);
+        return (long)n;
+    }
+    if (t->data_fd < 0)
+        return -1;
+    if (offset >= t->body_len)
+        return 0;
+    if (len > t->body_len - offset)
+        len = (size_t)(t->body_len - offset);
+    ssize_t r = pread(t->data_fd, buf, len, (off_t)(t->body_start + offset));
+    return r < 0 ? -1 : (long)r;
+}
+
+static const struct config *host_cfg;
+void plugin_host_configure(const struct config *cfg) { host_cfg = cfg; }
+static const char *h_hostname(void) { return host_cfg ? host_cfg->hostname : "localhost"; }
+
 static const struct postern_host host = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_host),
@@ -270,6 +329,13 @@ static const struct postern_host host = {
     .message_open = h_message_open,
     .alloc = h_alloc,
     .require_tls = h_require_tls,
+    .var_get = h_var_get,
+    .var_set = h_var_set,
+    .data_get = h_data_get,
+    .data_set = h_data_set,
+    .dns_query = h_dns_query,
+    .body_read = h_body_read,
+    .hostname = h_hostname,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

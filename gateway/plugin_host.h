@@ -4,5 +4,8 @@
 #include "txn.h"
 
 const struct postern_host *plugin_host(void);
+struct config;
+/* The config whose hostname host->hostname() reports. */
+void plugin_host_configure(const struct config *cfg);
 
 #endif

@@ -15,7 +15,7 @@ static const struct {
     {"HELO", VERB_HELO}, {"EHLO", VERB_EHLO}, {"MAIL", VERB_MAIL}, {"RCPT", VERB_RCPT},
     {"DATA", VERB_DATA}, {"RSET", VERB_RSET}, {"NOOP", VERB_NOOP}, {"QUIT", VERB_QUIT},
     {"VRFY", VERB_VRFY}, {"EXPN", VERB_EXPN}, {"HELP", VERB_HELP}, {"STARTTLS", VERB_STARTTLS},
-    {"BDAT", VERB_BDAT}, {"AUTH", VERB_AUTH},
+    {"BDAT", VERB_BDAT}, {"AUTH", VERB_AUTH}, {"XCLIENT", VERB_XCLIENT},
 };
 
 int smtp_parse_command(const char *line, struct smtp_command *out)

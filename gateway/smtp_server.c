@@ -17,8 +17,12 @@
 #include "tls.h"
 #include <openssl/err.h>
 #include "workers.h"
+#include "netaddr.h"
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <strings.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -44,7 +48,9 @@ typedef void (*stage_then)(struct session *s, postern_verdict v);
 struct session {
     struct ev_watch w;
     unsigned long sid;
-    struct sockaddr_storage peer;
+    struct sockaddr_storage peer;  /* the client: the connection's, or XCLIENT's ADDR */
+    bool xclient_allowed;          /* the connection's address is in xclient_networks */
+    char client_name[256];         /* XCLIENT NAME, for the Received header */
     struct buf in, out;
     enum phase phase, saved_phase;
     bool helo_done, esmtp, skip_line, dead, busy;
@@ -345,6 +351,8 @@ static void helo_then(struct session *s, postern_verdict v)
     replyf(s, "250-SIZE %zu", cfg->message_size_limit);
     if (tls_server_ctx() && !s->ssl)
         reply(s, "250-STARTTLS");
+    if (s->xclient_allowed)
+        reply(s, "250-XCLIENT ADDR NAME PORT PROTO HELO LOGIN");
     reply(s, "250-8BITMIME");
     reply(s, "250-ENHANCEDSTATUSCODES");
     reply(s, "250 SMTPUTF8");
@@ -476,7 +484,7 @@ static void add_received(struct session *s)
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    int n = snprintf(value, sizeof value, " from %s ([%s])", s->tx.helo, s->tx.client_ip);
+    int n = snprintf(value, sizeof value, " from %s (%s[%s])", s->tx.helo, s->client_name, s->tx.client_ip);
     if (s->ssl)
         n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\t(using %s)", s->tls_info);
     n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tby %s (Postern) with %s id %s", cfg->hostname,
@@ -617,6 +625,97 @@ static void cmd_help(struct session *s, const char *args)
     reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
 }
 
+/* XCLIENT (Postfix's extension): a trusted proxy or test tool presents the
+ * original client. Everything after it (relay control, plugins, Lua, the
+ * Received header) sees the presented client; the session restarts with a
+ * new CONNECT stage and greeting. */
+static int xtext_decode(const char *in, char *out, size_t size)
+{
+    size_t n = 0;
+    for (; *in; in++) {
+        unsigned c = (unsigned char)*in;
+        if (c == '+') {
+            if (!isxdigit((unsigned char)in[1]) || !isxdigit((unsigned char)in[2]) || sscanf(in + 1, "%2x", &c) != 1)
+                return -1;
+            in += 2;
+        }
+        if (n + 1 >= size || c < 33 || c > 126)
+            return -1;
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+static const char *xclient_attr(struct session *s, const char *name, const char *value,
+                                struct sockaddr_storage *addr)
+{
+    bool unavailable = !strcmp(value, "[UNAVAILABLE]") || !strcmp(value, "[TEMPUNAVAIL]");
+    if (!strcasecmp(name, "ADDR")) {
+        const char *ip = strncasecmp(value, "IPV6:", 5) ? value : value + 5;
+        char text[80];
+        snprintf(text, sizeof text, strchr(ip, ':') ? "[%s]:25" : "%s:25", ip);
+        socklen_t len;
+        if (!unavailable && hostport_parse(text, addr, &len) < 0)
+            return "501 5.5.4 Bad XCLIENT ADDR syntax";
+    } else if (!strcasecmp(name, "NAME")) {
+        snprintf(s->client_name, sizeof s->client_name, "%.250s%s", unavailable ? "" : value, unavailable ? "" : " ");
+    } else if (!strcasecmp(name, "HELO")) {
+        snprintf(s->tx.helo, sizeof s->tx.helo, "%.255s", unavailable ? "" : value);
+    } else if (!strcasecmp(name, "PROTO")) {
+        if (strcasecmp(value, "SMTP") && strcasecmp(value, "ESMTP") && !unavailable)
+            return "501 5.5.4 Bad XCLIENT PROTO syntax";
+        s->esmtp = !strcasecmp(value, "ESMTP");
+    } else if (!strcasecmp(name, "LOGIN")) {
+        varmap_set(&s->session_vars, "xclient.login", unavailable ? VAR_NIL : VAR_STRING, 0, value);
+    } else if (strcasecmp(name, "PORT") && strcasecmp(name, "DESTADDR") && strcasecmp(name, "DESTPORT")) {
+        return "501 5.5.4 Bad XCLIENT attribute name";
+    }
+    return NULL;
+}
+
+static void cmd_xclient(struct session *s, const char *args)
+{
+    if (!s->xclient_allowed) {
+        log_info("S%lu: XCLIENT refused from [%s]", s->sid, s->tx.client_ip);
+        reply(s, "550 5.7.0 Error: insufficient authorization");
+        return;
+    }
+    if (s->in_mail) {
+        reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    if (!*args) {
+        reply(s, "501 5.5.4 Syntax: XCLIENT attribute=value...");
+        return;
+    }
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", args);
+    struct sockaddr_storage addr = s->peer;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '='), value[512];
+        if (!eq || eq == tok || xtext_decode(eq + 1, value, sizeof value) < 0) {
+            reply(s, "501 5.5.4 Bad XCLIENT attribute syntax");
+            return;
+        }
+        *eq = '\0';
+        const char *err = xclient_attr(s, tok, value, &addr);
+        if (err) {
+            reply(s, err);
+            return;
+        }
+    }
+    char was[sizeof s->tx.client_ip];
+    snprintf(was, sizeof was, "%s", s->tx.client_ip);
+    txn_restart(s);
+    s->peer = addr;
+    sockaddr_ip_text((struct sockaddr *)&addr, s->tx.client_ip, sizeof s->tx.client_ip);
+    s->helo_done = false;
+    log_info("S%lu: XCLIENT: client [%s] presents [%s]", s->sid, was, s->tx.client_ip);
+    run_stage(s, POSTERN_STAGE_CONNECT, NULL, 0, connect_then);
+}
+
 static void cmd_not_implemented(struct session *s, const char *args)
 {
     (void)args;
@@ -670,6 +769,7 @@ static const struct command_row {
     {VERB_STARTTLS, NULL, need_helo, cmd_starttls},
     {VERB_BDAT, NULL, need_helo, cmd_not_implemented},
     {VERB_AUTH, NULL, need_helo, cmd_not_implemented},
+    {VERB_XCLIENT, "connect", NULL, cmd_xclient},
     {VERB_UNKNOWN, NULL, NULL, cmd_unknown},
 };
 
@@ -1174,6 +1274,7 @@ static void accept_one(int fd, struct sockaddr_storage *ss, bool implicit_tls)
     }
     s->sid = ++next_sid;
     s->peer = *ss;
+    s->xclient_allowed = config_allows_xclient(cfg, (struct sockaddr *)ss);
     s->tx.session_vars = &s->session_vars;
     s->tx.data_fd = -1;
     sockaddr_ip_text((struct sockaddr *)ss, s->tx.client_ip, sizeof s->tx.client_ip);

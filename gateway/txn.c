@@ -27,6 +27,50 @@ static void pool_free(txn_t *t)
     }
 }
 
+void *txn_slot_get(const txn_t *t, const void *owner)
+{
+    for (const struct txn_slot *s = t->slots; s; s = s->next)
+        if (s->owner == owner)
+            return s->data;
+    return NULL;
+}
+
+static void slot_release(struct txn_slot *s)
+{
+    if (s->release && s->data)
+        s->release(s->data);
+    s->data = NULL;
+}
+
+int txn_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *data))
+{
+    struct txn_slot *s = t->slots;
+    while (s && s->owner != owner)
+        s = s->next;
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s)))
+            return -1;
+        s->owner = owner;
+        s->next = t->slots;
+        t->slots = s;
+    } else {
+        slot_release(s);
+    }
+    s->data = data;
+    s->release = release;
+    return 0;
+}
+
+static void slots_free(txn_t *t)
+{
+    while (t->slots) {
+        struct txn_slot *n = t->slots->next;
+        slot_release(t->slots);
+        free(t->slots);
+        t->slots = n;
+    }
+}
+
 const struct var *varmap_get(const struct varmap *m, const char *key)
 {
     for (size_t i = 0; i < m->n; i++)
@@ -81,6 +125,7 @@ void txn_reset(txn_t *t)
     free(t->min_tls);
     headers_free(&t->hdrs);
     buf_free(&t->new_body);
+    slots_free(t);
     varmap_free(&t->vars);
     pool_free(t);
     struct varmap *session_vars = t->session_vars;

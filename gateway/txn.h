@@ -11,6 +11,13 @@
 #include <stdint.h>
 
 struct pool_block;
+/* A plugin's own pointer for this transaction (host->data_set). */
+struct txn_slot {
+    struct txn_slot *next;
+    const void *owner;
+    void *data;
+    void (*release)(void *data);
+};
 
 /* Variables scripts keep between their handlers (strings, numbers, booleans). */
 enum var_type { VAR_NIL, VAR_BOOL, VAR_NUMBER, VAR_STRING };
@@ -67,6 +74,7 @@ struct postern_txn {
     size_t body_off;
     uint64_t stored_len;
     struct pool_block *pool;
+    struct txn_slot *slots;
 };
 typedef struct postern_txn txn_t;
 
@@ -77,5 +85,7 @@ int txn_add_rcpt(txn_t *t, const char *addr);
 int txn_set_sender(txn_t *t, const char *addr);
 /* Per-recipient next hops in the sidecar's "route" form, for the spool. */
 void *txn_alloc(txn_t *t, size_t n);
+void *txn_slot_get(const txn_t *t, const void *owner);
+int txn_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *data));
 
 #endif

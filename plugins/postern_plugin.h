@@ -124,6 +124,35 @@ struct postern_host {
      * certificate) or "verify" (CA-verified, name-matched). The stricter of
      * this and the domain's TLS policy applies; never a downgrade. */
     int (*require_tls)(postern_txn *t, const char *rcpt, const char *level);
+
+    /* ---- appended in 0.2 (check struct_size before use in code that must
+     * also run on older hosts) ---- */
+
+    /* Transaction variables, shared with later plugins and Lua (tx.vars):
+     * strings in, strings out (Lua numbers and booleans read as text).
+     * var_get returns NULL for an unset key; var_set with NULL unsets. */
+    const char *(*var_get)(postern_txn *t, const char *key);
+    int (*var_set)(postern_txn *t, const char *key, const char *value);
+
+    /* One pointer of your own per transaction, keyed by any address of
+     * yours (e.g. your state). release (may be NULL) runs when the
+     * transaction ends, after RSET or a refusal too. Setting again releases
+     * the old pointer. */
+    void *(*data_get)(postern_txn *t, const void *owner);
+    int (*data_set)(postern_txn *t, const void *owner, void *data, void (*release)(void *data));
+
+    /* Blocking DNS through posternd's own resolver (the dns_server setting),
+     * class IN. Writes the raw reply packet (parse it with ns_initparse) and
+     * returns its length; NXDOMAIN and empty answers are replies too (look
+     * at the rcode). -1: no reply (timeout, network, the buffer too small). */
+    int (*dns_query)(postern_txn *t, const char *name, int rrtype, unsigned char *answer, size_t size);
+
+    /* EOM only: the body as it will be stored (after any body_replace),
+     * from offset. Returns bytes copied, 0 at the end, -1 if not at EOM. */
+    long (*body_read)(postern_txn *t, uint64_t offset, char *buf, size_t len);
+
+    /* posternd's hostname setting: the authserv-id, the name in Received. */
+    const char *(*hostname)(void);
 };
 
 /* One name = value pair from the main config ("<plugin>.<key> = value"). */

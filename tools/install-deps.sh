@@ -2,7 +2,8 @@
 # Install the Debian packages Postern needs to build, run and test.
 # Idempotent: installs only what is missing; runs apt-get update at most once.
 set -euo pipefail
-PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks postfix e2fsprogs)
+PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks postfix e2fsprogs
+      libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

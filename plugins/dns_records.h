@@ -1,0 +1,86 @@
+/* dns_records.h - reading the raw reply host->dns_query() returns, for the
+ * shipped plugins that look up records themselves (spf, dmarc). Header-only
+ * so each plugin stays one .so; link with -lresolv (ns_initparse).
+ *
+ *   dns_lookup(host, name, type, &ans)  fills a struct dns_answer
+ *   dns_txt(&ans, i, buf, size)         the i-th TXT record, strings joined
+ */
+#ifndef POSTERN_DNS_RECORDS_H
+#define POSTERN_DNS_RECORDS_H
+#include "postern_plugin.h"
+#include <arpa/nameser.h>
+#include <resolv.h>
+#include <string.h>
+
+/* How a lookup ended. */
+enum dns_status { DNS_OK, DNS_NXDOMAIN, DNS_NODATA, DNS_TEMPFAIL };
+
+struct dns_answer {
+    enum dns_status status;
+    unsigned char packet[NS_MAXMSG < 65536 ? NS_MAXMSG : 65536];
+    int len;
+    ns_msg msg;
+    int type;       /* the type asked for: only those records count */
+    int count;      /* records of that type in the answer section */
+    unsigned ttl;   /* the smallest TTL among them */
+};
+
+/* Nth answer record of the asked type, or -1. */
+static inline int dns_record(struct dns_answer *a, int nth, ns_rr *rr)
+{
+    int seen = 0;
+    for (int i = 0; i < ns_msg_count(a->msg, ns_s_an); i++) {
+        if (ns_parserr(&a->msg, ns_s_an, i, rr) < 0)
+            return -1;
+        if ((int)ns_rr_type(*rr) == a->type && ns_rr_class(*rr) == ns_c_in && seen++ == nth)
+            return 0;
+    }
+    return -1;
+}
+
+static inline enum dns_status dns_lookup(const struct postern_host *host, const char *name, int type,
+                                         struct dns_answer *a)
+{
+    memset(&a->msg, 0, sizeof a->msg);
+    a->type = type;
+    a->count = 0;
+    a->ttl = 0;
+    a->len = host->dns_query(NULL, name, type, a->packet, sizeof a->packet);
+    if (a->len < 0 || ns_initparse(a->packet, a->len, &a->msg) < 0)
+        return a->status = DNS_TEMPFAIL;
+    int rcode = ns_msg_getflag(a->msg, ns_f_rcode);
+    if (rcode == ns_r_nxdomain)
+        return a->status = DNS_NXDOMAIN;
+    if (rcode != ns_r_noerror)
+        return a->status = DNS_TEMPFAIL;
+    ns_rr rr;
+    while (dns_record(a, a->count, &rr) == 0) {
+        if (!a->count || ns_rr_ttl(rr) < a->ttl)
+            a->ttl = ns_rr_ttl(rr);
+        a->count++;
+    }
+    return a->status = a->count ? DNS_OK : DNS_NODATA;
+}
+
+/* The i-th TXT record with its character-strings joined (RFC 7208 3.3,
+ * RFC 6376 3.6.2.2). Returns its length, or -1 (none, or too long). */
+static inline int dns_txt(struct dns_answer *a, int i, char *buf, size_t size)
+{
+    ns_rr rr;
+    if (dns_record(a, i, &rr) < 0)
+        return -1;
+    const unsigned char *p = ns_rr_rdata(rr), *end = p + ns_rr_rdlen(rr);
+    size_t n = 0;
+    while (p < end) {
+        size_t l = *p++;
+        if (l > (size_t)(end - p) || n + l >= size)
+            return -1;
+        memcpy(buf + n, p, l);
+        n += l;
+        p += l;
+    }
+    buf[n] = '\0';
+    return (int)n;
+}
+
+#endif
