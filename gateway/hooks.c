@@ -1,4 +1,5 @@
-/* hooks.c - loads the plugin chain with dlopen(RTLD_NOW | RTLD_LOCAL),
+/* hooks.c - loads the plugin chain with dlopen(RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE:
+ * plugins stay mapped after dlclose, so sanitizer reports at exit can name them),
  * checks each plugin's ABI version and struct size, hands it its options,
  * and runs the callbacks of a stage in chain order: Lua links on the loop
  * thread (time-sliced, see lua/postern_lua.c), each run of consecutive C
@@ -114,7 +115,7 @@ static int load_one(const struct config *cfg, const char *name, struct link *l, 
     char path[4096];
     snprintf(path, sizeof path, "%s/%s.so", cfg->plugin_dir, name);
     snprintf(l->name, sizeof l->name, "%s", name);
-    l->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    l->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!l->dl) {
         snprintf(err, errlen, "plugin %s: cannot load %s: %s", name, path, dlerror());
         return -1;

@@ -4,6 +4,7 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "netaddr.h"
 #include "smtp_parse.h"
 #include <fcntl.h>
 #include <stdarg.h>
@@ -298,6 +299,15 @@ static const struct config *host_cfg;
 void plugin_host_configure(const struct config *cfg) { host_cfg = cfg; }
 static const char *h_hostname(void) { return host_cfg ? host_cfg->hostname : "localhost"; }
 
+static int h_client_trusted(postern_txn *t)
+{
+    char text[80];
+    struct sockaddr_storage ss;
+    socklen_t len;
+    snprintf(text, sizeof text, strchr(t->client_ip, ':') ? "[%s]:25" : "%s:25", t->client_ip);
+    return host_cfg && hostport_parse(text, &ss, &len) == 0 && config_is_trusted(host_cfg, (struct sockaddr *)&ss);
+}
+
 static const struct postern_host host = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_host),
@@ -336,6 +346,7 @@ static const struct postern_host host = {
     .dns_query = h_dns_query,
     .body_read = h_body_read,
     .hostname = h_hostname,
+    .client_trusted = h_client_trusted,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -153,6 +153,10 @@ struct postern_host {
 
     /* posternd's hostname setting: the authserv-id, the name in Received. */
     const char *(*hostname)(void);
+
+    /* Whether the client is in trusted_networks (may relay anywhere): the
+     * submitting side, as opposed to mail arriving from the internet. */
+    int (*client_trusted)(postern_txn *t);
 };
 
 /* One name = value pair from the main config ("<plugin>.<key> = value"). */

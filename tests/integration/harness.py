@@ -215,12 +215,13 @@ class Gateway:
                 f.write("%s = %s\n" % (k, v))
         self.logpath = os.path.join(self.dir, "posternd.log")
         self.proc = None
+        self.env = dict(os.environ)    # a test may add to it before start()
         on_cleanup(self.cleanup)
 
     def start(self, wait=True):
         self.logf = open(self.logpath, "a")
         self.proc = subprocess.Popen([os.path.join(BUILD, "posternd"), "-c", self.conf],
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+                                     stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             # "ready" comes after the spool is loaded and every listener runs
             start = self.log().count("posternd ready")

@@ -1,0 +1,271 @@
+/* dkim_verify.c - DKIM verification (RFC 6376) with libopendkim, streamed:
+ * the header section goes in at DATA, each body chunk at BODY, and the
+ * signatures are checked at EOM; the message is never held in memory.
+ * Keys are fetched through posternd's resolver (host->dns_query).
+ *
+ * Options (continue | reject | tempfail | quarantine):
+ *   dkim_verify.fail = continue       no signature passed, at least one failed
+ *   dkim_verify.temperror = continue  a key lookup failed temporarily
+ * (DMARC is usually the one to act; see the dmarc plugin.)
+ *
+ * Sets for later links: dkim.result (pass if any signature passed, else the
+ * first signature's result, none without signatures), dkim.signatures
+ * ("RESULT:DOMAIN:SELECTOR ..." one per signature, in order), and
+ * authres.dkim (one "dkim=..." per signature, joined by "; ").
+ */
+#include "postern_plugin.h"
+#include <opendkim/dkim.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum action { ACT_CONTINUE, ACT_REJECT, ACT_TEMPFAIL, ACT_QUARANTINE };
+
+struct dkimv {
+    DKIM_LIB *lib;
+    enum action on_fail, on_temperror;
+};
+
+static const struct postern_host *host;
+
+static int parse_action(const char *v, enum action *out)
+{
+    static const char *names[] = {"continue", "reject", "tempfail", "quarantine"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(v, names[i])) {
+            *out = (enum action)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* ---- libopendkim's DNS hooks on host->dns_query (synchronous) ---- */
+
+struct query {
+    int len;    /* reply length, -1 without a reply */
+};
+
+static int dns_start(void *srv, int type, unsigned char *name, unsigned char *buf, size_t buflen, void **qh)
+{
+    (void)srv;
+    struct query *q = malloc(sizeof *q);
+    if (!q)
+        return DKIM_DNS_ERROR;
+    q->len = host->dns_query(NULL, (const char *)name, type, buf, buflen);
+    *qh = q;
+    return DKIM_DNS_SUCCESS;
+}
+
+static int dns_wait(void *srv, void *qh, struct timeval *timeout, size_t *bytes, int *error, int *dnssec)
+{
+    (void)srv;
+    (void)timeout;
+    struct query *q = qh;
+    if (dnssec)
+        *dnssec = DKIM_DNSSEC_UNKNOWN;
+    if (q->len < 0) {
+        if (error)
+            *error = 1;
+        return DKIM_DNS_ERROR;
+    }
+    *bytes = (size_t)q->len;
+    if (error)
+        *error = 0;
+    return DKIM_DNS_SUCCESS;
+}
+
+static int dns_cancel(void *srv, void *qh)
+{
+    (void)srv;
+    free(qh);
+    return DKIM_DNS_SUCCESS;
+}
+
+static int dns_init(void **srv)
+{
+    static int token;
+    *srv = &token;
+    return 0;
+}
+
+static void dns_close(void *srv) { (void)srv; }
+
+/* ---- the plugin ---- */
+
+static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
+                char *err, size_t errlen)
+{
+    host = h;
+    if (h->struct_size < offsetof(struct postern_host, hostname) + sizeof h->hostname) {
+        snprintf(err, errlen, "posternd is too old for this plugin (no host->dns_query)");
+        return -1;
+    }
+    struct dkimv *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        enum action *a = !strcmp(opts[i].key, "fail") ? &s->on_fail
+                         : !strcmp(opts[i].key, "temperror") ? &s->on_temperror : NULL;
+        if (!a || parse_action(opts[i].value, a) < 0) {
+            snprintf(err, errlen, a ? "%s: the action is continue, reject, tempfail or quarantine"
+                                    : "unknown option '%s' (known: fail, temperror)", opts[i].key);
+            free(s);
+            return -1;
+        }
+    }
+    s->lib = dkim_init(NULL, NULL);
+    if (!s->lib) {
+        snprintf(err, errlen, "dkim_init failed");
+        free(s);
+        return -1;
+    }
+    dkim_dns_set_init(s->lib, dns_init);
+    dkim_dns_set_close(s->lib, dns_close);
+    dkim_dns_set_query_start(s->lib, dns_start);
+    dkim_dns_set_query_waitreply(s->lib, dns_wait);
+    dkim_dns_set_query_cancel(s->lib, dns_cancel);
+    *state = s;
+    return 0;
+}
+
+static void fini(void *state)
+{
+    struct dkimv *s = state;
+    dkim_close(s->lib);
+    free(s);
+}
+
+static void release(void *d) { dkim_free(d); }
+
+/* Feeds "Name:value" for every header, then the end of the header section. */
+static postern_verdict on_data(postern_txn *t, void *state)
+{
+    struct dkimv *s = state;
+    DKIM_STAT st;
+    DKIM *d = dkim_verify(s->lib, (const unsigned char *)host->queue_id(t), NULL, &st);
+    if (!d) {
+        host->log(t, POSTERN_LOG_ERROR, "dkim_verify: cannot start: %s", dkim_getresultstr(st));
+        return POSTERN_ERROR;
+    }
+    host->data_set(t, s, d, release);
+    char line[16384];
+    const char *name, *value;
+    for (size_t i = 0; host->header_at(t, i, &name, &value) == 0; i++) {
+        int len = snprintf(line, sizeof line, "%s:%s", name, value);
+        if (len > 0 && (size_t)len < sizeof line)
+            dkim_header(d, (unsigned char *)line, (size_t)len);
+    }
+    if (dkim_eoh(d) == DKIM_STAT_NOSIG)
+        host->data_set(t, s, NULL, NULL);    /* nothing to verify: say none at EOM */
+    return POSTERN_CONTINUE;
+}
+
+static postern_verdict on_body(postern_txn *t, const char *chunk, size_t len, void *state)
+{
+    DKIM *d = host->data_get(t, state);
+    if (d)
+        dkim_body(d, (unsigned char *)chunk, len);
+    return POSTERN_CONTINUE;
+}
+
+/* RFC 8601 result of one signature, and a short reason for the comment. */
+static const char *sig_result(DKIM_SIGINFO *sig, const char **why)
+{
+    unsigned flags = dkim_sig_getflags(sig);
+    int err = dkim_sig_geterror(sig);
+    *why = NULL;
+    if ((flags & DKIM_SIGFLAG_PASSED) && dkim_sig_getbh(sig) == DKIM_SIGBH_MATCH)
+        return "pass";
+    if (err == DKIM_SIGERROR_KEYFAIL) {
+        *why = "key lookup failed";
+        return "temperror";
+    }
+    if (dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH) {
+        *why = "body hash mismatch";
+        return "fail";
+    }
+    *why = err == DKIM_SIGERROR_OK ? "signature mismatch" : dkim_sig_geterrorstr(err);
+    if (err == DKIM_SIGERROR_OK || err == DKIM_SIGERROR_BADSIG)
+        return "fail";
+    return "permerror";
+}
+
+static void publish(postern_txn *t, DKIM *d)
+{
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+    char sigvar[2048] = "", ar[4096] = "";
+    const char *best = "none";
+    size_t sv = 0, an = 0;
+    if (d && dkim_getsiglist(d, &sigs, &nsigs) == DKIM_STAT_OK) {
+        for (int i = 0; i < nsigs; i++) {
+            const char *why, *r = sig_result(sigs[i], &why);
+            const char *dom = (const char *)dkim_sig_getdomain(sigs[i]);
+            const char *sel = (const char *)dkim_sig_getselector(sigs[i]);
+            dom = dom ? dom : "";
+            sel = sel ? sel : "";
+            if (i == 0 || !strcmp(r, "pass"))
+                best = !strcmp(best, "pass") ? best : r;
+            if (sv < sizeof sigvar)
+                sv += (size_t)snprintf(sigvar + sv, sizeof sigvar - sv, "%s%s:%s:%s", sv ? " " : "", r, dom, sel);
+            if (an < sizeof ar)
+                an += (size_t)snprintf(ar + an, sizeof ar - an, "%sdkim=%s%s%s%s header.d=%s header.s=%s",
+                                       an ? "; " : "", r, why ? " (" : "", why ? why : "", why ? ")" : "", dom, sel);
+        }
+    }
+    if (!an)
+        snprintf(ar, sizeof ar, "dkim=none");
+    host->var_set(t, "dkim.result", best);
+    host->var_set(t, "dkim.signatures", sigvar);
+    host->var_set(t, "authres.dkim", ar);
+    host->log(t, POSTERN_LOG_INFO, "dkim_verify: %s (%s)", best, sigvar[0] ? sigvar : "no signature");
+}
+
+static postern_verdict act(postern_txn *t, enum action a, const char *result)
+{
+    char reply[200];
+    switch (a) {
+    case ACT_REJECT:
+        snprintf(reply, sizeof reply, "550 5.7.20 No passing DKIM signature (dkim=%s)", result);
+        host->set_reply(t, reply);
+        return POSTERN_REJECT;
+    case ACT_TEMPFAIL:
+        snprintf(reply, sizeof reply, "451 4.7.5 DKIM key lookup failed, try again later (dkim=%s)", result);
+        host->set_reply(t, reply);
+        return POSTERN_TEMPFAIL;
+    case ACT_QUARANTINE:
+        snprintf(reply, sizeof reply, "DKIM %s", result);
+        host->set_reply(t, reply);
+        return POSTERN_QUARANTINE;
+    default:
+        return POSTERN_CONTINUE;
+    }
+}
+
+static postern_verdict on_eom(postern_txn *t, void *state)
+{
+    struct dkimv *s = state;
+    DKIM *d = host->data_get(t, s);
+    if (d)
+        dkim_eom(d, NULL);   /* per-signature results come from the list */
+    publish(t, d);
+    const char *r = host->var_get(t, "dkim.result");
+    if (!strcmp(r, "fail") || !strcmp(r, "permerror"))
+        return act(t, s->on_fail, r);
+    if (!strcmp(r, "temperror"))
+        return act(t, s->on_temperror, r);
+    return POSTERN_CONTINUE;
+}
+
+static const struct postern_plugin plugin = {
+    .abi_version = POSTERN_PLUGIN_ABI_VERSION,
+    .struct_size = sizeof(struct postern_plugin),
+    .name = "dkim_verify",
+    .init = init,
+    .fini = fini,
+    .on_data = on_data,
+    .on_body = on_body,
+    .on_eom = on_eom,
+};
+
+const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

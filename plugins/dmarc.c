@@ -1,0 +1,300 @@
+/* dmarc.c - DMARC (RFC 7489) with libopendmarc at EOM, from the results the
+ * spf and dkim_verify plugins left in tx.vars (so it must come after them in
+ * the chain). The _dmarc record is looked up through posternd's resolver,
+ * at the From: domain and then at its organizational domain (public suffix
+ * list from Debian's publicsuffix package). Alignment, p=/sp=, adkim/aspf
+ * are libopendmarc's.
+ *
+ * Options (continue | reject | tempfail | quarantine):
+ *   dmarc.reject = reject          what to do when the domain says p=reject
+ *   dmarc.quarantine = quarantine  ... says p=quarantine
+ *   dmarc.temperror = continue     the _dmarc lookup failed temporarily
+ *   dmarc.psl = /usr/share/publicsuffix/public_suffix_list.dat
+ * tx.vars["dmarc.action"], set by an earlier link (Lua), replaces the action.
+ *
+ * Sets: dmarc.result (pass | fail | none | temperror), dmarc.policy (the
+ * policy to apply: none | quarantine | reject), dmarc.domain (From: domain),
+ * authres.dmarc.
+ */
+#include "postern_plugin.h"
+#include "dns_records.h"
+#include <ctype.h>
+#include <opendmarc/dmarc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* exported by libopendmarc but missing from its header */
+int opendmarc_get_tld(u_char *domain, u_char *tld, size_t tld_len);
+
+enum action { ACT_CONTINUE, ACT_REJECT, ACT_TEMPFAIL, ACT_QUARANTINE };
+
+struct dmarc {
+    OPENDMARC_LIB_T lib;
+    enum action on_reject, on_quarantine, on_temperror;
+};
+
+static const struct postern_host *host;
+
+static int parse_action(const char *v, enum action *out)
+{
+    static const char *names[] = {"continue", "reject", "tempfail", "quarantine"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(v, names[i])) {
+            *out = (enum action)i;
+            return 0;
+        }
+    return -1;
+}
+
+static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
+                char *err, size_t errlen)
+{
+    host = h;
+    if (h->struct_size < offsetof(struct postern_host, hostname) + sizeof h->hostname) {
+        snprintf(err, errlen, "posternd is too old for this plugin (no host->dns_query)");
+        return -1;
+    }
+    struct dmarc *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    s->on_reject = ACT_REJECT;
+    s->on_quarantine = ACT_QUARANTINE;
+    const char *psl = "/usr/share/publicsuffix/public_suffix_list.dat";
+    for (size_t i = 0; i < n; i++) {
+        const char *k = opts[i].key;
+        enum action *a = !strcmp(k, "reject") ? &s->on_reject : !strcmp(k, "quarantine") ? &s->on_quarantine
+                         : !strcmp(k, "temperror") ? &s->on_temperror : NULL;
+        if (!strcmp(k, "psl")) {
+            psl = opts[i].value;
+        } else if (!a || parse_action(opts[i].value, a) < 0) {
+            snprintf(err, errlen, a ? "%s: the action is continue, reject, tempfail or quarantine"
+                                    : "unknown option '%s' (known: reject, quarantine, temperror, psl)", k);
+            free(s);
+            return -1;
+        }
+    }
+    s->lib.tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
+    snprintf((char *)s->lib.tld_source_file, sizeof s->lib.tld_source_file, "%s", psl);
+    if (opendmarc_policy_library_init(&s->lib) != DMARC_PARSE_OKAY) {
+        snprintf(err, errlen, "cannot initialise libopendmarc with the public suffix list %s", psl);
+        free(s);
+        return -1;
+    }
+    *state = s;
+    return 0;
+}
+
+static void fini(void *state)
+{
+    struct dmarc *s = state;
+    opendmarc_policy_library_shutdown(&s->lib);
+    free(s);
+}
+
+/* The domain of the single From: address, lower-cased; "" if there is not
+ * exactly one From: header with an address. */
+static void from_domain(postern_txn *t, char *out, size_t size)
+{
+    out[0] = '\0';
+    const char *v = host->header_get(t, "From", 0);
+    if (!v || host->header_get(t, "From", 1))
+        return;
+    const char *lt = strrchr(v, '<');
+    const char *at = strchr(lt ? lt : v, '@');
+    size_t n = at ? strcspn(at + 1, "> \t\r\n;,)") : 0;
+    if (!n || n >= size)
+        return;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)at[1 + i]);
+    out[n] = '\0';
+}
+
+/* The v=DMARC1 TXT record at _dmarc.domain into rec. */
+static enum dns_status dmarc_record(const char *domain, char *rec, size_t size)
+{
+    struct dns_answer *a = malloc(sizeof *a);
+    if (!a)
+        return DNS_TEMPFAIL;
+    char name[300];
+    snprintf(name, sizeof name, "_dmarc.%s", domain);
+    enum dns_status st = dns_lookup(host, name, ns_t_txt, a);
+    if (st == DNS_OK) {
+        st = DNS_NODATA;
+        for (int i = 0; i < a->count; i++)
+            if (dns_txt(a, i, rec, size) >= 0 && !strncasecmp(rec, "v=DMARC1", 8)) {
+                st = DNS_OK;
+                break;
+            }
+    }
+    free(a);
+    return st;
+}
+
+static int spf_outcome(const char *r)
+{
+    if (!r)
+        return DMARC_POLICY_SPF_OUTCOME_NONE;
+    if (!strcmp(r, "pass"))
+        return DMARC_POLICY_SPF_OUTCOME_PASS;
+    if (!strcmp(r, "fail") || !strcmp(r, "softfail"))
+        return DMARC_POLICY_SPF_OUTCOME_FAIL;
+    return !strcmp(r, "temperror") ? DMARC_POLICY_SPF_OUTCOME_TMPFAIL : DMARC_POLICY_SPF_OUTCOME_NONE;
+}
+
+/* Hands the spf and dkim_verify results to libopendmarc. */
+static void store_results(postern_txn *t, DMARC_POLICY_T *p)
+{
+    const char *spf = host->var_get(t, "spf.result"), *spf_dom = host->var_get(t, "spf.domain");
+    const char *ident = host->var_get(t, "spf.identity");
+    if (spf && spf_dom)
+        opendmarc_policy_store_spf(p, (u_char *)spf_dom, spf_outcome(spf),
+                                   ident && !strcmp(ident, "helo") ? DMARC_POLICY_SPF_ORIGIN_HELO
+                                                                   : DMARC_POLICY_SPF_ORIGIN_MAILFROM, NULL);
+    const char *sigs = host->var_get(t, "dkim.signatures");
+    char copy[2048], *save = NULL;
+    snprintf(copy, sizeof copy, "%s", sigs ? sigs : "");
+    for (char *sig = strtok_r(copy, " ", &save); sig; sig = strtok_r(NULL, " ", &save)) {
+        char *dom = strchr(sig, ':'), *sel = dom ? strchr(dom + 1, ':') : NULL;
+        if (!sel)
+            continue;
+        *dom++ = '\0';
+        *sel++ = '\0';
+        int outcome = !strcmp(sig, "pass") ? DMARC_POLICY_DKIM_OUTCOME_PASS
+                      : !strcmp(sig, "temperror") ? DMARC_POLICY_DKIM_OUTCOME_TMPFAIL : DMARC_POLICY_DKIM_OUTCOME_FAIL;
+        opendmarc_policy_store_dkim(p, (u_char *)dom, (u_char *)sel, outcome, NULL);
+    }
+}
+
+static void publish(postern_txn *t, const char *result, const char *policy, const char *domain, const char *why)
+{
+    char ar[700];
+    host->var_set(t, "dmarc.result", result);
+    host->var_set(t, "dmarc.policy", policy);
+    host->var_set(t, "dmarc.domain", domain);
+    snprintf(ar, sizeof ar, "dmarc=%s%s%s%s header.from=%s", result, why[0] ? " (" : "", why, why[0] ? ")" : "",
+             domain[0] ? domain : "unknown");
+    host->var_set(t, "authres.dmarc", ar);
+    host->log(t, POSTERN_LOG_INFO, "dmarc: %s for %s (%s)", result, domain[0] ? domain : "?", why);
+}
+
+static postern_verdict act(postern_txn *t, enum action a, const char *domain, const char *what)
+{
+    char reply[400];
+    const char *override = host->var_get(t, "dmarc.action");
+    if (override && parse_action(override, &a) < 0)
+        host->log(t, POSTERN_LOG_WARN, "dmarc: ignoring dmarc.action '%s'", override);
+    switch (a) {
+    case ACT_REJECT:
+        snprintf(reply, sizeof reply, "550 5.7.1 Rejected by the DMARC policy of %.200s (%s)", domain, what);
+        host->set_reply(t, reply);
+        return POSTERN_REJECT;
+    case ACT_TEMPFAIL:
+        snprintf(reply, sizeof reply, "451 4.7.1 DMARC %s for %.200s, try again later", what, domain);
+        host->set_reply(t, reply);
+        return POSTERN_TEMPFAIL;
+    case ACT_QUARANTINE:
+        snprintf(reply, sizeof reply, "DMARC policy of %.200s (%s)", domain, what);
+        host->set_reply(t, reply);
+        return POSTERN_QUARANTINE;
+    default:
+        return POSTERN_CONTINUE;
+    }
+}
+
+/* The organizational domain: libopendmarc's PSL lookup, or the last two
+ * labels (the PSL's default rule) when the TLD is not in the list. */
+static void org_domain(const char *domain, char *org, size_t size)
+{
+    org[0] = '\0';
+    if (opendmarc_get_tld((u_char *)domain, (u_char *)org, size) == 0 && org[0])
+        return;
+    const char *last = strrchr(domain, '.');
+    const char *p = last;
+    while (p && p > domain && p[-1] != '.')
+        p--;
+    snprintf(org, size, "%s", last && p > domain ? p : domain);
+}
+
+static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T *p, const char *from)
+{
+    char rec[1024], org[256] = "";
+    enum dns_status st = dmarc_record(from, rec, sizeof rec);
+    if (st == DNS_NXDOMAIN || st == DNS_NODATA)
+        org_domain(from, org, sizeof org);
+    if (org[0] && strcmp(org, from))
+        st = dmarc_record(org, rec, sizeof rec);
+    else
+        org[0] = '\0';
+    if (st == DNS_TEMPFAIL) {
+        publish(t, "temperror", "none", from, "DNS lookup of the _dmarc record failed");
+        return act(t, s->on_temperror, from, "temperror");
+    }
+    if (st != DNS_OK) {
+        publish(t, "none", "none", from, "no DMARC record");
+        return POSTERN_CONTINUE;
+    }
+    opendmarc_policy_store_from_domain(p, (u_char *)from);
+    store_results(t, p);
+    if (opendmarc_policy_store_dmarc(p, (u_char *)rec, (u_char *)from, org[0] ? (u_char *)org : NULL) !=
+        DMARC_PARSE_OKAY) {
+        publish(t, "permerror", "none", from, "unusable DMARC record");
+        return POSTERN_CONTINUE;
+    }
+    int declared = 0;
+    opendmarc_policy_fetch_p(p, &declared);
+    const char *p_word = declared == DMARC_RECORD_P_REJECT ? "reject"
+                         : declared == DMARC_RECORD_P_QUARANTINE ? "quarantine" : "none";
+    char why[64];
+    switch (opendmarc_get_policy_to_enforce(p)) {
+    case DMARC_POLICY_PASS:
+        snprintf(why, sizeof why, "p=%s", p_word);
+        publish(t, "pass", "none", from, why);
+        return POSTERN_CONTINUE;
+    case DMARC_POLICY_REJECT:
+        snprintf(why, sizeof why, "p=%s dis=reject", p_word);
+        publish(t, "fail", "reject", from, why);
+        return act(t, s->on_reject, from, "dmarc=fail");
+    case DMARC_POLICY_QUARANTINE:
+        snprintf(why, sizeof why, "p=%s dis=quarantine", p_word);
+        publish(t, "fail", "quarantine", from, why);
+        return act(t, s->on_quarantine, from, "dmarc=fail");
+    case DMARC_POLICY_NONE:
+        snprintf(why, sizeof why, "p=%s dis=none", p_word);
+        publish(t, "fail", "none", from, why);
+        return POSTERN_CONTINUE;
+    default:
+        publish(t, "none", "none", from, "no DMARC record");
+        return POSTERN_CONTINUE;
+    }
+}
+
+static postern_verdict on_eom(postern_txn *t, void *state)
+{
+    char from[256];
+    from_domain(t, from, sizeof from);
+    if (!from[0]) {
+        publish(t, "permerror", "none", "", "no single From: address");
+        return POSTERN_CONTINUE;
+    }
+    const char *ip = host->client_addr(t);
+    DMARC_POLICY_T *p = opendmarc_policy_connect_init((u_char *)ip, strchr(ip, ':') ? DMARC_POLICY_IP_TYPE_IPV6
+                                                                                   : DMARC_POLICY_IP_TYPE_IPV4);
+    if (!p)
+        return POSTERN_ERROR;
+    postern_verdict v = evaluate(state, t, p, from);
+    opendmarc_policy_connect_shutdown(p);
+    return v;
+}
+
+static const struct postern_plugin plugin = {
+    .abi_version = POSTERN_PLUGIN_ABI_VERSION,
+    .struct_size = sizeof(struct postern_plugin),
+    .name = "dmarc",
+    .init = init,
+    .fini = fini,
+    .on_eom = on_eom,
+};
+
+const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }
