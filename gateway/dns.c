@@ -4,9 +4,13 @@
 #include "event.h"
 #include "log.h"
 #include "netaddr.h"
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <unbound.h>
 
 static struct ub_ctx *ctx;
@@ -99,21 +103,88 @@ int dns_resolve(const char *name, int rrtype, dns_cb cb, void *arg)
     return 0;
 }
 
+/* A small cache in front of the blocking lookups plugins make: ub_resolve()
+ * builds a resolver worker per call, and the same few names (a DKIM key, a
+ * _dmarc record, an SPF record) repeat message after message. Entries live
+ * for the answer's TTL (at most an hour); the copied packet keeps its
+ * original TTL fields. */
+#define QCACHE_SLOTS 1024
+struct qcache_entry {
+    char name[256];
+    int type;
+    time_t expires;
+    int len;
+    unsigned char *packet;
+};
+static struct qcache_entry qcache[QCACHE_SLOTS];
+static pthread_mutex_t qcache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct qcache_entry *qcache_slot(const char *name, int type)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)type;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (uint32_t)(unsigned char)(*p | 0x20)) * 16777619u;
+    return &qcache[h % QCACHE_SLOTS];
+}
+
+static int qcache_get(const char *name, int type, unsigned char *answer, size_t size)
+{
+    int n = -1;
+    pthread_mutex_lock(&qcache_lock);
+    struct qcache_entry *e = qcache_slot(name, type);
+    if (e->packet && e->type == type && !strcasecmp(e->name, name) && e->expires > time(NULL) &&
+        (size_t)e->len <= size) {
+        memcpy(answer, e->packet, (size_t)e->len);
+        n = e->len;
+    }
+    pthread_mutex_unlock(&qcache_lock);
+    return n;
+}
+
+static void qcache_put(const char *name, int type, const unsigned char *packet, int len, int ttl)
+{
+    unsigned char *copy = ttl > 0 && strlen(name) < sizeof qcache[0].name ? malloc((size_t)len) : NULL;
+    if (!copy)
+        return;
+    memcpy(copy, packet, (size_t)len);
+    pthread_mutex_lock(&qcache_lock);
+    struct qcache_entry *e = qcache_slot(name, type);
+    free(e->packet);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->type = type;
+    e->len = len;
+    e->packet = copy;
+    e->expires = time(NULL) + (ttl < 3600 ? ttl : 3600);
+    pthread_mutex_unlock(&qcache_lock);
+}
+
 int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size)
 {
+    int n = qcache_get(name, rrtype, answer, size);
+    if (n >= 0)
+        return n;
     struct ub_result *r = NULL;
     int rc = ctx ? ub_resolve(ctx, name, rrtype, 1 /* IN */, &r) : UB_INITFAIL;
     if (rc) {
         log_warn("dns: %s: %s", name, ub_strerror(rc));
         return -1;
     }
-    int n = -1;
     if (r->answer_packet && r->answer_len > 0 && (size_t)r->answer_len <= size) {
         memcpy(answer, r->answer_packet, (size_t)r->answer_len);
         n = r->answer_len;
+        if (r->rcode == 0 || r->rcode == 3 /* NXDOMAIN */)    /* never cache failures */
+            qcache_put(name, rrtype, answer, n, r->ttl);
     }
     ub_resolve_free(r);
     return n;
+}
+
+static void qcache_clear(void)
+{
+    for (size_t i = 0; i < QCACHE_SLOTS; i++) {
+        free(qcache[i].packet);
+        qcache[i].packet = NULL;
+    }
 }
 
 void dns_shutdown(void)
@@ -121,6 +192,7 @@ void dns_shutdown(void)
     if (!ctx)
         return;
     ev_del(&watch);
+    qcache_clear();
     ub_ctx_delete(ctx);
     ctx = NULL;
 }
