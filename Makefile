@@ -23,7 +23,7 @@ UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
-PLUGINS      := size_limit header_checks archive route tls_required spf dkim_verify dmarc authres dkim_sign
+PLUGINS      := size_limit header_checks archive route tls_required spf dkim_verify dmarc authres dkim_sign milter
 PLUGIN_LIBS_header_checks := -lpcre2-8
 PLUGIN_LIBS_archive := -lcrypto -lpthread
 PLUGIN_LIBS_route := -lpcre2-8
@@ -36,9 +36,14 @@ PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
 .PHONY: all clean test test-fast unit-bins run deps deps-check bench install
-all: $(BUILD)/posternd $(BUILD)/postern $(PLUGIN_SOS) $(TEST_SOS)
+all: $(BUILD)/posternd $(BUILD)/postern $(PLUGIN_SOS) $(TEST_SOS) $(BUILD)/test-milter
 
-$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h plugins/dns_records.h
+# a libmilter milter the milter plugin's tests talk to
+$(BUILD)/test-milter: tests/milter/test_milter.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lmilter -lpthread
+
+$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h plugins/dns_records.h plugins/milter_codec.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< $(PLUGIN_LIBS_$*)
 

@@ -5,6 +5,7 @@ Each test file gets its own 127.0.N.0/24 block (N passed by run.sh) so files
 can run in parallel on fixed ports. Tests are plain functions named test_*;
 run_tests() runs them in order and prints "ok NAME" / "FAIL NAME".
 """
+import base64
 import glob
 import os
 import re
@@ -389,6 +390,52 @@ def make_certs(names, ca_name="Postern Test CA"):
     for f in os.listdir(d):
         os.chmod(os.path.join(d, f), 0o644)     # the daemon reads them after dropping privileges
     return d, ca_crt
+
+
+def dkim_key(d, name, kind="rsa"):
+    """A private key file and its DKIM TXT record data (RSA-2048 or Ed25519),
+    split into 200-byte character-strings as long records must be."""
+    key = os.path.join(d, name + ".pem")
+    gen = ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"] if kind == "rsa" \
+        else ["openssl", "genpkey", "-algorithm", "ED25519"]
+    subprocess.run(gen + ["-out", key], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o644)
+    der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"], check=True,
+                         capture_output=True, timeout=60).stdout
+    pub = base64.b64encode(der if kind == "rsa" else der[-32:]).decode()   # RFC 8463: the raw 32 bytes
+    txt = "v=DKIM1; k=%s; p=%s" % ("rsa" if kind == "rsa" else "ed25519", pub)
+    return key, " ".join('"%s"' % txt[i:i + 200] for i in range(0, len(txt), 200))
+
+
+class OpenDKIM:
+    """opendkim -f with a config written here; mode "v" or "s"."""
+
+    def __init__(self, port, dns, mode, authserv_id="odk.verify.test", domain=None, selector=None, key=None):
+        self.dir = tempfile.mkdtemp(prefix="opendkim-")
+        os.chmod(self.dir, 0o755)
+        ub = os.path.join(self.dir, "unbound.conf")
+        with open(ub, "w") as f:
+            f.write('server:\n  do-not-query-localhost: no\n  local-zone: "test." transparent\n'
+                    'forward-zone:\n  name: "."\n  forward-addr: %s@%d\n' % (dns.host, dns.port))
+        conf = ["Mode %s" % mode, "Socket inet:%d@%s" % (port, addr(7)), "AuthservID %s" % authserv_id,
+                "ResolverConfiguration %s" % ub, "Syslog no", "PidFile %s/pid" % self.dir,
+                "Canonicalization relaxed/relaxed", "InternalHosts 127.0.0.0/8", "RequireSafeKeys no",
+                "On-NoSignature accept", "On-BadSignature accept", "On-KeyNotFound accept"]
+        if mode == "s":
+            conf += ["Domain %s" % domain, "Selector %s" % selector, "KeyFile %s" % key]
+        path = os.path.join(self.dir, "opendkim.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        self.log = open(os.path.join(self.dir, "opendkim.log"), "w")
+        self.proc = subprocess.Popen(["opendkim", "-f", "-x", path], stdout=self.log, stderr=subprocess.STDOUT)
+        self.spec = "inet:%s:%d" % (addr(7), port)
+        on_cleanup(self.stop)
+        wait_for(lambda: port_open(addr(7), port) or self.proc.poll() is not None, 10, "opendkim to listen")
+        assert self.proc.poll() is None, open(self.log.name).read()
+
+    def stop(self):
+        terminate(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Client:

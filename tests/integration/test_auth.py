@@ -126,22 +126,6 @@ def test_spf_result_reaches_lua_which_may_override_the_action():
 
 # ---- DKIM and DMARC ---------------------------------------------------------
 
-def dkim_key(d, name, kind="rsa"):
-    """A private key file and its DKIM TXT record data (RSA-2048 or Ed25519),
-    split into 200-byte character-strings as long records must be."""
-    key = os.path.join(d, name + ".pem")
-    gen = ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"] if kind == "rsa" \
-        else ["openssl", "genpkey", "-algorithm", "ED25519"]
-    subprocess.run(gen + ["-out", key], check=True, capture_output=True, timeout=60)
-    os.chmod(key, 0o644)
-    der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"], check=True,
-                         capture_output=True, timeout=60).stdout
-    import base64
-    pub = base64.b64encode(der if kind == "rsa" else der[-32:]).decode()   # RFC 8463: the raw 32 bytes
-    txt = "v=DKIM1; k=%s; p=%s" % ("rsa" if kind == "rsa" else "ed25519", pub)
-    return key, " ".join('"%s"' % txt[i:i + 200] for i in range(0, len(txt), 200))
-
-
 def dkim_setup():
     """Keys for signed.test (RSA, selector s1) and ed.test (Ed25519,
     selector e1), the zone publishing them, and a key table for dkim_sign.

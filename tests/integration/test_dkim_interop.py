@@ -18,37 +18,6 @@ def auth_helpers():
     return ns
 
 
-class OpenDKIM:
-    """opendkim -f with a config written here; mode "v" or "s"."""
-
-    def __init__(self, port, dns, mode, authserv_id="odk.verify.test", domain=None, selector=None, key=None):
-        self.dir = tempfile.mkdtemp(prefix="opendkim-")
-        os.chmod(self.dir, 0o755)
-        ub = os.path.join(self.dir, "unbound.conf")
-        with open(ub, "w") as f:
-            f.write('server:\n  do-not-query-localhost: no\n  local-zone: "test." transparent\n'
-                    'forward-zone:\n  name: "."\n  forward-addr: %s@%d\n' % (dns.host, dns.port))
-        conf = ["Mode %s" % mode, "Socket inet:%d@%s" % (port, addr(7)), "AuthservID %s" % authserv_id,
-                "ResolverConfiguration %s" % ub, "Syslog no", "PidFile %s/pid" % self.dir,
-                "Canonicalization relaxed/relaxed", "InternalHosts 127.0.0.0/8", "RequireSafeKeys no",
-                "On-NoSignature accept", "On-BadSignature accept", "On-KeyNotFound accept"]
-        if mode == "s":
-            conf += ["Domain %s" % domain, "Selector %s" % selector, "KeyFile %s" % key]
-        path = os.path.join(self.dir, "opendkim.conf")
-        with open(path, "w") as f:
-            f.write("\n".join(conf) + "\n")
-        self.log = open(os.path.join(self.dir, "opendkim.log"), "w")
-        self.proc = subprocess.Popen(["opendkim", "-f", "-x", path], stdout=self.log, stderr=subprocess.STDOUT)
-        self.spec = "inet:%s:%d" % (addr(7), port)
-        on_cleanup(self.stop)
-        wait_for(lambda: port_open(addr(7), port) or self.proc.poll() is not None, 10, "opendkim to listen")
-        assert self.proc.poll() is None, open(self.log.name).read()
-
-    def stop(self):
-        terminate(self.proc)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def milter_postfix(host, relayhost, milter):
     return Postfix(host, 2525, relayhost, main={"smtpd_milters": milter.spec, "milter_default_action": "tempfail",
                                                 "myhostname": "postfix.interop.test"})
@@ -91,7 +60,7 @@ def test_opendkim_signature_verifies_in_posternd():
     d = tempfile.mkdtemp(prefix="odk-")
     os.chmod(d, 0o755)
     on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    key, txt = h["dkim_key"](d, "o1")
+    key, txt = dkim_key(d, "o1")
     dns = DnsServer(["o1._domainkey.odk.test. TXT %s" % txt, '_dmarc.odk.test. TXT "v=DMARC1; p=reject"'])
     sink = Sink(addr(2))
     v = Gateway(host=addr(5), port=2526, sink=sink, hostname="mx.postern.test", plugin_dir=PLUGDIR,
