@@ -41,7 +41,8 @@ static void trampoline(void *mydata, int err, struct ub_result *result)
     free(p);
 }
 
-int dns_init(const char *server)
+/* The libunbound context: forwarding to server, or the system's resolver. */
+static int context_setup(const char *server)
 {
     ctx = ub_ctx_create();
     if (!ctx) {
@@ -73,8 +74,18 @@ int dns_init(const char *server)
         if (!rc)
             rc = ub_ctx_hosts(ctx, NULL);
     }
-    if (!rc)
-        rc = ub_ctx_async(ctx, 1);
+    if (rc) {
+        log_error("dns: resolver setup: %s", ub_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+int dns_init(const char *server)
+{
+    if (context_setup(server) < 0)
+        return -1;
+    int rc = ub_ctx_async(ctx, 1);
     if (rc) {
         log_error("dns: resolver setup: %s", ub_strerror(rc));
         return -1;
@@ -84,6 +95,14 @@ int dns_init(const char *server)
         return -1;
     }
     log_info("dns: resolving through %s", server ? server : "/etc/resolv.conf");
+    return 0;
+}
+
+int dns_init_blocking(const char *server)
+{
+    if (context_setup(server) < 0)
+        return -1;
+    log_info("dns: resolving through %s (blocking lookups only)", server ? server : "/etc/resolv.conf");
     return 0;
 }
 
@@ -191,7 +210,8 @@ void dns_shutdown(void)
 {
     if (!ctx)
         return;
-    ev_del(&watch);
+    if (watch.fd > 0)
+        ev_del(&watch);
     qcache_clear();
     ub_ctx_delete(ctx);
     ctx = NULL;

@@ -10,6 +10,8 @@ struct ub_result;
 /* server: "addr:port" to forward every query to, or NULL for the
  * system's /etc/resolv.conf. 0 ok, -1 with a logged reason. */
 int dns_init(const char *server);
+/* Without the event loop (postern-milter): only dns_query_sync works. */
+int dns_init_blocking(const char *server);
 /* cb runs later on the loop thread; result is freed after cb returns
  * (NULL with err != 0 when the resolver itself failed). */
 typedef void (*dns_cb)(void *arg, int err, struct ub_result *result);

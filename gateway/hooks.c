@@ -11,6 +11,7 @@
 #include "event.h"
 #include "workers.h"
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,4 +356,34 @@ void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t le
     }
     *r = (struct chain_run){.st = st, .t = t, .arg = arg, .len = len, .done = done, .ctx = ctx};
     chain_step(r);
+}
+
+/* The synchronous chain for postern-milter (libmilter's threads): C links
+ * are called in place; Lua links run to completion under one lock, since
+ * each script's lua_State is single-threaded. */
+static pthread_mutex_t lua_lock = PTHREAD_MUTEX_INITIALIZER;
+
+postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg, size_t len)
+{
+    t->stage = st;
+    t->reply[0] = '\0';
+    for (size_t i = 0; wanted[st] && i < nchain; i++) {
+        struct link *l = &chain[i];
+        if (!has_stage(l, st))
+            continue;
+        postern_verdict v;
+        if (l->lua) {
+            struct lua_run *run = NULL;
+            pthread_mutex_lock(&lua_lock);
+            if (lua_run_start(l->lua, t, st, arg, len, &run, &v))
+                while (lua_run_resume(run, &v))
+                    ;
+            pthread_mutex_unlock(&lua_lock);
+        } else {
+            v = call(l, st, t, arg, len);
+        }
+        if (decided(l, st, t, &v))
+            return v;
+    }
+    return POSTERN_CONTINUE;
 }

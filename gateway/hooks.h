@@ -21,6 +21,9 @@ typedef void (*hooks_done_fn)(void *ctx, postern_verdict v);
 void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t len, hooks_done_fn done,
                      void *ctx);
 
+/* The same chain, run to the end on the calling thread (postern-milter). */
+postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg, size_t len);
+
 const char *verdict_name(postern_verdict v);
 const char *stage_name(enum postern_stage st);
 

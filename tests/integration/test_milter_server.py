@@ -1,0 +1,113 @@
+"""postern-milter inside a real Postfix (started by the test with its own
+config, queue and log directories; root only): a Lua policy's reject,
+header changes and quarantine take effect in Postfix, and a C plugin
+(header_checks) runs in the same chain."""
+from harness import *
+
+PLUGDIR = os.path.join(BUILD, "plugins")
+POLICY = '''
+postern.on("rcpt", function(tx, rcpt)
+  if rcpt:match("^blocked@") then return postern.REJECT("5.7.1", "blocked by the Lua policy") end
+end)
+postern.on("data", function(tx)
+  local s = tx:header("Subject") or ""
+  if s:find("reject me") then return postern.REJECT("5.7.3", "rejected by the Lua policy") end
+  if s:find("quarantine me") then return postern.QUARANTINE("held by the Lua policy") end
+end)
+postern.on("eom", function(tx)
+  tx:add_header("X-Postern-Policy", "checked by " .. tx:client_addr())
+  tx:change_header("Subject", "[checked] " .. (tx:header("Subject") or ""))
+  tx:delete_header("X-Internal")
+  if (tx:body() or ""):find("REWRITE") then tx:replace_body("rewritten by the policy\\r\\n") end
+end)
+'''
+
+
+class PosternMilter:
+    def __init__(self, conf_path, port=8890):
+        self.spec = "inet:%d@%s" % (port, addr(7))
+        self.logpath = conf_path + ".milter.log"
+        self.log = open(self.logpath, "w")
+        self.proc = subprocess.Popen([os.path.join(BUILD, "postern-milter"), "-c", conf_path, "-p", self.spec],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        on_cleanup(self.stop)
+        wait_for(lambda: port_open(addr(7), port) or self.proc.poll() is not None, 10, "postern-milter")
+        assert self.proc.poll() is None, open(self.logpath).read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        text = open(self.logpath, errors="replace").read()
+        assert "Sanitizer" not in text and "runtime error:" not in text, text[-3000:]
+
+
+def setup():
+    d = tempfile.mkdtemp(prefix="pmilter-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    script = os.path.join(d, "policy.lua")
+    rules = os.path.join(d, "header_checks")
+    with open(script, "w") as f:
+        f.write(POLICY)
+    with open(rules, "w") as f:
+        f.write("/^X-Spam-Flag: YES/ REJECT spam flagged by header_checks\n")
+    os.chmod(script, 0o644)
+    os.chmod(rules, 0o644)
+    sink = Sink(addr(2))
+    # the posternd config the milter shares: only the chain and its options matter here
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="header_checks, lua:" + script,
+                **{"header_checks.rules": rules})
+    m = PosternMilter(g.conf)
+    pf = Postfix(addr(6), 2525, "[%s]:%d" % (sink.host, sink.port),
+                 main={"smtpd_milters": m.spec.replace("inet:8890@%s" % addr(7), "inet:%s:8890" % addr(7)),
+                       "milter_default_action": "tempfail", "myhostname": "postfix.milter.test"})
+    return sink, m, pf
+
+
+def test_lua_policy_in_postfix_via_postern_milter():
+    if not Postfix.available():
+        print("  skip: needs root and postfix to run a private Postfix")
+        return
+    sink, m, pf = setup()
+    c = Client(addr(6), 2525)
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@src.test>")
+    assert c.cmd("RCPT TO:<blocked@example.test>").startswith("550 5.7.1 blocked by the Lua policy")
+    c.close()
+    r = send_mail_to(addr(6), "Subject: please reject me\r\n")
+    assert r.startswith("550 5.7.3 rejected by the Lua policy"), r
+    r = send_mail_to(addr(6), "Subject: spam\r\nX-Spam-Flag: YES\r\n")
+    assert r.startswith("550") and "spam flagged by header_checks" in r, r
+    r = send_mail_to(addr(6), "Subject: hello\r\nX-Internal: secret\r\n", body="REWRITE this\r\n")
+    assert r.startswith("250"), r
+    msg = strip_sink_headers(sink.wait_count(1, timeout=30)[0])
+    assert b"Subject: [checked] hello" in msg, msg[:1000]
+    assert re.search(rb"^X-Postern-Policy: checked by 127\.0\.0\.1", msg, re.M), msg[:1000]
+    assert b"X-Internal" not in msg
+    assert msg.rstrip(b"\n").endswith(b"rewritten by the policy"), msg[-300:]
+    # quarantine: Postfix accepts and puts the message on hold
+    r = send_mail_to(addr(6), "Subject: quarantine me\r\n")
+    assert r.startswith("250"), r
+    hold = os.path.join(pf.dir, "queue", "hold")
+    wait_for(lambda: os.path.isdir(hold) and os.listdir(hold), 15, "a message in Postfix's hold queue")
+    assert "milter-hold: END-OF-MESSAGE" in pf.log(), pf.log()[-2000:]
+    time.sleep(0.5)
+    assert sink.count() == 1
+
+
+def send_mail_to(host, headers, body="body\r\n"):
+    c = Client(host, 2525)
+    c.cmd("EHLO client.test")
+    c.cmd("MAIL FROM:<a@src.test>")
+    rep = c.cmd("RCPT TO:<x@example.test>")
+    if not rep.startswith("250"):
+        return rep
+    c.cmd("DATA")
+    c.send("From: <a@src.test>\r\n" + headers + "\r\n" + body)
+    rep = c.cmd(".")
+    c.close()
+    return rep
+
+
+run_tests(globals())
