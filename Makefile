@@ -35,7 +35,7 @@ TEST_PLUGINS := probe probe2 bad_abi no_entry
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
-.PHONY: all clean test test-fast unit-bins run deps deps-check bench install
+.PHONY: fuzz all clean test test-fast unit-bins run deps deps-check bench install
 all: $(BUILD)/posternd $(BUILD)/postern $(BUILD)/postern-milter $(PLUGIN_SOS) $(TEST_SOS) $(BUILD)/test-milter
 
 # a libmilter milter the milter plugin's tests talk to
@@ -94,6 +94,7 @@ unit-bins: $(addprefix $(BUILD)/,$(UNIT_TESTS))
 # smtp-source, swaks), all under ASan/UBSan. Ends with "N passed, N failed".
 test: deps-check
 	$(MAKE) SAN=1 all unit-bins
+	$(MAKE) fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
 	tests/run-all.sh build-san
 
 # The same suite against the optimised build.
@@ -123,4 +124,22 @@ bench: all
 	bench/relay-vs-postfix.sh $(BUILD)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
+
+# libFuzzer harnesses (tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/),
+# each run for FUZZ_TIME seconds; new inputs collect in build-fuzz/corpus-NAME.
+FUZZERS ?= fuzz_milter_codec
+FUZZ_TIME ?= 60
+TEST_FUZZ_TIME ?= 10
+fuzz:
+	@mkdir -p build-fuzz
+	@for f in $(FUZZERS); do \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iplugins -Igateway \
+	    tests/fuzz/$$f.c -o build-fuzz/$$f || exit 1; \
+	  mkdir -p build-fuzz/corpus-$$f; \
+	  echo "== fuzz: $$f for $(FUZZ_TIME)s"; \
+	  build-fuzz/$$f -max_total_time=$(FUZZ_TIME) -artifact_prefix=build-fuzz/$$f- \
+	    build-fuzz/corpus-$$f tests/fuzz/corpus/$${f#fuzz_} 2>build-fuzz/$$f.log \
+	    || { tail -40 build-fuzz/$$f.log; exit 1; }; \
+	  tail -1 build-fuzz/$$f.log; \
+	done
