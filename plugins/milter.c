@@ -344,15 +344,17 @@ static postern_verdict each_link(postern_txn *t, struct links *ls, char cmd, con
 
 /* ---- session setup at MAIL ---- */
 
-/* Runs when the transaction ends (on posternd's loop thread): a QUIT that
- * never waits, then close. */
+/* Runs when the transaction ends (on posternd's loop thread): ABORT for a
+ * message the milter did not see to its end (RSET, a refusal), then QUIT,
+ * neither of which waits; then close. */
 static void links_release(void *p)
 {
     struct links *ls = p;
-    const unsigned char quit[5] = {0, 0, 0, 1, SMFIC_QUIT};
+    const unsigned char abort_quit[10] = {0, 0, 0, 1, SMFIC_ABORT, 0, 0, 0, 1, SMFIC_QUIT};
     for (size_t i = 0; i < ls->n; i++)
         if (ls->l[i].fd >= 0) {
-            ssize_t w = send(ls->l[i].fd, quit, sizeof quit, MSG_NOSIGNAL | MSG_DONTWAIT);
+            size_t skip = ls->l[i].done ? 5 : 0;
+            ssize_t w = send(ls->l[i].fd, abort_quit + skip, sizeof abort_quit - skip, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;
             close(ls->l[i].fd);
         }
