@@ -43,7 +43,7 @@ $(BUILD)/test-milter: tests/milter/test_milter.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lmilter -lpthread
 
-$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h plugins/dns_records.h plugins/milter_codec.h
+$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h plugins/dns_records.h plugins/milter_codec.h plugins/plugin_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< $(PLUGIN_LIBS_$*)
 

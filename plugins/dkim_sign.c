@@ -11,6 +11,7 @@
  *                                  (never vouch for mail from outside)
  */
 #include "postern_plugin.h"
+#include "plugin_util.h"
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -158,25 +159,6 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     return 0;
 }
 
-/* The domain of the (single) From: address, lower-cased, or "". */
-static void from_domain(postern_txn *t, char *out, size_t size)
-{
-    out[0] = '\0';
-    const char *v = host->header_get(t, "From", 0);
-    if (!v || host->header_get(t, "From", 1))
-        return;
-    const char *lt = strrchr(v, '<');
-    const char *at = strchr(lt ? lt : v, '@');
-    if (!at)
-        return;
-    size_t n = strcspn(at + 1, "> \t\r\n;,)");
-    if (n >= size)
-        return;
-    for (size_t i = 0; i < n; i++)
-        out[i] = (char)tolower((unsigned char)at[1 + i]);
-    out[n] = '\0';
-}
-
 static const struct key *key_for(const struct signer *s, const char *domain)
 {
     for (size_t i = 0; i < s->nkeys; i++)
@@ -224,7 +206,7 @@ static postern_verdict on_eom(postern_txn *t, void *state)
 {
     struct signer *s = state;
     char domain[256];
-    from_domain(t, domain, sizeof domain);
+    from_domain(host, t, domain, sizeof domain);
     const struct key *k = domain[0] ? key_for(s, domain) : NULL;
     if (!k)
         return POSTERN_CONTINUE;

@@ -14,12 +14,11 @@
  * authres.dkim (one "dkim=..." per signature, joined by "; ").
  */
 #include "postern_plugin.h"
+#include "plugin_util.h"
 #include <opendkim/dkim.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum action { ACT_CONTINUE, ACT_REJECT, ACT_TEMPFAIL, ACT_QUARANTINE };
 
 struct dkimv {
     DKIM_LIB *lib;
@@ -27,17 +26,6 @@ struct dkimv {
 };
 
 static const struct postern_host *host;
-
-static int parse_action(const char *v, enum action *out)
-{
-    static const char *names[] = {"continue", "reject", "tempfail", "quarantine"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (!strcmp(v, names[i])) {
-            *out = (enum action)i;
-            return 0;
-        }
-    return -1;
-}
 
 /* ---- libopendkim's DNS hooks on host->dns_query (synchronous) ---- */
 
@@ -221,25 +209,13 @@ static void publish(postern_txn *t, DKIM *d)
     host->log(t, POSTERN_LOG_INFO, "dkim_verify: %s (%s)", best, sigvar[0] ? sigvar : "no signature");
 }
 
-static postern_verdict act(postern_txn *t, enum action a, const char *result)
+static postern_verdict dkim_act(postern_txn *t, enum action a, const char *result)
 {
-    char reply[200];
-    switch (a) {
-    case ACT_REJECT:
-        snprintf(reply, sizeof reply, "550 5.7.20 No passing DKIM signature (dkim=%s)", result);
-        host->set_reply(t, reply);
-        return POSTERN_REJECT;
-    case ACT_TEMPFAIL:
-        snprintf(reply, sizeof reply, "451 4.7.5 DKIM key lookup failed, try again later (dkim=%s)", result);
-        host->set_reply(t, reply);
-        return POSTERN_TEMPFAIL;
-    case ACT_QUARANTINE:
-        snprintf(reply, sizeof reply, "DKIM %s", result);
-        host->set_reply(t, reply);
-        return POSTERN_QUARANTINE;
-    default:
-        return POSTERN_CONTINUE;
-    }
+    char rej[200], tmp[200], why[100];
+    snprintf(rej, sizeof rej, "550 5.7.20 No passing DKIM signature (dkim=%s)", result);
+    snprintf(tmp, sizeof tmp, "451 4.7.5 DKIM key lookup failed, try again later (dkim=%s)", result);
+    snprintf(why, sizeof why, "DKIM %s", result);
+    return act(host, t, a, rej, tmp, why);
 }
 
 static postern_verdict on_eom(postern_txn *t, void *state)
@@ -251,9 +227,9 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     publish(t, d);
     const char *r = host->var_get(t, "dkim.result");
     if (!strcmp(r, "fail") || !strcmp(r, "permerror"))
-        return act(t, s->on_fail, r);
+        return dkim_act(t, s->on_fail, r);
     if (!strcmp(r, "temperror"))
-        return act(t, s->on_temperror, r);
+        return dkim_act(t, s->on_temperror, r);
     return POSTERN_CONTINUE;
 }
 

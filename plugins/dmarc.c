@@ -18,6 +18,7 @@
  */
 #include "postern_plugin.h"
 #include "dns_records.h"
+#include "plugin_util.h"
 #include <ctype.h>
 #include <opendmarc/dmarc.h>
 #include <stdio.h>
@@ -28,25 +29,12 @@
 /* exported by libopendmarc but missing from its header */
 int opendmarc_get_tld(u_char *domain, u_char *tld, size_t tld_len);
 
-enum action { ACT_CONTINUE, ACT_REJECT, ACT_TEMPFAIL, ACT_QUARANTINE };
-
 struct dmarc {
     OPENDMARC_LIB_T lib;
     enum action on_reject, on_quarantine, on_temperror;
 };
 
 static const struct postern_host *host;
-
-static int parse_action(const char *v, enum action *out)
-{
-    static const char *names[] = {"continue", "reject", "tempfail", "quarantine"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (!strcmp(v, names[i])) {
-            *out = (enum action)i;
-            return 0;
-        }
-    return -1;
-}
 
 static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
                 char *err, size_t errlen)
@@ -91,24 +79,6 @@ static void fini(void *state)
     struct dmarc *s = state;
     opendmarc_policy_library_shutdown(&s->lib);
     free(s);
-}
-
-/* The domain of the single From: address, lower-cased; "" if there is not
- * exactly one From: header with an address. */
-static void from_domain(postern_txn *t, char *out, size_t size)
-{
-    out[0] = '\0';
-    const char *v = host->header_get(t, "From", 0);
-    if (!v || host->header_get(t, "From", 1))
-        return;
-    const char *lt = strrchr(v, '<');
-    const char *at = strchr(lt ? lt : v, '@');
-    size_t n = at ? strcspn(at + 1, "> \t\r\n;,)") : 0;
-    if (!n || n >= size)
-        return;
-    for (size_t i = 0; i < n; i++)
-        out[i] = (char)tolower((unsigned char)at[1 + i]);
-    out[n] = '\0';
 }
 
 /* The v=DMARC1 TXT record at _dmarc.domain into rec. */
@@ -179,28 +149,16 @@ static void publish(postern_txn *t, const char *result, const char *policy, cons
     host->log(t, POSTERN_LOG_INFO, "dmarc: %s for %s (%s)", result, domain[0] ? domain : "?", why);
 }
 
-static postern_verdict act(postern_txn *t, enum action a, const char *domain, const char *what)
+static postern_verdict dmarc_act(postern_txn *t, enum action a, const char *domain, const char *what)
 {
-    char reply[400];
     const char *override = host->var_get(t, "dmarc.action");
     if (override && parse_action(override, &a) < 0)
         host->log(t, POSTERN_LOG_WARN, "dmarc: ignoring dmarc.action '%s'", override);
-    switch (a) {
-    case ACT_REJECT:
-        snprintf(reply, sizeof reply, "550 5.7.1 Rejected by the DMARC policy of %.200s (%s)", domain, what);
-        host->set_reply(t, reply);
-        return POSTERN_REJECT;
-    case ACT_TEMPFAIL:
-        snprintf(reply, sizeof reply, "451 4.7.1 DMARC %s for %.200s, try again later", what, domain);
-        host->set_reply(t, reply);
-        return POSTERN_TEMPFAIL;
-    case ACT_QUARANTINE:
-        snprintf(reply, sizeof reply, "DMARC policy of %.200s (%s)", domain, what);
-        host->set_reply(t, reply);
-        return POSTERN_QUARANTINE;
-    default:
-        return POSTERN_CONTINUE;
-    }
+    char rej[400], tmp[400], why[300];
+    snprintf(rej, sizeof rej, "550 5.7.1 Rejected by the DMARC policy of %.200s (%s)", domain, what);
+    snprintf(tmp, sizeof tmp, "451 4.7.1 DMARC %s for %.200s, try again later", what, domain);
+    snprintf(why, sizeof why, "DMARC policy of %.200s (%s)", domain, what);
+    return act(host, t, a, rej, tmp, why);
 }
 
 /* The organizational domain: libopendmarc's PSL lookup, or the last two
@@ -229,7 +187,7 @@ static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T 
         org[0] = '\0';
     if (st == DNS_TEMPFAIL) {
         publish(t, "temperror", "none", from, "DNS lookup of the _dmarc record failed");
-        return act(t, s->on_temperror, from, "temperror");
+        return dmarc_act(t, s->on_temperror, from, "temperror");
     }
     if (st != DNS_OK) {
         publish(t, "none", "none", from, "no DMARC record");
@@ -255,11 +213,11 @@ static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T 
     case DMARC_POLICY_REJECT:
         snprintf(why, sizeof why, "p=%s dis=reject", p_word);
         publish(t, "fail", "reject", from, why);
-        return act(t, s->on_reject, from, "dmarc=fail");
+        return dmarc_act(t, s->on_reject, from, "dmarc=fail");
     case DMARC_POLICY_QUARANTINE:
         snprintf(why, sizeof why, "p=%s dis=quarantine", p_word);
         publish(t, "fail", "quarantine", from, why);
-        return act(t, s->on_quarantine, from, "dmarc=fail");
+        return dmarc_act(t, s->on_quarantine, from, "dmarc=fail");
     case DMARC_POLICY_NONE:
         snprintf(why, sizeof why, "p=%s dis=none", p_word);
         publish(t, "fail", "none", from, why);
@@ -273,7 +231,7 @@ static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T 
 static postern_verdict on_eom(postern_txn *t, void *state)
 {
     char from[256];
-    from_domain(t, from, sizeof from);
+    from_domain(host, t, from, sizeof from);
     if (!from[0]) {
         publish(t, "permerror", "none", "", "no single From: address");
         return POSTERN_CONTINUE;

@@ -16,6 +16,7 @@
  */
 #include "postern_plugin.h"
 #include "dns_records.h"
+#include "plugin_util.h"
 #include <spf2/spf.h>
 #include <netdb.h>
 #include <stdbool.h>
@@ -23,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum action { ACT_CONTINUE, ACT_REJECT, ACT_TEMPFAIL, ACT_QUARANTINE };
 static const char *result_names[] = {"invalid", "neutral", "pass", "fail", "softfail", "none", "temperror",
                                      "permerror"};
 #define NRESULTS (sizeof result_names / sizeof *result_names)
@@ -35,17 +35,6 @@ struct spf {
 };
 
 static const struct postern_host *host;
-
-static int parse_action(const char *v, enum action *out)
-{
-    static const char *names[] = {"continue", "reject", "tempfail", "quarantine"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (!strcmp(v, names[i])) {
-            *out = (enum action)i;
-            return 0;
-        }
-    return -1;
-}
 
 /* ---- a libspf2 DNS layer on top of host->dns_query ---- */
 
@@ -219,26 +208,14 @@ static void publish(postern_txn *t, const char *result, const char *domain, bool
     host->var_set(t, "authres.spf", ar);
 }
 
-static postern_verdict act(postern_txn *t, enum action a, SPF_result_t r, const char *domain)
+static postern_verdict spf_act(postern_txn *t, enum action a, SPF_result_t r, const char *domain)
 {
-    char reply[400];
-    switch (a) {
-    case ACT_REJECT:
-        snprintf(reply, sizeof reply, "550 5.7.23 SPF %s for %.200s: sender not authorized from %s",
-                 result_names[r], domain, host->client_addr(t));
-        host->set_reply(t, reply);
-        return POSTERN_REJECT;
-    case ACT_TEMPFAIL:
-        snprintf(reply, sizeof reply, "451 4.7.24 SPF %s for %.200s, try again later", result_names[r], domain);
-        host->set_reply(t, reply);
-        return POSTERN_TEMPFAIL;
-    case ACT_QUARANTINE:
-        snprintf(reply, sizeof reply, "SPF %s for %.200s", result_names[r], domain);
-        host->set_reply(t, reply);
-        return POSTERN_QUARANTINE;
-    default:
-        return POSTERN_CONTINUE;
-    }
+    char rej[400], tmp[400], why[300];
+    snprintf(rej, sizeof rej, "550 5.7.23 SPF %s for %.200s: sender not authorized from %s", result_names[r],
+             domain, host->client_addr(t));
+    snprintf(tmp, sizeof tmp, "451 4.7.24 SPF %s for %.200s, try again later", result_names[r], domain);
+    snprintf(why, sizeof why, "SPF %s for %.200s", result_names[r], domain);
+    return act(host, t, a, rej, tmp, why);
 }
 
 static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
@@ -261,7 +238,7 @@ static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
     if (override && parse_action(override, &a) < 0)
         host->log(t, POSTERN_LOG_WARN, "spf: ignoring spf.action '%s' (continue, reject, tempfail, quarantine)",
                   override);
-    return act(t, a, r, domain);
+    return spf_act(t, a, r, domain);
 }
 
 static const struct postern_plugin plugin = {
