@@ -123,7 +123,7 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
                 char *err, size_t errlen)
 {
     host = h;
-    if (h->struct_size < offsetof(struct postern_host, client_trusted) + sizeof h->client_trusted) {
+    if (!POSTERN_HOST_HAS(h, client_trusted)) {
         snprintf(err, errlen, "posternd is too old for this plugin (no host->body_read)");
         return -1;
     }

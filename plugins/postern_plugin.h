@@ -159,6 +159,10 @@ struct postern_host {
     int (*client_trusted)(postern_txn *t);
 };
 
+/* Whether posternd's host table has function fn (appended after your
+ * posternd was built?): if (!POSTERN_HOST_HAS(host, dns_query)) ... */
+#define POSTERN_HOST_HAS(h, fn) ((h)->struct_size >= offsetof(struct postern_host, fn) + sizeof((h)->fn))
+
 /* One name = value pair from the main config ("<plugin>.<key> = value"). */
 struct postern_option {
     const char *key;

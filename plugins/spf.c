@@ -120,7 +120,7 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
                 char *err, size_t errlen)
 {
     host = h;
-    if (h->struct_size < offsetof(struct postern_host, hostname) + sizeof h->hostname) {
+    if (!POSTERN_HOST_HAS(h, hostname)) {
         snprintf(err, errlen, "posternd is too old for this plugin (no host->dns_query)");
         return -1;
     }
