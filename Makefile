@@ -127,19 +127,35 @@ clean:
 	rm -rf build build-san build-fuzz
 
 # libFuzzer harnesses (tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/),
-# each run for FUZZ_TIME seconds; new inputs collect in build-fuzz/corpus-NAME.
-FUZZERS ?= fuzz_milter_codec
+# each run for FUZZ_TIME seconds; new inputs collect in build-fuzz/corpus-NAME,
+# crashes in build-fuzz/fuzz_NAME-crash-*. The gateway sources are compiled
+# once more with clang's fuzzer instrumentation into build-fuzz/libfuzzcore.a.
+FUZZERS ?= fuzz_smtp_command fuzz_data_reader fuzz_headers fuzz_spool_record fuzz_config fuzz_mta_sts \
+           fuzz_milter_codec
 FUZZ_TIME ?= 60
 TEST_FUZZ_TIME ?= 10
-fuzz:
-	@mkdir -p build-fuzz
+FUZZ_CFLAGS := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -std=c11 -D_GNU_SOURCE \
+               -Igateway -Iplugins -I/usr/include/lua5.4 -DPOSTERN_PLUGIN_DIR='"/nonexistent"'
+FUZZ_OBJS := $(addprefix build-fuzz/obj/,$(CORE_SRCS:.c=.o))
+
+build-fuzz/obj/%.o: gateway/%.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_OBJS): $(wildcard gateway/*.h)
+
+build-fuzz/libfuzzcore.a: $(FUZZ_OBJS)
+	ar rcs $@ $^
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libfuzzcore.a plugins/milter_codec.h $(wildcard gateway/*.h)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libfuzzcore.a $(LDLIBS)
+
+fuzz: $(addprefix build-fuzz/,$(FUZZERS))
 	@for f in $(FUZZERS); do \
-	  clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iplugins -Igateway \
-	    tests/fuzz/$$f.c -o build-fuzz/$$f || exit 1; \
 	  mkdir -p build-fuzz/corpus-$$f; \
 	  echo "== fuzz: $$f for $(FUZZ_TIME)s"; \
-	  build-fuzz/$$f -max_total_time=$(FUZZ_TIME) -artifact_prefix=build-fuzz/$$f- \
-	    build-fuzz/corpus-$$f tests/fuzz/corpus/$${f#fuzz_} 2>build-fuzz/$$f.log \
+	  build-fuzz/$$f -max_total_time=$(FUZZ_TIME) -max_len=8192 -artifact_prefix=build-fuzz/$$f- \
+	    build-fuzz/corpus-$$f tests/fuzz/corpus/$${f#fuzz_} >build-fuzz/$$f.log 2>&1 \
 	    || { tail -40 build-fuzz/$$f.log; exit 1; }; \
 	  tail -1 build-fuzz/$$f.log; \
 	done

@@ -18,8 +18,9 @@ int buf_reserve(struct buf *b, size_t n);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_puts(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Start of unread data and its length. */
-static inline char *buf_head(const struct buf *b) { return b->data + b->off; }
+/* Start of unread data (its length is len). A never-grown buffer has no
+ * storage and gives NULL, not NULL + 0 (undefined; found by fuzz_headers). */
+static inline char *buf_head(const struct buf *b) { return b->off ? b->data + b->off : b->data; }
 /* Mark n bytes from the head as consumed. */
 void buf_consume(struct buf *b, size_t n);
 /* Room at the tail for direct reads; call buf_commit after writing into it. */

@@ -638,8 +638,11 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
     cfg->path = strdup(path);
     struct pctx p = {path, 0, err, errlen};
     FILE *f = fopen(path, "r");
-    if (!f)
-        return fail(&p, "cannot open: %s", strerror(errno));
+    if (!f) {
+        fail(&p, "cannot open: %s", strerror(errno));
+        config_free(cfg);
+        return -1;
+    }
     char line[4096];
     int rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
@@ -665,6 +668,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
     fclose(f);
     if (rc == 0)
         rc = config_validate(&p, cfg);
+    if (rc != 0)
+        config_free(cfg);   /* a refused config leaves nothing behind (found by fuzz_config) */
     return rc;
 }
 

@@ -69,7 +69,9 @@ size_t headers_parse(const char *raw, size_t len, struct header_list *l)
         if (name_len == 0 || name_len >= rest || p[name_len] != ':')
             break;   /* not a header field: the section ends here */
         size_t flen = field_length(p, rest);
-        if (flen < 2 || p[flen - 2] != '\r' || grow(l) < 0)
+        /* a NUL cannot live in a C string: such a field ends the parsed
+         * section and its bytes pass on untouched (found by fuzz_headers) */
+        if (flen < 2 || p[flen - 2] != '\r' || memchr(p, '\0', flen) || grow(l) < 0)
             break;
         struct header *h = &l->h[l->n];
         h->name = strndup(p, name_len);

@@ -2,6 +2,7 @@
  * hostile or broken milter can send. Decodes every packet in the input,
  * walks each packet's NUL-separated strings, and re-frames it; the
  * re-framed packet must decode to the same thing. */
+#include <stdint.h>
 #include "milter_codec.h"
 #include <assert.h>
 #include <stdlib.h>

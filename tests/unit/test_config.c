@@ -92,6 +92,20 @@ static void errors_name_file_and_line(void **state)
     config_free(&cfg);
 }
 
+/* Regression (fuzz_config): a config refused after lists and strings were
+ * parsed leaked them. LeakSanitizer (make test) fails this binary if so. */
+static void refused_config_leaves_nothing_allocated(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char err[512];
+    assert_int_equal(load("relay_domains = a.test, .b.test\ntrusted_networks = 10.0.0.0/8\n"
+                          "spool_dir = /tmp/x\nplugins = a, b\nbogus line\n", &cfg, err), -1);
+    assert_non_null(strstr(err, "expected 'key = value'"));
+    assert_null(cfg.relay_domains);
+    assert_null(cfg.spool_dir);
+}
+
 static void tables(void **state)
 {
     (void)state;
@@ -141,6 +155,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_config), cmocka_unit_test(errors_name_file_and_line),
         cmocka_unit_test(tables), cmocka_unit_test(durations_and_sizes),
+        cmocka_unit_test(refused_config_leaves_nothing_allocated),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[600];

@@ -70,6 +70,40 @@ static void mutations(void **state)
     headers_free(&l);
 }
 
+/* Regression (fuzz_headers): an empty section serialized from an empty
+ * list read through NULL + 0, undefined behaviour caught by UBSan. */
+static void empty_section_serializes_to_nothing(void **state)
+{
+    (void)state;
+    struct header_list l = {0};
+    assert_int_equal(headers_parse("", 0, &l), 0);
+    struct buf out;
+    buf_init(&out);
+    headers_serialize(&l, &out);
+    assert_int_equal(out.len, 0);
+    buf_free(&out);
+    headers_free(&l);
+}
+
+/* Regression (fuzz_headers): a NUL inside a field was cut off by strndup,
+ * so the serialized section lost bytes. Now the section ends before it. */
+static void nul_in_a_field_ends_the_section(void **state)
+{
+    (void)state;
+    const char raw[] = "Subject: ok\r\nX-Bad: a\0b\r\nTo: c\r\n\r\n";
+    struct header_list l = {0};
+    size_t used = headers_parse(raw, sizeof raw - 1, &l);
+    assert_int_equal(used, strlen("Subject: ok\r\n"));
+    assert_int_equal(l.n, 1);
+    struct buf out;
+    buf_init(&out);
+    headers_serialize(&l, &out);
+    assert_int_equal(out.len, used);
+    assert_memory_equal(buf_head(&out), raw, used);
+    buf_free(&out);
+    headers_free(&l);
+}
+
 static void counts_received_headers_in_the_section_only(void **state)
 {
     (void)state;
@@ -95,6 +129,8 @@ int main(void)
         cmocka_unit_test(stops_at_a_non_header_line),
         cmocka_unit_test(mutations),
         cmocka_unit_test(counts_received_headers_in_the_section_only),
+        cmocka_unit_test(empty_section_serializes_to_nothing),
+        cmocka_unit_test(nul_in_a_field_ends_the_section),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
