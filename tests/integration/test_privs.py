@@ -1,0 +1,54 @@
+"""Privilege drop when started as root (as in CI; skipped otherwise):
+posternd binds port 25, then runs as the configured user with no
+supplementary groups, on every thread; the spool belongs to that user;
+mail still flows; user = root or an unknown user refuses to start."""
+from harness import *
+import pwd
+
+
+def ids(pid):
+    """Uid/Gid/Groups lines of every thread of pid."""
+    out = []
+    for task in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, task)) as f:
+            st = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        out.append((st["Uid"].split(), st["Gid"].split(), st.get("Groups", "").split()))
+    return out
+
+
+def test_drops_to_the_run_user_on_every_thread_after_binding_port_25():
+    if os.geteuid() != 0:
+        print("  skip: needs root")
+        return
+    nobody = pwd.getpwnam("nobody")
+    sink = Sink(addr(2))
+    g = Gateway(port=25, sink=sink, user="nobody").start()
+    assert "running as user nobody (uid %d)" % nobody.pw_uid in g.log()
+    threads = ids(g.proc.pid)
+    assert len(threads) > 1, threads           # the worker pool exists and was checked too
+    for uids, gids, groups in threads:
+        assert uids == [str(nobody.pw_uid)] * 4, uids
+        assert gids == [str(nobody.pw_gid)] * 4, gids
+        assert groups == [], groups
+    assert send_message(g.host, 25, "a@src.test", ["x@example.test"], "Subject: s\r\n\r\nx\r\n").startswith("250")
+    sink.wait_count(1)
+    for root, dirs, files in os.walk(g.spool):
+        for n in dirs + files:
+            assert os.lstat(os.path.join(root, n)).st_uid == nobody.pw_uid, os.path.join(root, n)
+    g.stop()
+
+
+def test_refuses_root_or_an_unknown_user():
+    if os.geteuid() != 0:
+        print("  skip: needs root")
+        return
+    sink = Sink(addr(2))
+    for user, why in (("root", "is root; refusing to run as root"),
+                      ("no-such-user-postern", "does not exist; refusing to run as root")):
+        g = Gateway(sink=sink, user=user)
+        g.start(wait=False)
+        rc = g.proc.wait(10)
+        assert rc != 0 and why in g.log(), (user, rc, g.log()[-500:])
+
+
+run_tests(globals())
