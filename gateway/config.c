@@ -496,6 +496,10 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_int(p, key, value, 1, 100000, &cfg->max_recipients);
     if (!strcmp(key, "max_sessions"))
         return set_int(p, key, value, 1, 1000000, &cfg->max_sessions);
+    if (!strcmp(key, "max_sessions_per_client"))
+        return set_int(p, key, value, 0, 1000000, &cfg->max_sessions_per_client);
+    if (!strcmp(key, "client_connect_rate"))
+        return set_int(p, key, value, 0, 1000000, &cfg->client_connect_rate);
     if (!strcmp(key, "max_errors"))
         return set_int(p, key, value, 1, 1000, &cfg->max_errors);
     if (!strcmp(key, "smtp_timeout"))
@@ -568,6 +572,8 @@ static void config_defaults(struct config *cfg)
     cfg->message_size_limit = 50 * 1024 * 1024;
     cfg->max_recipients = 1000;
     cfg->max_sessions = 10000;
+    cfg->max_sessions_per_client = 50;
+    cfg->client_connect_rate = 0;
     cfg->max_errors = 20;
     cfg->smtp_timeout = 300;
     cfg->data_timeout = 600;

@@ -81,6 +81,8 @@ struct config {
     size_t message_size_limit;
     int max_recipients;
     int max_sessions;
+    int max_sessions_per_client;   /* concurrent sessions from one address (0 = no limit) */
+    int client_connect_rate;       /* new sessions per minute from one address (0 = no limit) */
     int max_errors;
     int smtp_timeout;              /* idle timeout between commands */
     int data_timeout;              /* idle timeout inside DATA */

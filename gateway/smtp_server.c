@@ -1258,11 +1258,65 @@ static void connect_then(struct session *s, postern_verdict v)
 
 /* ---- listeners ---------------------------------------------------- */
 
+/* ---- per-client limits ------------------------------------------
+ * Concurrent sessions are counted over the session list; new sessions per
+ * minute in a small table of recent addresses (an address that falls out
+ * of the table starts over: the limit is a brake, not an accountant).
+ * trusted_networks are exempt from both. */
+#define RATE_SLOTS 4096
+struct rate_slot {
+    char ip[64];
+    time_t window;     /* when this address's current 60 s window began */
+    int count;
+};
+static struct rate_slot rate_table[RATE_SLOTS];
+
+static bool over_rate(const char *ip)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = ip; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    struct rate_slot *r = &rate_table[h % RATE_SLOTS];
+    time_t now = time(NULL);
+    if (strcmp(r->ip, ip) || now - r->window >= 60) {   /* a new 60 s window from this connection */
+        snprintf(r->ip, sizeof r->ip, "%s", ip);
+        r->window = now;
+        r->count = 0;
+    }
+    return ++r->count > cfg->client_connect_rate;
+}
+
+static int sessions_from(const char *ip)
+{
+    int n = 0;
+    for (struct session *s = sessions; s; s = s->next)
+        n += !strcmp(s->tx.client_ip, ip);
+    return n;
+}
+
+/* The refusal for a new connection, or NULL to accept it. */
+static const char *connection_refusal(const struct sockaddr_storage *ss, const char *ip)
+{
+    if (nsessions >= cfg->max_sessions || shutting_down)
+        return "421 4.3.2 Too many connections, try again later\r\n";
+    if (config_is_trusted(cfg, (const struct sockaddr *)ss))
+        return NULL;
+    if (cfg->max_sessions_per_client && sessions_from(ip) >= cfg->max_sessions_per_client)
+        return "421 4.7.0 Too many connections from your address, try again later\r\n";
+    if (cfg->client_connect_rate && over_rate(ip))
+        return "421 4.7.0 Connection rate limit exceeded for your address, try again later\r\n";
+    return NULL;
+}
+
 static void accept_one(int fd, struct sockaddr_storage *ss, bool implicit_tls)
 {
-    if (nsessions >= cfg->max_sessions || shutting_down) {
-        static const char msg[] = "421 4.3.2 Too many connections, try again later\r\n";
-        ssize_t w = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL);
+    char ip[64];
+    sockaddr_ip_text((struct sockaddr *)ss, ip, sizeof ip);
+    const char *refusal = connection_refusal(ss, ip);
+    if (refusal) {
+        if (!shutting_down)
+            log_info("refused connection from [%s]: %.*s", ip, (int)strlen(refusal) - 2, refusal);
+        ssize_t w = send(fd, refusal, strlen(refusal), MSG_NOSIGNAL);
         (void)w;
         close(fd);
         return;
