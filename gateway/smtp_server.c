@@ -899,6 +899,9 @@ static void body_then(struct session *s, postern_verdict v)
 /* Message bytes (unstuffed) from the DATA reader. */
 static void message_bytes(struct session *s, const char *p, size_t n)
 {
+    /* RFC 5321 2.3.8: NUL is not text; refuse rather than pass it on */
+    if (memchr(p, '\0', n))
+        refuse_data(s, "554 5.6.0 Error: message contains NUL characters");
     if (s->part == PART_BODY) {
         buf_append(&s->chunk, p, n);
         return;
@@ -1127,7 +1130,10 @@ static void process_commands(struct session *s)
         memcpy(line, head, len);
         line[len] = '\0';
         buf_consume(&s->in, linelen);
-        run_command(s, line);
+        if (memchr(line, '\0', len))   /* a NUL would cut the command short as a C string */
+            reply(s, "500 5.5.2 Error: invalid character in command");
+        else
+            run_command(s, line);
         if (s->errors >= cfg->max_errors && s->phase != PH_CLOSING) {
             log_info("S%lu: too many errors from [%s]", s->sid, s->tx.client_ip);
             reply(s, "421 4.7.0 Error: too many errors");

@@ -130,6 +130,29 @@ def test_text_line_limit():
     g.stop()
 
 
+def test_nul_bytes_are_refused():
+    g, sink = gw()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    c.send(b"NOOP a\x00b\r\n")
+    assert c.reply().startswith("500 5.5.2")
+    for msg in (b"Subject: n\x00l\r\n\r\nbody\r\n", b"Subject: ok\r\n\r\nbo\x00dy\r\n"):
+        c.cmd("MAIL FROM:<a@src.test>")
+        c.cmd("RCPT TO:<x@example.test>")
+        assert c.cmd("DATA").startswith("354")
+        c.send(msg)
+        assert c.cmd(".").startswith("554 5.6.0 Error: message contains NUL characters")
+    c.cmd("MAIL FROM:<a@src.test>")                    # the session goes on
+    c.cmd("RCPT TO:<x@example.test>")
+    c.cmd("DATA")
+    c.send("Subject: clean\r\n\r\nbody\r\n")
+    assert c.cmd(".").startswith("250")
+    assert b"Subject: clean" in sink.wait_count(1)[0]
+    time.sleep(0.3)
+    assert sink.count() == 1
+    g.stop()
+
+
 def test_max_recipients():
     g, _ = gw(max_recipients="3")
     c = Client(g.host)
