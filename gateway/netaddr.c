@@ -86,16 +86,21 @@ int hostport_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len
     long port = strtol(colon + 1, &end, 10);
     if (*end || end == colon + 1 || port <= 0 || port > 65535)
         return -1;
+    return ip_parse(host, (uint16_t)port, ss, len);
+}
+
+int ip_parse(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
     memset(ss, 0, sizeof *ss);
     struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
         s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
+        s4->sin_port = htons(port);
         *len = sizeof *s4;
-    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+    } else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
         s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
+        s6->sin6_port = htons(port);
         *len = sizeof *s6;
     } else {
         return -1;

@@ -17,6 +17,8 @@ bool cidr_match(const struct cidr *net, const struct sockaddr *sa);
 
 /* "127.0.0.1:2525" or "[::1]:2525" into a sockaddr. 0 ok, -1 bad. */
 int hostport_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+/* A bare address ("192.0.2.1", "::1", no brackets) and port into a sockaddr. */
+int ip_parse(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len);
 /* Printable address (no port) of sa into out. */
 void sockaddr_ip_text(const struct sockaddr *sa, char *out, size_t outlen);
 

@@ -301,11 +301,9 @@ static const char *h_hostname(void) { return host_cfg ? host_cfg->hostname : "lo
 
 static int h_client_trusted(postern_txn *t)
 {
-    char text[80];
     struct sockaddr_storage ss;
     socklen_t len;
-    snprintf(text, sizeof text, strchr(t->client_ip, ':') ? "[%s]:25" : "%s:25", t->client_ip);
-    return host_cfg && hostport_parse(text, &ss, &len) == 0 && config_is_trusted(host_cfg, (struct sockaddr *)&ss);
+    return host_cfg && ip_parse(t->client_ip, 0, &ss, &len) == 0 && config_is_trusted(host_cfg, (struct sockaddr *)&ss);
 }
 
 static const struct postern_host host = {

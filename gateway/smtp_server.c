@@ -653,10 +653,8 @@ static const char *xclient_attr(struct session *s, const char *name, const char 
     bool unavailable = !strcmp(value, "[UNAVAILABLE]") || !strcmp(value, "[TEMPUNAVAIL]");
     if (!strcasecmp(name, "ADDR")) {
         const char *ip = strncasecmp(value, "IPV6:", 5) ? value : value + 5;
-        char text[80];
-        snprintf(text, sizeof text, strchr(ip, ':') ? "[%s]:25" : "%s:25", ip);
         socklen_t len;
-        if (!unavailable && hostport_parse(text, addr, &len) < 0)
+        if (!unavailable && ip_parse(ip, 0, addr, &len) < 0)
             return "501 5.5.4 Bad XCLIENT ADDR syntax";
     } else if (!strcasecmp(name, "NAME")) {
         snprintf(s->client_name, sizeof s->client_name, "%.250s%s", unavailable ? "" : value, unavailable ? "" : " ");
