@@ -506,6 +506,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_duration_int(p, key, value, &cfg->smtp_timeout);
     if (!strcmp(key, "data_timeout"))
         return set_duration_int(p, key, value, &cfg->data_timeout);
+    if (!strcmp(key, "smtp_min_data_rate"))
+        return set_int(p, key, value, 1, 1000000000, &cfg->smtp_min_data_rate);
     if (!strcmp(key, "client_connect_timeout"))
         return set_duration_int(p, key, value, &cfg->client_connect_timeout);
     if (!strcmp(key, "client_timeout"))
@@ -577,6 +579,7 @@ static void config_defaults(struct config *cfg)
     cfg->max_errors = 20;
     cfg->smtp_timeout = 300;
     cfg->data_timeout = 600;
+    cfg->smtp_min_data_rate = 500;
     cfg->client_connect_timeout = 30;
     cfg->client_timeout = 300;
     cfg->connection_cache_time = 2;
@@ -813,8 +816,10 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->run_user ? cfg->run_user : "");
     fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
             cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);
-    fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nclient_connect_timeout = %ds\nclient_timeout = %ds\n",
-            cfg->smtp_timeout, cfg->data_timeout, cfg->client_connect_timeout, cfg->client_timeout);
+    fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nsmtp_min_data_rate = %d\n", cfg->smtp_timeout,
+            cfg->data_timeout, cfg->smtp_min_data_rate);
+    fprintf(out, "client_connect_timeout = %ds\nclient_timeout = %ds\n", cfg->client_connect_timeout,
+            cfg->client_timeout);
     fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\n",
             cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads);
     fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);

@@ -85,7 +85,8 @@ struct config {
     int client_connect_rate;       /* new sessions per minute from one address (0 = no limit) */
     int max_errors;
     int smtp_timeout;              /* idle timeout between commands */
-    int data_timeout;              /* idle timeout inside DATA */
+    int data_timeout;              /* longest time DATA may go without progress */
+    int smtp_min_data_rate;        /* bytes/s in DATA that keep extending the deadline */
     int client_connect_timeout;
     int client_timeout;            /* outbound: per reply */
     int dest_concurrency;          /* connections per next hop */

@@ -133,6 +133,29 @@ const char *smtp_check_address(const char *addr, bool utf8)
     return NULL;
 }
 
+bool utf8_valid(const char *str)
+{
+    const unsigned char *p = (const unsigned char *)str;
+    while (*p) {
+        unsigned c = *p++;
+        if (c < 0x80)
+            continue;
+        int more = c >= 0xf0 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : -1;
+        if (more < 0 || c > 0xf4)
+            return false;
+        unsigned cp = c & (0x3fu >> more);
+        for (int i = 0; i < more; i++, p++) {
+            if ((*p & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (*p & 0x3fu);
+        }
+        static const unsigned min_cp[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[more] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
 const char *addr_domain(const char *addr)
 {
     const char *at = strrchr(addr, '@');
@@ -269,6 +292,10 @@ int smtp_parse_mail(const char *args, struct path_result *res, struct mail_param
         return -1;
     if (parse_params(res->params, params, &res->reply) < 0)
         return -1;
+    if (params->smtputf8 && !utf8_valid(res->addr)) {
+        res->reply = "553 5.6.7 Sender address is not valid UTF-8";
+        return -1;
+    }
     if (res->addr[0] && smtp_check_address(res->addr, params->smtputf8)) {
         res->reply = params->smtputf8 ? "501 5.1.7 Bad sender address syntax"
                                       : "553 5.6.7 Non-ASCII sender address needs SMTPUTF8";
@@ -288,6 +315,10 @@ int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res)
         return -1;
     if (parse_params(res->params, NULL, &res->reply) < 0)
         return -1;
+    if (utf8 && !utf8_valid(res->addr)) {
+        res->reply = "553 5.6.7 Recipient address is not valid UTF-8";
+        return -1;
+    }
     if (!utf8 && strcasecmp(res->addr, "postmaster") && smtp_check_address(res->addr, false)) {
         res->reply = "553 5.6.7 Non-ASCII recipient address needs SMTPUTF8";
         return -1;

@@ -54,6 +54,10 @@ int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res);
  * else a short reason. */
 const char *smtp_check_address(const char *addr, bool utf8);
 
+/* Well-formed UTF-8 (RFC 3629): no overlong forms, surrogates or code points
+ * above U+10FFFF. Plain ASCII is valid. */
+bool utf8_valid(const char *s);
+
 /* Domain part of "local@domain" (after the last '@'), or "" if none. */
 const char *addr_domain(const char *addr);
 

@@ -202,10 +202,26 @@ static void session_close(struct session *s)
     ev_defer_free(s, session_free);
 }
 
+/* A fresh deadline for the next request: a whole command line, or a whole
+ * DATA section. Input arriving in pieces does not restart it, so a client
+ * dribbling a byte at a time (slowloris) times out like an idle one. */
 static void set_timeout(struct session *s)
 {
     int secs = s->phase == PH_DATA ? cfg->data_timeout : cfg->smtp_timeout;
     s->deadline_ms = ev_now_ms() + (uint64_t)secs * 1000;
+}
+
+/* Inside DATA, n bytes received earn n / smtp_min_data_rate seconds more,
+ * never beyond data_timeout from now (Postfix's smtpd_min_data_rate). A
+ * large message on a slow but honest link goes on; a trickle does not. */
+static void extend_data_deadline(struct session *s, size_t n)
+{
+    if (s->phase != PH_DATA)
+        return;
+    uint64_t now = ev_now_ms(), cap = now + (uint64_t)cfg->data_timeout * 1000;
+    s->deadline_ms += (uint64_t)n * 1000 / (uint64_t)cfg->smtp_min_data_rate;
+    if (s->deadline_ms > cap)
+        s->deadline_ms = cap;
 }
 
 static ssize_t session_recv(struct session *s, char *buf, size_t n) { return tls_read(s->ssl, s->w.fd, buf, n); }
@@ -267,6 +283,7 @@ static void stage_finished(void *ctx, postern_verdict v)
         return;
     }
     s->phase = s->saved_phase;
+    set_timeout(s);          /* time spent in the chain is not the client's */
     stage_then then = s->then;
     then(s, v);
     /* finished later (worker, or a Lua run that gave the loop back): pick
@@ -564,6 +581,7 @@ static void cmd_data(struct session *s, const char *args)
     data_reader_init(&s->dr);
     s->hops = 0;
     s->phase = PH_DATA;
+    set_timeout(s);
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -1128,6 +1146,7 @@ static void process_commands(struct session *s)
         memcpy(line, head, len);
         line[len] = '\0';
         buf_consume(&s->in, linelen);
+        set_timeout(s);      /* the next command line gets a full smtp_timeout */
         if (memchr(line, '\0', len))   /* a NUL would cut the command short as a C string */
             reply(s, "500 5.5.2 Error: invalid character in command");
         else
@@ -1178,7 +1197,7 @@ static void session_on_event(void *ctx, uint32_t events)
             ssize_t r = session_recv(s, t, room);
             if (r > 0) {
                 buf_commit(&s->in, (size_t)r);
-                set_timeout(s);
+                extend_data_deadline(s, (size_t)r);
                 /* TLS may hold decrypted bytes the socket no longer signals */
                 if ((size_t)r < room && !(s->ssl && SSL_pending(s->ssl)))
                     break;

@@ -111,6 +111,26 @@ static void utf8_needs_smtputf8(void **state)
     assert_true(p.smtputf8);
     assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", false, &r), -1);
     assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", true, &r), 0);
+    /* with SMTPUTF8 the bytes must still be well-formed UTF-8 */
+    assert_int_equal(smtp_parse_mail("FROM:<j\xf6rg@example.test> SMTPUTF8", &r, &p), -1);
+    assert_string_equal(r.reply, "553 5.6.7 Sender address is not valid UTF-8");
+    assert_int_equal(smtp_parse_rcpt("TO:<m\xc0\xbc@example.test>", true, &r), -1);   /* overlong */
+    assert_string_equal(r.reply, "553 5.6.7 Recipient address is not valid UTF-8");
+}
+
+static void utf8_validity(void **state)
+{
+    (void)state;
+    assert_true(utf8_valid("plain"));
+    assert_true(utf8_valid("\xc3\xb6\xe2\x82\xac\xf0\x9f\x98\x80"));   /* two-, three- and four-byte forms */
+    assert_false(utf8_valid("\xf6"));                                  /* Latin-1 */
+    assert_false(utf8_valid("\xc3"));                                  /* truncated */
+    assert_false(utf8_valid("\xe2\x82"));
+    assert_false(utf8_valid("\xc0\xaf"));                              /* overlong '/' */
+    assert_false(utf8_valid("\xe0\x80\xaf"));
+    assert_false(utf8_valid("\xed\xa0\x80"));                          /* surrogate */
+    assert_false(utf8_valid("\xf4\x90\x80\x80"));                      /* above U+10FFFF */
+    assert_false(utf8_valid("\x80"));                                  /* lone continuation */
 }
 
 static void rcpt_paths(void **state)
@@ -134,7 +154,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(verbs_are_case_insensitive), cmocka_unit_test(control_bytes_are_refused),
         cmocka_unit_test(mail_paths),                 cmocka_unit_test(mail_path_errors),
-        cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8),
+        cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8), cmocka_unit_test(utf8_validity),
         cmocka_unit_test(rcpt_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
