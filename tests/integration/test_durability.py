@@ -1,4 +1,4 @@
-"""Durability: a few thousand messages over 20 sessions while posternd is
+"""Durability: 10,000 messages over 20 sessions while posternd is
 killed with SIGKILL several times and restarted. Every message that got a
 250 must reach the sink (checked by queue ID and by a sequence header);
 duplicates are allowed only for messages in flight at a kill."""
@@ -6,9 +6,9 @@ import random
 import threading
 from harness import *
 
-TOTAL = int(os.environ.get("DURABILITY_MESSAGES", "3000"))
+TOTAL = int(os.environ.get("DURABILITY_MESSAGES", "10000"))
 SESSIONS = 20
-KILLS = 3
+KILLS = int(os.environ.get("DURABILITY_KILLS", "5"))
 
 
 class Load:
