@@ -13,14 +13,19 @@
 #include <unistd.h>
 
 #define MAX_HEADERS (64 * 1024)
+#define MAX_RETURNED_MESSAGE (10u << 20)   /* RET=FULL above this: headers only */
 
 struct bounce_job {
     struct work work;
     struct qmsg *m;
-    bool delayed;
+    enum dsn_kind kind;
     bounce_done_fn done;
     struct dsn_rcpt *rcpts;      /* snapshot: the worker never reads the qmsg */
     char **texts;                /* owned copies behind rcpts */
+    char **orcpts;
+    char envid[DSN_MAX_ENVID + 1];
+    bool full;                   /* RET=FULL: return the whole message */
+    uint64_t size;               /* of the original message */
     size_t n;
     char orig_id[QID_LEN];
     char *orig_sender;
@@ -49,15 +54,35 @@ static size_t read_headers(const struct bounce_job *b, char *out, size_t cap)
     return end ? (size_t)(end - out) + 2 : (size_t)r;
 }
 
+/* RET=FULL: the whole original message (our Received first); NULL if it
+ * cannot be read, and the notice then carries the headers only. */
+static char *read_message(const struct bounce_job *b, size_t *len)
+{
+    char *msg = b->size < SIZE_MAX ? malloc((size_t)b->size + 1) : NULL;
+    int fd = msg ? spool_open_message(b->orig_id) : -1;
+    ssize_t r = fd >= 0 ? pread(fd, msg, (size_t)b->size, (off_t)b->body_off) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (r != (ssize_t)b->size) {
+        free(msg);
+        return NULL;
+    }
+    *len = (size_t)r;
+    return msg;
+}
+
 static void bounce_run(struct work *w)
 {
     struct bounce_job *b = (struct bounce_job *)w;
     char *headers = malloc(MAX_HEADERS);
+    size_t full_len = 0;
+    char *full = b->full && b->kind == DSN_FAILED ? read_message(b, &full_len) : NULL;
     struct dsn_report rep = {
         .reporting_mta = cfg->hostname, .queue_id = b->orig_id, .orig_sender = b->orig_sender,
-        .arrival = b->arrival, .now = (int64_t)time(NULL), .delayed = b->delayed,
+        .arrival = b->arrival, .now = (int64_t)time(NULL), .kind = b->kind, .envid = b->envid,
         .rcpts = b->rcpts, .nrcpts = b->n, .headers = headers,
         .headers_len = headers ? read_headers(b, headers, MAX_HEADERS) : 0,
+        .message = full, .message_len = full_len,
     };
     struct buf msg;
     buf_init(&msg);
@@ -82,60 +107,82 @@ static void bounce_run(struct work *w)
     }
     buf_free(&msg);
     free(headers);
+    free(full);
 }
 
 static void bounce_free(struct bounce_job *b)
 {
-    for (size_t i = 0; i < b->n; i++)
+    for (size_t i = 0; i < b->n; i++) {
         free(b->texts[i]);
+        free(b->orcpts[i]);
+    }
     free(b->texts);
+    free(b->orcpts);
     free(b->rcpts);
     free(b->orig_sender);
     envelope_free(&b->env);
     free(b);
 }
 
+static const char *const kind_name[] = {[DSN_FAILED] = "non-delivery", [DSN_DELAYED] = "delay",
+                                       [DSN_RELAYED] = "success (relayed)"};
+
 static void bounce_finished(struct work *w)
 {
     struct bounce_job *b = (struct bounce_job *)w;
     if (b->err == 0) {
-        log_info("%s: sender %s notification: %s (to <%s>)", b->orig_id, b->delayed ? "delay" : "non-delivery",
-                 b->env.id, b->orig_sender);
+        log_info("%s: sender %s notification: %s (to <%s>)", b->orig_id, kind_name[b->kind], b->env.id,
+                 b->orig_sender);
         queue_add_committed(&b->env, b->sw.env_len);
     } else {
-        log_error("%s: cannot queue the %s notification: %s", b->orig_id, b->delayed ? "delay" : "bounce",
-                  strerror(b->err));
+        log_error("%s: cannot queue the %s notification: %s", b->orig_id, kind_name[b->kind], strerror(b->err));
     }
-    b->done(b->m, b->delayed, b->err);
+    b->done(b->m, b->kind, b->err);
     bounce_free(b);
 }
 
-void bounce_start(struct qmsg *m, bool delayed, bounce_done_fn done)
+/* Does recipient r belong in a notice of this kind? */
+static bool covered(const struct qrcpt *r, enum dsn_kind kind)
+{
+    switch (kind) {
+    case DSN_FAILED: return r->st.status == RCPT_FAILED;
+    case DSN_RELAYED: return r->st.status == RCPT_RELAYED;
+    case DSN_DELAYED: return r->st.status == RCPT_PENDING && (!r->dsn.notify || (r->dsn.notify & DSN_NOTIFY_DELAY));
+    }
+    return false;
+}
+
+void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
 {
     struct bounce_job *b = calloc(1, sizeof *b);
     if (b) {
         b->rcpts = calloc(m->nrcpts, sizeof *b->rcpts);
         b->texts = calloc(m->nrcpts, sizeof *b->texts);
+        b->orcpts = calloc(m->nrcpts, sizeof *b->orcpts);
         b->env.rcpts = calloc(1, sizeof *b->env.rcpts);
     }
-    if (!b || !b->rcpts || !b->texts || !b->env.rcpts) {
+    if (!b || !b->rcpts || !b->texts || !b->orcpts || !b->env.rcpts) {
         if (b)
             bounce_free(b);
-        done(m, delayed, ENOMEM);
+        done(m, kind, ENOMEM);
         return;
     }
-    char want = delayed ? RCPT_PENDING : RCPT_FAILED;
     for (size_t i = 0; i < m->nrcpts; i++) {
-        if (m->rcpts[i].st.status != want)
+        if (!covered(&m->rcpts[i], kind))
             continue;
         b->texts[b->n] = strdup(m->rcpts[i].st.last_reply[0] ? m->rcpts[i].st.last_reply : "unknown error");
+        b->orcpts[b->n] = m->rcpts[i].dsn.orcpt ? strdup(m->rcpts[i].dsn.orcpt) : NULL;
         b->rcpts[b->n].addr = m->rcpts[i].addr;   /* stable: m is pinned until done() */
         b->rcpts[b->n].last_reply = b->texts[b->n];
+        b->rcpts[b->n].orcpt = b->orcpts[b->n];
         b->n++;
     }
     b->m = m;
-    b->delayed = delayed;
+    b->kind = kind;
     b->done = done;
+    memcpy(b->envid, m->envid, sizeof b->envid);
+    b->full = m->ret == DSN_RET_FULL && m->size <= MAX_RETURNED_MESSAGE;
+    b->size = m->size;
     memcpy(b->orig_id, m->id, QID_LEN);
     b->orig_sender = strdup(m->sender);
     b->arrival = m->arrival;

@@ -42,7 +42,7 @@ struct dconn {
     struct buf in, out;
     uint64_t deadline_ms;
     char peer[80];
-    bool pipelining, size_ext, eightbit, smtputf8, starttls;
+    bool pipelining, size_ext, eightbit, smtputf8, starttls, dsn;
     SSL *ssl;
     uint32_t tls_want;
     /* current transaction */
@@ -157,7 +157,7 @@ static void result_for(struct dconn *c, size_t k, int code, const char *text)
     if (r->st.status != RCPT_PENDING)
         return;
     int cls = reply_class(code);
-    queue_rcpt_result(j, k, cls == 2 ? 2 : cls == 5 ? 5 : 4, text);
+    queue_rcpt_result(j, k, cls == 2 ? 2 : cls == 5 ? 5 : 4, text, c->dsn);
     long delay = (long)(time(NULL) - j->msg->arrival);
     log_info("%s: to=<%s>, relay=%s, delay=%lds, status=%s (%s)", j->msg->id, r->addr, c->peer, delay,
              cls == 2 ? "sent" : cls == 5 ? "bounced" : "deferred", text);
@@ -370,7 +370,7 @@ static void defer_job(struct djob *j, const char *reason)
     for (size_t k = 0; k < j->n; k++) {
         struct qrcpt *r = &j->msg->rcpts[j->idx[k]];
         log_info("%s: to=<%s>, status=deferred (%s)", j->msg->id, r->addr, reason);
-        queue_rcpt_result(j, k, 4, reason);
+        queue_rcpt_result(j, k, 4, reason, false);
     }
     free(j->cands);
     j->cands = NULL;
@@ -410,7 +410,7 @@ static void on_routed(void *arg, struct route_result *res)
             struct qrcpt *r = &j->msg->rcpts[j->idx[k]];
             log_info("%s: to=<%s>, status=%s (%s)", j->msg->id, r->addr, code == 5 ? "bounced" : "deferred",
                      res->reason);
-            queue_rcpt_result(j, k, code, res->reason);
+            queue_rcpt_result(j, k, code, res->reason, false);
         }
         queue_job_done(j);
         return;
@@ -431,23 +431,46 @@ void delivery_submit(struct djob *job)
 
 /* ---- transaction -------------------------------------------------- */
 
+/* MAIL FROM with the parameters the next hop understands. */
+static void send_mail_from(struct dconn *c, const struct qmsg *m)
+{
+    buf_printf(&c->out, "MAIL FROM:<%s>", m->sender);
+    if (c->size_ext)
+        buf_printf(&c->out, " SIZE=%llu", (unsigned long long)m->size);
+    if (c->eightbit && m->body == BODY_8BITMIME)
+        buf_puts(&c->out, " BODY=8BITMIME");
+    if (m->smtputf8)
+        buf_puts(&c->out, " SMTPUTF8");
+    if (c->dsn && m->ret)
+        buf_puts(&c->out, m->ret == DSN_RET_FULL ? " RET=FULL" : " RET=HDRS");
+    if (c->dsn && m->envid[0])
+        buf_printf(&c->out, " ENVID=%s", m->envid);
+    buf_puts(&c->out, "\r\n");
+}
+
+/* RCPT TO, passing the sender's DSN request on to a next hop with DSN. */
+static void send_rcpt_to(struct dconn *c, const struct qrcpt *r)
+{
+    buf_printf(&c->out, "RCPT TO:<%s>", r->addr);
+    if (c->dsn && r->dsn.notify) {
+        char notify[64];
+        dsn_notify_text(r->dsn.notify, notify, sizeof notify);
+        buf_printf(&c->out, " NOTIFY=%s", notify);
+    }
+    if (c->dsn && r->dsn.orcpt)
+        buf_printf(&c->out, " ORCPT=%s", r->dsn.orcpt);
+    buf_puts(&c->out, "\r\n");
+}
+
 static void send_next_commands(struct dconn *c)
 {
     struct djob *j = c->job;
     while (c->sent < c->ncmds && (c->pipelining || c->sent == c->answered)) {
         size_t i = c->sent++;
         if (i == 0) {
-            char params[96] = "";
-            size_t pl = 0;
-            if (c->size_ext)
-                pl += (size_t)snprintf(params + pl, sizeof params - pl, " SIZE=%llu", (unsigned long long)j->msg->size);
-            if (c->eightbit && j->msg->body == BODY_8BITMIME)
-                pl += (size_t)snprintf(params + pl, sizeof params - pl, " BODY=8BITMIME");
-            if (j->msg->smtputf8)
-                snprintf(params + pl, sizeof params - pl, " SMTPUTF8");
-            buf_printf(&c->out, "MAIL FROM:<%s>%s\r\n", j->msg->sender, params);
+            send_mail_from(c, j->msg);
         } else if (i <= j->n) {
-            buf_printf(&c->out, "RCPT TO:<%s>\r\n", j->msg->rcpts[j->idx[i - 1]].addr);
+            send_rcpt_to(c, &j->msg->rcpts[j->idx[i - 1]]);
         } else {
             buf_puts(&c->out, "DATA\r\n");
         }
@@ -618,6 +641,8 @@ static void note_extension(struct dconn *c, const char *kw, size_t len)
         c->smtputf8 = true;
     else if (len >= 8 && !strncasecmp(kw, "STARTTLS", 8))
         c->starttls = true;
+    else if (len >= 3 && !strncasecmp(kw, "DSN", 3) && (len == 3 || kw[3] == ' '))
+        c->dsn = true;
 }
 
 static void on_reply(struct dconn *c, int code)
@@ -684,7 +709,7 @@ static void tls_step(struct dconn *c)
         log_info("TLS to %s%s%s: %s, certificate %s", c->peer, c->dest->name[0] ? " " : "", c->dest->name, desc,
                  verified ? "verified" : "not verified");
         /* RFC 3207: say EHLO again, extensions may differ under TLS */
-        c->pipelining = c->size_ext = c->eightbit = c->smtputf8 = c->starttls = false;
+        c->pipelining = c->size_ext = c->eightbit = c->smtputf8 = c->starttls = c->dsn = false;
         c->state = DC_EHLO;
         conn_send(c, "EHLO", cfg->hostname);
         conn_want(c);

@@ -8,9 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What a notice reports (RFC 3464 Action:). */
+enum dsn_kind { DSN_FAILED, DSN_DELAYED, DSN_RELAYED };
+
 struct dsn_rcpt {
     const char *addr;
     const char *last_reply;   /* remote reply or our own reason */
+    const char *orcpt;        /* ORCPT as received ("rfc822;xtext"), or NULL */
 };
 
 struct dsn_report {
@@ -19,11 +23,14 @@ struct dsn_report {
     const char *orig_sender;     /* the DSN goes to this address */
     int64_t arrival;
     int64_t now;
-    bool delayed;                /* a delay warning, not a bounce */
+    enum dsn_kind kind;
+    const char *envid;           /* ENVID as received (xtext), or NULL */
     const struct dsn_rcpt *rcpts;
     size_t nrcpts;
     const char *headers;         /* original header section (may be NULL) */
     size_t headers_len;
+    const char *message;         /* RET=FULL on a failure: the whole original */
+    size_t message_len;
 };
 
 /* The whole DSN message, CRLF line ends, ready for the spool. */

@@ -164,7 +164,9 @@ static int h_rcpt_delete(postern_txn *t, const char *addr)
             continue;
         free(t->rcpts[i]);
         free(t->nexthops[i]);
+        free(t->dsn[i].orcpt);
         memmove(&t->rcpts[i], &t->rcpts[i + 1], (t->nrcpts - i - 1) * sizeof *t->rcpts);
+        memmove(&t->dsn[i], &t->dsn[i + 1], (t->nrcpts - i - 1) * sizeof *t->dsn);
         memmove(&t->nexthops[i], &t->nexthops[i + 1], (t->nrcpts - i - 1) * sizeof *t->nexthops);
         memmove(&t->min_tls[i], &t->min_tls[i + 1], t->nrcpts - i - 1);
         t->nrcpts--;

@@ -55,7 +55,7 @@ static int print_message(const char *id, bool verbose)
                held ? "hold" : "active", e.sender);
         for (size_t i = 0; i < e.nrcpts; i++)
             printf("rcpt: <%s> status=%s attempts=%d next_try=%" PRId64 " last=%s\n", e.rcpts[i],
-                   st[i].status == RCPT_DONE ? "delivered" : st[i].status == RCPT_PENDING ? "pending" : "failed",
+                   st[i].status == RCPT_DONE || st[i].status == RCPT_RELAYED ? "delivered" : st[i].status == RCPT_PENDING ? "pending" : "failed",
                    st[i].attempts, st[i].next_try, st[i].last_reply);
     }
     free(st);

@@ -172,6 +172,7 @@ static void qmsg_free(struct qmsg *m)
     index_remove(m);
     for (size_t i = 0; i < m->nrcpts; i++) {
         free(m->rcpts[i].addr);
+        free(m->rcpts[i].dsn.orcpt);
         free(m->rcpts[i].route);
     }
     free(m->rcpts);
@@ -196,7 +197,13 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     for (size_t i = 0; i < e->nrcpts; i++) {
         r[i].addr = e->rcpts[i];
         r[i].st.status = RCPT_PENDING;
+        if (e->dsn) {
+            r[i].dsn = e->dsn[i];
+            e->dsn[i].orcpt = NULL;
+        }
     }
+    m->ret = e->ret;
+    memcpy(m->envid, e->envid, sizeof m->envid);
     free(e->rcpts);
     e->rcpts = NULL;
     m->rcpts = r;
@@ -382,12 +389,13 @@ void queue_run_due(void)
         dispatch(heap_pop());
 }
 
-void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply)
+void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply, bool peer_dsn)
 {
     struct qrcpt *r = &job->msg->rcpts[job->idx[k]];
     if (r->st.status != RCPT_PENDING)
         return;
-    r->st.status = code == 2 ? RCPT_DONE : code == 5 ? RCPT_FAILED : RCPT_PENDING;
+    r->st.status = code == 5 ? RCPT_FAILED : code != 2 ? RCPT_PENDING
+                 : (r->dsn.notify & DSN_NOTIFY_SUCCESS) && !peer_dsn ? RCPT_RELAYED : RCPT_DONE;
     r->st.attempts++;
     snprintf(r->st.last_reply, sizeof r->st.last_reply, "%s", reply);
 }
@@ -436,7 +444,7 @@ static size_t count_status(const struct qmsg *m, char status)
 static void message_finished(struct qmsg *m);
 
 /* A DSN about m is queued (err 0) or could not be (kept for a later round). */
-static void bounce_done(struct qmsg *m, bool delayed, int err)
+static void bounce_done(struct qmsg *m, enum dsn_kind kind, int err)
 {
     m->jobs_outstanding--;
     if (err) {
@@ -447,36 +455,64 @@ static void bounce_done(struct qmsg *m, bool delayed, int err)
             message_finished(m);
         return;
     }
-    if (delayed)
+    if (kind == DSN_DELAYED)
         m->warned = true;
-    for (size_t i = 0; i < m->nrcpts && !delayed; i++)
-        if (m->rcpts[i].st.status == RCPT_FAILED)
-            m->rcpts[i].st.status = RCPT_BOUNCED;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        char *st = &m->rcpts[i].st.status;
+        if (kind == DSN_FAILED && *st == RCPT_FAILED)
+            *st = RCPT_BOUNCED;
+        else if (kind == DSN_RELAYED && *st == RCPT_RELAYED)
+            *st = RCPT_DONE;
+    }
     message_finished(m);
+}
+
+/* Settle without a notice what nobody wants to hear about: everything for
+ * the null sender (never bounce a bounce), and what NOTIFY= excluded. */
+static void settle_unwanted_notices(struct qmsg *m)
+{
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        unsigned want = r->dsn.notify ? r->dsn.notify : DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY;
+        if (!m->sender[0])
+            want = 0;
+        if (r->st.status == RCPT_FAILED && !(want & DSN_NOTIFY_FAILURE)) {
+            r->st.status = RCPT_BOUNCED;
+            log_info("%s: to=<%s>: no non-delivery notification (%s)", m->id, r->addr,
+                     m->sender[0] ? "NOTIFY excludes FAILURE" : "the sender is null");
+        } else if (r->st.status == RCPT_RELAYED && !(want & DSN_NOTIFY_SUCCESS)) {
+            r->st.status = RCPT_DONE;
+        }
+    }
+}
+
+/* Recipients a delay warning would name now. */
+static size_t count_delay_wanted(const struct qmsg *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->nrcpts; i++)
+        n += m->rcpts[i].st.status == RCPT_PENDING &&
+             (!m->rcpts[i].dsn.notify || (m->rcpts[i].dsn.notify & DSN_NOTIFY_DELAY));
+    return n;
 }
 
 /* Starts a DSN when one is owed; returns true if m now waits for it. */
 static bool notify_sender(struct qmsg *m, int64_t now)
 {
-    if (count_status(m, RCPT_FAILED)) {
-        if (m->sender[0]) {
-            m->jobs_outstanding++;
-            bounce_start(m, false, bounce_done);
-            return true;
-        }
-        /* never bounce a bounce */
-        for (size_t i = 0; i < m->nrcpts; i++)
-            if (m->rcpts[i].st.status == RCPT_FAILED)
-                m->rcpts[i].st.status = RCPT_BOUNCED;
-        log_info("%s: no non-delivery notification: the sender is null", m->id);
-    }
-    if (cfg->delay_warning_time && !m->warned && m->sender[0] && count_status(m, RCPT_PENDING) &&
-        now - m->arrival >= cfg->delay_warning_time) {
-        m->jobs_outstanding++;
-        bounce_start(m, true, bounce_done);
-        return true;
-    }
-    return false;
+    settle_unwanted_notices(m);
+    enum dsn_kind kind;
+    if (count_status(m, RCPT_FAILED))
+        kind = DSN_FAILED;
+    else if (count_status(m, RCPT_RELAYED))
+        kind = DSN_RELAYED;
+    else if (cfg->delay_warning_time && !m->warned && m->sender[0] && count_delay_wanted(m) &&
+             now - m->arrival >= cfg->delay_warning_time)
+        kind = DSN_DELAYED;
+    else
+        return false;
+    m->jobs_outstanding++;
+    bounce_start(m, kind, bounce_done);
+    return true;
 }
 
 static void message_finished(struct qmsg *m)
@@ -694,7 +730,7 @@ static void dispatch(struct qmsg *m)
 
 static const char *rcpt_status_name(char st)
 {
-    return st == RCPT_DONE ? "delivered" : st == RCPT_PENDING ? "pending" : "failed";
+    return st == RCPT_DONE || st == RCPT_RELAYED ? "delivered" : st == RCPT_PENDING ? "pending" : "failed";
 }
 
 static const char *msg_state(const struct qmsg *m)

@@ -10,6 +10,7 @@
 
 struct qrcpt {
     char *addr;
+    struct rcpt_dsn dsn;         /* NOTIFY/ORCPT from the sender */
     struct rcpt_state st;
     struct nexthop *route;       /* a plugin's override (st.nexthop parsed), or NULL */
 };
@@ -24,6 +25,8 @@ struct qmsg {
     uint64_t size;
     enum smtp_body body;
     bool smtputf8;
+    enum dsn_ret ret;            /* DSN: RET= */
+    char envid[DSN_MAX_ENVID + 1];
     bool held;
     char hold_reason[256];
     bool warned;             /* delay warning sent */
@@ -63,8 +66,9 @@ void queue_add_committed(struct envelope *e, size_t body_off);
 void queue_load_spool(void);
 /* Dispatch due messages (called on every tick and after new mail). */
 void queue_run_due(void);
-/* Record the outcome for recipient idx of job: reply code class 2, 4 or 5. */
-void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply);
+/* Record the outcome for recipient idx of job: reply code class 2, 4 or 5.
+ * peer_dsn: the next hop took on DSN duty (it offered DSN and got NOTIFY). */
+void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply, bool peer_dsn);
 /* The job is finished: every recipient without a result is deferred. */
 void queue_job_done(struct djob *job);
 size_t queue_size(void);

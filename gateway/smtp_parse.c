@@ -4,6 +4,7 @@
 #include "smtp_parse.h"
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -156,6 +157,79 @@ bool utf8_valid(const char *str)
     return true;
 }
 
+bool xtext_valid(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '+') {
+            if (!isxdigit((unsigned char)s[1]) || !isxdigit((unsigned char)s[2]))
+                return false;
+            s += 2;
+        } else if (c < 33 || c > 126 || c == '=') {
+            return false;
+        }
+    }
+    return true;
+}
+
+int xtext_decode(const char *in, char *out, size_t cap)
+{
+    if (!xtext_valid(in))
+        return -1;
+    size_t n = 0;
+    for (; *in; in++) {
+        if (n + 1 >= cap)
+            return -1;
+        if (*in == '+') {
+            char hex[3] = {in[1], in[2], 0};
+            out[n++] = (char)strtol(hex, NULL, 16);
+            in += 2;
+        } else {
+            out[n++] = *in;
+        }
+    }
+    if (cap)
+        out[n] = '\0';
+    return (int)n;
+}
+
+static const struct { unsigned bit; const char *name; } notify_names[] = {
+    {DSN_NOTIFY_SUCCESS, "SUCCESS"}, {DSN_NOTIFY_FAILURE, "FAILURE"}, {DSN_NOTIFY_DELAY, "DELAY"},
+    {DSN_NOTIFY_NEVER, "NEVER"},
+};
+
+void dsn_notify_text(unsigned notify, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof notify_names / sizeof *notify_names; i++)
+        if (notify & notify_names[i].bit)
+            n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? "," : "", notify_names[i].name);
+}
+
+int dsn_notify_parse(const char *v, unsigned *notify)
+{
+    unsigned bits = 0;
+    while (*v) {
+        size_t len = strcspn(v, ",");
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof notify_names / sizeof *notify_names; i++)
+            if (strlen(notify_names[i].name) == len && !strncasecmp(v, notify_names[i].name, len))
+                bit = notify_names[i].bit;
+        if (!bit || (bits & bit))
+            return -1;
+        bits |= bit;
+        v += len;
+        if (*v == ',' && !*++v)
+            return -1;
+    }
+    /* NEVER stands alone (RFC 3461 4.1) */
+    if (!bits || ((bits & DSN_NOTIFY_NEVER) && bits != DSN_NOTIFY_NEVER))
+        return -1;
+    *notify = bits;
+    return 0;
+}
+
 const char *addr_domain(const char *addr)
 {
     const char *at = strrchr(addr, '@');
@@ -239,10 +313,28 @@ static int parse_mail_param(char *kv, struct mail_params *p, const char **reply)
             p->body = BODY_7BIT;
         else if (val && !strcasecmp(val, "8BITMIME"))
             p->body = BODY_8BITMIME;
+        else if (val && !strcasecmp(val, "BINARYMIME"))
+            p->body = BODY_BINARYMIME;
         else {
-            *reply = "501 5.5.4 Bad BODY parameter (7BIT or 8BITMIME)";
+            *reply = "501 5.5.4 Bad BODY parameter (7BIT, 8BITMIME or BINARYMIME)";
             return -1;
         }
+        return 0;
+    }
+    if (!strcasecmp(kv, "RET")) {
+        if (p->ret || !val || (strcasecmp(val, "FULL") && strcasecmp(val, "HDRS"))) {
+            *reply = "501 5.5.4 Bad RET parameter (FULL or HDRS, once)";
+            return -1;
+        }
+        p->ret = !strcasecmp(val, "FULL") ? DSN_RET_FULL : DSN_RET_HDRS;
+        return 0;
+    }
+    if (!strcasecmp(kv, "ENVID")) {
+        if (p->envid[0] || !val || !*val || strlen(val) > DSN_MAX_ENVID || !xtext_valid(val)) {
+            *reply = "501 5.5.4 Bad ENVID parameter (xtext, at most 100 characters, once)";
+            return -1;
+        }
+        strcpy(p->envid, val);
         return 0;
     }
     if (!strcasecmp(kv, "SMTPUTF8")) {
@@ -257,8 +349,41 @@ static int parse_mail_param(char *kv, struct mail_params *p, const char **reply)
     return -1;
 }
 
-/* Split parameters on spaces into a scratch copy and feed them to fn. */
-static int parse_params(const char *params, struct mail_params *mp, const char **reply)
+static int parse_rcpt_param(char *kv, struct rcpt_params *p, const char **reply)
+{
+    char *eq = strchr(kv, '=');
+    const char *val = eq ? eq + 1 : NULL;
+    if (eq)
+        *eq = '\0';
+    if (!strcasecmp(kv, "NOTIFY")) {
+        if (p->notify || !val || dsn_notify_parse(val, &p->notify) < 0) {
+            *reply = "501 5.5.4 Bad NOTIFY parameter (NEVER, or SUCCESS, FAILURE, DELAY)";
+            return -1;
+        }
+        return 0;
+    }
+    if (!strcasecmp(kv, "ORCPT")) {
+        /* addr-type ";" xtext; "utf-8" addresses (RFC 6533) are checked as UTF-8 */
+        const char *semi = val ? strchr(val, ';') : NULL;
+        bool ok = semi && semi > val && strlen(val) <= DSN_MAX_ORCPT && semi[1] && !p->orcpt[0];
+        for (const char *c = val; ok && c < semi; c++)
+            ok = isalnum((unsigned char)*c) || *c == '-';
+        if (ok)
+            ok = !strncasecmp(val, "utf-8;", 6) ? utf8_valid(semi + 1) : xtext_valid(semi + 1);
+        if (!ok) {
+            *reply = "501 5.5.4 Bad ORCPT parameter (addr-type;xtext, once)";
+            return -1;
+        }
+        strcpy(p->orcpt, val);
+        return 0;
+    }
+    *reply = "555 5.5.4 Unsupported RCPT parameter";
+    return -1;
+}
+
+/* Split parameters on spaces into a scratch copy and feed them to the
+ * MAIL (mp) or RCPT (rp) parameter parser. */
+static int parse_params(const char *params, struct mail_params *mp, struct rcpt_params *rp, const char **reply)
 {
     char tmp[SMTP_MAX_COMMAND_LINE + 1];
     if (strlen(params) > SMTP_MAX_COMMAND_LINE) {
@@ -268,11 +393,11 @@ static int parse_params(const char *params, struct mail_params *mp, const char *
     strcpy(tmp, params);
     char *save = NULL;
     for (char *t = strtok_r(tmp, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-        if (!mp) {
+        if (!mp && !rp) {
             *reply = "555 5.5.4 Unsupported RCPT parameter";
             return -1;
         }
-        if (parse_mail_param(t, mp, reply) < 0)
+        if (mp ? parse_mail_param(t, mp, reply) < 0 : parse_rcpt_param(t, rp, reply) < 0)
             return -1;
     }
     return 0;
@@ -290,7 +415,7 @@ int smtp_parse_mail(const char *args, struct path_result *res, struct mail_param
      * first with a permissive parse, then check the address strictly. */
     if (parse_path(args + 5, true, true, res) < 0)
         return -1;
-    if (parse_params(res->params, params, &res->reply) < 0)
+    if (parse_params(res->params, params, NULL, &res->reply) < 0)
         return -1;
     if (params->smtputf8 && !utf8_valid(res->addr)) {
         res->reply = "553 5.6.7 Sender address is not valid UTF-8";
@@ -304,16 +429,18 @@ int smtp_parse_mail(const char *args, struct path_result *res, struct mail_param
     return 0;
 }
 
-int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res)
+int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res, struct rcpt_params *rp)
 {
     res->reply = NULL;
+    if (rp)
+        memset(rp, 0, sizeof *rp);
     if (strncasecmp(args, "TO:", 3) != 0) {
         res->reply = "501 5.5.4 Syntax: RCPT TO:<address>";
         return -1;
     }
     if (parse_path(args + 3, true, false, res) < 0)
         return -1;
-    if (parse_params(res->params, NULL, &res->reply) < 0)
+    if (parse_params(res->params, NULL, rp, &res->reply) < 0)
         return -1;
     if (utf8 && !utf8_valid(res->addr)) {
         res->reply = "553 5.6.7 Recipient address is not valid UTF-8";

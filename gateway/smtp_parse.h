@@ -26,14 +26,30 @@ struct smtp_command {
  * byte SMTP commands never carry (NUL, CR, LF, other controls). */
 int smtp_parse_command(const char *line, struct smtp_command *out);
 
-/* Body types for MAIL BODY= */
-enum smtp_body { BODY_UNSPEC, BODY_7BIT, BODY_8BITMIME };
+/* Body types for MAIL BODY= (BINARYMIME: RFC 3030, only with BDAT) */
+enum smtp_body { BODY_UNSPEC, BODY_7BIT, BODY_8BITMIME, BODY_BINARYMIME };
+
+/* DSN (RFC 3461) */
+enum dsn_ret { DSN_RET_UNSPEC, DSN_RET_FULL, DSN_RET_HDRS };
+#define DSN_NOTIFY_SUCCESS 1u
+#define DSN_NOTIFY_FAILURE 2u
+#define DSN_NOTIFY_DELAY 4u
+#define DSN_NOTIFY_NEVER 8u      /* 0 = NOTIFY not given: failure and delay notices */
+#define DSN_MAX_ENVID 100        /* xtext as received */
+#define DSN_MAX_ORCPT 500        /* "addr-type;xtext" as received */
 
 struct mail_params {
     bool has_size;
     uint64_t size;
     enum smtp_body body;
     bool smtputf8;
+    enum dsn_ret ret;
+    char envid[DSN_MAX_ENVID + 1];   /* "" = none */
+};
+
+struct rcpt_params {
+    unsigned notify;                 /* DSN_NOTIFY_* bits */
+    char orcpt[DSN_MAX_ORCPT + 1];   /* "" = none */
 };
 
 /* Result of parsing a path: the normalised address "local@domain" (or "" for
@@ -47,8 +63,18 @@ struct path_result {
 
 /* "FROM:<a@b> SIZE=10" (args of MAIL). utf8: allow UTF-8 in the address. */
 int smtp_parse_mail(const char *args, struct path_result *res, struct mail_params *params);
-/* "TO:<a@b>" (args of RCPT). utf8 as above. Bare "<postmaster>" is allowed. */
-int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res);
+/* "TO:<a@b> NOTIFY=.. ORCPT=.." (args of RCPT). utf8 as above. Bare
+ * "<postmaster>" is allowed. rp NULL: no parameters are accepted. */
+int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res, struct rcpt_params *rp);
+
+/* xtext (RFC 3461 4): printable ASCII but '+' and '=', "+XX" hex escapes.
+ * decode returns the decoded length, or -1 if invalid or over cap-1. */
+bool xtext_valid(const char *s);
+int xtext_decode(const char *in, char *out, size_t cap);
+/* NOTIFY bits as the parameter value ("SUCCESS,DELAY", "NEVER"); "" for 0. */
+void dsn_notify_text(unsigned notify, char *out, size_t cap);
+/* The reverse; returns -1 for a bad value. */
+int dsn_notify_parse(const char *v, unsigned *notify);
 
 /* Validate one address "local@domain" (no brackets). Returns NULL if valid,
  * else a short reason. */

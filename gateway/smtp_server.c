@@ -70,6 +70,7 @@ struct session {
     txn_t tx;
     bool in_mail;
     struct mail_params mp;
+    struct rcpt_params rp;         /* of the RCPT whose hooks run */
     char hook_arg[SMTP_MAX_PATH + 1];
     stage_then then;
     /* DATA */
@@ -371,6 +372,7 @@ static void helo_then(struct session *s, postern_verdict v)
     if (s->xclient_allowed)
         reply(s, "250-XCLIENT ADDR NAME PORT PROTO HELO LOGIN");
     reply(s, "250-8BITMIME");
+    reply(s, "250-DSN");
     reply(s, "250-ENHANCEDSTATUSCODES");
     reply(s, "250 SMTPUTF8");
 }
@@ -412,7 +414,7 @@ static void cmd_mail(struct session *s, const char *args)
         reply(s, pr.reply);
         return;
     }
-    if (!s->esmtp && (mp.has_size || mp.body || mp.smtputf8)) {
+    if (!s->esmtp && (mp.has_size || mp.body || mp.smtputf8 || mp.ret || mp.envid[0])) {
         reply(s, "555 5.5.4 MAIL parameters need EHLO");
         return;
     }
@@ -452,7 +454,8 @@ static void rcpt_then(struct session *s, postern_verdict v)
             reply(s, "250 2.1.5 Ok");      /* duplicate (or added by a plugin): deliver once */
             return;
         }
-    if (txn_add_rcpt(&s->tx, s->hook_arg) < 0) {
+    if (txn_add_rcpt(&s->tx, s->hook_arg) < 0 ||
+        txn_set_rcpt_dsn(&s->tx, s->tx.nrcpts - 1, s->rp.notify, s->rp.orcpt) < 0) {
         reply(s, "452 4.3.0 Insufficient system resources");
         return;
     }
@@ -462,8 +465,12 @@ static void rcpt_then(struct session *s, postern_verdict v)
 static void cmd_rcpt(struct session *s, const char *args)
 {
     struct path_result pr;
-    if (smtp_parse_rcpt(args, s->mp.smtputf8, &pr) < 0) {
+    if (smtp_parse_rcpt(args, s->mp.smtputf8, &pr, &s->rp) < 0) {
         reply(s, pr.reply);
+        return;
+    }
+    if (!s->esmtp && (s->rp.notify || s->rp.orcpt[0])) {
+        reply(s, "555 5.5.4 RCPT parameters need EHLO");
         return;
     }
     if (!strchr(pr.addr, '@')) {
@@ -522,14 +529,20 @@ static int envelope_from_txn(struct session *s, struct envelope *e)
     snprintf(e->proto, sizeof e->proto, "%s", received_proto(s));
     e->body = s->mp.body;
     e->smtputf8 = s->mp.smtputf8;
+    e->ret = s->mp.ret;
+    memcpy(e->envid, s->mp.envid, sizeof e->envid);
     e->sender = strdup(s->tx.sender);
     e->rcpts = calloc(s->tx.nrcpts ? s->tx.nrcpts : 1, sizeof *e->rcpts);
-    if (!e->sender || !e->rcpts)
+    e->dsn = calloc(s->tx.nrcpts ? s->tx.nrcpts : 1, sizeof *e->dsn);
+    if (!e->sender || !e->rcpts || !e->dsn)
         return -1;
     for (size_t i = 0; i < s->tx.nrcpts; i++) {
         if (!(e->rcpts[i] = strdup(s->tx.rcpts[i])))
             return -1;
         e->nrcpts++;
+        e->dsn[i].notify = s->tx.dsn[i].notify;
+        if (s->tx.dsn[i].orcpt && !(e->dsn[i].orcpt = strdup(s->tx.dsn[i].orcpt)))
+            return -1;
     }
     return 0;
 }
@@ -647,22 +660,14 @@ static void cmd_help(struct session *s, const char *args)
  * original client. Everything after it (relay control, plugins, Lua, the
  * Received header) sees the presented client; the session restarts with a
  * new CONNECT stage and greeting. */
-static int xtext_decode(const char *in, char *out, size_t size)
+/* An XCLIENT value: xtext that decodes to printable ASCII without spaces. */
+static int xclient_value_decode(const char *in, char *out, size_t size)
 {
-    size_t n = 0;
-    for (; *in; in++) {
-        unsigned c = (unsigned char)*in;
-        if (c == '+') {
-            if (!isxdigit((unsigned char)in[1]) || !isxdigit((unsigned char)in[2]) || sscanf(in + 1, "%2x", &c) != 1)
-                return -1;
-            in += 2;
-        }
-        if (n + 1 >= size || c < 33 || c > 126)
+    int n = xtext_decode(in, out, size);
+    for (int i = 0; i < n; i++)
+        if ((unsigned char)out[i] < 33 || (unsigned char)out[i] > 126)
             return -1;
-        out[n++] = (char)c;
-    }
-    out[n] = '\0';
-    return 0;
+    return n < 0 ? -1 : 0;
 }
 
 static const char *xclient_attr(struct session *s, const char *name, const char *value,
@@ -711,7 +716,7 @@ static void cmd_xclient(struct session *s, const char *args)
     char *save = NULL;
     for (char *tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
         char *eq = strchr(tok, '='), value[512];
-        if (!eq || eq == tok || xtext_decode(eq + 1, value, sizeof value) < 0) {
+        if (!eq || eq == tok || xclient_value_decode(eq + 1, value, sizeof value) < 0) {
             reply(s, "501 5.5.4 Bad XCLIENT attribute syntax");
             return;
         }

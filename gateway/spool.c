@@ -24,17 +24,22 @@ static int tmp_dirfd = -1, queue_dirfd = -1, corrupt_dirfd = -1;
 void envelope_free(struct envelope *e)
 {
     free(e->sender);
-    for (size_t i = 0; i < e->nrcpts; i++)
+    for (size_t i = 0; i < e->nrcpts; i++) {
         free(e->rcpts[i]);
+        if (e->dsn)
+            free(e->dsn[i].orcpt);
+    }
     free(e->rcpts);
+    free(e->dsn);
     e->sender = NULL;
     e->rcpts = NULL;
+    e->dsn = NULL;
     e->nrcpts = 0;
 }
 
 static const char *body_name(enum smtp_body b)
 {
-    return b == BODY_8BITMIME ? "8BITMIME" : b == BODY_7BIT ? "7BIT" : "";
+    return b == BODY_8BITMIME ? "8BITMIME" : b == BODY_7BIT ? "7BIT" : b == BODY_BINARYMIME ? "BINARYMIME" : "";
 }
 
 int spool_envelope_encode(const struct envelope *e, struct buf *out, struct envelope_offsets *off)
@@ -45,8 +50,20 @@ int spool_envelope_encode(const struct envelope *e, struct buf *out, struct enve
                      e->id, e->arrival, e->client_ip, e->helo, e->proto, body_name(e->body),
                      e->smtputf8 ? 1 : 0);
     rc |= buf_printf(out, "from=%s\n", e->sender ? e->sender : "");
-    for (size_t i = 0; i < e->nrcpts; i++)
+    if (e->ret)
+        rc |= buf_printf(out, "ret=%s\n", e->ret == DSN_RET_FULL ? "FULL" : "HDRS");
+    if (e->envid[0])
+        rc |= buf_printf(out, "envid=%s\n", e->envid);
+    for (size_t i = 0; i < e->nrcpts; i++) {
         rc |= buf_printf(out, "rcpt=%s\n", e->rcpts[i]);
+        const struct rcpt_dsn *d = e->dsn ? &e->dsn[i] : NULL;
+        if (d && (d->notify || d->orcpt)) {   /* "rdsn=NOTIFY ORCPT" for the rcpt above */
+            char notify[64];
+            dsn_notify_text(d->notify, notify, sizeof notify);
+            rc |= buf_printf(out, "rdsn=%s%s%s\n", notify[0] ? notify : "-", d->orcpt ? " " : "",
+                             d->orcpt ? d->orcpt : "");
+        }
+    }
     rc |= buf_puts(out, "hops=");
     off->hops = out->len;
     rc |= buf_printf(out, "%0*u\n", HOPS_DIGITS, e->hops < 0 ? 0u : e->hops > 9999 ? 9999u : (unsigned)e->hops);
@@ -62,6 +79,11 @@ static int add_rcpt(struct envelope *e, const char *v)
     if (!n)
         return -1;
     e->rcpts = n;
+    struct rcpt_dsn *d = realloc(e->dsn, (e->nrcpts + 1) * sizeof *d);
+    if (!d)
+        return -1;
+    e->dsn = d;
+    e->dsn[e->nrcpts] = (struct rcpt_dsn){0, NULL};
     if (!(e->rcpts[e->nrcpts] = strdup(v)))
         return -1;
     e->nrcpts++;
@@ -71,6 +93,25 @@ static int add_rcpt(struct envelope *e, const char *v)
 static void copy_field(char *dst, size_t cap, const char *v)
 {
     snprintf(dst, cap, "%s", v);
+}
+
+/* "rdsn=NOTIFY [ORCPT]": the DSN request of the recipient just before. */
+static int decode_rcpt_dsn(struct envelope *e, const char *v, const char **err)
+{
+    if (!e->nrcpts || e->dsn[e->nrcpts - 1].notify || e->dsn[e->nrcpts - 1].orcpt)
+        return *err = "rdsn without its rcpt", -1;
+    struct rcpt_dsn *d = &e->dsn[e->nrcpts - 1];
+    char notify[64];
+    size_t n = strcspn(v, " ");
+    if (n >= sizeof notify)
+        return *err = "bad rdsn", -1;
+    memcpy(notify, v, n);
+    notify[n] = '\0';
+    if (strcmp(notify, "-") && dsn_notify_parse(notify, &d->notify) < 0)
+        return *err = "bad rdsn notify", -1;
+    if (v[n] == ' ' && strlen(v + n + 1) <= DSN_MAX_ORCPT && !(d->orcpt = strdup(v + n + 1)))
+        return *err = "out of memory", -1;
+    return 0;
 }
 
 /* One "key=value" line of the envelope. */
@@ -92,7 +133,16 @@ static int decode_field(struct envelope *e, const char *key, const char *v, cons
     } else if (!strcmp(key, "proto")) {
         copy_field(e->proto, sizeof e->proto, v);
     } else if (!strcmp(key, "body")) {
-        e->body = !strcmp(v, "8BITMIME") ? BODY_8BITMIME : !strcmp(v, "7BIT") ? BODY_7BIT : BODY_UNSPEC;
+        e->body = !strcmp(v, "8BITMIME") ? BODY_8BITMIME : !strcmp(v, "7BIT") ? BODY_7BIT
+                : !strcmp(v, "BINARYMIME") ? BODY_BINARYMIME : BODY_UNSPEC;
+    } else if (!strcmp(key, "ret")) {
+        e->ret = !strcmp(v, "FULL") ? DSN_RET_FULL : !strcmp(v, "HDRS") ? DSN_RET_HDRS : DSN_RET_UNSPEC;
+    } else if (!strcmp(key, "envid")) {
+        if (strlen(v) > DSN_MAX_ENVID || !xtext_valid(v))
+            return *err = "bad envid", -1;
+        copy_field(e->envid, sizeof e->envid, v);
+    } else if (!strcmp(key, "rdsn")) {
+        return decode_rcpt_dsn(e, v, err);
     } else if (!strcmp(key, "smtputf8")) {
         e->smtputf8 = v[0] == '1';
     } else if (!strcmp(key, "from")) {
@@ -221,7 +271,7 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
         int attempts, off = 0;
         int64_t next;
         if (sscanf(l, "%zu %c %d %" SCNd64 " %n", &idx, &status, &attempts, &next, &off) < 4 || idx >= n ||
-            (status != RCPT_PENDING && status != RCPT_DONE && status != RCPT_FAILED && status != RCPT_BOUNCED)) {
+            !strchr((char[]){RCPT_PENDING, RCPT_DONE, RCPT_FAILED, RCPT_BOUNCED, RCPT_RELAYED, 0}, status)) {
             *err = "bad recipient state line";
             rc = -1;
             break;

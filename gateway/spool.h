@@ -16,6 +16,13 @@
 #define QID_LEN 17   /* 16 hex digits + NUL: time-sortable and unique */
 #define SPOOL_MAX_ENVELOPE (8u << 20)
 
+/* A recipient's DSN request (RFC 3461): NOTIFY bits (0 = not given) and
+ * ORCPT as received ("rfc822;xtext", NULL = none). */
+struct rcpt_dsn {
+    unsigned notify;
+    char *orcpt;
+};
+
 struct envelope {
     char id[QID_LEN];
     int64_t arrival;          /* unix seconds */
@@ -26,14 +33,19 @@ struct envelope {
     bool smtputf8;
     char *sender;             /* "" for the null sender */
     char **rcpts;
+    struct rcpt_dsn *dsn;     /* parallel to rcpts; NULL when no recipient asked */
     size_t nrcpts;
+    enum dsn_ret ret;         /* MAIL RET= */
+    char envid[DSN_MAX_ENVID + 1];   /* MAIL ENVID= (xtext), "" = none */
     uint64_t size;            /* bytes of message after the envelope block */
     int hops;                 /* Received: headers, ours included */
 };
 
 /* FAILED: a DSN is still owed; BOUNCED: failed and the DSN is queued (or
- * suppressed for the null sender). */
-enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F', RCPT_BOUNCED = 'B' };
+ * suppressed for the null sender). RELAYED: delivered to a next hop without
+ * DSN support while the sender asked for NOTIFY=SUCCESS: a "relayed" notice
+ * is owed; once queued the recipient is DONE. */
+enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F', RCPT_BOUNCED = 'B', RCPT_RELAYED = 'R' };
 
 /* Message-level flags kept in the sidecar beside the recipients. */
 struct msg_flags {

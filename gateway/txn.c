@@ -119,8 +119,10 @@ void txn_reset(txn_t *t)
     for (size_t i = 0; i < t->nrcpts; i++) {
         free(t->rcpts[i]);
         free(t->nexthops[i]);
+        free(t->dsn[i].orcpt);
     }
     free(t->rcpts);
+    free(t->dsn);
     free(t->nexthops);
     free(t->min_tls);
     headers_free(&t->hdrs);
@@ -161,10 +163,27 @@ int txn_add_rcpt(txn_t *t, const char *addr)
         return -1;
     t->min_tls = m;
     t->min_tls[t->nrcpts] = 0;
+    struct rcpt_dsn *d = realloc(t->dsn, (t->nrcpts + 1) * sizeof *d);
+    if (!d)
+        return -1;
+    t->dsn = d;
+    t->dsn[t->nrcpts] = (struct rcpt_dsn){0, NULL};
     if (!(t->rcpts[t->nrcpts] = strdup(addr)))
         return -1;
     t->nexthops[t->nrcpts] = NULL;
     t->nrcpts++;
+    return 0;
+}
+
+int txn_set_rcpt_dsn(txn_t *t, size_t i, unsigned notify, const char *orcpt)
+{
+    if (i >= t->nrcpts)
+        return -1;
+    t->dsn[i].notify = notify;
+    free(t->dsn[i].orcpt);
+    t->dsn[i].orcpt = NULL;
+    if (orcpt[0] && !(t->dsn[i].orcpt = strdup(orcpt)))
+        return -1;
     return 0;
 }
 

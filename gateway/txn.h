@@ -47,6 +47,7 @@ struct postern_txn {
     char **rcpts;
     char **nexthops;           /* per recipient, NULL = transport table */
     unsigned char *min_tls;    /* per recipient: enum tls_level a plugin demanded (0 = none) */
+    struct rcpt_dsn *dsn;      /* per recipient: NOTIFY/ORCPT from RCPT */
     size_t nrcpts;
     uint64_t declared_size;
     uint64_t size;             /* message bytes seen so far */
@@ -83,6 +84,8 @@ void txn_reset(txn_t *t);
 void txn_free(txn_t *t);
 int txn_add_rcpt(txn_t *t, const char *addr);
 int txn_set_sender(txn_t *t, const char *addr);
+/* The DSN request of recipient i (orcpt "" = none). */
+int txn_set_rcpt_dsn(txn_t *t, size_t i, unsigned notify, const char *orcpt);
 /* Per-recipient next hops in the sidecar's "route" form, for the spool. */
 void *txn_alloc(txn_t *t, size_t n);
 void *txn_slot_get(const txn_t *t, const void *owner);

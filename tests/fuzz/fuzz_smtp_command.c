@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (cmd.verb == VERB_MAIL || size % 2)
             smtp_parse_mail(cmd.args, &res, &mp);
         else
-            smtp_parse_rcpt(cmd.args, size % 3 == 0, &res);
+            smtp_parse_rcpt(cmd.args, size % 3 == 0, &res, NULL);
         smtp_check_address(cmd.args, size % 5 == 0);
         addr_domain(cmd.args);
     }

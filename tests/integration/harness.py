@@ -144,6 +144,21 @@ def sink_rcpts(msg):
     return re.findall(rb"^X-Rcpt-Args: <([^>]*)>", msg, re.M)
 
 
+def parse_dsn(raw, returned="text/rfc822-headers"):
+    """A DSN as smtp-sink dumped it: (message, its parts, the delivery-status
+    blocks: per-message first, then one per recipient)."""
+    import email
+    import email.policy
+    body = strip_sink_headers(raw).replace(b"\n", b"\r\n")
+    msg = email.message_from_bytes(body, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+    assert msg.get_param("report-type") == "delivery-status"
+    parts = msg.get_payload()
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", returned]
+    status_blocks = parts[1].get_payload()     # per-message + per-recipient header blocks
+    return msg, parts, status_blocks
+
+
 class DnsServer:
     """unbound serving test zones from local-data on addr(53):5353.
     records: zone-file lines ("example.test. MX 10 mx1.example.test.");

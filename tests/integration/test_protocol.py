@@ -18,7 +18,7 @@ def test_greeting_and_ehlo_keywords():
     ehlo = c.cmd("EHLO client.test").split("\n")
     assert ehlo[0] == "250-gw.postern.test"
     kws = [l[4:] for l in ehlo[1:]]
-    for k in ("PIPELINING", "SIZE 1048576", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"):
+    for k in ("PIPELINING", "SIZE 1048576", "8BITMIME", "DSN", "ENHANCEDSTATUSCODES", "SMTPUTF8"):
         assert k in kws, (k, kws)
     assert ehlo[-1][3] == " "
     assert c.cmd("HELO client.test") == "250 gw.postern.test"
@@ -67,7 +67,8 @@ def test_syntax_errors():
     assert c.cmd("MAIL FROM:<j\xf6rg@src.test>").startswith("553 5.6.7")
     assert c.cmd("MAIL FROM:<a@src.test> BODY=8BITMIME").startswith("250")
     assert c.cmd("RCPT TO:<bad address@example.test>").startswith("501 5.1.3")
-    assert c.cmd("RCPT TO:<x@example.test> NOTIFY=NEVER").startswith("555 5.5.4")
+    assert c.cmd("RCPT TO:<x@example.test> FOO=1").startswith("555 5.5.4")
+    assert c.cmd("RCPT TO:<x@example.test> NOTIFY=NEVER,SUCCESS").startswith("501 5.5.4")
     assert c.cmd("RCPT TO:<postmaster>").startswith("550 5.1.1")
     assert c.cmd("DATA now").startswith("501 5.5.4")
     c.send(b"NOOP \x01\r\n")

@@ -36,7 +36,7 @@ static void status_from_replies(void **state)
 static void bounce_has_three_parts(void **state)
 {
     (void)state;
-    struct dsn_rcpt r[2] = {{"a@dst.test", "550 5.1.1 no such user"}, {"b@dst.test", "4.4.1 host down"}};
+    struct dsn_rcpt r[2] = {{"a@dst.test", "550 5.1.1 no such user", NULL}, {"b@dst.test", "4.4.1 host down", NULL}};
     const char hdrs[] = "Received: by gw\r\nSubject: hello\r\nMessage-ID: <m1@src.test>\r\n";
     struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
                              .orig_sender = "s@src.test", .arrival = 1790000000, .now = 1790000100,
@@ -66,9 +66,9 @@ static void bounce_has_three_parts(void **state)
 static void delay_warning_wording(void **state)
 {
     (void)state;
-    struct dsn_rcpt r = {"a@dst.test", "451 4.3.0 try again"};
+    struct dsn_rcpt r = {"a@dst.test", "451 4.3.0 try again", NULL};
     struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
-                             .orig_sender = "s@src.test", .delayed = true, .rcpts = &r, .nrcpts = 1};
+                             .orig_sender = "s@src.test", .kind = DSN_DELAYED, .rcpts = &r, .nrcpts = 1};
     struct buf b;
     buf_init(&b);
     dsn_build(&rep, &b);
@@ -79,12 +79,58 @@ static void delay_warning_wording(void **state)
     buf_free(&b);
 }
 
+/* NOTIFY=SUCCESS to a next hop without DSN: "relayed", 2.x.x, ORCPT and
+ * ENVID decoded from xtext, headers only even with RET=FULL. */
+static void relayed_notice_with_orcpt_and_envid(void **state)
+{
+    (void)state;
+    struct dsn_rcpt r = {"a@dst.test", "250 2.0.0 Ok: queued as X", "rfc822;Alias+2BA@dst.test"};
+    const char hdrs[] = "Subject: s\r\n";
+    const char msg[] = "Subject: s\r\n\r\nsecret body\r\n";
+    struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
+                             .orig_sender = "s@src.test", .kind = DSN_RELAYED, .envid = "QQ+3D1",
+                             .rcpts = &r, .nrcpts = 1, .headers = hdrs, .headers_len = sizeof hdrs - 1,
+                             .message = msg, .message_len = sizeof msg - 1};
+    struct buf b;
+    buf_init(&b);
+    assert_int_equal(dsn_build(&rep, &b), 0);
+    char *t = text(&b);
+    assert_non_null(strstr(t, "Subject: Successful Mail Relay Report\r\n"));
+    assert_non_null(strstr(t, "Original-Envelope-Id: QQ=1\r\n"));
+    assert_non_null(strstr(t, "Original-Recipient: rfc822;Alias+A@dst.test\r\n"
+                              "Final-Recipient: rfc822; a@dst.test\r\nAction: relayed\r\nStatus: 2.0.0\r\n"));
+    assert_non_null(strstr(t, "Content-Type: text/rfc822-headers"));
+    assert_null(strstr(t, "secret body"));
+    buf_free(&b);
+}
+
+/* RET=FULL on a failure returns the whole message as message/rfc822. */
+static void failure_with_ret_full(void **state)
+{
+    (void)state;
+    struct dsn_rcpt r = {"a@dst.test", "550 5.1.1 no such user", NULL};
+    const char msg[] = "Subject: s\r\n\r\nthe body\r\n";
+    struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
+                             .orig_sender = "s@src.test", .kind = DSN_FAILED, .rcpts = &r, .nrcpts = 1,
+                             .headers = msg, .headers_len = 13, .message = msg, .message_len = sizeof msg - 1};
+    struct buf b;
+    buf_init(&b);
+    assert_int_equal(dsn_build(&rep, &b), 0);
+    char *t = text(&b);
+    assert_non_null(strstr(t, "Content-Type: message/rfc822\r\nContent-Description: Undelivered Message\r\n\r\n"
+                              "Subject: s\r\n\r\nthe body\r\n"));
+    assert_null(strstr(t, "text/rfc822-headers"));
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(status_from_replies),
         cmocka_unit_test(bounce_has_three_parts),
         cmocka_unit_test(delay_warning_wording),
+        cmocka_unit_test(relayed_notice_with_orcpt_and_envid),
+        cmocka_unit_test(failure_with_ret_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -95,7 +95,6 @@ static void mail_params(void **state)
     assert_false(p.smtputf8);
     assert_int_equal(smtp_parse_mail("FROM:<a@b.c> SIZE=x", &r, &p), -1);
     assert_memory_equal(r.reply, "501 5.5.4", 9);
-    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> BODY=BINARYMIME", &r, &p), -1);
     assert_int_equal(smtp_parse_mail("FROM:<a@b.c> FOO=bar", &r, &p), -1);
     assert_memory_equal(r.reply, "555 5.5.4", 9);
 }
@@ -109,13 +108,55 @@ static void utf8_needs_smtputf8(void **state)
     assert_memory_equal(r.reply, "553 5.6.7", 9);
     assert_int_equal(smtp_parse_mail("FROM:<j\xc3\xb6rg@example.test> SMTPUTF8", &r, &p), 0);
     assert_true(p.smtputf8);
-    assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", false, &r), -1);
-    assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", true, &r), 0);
+    assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", false, &r, NULL), -1);
+    assert_int_equal(smtp_parse_rcpt("TO:<m\xc3\xbc@b\xc3\xbc.test>", true, &r, NULL), 0);
     /* with SMTPUTF8 the bytes must still be well-formed UTF-8 */
     assert_int_equal(smtp_parse_mail("FROM:<j\xf6rg@example.test> SMTPUTF8", &r, &p), -1);
     assert_string_equal(r.reply, "553 5.6.7 Sender address is not valid UTF-8");
-    assert_int_equal(smtp_parse_rcpt("TO:<m\xc0\xbc@example.test>", true, &r), -1);   /* overlong */
+    assert_int_equal(smtp_parse_rcpt("TO:<m\xc0\xbc@example.test>", true, &r, NULL), -1);   /* overlong */
     assert_string_equal(r.reply, "553 5.6.7 Recipient address is not valid UTF-8");
+}
+
+static void dsn_parameters(void **state)
+{
+    (void)state;
+    struct path_result r;
+    struct mail_params p;
+    struct rcpt_params rp;
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> RET=HDRS ENVID=QQ+2B1", &r, &p), 0);
+    assert_int_equal(p.ret, DSN_RET_HDRS);
+    assert_string_equal(p.envid, "QQ+2B1");
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> RET=full", &r, &p), 0);
+    assert_int_equal(p.ret, DSN_RET_FULL);
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> RET=SOME", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> RET=FULL RET=HDRS", &r, &p), -1);
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> ENVID=a+zz", &r, &p), -1);        /* bad xtext */
+    assert_int_equal(smtp_parse_mail("FROM:<a@b.c> BODY=BINARYMIME", &r, &p), 0);
+    assert_int_equal(p.body, BODY_BINARYMIME);
+
+    assert_int_equal(smtp_parse_rcpt("TO:<x@e.test> NOTIFY=SUCCESS,delay ORCPT=rfc822;x+40e.test", false, &r, &rp), 0);
+    assert_int_equal(rp.notify, DSN_NOTIFY_SUCCESS | DSN_NOTIFY_DELAY);
+    assert_string_equal(rp.orcpt, "rfc822;x+40e.test");
+    assert_int_equal(smtp_parse_rcpt("TO:<x@e.test> NOTIFY=NEVER", false, &r, &rp), 0);
+    assert_int_equal(rp.notify, DSN_NOTIFY_NEVER);
+    assert_int_equal(smtp_parse_rcpt("TO:<x@e.test>", false, &r, &rp), 0);
+    assert_int_equal(rp.notify, 0);
+    assert_string_equal(rp.orcpt, "");
+    static const char *const bad[] = {
+        "TO:<x@e.test> NOTIFY=NEVER,SUCCESS", "TO:<x@e.test> NOTIFY=", "TO:<x@e.test> NOTIFY=SUCCESS,",
+        "TO:<x@e.test> NOTIFY=FAILURE,FAILURE", "TO:<x@e.test> NOTIFY=SOMETIMES", "TO:<x@e.test> ORCPT=x@e.test",
+        "TO:<x@e.test> ORCPT=;x@e.test", "TO:<x@e.test> ORCPT=rfc822;", "TO:<x@e.test> ORCPT=rfc822;a=b",
+        "TO:<x@e.test> FOO=1",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(smtp_parse_rcpt(bad[i], false, &r, &rp), -1);
+
+    char out[16], text[64];
+    assert_int_equal(xtext_decode("a+2Bb+3D", out, sizeof out), 4);
+    assert_string_equal(out, "a+b=");
+    assert_int_equal(xtext_decode("0123456789abcdef", out, sizeof out), -1);   /* does not fit */
+    dsn_notify_text(DSN_NOTIFY_FAILURE | DSN_NOTIFY_SUCCESS, text, sizeof text);
+    assert_string_equal(text, "SUCCESS,FAILURE");
 }
 
 static void utf8_validity(void **state)
@@ -137,14 +178,14 @@ static void rcpt_paths(void **state)
 {
     (void)state;
     struct path_result r;
-    assert_int_equal(smtp_parse_rcpt("TO:<x@example.test>", false, &r), 0);
+    assert_int_equal(smtp_parse_rcpt("TO:<x@example.test>", false, &r, NULL), 0);
     assert_string_equal(r.addr, "x@example.test");
-    assert_int_equal(smtp_parse_rcpt("TO:<Postmaster>", false, &r), 0);
-    assert_int_equal(smtp_parse_rcpt("TO:<>", false, &r), -1);
+    assert_int_equal(smtp_parse_rcpt("TO:<Postmaster>", false, &r, NULL), 0);
+    assert_int_equal(smtp_parse_rcpt("TO:<>", false, &r, NULL), -1);
     assert_memory_equal(r.reply, "501 5.1.3", 9);
-    assert_int_equal(smtp_parse_rcpt("TO:<x@example.test> NOTIFY=NEVER", false, &r), -1);
+    assert_int_equal(smtp_parse_rcpt("TO:<x@example.test> NOTIFY=NEVER", false, &r, NULL), -1);
     assert_memory_equal(r.reply, "555 5.5.4", 9);
-    assert_int_equal(smtp_parse_rcpt("FROM:<x@example.test>", false, &r), -1);
+    assert_int_equal(smtp_parse_rcpt("FROM:<x@example.test>", false, &r, NULL), -1);
     assert_string_equal(addr_domain("a@b@c.test"), "c.test");
     assert_string_equal(addr_domain("nodomain"), "");
 }
@@ -154,7 +195,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(verbs_are_case_insensitive), cmocka_unit_test(control_bytes_are_refused),
         cmocka_unit_test(mail_paths),                 cmocka_unit_test(mail_path_errors),
-        cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8), cmocka_unit_test(utf8_validity),
+        cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8), cmocka_unit_test(utf8_validity), cmocka_unit_test(dsn_parameters),
         cmocka_unit_test(rcpt_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -63,6 +63,39 @@ static void envelope_roundtrip(void **state)
     buf_free(&b);
 }
 
+static void envelope_dsn_roundtrip(void **state)
+{
+    (void)state;
+    struct envelope e = sample();
+    e.ret = DSN_RET_FULL;
+    strcpy(e.envid, "QQ+2B1");
+    e.body = BODY_BINARYMIME;
+    e.dsn = calloc(2, sizeof *e.dsn);
+    e.dsn[1].notify = DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE;
+    e.dsn[1].orcpt = strdup("rfc822;b+40dst.test");
+    struct buf b;
+    buf_init(&b);
+    struct envelope_offsets off;
+    assert_int_equal(spool_envelope_encode(&e, &b, &off), 0);
+    struct envelope d;
+    size_t body_off;
+    const char *err = NULL;
+    assert_int_equal(spool_envelope_decode(buf_head(&b), b.len, &d, &body_off, &err), 0);
+    assert_int_equal(d.ret, DSN_RET_FULL);
+    assert_string_equal(d.envid, "QQ+2B1");
+    assert_int_equal(d.body, BODY_BINARYMIME);
+    assert_int_equal(d.dsn[0].notify, 0);
+    assert_null(d.dsn[0].orcpt);
+    assert_int_equal(d.dsn[1].notify, DSN_NOTIFY_SUCCESS | DSN_NOTIFY_FAILURE);
+    assert_string_equal(d.dsn[1].orcpt, "rfc822;b+40dst.test");
+    envelope_free(&d);
+    /* an rdsn line with no rcpt before it is corrupt */
+    const char *bad = "POSTERN-SPOOL 1\nrdsn=NEVER\n\n";
+    assert_int_equal(spool_envelope_decode(bad, strlen(bad), &d, &body_off, &err), -1);
+    envelope_free(&e);
+    buf_free(&b);
+}
+
 static void envelope_null_sender(void **state)
 {
     (void)state;
@@ -185,7 +218,8 @@ static void commit_load_and_corrupt(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(envelope_roundtrip),       cmocka_unit_test(envelope_null_sender),
+        cmocka_unit_test(envelope_roundtrip), cmocka_unit_test(envelope_dsn_roundtrip),
+        cmocka_unit_test(envelope_null_sender),
         cmocka_unit_test(envelope_rejects_garbage), cmocka_unit_test(state_roundtrip),
         cmocka_unit_test(qids_are_unique_and_sorted), cmocka_unit_test(commit_load_and_corrupt),
     };
