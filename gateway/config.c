@@ -463,6 +463,12 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
             return fail(p, "tls_policy_table: expected file:PATH");
         return read_table(p, value + 5, add_tls_policy, cfg);
     }
+    if (!strcmp(key, "client_bdat")) {
+        if (strcmp(value, "yes") && strcmp(value, "no"))
+            return fail(p, "client_bdat: expected yes or no");
+        cfg->client_bdat = value[0] == 'y';
+        return 0;
+    }
     if (!strcmp(key, "mta_sts")) {
         if (strcmp(value, "yes") && strcmp(value, "no"))
             return fail(p, "mta_sts: expected yes or no");
@@ -580,6 +586,7 @@ static void config_defaults(struct config *cfg)
     cfg->smtp_timeout = 300;
     cfg->data_timeout = 600;
     cfg->smtp_min_data_rate = 500;
+    cfg->client_bdat = true;
     cfg->client_connect_timeout = 30;
     cfg->client_timeout = 300;
     cfg->connection_cache_time = 2;
@@ -818,8 +825,8 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);
     fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nsmtp_min_data_rate = %d\n", cfg->smtp_timeout,
             cfg->data_timeout, cfg->smtp_min_data_rate);
-    fprintf(out, "client_connect_timeout = %ds\nclient_timeout = %ds\n", cfg->client_connect_timeout,
-            cfg->client_timeout);
+    fprintf(out, "client_connect_timeout = %ds\nclient_timeout = %ds\nclient_bdat = %s\n",
+            cfg->client_connect_timeout, cfg->client_timeout, cfg->client_bdat ? "yes" : "no");
     fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\n",
             cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads);
     fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);

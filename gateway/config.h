@@ -89,6 +89,7 @@ struct config {
     int smtp_min_data_rate;        /* bytes/s in DATA that keep extending the deadline */
     int client_connect_timeout;
     int client_timeout;            /* outbound: per reply */
+    bool client_bdat;              /* outbound: BDAT when the next hop offers CHUNKING */
     int dest_concurrency;          /* connections per next hop */
     int connection_cache_time;     /* idle outbound connection kept this long */
     int worker_threads;            /* fsync / blocking work */

@@ -9,6 +9,19 @@ void data_reader_init(struct data_reader *dr)
     dr->state = DR_BOL;
     dr->line_len = 0;
     dr->errors = 0;
+    dr->chunked = false;
+}
+
+void data_reader_init_chunked(struct data_reader *dr)
+{
+    data_reader_init(dr);
+    dr->chunked = true;
+}
+
+void data_reader_end(struct data_reader *dr)
+{
+    if (dr->state == DR_CR)
+        dr->errors |= DR_ERR_LONE_CR;
 }
 
 static void count_octet(struct data_reader *dr)
@@ -26,7 +39,7 @@ size_t data_reader_feed(struct data_reader *dr, const char *in, size_t n,
         char c = in[i++];
         switch (dr->state) {
         case DR_BOL:
-            if (c == '.') {
+            if (c == '.' && !dr->chunked) {
                 dr->state = DR_DOT;
                 count_octet(dr);
                 continue;

@@ -18,9 +18,15 @@ struct data_reader {
     enum data_state state;
     size_t line_len;      /* octets of the current line so far, CRLF included */
     unsigned errors;
+    bool chunked;         /* BDAT: no dot transparency and no terminator */
 };
 
 void data_reader_init(struct data_reader *dr);
+/* For BDAT chunks (RFC 3030): the same line checks, bytes pass unchanged,
+ * the caller knows where the data ends and calls data_reader_end. */
+void data_reader_init_chunked(struct data_reader *dr);
+/* The data ended (last chunk): a CR left hanging is a lone CR. */
+void data_reader_end(struct data_reader *dr);
 
 /* Decode up to n input bytes. Writes message bytes (unstuffed, CRLF kept)
  * to out (room for n bytes is enough) and sets *out_len. Returns the number

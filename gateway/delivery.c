@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,7 +43,7 @@ struct dconn {
     struct buf in, out;
     uint64_t deadline_ms;
     char peer[80];
-    bool pipelining, size_ext, eightbit, smtputf8, starttls, dsn;
+    bool pipelining, size_ext, eightbit, smtputf8, starttls, dsn, chunking, binarymime;
     SSL *ssl;
     uint32_t tls_want;
     /* current transaction */
@@ -53,6 +54,13 @@ struct dconn {
     bool mail_failed, data_ignored;
     int body_fd;
     bool body_eof, at_bol;
+    /* BDAT (RFC 3030): the body goes in counted chunks, each answered */
+    bool bdat;
+    uint64_t body_left;
+    int bdat_outstanding;           /* chunks sent, not yet answered */
+    bool bdat_failed;               /* a chunk was refused: send no more */
+    int bdat_fail_code;
+    char bdat_fail[MAX_REPLY_TEXT];
     /* reply being assembled */
     char reply[MAX_REPLY_TEXT];
     size_t reply_len;
@@ -439,6 +447,8 @@ static void send_mail_from(struct dconn *c, const struct qmsg *m)
         buf_printf(&c->out, " SIZE=%llu", (unsigned long long)m->size);
     if (c->eightbit && m->body == BODY_8BITMIME)
         buf_puts(&c->out, " BODY=8BITMIME");
+    if (m->body == BODY_BINARYMIME)     /* only sent where BINARYMIME and CHUNKING are offered */
+        buf_puts(&c->out, " BODY=BINARYMIME");
     if (m->smtputf8)
         buf_puts(&c->out, " SMTPUTF8");
     if (c->dsn && m->ret)
@@ -490,15 +500,21 @@ static void conn_start_job(struct dconn *c)
     d->waiting--;
     c->job = j;
     busy_conns++;
-    if (j->msg->smtputf8 && !c->smtputf8) {
-        result_rest(c, 553, "553 5.6.7 next hop does not support SMTPUTF8");
+    const char *unsupported = j->msg->smtputf8 && !c->smtputf8 ? "553 5.6.7 next hop does not support SMTPUTF8"
+        : j->msg->body == BODY_BINARYMIME && !(c->chunking && c->binarymime)
+            ? "554 5.6.3 next hop does not support BINARYMIME and CHUNKING" : NULL;
+    if (unsupported) {
+        result_rest(c, atoi(unsupported), unsupported);
         conn_finish_job(c);
         c->state = DC_IDLE;
         set_deadline(c, cfg->connection_cache_time);
         return;
     }
+    c->bdat = c->chunking && (cfg->client_bdat || j->msg->body == BODY_BINARYMIME);
+    c->bdat_outstanding = 0;
+    c->bdat_failed = false;
     c->accepted = calloc(j->n, sizeof *c->accepted);
-    c->ncmds = j->n + 2;
+    c->ncmds = j->n + (c->bdat ? 1 : 2);      /* MAIL, RCPT..., and DATA unless BDAT */
     c->sent = c->answered = c->naccepted = 0;
     c->mail_failed = c->data_ignored = false;
     c->state = DC_TXN;
@@ -532,6 +548,9 @@ static void start_body(struct dconn *c)
         conn_fail(c, "cannot open spooled message");
         return;
     }
+    struct stat st;
+    c->body_left = fstat(c->body_fd, &st) == 0 && (uint64_t)st.st_size > c->job->msg->body_off
+                       ? (uint64_t)st.st_size - c->job->msg->body_off : 0;
     c->state = DC_BODY;
     c->body_eof = false;
     c->at_bol = true;
@@ -555,6 +574,15 @@ static void on_txn_reply(struct dconn *c, int code, const char *text)
             } else {
                 result_for(c, i - 1, code, text);
             }
+        }
+        if (c->bdat && c->answered == c->ncmds) {      /* every RCPT answered: the chunks follow */
+            if (!c->mail_failed && c->naccepted) {
+                start_body(c);
+            } else {
+                start_rset(c);
+                conn_finish_job(c);
+            }
+            return;
         }
     } else {
         /* the DATA reply */
@@ -594,6 +622,33 @@ static void on_dot_reply(struct dconn *c, int code, const char *text)
     result_rest(c, 451, "451 4.3.0 no recipient accepted");
     conn_finish_job(c);
     conn_next_job(c);
+}
+
+/* The reply to one BDAT chunk. The first refusal stops the chunks; once all
+ * sent chunks are answered it (or the LAST chunk's reply) decides. */
+static void on_chunk_reply(struct dconn *c, int code, const char *text)
+{
+    c->bdat_outstanding--;
+    if (reply_class(code) != 2 && !c->bdat_failed) {
+        c->bdat_failed = true;
+        c->bdat_fail_code = code;
+        snprintf(c->bdat_fail, sizeof c->bdat_fail, "%s", text);
+    }
+    if (c->bdat_outstanding > 0 || (c->state == DC_BODY && !c->bdat_failed))
+        return;
+    if (c->bdat_failed) {
+        code = c->bdat_fail_code;
+        text = c->bdat_fail;
+    }
+    if (c->state == DC_DOT) {     /* LAST was sent: this is the end of the message */
+        on_dot_reply(c, code, text);
+        return;
+    }
+    for (size_t k = 0; k < c->job->n; k++)    /* refused before LAST: the transaction failed */
+        if (c->accepted[k])
+            result_for(c, k, code, text);
+    start_rset(c);
+    conn_finish_job(c);
 }
 
 static void tls_begin(struct dconn *c);
@@ -643,6 +698,10 @@ static void note_extension(struct dconn *c, const char *kw, size_t len)
         c->starttls = true;
     else if (len >= 3 && !strncasecmp(kw, "DSN", 3) && (len == 3 || kw[3] == ' '))
         c->dsn = true;
+    else if (len >= 8 && !strncasecmp(kw, "CHUNKING", 8))
+        c->chunking = true;
+    else if (len >= 10 && !strncasecmp(kw, "BINARYMIME", 10))
+        c->binarymime = true;
 }
 
 static void on_reply(struct dconn *c, int code)
@@ -677,8 +736,18 @@ static void on_reply(struct dconn *c, int code)
     case DC_TXN:
         on_txn_reply(c, code, text);
         break;
+    case DC_BODY:
+        if (!c->bdat) {
+            conn_fail(c, text);   /* a reply in the middle of DATA */
+            return;
+        }
+        on_chunk_reply(c, code, text);
+        break;
     case DC_DOT:
-        on_dot_reply(c, code, text);
+        if (c->bdat)
+            on_chunk_reply(c, code, text);
+        else
+            on_dot_reply(c, code, text);
         break;
     case DC_RSET:
         if (code / 100 != 2) {
@@ -710,6 +779,7 @@ static void tls_step(struct dconn *c)
                  verified ? "verified" : "not verified");
         /* RFC 3207: say EHLO again, extensions may differ under TLS */
         c->pipelining = c->size_ext = c->eightbit = c->smtputf8 = c->starttls = c->dsn = false;
+        c->chunking = c->binarymime = false;
         c->state = DC_EHLO;
         conn_send(c, "EHLO", cfg->hostname);
         conn_want(c);
@@ -827,8 +897,40 @@ static void stuff_body(struct dconn *c, const char *p, size_t n)
     }
 }
 
+/* BDAT: the spooled message as it is (no dot-stuffing), one chunk per read,
+ * the last marked LAST. Without PIPELINING each chunk waits for its reply. */
+static void fill_chunks(struct dconn *c)
+{
+    char chunk[BODY_CHUNK];
+    while (c->state == DC_BODY && c->out.len < OUT_HIGH_WATER && !c->bdat_failed &&
+           (c->pipelining || c->bdat_outstanding == 0)) {
+        size_t want = c->body_left < BODY_CHUNK ? (size_t)c->body_left : BODY_CHUNK;
+        ssize_t r = want ? read(c->body_fd, chunk, want) : 0;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (r == 0 && want)) {
+            conn_fail(c, "error reading spooled message");
+            return;
+        }
+        c->body_left -= (uint64_t)r;
+        bool last = c->body_left == 0;
+        buf_printf(&c->out, "BDAT %zd%s\r\n", r, last ? " LAST" : "");
+        buf_append(&c->out, chunk, (size_t)r);
+        c->bdat_outstanding++;
+        if (last) {
+            close(c->body_fd);
+            c->body_fd = -1;
+            c->state = DC_DOT;
+        }
+    }
+}
+
 static void fill_body(struct dconn *c)
 {
+    if (c->bdat) {
+        fill_chunks(c);
+        return;
+    }
     char chunk[BODY_CHUNK];
     while (c->state == DC_BODY && c->out.len < OUT_HIGH_WATER) {
         ssize_t r = read(c->body_fd, chunk, sizeof chunk);

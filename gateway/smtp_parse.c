@@ -157,6 +157,29 @@ bool utf8_valid(const char *str)
     return true;
 }
 
+int smtp_parse_bdat(const char *args, uint64_t *size, bool *last)
+{
+    const char *p = args;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    uint64_t v = 0;
+    for (; isdigit((unsigned char)*p); p++) {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *last = false;
+    if (*p == ' ' && !strcasecmp(p + 1, "LAST")) {
+        *last = true;
+        p += 5;
+    }
+    if (*p)
+        return -1;
+    *size = v;
+    return 0;
+}
+
 bool xtext_valid(const char *s)
 {
     for (; *s; s++) {

@@ -67,6 +67,9 @@ int smtp_parse_mail(const char *args, struct path_result *res, struct mail_param
  * "<postmaster>" is allowed. rp NULL: no parameters are accepted. */
 int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res, struct rcpt_params *rp);
 
+/* "SIZE [LAST]" (args of BDAT, RFC 3030). Returns 0 or -1 on bad syntax. */
+int smtp_parse_bdat(const char *args, uint64_t *size, bool *last);
+
 /* xtext (RFC 3461 4): printable ASCII but '+' and '=', "+XX" hex escapes.
  * decode returns the decoded length, or -1 if invalid or over cap-1. */
 bool xtext_valid(const char *s);

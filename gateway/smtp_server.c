@@ -84,6 +84,11 @@ struct session {
     bool separator;         /* a blank line ended the header section */
     bool data_done;         /* the end of data has been read */
     char refusal[512];      /* the reply that ends this DATA, if refused */
+    /* BDAT (RFC 3030): the message arrives in counted chunks, no dot-stuffing */
+    bool bdat;              /* this message is chunked */
+    bool bdat_last;         /* the chunk being read is the last */
+    uint64_t bdat_left;     /* its bytes still to read */
+    uint64_t skip_bytes;    /* a refused chunk's bytes, read and dropped */
     struct session *prev, *next;
 };
 
@@ -141,6 +146,7 @@ static void txn_restart(struct session *s)
 {
     txn_reset(&s->tx);
     s->in_mail = false;
+    s->bdat = false;
     memset(&s->mp, 0, sizeof s->mp);
 }
 
@@ -198,8 +204,7 @@ static void session_close(struct session *s)
     /* a hook or commit in flight owns the session until it completes */
     if (s->busy)
         return;
-    if (s->phase == PH_DATA)
-        data_abort(s);
+    data_abort(s);   /* an unfinished message (DATA, BDAT, or timed out in either) */
     ev_defer_free(s, session_free);
 }
 
@@ -278,8 +283,7 @@ static void stage_finished(void *ctx, postern_verdict v)
     struct session *s = ctx;
     s->busy = false;
     if (s->dead) {
-        if (s->saved_phase == PH_DATA)
-            data_abort(s);
+        data_abort(s);
         session_free(s);
         return;
     }
@@ -372,6 +376,8 @@ static void helo_then(struct session *s, postern_verdict v)
     if (s->xclient_allowed)
         reply(s, "250-XCLIENT ADDR NAME PORT PROTO HELO LOGIN");
     reply(s, "250-8BITMIME");
+    reply(s, "250-BINARYMIME");
+    reply(s, "250-CHUNKING");
     reply(s, "250-DSN");
     reply(s, "250-ENHANCEDSTATUSCODES");
     reply(s, "250 SMTPUTF8");
@@ -553,20 +559,15 @@ static const char *storage_reply(int err)
                                           : "451 4.3.0 Error: queue file write error";
 }
 
-static void cmd_data(struct session *s, const char *args)
+static void message_bytes(struct session *s, const char *p, size_t n);
+static void data_progress(struct session *s);
+static bool data_refused(const struct session *s);
+static void data_abort(struct session *s);
+
+/* Open the queue file and start reading a message (DATA or the first BDAT).
+ * Returns -1 after answering when the queue file cannot be created. */
+static int start_message(struct session *s)
 {
-    if (*args) {
-        reply(s, "501 5.5.4 Syntax: DATA takes no arguments");
-        return;
-    }
-    if (!s->in_mail) {
-        reply(s, "503 5.5.1 Error: need MAIL command");
-        return;
-    }
-    if (s->tx.nrcpts == 0) {
-        reply(s, "554 5.5.1 Error: no valid recipients");
-        return;
-    }
     struct commit_job *cj = calloc(1, sizeof *cj);
     qid_generate(s->tx.qid);
     if (!cj || envelope_from_txn(s, &cj->env) < 0 || spool_writer_open(&cj->sw, &cj->env) < 0) {
@@ -578,7 +579,7 @@ static void cmd_data(struct session *s, const char *args)
             commit_free(cj);
         }
         txn_restart(s);
-        return;
+        return -1;
     }
     cj->s = s;
     s->commit = cj;
@@ -595,7 +596,164 @@ static void cmd_data(struct session *s, const char *args)
     s->hops = 0;
     s->phase = PH_DATA;
     set_timeout(s);
-    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    return 0;
+}
+
+/* Why this transaction cannot take message data now, or NULL. */
+static const char *data_precondition(struct session *s)
+{
+    if (!s->in_mail)
+        return "503 5.5.1 Error: need MAIL command";
+    if (s->tx.nrcpts == 0)
+        return "554 5.5.1 Error: no valid recipients";
+    return NULL;
+}
+
+static void cmd_data(struct session *s, const char *args)
+{
+    const char *refusal = *args ? "501 5.5.4 Syntax: DATA takes no arguments" : data_precondition(s);
+    if (!refusal && s->mp.body == BODY_BINARYMIME)
+        refusal = "503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA";   /* RFC 3030 3 */
+    if (refusal) {
+        reply(s, refusal);
+        return;
+    }
+    if (start_message(s) == 0)
+        reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* The chunk just read was complete: the last ends the message, others get 250. */
+static void chunk_complete(struct session *s)
+{
+    if (!s->bdat_last) {
+        replyf(s, "250 2.0.0 Ok: %llu octets received", (unsigned long long)s->data_bytes);
+        return;
+    }
+    if (s->mp.body != BODY_BINARYMIME)
+        data_reader_end(&s->dr);
+    s->data_done = true;
+}
+
+/* A chunk announced: its size counts against message_size_limit up front,
+ * so an oversized chunk is refused (and skipped) before it is read. */
+static void begin_chunk(struct session *s, uint64_t size, bool last)
+{
+    s->bdat_left = size;
+    s->bdat_last = last;
+    if (size == 0)
+        chunk_complete(s);
+}
+
+static void cmd_bdat(struct session *s, const char *args)
+{
+    uint64_t size;
+    bool last;
+    if (smtp_parse_bdat(args, &size, &last) < 0) {
+        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");   /* the size is unknown: nothing to skip */
+        return;
+    }
+    const char *refusal = data_precondition(s);
+    if (!refusal && size > cfg->message_size_limit)
+        refusal = "552 5.3.4 Message size exceeds fixed maximum message size";
+    if (refusal) {
+        reply(s, refusal);
+        s->skip_bytes = size;
+        if (s->in_mail)
+            txn_restart(s);     /* the client must start over with MAIL */
+        return;
+    }
+    if (start_message(s) < 0) {
+        s->skip_bytes = size;
+        return;
+    }
+    s->bdat = true;
+    data_reader_init_chunked(&s->dr);
+    begin_chunk(s, size, last);
+}
+
+/* A chunked message given up (RSET, another command, a refused chunk). */
+static void abandon_chunked_message(struct session *s, const char *why)
+{
+    log_info("S%lu: %s: BDAT message from [%s] abandoned: %s", s->sid, s->tx.qid, s->tx.client_ip, why);
+    data_abort(s);
+    txn_restart(s);
+    s->phase = PH_COMMAND;
+}
+
+/* Between chunks: the next BDAT. Any other command ends the message
+ * unfinished and then runs as usual. Returns false when waiting for input
+ * or when the session left the chunked message. */
+static bool next_chunk_command(struct session *s)
+{
+    const char *head = buf_head(&s->in);
+    const char *nl = s->in.len ? memchr(head, '\n', s->in.len) : NULL;
+    size_t linelen = nl ? (size_t)(nl - head) + 1 : 0;
+    if (!nl && s->in.len < SMTP_MAX_COMMAND_LINE)
+        return false;
+    char line[SMTP_MAX_COMMAND_LINE + 1];
+    struct smtp_command cmd = {VERB_UNKNOWN, ""};
+    if (nl && linelen <= SMTP_MAX_COMMAND_LINE) {
+        size_t len = linelen - 1 - (linelen >= 2 && head[linelen - 2] == '\r');
+        memcpy(line, head, len);
+        line[len] = '\0';
+        if (memchr(line, '\0', len) || smtp_parse_command(line, &cmd) < 0)
+            cmd.verb = VERB_UNKNOWN;
+    }
+    if (cmd.verb != VERB_BDAT) {
+        abandon_chunked_message(s, "another command between chunks");
+        return false;
+    }
+    buf_consume(&s->in, linelen);
+    set_timeout(s);
+    uint64_t size;
+    bool last;
+    if (smtp_parse_bdat(cmd.args, &size, &last) < 0) {
+        abandon_chunked_message(s, "bad BDAT syntax");
+        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
+        return false;
+    }
+    if (size > cfg->message_size_limit - s->data_bytes) {
+        abandon_chunked_message(s, "message size limit");
+        reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+        s->skip_bytes = size;
+        return false;
+    }
+    begin_chunk(s, size, last);
+    return true;
+}
+
+/* BDAT: chunk bytes go into the message as they are (the same line checks
+ * as DATA unless BODY=BINARYMIME); between chunks comes the next BDAT. */
+static void process_chunks(struct session *s)
+{
+    static char scratch[MAX_INPUT_BUFFER];
+    while (s->phase == PH_DATA && !s->data_done) {
+        if (s->bdat_left == 0) {
+            if (!next_chunk_command(s))
+                break;
+            continue;
+        }
+        if (!s->in.len)
+            break;
+        size_t n = s->in.len < sizeof scratch ? s->in.len : sizeof scratch, out_len = n;
+        if (n > s->bdat_left)
+            n = out_len = (size_t)s->bdat_left;
+        bool done;
+        if (s->mp.body == BODY_BINARYMIME)
+            memcpy(scratch, buf_head(&s->in), n);
+        else
+            data_reader_feed(&s->dr, buf_head(&s->in), n, scratch, &out_len, &done);
+        buf_consume(&s->in, n);
+        s->bdat_left -= n;
+        s->data_bytes += out_len;
+        s->tx.size = s->data_bytes;
+        if (!data_refused(s))
+            message_bytes(s, scratch, out_len);
+        if (s->bdat_left == 0)
+            chunk_complete(s);
+        data_progress(s);
+    }
+    data_progress(s);
 }
 
 static void cmd_starttls(struct session *s, const char *args)
@@ -788,7 +946,7 @@ static const struct command_row {
     {VERB_EXPN, NULL, NULL, cmd_not_implemented},
     {VERB_HELP, NULL, NULL, cmd_help},
     {VERB_STARTTLS, NULL, need_helo, cmd_starttls},
-    {VERB_BDAT, NULL, need_helo, cmd_not_implemented},
+    {VERB_BDAT, "data, body, eom", need_helo, cmd_bdat},
     {VERB_AUTH, NULL, need_helo, cmd_not_implemented},
     {VERB_XCLIENT, "connect", NULL, cmd_xclient},
     {VERB_UNKNOWN, NULL, NULL, cmd_unknown},
@@ -890,6 +1048,8 @@ static void data_then(struct session *s, postern_verdict v)
 /* The header section is complete: parse it, keep what follows as body. */
 static void headers_complete(struct session *s, size_t section_len, bool separator)
 {
+    if (s->mp.body == BODY_BINARYMIME && memchr(buf_head(&s->hdr_buf), '\0', section_len))
+        refuse_data(s, "554 5.6.0 Error: message header section contains NUL characters");
     size_t used = headers_parse(buf_head(&s->hdr_buf), section_len, &s->tx.hdrs);
     /* counted as received, before any plugin changes the headers */
     s->hops = (int)headers_count(&s->tx.hdrs, "Received");
@@ -920,8 +1080,9 @@ static void body_then(struct session *s, postern_verdict v)
 /* Message bytes (unstuffed) from the DATA reader. */
 static void message_bytes(struct session *s, const char *p, size_t n)
 {
-    /* RFC 5321 2.3.8: NUL is not text; refuse rather than pass it on */
-    if (memchr(p, '\0', n))
+    /* RFC 5321 2.3.8: NUL is not text; refuse rather than pass it on
+     * (BINARYMIME bodies may hold any octet; their headers may not) */
+    if (s->mp.body != BODY_BINARYMIME && memchr(p, '\0', n))
         refuse_data(s, "554 5.6.0 Error: message contains NUL characters");
     if (s->part == PART_BODY) {
         buf_append(&s->chunk, p, n);
@@ -1106,6 +1267,10 @@ static void commit_done(struct work *w)
 static void process_data(struct session *s)
 {
     static char scratch[MAX_INPUT_BUFFER];
+    if (s->bdat) {
+        process_chunks(s);
+        return;
+    }
     while (s->in.len && s->phase == PH_DATA && !s->data_done) {
         size_t n = s->in.len < sizeof scratch ? s->in.len : sizeof scratch, out_len;
         bool done;
@@ -1125,6 +1290,12 @@ static void process_data(struct session *s)
 static void process_commands(struct session *s)
 {
     while (s->phase == PH_COMMAND && s->in.len && s->out.len < MAX_OUTPUT_BACKLOG) {
+        if (s->skip_bytes) {     /* a refused BDAT chunk */
+            size_t n = s->in.len < s->skip_bytes ? s->in.len : (size_t)s->skip_bytes;
+            buf_consume(&s->in, n);
+            s->skip_bytes -= n;
+            continue;
+        }
         char *head = buf_head(&s->in);
         char *nl = memchr(head, '\n', s->in.len);
         if (!nl) {

@@ -159,6 +159,23 @@ static void dsn_parameters(void **state)
     assert_string_equal(text, "SUCCESS,FAILURE");
 }
 
+static void bdat_arguments(void **state)
+{
+    (void)state;
+    uint64_t n;
+    bool last;
+    assert_int_equal(smtp_parse_bdat("1000", &n, &last), 0);
+    assert_true(n == 1000 && !last);
+    assert_int_equal(smtp_parse_bdat("0 last", &n, &last), 0);
+    assert_true(n == 0 && last);
+    assert_int_equal(smtp_parse_bdat("18446744073709551615 LAST", &n, &last), 0);
+    assert_true(n == UINT64_MAX);
+    static const char *const bad[] = {"", "LAST", "-1", "10 LASTX", "10  LAST", "10 FIRST", "1e3", "99999999999999999999",
+                                      "10 "};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(smtp_parse_bdat(bad[i], &n, &last), -1);
+}
+
 static void utf8_validity(void **state)
 {
     (void)state;
@@ -195,7 +212,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(verbs_are_case_insensitive), cmocka_unit_test(control_bytes_are_refused),
         cmocka_unit_test(mail_paths),                 cmocka_unit_test(mail_path_errors),
-        cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8), cmocka_unit_test(utf8_validity), cmocka_unit_test(dsn_parameters),
+        cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8), cmocka_unit_test(utf8_validity), cmocka_unit_test(dsn_parameters), cmocka_unit_test(bdat_arguments),
         cmocka_unit_test(rcpt_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

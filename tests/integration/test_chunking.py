@@ -1,0 +1,189 @@
+"""CHUNKING / BDAT (RFC 3030): inbound chunks mixed with PIPELINING go
+through the same hook chain and spool as DATA and arrive identical; size is
+enforced per chunk; refused chunks are read and dropped (their bytes never
+run as commands); BINARYMIME needs BDAT; outbound BDAT to a real Postfix
+that offers CHUNKING, and the message arrives identical to one sent with DATA."""
+from harness import *
+
+MSG = ("From: a@src.test\r\nTo: x@example.test\r\nSubject: chunks\r\nMessage-ID: <c1@src.test>\r\n\r\n"
+       + "".join("line %04d of the body, with a .dot and trailing spaces  \r\n" % i for i in range(300))
+       + ".leading dot stays as sent\r\n")
+
+
+def bdat_chunks(data, sizes):
+    """BDAT commands with data cut into the given chunk sizes (the rest goes last)."""
+    data = data.encode() if isinstance(data, str) else data
+    out, pos = b"", 0
+    for n in sizes:
+        out += b"BDAT %d\r\n" % n + data[pos:pos + n]
+        pos += n
+    return out + b"BDAT %d LAST\r\n" % (len(data) - pos) + data[pos:]
+
+
+def envelope(c, rcpt="x@example.test", mail_params=""):
+    c.send("MAIL FROM:<a@src.test>%s\r\nRCPT TO:<%s>\r\n" % (mail_params, rcpt))
+    assert c.reply().startswith("250") and c.reply().startswith("250")
+
+
+def test_bdat_and_data_messages_arrive_identical():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink).start()
+    c = Client(g.host)
+    ehlo = c.cmd("EHLO client.test")
+    assert "250-CHUNKING" in ehlo and "250-BINARYMIME" in ehlo, ehlo
+    # pipelined: MAIL, RCPT and three chunks in one write
+    c.send(b"MAIL FROM:<a@src.test>\r\nRCPT TO:<x@example.test>\r\n" + bdat_chunks(MSG, [10, 4000]))
+    replies = [c.reply() for _ in range(5)]
+    assert [r[:3] for r in replies] == ["250"] * 5, replies
+    assert replies[2] == "250 2.0.0 Ok: 10 octets received" and replies[3] == "250 2.0.0 Ok: 4010 octets received"
+    bdat_qid = queue_id(replies[4])
+    data_qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], MSG.replace("\r\n.", "\r\n..")))
+    msgs = sink.wait_count(2)
+    by_qid = {re.search(rb"with ESMTP id ([0-9A-F]{16})", m).group(1).decode(): m for m in msgs}
+    bdat_rest, data_rest = our_received_and_rest(by_qid[bdat_qid])[1], our_received_and_rest(by_qid[data_qid])[1]
+    assert bdat_rest == as_dumped(MSG), bdat_rest[:300]
+    assert bdat_rest == data_rest
+    assert "%s: accepted from=<a@src.test> size=" % bdat_qid in g.log()
+    g.stop()
+
+
+def test_bdat_runs_the_hook_chain():
+    """The Lua verdicts policy sees a BDAT message at EOM as it sees a DATA one."""
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, plugin_dir=os.path.join(BUILD, "plugins"),
+                plugins="lua:%s" % os.path.join(ROOT, "tests", "lua", "verdicts.lua")).start()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    envelope(c)
+    c.send(bdat_chunks("Subject: reject\r\n\r\nbody\r\n", [5]))
+    assert c.reply().startswith("250")
+    assert c.reply() == "550 5.7.1 content refused by lua"
+    envelope(c)
+    c.send(bdat_chunks("Subject: quarantine\r\n\r\nbody\r\n", [5]))
+    assert c.reply().startswith("250") and c.reply().startswith("250 2.0.0 Ok: queued")
+    envelope(c)
+    c.send(bdat_chunks("Subject: fine\r\n\r\nbody\r\n", [5]))
+    assert c.reply().startswith("250") and c.reply().startswith("250 2.0.0 Ok: queued")
+    m = sink.wait_count(1)[0]
+    assert b"Subject: fine" in m
+    assert "(quarantined)" in g.log()
+    time.sleep(0.3)
+    assert sink.count() == 1
+    g.stop()
+
+
+def test_bdat_size_limit_per_chunk_and_refused_chunks_are_skipped():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, message_size_limit="2k").start()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    # one chunk over the limit: refused at once, its bytes (which look like commands) dropped
+    envelope(c)
+    evil = ("QUIT\r\n" * 600).encode()
+    c.send(b"BDAT %d LAST\r\n" % len(evil) + evil + b"NOOP\r\n")
+    assert c.reply().startswith("552 5.3.4")
+    assert c.reply() == "250 2.0.0 Ok"           # NOOP, not QUIT
+    # the second chunk pushes it over: refused, the message abandoned, later chunks get 503
+    envelope(c)
+    c.send(b"BDAT 1500\r\n" + b"Subject: a\r\n\r\n" + b"x" * 1486 + b"BDAT 1000\r\n" + b"y" * 1000 +
+           b"BDAT 3 LAST\r\nz\r\n")
+    assert c.reply().startswith("250 2.0.0 Ok: 1500")
+    assert c.reply().startswith("552 5.3.4")
+    assert c.reply().startswith("503 5.5.1")
+    assert c.cmd("NOOP") == "250 2.0.0 Ok"
+    # BDAT without MAIL: 503 and the chunk is skipped
+    c.send(b"BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n")
+    assert c.reply().startswith("503 5.5.1")
+    assert c.reply() == "250 2.0.0 Ok"
+    assert c.cmd("BDAT twelve") .startswith("501 5.5.4")
+    time.sleep(0.3)
+    assert sink.count() == 0
+    g.stop()
+
+
+def test_bdat_line_checks_and_abandoned_messages():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink).start()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    for bad in (b"Subject: a\r\n\r\nbare\nLF\r\n", b"Subject: a\r\n\r\nlone\rCR\r\n", b"Subject: a\r\n\r\nends in CR\r"):
+        envelope(c)
+        c.send(b"BDAT %d LAST\r\n" % len(bad) + bad)
+        assert c.reply().startswith("550 5.5.2 Error: bare <LF> or <CR>"), bad
+    # a command between chunks abandons the message; RSET answers as usual
+    envelope(c)
+    c.send(b"BDAT 12\r\nSubject: a\r\nRSET\r\nBDAT 3 LAST\r\nb\r\n")
+    assert c.reply().startswith("250 2.0.0 Ok: 12")
+    assert c.reply() == "250 2.0.0 Ok"
+    assert c.reply().startswith("503 5.5.1")
+    assert "BDAT message from [127.0.0.1] abandoned: another command between chunks" in g.log()
+    # DATA after a BDAT chunk is out of sequence too
+    envelope(c)
+    c.send(b"BDAT 3\r\nab\nDATA\r\n")
+    assert c.reply().startswith("250")
+    assert c.reply().startswith("503 5.5.1")
+    time.sleep(0.3)
+    assert sink.count() == 0
+    g.stop()
+
+
+def test_binarymime_needs_bdat_and_bounces_where_it_cannot_go():
+    sink = Sink(addr(2))                      # smtp-sink offers neither CHUNKING nor BINARYMIME
+    g = Gateway(sink=sink).start()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    envelope(c, mail_params=" BODY=BINARYMIME")
+    assert c.cmd("DATA").startswith("503 5.5.1 Error: BODY=BINARYMIME needs BDAT")
+    binary = b"Subject: bin\r\nContent-Type: application/octet-stream\r\n\r\n" + bytes(range(256)) * 4
+    c.send(b"BDAT %d LAST\r\n" % len(binary) + binary)
+    qid = queue_id(c.reply())
+    wait_for(lambda: "%s: to=<x@example.test>" % qid in g.log() and "554 5.6.3" in g.log(), 10, "the 5.6.3 failure")
+    # the only mail out is the bounce to the sender (the same sink): 5.6.3
+    raw = sink.wait_count(1)[0]
+    assert sink_rcpts(raw) == [b"a@src.test"]
+    _, _, blocks = parse_dsn(raw)
+    assert blocks[1]["Status"] == "5.6.3" and blocks[1]["Action"] == "failed"
+    # and a BINARYMIME header section may not hold NUL
+    envelope(c, mail_params=" BODY=BINARYMIME")
+    c.send(b"BDAT 15 LAST\r\nSubject: \x00\r\n\r\nb")
+    assert c.reply().startswith("554 5.6.0")
+    g.stop()
+
+
+def postfix_hop(final):
+    """A real Postfix on addr(5):2525 (it offers CHUNKING and DSN), logging each
+    SMTP command it reads from us, relaying to the final sink."""
+    return Postfix(addr(5), 2525, "[%s]:%d" % (final.host, final.port),
+                   main={"debug_peer_list": "127.0.0.0/8", "debug_peer_level": "2"})
+
+
+def test_outbound_bdat_to_a_real_postfix_arrives_identical_to_data():
+    if not Postfix.available():
+        print("  skipped: needs root and Postfix")
+        return
+    final = Sink(addr(6), port=2600)
+    pf = postfix_hop(final)
+    big = MSG + "".join("%05d %s\r\n" % (i, "b" * 70) for i in range(2000))     # > one 64 KiB chunk
+    got = {}
+    for bdat in ("yes", "no"):
+        g = Gateway(sink=None, default_transport="smtp:[%s]:2525" % addr(5), client_bdat=bdat).start()
+        n0 = final.count()
+        send_message(g.host, 2525, "a@src.test", ["x@example.test"], big.replace("\r\n.", "\r\n.."))
+        m = final.wait_count(n0 + 1, timeout=30)[-1]
+        got[bdat] = m
+        wait_for(lambda: not g.queue_files(), 10, "the spool to drain")
+        g.stop()
+    log = pf.log()
+    assert re.search(r"< \S+: BDAT 65536\b", log), "Postfix did not receive BDAT chunks"
+    assert re.search(r"< \S+: BDAT \d+ LAST", log)
+    assert re.search(r"< \S+: DATA", log), "client_bdat=no must use DATA"
+    # after Postfix's and our Received headers the two messages are the same bytes
+    rest = {k: v.split(b"\n\tby gw.postern.test (Postern) with ESMTP id ", 1)[1].split(b"\n", 2)[2]
+            for k, v in got.items()}
+    assert rest["yes"] == rest["no"]
+    body = big.split("\r\n\r\n", 1)[1]            # Postfix may add a Date: header
+    assert rest["yes"].endswith(b"\n\n" + as_dumped(body)), rest["yes"][:400]
+    g.stop()
+
+
+run_tests(globals())
