@@ -17,9 +17,9 @@ ifeq ($(SAN),1)
 endif
 
 CORE_SRCS := buf.c log.c netaddr.c config.c smtp_parse.c data_reader.c event.c workers.c \
-             spool.c retry.c queue.c delivery.c smtp_server.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c tls.c mta_sts.c
+             spool.c retry.c queue.c delivery.c proxy_proto.c smtp_server.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c tls.c mta_sts.c
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/postern_helpers.o
-UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers
+UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
@@ -131,7 +131,7 @@ clean:
 # crashes in build-fuzz/fuzz_NAME-crash-*. The gateway sources are compiled
 # once more with clang's fuzzer instrumentation into build-fuzz/libfuzzcore.a.
 FUZZERS ?= fuzz_smtp_command fuzz_data_reader fuzz_headers fuzz_spool_record fuzz_config fuzz_mta_sts \
-           fuzz_milter_codec
+           fuzz_milter_codec fuzz_proxy_proto fuzz_dsn
 FUZZ_TIME ?= 60
 TEST_FUZZ_TIME ?= 10
 FUZZ_CFLAGS := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -std=c11 -D_GNU_SOURCE \

@@ -386,13 +386,21 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
 {
     char err[200];
     if (!strcmp(key, "listen")) {
-        /* keep smtps_listen entries, replace the plain ones */
+        /* keep smtps_listen and proxy_listen entries, replace the plain ones */
         int k = 0;
         for (int i = 0; i < cfg->nlisten; i++)
-            if (cfg->listen[i].implicit_tls)
+            if (cfg->listen[i].implicit_tls || cfg->listen[i].proxy)
                 cfg->listen[k++] = cfg->listen[i];
         cfg->nlisten = k;
         return each_item(p, value, add_listen, cfg);
+    }
+    if (!strcmp(key, "proxy_listen")) {
+        int before = cfg->nlisten;
+        if (each_item(p, value, add_listen, cfg) < 0)
+            return -1;
+        for (int i = before; i < cfg->nlisten; i++)
+            cfg->listen[i].proxy = true;
+        return 0;
     }
     if (!strcmp(key, "smtps_listen")) {
         int before = cfg->nlisten;
@@ -778,7 +786,11 @@ void config_print(const struct config *cfg, FILE *out)
 {
     fprintf(out, "listen =");
     for (int i = 0, n = 0; i < cfg->nlisten; i++)
-        if (!cfg->listen[i].implicit_tls)
+        if (!cfg->listen[i].implicit_tls && !cfg->listen[i].proxy)
+            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
+    fprintf(out, "\nproxy_listen =");
+    for (int i = 0, n = 0; i < cfg->nlisten; i++)
+        if (cfg->listen[i].proxy)
             fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
     fprintf(out, "\nsmtps_listen =");
     for (int i = 0, n = 0; i < cfg->nlisten; i++)

@@ -40,6 +40,7 @@ struct plugin_option {
 
 struct listen_addr {
     bool implicit_tls;             /* smtps_listen: TLS from the first byte (RFC 8314) */
+    bool proxy;                    /* proxy_listen: a PROXY protocol header comes first */
     char text[64];
     struct sockaddr_storage addr;
     socklen_t addrlen;

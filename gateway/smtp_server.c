@@ -5,6 +5,7 @@
  * data_reader straight into the spool file; the fsync/rename commit runs on
  * a worker, and only its completion sends "250 ... queued as ID". */
 #include "smtp_server.h"
+#include "proxy_proto.h"
 #include "buf.h"
 #include "data_reader.h"
 #include "hooks.h"
@@ -36,7 +37,8 @@
 #define MAX_OUTPUT_BACKLOG (64 * 1024)   /* stop reading while replies pile up */
 
 /* PH_TLS: the 220 to STARTTLS is going out, then the handshake runs. */
-enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS };
+/* PH_PROXY: a proxy_listen connection before its PROXY header is read. */
+enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS, PH_PROXY };
 enum msg_part { PART_HEADERS, PART_BODY };
 
 #define MAX_HEADER_SECTION (1024 * 1024)
@@ -265,7 +267,8 @@ static int session_flush(struct session *s)
     }
     /* read only while there is room and replies are not piling up; a hook
      * or commit in flight pauses input so pipelined commands wait */
-    bool readable = (s->phase == PH_COMMAND || s->phase == PH_DATA) && s->in.len < MAX_INPUT_BUFFER &&
+    bool readable = (s->phase == PH_COMMAND || s->phase == PH_DATA || s->phase == PH_PROXY) &&
+                    s->in.len < MAX_INPUT_BUFFER &&
                     s->out.len < MAX_OUTPUT_BACKLOG;
     ev_mod(&s->w, (readable ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
     return 0;
@@ -1045,11 +1048,22 @@ static void data_then(struct session *s, postern_verdict v)
     data_progress(s);
 }
 
+/* BINARYMIME skips the DATA reader, but its header section must still be
+ * CRLF text: no NUL, no bare LF or lone CR (notices quote it over DATA). */
+static void check_binary_headers(struct session *s, const char *h, size_t n)
+{
+    if (memchr(h, '\0', n))
+        refuse_data(s, "554 5.6.0 Error: message header section contains NUL characters");
+    for (size_t i = 0; i < n; i++)
+        if ((h[i] == '\n' && (i == 0 || h[i - 1] != '\r')) || (h[i] == '\r' && (i + 1 >= n || h[i + 1] != '\n')))
+            refuse_data(s, "550 5.5.2 Error: bare <LF> or <CR> line ending in the header section");
+}
+
 /* The header section is complete: parse it, keep what follows as body. */
 static void headers_complete(struct session *s, size_t section_len, bool separator)
 {
-    if (s->mp.body == BODY_BINARYMIME && memchr(buf_head(&s->hdr_buf), '\0', section_len))
-        refuse_data(s, "554 5.6.0 Error: message header section contains NUL characters");
+    if (s->mp.body == BODY_BINARYMIME)
+        check_binary_headers(s, buf_head(&s->hdr_buf), section_len);
     size_t used = headers_parse(buf_head(&s->hdr_buf), section_len, &s->tx.hdrs);
     /* counted as received, before any plugin changes the headers */
     s->hops = (int)headers_count(&s->tx.hdrs, "Received");
@@ -1337,8 +1351,12 @@ static void process_commands(struct session *s)
     }
 }
 
+static void process_proxy_header(struct session *s);
+
 static void resume_session(struct session *s)
 {
+    if (s->phase == PH_PROXY)
+        process_proxy_header(s);
     if (s->phase == PH_DATA)
         process_data(s);
     process_commands(s);
@@ -1494,11 +1512,13 @@ static int sessions_from(const char *ip)
 }
 
 /* The refusal for a new connection, or NULL to accept it. */
-static const char *connection_refusal(const struct sockaddr_storage *ss, const char *ip)
+/* per_client: the address is the client's (not a load balancer's before
+ * its PROXY header), so per-client limits apply. */
+static const char *connection_refusal(const struct sockaddr_storage *ss, const char *ip, bool per_client)
 {
     if (nsessions >= cfg->max_sessions || shutting_down)
         return "421 4.3.2 Too many connections, try again later\r\n";
-    if (config_is_trusted(cfg, (const struct sockaddr *)ss))
+    if (!per_client || config_is_trusted(cfg, (const struct sockaddr *)ss))
         return NULL;
     if (cfg->max_sessions_per_client && sessions_from(ip) >= cfg->max_sessions_per_client)
         return "421 4.7.0 Too many connections from your address, try again later\r\n";
@@ -1507,11 +1527,51 @@ static const char *connection_refusal(const struct sockaddr_storage *ss, const c
     return NULL;
 }
 
-static void accept_one(int fd, struct sockaddr_storage *ss, bool implicit_tls)
+/* PROXY protocol (proxy_listen): the header names the real client, who
+ * then gets the greeting; anything that is not a valid header closes the
+ * connection without a word (it is not an SMTP client we can talk to). */
+static void process_proxy_header(struct session *s)
 {
+    struct proxy_header h;
+    int n = proxy_parse((const unsigned char *)buf_head(&s->in), s->in.len, &h);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        log_info("S%lu: bad PROXY protocol header from [%s]: connection closed", s->sid, s->tx.client_ip);
+        session_close(s);
+        return;
+    }
+    buf_consume(&s->in, (size_t)n);
+    char was[64];
+    snprintf(was, sizeof was, "%s", s->tx.client_ip);
+    if (h.has_source) {
+        char ip[64];
+        sockaddr_ip_text((struct sockaddr *)&h.source, ip, sizeof ip);
+        const char *refusal = connection_refusal(&h.source, ip, true);
+        if (refusal) {
+            log_info("S%lu: refused connection from [%s] via PROXY [%s]: %.*s", s->sid, ip, was,
+                     (int)strlen(refusal) - 2, refusal);
+            buf_puts(&s->out, refusal);
+            close_after_reply(s);
+            session_flush(s);
+            return;
+        }
+        s->peer = h.source;
+        s->xclient_allowed = config_allows_xclient(cfg, (struct sockaddr *)&h.source);
+        snprintf(s->tx.client_ip, sizeof s->tx.client_ip, "%s", ip);
+    }
+    log_info("S%lu: PROXY v%d from [%s]: client [%s]", s->sid, h.version, was, s->tx.client_ip);
+    s->phase = PH_COMMAND;
+    set_timeout(s);
+    run_stage(s, POSTERN_STAGE_CONNECT, NULL, 0, connect_then);
+}
+
+static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_addr *l)
+{
+    bool implicit_tls = l->implicit_tls;
     char ip[64];
     sockaddr_ip_text((struct sockaddr *)ss, ip, sizeof ip);
-    const char *refusal = connection_refusal(ss, ip);
+    const char *refusal = connection_refusal(ss, ip, !l->proxy);
     if (refusal) {
         if (!shutting_down)
             log_info("refused connection from [%s]: %.*s", ip, (int)strlen(refusal) - 2, refusal);
@@ -1543,8 +1603,13 @@ static void accept_one(int fd, struct sockaddr_storage *ss, bool implicit_tls)
     nsessions++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    log_info("S%lu: connect from [%s]%s", s->sid, s->tx.client_ip, implicit_tls ? " (implicit TLS)" : "");
+    log_info("S%lu: connect from [%s]%s", s->sid, s->tx.client_ip,
+             implicit_tls ? " (implicit TLS)" : l->proxy ? " (PROXY protocol)" : "");
     set_timeout(s);
+    if (l->proxy) {
+        s->phase = PH_PROXY;    /* no greeting before the header names the client */
+        return;
+    }
     if (implicit_tls) {
         s->implicit_tls = true;
         s->phase = PH_TLS;      /* session_flush starts the handshake */
@@ -1569,7 +1634,7 @@ static void listener_on_event(void *ctx, uint32_t events)
                 log_error("accept: %s", strerror(errno));
             return;
         }
-        accept_one(fd, &ss, cfg->listen[w - listeners].implicit_tls);
+        accept_one(fd, &ss, &cfg->listen[w - listeners]);
     }
 }
 

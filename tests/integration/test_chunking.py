@@ -147,6 +147,9 @@ def test_binarymime_needs_bdat_and_bounces_where_it_cannot_go():
     envelope(c, mail_params=" BODY=BINARYMIME")
     c.send(b"BDAT 15 LAST\r\nSubject: \x00\r\n\r\nb")
     assert c.reply().startswith("554 5.6.0")
+    envelope(c, mail_params=" BODY=BINARYMIME")
+    c.send(b"BDAT 24 LAST\r\nSubject: a\nX-B: b\r\n\r\n\nb\n")      # bare LF: in the body fine, in headers not
+    assert c.reply().startswith("550 5.5.2 Error: bare <LF> or <CR> line ending in the header section")
     g.stop()
 
 
