@@ -171,19 +171,30 @@ def test_outbound_bdat_to_a_real_postfix_arrives_identical_to_data():
     for bdat in ("yes", "no"):
         g = Gateway(sink=None, default_transport="smtp:[%s]:2525" % addr(5), client_bdat=bdat).start()
         n0 = final.count()
-        send_message(g.host, 2525, "a@src.test", ["x@example.test"], big.replace("\r\n.", "\r\n.."))
-        m = final.wait_count(n0 + 1, timeout=30)[-1]
-        got[bdat] = m
+        qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], big.replace("\r\n.", "\r\n..")))
+        got[bdat] = [m for m in final.wait_count(n0 + 1, timeout=30) if qid.encode() in m][0]
         wait_for(lambda: not g.queue_files(), 10, "the spool to drain")
+        if bdat == "yes":
+            # real clients in front: swaks with PIPELINING and smtp-source, on through BDAT
+            r = subprocess.run(["swaks", "--pipeline", "--server", "%s:2525" % g.host, "--from", "s@src.test",
+                                "--to", "x@example.test", "--helo", "swaks.test"], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 0 and "PIPELINING" in r.stdout, r.stdout[-1000:]
+            r = subprocess.run(["smtp-source", "-s", "2", "-m", "10", "-l", "3000", "-f", "load@src.test",
+                                "-t", "x@example.test", "%s:2525" % g.host], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0, r.stderr
+            final.wait_count(n0 + 12, timeout=30)
+            wait_for(lambda: not g.queue_files(), 10, "the spool to drain")
         g.stop()
     log = pf.log()
     assert re.search(r"< \S+: BDAT 65536\b", log), "Postfix did not receive BDAT chunks"
-    assert re.search(r"< \S+: BDAT \d+ LAST", log)
+    assert len(re.findall(r"< \S+: BDAT \d+ LAST", log)) == 12, "one BDAT LAST per message sent with client_bdat=yes"
     assert re.search(r"< \S+: DATA", log), "client_bdat=no must use DATA"
     # after Postfix's and our Received headers the two messages are the same bytes
     rest = {k: v.split(b"\n\tby gw.postern.test (Postern) with ESMTP id ", 1)[1].split(b"\n", 2)[2]
             for k, v in got.items()}
-    assert rest["yes"] == rest["no"]
+    assert rest["yes"] == rest["no"], (rest["yes"][:300], rest["no"][:300])
     body = big.split("\r\n\r\n", 1)[1]            # Postfix may add a Date: header
     assert rest["yes"].endswith(b"\n\n" + as_dumped(body)), rest["yes"][:400]
     g.stop()
