@@ -382,6 +382,19 @@ static void set_str(char **dst, const char *value)
     *dst = strdup(value);
 }
 
+/* smtps_listen (implicit TLS) or proxy_listen (a PROXY header first). */
+static int add_special_listeners(struct pctx *p, struct config *cfg, char *value, bool proxy)
+{
+    int before = cfg->nlisten;
+    if (each_item(p, value, add_listen, cfg) < 0)
+        return -1;
+    for (int i = before; i < cfg->nlisten; i++) {
+        cfg->listen[i].proxy = proxy;
+        cfg->listen[i].implicit_tls = !proxy;
+    }
+    return 0;
+}
+
 static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
     char err[200];
@@ -394,22 +407,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         cfg->nlisten = k;
         return each_item(p, value, add_listen, cfg);
     }
-    if (!strcmp(key, "proxy_listen")) {
-        int before = cfg->nlisten;
-        if (each_item(p, value, add_listen, cfg) < 0)
-            return -1;
-        for (int i = before; i < cfg->nlisten; i++)
-            cfg->listen[i].proxy = true;
-        return 0;
-    }
-    if (!strcmp(key, "smtps_listen")) {
-        int before = cfg->nlisten;
-        if (each_item(p, value, add_listen, cfg) < 0)
-            return -1;
-        for (int i = before; i < cfg->nlisten; i++)
-            cfg->listen[i].implicit_tls = true;
-        return 0;
-    }
+    if (!strcmp(key, "proxy_listen") || !strcmp(key, "smtps_listen"))
+        return add_special_listeners(p, cfg, value, key[0] == 'p');
     if (!strcmp(key, "hostname")) {
         if (!*value || strlen(value) >= sizeof cfg->hostname || strpbrk(value, " \t"))
             return fail(p, "hostname: bad value '%s'", value);
