@@ -234,6 +234,13 @@ static int add_xclient(struct pctx *p, void *ctx, char *key, char *value)
     return append_cidr(p, &cfg->xclient, &cfg->nxclient, key);
 }
 
+static int add_proxy_net(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    (void)value;
+    return append_cidr(p, &cfg->proxy_nets, &cfg->nproxy_nets, key);
+}
+
 static const char *tls_level_names[] = {"none", "may", "encrypt", "verify"};
 const char *tls_level_name(enum tls_level l) { return tls_level_names[l]; }
 
@@ -492,6 +499,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return list_or_table(p, cfg, value, add_require_tls);
     if (!strcmp(key, "xclient_networks"))
         return list_or_table(p, cfg, value, add_xclient);
+    if (!strcmp(key, "proxy_networks"))
+        return list_or_table(p, cfg, value, add_proxy_net);
     if (!strcmp(key, "control_socket")) {
         set_str(&cfg->control_socket, value);
         return 0;
@@ -724,6 +733,7 @@ void config_free(struct config *cfg)
     free(cfg->tls_key);
     free(cfg->require_tls);
     free(cfg->xclient);
+    free(cfg->proxy_nets);
     free(cfg->tls_ca_file);
     free(cfg->tls_default.match);
     for (size_t i = 0; i < cfg->ntls_policies; i++) {
@@ -762,6 +772,11 @@ static bool in_networks(const struct cidr *list, size_t n, const struct sockaddr
 bool config_is_trusted(const struct config *cfg, const struct sockaddr *client)
 {
     return in_networks(cfg->trusted, cfg->ntrusted, client);
+}
+
+bool config_allows_proxy(const struct config *cfg, const struct sockaddr *peer)
+{
+    return !cfg->nproxy_nets || in_networks(cfg->proxy_nets, cfg->nproxy_nets, peer);
 }
 
 bool config_allows_xclient(const struct config *cfg, const struct sockaddr *client)

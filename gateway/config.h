@@ -79,6 +79,8 @@ struct config {
     size_t nrequire_tls;
     struct cidr *xclient;          /* clients allowed to send XCLIENT */
     size_t nxclient;
+    struct cidr *proxy_nets;       /* load balancers allowed on proxy_listen (none = any) */
+    size_t nproxy_nets;
     size_t message_size_limit;
     int max_recipients;
     int max_sessions;
@@ -124,6 +126,7 @@ const char *plugin_option_name(const char *entry);
 bool config_is_relay_domain(const struct config *cfg, const char *domain);
 bool config_is_trusted(const struct config *cfg, const struct sockaddr *client);
 bool config_allows_xclient(const struct config *cfg, const struct sockaddr *client);
+bool config_allows_proxy(const struct config *cfg, const struct sockaddr *peer);
 bool config_requires_tls(const struct config *cfg, const struct sockaddr *client);
 const struct tls_policy *config_tls_policy_for(const struct config *cfg, const char *domain);
 const char *tls_level_name(enum tls_level l);

@@ -1571,6 +1571,11 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
     bool implicit_tls = l->implicit_tls;
     char ip[64];
     sockaddr_ip_text((struct sockaddr *)ss, ip, sizeof ip);
+    if (l->proxy && !config_allows_proxy(cfg, (struct sockaddr *)ss)) {
+        log_info("refused connection from [%s] to PROXY listener %s: not in proxy_networks", ip, l->text);
+        close(fd);
+        return;
+    }
     const char *refusal = connection_refusal(ss, ip, !l->proxy);
     if (refusal) {
         if (!shutting_down)

@@ -121,4 +121,22 @@ def test_header_timeout_and_per_client_limits_use_the_presented_address():
     g.stop()
 
 
+def test_proxy_networks_limits_who_may_present_an_address():
+    g, _ = gw(proxy_networks="%s/32" % addr(3))
+    s = socket.create_connection((g.host, 2526), timeout=5)          # from 127.0.0.1: not the balancer
+    try:
+        s.sendall(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 2526\r\n")
+        got = s.recv(1000)
+    except ConnectionResetError:      # closed with the header unread: a reset
+        got = b""
+    assert got == b"", got
+    s.close()
+    assert "not in proxy_networks" in g.log()
+    s = socket.create_connection((g.host, 2526), timeout=5, source_address=(addr(3), 0))
+    s.sendall(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 2526\r\n")
+    assert s.recv(1000).startswith(b"220")
+    s.close()
+    g.stop()
+
+
 run_tests(globals())
