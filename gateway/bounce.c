@@ -147,7 +147,7 @@ static bool covered(const struct qrcpt *r, enum dsn_kind kind)
     switch (kind) {
     case DSN_FAILED: return r->st.status == RCPT_FAILED;
     case DSN_RELAYED: return r->st.status == RCPT_RELAYED;
-    case DSN_DELAYED: return r->st.status == RCPT_PENDING && (!r->dsn.notify || (r->dsn.notify & DSN_NOTIFY_DELAY));
+    case DSN_DELAYED: return r->st.status == RCPT_PENDING && qrcpt_wants(r, DSN_NOTIFY_DELAY);
     }
     return false;
 }

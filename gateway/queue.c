@@ -395,7 +395,7 @@ void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply, 
     if (r->st.status != RCPT_PENDING)
         return;
     r->st.status = code == 5 ? RCPT_FAILED : code != 2 ? RCPT_PENDING
-                 : (r->dsn.notify & DSN_NOTIFY_SUCCESS) && !peer_dsn ? RCPT_RELAYED : RCPT_DONE;
+                 : qrcpt_wants(r, DSN_NOTIFY_SUCCESS) && !peer_dsn ? RCPT_RELAYED : RCPT_DONE;
     r->st.attempts++;
     snprintf(r->st.last_reply, sizeof r->st.last_reply, "%s", reply);
 }
@@ -473,14 +473,11 @@ static void settle_unwanted_notices(struct qmsg *m)
 {
     for (size_t i = 0; i < m->nrcpts; i++) {
         struct qrcpt *r = &m->rcpts[i];
-        unsigned want = r->dsn.notify ? r->dsn.notify : DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY;
-        if (!m->sender[0])
-            want = 0;
-        if (r->st.status == RCPT_FAILED && !(want & DSN_NOTIFY_FAILURE)) {
+        if (r->st.status == RCPT_FAILED && (!m->sender[0] || !qrcpt_wants(r, DSN_NOTIFY_FAILURE))) {
             r->st.status = RCPT_BOUNCED;
             log_info("%s: to=<%s>: no non-delivery notification (%s)", m->id, r->addr,
                      m->sender[0] ? "NOTIFY excludes FAILURE" : "the sender is null");
-        } else if (r->st.status == RCPT_RELAYED && !(want & DSN_NOTIFY_SUCCESS)) {
+        } else if (r->st.status == RCPT_RELAYED && (!m->sender[0] || !qrcpt_wants(r, DSN_NOTIFY_SUCCESS))) {
             r->st.status = RCPT_DONE;
         }
     }
@@ -491,8 +488,7 @@ static size_t count_delay_wanted(const struct qmsg *m)
 {
     size_t n = 0;
     for (size_t i = 0; i < m->nrcpts; i++)
-        n += m->rcpts[i].st.status == RCPT_PENDING &&
-             (!m->rcpts[i].dsn.notify || (m->rcpts[i].dsn.notify & DSN_NOTIFY_DELAY));
+        n += m->rcpts[i].st.status == RCPT_PENDING && qrcpt_wants(&m->rcpts[i], DSN_NOTIFY_DELAY);
     return n;
 }
 

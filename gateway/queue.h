@@ -5,6 +5,7 @@
 #define POSTERN_QUEUE_H
 #include "config.h"
 #include "spool.h"
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,14 @@ struct qmsg {
     struct qmsg *prev, *next;   /* every message, in arrival order */
     struct qmsg *hnext;         /* ID hash chain */
 };
+
+/* Does recipient r want notices of this kind (a DSN_NOTIFY_* bit)? Without
+ * NOTIFY (RFC 3461 4.1): failure and delay notices, no success notice. */
+static inline bool qrcpt_wants(const struct qrcpt *r, unsigned notify_bit)
+{
+    unsigned want = r->dsn.notify ? r->dsn.notify : DSN_NOTIFY_FAILURE | DSN_NOTIFY_DELAY;
+    return (want & notify_bit) != 0;
+}
 
 /* One delivery attempt: some recipients of one message to one next hop. */
 struct mx_target;

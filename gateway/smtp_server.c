@@ -112,6 +112,7 @@ struct commit_job {
 };
 
 static const struct config *cfg;
+static char reader_out[MAX_INPUT_BUFFER];   /* the DATA reader's output, one loop thread */
 static struct ev_watch listeners[CONFIG_MAX_LISTEN];
 static int nlisteners;
 static struct session *sessions;
@@ -565,7 +566,6 @@ static const char *storage_reply(int err)
 static void message_bytes(struct session *s, const char *p, size_t n);
 static void data_progress(struct session *s);
 static bool data_refused(const struct session *s);
-static void data_abort(struct session *s);
 
 /* Open the queue file and start reading a message (DATA or the first BDAT).
  * Returns -1 after answering when the queue file cannot be created. */
@@ -683,6 +683,18 @@ static void abandon_chunked_message(struct session *s, const char *why)
     s->phase = PH_COMMAND;
 }
 
+/* The command line of linelen bytes at head (LF included) as a C string
+ * without its CR LF; returns its length. */
+static size_t command_line_text(const char *head, size_t linelen, char line[SMTP_MAX_COMMAND_LINE + 1])
+{
+    size_t len = linelen - 1;
+    if (len && head[len - 1] == '\r')
+        len--;
+    memcpy(line, head, len);
+    line[len] = '\0';
+    return len;
+}
+
 /* Between chunks: the next BDAT. Any other command ends the message
  * unfinished and then runs as usual. Returns false when waiting for input
  * or when the session left the chunked message. */
@@ -696,9 +708,7 @@ static bool next_chunk_command(struct session *s)
     char line[SMTP_MAX_COMMAND_LINE + 1];
     struct smtp_command cmd = {VERB_UNKNOWN, ""};
     if (nl && linelen <= SMTP_MAX_COMMAND_LINE) {
-        size_t len = linelen - 1 - (linelen >= 2 && head[linelen - 2] == '\r');
-        memcpy(line, head, len);
-        line[len] = '\0';
+        size_t len = command_line_text(head, linelen, line);
         if (memchr(line, '\0', len) || smtp_parse_command(line, &cmd) < 0)
             cmd.verb = VERB_UNKNOWN;
     }
@@ -729,7 +739,6 @@ static bool next_chunk_command(struct session *s)
  * as DATA unless BODY=BINARYMIME); between chunks comes the next BDAT. */
 static void process_chunks(struct session *s)
 {
-    static char scratch[MAX_INPUT_BUFFER];
     while (s->phase == PH_DATA && !s->data_done) {
         if (s->bdat_left == 0) {
             if (!next_chunk_command(s))
@@ -738,20 +747,19 @@ static void process_chunks(struct session *s)
         }
         if (!s->in.len)
             break;
-        size_t n = s->in.len < sizeof scratch ? s->in.len : sizeof scratch, out_len = n;
-        if (n > s->bdat_left)
-            n = out_len = (size_t)s->bdat_left;
+        size_t n = s->in.len < s->bdat_left ? s->in.len : (size_t)s->bdat_left, out_len;
+        if (n > sizeof reader_out)
+            n = sizeof reader_out;
+        const char *p = buf_head(&s->in);
         bool done;
-        if (s->mp.body == BODY_BINARYMIME)
-            memcpy(scratch, buf_head(&s->in), n);
-        else
-            data_reader_feed(&s->dr, buf_head(&s->in), n, scratch, &out_len, &done);
-        buf_consume(&s->in, n);
+        if (s->mp.body != BODY_BINARYMIME)   /* line checks only: a chunked reader passes bytes unchanged */
+            data_reader_feed(&s->dr, p, n, reader_out, &out_len, &done);
         s->bdat_left -= n;
-        s->data_bytes += out_len;
+        s->data_bytes += n;
         s->tx.size = s->data_bytes;
         if (!data_refused(s))
-            message_bytes(s, scratch, out_len);
+            message_bytes(s, p, n);
+        buf_consume(&s->in, n);
         if (s->bdat_left == 0)
             chunk_complete(s);
         data_progress(s);
@@ -1055,8 +1063,10 @@ static void check_binary_headers(struct session *s, const char *h, size_t n)
     if (memchr(h, '\0', n))
         refuse_data(s, "554 5.6.0 Error: message header section contains NUL characters");
     for (size_t i = 0; i < n; i++)
-        if ((h[i] == '\n' && (i == 0 || h[i - 1] != '\r')) || (h[i] == '\r' && (i + 1 >= n || h[i + 1] != '\n')))
+        if ((h[i] == '\n' && (i == 0 || h[i - 1] != '\r')) || (h[i] == '\r' && (i + 1 >= n || h[i + 1] != '\n'))) {
             refuse_data(s, "550 5.5.2 Error: bare <LF> or <CR> line ending in the header section");
+            break;
+        }
 }
 
 /* The header section is complete: parse it, keep what follows as body. */
@@ -1280,21 +1290,20 @@ static void commit_done(struct work *w)
 /* Feed buffered input to the DATA reader and on into the message. */
 static void process_data(struct session *s)
 {
-    static char scratch[MAX_INPUT_BUFFER];
     if (s->bdat) {
         process_chunks(s);
         return;
     }
     while (s->in.len && s->phase == PH_DATA && !s->data_done) {
-        size_t n = s->in.len < sizeof scratch ? s->in.len : sizeof scratch, out_len;
+        size_t n = s->in.len < sizeof reader_out ? s->in.len : sizeof reader_out, out_len;
         bool done;
-        size_t used = data_reader_feed(&s->dr, buf_head(&s->in), n, scratch, &out_len, &done);
+        size_t used = data_reader_feed(&s->dr, buf_head(&s->in), n, reader_out, &out_len, &done);
         buf_consume(&s->in, used);
         s->data_bytes += out_len;
         s->tx.size = s->data_bytes;
         s->data_done = done;
         if (!data_refused(s))
-            message_bytes(s, scratch, out_len);
+            message_bytes(s, reader_out, out_len);
         data_progress(s);
     }
 }
@@ -1330,11 +1339,7 @@ static void process_commands(struct session *s)
             continue;
         }
         char line[SMTP_MAX_COMMAND_LINE + 1];
-        size_t len = linelen - 1;
-        if (len && head[len - 1] == '\r')
-            len--;
-        memcpy(line, head, len);
-        line[len] = '\0';
+        size_t len = command_line_text(head, linelen, line);
         buf_consume(&s->in, linelen);
         set_timeout(s);      /* the next command line gets a full smtp_timeout */
         if (memchr(line, '\0', len))   /* a NUL would cut the command short as a C string */
