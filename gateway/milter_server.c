@@ -156,6 +156,8 @@ static sfsistat on_mail(SMFICTX *ctx, char **argv)
     snprintf(c->orig_sender, sizeof c->orig_sender, "%s", sender);
     const char *qid = smfi_getsymval(ctx, "i");
     snprintf(c->tx.qid, sizeof c->tx.qid, "%s", qid ? qid : "");
+    const char *login = smfi_getsymval(ctx, "{auth_authen}");    /* SASL login, if the MTA has one */
+    snprintf(c->tx.auth_user, sizeof c->tx.auth_user, "%s", login ? login : "");
     return run(ctx, POSTERN_STAGE_MAIL, sender, strlen(sender));
 }
 

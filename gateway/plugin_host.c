@@ -56,6 +56,7 @@ static void h_set_reply(postern_txn *t, const char *reply)
 }
 
 static const char *h_client_addr(postern_txn *t) { return t->client_ip; }
+static const char *h_auth_user(postern_txn *t) { return t->auth_user[0] ? t->auth_user : NULL; }
 static const char *h_helo_name(postern_txn *t) { return t->helo; }
 static int h_tls_active(postern_txn *t) { return t->tls; }
 static const char *h_queue_id(postern_txn *t) { return t->qid; }
@@ -347,6 +348,7 @@ static const struct postern_host host = {
     .body_read = h_body_read,
     .hostname = h_hostname,
     .client_trusted = h_client_trusted,
+    .auth_user = h_auth_user,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -839,27 +839,49 @@ static int xclient_value_decode(const char *in, char *out, size_t size)
     return n < 0 ? -1 : 0;
 }
 
-static const char *xclient_attr(struct session *s, const char *name, const char *value,
-                                struct sockaddr_storage *addr)
+/* What XCLIENT presents; applied only when every attribute parsed. */
+struct xclient_view {
+    struct sockaddr_storage addr;
+    char name[256], helo[256], login[256];
+    bool esmtp;
+};
+
+static const char *xclient_attr(struct xclient_view *x, const char *name, const char *value)
 {
     bool unavailable = !strcmp(value, "[UNAVAILABLE]") || !strcmp(value, "[TEMPUNAVAIL]");
     if (!strcasecmp(name, "ADDR")) {
         const char *ip = strncasecmp(value, "IPV6:", 5) ? value : value + 5;
         socklen_t len;
-        if (!unavailable && ip_parse(ip, 0, addr, &len) < 0)
+        if (!unavailable && ip_parse(ip, 0, &x->addr, &len) < 0)
             return "501 5.5.4 Bad XCLIENT ADDR syntax";
     } else if (!strcasecmp(name, "NAME")) {
-        snprintf(s->client_name, sizeof s->client_name, "%.250s%s", unavailable ? "" : value, unavailable ? "" : " ");
+        snprintf(x->name, sizeof x->name, "%.250s%s", unavailable ? "" : value, unavailable ? "" : " ");
     } else if (!strcasecmp(name, "HELO")) {
-        snprintf(s->tx.helo, sizeof s->tx.helo, "%.255s", unavailable ? "" : value);
+        snprintf(x->helo, sizeof x->helo, "%.255s", unavailable ? "" : value);
     } else if (!strcasecmp(name, "PROTO")) {
         if (strcasecmp(value, "SMTP") && strcasecmp(value, "ESMTP") && !unavailable)
             return "501 5.5.4 Bad XCLIENT PROTO syntax";
-        s->esmtp = !strcasecmp(value, "ESMTP");
+        x->esmtp = !strcasecmp(value, "ESMTP");
     } else if (!strcasecmp(name, "LOGIN")) {
-        varmap_set(&s->session_vars, "xclient.login", unavailable ? VAR_NIL : VAR_STRING, 0, value);
+        snprintf(x->login, sizeof x->login, "%.255s", unavailable ? "" : value);
     } else if (strcasecmp(name, "PORT") && strcasecmp(name, "DESTADDR") && strcasecmp(name, "DESTPORT")) {
         return "501 5.5.4 Bad XCLIENT attribute name";
+    }
+    return NULL;
+}
+
+/* Parse every attribute into x (which starts as the current view). */
+static const char *xclient_parse(char *args, struct xclient_view *x)
+{
+    char *save = NULL;
+    for (char *tok = strtok_r(args, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '='), value[512];
+        if (!eq || eq == tok || xclient_value_decode(eq + 1, value, sizeof value) < 0)
+            return "501 5.5.4 Bad XCLIENT attribute syntax";
+        *eq = '\0';
+        const char *err = xclient_attr(x, tok, value);
+        if (err)
+            return err;
     }
     return NULL;
 }
@@ -881,28 +903,27 @@ static void cmd_xclient(struct session *s, const char *args)
     }
     char copy[1024];
     snprintf(copy, sizeof copy, "%s", args);
-    struct sockaddr_storage addr = s->peer;
-    char *save = NULL;
-    for (char *tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
-        char *eq = strchr(tok, '='), value[512];
-        if (!eq || eq == tok || xclient_value_decode(eq + 1, value, sizeof value) < 0) {
-            reply(s, "501 5.5.4 Bad XCLIENT attribute syntax");
-            return;
-        }
-        *eq = '\0';
-        const char *err = xclient_attr(s, tok, value, &addr);
-        if (err) {
-            reply(s, err);
-            return;
-        }
+    struct xclient_view x = {.addr = s->peer, .esmtp = s->esmtp};
+    snprintf(x.name, sizeof x.name, "%s", s->client_name);
+    snprintf(x.helo, sizeof x.helo, "%s", s->tx.helo);
+    snprintf(x.login, sizeof x.login, "%s", s->tx.auth_user);
+    const char *err = xclient_parse(copy, &x);
+    if (err) {
+        reply(s, err);
+        return;
     }
     char was[sizeof s->tx.client_ip];
     snprintf(was, sizeof was, "%s", s->tx.client_ip);
     txn_restart(s);
-    s->peer = addr;
-    sockaddr_ip_text((struct sockaddr *)&addr, s->tx.client_ip, sizeof s->tx.client_ip);
+    s->peer = x.addr;
+    sockaddr_ip_text((struct sockaddr *)&x.addr, s->tx.client_ip, sizeof s->tx.client_ip);
+    memcpy(s->client_name, x.name, sizeof s->client_name);
+    memcpy(s->tx.helo, x.helo, sizeof s->tx.helo);
+    memcpy(s->tx.auth_user, x.login, sizeof s->tx.auth_user);
+    s->esmtp = x.esmtp;
     s->helo_done = false;
-    log_info("S%lu: XCLIENT: client [%s] presents [%s]", s->sid, was, s->tx.client_ip);
+    log_info("S%lu: XCLIENT: client [%s] presents [%s]%s%s", s->sid, was, s->tx.client_ip,
+             x.login[0] ? " login=" : "", x.login);
     run_stage(s, POSTERN_STAGE_CONNECT, NULL, 0, connect_then);
 }
 

@@ -131,13 +131,15 @@ void txn_reset(txn_t *t)
     varmap_free(&t->vars);
     pool_free(t);
     struct varmap *session_vars = t->session_vars;
-    char ip[sizeof t->client_ip], helo[sizeof t->helo];
+    char ip[sizeof t->client_ip], helo[sizeof t->helo], auth[sizeof t->auth_user];
     bool tls = t->tls;
     memcpy(ip, t->client_ip, sizeof ip);
     memcpy(helo, t->helo, sizeof helo);
+    memcpy(auth, t->auth_user, sizeof auth);
     memset(t, 0, sizeof *t);
     memcpy(t->client_ip, ip, sizeof ip);
     memcpy(t->helo, helo, sizeof helo);
+    memcpy(t->auth_user, auth, sizeof auth);
     t->tls = tls;
     t->session_vars = session_vars;
     t->data_fd = -1;

@@ -39,6 +39,7 @@ struct postern_txn {
     /* session view */
     char client_ip[64];
     char helo[256];
+    char auth_user[256];       /* login a trusted proxy or the MTA vouched for ("" = none) */
     bool tls;
     enum postern_stage stage;
     /* envelope */

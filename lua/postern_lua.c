@@ -195,7 +195,7 @@ static const struct postern_host *H(void) { return plugin_host(); }
 static int tx_client_addr(lua_State *L) { lua_pushstring(L, H()->client_addr(check_tx(L, 1))); return 1; }
 static int tx_helo(lua_State *L) { lua_pushstring(L, H()->helo_name(check_tx(L, 1))); return 1; }
 static int tx_tls(lua_State *L) { lua_pushboolean(L, H()->tls_active(check_tx(L, 1))); return 1; }
-static int tx_auth_user(lua_State *L) { check_tx(L, 1); lua_pushnil(L); return 1; }   /* no AUTH yet */
+static int tx_auth_user(lua_State *L) { lua_pushstring(L, H()->auth_user(check_tx(L, 1))); return 1; }  /* NULL: nil */
 static int tx_queue_id(lua_State *L) { lua_pushstring(L, H()->queue_id(check_tx(L, 1))); return 1; }
 static int tx_sender(lua_State *L) { lua_pushstring(L, H()->sender(check_tx(L, 1))); return 1; }
 static int tx_stage(lua_State *L) { lua_pushstring(L, stage_names[check_tx(L, 1)->stage]); return 1; }

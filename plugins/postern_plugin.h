@@ -157,6 +157,13 @@ struct postern_host {
     /* Whether the client is in trusted_networks (may relay anywhere): the
      * submitting side, as opposed to mail arriving from the internet. */
     int (*client_trusted)(postern_txn *t);
+
+    /* ---- appended in 0.3 ---- */
+
+    /* The login the client is known by, or NULL: posternd has no SMTP AUTH
+     * of its own, so this is XCLIENT LOGIN from a trusted proxy or, under
+     * postern-milter, the MTA's {auth_authen}. */
+    const char *(*auth_user)(postern_txn *t);
 };
 
 /* Whether posternd's host table has function fn (appended after your

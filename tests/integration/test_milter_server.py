@@ -1,7 +1,8 @@
 """postern-milter inside a real Postfix (started by the test with its own
 config, queue and log directories; root only): a Lua policy's reject,
-header changes and quarantine take effect in Postfix, and a C plugin
-(header_checks) runs in the same chain."""
+header changes and quarantine take effect in Postfix, Postfix's SASL login
+(here from XCLIENT LOGIN) is tx:auth_user(), and a C plugin (header_checks)
+runs in the same chain."""
 from harness import *
 
 PLUGDIR = os.path.join(BUILD, "plugins")
@@ -15,7 +16,7 @@ postern.on("data", function(tx)
   if s:find("quarantine me") then return postern.QUARANTINE("held by the Lua policy") end
 end)
 postern.on("eom", function(tx)
-  tx:add_header("X-Postern-Policy", "checked by " .. tx:client_addr())
+  tx:add_header("X-Postern-Policy", "checked by " .. tx:client_addr() .. " login " .. tostring(tx:auth_user()))
   tx:change_header("Subject", "[checked] " .. (tx:header("Subject") or ""))
   tx:delete_header("X-Internal")
   if (tx:body() or ""):find("REWRITE") then tx:replace_body("rewritten by the policy\\r\\n") end
@@ -61,7 +62,9 @@ def setup():
     m = PosternMilter(g.conf)
     pf = Postfix(addr(6), 2525, "[%s]:%d" % (sink.host, sink.port),
                  main={"smtpd_milters": m.spec.replace("inet:8890@%s" % addr(7), "inet:%s:8890" % addr(7)),
-                       "milter_default_action": "tempfail", "myhostname": "postfix.milter.test"})
+                       "milter_default_action": "tempfail", "myhostname": "postfix.milter.test",
+                       # XCLIENT LOGIN from the test client becomes Postfix's SASL login, {auth_authen}
+                       "smtpd_sasl_auth_enable": "yes", "smtpd_authorized_xclient_hosts": addr(8)})
     return sink, m, pf
 
 
@@ -83,9 +86,17 @@ def test_lua_policy_in_postfix_via_postern_milter():
     assert r.startswith("250"), r
     msg = strip_sink_headers(sink.wait_count(1, timeout=30)[0])
     assert b"Subject: [checked] hello" in msg, msg[:1000]
-    assert re.search(rb"^X-Postern-Policy: checked by 127\.0\.0\.1", msg, re.M), msg[:1000]
+    assert re.search(rb"^X-Postern-Policy: checked by 127\.0\.0\.1 login nil$", msg, re.M), msg[:1000]
     assert b"X-Internal" not in msg
     assert msg.rstrip(b"\n").endswith(b"rewritten by the policy"), msg[-300:]
+    # a login Postfix knows (here XCLIENT LOGIN from an authorized host) is tx:auth_user()
+    c = Client(addr(6), 2525, source=addr(8))
+    c.cmd("EHLO client.test")
+    assert c.cmd("XCLIENT LOGIN=alice").startswith("220"), "Postfix refused XCLIENT"
+    r = send_mail_to(addr(6), "Subject: with login\r\n", client=c)
+    assert r.startswith("250"), r
+    msg = strip_sink_headers(sink.wait_count(2, timeout=30)[1])
+    assert re.search(rb"^X-Postern-Policy: checked by " + re.escape(addr(8).encode()) + rb" login alice$", msg, re.M), msg[:1000]
     # quarantine: Postfix accepts and puts the message on hold
     r = send_mail_to(addr(6), "Subject: quarantine me\r\n")
     assert r.startswith("250"), r
@@ -93,11 +104,11 @@ def test_lua_policy_in_postfix_via_postern_milter():
     wait_for(lambda: os.path.isdir(hold) and os.listdir(hold), 15, "a message in Postfix's hold queue")
     assert "milter-hold: END-OF-MESSAGE" in pf.log(), pf.log()[-2000:]
     time.sleep(0.5)
-    assert sink.count() == 1
+    assert sink.count() == 2
 
 
-def send_mail_to(host, headers, body="body\r\n"):
-    c = Client(host, 2525)
+def send_mail_to(host, headers, body="body\r\n", client=None):
+    c = client or Client(host, 2525)
     c.cmd("EHLO client.test")
     c.cmd("MAIL FROM:<a@src.test>")
     rep = c.cmd("RCPT TO:<x@example.test>")
