@@ -2,7 +2,7 @@
 # Install the Debian packages Postern needs to build, run and test.
 # Idempotent: installs only what is missing; runs apt-get update at most once.
 set -euo pipefail
-PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks postfix e2fsprogs
+PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks socat postfix e2fsprogs
       libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix clang)
 missing=()
 for p in "${PKGS[@]}"; do

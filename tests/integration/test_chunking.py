@@ -47,6 +47,24 @@ def test_bdat_and_data_messages_arrive_identical():
     g.stop()
 
 
+def test_swaks_over_a_pipe_with_pipelining():
+    """swaks --pipe drives the session through a child's stdin/stdout (socat
+    carries it to the listener), pipelining MAIL, RCPT and DATA."""
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink).start()
+    pipe = "socat - TCP:%s:2525,bind=%s" % (g.host, addr(3))
+    r = subprocess.run(["swaks", "--pipe", pipe, "--pipeline", "--from", "p@src.test", "--to", "x@example.test",
+                        "--helo", "swaks.pipe.test", "--header", "Subject: over a pipe"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr
+    assert "250-PIPELINING" in r.stdout and "queued as" in r.stdout, r.stdout[-1500:]
+    # swaks sent MAIL and RCPT in one write: its transcript shows both before either reply
+    assert re.search(r"-> MAIL FROM:<p@src.test>\n -> RCPT TO:<x@example.test>", r.stdout), r.stdout[-1500:]
+    m = sink.wait_count(1)[0]
+    assert b"Subject: over a pipe" in m and b"from swaks.pipe.test" in m and addr(3).encode() in m, m[:500]
+    g.stop()
+
+
 def test_bdat_runs_the_hook_chain():
     """The Lua verdicts policy sees a BDAT message at EOM as it sees a DATA one."""
     sink = Sink(addr(2))
