@@ -296,11 +296,11 @@ static void apply_envelope(SMFICTX *ctx, struct conn *c)
 {
     char b[600];
     for (size_t i = 0; i < c->norig_rcpts; i++)
-        if (!in_list(c->tx.rcpts, c->tx.nrcpts, c->orig_rcpts[i]))
+        if (!txn_find_rcpt(&c->tx, c->orig_rcpts[i]))
             snprintf(b, sizeof b, "<%s>", c->orig_rcpts[i]), smfi_delrcpt(ctx, b);
     for (size_t i = 0; i < c->tx.nrcpts; i++)
-        if (!in_list(c->orig_rcpts, c->norig_rcpts, c->tx.rcpts[i]))
-            snprintf(b, sizeof b, "<%s>", c->tx.rcpts[i]), smfi_addrcpt(ctx, b);
+        if (!in_list(c->orig_rcpts, c->norig_rcpts, c->tx.rcpts[i].addr))
+            snprintf(b, sizeof b, "<%s>", c->tx.rcpts[i].addr), smfi_addrcpt(ctx, b);
     if (c->tx.sender && strcmp(c->tx.sender, c->orig_sender))
         snprintf(b, sizeof b, "<%s>", c->tx.sender), smfi_chgfrom(ctx, b, NULL);
 }

@@ -62,7 +62,7 @@ static int h_tls_active(postern_txn *t) { return t->tls; }
 static const char *h_queue_id(postern_txn *t) { return t->qid; }
 static const char *h_sender(postern_txn *t) { return t->sender ? t->sender : ""; }
 static size_t h_rcpt_count(postern_txn *t) { return t->nrcpts; }
-static const char *h_rcpt(postern_txn *t, size_t i) { return i < t->nrcpts ? t->rcpts[i] : NULL; }
+static const char *h_rcpt(postern_txn *t, size_t i) { return i < t->nrcpts ? t->rcpts[i].addr : NULL; }
 static uint64_t h_declared_size(postern_txn *t) { return t->declared_size; }
 static uint64_t h_message_size(postern_txn *t) { return t->size; }
 /* At QUEUE and DELIVER the headers come from the stored message. */
@@ -148,7 +148,7 @@ static int h_rcpt_add(postern_txn *t, const char *addr)
     if (!envelope_mutable(t) || smtp_check_address(addr, true))
         return -1;
     for (size_t i = 0; i < t->nrcpts; i++)
-        if (!strcmp(t->rcpts[i], addr))
+        if (!strcmp(t->rcpts[i].addr, addr))
             return 0;
     if (txn_add_rcpt(t, addr) < 0)
         return -1;
@@ -160,21 +160,12 @@ static int h_rcpt_delete(postern_txn *t, const char *addr)
 {
     if (!envelope_mutable(t))
         return -1;
-    for (size_t i = 0; i < t->nrcpts; i++) {
-        if (strcasecmp(t->rcpts[i], addr))
-            continue;
-        free(t->rcpts[i]);
-        free(t->nexthops[i]);
-        free(t->dsn[i].orcpt);
-        memmove(&t->rcpts[i], &t->rcpts[i + 1], (t->nrcpts - i - 1) * sizeof *t->rcpts);
-        memmove(&t->dsn[i], &t->dsn[i + 1], (t->nrcpts - i - 1) * sizeof *t->dsn);
-        memmove(&t->nexthops[i], &t->nexthops[i + 1], (t->nrcpts - i - 1) * sizeof *t->nexthops);
-        memmove(&t->min_tls[i], &t->min_tls[i + 1], t->nrcpts - i - 1);
-        t->nrcpts--;
-        note_envelope_change(t);
-        return 0;
-    }
-    return -1;
+    struct txn_rcpt *r = txn_find_rcpt(t, addr);
+    if (!r)
+        return -1;
+    txn_delete_rcpt(t, r);
+    note_envelope_change(t);
+    return 0;
 }
 
 static int h_sender_change(postern_txn *t, const char *addr)
@@ -193,16 +184,13 @@ static int h_set_nexthop(postern_txn *t, const char *rcpt, const char *nexthop)
     char err[200];
     if (nexthop_parse(nexthop, &hop, err, sizeof err) < 0)
         return -1;
-    for (size_t i = 0; i < t->nrcpts; i++)
-        if (!strcasecmp(t->rcpts[i], rcpt)) {
-            char *n = strdup(nexthop);
-            if (!n)
-                return -1;
-            free(t->nexthops[i]);
-            t->nexthops[i] = n;
-            return 0;
-        }
-    return -1;
+    struct txn_rcpt *r = txn_find_rcpt(t, rcpt);
+    char *n = r ? strdup(nexthop) : NULL;
+    if (!n)
+        return -1;
+    free(r->nexthop);
+    r->nexthop = n;
+    return 0;
 }
 
 static int h_require_tls(postern_txn *t, const char *rcpt, const char *level)
@@ -210,13 +198,12 @@ static int h_require_tls(postern_txn *t, const char *rcpt, const char *level)
     enum tls_level l = !strcmp(level, "encrypt") ? TLS_ENCRYPT : !strcmp(level, "verify") ? TLS_VERIFY : TLS_NONE;
     if (l == TLS_NONE || !has_envelope(t) || t->stage < POSTERN_STAGE_RCPT)
         return -1;
-    for (size_t i = 0; i < t->nrcpts; i++)
-        if (!strcasecmp(t->rcpts[i], rcpt)) {
-            if (l > t->min_tls[i])
-                t->min_tls[i] = (unsigned char)l;
-            return 0;
-        }
-    return -1;
+    struct txn_rcpt *r = txn_find_rcpt(t, rcpt);
+    if (!r)
+        return -1;
+    if (l > r->min_tls)
+        r->min_tls = (unsigned char)l;
+    return 0;
 }
 
 static int h_request_archive(postern_txn *t)

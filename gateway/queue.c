@@ -582,9 +582,10 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
         if (pending_only && r->st.status != RCPT_PENDING)
             continue;
         if (txn_add_rcpt(t, r->addr) == 0) {
+            struct txn_rcpt *added = &t->rcpts[t->nrcpts - 1];
             if (r->st.nexthop[0])
-                t->nexthops[t->nrcpts - 1] = strdup(r->st.nexthop);
-            t->min_tls[t->nrcpts - 1] = (unsigned char)r->st.min_tls;
+                added->nexthop = strdup(r->st.nexthop);
+            added->min_tls = (unsigned char)r->st.min_tls;
         }
     }
     t->body_off = m->body_off;
@@ -600,18 +601,19 @@ static bool take_routes(struct qmsg *m, const txn_t *t)
 {
     bool changed = false;
     for (size_t k = 0; k < t->nrcpts; k++) {
+        const struct txn_rcpt *tr = &t->rcpts[k];
         for (size_t i = 0; i < m->nrcpts; i++)
-            if (!strcmp(m->rcpts[i].addr, t->rcpts[k]) && t->min_tls[k] > m->rcpts[i].st.min_tls) {
-                m->rcpts[i].st.min_tls = t->min_tls[k];
+            if (!strcmp(m->rcpts[i].addr, tr->addr) && tr->min_tls > m->rcpts[i].st.min_tls) {
+                m->rcpts[i].st.min_tls = tr->min_tls;
                 changed = true;
             }
-        if (!t->nexthops[k])
+        if (!tr->nexthop)
             continue;
         for (size_t i = 0; i < m->nrcpts; i++)
-            if (!strcmp(m->rcpts[i].addr, t->rcpts[k]) && strcmp(m->rcpts[i].st.nexthop, t->nexthops[k])) {
-                set_route(&m->rcpts[i], t->nexthops[k]);
+            if (!strcmp(m->rcpts[i].addr, tr->addr) && strcmp(m->rcpts[i].st.nexthop, tr->nexthop)) {
+                set_route(&m->rcpts[i], tr->nexthop);
                 changed = true;
-                log_info("%s: to=<%s>: next hop %s (set by a plugin)", m->id, m->rcpts[i].addr, t->nexthops[k]);
+                log_info("%s: to=<%s>: next hop %s (set by a plugin)", m->id, m->rcpts[i].addr, tr->nexthop);
             }
     }
     return changed;

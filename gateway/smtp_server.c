@@ -460,7 +460,7 @@ static void rcpt_then(struct session *s, postern_verdict v)
     if (!verdict_proceeds(s, POSTERN_STAGE_RCPT, v))
         return;
     for (size_t i = 0; i < s->tx.nrcpts; i++)
-        if (!strcmp(s->tx.rcpts[i], s->hook_arg)) {
+        if (!strcmp(s->tx.rcpts[i].addr, s->hook_arg)) {
             reply(s, "250 2.1.5 Ok");      /* duplicate (or added by a plugin): deliver once */
             return;
         }
@@ -524,7 +524,7 @@ static void add_received(struct session *s)
     n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tby %s (Postern) with %s id %s", cfg->hostname,
                   received_proto(s), s->tx.qid);
     if (s->tx.nrcpts == 1)
-        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0]);
+        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0].addr);
     snprintf(value + n, sizeof value - (size_t)n, "; %s", date);
     headers_insert(&s->tx.hdrs, 0, "Received", value);
 }
@@ -547,11 +547,12 @@ static int envelope_from_txn(struct session *s, struct envelope *e)
     if (!e->sender || !e->rcpts || !e->dsn)
         return -1;
     for (size_t i = 0; i < s->tx.nrcpts; i++) {
-        if (!(e->rcpts[i] = strdup(s->tx.rcpts[i])))
+        const struct txn_rcpt *r = &s->tx.rcpts[i];
+        if (!(e->rcpts[i] = strdup(r->addr)))
             return -1;
         e->nrcpts++;
-        e->dsn[i].notify = s->tx.dsn[i].notify;
-        if (s->tx.dsn[i].orcpt && !(e->dsn[i].orcpt = strdup(s->tx.dsn[i].orcpt)))
+        e->dsn[i].notify = r->dsn.notify;
+        if (r->dsn.orcpt && !(e->dsn[i].orcpt = strdup(r->dsn.orcpt)))
             return -1;
     }
     return 0;
@@ -1209,7 +1210,7 @@ static void prepare_commit(struct session *s)
     }
     bool routes = false;
     for (size_t i = 0; i < t->nrcpts; i++)
-        routes |= t->nexthops[i] != NULL || t->min_tls[i];
+        routes |= t->rcpts[i].nexthop != NULL || t->rcpts[i].min_tls;
     if (t->quarantine || routes || t->archive) {
         cj->has_state = true;
         cj->flags.held = t->quarantine;
@@ -1219,9 +1220,9 @@ static void prepare_commit(struct session *s)
         cj->state = calloc(t->nrcpts ? t->nrcpts : 1, sizeof *cj->state);
         for (size_t i = 0; cj->state && i < t->nrcpts; i++) {
             cj->state[i].status = RCPT_PENDING;
-            if (t->nexthops[i])
-                snprintf(cj->state[i].nexthop, sizeof cj->state[i].nexthop, "%s", t->nexthops[i]);
-            cj->state[i].min_tls = t->min_tls[i];
+            if (t->rcpts[i].nexthop)
+                snprintf(cj->state[i].nexthop, sizeof cj->state[i].nexthop, "%s", t->rcpts[i].nexthop);
+            cj->state[i].min_tls = t->rcpts[i].min_tls;
         }
     }
     cj->work.run = commit_run;

@@ -2,6 +2,7 @@
 #include "txn.h"
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct pool_block {
     struct pool_block *next;
@@ -113,18 +114,19 @@ void varmap_free(struct varmap *m)
     memset(m, 0, sizeof *m);
 }
 
+static void rcpt_free(struct txn_rcpt *r)
+{
+    free(r->addr);
+    free(r->nexthop);
+    free(r->dsn.orcpt);
+}
+
 void txn_reset(txn_t *t)
 {
     free(t->sender);
-    for (size_t i = 0; i < t->nrcpts; i++) {
-        free(t->rcpts[i]);
-        free(t->nexthops[i]);
-        free(t->dsn[i].orcpt);
-    }
+    for (size_t i = 0; i < t->nrcpts; i++)
+        rcpt_free(&t->rcpts[i]);
     free(t->rcpts);
-    free(t->dsn);
-    free(t->nexthops);
-    free(t->min_tls);
     headers_free(&t->hdrs);
     buf_free(&t->new_body);
     slots_free(t);
@@ -152,39 +154,42 @@ void txn_free(txn_t *t)
 
 int txn_add_rcpt(txn_t *t, const char *addr)
 {
-    char **r = realloc(t->rcpts, (t->nrcpts + 1) * sizeof *r);
+    struct txn_rcpt *r = realloc(t->rcpts, (t->nrcpts + 1) * sizeof *r);
     if (!r)
         return -1;
     t->rcpts = r;
-    char **h = realloc(t->nexthops, (t->nrcpts + 1) * sizeof *h);
-    if (!h)
+    r[t->nrcpts] = (struct txn_rcpt){.addr = strdup(addr)};
+    if (!r[t->nrcpts].addr)
         return -1;
-    t->nexthops = h;
-    unsigned char *m = realloc(t->min_tls, t->nrcpts + 1);
-    if (!m)
-        return -1;
-    t->min_tls = m;
-    t->min_tls[t->nrcpts] = 0;
-    struct rcpt_dsn *d = realloc(t->dsn, (t->nrcpts + 1) * sizeof *d);
-    if (!d)
-        return -1;
-    t->dsn = d;
-    t->dsn[t->nrcpts] = (struct rcpt_dsn){0, NULL};
-    if (!(t->rcpts[t->nrcpts] = strdup(addr)))
-        return -1;
-    t->nexthops[t->nrcpts] = NULL;
     t->nrcpts++;
     return 0;
+}
+
+struct txn_rcpt *txn_find_rcpt(txn_t *t, const char *addr)
+{
+    for (size_t i = 0; i < t->nrcpts; i++)
+        if (!strcasecmp(t->rcpts[i].addr, addr))
+            return &t->rcpts[i];
+    return NULL;
+}
+
+void txn_delete_rcpt(txn_t *t, struct txn_rcpt *r)
+{
+    size_t i = (size_t)(r - t->rcpts);
+    rcpt_free(r);
+    memmove(r, r + 1, (t->nrcpts - i - 1) * sizeof *r);
+    t->nrcpts--;
 }
 
 int txn_set_rcpt_dsn(txn_t *t, size_t i, unsigned notify, const char *orcpt)
 {
     if (i >= t->nrcpts)
         return -1;
-    t->dsn[i].notify = notify;
-    free(t->dsn[i].orcpt);
-    t->dsn[i].orcpt = NULL;
-    if (orcpt[0] && !(t->dsn[i].orcpt = strdup(orcpt)))
+    struct rcpt_dsn *d = &t->rcpts[i].dsn;
+    d->notify = notify;
+    free(d->orcpt);
+    d->orcpt = NULL;
+    if (orcpt[0] && !(d->orcpt = strdup(orcpt)))
         return -1;
     return 0;
 }

@@ -35,6 +35,14 @@ const struct var *varmap_get(const struct varmap *m, const char *key);
 int varmap_set(struct varmap *m, const char *key, enum var_type type, double num, const char *str);
 void varmap_free(struct varmap *m);
 
+/* One recipient and what the RCPT command and plugins attached to it. */
+struct txn_rcpt {
+    char *addr;
+    char *nexthop;             /* NULL = transport table */
+    unsigned char min_tls;     /* enum tls_level a plugin demanded (0 = none) */
+    struct rcpt_dsn dsn;       /* NOTIFY/ORCPT from RCPT */
+};
+
 struct postern_txn {
     /* session view */
     char client_ip[64];
@@ -45,10 +53,7 @@ struct postern_txn {
     /* envelope */
     char qid[QID_LEN];
     char *sender;              /* NULL before MAIL; "" for <> */
-    char **rcpts;
-    char **nexthops;           /* per recipient, NULL = transport table */
-    unsigned char *min_tls;    /* per recipient: enum tls_level a plugin demanded (0 = none) */
-    struct rcpt_dsn *dsn;      /* per recipient: NOTIFY/ORCPT from RCPT */
+    struct txn_rcpt *rcpts;
     size_t nrcpts;
     uint64_t declared_size;
     uint64_t size;             /* message bytes seen so far */
@@ -84,6 +89,9 @@ typedef struct postern_txn txn_t;
 void txn_reset(txn_t *t);
 void txn_free(txn_t *t);
 int txn_add_rcpt(txn_t *t, const char *addr);
+/* The recipient called addr (case-insensitively), or NULL. */
+struct txn_rcpt *txn_find_rcpt(txn_t *t, const char *addr);
+void txn_delete_rcpt(txn_t *t, struct txn_rcpt *r);
 int txn_set_sender(txn_t *t, const char *addr);
 /* The DSN request of recipient i (orcpt "" = none). */
 int txn_set_rcpt_dsn(txn_t *t, size_t i, unsigned notify, const char *orcpt);
