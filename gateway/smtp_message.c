@@ -1,0 +1,498 @@
+/* smtp_message.c - message data of an inbound session, from DATA (or the
+ * first BDAT) to "250 queued as": the DATA reader, the header section, the
+ * DATA/BODY/EOM hook stages, and the spool file. Bytes go straight into the
+ * queue file; the fsync/rename commit runs on a worker, and only its
+ * completion sends the 250. */
+#include "smtp_session.h"
+#include "headers.h"
+#include "hooks.h"
+#include "log.h"
+#include "queue.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_HEADER_SECTION (1024 * 1024)
+
+static char reader_out[MAX_INPUT_BUFFER];   /* the DATA reader's output, one loop thread */
+
+static void eom_then(struct session *s, postern_verdict v);
+static void commit_run(struct work *w);
+static void commit_done(struct work *w);
+
+static const char *received_proto(const struct session *s)
+{
+    if (s->mp.smtputf8)
+        return s->ssl ? "UTF8SMTPS" : "UTF8SMTP";
+    if (s->ssl)
+        return "ESMTPS";
+    return s->esmtp ? "ESMTP" : "SMTP";
+}
+
+/* Our Received header, the first in the message. */
+static void add_received(struct session *s)
+{
+    char date[64], value[1024];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+    int n = snprintf(value, sizeof value, " from %s (%s[%s])", s->tx.helo, s->client_name, s->tx.client_ip);
+    if (s->ssl)
+        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\t(using %s)", s->tls_info);
+    n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tby %s (Postern) with %s id %s", smtp_cfg->hostname,
+                  received_proto(s), s->tx.qid);
+    if (s->tx.nrcpts == 1)
+        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0].addr);
+    snprintf(value + n, sizeof value - (size_t)n, "; %s", date);
+    headers_insert(&s->tx.hdrs, 0, "Received", value);
+}
+
+/* The envelope for the spool, copied from the transaction. */
+static int envelope_from_txn(struct session *s, struct envelope *e)
+{
+    memcpy(e->id, s->tx.qid, QID_LEN);
+    e->arrival = (int64_t)time(NULL);
+    snprintf(e->client_ip, sizeof e->client_ip, "%s", s->tx.client_ip);
+    snprintf(e->helo, sizeof e->helo, "%s", s->tx.helo);
+    snprintf(e->proto, sizeof e->proto, "%s", received_proto(s));
+    e->body = s->mp.body;
+    e->smtputf8 = s->mp.smtputf8;
+    e->ret = s->mp.ret;
+    memcpy(e->envid, s->mp.envid, sizeof e->envid);
+    e->sender = strdup(s->tx.sender);
+    e->rcpts = calloc(s->tx.nrcpts ? s->tx.nrcpts : 1, sizeof *e->rcpts);
+    e->dsn = calloc(s->tx.nrcpts ? s->tx.nrcpts : 1, sizeof *e->dsn);
+    if (!e->sender || !e->rcpts || !e->dsn)
+        return -1;
+    for (size_t i = 0; i < s->tx.nrcpts; i++) {
+        const struct txn_rcpt *r = &s->tx.rcpts[i];
+        if (!(e->rcpts[i] = strdup(r->addr)))
+            return -1;
+        e->nrcpts++;
+        e->dsn[i].notify = r->dsn.notify;
+        if (r->dsn.orcpt && !(e->dsn[i].orcpt = strdup(r->dsn.orcpt)))
+            return -1;
+    }
+    return 0;
+}
+
+static const char *storage_reply(int err)
+{
+    return err == ENOSPC || err == EDQUOT ? "452 4.3.1 Insufficient system storage"
+                                          : "451 4.3.0 Error: queue file write error";
+}
+
+static void commit_free(struct commit_job *cj)
+{
+    envelope_free(&cj->env);
+    buf_free(&cj->headers);
+    buf_free(&cj->body);
+    free(cj->state);
+    free(cj);
+}
+
+/* Drop an open DATA file (refused, discarded, or the client went away). */
+void message_abort(struct session *s)
+{
+    if (!s->commit)
+        return;
+    spool_writer_abort(&s->commit->sw);
+    commit_free(s->commit);
+    s->commit = NULL;
+}
+
+/* Open the queue file and start reading a message (DATA or the first BDAT).
+ * Returns -1 after answering when the queue file cannot be created. */
+int message_start(struct session *s)
+{
+    struct commit_job *cj = calloc(1, sizeof *cj);
+    qid_generate(s->tx.qid);
+    if (!cj || envelope_from_txn(s, &cj->env) < 0 || spool_writer_open(&cj->sw, &cj->env) < 0) {
+        int err = cj ? cj->sw.err : ENOMEM;
+        log_error("S%lu: cannot create queue file: %s", s->sid, strerror(err ? err : ENOMEM));
+        session_reply(s, storage_reply(err));
+        if (cj) {
+            spool_writer_abort(&cj->sw);
+            commit_free(cj);
+        }
+        session_txn_restart(s);
+        return -1;
+    }
+    cj->s = s;
+    s->commit = cj;
+    s->in_mail = false;
+    s->data_bytes = 0;
+    s->part = PART_HEADERS;
+    s->separator = false;
+    s->data_done = false;
+    s->refusal[0] = '\0';
+    buf_reset(&s->hdr_buf);
+    buf_reset(&s->chunk);
+    add_received(s);
+    data_reader_init(&s->dr);
+    s->hops = 0;
+    s->phase = PH_DATA;
+    session_set_timeout(s);
+    return 0;
+}
+
+/* Why this transaction cannot take message data now, or NULL. */
+const char *message_precondition(struct session *s)
+{
+    if (!s->in_mail)
+        return "503 5.5.1 Error: need MAIL command";
+    if (s->tx.nrcpts == 0)
+        return "554 5.5.1 Error: no valid recipients";
+    return NULL;
+}
+
+void smtp_cmd_data(struct session *s, const char *args)
+{
+    const char *refusal = *args ? "501 5.5.4 Syntax: DATA takes no arguments" : message_precondition(s);
+    if (!refusal && s->mp.body == BODY_BINARYMIME)
+        refusal = "503 5.5.1 Error: BODY=BINARYMIME needs BDAT, not DATA";   /* RFC 3030 3 */
+    if (refusal) {
+        session_reply(s, refusal);
+        return;
+    }
+    if (message_start(s) == 0)
+        session_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* ---- DATA: headers, body, end of message --------------------------
+ * Message bytes collect in hdr_buf until the header section is complete
+ * (DATA stage), then pass in chunks through the BODY stage into the spool
+ * file; after the end of data come the checks, the EOM stage and the
+ * commit. message_progress() moves a message on as far as it can without
+ * waiting; every hook continuation calls it again. */
+
+/* Once a message is refused, its remaining bytes are read and dropped. */
+bool message_refused(const struct session *s)
+{
+    return s->refusal[0] || s->dr.errors || s->data_bytes > smtp_cfg->message_size_limit;
+}
+
+/* The reply that refuses this DATA, most important reason first. */
+static const char *data_refusal(struct session *s)
+{
+    if (s->dr.errors & (DR_ERR_BARE_LF | DR_ERR_LONE_CR))
+        return "550 5.5.2 Error: bare <LF> or <CR> line ending in message data (SMTP smuggling protection)";
+    if (s->dr.errors & DR_ERR_LONG_LINE)
+        return "550 5.5.2 Error: message line longer than 1000 octets";
+    if (s->data_bytes > smtp_cfg->message_size_limit)
+        return "552 5.3.4 Message size exceeds fixed maximum message size";
+    if (s->refusal[0])
+        return s->refusal;
+    if (s->commit->sw.err)
+        return storage_reply(s->commit->sw.err);
+    if (s->tx.nrcpts == 0)
+        return "554 5.5.1 Error: no recipients left after policy";
+    return NULL;
+}
+
+static void refuse_data(struct session *s, const char *text)
+{
+    if (!s->refusal[0])
+        snprintf(s->refusal, sizeof s->refusal, "%s", text);
+}
+
+/* DATA/BODY/EOM verdicts: a refusal is answered when the data ends. */
+static void content_verdict(struct session *s, enum postern_stage st, postern_verdict v)
+{
+    if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
+        session_log_verdict(s, st, v);
+        refuse_data(s, s->tx.reply);
+    } else {
+        session_verdict_proceeds(s, st, v);
+    }
+}
+
+static void write_to_spool(struct session *s, const char *p, size_t n)
+{
+    if (!message_refused(s))
+        spool_writer_write(&s->commit->sw, p, n);
+}
+
+static void data_then(struct session *s, postern_verdict v)
+{
+    content_verdict(s, POSTERN_STAGE_DATA, v);
+    struct buf b;
+    buf_init(&b);
+    headers_serialize(&s->tx.hdrs, &b);
+    if (s->separator)
+        buf_puts(&b, "\r\n");
+    write_to_spool(s, buf_head(&b), b.len);
+    s->commit->sw.hdr_len = b.len;
+    buf_free(&b);
+    s->tx.headers_written = true;
+    s->tx.hdrs.changed = false;
+    s->part = PART_BODY;
+    message_progress(s);
+}
+
+/* BINARYMIME skips the DATA reader, but its header section must still be
+ * CRLF text: no NUL, no bare LF or lone CR (notices quote it over DATA). */
+static void check_binary_headers(struct session *s, const char *h, size_t n)
+{
+    if (memchr(h, '\0', n))
+        refuse_data(s, "554 5.6.0 Error: message header section contains NUL characters");
+    for (size_t i = 0; i < n; i++)
+        if ((h[i] == '\n' && (i == 0 || h[i - 1] != '\r')) || (h[i] == '\r' && (i + 1 >= n || h[i + 1] != '\n'))) {
+            refuse_data(s, "550 5.5.2 Error: bare <LF> or <CR> line ending in the header section");
+            break;
+        }
+}
+
+/* The header section is complete: parse it, keep what follows as body. */
+static void headers_complete(struct session *s, size_t section_len, bool separator)
+{
+    if (s->mp.body == BODY_BINARYMIME)
+        check_binary_headers(s, buf_head(&s->hdr_buf), section_len);
+    size_t used = headers_parse(buf_head(&s->hdr_buf), section_len, &s->tx.hdrs);
+    /* counted as received, before any plugin changes the headers */
+    s->hops = (int)headers_count(&s->tx.hdrs, "Received");
+    s->separator = separator && used == section_len;
+    /* anything that did not parse as a header starts the body, as sent */
+    struct buf rest;
+    buf_init(&rest);
+    buf_append(&rest, buf_head(&s->hdr_buf) + used, section_len - used);
+    if (separator && used != section_len)
+        buf_puts(&rest, "\r\n");
+    size_t after = section_len + (separator ? 2 : 0);
+    if (after < s->hdr_buf.len)
+        buf_append(&rest, buf_head(&s->hdr_buf) + after, s->hdr_buf.len - after);
+    buf_free(&s->chunk);
+    s->chunk = rest;
+    buf_reset(&s->hdr_buf);
+    session_run_stage(s, POSTERN_STAGE_DATA, NULL, 0, data_then);
+}
+
+static void body_then(struct session *s, postern_verdict v)
+{
+    content_verdict(s, POSTERN_STAGE_BODY, v);
+    write_to_spool(s, buf_head(&s->chunk), s->chunk.len);
+    buf_reset(&s->chunk);
+    message_progress(s);
+}
+
+/* Message bytes (unstuffed) from the DATA reader. */
+static void message_bytes(struct session *s, const char *p, size_t n)
+{
+    /* RFC 5321 2.3.8: NUL is not text; refuse rather than pass it on
+     * (BINARYMIME bodies may hold any octet; their headers may not) */
+    if (s->mp.body != BODY_BINARYMIME && memchr(p, '\0', n))
+        refuse_data(s, "554 5.6.0 Error: message contains NUL characters");
+    if (s->part == PART_BODY) {
+        buf_append(&s->chunk, p, n);
+        return;
+    }
+    buf_append(&s->hdr_buf, p, n);
+    if (s->hdr_buf.len > MAX_HEADER_SECTION)
+        refuse_data(s, "552 5.3.4 Error: message header section too large");
+}
+
+static void end_of_data(struct session *s)
+{
+    if (data_refusal(s)) {
+        eom_then(s, POSTERN_CONTINUE);
+        return;
+    }
+    /* scripts may read the body at EOM: it is in the open spool file */
+    struct spool_writer *w = &s->commit->sw;
+    s->tx.data_fd = w->fd;
+    s->tx.body_start = w->env_len + w->hdr_len;
+    s->tx.body_len = w->written - w->hdr_len;
+    session_run_stage(s, POSTERN_STAGE_EOM, NULL, 0, eom_then);
+}
+
+void message_progress(struct session *s)
+{
+    if (s->phase != PH_DATA)
+        return;    /* a hook runs: its continuation comes back here */
+    if (message_refused(s)) {
+        if (s->data_done)
+            end_of_data(s);
+        return;
+    }
+    if (s->part == PART_HEADERS) {
+        const char *h = buf_head(&s->hdr_buf);
+        const char *end = s->hdr_buf.len ? memmem(h, s->hdr_buf.len, "\r\n\r\n", 4) : NULL;
+        if (s->hdr_buf.len >= 2 && h[0] == '\r' && h[1] == '\n')
+            headers_complete(s, 0, true);                    /* no header section */
+        else if (end)
+            headers_complete(s, (size_t)(end - h) + 2, true);
+        else if (s->data_done)
+            headers_complete(s, s->hdr_buf.len, false);      /* all headers, no body */
+        return;
+    }
+    if (s->chunk.len && (s->data_done || s->chunk.len >= 16384 || !hooks_wanted(POSTERN_STAGE_BODY))) {
+        session_run_stage(s, POSTERN_STAGE_BODY, buf_head(&s->chunk), s->chunk.len, body_then);
+        return;
+    }
+    if (s->data_done && !s->chunk.len)
+        end_of_data(s);
+}
+
+/* Everything the commit needs, prepared on the loop thread. */
+static void prepare_commit(struct session *s)
+{
+    struct commit_job *cj = s->commit;
+    txn_t *t = &s->tx;
+    if (t->envelope_changed) {
+        envelope_free(&cj->env);
+        memset(&cj->env, 0, sizeof cj->env);
+        envelope_from_txn(s, &cj->env);
+    }
+    cj->env.hops = cj->sw.hops = s->hops;
+    cj->rewrite = t->envelope_changed || t->hdrs.changed || t->body_replaced;
+    if (cj->rewrite) {
+        headers_serialize(&t->hdrs, &cj->headers);
+        if (s->separator || t->body_replaced)
+            buf_puts(&cj->headers, "\r\n");
+        if (t->body_replaced) {
+            cj->new_body = true;
+            cj->body = t->new_body;
+            buf_init(&t->new_body);
+        }
+    }
+    bool routes = false;
+    for (size_t i = 0; i < t->nrcpts; i++)
+        routes |= t->rcpts[i].nexthop != NULL || t->rcpts[i].min_tls;
+    if (t->quarantine || routes || t->archive) {
+        cj->has_state = true;
+        cj->flags.held = t->quarantine;
+        cj->flags.archive = t->archive;
+        if (t->quarantine)
+            snprintf(cj->flags.reason, sizeof cj->flags.reason, "%.250s", t->hold_reason);
+        cj->state = calloc(t->nrcpts ? t->nrcpts : 1, sizeof *cj->state);
+        for (size_t i = 0; cj->state && i < t->nrcpts; i++) {
+            cj->state[i].status = RCPT_PENDING;
+            if (t->rcpts[i].nexthop)
+                snprintf(cj->state[i].nexthop, sizeof cj->state[i].nexthop, "%s", t->rcpts[i].nexthop);
+            cj->state[i].min_tls = t->rcpts[i].min_tls;
+        }
+    }
+    cj->work.run = commit_run;
+    cj->work.done = commit_done;
+}
+
+static void eom_then(struct session *s, postern_verdict v)
+{
+    if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
+        session_log_verdict(s, POSTERN_STAGE_EOM, v);
+        refuse_data(s, s->tx.reply);
+    } else {
+        session_verdict_proceeds(s, POSTERN_STAGE_EOM, v);
+    }
+    const char *refusal = data_refusal(s);
+    if (refusal) {
+        log_info("S%lu: %s: reject: DATA from [%s]: %s", s->sid, s->tx.qid, s->tx.client_ip, refusal);
+        session_reply(s, refusal);
+        message_abort(s);
+        session_txn_restart(s);
+        s->phase = PH_COMMAND;
+        return;
+    }
+    if (s->tx.discard) {
+        log_info("%s: discarded (%s) from=<%s> client=[%s]", s->tx.qid,
+                 s->tx.verdict_by ? s->tx.verdict_by : "policy", s->tx.sender, s->tx.client_ip);
+        session_replyf(s, "250 2.0.0 Ok: queued as %s", s->tx.qid);
+        message_abort(s);
+        session_txn_restart(s);
+        s->phase = PH_COMMAND;
+        return;
+    }
+    s->commit->env.size = s->commit->sw.written;
+    prepare_commit(s);
+    s->phase = PH_COMMIT;
+    s->busy = true;
+    workers_submit(&s->commit->work);
+}
+
+static void commit_run(struct work *w)
+{
+    struct commit_job *cj = (struct commit_job *)w;
+    if (cj->rewrite)
+        spool_writer_rewrite(&cj->sw, &cj->env, buf_head(&cj->headers), cj->headers.len,
+                             cj->new_body ? buf_head(&cj->body) : NULL, cj->body.len);
+    cj->env.size = cj->sw.written;
+    /* state decided before the 250 is durable before the message is visible */
+    if (cj->has_state && !cj->sw.err &&
+        (!cj->state || spool_save_state_durable(cj->env.id, cj->flags, cj->state, cj->env.nrcpts) < 0))
+        cj->sw.err = EIO;
+    cj->result = spool_writer_commit(&cj->sw);
+    if (cj->result && cj->has_state)
+        spool_remove(cj->env.id);
+}
+
+static void commit_done(struct work *w)
+{
+    struct commit_job *cj = (struct commit_job *)w;
+    struct session *s = cj->s;
+    s->busy = false;
+    s->commit = NULL;
+    if (cj->result == 0) {
+        log_info("%s: accepted from=<%s> size=%llu nrcpt=%zu client=[%s] session=S%lu%s", cj->env.id,
+                 cj->env.sender, (unsigned long long)cj->env.size, cj->env.nrcpts, cj->env.client_ip, s->sid,
+                 cj->flags.held ? " (quarantined)" : "");
+        if (!s->dead)
+            session_replyf(s, "250 2.0.0 Ok: queued as %s", cj->env.id);
+        queue_add_committed(&cj->env, cj->sw.env_len);
+    } else {
+        log_error("%s: queue file commit failed: %s", cj->env.id, strerror(cj->result));
+        if (!s->dead)
+            session_reply(s, storage_reply(cj->result));
+    }
+    commit_free(cj);
+    if (s->dead) {
+        session_free(s);
+        return;
+    }
+    session_txn_restart(s);
+    s->phase = PH_COMMAND;
+    if (!s->in.len)
+        buf_free(&s->in);   /* idle sessions keep no DATA-sized buffer */
+    session_set_timeout(s);
+    session_resume(s);
+}
+
+void message_chunk_bytes(struct session *s, const char *p, size_t n)
+{
+    /* line checks only: a chunked reader passes the bytes on unchanged */
+    for (size_t off = 0; off < n && s->mp.body != BODY_BINARYMIME;) {
+        size_t piece = n - off < sizeof reader_out ? n - off : sizeof reader_out, out_len;
+        bool done;
+        size_t used = data_reader_feed(&s->dr, p + off, piece, reader_out, &out_len, &done);
+        if (!used)
+            break;
+        off += used;
+    }
+    s->data_bytes += n;
+    s->tx.size = s->data_bytes;
+    if (!message_refused(s))
+        message_bytes(s, p, n);
+}
+
+/* Feed buffered input to the DATA reader and on into the message. */
+void message_process_input(struct session *s)
+{
+    if (s->bdat) {
+        chunks_process(s);
+        return;
+    }
+    while (s->in.len && s->phase == PH_DATA && !s->data_done) {
+        size_t n = s->in.len < sizeof reader_out ? s->in.len : sizeof reader_out, out_len;
+        bool done;
+        size_t used = data_reader_feed(&s->dr, buf_head(&s->in), n, reader_out, &out_len, &done);
+        buf_consume(&s->in, used);
+        s->data_bytes += out_len;
+        s->tx.size = s->data_bytes;
+        s->data_done = done;
+        if (!message_refused(s))
+            message_bytes(s, reader_out, out_len);
+        message_progress(s);
+    }
+}

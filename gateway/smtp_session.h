@@ -1,0 +1,153 @@
+/* smtp_session.h - the inbound SMTP session shared by the files of the
+ * SMTP server (internal to them, not for plugins):
+ *   smtp_server.c   listeners, session lifecycle, commands, TLS, limits
+ *   smtp_message.c  DATA: headers, body, hook stages, spool commit
+ *   smtp_chunking.c BDAT (RFC 3030): counted chunks into the same path
+ *   smtp_proxy.c    XCLIENT and the PROXY protocol: a proxy presents the client */
+#ifndef POSTERN_SMTP_SESSION_H
+#define POSTERN_SMTP_SESSION_H
+#include "buf.h"
+#include "config.h"
+#include "data_reader.h"
+#include "event.h"
+#include "smtp_parse.h"
+#include "spool.h"
+#include "txn.h"
+#include "workers.h"
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define MAX_INPUT_BUFFER (64 * 1024)     /* pipelined commands or a DATA chunk */
+#define MAX_OUTPUT_BACKLOG (64 * 1024)   /* stop reading while replies pile up */
+
+/* PH_TLS: the 220 to STARTTLS is going out, then the handshake runs. */
+/* PH_PROXY: a proxy_listen connection before its PROXY header is read. */
+enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS, PH_PROXY };
+enum msg_part { PART_HEADERS, PART_BODY };
+
+struct commit_job;
+struct session;
+typedef void (*stage_then)(struct session *s, postern_verdict v);
+
+struct session {
+    struct ev_watch w;
+    unsigned long sid;
+    struct sockaddr_storage peer;  /* the client: the connection's, or XCLIENT's ADDR */
+    bool xclient_allowed;          /* the connection's address is in xclient_networks */
+    char client_name[256];         /* XCLIENT NAME, for the Received header */
+    struct buf in, out;
+    enum phase phase, saved_phase;
+    bool helo_done, esmtp, skip_line, dead, busy;
+    bool in_stage_call;      /* inside run_stage: a synchronous finish must not recurse */
+    bool implicit_tls;       /* smtps_listen: handshake first, then the greeting */
+    bool greeted;
+    bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
+    char session_reason[512];
+    const char *session_verdict_by;             /* the plugin behind those */
+    int errors;
+    uint64_t deadline_ms;
+    struct varmap session_vars;   /* scripts' tx.session */
+    SSL *ssl;                      /* after STARTTLS */
+    uint32_t tls_want;             /* handshake: EPOLLIN or EPOLLOUT */
+    char tls_info[160];            /* "TLSv1.3 with cipher ..." */
+    /* transaction */
+    txn_t tx;
+    bool in_mail;
+    struct mail_params mp;
+    struct rcpt_params rp;         /* of the RCPT whose hooks run */
+    char hook_arg[SMTP_MAX_PATH + 1];
+    stage_then then;
+    /* DATA */
+    struct data_reader dr;
+    int hops;               /* Received: headers, ours included (loop detection) */
+    struct commit_job *commit;
+    uint64_t data_bytes;
+    enum msg_part part;
+    struct buf hdr_buf;     /* header section so far */
+    struct buf chunk;       /* body bytes not yet written */
+    bool separator;         /* a blank line ended the header section */
+    bool data_done;         /* the end of data has been read */
+    char refusal[512];      /* the reply that ends this DATA, if refused */
+    /* BDAT (RFC 3030): the message arrives in counted chunks, no dot-stuffing */
+    bool bdat;              /* this message is chunked */
+    bool bdat_last;         /* the chunk being read is the last */
+    uint64_t bdat_left;     /* its bytes still to read */
+    uint64_t skip_bytes;    /* a refused chunk's bytes, read and dropped */
+    struct session *prev, *next;
+};
+
+/* A message being received: its queue file, and what the commit needs. */
+struct commit_job {
+    struct work work;
+    struct session *s;
+    struct spool_writer sw;
+    struct envelope env;
+    /* changes after the headers were written: the file is rewritten */
+    bool rewrite;
+    struct buf headers;
+    struct buf body;
+    bool new_body;
+    /* state decided before the 250 (quarantine, routes), saved durably */
+    bool has_state;
+    struct msg_flags flags;
+    struct rcpt_state *state;
+    int result;                     /* errno from the commit, 0 = durable */
+};
+
+extern const struct config *smtp_cfg;
+
+/* ---- smtp_server.c: the session ---- */
+/* Queue a reply line (CRLF added); a 5xx counts as a client error. */
+void session_reply(struct session *s, const char *line);
+void session_replyf(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Forget the transaction (RSET, a new MAIL, after a message). */
+void session_txn_restart(struct session *s);
+/* A fresh deadline for the next command line or DATA section. */
+void session_set_timeout(struct session *s);
+void session_close_after_reply(struct session *s);
+void session_close(struct session *s);
+/* Write pending replies; returns -1 if the session was closed. */
+int session_flush(struct session *s);
+void session_free(void *p);
+/* Go on with buffered input after a pause (hook, commit, PROXY header). */
+void session_resume(struct session *s);
+/* Run the hook chain for a stage, then `then` (at once without plugins). */
+void session_run_stage(struct session *s, enum postern_stage st, const char *arg, size_t len, stage_then then);
+void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v);
+/* For command stages: REJECT/TEMPFAIL answer and return false. */
+bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_verdict v);
+/* The CONNECT stage, then the 220 greeting (or the refusal). */
+void session_greet(struct session *s);
+/* A command line of linelen bytes (LF included) as a C string. */
+size_t smtp_command_line_text(const char *head, size_t linelen, char line[SMTP_MAX_COMMAND_LINE + 1]);
+/* The refusal for a new client, or NULL (per_client: limits apply). */
+const char *smtp_connection_refusal(const struct sockaddr_storage *ss, const char *ip, bool per_client);
+
+/* ---- smtp_message.c: message data ---- */
+void smtp_cmd_data(struct session *s, const char *args);
+/* Open the queue file; -1 after answering when it cannot be created. */
+int message_start(struct session *s);
+/* Why this transaction cannot take message data now, or NULL. */
+const char *message_precondition(struct session *s);
+/* Drop an open message (refused, discarded, or the client went away). */
+void message_abort(struct session *s);
+bool message_refused(const struct session *s);
+/* Move the message on as far as it can go without waiting. */
+void message_progress(struct session *s);
+/* Buffered input into the message (DATA, or BDAT chunks). */
+void message_process_input(struct session *s);
+/* n bytes of a BDAT chunk: line checks unless BINARYMIME, then the message. */
+void message_chunk_bytes(struct session *s, const char *p, size_t n);
+
+/* ---- smtp_chunking.c: BDAT ---- */
+void smtp_cmd_bdat(struct session *s, const char *args);
+void chunks_process(struct session *s);
+
+/* ---- smtp_proxy.c: XCLIENT and PROXY ---- */
+void smtp_cmd_xclient(struct session *s, const char *args);
+/* PH_PROXY: read the PROXY header, then greet the client it names. */
+void proxy_header_process(struct session *s);
+
+#endif
