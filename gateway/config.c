@@ -422,6 +422,14 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         snprintf(cfg->hostname, sizeof cfg->hostname, "%s", value);
         return 0;
     }
+    if (!strcmp(key, "postmaster_address")) {
+        const char *at = strchr(value, '@');
+        if (!at || at == value || !at[1] || strlen(value) >= sizeof cfg->postmaster_address ||
+            strpbrk(value, " \t<>\"(),;:[]\\"))
+            return fail(p, "postmaster_address: expected local@domain, got '%s'", value);
+        snprintf(cfg->postmaster_address, sizeof cfg->postmaster_address, "%s", value);
+        return 0;
+    }
     if (!strcmp(key, "spool_dir")) {
         if (value[0] != '/' && value[0] != '.')
             return fail(p, "spool_dir: expected a path, got '%s'", value);
@@ -810,7 +818,8 @@ void config_print(const struct config *cfg, FILE *out)
     for (int i = 0, n = 0; i < cfg->nlisten; i++)
         if (cfg->listen[i].implicit_tls)
             fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
-    fprintf(out, "\nhostname = %s\nspool_dir = %s\n", cfg->hostname, cfg->spool_dir);
+    fprintf(out, "\nhostname = %s\npostmaster_address = %s\nspool_dir = %s\n", cfg->hostname,
+            cfg->postmaster_address, cfg->spool_dir);
     fprintf(out, "relay_domains =");
     for (size_t i = 0; i < cfg->nrelay_domains; i++)
         fprintf(out, "%s%s", i ? ", " : " ", cfg->relay_domains[i]);

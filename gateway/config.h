@@ -51,6 +51,7 @@ struct config {
     struct listen_addr listen[CONFIG_MAX_LISTEN];
     int nlisten;
     char hostname[256];
+    char postmaster_address[256];  /* where a bare RCPT TO:<postmaster> goes ("" = refused) */
     char *spool_dir;
     char **relay_domains;          /* lower-case; ".dom" matches subdomains */
     size_t nrelay_domains;

@@ -376,11 +376,19 @@ static void cmd_rcpt(struct session *s, const char *args)
         session_reply(s, "555 5.5.4 RCPT parameters need EHLO");
         return;
     }
+    bool postmaster = false;
     if (!strchr(pr.addr, '@')) {
-        session_replyf(s, "550 5.1.1 <%s>: no local mailboxes on this gateway", pr.addr);
-        return;
+        /* RFC 5321 4.5.1: bare "postmaster" must be accepted; it goes to postmaster_address */
+        if (strcasecmp(pr.addr, "postmaster") || !smtp_cfg->postmaster_address[0]) {
+            session_replyf(s, "550 5.1.1 <%s>: no local mailboxes on this gateway", pr.addr);
+            return;
+        }
+        log_info("S%lu: RCPT <%s> from [%s]: to postmaster_address <%s>", s->sid, pr.addr, s->tx.client_ip,
+                 smtp_cfg->postmaster_address);
+        snprintf(pr.addr, sizeof pr.addr, "%s", smtp_cfg->postmaster_address);
+        postmaster = true;      /* whoever may not relay may still reach the postmaster */
     }
-    if (!rcpt_allowed(s, pr.addr)) {
+    if (!postmaster && !rcpt_allowed(s, pr.addr)) {
         log_info("S%lu: reject: RCPT from [%s]: relay access denied; from=<%s> to=<%s>", s->sid,
                  s->tx.client_ip, s->tx.sender, pr.addr);
         session_replyf(s, "554 5.7.1 <%s>: Relay access denied", pr.addr);

@@ -76,6 +76,26 @@ def test_syntax_errors():
     g.stop()
 
 
+def test_bare_postmaster_goes_to_postmaster_address():
+    """RFC 5321 4.5.1: <postmaster> without a domain is accepted (from any
+    client, relay or not) and delivered to postmaster_address."""
+    g, sink = gw(postmaster_address="hostmaster@example.test")
+    c = Client(g.host, source=addr(9))           # not trusted: may not relay
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<a@src.test>").startswith("250")
+    assert c.cmd("RCPT TO:<elsewhere@other.test>").startswith("554 5.7.1")
+    assert c.cmd("RCPT TO:<PostMaster>").startswith("250")
+    assert c.cmd("RCPT TO:<postmistress>").startswith("501 5.1.3")     # only postmaster goes bare
+    assert c.cmd("DATA").startswith("354")
+    c.send(MSG)
+    assert c.cmd(".").startswith("250")
+    c.close()
+    m = sink.wait_count(1)[0]
+    assert sink_rcpts(m) == [b"hostmaster@example.test"], sink_rcpts(m)
+    assert "RCPT <PostMaster> from [%s]: to postmaster_address <hostmaster@example.test>" % addr(9) in g.log()
+    g.stop()
+
+
 def test_command_line_limit():
     g, _ = gw()
     c = Client(g.host)
