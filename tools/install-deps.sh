@@ -2,7 +2,7 @@
 # Install the Debian packages Postern needs to build, run and test.
 # Idempotent: installs only what is missing; runs apt-get update at most once.
 set -euo pipefail
-PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks socat postfix e2fsprogs
+PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks socat postfix libsasl2-modules e2fsprogs
       libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix clang)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -14,6 +14,7 @@ SUDO=""
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # Postfix brings smtp-sink and smtp-source; no mail system configuration is wanted.
+# libsasl2-modules: the test Postfix enables SASL so XCLIENT LOGIN becomes its login.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
