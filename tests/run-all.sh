@@ -12,7 +12,8 @@ passed=0; failed=0
 for t in "$BUILD"/test_*; do
   [ -x "$t" ] || continue
   echo "== unit: $(basename "$t")"
-  "$t" >"$OUT/unit.log" 2>&1; rc=$?
+  # a UBSan report fails the test binary instead of scrolling past
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$t" >"$OUT/unit.log" 2>&1; rc=$?
   cat "$OUT/unit.log"
   p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$OUT/unit.log" | tail -1)
   f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$OUT/unit.log" | tail -1)

@@ -69,7 +69,8 @@ static size_t v2(unsigned char *b, unsigned char ver_cmd, unsigned char fam, con
     b[13] = fam;
     b[14] = (unsigned char)(n >> 8);
     b[15] = (unsigned char)n;
-    memcpy(b + 16, payload, n);
+    if (n)
+        memcpy(b + 16, payload, n);     /* payload may be NULL when n is 0 */
     return 16 + n;
 }
 
