@@ -123,10 +123,8 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
                 char *err, size_t errlen)
 {
     host = h;
-    if (!POSTERN_HOST_HAS(h, client_trusted)) {
-        snprintf(err, errlen, "posternd is too old for this plugin (no host->body_read)");
+    if (POSTERN_HOST_REQUIRE(h, client_trusted, err, errlen) < 0)
         return -1;
-    }
     struct signer *s = calloc(1, sizeof *s);
     if (!s)
         return -1;

@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define POSTERN_PLUGIN_ABI_VERSION 1
 #define POSTERN_PLUGIN_ENTRY "postern_plugin_entry"
@@ -169,6 +170,11 @@ struct postern_host {
 /* Whether posternd's host table has function fn (appended after your
  * posternd was built?): if (!POSTERN_HOST_HAS(host, dns_query)) ... */
 #define POSTERN_HOST_HAS(h, fn) ((h)->struct_size >= offsetof(struct postern_host, fn) + sizeof((h)->fn))
+/* For init: 0 if the host table has fn (the newest function you use),
+ * else -1 with err naming it:
+ *   if (POSTERN_HOST_REQUIRE(host, hostname, err, errlen) < 0) return -1; */
+#define POSTERN_HOST_REQUIRE(h, fn, err, errlen) \
+    (POSTERN_HOST_HAS(h, fn) ? 0 : (snprintf((err), (errlen), "posternd is too old for this plugin (no host->%s)", #fn), -1))
 
 /* One name = value pair from the main config ("<plugin>.<key> = value"). */
 struct postern_option {

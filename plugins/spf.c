@@ -120,10 +120,8 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
                 char *err, size_t errlen)
 {
     host = h;
-    if (!POSTERN_HOST_HAS(h, hostname)) {
-        snprintf(err, errlen, "posternd is too old for this plugin (no host->dns_query)");
+    if (POSTERN_HOST_REQUIRE(h, hostname, err, errlen) < 0)
         return -1;
-    }
     struct spf *s = calloc(1, sizeof *s);
     if (!s)
         return -1;
