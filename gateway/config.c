@@ -1,6 +1,7 @@
 /* config.c - parses the main config file and its file: lookup tables into a
  * struct config, validating every value and naming file:line on error. */
 #include "config.h"
+#include "smtp_parse.h"
 #include <ctype.h>
 #include <netinet/in.h>
 #include <errno.h>
@@ -423,10 +424,9 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return 0;
     }
     if (!strcmp(key, "postmaster_address")) {
-        const char *at = strchr(value, '@');
-        if (!at || at == value || !at[1] || strlen(value) >= sizeof cfg->postmaster_address ||
-            strpbrk(value, " \t<>\"(),;:[]\\"))
-            return fail(p, "postmaster_address: expected local@domain, got '%s'", value);
+        const char *why = smtp_check_address(value, false);
+        if (why || strlen(value) >= sizeof cfg->postmaster_address)
+            return fail(p, "postmaster_address: expected local@domain, got '%s' (%s)", value, why ? why : "too long");
         snprintf(cfg->postmaster_address, sizeof cfg->postmaster_address, "%s", value);
         return 0;
     }

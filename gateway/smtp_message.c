@@ -278,9 +278,14 @@ static void body_then(struct session *s, postern_verdict v)
     message_progress(s);
 }
 
-/* Message bytes (unstuffed) from the DATA reader. */
+/* Message bytes (unstuffed DATA, or BDAT chunk bytes): counted, then kept
+ * unless the message is already refused (its rest is read and dropped). */
 static void message_bytes(struct session *s, const char *p, size_t n)
 {
+    s->data_bytes += n;
+    s->tx.size = s->data_bytes;
+    if (message_refused(s))
+        return;
     /* RFC 5321 2.3.8: NUL is not text; refuse rather than pass it on
      * (BINARYMIME bodies may hold any octet; their headers may not) */
     if (s->mp.body != BODY_BINARYMIME && memchr(p, '\0', n))
@@ -470,10 +475,7 @@ void message_chunk_bytes(struct session *s, const char *p, size_t n)
             break;
         off += used;
     }
-    s->data_bytes += n;
-    s->tx.size = s->data_bytes;
-    if (!message_refused(s))
-        message_bytes(s, p, n);
+    message_bytes(s, p, n);
 }
 
 /* Feed buffered input to the DATA reader and on into the message. */
@@ -488,11 +490,8 @@ void message_process_input(struct session *s)
         bool done;
         size_t used = data_reader_feed(&s->dr, buf_head(&s->in), n, reader_out, &out_len, &done);
         buf_consume(&s->in, used);
-        s->data_bytes += out_len;
-        s->tx.size = s->data_bytes;
         s->data_done = done;
-        if (!message_refused(s))
-            message_bytes(s, reader_out, out_len);
+        message_bytes(s, reader_out, out_len);
         message_progress(s);
     }
 }
