@@ -3,7 +3,8 @@
 # Idempotent: installs only what is missing; runs apt-get update at most once.
 set -euo pipefail
 PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks socat postfix libsasl2-modules e2fsprogs
-      libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix clang)
+      libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix clang
+      openssl bsdutils libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin libsasl2-modules-db)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,6 +16,9 @@ echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # Postfix brings smtp-sink and smtp-source; no mail system configuration is wanted.
 # libsasl2-modules: the test Postfix enables SASL so XCLIENT LOGIN becomes its login.
+# --no-install-recommends leaves out what swaks only recommends: Net::SSLeay and IO::Socket::SSL
+# (its STARTTLS), Authen::SASL (its AUTH); sasl2-bin + libsasl2-modules-db give the smarthost
+# Postfix in the outbound AUTH test its sasldb.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
