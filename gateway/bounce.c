@@ -23,6 +23,7 @@ struct bounce_job {
     struct dsn_rcpt *rcpts;      /* snapshot: the worker never reads the qmsg */
     char **texts;                /* owned copies behind rcpts */
     char **orcpts;
+    char **remotes, **stages;
     char envid[DSN_MAX_ENVID + 1];
     bool full;                   /* RET=FULL: return the whole message */
     uint64_t size;               /* of the original message */
@@ -37,8 +38,13 @@ struct bounce_job {
 };
 
 static const struct config *cfg;
+static bounce_commit_fn commit_dsn;
 
-void bounce_init(const struct config *c) { cfg = c; }
+void bounce_init(const struct config *c, bounce_commit_fn commit)
+{
+    cfg = c;
+    commit_dsn = commit;
+}
 
 /* The original header section (our Received first), read from the spool. */
 static size_t read_headers(const struct bounce_job *b, char *out, size_t cap)
@@ -79,7 +85,8 @@ static void bounce_run(struct work *w)
     char *full = b->full && b->kind == DSN_FAILED ? read_message(b, &full_len) : NULL;
     struct dsn_report rep = {
         .reporting_mta = cfg->hostname, .queue_id = b->orig_id, .orig_sender = b->orig_sender,
-        .arrival = b->arrival, .now = (int64_t)time(NULL), .kind = b->kind, .envid = b->envid,
+        .arrival = b->arrival, .now = (int64_t)time(NULL), .lifetime = cfg->max_queue_lifetime,
+        .kind = b->kind, .envid = b->envid,
         .rcpts = b->rcpts, .nrcpts = b->n, .headers = headers,
         .headers_len = headers ? read_headers(b, headers, MAX_HEADERS) : 0,
         .message = full, .message_len = full_len,
@@ -115,9 +122,13 @@ static void bounce_free(struct bounce_job *b)
     for (size_t i = 0; i < b->n; i++) {
         free(b->texts[i]);
         free(b->orcpts[i]);
+        free(b->remotes[i]);
+        free(b->stages[i]);
     }
     free(b->texts);
     free(b->orcpts);
+    free(b->remotes);
+    free(b->stages);
     free(b->rcpts);
     free(b->orig_sender);
     envelope_free(&b->env);
@@ -133,7 +144,7 @@ static void bounce_finished(struct work *w)
     if (b->err == 0) {
         log_info("%s: sender %s notification: %s (to <%s>)", b->orig_id, kind_name[b->kind], b->env.id,
                  b->orig_sender);
-        queue_add_committed(&b->env, b->sw.env_len);
+        commit_dsn(&b->env, b->sw.env_len);
     } else {
         log_error("%s: cannot queue the %s notification: %s", b->orig_id, kind_name[b->kind], strerror(b->err));
     }
@@ -159,9 +170,11 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
         b->rcpts = calloc(m->nrcpts, sizeof *b->rcpts);
         b->texts = calloc(m->nrcpts, sizeof *b->texts);
         b->orcpts = calloc(m->nrcpts, sizeof *b->orcpts);
+        b->remotes = calloc(m->nrcpts, sizeof *b->remotes);
+        b->stages = calloc(m->nrcpts, sizeof *b->stages);
         b->env.rcpts = calloc(1, sizeof *b->env.rcpts);
     }
-    if (!b || !b->rcpts || !b->texts || !b->orcpts || !b->env.rcpts) {
+    if (!b || !b->rcpts || !b->texts || !b->orcpts || !b->remotes || !b->stages || !b->env.rcpts) {
         if (b)
             bounce_free(b);
         done(m, kind, ENOMEM);
@@ -175,6 +188,10 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
         b->rcpts[b->n].addr = m->rcpts[i].addr;   /* stable: m is pinned until done() */
         b->rcpts[b->n].last_reply = b->texts[b->n];
         b->rcpts[b->n].orcpt = b->orcpts[b->n];
+        b->remotes[b->n] = strdup(m->rcpts[i].st.remote);
+        b->stages[b->n] = strdup(m->rcpts[i].st.in_reply_to);
+        b->rcpts[b->n].remote = b->remotes[b->n];
+        b->rcpts[b->n].in_reply_to = b->stages[b->n];
         b->n++;
     }
     b->m = m;

@@ -11,7 +11,11 @@
 
 struct qmsg;
 
-void bounce_init(const struct config *cfg);
+struct envelope;
+/* How a committed DSN joins the queue (queue_add_committed): bounce.c hands
+ * the envelope back instead of calling the queue. */
+typedef void (*bounce_commit_fn)(struct envelope *e, size_t body_off);
+void bounce_init(const struct config *cfg, bounce_commit_fn commit);
 /* err is 0 when the DSN is safely queued. */
 typedef void (*bounce_done_fn)(struct qmsg *m, enum dsn_kind kind, int err);
 /* Recipients covered: FAILED: failed-but-not-notified; DELAYED: pending ones

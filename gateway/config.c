@@ -3,6 +3,7 @@
 #include "config.h"
 #include "smtp_parse.h"
 #include <ctype.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <errno.h>
 #include <limits.h>
@@ -100,6 +101,51 @@ int parse_size(const char *text, size_t *out)
     return 0;
 }
 
+/* "[host]:port", "host:port", "[host]" or "host" after "smtp:"; brackets
+ * mean no MX lookup (an IP literal is an address either way). */
+static int split_hostport(const char *hp, char *host, size_t cap, int *port, bool *bracketed)
+{
+    const char *end, *rest;
+    *bracketed = hp[0] == '[';
+    if (*bracketed) {
+        end = strchr(hp, ']');
+        if (!end)
+            return -1;
+        hp++;
+        rest = end + 1;
+    } else {
+        end = strrchr(hp, ':');
+        if (end && strchr(hp, ':') != end)
+            end = NULL;          /* several colons: a bare IPv6 address */
+        end = end ? end : hp + strlen(hp);
+        rest = end;
+    }
+    size_t len = (size_t)(end - hp);
+    if (len == 0 || len >= cap)
+        return -1;
+    memcpy(host, hp, len);
+    host[len] = '\0';
+    *port = 25;
+    if (*rest == ':') {
+        char *e;
+        long v = strtol(rest + 1, &e, 10);
+        if (*e || v < 1 || v > 65535 || !rest[1])
+            return -1;
+        *port = (int)v;
+    } else if (*rest) {
+        return -1;
+    }
+    return 0;
+}
+
+static bool valid_host_name(const char *h)
+{
+    for (const char *c = h; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_')
+            return false;
+    return h[0] != '.' && h[0] != '-';
+}
+
 int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -108,22 +154,24 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
         snprintf(out->text, sizeof out->text, "mx");
         return 0;
     }
-    if (strncmp(text, "smtp:", 5) != 0 || strlen(text) >= sizeof out->text) {
-        snprintf(err, errlen, "bad next hop '%s' (expected smtp:[host]:port)", text);
+    char host[sizeof out->host], lit[sizeof out->host + 16];
+    bool bracketed;
+    if (strncmp(text, "smtp:", 5) != 0 || strlen(text) >= sizeof out->text ||
+        split_hostport(text + 5, host, sizeof host, &out->port, &bracketed) < 0) {
+        snprintf(err, errlen, "bad next hop '%s' (expected smtp:[host]:port, smtp:host:port or mx)", text);
         return -1;
     }
-    const char *hp = text + 5;
-    char tmp[80];
-    /* "[1.2.3.4]:25" parses directly; "[::1]:25" too (bracketed IPv6) */
-    if (hostport_parse(hp, &out->addr, &out->addrlen) < 0) {
-        /* "1.2.3.4" without port means port 25 */
-        snprintf(tmp, sizeof tmp, "%s:25", hp);
-        if (hostport_parse(tmp, &out->addr, &out->addrlen) < 0) {
-            snprintf(err, errlen, "bad next hop '%s' (host must be an IP literal until DNS routing lands)", text);
-            return -1;
-        }
-    }
     snprintf(out->text, sizeof out->text, "%s", text);
+    snprintf(lit, sizeof lit, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, out->port);
+    if (hostport_parse(lit, &out->addr, &out->addrlen) == 0)
+        return 0;                       /* an IP literal */
+    if (!valid_host_name(host)) {
+        snprintf(err, errlen, "bad next hop '%s': '%s' is neither an IP address nor a host name", text, host);
+        return -1;
+    }
+    lower(host);
+    snprintf(out->host, sizeof out->host, "%s", host);
+    out->lookup_mx = !bracketed;
     return 0;
 }
 
@@ -226,6 +274,60 @@ static int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
     struct config *cfg = ctx;
     (void)value;
     return append_cidr(p, &cfg->require_tls, &cfg->nrequire_tls, key);
+}
+
+/* smtp_sasl_password_maps line: "nexthop user:password [plaintext]". */
+static int add_sasl(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    /* the password may hold spaces; a last word "plaintext" is the option */
+    char *last = strrchr(value, ' ');
+    bool plaintext = last && !strcmp(last + 1, "plaintext");
+    if (plaintext)
+        *last = '\0';
+    value = trim(value);
+    char *colon = strchr(value, ':');
+    if (!colon || colon == value || strlen(value) > 500)
+        return fail(p, "smtp_sasl_password_maps: expected 'nexthop user:password [plaintext]' for '%s'", key);
+    *colon = '\0';
+    struct sasl_entry *n = realloc(cfg->sasl, (cfg->nsasl + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->sasl = n;
+    n[cfg->nsasl++] = (struct sasl_entry){strdup(key), strdup(value), strdup(colon + 1), plaintext};
+    return 0;
+}
+
+/* dest_rate_limit_table line: "domain N" (messages per minute, 0 = none). */
+static int add_rate_limit(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (!*value || *end || v < 0 || v > 60000)
+        return fail(p, "dest_rate_limit_table: expected 'domain N' (messages per minute, 0-60000) for '%s'", key);
+    struct rate_entry *n = realloc(cfg->rate_limits, (cfg->nrate_limits + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->rate_limits = n;
+    lower(key);
+    n[cfg->nrate_limits++] = (struct rate_entry){strdup(key), (int)v};
+    return 0;
+}
+
+/* smtp_bind_address(6): an IP address of the right family. */
+static int set_bind_address(struct pctx *p, const char *key, const char *value, int family,
+                            struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!*value)
+        return 0;
+    void *dst = family == AF_INET ? (void *)&((struct sockaddr_in *)out)->sin_addr
+                                  : (void *)&((struct sockaddr_in6 *)out)->sin6_addr;
+    if (inet_pton(family, value, dst) != 1)
+        return fail(p, "%s: expected an %s address, got '%s'", key, family == AF_INET ? "IPv4" : "IPv6", value);
+    out->ss_family = (sa_family_t)family;
+    return 0;
 }
 
 static int add_xclient(struct pctx *p, void *ctx, char *key, char *value)
@@ -546,6 +648,23 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_duration_int(p, key, value, &cfg->connection_cache_time);
     if (!strcmp(key, "dest_concurrency"))
         return set_int(p, key, value, 1, 1000, &cfg->dest_concurrency);
+    if (!strcmp(key, "dest_rate_limit"))
+        return set_int(p, key, value, 0, 60000, &cfg->dest_rate_limit);
+    if (!strcmp(key, "dest_rate_limit_table") || !strcmp(key, "smtp_sasl_password_maps")) {
+        if (strncmp(value, "file:", 5) != 0)
+            return fail(p, "%s: expected file:PATH", key);
+        return read_table(p, value + 5, key[0] == 'd' ? add_rate_limit : add_sasl, cfg);
+    }
+    if (!strcmp(key, "smtp_helo_name")) {
+        if (!*value || strlen(value) >= sizeof cfg->smtp_helo_name || !valid_host_name(value))
+            return fail(p, "smtp_helo_name: bad value '%s'", value);
+        snprintf(cfg->smtp_helo_name, sizeof cfg->smtp_helo_name, "%s", value);
+        return 0;
+    }
+    if (!strcmp(key, "smtp_bind_address"))
+        return set_bind_address(p, key, value, AF_INET, &cfg->smtp_bind_address);
+    if (!strcmp(key, "smtp_bind_address6"))
+        return set_bind_address(p, key, value, AF_INET6, &cfg->smtp_bind_address6);
     if (!strcmp(key, "lua_instruction_limit")) {
         int v = 0;
         if (set_int(p, key, value, 1000, 2000000000, &v) < 0)
@@ -749,6 +868,15 @@ void config_free(struct config *cfg)
         free(cfg->tls_policies[i].match);
     }
     free(cfg->tls_policies);
+    for (size_t i = 0; i < cfg->nsasl; i++) {
+        free(cfg->sasl[i].nexthop);
+        free(cfg->sasl[i].user);
+        free(cfg->sasl[i].password);
+    }
+    free(cfg->sasl);
+    for (size_t i = 0; i < cfg->nrate_limits; i++)
+        free(cfg->rate_limits[i].domain);
+    free(cfg->rate_limits);
     memset(cfg, 0, sizeof *cfg);
 }
 
@@ -865,16 +993,43 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\n",
             cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads);
     fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);
+    fprintf(out, "dest_rate_limit = %d\nsmtp_helo_name = %s\n", cfg->dest_rate_limit, cfg->smtp_helo_name);
+    for (size_t i = 0; i < cfg->nrate_limits; i++)
+        fprintf(out, "# rate limit: %s %d/min\n", cfg->rate_limits[i].domain, cfg->rate_limits[i].per_minute);
+    for (size_t i = 0; i < cfg->nsasl; i++)     /* never the password */
+        fprintf(out, "# smtp auth: %s as %s%s\n", cfg->sasl[i].nexthop, cfg->sasl[i].user,
+                cfg->sasl[i].plaintext_ok ? " (plaintext allowed)" : "");
     fprintf(out, "lua_instruction_limit = %ld\nlua_time_limit = %ds\nlua_memory_limit = %zu\nlua_body_limit = %zu\n",
             cfg->lua_instruction_limit, cfg->lua_time_limit_ms / 1000, cfg->lua_memory_limit, cfg->lua_body_limit);
     static const char *names[] = {"error", "warning", "info", "debug"};
     fprintf(out, "log_level = %s\n", names[cfg->log_level]);
 }
 
+const struct sasl_entry *config_sasl_for(const struct config *cfg, const char *key)
+{
+    for (size_t i = 0; i < cfg->nsasl; i++)
+        if (!strcasecmp(cfg->sasl[i].nexthop, key))
+            return &cfg->sasl[i];
+    return NULL;
+}
+
+int config_rate_limit_for(const struct config *cfg, const char *domain)
+{
+    for (size_t i = 0; i < cfg->nrate_limits; i++)
+        if (cfg->rate_limits[i].domain[0] != '.' && domain_matches(cfg->rate_limits[i].domain, domain))
+            return cfg->rate_limits[i].per_minute;
+    for (size_t i = 0; i < cfg->nrate_limits; i++)
+        if (domain_matches(cfg->rate_limits[i].domain, domain))
+            return cfg->rate_limits[i].per_minute;
+    return cfg->dest_rate_limit;
+}
+
 bool nexthop_same(const struct nexthop *a, const struct nexthop *b)
 {
     if (a->mx || b->mx)
         return a->mx && b->mx;
+    if (a->host[0] || b->host[0])
+        return !strcasecmp(a->host, b->host) && a->port == b->port && a->lookup_mx == b->lookup_mx;
     return a == b || (a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0);
 }
 

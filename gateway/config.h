@@ -11,12 +11,30 @@
 
 #define CONFIG_MAX_LISTEN 16
 
-/* Where to hand mail for a recipient domain: an SMTP server at host:port. */
+/* Where to hand mail for a recipient domain (Postfix's bracket meaning):
+ * "mx" (the recipient domain's MX), "smtp:[ip]:port" (that address),
+ * "smtp:[host]:port" (host's A/AAAA, no MX), "smtp:host:port" (host's MX). */
 struct nexthop {
     bool mx;                       /* route by the recipient domain's MX records */
-    char text[80];                 /* as written, e.g. "smtp:[127.0.0.1]:2526" or "mx" */
-    struct sockaddr_storage addr;
+    char text[160];                /* as written, e.g. "smtp:[127.0.0.1]:2526" or "mx" */
+    char host[128];                /* a host name to look up, "" for an address */
+    bool lookup_mx;                /* host without brackets: its MX records */
+    int port;
+    struct sockaddr_storage addr;  /* an address next hop */
     socklen_t addrlen;
+};
+
+/* smtp_sasl_password_maps: credentials for a next hop (AUTH PLAIN/LOGIN). */
+struct sasl_entry {
+    char *nexthop;                 /* "[host]:port", a host name or a domain */
+    char *user, *password;
+    bool plaintext_ok;             /* "plaintext": also without TLS */
+};
+
+/* dest_rate_limit_table: messages per minute for one recipient domain. */
+struct rate_entry {
+    char *domain;                  /* "example.test" or ".example.test" */
+    int per_minute;
 };
 
 /* Outbound TLS for a recipient domain (Postfix's smtp_tls_policy_maps levels). */
@@ -95,6 +113,13 @@ struct config {
     int client_timeout;            /* outbound: per reply */
     bool client_bdat;              /* outbound: BDAT when the next hop offers CHUNKING */
     int dest_concurrency;          /* connections per next hop */
+    int dest_rate_limit;           /* new messages per minute per recipient domain (0 = no limit) */
+    struct rate_entry *rate_limits;
+    size_t nrate_limits;
+    char smtp_helo_name[256];      /* outbound EHLO name ("" = hostname) */
+    struct sockaddr_storage smtp_bind_address, smtp_bind_address6;   /* outbound source (family 0 = any) */
+    struct sasl_entry *sasl;       /* smtp_sasl_password_maps */
+    size_t nsasl;
     int connection_cache_time;     /* idle outbound connection kept this long */
     int worker_threads;            /* fsync / blocking work */
     long lua_instruction_limit;    /* per handler call */
@@ -132,6 +157,10 @@ bool config_requires_tls(const struct config *cfg, const struct sockaddr *client
 const struct tls_policy *config_tls_policy_for(const struct config *cfg, const char *domain);
 const char *tls_level_name(enum tls_level l);
 const struct nexthop *config_transport_for(const struct config *cfg, const char *domain);
+/* The credentials for a next hop key (exact, case-insensitive), or NULL. */
+const struct sasl_entry *config_sasl_for(const struct config *cfg, const char *key);
+/* dest_rate_limit for a recipient domain: the table's entry or the default. */
+int config_rate_limit_for(const struct config *cfg, const char *domain);
 /* Same destination (address and port), whichever table entry named it. */
 bool nexthop_same(const struct nexthop *a, const struct nexthop *b);
 

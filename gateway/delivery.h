@@ -1,23 +1,71 @@
-/* delivery.h - the outbound SMTP client. Jobs queue per destination (next
- * hop); up to dest_concurrency non-blocking connections per destination pull
- * jobs and are reused across messages. Every result goes back to queue.c. */
+/* delivery.h - outbound delivery. A job (some recipients of one message for
+ * one next hop) is self-contained: what to send, where, and the callbacks
+ * its owner (queue.c) supplies. delivery.c chooses the servers (transport,
+ * MX, MTA-STS), paces domains (dest_rate_limit), and runs up to
+ * dest_concurrency connections per destination (smtp_client.c), reused
+ * across messages. Delivery never names the queue. */
 #ifndef POSTERN_DELIVERY_H
 #define POSTERN_DELIVERY_H
 #include "config.h"
+#include "spool.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
-struct djob;
+#define DELIVERY_REPLY_MAX 256
+#define DELIVERY_REMOTE_MAX 160
+#define DELIVERY_STAGE_MAX 24
+
+/* One recipient and, once settled, its outcome in this attempt. */
+struct delivery_rcpt {
+    const char *addr;
+    unsigned notify;                    /* DSN NOTIFY bits from the sender (0 = none) */
+    const char *orcpt;                  /* DSN ORCPT as received, or NULL */
+    size_t tag;                         /* the owner's own index; delivery keeps it */
+    int cls;                            /* 2, 4 or 5 once settled; 0 while open */
+    bool peer_dsn;                      /* the next hop offered DSN: it owns the notices */
+    char reply[DELIVERY_REPLY_MAX];     /* the peer's reply, or our own reason */
+    char remote[DELIVERY_REMOTE_MAX];   /* "host[ip]" that answered; "" if none did */
+    char in_reply_to[DELIVERY_STAGE_MAX];  /* "RCPT TO", "end of DATA", ... ("" = ours) */
+};
+
+struct delivery_job {
+    /* what to send */
+    char id[QID_LEN];
+    const char *sender;
+    struct delivery_rcpt *rcpts;
+    size_t n;
+    size_t body_off;                    /* the message starts here in queue/ID */
+    uint64_t size;
+    enum smtp_body body;
+    bool smtputf8;
+    enum dsn_ret ret;
+    const char *envid;
+    int64_t arrival;
+    /* where */
+    const struct nexthop *hop;          /* transport ("mx" or an address) */
+    const struct tls_policy *tls;       /* for the recipient domain */
+    char domain[256];                   /* recipient domain (MX, rate limits) */
+    /* the owner's callbacks: result() once per recipient when its outcome is
+     * final for this attempt, then done() once */
+    void (*result)(struct delivery_job *job, size_t k);
+    void (*done)(struct delivery_job *job);
+    void *owner;
+    /* delivery's own */
+    struct mx_target *cands;            /* MX routing: the servers, in order */
+    size_t ncand, cur;
+    const char *waiting;                /* why it waits ("rate limit"), or NULL */
+    uint64_t not_before_ms;
+    struct delivery_job *next;
+};
 
 void delivery_init(const struct config *cfg);
-void delivery_submit(struct djob *job);
-/* Timeouts and idle connection expiry; called on every tick. */
+void delivery_submit(struct delivery_job *job);
+/* Timeouts, pacing and idle connection expiry; called on every tick. */
 void delivery_tick(void);
-/* Connections currently carrying a job. */
+/* Jobs currently carrying or waiting for a connection. */
 int delivery_busy(void);
 /* Close idle connections (shutdown). */
 void delivery_close_idle(void);
-
-/* Parse one reply line "250-text" / "250 text": returns the code (100-599)
- * and sets *last when the line ends a (multi-line) reply; -1 if malformed. */
-int smtp_reply_line(const char *line, size_t len, bool *last);
 
 #endif

@@ -53,8 +53,9 @@ static void diagnostic(struct buf *out, const char *reply)
 static const char *const kind_text[] = {
     [DSN_FAILED] = "Your message could not be delivered to one or more recipients.\r\n"
                    "It has been returned to you; the reasons are below.\r\n\r\n",
-    [DSN_DELAYED] = "Your message could not be delivered yet. The mail system will keep\r\n"
-                    "trying; you do not need to send it again.\r\n\r\n",
+    [DSN_DELAYED] = "####################################################################\r\n"
+                    "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n"
+                    "####################################################################\r\n\r\n",
     [DSN_RELAYED] = "Your message was relayed to the recipients below, as you asked. The next\r\n"
                     "mail system does not report delivery status, so no further notice will\r\n"
                     "follow from there.\r\n\r\n",
@@ -96,14 +97,53 @@ static void orcpt_field(struct buf *out, const char *orcpt)
         xtext_field(out, "Original-Recipient", type, orcpt + tl + 1);
 }
 
+/* "4.0 hours", "2.0 days", "45 seconds": how Postfix's notices say it. */
+static void duration_text(int64_t secs, char *out, size_t n)
+{
+    if (secs < 120)
+        snprintf(out, n, "%lld seconds", (long long)secs);
+    else if (secs < 7200)
+        snprintf(out, n, "%.1f minutes", (double)secs / 60);
+    else if (secs < 86400)
+        snprintf(out, n, "%.1f hours", (double)secs / 3600);
+    else
+        snprintf(out, n, "%.1f days", (double)secs / 86400);
+}
+
+static bool has(const char *s) { return s && s[0]; }
+
 static void human_part(const struct dsn_report *r, struct buf *out)
 {
     buf_puts(out, "Content-Type: text/plain; charset=us-ascii\r\nContent-Description: Notification\r\n\r\n");
     buf_printf(out, "This is the mail system at host %s.\r\n\r\n", r->reporting_mta);
     buf_puts(out, kind_text[r->kind]);
-    for (size_t i = 0; i < r->nrcpts; i++)
-        buf_printf(out, "<%s>: %s\r\n", r->rcpts[i].addr, r->rcpts[i].last_reply);
+    if (r->kind == DSN_DELAYED) {
+        char waited[64], until[64];
+        duration_text(r->now - r->arrival, waited, sizeof waited);
+        duration_text(r->lifetime, until, sizeof until);
+        buf_printf(out, "Your message could not be delivered for %s.\r\nIt will be retried until it is %s old.\r\n\r\n",
+                   waited, until);
+    }
+    for (size_t i = 0; i < r->nrcpts; i++) {
+        const struct dsn_rcpt *d = &r->rcpts[i];
+        buf_printf(out, "<%s>: ", d->addr);
+        if (has(d->remote))
+            buf_printf(out, "host %s said: ", d->remote);
+        buf_puts(out, d->last_reply);
+        if (has(d->remote) && has(d->in_reply_to))
+            buf_printf(out, " (in reply to %s command)", d->in_reply_to);
+        buf_puts(out, "\r\n");
+    }
     buf_puts(out, "\r\n");
+}
+
+/* Remote-MTA: the host name part of "host[ip]". */
+static void remote_mta_field(struct buf *out, const char *remote)
+{
+    if (!has(remote))
+        return;
+    size_t n = strcspn(remote, "[");
+    buf_printf(out, "Remote-MTA: dns; %.*s\r\n", (int)n, remote);
 }
 
 static void status_part(const struct dsn_report *r, struct buf *out)
@@ -126,8 +166,14 @@ static void status_part(const struct dsn_report *r, struct buf *out)
             orcpt_field(out, r->rcpts[i].orcpt);
         buf_printf(out, "Final-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n", r->rcpts[i].addr,
                    kind_action[r->kind], status);
+        remote_mta_field(out, r->rcpts[i].remote);
         diagnostic(out, r->rcpts[i].last_reply);
         buf_printf(out, "Last-Attempt-Date: %s\r\n", date);
+        if (r->kind == DSN_DELAYED) {
+            char until[64];
+            rfc5322_date(r->arrival + r->lifetime, until, sizeof until);
+            buf_printf(out, "Will-Retry-Until: %s\r\n", until);
+        }
     }
     buf_puts(out, "\r\n");
 }

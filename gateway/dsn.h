@@ -15,6 +15,8 @@ struct dsn_rcpt {
     const char *addr;
     const char *last_reply;   /* remote reply or our own reason */
     const char *orcpt;        /* ORCPT as received ("rfc822;xtext"), or NULL */
+    const char *remote;       /* "host[ip]" that gave last_reply, or NULL/"" */
+    const char *in_reply_to;  /* the command it answered ("RCPT TO"), or NULL/"" */
 };
 
 struct dsn_report {
@@ -23,6 +25,7 @@ struct dsn_report {
     const char *orig_sender;     /* the DSN goes to this address */
     int64_t arrival;
     int64_t now;
+    int64_t lifetime;            /* max_queue_lifetime: a delay notice says until when */
     enum dsn_kind kind;
     const char *envid;           /* ENVID as received (xtext), or NULL */
     const struct dsn_rcpt *rcpts;

@@ -35,6 +35,7 @@ struct route_req {
     struct addr_lookup lookups[MAX_MX];
     int outstanding;
     bool tempfail;
+    int port;                        /* where the servers listen */
 };
 
 static const struct config *cfg;
@@ -123,7 +124,7 @@ static bool is_our_address(const struct sockaddr_storage *a)
     return false;
 }
 
-static void make_target(struct mx_target *t, const struct mx_record *r, const struct sockaddr_storage *a)
+static void make_target(struct mx_target *t, const struct mx_record *r, const struct sockaddr_storage *a, int port)
 {
     memset(t, 0, sizeof *t);
     snprintf(t->host, sizeof t->host, "%s", r->host);
@@ -132,13 +133,13 @@ static void make_target(struct mx_target *t, const struct mx_record *r, const st
     char ip[64];
     sockaddr_ip_text((const struct sockaddr *)a, ip, sizeof ip);
     if (a->ss_family == AF_INET) {
-        ((struct sockaddr_in *)&t->hop.addr)->sin_port = htons((uint16_t)cfg->smtp_port);
+        ((struct sockaddr_in *)&t->hop.addr)->sin_port = htons((uint16_t)port);
         t->hop.addrlen = sizeof(struct sockaddr_in);
-        snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, cfg->smtp_port);
+        snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, port);
     } else {
-        ((struct sockaddr_in6 *)&t->hop.addr)->sin6_port = htons((uint16_t)cfg->smtp_port);
+        ((struct sockaddr_in6 *)&t->hop.addr)->sin6_port = htons((uint16_t)port);
         t->hop.addrlen = sizeof(struct sockaddr_in6);
-        snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, cfg->smtp_port);
+        snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, port);
     }
 }
 
@@ -168,7 +169,7 @@ static void all_addresses_in(struct route_req *q)
         for (size_t i = 0; i < q->nrec; i++)
             if (!strcmp(q->recs[i].host, kept[j].host) && q->recs[i].pref == kept[j].pref && !q->recs[i].self) {
                 for (size_t k = 0; k < q->naddrs[i]; k++)
-                    make_target(&t[nt++], &q->recs[i], &q->addrs[i][k]);
+                    make_target(&t[nt++], &q->recs[i], &q->addrs[i][k], q->port);
                 q->recs[i].self = true;   /* used: do not list a duplicate twice */
             }
     if (nt) {
@@ -279,7 +280,7 @@ static void on_mx(void *arg, int err, struct ub_result *r)
     lookup_addresses(q);
 }
 
-void mx_route(const char *domain, route_cb cb, void *arg)
+void mx_route(const char *domain, int port, bool use_mx, route_cb cb, void *arg)
 {
     struct route_req *q = calloc(1, sizeof *q);
     if (!q) {
@@ -291,6 +292,13 @@ void mx_route(const char *domain, route_cb cb, void *arg)
     snprintf(q->domain, sizeof q->domain, "%s", domain);
     q->cb = cb;
     q->arg = arg;
+    q->port = port;
+    if (!use_mx) {              /* smtp:[host]: the host's own addresses; none defers (a config matter) */
+        snprintf(q->recs[0].host, sizeof q->recs[0].host, "%s", domain);
+        q->nrec = 1;
+        lookup_addresses(q);
+        return;
+    }
     if (dns_resolve(domain, RR_MX, on_mx, q) < 0)
         on_mx(q, 1, NULL);
 }

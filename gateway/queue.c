@@ -162,7 +162,7 @@ static struct qmsg *queue_find(const char *id)
 void queue_init(const struct config *c)
 {
     cfg = c;
-    bounce_init(c);
+    bounce_init(c, queue_add_committed);
 }
 
 size_t queue_size(void) { return total_msgs; }
@@ -314,22 +314,57 @@ void queue_load_spool(void)
     log_info("spool: %zu message(s) loaded from the queue", count);
 }
 
-static struct djob *job_new(struct qmsg *m, const struct nexthop *hop)
+/* One delivery attempt: the self-contained job delivery.c sees, and the
+ * message it belongs to. */
+struct qjob {
+    struct delivery_job dj;
+    struct qmsg *m;
+    struct qjob *next_of_msg;
+};
+
+static void job_result(struct delivery_job *dj, size_t k);
+static void job_done(struct delivery_job *dj);
+
+static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const struct tls_policy *tls,
+                            const char *domain)
 {
-    struct djob *j = calloc(1, sizeof *j);
-    if (!j || !(j->idx = calloc(m->nrcpts, sizeof *j->idx))) {
+    struct qjob *j = calloc(1, sizeof *j);
+    if (!j || !(j->dj.rcpts = calloc(m->nrcpts, sizeof *j->dj.rcpts))) {
         free(j);
         return NULL;
     }
-    j->msg = m;
-    j->hop = hop;
+    struct delivery_job *dj = &j->dj;
+    j->m = m;
+    memcpy(dj->id, m->id, QID_LEN);
+    dj->sender = m->sender;
+    dj->body_off = m->body_off;
+    dj->size = m->size;
+    dj->body = m->body;
+    dj->smtputf8 = m->smtputf8;
+    dj->ret = m->ret;
+    dj->envid = m->envid;
+    dj->arrival = m->arrival;
+    dj->hop = hop;
+    dj->tls = tls;
+    snprintf(dj->domain, sizeof dj->domain, "%s", domain);
+    dj->result = job_result;
+    dj->done = job_done;
+    dj->owner = j;
     return j;
 }
 
+static void job_add_rcpt(struct qjob *j, size_t i)
+{
+    const struct qrcpt *r = &j->m->rcpts[i];
+    j->dj.rcpts[j->dj.n++] = (struct delivery_rcpt){.addr = r->addr, .notify = r->dsn.notify,
+                                                    .orcpt = r->dsn.orcpt, .tag = i};
+}
+
+static void message_finished(struct qmsg *m);
 /* Split the pending recipients of m by next hop and submit one job each. */
 static void do_dispatch(struct qmsg *m)
 {
-    struct djob *jobs[64];
+    struct qjob *jobs[64];
     size_t njobs = 0;
     m->attempts++;
     for (size_t i = 0; i < m->nrcpts; i++) {
@@ -356,28 +391,27 @@ static void do_dispatch(struct qmsg *m)
         const struct tls_policy *tls = config_tls_policy_for(cfg, dom);
         if (r->st.min_tls > (int)tls->level)
             tls = &demanded_tls[r->st.min_tls];     /* a plugin asked for more than the domain policy */
-        while (k < njobs && !(nexthop_same(jobs[k]->hop, hop) && jobs[k]->tls == tls &&
-                              (!hop->mx || !strcasecmp(jobs[k]->domain, dom))))
+        while (k < njobs && !(nexthop_same(jobs[k]->dj.hop, hop) && jobs[k]->dj.tls == tls &&
+                              (!hop->mx || !strcasecmp(jobs[k]->dj.domain, dom))))
             k++;
         if (k == njobs) {
-            if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop))) {
+            if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop, tls, dom)))
                 continue;   /* stays pending: retried next round */
-            }
-            snprintf(jobs[k]->domain, sizeof jobs[k]->domain, "%s", dom);
-            jobs[k]->tls = tls;
             njobs++;
         }
-        jobs[k]->idx[jobs[k]->n++] = i;
+        job_add_rcpt(jobs[k], i);
     }
     m->jobs_outstanding = (int)njobs;
     if (njobs == 0) {
-        m->jobs_outstanding = 1;    /* finish through the common path */
-        struct djob empty = {.msg = m};
-        queue_job_done(&empty);
+        message_finished(m);
         return;
     }
+    for (size_t k = 0; k < njobs; k++) {
+        jobs[k]->next_of_msg = m->jobs;
+        m->jobs = jobs[k];
+    }
     for (size_t k = 0; k < njobs; k++)
-        delivery_submit(jobs[k]);
+        delivery_submit(&jobs[k]->dj);   /* may come back at once */
 }
 
 static void dispatch(struct qmsg *m);
@@ -389,15 +423,20 @@ void queue_run_due(void)
         dispatch(heap_pop());
 }
 
-void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply, bool peer_dsn)
+/* Delivery's outcome for one recipient of this attempt (once each). */
+static void job_result(struct delivery_job *dj, size_t k)
 {
-    struct qrcpt *r = &job->msg->rcpts[job->idx[k]];
+    struct qjob *j = dj->owner;
+    const struct delivery_rcpt *d = &dj->rcpts[k];
+    struct qrcpt *r = &j->m->rcpts[d->tag];
     if (r->st.status != RCPT_PENDING)
         return;
-    r->st.status = code == 5 ? RCPT_FAILED : code != 2 ? RCPT_PENDING
-                 : qrcpt_wants(r, DSN_NOTIFY_SUCCESS) && !peer_dsn ? RCPT_RELAYED : RCPT_DONE;
+    r->st.status = d->cls == 5 ? RCPT_FAILED : d->cls != 2 ? RCPT_PENDING
+                 : qrcpt_wants(r, DSN_NOTIFY_SUCCESS) && !d->peer_dsn ? RCPT_RELAYED : RCPT_DONE;
     r->st.attempts++;
-    snprintf(r->st.last_reply, sizeof r->st.last_reply, "%s", reply);
+    snprintf(r->st.last_reply, sizeof r->st.last_reply, "%s", d->reply);
+    snprintf(r->st.remote, sizeof r->st.remote, "%s", d->remote);
+    snprintf(r->st.in_reply_to, sizeof r->st.in_reply_to, "%s", d->in_reply_to);
 }
 
 /* Give up on recipients still pending after max_queue_lifetime. */
@@ -416,6 +455,7 @@ static bool expire_pending(struct qmsg *m, int64_t now)
         snprintf(last, sizeof last, "%s", r->st.last_reply);
         snprintf(r->st.last_reply, sizeof r->st.last_reply, "4.4.7 delivery time expired; last error: %.180s",
                  last);
+        r->st.remote[0] = '\0';    /* the text is ours now (it quotes the last reply) */
     }
     return true;
 }
@@ -440,8 +480,6 @@ static size_t count_status(const struct qmsg *m, char status)
         n += m->rcpts[i].st.status == status;
     return n;
 }
-
-static void message_finished(struct qmsg *m);
 
 /* A DSN about m is queued (err 0) or could not be (kept for a later round). */
 static void bounce_done(struct qmsg *m, enum dsn_kind kind, int err)
@@ -542,17 +580,18 @@ static void message_finished(struct qmsg *m)
         schedule(m, now + delay);
 }
 
-void queue_job_done(struct djob *job)
+/* Every recipient of the attempt has its outcome. */
+static void job_done(struct delivery_job *dj)
 {
-    struct qmsg *m = job->msg;
-    if (job->idx) {
-        for (size_t k = 0; k < job->n; k++)
-            if (m->rcpts[job->idx[k]].st.status == RCPT_PENDING && !m->rcpts[job->idx[k]].st.last_reply[0])
-                snprintf(m->rcpts[job->idx[k]].st.last_reply, sizeof m->rcpts[0].st.last_reply,
-                         "delivery did not complete");
-        free(job->idx);
-        free(job);
-    }
+    struct qjob *j = dj->owner;
+    struct qmsg *m = j->m;
+    for (struct qjob **pp = &m->jobs; *pp; pp = &(*pp)->next_of_msg)
+        if (*pp == j) {
+            *pp = j->next_of_msg;
+            break;
+        }
+    free(dj->rcpts);
+    free(j);
     if (--m->jobs_outstanding == 0)
         message_finished(m);
 }
@@ -748,6 +787,11 @@ static void list_line(const struct qmsg *m, struct buf *out, int64_t now)
             buf_printf(out, " <%s>", m->rcpts[i].addr);
             if (m->rcpts[i].st.last_reply[0])
                 last = m->rcpts[i].st.last_reply;
+        }
+    for (const struct qjob *j = m->jobs; j; j = j->next_of_msg)
+        if (j->dj.waiting) {
+            buf_printf(out, " waiting: %s for %s", j->dj.waiting, j->dj.domain);
+            break;
         }
     buf_printf(out, "%s%s", last[0] ? " last: " : "", last);
     if (m->held && m->hold_reason[0])

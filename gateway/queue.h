@@ -16,6 +16,8 @@ struct qrcpt {
     struct nexthop *route;       /* a plugin's override (st.nexthop parsed), or NULL */
 };
 
+struct qjob;
+
 struct qmsg {
     char id[QID_LEN];
     char *sender;
@@ -40,6 +42,7 @@ struct qmsg {
     int64_t next_try;
     int heap_idx;            /* -1 when not scheduled */
     int jobs_outstanding;
+    struct qjob *jobs;       /* delivery attempts running now */
     bool deleted;            /* admin delete while a delivery was running */
     struct qmsg *prev, *next;   /* every message, in arrival order */
     struct qmsg *hnext;         /* ID hash chain */
@@ -53,21 +56,6 @@ static inline bool qrcpt_wants(const struct qrcpt *r, unsigned notify_bit)
     return (want & notify_bit) != 0;
 }
 
-/* One delivery attempt: some recipients of one message to one next hop. */
-struct mx_target;
-
-struct djob {
-    struct qmsg *msg;
-    const struct nexthop *hop;   /* from the transport table ("mx" or an address) */
-    const struct tls_policy *tls;  /* for the recipient domain */
-    char domain[256];            /* recipient domain, for MX routing */
-    size_t *idx;                 /* recipient indices into msg->rcpts */
-    size_t n;
-    struct mx_target *cands;     /* MX routing: addresses in the order to try */
-    size_t ncand, cur;
-    struct djob *next;           /* destination queue link */
-};
-
 void queue_init(const struct config *cfg);
 /* A message just committed to the spool; takes ownership of e's strings. */
 void queue_add_committed(struct envelope *e, size_t body_off);
@@ -75,11 +63,6 @@ void queue_add_committed(struct envelope *e, size_t body_off);
 void queue_load_spool(void);
 /* Dispatch due messages (called on every tick and after new mail). */
 void queue_run_due(void);
-/* Record the outcome for recipient idx of job: reply code class 2, 4 or 5.
- * peer_dsn: the next hop took on DSN duty (it offered DSN and got NOTIFY). */
-void queue_rcpt_result(struct djob *job, size_t k, int code, const char *reply, bool peer_dsn);
-/* The job is finished: every recipient without a result is deferred. */
-void queue_job_done(struct djob *job);
 size_t queue_size(void);
 
 /* Queue administration (the control socket). Each writes a human-readable

@@ -475,3 +475,20 @@ int smtp_parse_rcpt(const char *args, bool utf8, struct path_result *res, struct
     }
     return 0;
 }
+
+int smtp_reply_line(const char *line, size_t len, bool *last)
+{
+    if (len < 3 || !isdigit((unsigned char)line[0]) || !isdigit((unsigned char)line[1]) ||
+        !isdigit((unsigned char)line[2]))
+        return -1;
+    int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    if (code < 100 || code > 599)
+        return -1;
+    if (len == 3 || line[3] == ' ')
+        *last = true;
+    else if (line[3] == '-')
+        *last = false;
+    else
+        return -1;
+    return code;
+}

@@ -90,4 +90,9 @@ bool utf8_valid(const char *s);
 /* Domain part of "local@domain" (after the last '@'), or "" if none. */
 const char *addr_domain(const char *addr);
 
+/* Parse one reply line "250-text" / "250 text" (a client reading a server):
+ * returns the code (100-599) and sets *last when the line ends a
+ * (multi-line) reply; -1 if malformed. */
+int smtp_reply_line(const char *line, size_t len, bool *last);
+
 #endif

@@ -660,7 +660,7 @@ static void session_on_event(void *ctx, uint32_t events)
 /* The server side of the handshake, non-blocking, driven by events. */
 static void tls_step(struct session *s)
 {
-    int r = SSL_accept(s->ssl);
+    int r = tls_handshake_step(s->ssl, &s->tls_want);
     if (r == 1) {
         tls_describe(s->ssl, s->tls_info, sizeof s->tls_info);
         log_info("S%lu: [%s] STARTTLS: %s%s", s->sid, s->tx.client_ip, s->tls_info,
@@ -678,9 +678,7 @@ static void tls_step(struct session *s)
             session_flush(s);
         return;
     }
-    int e = SSL_get_error(s->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        s->tls_want = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+    if (r == 0) {
         ev_mod(&s->w, s->tls_want);
         return;
     }

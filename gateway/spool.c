@@ -219,6 +219,8 @@ int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n
             rc |= buf_printf(out, "route %zu %s\n", i, st[i].nexthop);
         if (st[i].min_tls)
             rc |= buf_printf(out, "tls %zu %d\n", i, st[i].min_tls);
+        if (st[i].remote[0])
+            rc |= buf_printf(out, "mta %zu %s %s\n", i, st[i].remote, st[i].in_reply_to);
     }
     return rc ? -1 : 0;
 }
@@ -262,6 +264,13 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
             st[ridx].min_tls = level;
             continue;
         }
+        char remote[sizeof st->remote];
+        if (sscanf(l, "mta %zu %159s %n", &ridx, remote, &roff) == 2 && roff && ridx < n) {
+            snprintf(st[ridx].remote, sizeof st[ridx].remote, "%s", remote);
+            snprintf(st[ridx].in_reply_to, sizeof st[ridx].in_reply_to, "%s", l + roff);
+            continue;
+        }
+        roff = 0;
         if (sscanf(l, "route %zu %n", &ridx, &roff) == 1 && roff && ridx < n) {
             snprintf(st[ridx].nexthop, sizeof st[ridx].nexthop, "%s", l + roff);
             continue;

@@ -61,6 +61,8 @@ struct rcpt_state {
     int attempts;
     int64_t next_try;
     char last_reply[256];
+    char remote[160];         /* "host[ip]" that gave last_reply, "" = our own reason */
+    char in_reply_to[24];     /* the command it answered: "RCPT TO", "end of DATA", ... */
     char nexthop[80];         /* plugin route override, "" = transport table */
     int min_tls;              /* TLS level a plugin demanded for delivery (0 = none) */
 };

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 static SSL_CTX *server_ctx;
@@ -108,4 +109,17 @@ void tls_describe(SSL *ssl, char *out, size_t n)
     int alg = 0;
     int bits = SSL_get_cipher_bits(ssl, &alg);
     snprintf(out, n, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl), SSL_get_cipher_name(ssl), bits, alg);
+}
+
+int tls_handshake_step(SSL *ssl, uint32_t *want)
+{
+    int r = SSL_do_handshake(ssl);
+    if (r == 1)
+        return 1;
+    int e = SSL_get_error(ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        *want = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+        return 0;
+    }
+    return -1;
 }

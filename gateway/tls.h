@@ -4,6 +4,7 @@
 #define POSTERN_TLS_H
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* TLS 1.2+, OpenSSL's default ciphers, a session cache for resumption.
@@ -19,6 +20,10 @@ void tls_describe(SSL *ssl, char *out, size_t n);
  * errno EAGAIN when TLS waits for the socket, 0 at a clean end. */
 ssize_t tls_read(SSL *ssl, int fd, char *buf, size_t n);
 ssize_t tls_write(SSL *ssl, int fd, const char *buf, size_t n);
+/* One non-blocking step of the handshake (client or server, as set with
+ * SSL_set_connect_state / SSL_set_accept_state): 1 done, 0 waiting for the
+ * socket (*want = EPOLLIN or EPOLLOUT), -1 failed (see tls_last_error). */
+int tls_handshake_step(SSL *ssl, uint32_t *want);
 /* The last OpenSSL error as text. */
 void tls_last_error(char *out, size_t n);
 

@@ -291,7 +291,7 @@ class Postfix:
     def available():
         return os.geteuid() == 0 and shutil.which("postfix") is not None
 
-    def __init__(self, host, port, relayhost, main=None, services=()):
+    def __init__(self, host, port, relayhost, main=None, services=(), etc_files=None):
         self.host, self.port = host, port
         self.dir = tempfile.mkdtemp(prefix="postfix-")
         os.chmod(self.dir, 0o755)
@@ -319,6 +319,12 @@ class Postfix:
         with open(os.path.join(self.etc, "master.cf"), "w") as f:
             f.write(self.MASTER % {"listen": "%s:%d" % (host, port)})
             f.writelines(line + "\n" for line in services)
+        # etc_files: {path under etc/: text}; Debian's Postfix reads Cyrus SASL's
+        # smtpd.conf from etc/sasl/ (it ignores cyrus_sasl_config_path)
+        for rel, text in (etc_files or {}).items():
+            os.makedirs(os.path.dirname(os.path.join(self.etc, rel)), exist_ok=True)
+            with open(os.path.join(self.etc, rel), "w") as f:
+                f.write(text)
         os.makedirs(os.path.join(self.dir, "queue"))
         os.makedirs(os.path.join(self.dir, "data"))
         shutil.chown(os.path.join(self.dir, "data"), "postfix", "postfix")

@@ -148,6 +148,67 @@ static void durations_and_sizes(void **state)
     assert_int_equal(parse_size("1T", &s), -1);
 }
 
+/* Postfix's bracket meaning: [host] = its address, host = its MX. */
+static void next_hops(void **state)
+{
+    (void)state;
+    struct nexthop h;
+    char err[200];
+    assert_int_equal(nexthop_parse("smtp:[Relay.Example.test]:2526", &h, err, sizeof err), 0);
+    assert_string_equal(h.host, "relay.example.test");
+    assert_false(h.lookup_mx);
+    assert_int_equal(h.port, 2526);
+    assert_int_equal(nexthop_parse("smtp:mx.example.test", &h, err, sizeof err), 0);
+    assert_true(h.lookup_mx);
+    assert_int_equal(h.port, 25);
+    assert_int_equal(nexthop_parse("smtp:[127.0.0.1]:2600", &h, err, sizeof err), 0);
+    assert_string_equal(h.host, "");
+    assert_int_equal(h.addr.ss_family, AF_INET);
+    assert_int_equal(ntohs(((struct sockaddr_in *)&h.addr)->sin_port), 2600);
+    assert_int_equal(nexthop_parse("smtp:127.0.0.1", &h, err, sizeof err), 0);
+    assert_int_equal(ntohs(((struct sockaddr_in *)&h.addr)->sin_port), 25);
+    assert_int_equal(nexthop_parse("smtp:[::1]:2525", &h, err, sizeof err), 0);
+    assert_int_equal(h.addr.ss_family, AF_INET6);
+    const char *bad[] = {"smtp:", "smtp:[a b]:25", "smtp:host:0", "smtp:host:99999", "smtp:[host", "smtp:host:25x",
+                         "smtp:-host", "lmtp:host", "smtp:[host]x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(nexthop_parse(bad[i], &h, err, sizeof err), -1);
+}
+
+static void outbound_tables(void **state)
+{
+    (void)state;
+    write_file("sasl", "[10.0.0.1]:587 alice:pass with spaces\nsmart.test bob:pw plaintext\n");
+    write_file("rates", "slow.test 10\n.big.test 600\nfree.test 0\n");
+    char text[2048];
+    snprintf(text, sizeof text, "%ssmtp_sasl_password_maps = file:%s/sasl\ndest_rate_limit = 120\n"
+             "dest_rate_limit_table = file:%s/rates\nsmtp_bind_address = 192.0.2.9\nsmtp_helo_name = out.test\n",
+             base, dir, dir);
+    struct config cfg;
+    char err[512];
+    assert_int_equal(load(text, &cfg, err), 0);
+    const struct sasl_entry *a = config_sasl_for(&cfg, "[10.0.0.1]:587");
+    assert_non_null(a);
+    assert_string_equal(a->user, "alice");
+    assert_string_equal(a->password, "pass with spaces");
+    assert_false(a->plaintext_ok);
+    a = config_sasl_for(&cfg, "SMART.test");
+    assert_non_null(a);
+    assert_true(a->plaintext_ok);
+    assert_null(config_sasl_for(&cfg, "other.test"));
+    assert_int_equal(config_rate_limit_for(&cfg, "slow.test"), 10);
+    assert_int_equal(config_rate_limit_for(&cfg, "a.big.test"), 600);
+    assert_int_equal(config_rate_limit_for(&cfg, "free.test"), 0);
+    assert_int_equal(config_rate_limit_for(&cfg, "else.test"), 120);
+    assert_int_equal(cfg.smtp_bind_address.ss_family, AF_INET);
+    assert_string_equal(cfg.smtp_helo_name, "out.test");
+    config_free(&cfg);
+    write_file("sasl", "nocolon.test justauser\n");
+    assert_int_equal(load(text, &cfg, err), -1);
+    assert_non_null(strstr(err, "sasl:1: smtp_sasl_password_maps: expected"));
+    config_free(&cfg);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
@@ -155,7 +216,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(good_config), cmocka_unit_test(errors_name_file_and_line),
         cmocka_unit_test(tables), cmocka_unit_test(durations_and_sizes),
-        cmocka_unit_test(refused_config_leaves_nothing_allocated),
+        cmocka_unit_test(refused_config_leaves_nothing_allocated), cmocka_unit_test(next_hops),
+        cmocka_unit_test(outbound_tables),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[600];

@@ -36,7 +36,8 @@ static void status_from_replies(void **state)
 static void bounce_has_three_parts(void **state)
 {
     (void)state;
-    struct dsn_rcpt r[2] = {{"a@dst.test", "550 5.1.1 no such user", NULL}, {"b@dst.test", "4.4.1 host down", NULL}};
+    struct dsn_rcpt r[2] = {{"a@dst.test", "550 5.1.1 no such user", NULL, "mx.dst.test[192.0.2.1]", "RCPT TO"},
+                            {"b@dst.test", "4.4.1 host down", NULL, NULL, NULL}};
     const char hdrs[] = "Received: by gw\r\nSubject: hello\r\nMessage-ID: <m1@src.test>\r\n";
     struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
                              .orig_sender = "s@src.test", .arrival = 1790000000, .now = 1790000100,
@@ -52,7 +53,10 @@ static void bounce_has_three_parts(void **state)
     assert_non_null(strstr(t, "Auto-Submitted: auto-replied\r\n"));
     assert_non_null(strstr(t, "Reporting-MTA: dns; gw.test\r\n"));
     assert_non_null(strstr(t, "Final-Recipient: rfc822; a@dst.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-                              "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"));
+                              "Remote-MTA: dns; mx.dst.test\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"));
+    assert_non_null(strstr(t, "<a@dst.test>: host mx.dst.test[192.0.2.1] said: 550 5.1.1 no such user "
+                              "(in reply to RCPT TO command)\r\n"));
+    assert_non_null(strstr(t, "<b@dst.test>: 4.4.1 host down\r\n"));
     assert_non_null(strstr(t, "Final-Recipient: rfc822; b@dst.test\r\nAction: failed\r\nStatus: 4.4.1\r\n"
                               "Diagnostic-Code: X-Postern; 4.4.1 host down\r\n"));
     assert_non_null(strstr(t, "Content-Type: text/rfc822-headers"));
@@ -66,15 +70,20 @@ static void bounce_has_three_parts(void **state)
 static void delay_warning_wording(void **state)
 {
     (void)state;
-    struct dsn_rcpt r = {"a@dst.test", "451 4.3.0 try again", NULL};
+    struct dsn_rcpt r = {"a@dst.test", "451 4.3.0 try again", NULL, NULL, NULL};
     struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
-                             .orig_sender = "s@src.test", .kind = DSN_DELAYED, .rcpts = &r, .nrcpts = 1};
+                             .orig_sender = "s@src.test", .kind = DSN_DELAYED, .rcpts = &r, .nrcpts = 1,
+                             .arrival = 1790000000, .now = 1790000000 + 4 * 3600, .lifetime = 5 * 86400};
     struct buf b;
     buf_init(&b);
     dsn_build(&rep, &b);
     char *t = text(&b);
     assert_non_null(strstr(t, "Subject: Delayed Mail (still being retried)"));
     assert_non_null(strstr(t, "Action: delayed\r\nStatus: 4.3.0\r\n"));
+    assert_non_null(strstr(t, "# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n"));
+    assert_non_null(strstr(t, "Your message could not be delivered for 4.0 hours.\r\n"
+                              "It will be retried until it is 5.0 days old.\r\n"));
+    assert_non_null(strstr(t, "Will-Retry-Until: "));
     assert_null(strstr(t, "Action: failed"));
     buf_free(&b);
 }
@@ -84,7 +93,7 @@ static void delay_warning_wording(void **state)
 static void relayed_notice_with_orcpt_and_envid(void **state)
 {
     (void)state;
-    struct dsn_rcpt r = {"a@dst.test", "250 2.0.0 Ok: queued as X", "rfc822;Alias+2BA@dst.test"};
+    struct dsn_rcpt r = {"a@dst.test", "250 2.0.0 Ok: queued as X", "rfc822;Alias+2BA@dst.test", NULL, NULL};
     const char hdrs[] = "Subject: s\r\n";
     const char msg[] = "Subject: s\r\n\r\nsecret body\r\n";
     struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
@@ -108,7 +117,7 @@ static void relayed_notice_with_orcpt_and_envid(void **state)
 static void failure_with_ret_full(void **state)
 {
     (void)state;
-    struct dsn_rcpt r = {"a@dst.test", "550 5.1.1 no such user", NULL};
+    struct dsn_rcpt r = {"a@dst.test", "550 5.1.1 no such user", NULL, NULL, NULL};
     const char msg[] = "Subject: s\r\n\r\nthe body\r\n";
     struct dsn_report rep = {.reporting_mta = "gw.test", .queue_id = "0123456789ABCDEF",
                              .orig_sender = "s@src.test", .kind = DSN_FAILED, .rcpts = &r, .nrcpts = 1,

@@ -136,9 +136,11 @@ static void state_roundtrip(void **state)
 {
     (void)state;
     struct rcpt_state st[3] = {
-        {RCPT_DONE, 1, 0, "250 2.0.0 Ok", "", 0},
-        {RCPT_PENDING, 2, 1790000600, "451 4.3.0 try later", "smtp:[127.0.0.9]:2600", 3},
-        {RCPT_BOUNCED, 1, 0, "550 5.1.1 no such user", "", 0},
+        {.status = RCPT_DONE, .attempts = 1, .last_reply = "250 2.0.0 Ok"},
+        {.status = RCPT_PENDING, .attempts = 2, .next_try = 1790000600, .last_reply = "451 4.3.0 try later",
+         .remote = "mx.example.test[192.0.2.7]", .in_reply_to = "end of DATA",
+         .nexthop = "smtp:[127.0.0.9]:2600", .min_tls = 3},
+        {.status = RCPT_BOUNCED, .attempts = 1, .last_reply = "550 5.1.1 no such user"},
     };
     struct buf b;
     buf_init(&b);
@@ -161,6 +163,9 @@ static void state_roundtrip(void **state)
     assert_int_equal(d[1].next_try, 1790000600);
     assert_string_equal(d[1].last_reply, "451 4.3.0 try later");
     assert_string_equal(d[2].last_reply, "550 5.1.1 no such user");
+    assert_string_equal(d[1].remote, "mx.example.test[192.0.2.7]");
+    assert_string_equal(d[1].in_reply_to, "end of DATA");
+    assert_string_equal(d[0].remote, "");
     /* a state that does not cover every recipient is refused */
     assert_int_equal(spool_state_decode(buf_head(&b), b.len, &f, d, 4, &err), -1);
     buf_free(&b);

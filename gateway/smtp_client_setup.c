@@ -1,0 +1,270 @@
+/* smtp_client_setup.c - from the server's greeting to a connection ready
+ * for mail: EHLO (HELO when EHLO is refused) and its extensions, STARTTLS
+ * by the destination's TLS policy (RFC 3207), and AUTH PLAIN or LOGIN
+ * (RFC 4954) with the next hop's smtp_sasl_password_maps credentials. */
+#include "smtp_client_int.h"
+#include "log.h"
+#include "tls.h"
+#include <openssl/evp.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *cl_helo_name(void)
+{
+    return client_cfg->smtp_helo_name[0] ? client_cfg->smtp_helo_name : client_cfg->hostname;
+}
+
+static void tls_begin(struct smtp_client *c);
+static void auth_begin(struct smtp_client *c);
+
+static void after_ehlo(struct smtp_client *c)
+{
+    enum tls_level level = c->peer.tls->level;
+    bool broken = c->peer.tls_broken && *c->peer.tls_broken;
+    if (!c->ssl && level >= TLS_MAY && c->starttls && !(level == TLS_MAY && broken)) {
+        c->state = CL_STARTTLS;
+        cl_send_cmd(c, "STARTTLS", NULL);
+        return;
+    }
+    if (!c->ssl && level >= TLS_ENCRYPT) {
+        char why[WHY_MAX];
+        snprintf(why, sizeof why, "4.7.4 TLS is required (%s) but host %s does not offer STARTTLS",
+                 tls_level_name(level), c->remote);
+        cl_fail(c, why, true);
+        return;
+    }
+    if (c->peer.auth) {
+        auth_begin(c);
+        return;
+    }
+    cl_ready(c);
+}
+
+static void on_ehlo_reply(struct smtp_client *c, int code)
+{
+    if (reply_class(code) == 2) {
+        after_ehlo(c);
+        return;
+    }
+    if (c->state == CL_EHLO && reply_class(code) == 5) {
+        c->state = CL_HELO;
+        cl_send_cmd(c, "HELO", cl_helo_name());
+        return;
+    }
+    char why[WHY_MAX];
+    snprintf(why, sizeof why, "%s host %s refused to talk to me: %s", code / 100 == 4 ? "4.3.0" : "4.4.1",
+             c->remote, c->reply);
+    cl_fail(c, why, true);
+}
+
+static bool keyword(const char *kw, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    return len >= n && !strncasecmp(kw, name, n) && (len == n || kw[n] == ' ' || kw[n] == '=');
+}
+
+/* "AUTH PLAIN LOGIN" or the old "AUTH=PLAIN LOGIN": note what we can use. */
+static void note_auth(struct smtp_client *c, const char *kw, size_t len)
+{
+    for (size_t i = 5; i < len;) {
+        size_t e = i;
+        while (e < len && kw[e] != ' ')
+            e++;
+        c->auth_plain |= e - i == 5 && !strncasecmp(kw + i, "PLAIN", 5);
+        c->auth_login |= e - i == 5 && !strncasecmp(kw + i, "LOGIN", 5);
+        i = e + 1;
+    }
+}
+
+/* Note ESMTP keywords from EHLO reply lines. */
+void cl_note_extension(struct smtp_client *c, const char *kw, size_t len)
+{
+    c->pipelining |= keyword(kw, len, "PIPELINING");
+    c->size_ext |= keyword(kw, len, "SIZE");
+    c->eightbit |= keyword(kw, len, "8BITMIME");
+    c->smtputf8 |= keyword(kw, len, "SMTPUTF8");
+    c->starttls |= keyword(kw, len, "STARTTLS");
+    c->dsn |= keyword(kw, len, "DSN");
+    c->chunking |= keyword(kw, len, "CHUNKING");
+    c->binarymime |= keyword(kw, len, "BINARYMIME");
+    if (keyword(kw, len, "AUTH"))
+        note_auth(c, kw, len);
+}
+
+static void forget_extensions(struct smtp_client *c)
+{
+    c->pipelining = c->size_ext = c->eightbit = c->smtputf8 = c->starttls = c->dsn = false;
+    c->chunking = c->binarymime = c->auth_plain = c->auth_login = false;
+}
+
+static void send_base64(struct smtp_client *c, const char *prefix, const char *data, size_t len)
+{
+    unsigned char enc[1024];
+    if (len > 700)
+        len = 700;      /* the table bounds user and password; this bounds the line */
+    EVP_EncodeBlock(enc, (const unsigned char *)data, (int)len);
+    buf_printf(&c->out, "%s%s\r\n", prefix, (const char *)enc);
+    cl_set_deadline(c, client_cfg->client_timeout);
+}
+
+/* AUTH PLAIN (preferred) or LOGIN, only under TLS unless the table entry
+ * allows plain text. */
+static void auth_begin(struct smtp_client *c)
+{
+    const struct sasl_entry *a = c->peer.auth;
+    char why[WHY_MAX];
+    if (!c->auth_plain && !c->auth_login) {
+        log_warn("%s offers no AUTH PLAIN or LOGIN; sending without authentication", c->where);
+        cl_ready(c);
+        return;
+    }
+    if (!c->ssl && !a->plaintext_ok) {
+        snprintf(why, sizeof why, "4.7.0 not sending credentials to %s without TLS "
+                 "(the smtp_sasl_password_maps entry does not say plaintext)", c->remote);
+        cl_fail(c, why, true);
+        return;
+    }
+    c->state = CL_AUTH;
+    c->auth_step = 0;
+    if (c->auth_plain) {
+        char resp[600];
+        int n = snprintf(resp, sizeof resp, "%c%s%c%s", 0, a->user, 0, a->password);
+        send_base64(c, "AUTH PLAIN ", resp, n > 0 && (size_t)n < sizeof resp ? (size_t)n : 0);
+        c->auth_step = 2;
+    } else {
+        cl_send_cmd(c, "AUTH LOGIN", NULL);
+    }
+}
+
+static void on_auth_reply(struct smtp_client *c, int code)
+{
+    const struct sasl_entry *a = c->peer.auth;
+    if (code == 235) {
+        log_info("authenticated to %s as %s", c->where, a->user);
+        cl_ready(c);
+        return;
+    }
+    if (code == 334 && c->auth_step < 2) {
+        const char *v = c->auth_step == 0 ? a->user : a->password;
+        send_base64(c, "", v, strlen(v));
+        c->auth_step++;
+        return;
+    }
+    /* Postfix's smtp_sasl_auth_soft_bounce: an authentication failure defers */
+    char why[WHY_MAX];
+    snprintf(why, sizeof why, "4.7.0 SASL authentication failed; server %s said: %s", c->remote, c->reply);
+    cl_fail(c, why, code != 334);
+}
+
+void cl_on_setup_reply(struct smtp_client *c, int code)
+{
+    char why[WHY_MAX];
+    switch (c->state) {
+    case CL_BANNER:
+        if (reply_class(code) != 2) {
+            snprintf(why, sizeof why, "%s host %s refused to talk to me: %s",
+                     reply_class(code) == 4 ? "4.3.0" : "4.4.1", c->remote, c->reply);
+            cl_fail(c, why, true);
+            return;
+        }
+        c->state = CL_EHLO;
+        cl_send_cmd(c, "EHLO", cl_helo_name());
+        return;
+    case CL_EHLO:
+    case CL_HELO:
+        on_ehlo_reply(c, code);
+        return;
+    case CL_STARTTLS:
+        if (code == 220) {
+            tls_begin(c);
+        } else if (c->peer.tls->level >= TLS_ENCRYPT) {
+            snprintf(why, sizeof why, "4.7.5 TLS is required, but host %s refused STARTTLS: %.300s", c->remote,
+                     c->reply);
+            cl_fail(c, why, true);
+        } else if (c->peer.auth) {
+            auth_begin(c);    /* opportunistic: go on in plain text */
+        } else {
+            cl_ready(c);
+        }
+        return;
+    case CL_AUTH:
+        on_auth_reply(c, code);
+        return;
+    default:
+        return;
+    }
+}
+
+/* ---- TLS ---------------------------------------------------------- */
+
+void cl_tls_step(struct smtp_client *c)
+{
+    int r = tls_handshake_step(c->ssl, &c->tls_want);
+    if (r == 0) {
+        ev_mod(&c->w, c->tls_want);
+        return;
+    }
+    if (r == 1) {
+        char desc[160];
+        tls_describe(c->ssl, desc, sizeof desc);
+        bool verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
+        char ip[64];
+        sockaddr_ip_text((const struct sockaddr *)&c->peer.addr, ip, sizeof ip);
+        log_info("TLS to %s:%d%s%s: %s, certificate %s", ip, cl_peer_port(c), c->peer.name[0] ? " " : "",
+                 c->peer.name, desc, verified ? "verified" : "not verified");
+        forget_extensions(c);       /* RFC 3207: EHLO again, extensions may differ under TLS */
+        c->state = CL_EHLO;
+        cl_send_cmd(c, "EHLO", cl_helo_name());
+        cl_want_events(c);
+        return;
+    }
+    char why[WHY_MAX], ssl_err[200];
+    long vr = SSL_get_verify_result(c->ssl);
+    tls_last_error(ssl_err, sizeof ssl_err);
+    if (vr != X509_V_OK)
+        snprintf(why, sizeof why, "4.7.5 TLS certificate verification failed for %s: %s", c->remote,
+                 X509_verify_cert_error_string(vr));
+    else
+        snprintf(why, sizeof why, "4.7.5 TLS handshake with %s failed: %s", c->remote, ssl_err);
+    if (c->peer.tls->level == TLS_MAY && c->peer.tls_broken)
+        *c->peer.tls_broken = true;   /* opportunistic: the next attempt goes in plain text */
+    cl_fail(c, why, false);
+}
+
+/* Names the certificate must carry for "verify": match= or the host name. */
+static int set_verify_names(struct smtp_client *c)
+{
+    char names[512];
+    snprintf(names, sizeof names, "%s", c->peer.tls->match ? c->peer.tls->match : c->peer.name);
+    if (!names[0])
+        return -1;
+    SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    int n = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(names, ":", &save); name; name = strtok_r(NULL, ":", &save))
+        n += SSL_add1_host(c->ssl, name) == 1;
+    return n ? 0 : -1;
+}
+
+static void tls_begin(struct smtp_client *c)
+{
+    c->ssl = SSL_new(tls_client_ctx());
+    if (!c->ssl || SSL_set_fd(c->ssl, c->w.fd) != 1) {
+        cl_fail(c, "4.7.5 cannot start TLS", false);
+        return;
+    }
+    SSL_set_connect_state(c->ssl);
+    if (c->peer.name[0])
+        SSL_set_tlsext_host_name(c->ssl, c->peer.name);
+    if (c->peer.tls->level == TLS_VERIFY) {
+        if (set_verify_names(c) < 0) {
+            cl_fail(c, "4.7.5 TLS verify: no host name to check the certificate against (set match=)", true);
+            return;
+        }
+        SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
+    }
+    c->state = CL_TLS;
+    cl_tls_step(c);
+}

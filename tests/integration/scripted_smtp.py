@@ -1,0 +1,184 @@
+"""A scripted SMTP next hop for outbound tests: it answers from a table
+instead of from policy, so a test can make any command get any reply.
+
+Replies are chosen by the address's local part prefix:
+  MAIL FROM:<bad-mail...>   -> mail_reject   (else 250)
+  RCPT TO:<ok-...>          -> 250
+  RCPT TO:<grey-...>        -> 450 (greylisting)
+  RCPT TO:<bad-...>         -> 550
+  RCPT TO:<bye-...>         -> 421, then the connection is closed
+and the end of data (the final dot, or BDAT LAST) by the message's
+"X-Final:" header: 250, 451, 554, or "drop" (close without a reply).
+With no recipient accepted, DATA and BDAT get Postfix's
+"554 5.5.1 Error: no valid recipients" (and BDAT's bytes are read first).
+Every session's commands and every accepted message are recorded."""
+import re
+import socket
+import socketserver
+import threading
+import time
+
+from harness import on_cleanup, port_open, wait_for
+
+RCPT_REPLIES = {
+    "ok-": "250 2.1.5 Ok",
+    "grey-": "450 4.2.0 <%s>: Recipient address rejected: Greylisted, try again later",
+    "bad-": "550 5.1.1 <%s>: Recipient address rejected: User unknown",
+    "bye-": "421 4.3.2 Service shutting down, closing transmission channel",
+}
+FINAL_REPLIES = {
+    "250": "250 2.0.0 Ok: queued as SCRIPTED1",
+    "451": "451 4.7.1 Content scanner unavailable, try again later",
+    "554": "554 5.7.1 Message content rejected",
+}
+NO_VALID = "554 5.5.1 Error: no valid recipients"
+
+
+class _Closed(Exception):
+    pass
+
+
+class _Session(socketserver.StreamRequestHandler):
+    timeout = 30
+
+    def reply(self, text):
+        self.server.owner.log.append(("S", text))
+        self.wfile.write(text.encode() + b"\r\n")
+        self.wfile.flush()
+
+    def line(self):
+        raw = self.rfile.readline(4096)
+        if not raw:
+            raise _Closed()
+        text = raw.rstrip(b"\r\n").decode(errors="replace")
+        self.server.owner.log.append(("C", text))
+        return text
+
+    def handle(self):
+        owner = self.server.owner
+        owner.sessions += 1
+        try:
+            self.reply("220 scripted.peer.test ESMTP")
+            self.session(owner)
+        except (_Closed, OSError):
+            pass
+
+    def session(self, owner):
+        sender, accepted = None, []
+        self.bdat_buf = b""
+        while True:
+            cmd = self.line()
+            verb = cmd.split(" ", 1)[0].upper()
+            if verb in ("EHLO", "HELO"):
+                owner.helos.append(cmd.split(" ", 1)[1] if " " in cmd else "")
+                owner.peers.append(self.client_address[0])
+                exts = ["PIPELINING"] * owner.pipelining + ["CHUNKING"] * owner.chunking + ["8BITMIME", "SIZE 0"]
+                lines = ["scripted.peer.test"] + exts
+                for i, l in enumerate(lines):
+                    self.reply("250%s%s" % ("-" if i < len(lines) - 1 else " ", l))
+            elif verb == "MAIL":
+                addr = re.search(r"<([^>]*)>", cmd).group(1)
+                if addr.startswith("bad-mail"):
+                    self.reply(owner.mail_reject)
+                else:
+                    sender, accepted = addr, []
+                    self.reply("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                addr = re.search(r"<([^>]*)>", cmd).group(1)
+                local = addr.split("@")[0]
+                rep = next((v for k, v in RCPT_REPLIES.items() if local.startswith(k)), RCPT_REPLIES["ok-"])
+                if "%s" in rep:
+                    rep = rep % addr
+                if sender is None:
+                    rep = "503 5.5.1 Error: need MAIL command"
+                self.reply(rep)
+                if rep.startswith("421"):
+                    return
+                if rep.startswith("2"):
+                    accepted.append(addr)
+            elif verb == "DATA":
+                if not accepted:
+                    self.reply(NO_VALID if sender else "503 5.5.1 Error: need RCPT command")
+                    continue
+                self.reply("354 End data with <CR><LF>.<CR><LF>")
+                data = b""
+                while True:
+                    raw = self.rfile.readline(65536)
+                    if not raw:
+                        raise _Closed()
+                    if raw == b".\r\n":
+                        break
+                    data += raw[1:] if raw.startswith(b".") else raw
+                if not self.finish_message(owner, sender, accepted, data):
+                    return
+                sender, accepted = None, []
+            elif verb == "BDAT":
+                m = re.match(r"BDAT (\d+)( LAST)?$", cmd, re.I)
+                size, last = int(m.group(1)), bool(m.group(2))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    raise _Closed()
+                if not accepted:
+                    self.reply(NO_VALID)
+                    continue
+                self.bdat_buf += chunk
+                if not last:
+                    self.reply("250 2.0.0 Ok: %d bytes" % size)
+                    continue
+                data, self.bdat_buf = self.bdat_buf, b""
+                if not self.finish_message(owner, sender, accepted, data):
+                    return
+                sender, accepted = None, []
+            elif verb == "RSET":
+                sender, accepted = None, []
+                self.reply("250 2.0.0 Ok")
+            elif verb == "NOOP":
+                self.reply("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                owner.quits += 1
+                self.reply("221 2.0.0 Bye")
+                return
+            else:
+                self.reply("502 5.5.2 Error: command not recognized")
+
+    def finish_message(self, owner, sender, accepted, data):
+        """Answer the end of data from X-Final:; False when the session ends."""
+        m = re.search(rb"^X-Final: (\S+)", data, re.M)
+        final = m.group(1).decode() if m else "250"
+        if final == "drop":
+            owner.dropped += 1
+            self.request.shutdown(socket.SHUT_RDWR)
+            return False
+        rep = FINAL_REPLIES[final]
+        if rep.startswith("2"):
+            owner.messages.append({"from": sender, "rcpts": list(accepted), "data": data, "time": time.time()})
+        self.reply(rep)
+        return True
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class ScriptedSmtp:
+    def __init__(self, host, port=2526, pipelining=True, chunking=False):
+        self.host, self.port = host, port
+        self.pipelining, self.chunking = pipelining, chunking
+        self.mail_reject = "550 5.7.1 <bad-mail>: Sender address rejected: Access denied"
+        self.messages, self.log, self.helos, self.peers = [], [], [], []
+        self.sessions = self.quits = self.dropped = 0
+        self.server = _Server((host, port), _Session)
+        self.server.owner = self
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+        on_cleanup(self.stop)
+        wait_for(lambda: port_open(host, port), 5, "scripted SMTP on %s:%d" % (host, port))
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def client_commands(self):
+        return [t for who, t in self.log if who == "C"]
