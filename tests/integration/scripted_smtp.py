@@ -7,6 +7,7 @@ Replies are chosen by the address's local part prefix:
   RCPT TO:<grey-...>        -> 450 (greylisting)
   RCPT TO:<bad-...>         -> 550
   RCPT TO:<bye-...>         -> 421, then the connection is closed
+AUTH PLAIN/LOGIN is offered when auth_mechs is set and checked against account.
 and the end of data (the final dot, or BDAT LAST) by the message's
 "X-Final:" header: 250, 451, 554, or "drop" (close without a reply).
 With no recipient accepted, DATA and BDAT get Postfix's
@@ -73,6 +74,7 @@ class _Session(socketserver.StreamRequestHandler):
                 owner.helos.append(cmd.split(" ", 1)[1] if " " in cmd else "")
                 owner.peers.append(self.client_address[0])
                 exts = ["PIPELINING"] * owner.pipelining + ["CHUNKING"] * owner.chunking + ["8BITMIME", "SIZE 0"]
+                exts += ["AUTH " + owner.auth_mechs] if owner.auth_mechs else []
                 lines = ["scripted.peer.test"] + exts
                 for i, l in enumerate(lines):
                     self.reply("250%s%s" % ("-" if i < len(lines) - 1 else " ", l))
@@ -129,6 +131,8 @@ class _Session(socketserver.StreamRequestHandler):
                 if not self.finish_message(owner, sender, accepted, data):
                     return
                 sender, accepted = None, []
+            elif verb == "AUTH":
+                self.auth(owner, cmd)
             elif verb == "RSET":
                 sender, accepted = None, []
                 self.reply("250 2.0.0 Ok")
@@ -140,6 +144,24 @@ class _Session(socketserver.StreamRequestHandler):
                 return
             else:
                 self.reply("502 5.5.2 Error: command not recognized")
+
+    def auth(self, owner, cmd):
+        """AUTH PLAIN (initial response) or LOGIN; logins land in owner.logins."""
+        import base64
+        parts = cmd.split()
+        if parts[1].upper() == "PLAIN" and len(parts) == 3:
+            _, user, password = base64.b64decode(parts[2]).decode().split("\0")
+        elif parts[1].upper() == "LOGIN":
+            self.reply("334 VXNlcm5hbWU6")
+            user = base64.b64decode(self.line()).decode()
+            self.reply("334 UGFzc3dvcmQ6")
+            password = base64.b64decode(self.line()).decode()
+        else:
+            self.reply("504 5.5.4 Unrecognized authentication type")
+            return
+        owner.logins.append((parts[1].upper(), user, password))
+        self.reply("235 2.7.0 Authentication successful" if (user, password) == owner.account
+                   else "535 5.7.8 Error: authentication failed: bad credentials")
 
     def finish_message(self, owner, sender, accepted, data):
         """Answer the end of data from X-Final:; False when the session ends."""
@@ -166,6 +188,7 @@ class ScriptedSmtp:
         self.host, self.port = host, port
         self.pipelining, self.chunking = pipelining, chunking
         self.mail_reject = "550 5.7.1 <bad-mail>: Sender address rejected: Access denied"
+        self.auth_mechs, self.account, self.logins = "", None, []    # AUTH: offered mechanisms, (user, pw)
         self.messages, self.log, self.helos, self.peers = [], [], [], []
         self.sessions = self.quits = self.dropped = 0
         self.server = _Server((host, port), _Session)

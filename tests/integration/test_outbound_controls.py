@@ -136,5 +136,30 @@ def test_smarthost_auth_against_postfix_with_cyrus_sasl():
     g.stop()
 
 
+def test_auth_without_tls_only_when_the_table_says_plaintext():
+    plain = ScriptedSmtp(addr(2))                       # no STARTTLS: credentials would go in clear
+    plain.auth_mechs, plain.account = "PLAIN LOGIN", ("carol", "pw one")
+    login = ScriptedSmtp(addr(3), port=2527)            # offers only LOGIN; the entry allows plain text
+    login.auth_mechs, login.account = "LOGIN", ("dave", "pw two")
+    table = table_file(["login.test smtp:[%s]:2527" % addr(3)])
+    passwords = table_file(["[%s]:2526 carol:pw one" % addr(2), "[%s]:2527 dave:pw two plaintext" % addr(3)])
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), transport_table="file:" + table,
+                smtp_sasl_password_maps="file:" + passwords, retry_min="1h", retry_max="1h",
+                max_queue_lifetime="1d").start()
+    refused = send(g, "ok-1@example.test")
+    wait_for(lambda: "%s: to=<ok-1@example.test>" % refused in g.log(), 10, "the refusal")
+    assert "status=deferred (4.7.0 not sending credentials to %s[%s] without TLS" % (addr(2), addr(2)) in g.log()
+    wait_for(lambda: plain.quits >= 1, 5, "QUIT")
+    assert plain.logins == [] and plain.messages == []
+    send(g, "ok-2@login.test")
+    wait_for(lambda: login.messages, 10, "delivery after AUTH LOGIN")
+    assert login.logins == [("LOGIN", "dave", "pw two")], login.logins
+    assert "status=sent" in g.log()
+    shown = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "check-config"], capture_output=True,
+                           text=True, timeout=10).stdout
+    assert "pw one" not in shown and "pw two" not in shown and "dave" in shown, shown
+    g.stop()
+
+
 if __name__ == "__main__":
     run_tests(globals())
