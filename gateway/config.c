@@ -486,6 +486,14 @@ static int set_duration_int(struct pctx *p, const char *key, const char *value, 
     return 0;
 }
 
+static int set_bool(struct pctx *p, const char *key, const char *value, bool *out)
+{
+    if (strcmp(value, "yes") && strcmp(value, "no"))
+        return fail(p, "%s: expected yes or no", key);
+    *out = value[0] == 'y';
+    return 0;
+}
+
 static void set_str(char **dst, const char *value)
 {
     free(*dst);
@@ -587,18 +595,12 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
             return fail(p, "tls_policy_table: expected file:PATH");
         return read_table(p, value + 5, add_tls_policy, cfg);
     }
-    if (!strcmp(key, "client_bdat")) {
-        if (strcmp(value, "yes") && strcmp(value, "no"))
-            return fail(p, "client_bdat: expected yes or no");
-        cfg->client_bdat = value[0] == 'y';
-        return 0;
-    }
-    if (!strcmp(key, "mta_sts")) {
-        if (strcmp(value, "yes") && strcmp(value, "no"))
-            return fail(p, "mta_sts: expected yes or no");
-        cfg->mta_sts = value[0] == 'y';
-        return 0;
-    }
+    if (!strcmp(key, "client_bdat"))
+        return set_bool(p, key, value, &cfg->client_bdat);
+    if (!strcmp(key, "allow_untrusted_routing"))
+        return set_bool(p, key, value, &cfg->allow_untrusted_routing);
+    if (!strcmp(key, "mta_sts"))
+        return set_bool(p, key, value, &cfg->mta_sts);
     if (!strcmp(key, "tls_ca_file")) {
         if (access(value, R_OK) < 0)
             return fail(p, "tls_ca_file: cannot read %s: %s", value, strerror(errno));
@@ -964,7 +966,8 @@ void config_print(const struct config *cfg, FILE *out)
         sockaddr_ip_text((struct sockaddr *)&ss, txt, sizeof txt);
         fprintf(out, "%s%s/%d", i ? ", " : " ", txt, cfg->trusted[i].prefix);
     }
-    fprintf(out, "\ndefault_transport = %s\n", cfg->default_transport.text);
+    fprintf(out, "\nallow_untrusted_routing = %s\n", cfg->allow_untrusted_routing ? "yes" : "no");
+    fprintf(out, "default_transport = %s\n", cfg->default_transport.text);
     for (size_t i = 0; i < cfg->ntransports; i++)
         fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
     fprintf(out, "dns_server = %s\nsmtp_port = %d\n", cfg->dns_server ? cfg->dns_server : "", cfg->smtp_port);

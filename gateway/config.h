@@ -75,6 +75,7 @@ struct config {
     size_t nrelay_domains;
     struct cidr *trusted;
     size_t ntrusted;
+    bool allow_untrusted_routing;  /* accept user%host@dom, host!user@dom, "a@b"@dom, source routes from anyone */
     struct nexthop default_transport;
     struct transport_entry *transports;
     size_t ntransports;

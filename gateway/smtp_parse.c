@@ -119,6 +119,15 @@ static bool valid_domain(const char *s, size_t n, bool utf8)
     return label > 0 && s[n - 1] != '-';
 }
 
+bool smtp_address_routed(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    for (const char *p = addr; at && p < at; p++)
+        if (*p == '%' || *p == '!' || *p == '@')
+            return true;
+    return false;
+}
+
 const char *smtp_check_address(const char *addr, bool utf8)
 {
     int lp = scan_local_part(addr, utf8);
@@ -271,7 +280,9 @@ static int parse_path(const char *s, bool utf8, bool is_sender, struct path_resu
         return -1;
     }
     s++;
-    /* obsolete source route "@a,@b:" is accepted and ignored (RFC 5321 4.1.2) */
+    /* obsolete source route "@a,@b:" is accepted and ignored (RFC 5321 4.1.2);
+     * the caller refuses it from untrusted clients */
+    res->source_route = *s == '@';
     if (*s == '@') {
         const char *colon = strchr(s, ':');
         const char *close = strchr(s, '>');

@@ -59,7 +59,12 @@ struct path_result {
     char addr[SMTP_MAX_PATH + 1];
     const char *params;
     const char *reply;
+    bool source_route;        /* "<@a,@b:user@c>": the route was dropped from addr */
 };
+
+/* Sender-specified routing in addr (RFC 5321 3.6.1, Postfix's
+ * allow_untrusted_routing): '%', '!' or '@' in the local part, quoted or not. */
+bool smtp_address_routed(const char *addr);
 
 /* "FROM:<a@b> SIZE=10" (args of MAIL). utf8: allow UTF-8 in the address. */
 int smtp_parse_mail(const char *args, struct path_result *res, struct mail_params *params);

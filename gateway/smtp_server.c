@@ -388,6 +388,15 @@ static void cmd_rcpt(struct session *s, const char *args)
         snprintf(pr.addr, sizeof pr.addr, "%s", smtp_cfg->postmaster_address);
         postmaster = true;      /* whoever may not relay may still reach the postmaster */
     }
+    if ((pr.source_route || smtp_address_routed(pr.addr)) && !smtp_cfg->allow_untrusted_routing &&
+        !config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer)) {
+        /* user%host@relay.example: the next server may route it onwards */
+        log_info("S%lu: reject: RCPT from [%s]: sender-specified routing; from=<%s> to=<%s>", s->sid,
+                 s->tx.client_ip, s->tx.sender, pr.addr);
+        session_replyf(s, "554 5.7.1 <%s>: Relay access denied: sender-specified routing (%%, ! or @ in the "
+                       "local part, or a source route) is not allowed", pr.addr);
+        return;
+    }
     if (!postmaster && !rcpt_allowed(s, pr.addr)) {
         log_info("S%lu: reject: RCPT from [%s]: relay access denied; from=<%s> to=<%s>", s->sid,
                  s->tx.client_ip, s->tx.sender, pr.addr);

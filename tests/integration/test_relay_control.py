@@ -23,6 +23,44 @@ def test_open_relay_attempt_is_refused():
     g.stop()
 
 
+ROUTED = ["victim%gmail.test@example.test", "gmail.test!victim@example.test", '"victim@gmail.test"@example.test',
+          '"victim%gmail.test"@example.test', "@mx.example.test:victim@example.test",
+          "@a.test,@b.test:victim@gmail.test"]
+
+
+def test_sender_specified_routing_is_refused_from_untrusted_clients():
+    """user%host@relay, host!user@relay, "a@b"@relay and source routes would
+    be routed onwards by the internal server (Postfix's allow_untrusted_routing)."""
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, trusted_networks=addr(5) + "/32").start()
+    c = Client(g.host, source=addr(9))
+    c.cmd("EHLO attacker.test")
+    assert c.cmd("MAIL FROM:<spammer@evil.test>").startswith("250")
+    for victim in ROUTED:
+        rep = c.cmd("RCPT TO:<%s>" % victim)
+        assert rep.startswith("554 5.7.1") and "sender-specified routing" in rep, (victim, rep)
+    assert c.cmd("RCPT TO:<plain@example.test>").startswith("250")
+    assert c.cmd("DATA").startswith("354")
+    c.send("Subject: only the plain one\r\n\r\nx\r\n")
+    assert "queued as" in c.cmd(".")
+    assert sink_rcpts(sink.wait_count(1)[0]) == [b"plain@example.test"]
+    assert "sender-specified routing; from=<spammer@evil.test>" in g.log()
+    # a trusted client may route as it likes (it may relay anywhere anyway)
+    t = Client(g.host, source=addr(5))
+    t.cmd("EHLO trusted.test")
+    t.cmd("MAIL FROM:<app@internal.test>")
+    for routed in ROUTED[:3]:
+        assert t.cmd("RCPT TO:<%s>" % routed).startswith("250"), routed
+    g.stop()
+    # off only by explicit choice
+    g2 = Gateway(sink=sink, trusted_networks=addr(5) + "/32", allow_untrusted_routing="yes").start()
+    c = Client(g2.host, source=addr(9))
+    c.cmd("EHLO attacker.test")
+    c.cmd("MAIL FROM:<someone@evil.test>")
+    assert c.cmd("RCPT TO:<%s>" % ROUTED[0]).startswith("250")
+    g2.stop()
+
+
 def test_trusted_network_relays_anywhere():
     sink = Sink(addr(2))
     g = Gateway(sink=sink, trusted_networks=addr(5) + "/32").start()
