@@ -207,10 +207,28 @@ static void rcpt_paths(void **state)
     assert_string_equal(addr_domain("nodomain"), "");
 }
 
+/* Sender-specified routing: %, ! or @ in the local part; source routes. */
+static void routed_addresses(void **state)
+{
+    (void)state;
+    assert_true(smtp_address_routed("victim%gmail.test@example.test"));
+    assert_true(smtp_address_routed("gmail.test!victim@example.test"));
+    assert_true(smtp_address_routed("\"victim@gmail.test\"@example.test"));
+    assert_false(smtp_address_routed("plain.user+tag@example.test"));
+    assert_false(smtp_address_routed("postmaster"));
+    struct path_result pr;
+    assert_int_equal(smtp_parse_rcpt("TO:<@a.test,@b.test:victim@example.test>", false, &pr, NULL), 0);
+    assert_true(pr.source_route);
+    assert_string_equal(pr.addr, "victim@example.test");
+    assert_int_equal(smtp_parse_rcpt("TO:<victim@example.test>", false, &pr, NULL), 0);
+    assert_false(pr.source_route);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(verbs_are_case_insensitive), cmocka_unit_test(control_bytes_are_refused),
+        cmocka_unit_test(routed_addresses),
         cmocka_unit_test(mail_paths),                 cmocka_unit_test(mail_path_errors),
         cmocka_unit_test(mail_params),                cmocka_unit_test(utf8_needs_smtputf8), cmocka_unit_test(utf8_validity), cmocka_unit_test(dsn_parameters), cmocka_unit_test(bdat_arguments),
         cmocka_unit_test(rcpt_paths),
