@@ -198,7 +198,8 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
     b->kind = kind;
     b->done = done;
     memcpy(b->envid, m->envid, sizeof b->envid);
-    b->full = m->ret == DSN_RET_FULL && m->size <= MAX_RETURNED_MESSAGE;
+    /* a BINARYMIME body may hold any octet: a notice sent by DATA returns headers only */
+    b->full = m->ret == DSN_RET_FULL && m->size <= MAX_RETURNED_MESSAGE && m->body != BODY_BINARYMIME;
     b->size = m->size;
     memcpy(b->orig_id, m->id, QID_LEN);
     b->orig_sender = strdup(m->sender);

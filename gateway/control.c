@@ -27,6 +27,16 @@ struct ctl_conn {
 static struct ev_watch listen_watch;
 static char sock_path[108];
 
+/* Answers are lines of text: any other control byte (from a plugin's hold
+ * reason, say) is shown as '?'. */
+static void escape_answer(struct buf *out)
+{
+    char *p = buf_head(out);
+    for (size_t i = 0; i < out->len; i++)
+        if (((unsigned char)p[i] < 0x20 && p[i] != '\n') || p[i] == 0x7f)
+            p[i] = '?';
+}
+
 static void ctl_free(void *p)
 {
     struct ctl_conn *c = p;
@@ -94,6 +104,7 @@ static void ctl_on_event(void *ctx, uint32_t events)
         line[len] = '\0';
         log_info("control: %s", line);
         ctl_dispatch(line, &c->out);
+        escape_answer(&c->out);
         c->answered = true;
     }
     while (c->out.len) {

@@ -30,9 +30,14 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     va_end(ap);
     if (m < 0)
         m = 0;
+    int start = n;
     n += m;
     if ((size_t)n > sizeof line - 2)
         n = sizeof line - 2;
+    /* one record per line: control bytes from any source are shown, not obeyed */
+    for (int i = start; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;

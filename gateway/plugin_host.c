@@ -128,17 +128,22 @@ static int h_header_delete(postern_txn *t, const char *name, size_t nth)
     return in_content_stage(t) ? headers_delete(&t->hdrs, name, nth) : -1;
 }
 
+static const struct config *host_cfg;
+
+/* A replacement body obeys the rules received data does: CRLF text (no
+ * bare LF, no lone CR, not even a last one), no NUL, and within
+ * message_size_limit. It replaces any earlier replacement. */
 static int h_body_replace(postern_txn *t, const char *data, size_t len)
 {
     if (t->stage != POSTERN_STAGE_EOM)
         return -1;
-    /* the new body must be CRLF text: no bare LF or CR */
+    if (host_cfg && len > host_cfg->message_size_limit)
+        return -1;
     for (size_t i = 0; i < len; i++)
-        if ((data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) ||
-            (data[i] == '\r' && (i + 1 < len && data[i + 1] != '\n')))
+        if (data[i] == '\0' || (data[i] == '\n' && (i == 0 || data[i - 1] != '\r')) ||
+            (data[i] == '\r' && (i + 1 >= len || data[i + 1] != '\n')))
             return -1;
-    if (!t->body_replaced)
-        buf_reset(&t->new_body);
+    buf_reset(&t->new_body);
     t->body_replaced = true;
     return buf_append(&t->new_body, data, len);
 }
@@ -285,7 +290,6 @@ static long h_body_read(postern_txn *t, uint64_t offset, char *buf, size_t len)
     return r < 0 ? -1 : (long)r;
 }
 
-static const struct config *host_cfg;
 void plugin_host_configure(const struct config *cfg) { host_cfg = cfg; }
 static const char *h_hostname(void) { return host_cfg ? host_cfg->hostname : "localhost"; }
 

@@ -545,7 +545,9 @@ static int process_input(struct smtp_client *c)
             cl_note_extension(c, head + 4, len - 4);
         if (c->reply_len == 0) {    /* keep the first line: it has the enhanced code */
             size_t n = len < MAX_REPLY_TEXT - 1 ? len : MAX_REPLY_TEXT - 1;
-            memcpy(c->reply, head, n);
+            /* a peer's text goes into logs, the queue and DSNs: printable ASCII only */
+            for (size_t i = 0; i < n; i++)
+                c->reply[i] = head[i] >= 0x20 && head[i] < 0x7f ? head[i] : '?';
             c->reply[n] = '\0';
             c->reply_len = n ? n : 1;
         }

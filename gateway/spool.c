@@ -187,6 +187,9 @@ int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size
         }
         if (n >= sizeof line)
             return envelope_free(e), *err = "envelope line too long", -1;
+        for (size_t i = 0; i < n; i++)       /* CR, NUL and the like never belong in a field */
+            if ((unsigned char)data[pos + i] < 0x20 || data[pos + i] == 0x7f)
+                return envelope_free(e), *err = "control character in the envelope", -1;
         memcpy(line, data + pos, n);
         line[n] = '\0';
         pos += n + 1;
@@ -200,6 +203,12 @@ int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size
     }
     if (!e->id[0] || !e->sender || e->nrcpts == 0 || !have_size)
         return envelope_free(e), *err = "envelope misses id, from, rcpt or size", -1;
+    /* the addresses go out in MAIL and RCPT commands: the grammar we accept on input */
+    if (e->sender[0] && smtp_check_address(e->sender, true))
+        return envelope_free(e), *err = "bad sender address in the envelope", -1;
+    for (size_t i = 0; i < e->nrcpts; i++)
+        if (smtp_check_address(e->rcpts[i], true))
+            return envelope_free(e), *err = "bad recipient address in the envelope", -1;
     *body_off = pos;
     return 0;
 }

@@ -130,6 +130,22 @@ static void envelope_rejects_garbage(void **state)
     assert_int_equal(spool_envelope_decode(norcpt, strlen(norcpt), &d, &bo, &err), -1);
     const char *unknown = "POSTERN-SPOOL 1\nbogus=1\n\n";
     assert_int_equal(spool_envelope_decode(unknown, strlen(unknown), &d, &bo, &err), -1);
+    /* fields that would smuggle a command into MAIL or RCPT */
+    const char *good = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@src.test\nrcpt=x@dst.test\n"
+                       "size=00000000000000000000\n\n";
+    assert_int_equal(spool_envelope_decode(good, strlen(good), &d, &bo, &err), 0);
+    envelope_free(&d);
+    const char *cr = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@src.test>\rRCPT TO:<x@evil.test\n"
+                     "rcpt=x@dst.test\nsize=00000000000000000000\n\n";
+    assert_int_equal(spool_envelope_decode(cr, strlen(cr), &d, &bo, &err), -1);
+    assert_string_equal(err, "control character in the envelope");
+    const char *nul = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@src.test\nrcpt=x@dst.test\0y\n"
+                      "size=00000000000000000000\n\n";
+    assert_int_equal(spool_envelope_decode(nul, 97, &d, &bo, &err), -1);
+    const char *bad = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@src.test\nrcpt=x> NOTIFY=NEVER@dst.test\n"
+                      "size=00000000000000000000\n\n";
+    assert_int_equal(spool_envelope_decode(bad, strlen(bad), &d, &bo, &err), -1);
+    assert_string_equal(err, "bad recipient address in the envelope");
 }
 
 static void state_roundtrip(void **state)
