@@ -1,10 +1,12 @@
 /* privs.c - privilege drop: chown the spool to the run user (so queue files
- * written by an earlier root run stay readable), then setgroups/setgid/setuid
- * and verify that root cannot be regained. */
+ * written by an earlier root run stay readable) without ever following a
+ * path the run user could have changed, then setgroups/setgid/setuid and
+ * verify that root cannot be regained. */
 #include "privs.h"
 #include "log.h"
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -12,26 +14,62 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void chown_tree(const char *path, uid_t uid, gid_t gid, int depth)
+/* The tree below the spool is writable by the run user, who may swap
+ * entries while we walk it (a symlink to /etc/shadow, a directory renamed
+ * into place). So nothing is followed or changed by path: every entry is
+ * opened relative to its parent's fd with O_NOFOLLOW, checked with fstat
+ * on that fd, and chowned with fchown on it. Symlinks, devices, FIFOs and
+ * files with more than one link are left alone (and logged). */
+static void chown_fd_tree(int dirfd, const char *shown, uid_t uid, gid_t gid, int depth);
+
+static void chown_entry(int dirfd, const char *name, const char *shown, uid_t uid, gid_t gid, int depth)
 {
-    if (lchown(path, uid, gid) < 0)
-        log_warn("chown %s: %s", path, strerror(errno));
-    if (depth > 2)
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (errno == ELOOP)
+            log_warn("spool: %s/%s is a symbolic link; not touched", shown, name);
+        if (fd >= 0)
+            close(fd);
         return;
-    DIR *d = opendir(path);
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char sub[4096];
-        snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
-        struct stat st;
-        if (lstat(sub, &st) == 0 && (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
-            chown_tree(sub, uid, gid, depth + 1);
     }
-    closedir(d);
+    if (S_ISDIR(st.st_mode) && depth < 3) {
+        chown_fd_tree(fd, shown, uid, gid, depth + 1);   /* takes fd */
+        return;
+    }
+    if (S_ISREG(st.st_mode) && st.st_nlink == 1) {
+        if ((st.st_uid != uid || st.st_gid != gid) && fchown(fd, uid, gid) < 0)
+            log_warn("chown %s/%s: %s", shown, name, strerror(errno));
+    } else if (!S_ISDIR(st.st_mode)) {
+        log_warn("spool: %s/%s is not a plain file; not touched", shown, name);
+    }
+    close(fd);
+}
+
+static void chown_fd_tree(int dirfd, const char *shown, uid_t uid, gid_t gid, int depth)
+{
+    if (fchown(dirfd, uid, gid) < 0)
+        log_warn("chown %s: %s", shown, strerror(errno));
+    DIR *d = fdopendir(dirfd);
+    if (!d) {
+        close(dirfd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            chown_entry(dirfd, de->d_name, shown, uid, gid, depth);
+    closedir(d);    /* closes dirfd */
+}
+
+static void chown_tree(const char *spool_dir, uid_t uid, gid_t gid)
+{
+    int fd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        log_warn("spool %s: %s", spool_dir, strerror(errno));
+        return;
+    }
+    chown_fd_tree(fd, spool_dir, uid, gid, 0);
 }
 
 int privs_drop(const char *user, const char *spool_dir, const char *control_socket)
@@ -48,7 +86,7 @@ int privs_drop(const char *user, const char *spool_dir, const char *control_sock
         log_error("user '%s' is root; refusing to run as root", name);
         return -1;
     }
-    chown_tree(spool_dir, pw->pw_uid, pw->pw_gid, 0);
+    chown_tree(spool_dir, pw->pw_uid, pw->pw_gid);
     if (control_socket && lchown(control_socket, pw->pw_uid, pw->pw_gid) < 0)
         log_warn("chown %s: %s", control_socket, strerror(errno));
     if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {

@@ -51,4 +51,53 @@ def test_refuses_root_or_an_unknown_user():
         assert rc != 0 and why in g.log(), (user, rc, g.log()[-500:])
 
 
+SWAPPER = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+q, target = sys.argv[1], sys.argv[2]
+d, l = os.path.join(q, "swap.d"), os.path.join(q, "swap.l")
+os.mkdir(d)
+os.symlink(target, l)
+end = time.time() + float(sys.argv[3])
+while time.time() < end:
+    libc.renameat2(AT_FDCWD, d.encode(), AT_FDCWD, l.encode(), RENAME_EXCHANGE)
+"""
+
+
+def test_a_symlink_swapped_into_the_spool_never_gets_root_to_chown_outside_it():
+    """The daemon user swaps a directory and a symlink to a root-only
+    directory in queue/ as fast as it can (renameat2 RENAME_EXCHANGE) while
+    root starts posternd 50 times; the chown walk must never follow it."""
+    if os.geteuid() != 0:
+        print("  skip: needs root")
+        return
+    nobody = pwd.getpwnam("nobody")
+    secret_dir = tempfile.mkdtemp(prefix="root-only-")      # 0700 root
+    on_cleanup(lambda: shutil.rmtree(secret_dir, ignore_errors=True))
+    secret = os.path.join(secret_dir, "secret")
+    with open(secret, "w") as f:
+        f.write("root only\n")
+    os.chmod(secret, 0o600)
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, user="nobody").start()
+    g.stop()
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+    swapper = subprocess.Popen(["/usr/bin/python3", "-c", SWAPPER, os.path.join(g.spool, "queue"), secret_dir, "120"],
+                               preexec_fn=as_nobody)
+    on_cleanup(lambda: terminate(swapper))
+    wait_for(lambda: os.path.lexists(os.path.join(g.spool, "queue", "swap.l")), 5, "the swapper")
+    for _ in range(50):
+        g.start()
+        g.stop()
+        st = os.stat(secret)
+        assert (st.st_uid, st.st_gid) == (0, 0), "root chowned %s outside the spool" % secret
+        assert os.stat(secret_dir).st_uid == 0
+    assert swapper.poll() is None, "the swapper died early"
+    terminate(swapper)
+
+
 run_tests(globals())
