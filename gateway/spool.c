@@ -517,10 +517,25 @@ void spool_writer_abort(struct spool_writer *w)
     unlinkat(tmp_dirfd, w->id, 0);
 }
 
-/* Read a whole small file relative to dirfd into b. */
+/* Open a spool file for reading: a regular file or nothing. A symlink (to
+ * /dev/zero, say) or a FIFO planted in the spool is refused, never followed
+ * or waited on. */
+static int open_regular_at(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    return fd;
+}
+
+/* Read a whole small file relative to dirfd into b (at most about max bytes). */
 static int read_file_at(int dirfd, const char *name, struct buf *b, size_t max)
 {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    int fd = open_regular_at(dirfd, name);
     if (fd < 0)
         return -1;
     for (;;) {
@@ -579,7 +594,7 @@ int spool_load_state(const char *id, struct msg_flags *f, struct rcpt_state *st,
     state_name(id, name, sizeof name);
     struct buf b;
     buf_init(&b);
-    if (read_file_at(queue_dirfd, name, &b, SIZE_MAX) < 0) {
+    if (read_file_at(queue_dirfd, name, &b, SPOOL_MAX_ENVELOPE) < 0) {
         buf_free(&b);
         return errno == ENOENT ? 0 : -1;
     }
@@ -651,7 +666,7 @@ void spool_move_corrupt(const char *id, const char *why)
 
 int spool_open_message(const char *id)
 {
-    return openat(queue_dirfd, id, O_RDONLY | O_CLOEXEC);
+    return open_regular_at(queue_dirfd, id);
 }
 
 static int cmp_str(const void *a, const void *b)

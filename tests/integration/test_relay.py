@@ -156,4 +156,26 @@ def test_corrupt_spool_file_is_moved_aside():
     g.stop()
 
 
+def test_a_fifo_and_a_symlinked_sidecar_in_the_spool_neither_hang_nor_are_read():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), retry_min="1h", retry_max="1h").start()
+    qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: c\r\n\r\nx\r\n"))
+    wait_for(lambda: qid + ": to=<x@example.test>" in g.log(), 10, "the deferral")
+    g.stop()
+    fifo = "0000000000000001"
+    os.mkfifo(os.path.join(g.spool, "queue", fifo))
+    sidecar = os.path.join(g.spool, "queue", qid + ".st")
+    os.unlink(sidecar)
+    os.symlink("/dev/zero", sidecar)
+    t0 = time.time()
+    g.start()
+    assert time.time() - t0 < 8, "start-up waited on the FIFO"
+    assert os.path.exists(os.path.join(g.spool, "corrupt", fifo)), g.log()
+    assert g.queue_files() == [qid]
+    listing = postern("queue", "list", gw=g)
+    assert qid in listing.stdout, listing.stdout + listing.stderr
+    rss_kb = int([l for l in open("/proc/%d/status" % g.proc.pid) if l.startswith("VmRSS")][0].split()[1])
+    assert rss_kb < 300 * 1024, "the sidecar symlink to /dev/zero was read: %d kB" % rss_kb
+    g.stop()
+
+
 run_tests(globals())
