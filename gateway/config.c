@@ -774,6 +774,12 @@ static int config_validate(struct pctx *p, struct config *cfg)
     for (int i = 0; i < cfg->nlisten; i++)
         if (cfg->listen[i].implicit_tls && !cfg->tls_cert)
             return fail(p, "smtps_listen needs tls_cert and tls_key");
+    bool proxied = false;
+    for (int i = 0; i < cfg->nlisten; i++)
+        proxied |= cfg->listen[i].proxy;
+    /* without it any host that reaches the port could claim any client address */
+    if (proxied && !cfg->nproxy_nets)
+        return fail(p, "proxy_listen needs proxy_networks (the load balancers allowed to present client addresses)");
     if (cfg->nrequire_tls && !cfg->tls_cert)
         return fail(p, "require_tls_networks needs tls_cert and tls_key (STARTTLS)");
     if (!cfg->plugin_dir)
@@ -914,7 +920,7 @@ bool config_is_trusted(const struct config *cfg, const struct sockaddr *client)
 
 bool config_allows_proxy(const struct config *cfg, const struct sockaddr *peer)
 {
-    return !cfg->nproxy_nets || in_networks(cfg->proxy_nets, cfg->nproxy_nets, peer);
+    return in_networks(cfg->proxy_nets, cfg->nproxy_nets, peer);
 }
 
 bool config_allows_xclient(const struct config *cfg, const struct sockaddr *client)

@@ -99,7 +99,7 @@ struct config {
     size_t nrequire_tls;
     struct cidr *xclient;          /* clients allowed to send XCLIENT */
     size_t nxclient;
-    struct cidr *proxy_nets;       /* load balancers allowed on proxy_listen (none = any) */
+    struct cidr *proxy_nets;       /* load balancers allowed on proxy_listen (required with it) */
     size_t nproxy_nets;
     size_t message_size_limit;
     int max_recipients;

@@ -33,6 +33,7 @@ class ProxiedClient(Client):
 
 def gw(**conf):
     sink = Sink(addr(2))
+    conf.setdefault("proxy_networks", "127.0.0.1/32")      # the test's "load balancer"
     g = Gateway(sink=sink, proxy_listen="%s:2526" % addr(1), **conf).start()
     wait_for(lambda: port_open(g.host, 2526), 5, "the proxy listener")
     return g, sink
@@ -119,6 +120,13 @@ def test_header_timeout_and_per_client_limits_use_the_presented_address():
     for k in keep + [other]:
         k.close()
     g.stop()
+
+
+def test_proxy_listen_without_proxy_networks_refuses_to_start():
+    g = Gateway(sink=Sink(addr(2)), proxy_listen="%s:2526" % addr(1))
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode != 0 and "proxy_listen needs proxy_networks" in r.stdout + r.stderr, r
 
 
 def test_proxy_networks_limits_who_may_present_an_address():
