@@ -1,7 +1,8 @@
 /* control.c - one request line per connection ("hold ID", "list", ...),
  * answered with "OK" or "ERR" on the first line and the text after it, then
  * the connection is closed. The socket is mode 0600: only the daemon's user
- * and root may talk to it. Requests are tiny and answered at once on the
+ * and root may talk to it. At most MAX_CONNS are held, each for at most
+ * CONN_TIMEOUT_MS. Requests are tiny and answered at once on the
  * loop thread, so a client that never reads only costs its own socket. */
 #include "control.h"
 #include "buf.h"
@@ -17,12 +18,19 @@
 #include <unistd.h>
 
 #define MAX_REQUEST 512
+#define MAX_CONNS 32            /* held at once; more are closed at accept */
+#define CONN_TIMEOUT_MS 5000    /* to send the request and read the answer */
 
 struct ctl_conn {
     struct ev_watch w;
     struct buf in, out;
     bool answered;
+    uint64_t deadline_ms;
+    struct ctl_conn *next;
 };
+
+static struct ctl_conn *conns;
+static int nconns;
 
 static struct ev_watch listen_watch;
 static char sock_path[108];
@@ -47,6 +55,12 @@ static void ctl_free(void *p)
 
 static void ctl_close(struct ctl_conn *c)
 {
+    for (struct ctl_conn **pp = &conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            nconns--;
+            break;
+        }
     int fd = c->w.fd;
     ev_del(&c->w);
     close(fd);
@@ -130,12 +144,26 @@ static void ctl_on_accept(void *ctx, uint32_t events)
         int fd = accept4(listen_watch.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        struct ctl_conn *c = calloc(1, sizeof *c);
+        struct ctl_conn *c = nconns < MAX_CONNS ? calloc(1, sizeof *c) : NULL;
         if (!c || ev_add(&c->w, fd, EPOLLIN, ctl_on_event, c) < 0) {
             free(c);
             close(fd);
             continue;
         }
+        c->deadline_ms = ev_now_ms() + CONN_TIMEOUT_MS;
+        c->next = conns;
+        conns = c;
+        nconns++;
+    }
+}
+
+void control_tick(void)
+{
+    uint64_t now = ev_now_ms();
+    for (struct ctl_conn *c = conns, *next; c; c = next) {
+        next = c->next;
+        if (now >= c->deadline_ms)
+            ctl_close(c);
     }
 }
 

@@ -7,4 +7,7 @@
 int control_start(const char *path);
 void control_stop(void);
 
+/* Close control connections past their time; called on every tick. */
+void control_tick(void);
+
 #endif

@@ -165,6 +165,7 @@ int main(int argc, char **argv)
     }
     ev_on_tick(smtp_server_tick);
     ev_on_tick(delivery_tick);
+    ev_on_tick(control_tick);
     ev_on_tick(queue_run_due);
     ev_on_tick(shutdown_tick);
     log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg.hostname, cfg.spool_dir, queue_size());

@@ -96,4 +96,35 @@ def test_hold_release_and_delete():
     g.stop()
 
 
+def test_idle_control_connections_are_bounded_and_timed_out():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2)).start()
+    sock = os.path.join(g.spool, "control.sock")
+    held = []
+    for _ in range(100):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock)
+        held.append(s)
+    time.sleep(0.3)
+    fds = len(os.listdir("/proc/%d/fd" % g.proc.pid))
+    assert fds < 80, "%d fds open with 100 idle control connections" % fds
+    # an honest request is still answered while they are held
+    wait_for(lambda: postern(g, "list").returncode == 0, 15, "a control answer")
+    # and the idle ones are closed after their time
+    def all_closed():
+        for s in held:
+            s.settimeout(0.01)
+            try:
+                if s.recv(1) != b"":
+                    return False
+            except socket.timeout:
+                return False
+            except OSError:
+                pass
+        return True
+    wait_for(all_closed, 15, "the idle control connections to be closed")
+    for s in held:
+        s.close()
+    g.stop()
+
+
 run_tests(globals())
