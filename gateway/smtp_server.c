@@ -11,6 +11,7 @@
 #include "netaddr.h"
 #include "tls.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -838,6 +839,45 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
         session_flush(s);
 }
 
+/* Out of file descriptors (EMFILE/ENFILE): the pending connection would
+ * keep the listener readable and the loop spinning. A spare descriptor,
+ * given up for a moment, lets us accept it and say 421 instead of leaving
+ * it silent; then accepting pauses for ACCEPT_PAUSE_MS and the log line is
+ * written at most once per FD_LOG_EVERY_MS. */
+#define ACCEPT_PAUSE_MS 200
+#define FD_LOG_EVERY_MS 10000
+static int spare_fd = -1;
+static uint64_t accept_paused_until, fd_log_next;
+static unsigned long fd_shed;
+
+static void set_accepting(bool on)
+{
+    for (int i = 0; i < nlisteners && !shutting_down; i++)
+        ev_mod(&listeners[i], on ? EPOLLIN : 0);
+}
+
+static void shed_connection(int lfd)
+{
+    if (spare_fd >= 0)
+        close(spare_fd);
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        static const char busy[] = "421 4.3.2 Too many connections, try again later\r\n";
+        ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        close(fd);
+        fd_shed++;
+    }
+    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    uint64_t now = ev_now_ms();
+    if (now >= fd_log_next) {
+        log_error("accept: %s; %lu connection(s) turned away with 421 so far", strerror(EMFILE), fd_shed);
+        fd_log_next = now + FD_LOG_EVERY_MS;
+    }
+    accept_paused_until = now + ACCEPT_PAUSE_MS;
+    set_accepting(false);
+}
+
 static void listener_on_event(void *ctx, uint32_t events)
 {
     struct ev_watch *w = ctx;
@@ -846,6 +886,10 @@ static void listener_on_event(void *ctx, uint32_t events)
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = accept4(w->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+            shed_connection(w->fd);
+            return;
+        }
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                 log_error("accept: %s", strerror(errno));
@@ -877,6 +921,7 @@ int smtp_server_bind(const struct config *c)
 
 int smtp_server_start(void)
 {
+    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     for (int i = 0; i < nlisteners; i++)
         if (ev_add(&listeners[i], listeners[i].fd, EPOLLIN, listener_on_event, &listeners[i]) < 0)
             return -1;
@@ -886,6 +931,10 @@ int smtp_server_start(void)
 void smtp_server_tick(void)
 {
     uint64_t now = ev_now_ms();
+    if (accept_paused_until && now >= accept_paused_until) {
+        accept_paused_until = 0;
+        set_accepting(true);
+    }
     for (struct session *s = sessions, *next; s; s = next) {
         next = s->next;
         if (s->busy || now < s->deadline_ms)

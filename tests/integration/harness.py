@@ -232,11 +232,12 @@ class Gateway:
         self.logpath = os.path.join(self.dir, "posternd.log")
         self.proc = None
         self.env = dict(os.environ)    # a test may add to it before start()
+        self.prefix = []               # a command to run posternd under (prlimit ...)
         on_cleanup(self.cleanup)
 
     def start(self, wait=True):
         self.logf = open(self.logpath, "a")
-        self.proc = subprocess.Popen([os.path.join(BUILD, "posternd"), "-c", self.conf],
+        self.proc = subprocess.Popen([*self.prefix, os.path.join(BUILD, "posternd"), "-c", self.conf],
                                      stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             # "ready" comes after the spool is loaded and every listener runs

@@ -187,4 +187,46 @@ def test_malformed_utf8_addresses():
     g.stop()
 
 
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_file_descriptors_sheds_with_421_and_bounded_cpu_and_log():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, max_sessions_per_client="0")
+    g.prefix = ["prlimit", "--nofile=64:64"]
+    g.start()
+    held = []
+    for _ in range(200):
+        try:
+            held.append(socket.create_connection((g.host, 2525), timeout=2))
+        except OSError:
+            break
+    log_before = len(g.log())
+    cpu0, t0 = cpu_seconds(g.proc.pid), time.time()
+    time.sleep(3)
+    cpu = (cpu_seconds(g.proc.pid) - cpu0) / (time.time() - t0)
+    assert cpu < 0.3, "posternd used %.0f%% CPU out of descriptors" % (cpu * 100)
+    grown = len(g.log()) - log_before
+    assert grown < 20000, "%d bytes of log in 3 s" % grown
+    assert "turned away with 421" in g.log()
+    # the excess hears 421 rather than silence
+    import select
+    readable, _, _ = select.select(held, [], [], 1)
+    greetings = []
+    for s in readable:
+        try:
+            greetings.append(s.recv(200))
+        except OSError:
+            greetings.append(b"")
+    assert any(b.startswith(b"421 4.3.2 Too many connections") for b in greetings), greetings
+    for s in held:
+        s.close()
+    # once descriptors are free again, clients are served
+    wait_for(lambda: Client(g.host).banner.startswith("220"), 10, "a greeting after the pressure")
+    g.stop()
+
+
 run_tests(globals())
