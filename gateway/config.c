@@ -597,6 +597,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     }
     if (!strcmp(key, "client_bdat"))
         return set_bool(p, key, value, &cfg->client_bdat);
+    if (!strcmp(key, "allow_user_nobody"))
+        return set_bool(p, key, value, &cfg->allow_user_nobody);
     if (!strcmp(key, "allow_untrusted_routing"))
         return set_bool(p, key, value, &cfg->allow_untrusted_routing);
     if (!strcmp(key, "mta_sts"))
@@ -992,7 +994,7 @@ void config_print(const struct config *cfg, FILE *out)
         fprintf(out, "# tls policy: %s %s%s%s\n", cfg->tls_policies[i].domain, tls_level_name(cfg->tls_policies[i].level),
                 cfg->tls_policies[i].match ? " match=" : "", cfg->tls_policies[i].match ? cfg->tls_policies[i].match : "");
     fprintf(out, "control_socket = %s\nuser = %s\n", cfg->control_socket ? cfg->control_socket : "",
-            cfg->run_user ? cfg->run_user : "");
+            cfg->run_user ? cfg->run_user : "postern");
     fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
             cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);
     fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nsmtp_min_data_rate = %d\n", cfg->smtp_timeout,

@@ -88,7 +88,8 @@ struct config {
     struct plugin_option *plugin_opts;
     size_t nplugin_opts;
     char *control_socket;
-    char *run_user;                /* user to drop to when started as root */
+    char *run_user;                /* user to drop to when started as root (NULL: postern) */
+    bool allow_user_nobody;        /* accept user = nobody (shared with other services) */
     char *tls_cert, *tls_key;      /* inbound STARTTLS */
     char *tls_ca_file;             /* outbound verify: trusted CAs (else the system's) */
     bool mta_sts;                  /* look up and enforce MTA-STS for MX-routed domains */

@@ -142,7 +142,7 @@ int main(int argc, char **argv)
     }
     if (control_start(cfg.control_socket) < 0)
         return 1;
-    if (privs_drop(cfg.run_user, cfg.spool_dir, cfg.control_socket) < 0)
+    if (privs_drop(cfg.run_user, cfg.allow_user_nobody, cfg.spool_dir, cfg.control_socket) < 0)
         return 1;
     if (hooks_load(&cfg, err, sizeof err) < 0) {
         log_error("%s", err);

@@ -72,14 +72,21 @@ static void chown_tree(const char *spool_dir, uid_t uid, gid_t gid)
     chown_fd_tree(fd, spool_dir, uid, gid, 0);
 }
 
-int privs_drop(const char *user, const char *spool_dir, const char *control_socket)
+int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const char *control_socket)
 {
     if (geteuid() != 0)
         return 0;
-    const char *name = user && *user ? user : "nobody";
+    const char *name = user && *user ? user : PRIVS_DEFAULT_USER;
+    if (!strcmp(name, "nobody") && !allow_nobody) {
+        log_error("user 'nobody' is shared with other services, which could then read the spool and use the "
+                  "control socket; use a dedicated user (tools/install-deps.sh creates '%s') or set "
+                  "allow_user_nobody = yes", PRIVS_DEFAULT_USER);
+        return -1;
+    }
     struct passwd *pw = getpwnam(name);
     if (!pw) {
-        log_error("user '%s' does not exist; refusing to run as root", name);
+        log_error("user '%s' does not exist; refusing to run as root%s", name,
+                  strcmp(name, PRIVS_DEFAULT_USER) ? "" : " (tools/install-deps.sh creates it)");
         return -1;
     }
     if (pw->pw_uid == 0) {

@@ -2,9 +2,15 @@
 #ifndef POSTERN_PRIVS_H
 #define POSTERN_PRIVS_H
 
+#include <stdbool.h>
+
+#define PRIVS_DEFAULT_USER "postern"
+
 /* If running as root: hand the spool tree and the control socket (both
- * created as root, so any parent directory works) to user and switch to it.
+ * created as root, so any parent directory works) to user (NULL: "postern")
+ * and switch to it. "nobody" is refused unless allow_nobody: every other
+ * nobody process could then read the spool and use the control socket.
  * Returns 0, or -1 with a logged reason. A no-op when not root. */
-int privs_drop(const char *user, const char *spool_dir, const char *control_socket);
+int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const char *control_socket);
 
 #endif

@@ -9,9 +9,20 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && { echo "deps: all installed"; exit 0; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# posternd started as root drops to its own system user (as Postfix has
+# "postfix"), never to the shared "nobody"
+ensure_user() {
+  getent passwd postern >/dev/null && return 0
+  echo "deps: creating system user postern"
+  $SUDO useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin postern
+}
+if [ ${#missing[@]} -eq 0 ]; then
+  ensure_user
+  echo "deps: all installed"
+  exit 0
+fi
 echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # Postfix brings smtp-sink and smtp-source; no mail system configuration is wanted.
@@ -22,3 +33,4 @@ export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+ensure_user

@@ -1,7 +1,9 @@
 """Privilege drop when started as root (as in CI; skipped otherwise):
-posternd binds port 25, then runs as the configured user with no
+posternd binds port 25, then runs as its dedicated user (postern) with no
 supplementary groups, on every thread; the spool belongs to that user;
-mail still flows; user = root or an unknown user refuses to start."""
+mail still flows; user = root, an unknown user or the shared nobody (unless
+allowed) refuses to start; a symlink swapped into the spool never makes
+root chown outside it."""
 from harness import *
 import pwd
 
@@ -20,10 +22,10 @@ def test_drops_to_the_run_user_on_every_thread_after_binding_port_25():
     if os.geteuid() != 0:
         print("  skip: needs root")
         return
-    nobody = pwd.getpwnam("nobody")
+    nobody = pwd.getpwnam("postern")        # the dedicated user, the default
     sink = Sink(addr(2))
-    g = Gateway(port=25, sink=sink, user="nobody").start()
-    assert "running as user nobody (uid %d)" % nobody.pw_uid in g.log()
+    g = Gateway(port=25, sink=sink).start()
+    assert "running as user postern (uid %d)" % nobody.pw_uid in g.log()
     threads = ids(g.proc.pid)
     assert len(threads) > 1, threads           # the worker pool exists and was checked too
     for uids, gids, groups in threads:
@@ -38,17 +40,22 @@ def test_drops_to_the_run_user_on_every_thread_after_binding_port_25():
     g.stop()
 
 
-def test_refuses_root_or_an_unknown_user():
+def test_refuses_root_an_unknown_user_or_nobody():
     if os.geteuid() != 0:
         print("  skip: needs root")
         return
     sink = Sink(addr(2))
     for user, why in (("root", "is root; refusing to run as root"),
-                      ("no-such-user-postern", "does not exist; refusing to run as root")):
+                      ("no-such-user-postern", "does not exist; refusing to run as root"),
+                      ("nobody", "user 'nobody' is shared with other services")):
         g = Gateway(sink=sink, user=user)
         g.start(wait=False)
         rc = g.proc.wait(10)
         assert rc != 0 and why in g.log(), (user, rc, g.log()[-500:])
+    # nobody only by explicit choice
+    g = Gateway(sink=sink, user="nobody", allow_user_nobody="yes").start()
+    assert "running as user nobody" in g.log()
+    g.stop()
 
 
 SWAPPER = r"""
@@ -72,7 +79,7 @@ def test_a_symlink_swapped_into_the_spool_never_gets_root_to_chown_outside_it():
     if os.geteuid() != 0:
         print("  skip: needs root")
         return
-    nobody = pwd.getpwnam("nobody")
+    nobody = pwd.getpwnam("postern")
     secret_dir = tempfile.mkdtemp(prefix="root-only-")      # 0700 root
     on_cleanup(lambda: shutil.rmtree(secret_dir, ignore_errors=True))
     secret = os.path.join(secret_dir, "secret")
@@ -80,7 +87,7 @@ def test_a_symlink_swapped_into_the_spool_never_gets_root_to_chown_outside_it():
         f.write("root only\n")
     os.chmod(secret, 0o600)
     sink = Sink(addr(2))
-    g = Gateway(sink=sink, user="nobody").start()
+    g = Gateway(sink=sink).start()
     g.stop()
     def as_nobody():
         os.setgroups([])
