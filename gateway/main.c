@@ -117,6 +117,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check_only) {
+        if (privs_become(cfg.run_user, cfg.allow_user_nobody) < 0)
+            return 1;
         if (hooks_load(&cfg, err, sizeof err) < 0) {
             fprintf(stderr, "posternd: %s\n", err);
             return 1;

@@ -4,6 +4,7 @@
 #include "archive_verify.h"
 #include "buf.h"
 #include "../lua/postern_lua.h"
+#include "privs.h"
 #include "config.h"
 #include "log.h"
 #include "spool.h"
@@ -173,6 +174,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check-config")) {
         config_print(&cfg, stdout);
         rc = 0;
+        /* Lua top levels run here: as the daemon's user, never as root */
+        if (privs_become(cfg.run_user, cfg.allow_user_nobody) < 0)
+            return 1;
         /* compile every Lua policy, as posternd will */
         for (size_t i = 0; i < cfg.nplugins; i++) {
             if (strncmp(cfg.plugins[i], "lua:", 4))

@@ -72,38 +72,62 @@ static void chown_tree(const char *spool_dir, uid_t uid, gid_t gid)
     chown_fd_tree(fd, spool_dir, uid, gid, 0);
 }
 
-int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const char *control_socket)
+/* The run user's passwd entry, after the checks every caller needs. */
+static const struct passwd *run_user_entry(const char *user, bool allow_nobody)
 {
-    if (geteuid() != 0)
-        return 0;
     const char *name = user && *user ? user : PRIVS_DEFAULT_USER;
     if (!strcmp(name, "nobody") && !allow_nobody) {
         log_error("user 'nobody' is shared with other services, which could then read the spool and use the "
                   "control socket; use a dedicated user (tools/install-deps.sh creates '%s') or set "
                   "allow_user_nobody = yes", PRIVS_DEFAULT_USER);
-        return -1;
+        return NULL;
     }
     struct passwd *pw = getpwnam(name);
     if (!pw) {
         log_error("user '%s' does not exist; refusing to run as root%s", name,
                   strcmp(name, PRIVS_DEFAULT_USER) ? "" : " (tools/install-deps.sh creates it)");
-        return -1;
+        return NULL;
     }
     if (pw->pw_uid == 0) {
         log_error("user '%s' is root; refusing to run as root", name);
-        return -1;
+        return NULL;
     }
-    chown_tree(spool_dir, pw->pw_uid, pw->pw_gid);
-    if (control_socket && lchown(control_socket, pw->pw_uid, pw->pw_gid) < 0)
-        log_warn("chown %s: %s", control_socket, strerror(errno));
+    return pw;
+}
+
+static int switch_to(const struct passwd *pw)
+{
     if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
-        log_error("cannot drop privileges to %s: %s", name, strerror(errno));
+        log_error("cannot drop privileges to %s: %s", pw->pw_name, strerror(errno));
         return -1;
     }
     if (setuid(0) == 0) {
         log_error("privilege drop did not stick");
         return -1;
     }
-    log_info("running as user %s (uid %d)", name, (int)pw->pw_uid);
+    return 0;
+}
+
+int privs_become(const char *user, bool allow_nobody)
+{
+    if (geteuid() != 0)
+        return 0;
+    const struct passwd *pw = run_user_entry(user, allow_nobody);
+    return pw ? switch_to(pw) : -1;
+}
+
+int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const char *control_socket)
+{
+    if (geteuid() != 0)
+        return 0;
+    const struct passwd *pw = run_user_entry(user, allow_nobody);
+    if (!pw)
+        return -1;
+    chown_tree(spool_dir, pw->pw_uid, pw->pw_gid);
+    if (control_socket && lchown(control_socket, pw->pw_uid, pw->pw_gid) < 0)
+        log_warn("chown %s: %s", control_socket, strerror(errno));
+    if (switch_to(pw) < 0)
+        return -1;
+    log_info("running as user %s (uid %d)", pw->pw_name, (int)pw->pw_uid);
     return 0;
 }

@@ -12,5 +12,8 @@
  * nobody process could then read the spool and use the control socket.
  * Returns 0, or -1 with a logged reason. A no-op when not root. */
 int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const char *control_socket);
+/* The same switch without touching the spool: configuration checks, which
+ * run plugin init and Lua top levels, run as the daemon would. */
+int privs_become(const char *user, bool allow_nobody);
 
 #endif

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -564,6 +565,23 @@ static int file_lookup(lua_State *L, const char *path, const char *key)
     return 1;
 }
 
+/* A script may read a table it was given as one of its options (as
+ * "file:PATH" or PATH), or one in its own directory - never, say,
+ * /etc/shadow, whoever runs it. */
+static bool lookup_allowed(const struct lua_script *s, const char *path)
+{
+    for (size_t i = 0; i < s->nopts; i++) {
+        const char *v = s->opts[i].value;
+        if (!strcmp(v, path) || (!strncmp(v, "file:", 5) && !strcmp(v + 5, path)))
+            return true;
+    }
+    char real[PATH_MAX], dir[PATH_MAX];
+    if (!realpath(path, real) || !realpath(s->dir, dir))
+        return false;
+    size_t n = strlen(dir);
+    return !strncmp(real, dir, n) && real[n] == '/';
+}
+
 /* postern.lookup(table, key): "relay_domains", "trusted_networks",
  * "transport", or "file:PATH" - the tables the main config uses. */
 static int l_lookup(lua_State *L)
@@ -583,6 +601,9 @@ static int l_lookup(lua_State *L)
         const struct nexthop *h = config_transport_for(cfg, key);
         h ? (void)lua_pushstring(L, h->text) : lua_pushnil(L);
     } else if (!strncmp(table, "file:", 5)) {
+        if (!lookup_allowed(state_of(L)->script, table + 5))
+            return luaL_error(L, "postern.lookup: %s is neither one of this script's options nor in its directory",
+                              table + 5);
         return file_lookup(L, table + 5, key);
     } else {
         return luaL_error(L, "postern.lookup: unknown table '%s'", table);

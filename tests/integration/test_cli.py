@@ -66,4 +66,28 @@ def test_sigterm_finishes_and_exits_zero():
     g.check_sanitizers()
 
 
+def test_a_check_as_root_runs_as_the_daemon_user_and_leaves_nothing_root_owned():
+    """posternd -t runs plugin init as the daemon would: the archive chain it
+    creates belongs to the daemon's user, so the next start can use it."""
+    if os.geteuid() != 0:
+        print("  skip: needs root")
+        return
+    import pwd
+    adir = tempfile.mkdtemp(prefix="archive-")
+    os.chmod(adir, 0o777)
+    on_cleanup(lambda: shutil.rmtree(adir, ignore_errors=True))
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, plugin_dir=os.path.join(BUILD, "plugins"), plugins="archive", **{"archive.dir": adir})
+    r = run(os.path.join(BUILD, "posternd"), "-c", g.conf, "-t")
+    assert r.returncode == 0, r.stdout + r.stderr
+    postern_uid = pwd.getpwnam("postern").pw_uid
+    for root, dirs, files in os.walk(adir):
+        for n in dirs + files:
+            assert os.lstat(os.path.join(root, n)).st_uid == postern_uid, os.path.join(root, n)
+    g.start()
+    assert send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: a\r\n\r\nx\r\n").startswith("250")
+    sink.wait_count(1)
+    g.stop()
+
+
 run_tests(globals())

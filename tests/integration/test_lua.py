@@ -311,4 +311,26 @@ def test_policy_allow_list():
     g.stop()
 
 
+def test_lookup_reads_only_tables_the_script_was_given():
+    sink = Sink(addr(2))
+    d = script_dir()
+    write(os.path.join(d, "local.table"), "near.test yes\n")
+    other = write(os.path.join(script_dir(), "given.table"), "given.test yes\n")
+    write(os.path.join(d, "lookup.lua"),
+          'postern.on("rcpt", function(tx, rcpt)\n'
+          '  local dom = rcpt:match("@(.*)$")\n'
+          '  if dom == "shadow.test" then postern.lookup("file:/etc/shadow", "root") end\n'
+          '  local hit = postern.lookup("file:%s/local.table", dom)\n'
+          '    or postern.lookup(postern.option("table"), dom)\n'
+          '  if not hit then return postern.REJECT("5.1.1", "not listed") end\n'
+          'end)\n' % d)
+    g = gw(sink, ["lua:%s/lookup.lua" % d], **{"lookup.table": "file:" + other})
+    assert rcpt_reply(g, "x@near.test").startswith("250")
+    assert rcpt_reply(g, "x@given.test").startswith("250")
+    assert rcpt_reply(g, "x@else.test").startswith("550 5.1.1 not listed")
+    assert rcpt_reply(g, "x@shadow.test").startswith("451")
+    assert "postern.lookup: /etc/shadow is neither one of this script's options nor in its directory" in g.log()
+    g.stop()
+
+
 run_tests(globals())
