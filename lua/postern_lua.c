@@ -61,6 +61,7 @@ struct lctx {
     int time_limit_ms;
     int slice_left;              /* hook rounds before giving the loop back */
     struct timespec slice_start;
+    bool killed;                 /* a limit was hit: every hook raises, pcall cannot catch it */
 };
 
 /* A script's state (loop thread only). */
@@ -110,10 +111,16 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
     (void)ar;
     struct lctx *c = ctx_of(L);
     c->used += HOOK_EVERY;
-    if (c->used > c->budget)
+    if (c->killed)
+        luaL_error(L, "call ended: over its limit");
+    if (c->used > c->budget) {
+        c->killed = true;
         luaL_error(L, "instruction limit exceeded (%I)", (lua_Integer)c->budget);
-    if (c->elapsed_us + us_since(&c->slice_start) > (long)c->time_limit_ms * 1000)
+    }
+    if (c->elapsed_us + us_since(&c->slice_start) > (long)c->time_limit_ms * 1000) {
+        c->killed = true;
         luaL_error(L, "time limit exceeded (%d ms)", c->time_limit_ms);
+    }
     /* give the loop back to other sessions; resumed after them */
     if (--c->slice_left <= 0 && lua_isyieldable(L))
         lua_yield(L, 0);
@@ -126,7 +133,77 @@ static void ctx_init(struct lctx *c, struct lstate *ls)
     c->elapsed_us = 0;
     c->budget = ls->script->cfg->lua_instruction_limit;
     c->time_limit_ms = ls->script->cfg->lua_time_limit_ms;
+    c->killed = false;
 }
+
+/* pcall and xpcall as in lbaselib.c, except that an error after a limit
+ * was hit is raised again: a script cannot catch its own end. */
+static int finish_pcall(lua_State *L, int status, lua_KContext extra)
+{
+    if (status != LUA_OK && status != LUA_YIELD) {
+        if (ctx_of(L)->killed)
+            return lua_error(L);
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - (int)extra;
+}
+
+static int limited_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, 1);
+    int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, finish_pcall);
+    return finish_pcall(L, status, 0);
+}
+
+/* xpcall's message handler runs with hooks off when the error came from
+ * the limit hook, so the script's own handler could loop forever: after a
+ * limit it is not called at all. */
+static int guarded_handler(lua_State *L)
+{
+    if (ctx_of(L)->killed)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int limited_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, guarded_handler, 1);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2);
+    int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
+    return finish_pcall(L, status, 2);
+}
+
+/* Lua runs __gc finalizers with hooks off (lgc.c GCTM), so no limit could
+ * end one that loops: scripts may not give their tables a __gc. (Userdata
+ * metatables are ours and locked with __metatable.) */
+static int limited_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc is not allowed in policies");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static void close_state(lua_State *L) { lua_close(L); }
 
 /* Before each (re)entry into a call. */
 static void slice_start(lua_State *L, struct lctx *c)
@@ -700,6 +777,13 @@ static void open_sandbox(lua_State *L)
     lua_pop(L, 1);
     lua_pushcfunction(L, l_require);
     lua_setglobal(L, "require");
+    lua_pushcfunction(L, limited_pcall);
+    lua_setglobal(L, "pcall");
+    lua_pushcfunction(L, limited_xpcall);
+    lua_setglobal(L, "xpcall");
+    lua_getglobal(L, "setmetatable");
+    lua_pushcclosure(L, limited_setmetatable, 1);
+    lua_setglobal(L, "setmetatable");
 }
 
 static void open_postern(lua_State *L)
@@ -718,12 +802,16 @@ static void open_postern(lua_State *L)
     luaL_newlib(L, tx_methods);
     lua_pushcclosure(L, tx_index, 1);
     lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "locked");          /* getmetatable() gives this, setmetatable() fails */
+    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
     luaL_newmetatable(L, VARS_META);
     lua_pushcfunction(L, vars_index);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, vars_newindex);
     lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 }
 
@@ -762,12 +850,12 @@ static int build_state(struct lstate *ls, struct lua_script *s, const char *src,
         luaL_loadbufferx(ls->L, src, len, chunk, "t") != LUA_OK) {
         if (lua_isstring(ls->L, -1))
             snprintf(err, errlen, "%s", lua_tostring(ls->L, -1));
-        lua_close(ls->L);
+        close_state(ls->L);
         ls->L = NULL;
         return -1;
     }
     if (protected_call(ls, 0, 0, err, errlen) != LUA_OK) {
-        lua_close(ls->L);
+        close_state(ls->L);
         ls->L = NULL;
         return -1;
     }
@@ -777,7 +865,7 @@ static int build_state(struct lstate *ls, struct lua_script *s, const char *src,
 static void drop_state(struct lstate *ls)
 {
     if (ls->L)
-        lua_close(ls->L);
+        close_state(ls->L);
     ls->L = NULL;
 }
 

@@ -2,6 +2,7 @@
 forbidden call refused), the runaway loop, the memory limit, script errors
 with script:line, SIGHUP reload (good and broken), and every example policy
 in policies/ end to end."""
+import threading
 from harness import *
 
 LUA = os.path.join(ROOT, "tests", "lua")
@@ -331,6 +332,55 @@ def test_lookup_reads_only_tables_the_script_was_given():
     assert rcpt_reply(g, "x@shadow.test").startswith("451")
     assert "postern.lookup: /etc/shadow is neither one of this script's options nor in its directory" in g.log()
     g.stop()
+
+
+def test_limits_cannot_be_caught_finalizers_cannot_hang_and_metatables_are_locked():
+    sink = Sink(addr(2))
+    d = script_dir()
+    write(os.path.join(d, "attack.lua"),
+          'postern.on("rcpt", function(tx, rcpt)\n'
+          '  local lp = rcpt:match("^(.-)@")\n'
+          '  if lp == "pcall" then while true do pcall(function() while true do end end) end end\n'
+          '  if lp == "xpcall" then while true do xpcall(function() while true do end end,\n'
+          '    function() while true do end end) end end\n'
+          '  if lp == "meta" then\n'
+          '    local mt = getmetatable(tx)\n'
+          '    if mt ~= "locked" then return postern.REJECT("5.7.1", "metatable open") end\n'
+          '    local ok = pcall(setmetatable, tx, {})\n'
+          '    if ok then return postern.REJECT("5.7.1", "metatable replaced") end\n'
+          '  end\n'
+          '  if lp == "gc" then\n'
+          '    local ok, err = pcall(setmetatable, {}, {__gc = function() while true do end end})\n'
+          '    if ok then return postern.REJECT("5.7.1", "a looping finalizer was allowed") end\n'
+          '    postern.log("info", "gc refused: " .. err)\n'
+          '    local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 4096) .. i end\n'
+          '  end\n'
+          'end)\n')
+    g = gw(sink, ["lua:%s/attack.lua" % d], lua_time_limit="1s", lua_instruction_limit="2000000000",
+           lua_memory_limit="16M")
+    for lp in ("pcall", "xpcall"):
+        result = {}
+        t = threading.Thread(target=lambda: result.update(rep=rcpt_reply(g, lp + "@example.test")))
+        t0 = time.time()
+        t.start()
+        time.sleep(0.3)
+        t1 = time.time()
+        other = Client(g.host)                  # served while the script runs
+        assert other.banner.startswith("220") and time.time() - t1 < 0.2, time.time() - t1
+        other.close()
+        t.join(10)
+        assert result["rep"].startswith("451 4.3.0"), (lp, result)
+        assert time.time() - t0 < 1 + 1.5, (lp, time.time() - t0)
+    assert rcpt_reply(g, "meta@example.test").startswith("250")
+    assert rcpt_reply(g, "gc@example.test").startswith("451 4.3.0")
+    assert "gc refused: " in g.log() and "__gc is not allowed" in g.log()
+    # a reload closes the old state (its looping finalizer included), and SIGTERM still stops the daemon
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload" in g.log().lower(), 5, "the reload")
+    assert rcpt_reply(g, "meta@example.test").startswith("250")
+    t0 = time.time()
+    g.stop()
+    assert time.time() - t0 < 10
 
 
 run_tests(globals())
