@@ -83,24 +83,38 @@ const struct var *varmap_get(const struct varmap *m, const char *key)
 int varmap_set(struct varmap *m, const char *key, enum var_type type, double num, const char *str)
 {
     struct var *v = (struct var *)varmap_get(m, key);
+    size_t old = v && v->str ? strlen(v->str) : 0, add = str ? strlen(str) : 0;
+    size_t key_bytes = v ? 0 : strlen(key);
+    if (!v && type == VAR_NIL)
+        return 0;
+    if (m->bytes - old + add + key_bytes > VARMAP_MAX_BYTES || (!v && m->n >= VARMAP_MAX_VARS))
+        return -1;
+    char *copy = str ? strdup(str) : NULL;
+    if (str && !copy)
+        return -1;
     if (!v) {
-        if (type == VAR_NIL)
-            return 0;
-        if (m->n == m->cap) {
+        char *k = strdup(key);
+        if (k && m->n == m->cap) {
             size_t nc = m->cap ? m->cap * 2 : 8;
             struct var *n = realloc(m->v, nc * sizeof *n);
-            if (!n)
-                return -1;
-            m->v = n;
-            m->cap = nc;
+            if (n) {
+                m->v = n;
+                m->cap = nc;
+            }
+        }
+        if (!k || m->n == m->cap) {
+            free(k);
+            free(copy);
+            return -1;
         }
         v = &m->v[m->n++];
-        *v = (struct var){.key = strdup(key)};
+        *v = (struct var){.key = k};
     }
     free(v->str);
-    v->str = str ? strdup(str) : NULL;
+    v->str = copy;
     v->type = type;
     v->num = num;
+    m->bytes = m->bytes - old + add + key_bytes;
     return 0;
 }
 

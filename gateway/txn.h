@@ -30,8 +30,14 @@ struct var {
 struct varmap {
     struct var *v;
     size_t n, cap;
+    size_t bytes;                  /* keys and strings held, against VARMAP_MAX_BYTES */
 };
+/* Bounds per transaction: a script's variables live in C memory, outside
+ * lua_memory_limit. */
+#define VARMAP_MAX_VARS 1024
+#define VARMAP_MAX_BYTES (1024 * 1024)
 const struct var *varmap_get(const struct varmap *m, const char *key);
+/* 0, or -1 (out of memory, or over VARMAP_MAX_VARS / VARMAP_MAX_BYTES). */
 int varmap_set(struct varmap *m, const char *key, enum var_type type, double num, const char *str);
 void varmap_free(struct varmap *m);
 

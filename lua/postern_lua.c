@@ -495,7 +495,8 @@ static int vars_newindex(lua_State *L)
     default: return luaL_error(L, "tx variables hold strings, numbers and booleans, not %s", luaL_typename(L, 3));
     }
     if (rc < 0)
-        return luaL_error(L, "out of memory");
+        return luaL_error(L, "tx variables: out of memory or over the limit (%d variables, %d bytes)",
+                          VARMAP_MAX_VARS, VARMAP_MAX_BYTES);
     return 0;
 }
 

@@ -383,4 +383,21 @@ def test_limits_cannot_be_caught_finalizers_cannot_hang_and_metatables_are_locke
     assert time.time() - t0 < 10
 
 
+def test_tx_variables_are_bounded_outside_the_lua_memory_limit():
+    sink = Sink(addr(2))
+    d = script_dir()
+    write(os.path.join(d, "vars.lua"),
+          'postern.on("rcpt", function(tx, rcpt)\n'
+          '  local big = string.rep("x", 1024 * 1024)\n'
+          '  for i = 1, 1000 do tx.vars["k" .. i] = big end\n'
+          'end)\n')
+    g = gw(sink, ["lua:%s/vars.lua" % d], lua_memory_limit="16M")
+    for _ in range(3):
+        assert rcpt_reply(g, "x@example.test").startswith("451 4.3.0")
+    assert "tx variables: out of memory or over the limit" in g.log()
+    rss_kb = int([l for l in open("/proc/%d/status" % g.proc.pid) if l.startswith("VmRSS")][0].split()[1])
+    assert rss_kb < 400 * 1024, "%d kB resident after 3 x 1,000 x 1 MB variables" % rss_kb
+    g.stop()
+
+
 run_tests(globals())
