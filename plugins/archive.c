@@ -234,10 +234,26 @@ static int copy_message(int out, postern_txn *t)
 
 /* Append the link for relpath to DIR/chain (under a->lock); returns its
  * sequence number, or 0 on error. */
+/* Is DIR/chain still the file we append to? A directory or chain file
+ * replaced (or deleted) under the running daemon would otherwise take our
+ * appends silently, into a file nobody will read. errno EXDEV if not. */
+static int chain_still_ours(const struct archive *a)
+{
+    char path[1100];
+    struct stat open_st, path_st;
+    snprintf(path, sizeof path, "%s/chain", a->dir);
+    if (fstat(a->chain_fd, &open_st) < 0)
+        return -1;
+    if (stat(path, &path_st) < 0 || open_st.st_nlink == 0 || open_st.st_dev != path_st.st_dev ||
+        open_st.st_ino != path_st.st_ino)
+        return errno = EXDEV, -1;
+    return 0;
+}
+
 static unsigned long chain_append(struct archive *a, const char *relpath, const char *file_hash)
 {
     char link[ARCHIVE_HASH_HEX], line[2300], p[1100], tmp[1100];
-    if (archive_link(a->head, relpath, file_hash, link) < 0)
+    if (chain_still_ours(a) < 0 || archive_link(a->head, relpath, file_hash, link) < 0)
         return 0;
     int n = snprintf(line, sizeof line, "%lu %s %s %s\n", a->seq + 1, relpath, file_hash, link);
     if (write_all(a->chain_fd, line, (size_t)n) < 0)
@@ -324,7 +340,11 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     return POSTERN_CONTINUE;
 fail:
     /* no copy, no delivery: tempfail so the queue stage retries later */
-    host->log(t, POSTERN_LOG_ERROR, "archive: cannot write %s: %s", path, strerror(errno));
+    if (errno == EXDEV)
+        host->log(t, POSTERN_LOG_ERROR, "archive: %s/chain is no longer the chain this daemon opened "
+                  "(the archive directory or chain was replaced or deleted); not archiving until restart", a->dir);
+    else
+        host->log(t, POSTERN_LOG_ERROR, "archive: cannot write %s: %s", path, strerror(errno));
     host->set_reply(t, "451 4.3.0 archive copy could not be written");
     return POSTERN_TEMPFAIL;
 }

@@ -133,6 +133,23 @@ def test_archive_chain_truncation_is_detected():
     g.stop()
 
 
+def test_archive_directory_replaced_under_the_daemon_is_detected():
+    sink = Sink(addr(2))
+    adir = os.path.join(writable_dir(), "archive")
+    g = gw(sink, "archive", **{"archive.dir": adir})
+    send(g, headers="Subject: before\r\n")
+    sink.wait_count(1)
+    os.rename(adir, adir + ".old")            # someone swaps the directory under the running daemon
+    os.makedirs(adir)
+    os.chmod(adir, 0o777)
+    rep = send(g, headers="Subject: after\r\n")
+    assert "queued as" in rep, rep
+    wait_for(lambda: "is no longer the chain this daemon opened" in g.log(), 10, "the detection")
+    time.sleep(0.5)
+    assert sink.count() == 1, "a message went out without its archive copy"
+    g.stop()
+
+
 def test_archive_only_when_requested():
     sink = Sink(addr(2))
     adir = os.path.join(writable_dir(), "archive")
