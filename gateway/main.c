@@ -3,6 +3,7 @@
  * in-flight commits (and, for a bounded time, deliveries) before exit 0. */
 #include "config.h"
 #include "control.h"
+#include "plugin_host.h"
 #include "delivery.h"
 #include "dns.h"
 #include "hooks.h"
@@ -119,6 +120,7 @@ int main(int argc, char **argv)
     if (check_only) {
         if (privs_become(cfg.run_user, cfg.allow_user_nobody) < 0)
             return 1;
+        plugin_host_set_checking(true);
         if (hooks_load(&cfg, err, sizeof err) < 0) {
             fprintf(stderr, "posternd: %s\n", err);
             return 1;

@@ -300,6 +300,10 @@ static int h_client_trusted(postern_txn *t)
     return host_cfg && ip_parse(t->client_ip, 0, &ss, &len) == 0 && config_is_trusted(host_cfg, (struct sockaddr *)&ss);
 }
 
+static bool checking_only;
+void plugin_host_set_checking(bool on) { checking_only = on; }
+static int h_checking(void) { return checking_only; }
+
 static const struct postern_host host = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_host),
@@ -340,6 +344,7 @@ static const struct postern_host host = {
     .hostname = h_hostname,
     .client_trusted = h_client_trusted,
     .auth_user = h_auth_user,
+    .checking = h_checking,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

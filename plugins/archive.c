@@ -99,7 +99,8 @@ static int load_head(struct archive *a, char *err, size_t errlen)
     a->head[64] = '\0';
     FILE *f = fopen(path, "r");
     if (!f)
-        return errno == ENOENT ? 0 : (snprintf(err, errlen, "cannot read %s", path), -1);
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "cannot read %s: %s (it must be readable by the "
+                                               "daemon's user)", path, strerror(errno)), -1);
     char line[4096];
     while (fgets(line, sizeof line, f)) {
         unsigned long seq;
@@ -140,6 +141,23 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         snprintf(err, errlen, "archive.dir is required");
         free(a);
         return -1;
+    }
+    if (POSTERN_HOST_HAS(h, checking) && h->checking()) {
+        /* a configuration check: the daemon's user must be able to do what
+         * the daemon will, but nothing is created now */
+        char path[1100];
+        snprintf(path, sizeof path, "%s/chain", a->dir);
+        const char *what = access(a->dir, F_OK) == 0 ? a->dir : NULL;
+        int bad = what ? access(a->dir, W_OK | X_OK) : 0;
+        if (!bad && what && access(path, F_OK) == 0)
+            bad = access(path, R_OK | W_OK), what = path;
+        if (bad) {
+            snprintf(err, errlen, "%s: %s (the daemon's user must be able to write it)", what, strerror(errno));
+            free(a);
+            return -1;
+        }
+        *state = a;
+        return 0;
     }
     if (mkdir(a->dir, 0750) < 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %s: %s", a->dir, strerror(errno));

@@ -165,6 +165,13 @@ struct postern_host {
      * of its own, so this is XCLIENT LOGIN from a trusted proxy or, under
      * postern-milter, the MTA's {auth_authen}. */
     const char *(*auth_user)(postern_txn *t);
+
+    /* ---- appended in 0.4 ---- */
+
+    /* 1 while posternd only checks its configuration (posternd -t): init
+     * should check what it needs (a directory is writable, a file readable)
+     * and create nothing; no stage will run. */
+    int (*checking)(void);
 };
 
 /* Whether posternd's host table has function fn (appended after your

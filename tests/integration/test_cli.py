@@ -66,9 +66,10 @@ def test_sigterm_finishes_and_exits_zero():
     g.check_sanitizers()
 
 
-def test_a_check_as_root_runs_as_the_daemon_user_and_leaves_nothing_root_owned():
-    """posternd -t runs plugin init as the daemon would: the archive chain it
-    creates belongs to the daemon's user, so the next start can use it."""
+def test_a_check_as_root_runs_as_the_daemon_user_and_creates_nothing():
+    """posternd -t runs plugin init as the daemon's user and in check mode:
+    the archive plugin checks its directory and creates nothing; what the
+    daemon creates later belongs to its user."""
     if os.geteuid() != 0:
         print("  skip: needs root")
         return
@@ -80,13 +81,19 @@ def test_a_check_as_root_runs_as_the_daemon_user_and_leaves_nothing_root_owned()
     g = Gateway(sink=sink, plugin_dir=os.path.join(BUILD, "plugins"), plugins="archive", **{"archive.dir": adir})
     r = run(os.path.join(BUILD, "posternd"), "-c", g.conf, "-t")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert os.listdir(adir) == [], "a check created %s" % os.listdir(adir)
+    # a directory the daemon's user cannot write fails the check, saying why
+    os.chmod(adir, 0o755)
+    r = run(os.path.join(BUILD, "posternd"), "-c", g.conf, "-t")
+    assert r.returncode != 0 and "Permission denied (the daemon's user must be able to write it)" in r.stderr, r
+    os.chmod(adir, 0o777)
+    g.start()
     postern_uid = pwd.getpwnam("postern").pw_uid
+    assert send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: a\r\n\r\nx\r\n").startswith("250")
+    sink.wait_count(1)
     for root, dirs, files in os.walk(adir):
         for n in dirs + files:
             assert os.lstat(os.path.join(root, n)).st_uid == postern_uid, os.path.join(root, n)
-    g.start()
-    assert send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: a\r\n\r\nx\r\n").startswith("250")
-    sink.wait_count(1)
     g.stop()
 
 
