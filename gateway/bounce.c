@@ -21,9 +21,8 @@ struct bounce_job {
     enum dsn_kind kind;
     bounce_done_fn done;
     struct dsn_rcpt *rcpts;      /* snapshot: the worker never reads the qmsg */
-    char **texts;                /* owned copies behind rcpts */
+    struct rcpt_state *states;   /* copies behind rcpts: reply, remote host, command */
     char **orcpts;
-    char **remotes, **stages;
     char envid[DSN_MAX_ENVID + 1];
     bool full;                   /* RET=FULL: return the whole message */
     uint64_t size;               /* of the original message */
@@ -120,15 +119,10 @@ static void bounce_run(struct work *w)
 static void bounce_free(struct bounce_job *b)
 {
     for (size_t i = 0; i < b->n; i++) {
-        free(b->texts[i]);
         free(b->orcpts[i]);
-        free(b->remotes[i]);
-        free(b->stages[i]);
     }
-    free(b->texts);
+    free(b->states);
     free(b->orcpts);
-    free(b->remotes);
-    free(b->stages);
     free(b->rcpts);
     free(b->orig_sender);
     envelope_free(&b->env);
@@ -168,13 +162,11 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
     struct bounce_job *b = calloc(1, sizeof *b);
     if (b) {
         b->rcpts = calloc(m->nrcpts, sizeof *b->rcpts);
-        b->texts = calloc(m->nrcpts, sizeof *b->texts);
+        b->states = calloc(m->nrcpts, sizeof *b->states);
         b->orcpts = calloc(m->nrcpts, sizeof *b->orcpts);
-        b->remotes = calloc(m->nrcpts, sizeof *b->remotes);
-        b->stages = calloc(m->nrcpts, sizeof *b->stages);
         b->env.rcpts = calloc(1, sizeof *b->env.rcpts);
     }
-    if (!b || !b->rcpts || !b->texts || !b->orcpts || !b->remotes || !b->stages || !b->env.rcpts) {
+    if (!b || !b->rcpts || !b->states || !b->orcpts || !b->env.rcpts) {
         if (b)
             bounce_free(b);
         done(m, kind, ENOMEM);
@@ -183,15 +175,14 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
     for (size_t i = 0; i < m->nrcpts; i++) {
         if (!covered(&m->rcpts[i], kind))
             continue;
-        b->texts[b->n] = strdup(m->rcpts[i].st.last_reply[0] ? m->rcpts[i].st.last_reply : "unknown error");
+        const struct rcpt_state *st = &b->states[b->n];
+        b->states[b->n] = m->rcpts[i].st;
         b->orcpts[b->n] = m->rcpts[i].dsn.orcpt ? strdup(m->rcpts[i].dsn.orcpt) : NULL;
-        b->rcpts[b->n].addr = m->rcpts[i].addr;   /* stable: m is pinned until done() */
-        b->rcpts[b->n].last_reply = b->texts[b->n];
-        b->rcpts[b->n].orcpt = b->orcpts[b->n];
-        b->remotes[b->n] = strdup(m->rcpts[i].st.remote);
-        b->stages[b->n] = strdup(m->rcpts[i].st.in_reply_to);
-        b->rcpts[b->n].remote = b->remotes[b->n];
-        b->rcpts[b->n].in_reply_to = b->stages[b->n];
+        b->rcpts[b->n] = (struct dsn_rcpt){
+            .addr = m->rcpts[i].addr,             /* stable: m is pinned until done() */
+            .last_reply = st->last_reply[0] ? st->last_reply : "unknown error",
+            .orcpt = b->orcpts[b->n], .remote = st->remote, .in_reply_to = st->in_reply_to,
+        };
         b->n++;
     }
     b->m = m;

@@ -35,16 +35,6 @@ static int nconns;
 static struct ev_watch listen_watch;
 static char sock_path[108];
 
-/* Answers are lines of text: any other control byte (from a plugin's hold
- * reason, say) is shown as '?'. */
-static void escape_answer(struct buf *out)
-{
-    char *p = buf_head(out);
-    for (size_t i = 0; i < out->len; i++)
-        if (((unsigned char)p[i] < 0x20 && p[i] != '\n') || p[i] == 0x7f)
-            p[i] = '?';
-}
-
 static void ctl_free(void *p)
 {
     struct ctl_conn *c = p;
@@ -118,7 +108,8 @@ static void ctl_on_event(void *ctx, uint32_t events)
         line[len] = '\0';
         log_info("control: %s", line);
         ctl_dispatch(line, &c->out);
-        escape_answer(&c->out);
+        /* answers are lines of text: other control bytes (a plugin's hold reason, say) show as '?' */
+        mask_control_bytes(buf_head(&c->out), c->out.len, true);
         c->answered = true;
     }
     while (c->out.len) {

@@ -12,6 +12,13 @@ static const char *level_names[] = {"error", "warning", "info", "debug"};
 
 void log_set_level(enum log_level lvl) { current_level = lvl; }
 
+void mask_control_bytes(char *s, size_t n, bool keep_newlines)
+{
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] < 0x20 && !(keep_newlines && s[i] == '\n')) || s[i] == 0x7f)
+            s[i] = '?';
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
     if (lvl > current_level)
@@ -34,10 +41,7 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
     n += m;
     if ((size_t)n > sizeof line - 2)
         n = sizeof line - 2;
-    /* one record per line: control bytes from any source are shown, not obeyed */
-    for (int i = start; i < n; i++)
-        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-            line[i] = '?';
+    mask_control_bytes(line + start, (size_t)(n - start), false);   /* one record per line */
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;

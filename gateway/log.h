@@ -1,6 +1,8 @@
 /* log.h - one line per event on stderr: timestamp, level, message. */
 #ifndef POSTERN_LOG_H
 #define POSTERN_LOG_H
+#include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -11,5 +13,9 @@ void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(pri
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+/* Show control bytes (and DEL) in s[0..n) as '?', keeping '\n' when
+ * keep_newlines: text from peers and plugins is shown, never obeyed. */
+void mask_control_bytes(char *s, size_t n, bool keep_newlines);
 
 #endif

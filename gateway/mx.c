@@ -135,12 +135,11 @@ static void make_target(struct mx_target *t, const struct mx_record *r, const st
     if (a->ss_family == AF_INET) {
         ((struct sockaddr_in *)&t->hop.addr)->sin_port = htons((uint16_t)port);
         t->hop.addrlen = sizeof(struct sockaddr_in);
-        snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, port);
     } else {
         ((struct sockaddr_in6 *)&t->hop.addr)->sin6_port = htons((uint16_t)port);
         t->hop.addrlen = sizeof(struct sockaddr_in6);
-        snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, port);
     }
+    snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, port);
 }
 
 static void all_addresses_in(struct route_req *q)

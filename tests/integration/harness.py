@@ -261,6 +261,11 @@ class Gateway:
             assert rc == 0, "posternd exited %s on SIGTERM:\n%s" % (rc, self.log()[-3000:])
         self.check_sanitizers()
 
+    def rss_kb(self):
+        """posternd's resident memory, in kB."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
+
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()

@@ -395,7 +395,7 @@ def test_tx_variables_are_bounded_outside_the_lua_memory_limit():
     for _ in range(3):
         assert rcpt_reply(g, "x@example.test").startswith("451 4.3.0")
     assert "tx variables: out of memory or over the limit" in g.log()
-    rss_kb = int([l for l in open("/proc/%d/status" % g.proc.pid) if l.startswith("VmRSS")][0].split()[1])
+    rss_kb = g.rss_kb()
     assert rss_kb < 400 * 1024, "%d kB resident after 3 x 1,000 x 1 MB variables" % rss_kb
     g.stop()
 

@@ -173,7 +173,7 @@ def test_a_fifo_and_a_symlinked_sidecar_in_the_spool_neither_hang_nor_are_read()
     assert g.queue_files() == [qid]
     listing = postern("queue", "list", gw=g)
     assert qid in listing.stdout, listing.stdout + listing.stderr
-    rss_kb = int([l for l in open("/proc/%d/status" % g.proc.pid) if l.startswith("VmRSS")][0].split()[1])
+    rss_kb = g.rss_kb()
     assert rss_kb < 300 * 1024, "the sidecar symlink to /dev/zero was read: %d kB" % rss_kb
     g.stop()
 
