@@ -701,6 +701,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_duration(p, key, value, &cfg->delay_warning_time);
     if (!strcmp(key, "worker_threads"))
         return set_int(p, key, value, 1, 64, &cfg->worker_threads);
+    if (!strcmp(key, "lua_threads"))
+        return set_int(p, key, value, 1, 32, &cfg->lua_threads);
     if (!strcmp(key, "log_level")) {
         static const char *names[] = {"error", "warning", "info", "debug"};
         for (int i = 0; i < 4; i++)
@@ -739,6 +741,7 @@ static void config_defaults(struct config *cfg)
     cfg->connection_cache_time = 2;
     cfg->dest_concurrency = 20;
     cfg->worker_threads = 4;
+    cfg->lua_threads = 2;
     cfg->max_hop_count = 50;
     cfg->smtp_port = 25;
     cfg->tls_default.level = TLS_MAY;
@@ -1001,8 +1004,8 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->data_timeout, cfg->smtp_min_data_rate);
     fprintf(out, "client_connect_timeout = %ds\nclient_timeout = %ds\nclient_bdat = %s\n",
             cfg->client_connect_timeout, cfg->client_timeout, cfg->client_bdat ? "yes" : "no");
-    fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\n",
-            cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads);
+    fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\nlua_threads = %d\n",
+            cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads, cfg->lua_threads);
     fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);
     fprintf(out, "dest_rate_limit = %d\nsmtp_helo_name = %s\n", cfg->dest_rate_limit, cfg->smtp_helo_name);
     for (size_t i = 0; i < cfg->nrate_limits; i++)

@@ -124,6 +124,7 @@ struct config {
     size_t nsasl;
     int connection_cache_time;     /* idle outbound connection kept this long */
     int worker_threads;            /* fsync / blocking work */
+    int lua_threads;               /* Lua handlers (lua/lua_threads.c) */
     long lua_instruction_limit;    /* per handler call */
     int lua_time_limit_ms;         /* per handler call */
     size_t lua_memory_limit;       /* per Lua state */

@@ -1,9 +1,9 @@
 /* hooks.c - loads the plugin chain with dlopen(RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE:
  * plugins stay mapped after dlclose, so sanitizer reports at exit can name them),
  * checks each plugin's ABI version and struct size, hands it its options,
- * and runs the callbacks of a stage in chain order: Lua links on the loop
- * thread (time-sliced, see lua/postern_lua.c), each run of consecutive C
- * links in one trip to a worker thread (C plugins may block). */
+ * and runs the callbacks of a stage in chain order: each Lua link on the
+ * Lua threads (lua/lua_threads.c), each run of consecutive C links in one
+ * trip to a worker thread (C plugins may block). */
 #include "hooks.h"
 #include "log.h"
 #include "../lua/postern_lua.h"
@@ -256,7 +256,6 @@ struct chain_run {
     const char *arg;
     size_t len;
     size_t next;                /* next link; > nchain once decided */
-    struct lua_run *lua;        /* a Lua link that gave the loop back */
     postern_verdict v;          /* from the worker trip */
     hooks_done_fn done;
     void *ctx;
@@ -298,15 +297,12 @@ static void c_links_done(struct work *w)
         chain_step(r);
 }
 
-static void lua_resumed(void *arg)
+/* A Lua link's answer, on the loop thread. */
+static void lua_link_done(void *arg, postern_verdict v, const char *reply)
 {
     struct chain_run *r = arg;
-    postern_verdict v;
-    if (lua_run_resume(r->lua, &v)) {
-        ev_soon(lua_resumed, r);
-        return;
-    }
-    r->lua = NULL;
+    if (reply[0])
+        plugin_host()->set_reply(r->t, reply);
     if (decided(&chain[r->next], r->st, r->t, &v)) {
         chain_finish(r, v);
         return;
@@ -329,16 +325,8 @@ static void chain_step(struct chain_run *r)
             workers_submit(&r->work);
             return;
         }
-        postern_verdict v;
-        if (lua_run_start(l->lua, r->t, r->st, r->arg, r->len, &r->lua, &v)) {
-            ev_soon(lua_resumed, r);
-            return;
-        }
-        if (decided(l, r->st, r->t, &v)) {
-            chain_finish(r, v);
-            return;
-        }
-        r->next++;
+        lua_call_submit(l->lua, r->t, r->st, r->arg, r->len, lua_link_done, r);
+        return;
     }
     chain_finish(r, POSTERN_CONTINUE);
 }
@@ -359,9 +347,40 @@ void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t le
 }
 
 /* The synchronous chain for postern-milter (libmilter's threads): C links
- * are called in place; Lua links run to completion under one lock, since
- * each script's lua_State is single-threaded. */
-static pthread_mutex_t lua_lock = PTHREAD_MUTEX_INITIALIZER;
+ * are called in place; a Lua link is handed to the Lua threads and this
+ * thread waits for its answer (which the watchdog guarantees). */
+struct sync_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    postern_verdict v;
+    char reply[512];
+};
+
+static void sync_done(void *arg, postern_verdict v, const char *reply)
+{
+    struct sync_wait *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    w->v = v;
+    snprintf(w->reply, sizeof w->reply, "%s", reply);
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static postern_verdict run_lua_sync(const struct link *l, enum postern_stage st, txn_t *t, const char *arg,
+                                    size_t len)
+{
+    struct sync_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    lua_call_submit(l->lua, t, st, arg, len, sync_done, &w);
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    if (w.reply[0])
+        plugin_host()->set_reply(t, w.reply);
+    return w.v;
+}
 
 postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg, size_t len)
 {
@@ -371,17 +390,7 @@ postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg,
         struct link *l = &chain[i];
         if (!has_stage(l, st))
             continue;
-        postern_verdict v;
-        if (l->lua) {
-            struct lua_run *run = NULL;
-            pthread_mutex_lock(&lua_lock);
-            if (lua_run_start(l->lua, t, st, arg, len, &run, &v))
-                while (lua_run_resume(run, &v))
-                    ;
-            pthread_mutex_unlock(&lua_lock);
-        } else {
-            v = call(l, st, t, arg, len);
-        }
+        postern_verdict v = l->lua ? run_lua_sync(l, st, t, arg, len) : call(l, st, t, arg, len);
         if (decided(l, st, t, &v))
             return v;
     }

@@ -58,7 +58,8 @@ static void shutdown_tick(void)
     int waiting = smtp_server_shutdown();
     delivery_close_idle();
     bool grace_over = ev_now_ms() - shutdown_started_ms > SHUTDOWN_GRACE_MS;
-    if ((waiting == 0 && workers_pending() == 0 && delivery_busy() == 0) || (grace_over && workers_pending() == 0))
+    bool idle = workers_pending() == 0 && lua_calls_pending() == 0;   /* both end in bounded time */
+    if ((waiting == 0 && idle && delivery_busy() == 0) || (grace_over && idle))
         ev_stop();
 }
 
@@ -152,7 +153,7 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
-    if (workers_start(cfg.worker_threads) < 0) {
+    if (workers_start(cfg.worker_threads) < 0 || lua_threads_start(cfg.lua_threads, true) < 0) {
         log_error("cannot start worker threads");
         return 1;
     }
@@ -177,9 +178,11 @@ int main(int argc, char **argv)
     control_stop();
     workers_stop();
     dns_shutdown();
-    lua_states_close();
-    hooks_unload();
+    bool lua_clean = lua_threads_stop();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());
-    config_free(&cfg);
+    if (lua_clean) {        /* else a stuck Lua thread may still read them */
+        hooks_unload();
+        config_free(&cfg);
+    }
     return 0;
 }

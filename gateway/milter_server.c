@@ -371,6 +371,10 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
+    if (lua_threads_start(cfg.lua_threads, false) < 0) {
+        log_error("cannot start the Lua threads");
+        return 1;
+    }
     struct smfiDesc desc = {
         .xxfi_name = "postern-milter",
         .xxfi_version = SMFI_VERSION,
@@ -393,9 +397,10 @@ int main(int argc, char **argv)
     }
     log_info("postern-milter ready on %s", sock);
     int rc = smfi_main() == MI_SUCCESS ? 0 : 1;
-    hooks_unload();
-    lua_states_close();
-    dns_shutdown();
-    config_free(&cfg);
+    if (lua_threads_stop()) {     /* else a stuck Lua thread may still read them */
+        hooks_unload();
+        dns_shutdown();
+        config_free(&cfg);
+    }
     return rc;
 }

@@ -1,15 +1,17 @@
 /* postern_lua.c - the Lua binding: sandboxed states, the `postern` module
  * (postern_lib), the transaction object (tx_methods), the variables proxies
- * (var_meta), and the handler runs.
+ * (var_meta), and one call's run (lua_call_step).
  *
- * Handlers run on the network loop thread, each call as a coroutine: the
- * count hook yields every LUA_SLICE instructions, and the loop resumes the
- * call after serving other events, so a busy script shares the loop instead
- * of stalling it. Instruction, time and memory limits still end runaway
- * scripts. A script error is logged with script:line and tempfails the
- * message. One state per script; a reload builds a new one and the old one
- * goes when its last suspended call ends. */
+ * Handlers run on the Lua threads (lua_threads.c), never on the network
+ * loop. Each thread has its own state per script (Lua states are not
+ * thread-safe) and runs each call as a coroutine: the count hook yields
+ * every LUA_SLICE instructions so the thread can serve other calls, and
+ * ends a call over its instruction or time limit. Memory is limited per
+ * state. A script error is logged with script:line and tempfails the
+ * message. A reload builds new states; an old one goes when its last
+ * suspended call ends. */
 #include "postern_lua.h"
+#include "lua_call.h"
 #include "log.h"
 #include "plugin_host.h"
 #include "spool.h"
@@ -51,20 +53,7 @@ struct lua_script {
     atomic_uint stages;          /* bit per stage with a handler */
 };
 
-struct lstate;
-
-/* Limits of one call; the extra space of every Lua thread points at one. */
-struct lctx {
-    struct lstate *ls;
-    long budget, used;           /* instructions */
-    long elapsed_us;             /* over all slices of the call (slices are short: microseconds) */
-    int time_limit_ms;
-    int slice_left;              /* hook rounds before giving the loop back */
-    struct timespec slice_start;
-    bool killed;                 /* a limit was hit: every hook raises, pcall cannot catch it */
-};
-
-/* A script's state (loop thread only). */
+/* A script's state on one Lua thread. */
 struct lstate {
     lua_State *L;
     int generation;
@@ -74,7 +63,7 @@ struct lstate {
     struct lctx main_ctx;        /* for loading the script */
 };
 
-static struct lstate *loop_states[MAX_SCRIPTS];
+static _Thread_local struct lstate *thread_states[MAX_SCRIPTS];   /* this Lua thread's */
 static int nscripts;
 
 /* ---- limits -------------------------------------------------------- */
@@ -111,6 +100,8 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
     (void)ar;
     struct lctx *c = ctx_of(L);
     c->used += HOOK_EVERY;
+    if (c->call && atomic_load(&c->call->abandoned))
+        c->killed = true;      /* the watchdog answered for it: end it at once */
     if (c->killed)
         luaL_error(L, "call ended: over its limit");
     if (c->used > c->budget) {
@@ -126,9 +117,10 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
         lua_yield(L, 0);
 }
 
-static void ctx_init(struct lctx *c, struct lstate *ls)
+static void ctx_init(struct lctx *c, struct lstate *ls, struct lua_call *call)
 {
     c->ls = ls;
+    c->call = call;
     c->used = 0;
     c->elapsed_us = 0;
     c->budget = ls->script->cfg->lua_instruction_limit;
@@ -234,7 +226,7 @@ static int protected_call(struct lstate *ls, int nargs, int nresults, char *err,
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback);
     lua_insert(L, base);
-    ctx_init(&ls->main_ctx, ls);
+    ctx_init(&ls->main_ctx, ls, NULL);
     slice_start(L, &ls->main_ctx);
     int rc = lua_pcall(L, nargs, nresults, base);
     slice_end(L, &ls->main_ctx);
@@ -269,6 +261,36 @@ static postern_txn *check_tx(lua_State *L, int idx)
 }
 
 static const struct postern_host *H(void) { return plugin_host(); }
+
+/* Every tx method and variables access runs through here (upvalue 1 is
+ * the real function). It holds the call's lock while the method uses the
+ * transaction, so the watchdog cannot give the transaction back to the
+ * loop halfway through one; once it has, methods raise instead. */
+static int guarded(lua_State *L)
+{
+    struct lua_call *c = ctx_of(L)->call;
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    if (!c)
+        return luaL_error(L, "transaction handle used outside its handler");
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load(&c->abandoned)) {
+        pthread_mutex_unlock(&c->lock);
+        return luaL_error(L, "call ended: over its limit");
+    }
+    int status = lua_pcall(L, n, LUA_MULTRET, 0);
+    pthread_mutex_unlock(&c->lock);
+    if (status != LUA_OK)
+        return lua_error(L);
+    return lua_gettop(L);
+}
+
+static void push_guarded(lua_State *L, lua_CFunction fn)
+{
+    lua_pushcfunction(L, fn);
+    lua_pushcclosure(L, guarded, 1);
+}
 
 static int tx_client_addr(lua_State *L) { lua_pushstring(L, H()->client_addr(check_tx(L, 1))); return 1; }
 static int tx_helo(lua_State *L) { lua_pushstring(L, H()->helo_name(check_tx(L, 1))); return 1; }
@@ -800,16 +822,20 @@ static void open_postern(lua_State *L)
     lua_setfield(L, -2, "CONTINUE");
     lua_setglobal(L, "postern");
     luaL_newmetatable(L, TX_META);
-    luaL_newlib(L, tx_methods);
+    lua_newtable(L);
+    for (const luaL_Reg *m = tx_methods; m->name; m++) {
+        push_guarded(L, m->func);
+        lua_setfield(L, -2, m->name);
+    }
     lua_pushcclosure(L, tx_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "locked");          /* getmetatable() gives this, setmetatable() fails */
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
     luaL_newmetatable(L, VARS_META);
-    lua_pushcfunction(L, vars_index);
+    push_guarded(L, vars_index);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, vars_newindex);
+    push_guarded(L, vars_newindex);
     lua_setfield(L, -2, "__newindex");
     lua_pushliteral(L, "locked");
     lua_setfield(L, -2, "__metatable");
@@ -878,36 +904,42 @@ static void state_unref(struct lstate *ls)
     }
 }
 
-/* The loop's state for s, rebuilt when a reload changed the source; the
- * caller holds a reference until its call ends. */
+/* This thread's state for s, rebuilt when a reload changed the source;
+ * the caller holds a reference until its call ends. */
 static struct lstate *current_state(struct lua_script *s, char *err, size_t errlen)
 {
-    struct lstate *ls = loop_states[s->slot];
-    if (ls && ls->generation == s->generation) {
+    struct lstate *ls = thread_states[s->slot];
+    pthread_mutex_lock(&s->lock);
+    int generation = s->generation;
+    pthread_mutex_unlock(&s->lock);
+    if (ls && ls->generation == generation) {
         ls->refs++;
         return ls;
     }
     if (ls) {
-        loop_states[s->slot] = NULL;
+        thread_states[s->slot] = NULL;
         state_unref(ls);     /* freed once its suspended calls finish */
     }
     ls = calloc(1, sizeof *ls);
-    if (!ls || build_state(ls, s, s->source, s->source_len, err, errlen) < 0) {
+    pthread_mutex_lock(&s->lock);  /* the source cannot change under the build */
+    int rc = ls ? build_state(ls, s, s->source, s->source_len, err, errlen) : -1;
+    pthread_mutex_unlock(&s->lock);
+    if (rc < 0) {
         free(ls);
         return NULL;
     }
-    ls->generation = s->generation;
+    ls->generation = generation;
     ls->refs = 2;            /* current, and this call */
-    loop_states[s->slot] = ls;
+    thread_states[s->slot] = ls;
     return ls;
 }
 
-void lua_states_close(void)
+void lua_thread_states_close(void)
 {
     for (int i = 0; i < MAX_SCRIPTS; i++)
-        if (loop_states[i]) {
-            state_unref(loop_states[i]);
-            loop_states[i] = NULL;
+        if (thread_states[i]) {
+            state_unref(thread_states[i]);
+            thread_states[i] = NULL;
         }
 }
 
@@ -1017,6 +1049,9 @@ void lua_pending_free(struct lua_pending *p)
     free(p);
 }
 
+const char *lua_script_path(const struct lua_script *s) { return s->path; }
+int lua_script_time_limit_ms(const struct lua_script *s) { return s->cfg->lua_time_limit_ms; }
+
 bool lua_script_wants(const struct lua_script *s, enum postern_stage st)
 {
     return atomic_load(&((struct lua_script *)s)->stages) & (1u << st);
@@ -1036,160 +1071,112 @@ void lua_script_free(struct lua_script *s)
     free(s);
 }
 
-/* ---- handler runs (loop thread) ------------------------------------ */
+/* ---- one call's run (on a Lua thread) ------------------------------ */
 
-struct lua_run {
-    struct lua_script *s;
-    struct lstate *ls;
-    txn_t *t;
-    int stage;
-    char *arg;
-    size_t len;
-    bool has_arg;
-    lua_Integer next;            /* next handler, 1-based */
-    lua_State *co;               /* the call in progress, or NULL */
-    int co_ref;
-    struct txref *ref;
-    struct lctx ctx;
-};
-
-static void run_free(struct lua_run *r)
+/* Start handler number c->next in a fresh coroutine; false when none left. */
+static bool start_handler(struct lua_call *c)
 {
-    if (r->co) {
-        luaL_unref(r->ls->L, LUA_REGISTRYINDEX, r->co_ref);
-        r->co = NULL;
-    }
-    if (r->ls)
-        state_unref(r->ls);
-    free(r->arg);
-    free(r);
-}
-
-/* Start handler number r->next in a fresh coroutine; false when none left. */
-static bool start_call(struct lua_run *r)
-{
-    lua_State *L = r->ls->L;
+    lua_State *L = c->ls->L;
     lua_getfield(L, LUA_REGISTRYINDEX, "postern.handlers");
-    bool found = lua_rawgeti(L, -1, r->stage + 1) == LUA_TTABLE && lua_rawgeti(L, -1, r->next) == LUA_TFUNCTION;
+    bool found = lua_rawgeti(L, -1, c->stage + 1) == LUA_TTABLE && lua_rawgeti(L, -1, c->next) == LUA_TFUNCTION;
     if (!found) {
         lua_pop(L, 3);
         return false;
     }
-    r->co = lua_newthread(L);             /* stack: handlers, list, fn, co */
-    *(struct lctx **)lua_getextraspace(r->co) = &r->ctx;
-    r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_xmove(L, r->co, 1);               /* the function onto the coroutine */
+    c->co = lua_newthread(L);             /* stack: handlers, list, fn, co */
+    *(struct lctx **)lua_getextraspace(c->co) = &c->ctx;
+    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_xmove(L, c->co, 1);               /* the function onto the coroutine */
     lua_pop(L, 2);
-    r->ref = lua_newuserdatauv(r->co, sizeof *r->ref, 0);
-    r->ref->t = r->t;
-    luaL_setmetatable(r->co, TX_META);
-    if (r->has_arg)
-        lua_pushlstring(r->co, r->arg, r->len);
-    ctx_init(&r->ctx, r->ls);
+    c->ref = lua_newuserdatauv(c->co, sizeof *c->ref, 0);
+    c->ref->t = c->t;
+    luaL_setmetatable(c->co, TX_META);
+    if (c->has_arg)
+        lua_pushlstring(c->co, c->arg, c->len);
+    ctx_init(&c->ctx, c->ls, c);
     return true;
 }
 
-/* The finished call's result as a verdict; the coroutine is released. */
-static postern_verdict end_call(struct lua_run *r, int status)
+static void drop_coroutine(struct lua_call *c)
 {
-    lua_State *co = r->co;
+    if (!c->co)
+        return;
+    c->ref->t = NULL;   /* the handle dies with the call */
+    luaL_unref(c->ls->L, LUA_REGISTRYINDEX, c->co_ref);
+    c->co = NULL;
+}
+
+/* The finished handler's result as a verdict (and c->reply). */
+static postern_verdict end_handler(struct lua_call *c, int status)
+{
+    lua_State *co = c->co;
     postern_verdict v = POSTERN_CONTINUE;
-    r->ref->t = NULL;   /* the handle dies with the call */
     if (status != LUA_OK) {
         const char *m = lua_tostring(co, -1);
-        char err[512];
-        snprintf(err, sizeof err, "%s", m ? m : "error");
-        log_error("%s: lua: %s (message tempfailed)", r->t->qid[0] ? r->t->qid : "-", err);
+        log_error("%s: lua: %s (message tempfailed)", c->qid, m ? m : "error");
         v = POSTERN_ERROR;
     } else if (lua_istable(co, -1)) {
         lua_getfield(co, -1, "verdict");
         v = (postern_verdict)lua_tointeger(co, -1);
         lua_getfield(co, -2, "reply");
-        if (lua_isstring(co, -1))
-            H()->set_reply(r->t, lua_tostring(co, -1));
-        if (v > POSTERN_ERROR)
+        if (lua_isstring(co, -1))   /* one line only: no CR/LF smuggled into our replies */
+            snprintf(c->reply, sizeof c->reply, "%.*s", (int)strcspn(lua_tostring(co, -1), "\r\n"),
+                     lua_tostring(co, -1));
+        if (v > POSTERN_ERROR || v < POSTERN_CONTINUE)
             v = POSTERN_ERROR;
     } else if (lua_gettop(co) > 0 && !lua_isnil(co, -1) &&
                !(lua_isinteger(co, -1) && lua_tointeger(co, -1) == POSTERN_CONTINUE)) {
-        log_error("%s: lua: %s: a handler for %s returned a %s, not a verdict", r->t->qid[0] ? r->t->qid : "-",
-                  r->s->path, stage_names[r->stage], luaL_typename(co, -1));
+        log_error("%s: lua: %s: a handler for %s returned a %s, not a verdict", c->qid, c->s->path,
+                  stage_names[c->stage], luaL_typename(co, -1));
         v = POSTERN_ERROR;
     }
-    luaL_unref(r->ls->L, LUA_REGISTRYINDEX, r->co_ref);
-    r->co = NULL;
-    if (status == LUA_ERRMEM) {
+    drop_coroutine(c);
+    if (status == LUA_ERRMEM && thread_states[c->s->slot] == c->ls) {
         /* the state may be damaged: the next call builds a fresh one */
-        if (loop_states[r->s->slot] == r->ls) {
-            loop_states[r->s->slot] = NULL;
-            state_unref(r->ls);
-        }
+        thread_states[c->s->slot] = NULL;
+        state_unref(c->ls);
     }
     return v;
 }
 
-/* Run until a verdict, the end of the handlers, or a yield (returns 1). */
-static int run_step(struct lua_run *r, postern_verdict *v)
+int lua_call_step(struct lua_call *c)
 {
+    if (!c->ls) {
+        char err[512];
+        c->next = 1;
+        if (!(c->ls = current_state(c->s, err, sizeof err))) {
+            log_error("%s: lua: %s", c->qid, err);
+            c->v = POSTERN_ERROR;
+            return 0;
+        }
+    }
     for (;;) {
         int nargs = 0;
-        if (!r->co) {
-            if (!start_call(r)) {
-                *v = POSTERN_CONTINUE;
+        if (!c->co) {
+            if (!start_handler(c)) {
+                c->v = POSTERN_CONTINUE;
                 return 0;
             }
-            nargs = 1 + r->has_arg;
+            nargs = 1 + c->has_arg;
         }
         int nres = 0;
-        slice_start(r->co, &r->ctx);
-        int status = lua_resume(r->co, r->ls->L, nargs, &nres);
-        slice_end(r->co, &r->ctx);
+        slice_start(c->co, &c->ctx);
+        int status = lua_resume(c->co, c->ls->L, nargs, &nres);
+        slice_end(c->co, &c->ctx);
         if (status == LUA_YIELD)
             return 1;
-        *v = end_call(r, status);
-        r->next++;
-        if (*v != POSTERN_CONTINUE)
+        c->v = end_handler(c, status);
+        c->next++;
+        if (c->v != POSTERN_CONTINUE)
             return 0;
     }
 }
 
-int lua_run_start(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
-                  struct lua_run **out, postern_verdict *v)
+void lua_call_release(struct lua_call *c)
 {
-    *out = NULL;
-    struct lua_run *r = calloc(1, sizeof *r);
-    char err[512];
-    if (!r)
-        return *v = POSTERN_ERROR, 0;
-    r->ls = current_state(s, err, sizeof err);
-    if (!r->ls) {
-        log_error("%s: lua: %s", t->qid[0] ? t->qid : "-", err);
-        free(r);
-        return *v = POSTERN_ERROR, 0;
-    }
-    r->s = s;
-    r->t = t;
-    r->stage = st;
-    r->next = 1;
-    r->has_arg = arg != NULL;
-    if (arg && !(r->arg = malloc(len ? len : 1))) {
-        run_free(r);
-        return *v = POSTERN_ERROR, 0;
-    }
-    if (arg)
-        memcpy(r->arg, arg, len);
-    r->len = len;
-    if (run_step(r, v)) {
-        *out = r;
-        return 1;
-    }
-    run_free(r);
-    return 0;
-}
-
-int lua_run_resume(struct lua_run *r, postern_verdict *v)
-{
-    if (run_step(r, v))
-        return 1;
-    run_free(r);
-    return 0;
+    if (!c->ls)
+        return;
+    drop_coroutine(c);
+    state_unref(c->ls);
+    c->ls = NULL;
 }

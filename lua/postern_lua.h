@@ -1,7 +1,7 @@
 /* postern_lua.h - Lua 5.4 policies in the hook chain. A chain entry
  * "lua:PATH.lua" runs the handlers the script registered with
- * postern.on(stage, fn), on the network loop thread, as time-sliced
- * coroutines (see postern_lua.c). */
+ * postern.on(stage, fn), on the Lua threads (lua_threads.c), never on the
+ * network loop. */
 #ifndef POSTERN_LUA_H
 #define POSTERN_LUA_H
 #include "config.h"
@@ -10,13 +10,22 @@
 
 struct lua_script;
 
-/* Run the script's handlers for a stage (loop thread). Returns 0 with *v
- * set when done, or 1 when a handler gave the loop back: call
- * lua_run_resume(*run) later (ev_soon) until it returns 0. */
-struct lua_run;
-int lua_run_start(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
-                  struct lua_run **run, postern_verdict *v);
-int lua_run_resume(struct lua_run *run, postern_verdict *v);
+/* Run the script's handlers for a stage on a Lua thread; done(ctx, v,
+ * reply) runs exactly once: on the loop thread when the Lua threads were
+ * started with on_loop (posternd), otherwise on a Lua thread or the
+ * watchdog (postern-milter). reply is "" or one SMTP reply line. A call
+ * that has not finished within lua_time_limit + 1 s (stuck in one long C
+ * call, say) is answered with POSTERN_ERROR and abandoned. arg is copied. */
+typedef void (*lua_call_done_fn)(void *ctx, postern_verdict v, const char *reply);
+void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
+                     lua_call_done_fn done, void *ctx);
+/* nthreads Lua threads and their watchdog. 0, or -1 with errno. */
+int lua_threads_start(int nthreads, bool on_loop);
+/* Calls submitted whose done() has not run yet. */
+int lua_calls_pending(void);
+/* Stop the threads (no call may be pending). false when a thread stuck in
+ * a C call is still running: then scripts and config must stay allocated. */
+bool lua_threads_stop(void);
 
 /* Compile PATH in a sandboxed state (main thread) and keep its source.
  * opts: this script's "<name>.<key>" options. 0, or -1 with err set. */
@@ -31,7 +40,5 @@ void lua_script_commit(struct lua_script *s, struct lua_pending *p);
 void lua_pending_free(struct lua_pending *p);
 bool lua_script_wants(const struct lua_script *s, enum postern_stage st);
 void lua_script_free(struct lua_script *s);
-/* Close the Lua states (shutdown). */
-void lua_states_close(void);
 
 #endif

@@ -272,7 +272,8 @@ class Gateway:
 
     def check_sanitizers(self):
         text = self.log()
-        assert "ERROR: AddressSanitizer" not in text and "runtime error:" not in text, \
+        assert "ERROR: AddressSanitizer" not in text and "runtime error:" not in text and \
+            "WARNING: ThreadSanitizer" not in text, \
             "sanitizer report in posternd log:\n" + text[-4000:]
 
     def cleanup(self):

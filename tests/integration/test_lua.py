@@ -118,9 +118,9 @@ def test_every_verdict_from_lua():
 
 def test_sandbox_refuses_every_forbidden_call():
     sink = Sink(addr(2))
-    # one worker, so the stash and its later use meet the same Lua state
+    # one Lua thread, so the stash and its later use meet the same Lua state
     g = gw(sink, ["lua:%s/sandbox.lua" % LUA], lua_instruction_limit="200000", lua_memory_limit="8M",
-           worker_threads="1")
+           lua_threads="1")
     forbidden = {"os_execute": "field 'execute'", "io_open": "global 'io'", "loadfile": "global 'loadfile'",
                  "dofile": "global 'dofile'", "load": "global 'load'", "require_path": "not a plain module name",
                  "require_missing": "no_such_module.lua", "getenv": "field 'getenv'", "debug": "global 'debug'",
@@ -381,6 +381,45 @@ def test_limits_cannot_be_caught_finalizers_cannot_hang_and_metatables_are_locke
     t0 = time.time()
     g.stop()
     assert time.time() - t0 < 10
+
+
+def test_one_long_c_call_holds_no_other_session_and_is_abandoned():
+    # string.match on "a" + 150,000 spaces + "b" with "^%s*(.-)%s*$" backtracks
+    # quadratically inside one C call, which no count hook can interrupt
+    sink = Sink(addr(2))
+    d = script_dir()
+    write(os.path.join(d, "slow.lua"),
+          'postern.on("rcpt", function(tx, rcpt)\n'
+          '  if rcpt:match("^slow") then\n'
+          '    local s = "a" .. string.rep(" ", 150000) .. "b"\n'
+          '    tx.vars.matched = s:match("^%s*(.-)%s*$") ~= nil\n'
+          '  end\n'
+          '  tx.vars.seen = true\n'
+          'end)\n')
+    g = gw(sink, ["lua:%s/slow.lua" % d], lua_time_limit="1s")
+    for round_ in range(2):          # the second finds the first's thread still stuck
+        result = {}
+        t = threading.Thread(target=lambda: result.update(rep=rcpt_reply(g, "slow%d@example.test" % round_)))
+        t0 = time.time()
+        t.start()
+        time.sleep(0.3)
+        t1 = time.time()
+        other = Client(g.host)                  # a new session, and its own Lua call at RCPT
+        assert other.banner.startswith("220") and time.time() - t1 < 0.2, time.time() - t1
+        other.close()
+        assert "queued as" in send(g, rcpts=("fine%d@example.test" % round_,))
+        assert time.time() - t1 < 0.5, "a transaction with a Lua link waited %.2fs" % (time.time() - t1)
+        t.join(10)
+        assert result["rep"].startswith("451 4.3.0"), result
+        assert time.time() - t0 < 1 + 1 + 0.5, time.time() - t0
+    sink.wait_count(2)
+    log = g.log()
+    assert "did not finish within lua_time_limit + 1 s" in log, log
+    assert "set aside" in log
+    t0 = time.time()
+    g.stop()                                    # SIGTERM with two threads still inside the match
+    assert time.time() - t0 < 5, time.time() - t0
+    assert "still inside a C call at exit" in g.log()
 
 
 def test_tx_variables_are_bounded_outside_the_lua_memory_limit():

@@ -1,0 +1,79 @@
+/* lua_call.h - one Lua link's run for one stage of one transaction, shared
+ * by the binding (postern_lua.c: states, handlers, the tx object) and the
+ * Lua threads (lua_threads.c: queueing, scheduling, the watchdog). Not part
+ * of any public API. */
+#ifndef POSTERN_LUA_CALL_H
+#define POSTERN_LUA_CALL_H
+#include "postern_lua.h"
+#include <lua.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+struct lstate;
+struct txref;
+struct lua_thread;
+
+/* Limits of one call; the extra space of every Lua coroutine points at one. */
+struct lctx {
+    struct lstate *ls;
+    struct lua_call *call;       /* NULL while a script's top level is loaded */
+    long budget, used;           /* instructions */
+    long elapsed_us;             /* over all slices of the call */
+    int time_limit_ms;
+    int slice_left;              /* hook rounds before giving the thread to another call */
+    struct timespec slice_start;
+    bool killed;                 /* a limit was hit: every hook raises, pcall cannot catch it */
+};
+
+struct lua_call {
+    /* the request (set by the submitter, read-only afterwards) */
+    struct lua_script *s;
+    txn_t *t;                    /* touched only under lock while !abandoned */
+    int stage;
+    char *arg;
+    size_t len;
+    bool has_arg;
+    char qid[32];                /* for log lines */
+    lua_call_done_fn done;
+    void *done_ctx;
+    uint64_t deadline_ms;        /* answered for and abandoned after this */
+
+    /* the result */
+    postern_verdict v;
+    char reply[512];
+
+    /* the run (owned by the Lua thread that started it) */
+    struct lua_thread *thread;   /* NULL while queued */
+    struct lstate *ls;
+    lua_Integer next;            /* next handler, 1-based */
+    lua_State *co;               /* the handler in progress, or NULL */
+    int co_ref;
+    struct txref *ref;
+    struct lctx ctx;
+
+    /* shared between the Lua thread and the watchdog */
+    pthread_mutex_t lock;        /* held by a tx method while it uses t */
+    atomic_bool abandoned;       /* the watchdog answered for it: t is the caller's again */
+    bool answered;               /* done() was (or is being) called; under lock */
+    atomic_int refs;             /* the submitter's queue entry and the thread */
+    struct lua_call *next_q;     /* in a run queue */
+    struct lua_call *prev_all, *next_all;   /* calls in flight */
+    struct lua_call *next_done;  /* completions for the loop */
+};
+
+/* A script's path, and how long one of its calls may take before the
+ * watchdog abandons it (lua_time_limit + grace). */
+const char *lua_script_path(const struct lua_script *s);
+int lua_script_time_limit_ms(const struct lua_script *s);
+
+/* On a Lua thread: run c for one slice. 1 when it gave the thread back
+ * (call again later), 0 when finished with c->v and c->reply set. */
+int lua_call_step(struct lua_call *c);
+/* On the Lua thread that ran it: drop c's coroutine and state reference. */
+void lua_call_release(struct lua_call *c);
+/* On a Lua thread that is about to exit: close its states. */
+void lua_thread_states_close(void);
+
+#endif

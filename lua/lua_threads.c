@@ -1,0 +1,412 @@
+/* lua_threads.c - the threads Lua handlers run on, so that the network
+ * loop never waits for a script.
+ *
+ * A call is queued; any Lua thread takes it, runs it a slice at a time
+ * (lua_call_step) and round-robins between the calls it has started, so a
+ * busy script shares its thread. A watchdog thread looks every
+ * WATCH_EVERY_MS:
+ *   - a thread whose current slice has run over STUCK_MS is inside one C
+ *     call the count hook cannot interrupt (a pathological string.match):
+ *     it is set aside (retired) and a new thread takes the queue. A retired
+ *     thread finishes what it started and exits; at most MAX_RETIRED exist.
+ *   - a call not answered within lua_time_limit + 1 s is answered for
+ *     (POSTERN_ERROR, so the message tempfails) and abandoned: from then on
+ *     its transaction belongs to the caller again, tx methods raise, and
+ *     the thread drops it when it comes back.
+ * The call's lock (held by tx methods, see guarded() in postern_lua.c) is
+ * only ever try-locked by the watchdog, so nobody waits on a script. */
+#include "lua_call.h"
+#include "event.h"
+#include "hooks.h"
+#include "log.h"
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define STUCK_MS 100
+#define WATCH_EVERY_MS 20
+#define MAX_RETIRED 8
+#define GRACE_MS 1000            /* beyond lua_time_limit before a call is abandoned */
+
+struct lua_thread {
+    pthread_t tid;
+    struct lua_call *head, *tail;       /* calls it started, waiting for their next slice */
+    _Atomic uint64_t slice_since_ms;    /* 0 outside a slice */
+    bool retired;
+    struct lua_thread *next;
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work_cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t watch_cond = PTHREAD_COND_INITIALIZER;
+static struct lua_call *queue_head, *queue_tail;    /* not started yet */
+static struct lua_call *inflight;                   /* not answered yet */
+static struct lua_call *done_list;                  /* answered, for the loop */
+static struct lua_thread *threads;
+static int nwanted, nactive, nretired;
+static bool stopping, started, watchdog_running;
+static pthread_t watchdog;
+static bool on_loop;
+static struct ev_watch done_watch;
+static int pending;                                 /* loop thread only */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- calls ---------------------------------------------------------- */
+
+static void call_unref(struct lua_call *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&c->lock);
+    free(c->arg);
+    free(c);
+}
+
+static void fifo_push(struct lua_call **head, struct lua_call **tail, struct lua_call *c)
+{
+    c->next_q = NULL;
+    if (*tail)
+        (*tail)->next_q = c;
+    else
+        *head = c;
+    *tail = c;
+}
+
+static struct lua_call *fifo_pop(struct lua_call **head, struct lua_call **tail)
+{
+    struct lua_call *c = *head;
+    if (c && !(*head = c->next_q))
+        *tail = NULL;
+    return c;
+}
+
+static void fifo_remove(struct lua_call **head, struct lua_call **tail, struct lua_call *c)
+{
+    struct lua_call *prev = NULL;
+    for (struct lua_call *p = *head; p; prev = p, p = p->next_q) {
+        if (p != c)
+            continue;
+        if (prev)
+            prev->next_q = p->next_q;
+        else
+            *head = p->next_q;
+        if (*tail == p)
+            *tail = prev;
+        return;
+    }
+}
+
+/* Hand the answer over (pool_lock held). On the loop it is picked up by
+ * on_done; otherwise done() runs here and now. */
+static void deliver(struct lua_call *c)
+{
+    if (c->prev_all)
+        c->prev_all->next_all = c->next_all;
+    else
+        inflight = c->next_all;
+    if (c->next_all)
+        c->next_all->prev_all = c->prev_all;
+    if (!on_loop) {
+        c->done(c->done_ctx, c->v, c->reply);
+        call_unref(c);
+        return;
+    }
+    bool was_empty = !done_list;
+    c->next_done = done_list;
+    done_list = c;
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t r = write(done_watch.fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+/* The loop: run the answered calls' done() in the order they finished. */
+static void on_done(void *ctx, uint32_t events)
+{
+    (void)ctx;
+    (void)events;
+    uint64_t v;
+    ssize_t r = read(done_watch.fd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&pool_lock);
+    struct lua_call *list = done_list, *rev = NULL;
+    done_list = NULL;
+    pthread_mutex_unlock(&pool_lock);
+    while (list) {
+        struct lua_call *n = list->next_done;
+        list->next_done = rev;
+        rev = list;
+        list = n;
+    }
+    while (rev) {
+        struct lua_call *n = rev->next_done;
+        pending--;
+        rev->done(rev->done_ctx, rev->v, rev->reply);
+        call_unref(rev);
+        rev = n;
+    }
+}
+
+void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
+                     lua_call_done_fn done, void *ctx)
+{
+    struct lua_call *c = calloc(1, sizeof *c);
+    if (!c || (arg && !(c->arg = malloc(len ? len : 1))) || !started) {
+        if (c)
+            free(c->arg);
+        free(c);
+        log_error("%s: lua: %s", t->qid[0] ? t->qid : "-", started ? "out of memory" : "no Lua threads running");
+        done(ctx, POSTERN_ERROR, "");
+        return;
+    }
+    c->s = s;
+    c->t = t;
+    c->stage = (int)st;
+    c->has_arg = arg != NULL;
+    if (arg)
+        memcpy(c->arg, arg, len);
+    c->len = len;
+    snprintf(c->qid, sizeof c->qid, "%s", t->qid[0] ? t->qid : "-");
+    c->done = done;
+    c->done_ctx = ctx;
+    c->deadline_ms = now_ms() + (uint64_t)lua_script_time_limit_ms(s) + GRACE_MS;
+    pthread_mutex_init(&c->lock, NULL);
+    atomic_init(&c->refs, 1);          /* the answer; a thread adds its own */
+    atomic_init(&c->abandoned, false);
+    if (on_loop)
+        pending++;
+    pthread_mutex_lock(&pool_lock);
+    c->next_all = inflight;
+    if (inflight)
+        inflight->prev_all = c;
+    inflight = c;
+    fifo_push(&queue_head, &queue_tail, c);
+    pthread_cond_signal(&work_cond);
+    pthread_mutex_unlock(&pool_lock);
+}
+
+int lua_calls_pending(void) { return pending; }
+
+/* ---- the threads ---------------------------------------------------- */
+
+/* One slice of c on thread th; true when c wants another. */
+static bool run_slice(struct lua_thread *th, struct lua_call *c)
+{
+    if (!atomic_load(&c->abandoned)) {
+        atomic_store(&th->slice_since_ms, now_ms());
+        int again = lua_call_step(c);
+        atomic_store(&th->slice_since_ms, 0);
+        if (again && !atomic_load(&c->abandoned))
+            return true;
+        pthread_mutex_lock(&c->lock);
+        bool mine = !c->answered;      /* else the watchdog answered meanwhile */
+        c->answered = true;
+        pthread_mutex_unlock(&c->lock);
+        if (mine) {
+            pthread_mutex_lock(&pool_lock);
+            deliver(c);
+            pthread_mutex_unlock(&pool_lock);
+        }
+    }
+    lua_call_release(c);
+    call_unref(c);
+    return false;
+}
+
+static void *thread_main(void *arg)
+{
+    struct lua_thread *th = arg;
+    pthread_mutex_lock(&pool_lock);
+    for (;;) {
+        struct lua_call *c = NULL;
+        if (!th->retired && !stopping && (c = fifo_pop(&queue_head, &queue_tail))) {
+            c->thread = th;
+            atomic_fetch_add(&c->refs, 1);
+        } else if (!(c = fifo_pop(&th->head, &th->tail))) {
+            if (th->retired || stopping)
+                break;
+            pthread_cond_wait(&work_cond, &pool_lock);
+            continue;
+        }
+        pthread_mutex_unlock(&pool_lock);
+        bool again = run_slice(th, c);
+        pthread_mutex_lock(&pool_lock);
+        if (again)
+            fifo_push(&th->head, &th->tail, c);
+    }
+    bool retired = th->retired;
+    if (retired) {
+        for (struct lua_thread **p = &threads; *p; p = &(*p)->next)
+            if (*p == th) {
+                *p = th->next;
+                break;
+            }
+        nretired--;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    lua_thread_states_close();
+    if (retired)
+        free(th);      /* detached when it was retired; stop joins the others */
+    return NULL;
+}
+
+/* pool_lock held. */
+static int spawn_thread(void)
+{
+    struct lua_thread *th = calloc(1, sizeof *th);
+    if (!th)
+        return -1;
+    atomic_init(&th->slice_since_ms, 0);
+    if (pthread_create(&th->tid, NULL, thread_main, th) != 0) {
+        free(th);
+        return -1;
+    }
+    th->next = threads;
+    threads = th;
+    nactive++;
+    return 0;
+}
+
+/* ---- the watchdog --------------------------------------------------- */
+
+static void retire_stuck_threads(uint64_t now)
+{
+    for (struct lua_thread *th = threads; th; th = th->next) {
+        uint64_t since = atomic_load(&th->slice_since_ms);
+        if (th->retired || !since || now - since <= STUCK_MS)
+            continue;
+        th->retired = true;
+        pthread_detach(th->tid);
+        nactive--;
+        nretired++;
+        log_warn("lua: a handler has been inside one C call for over %d ms; its thread is set aside and "
+                 "another takes the queue (%d set aside)", STUCK_MS, nretired);
+    }
+    while (nactive < nwanted && nretired + nactive < nwanted + MAX_RETIRED && spawn_thread() == 0)
+        ;
+    pthread_cond_broadcast(&work_cond);
+}
+
+static void abandon_overdue_calls(uint64_t now)
+{
+    for (struct lua_call *c = inflight, *next; c; c = next) {
+        next = c->next_all;
+        if (now <= c->deadline_ms || pthread_mutex_trylock(&c->lock) != 0)
+            continue;          /* a tx method is running: next round */
+        bool mine = !c->answered;
+        c->answered = true;
+        atomic_store(&c->abandoned, true);
+        pthread_mutex_unlock(&c->lock);
+        if (!mine)
+            continue;
+        log_error("%s: lua: %s: the %s handlers did not finish within lua_time_limit + 1 s (%d ms; "
+                  "stuck in one long C call?): message tempfailed, the call is abandoned", c->qid,
+                  lua_script_path(c->s), stage_name((enum postern_stage)c->stage),
+                  lua_script_time_limit_ms(c->s) + GRACE_MS);
+        if (!c->thread)
+            fifo_remove(&queue_head, &queue_tail, c);
+        c->v = POSTERN_ERROR;
+        c->reply[0] = '\0';
+        deliver(c);
+    }
+}
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool_lock);
+    while (!stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += WATCH_EVERY_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&watch_cond, &pool_lock, &ts);
+        if (stopping)
+            break;
+        uint64_t now = now_ms();
+        retire_stuck_threads(now);
+        abandon_overdue_calls(now);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    return NULL;
+}
+
+int lua_threads_start(int nthreads, bool with_loop)
+{
+    on_loop = with_loop;
+    if (on_loop) {
+        int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (efd < 0 || ev_add(&done_watch, efd, EPOLLIN, on_done, NULL) < 0)
+            return -1;
+    }
+    pthread_mutex_lock(&pool_lock);
+    nwanted = nthreads;
+    stopping = false;
+    int rc = 0;
+    for (int i = 0; i < nthreads && rc == 0; i++)
+        rc = spawn_thread();
+    if (rc == 0 && pthread_create(&watchdog, NULL, watchdog_main, NULL) == 0)
+        watchdog_running = true;
+    else
+        rc = -1;
+    started = rc == 0;
+    pthread_mutex_unlock(&pool_lock);
+    return rc;
+}
+
+bool lua_threads_stop(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    stopping = true;
+    started = false;
+    pthread_cond_broadcast(&work_cond);
+    pthread_cond_broadcast(&watch_cond);
+    pthread_mutex_unlock(&pool_lock);
+    if (watchdog_running)
+        pthread_join(watchdog, NULL);
+    watchdog_running = false;
+    /* the watchdog retires no more threads: join the active ones */
+    pthread_mutex_lock(&pool_lock);
+    struct lua_thread *list = NULL;
+    for (struct lua_thread **p = &threads; *p;) {
+        struct lua_thread *th = *p;
+        if (th->retired) {
+            p = &th->next;
+            continue;
+        }
+        *p = th->next;
+        th->next = list;
+        list = th;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    while (list) {
+        struct lua_thread *n = list->next;
+        pthread_join(list->tid, NULL);
+        free(list);
+        list = n;
+    }
+    pthread_mutex_lock(&pool_lock);
+    int stuck = nretired;
+    nactive = 0;
+    pthread_mutex_unlock(&pool_lock);
+    if (stuck)
+        log_warn("lua: %d thread(s) still inside a C call at exit; not waiting for them", stuck);
+    if (on_loop) {
+        ev_del(&done_watch);
+        close(done_watch.fd);
+    }
+    return stuck == 0;
+}
