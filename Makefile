@@ -37,7 +37,7 @@ PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
 .PHONY: fuzz all clean test test-fast unit-bins run deps deps-check bench install
-all: $(BUILD)/posternd $(BUILD)/postern $(BUILD)/postern-milter $(PLUGIN_SOS) $(TEST_SOS) $(BUILD)/test-milter
+all: $(BUILD)/posternd $(BUILD)/postern $(BUILD)/postern-milter $(BUILD)/postern-witness $(PLUGIN_SOS) $(TEST_SOS) $(BUILD)/test-milter
 
 # a libmilter milter the milter plugin's tests talk to
 $(BUILD)/test-milter: tests/milter/test_milter.c
@@ -83,6 +83,10 @@ $(BUILD)/posternd: $(BUILD)/main.o $(BUILD)/libpostern.a
 $(BUILD)/postern-milter: $(BUILD)/milter_server.o $(BUILD)/libpostern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lmilter
 
+# the archive witness: its own small program, no daemon code linked in
+$(BUILD)/postern-witness: $(BUILD)/archive_witness.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
+
 $(BUILD)/postern: $(BUILD)/postern_cli.o $(BUILD)/archive_verify.o $(BUILD)/libpostern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcrypto
 
@@ -106,7 +110,7 @@ test-fast: deps-check all unit-bins
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/postern \
 	  $(DESTDIR)$(PREFIX)/lib/postern/plugins $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 755 $(BUILD)/posternd $(BUILD)/postern-milter $(DESTDIR)$(PREFIX)/sbin/
+	install -m 755 $(BUILD)/posternd $(BUILD)/postern-milter $(BUILD)/postern-witness $(DESTDIR)$(PREFIX)/sbin/
 	install -m 755 $(BUILD)/postern $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 plugins/postern_plugin.h $(DESTDIR)$(PREFIX)/include/postern/
 	install -m 755 $(PLUGIN_SOS) $(DESTDIR)$(PREFIX)/lib/postern/plugins/

@@ -1,8 +1,9 @@
 /* archive_verify.c - walks DIR/chain recomputing every file hash and every
- * link, compares the last link with DIR/head, and lists archived files the
- * chain does not know (see plugins/archive_chain.h for the format). */
+ * link, compares the last link with DIR/head, checks the witness's signed
+ * checkpoints against the chain, and lists archived files the chain does
+ * not know (see plugins/archive_chain.h and archive_witness.h). */
 #include "archive_verify.h"
-#include "../plugins/archive_chain.h"
+#include "../plugins/archive_witness.h"
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,55 @@ static int check_head(const char *dir, FILE *out, const struct links *links, uns
     return 0;
 }
 
+/* Every checkpoint in the witness log is signed by the witness's key and
+ * names a link the chain still has. The daemon's uid can recompute the
+ * whole chain, but cannot forge these signatures. */
+static int check_witness(const char *logpath, const char *keypath, FILE *out, const struct links *links,
+                         unsigned long last_seq)
+{
+    FILE *kf = fopen(keypath, "r");
+    EVP_PKEY *pub = kf ? PEM_read_PUBKEY(kf, NULL, NULL, NULL) : NULL;
+    if (kf)
+        fclose(kf);
+    FILE *f = fopen(logpath, "r");
+    if (!pub || !f) {
+        fprintf(out, "WITNESS unreadable: %s\n", !pub ? keypath : logpath);
+        EVP_PKEY_free(pub);
+        if (f)
+            fclose(f);
+        return 1;
+    }
+    int problems = 0;
+    unsigned long witnessed = 0, n = 0;
+    char line[WITNESS_LINE_MAX];
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        unsigned long seq;
+        long long when;
+        char hash[ARCHIVE_HASH_HEX], sig[WITNESS_SIG_HEX];
+        int kind = witness_parse_checkpoint(line, &seq, hash, &when, sig);
+        if (kind == 0)
+            continue;
+        if (kind < 0 || !witness_signature_ok(pub, seq, hash, when, sig)) {
+            fprintf(out, "FORGED witness checkpoint at %s line %lu\n", logpath, n);
+            problems++;
+            continue;
+        }
+        witnessed = seq > witnessed ? seq : witnessed;
+        if (seq > last_seq || seq > links->n) {
+            fprintf(out, "TRUNCATED chain: the witness signed link %lu, the chain ends at %lu\n", seq, last_seq);
+            problems++;
+        } else if (strcmp(links->v[seq - 1], hash)) {
+            fprintf(out, "REWRITTEN chain: link %lu is not the one the witness signed at %lld\n", seq, when);
+            problems++;
+        }
+    }
+    fclose(f);
+    EVP_PKEY_free(pub);
+    fprintf(out, "witnessed up to link %lu of %lu\n", witnessed, last_seq);
+    return problems;
+}
+
 /* Every DIR/DAY/QUEUEID.eml must be in the chain. */
 static int check_unchained(const char *dir, FILE *out, struct names *seen)
 {
@@ -141,7 +191,7 @@ static int check_unchained(const char *dir, FILE *out, struct names *seen)
     return problems;
 }
 
-int archive_verify(const char *dir, FILE *out)
+int archive_verify(const char *dir, const char *witness_log, const char *witness_key, FILE *out)
 {
     struct names seen = {0};
     struct links links = {0};
@@ -150,6 +200,8 @@ int archive_verify(const char *dir, FILE *out)
     int problems = check_chain(dir, out, &seen, &links, &last_seq, last);
     if (problems >= 0) {
         problems += check_head(dir, out, &links, last_seq);
+        if (witness_log && witness_key)
+            problems += check_witness(witness_log, witness_key, out, &links, last_seq);
         problems += check_unchained(dir, out, &seen);
         if (problems == 0)
             fprintf(out, "archive ok: %lu message(s), head %lu %s\n", last_seq, last_seq, last);

@@ -5,7 +5,9 @@
 #include <stdio.h>
 
 /* Prints each problem and a summary to out; returns the number of problems
- * (0 = intact), or -1 if the archive cannot be read at all. */
-int archive_verify(const char *dir, FILE *out);
+ * (0 = intact), or -1 if the archive cannot be read at all. With
+ * witness_log and witness_key (postern-witness's log and public key), every
+ * signed checkpoint must verify and match the chain. */
+int archive_verify(const char *dir, const char *witness_log, const char *witness_key, FILE *out);
 
 #endif

@@ -192,17 +192,25 @@ int main(int argc, char **argv)
             }
         }
     } else if (!strcmp(cmd, "archive")) {
-        const char *dir = NULL;
-        for (size_t i = 0; i < cfg.nplugin_opts; i++)
-            if (!strcmp(cfg.plugin_opts[i].plugin, "archive") && !strcmp(cfg.plugin_opts[i].key, "dir"))
-                dir = cfg.plugin_opts[i].value;
+        const char *dir = NULL, *witness_log = NULL, *witness_key = NULL;
+        for (size_t i = 0; i < cfg.nplugin_opts; i++) {
+            const struct plugin_option *o = &cfg.plugin_opts[i];
+            if (strcmp(o->plugin, "archive"))
+                continue;
+            if (!strcmp(o->key, "dir"))
+                dir = o->value;
+            else if (!strcmp(o->key, "witness_log"))
+                witness_log = o->value;
+            else if (!strcmp(o->key, "witness_key"))
+                witness_key = o->value;
+        }
         if (optind + 2 != argc || strcmp(argv[optind + 1], "verify"))
             usage();
         if (!dir) {
             fprintf(stderr, "postern: %s has no archive.dir (is the archive plugin configured?)\n", path);
             rc = 1;
         } else {
-            int problems = archive_verify(dir, stdout);
+            int problems = archive_verify(dir, witness_log, witness_key, stdout);
             rc = problems == 0 ? 0 : 1;
         }
     } else if (!strcmp(cmd, "queue")) {

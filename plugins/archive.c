@@ -10,9 +10,17 @@
  *   archive.dir  = /var/spool/postern-archive   (required)
  *   archive.mode = all | requested              (default all: requested =
  *                  only messages an earlier plugin called request_archive on)
+ *   archive.witness = SOCKET    postern-witness's socket: every link is
+ *                  reported to it and signed before the message goes on
+ *   archive.witness_log, archive.witness_key    for `archive verify` only
  * Run `postern -c CONF archive verify` to check the files and the chain. */
 #include "postern_plugin.h"
 #include "archive_chain.h"
+#include "archive_witness.h"
+#include <poll.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -32,6 +40,13 @@ struct archive {
     unsigned long synced;      /* lines known durable */
     char **chained;            /* open-addressing set of relpaths in the chain */
     size_t nchained, capchained;
+    char witness[108];         /* the witness's socket, or "" */
+    pthread_mutex_t witness_lock;   /* one exchange with the witness at a time */
+    int witness_fd;            /* -1 when not connected */
+    int chain_rd;              /* DIR/chain, read to send links to the witness */
+    unsigned long witnessed;   /* the last link the witness signed */
+    off_t witnessed_off;       /* where the chain line after it starts */
+    char witness_err[1400];
 };
 
 static unsigned long hash_str(const char *s)
@@ -115,6 +130,175 @@ static int load_head(struct archive *a, char *err, size_t errlen)
     return 0;
 }
 
+static void fini(void *state);
+
+/* ---- the witness (see archive_witness.h) --------------------------- */
+
+/* One reply line within 10 s; 0 or -1 with a->witness_err set. */
+static int witness_reply(struct archive *a, unsigned long *seq, char hash[ARCHIVE_HASH_HEX])
+{
+    char line[WITNESS_LINE_MAX];
+    size_t len = 0;
+    while (len < sizeof line - 1) {
+        struct pollfd p = {.fd = a->witness_fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) <= 0) {
+            snprintf(a->witness_err, sizeof a->witness_err, "no answer within 10 s");
+            return -1;
+        }
+        ssize_t r = read(a->witness_fd, line + len, 1);
+        if (r <= 0) {
+            snprintf(a->witness_err, sizeof a->witness_err, "connection closed");
+            return -1;
+        }
+        if (line[len++] == '\n')
+            break;
+    }
+    line[len] = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    char h[80];
+    if (sscanf(line, "OK %lu %79s", seq, h) != 2 || !witness_is_hash(h)) {
+        snprintf(a->witness_err, sizeof a->witness_err, "it answered: %.200s", line);
+        return -1;
+    }
+    memcpy(hash, h, ARCHIVE_HASH_HEX);
+    return 0;
+}
+
+static void witness_close(struct archive *a)
+{
+    if (a->witness_fd >= 0)
+        close(a->witness_fd);
+    a->witness_fd = -1;
+}
+
+/* Find chain line seq: the offset after it and its link. 0, or -1. */
+static int chain_find(struct archive *a, unsigned long seq, off_t *after, char hash[ARCHIVE_HASH_HEX])
+{
+    *after = 0;
+    if (seq == 0) {
+        memset(hash, '0', 64);
+        hash[64] = '\0';
+        return 0;
+    }
+    FILE *f = fdopen(dup(a->chain_rd), "r");
+    if (!f)
+        return -1;
+    rewind(f);
+    char line[4096];
+    int found = -1;
+    while (found < 0 && fgets(line, sizeof line, f)) {
+        unsigned long s;
+        char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
+        if (sscanf(line, "%lu %2047s %64s %64s", &s, rel, fh, ch) == 4 && s == seq) {
+            memcpy(hash, ch, ARCHIVE_HASH_HEX);
+            *after = ftello(f);
+            found = 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Connect and say HELLO; the witness's last signed link must be ours. */
+static int witness_connect(struct archive *a)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", a->witness);
+    a->witness_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (a->witness_fd < 0 || connect(a->witness_fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        write(a->witness_fd, "HELLO\n", 6) != 6) {
+        snprintf(a->witness_err, sizeof a->witness_err, "cannot connect: %s", strerror(errno));
+        witness_close(a);
+        return -1;
+    }
+    unsigned long seq;
+    char hash[ARCHIVE_HASH_HEX], ours[ARCHIVE_HASH_HEX];
+    if (witness_reply(a, &seq, hash) < 0) {
+        witness_close(a);
+        return -1;
+    }
+    if (chain_find(a, seq, &a->witnessed_off, ours) < 0 || strcmp(ours, hash)) {
+        snprintf(a->witness_err, sizeof a->witness_err,
+                 "it signed chain link %lu, which %s/chain %s: the chain was truncated, replaced or rewritten",
+                 seq, a->dir, chain_find(a, seq, &a->witnessed_off, ours) < 0 ? "does not have" : "differs from");
+        witness_close(a);
+        errno = EPERM;
+        return -2;
+    }
+    a->witnessed = seq;
+    return 0;
+}
+
+/* Send every chain line after the witnessed one up to upto (fsync'd
+ * lines only: the witness must never sign a line a power cut could take
+ * back), then COMMIT. */
+static int witness_send(struct archive *a, unsigned long upto)
+{
+    char buf[65536], out[WITNESS_LINE_MAX];
+    off_t off = a->witnessed_off, line_end = off;
+    unsigned long last = a->witnessed;
+    for (;;) {
+        ssize_t r = pread(a->chain_rd, buf, sizeof buf - 1, off);
+        if (r <= 0)
+            break;
+        buf[r] = '\0';
+        char *p = buf, *nl;
+        while ((nl = strchr(p, '\n'))) {
+            *nl = '\0';
+            unsigned long s;
+            char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
+            bool parsed = sscanf(p, "%lu %2047s %64s %64s", &s, rel, fh, ch) == 4;
+            if (parsed && s > upto)
+                goto commit;
+            if (parsed && s > last) {
+                int n = snprintf(out, sizeof out, "LINK %lu %s %s %s\n", s, rel, fh, ch);
+                if (n <= 0 || (size_t)n >= sizeof out || write(a->witness_fd, out, (size_t)n) != n) {
+                    snprintf(a->witness_err, sizeof a->witness_err, "cannot send: %s", strerror(errno));
+                    return -1;
+                }
+                last = s;
+            }
+            line_end = off + (nl + 1 - buf);
+            p = nl + 1;
+        }
+        if (p == buf)
+            break;                 /* a line longer than the buffer: not ours */
+        off += p - buf;
+    }
+commit:;
+    unsigned long seq;
+    char hash[ARCHIVE_HASH_HEX];
+    if (write(a->witness_fd, "COMMIT\n", 7) != 7 || witness_reply(a, &seq, hash) < 0)
+        return -1;
+    if (seq != last) {
+        snprintf(a->witness_err, sizeof a->witness_err, "it signed link %lu, not %lu", seq, last);
+        return -1;
+    }
+    a->witnessed = seq;
+    a->witnessed_off = line_end;
+    return 0;
+}
+
+/* Have the witness sign every link up to seq (and what came before it):
+ * one exchange covers every thread waiting. 0, or -1 with witness_err. */
+static int witness_sync(struct archive *a, unsigned long seq, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&a->sync_lock);
+    unsigned long upto = a->synced;
+    pthread_mutex_unlock(&a->sync_lock);
+    pthread_mutex_lock(&a->witness_lock);
+    int rc = 0;
+    if (a->witnessed < seq) {
+        rc = a->witness_fd >= 0 ? 0 : witness_connect(a);
+        if (rc == 0 && a->witnessed < seq && (rc = witness_send(a, upto)) < 0)
+            witness_close(a);
+    }
+    if (rc < 0)
+        snprintf(err, errlen, "%s", a->witness_err);
+    pthread_mutex_unlock(&a->witness_lock);
+    return rc;
+}
+
 static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
                 char *err, size_t errlen)
 {
@@ -124,15 +308,18 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         return -1;
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->sync_lock, NULL);
-    a->chain_fd = -1;
+    pthread_mutex_init(&a->witness_lock, NULL);
+    a->chain_fd = a->chain_rd = a->witness_fd = -1;
     for (size_t i = 0; i < n; i++) {
         if (!strcmp(opts[i].key, "dir"))
             snprintf(a->dir, sizeof a->dir, "%s", opts[i].value);
         else if (!strcmp(opts[i].key, "mode") && (!strcmp(opts[i].value, "all") || !strcmp(opts[i].value, "requested")))
             a->only_requested = !strcmp(opts[i].value, "requested");
-        else {
-            snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested)",
-                     opts[i].key, opts[i].value);
+        else if (!strcmp(opts[i].key, "witness") && strlen(opts[i].value) < sizeof a->witness && opts[i].value[0] == '/')
+            snprintf(a->witness, sizeof a->witness, "%s", opts[i].value);
+        else if (strcmp(opts[i].key, "witness_log") && strcmp(opts[i].key, "witness_key")) {
+            snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested, "
+                     "witness = /SOCKET, witness_log, witness_key)", opts[i].key, opts[i].value);
             free(a);
             return -1;
         }
@@ -175,6 +362,18 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     }
     fsync_dir(a->dir);          /* the chain file may have just been created */
     a->synced = a->seq;
+    if (a->witness[0]) {
+        a->chain_rd = open(path, O_RDONLY | O_CLOEXEC);
+        int rc = a->chain_rd < 0 ? -2 : witness_connect(a);
+        if (rc == -2) {         /* a witness that disagrees with the chain stops start-up */
+            snprintf(err, errlen, "witness %s: %s", a->witness, a->chain_rd < 0 ? strerror(errno) : a->witness_err);
+            fini(a);
+            return -1;
+        }
+        if (rc < 0)             /* down: messages wait (tempfail) until it answers */
+            h->log(NULL, POSTERN_LOG_WARN, "archive: witness %s: %s; archiving tempfails until it answers",
+                   a->witness, a->witness_err);
+    }
     *state = a;
     return 0;
 }
@@ -184,11 +383,15 @@ static void fini(void *state)
     struct archive *a = state;
     if (a->chain_fd >= 0)
         close(a->chain_fd);
+    if (a->chain_rd >= 0)
+        close(a->chain_rd);
+    witness_close(a);
     for (size_t i = 0; i < a->capchained; i++)
         free(a->chained[i]);
     free(a->chained);
     pthread_mutex_destroy(&a->lock);
     pthread_mutex_destroy(&a->sync_lock);
+    pthread_mutex_destroy(&a->witness_lock);
     free(a);
 }
 
@@ -311,6 +514,17 @@ static int chain_sync(struct archive *a, unsigned long seq)
     return rc;
 }
 
+/* The message goes on only once the witness has signed its link. */
+static postern_verdict witnessed(struct archive *a, postern_txn *t, unsigned long seq)
+{
+    char why[1400];
+    if (!a->witness[0] || witness_sync(a, seq, why, sizeof why) == 0)
+        return POSTERN_CONTINUE;
+    host->log(t, POSTERN_LOG_ERROR, "archive: witness %s: %s (the message waits)", a->witness, why);
+    host->set_reply(t, "451 4.3.0 archive copy could not be witnessed");
+    return POSTERN_TEMPFAIL;
+}
+
 static postern_verdict on_queue(postern_txn *t, void *state)
 {
     struct archive *a = state;
@@ -332,9 +546,10 @@ static postern_verdict on_queue(postern_txn *t, void *state)
      * crash came in between) is chained now rather than written again. */
     pthread_mutex_lock(&a->lock);
     int done = chained_has(a, relpath);
+    unsigned long seq = a->seq;
     pthread_mutex_unlock(&a->lock);
-    if (done)
-        return POSTERN_CONTINUE;
+    if (done)    /* chained before; the witness may not have signed it yet */
+        return chain_sync(a, seq) == 0 ? witnessed(a, t, seq) : POSTERN_TEMPFAIL;
     if (access(path, F_OK) != 0) {
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (fd < 0)
@@ -350,12 +565,12 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     if (archive_file_hash(path, fh) < 0)
         goto fail;
     pthread_mutex_lock(&a->lock);
-    unsigned long seq = chain_append(a, relpath, fh);
+    seq = chain_append(a, relpath, fh);
     pthread_mutex_unlock(&a->lock);
     if (!seq || chain_sync(a, seq) < 0)
         goto fail;
     host->log(t, POSTERN_LOG_INFO, "archived as %s", relpath);
-    return POSTERN_CONTINUE;
+    return witnessed(a, t, seq);
 fail:
     /* no copy, no delivery: tempfail so the queue stage retries later */
     if (errno == EXDEV)
