@@ -12,7 +12,8 @@ and the end of data (the final dot, or BDAT LAST) by the message's
 "X-Final:" header: 250, 451, 554, or "drop" (close without a reply).
 With no recipient accepted, DATA and BDAT get Postfix's
 "554 5.5.1 Error: no valid recipients" (and BDAT's bytes are read first).
-Every session's commands and every accepted message are recorded."""
+Every session's commands and every accepted message are recorded, and how
+many sessions were open at once (max_active); rcpt_delay slows RCPT replies."""
 import re
 import socket
 import socketserver
@@ -57,12 +58,18 @@ class _Session(socketserver.StreamRequestHandler):
 
     def handle(self):
         owner = self.server.owner
-        owner.sessions += 1
+        with owner.lock:
+            owner.sessions += 1
+            owner.active += 1
+            owner.max_active = max(owner.max_active, owner.active)
         try:
             self.reply("220 scripted.peer.test ESMTP")
             self.session(owner)
         except (_Closed, OSError):
             pass
+        finally:
+            with owner.lock:
+                owner.active -= 1
 
     def session(self, owner):
         sender, accepted = None, []
@@ -93,6 +100,7 @@ class _Session(socketserver.StreamRequestHandler):
                     rep = rep % addr
                 if sender is None:
                     rep = "503 5.5.1 Error: need MAIL command"
+                time.sleep(owner.rcpt_delay)
                 self.reply(rep)
                 if rep.startswith("421"):
                     return
@@ -191,6 +199,9 @@ class ScriptedSmtp:
         self.auth_mechs, self.account, self.logins = "", None, []    # AUTH: offered mechanisms, (user, pw)
         self.messages, self.log, self.helos, self.peers = [], [], [], []
         self.sessions = self.quits = self.dropped = 0
+        self.active = self.max_active = 0          # sessions open now / at most at once
+        self.rcpt_delay = 0                        # seconds before each RCPT reply
+        self.lock = threading.Lock()
         self.server = _Server((host, port), _Session)
         self.server.owner = self
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
