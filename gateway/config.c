@@ -640,6 +640,13 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_int(p, key, value, 1, 1000, &cfg->max_errors);
     if (!strcmp(key, "smtp_timeout"))
         return set_duration_int(p, key, value, &cfg->smtp_timeout);
+    if (!strcmp(key, "pregreet_wait")) {
+        if (set_duration_int(p, key, value, &cfg->pregreet_wait) < 0)
+            return -1;
+        return cfg->pregreet_wait > 60 ? fail(p, "pregreet_wait: at most 60s") : 0;
+    }
+    if (!strcmp(key, "pregreet_banner"))
+        return set_bool(p, key, value, &cfg->pregreet_banner);
     if (!strcmp(key, "data_timeout"))
         return set_duration_int(p, key, value, &cfg->data_timeout);
     if (!strcmp(key, "smtp_min_data_rate"))
@@ -733,6 +740,7 @@ static void config_defaults(struct config *cfg)
     cfg->client_connect_rate = 0;
     cfg->max_errors = 20;
     cfg->smtp_timeout = 300;
+    cfg->pregreet_banner = true;
     cfg->data_timeout = 600;
     cfg->smtp_min_data_rate = 500;
     cfg->client_bdat = true;
@@ -1000,6 +1008,7 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->run_user ? cfg->run_user : "postern");
     fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
             cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);
+    fprintf(out, "pregreet_wait = %ds\npregreet_banner = %s\n", cfg->pregreet_wait, cfg->pregreet_banner ? "yes" : "no");
     fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nsmtp_min_data_rate = %d\n", cfg->smtp_timeout,
             cfg->data_timeout, cfg->smtp_min_data_rate);
     fprintf(out, "client_connect_timeout = %ds\nclient_timeout = %ds\nclient_bdat = %s\n",

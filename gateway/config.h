@@ -109,6 +109,8 @@ struct config {
     int client_connect_rate;       /* new sessions per minute from one address (0 = no limit) */
     int max_errors;
     int smtp_timeout;              /* idle timeout between commands */
+    int pregreet_wait;             /* s before the final 220 (postscreen's greet wait); 0 = off */
+    bool pregreet_banner;          /* send "220-" first, as postscreen_greet_banner */
     int data_timeout;              /* longest time DATA may go without progress */
     int smtp_min_data_rate;        /* bytes/s in DATA that keep extending the deadline */
     int client_connect_timeout;

@@ -128,6 +128,10 @@ static ssize_t session_send(struct session *s, const char *buf, size_t n) { retu
 static void tls_start(struct session *s);
 static void tls_step(struct session *s);
 static void connect_then(struct session *s, postern_verdict v);
+static bool pregreet_applies(const struct session *s);
+static void greet_wait_start(struct session *s);
+static void pregreet_caught(struct session *s);
+static void greet_wait_end(struct session *s);
 
 void session_greet(struct session *s)
 {
@@ -162,7 +166,7 @@ int session_flush(struct session *s)
     }
     /* read only while there is room and replies are not piling up; a hook
      * or commit in flight pauses input so pipelined commands wait */
-    bool readable = (s->phase == PH_COMMAND || s->phase == PH_DATA || s->phase == PH_PROXY) &&
+    bool readable = (s->phase == PH_COMMAND || s->phase == PH_DATA || s->phase == PH_PROXY || s->phase == PH_GREET) &&
                     s->in.len < MAX_INPUT_BUFFER &&
                     s->out.len < MAX_OUTPUT_BACKLOG;
     ev_mod(&s->w, (readable ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
@@ -609,6 +613,12 @@ static void process_commands(struct session *s)
 
 void session_resume(struct session *s)
 {
+    if (s->phase == PH_GREET) {
+        if (s->in.len)
+            pregreet_caught(s);
+        session_flush(s);
+        return;
+    }
     if (s->phase == PH_PROXY)
         proxy_header_process(s);
     if (s->phase == PH_DATA)
@@ -722,7 +732,55 @@ static void connect_then(struct session *s, postern_verdict v)
         return;
     }
     session_verdict_proceeds(s, POSTERN_STAGE_CONNECT, v);
+    if (pregreet_applies(s)) {
+        greet_wait_start(s);
+        return;
+    }
     session_replyf(s, "220 %s ESMTP Postern", smtp_cfg->hostname);
+}
+
+/* ---- the pregreet test (postscreen's) -------------------------------
+ * Before the final 220, a client that talks is a bot that does not wait
+ * for the server: it is refused and disconnected. With pregreet_banner the
+ * first line of a multi-line greeting goes out at once, which catches the
+ * bots that talk as soon as they see "220". The wait is a tick-driven
+ * timer: nothing blocks. Trusted networks and XCLIENT proxies are exempt,
+ * and implicit TLS (the handshake already proves patience). */
+static bool pregreet_applies(const struct session *s)
+{
+    return smtp_cfg->pregreet_wait > 0 && !s->implicit_tls && !s->xclient_allowed &&
+           !config_is_trusted(smtp_cfg, (const struct sockaddr *)&s->peer);
+}
+
+static void greet_wait_start(struct session *s)
+{
+    if (smtp_cfg->pregreet_banner)
+        session_replyf(s, "220-%s ESMTP Postern", smtp_cfg->hostname);
+    s->phase = PH_GREET;
+    s->greet_at_ms = ev_now_ms() + (uint64_t)smtp_cfg->pregreet_wait * 1000;
+    s->deadline_ms = s->greet_at_ms + (uint64_t)smtp_cfg->smtp_timeout * 1000;
+}
+
+/* Input during the wait. */
+static void pregreet_caught(struct session *s)
+{
+    char first[80];
+    size_t n = strcspn(buf_head(&s->in), "\r\n");
+    snprintf(first, sizeof first, "%.*s", (int)(n < s->in.len ? n : s->in.len), buf_head(&s->in));
+    mask_control_bytes(first, strlen(first), false);
+    log_info("S%lu: PREGREET %zu byte(s) from [%s] before the greeting: %s", s->sid, s->in.len, s->tx.client_ip,
+             first);
+    buf_consume(&s->in, s->in.len);
+    session_reply(s, "554 5.5.1 Protocol error: talking before the greeting");
+    session_close_after_reply(s);
+}
+
+static void greet_wait_end(struct session *s)
+{
+    s->phase = PH_COMMAND;
+    session_set_timeout(s);
+    session_replyf(s, "220 %s ESMTP Postern", smtp_cfg->hostname);
+    session_flush(s);
 }
 
 /* ---- listeners ---------------------------------------------------- */
@@ -937,6 +995,8 @@ void smtp_server_tick(void)
     }
     for (struct session *s = sessions, *next; s; s = next) {
         next = s->next;
+        if (s->phase == PH_GREET && now >= s->greet_at_ms)
+            greet_wait_end(s);
         if (s->busy || now < s->deadline_ms)
             continue;
         log_info("S%lu: timeout from [%s]", s->sid, s->tx.client_ip);

@@ -24,7 +24,8 @@
 
 /* PH_TLS: the 220 to STARTTLS is going out, then the handshake runs. */
 /* PH_PROXY: a proxy_listen connection before its PROXY header is read. */
-enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS, PH_PROXY };
+/* PH_GREET: pregreet_wait before the final 220; talking now is refused. */
+enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS, PH_PROXY, PH_GREET };
 enum msg_part { PART_HEADERS, PART_BODY };
 
 struct commit_job;
@@ -48,6 +49,7 @@ struct session {
     const char *session_verdict_by;             /* the plugin behind those */
     int errors;
     uint64_t deadline_ms;
+    uint64_t greet_at_ms;          /* PH_GREET: when the final 220 goes out */
     struct varmap session_vars;   /* scripts' tx.session */
     SSL *ssl;                      /* after STARTTLS */
     uint32_t tls_want;             /* handshake: EPOLLIN or EPOLLOUT */

@@ -1,7 +1,9 @@
-"""dnsbl: weighted block and allow lists at connect, against a local
-unbound serving test lists (RFC 5782 test entries: 127.0.0.2 listed,
-127.0.0.1 not), return-code filters, a list that does not answer, and
-domain lists on the HELO name and the MAIL FROM domain."""
+"""Connection-stage defence. dnsbl: weighted block and allow lists at
+connect, against a local unbound serving test lists (RFC 5782 test entries:
+127.0.0.2 listed, 127.0.0.1 not), return-code filters, a list that does not
+answer, and domain lists on the HELO name and the MAIL FROM domain. The
+pregreet test (core, pregreet_wait): a client talking before the final 220
+is refused; a patient one is served; trusted networks do not wait."""
 from harness import *
 
 PLUGDIR = os.path.join(BUILD, "plugins")
@@ -73,6 +75,51 @@ def test_domain_lists_on_helo_and_sender():
     r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", bad.conf, "-t"], capture_output=True, text=True,
                        timeout=20)
     assert r.returncode != 0 and "dnsbl.sites: bad site 'zen.test=127.0.0.[9..2]'" in r.stdout + r.stderr, r
+
+
+def test_pregreet_refused_patient_clients_served_trusted_exempt():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, pregreet_wait="1s", trusted_networks="127.0.0.1/32").start()
+    # a bot talks as soon as it sees "220-"
+    import socket
+    bot = socket.create_connection((g.host, 2525), source_address=(addr(70), 0), timeout=5)
+    first = bot.recv(200)
+    assert first == b"220-gw.postern.test ESMTP Postern\r\n", first
+    bot.sendall(b"EHLO bot.test\r\n")
+    t0 = time.time()
+    got = b""
+    while b"554" not in got and time.time() - t0 < 5:
+        chunk = bot.recv(200)
+        if not chunk:
+            break
+        got += chunk
+    assert got == b"554 5.5.1 Protocol error: talking before the greeting\r\n", got
+    assert bot.recv(10) == b"", "closed after the refusal"
+    bot.close()
+    wait_for(lambda: "PREGREET" in g.log() and "EHLO bot.test" in g.log(), 5, "the PREGREET log line")
+    # a patient client: the whole greeting after the wait, then business as usual
+    import threading
+    patient = {}
+
+    def be_patient():
+        t0 = time.time()
+        c = Client(g.host, source=addr(71))
+        patient["waited"] = time.time() - t0
+        patient["banner"] = c.banner
+        patient["ehlo"] = c.cmd("EHLO patient.test")
+        c.close()
+    t = threading.Thread(target=be_patient)
+    t.start()
+    time.sleep(0.2)
+    # while it waits, others are served: the wait is a timer, not a sleep
+    t0 = time.time()
+    assert "queued as" in send_mail(g)        # 127.0.0.1: trusted, no wait
+    assert time.time() - t0 < 0.7, time.time() - t0
+    t.join(10)
+    assert patient["banner"] == "220-gw.postern.test ESMTP Postern\n220 gw.postern.test ESMTP Postern", patient
+    assert 0.9 <= patient["waited"] < 2.5, patient
+    assert patient["ehlo"].startswith("250")
+    g.stop()
 
 
 run_tests(globals())
