@@ -1,0 +1,406 @@
+/* rspamd.c - spam scoring at end of message through rspamd's HTTP
+ * protocol (POST /checkv2, the envelope in request headers, the message
+ * streamed as the body), and rspamd's action applied:
+ *   reject          554 5.7.1 (rspamd's smtp_message, or "Spam message rejected")
+ *   soft reject,
+ *   greylist        451 4.7.1 (try again later)
+ *   rewrite subject Subject: rspamd's new subject (or "*** SPAM *** " + it)
+ *   add header      X-Spam: Yes
+ *   no action       nothing
+ * Headers rspamd asks for (milter.add_headers / remove_headers, e.g. its
+ * DKIM or ARC signatures) are applied, and X-Spam-Score, X-Spam-Action and
+ * X-Spam-Symbols are added (headers = no turns those three off).
+ *   rspamd.url = http://127.0.0.1:11333   (required; host and port)
+ *   rspamd.timeout = 15   seconds for the connect and each read or write
+ *   rspamd.on_error = tempfail | accept   (default tempfail: rspamd down,
+ *                   slow or answering garbage)
+ *   rspamd.max_size = 2097152   bytes; a larger message is not scanned
+ *   rspamd.headers = yes | no
+ * Sets rspamd.score, rspamd.required, rspamd.action and rspamd.symbols for
+ * later links and Lua. Control bytes in anything rspamd sends never reach a
+ * header or a reply. */
+#include "postern_plugin.h"
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_RESPONSE (1024 * 1024)
+
+struct rspamd {
+    char host[256], port[8];
+    int timeout_s;
+    bool accept_on_error, headers;
+    unsigned long long max_size;
+};
+
+static const struct postern_host *host;
+
+/* ---- the request ---------------------------------------------------- */
+
+static int connect_rspamd(const struct rspamd *r)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
+    if (getaddrinfo(r->host, r->port, &hints, &ai) != 0)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = r->timeout_s};
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);   /* bounds connect() too */
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Header section as stored, plus the blank line: its length. */
+static size_t header_bytes(postern_txn *t)
+{
+    size_t n = 2;
+    for (size_t i = 0; i < host->header_count(t); i++) {
+        const char *name, *value;
+        host->header_at(t, i, &name, &value);
+        n += strlen(name) + 1 + strlen(value) + 2;
+    }
+    return n;
+}
+
+static size_t body_bytes(postern_txn *t)
+{
+    char buf[65536];
+    size_t n = 0;
+    long r;
+    while ((r = host->body_read(t, n, buf, sizeof buf)) > 0)
+        n += (size_t)r;
+    return n;
+}
+
+/* A request header with a value from the envelope: control bytes out. */
+static int add_field(char *out, size_t size, size_t *used, const char *name, const char *value)
+{
+    int n = snprintf(out + *used, size - *used, "%s: ", name);
+    if (n < 0 || (size_t)n >= size - *used)
+        return -1;
+    *used += (size_t)n;
+    for (const char *p = value; *p && *used + 3 < size; p++)
+        out[(*used)++] = (unsigned char)*p < 0x20 || *p == 0x7f ? ' ' : *p;
+    if (*used + 3 >= size)
+        return -1;
+    memcpy(out + *used, "\r\n", 2);
+    *used += 2;
+    return 0;
+}
+
+static int send_request(const struct rspamd *r, int fd, postern_txn *t, size_t length)
+{
+    char req[16384];
+    size_t used = (size_t)snprintf(req, sizeof req, "POST /checkv2 HTTP/1.0\r\nContent-Length: %zu\r\n", length);
+    int rc = add_field(req, sizeof req, &used, "IP", host->client_addr(t)) |
+             add_field(req, sizeof req, &used, "Helo", host->helo_name(t)) |
+             add_field(req, sizeof req, &used, "From", host->sender(t)) |
+             add_field(req, sizeof req, &used, "Queue-Id", host->queue_id(t)) |
+             add_field(req, sizeof req, &used, "MTA-Name", host->hostname());
+    if (host->auth_user(t))
+        rc |= add_field(req, sizeof req, &used, "User", host->auth_user(t));
+    for (size_t i = 0; i < host->rcpt_count(t) && i < 200; i++)
+        rc |= add_field(req, sizeof req, &used, "Rcpt", host->rcpt(t, i));
+    if (rc || used + 2 >= sizeof req)
+        return -1;
+    memcpy(req + used, "\r\n", 2);
+    if (send_all(fd, req, used + 2) < 0)
+        return -1;
+    (void)r;
+    /* the message: header lines, the blank line, the body */
+    char buf[65536];
+    for (size_t i = 0; i < host->header_count(t); i++) {
+        const char *name, *value;
+        host->header_at(t, i, &name, &value);
+        if (send_all(fd, name, strlen(name)) < 0 || send_all(fd, ":", 1) < 0 ||
+            send_all(fd, value, strlen(value)) < 0 || send_all(fd, "\r\n", 2) < 0)
+            return -1;
+    }
+    if (send_all(fd, "\r\n", 2) < 0)
+        return -1;
+    uint64_t off = 0;
+    long n;
+    while ((n = host->body_read(t, off, buf, sizeof buf)) > 0) {
+        if (send_all(fd, buf, (size_t)n) < 0)
+            return -1;
+        off += (uint64_t)n;
+    }
+    return n < 0 ? -1 : 0;
+}
+
+/* The response's JSON body, or NULL (why says what went wrong). */
+static json_t *read_response(int fd, char *why, size_t wlen)
+{
+    char *buf = malloc(MAX_RESPONSE + 1);
+    size_t len = 0;
+    ssize_t r;
+    while (buf && len < MAX_RESPONSE && ((r = recv(fd, buf + len, MAX_RESPONSE - len, 0)) > 0 || (r < 0 && errno == EINTR)))
+        if (r > 0)
+            len += (size_t)r;
+    json_t *j = NULL;
+    if (buf) {
+        buf[len] = '\0';
+        char *body = strstr(buf, "\r\n\r\n");
+        if (len == 0)
+            snprintf(why, wlen, "no answer in time");
+        else if (strncmp(buf, "HTTP/1.", 7) || strncmp(buf + 8, " 200", 4) || !body)
+            snprintf(why, wlen, "answered %.*s", (int)strcspn(buf, "\r\n") > 100 ? 100 : (int)strcspn(buf, "\r\n"), buf);
+        else if (!(j = json_loadb(body + 4, len - (size_t)(body + 4 - buf), 0, NULL)) || !json_is_object(j))
+            snprintf(why, wlen, "answered something that is not a JSON object");
+    }
+    free(buf);
+    return j && json_is_object(j) ? j : (json_decref(j), NULL);
+}
+
+/* ---- applying the answer -------------------------------------------- */
+
+/* A JSON string as a header value or reply text: printable, one line. */
+static void clean_copy(const char *in, char *out, size_t size)
+{
+    size_t o = 0;
+    for (; in && *in && o + 1 < size; in++)
+        out[o++] = (unsigned char)*in < 0x20 || *in == 0x7f ? ' ' : *in;
+    out[o] = '\0';
+}
+
+static void apply_milter_headers(postern_txn *t, json_t *milter)
+{
+    json_t *rm = json_object_get(milter, "remove_headers"), *add = json_object_get(milter, "add_headers"), *v;
+    const char *name;
+    char value[2048];
+    json_object_foreach(rm, name, v)
+        while (host->header_delete(t, name, 0) == 0)
+            ;
+    json_object_foreach(add, name, v) {
+        json_t *one = json_is_object(v) ? json_object_get(v, "value") : v;
+        if (!json_is_string(one) || strpbrk(name, ": \t\r\n"))
+            continue;
+        clean_copy(json_string_value(one), value + 1, sizeof value - 1);
+        value[0] = ' ';
+        host->header_add(t, name, value);
+    }
+}
+
+static void symbol_list(json_t *symbols, char *out, size_t size)
+{
+    const char *name;
+    json_t *v;
+    size_t o = 0;
+    out[0] = '\0';
+    json_object_foreach(symbols, name, v) {
+        int n = snprintf(out + o, size - o, "%s%s", o ? ", " : "", name);
+        if (n < 0 || (size_t)n >= size - o) {
+            out[o] = '\0';
+            break;
+        }
+        o += (size_t)n;
+    }
+}
+
+static void add_result_headers(postern_txn *t, double score, double required, const char *action,
+                               const char *symbols)
+{
+    char v[4200];
+    snprintf(v, sizeof v, " %.2f / %.2f", score, required);
+    host->header_add(t, "X-Spam-Score", v);
+    snprintf(v, sizeof v, " %s", action);
+    host->header_add(t, "X-Spam-Action", v);
+    if (symbols[0]) {
+        snprintf(v, sizeof v, " %s", symbols);
+        host->header_add(t, "X-Spam-Symbols", v);
+    }
+}
+
+static postern_verdict act(postern_txn *t, json_t *j, const char *action)
+{
+    char text[600], reply[700];
+    json_t *msgs = json_object_get(j, "messages");
+    clean_copy(json_string_value(json_object_get(msgs, "smtp_message")), text, sizeof text);
+    if (!strcmp(action, "reject")) {
+        snprintf(reply, sizeof reply, "554 5.7.1 %s", text[0] ? text : "Spam message rejected");
+        host->set_reply(t, reply);
+        return POSTERN_REJECT;
+    }
+    if (!strcmp(action, "soft reject") || !strcmp(action, "greylist")) {
+        snprintf(reply, sizeof reply, "451 4.7.1 %s", text[0] ? text : "Try again later");
+        host->set_reply(t, reply);
+        return POSTERN_TEMPFAIL;
+    }
+    if (!strcmp(action, "rewrite subject")) {
+        char subject[1000];
+        const char *old = host->header_get(t, "Subject", 0);
+        const char *given = json_string_value(json_object_get(j, "subject"));
+        if (given)
+            clean_copy(given, subject + 1, sizeof subject - 1);
+        else
+            snprintf(subject + 1, sizeof subject - 1, "*** SPAM ***%s", old ? old : "");
+        subject[0] = ' ';
+        if (!old || host->header_change(t, "Subject", 0, subject) < 0)
+            host->header_add(t, "Subject", subject);
+    } else if (!strcmp(action, "add header")) {
+        host->header_add(t, "X-Spam", " Yes");
+    }
+    return POSTERN_CONTINUE;
+}
+
+static postern_verdict failed(const struct rspamd *r, postern_txn *t, const char *why)
+{
+    host->log(t, POSTERN_LOG_ERROR, "rspamd: %s", why);
+    host->var_set(t, "rspamd.action", "error");
+    if (r->accept_on_error)
+        return POSTERN_CONTINUE;
+    host->set_reply(t, "451 4.3.0 Spam scanner unavailable, try again later");
+    return POSTERN_TEMPFAIL;
+}
+
+static postern_verdict on_eom(postern_txn *t, void *state)
+{
+    struct rspamd *r = state;
+    if (host->message_size(t) > r->max_size) {
+        host->var_set(t, "rspamd.action", "skipped");
+        return POSTERN_CONTINUE;
+    }
+    char why[300] = "cannot connect";
+    int fd = connect_rspamd(r);
+    json_t *j = NULL;
+    if (fd >= 0) {
+        snprintf(why, sizeof why, "cannot send the message");
+        if (send_request(r, fd, t, header_bytes(t) + body_bytes(t)) == 0)
+            j = read_response(fd, why, sizeof why);
+        close(fd);
+    }
+    if (!j) {
+        char full[400];
+        snprintf(full, sizeof full, "%s:%s: %s", r->host, r->port, why);
+        return failed(r, t, full);
+    }
+    char action[64], symbols[4000], num[64];
+    clean_copy(json_string_value(json_object_get(j, "action")), action, sizeof action);
+    double score = json_number_value(json_object_get(j, "score"));
+    double required = json_number_value(json_object_get(j, "required_score"));
+    symbol_list(json_object_get(j, "symbols"), symbols, sizeof symbols);
+    snprintf(num, sizeof num, "%.2f", score);
+    host->var_set(t, "rspamd.score", num);
+    snprintf(num, sizeof num, "%.2f", required);
+    host->var_set(t, "rspamd.required", num);
+    host->var_set(t, "rspamd.action", action[0] ? action : "no action");
+    host->var_set(t, "rspamd.symbols", symbols);
+    /* rspamd's own header edits first (they remove any X-Spam that came
+     * in), then the action's */
+    bool refused = !strcmp(action, "reject") || !strcmp(action, "soft reject") || !strcmp(action, "greylist");
+    if (!refused)
+        apply_milter_headers(t, json_object_get(j, "milter"));
+    postern_verdict v = act(t, j, action);
+    if (v == POSTERN_CONTINUE && r->headers)
+        add_result_headers(t, score, required, action[0] ? action : "no action", symbols);
+    host->log(t, POSTERN_LOG_INFO, "rspamd: %s (%.2f / %.2f)", action, score, required);
+    json_decref(j);
+    return v;
+}
+
+/* ---- options -------------------------------------------------------- */
+
+static int parse_url(struct rspamd *r, const char *v)
+{
+    if (strncmp(v, "http://", 7))
+        return -1;
+    const char *hp = v + 7, *colon = hp[0] == '[' ? strstr(hp, "]:") : strrchr(hp, ':');
+    size_t hl = colon ? (size_t)(colon - hp) : strcspn(hp, "/");
+    const char *port = colon ? colon + (hp[0] == '[' ? 2 : 1) : "11333";
+    if (hp[0] == '[') {
+        hp++;
+        hl = colon ? (size_t)(colon - hp) : 0;
+    }
+    size_t pl = strcspn(port, "/");
+    if (!hl || hl >= sizeof r->host || !pl || pl >= sizeof r->port || strspn(port, "0123456789") != pl ||
+        (port[pl] && strcmp(port + pl, "/")))
+        return -1;
+    snprintf(r->host, sizeof r->host, "%.*s", (int)hl, hp);
+    snprintf(r->port, sizeof r->port, "%.*s", (int)pl, port);
+    return 0;
+}
+
+static int set_option(struct rspamd *r, const char *k, const char *v, char *err, size_t errlen)
+{
+    char *end;
+    if (!strcmp(k, "url") && parse_url(r, v) == 0)
+        return 0;
+    if (!strcmp(k, "on_error") && (!strcmp(v, "tempfail") || !strcmp(v, "accept")))
+        return r->accept_on_error = !strcmp(v, "accept"), 0;
+    if (!strcmp(k, "headers") && (!strcmp(v, "yes") || !strcmp(v, "no")))
+        return r->headers = !strcmp(v, "yes"), 0;
+    if (!strcmp(k, "max_size") && (r->max_size = strtoull(v, &end, 10), *v && !*end && r->max_size > 0))
+        return 0;
+    if (!strcmp(k, "timeout") && (r->timeout_s = (int)strtol(v, &end, 10), *v && !*end && r->timeout_s > 0 &&
+                                  r->timeout_s <= 600))
+        return 0;
+    snprintf(err, errlen, "bad option or value rspamd.%s = %s (known: url = http://HOST:PORT, timeout = SECONDS, "
+             "on_error = tempfail|accept, max_size = BYTES, headers = yes|no)", k, v);
+    return -1;
+}
+
+static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state, char *err,
+                size_t errlen)
+{
+    host = h;
+    if (POSTERN_HOST_REQUIRE(h, auth_user, err, errlen) < 0)
+        return -1;
+    struct rspamd *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->timeout_s = 15;
+    r->headers = true;
+    r->max_size = 2 * 1024 * 1024;
+    for (size_t i = 0; i < n; i++)
+        if (set_option(r, opts[i].key, opts[i].value, err, errlen) < 0) {
+            free(r);
+            return -1;
+        }
+    if (!r->host[0]) {
+        snprintf(err, errlen, "rspamd.url is required (http://HOST:PORT of rspamd's normal worker)");
+        free(r);
+        return -1;
+    }
+    *state = r;
+    return 0;
+}
+
+static void fini(void *state) { free(state); }
+
+static const struct postern_plugin plugin = {
+    .abi_version = POSTERN_PLUGIN_ABI_VERSION,
+    .struct_size = sizeof(struct postern_plugin),
+    .name = "rspamd",
+    .init = init,
+    .fini = fini,
+    .on_eom = on_eom,
+};
+
+const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -1,0 +1,140 @@
+"""rspamd: messages scored by a real rspamd started here (its stock rules,
+our own worker address, run/db/log directories and one local rule; DNS
+pointed at a closed port so nothing leaves the machine). GTUBE is refused
+with rspamd's text, a local rule's score brings "add header", rspamd's
+results reach later links, rspamd down answers per on_error."""
+import pwd
+from harness import *
+
+PLUGDIR = os.path.join(BUILD, "plugins")
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+# complete headers, so the stock rules leave an ordinary message at "no action"
+HEADERS = ("From: Alice Example <alice@src.test>\r\nTo: Bob <x@example.test>\r\nDate: Tue, 01 Dec 2026 10:00:00 "
+           "+0000\r\nMessage-ID: <%s@src.test>\r\nSubject: %s\r\n")
+
+RULE = """rspamd_config.POSTERN_TEST_ADD_HEADER = {
+  callback = function(task)
+    local s = task:get_header('Subject')
+    return s ~= nil and s:find('add%-header%-please') ~= nil
+  end,
+  score = 7.0,
+  description = 'Postern test rule: add a header',
+}
+rspamd_config:register_symbol({
+  name = 'POSTERN_TEST_FORCE', type = 'prefilter', priority = 10,
+  callback = function(task)
+    local s = task:get_header('Subject') or ''
+    if s:find('soft%-reject%-please') then task:set_pre_result('soft reject', 'Postern test: try again') end
+    if s:find('rewrite%-please') then task:set_pre_result('rewrite subject', 'rewritten') end
+  end,
+})
+"""
+
+
+class Rspamd:
+    def __init__(self, host, port=11333):
+        self.host, self.port = host, port
+        self.dir = tempfile.mkdtemp(prefix="rspamd-")
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        for d in ("local", "run", "db", "log"):
+            os.makedirs(os.path.join(self.dir, d))
+        with open(os.path.join(self.dir, "local", "rspamd.local.lua"), "w") as f:
+            f.write(RULE)
+        self.conf = os.path.join(self.dir, "rspamd.conf")
+        with open(self.conf, "w") as f:
+            f.write(""".include "$CONFDIR/common.conf"
+options {
+    pidfile = "$RUNDIR/rspamd.pid";
+    .include "$CONFDIR/options.inc"
+    dns { nameserver = ["127.0.0.1:1"]; timeout = 0.2s; retransmits = 1; }
+}
+logging { type = "file"; filename = "$LOGDIR/rspamd.log"; level = "error"; }
+worker "normal" {
+    bind_socket = "%s:%d";
+    .include "$CONFDIR/worker-normal.inc"
+    count = 1;
+}
+""" % (host, port))
+        u = pwd.getpwnam("_rspamd")
+        for root, dirs, files in os.walk(self.dir):
+            for n in dirs + files + ["."]:
+                os.chown(os.path.join(root, n), u.pw_uid, u.pw_gid)
+        self.proc = None
+        on_cleanup(self.stop)
+
+    def start(self):
+        d = self.dir
+        self.proc = subprocess.Popen(
+            ["rspamd", "-f", "-u", "_rspamd", "-g", "_rspamd", "-c", self.conf, "--var", "CONFDIR=/etc/rspamd",
+             "--var", "LOCAL_CONFDIR=%s/local" % d, "--var", "RUNDIR=%s/run" % d, "--var", "DBDIR=%s/db" % d,
+             "--var", "LOGDIR=%s/log" % d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_open(self.host, self.port) or self.proc.poll() is not None, 90, "rspamd to listen")
+        assert self.proc.poll() is None, "rspamd exited"
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def gw(sink, url, chain="rspamd", **opts):
+    return Gateway(sink=sink, plugin_dir=PLUGDIR, plugins=chain,
+                   **{"rspamd.url": url, **{"rspamd." + k: v for k, v in opts.items()}}).start()
+
+
+def test_gtube_rejected_headers_added_results_for_later_links_and_rspamd_down():
+    sink = Sink(addr(2))
+    rs = Rspamd(addr(9))
+    url = "http://%s:11333" % addr(9)
+    # down first (rspamd takes a while to start): on_error decides
+    g = gw(sink, url)
+    assert send_mail(g, headers=HEADERS % ("m0", "hello")).startswith("451 4.3.0 Spam scanner unavailable")
+    assert "rspamd: %s:11333: cannot connect" % addr(9) in g.log()
+    g.stop()
+    g = gw(sink, url, on_error="accept")
+    assert "queued as" in send_mail(g, headers=HEADERS % ("m1", "hello"))
+    sink.wait_count(1)
+    g.stop()
+    rs.start()
+    d = tempfile.mkdtemp(prefix="lua-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    script = os.path.join(d, "see.lua")
+    with open(script, "w") as f:
+        f.write('postern.on("eom", function(tx)\n'
+                '  tx:add_header("X-Seen-By-Lua", tx.vars["rspamd.action"] .. " " .. tx.vars["rspamd.score"])\n'
+                'end)\n')
+    os.chmod(script, 0o644)
+    g = gw(sink, url, chain="rspamd, lua:" + script)
+    rep = send_mail(g, headers=HEADERS % ("m2", "test"), body=GTUBE + "\r\n")
+    assert rep == "554 5.7.1 Gtube pattern", rep
+    assert "queued as" in send_mail(g, headers=HEADERS % ("m3", "add-header-please"))
+    assert "queued as" in send_mail(g, headers=HEADERS % ("m4", "an ordinary note"))
+    sink.wait_count(3)
+    msgs = sink.messages()
+    flagged = [m for m in msgs if b"add-header-please" in m][0]
+    plain = [m for m in msgs if b"an ordinary note" in m][0]
+    assert b"X-Spam: Yes" in flagged and b"X-Spam-Action: add header" in flagged, flagged
+    assert b"POSTERN_TEST_ADD_HEADER" in flagged and b"X-Seen-By-Lua: add header" in flagged
+    assert b"X-Spam: Yes" not in plain and b"X-Spam-Action: no action" in plain, plain
+    assert b"X-Seen-By-Lua: no action" in plain
+    assert all(GTUBE.encode() not in m for m in msgs)
+    rep = send_mail(g, headers=HEADERS % ("m5", "soft-reject-please"))
+    assert rep == "451 4.7.1 Postern test: try again", rep
+    assert "queued as" in send_mail(g, headers=HEADERS % ("m6", "rewrite-please"))
+    sink.wait_count(4)
+    rewritten = [m for m in sink.messages() if b"<m6@src.test>" in m][0]
+    assert b"Subject: *** SPAM *** rewrite-please" in rewritten or b"Subject: ***SPAM***" in rewritten, rewritten
+    g.stop()
+    bad = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="rspamd", **{"rspamd.url": "https://x:1"})
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", bad.conf, "-t"], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0 and "rspamd.url = https://x:1" in r.stdout + r.stderr, r
+
+
+run_tests(globals())
