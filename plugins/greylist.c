@@ -31,6 +31,7 @@
 #include <time.h>
 
 #define MAX_EXEMPT 64
+#define TOUCH_EVERY 300           /* s: how stale last_seen may get (against a lifetime of days) */
 
 struct cidr {
     int family;
@@ -169,19 +170,26 @@ static enum outcome decide(struct greylist *g, const char *net, const char *send
     bool found;
     if (expire(g, now) < 0)
         return FAILED;
+    /* last_seen only moves when it is older than TOUCH_EVERY (or a tenth
+     * of the lifetime): a passing triplet costs a read, not a write, on
+     * almost every RCPT */
+    long touch = g->lifetime / 10 < TOUCH_EVERY ? g->lifetime / 10 : TOUCH_EVERY;
     if (g->auto_whitelist > 0) {
-        if (exec(g, "SELECT passes FROM client WHERE net = ?1", client_key, NULL, row, &found) < 0)
+        if (exec(g, "SELECT passes, last_seen FROM client WHERE net = ?1", client_key, NULL, row, &found) < 0)
             return FAILED;
         if (found && row[0] >= g->auto_whitelist)
-            return exec(g, "UPDATE client SET last_seen = ?4 WHERE net = ?1", client_key, nums, NULL, NULL) < 0
+            return now - row[1] > touch &&
+                           exec(g, "UPDATE client SET last_seen = ?4 WHERE net = ?1", client_key, nums, NULL, NULL) < 0
                        ? FAILED : WHITELISTED;
     }
-    if (exec(g, "SELECT first_seen, passed FROM triplet WHERE net = ?1 AND sender = ?2 AND rcpt = ?3", key, NULL,
-             row, &found) < 0)
+    if (exec(g, "SELECT first_seen, passed, last_seen FROM triplet WHERE net = ?1 AND sender = ?2 AND rcpt = ?3",
+             key, NULL, row, &found) < 0)
         return FAILED;
     if (found && row[1]) {
-        return exec(g, "UPDATE triplet SET last_seen = ?4 WHERE net = ?1 AND sender = ?2 AND rcpt = ?3", key, nums,
-                    NULL, NULL) < 0 ? FAILED : PASS;
+        return now - row[2] > touch &&
+                       exec(g, "UPDATE triplet SET last_seen = ?4 WHERE net = ?1 AND sender = ?2 AND rcpt = ?3", key,
+                            nums, NULL, NULL) < 0
+                   ? FAILED : PASS;
     }
     if (!found || now - row[0] > g->retry_window) {   /* new, or retried too late: start over */
         *wait = g->delay;

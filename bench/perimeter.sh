@@ -1,0 +1,80 @@
+#!/bin/bash
+# bench/perimeter.sh [BUILD]: the shared relay benchmark against posternd
+# with the perimeter chain - rcpt_verify (table) + dnsbl + greylist (the
+# benchmark's triplet already passed) - and without it, and then with clamav
+# added, alternating ROUNDS times in one run. The client is not in
+# trusted_networks, so every plugin does its work. A local unbound serves
+# the DNS list (nothing listed); a local clamd with a one-signature database
+# scans. Prints each run and the ratios of the end-to-end rates.
+set -euo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+SHARED=${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}
+N=${N:-5000}; S=${S:-20}; SIZE=${SIZE:-4096}; ROUNDS=${ROUNDS:-3}
+PORT=2545; SINK_PORT=2526; DNS=127.0.0.53:5354
+export TRUSTED=192.0.2.1/32
+. bench/lib.sh
+WORK=$(mktemp -d /var/tmp/postern-perimeter.XXXXXX)
+chmod 755 "$WORK"
+PG=""; UB=""; CD=""
+cleanup() { for p in $PG $UB $CD; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# the DNS list: an empty static zone
+cat >"$WORK/unbound.conf" <<CONF
+server:
+  interface: ${DNS%:*}
+  port: ${DNS#*:}
+  do-daemonize: no
+  chroot: ""
+  username: ""
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  local-zone: "bench.test." static
+remote-control:
+  control-enable: no
+CONF
+unbound -d -c "$WORK/unbound.conf" & UB=$!
+# clamd with one signature
+mkdir -p "$WORK/clamdb"
+echo "Postern.Test.EICAR:0:*:$(printf 'EICAR-STANDARD-ANTIVIRUS-TEST-FILE' | od -An -tx1 | tr -d ' \n')" >"$WORK/clamdb/t.ndb"
+printf 'LocalSocket %s/clamd.sock\nLocalSocketMode 666\nDatabaseDirectory %s/clamdb\nForeground yes\nLogFile %s/clamd.log\n' \
+  "$WORK" "$WORK" "$WORK" >"$WORK/clamd.conf"
+clamd -c "$WORK/clamd.conf" & CD=$!
+echo "rcpt@dest.test" >"$WORK/users"
+chmod 644 "$WORK/users"
+seed_greylist() {
+  rm -f "$WORK/grey.sqlite"*
+  sqlite3 "$WORK/grey.sqlite" "CREATE TABLE triplet (net TEXT, sender TEXT, rcpt TEXT, first_seen INTEGER,
+    last_seen INTEGER, passed INTEGER, PRIMARY KEY (net, sender, rcpt));
+    INSERT INTO triplet VALUES ('127.0.0.0/24', 'sender@bench.test', 'rcpt@dest.test', 0, strftime('%s','now'), 1);"
+  chmod 666 "$WORK/grey.sqlite"; chmod 777 "$WORK"
+}
+PERIMETER=("plugin_dir = $BUILD/plugins" "dns_server = $DNS"
+  "rcpt_verify.domain = dest.test table" "rcpt_verify.table = file:$WORK/users"
+  "dnsbl.sites = zen.bench.test*3" "dnsbl.threshold = 3"
+  "greylist.db = $WORK/grey.sqlite" "greylist.auto_whitelist = 0")
+
+run() {   # config lines...
+  rm -rf "$WORK/spool"
+  seed_greylist
+  postern_conf $PORT $SINK_PORT "$WORK/spool" "$@" >"$WORK/c.conf"
+  "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
+  sleep 0.5
+  bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p'
+  kill $PG; wait $PG 2>/dev/null || true; PG=""
+}
+
+sleep 1
+plain=0; perim=0; clam=0
+for r in $(seq "$ROUNDS"); do
+  a=$(run)
+  b=$(run "${PERIMETER[@]}" "plugins = rcpt_verify, dnsbl, greylist")
+  c=$(run "${PERIMETER[@]}" "clamav.socket = unix:$WORK/clamd.sock" "plugins = rcpt_verify, dnsbl, greylist, clamav")
+  echo "round $r: plain_e2e_mps=$a perimeter_e2e_mps=$b perimeter_clamav_e2e_mps=$c"
+  plain=$((plain + a)); perim=$((perim + b)); clam=$((clam + c))
+done
+awk -v a="$plain" -v b="$perim" -v c="$clam" 'BEGIN { printf "total: plain=%d perimeter=%d (%.3f of plain) perimeter+clamav=%d (%.3f of plain, %.3f of perimeter)\n", a, b, b/a, c, c/a, c/b }'
