@@ -17,7 +17,7 @@ ifeq ($(SAN),1)
 endif
 
 CORE_SRCS := buf.c log.c netaddr.c config.c smtp_parse.c data_reader.c event.c workers.c \
-             spool.c retry.c queue.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c tls.c mta_sts.c
+             inbox.c spool.c retry.c queue.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c tls.c mta_sts.c
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
              $(BUILD)/postern_helpers.o
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto
@@ -49,7 +49,7 @@ $(BUILD)/test-milter: tests/milter/test_milter.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lmilter -lpthread
 
-$(BUILD)/plugins/%.so: plugins/%.c plugins/postern_plugin.h plugins/dns_records.h plugins/milter_codec.h plugins/plugin_util.h
+$(BUILD)/plugins/%.so: plugins/%.c $(wildcard plugins/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -shared $(LDFLAGS) -o $@ $< $(PLUGIN_LIBS_$*)
 

@@ -1,4 +1,5 @@
-/* workers.c - mutex/condvar job queue, N threads, eventfd completion queue. */
+/* workers.c - mutex/condvar job queue, N threads, completions through an
+ * inbox to the loop. */
 #include "workers.h"
 #include "event.h"
 #include "log.h"
@@ -7,17 +8,17 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <stddef.h>
 #include <unistd.h>
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static struct work *todo_head, *todo_tail, *done_list;
+static struct work *todo_head, *todo_tail;
 static pthread_t *threads;
 static int nthreads_started;
 static bool stopping;
 static int pending;
-static struct ev_watch done_watch;
+static struct inbox finished;
 
 
 static void *worker_main(void *arg)
@@ -35,51 +36,24 @@ static void *worker_main(void *arg)
             todo_tail = NULL;
         pthread_mutex_unlock(&lock);
         w->run(w);
+        inbox_post(&finished, &w->finished);
         pthread_mutex_lock(&lock);
-        bool was_empty = done_list == NULL;
-        w->next = done_list;
-        done_list = w;
-        if (was_empty) {
-            uint64_t one = 1;
-            ssize_t r = write(done_watch.fd, &one, sizeof one);
-            (void)r;
-        }
     }
     pthread_mutex_unlock(&lock);
     return NULL;
 }
 
-static void on_done(void *ctx, uint32_t events)
+/* The loop: a job's completion. */
+static void on_finished(struct inbox_item *it)
 {
-    (void)ctx;
-    (void)events;
-    uint64_t v;
-    ssize_t r = read(done_watch.fd, &v, sizeof v);
-    (void)r;
-    pthread_mutex_lock(&lock);
-    struct work *list = done_list;
-    done_list = NULL;
-    pthread_mutex_unlock(&lock);
-    /* reverse to completion order */
-    struct work *rev = NULL;
-    while (list) {
-        struct work *n = list->next;
-        list->next = rev;
-        rev = list;
-        list = n;
-    }
-    while (rev) {
-        struct work *n = rev->next;
-        pending--;
-        rev->done(rev);
-        rev = n;
-    }
+    struct work *w = (struct work *)((char *)it - offsetof(struct work, finished));
+    pending--;
+    w->done(w);
 }
 
 int workers_start(int n)
 {
-    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (efd < 0 || ev_add(&done_watch, efd, EPOLLIN, on_done, NULL) < 0)
+    if (inbox_open(&finished) < 0)
         return -1;
     threads = calloc((size_t)n, sizeof *threads);
     if (!threads)
@@ -97,6 +71,7 @@ int workers_start(int n)
 void workers_submit(struct work *w)
 {
     w->next = NULL;
+    w->finished.run = on_finished;
     pending++;
     pthread_mutex_lock(&lock);
     if (todo_tail)
@@ -121,4 +96,5 @@ void workers_stop(void)
     free(threads);
     threads = NULL;
     nthreads_started = 0;
+    inbox_close(&finished);
 }

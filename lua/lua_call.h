@@ -5,6 +5,7 @@
 #ifndef POSTERN_LUA_CALL_H
 #define POSTERN_LUA_CALL_H
 #include "postern_lua.h"
+#include "inbox.h"
 #include <lua.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -60,7 +61,7 @@ struct lua_call {
     atomic_int refs;             /* the submitter's queue entry and the thread */
     struct lua_call *next_q;     /* in a run queue */
     struct lua_call *prev_all, *next_all;   /* calls in flight */
-    struct lua_call *next_done;  /* completions for the loop */
+    struct inbox_item answer;    /* through the inbox to the loop */
 };
 
 /* A script's path, and how long one of its calls may take before the

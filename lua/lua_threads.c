@@ -18,12 +18,13 @@
 #include "lua_call.h"
 #include "event.h"
 #include "hooks.h"
+#include "inbox.h"
 #include "log.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <stddef.h>
 #include <unistd.h>
 
 #define STUCK_MS 100
@@ -44,13 +45,12 @@ static pthread_cond_t work_cond = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t watch_cond = PTHREAD_COND_INITIALIZER;
 static struct lua_call *queue_head, *queue_tail;    /* not started yet */
 static struct lua_call *inflight;                   /* not answered yet */
-static struct lua_call *done_list;                  /* answered, for the loop */
 static struct lua_thread *threads;
 static int nwanted, nactive, nretired;
 static bool stopping, started, watchdog_running;
 static pthread_t watchdog;
 static bool on_loop;
-static struct ev_watch done_watch;
+static struct inbox answered;                       /* answered calls, for the loop */
 static int pending;                                 /* loop thread only */
 
 static uint64_t now_ms(void)
@@ -105,8 +105,8 @@ static void fifo_remove(struct lua_call **head, struct lua_call **tail, struct l
     }
 }
 
-/* Hand the answer over (pool_lock held). On the loop it is picked up by
- * on_done; otherwise done() runs here and now. */
+/* Hand the answer over (pool_lock held). On the loop it goes through the
+ * inbox to on_answered; otherwise done() runs here and now. */
 static void deliver(struct lua_call *c)
 {
     if (c->prev_all)
@@ -120,41 +120,16 @@ static void deliver(struct lua_call *c)
         call_unref(c);
         return;
     }
-    bool was_empty = !done_list;
-    c->next_done = done_list;
-    done_list = c;
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t r = write(done_watch.fd, &one, sizeof one);
-        (void)r;
-    }
+    inbox_post(&answered, &c->answer);
 }
 
-/* The loop: run the answered calls' done() in the order they finished. */
-static void on_done(void *ctx, uint32_t events)
+/* The loop: an answered call's done(). */
+static void on_answered(struct inbox_item *it)
 {
-    (void)ctx;
-    (void)events;
-    uint64_t v;
-    ssize_t r = read(done_watch.fd, &v, sizeof v);
-    (void)r;
-    pthread_mutex_lock(&pool_lock);
-    struct lua_call *list = done_list, *rev = NULL;
-    done_list = NULL;
-    pthread_mutex_unlock(&pool_lock);
-    while (list) {
-        struct lua_call *n = list->next_done;
-        list->next_done = rev;
-        rev = list;
-        list = n;
-    }
-    while (rev) {
-        struct lua_call *n = rev->next_done;
-        pending--;
-        rev->done(rev->done_ctx, rev->v, rev->reply);
-        call_unref(rev);
-        rev = n;
-    }
+    struct lua_call *c = (struct lua_call *)((char *)it - offsetof(struct lua_call, answer));
+    pending--;
+    c->done(c->done_ctx, c->v, c->reply);
+    call_unref(c);
 }
 
 void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
@@ -179,6 +154,7 @@ void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, cons
     snprintf(c->qid, sizeof c->qid, "%s", t->qid[0] ? t->qid : "-");
     c->done = done;
     c->done_ctx = ctx;
+    c->answer.run = on_answered;
     c->deadline_ms = now_ms() + (uint64_t)lua_script_time_limit_ms(s) + GRACE_MS;
     pthread_mutex_init(&c->lock, NULL);
     atomic_init(&c->refs, 1);          /* the answer; a thread adds its own */
@@ -347,11 +323,8 @@ static void *watchdog_main(void *arg)
 int lua_threads_start(int nthreads, bool with_loop)
 {
     on_loop = with_loop;
-    if (on_loop) {
-        int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (efd < 0 || ev_add(&done_watch, efd, EPOLLIN, on_done, NULL) < 0)
-            return -1;
-    }
+    if (on_loop && inbox_open(&answered) < 0)
+        return -1;
     pthread_mutex_lock(&pool_lock);
     nwanted = nthreads;
     stopping = false;
@@ -404,9 +377,7 @@ bool lua_threads_stop(void)
     pthread_mutex_unlock(&pool_lock);
     if (stuck)
         log_warn("lua: %d thread(s) still inside a C call at exit; not waiting for them", stuck);
-    if (on_loop) {
-        ev_del(&done_watch);
-        close(done_watch.fd);
-    }
+    if (on_loop)
+        inbox_close(&answered);
     return stuck == 0;
 }

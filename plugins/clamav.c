@@ -13,15 +13,12 @@
  *   clamav.timeout = 30          seconds for the connect and each read/write
  * Sets clamav.result (clean | infected | skipped | error) and clamav.virus. */
 #include "postern_plugin.h"
+#include "plugin_net.h"
 #include <errno.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 enum action { ACT_REJECT, ACT_QUARANTINE, ACT_DISCARD };
@@ -39,50 +36,8 @@ static const struct postern_host *host;
 
 static int connect_clamd(const struct clamav *c)
 {
-    struct timeval tv = {.tv_sec = c->timeout_s};
-    int fd = -1;
-    if (c->unix_path[0]) {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", c->unix_path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-            close(fd);
-            fd = -1;
-        }
-    } else {
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
-        if (getaddrinfo(c->host, c->port, &hints, &ai) != 0)
-            return -1;
-        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0) {
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);   /* bounds connect() too */
-            if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-                close(fd);
-                fd = -1;
-            }
-        }
-        freeaddrinfo(ai);
-    }
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
-    return fd;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *b = p;
-    while (n) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return c->unix_path[0] ? net_connect_unix(c->unix_path, c->timeout_s)
+                           : net_connect_tcp(c->host, c->port, c->timeout_s);
 }
 
 /* One INSTREAM chunk: a 4-byte big-endian length, then the bytes. */
@@ -90,7 +45,7 @@ static int chunk(int fd, const char *p, size_t n)
 {
     unsigned char len[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
                             (unsigned char)n};
-    return write_all(fd, len, 4) == 0 && (n == 0 || write_all(fd, p, n) == 0) ? 0 : -1;
+    return net_send_all(fd, len, 4) == 0 && (n == 0 || net_send_all(fd, p, n) == 0) ? 0 : -1;
 }
 
 /* The message as it will be stored: header lines, blank line, body. */
@@ -150,12 +105,8 @@ static int read_answer(int fd, char *out, size_t size)
 
 static postern_verdict failed(const struct clamav *c, postern_txn *t, const char *why)
 {
-    host->log(t, POSTERN_LOG_ERROR, "clamav: %s", why);
-    host->var_set(t, "clamav.result", "error");
-    if (c->accept_on_error)
-        return POSTERN_CONTINUE;
-    host->set_reply(t, "451 4.3.0 Virus scanner unavailable, try again later");
-    return POSTERN_TEMPFAIL;
+    return scanner_failed(host, t, "clamav", "clamav.result", c->accept_on_error,
+                          "451 4.3.0 Virus scanner unavailable, try again later", why);
 }
 
 static postern_verdict on_eom(postern_txn *t, void *state)
@@ -171,7 +122,7 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     if (fd < 0)
         return failed(c, t, c->unix_path[0] ? "cannot connect to clamd (unix socket)" : "cannot connect to clamd");
     char answer[512];
-    int rc = write_all(fd, "zINSTREAM", 10) == 0 && stream_message(fd, t) == 0 ? read_answer(fd, answer, sizeof answer)
+    int rc = net_send_all(fd, "zINSTREAM", 10) == 0 && stream_message(fd, t) == 0 ? read_answer(fd, answer, sizeof answer)
                                                                                  : -1;
     close(fd);
     if (rc < 0)

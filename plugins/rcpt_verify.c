@@ -25,6 +25,7 @@
  * never cached. Sets rcpt_verify.result (known | unknown | error) and
  * rcpt_verify.source. */
 #include "postern_plugin.h"
+#include "plugin_net.h"
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -367,32 +368,14 @@ static int probe_send(int fd, const char *fmt, const char *arg)
 {
     char line[ADDR_MAX + 64];
     int n = snprintf(line, sizeof line, fmt, arg);
-    return n > 0 && (size_t)n < sizeof line && write(fd, line, (size_t)n) == n ? 0 : -1;
-}
-
-static int probe_connect(const struct hop *h, int timeout_s)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
-    if (getaddrinfo(h->host, h->port, &hints, &ai) != 0)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = {.tv_sec = timeout_s};
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);   /* bounds connect() too */
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
-    return fd;
+    return n > 0 && (size_t)n < sizeof line ? net_send_all(fd, line, (size_t)n) : -1;
 }
 
 /* The dialogue itself: KNOWN on 250/251 to RCPT, UNKNOWN on 550-553,
  * FAILED on anything else (4xx, timeouts, a refused MAIL FROM:<>). */
 static enum answer probe(struct verifier *v, const struct hop *h, const char *addr, char *why, size_t wlen)
 {
-    int fd = probe_connect(h, v->timeout_s);
+    int fd = net_connect_tcp(h->host, h->port, v->timeout_s);
     if (fd < 0) {
         snprintf(why, wlen, "cannot connect to %s:%s: %s", h->host, h->port, strerror(errno));
         return FAILED;

@@ -20,15 +20,14 @@
  * later links and Lua. Control bytes in anything rspamd sends never reach a
  * header or a reply. */
 #include "postern_plugin.h"
+#include "plugin_net.h"
 #include <errno.h>
 #include <jansson.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_RESPONSE (1024 * 1024)
@@ -43,39 +42,6 @@ struct rspamd {
 static const struct postern_host *host;
 
 /* ---- the request ---------------------------------------------------- */
-
-static int connect_rspamd(const struct rspamd *r)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
-    if (getaddrinfo(r->host, r->port, &hints, &ai) != 0)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = {.tv_sec = r->timeout_s};
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);   /* bounds connect() too */
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* Header section as stored, plus the blank line: its length. */
 static size_t header_bytes(postern_txn *t)
@@ -131,7 +97,7 @@ static int send_request(const struct rspamd *r, int fd, postern_txn *t, size_t l
     if (rc || used + 2 >= sizeof req)
         return -1;
     memcpy(req + used, "\r\n", 2);
-    if (send_all(fd, req, used + 2) < 0)
+    if (net_send_all(fd, req, used + 2) < 0)
         return -1;
     (void)r;
     /* the message: header lines, the blank line, the body */
@@ -139,16 +105,16 @@ static int send_request(const struct rspamd *r, int fd, postern_txn *t, size_t l
     for (size_t i = 0; i < host->header_count(t); i++) {
         const char *name, *value;
         host->header_at(t, i, &name, &value);
-        if (send_all(fd, name, strlen(name)) < 0 || send_all(fd, ":", 1) < 0 ||
-            send_all(fd, value, strlen(value)) < 0 || send_all(fd, "\r\n", 2) < 0)
+        if (net_send_all(fd, name, strlen(name)) < 0 || net_send_all(fd, ":", 1) < 0 ||
+            net_send_all(fd, value, strlen(value)) < 0 || net_send_all(fd, "\r\n", 2) < 0)
             return -1;
     }
-    if (send_all(fd, "\r\n", 2) < 0)
+    if (net_send_all(fd, "\r\n", 2) < 0)
         return -1;
     uint64_t off = 0;
     long n;
     while ((n = host->body_read(t, off, buf, sizeof buf)) > 0) {
-        if (send_all(fd, buf, (size_t)n) < 0)
+        if (net_send_all(fd, buf, (size_t)n) < 0)
             return -1;
         off += (uint64_t)n;
     }
@@ -272,12 +238,8 @@ static postern_verdict act(postern_txn *t, json_t *j, const char *action)
 
 static postern_verdict failed(const struct rspamd *r, postern_txn *t, const char *why)
 {
-    host->log(t, POSTERN_LOG_ERROR, "rspamd: %s", why);
-    host->var_set(t, "rspamd.action", "error");
-    if (r->accept_on_error)
-        return POSTERN_CONTINUE;
-    host->set_reply(t, "451 4.3.0 Spam scanner unavailable, try again later");
-    return POSTERN_TEMPFAIL;
+    return scanner_failed(host, t, "rspamd", "rspamd.action", r->accept_on_error,
+                          "451 4.3.0 Spam scanner unavailable, try again later", why);
 }
 
 static postern_verdict on_eom(postern_txn *t, void *state)
@@ -288,7 +250,7 @@ static postern_verdict on_eom(postern_txn *t, void *state)
         return POSTERN_CONTINUE;
     }
     char why[300] = "cannot connect";
-    int fd = connect_rspamd(r);
+    int fd = net_connect_tcp(r->host, r->port, r->timeout_s);
     json_t *j = NULL;
     if (fd >= 0) {
         snprintf(why, sizeof why, "cannot send the message");

@@ -1,0 +1,98 @@
+/* plugin_net.h - the blocking socket helpers the shipped plugins that talk
+ * to a server share (clamav, rspamd, rcpt_verify's call-ahead). Header-only,
+ * so each plugin stays one .so built against postern_plugin.h alone. They
+ * run on worker threads, where blocking is allowed, and every connect, read
+ * and write is bounded by a timeout.
+ *   net_connect_tcp(host, port, secs)   a connected TCP socket, or -1
+ *   net_connect_unix(path, secs)        a connected unix socket, or -1
+ *   net_send_all(fd, p, n)              0, or -1 (timeout, reset, closed)
+ *   scanner_failed(...)                 a scanner that could not answer:
+ *                                       logged, then tempfail or accept
+ */
+#ifndef POSTERN_PLUGIN_NET_H
+#define POSTERN_PLUGIN_NET_H
+#include "postern_plugin.h"
+#include <errno.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static inline void net_set_timeouts(int fd, int secs)
+{
+    struct timeval tv = {.tv_sec = secs};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);   /* bounds connect() too */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static inline int net_connect_tcp(const char *host, const char *port, int secs)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
+    if (getaddrinfo(host, port, &hints, &ai) != 0)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        net_set_timeouts(fd, secs);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            fd = -1;
+        }
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static inline int net_connect_unix(const char *path, int secs)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return errno = ENAMETOOLONG, -1;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        net_set_timeouts(fd, secs);
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            fd = -1;
+        }
+    }
+    return fd;
+}
+
+static inline int net_send_all(int fd, const void *data, size_t n)
+{
+    const char *p = data;
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* A scanner (clamd, rspamd) that could not answer: log why, set the result
+ * variable to "error", then pass (on_error = accept) or tempfail. */
+static inline postern_verdict scanner_failed(const struct postern_host *host, postern_txn *t, const char *name,
+                                             const char *result_var, bool accept, const char *reply,
+                                             const char *why)
+{
+    host->log(t, POSTERN_LOG_ERROR, "%s: %s", name, why);
+    host->var_set(t, result_var, "error");
+    if (accept)
+        return POSTERN_CONTINUE;
+    host->set_reply(t, reply);
+    return POSTERN_TEMPFAIL;
+}
+
+#endif
