@@ -298,6 +298,20 @@ static int add_sasl(struct pctx *p, void *ctx, char *key, char *value)
     return 0;
 }
 
+/* sender_login_maps line: "address login[,login...]" (address or @domain). */
+static int add_login(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    if (!*value || strpbrk(value, " \t") || !strchr(key, '@'))
+        return fail(p, "sender_login_maps: expected 'address login[,login]' for '%s'", key);
+    struct login_entry *n = realloc(cfg->logins, (cfg->nlogins + 1) * sizeof *n);
+    if (!n)
+        return fail(p, "out of memory");
+    cfg->logins = n;
+    n[cfg->nlogins++] = (struct login_entry){strdup(key), strdup(value)};
+    return 0;
+}
+
 /* dest_rate_limit_table line: "domain N" (messages per minute, 0 = none). */
 static int add_rate_limit(struct pctx *p, void *ctx, char *key, char *value)
 {
@@ -509,6 +523,7 @@ static int add_special_listeners(struct pctx *p, struct config *cfg, char *value
     for (int i = before; i < cfg->nlisten; i++) {
         cfg->listen[i].proxy = proxy;
         cfg->listen[i].implicit_tls = !proxy;
+        cfg->listen[i].submission = !proxy;     /* RFC 8314: 465 is submission over TLS */
     }
     return 0;
 }
@@ -520,13 +535,42 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         /* keep smtps_listen and proxy_listen entries, replace the plain ones */
         int k = 0;
         for (int i = 0; i < cfg->nlisten; i++)
-            if (cfg->listen[i].implicit_tls || cfg->listen[i].proxy)
+            if (cfg->listen[i].implicit_tls || cfg->listen[i].proxy || cfg->listen[i].submission)
                 cfg->listen[k++] = cfg->listen[i];
         cfg->nlisten = k;
         return each_item(p, value, add_listen, cfg);
     }
     if (!strcmp(key, "proxy_listen") || !strcmp(key, "smtps_listen"))
         return add_special_listeners(p, cfg, value, key[0] == 'p');
+    if (!strcmp(key, "submission_listen")) {
+        int before = cfg->nlisten;
+        if (each_item(p, value, add_listen, cfg) < 0)
+            return -1;
+        for (int i = before; i < cfg->nlisten; i++)
+            cfg->listen[i].submission = true;
+        return 0;
+    }
+    if (!strcmp(key, "auth_backend")) {
+        if (strcmp(value, "cyrus") && strncmp(value, "dovecot:/", 9))
+            return fail(p, "auth_backend: expected cyrus or dovecot:/PATH/TO/auth-client, not '%s'", value);
+        set_str(&cfg->auth_backend, value);
+        return 0;
+    }
+    if (!strcmp(key, "auth_cyrus_config_dir")) {
+        set_str(&cfg->auth_cyrus_config_dir, value);
+        return 0;
+    }
+    if (!strcmp(key, "auth_allow_plaintext"))
+        return set_bool(p, key, value, &cfg->auth_allow_plaintext);
+    if (!strcmp(key, "auth_failure_limit"))
+        return set_int(p, key, value, 1, 1000, &cfg->auth_failure_limit);
+    if (!strcmp(key, "auth_failure_window"))
+        return set_duration_int(p, key, value, &cfg->auth_failure_window);
+    if (!strcmp(key, "sender_login_maps")) {
+        if (strncmp(value, "file:", 5) != 0)
+            return fail(p, "sender_login_maps: expected file:PATH");
+        return read_table(p, value + 5, add_login, cfg);
+    }
     if (!strcmp(key, "hostname")) {
         if (!*value || strlen(value) >= sizeof cfg->hostname || strpbrk(value, " \t"))
             return fail(p, "hostname: bad value '%s'", value);
@@ -750,6 +794,8 @@ static void config_defaults(struct config *cfg)
     cfg->dest_concurrency = 20;
     cfg->worker_threads = 4;
     cfg->lua_threads = 2;
+    cfg->auth_failure_limit = 5;
+    cfg->auth_failure_window = 600;
     cfg->max_hop_count = 50;
     cfg->smtp_port = 25;
     cfg->tls_default.level = TLS_MAY;
@@ -895,6 +941,13 @@ void config_free(struct config *cfg)
         free(cfg->sasl[i].password);
     }
     free(cfg->sasl);
+    for (size_t i = 0; i < cfg->nlogins; i++) {
+        free(cfg->logins[i].address);
+        free(cfg->logins[i].logins);
+    }
+    free(cfg->logins);
+    free(cfg->auth_backend);
+    free(cfg->auth_cyrus_config_dir);
     for (size_t i = 0; i < cfg->nrate_limits; i++)
         free(cfg->rate_limits[i].domain);
     free(cfg->rate_limits);
@@ -957,7 +1010,11 @@ void config_print(const struct config *cfg, FILE *out)
 {
     fprintf(out, "listen =");
     for (int i = 0, n = 0; i < cfg->nlisten; i++)
-        if (!cfg->listen[i].implicit_tls && !cfg->listen[i].proxy)
+        if (!cfg->listen[i].implicit_tls && !cfg->listen[i].proxy && !cfg->listen[i].submission)
+            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
+    fprintf(out, "\nsubmission_listen =");
+    for (int i = 0, n = 0; i < cfg->nlisten; i++)
+        if (cfg->listen[i].submission && !cfg->listen[i].implicit_tls)
             fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
     fprintf(out, "\nproxy_listen =");
     for (int i = 0, n = 0; i < cfg->nlisten; i++)
@@ -967,7 +1024,13 @@ void config_print(const struct config *cfg, FILE *out)
     for (int i = 0, n = 0; i < cfg->nlisten; i++)
         if (cfg->listen[i].implicit_tls)
             fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
-    fprintf(out, "\nhostname = %s\npostmaster_address = %s\nspool_dir = %s\n", cfg->hostname,
+    fprintf(out, "\nauth_backend = %s\nauth_cyrus_config_dir = %s\nauth_allow_plaintext = %s\n"
+            "auth_failure_limit = %d\nauth_failure_window = %ds\n", cfg->auth_backend ? cfg->auth_backend : "",
+            cfg->auth_cyrus_config_dir ? cfg->auth_cyrus_config_dir : "", cfg->auth_allow_plaintext ? "yes" : "no",
+            cfg->auth_failure_limit, cfg->auth_failure_window);
+    for (size_t i = 0; i < cfg->nlogins; i++)
+        fprintf(out, "# sender login: %s by %s\n", cfg->logins[i].address, cfg->logins[i].logins);
+    fprintf(out, "hostname = %s\npostmaster_address = %s\nspool_dir = %s\n", cfg->hostname,
             cfg->postmaster_address, cfg->spool_dir);
     fprintf(out, "relay_domains =");
     for (size_t i = 0; i < cfg->nrelay_domains; i++)
@@ -1026,6 +1089,31 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->lua_instruction_limit, cfg->lua_time_limit_ms / 1000, cfg->lua_memory_limit, cfg->lua_body_limit);
     static const char *names[] = {"error", "warning", "info", "debug"};
     fprintf(out, "log_level = %s\n", names[cfg->log_level]);
+}
+
+/* sender_login_maps: may login send as address? An entry for the address
+ * itself decides; else one for its @domain; no entry: nobody may. */
+bool config_login_may_send_as(const struct config *cfg, const char *login, const char *address)
+{
+    const char *at = strrchr(address, '@');
+    const struct login_entry *exact = NULL, *domain = NULL;
+    for (size_t i = 0; i < cfg->nlogins; i++) {
+        if (!strcasecmp(cfg->logins[i].address, address))
+            exact = &cfg->logins[i];
+        else if (at && cfg->logins[i].address[0] == '@' && !strcasecmp(cfg->logins[i].address, at))
+            domain = &cfg->logins[i];
+    }
+    const struct login_entry *e = exact ? exact : domain;
+    if (!e)
+        return false;
+    size_t n = strlen(login);
+    for (const char *p = e->logins; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && !strncmp(p, login, n))
+            return true;
+        p += len + (p[len] == ',');
+    }
+    return false;
 }
 
 const struct sasl_entry *config_sasl_for(const struct config *cfg, const char *key)

@@ -31,6 +31,12 @@ struct sasl_entry {
     bool plaintext_ok;             /* "plaintext": also without TLS */
 };
 
+/* sender_login_maps: which logins may use a sender address. */
+struct login_entry {
+    char *address;                 /* "user@dom", or "@dom" for the whole domain */
+    char *logins;                  /* "alice,bob" */
+};
+
 /* dest_rate_limit_table: messages per minute for one recipient domain. */
 struct rate_entry {
     char *domain;                  /* "example.test" or ".example.test" */
@@ -58,6 +64,7 @@ struct plugin_option {
 
 struct listen_addr {
     bool implicit_tls;             /* smtps_listen: TLS from the first byte (RFC 8314) */
+    bool submission;               /* submission_listen or smtps_listen: AUTH (or trusted) before MAIL */
     bool proxy;                    /* proxy_listen: a PROXY protocol header comes first */
     char text[64];
     struct sockaddr_storage addr;
@@ -123,6 +130,14 @@ struct config {
     char smtp_helo_name[256];      /* outbound EHLO name ("" = hostname) */
     struct sockaddr_storage smtp_bind_address, smtp_bind_address6;   /* outbound source (family 0 = any) */
     struct sasl_entry *sasl;       /* smtp_sasl_password_maps */
+    /* SMTP AUTH for clients (smtp_auth.c) */
+    char *auth_backend;            /* "cyrus", "dovecot:/path/to/auth-client", or NULL (no AUTH) */
+    char *auth_cyrus_config_dir;   /* where postern.conf (Cyrus SASL) lives */
+    bool auth_allow_plaintext;     /* offer AUTH without TLS too */
+    int auth_failure_limit;        /* failed AUTHs per client address per window, then 421 */
+    int auth_failure_window;       /* seconds */
+    struct login_entry *logins;    /* sender_login_maps */
+    size_t nlogins;
     size_t nsasl;
     int connection_cache_time;     /* idle outbound connection kept this long */
     int worker_threads;            /* fsync / blocking work */
@@ -163,6 +178,8 @@ const struct tls_policy *config_tls_policy_for(const struct config *cfg, const c
 const char *tls_level_name(enum tls_level l);
 const struct nexthop *config_transport_for(const struct config *cfg, const char *domain);
 /* The credentials for a next hop key (exact, case-insensitive), or NULL. */
+/* sender_login_maps: may this login use this MAIL FROM address? */
+bool config_login_may_send_as(const struct config *cfg, const char *login, const char *address);
 const struct sasl_entry *config_sasl_for(const struct config *cfg, const char *key);
 /* dest_rate_limit for a recipient domain: the table's entry or the default. */
 int config_rate_limit_for(const struct config *cfg, const char *domain);

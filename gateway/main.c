@@ -15,6 +15,7 @@
 #include "privs.h"
 #include "queue.h"
 #include "smtp_server.h"
+#include "smtp_session.h"
 #include "spool.h"
 #include "tls.h"
 #include "workers.h"
@@ -122,7 +123,7 @@ int main(int argc, char **argv)
         if (privs_become(cfg.run_user, cfg.allow_user_nobody) < 0)
             return 1;
         plugin_host_set_checking(true);
-        if (hooks_load(&cfg, err, sizeof err) < 0) {
+        if (smtp_auth_init(&cfg, err, sizeof err) < 0 || hooks_load(&cfg, err, sizeof err) < 0) {
             fprintf(stderr, "posternd: %s\n", err);
             return 1;
         }
@@ -149,8 +150,8 @@ int main(int argc, char **argv)
         return 1;
     if (privs_drop(cfg.run_user, cfg.allow_user_nobody, cfg.spool_dir, cfg.control_socket) < 0)
         return 1;
-    if (hooks_load(&cfg, err, sizeof err) < 0) {
-        log_error("%s", err);
+    if (smtp_auth_init(&cfg, err, sizeof err) < 0 || hooks_load(&cfg, err, sizeof err) < 0) {
+        log_error("%s", err);   /* AUTH's backend as the daemon's user: it must read its sasldb */
         return 1;
     }
     if (workers_start(cfg.worker_threads) < 0 || lua_threads_start(cfg.lua_threads, true) < 0) {

@@ -78,7 +78,7 @@ static bool next_chunk_command(struct session *s)
     char line[SMTP_MAX_COMMAND_LINE + 1];
     struct smtp_command cmd = {VERB_UNKNOWN, ""};
     if (nl && linelen <= SMTP_MAX_COMMAND_LINE) {
-        size_t len = smtp_command_line_text(head, linelen, line);
+        size_t len = smtp_command_line_text(head, linelen, line, sizeof line);
         if (memchr(line, '\0', len) || smtp_parse_command(line, &cmd) < 0)
             cmd.verb = VERB_UNKNOWN;
     }

@@ -27,7 +27,9 @@ static const char *received_proto(const struct session *s)
     if (s->mp.smtputf8)
         return s->ssl ? "UTF8SMTPS" : "UTF8SMTP";
     if (s->ssl)
-        return "ESMTPS";
+        return s->authenticated ? "ESMTPSA" : "ESMTPS";     /* RFC 3848 */
+    if (s->authenticated)
+        return "ESMTPA";
     return s->esmtp ? "ESMTP" : "SMTP";
 }
 

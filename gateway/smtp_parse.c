@@ -371,6 +371,15 @@ static int parse_mail_param(char *kv, struct mail_params *p, const char **reply)
         strcpy(p->envid, val);
         return 0;
     }
+    if (!strcasecmp(kv, "AUTH")) {
+        /* RFC 4954 5: the identity that submitted the message; we relay
+         * none of it (it is not ours to vouch for), so it is only checked */
+        if (!val || !*val || strlen(val) > 500 || !xtext_valid(val)) {
+            *reply = "501 5.5.4 Bad AUTH parameter (xtext)";
+            return -1;
+        }
+        return 0;
+    }
     if (!strcasecmp(kv, "SMTPUTF8")) {
         if (val) {
             *reply = "501 5.5.4 SMTPUTF8 takes no value";

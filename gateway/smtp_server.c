@@ -64,6 +64,7 @@ void session_txn_restart(struct session *s)
 void session_free(void *p)
 {
     struct session *s = p;
+    smtp_auth_session_end(s);
     if (s->ssl)
         SSL_free(s->ssl);
     txn_free(&s->tx);
@@ -277,6 +278,8 @@ static void helo_then(struct session *s, postern_verdict v)
         session_reply(s, "250-STARTTLS");
     if (s->xclient_allowed)
         session_reply(s, "250-XCLIENT ADDR NAME PORT PROTO HELO LOGIN");
+    if (smtp_auth_offered(s))
+        session_replyf(s, "250-AUTH %s", smtp_auth_mechanisms());
     session_reply(s, "250-8BITMIME");
     session_reply(s, "250-BINARYMIME");
     session_reply(s, "250-CHUNKING");
@@ -330,6 +333,12 @@ static void cmd_mail(struct session *s, const char *args)
         session_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
         return;
     }
+    char why[SMTP_MAX_PATH + 128];
+    const char *refusal = smtp_auth_mail_refusal(s, pr.addr, why, sizeof why);
+    if (refusal) {
+        session_reply(s, refusal);
+        return;
+    }
     session_txn_restart(s);
     if (txn_set_sender(&s->tx, pr.addr) < 0) {
         session_reply(s, "452 4.3.0 Insufficient system resources");
@@ -348,7 +357,7 @@ static void cmd_mail(struct session *s, const char *args)
 
 static bool rcpt_allowed(struct session *s, const char *addr)
 {
-    if (config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer))
+    if (config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer) || smtp_auth_may_relay(s))
         return true;
     return config_is_relay_domain(smtp_cfg, addr_domain(addr));
 }
@@ -394,7 +403,7 @@ static void cmd_rcpt(struct session *s, const char *args)
         postmaster = true;      /* whoever may not relay may still reach the postmaster */
     }
     if ((pr.source_route || smtp_address_routed(pr.addr)) && !smtp_cfg->allow_untrusted_routing &&
-        !config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer)) {
+        !config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer) && !smtp_auth_may_relay(s)) {
         /* user%host@relay.example: the next server may route it onwards */
         log_info("S%lu: reject: RCPT from [%s]: sender-specified routing; from=<%s> to=<%s>", s->sid,
                  s->tx.client_ip, s->tx.sender, pr.addr);
@@ -418,11 +427,13 @@ static void cmd_rcpt(struct session *s, const char *args)
 
 /* The command line of linelen bytes at head (LF included) as a C string
  * without its CR LF; returns its length. */
-size_t smtp_command_line_text(const char *head, size_t linelen, char line[SMTP_MAX_COMMAND_LINE + 1])
+size_t smtp_command_line_text(const char *head, size_t linelen, char *line, size_t size)
 {
     size_t len = linelen - 1;
     if (len && head[len - 1] == '\r')
         len--;
+    if (len >= size)
+        len = size - 1;        /* callers bound linelen first; this only guards */
     memcpy(line, head, len);
     line[len] = '\0';
     return len;
@@ -538,7 +549,7 @@ static const struct command_row {
     {VERB_HELP, NULL, NULL, cmd_help},
     {VERB_STARTTLS, NULL, need_helo, cmd_starttls},
     {VERB_BDAT, "data, body, eom", need_helo, smtp_cmd_bdat},
-    {VERB_AUTH, NULL, need_helo, cmd_not_implemented},
+    {VERB_AUTH, NULL, need_helo, smtp_cmd_auth},
     {VERB_XCLIENT, "connect", NULL, smtp_cmd_xclient},
     {VERB_UNKNOWN, NULL, NULL, cmd_unknown},
 };
@@ -576,8 +587,9 @@ static void process_commands(struct session *s)
         }
         char *head = buf_head(&s->in);
         char *nl = memchr(head, '\n', s->in.len);
+        size_t limit = smtp_auth_line_limit(s, head, s->in.len);
         if (!nl) {
-            if (s->in.len >= SMTP_MAX_COMMAND_LINE) {
+            if (s->in.len >= limit) {
                 if (!s->skip_line)
                     session_reply(s, "500 5.5.2 Error: command line too long");
                 s->skip_line = true;
@@ -586,19 +598,21 @@ static void process_commands(struct session *s)
             return;
         }
         size_t linelen = (size_t)(nl - head) + 1;
-        if (s->skip_line || linelen > SMTP_MAX_COMMAND_LINE) {
+        if (s->skip_line || linelen > limit) {
             if (!s->skip_line)
                 session_reply(s, "500 5.5.2 Error: command line too long");
             s->skip_line = false;
             buf_consume(&s->in, linelen);
             continue;
         }
-        char line[SMTP_MAX_COMMAND_LINE + 1];
-        size_t len = smtp_command_line_text(head, linelen, line);
+        char line[SMTP_MAX_AUTH_LINE + 1];
+        size_t len = smtp_command_line_text(head, linelen, line, sizeof line);
         buf_consume(&s->in, linelen);
         session_set_timeout(s);      /* the next command line gets a full smtp_timeout */
         if (memchr(line, '\0', len))   /* a NUL would cut the command short as a C string */
             session_reply(s, "500 5.5.2 Error: invalid character in command");
+        else if (smtp_auth_waiting(s))
+            smtp_auth_response(s, line);
         else
             run_command(s, line);
         if (s->errors >= smtp_cfg->max_errors && s->phase != PH_CLOSING) {
@@ -687,6 +701,10 @@ static void tls_step(struct session *s)
                  SSL_session_reused(s->ssl) ? " (resumed)" : "");
         /* RFC 3207: forget everything learned before the handshake */
         s->helo_done = s->esmtp = false;
+        if (s->authenticated) {        /* a login from before TLS is forgotten too */
+            s->authenticated = false;
+            s->tx.auth_user[0] = '\0';
+        }
         session_txn_restart(s);
         s->tx.helo[0] = '\0';
         s->tx.tls = true;
@@ -840,6 +858,7 @@ const char *smtp_connection_refusal(const struct sockaddr_storage *ss, const cha
 static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_addr *l)
 {
     bool implicit_tls = l->implicit_tls;
+    bool submission = l->submission;
     char ip[64];
     sockaddr_ip_text((struct sockaddr *)ss, ip, sizeof ip);
     if (l->proxy && !config_allows_proxy(smtp_cfg, (struct sockaddr *)ss)) {
@@ -861,6 +880,7 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
         close(fd);
         return;
     }
+    s->submission = submission;
     s->sid = ++next_sid;
     s->peer = *ss;
     s->xclient_allowed = config_allows_xclient(smtp_cfg, (struct sockaddr *)ss);

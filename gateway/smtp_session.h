@@ -44,6 +44,11 @@ struct session {
     bool in_stage_call;      /* inside run_stage: a synchronous finish must not recurse */
     bool implicit_tls;       /* smtps_listen: handshake first, then the greeting */
     bool greeted;
+    /* SMTP AUTH (smtp_auth.c) */
+    bool submission;         /* a submission listener: AUTH (or trusted) before MAIL */
+    bool authenticated;      /* our AUTH succeeded: tx.auth_user, may relay */
+    struct auth_job *auth;   /* an exchange in progress */
+    bool auth_waiting;       /* ... and the client's next line answers its 334 */
     bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
     char session_reason[512];
     const char *session_verdict_by;             /* the plugin behind those */
@@ -122,10 +127,29 @@ void session_log_verdict(struct session *s, enum postern_stage st, postern_verdi
 bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_verdict v);
 /* The CONNECT stage, then the 220 greeting (or the refusal). */
 void session_greet(struct session *s);
-/* A command line of linelen bytes (LF included) as a C string. */
-size_t smtp_command_line_text(const char *head, size_t linelen, char line[SMTP_MAX_COMMAND_LINE + 1]);
+/* A command line of linelen bytes (LF included) as a C string in line
+ * (size bytes; a longer line is cut, but callers bound it first). */
+size_t smtp_command_line_text(const char *head, size_t linelen, char *line, size_t size);
 /* The refusal for a new client, or NULL (per_client: limits apply). */
 const char *smtp_connection_refusal(const struct sockaddr_storage *ss, const char *ip, bool per_client);
+
+/* ---- smtp_auth.c: SMTP AUTH ---- */
+struct auth_job;
+int smtp_auth_init(const struct config *cfg, char *err, size_t errlen);
+/* Is AUTH offered in this session's EHLO (and with which mechanisms)? */
+bool smtp_auth_offered(const struct session *s);
+const char *smtp_auth_mechanisms(void);
+void smtp_cmd_auth(struct session *s, const char *args);
+/* The client's next line belongs to an AUTH exchange. */
+bool smtp_auth_waiting(const struct session *s);
+void smtp_auth_response(struct session *s, const char *line);
+/* The longest line allowed for what head holds (AUTH lines are longer). */
+size_t smtp_auth_line_limit(const struct session *s, const char *head, size_t len);
+bool smtp_auth_may_relay(const struct session *s);
+/* Submission and sender-login rules at MAIL: NULL, or the refusal. */
+const char *smtp_auth_mail_refusal(struct session *s, const char *sender, char *buf, size_t size);
+/* The session goes away: drop an exchange that is not on a worker. */
+void smtp_auth_session_end(struct session *s);
 
 /* ---- smtp_message.c: message data ---- */
 void smtp_cmd_data(struct session *s, const char *args);

@@ -1,0 +1,201 @@
+"""Submission: SMTP AUTH (RFC 4954) with swaks against a real Cyrus sasldb
+(saslpasswd2) and a real Dovecot auth service, both started here with
+their own config. A login relays anywhere and shows as ESMTPSA; a wrong
+password is 535 5.7.8; AUTH before TLS is refused; submission_listen needs
+AUTH before MAIL; AUTH works on implicit TLS (465); sender_login_maps
+refuses a mismatched sender with 553; repeated failures bring 421; the
+password never reaches the log."""
+import base64
+from harness import *
+
+PASSWORD = "s3cret-Pa55"
+
+
+def swaks(*args, server, port=2525):
+    r = subprocess.run(["swaks", "--server", server, "--port", str(port), "--from", "alice@example.test",
+                        "--h-Subject", "submitted", "--body", "hello", "--timeout", "20", *args],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout + r.stderr
+
+
+class Sasldb:
+    """A Cyrus sasldb with alice's password and the postern.conf that names it."""
+
+    def __init__(self, realm):
+        self.dir = tempfile.mkdtemp(prefix="sasl-")
+        os.chmod(self.dir, 0o755)
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        self.db = os.path.join(self.dir, "sasldb2")
+        for user in ("alice", "bob"):
+            r = subprocess.run(["saslpasswd2", "-f", self.db, "-c", "-p", "-u", realm, user], input=PASSWORD + "\n",
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+        shutil.chown(self.db, "postern", "postern")      # the daemon reads it after dropping privileges
+        with open(os.path.join(self.dir, "postern.conf"), "w") as f:
+            f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: %s\nmech_list: PLAIN LOGIN\n"
+                    % self.db)
+        os.chmod(os.path.join(self.dir, "postern.conf"), 0o644)
+
+
+def tls_gateway(sink, certs, **conf):
+    d, ca = certs
+    return Gateway(sink=sink, trusted_networks="192.0.2.1/32", hostname="gw.postern.test",
+                   tls_cert=os.path.join(d, "gw.postern.test.crt"), tls_key=os.path.join(d, "gw.postern.test.key"),
+                   **conf)
+
+
+def test_cyrus_sasldb_plain_and_login_relay_and_refusals():
+    sink = Sink(addr(2))
+    certs = make_certs(["gw.postern.test"])
+    sasl = Sasldb("gw.postern.test")
+    logins = os.path.join(sasl.dir, "logins")
+    with open(logins, "w") as f:
+        f.write("alice@example.test alice\n@corp.test alice,bob\n")
+    os.chmod(logins, 0o644)
+    g = tls_gateway(sink, certs, auth_backend="cyrus", auth_cyrus_config_dir=sasl.dir,
+                    submission_listen="%s:2587" % addr(1), smtps_listen="%s:2465" % addr(1),
+                    sender_login_maps="file:" + logins, auth_failure_limit="3").start()
+    # before TLS: no AUTH offered, and AUTH refused
+    c = Client(g.host)
+    assert "AUTH" not in c.cmd("EHLO client.test")
+    assert c.cmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode()).startswith("538 5.7.11")
+    c.close()
+    # unauthenticated: no relaying to the outside
+    out = swaks("--to", "friend@outside.test", "--tls", server=g.host)
+    assert "554 5.7.1 <friend@outside.test>: Relay access denied" in out, out
+    # PLAIN and LOGIN with the right password relay anywhere
+    for mech in ("PLAIN", "LOGIN"):
+        out = swaks("--to", "friend@outside.test", "--tls", "--auth", mech, "--auth-user", "alice",
+                    "--auth-password", PASSWORD, server=g.host)
+        assert "235 2.7.0 Authentication successful" in out and "queued as" in out, out
+    sink.wait_count(2)
+    msg = sink.messages()[0]
+    assert b"with ESMTPSA id" in msg, msg
+    # a wrong password
+    out = swaks("--to", "friend@outside.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+                "--auth-password", "wrong-guess-1", server=g.host)
+    assert "535 5.7.8 Error: authentication failed" in out, out
+    # the submission port: AUTH (or a trusted network) before MAIL
+    c = Client(g.host, port=2587)
+    c.cmd("EHLO client.test")
+    assert c.cmd("MAIL FROM:<alice@example.test>") == "530 5.7.0 Authentication required"
+    c.close()
+    out = swaks("--to", "x@example.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password",
+                PASSWORD, server=g.host, port=2587)
+    assert "queued as" in out, out
+    # implicit TLS (RFC 8314)
+    out = swaks("--to", "friend@outside.test", "--tlsc", "--auth", "LOGIN", "--auth-user", "bob",
+                "--auth-password", PASSWORD, "--from", "bob@corp.test", server=g.host, port=2465)
+    assert "235 2.7.0" in out and "queued as" in out, out
+    # sender_login_maps: alice may not send as bob's address, bob not as alice's
+    out = swaks("--to", "friend@outside.test", "--tls", "--auth", "PLAIN", "--auth-user", "bob",
+                "--auth-password", PASSWORD, "--from", "alice@example.test", server=g.host)
+    assert "553 5.7.1 <alice@example.test>: Sender address rejected: not owned by user bob" in out, out
+    # brute force: the limit is 3 failures per address (one so far)
+    for i in range(2):
+        swaks("--to", "x@example.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password",
+              "wrong-guess-%d" % (i + 2), server=g.host)
+    out = swaks("--to", "x@example.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password",
+                PASSWORD, server=g.host)
+    assert "421 4.7.0 Error: too many failed authentications" in out, out
+    log = g.log()
+    assert "AUTH PLAIN failed" in log and "AUTH PLAIN: user=alice" in log
+    assert PASSWORD not in log and "wrong-guess" not in log
+    assert base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode() not in log
+    g.stop()
+
+
+def test_auth_dialogue_details():
+    sink = Sink(addr(2))
+    certs = make_certs(["gw.postern.test"])
+    sasl = Sasldb("gw.postern.test")
+    g = tls_gateway(sink, certs, auth_backend="cyrus", auth_cyrus_config_dir=sasl.dir,
+                    auth_allow_plaintext="yes").start()
+    c = Client(g.host)
+    ehlo = c.cmd("EHLO client.test")
+    assert "250-AUTH PLAIN LOGIN" in ehlo or "250-AUTH LOGIN PLAIN" in ehlo, ehlo
+    assert c.cmd("AUTH CRAM-MD5").startswith("504 5.5.4")
+    assert c.cmd("AUTH PLAIN not*base64").startswith("501 5.5.2")
+    assert c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
+    assert c.cmd("*") == "501 5.7.0 Authentication aborted"
+    assert c.cmd("AUTH PLAIN") == "334 "
+    assert c.cmd(base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode()).startswith("235")
+    assert c.cmd("AUTH PLAIN =").startswith("503 5.5.1 Error: already authenticated")
+    assert c.cmd("MAIL FROM:<alice@example.test> AUTH=<>").startswith("250")
+    assert c.cmd("RCPT TO:<friend@outside.test>").startswith("250")
+    c.close()
+    g.stop()
+
+
+class Dovecot:
+    """Dovecot with only its auth service: a passwd-file with alice."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="dovecot-")
+        os.chmod(self.dir, 0o755)
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        run = os.path.join(self.dir, "run")
+        os.makedirs(run)
+        passwd = os.path.join(self.dir, "passwd")
+        with open(passwd, "w") as f:
+            f.write("alice:{PLAIN}%s::::::\n" % PASSWORD)
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write("""base_dir = %(run)s
+state_dir = %(dir)s/state
+log_path = %(dir)s/dovecot.log
+protocols =
+listen = 127.0.0.1
+ssl = no
+auth_mechanisms = plain login
+disable_plaintext_auth = yes
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN %(passwd)s
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}
+service auth {
+  unix_listener auth-client {
+    mode = 0666
+  }
+}
+""" % {"run": run, "dir": self.dir, "passwd": passwd})
+        self.socket = os.path.join(run, "auth-client")
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        on_cleanup(self.stop)
+        wait_for(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 20, "dovecot's auth socket")
+        assert self.proc.poll() is None, open(os.path.join(self.dir, "dovecot.log")).read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def test_dovecot_auth_service():
+    sink = Sink(addr(2))
+    certs = make_certs(["gw.postern.test"])
+    dv = Dovecot()
+    g = tls_gateway(sink, certs, auth_backend="dovecot:" + dv.socket).start()
+    for mech in ("PLAIN", "LOGIN"):
+        out = swaks("--to", "friend@outside.test", "--tls", "--auth", mech, "--auth-user", "alice",
+                    "--auth-password", PASSWORD, server=g.host)
+        assert "235 2.7.0 Authentication successful" in out and "queued as" in out, (mech, out)
+    out = swaks("--to", "friend@outside.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+                "--auth-password", "wrong", server=g.host)
+    assert "535 5.7.8" in out, out
+    sink.wait_count(2)
+    # Dovecot down: a temporary failure, not a refusal
+    dv.stop()
+    out = swaks("--to", "friend@outside.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+                "--auth-password", PASSWORD, server=g.host)
+    assert "454 4.7.0 Temporary authentication failure" in out, out
+    assert PASSWORD not in g.log()
+    g.stop()
+
+
+run_tests(globals())
