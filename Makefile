@@ -141,7 +141,7 @@ clean:
 # crashes in build-fuzz/fuzz_NAME-crash-*. The gateway sources are compiled
 # once more with clang's fuzzer instrumentation into build-fuzz/libfuzzcore.a.
 FUZZERS ?= fuzz_smtp_command fuzz_data_reader fuzz_headers fuzz_spool_record fuzz_config fuzz_mta_sts \
-           fuzz_milter_codec fuzz_proxy_proto fuzz_dsn fuzz_nexthop
+           fuzz_milter_codec fuzz_proxy_proto fuzz_dsn fuzz_nexthop fuzz_auth
 FUZZ_TIME ?= 60
 TEST_FUZZ_TIME ?= 10
 FUZZ_CFLAGS := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -std=c11 -D_GNU_SOURCE \

@@ -562,6 +562,13 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     }
     if (!strcmp(key, "auth_allow_plaintext"))
         return set_bool(p, key, value, &cfg->auth_allow_plaintext);
+    if (!strcmp(key, "submission_add_headers"))
+        return set_bool(p, key, value, &cfg->submission_add_headers);
+    if (!strcmp(key, "auth_failure_delay")) {
+        if (set_duration_int(p, key, value, &cfg->auth_failure_delay) < 0)
+            return -1;
+        return cfg->auth_failure_delay > 30 ? fail(p, "auth_failure_delay: at most 30s") : 0;
+    }
     if (!strcmp(key, "auth_failure_limit"))
         return set_int(p, key, value, 1, 1000, &cfg->auth_failure_limit);
     if (!strcmp(key, "auth_failure_window"))
@@ -796,6 +803,8 @@ static void config_defaults(struct config *cfg)
     cfg->lua_threads = 2;
     cfg->auth_failure_limit = 5;
     cfg->auth_failure_window = 600;
+    cfg->auth_failure_delay = 1;
+    cfg->submission_add_headers = true;
     cfg->max_hop_count = 50;
     cfg->smtp_port = 25;
     cfg->tls_default.level = TLS_MAY;
@@ -1025,9 +1034,11 @@ void config_print(const struct config *cfg, FILE *out)
         if (cfg->listen[i].implicit_tls)
             fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
     fprintf(out, "\nauth_backend = %s\nauth_cyrus_config_dir = %s\nauth_allow_plaintext = %s\n"
-            "auth_failure_limit = %d\nauth_failure_window = %ds\n", cfg->auth_backend ? cfg->auth_backend : "",
+            "auth_failure_limit = %d\nauth_failure_window = %ds\nauth_failure_delay = %ds\n"
+            "submission_add_headers = %s\n", cfg->auth_backend ? cfg->auth_backend : "",
             cfg->auth_cyrus_config_dir ? cfg->auth_cyrus_config_dir : "", cfg->auth_allow_plaintext ? "yes" : "no",
-            cfg->auth_failure_limit, cfg->auth_failure_window);
+            cfg->auth_failure_limit, cfg->auth_failure_window, cfg->auth_failure_delay,
+            cfg->submission_add_headers ? "yes" : "no");
     for (size_t i = 0; i < cfg->nlogins; i++)
         fprintf(out, "# sender login: %s by %s\n", cfg->logins[i].address, cfg->logins[i].logins);
     fprintf(out, "hostname = %s\npostmaster_address = %s\nspool_dir = %s\n", cfg->hostname,

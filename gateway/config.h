@@ -134,6 +134,8 @@ struct config {
     char *auth_backend;            /* "cyrus", "dovecot:/path/to/auth-client", or NULL (no AUTH) */
     char *auth_cyrus_config_dir;   /* where postern.conf (Cyrus SASL) lives */
     bool auth_allow_plaintext;     /* offer AUTH without TLS too */
+    bool submission_add_headers;   /* Date and Message-ID for submitted mail that lacks them */
+    int auth_failure_delay;        /* s before a 535 */
     int auth_failure_limit;        /* failed AUTHs per client address per window, then 421 */
     int auth_failure_window;       /* seconds */
     struct login_entry *logins;    /* sender_login_maps */

@@ -127,7 +127,8 @@ static void auth_failed(struct session *s, struct auth_job *j)
         session_close_after_reply(s);
         return;
     }
-    session_reply(s, "535 5.7.8 Error: authentication failed");
+    /* a guesser waits for each answer (Postfix's smtpd_error_sleep_time) */
+    session_reply_later(s, "535 5.7.8 Error: authentication failed", smtp_cfg->auth_failure_delay);
 }
 
 static void step_done(struct work *w)

@@ -248,6 +248,29 @@ static void check_binary_headers(struct session *s, const char *h, size_t n)
         }
 }
 
+/* RFC 6409 8.2, 8.3: a submitted message (a login, or a submission
+ * listener) gets the Date and Message-ID it lacks, as Postfix does. */
+static void submission_headers(struct session *s)
+{
+    if (!smtp_cfg->submission_add_headers || (!s->authenticated && !s->submission))
+        return;
+    time_t now = time(NULL);
+    struct tm tm;
+    char v[512];
+    if (headers_count(&s->tx.hdrs, "Date") == 0) {
+        localtime_r(&now, &tm);
+        strftime(v, sizeof v, " %a, %d %b %Y %H:%M:%S %z", &tm);
+        headers_append(&s->tx.hdrs, "Date", v);
+    }
+    if (headers_count(&s->tx.hdrs, "Message-ID") == 0) {
+        gmtime_r(&now, &tm);
+        char stamp[32];
+        strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
+        snprintf(v, sizeof v, " <%s.%s@%s>", stamp, s->tx.qid, smtp_cfg->hostname);
+        headers_append(&s->tx.hdrs, "Message-ID", v);
+    }
+}
+
 /* The header section is complete: parse it, keep what follows as body. */
 static void headers_complete(struct session *s, size_t section_len, bool separator)
 {
@@ -256,6 +279,7 @@ static void headers_complete(struct session *s, size_t section_len, bool separat
     size_t used = headers_parse(buf_head(&s->hdr_buf), section_len, &s->tx.hdrs);
     /* counted as received, before any plugin changes the headers */
     s->hops = (int)headers_count(&s->tx.hdrs, "Received");
+    submission_headers(s);
     s->separator = separator && used == section_len;
     /* anything that did not parse as a header starts the body, as sent */
     struct buf rest;

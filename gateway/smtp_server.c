@@ -179,6 +179,26 @@ void session_close_after_reply(struct session *s)
     s->phase = PH_CLOSING;
 }
 
+void session_reply_later(struct session *s, const char *line, int secs)
+{
+    if (secs <= 0) {
+        session_reply(s, line);
+        return;
+    }
+    snprintf(s->held_reply, sizeof s->held_reply, "%s", line);
+    s->phase = PH_WAIT;
+    s->wait_until_ms = ev_now_ms() + (uint64_t)secs * 1000;
+    s->deadline_ms = s->wait_until_ms + (uint64_t)smtp_cfg->smtp_timeout * 1000;
+}
+
+static void held_reply_due(struct session *s)
+{
+    s->phase = PH_COMMAND;
+    session_set_timeout(s);
+    session_reply(s, s->held_reply);
+    session_resume(s);
+}
+
 /* ---- hook stages -------------------------------------------------- */
 
 static void stage_finished(void *ctx, postern_verdict v)
@@ -775,8 +795,8 @@ static void greet_wait_start(struct session *s)
     if (smtp_cfg->pregreet_banner)
         session_replyf(s, "220-%s ESMTP Postern", smtp_cfg->hostname);
     s->phase = PH_GREET;
-    s->greet_at_ms = ev_now_ms() + (uint64_t)smtp_cfg->pregreet_wait * 1000;
-    s->deadline_ms = s->greet_at_ms + (uint64_t)smtp_cfg->smtp_timeout * 1000;
+    s->wait_until_ms = ev_now_ms() + (uint64_t)smtp_cfg->pregreet_wait * 1000;
+    s->deadline_ms = s->wait_until_ms + (uint64_t)smtp_cfg->smtp_timeout * 1000;
 }
 
 /* Input during the wait. */
@@ -1015,8 +1035,10 @@ void smtp_server_tick(void)
     }
     for (struct session *s = sessions, *next; s; s = next) {
         next = s->next;
-        if (s->phase == PH_GREET && now >= s->greet_at_ms)
+        if (s->phase == PH_GREET && now >= s->wait_until_ms)
             greet_wait_end(s);
+        else if (s->phase == PH_WAIT && now >= s->wait_until_ms)
+            held_reply_due(s);
         if (s->busy || now < s->deadline_ms)
             continue;
         log_info("S%lu: timeout from [%s]", s->sid, s->tx.client_ip);

@@ -25,7 +25,8 @@
 /* PH_TLS: the 220 to STARTTLS is going out, then the handshake runs. */
 /* PH_PROXY: a proxy_listen connection before its PROXY header is read. */
 /* PH_GREET: pregreet_wait before the final 220; talking now is refused. */
-enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS, PH_PROXY, PH_GREET };
+/* PH_WAIT: a reply held back (after a failed AUTH); input waits. */
+enum phase { PH_COMMAND, PH_DATA, PH_HOOK, PH_COMMIT, PH_CLOSING, PH_TLS, PH_PROXY, PH_GREET, PH_WAIT };
 enum msg_part { PART_HEADERS, PART_BODY };
 
 struct commit_job;
@@ -54,7 +55,8 @@ struct session {
     const char *session_verdict_by;             /* the plugin behind those */
     int errors;
     uint64_t deadline_ms;
-    uint64_t greet_at_ms;          /* PH_GREET: when the final 220 goes out */
+    uint64_t wait_until_ms;        /* PH_GREET, PH_WAIT: when the held reply goes out */
+    char held_reply[128];          /* PH_WAIT: that reply */
     struct varmap session_vars;   /* scripts' tx.session */
     SSL *ssl;                      /* after STARTTLS */
     uint32_t tls_want;             /* handshake: EPOLLIN or EPOLLOUT */
@@ -114,6 +116,9 @@ void session_txn_restart(struct session *s);
 /* A fresh deadline for the next command line or DATA section. */
 void session_set_timeout(struct session *s);
 void session_close_after_reply(struct session *s);
+/* Queue line after secs; the session reads nothing meanwhile (tick-driven,
+ * nothing blocks). */
+void session_reply_later(struct session *s, const char *line, int secs);
 void session_close(struct session *s);
 /* Write pending replies; returns -1 if the session was closed. */
 int session_flush(struct session *s);

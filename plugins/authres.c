@@ -12,6 +12,7 @@
  */
 #include "postern_plugin.h"
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,22 @@ static postern_verdict on_eom(postern_txn *t, void *state)
             n += (size_t)snprintf(value + n, sizeof value - n, ";\r\n\t%s", m);
             any = 1;
         }
+    }
+    const char *user = POSTERN_HOST_HAS(host, auth_user) ? host->auth_user(t) : NULL;
+    if (user && n < sizeof value) {
+        /* RFC 8601 2.7.4: the SMTP AUTH identity (a token, or quoted) */
+        bool token = strspn(user, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._+-") == strlen(user);
+        char quoted[600];
+        size_t q = 0;
+        for (const char *p = user; *p && q + 3 < sizeof quoted; p++) {
+            if (*p == '"' || *p == '\\')
+                quoted[q++] = '\\';
+            quoted[q++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+        }
+        quoted[q] = '\0';
+        n += (size_t)snprintf(value + n, sizeof value - n, token ? ";\r\n\tauth=pass smtp.auth=%s" :
+                              ";\r\n\tauth=pass smtp.auth=\"%s\"", token ? user : quoted);
+        any = 1;
     }
     if (!any && n < sizeof value)
         snprintf(value + n, sizeof value - n, "; none");

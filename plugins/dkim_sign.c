@@ -7,7 +7,8 @@
  *
  *   dkim_sign.keys = file:/etc/postern/dkim-keys
  *       one line per domain:  example.com  selector  /path/to/private-key.pem
- *   dkim_sign.trusted_only = yes   sign only mail from trusted_networks
+ *   dkim_sign.trusted_only = yes   sign only mail from trusted_networks or
+ *                                  from a logged-in client (SMTP AUTH)
  *                                  (never vouch for mail from outside)
  */
 #include "postern_plugin.h"
@@ -16,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <opendkim/dkim.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,8 +210,10 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     const struct key *k = domain[0] ? key_for(s, domain) : NULL;
     if (!k)
         return POSTERN_CONTINUE;
-    if (s->trusted_only && !host->client_trusted(t)) {
-        host->log(t, POSTERN_LOG_INFO, "dkim_sign: not signing for %s: client %s is not trusted", domain,
+    bool logged_in = POSTERN_HOST_HAS(host, auth_user) && host->auth_user(t);
+    if (s->trusted_only && !host->client_trusted(t) && !logged_in) {
+        host->log(t, POSTERN_LOG_INFO, "dkim_sign: not signing for %s: client %s is neither trusted nor logged in",
+                  domain,
                   host->client_addr(t));
         return POSTERN_CONTINUE;
     }

@@ -71,10 +71,12 @@ def test_cyrus_sasldb_plain_and_login_relay_and_refusals():
     sink.wait_count(2)
     msg = sink.messages()[0]
     assert b"with ESMTPSA id" in msg, msg
-    # a wrong password
+    # a wrong password, answered after auth_failure_delay (1 s)
+    t0 = time.time()
     out = swaks("--to", "friend@outside.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
                 "--auth-password", "wrong-guess-1", server=g.host)
     assert "535 5.7.8 Error: authentication failed" in out, out
+    assert time.time() - t0 >= 0.9, time.time() - t0
     # the submission port: AUTH (or a trusted network) before MAIL
     c = Client(g.host, port=2587)
     c.cmd("EHLO client.test")
@@ -124,6 +126,38 @@ def test_auth_dialogue_details():
     assert c.cmd("MAIL FROM:<alice@example.test> AUTH=<>").startswith("250")
     assert c.cmd("RCPT TO:<friend@outside.test>").startswith("250")
     c.close()
+    g.stop()
+
+
+def test_submitted_mail_is_signed_stamped_and_completed():
+    sink = Sink(addr(2))
+    certs = make_certs(["gw.postern.test"])
+    sasl = Sasldb("gw.postern.test")
+    key, _ = dkim_key(sasl.dir, "example")
+    keys = os.path.join(sasl.dir, "dkim-keys")
+    with open(keys, "w") as f:
+        f.write("example.test sel1 %s\n" % key)
+    os.chmod(keys, 0o644)
+    g = tls_gateway(sink, certs, auth_backend="cyrus", auth_cyrus_config_dir=sasl.dir,
+                    plugin_dir=os.path.join(BUILD, "plugins"), plugins="authres, dkim_sign",
+                    **{"dkim_sign.keys": "file:" + keys, "dkim_sign.trusted_only": "yes"}).start()
+    # a bare message: no Date, no Message-ID
+    def submit(*auth):
+        return swaks("--to", "friend@outside.test" if auth else "x@example.test", "--tls", *auth,
+                     "--data", "From: Alice <alice@example.test>\r\nTo: friend@outside.test\r\n"
+                     "Subject: bare\r\n\r\nhello\r\n", server=g.host)
+    assert "queued as" in submit("--auth", "PLAIN", "--auth-user", "alice", "--auth-password", PASSWORD)
+    assert "queued as" in submit()             # not logged in, to a relay domain: not signed, not completed
+    sink.wait_count(2)
+    msgs = sink.messages()
+    signed = [m for m in msgs if b"X-Rcpt-Args: <friend@outside.test>" in m][0]
+    plain = [m for m in msgs if b"X-Rcpt-Args: <x@example.test>" in m][0]
+    assert b"auth=pass smtp.auth=alice" in signed, signed
+    assert b"DKIM-Signature:" in signed and b"d=example.test" in signed
+    assert re.search(rb"^Date: ", signed, re.M) and re.search(rb"^Message-ID: <\d{14}\.[0-9A-F]+@gw\.postern\.test>",
+                                                            signed, re.M), signed
+    assert b"DKIM-Signature:" not in plain and b"smtp.auth" not in plain, plain
+    assert not re.search(rb"^Message-ID: ", plain, re.M)
     g.stop()
 
 
