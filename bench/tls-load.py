@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""tls-load.py HOST PORT N SESSIONS SIZE [--tls]: send N messages of SIZE
-bytes over SESSIONS threads, one SMTP session per message (like smtp-source
-without -d), optionally upgrading each with STARTTLS (no certificate check:
-the benchmark measures the cost of TLS, not PKI). Prints accept_s."""
+"""tls-load.py HOST PORT N SESSIONS SIZE [--tls] [--auth USER:PASSWORD]: send
+N messages of SIZE bytes over SESSIONS threads, one SMTP session per message
+(like smtp-source without -d), optionally upgrading each with STARTTLS (no
+certificate check: the benchmark measures the cost of TLS, not PKI) and
+logging in (AUTH PLAIN). Prints accept_s."""
 import smtplib
 import ssl
 import sys
@@ -11,6 +12,7 @@ import time
 
 host, port, total, sessions, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 use_tls = "--tls" in sys.argv
+auth = sys.argv[sys.argv.index("--auth") + 1].split(":", 1) if "--auth" in sys.argv else None
 body = "Subject: tls bench\r\n\r\n" + ("x" * 76 + "\r\n") * max(1, size // 78)
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
@@ -32,6 +34,8 @@ def worker():
                 if use_tls:
                     s.starttls(context=ctx)
                     s.ehlo("bench.test")
+                if auth:
+                    s.login(auth[0], auth[1], initial_response_ok=True)
                 s.sendmail("sender@bench.test", ["rcpt@dest.test"], body)
         except Exception:
             with lock:

@@ -13,7 +13,8 @@ and the end of data (the final dot, or BDAT LAST) by the message's
 With no recipient accepted, DATA and BDAT get Postfix's
 "554 5.5.1 Error: no valid recipients" (and BDAT's bytes are read first).
 Every session's commands and every accepted message are recorded, and how
-many sessions were open at once (max_active); rcpt_delay slows RCPT replies."""
+many sessions were open at once (max_active) and waiting for a RCPT reply
+at once (max_in_rcpt); rcpt_delay slows RCPT replies."""
 import re
 import socket
 import socketserver
@@ -100,7 +101,12 @@ class _Session(socketserver.StreamRequestHandler):
                     rep = rep % addr
                 if sender is None:
                     rep = "503 5.5.1 Error: need MAIL command"
+                with owner.lock:
+                    owner.in_rcpt += 1
+                    owner.max_in_rcpt = max(owner.max_in_rcpt, owner.in_rcpt)
                 time.sleep(owner.rcpt_delay)
+                with owner.lock:
+                    owner.in_rcpt -= 1
                 self.reply(rep)
                 if rep.startswith("421"):
                     return
@@ -201,6 +207,7 @@ class ScriptedSmtp:
         self.sessions = self.quits = self.dropped = 0
         self.active = self.max_active = 0          # sessions open now / at most at once
         self.rcpt_delay = 0                        # seconds before each RCPT reply
+        self.in_rcpt = self.max_in_rcpt = 0        # sessions waiting for a RCPT reply now / at most
         self.lock = threading.Lock()
         self.server = _Server((host, port), _Session)
         self.server.owner = self
