@@ -21,7 +21,7 @@ def swaks(*args, server, port=2525):
 class Sasldb:
     """A Cyrus sasldb with alice's password and the postern.conf that names it."""
 
-    def __init__(self, realm):
+    def __init__(self, realm, mechs="PLAIN LOGIN"):
         self.dir = tempfile.mkdtemp(prefix="sasl-")
         os.chmod(self.dir, 0o755)
         on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
@@ -32,8 +32,8 @@ class Sasldb:
             assert r.returncode == 0, r.stderr
         shutil.chown(self.db, "postern", "postern")      # the daemon reads it after dropping privileges
         with open(os.path.join(self.dir, "postern.conf"), "w") as f:
-            f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: %s\nmech_list: PLAIN LOGIN\n"
-                    % self.db)
+            f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: %s\nmech_list: %s\n"
+                    % (self.db, mechs))
         os.chmod(os.path.join(self.dir, "postern.conf"), 0o644)
 
 
@@ -158,6 +158,61 @@ def test_submitted_mail_is_signed_stamped_and_completed():
                                                             signed, re.M), signed
     assert b"DKIM-Signature:" not in plain and b"smtp.auth" not in plain, plain
     assert not re.search(rb"^Message-ID: ", plain, re.M)
+    g.stop()
+
+
+def b64(text):
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+def scram_sha256(c, user, password):
+    """RFC 5802 / 7677 client side; returns the final reply."""
+    import hashlib
+    import hmac
+    nonce = b64(os.urandom(18))
+    first_bare = "n=%s,r=%s" % (user, nonce)
+    rep = c.cmd("AUTH SCRAM-SHA-256 " + b64("n,," + first_bare))
+    assert rep.startswith("334 "), rep
+    server_first = base64.b64decode(rep[4:]).decode()
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    assert attrs["r"].startswith(nonce)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    without_proof = "c=%s,r=%s" % (b64("n,,"), attrs["r"])
+    auth_message = ",".join([first_bare, server_first, without_proof])
+    signature = hmac.new(hashlib.sha256(client_key).digest(), auth_message.encode(), "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+    rep = c.cmd(b64(without_proof + ",p=" + b64(proof)))
+    if rep.startswith("334 "):          # the server's final message, as a last challenge
+        server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+        expect = hmac.new(server_key, auth_message.encode(), "sha256").digest()
+        assert base64.b64decode(rep[4:]).decode() == "v=" + b64(expect), "the server proved nothing"
+        rep = c.cmd("")
+    return rep
+
+
+def test_scram_through_cyrus():
+    sink = Sink(addr(2))
+    certs = make_certs(["gw.postern.test"])
+    sasl = Sasldb("gw.postern.test", mechs="SCRAM-SHA-256 PLAIN")
+    g = tls_gateway(sink, certs, auth_backend="cyrus", auth_cyrus_config_dir=sasl.dir).start()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    assert c.cmd("STARTTLS").startswith("220")
+    c.starttls()
+    assert "SCRAM-SHA-256" in c.cmd("EHLO client.test")
+    rep = scram_sha256(c, "alice", PASSWORD)
+    assert rep.startswith("235 2.7.0"), rep
+    assert c.cmd("MAIL FROM:<alice@example.test>").startswith("250")
+    assert c.cmd("RCPT TO:<friend@outside.test>").startswith("250")
+    c.close()
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    c.cmd("STARTTLS")
+    c.starttls()
+    c.cmd("EHLO client.test")
+    assert scram_sha256(c, "alice", "not-the-password").startswith("535 5.7.8")
+    c.close()
     g.stop()
 
 
