@@ -130,8 +130,13 @@ void session_run_stage(struct session *s, enum postern_stage st, const char *arg
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v);
 /* For command stages: REJECT/TEMPFAIL answer and return false. */
 bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_verdict v);
-/* The CONNECT stage, then the 220 greeting (or the refusal). */
+/* ---- smtp_greet.c: the greeting ---- */
+/* The CONNECT stage, then the 220 greeting (or the refusal, or the
+ * pregreet wait). */
 void session_greet(struct session *s);
+/* PH_GREET: the client talked before the greeting / the wait is over. */
+void smtp_pregreet_caught(struct session *s);
+void smtp_greet_wait_end(struct session *s);
 /* A command line of linelen bytes (LF included) as a C string in line
  * (size bytes; a longer line is cut, but callers bound it first). */
 size_t smtp_command_line_text(const char *head, size_t linelen, char *line, size_t size);
