@@ -127,27 +127,20 @@ static int check_witness(const char *logpath, const char *keypath, FILE *out, co
         return 1;
     }
     int problems = 0;
-    unsigned long witnessed = 0, n = 0;
-    char line[WITNESS_LINE_MAX];
-    while (fgets(line, sizeof line, f)) {
-        n++;
-        unsigned long seq;
-        long long when;
-        char hash[ARCHIVE_HASH_HEX], sig[WITNESS_SIG_HEX];
-        int kind = witness_parse_checkpoint(line, &seq, hash, &when, sig);
-        if (kind == 0)
-            continue;
-        if (kind < 0 || !witness_signature_ok(pub, seq, hash, when, sig)) {
-            fprintf(out, "FORGED witness checkpoint at %s line %lu\n", logpath, n);
+    unsigned long witnessed = 0;
+    struct witness_checkpoint c = {0};
+    while (witness_next(f, pub, &c)) {
+        if (!c.good) {
+            fprintf(out, "FORGED witness checkpoint at %s line %lu\n", logpath, c.line);
             problems++;
             continue;
         }
-        witnessed = seq > witnessed ? seq : witnessed;
-        if (seq > last_seq || seq > links->n) {
-            fprintf(out, "TRUNCATED chain: the witness signed link %lu, the chain ends at %lu\n", seq, last_seq);
+        witnessed = c.seq > witnessed ? c.seq : witnessed;
+        if (c.seq > last_seq || c.seq > links->n) {
+            fprintf(out, "TRUNCATED chain: the witness signed link %lu, the chain ends at %lu\n", c.seq, last_seq);
             problems++;
-        } else if (strcmp(links->v[seq - 1], hash)) {
-            fprintf(out, "REWRITTEN chain: link %lu is not the one the witness signed at %lld\n", seq, when);
+        } else if (strcmp(links->v[c.seq - 1], c.hash)) {
+            fprintf(out, "REWRITTEN chain: link %lu is not the one the witness signed at %lld\n", c.seq, c.when);
             problems++;
         }
     }

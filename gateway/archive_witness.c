@@ -113,23 +113,15 @@ static void load_log(const char *path)
     memset(committed_hash, '0', 64);
     committed_hash[64] = '\0';
     FILE *f = fdopen(dup(log_fd), "r");
-    char line[WITNESS_LINE_MAX];
-    unsigned long n = 0;
-    while (f && fgets(line, sizeof line, f)) {
-        n++;
-        unsigned long seq;
-        long long when;
-        char hash[ARCHIVE_HASH_HEX], sig[WITNESS_SIG_HEX];
-        int kind = witness_parse_checkpoint(line, &seq, hash, &when, sig);
-        if (kind == 0)
-            continue;
-        if (kind < 0 || !witness_signature_ok(key, seq, hash, when, sig) || seq < committed_seq) {
+    struct witness_checkpoint c = {0};
+    while (f && witness_next(f, key, &c)) {
+        if (!c.good || c.seq < committed_seq) {
             char where[64];
-            snprintf(where, sizeof where, "line %lu", n);
+            snprintf(where, sizeof where, "line %lu", c.line);
             die("%s: %s is not a checkpoint signed by this key, in order", path, where);
         }
-        committed_seq = seq;
-        memcpy(committed_hash, hash, sizeof committed_hash);
+        committed_seq = c.seq;
+        memcpy(committed_hash, c.hash, sizeof committed_hash);
     }
     if (f)
         fclose(f);

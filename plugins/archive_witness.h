@@ -90,4 +90,29 @@ static inline int witness_signature_ok(EVP_PKEY *pub, unsigned long seq, const c
     return ok;
 }
 
+/* One checkpoint line of a witness log, as read by witness_next(). */
+struct witness_checkpoint {
+    unsigned long line;          /* 1-based line number in the log */
+    unsigned long seq;
+    char hash[ARCHIVE_HASH_HEX];
+    long long when;
+    int good;                    /* parses, and the signature verifies with the key */
+};
+
+/* The next checkpoint in f (notes and blank lines skipped): 1 with *c
+ * filled, 0 at the end of the log. c->line must start at 0. */
+static inline int witness_next(FILE *f, EVP_PKEY *key, struct witness_checkpoint *c)
+{
+    char line[WITNESS_LINE_MAX], sig[WITNESS_SIG_HEX];
+    while (fgets(line, sizeof line, f)) {
+        c->line++;
+        int kind = witness_parse_checkpoint(line, &c->seq, c->hash, &c->when, sig);
+        if (kind == 0)
+            continue;
+        c->good = kind > 0 && witness_signature_ok(key, c->seq, c->hash, c->when, sig);
+        return 1;
+    }
+    return 0;
+}
+
 #endif

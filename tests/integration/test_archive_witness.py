@@ -153,6 +153,11 @@ def test_rewritten_history_is_caught_and_the_witness_refuses_it():
     got = witness_says(w.sock, ["HELLO", "LINK " + forged[0].strip(), "COMMIT"])
     assert "ERR link does not continue the witnessed chain" in got, got
     assert "refused link" in open(w.log).read()
+    # a checkpoint line not signed by the witness's key (whoever wrote it) is caught too
+    with open(w.log, "a") as f:
+        f.write("%s %s 1700000000 %s\n" % (forged[-1].split()[0], forged[-1].split()[3], "ab" * 64))
+    r = verify(g)
+    assert "FORGED witness checkpoint at %s line" % w.log in r.stdout, r.stdout
     g.stop()
 
 
