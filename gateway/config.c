@@ -578,6 +578,14 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
             return fail(p, "sender_login_maps: expected file:PATH");
         return read_table(p, value + 5, add_login, cfg);
     }
+    if (!strcmp(key, "http_listen")) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (strlen(value) >= sizeof cfg->http_listen || hostport_parse(value, &ss, &len) < 0)
+            return fail(p, "http_listen: expected ADDRESS:PORT (e.g. 127.0.0.1:9025), not '%s'", value);
+        snprintf(cfg->http_listen, sizeof cfg->http_listen, "%s", value);
+        return 0;
+    }
     if (!strcmp(key, "hostname")) {
         if (!*value || strlen(value) >= sizeof cfg->hostname || strpbrk(value, " \t"))
             return fail(p, "hostname: bad value '%s'", value);
@@ -1041,6 +1049,7 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->submission_add_headers ? "yes" : "no");
     for (size_t i = 0; i < cfg->nlogins; i++)
         fprintf(out, "# sender login: %s by %s\n", cfg->logins[i].address, cfg->logins[i].logins);
+    fprintf(out, "http_listen = %s\n", cfg->http_listen);
     fprintf(out, "hostname = %s\npostmaster_address = %s\nspool_dir = %s\n", cfg->hostname,
             cfg->postmaster_address, cfg->spool_dir);
     fprintf(out, "relay_domains =");

@@ -76,6 +76,7 @@ struct config {
     struct listen_addr listen[CONFIG_MAX_LISTEN];
     int nlisten;
     char hostname[256];
+    char http_listen[64];          /* "127.0.0.1:9025": /metrics; "" = off */
     char postmaster_address[256];  /* where a bare RCPT TO:<postmaster> goes ("" = refused) */
     char *spool_dir;
     char **relay_domains;          /* lower-case; ".dom" matches subdomains */

@@ -7,6 +7,7 @@
  * when there is none, every outcome goes back through the job's callbacks,
  * with one log line per recipient per attempt. */
 #include "delivery.h"
+#include "metrics.h"
 #include "event.h"
 #include "log.h"
 #include "mta_sts.h"
@@ -116,11 +117,16 @@ static void report(struct delivery_job *j, size_t k)
     long delay = (long)(time(NULL) - j->arrival);
     log_info("%s: to=<%s>, relay=%s, delay=%lds, status=%s (%s)", j->id, r->addr, r->remote[0] ? r->remote : "none",
              delay, status_word(r->cls), r->reply);
+    char labels[64];
+    metric_inc(M_DELIVERIES, metric_labels(labels, sizeof labels, "result",
+                                           r->cls == 2 ? "delivered" : r->cls == 5 ? "bounced" : "deferred", NULL));
     j->result(j, k);
 }
 
 static void job_finish(struct delivery_job *j)
 {
+    if (j->started_ms)
+        metric_observe(M_DELIVERY_SECONDS, (double)(ev_now_ms() - j->started_ms) / 1000.0);
     for (size_t k = 0; k < j->n; k++)
         report(j, k);
     free(j->cands);
@@ -357,6 +363,7 @@ static void on_routed(void *arg, struct route_result *res)
 
 static void route(struct delivery_job *j)
 {
+    j->started_ms = ev_now_ms();
     if (j->hop->mx)
         mx_route(j->domain, cfg->smtp_port, true, on_routed, j);
     else if (j->hop->host[0])          /* smtp:host (MX of host) or smtp:[host] (its address) */

@@ -56,6 +56,7 @@ struct delivery_job {
     size_t ncand, cur;
     const char *waiting;                /* why it waits ("rate limit"), or NULL */
     uint64_t not_before_ms;
+    uint64_t started_ms;                /* routing began (the attempt's duration) */
     struct delivery_job *next;
 };
 

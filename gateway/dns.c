@@ -1,6 +1,7 @@
 /* dns.c - libunbound context in async (thread) mode; its fd is watched by
  * the event loop and ub_process() delivers the callbacks on the loop thread. */
 #include "dns.h"
+#include "metrics.h"
 #include "event.h"
 #include "log.h"
 #include "netaddr.h"
@@ -179,15 +180,20 @@ static void qcache_put(const char *name, int type, const unsigned char *packet, 
 
 int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size)
 {
+    char labels[48];
     int n = qcache_get(name, rrtype, answer, size);
-    if (n >= 0)
+    if (n >= 0) {
+        metric_inc(M_DNS_QUERIES, metric_labels(labels, sizeof labels, "result", "cache_hit", NULL));
         return n;
+    }
     struct ub_result *r = NULL;
     int rc = ctx ? ub_resolve(ctx, name, rrtype, 1 /* IN */, &r) : UB_INITFAIL;
     if (rc) {
         log_warn("dns: %s: %s", name, ub_strerror(rc));
+        metric_inc(M_DNS_QUERIES, metric_labels(labels, sizeof labels, "result", "failed", NULL));
         return -1;
     }
+    metric_inc(M_DNS_QUERIES, metric_labels(labels, sizeof labels, "result", "answered", NULL));
     if (r->answer_packet && r->answer_len > 0 && (size_t)r->answer_len <= size) {
         memcpy(answer, r->answer_packet, (size_t)r->answer_len);
         n = r->answer_len;

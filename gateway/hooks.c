@@ -5,6 +5,7 @@
  * Lua threads (lua/lua_threads.c), each run of consecutive C links in one
  * trip to a worker thread (C plugins may block). */
 #include "hooks.h"
+#include "metrics.h"
 #include "log.h"
 #include "../lua/postern_lua.h"
 #include "plugin_host.h"
@@ -241,6 +242,8 @@ static bool decided(const struct link *l, enum postern_stage st, txn_t *t, poste
         log_error("%s: plugin %s failed at stage %s: message tempfailed", t->qid[0] ? t->qid : "-", l->name,
                   stage_name(st));
         snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %.200s failed", l->name);
+        char labels[1200];
+        metric_inc(M_PLUGIN_ERRORS, metric_labels(labels, sizeof labels, "link", l->name, NULL));
         *v = POSTERN_TEMPFAIL;
         return true;
     }

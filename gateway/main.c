@@ -7,6 +7,8 @@
 #include "delivery.h"
 #include "dns.h"
 #include "hooks.h"
+#include "http.h"
+#include "metrics.h"
 #include "../lua/postern_lua.h"
 #include "mta_sts.h"
 #include "mx.h"
@@ -63,6 +65,9 @@ static void shutdown_tick(void)
     if ((waiting == 0 && idle && delivery_busy() == 0) || (grace_over && idle))
         ev_stop();
 }
+
+/* Gauges the loop owns, published for the HTTP thread. */
+static void metrics_tick(void) { metric_set(M_QUEUE_MESSAGES, NULL, (int64_t)queue_size()); }
 
 static void on_signal(void *ctx, uint32_t events)
 {
@@ -139,7 +144,7 @@ int main(int argc, char **argv)
         log_error("event loop: %s", strerror(errno));
         return 1;
     }
-    if (spool_init(cfg.spool_dir, true) < 0 || smtp_server_bind(&cfg) < 0)
+    if (spool_init(cfg.spool_dir, true) < 0 || smtp_server_bind(&cfg) < 0 || http_bind(&cfg) < 0)
         return 1;
     if (tls_server_init(cfg.tls_cert, cfg.tls_key, err, sizeof err) < 0 ||   /* as root: keys may be 0600 */
         tls_client_init(cfg.tls_ca_file, err, sizeof err) < 0) {
@@ -165,7 +170,7 @@ int main(int argc, char **argv)
     queue_init(&cfg);
     delivery_init(&cfg);
     queue_load_spool();
-    if (smtp_server_start() < 0) {
+    if (smtp_server_start() < 0 || http_start() < 0) {
         log_error("cannot start listeners: %s", strerror(errno));
         return 1;
     }
@@ -174,9 +179,11 @@ int main(int argc, char **argv)
     ev_on_tick(control_tick);
     ev_on_tick(queue_run_due);
     ev_on_tick(shutdown_tick);
+    ev_on_tick(metrics_tick);
     log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg.hostname, cfg.spool_dir, queue_size());
     ev_run();
     control_stop();
+    http_stop();
     workers_stop();
     dns_shutdown();
     bool lua_clean = lua_threads_stop();

@@ -3,6 +3,7 @@
  * by the destination's TLS policy (RFC 3207), and AUTH PLAIN or LOGIN
  * (RFC 4954) with the next hop's smtp_sasl_password_maps credentials. */
 #include "smtp_client_int.h"
+#include "metrics.h"
 #include "log.h"
 #include "tls.h"
 #include <openssl/evp.h>
@@ -206,7 +207,10 @@ void cl_tls_step(struct smtp_client *c)
         ev_mod(&c->w, c->tls_want);
         return;
     }
+    char labels[96];
     if (r == 1) {
+        metric_inc(M_TLS_HANDSHAKES, metric_labels(labels, sizeof labels, "direction", "out", "result",
+                                                   SSL_get_version(c->ssl), NULL));
         char desc[160];
         tls_describe(c->ssl, desc, sizeof desc);
         bool verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
@@ -220,6 +224,7 @@ void cl_tls_step(struct smtp_client *c)
         cl_want_events(c);
         return;
     }
+    metric_inc(M_TLS_HANDSHAKES, metric_labels(labels, sizeof labels, "direction", "out", "result", "failed", NULL));
     char why[WHY_MAX], ssl_err[200];
     long vr = SSL_get_verify_result(c->ssl);
     tls_last_error(ssl_err, sizeof ssl_err);

@@ -4,6 +4,7 @@
  * queue file; the fsync/rename commit runs on a worker, and only its
  * completion sends the 250. */
 #include "smtp_session.h"
+#include "metrics.h"
 #include "headers.h"
 #include "hooks.h"
 #include "log.h"
@@ -469,6 +470,7 @@ static void commit_done(struct work *w)
         log_info("%s: accepted from=<%s> size=%llu nrcpt=%zu client=[%s] session=S%lu%s", cj->env.id,
                  cj->env.sender, (unsigned long long)cj->env.size, cj->env.nrcpts, cj->env.client_ip, s->sid,
                  cj->flags.held ? " (quarantined)" : "");
+        metric_inc(M_MESSAGES_ACCEPTED, NULL);     /* queued, whether or not the client heard it */
         if (!s->dead)
             session_replyf(s, "250 2.0.0 Ok: queued as %s", cj->env.id);
         queue_add_committed(&cj->env, cj->sw.env_len);

@@ -6,6 +6,7 @@
  * XCLIENT and PROXY smtp_proxy.c's (see smtp_session.h). */
 #include "smtp_server.h"
 #include "smtp_session.h"
+#include "metrics.h"
 #include "hooks.h"
 #include "log.h"
 #include "netaddr.h"
@@ -229,6 +230,9 @@ void session_run_stage(struct session *s, enum postern_stage st, const char *arg
 
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v)
 {
+    char labels[300];
+    metric_inc(M_VERDICTS, metric_labels(labels, sizeof labels, "stage", stage_name(st), "verdict", verdict_name(v),
+                                         "link", s->tx.verdict_by ? s->tx.verdict_by : "?", NULL));
     log_info("S%lu: %s%s%s: %s by %s at %s: %s", s->sid, s->tx.qid[0] ? s->tx.qid : "", s->tx.qid[0] ? " " : "",
              s->tx.client_ip, verdict_name(v), s->tx.verdict_by ? s->tx.verdict_by : "?", stage_name(st),
              s->tx.reply);
@@ -704,7 +708,10 @@ static void session_on_event(void *ctx, uint32_t events)
 static void tls_step(struct session *s)
 {
     int r = tls_handshake_step(s->ssl, &s->tls_want);
+    char labels[96];
     if (r == 1) {
+        metric_inc(M_TLS_HANDSHAKES, metric_labels(labels, sizeof labels, "direction", "in", "result",
+                                                   SSL_get_version(s->ssl), NULL));
         tls_describe(s->ssl, s->tls_info, sizeof s->tls_info);
         log_info("S%lu: [%s] STARTTLS: %s%s", s->sid, s->tx.client_ip, s->tls_info,
                  SSL_session_reused(s->ssl) ? " (resumed)" : "");
@@ -732,6 +739,7 @@ static void tls_step(struct session *s)
     char why[256];
     tls_last_error(why, sizeof why);
     log_info("S%lu: [%s] STARTTLS handshake failed: %s", s->sid, s->tx.client_ip, why);
+    metric_inc(M_TLS_HANDSHAKES, metric_labels(labels, sizeof labels, "direction", "in", "result", "failed", NULL));
     session_close(s);
 }
 
@@ -786,6 +794,15 @@ static int sessions_from(const char *ip)
     return n;
 }
 
+/* A refused connection in the metrics, by reason (NULL: not a PROXY peer). */
+void smtp_count_refusal(const char *refusal)
+{
+    const char *reason = !refusal ? "proxy_networks" : strstr(refusal, "from your address") ? "per_client_sessions"
+                         : strstr(refusal, "rate limit") ? "per_client_rate" : "max_sessions";
+    char labels[64];
+    metric_inc(M_SESSIONS_REFUSED, metric_labels(labels, sizeof labels, "reason", reason, NULL));
+}
+
 /* The refusal for a new connection, or NULL to accept it. */
 /* per_client: the address is the client's (not a load balancer's before
  * its PROXY header), so per-client limits apply. */
@@ -809,12 +826,14 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
     char ip[64];
     sockaddr_ip_text((struct sockaddr *)ss, ip, sizeof ip);
     if (l->proxy && !config_allows_proxy(smtp_cfg, (struct sockaddr *)ss)) {
+        smtp_count_refusal(NULL);
         log_info("refused connection from [%s] to PROXY listener %s: not in proxy_networks", ip, l->text);
         close(fd);
         return;
     }
     const char *refusal = smtp_connection_refusal(ss, ip, !l->proxy);
     if (refusal) {
+        smtp_count_refusal(refusal);
         if (!shutting_down)
             log_info("refused connection from [%s]: %.*s", ip, (int)strlen(refusal) - 2, refusal);
         ssize_t w = send(fd, refusal, strlen(refusal), MSG_NOSIGNAL);
@@ -844,6 +863,7 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
         sessions->prev = s;
     sessions = s;
     nsessions++;
+    metric_inc(M_SESSIONS_TOTAL, NULL);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     log_info("S%lu: connect from [%s]%s", s->sid, s->tx.client_ip,
@@ -892,6 +912,8 @@ static void shed_connection(int lfd)
         (void)w;
         close(fd);
         fd_shed++;
+        char labels[64];
+        metric_inc(M_SESSIONS_REFUSED, metric_labels(labels, sizeof labels, "reason", "out_of_descriptors", NULL));
     }
     spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     uint64_t now = ev_now_ms();
@@ -956,6 +978,7 @@ int smtp_server_start(void)
 void smtp_server_tick(void)
 {
     uint64_t now = ev_now_ms();
+    metric_set(M_SESSIONS_OPEN, NULL, nsessions);
     if (accept_paused_until && now >= accept_paused_until) {
         accept_paused_until = 0;
         set_accepting(true);

@@ -140,6 +140,8 @@ void smtp_greet_wait_end(struct session *s);
 /* A command line of linelen bytes (LF included) as a C string in line
  * (size bytes; a longer line is cut, but callers bound it first). */
 size_t smtp_command_line_text(const char *head, size_t linelen, char *line, size_t size);
+/* Count a refused connection (NULL: a PROXY peer not in proxy_networks). */
+void smtp_count_refusal(const char *refusal);
 /* The refusal for a new client, or NULL (per_client: limits apply). */
 const char *smtp_connection_refusal(const struct sockaddr_storage *ss, const char *ip, bool per_client);
 

@@ -2,6 +2,8 @@
  * recipient sidecar, scan on start. All paths are relative to the spool
  * directory's fds, so a chdir never matters. */
 #include "spool.h"
+#include "metrics.h"
+#include <time.h>
 #include "log.h"
 #include <dirent.h>
 #include <errno.h>
@@ -428,6 +430,17 @@ void spool_writer_write(struct spool_writer *w, const void *data, size_t n)
     w->written += n;
 }
 
+/* fsync, timed for the metrics. */
+static int timed_fsync(int fd)
+{
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = fsync(fd);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    metric_observe(M_FSYNC_SECONDS, (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+    return rc;
+}
+
 int spool_writer_commit(struct spool_writer *w)
 {
     char digits[SIZE_DIGITS + 1], hops[16];
@@ -438,14 +451,14 @@ int spool_writer_commit(struct spool_writer *w)
         writer_fail(w, errno);
     if (!w->err && pwrite(w->fd, hops, HOPS_DIGITS, (off_t)w->off.hops) != HOPS_DIGITS)
         writer_fail(w, errno);
-    if (!w->err && fsync(w->fd) < 0)
+    if (!w->err && timed_fsync(w->fd) < 0)
         writer_fail(w, errno);
     if (close(w->fd) < 0)
         writer_fail(w, errno);
     w->fd = -1;
     if (!w->err && renameat(tmp_dirfd, w->id, queue_dirfd, w->id) < 0)
         writer_fail(w, errno);
-    if (!w->err && fsync(queue_dirfd) < 0)
+    if (!w->err && timed_fsync(queue_dirfd) < 0)
         writer_fail(w, errno);
     if (w->err) {
         /* not acknowledged: remove whichever name it has */
@@ -632,7 +645,7 @@ static int save_state(const char *id, struct msg_flags f, const struct rcpt_stat
     if (fd >= 0) {
         rc = write(fd, buf_head(&b), b.len) == (ssize_t)b.len ? 0 : -1;
         if (rc == 0 && durable)
-            rc = fsync(fd);
+            rc = timed_fsync(fd);
         close(fd);
         if (rc == 0)
             rc = renameat(queue_dirfd, tmpname, queue_dirfd, name);

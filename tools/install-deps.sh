@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks socat postfix libsasl2-modules e2fsprogs
       libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix clang
       openssl bsdutils libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin libsasl2-modules-db
-      slapd ldap-utils libldap-dev libsqlite3-dev clamav-daemon rspamd libjansson-dev libsasl2-dev dovecot-core)
+      slapd ldap-utils libldap-dev libsqlite3-dev clamav-daemon rspamd libjansson-dev libsasl2-dev dovecot-core
+      libmicrohttpd-dev prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,164 @@
+/* metrics.c - the metric table and the Prometheus text exposition (format
+ * 0.0.4). A metric's series are found by their label string; a new one is
+ * added under a mutex, after which updates are atomic adds. */
+#include "metrics.h"
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+enum kind { COUNTER, GAUGE, HISTOGRAM };
+
+static const double bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+#define NBOUNDS (sizeof bounds / sizeof bounds[0])
+
+struct series {
+    char labels[200];
+    _Atomic int64_t value;
+};
+
+struct metric {
+    const char *name, *help;
+    enum kind kind;
+    bool labelled;               /* its series carry labels: none until the first update */
+    struct series series[METRIC_MAX_SERIES];
+    _Atomic int nseries;
+    /* histograms (no labels) */
+    _Atomic uint64_t buckets[NBOUNDS + 1];
+    _Atomic uint64_t sum_us, count;
+};
+
+static struct metric metrics[M_COUNT] = {
+    [M_SESSIONS_TOTAL] = {"postern_smtp_sessions_total", "SMTP sessions accepted", COUNTER},
+    [M_SESSIONS_OPEN] = {"postern_smtp_sessions_open", "SMTP sessions open now", GAUGE},
+    [M_SESSIONS_REFUSED] = {"postern_smtp_sessions_refused_total", "Connections refused before a session, by reason",
+                            COUNTER, true},
+    [M_MESSAGES_ACCEPTED] = {"postern_messages_accepted_total", "Messages answered 250 and queued", COUNTER},
+    [M_VERDICTS] = {"postern_chain_verdicts_total",
+                    "Hook chain verdicts other than CONTINUE, by stage, verdict and deciding link", COUNTER, true},
+    [M_PLUGIN_ERRORS] = {"postern_chain_errors_total", "Plugin and Lua failures (the message tempfailed), by link",
+                         COUNTER, true},
+    [M_DELIVERIES] = {"postern_delivery_recipients_total",
+                      "Recipients after a delivery attempt: delivered, deferred or bounced", COUNTER, true},
+    [M_DELIVERY_SECONDS] = {"postern_delivery_attempt_seconds", "Duration of one delivery attempt", HISTOGRAM},
+    [M_QUEUE_MESSAGES] = {"postern_queue_messages", "Messages in the queue", GAUGE},
+    [M_FSYNC_SECONDS] = {"postern_spool_fsync_seconds", "Duration of one spool fsync", HISTOGRAM},
+    [M_DNS_QUERIES] = {"postern_dns_queries_total", "DNS lookups through posternd's resolver, by result", COUNTER, true},
+    [M_TLS_HANDSHAKES] = {"postern_tls_handshakes_total", "TLS handshakes, by direction and result", COUNTER, true},
+};
+
+static pthread_mutex_t add_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct series *series_for(struct metric *m, const char *labels)
+{
+    if (!labels)
+        labels = "";
+    int n = atomic_load(&m->nseries);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m->series[i].labels, labels))
+            return &m->series[i];
+    pthread_mutex_lock(&add_lock);
+    n = atomic_load(&m->nseries);
+    struct series *s = NULL;
+    for (int i = 0; i < n && !s; i++)
+        if (!strcmp(m->series[i].labels, labels))
+            s = &m->series[i];
+    if (!s) {
+        /* full: the last slot collects the rest */
+        s = &m->series[n < METRIC_MAX_SERIES ? n : METRIC_MAX_SERIES - 1];
+        if (n < METRIC_MAX_SERIES) {
+            snprintf(s->labels, sizeof s->labels, "%s", n == METRIC_MAX_SERIES - 1 ? "overflow=\"true\"" : labels);
+            atomic_store(&m->nseries, n + 1);   /* published after its label is written */
+        }
+    }
+    pthread_mutex_unlock(&add_lock);
+    return s;
+}
+
+void metric_add(enum metric_id id, const char *labels, uint64_t n)
+{
+    atomic_fetch_add(&series_for(&metrics[id], labels)->value, (int64_t)n);
+}
+
+void metric_set(enum metric_id id, const char *labels, int64_t value)
+{
+    atomic_store(&series_for(&metrics[id], labels)->value, value);
+}
+
+void metric_observe(enum metric_id id, double seconds)
+{
+    struct metric *m = &metrics[id];
+    size_t b = 0;
+    while (b < NBOUNDS && seconds > bounds[b])
+        b++;
+    atomic_fetch_add(&m->buckets[b], 1);
+    atomic_fetch_add(&m->sum_us, (uint64_t)(seconds * 1e6));
+    atomic_fetch_add(&m->count, 1);
+}
+
+/* Label values escaped as the text format wants: \\, \" and \n. */
+const char *metric_labels(char *out, size_t size, ...)
+{
+    va_list ap;
+    va_start(ap, size);
+    size_t o = 0;
+    out[0] = '\0';
+    const char *name;
+    while ((name = va_arg(ap, const char *))) {
+        const char *value = va_arg(ap, const char *);
+        int n = snprintf(out + o, size - o, "%s%s=\"", o ? "," : "", name);
+        if (n < 0 || (size_t)n >= size - o)
+            break;
+        o += (size_t)n;
+        for (const char *p = value ? value : ""; *p && o + 3 < size; p++) {
+            if (*p == '\\' || *p == '"' || *p == '\n') {
+                out[o++] = '\\';
+                out[o++] = *p == '\n' ? 'n' : *p;
+            } else {
+                out[o++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+            }
+        }
+        if (o + 2 >= size)
+            break;
+        out[o++] = '"';
+        out[o] = '\0';
+    }
+    va_end(ap);
+    return out;
+}
+
+static void render_histogram(struct buf *out, struct metric *m)
+{
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < NBOUNDS; b++) {
+        cumulative += atomic_load(&m->buckets[b]);
+        buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", m->name, bounds[b], (unsigned long long)cumulative);
+    }
+    cumulative += atomic_load(&m->buckets[NBOUNDS]);
+    buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", m->name, (unsigned long long)cumulative);
+    buf_printf(out, "%s_sum %.6f\n%s_count %llu\n", m->name, (double)atomic_load(&m->sum_us) / 1e6, m->name,
+               (unsigned long long)cumulative);
+}
+
+void metrics_render(struct buf *out)
+{
+    static const char *kinds[] = {"counter", "gauge", "histogram"};
+    for (int i = 0; i < M_COUNT; i++) {
+        struct metric *m = &metrics[i];
+        buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, kinds[m->kind]);
+        if (m->kind == HISTOGRAM) {
+            render_histogram(out, m);
+            continue;
+        }
+        int n = atomic_load(&m->nseries);
+        if (n == 0 && !m->labelled)
+            buf_printf(out, "%s 0\n", m->name);    /* present from the start */
+        for (int k = 0; k < n; k++) {
+            const struct series *s = &m->series[k];
+            buf_printf(out, s->labels[0] ? "%s{%s} %lld\n" : "%s%s %lld\n", m->name, s->labels,
+                       (long long)atomic_load(&s->value));
+        }
+    }
+}

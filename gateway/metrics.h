@@ -1,0 +1,39 @@
+/* metrics.h - posternd's counters, gauges and histograms, declared once in
+ * a table (metrics.c) and served in Prometheus text format at /metrics
+ * (http.c). Updates are lock-free atomics, callable from any thread;
+ * labelled series are interned on first use (at most METRIC_MAX_SERIES per
+ * metric; beyond that, updates go to one overflow series). */
+#ifndef POSTERN_METRICS_H
+#define POSTERN_METRICS_H
+#include "buf.h"
+#include <stdint.h>
+
+enum metric_id {
+    M_SESSIONS_TOTAL,          /* counter */
+    M_SESSIONS_OPEN,           /* gauge */
+    M_SESSIONS_REFUSED,        /* counter {reason} */
+    M_MESSAGES_ACCEPTED,       /* counter */
+    M_VERDICTS,                /* counter {stage, verdict, link} */
+    M_PLUGIN_ERRORS,           /* counter {link} */
+    M_DELIVERIES,              /* counter {result} */
+    M_DELIVERY_SECONDS,        /* histogram: one delivery attempt */
+    M_QUEUE_MESSAGES,          /* gauge */
+    M_FSYNC_SECONDS,           /* histogram: one spool fsync */
+    M_DNS_QUERIES,             /* counter {result: cache_hit | answered | failed} */
+    M_TLS_HANDSHAKES,          /* counter {direction, result} */
+    M_COUNT
+};
+
+#define METRIC_MAX_SERIES 128
+
+void metric_add(enum metric_id m, const char *labels, uint64_t n);
+static inline void metric_inc(enum metric_id m, const char *labels) { metric_add(m, labels, 1); }
+void metric_set(enum metric_id m, const char *labels, int64_t value);
+void metric_observe(enum metric_id m, double seconds);
+/* A label set as Prometheus writes it: name="value" pairs, values escaped.
+ * Returns out. pairs: name, value, name, value, ..., NULL. */
+const char *metric_labels(char *out, size_t size, ...);
+/* The whole exposition. */
+void metrics_render(struct buf *out);
+
+#endif
