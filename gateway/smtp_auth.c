@@ -137,6 +137,7 @@ static void step_done(struct work *w)
     struct session *s = j->s;
     s->busy = false;
     if (s->dead) {
+        s->auth = NULL;        /* session_free must not end it again */
         job_end(j);
         session_free(s);
         return;

@@ -41,9 +41,13 @@ struct lua_call {
     void *done_ctx;
     uint64_t deadline_ms;        /* answered for and abandoned after this */
 
-    /* the result */
+    /* the run's result (the Lua thread's own) */
     postern_verdict v;
     char reply[512];
+    /* the answer: written once, under lock, by whoever answers (the Lua
+     * thread, or the watchdog abandoning the call); done() reads these */
+    postern_verdict answer_v;
+    char answer_reply[512];
 
     /* the run (owned by the Lua thread that started it) */
     struct lua_thread *thread;   /* NULL while queued */

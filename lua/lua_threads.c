@@ -116,7 +116,7 @@ static void deliver(struct lua_call *c)
     if (c->next_all)
         c->next_all->prev_all = c->prev_all;
     if (!on_loop) {
-        c->done(c->done_ctx, c->v, c->reply);
+        c->done(c->done_ctx, c->answer_v, c->answer_reply);
         call_unref(c);
         return;
     }
@@ -128,7 +128,7 @@ static void on_answered(struct inbox_item *it)
 {
     struct lua_call *c = (struct lua_call *)((char *)it - offsetof(struct lua_call, answer));
     pending--;
-    c->done(c->done_ctx, c->v, c->reply);
+    c->done(c->done_ctx, c->answer_v, c->answer_reply);
     call_unref(c);
 }
 
@@ -186,6 +186,10 @@ static bool run_slice(struct lua_thread *th, struct lua_call *c)
             return true;
         pthread_mutex_lock(&c->lock);
         bool mine = !c->answered;      /* else the watchdog answered meanwhile */
+        if (mine) {
+            c->answer_v = c->v;
+            memcpy(c->answer_reply, c->reply, sizeof c->answer_reply);
+        }
         c->answered = true;
         pthread_mutex_unlock(&c->lock);
         if (mine) {
@@ -280,6 +284,10 @@ static void abandon_overdue_calls(uint64_t now)
         if (now <= c->deadline_ms || pthread_mutex_trylock(&c->lock) != 0)
             continue;          /* a tx method is running: next round */
         bool mine = !c->answered;
+        if (mine) {
+            c->answer_v = POSTERN_ERROR;
+            c->answer_reply[0] = '\0';
+        }
         c->answered = true;
         atomic_store(&c->abandoned, true);
         pthread_mutex_unlock(&c->lock);
@@ -291,8 +299,6 @@ static void abandon_overdue_calls(uint64_t now)
                   lua_script_time_limit_ms(c->s) + GRACE_MS);
         if (!c->thread)
             fifo_remove(&queue_head, &queue_tail, c);
-        c->v = POSTERN_ERROR;
-        c->reply[0] = '\0';
         deliver(c);
     }
 }

@@ -256,7 +256,7 @@ static int parse_site(const char *spec, struct site *s)
     }
     if (!copy[0] || strlen(copy) >= sizeof s->name || copy[0] == '.')
         return -1;
-    snprintf(s->name, sizeof s->name, "%s", copy);
+    memcpy(s->name, copy, strlen(copy) + 1);     /* fits: checked above */
     return 0;
 }
 

@@ -259,7 +259,7 @@ static postern_verdict on_eom(postern_txn *t, void *state)
         close(fd);
     }
     if (!j) {
-        char full[400];
+        char full[sizeof r->host + sizeof r->port + sizeof why + 4];
         snprintf(full, sizeof full, "%s:%s: %s", r->host, r->port, why);
         return failed(r, t, full);
     }
