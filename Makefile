@@ -141,7 +141,7 @@ clean:
 # crashes in build-fuzz/fuzz_NAME-crash-*. The gateway sources are compiled
 # once more with clang's fuzzer instrumentation into build-fuzz/libfuzzcore.a.
 FUZZERS ?= fuzz_smtp_command fuzz_data_reader fuzz_headers fuzz_spool_record fuzz_config fuzz_mta_sts \
-           fuzz_milter_codec fuzz_proxy_proto fuzz_dsn fuzz_nexthop fuzz_auth
+           fuzz_milter_codec fuzz_proxy_proto fuzz_dsn fuzz_nexthop fuzz_auth fuzz_dnsbl
 FUZZ_TIME ?= 60
 TEST_FUZZ_TIME ?= 10
 FUZZ_CFLAGS := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -std=c11 -D_GNU_SOURCE \
@@ -157,8 +157,12 @@ $(FUZZ_OBJS): $(wildcard gateway/*.h)
 build-fuzz/libfuzzcore.a: $(FUZZ_OBJS)
 	ar rcs $@ $^
 
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libfuzzcore.a plugins/milter_codec.h $(wildcard gateway/*.h)
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libfuzzcore.a $(LDLIBS)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libfuzzcore.a $(wildcard plugins/*.h) $(wildcard gateway/*.h)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libfuzzcore.a $(LDLIBS) $(FUZZ_LIBS_$*)
+
+# harnesses that compile a plugin in
+build-fuzz/fuzz_dnsbl: plugins/dnsbl.c
+FUZZ_LIBS_dnsbl := -lresolv
 
 fuzz: $(addprefix build-fuzz/,$(FUZZERS))
 	@for f in $(FUZZERS); do \
