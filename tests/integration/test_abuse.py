@@ -88,7 +88,7 @@ def test_slowloris_at_every_stage_times_out_while_others_are_served():
         assert limit - 0.3 < took < limit + 1.5, "%s: timed out after %.1fs" % (st, took)
     assert g.log().count("timeout from [") >= len(threads)
     # the messages cut off in DATA leave no temp file behind (they once leaked with their queue
-    # file); one still being written by a worker when its 421 went out goes when that write ends
+    # file); posternd unlinks it just after writing the 421, so the client can be a moment ahead
     wait_for(lambda: os.listdir(os.path.join(g.spool, "tmp")) == [], 5, "the cut-off messages' temp files to go")
     g.stop()
 
