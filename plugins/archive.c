@@ -217,10 +217,11 @@ static int witness_connect(struct archive *a)
         witness_close(a);
         return -1;
     }
-    if (chain_find(a, seq, &a->witnessed_off, ours) < 0 || strcmp(ours, hash)) {
+    bool have = chain_find(a, seq, &a->witnessed_off, ours) == 0;
+    if (!have || strcmp(ours, hash)) {
         snprintf(a->witness_err, sizeof a->witness_err,
                  "it signed chain link %lu, which %s/chain %s: the chain was truncated, replaced or rewritten",
-                 seq, a->dir, chain_find(a, seq, &a->witnessed_off, ours) < 0 ? "does not have" : "differs from");
+                 seq, a->dir, have ? "differs from" : "does not have");
         witness_close(a);
         errno = EPERM;
         return -2;
