@@ -115,3 +115,18 @@ void sockaddr_ip_text(const struct sockaddr *sa, char *out, size_t outlen)
     if (!inet_ntop(sa->sa_family, a, out, (socklen_t)outlen))
         snprintf(out, outlen, "unknown");
 }
+
+struct addr_window *addr_window_for(struct addr_window *table, size_t n, const char *ip, int secs)
+{
+    uint32_t h = 2166136261u;          /* FNV-1a */
+    for (const char *p = ip; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    struct addr_window *w = &table[h % n];
+    time_t now = time(NULL);
+    if (strcmp(w->ip, ip) || now - w->start >= secs) {
+        snprintf(w->ip, sizeof w->ip, "%s", ip);
+        w->start = now;
+        w->count = 0;
+    }
+    return w;
+}

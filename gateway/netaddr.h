@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 struct cidr {
     int family;              /* AF_INET or AF_INET6 */
@@ -21,5 +22,17 @@ int hostport_parse(const char *text, struct sockaddr_storage *ss, socklen_t *len
 int ip_parse(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len);
 /* Printable address (no port) of sa into out. */
 void sockaddr_ip_text(const struct sockaddr *sa, char *out, size_t outlen);
+
+/* A count per client address over a time window, in a fixed table hashed
+ * by address: an address that collides, or whose window is over, starts
+ * again at 0 (a brake, not an accountant). Loop thread only. */
+struct addr_window {
+    char ip[64];
+    time_t start;
+    int count;
+};
+/* The slot for ip in table (n slots), reset if it was another address's
+ * or its window of secs is over. */
+struct addr_window *addr_window_for(struct addr_window *table, size_t n, const char *ip, int secs);
 
 #endif

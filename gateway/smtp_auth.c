@@ -41,29 +41,14 @@ struct auth_job {
 
 /* ---- failures per client address ------------------------------------ */
 
-struct fail_slot {
-    char ip[64];
-    time_t window_start;
-    int count;
-};
-static struct fail_slot fail_table[FAIL_SLOTS];
+static struct addr_window fail_table[FAIL_SLOTS];
 
-static struct fail_slot *fail_slot_for(const char *ip)
+static struct addr_window *failures_of(const char *ip)
 {
-    unsigned h = 2166136261u;
-    for (const char *p = ip; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    struct fail_slot *f = &fail_table[h % FAIL_SLOTS];
-    time_t now = time(NULL);
-    if (strcmp(f->ip, ip) || now - f->window_start >= smtp_cfg->auth_failure_window) {
-        snprintf(f->ip, sizeof f->ip, "%s", ip);   /* a collision starts over: a brake, not an accountant */
-        f->window_start = now;
-        f->count = 0;
-    }
-    return f;
+    return addr_window_for(fail_table, FAIL_SLOTS, ip, smtp_cfg->auth_failure_window);
 }
 
-static bool over_failure_limit(const char *ip) { return fail_slot_for(ip)->count >= smtp_cfg->auth_failure_limit; }
+static bool over_failure_limit(const char *ip) { return failures_of(ip)->count >= smtp_cfg->auth_failure_limit; }
 
 /* ---- the exchange --------------------------------------------------- */
 
@@ -116,7 +101,7 @@ static void exchange_over(struct session *s, struct auth_job *j)
 
 static void auth_failed(struct session *s, struct auth_job *j)
 {
-    struct fail_slot *f = fail_slot_for(s->tx.client_ip);
+    struct addr_window *f = failures_of(s->tx.client_ip);
     f->count++;
     log_info("S%lu: [%s] AUTH %s failed: %s (%d of %d in %ds)", s->sid, s->tx.client_ip, j->x.mech,
              j->x.why[0] ? j->x.why : "authentication failed", f->count, smtp_cfg->auth_failure_limit,

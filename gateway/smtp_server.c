@@ -764,26 +764,12 @@ static void tls_start(struct session *s)
  * of the table starts over: the limit is a brake, not an accountant).
  * trusted_networks are exempt from both. */
 #define RATE_SLOTS 4096
-struct rate_slot {
-    char ip[64];
-    time_t window;     /* when this address's current 60 s window began */
-    int count;
-};
-static struct rate_slot rate_table[RATE_SLOTS];
+static struct addr_window rate_table[RATE_SLOTS];
 
+/* One more new session from ip in its current 60 s window: over the rate? */
 static bool over_rate(const char *ip)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = ip; *p; p++)
-        h = (h ^ (uint8_t)*p) * 16777619u;
-    struct rate_slot *r = &rate_table[h % RATE_SLOTS];
-    time_t now = time(NULL);
-    if (strcmp(r->ip, ip) || now - r->window >= 60) {   /* a new 60 s window from this connection */
-        snprintf(r->ip, sizeof r->ip, "%s", ip);
-        r->window = now;
-        r->count = 0;
-    }
-    return ++r->count > smtp_cfg->client_connect_rate;
+    return ++addr_window_for(rate_table, RATE_SLOTS, ip, 60)->count > smtp_cfg->client_connect_rate;
 }
 
 static int sessions_from(const char *ip)
