@@ -48,41 +48,12 @@ static int chunk(int fd, const char *p, size_t n)
     return net_send_all(fd, len, 4) == 0 && (n == 0 || net_send_all(fd, p, n) == 0) ? 0 : -1;
 }
 
-/* The message as it will be stored: header lines, blank line, body. */
+static int chunk_out(void *fd, const char *p, size_t n) { return chunk(*(int *)fd, p, n); }
+
+/* The message as INSTREAM chunks, then the empty chunk that ends it. */
 static int stream_message(int fd, postern_txn *t)
 {
-    char buf[65536];
-    size_t used = 0;
-    for (size_t i = 0; i < host->header_count(t); i++) {
-        const char *name, *value;
-        host->header_at(t, i, &name, &value);
-        size_t need = strlen(name) + 1 + strlen(value) + 2;
-        if (used + need > sizeof buf) {
-            if (chunk(fd, buf, used) < 0)
-                return -1;
-            used = 0;
-        }
-        if (need > sizeof buf) {          /* one huge header line: on its own */
-            char *line = malloc(need + 1);
-            int rc = line ? (snprintf(line, need + 1, "%s:%s\r\n", name, value), chunk(fd, line, need)) : -1;
-            free(line);
-            if (rc < 0)
-                return -1;
-            continue;
-        }
-        used += (size_t)snprintf(buf + used, sizeof buf - used, "%s:%s\r\n", name, value);
-    }
-    memcpy(buf + used, "\r\n", 2);
-    if (chunk(fd, buf, used + 2) < 0)
-        return -1;
-    uint64_t off = 0;
-    long n;
-    while ((n = host->body_read(t, off, buf, sizeof buf)) > 0) {
-        if (chunk(fd, buf, (size_t)n) < 0)
-            return -1;
-        off += (uint64_t)n;
-    }
-    return n < 0 ? -1 : chunk(fd, NULL, 0);
+    return message_pieces(host, t, chunk_out, &fd) == 0 ? chunk(fd, NULL, 0) : -1;
 }
 
 /* clamd's answer ("stream: OK", "stream: NAME FOUND", "... ERROR"). */

@@ -8,6 +8,8 @@
  *   net_send_all(fd, p, n)              0, or -1 (timeout, reset, closed)
  *   scanner_failed(...)                 a scanner that could not answer:
  *                                       logged, then tempfail or accept
+ *   message_pieces(host, t, out, ctx)   the message as it will be stored,
+ *                                       piece by piece (EOM only)
  */
 #ifndef POSTERN_PLUGIN_NET_H
 #define POSTERN_PLUGIN_NET_H
@@ -16,6 +18,7 @@
 #include <netdb.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -93,6 +96,47 @@ static inline postern_verdict scanner_failed(const struct postern_host *host, po
         return POSTERN_CONTINUE;
     host->set_reply(t, reply);
     return POSTERN_TEMPFAIL;
+}
+
+/* The message as it will be stored (header lines, the blank line, the
+ * body), handed to out(ctx, p, n) in pieces of at most 64 KiB; header
+ * lines are gathered into pieces, one longer than that goes alone. Never
+ * the whole message in memory. 0, or -1 when out or a read failed. */
+typedef int (*piece_fn)(void *ctx, const char *p, size_t n);
+static inline int message_pieces(const struct postern_host *host, postern_txn *t, piece_fn out, void *ctx)
+{
+    char buf[65536];
+    size_t used = 0;
+    for (size_t i = 0; i < host->header_count(t); i++) {
+        const char *name, *value;
+        host->header_at(t, i, &name, &value);
+        size_t need = strlen(name) + 1 + strlen(value) + 2;
+        if (used + need > sizeof buf - 2) {      /* room kept for the blank line */
+            if (used && out(ctx, buf, used) < 0)
+                return -1;
+            used = 0;
+        }
+        if (need > sizeof buf - 2) {
+            char *line = malloc(need + 1);
+            int rc = line ? (snprintf(line, need + 1, "%s:%s\r\n", name, value), out(ctx, line, need)) : -1;
+            free(line);
+            if (rc < 0)
+                return -1;
+            continue;
+        }
+        used += (size_t)snprintf(buf + used, sizeof buf - used, "%s:%s\r\n", name, value);
+    }
+    memcpy(buf + used, "\r\n", 2);
+    if (out(ctx, buf, used + 2) < 0)
+        return -1;
+    uint64_t off = 0;
+    long n;
+    while ((n = host->body_read(t, off, buf, sizeof buf)) > 0) {
+        if (out(ctx, buf, (size_t)n) < 0)
+            return -1;
+        off += (uint64_t)n;
+    }
+    return n < 0 ? -1 : 0;
 }
 
 #endif

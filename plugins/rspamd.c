@@ -43,26 +43,21 @@ static const struct postern_host *host;
 
 /* ---- the request ---------------------------------------------------- */
 
-/* Header section as stored, plus the blank line: its length. */
-static size_t header_bytes(postern_txn *t)
+static int count_out(void *total, const char *p, size_t n)
 {
-    size_t n = 2;
-    for (size_t i = 0; i < host->header_count(t); i++) {
-        const char *name, *value;
-        host->header_at(t, i, &name, &value);
-        n += strlen(name) + 1 + strlen(value) + 2;
-    }
-    return n;
+    (void)p;
+    *(size_t *)total += n;
+    return 0;
 }
 
-static size_t body_bytes(postern_txn *t)
+static int send_out(void *fd, const char *p, size_t n) { return net_send_all(*(int *)fd, p, n); }
+
+/* The stored message's length, for Content-Length: one pass over the
+ * body (rspamd wants the length before the bytes). -1 if unreadable. */
+static long message_length(postern_txn *t)
 {
-    char buf[65536];
-    size_t n = 0;
-    long r;
-    while ((r = host->body_read(t, n, buf, sizeof buf)) > 0)
-        n += (size_t)r;
-    return n;
+    size_t total = 0;
+    return message_pieces(host, t, count_out, &total) == 0 ? (long)total : -1;
 }
 
 /* A request header with a value from the envelope: control bytes out. */
@@ -100,25 +95,7 @@ static int send_request(const struct rspamd *r, int fd, postern_txn *t, size_t l
     if (net_send_all(fd, req, used + 2) < 0)
         return -1;
     (void)r;
-    /* the message: header lines, the blank line, the body */
-    char buf[65536];
-    for (size_t i = 0; i < host->header_count(t); i++) {
-        const char *name, *value;
-        host->header_at(t, i, &name, &value);
-        if (net_send_all(fd, name, strlen(name)) < 0 || net_send_all(fd, ":", 1) < 0 ||
-            net_send_all(fd, value, strlen(value)) < 0 || net_send_all(fd, "\r\n", 2) < 0)
-            return -1;
-    }
-    if (net_send_all(fd, "\r\n", 2) < 0)
-        return -1;
-    uint64_t off = 0;
-    long n;
-    while ((n = host->body_read(t, off, buf, sizeof buf)) > 0) {
-        if (net_send_all(fd, buf, (size_t)n) < 0)
-            return -1;
-        off += (uint64_t)n;
-    }
-    return n < 0 ? -1 : 0;
+    return message_pieces(host, t, send_out, &fd);
 }
 
 /* The response's JSON body, or NULL (why says what went wrong). */
@@ -254,7 +231,8 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     json_t *j = NULL;
     if (fd >= 0) {
         snprintf(why, sizeof why, "cannot send the message");
-        if (send_request(r, fd, t, header_bytes(t) + body_bytes(t)) == 0)
+        long length = message_length(t);
+        if (length >= 0 && send_request(r, fd, t, (size_t)length) == 0)
             j = read_response(fd, why, sizeof why);
         close(fd);
     }
