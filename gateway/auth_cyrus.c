@@ -10,7 +10,7 @@
 #include <string.h>
 
 static char mechs[512];
-static const struct config *cyrus_cfg;
+static char cyrus_hostname[256];   /* the service's FQDN for sasl_server_new */
 
 static int cyrus_log(void *ctx, int level, const char *msg)
 {
@@ -32,7 +32,7 @@ static sasl_callback_t callbacks[] = {
 static sasl_conn_t *new_conn(void)
 {
     sasl_conn_t *conn = NULL;
-    if (sasl_server_new("smtp", cyrus_cfg->hostname, NULL, NULL, NULL, NULL, 0, &conn) != SASL_OK)
+    if (sasl_server_new("smtp", cyrus_hostname, NULL, NULL, NULL, NULL, 0, &conn) != SASL_OK)
         return NULL;
     sasl_security_properties_t props = {.max_ssf = 0, .maxbufsize = 0};
     sasl_setprop(conn, SASL_SEC_PROPS, &props);
@@ -41,7 +41,7 @@ static sasl_conn_t *new_conn(void)
 
 static int cyrus_init(const struct config *cfg, char *err, size_t errlen)
 {
-    cyrus_cfg = cfg;
+    snprintf(cyrus_hostname, sizeof cyrus_hostname, "%s", cfg->hostname);
     if (cfg->auth_cyrus_config_dir)
         sasl_set_path(SASL_PATH_TYPE_CONFIG, cfg->auth_cyrus_config_dir);
     int rc = sasl_server_init(callbacks, "postern");

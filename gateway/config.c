@@ -23,6 +23,7 @@ struct pctx {
     int line;
     char *err;
     size_t errlen;
+    const struct config *running;  /* a reload: the config in use, else NULL */
 };
 
 static int fail(struct pctx *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -183,7 +184,7 @@ static int read_table(struct pctx *parent, const char *path, row_fn row, void *c
     FILE *f = fopen(path, "r");
     if (!f)
         return fail(parent, "cannot open table %s: %s", path, strerror(errno));
-    struct pctx p = {path, 0, parent->err, parent->errlen};
+    struct pctx p = {path, 0, parent->err, parent->errlen, parent->running};
     char line[1024];
     int rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
@@ -295,6 +296,19 @@ static int add_sasl(struct pctx *p, void *ctx, char *key, char *value)
         return fail(p, "out of memory");
     cfg->sasl = n;
     n[cfg->nsasl++] = (struct sasl_entry){strdup(key), strdup(value), strdup(colon + 1), plaintext};
+    return 0;
+}
+
+static int copy_sasl(struct pctx *p, struct config *cfg, const struct config *from)
+{
+    for (size_t i = 0; i < from->nsasl; i++) {
+        struct sasl_entry *n = realloc(cfg->sasl, (cfg->nsasl + 1) * sizeof *n);
+        if (!n)
+            return fail(p, "out of memory");
+        cfg->sasl = n;
+        const struct sasl_entry *e = &from->sasl[i];
+        n[cfg->nsasl++] = (struct sasl_entry){strdup(e->nexthop), strdup(e->user), strdup(e->password), e->plaintext_ok};
+    }
     return 0;
 }
 
@@ -576,6 +590,7 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     if (!strcmp(key, "sender_login_maps")) {
         if (strncmp(value, "file:", 5) != 0)
             return fail(p, "sender_login_maps: expected file:PATH");
+        set_str(&cfg->login_maps, value);
         return read_table(p, value + 5, add_login, cfg);
     }
     if (!strcmp(key, "http_listen")) {
@@ -612,6 +627,7 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     if (!strcmp(key, "transport_table")) {
         if (strncmp(value, "file:", 5) != 0)
             return fail(p, "transport_table: expected file:PATH");
+        set_str(&cfg->transport_table, value);
         return read_table(p, value + 5, add_transport, cfg);
     }
     if (!strcmp(key, "default_transport")) {
@@ -652,6 +668,7 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     if (!strcmp(key, "tls_policy_table")) {
         if (strncmp(value, "file:", 5) != 0)
             return fail(p, "tls_policy_table: expected file:PATH");
+        set_str(&cfg->tls_policy_table, value);
         return read_table(p, value + 5, add_tls_policy, cfg);
     }
     if (!strcmp(key, "client_bdat"))
@@ -720,10 +737,22 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_int(p, key, value, 1, 1000, &cfg->dest_concurrency);
     if (!strcmp(key, "dest_rate_limit"))
         return set_int(p, key, value, 0, 60000, &cfg->dest_rate_limit);
-    if (!strcmp(key, "dest_rate_limit_table") || !strcmp(key, "smtp_sasl_password_maps")) {
+    if (!strcmp(key, "smtp_sasl_password_maps")) {
         if (strncmp(value, "file:", 5) != 0)
             return fail(p, "%s: expected file:PATH", key);
-        return read_table(p, value + 5, key[0] == 'd' ? add_rate_limit : add_sasl, cfg);
+        set_str(&cfg->sasl_maps, value);
+        /* read at start as root (it may be 0600); a reload, as the daemon's
+         * user, keeps the running table when it cannot read the file */
+        if (p->running && p->running->sasl_maps && !strcmp(p->running->sasl_maps, value) &&
+            access(value + 5, R_OK) < 0 && errno == EACCES)
+            return copy_sasl(p, cfg, p->running);
+        return read_table(p, value + 5, add_sasl, cfg);
+    }
+    if (!strcmp(key, "dest_rate_limit_table")) {
+        if (strncmp(value, "file:", 5) != 0)
+            return fail(p, "%s: expected file:PATH", key);
+        set_str(&cfg->rate_limit_table, value);
+        return read_table(p, value + 5, add_rate_limit, cfg);
     }
     if (!strcmp(key, "smtp_helo_name")) {
         if (!*value || strlen(value) >= sizeof cfg->smtp_helo_name || !valid_host_name(value))
@@ -875,19 +904,41 @@ static int config_validate(struct pctx *p, struct config *cfg)
     return 0;
 }
 
-int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+/* Keys given twice are an error (only "<plugin>.<key>" options repeat). */
+struct seen_keys {
+    char key[64][48];
+    int line[64];
+    int n;
+};
+
+static int check_duplicate(struct pctx *p, struct seen_keys *seen, const char *key)
+{
+    if (strchr(key, '.') || strlen(key) >= sizeof seen->key[0])
+        return 0;
+    for (int i = 0; i < seen->n; i++)
+        if (!strcmp(seen->key[i], key))
+            return fail(p, "duplicate key '%s' (first set at line %d)", key, seen->line[i]);
+    if (seen->n < 64) {
+        snprintf(seen->key[seen->n], sizeof seen->key[0], "%s", key);
+        seen->line[seen->n++] = p->line;
+    }
+    return 0;
+}
+
+static int config_parse(const char *path, struct config *cfg, const struct config *running, char *err, size_t errlen)
 {
     config_defaults(cfg);
     cfg->path = strdup(path);
-    struct pctx p = {path, 0, err, errlen};
+    struct pctx p = {path, 0, err, errlen, running};
     FILE *f = fopen(path, "r");
     if (!f) {
         fail(&p, "cannot open: %s", strerror(errno));
         config_free(cfg);
         return -1;
     }
+    struct seen_keys *seen = calloc(1, sizeof *seen);
     char line[4096];
-    int rc = 0;
+    int rc = seen ? 0 : fail(&p, "out of memory");
     while (rc == 0 && fgets(line, sizeof line, f)) {
         p.line++;
         if (!strchr(line, '\n') && !feof(f)) {
@@ -906,14 +957,58 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
             break;
         }
         *eq = '\0';
-        rc = apply_key(&p, cfg, trim(s), trim(eq + 1));
+        char *key = trim(s);
+        rc = check_duplicate(&p, seen, key);
+        if (rc == 0)
+            rc = apply_key(&p, cfg, key, trim(eq + 1));
     }
     fclose(f);
+    free(seen);
     if (rc == 0)
         rc = config_validate(&p, cfg);
     if (rc != 0)
         config_free(cfg);   /* a refused config leaves nothing behind (found by fuzz_config) */
     return rc;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+    return config_parse(path, cfg, NULL, err, errlen);
+}
+
+int config_reload(const struct config *running, struct config *out, char *err, size_t errlen)
+{
+    return config_parse(running->path, out, running, err, errlen);
+}
+
+static bool same_str(const char *a, const char *b) { return !strcmp(a ? a : "", b ? b : ""); }
+
+const char *config_restart_key_changed(const struct config *a, const struct config *b)
+{
+    bool listen_same = a->nlisten == b->nlisten;
+    for (int i = 0; listen_same && i < a->nlisten; i++)
+        listen_same = !strcmp(a->listen[i].text, b->listen[i].text) &&
+                      a->listen[i].implicit_tls == b->listen[i].implicit_tls &&
+                      a->listen[i].submission == b->listen[i].submission && a->listen[i].proxy == b->listen[i].proxy;
+    if (!listen_same)
+        return "listen (or smtps_listen, submission_listen, proxy_listen)";
+    const struct { const char *key; bool same; } keys[] = {
+        {"spool_dir", same_str(a->spool_dir, b->spool_dir)},
+        {"user", same_str(a->run_user, b->run_user) && a->allow_user_nobody == b->allow_user_nobody},
+        {"control_socket", same_str(a->control_socket, b->control_socket)},
+        {"http_listen", !strcmp(a->http_listen, b->http_listen)},
+        {"tls_cert", same_str(a->tls_cert, b->tls_cert) && same_str(a->tls_key, b->tls_key)},
+        {"tls_ca_file", same_str(a->tls_ca_file, b->tls_ca_file)},
+        {"dns_server", same_str(a->dns_server, b->dns_server)},
+        {"auth_backend", same_str(a->auth_backend, b->auth_backend) &&
+                         same_str(a->auth_cyrus_config_dir, b->auth_cyrus_config_dir)},
+        {"worker_threads", a->worker_threads == b->worker_threads},
+        {"lua_threads", a->lua_threads == b->lua_threads},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!keys[i].same)
+            return keys[i].key;
+    return NULL;
 }
 
 void config_free(struct config *cfg)
@@ -958,6 +1053,11 @@ void config_free(struct config *cfg)
         free(cfg->sasl[i].password);
     }
     free(cfg->sasl);
+    free(cfg->sasl_maps);
+    free(cfg->transport_table);
+    free(cfg->tls_policy_table);
+    free(cfg->rate_limit_table);
+    free(cfg->login_maps);
     for (size_t i = 0; i < cfg->nlogins; i++) {
         free(cfg->logins[i].address);
         free(cfg->logins[i].logins);
@@ -1023,6 +1123,34 @@ const struct nexthop *config_transport_for(const struct config *cfg, const char 
     return cfg->default_transport.text[0] ? &cfg->default_transport : NULL;
 }
 
+static void print_cidrs(FILE *out, const char *key, const struct cidr *list, size_t n)
+{
+    fprintf(out, "%s =", key);
+    for (size_t i = 0; i < n; i++) {
+        char txt[64];
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof ss);
+        ss.ss_family = (sa_family_t)list[i].family;
+        if (ss.ss_family == AF_INET)
+            memcpy(&((struct sockaddr_in *)&ss)->sin_addr, list[i].addr, 4);
+        else
+            memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr, list[i].addr, 16);
+        sockaddr_ip_text((struct sockaddr *)&ss, txt, sizeof txt);
+        fprintf(out, "%s%s/%d", i ? ", " : " ", txt, list[i].prefix);
+    }
+    fprintf(out, "\n");
+}
+
+static void print_bind_address(FILE *out, const char *key, const struct sockaddr_storage *ss)
+{
+    char txt[64] = "";
+    if (ss->ss_family)
+        sockaddr_ip_text((const struct sockaddr *)ss, txt, sizeof txt);
+    fprintf(out, "%s = %s\n", key, txt);
+}
+
+static const char *or_empty(const char *s) { return s ? s : ""; }
+
 void config_print(const struct config *cfg, FILE *out)
 {
     fprintf(out, "listen =");
@@ -1055,21 +1183,14 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "relay_domains =");
     for (size_t i = 0; i < cfg->nrelay_domains; i++)
         fprintf(out, "%s%s", i ? ", " : " ", cfg->relay_domains[i]);
-    fprintf(out, "\ntrusted_networks =");
-    for (size_t i = 0; i < cfg->ntrusted; i++) {
-        char txt[64];
-        struct sockaddr_storage ss;
-        memset(&ss, 0, sizeof ss);
-        ss.ss_family = (sa_family_t)cfg->trusted[i].family;
-        if (ss.ss_family == AF_INET)
-            memcpy(&((struct sockaddr_in *)&ss)->sin_addr, cfg->trusted[i].addr, 4);
-        else
-            memcpy(&((struct sockaddr_in6 *)&ss)->sin6_addr, cfg->trusted[i].addr, 16);
-        sockaddr_ip_text((struct sockaddr *)&ss, txt, sizeof txt);
-        fprintf(out, "%s%s/%d", i ? ", " : " ", txt, cfg->trusted[i].prefix);
-    }
-    fprintf(out, "\nallow_untrusted_routing = %s\n", cfg->allow_untrusted_routing ? "yes" : "no");
-    fprintf(out, "default_transport = %s\n", cfg->default_transport.text);
+    fprintf(out, "\n");
+    print_cidrs(out, "trusted_networks", cfg->trusted, cfg->ntrusted);
+    print_cidrs(out, "require_tls_networks", cfg->require_tls, cfg->nrequire_tls);
+    print_cidrs(out, "xclient_networks", cfg->xclient, cfg->nxclient);
+    print_cidrs(out, "proxy_networks", cfg->proxy_nets, cfg->nproxy_nets);
+    fprintf(out, "allow_untrusted_routing = %s\n", cfg->allow_untrusted_routing ? "yes" : "no");
+    fprintf(out, "default_transport = %s\ntransport_table = %s\n", cfg->default_transport.text,
+            or_empty(cfg->transport_table));
     for (size_t i = 0; i < cfg->ntransports; i++)
         fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
     fprintf(out, "dns_server = %s\nsmtp_port = %d\n", cfg->dns_server ? cfg->dns_server : "", cfg->smtp_port);
@@ -1082,15 +1203,18 @@ void config_print(const struct config *cfg, FILE *out)
     for (size_t i = 0; i < cfg->nplugin_opts; i++)
         fprintf(out, "%s.%s = %s\n", cfg->plugin_opts[i].plugin, cfg->plugin_opts[i].key, cfg->plugin_opts[i].value);
     fprintf(out, "tls_cert = %s\ntls_key = %s\n", cfg->tls_cert ? cfg->tls_cert : "", cfg->tls_key ? cfg->tls_key : "");
-    fprintf(out, "tls_policy = %s\ntls_ca_file = %s\nmta_sts = %s\n", tls_level_name(cfg->tls_default.level),
-            cfg->tls_ca_file ? cfg->tls_ca_file : "", cfg->mta_sts ? "yes" : "no");
+    fprintf(out, "tls_policy = %s\ntls_policy_table = %s\ntls_ca_file = %s\nmta_sts = %s\n",
+            tls_level_name(cfg->tls_default.level), or_empty(cfg->tls_policy_table), or_empty(cfg->tls_ca_file),
+            cfg->mta_sts ? "yes" : "no");
     for (size_t i = 0; i < cfg->ntls_policies; i++)
         fprintf(out, "# tls policy: %s %s%s%s\n", cfg->tls_policies[i].domain, tls_level_name(cfg->tls_policies[i].level),
                 cfg->tls_policies[i].match ? " match=" : "", cfg->tls_policies[i].match ? cfg->tls_policies[i].match : "");
-    fprintf(out, "control_socket = %s\nuser = %s\n", cfg->control_socket ? cfg->control_socket : "",
-            cfg->run_user ? cfg->run_user : "postern");
+    fprintf(out, "control_socket = %s\nuser = %s\nallow_user_nobody = %s\n", or_empty(cfg->control_socket),
+            cfg->run_user ? cfg->run_user : "postern", cfg->allow_user_nobody ? "yes" : "no");
     fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
             cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);
+    fprintf(out, "max_sessions_per_client = %d\nclient_connect_rate = %d\n", cfg->max_sessions_per_client,
+            cfg->client_connect_rate);
     fprintf(out, "pregreet_wait = %ds\npregreet_banner = %s\n", cfg->pregreet_wait, cfg->pregreet_banner ? "yes" : "no");
     fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nsmtp_min_data_rate = %d\n", cfg->smtp_timeout,
             cfg->data_timeout, cfg->smtp_min_data_rate);
@@ -1099,7 +1223,12 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\nlua_threads = %d\n",
             cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads, cfg->lua_threads);
     fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);
-    fprintf(out, "dest_rate_limit = %d\nsmtp_helo_name = %s\n", cfg->dest_rate_limit, cfg->smtp_helo_name);
+    fprintf(out, "dest_rate_limit = %d\ndest_rate_limit_table = %s\nsmtp_helo_name = %s\n", cfg->dest_rate_limit,
+            or_empty(cfg->rate_limit_table), cfg->smtp_helo_name);
+    print_bind_address(out, "smtp_bind_address", &cfg->smtp_bind_address);
+    print_bind_address(out, "smtp_bind_address6", &cfg->smtp_bind_address6);
+    fprintf(out, "smtp_sasl_password_maps = %s\nsender_login_maps = %s\n", or_empty(cfg->sasl_maps),
+            or_empty(cfg->login_maps));
     for (size_t i = 0; i < cfg->nrate_limits; i++)
         fprintf(out, "# rate limit: %s %d/min\n", cfg->rate_limits[i].domain, cfg->rate_limits[i].per_minute);
     for (size_t i = 0; i < cfg->nsasl; i++)     /* never the password */

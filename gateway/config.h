@@ -131,6 +131,8 @@ struct config {
     char smtp_helo_name[256];      /* outbound EHLO name ("" = hostname) */
     struct sockaddr_storage smtp_bind_address, smtp_bind_address6;   /* outbound source (family 0 = any) */
     struct sasl_entry *sasl;       /* smtp_sasl_password_maps */
+    /* file: tables as written, for check-config */
+    char *sasl_maps, *transport_table, *tls_policy_table, *rate_limit_table, *login_maps;
     /* SMTP AUTH for clients (smtp_auth.c) */
     char *auth_backend;            /* "cyrus", "dovecot:/path/to/auth-client", or NULL (no AUTH) */
     char *auth_cyrus_config_dir;   /* where postern.conf (Cyrus SASL) lives */
@@ -157,6 +159,13 @@ struct config {
 /* Load FILE; on error returns -1 and writes "file:line: message" into err. */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);
+/* Load the running config's file again into out (a reload, as the daemon's
+ * user: a smtp_sasl_password_maps file it may not read keeps the running
+ * table). Same contract as config_load. */
+int config_reload(const struct config *running, struct config *out, char *err, size_t errlen);
+/* The first key that only a restart can change (listeners, spool, user,
+ * TLS keys, resolver, AUTH backend, threads) whose value differs, or NULL. */
+const char *config_restart_key_changed(const struct config *a, const struct config *b);
 /* Print the effective configuration as key = value lines. */
 void config_print(const struct config *cfg, FILE *out);
 

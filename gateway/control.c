@@ -9,6 +9,7 @@
 #include "event.h"
 #include "log.h"
 #include "queue.h"
+#include "runtime.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,19 @@ static void ctl_close(struct ctl_conn *c)
     ev_defer_free(c, ctl_free);
 }
 
+/* `postern reload`: the same as SIGHUP, with the outcome for the caller. */
+static int ctl_reload(struct buf *body)
+{
+    char err[1024];
+    if (runtime_reload(err, sizeof err) < 0) {
+        log_error("reload (postern reload) refused, the running configuration stays: %s", err);
+        buf_printf(body, "reload refused, the running configuration stays: %s\n", err);
+        return -1;
+    }
+    buf_printf(body, "reloaded: configuration generation %u in use\n", runtime_current()->number);
+    return 0;
+}
+
 /* Run one request; the answer goes to out after an OK/ERR line. */
 static void ctl_dispatch(char *line, struct buf *out)
 {
@@ -78,6 +92,8 @@ static void ctl_dispatch(char *line, struct buf *out)
         rc = queue_admin_delete(arg, &body);
     else if (!strcmp(line, "flush"))
         rc = queue_admin_flush(arg, &body);
+    else if (!strcmp(line, "reload") && !*arg)
+        rc = ctl_reload(&body);
     else {
         buf_printf(&body, "unknown request '%s'\n", line);
         rc = -1;

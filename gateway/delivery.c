@@ -7,6 +7,7 @@
  * when there is none, every outcome goes back through the job's callbacks,
  * with one log line per recipient per attempt. */
 #include "delivery.h"
+#include "runtime.h"
 #include "metrics.h"
 #include "event.h"
 #include "log.h"
@@ -55,6 +56,7 @@ struct dconn {
 };
 
 struct dest {
+    struct runtime *rt;              /* held: tls and auth point into its config */
     struct nexthop hop;              /* a copy: MX targets are not in the config */
     const struct tls_policy *tls;
     char name[256];                  /* the server's host name (TLS verify), or "" */
@@ -136,15 +138,16 @@ static void job_finish(struct delivery_job *j)
 
 /* ---- destinations ------------------------------------------------- */
 
-static struct dest *dest_for(const struct nexthop *hop, const struct tls_policy *tls, const char *name,
-                             const struct sasl_entry *auth)
+static struct dest *dest_for(struct runtime *rt, const struct nexthop *hop, const struct tls_policy *tls,
+                             const char *name, const struct sasl_entry *auth)
 {
     for (struct dest *d = dests; d; d = d->next)
-        if (nexthop_same(&d->hop, hop) && d->tls == tls && !strcmp(d->name, name) && d->auth == auth)
+        if (d->rt == rt && nexthop_same(&d->hop, hop) && d->tls == tls && !strcmp(d->name, name) && d->auth == auth)
             return d;
     struct dest *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
+    d->rt = runtime_ref(rt);
     d->hop = *hop;
     d->tls = tls;
     d->auth = auth;
@@ -260,17 +263,18 @@ static void dest_kick(struct dest *d)
  * then the recipient domain (Postfix's smtp_sasl_password_maps order). */
 static const struct sasl_entry *auth_for(const struct delivery_job *j, const char *host)
 {
+    const struct config *jc = &j->rt->cfg;     /* where j->hop came from */
     const char *text = j->hop->text;
-    const struct sasl_entry *a = config_sasl_for(cfg, !strncmp(text, "smtp:", 5) ? text + 5 : text);
+    const struct sasl_entry *a = config_sasl_for(jc, !strncmp(text, "smtp:", 5) ? text + 5 : text);
     if (!a && host[0])
-        a = config_sasl_for(cfg, host);
-    return a ? a : config_sasl_for(cfg, j->domain);
+        a = config_sasl_for(jc, host);
+    return a ? a : config_sasl_for(jc, j->domain);
 }
 
 static void enqueue(struct delivery_job *j, const struct nexthop *hop)
 {
     const char *host = j->cands ? j->cands[j->cur].host : "";
-    struct dest *d = dest_for(hop, j->tls, host, auth_for(j, host));
+    struct dest *d = dest_for(j->rt, hop, j->tls, host, auth_for(j, host));
     if (!d) {
         settle_open(j, "451 4.3.0 out of memory");
         job_finish(j);
@@ -423,10 +427,28 @@ void delivery_submit(struct delivery_job *j)
         route(j);
 }
 
+/* Destinations of an older generation (after a reload) go once their
+ * last connection has closed, and let go of it. */
+static void retire_old_dests(void)
+{
+    const struct runtime *now = runtime_current();
+    for (struct dest **pp = &dests; *pp;) {
+        struct dest *d = *pp;
+        if (d->rt == now || d->conns || d->waiting.head) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        runtime_release(d->rt);
+        free(d);
+    }
+}
+
 void delivery_tick(void)
 {
     release_paced();
     smtp_client_tick();
+    retire_old_dests();
 }
 
 void delivery_close_idle(void)

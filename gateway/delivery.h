@@ -29,6 +29,7 @@ struct delivery_rcpt {
     char in_reply_to[DELIVERY_STAGE_MAX];  /* "RCPT TO", "end of DATA", ... ("" = ours) */
 };
 
+struct runtime;
 struct delivery_job {
     /* what to send */
     char id[QID_LEN];
@@ -43,6 +44,7 @@ struct delivery_job {
     const char *envid;
     int64_t arrival;
     /* where */
+    struct runtime *rt;                 /* the generation hop and tls belong to (held by the owner) */
     const struct nexthop *hop;          /* transport ("mx" or an address) */
     const struct tls_policy *tls;       /* for the recipient domain */
     char domain[256];                   /* recipient domain (MX, rate limits) */

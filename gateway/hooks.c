@@ -20,14 +20,27 @@
 struct link {
     char name[1100];
     struct lua_script *lua;        /* a lua:PATH entry: p is the Lua bridge */
+    struct lua_pending *pending;   /* a built chain's new version of lua, until installed */
     void *dl;
     const struct postern_plugin *p;
     void *state;
 };
 
-static struct link *chain;
-static size_t nchain;
-static bool wanted[POSTERN_STAGE_DELIVER + 1];
+/* One chain as built from one config. Transactions name the chain they run
+ * under (t->chain), so a reload never changes it under a running one. */
+struct hook_chain {
+    struct link *links;
+    size_t n;
+    bool c_wanted[POSTERN_STAGE_DELIVER + 1];   /* some C link has this stage */
+};
+
+static struct hook_chain *current;
+
+/* Every Lua script loaded, by path. Scripts outlive chains (each Lua
+ * thread keeps a state per script); a reload recompiles them in place. */
+#define MAX_LUA_SCRIPTS 32
+static struct lua_script *scripts[MAX_LUA_SCRIPTS];
+static size_t nscripts;
 
 static const char *stage_names[] = {"connect", "helo", "mail", "rcpt", "data", "body", "eom", "queue", "deliver"};
 static const char *verdict_names[] = {"CONTINUE", "ACCEPT", "REJECT", "TEMPFAIL", "DISCARD", "QUARANTINE", "ERROR"};
@@ -60,13 +73,28 @@ static bool has_stage(const struct link *l, enum postern_stage st)
     return l->lua ? lua_script_wants(l->lua, st) : plugin_has_stage(l->p, st);
 }
 
-static void compute_wanted(void)
+static void compute_wanted(struct hook_chain *ch)
 {
-    memset(wanted, 0, sizeof wanted);
-    for (size_t i = 0; i < nchain; i++)
+    memset(ch->c_wanted, 0, sizeof ch->c_wanted);
+    for (size_t i = 0; i < ch->n; i++)
         for (int st = 0; st <= POSTERN_STAGE_DELIVER; st++)
-            wanted[st] |= has_stage(&chain[i], (enum postern_stage)st);
+            ch->c_wanted[st] |= !ch->links[i].lua && has_stage(&ch->links[i], (enum postern_stage)st);
 }
+
+/* Lua links are asked each time: a reload may change what a script handles. */
+static bool chain_wants(const struct hook_chain *ch, enum postern_stage st)
+{
+    if (!ch)
+        return false;
+    if (ch->c_wanted[st])
+        return true;
+    for (size_t i = 0; i < ch->n; i++)
+        if (ch->links[i].lua && lua_script_wants(ch->links[i].lua, st))
+            return true;
+    return false;
+}
+
+static const struct hook_chain *chain_of(const txn_t *t) { return t && t->chain ? t->chain : current; }
 
 static postern_verdict call(const struct link *l, enum postern_stage st, txn_t *t, const char *arg, size_t len)
 {
@@ -97,16 +125,34 @@ static size_t options_for(const struct config *cfg, const char *entry, struct po
     return n;
 }
 
+static struct lua_script *script_named(const char *path)
+{
+    for (size_t i = 0; i < nscripts; i++)
+        if (!strcmp(lua_script_path(scripts[i]), path))
+            return scripts[i];
+    return NULL;
+}
+
+/* A script loaded before is recompiled beside its running version (it
+ * switches when the chain is installed); a new one is loaded. */
 static int load_lua(const struct config *cfg, const char *entry, struct link *l, char *err, size_t errlen)
 {
     struct postern_option opts[64];
     size_t n = options_for(cfg, entry, opts, 64);
     snprintf(l->name, sizeof l->name, "%s", entry);
-    char e[900];
-    if (lua_script_load(cfg, entry + 4, opts, n, &l->lua, e, sizeof e) < 0) {
-        snprintf(err, errlen, "%s: %s", entry, e);
+    char e[900] = "";
+    if ((l->lua = script_named(entry + 4))) {
+        if (!(l->pending = lua_script_prepare(l->lua, cfg, opts, n, e, sizeof e))) {
+            snprintf(err, errlen, "%s: %s", entry, e[0] ? e : "out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    if (nscripts == MAX_LUA_SCRIPTS || lua_script_load(cfg, entry + 4, opts, n, &l->lua, e, sizeof e) < 0) {
+        snprintf(err, errlen, "%s: %s", entry, e[0] ? e : "too many Lua scripts");
         return -1;
     }
+    scripts[nscripts++] = l->lua;
     return 0;
 }
 
@@ -153,70 +199,75 @@ static int load_one(const struct config *cfg, const char *name, struct link *l, 
     return 0;
 }
 
+void hooks_chain_free(struct hook_chain *ch)
+{
+    if (!ch)
+        return;
+    for (size_t i = 0; i < ch->n; i++) {
+        struct link *l = &ch->links[i];
+        lua_pending_free(l->pending);
+        if (l->p && l->p->fini && l->state)
+            l->p->fini(l->state);
+        if (l->dl)
+            dlclose(l->dl);
+    }
+    free(ch->links);
+    free(ch);
+}
+
+struct hook_chain *hooks_build(const struct config *cfg, char *err, size_t errlen)
+{
+    struct hook_chain *ch = calloc(1, sizeof *ch);
+    if (!ch || !(ch->links = calloc(cfg->nplugins ? cfg->nplugins : 1, sizeof *ch->links))) {
+        snprintf(err, errlen, "out of memory");
+        free(ch);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->nplugins; i++) {
+        ch->n = i + 1;
+        if (load_one(cfg, cfg->plugins[i], &ch->links[i], err, errlen) < 0) {
+            hooks_chain_free(ch);
+            return NULL;
+        }
+        log_info("plugin %s loaded", ch->links[i].name);
+    }
+    compute_wanted(ch);
+    return ch;
+}
+
+void hooks_install(struct hook_chain *ch)
+{
+    for (size_t i = 0; i < ch->n; i++)
+        if (ch->links[i].pending) {
+            lua_script_commit(ch->links[i].lua, ch->links[i].pending);
+            ch->links[i].pending = NULL;
+        }
+    current = ch;
+    log_debug("plugin chain: %zu link(s) installed", ch->n);
+}
+
+struct hook_chain *hooks_current(void) { return current; }
+
 int hooks_load(const struct config *cfg, char *err, size_t errlen)
 {
     plugin_host_configure(cfg);
-    chain = calloc(cfg->nplugins ? cfg->nplugins : 1, sizeof *chain);
-    if (!chain)
+    struct hook_chain *ch = hooks_build(cfg, err, errlen);
+    if (!ch)
         return -1;
-    for (size_t i = 0; i < cfg->nplugins; i++) {
-        if (load_one(cfg, cfg->plugins[i], &chain[i], err, errlen) < 0) {
-            nchain = i + 1;
-            hooks_unload();
-            return -1;
-        }
-        nchain = i + 1;
-        log_info("plugin %s loaded", chain[i].name);
-    }
-    compute_wanted();
+    hooks_install(ch);
     return 0;
-}
-
-int hooks_reload(char *err, size_t errlen)
-{
-    struct lua_pending *pending[64] = {0};
-    size_t n = 0;
-    int rc = 0;
-    for (size_t i = 0; i < nchain && i < 64; i++) {
-        if (!chain[i].lua)
-            continue;
-        char e[900];
-        if (!(pending[i] = lua_script_prepare(chain[i].lua, e, sizeof e))) {
-            snprintf(err, errlen, "%s: %s", chain[i].name, e);
-            rc = -1;
-            break;
-        }
-        n++;
-    }
-    for (size_t i = 0; i < nchain && i < 64; i++) {
-        if (rc == 0 && pending[i])
-            lua_script_commit(chain[i].lua, pending[i]);
-        else
-            lua_pending_free(pending[i]);
-    }
-    if (rc == 0) {
-        compute_wanted();
-        log_info("reloaded %zu Lua script(s)", n);
-    }
-    return rc;
 }
 
 void hooks_unload(void)
 {
-    for (size_t i = 0; i < nchain; i++) {
-        lua_script_free(chain[i].lua);
-        if (chain[i].p && chain[i].p->fini && chain[i].state)
-            chain[i].p->fini(chain[i].state);
-        if (chain[i].dl)
-            dlclose(chain[i].dl);
-    }
-    free(chain);
-    chain = NULL;
-    nchain = 0;
-    memset(wanted, 0, sizeof wanted);
+    hooks_chain_free(current);
+    current = NULL;
+    for (size_t i = 0; i < nscripts; i++)
+        lua_script_free(scripts[i]);
+    nscripts = 0;
 }
 
-bool hooks_wanted(enum postern_stage st) { return wanted[st]; }
+bool hooks_wanted(const txn_t *t, enum postern_stage st) { return chain_wants(chain_of(t), st); }
 
 /* A default reply for verdicts that came without one. */
 static void default_reply(txn_t *t, postern_verdict v, const char *plugin)
@@ -254,11 +305,12 @@ static bool decided(const struct link *l, enum postern_stage st, txn_t *t, poste
 /* One stage's run through the chain for one transaction. */
 struct chain_run {
     struct work work;           /* for trips to a worker */
+    const struct hook_chain *ch;
     enum postern_stage st;
     txn_t *t;
     const char *arg;
     size_t len;
-    size_t next;                /* next link; > nchain once decided */
+    size_t next;                /* next link; > ch->n once decided */
     postern_verdict v;          /* from the worker trip */
     hooks_done_fn done;
     void *ctx;
@@ -279,13 +331,14 @@ static void c_links_run(struct work *w)
 {
     struct chain_run *r = (struct chain_run *)w;
     r->v = POSTERN_CONTINUE;
-    for (; r->next < nchain && !chain[r->next].lua; r->next++) {
-        if (!has_stage(&chain[r->next], r->st))
+    const struct link *links = r->ch->links;
+    for (; r->next < r->ch->n && !links[r->next].lua; r->next++) {
+        if (!has_stage(&links[r->next], r->st))
             continue;
-        postern_verdict v = call(&chain[r->next], r->st, r->t, r->arg, r->len);
-        if (decided(&chain[r->next], r->st, r->t, &v)) {
+        postern_verdict v = call(&links[r->next], r->st, r->t, r->arg, r->len);
+        if (decided(&links[r->next], r->st, r->t, &v)) {
             r->v = v;
-            r->next = nchain + 1;
+            r->next = r->ch->n + 1;
             return;
         }
     }
@@ -294,7 +347,7 @@ static void c_links_run(struct work *w)
 static void c_links_done(struct work *w)
 {
     struct chain_run *r = (struct chain_run *)w;
-    if (r->next > nchain)
+    if (r->next > r->ch->n)
         chain_finish(r, r->v);
     else
         chain_step(r);
@@ -306,7 +359,7 @@ static void lua_link_done(void *arg, postern_verdict v, const char *reply)
     struct chain_run *r = arg;
     if (reply[0])
         plugin_host()->set_reply(r->t, reply);
-    if (decided(&chain[r->next], r->st, r->t, &v)) {
+    if (decided(&r->ch->links[r->next], r->st, r->t, &v)) {
         chain_finish(r, v);
         return;
     }
@@ -316,8 +369,8 @@ static void lua_link_done(void *arg, postern_verdict v, const char *reply)
 
 static void chain_step(struct chain_run *r)
 {
-    while (r->next < nchain) {
-        struct link *l = &chain[r->next];
+    while (r->next < r->ch->n) {
+        const struct link *l = &r->ch->links[r->next];
         if (!has_stage(l, r->st)) {
             r->next++;
             continue;
@@ -338,14 +391,16 @@ void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t le
 {
     t->stage = st;
     t->reply[0] = '\0';
-    struct chain_run *r = wanted[st] ? calloc(1, sizeof *r) : NULL;
+    const struct hook_chain *ch = chain_of(t);
+    bool wanted = chain_wants(ch, st);
+    struct chain_run *r = wanted ? calloc(1, sizeof *r) : NULL;
     if (!r) {
-        if (wanted[st])
+        if (wanted)
             snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: out of memory");
-        done(ctx, wanted[st] ? POSTERN_TEMPFAIL : POSTERN_CONTINUE);
+        done(ctx, wanted ? POSTERN_TEMPFAIL : POSTERN_CONTINUE);
         return;
     }
-    *r = (struct chain_run){.st = st, .t = t, .arg = arg, .len = len, .done = done, .ctx = ctx};
+    *r = (struct chain_run){.ch = ch, .st = st, .t = t, .arg = arg, .len = len, .done = done, .ctx = ctx};
     chain_step(r);
 }
 
@@ -389,8 +444,9 @@ postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg,
 {
     t->stage = st;
     t->reply[0] = '\0';
-    for (size_t i = 0; wanted[st] && i < nchain; i++) {
-        struct link *l = &chain[i];
+    const struct hook_chain *ch = chain_of(t);
+    for (size_t i = 0; ch && i < ch->n; i++) {
+        const struct link *l = &ch->links[i];
         if (!has_stage(l, st))
             continue;
         postern_verdict v = l->lua ? run_lua_sync(l, st, t, arg, len) : call(l, st, t, arg, len);

@@ -5,14 +5,23 @@
 #include "config.h"
 #include "txn.h"
 
+/* A chain is built from a config (C plugins loaded and initialised, Lua
+ * scripts compiled) without touching the running one; installing it makes
+ * it the chain of new transactions and switches the Lua scripts it
+ * recompiled. The caller owns every chain and frees it when no
+ * transaction runs under it any more. */
+struct hook_chain;
+struct hook_chain *hooks_build(const struct config *cfg, char *err, size_t errlen);
+void hooks_install(struct hook_chain *ch);
+void hooks_chain_free(struct hook_chain *ch);
+struct hook_chain *hooks_current(void);
+/* Build and install in one step (start-up, postern-milter, posternd -t);
+ * hooks_unload frees the current chain and every Lua script (at exit). */
 int hooks_load(const struct config *cfg, char *err, size_t errlen);
 void hooks_unload(void);
-/* SIGHUP: recompile every Lua script; all switch, or none (the running set
- * stays and err says why). C plugins are not reloaded. */
-int hooks_reload(char *err, size_t errlen);
-/* Does any plugin in the chain have a callback for this stage? */
-bool hooks_wanted(enum postern_stage st);
-/* Run the chain for a stage, then done(ctx, verdict) on the loop thread
+/* Does t's chain (t->chain, else the current one) have a link for this stage? */
+bool hooks_wanted(const txn_t *t, enum postern_stage st);
+/* Run t's chain for a stage, then done(ctx, verdict) on the loop thread
  * (at once when nobody wants the stage, or when only Lua handlers run and
  * finish within their first slice). arg: HELO name, sender, recipient, or
  * body chunk (with len); it must stay valid until done() runs. On a

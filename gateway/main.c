@@ -16,6 +16,7 @@
 #include "log.h"
 #include "privs.h"
 #include "queue.h"
+#include "runtime.h"
 #include "smtp_server.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -33,7 +34,6 @@
 
 #define SHUTDOWN_GRACE_MS 15000
 
-static struct config cfg;
 static struct ev_watch signal_watch;
 static uint64_t shutdown_started_ms;
 
@@ -83,10 +83,22 @@ static void on_signal(void *ctx, uint32_t events)
             }
         } else if (si.ssi_signo == SIGHUP) {
             char err[1024];
-            if (hooks_reload(err, sizeof err) < 0)
-                log_error("SIGHUP: reload failed, the running scripts stay: %s", err);
+            if (runtime_reload(err, sizeof err) < 0)
+                log_error("SIGHUP: reload refused, the running configuration stays: %s", err);
         }
     }
+}
+
+/* A new generation took over: modules that read the config re-point. */
+static void reconfigure(const struct config *c)
+{
+    log_set_level((enum log_level)c->log_level);
+    plugin_host_configure(c);
+    smtp_server_configure(c);
+    mx_init(c);
+    mta_sts_init(c);
+    queue_init(c);
+    delivery_init(c);
 }
 
 static int setup_signals(void)
@@ -105,6 +117,23 @@ static int setup_signals(void)
     return ev_add(&signal_watch, fd, EPOLLIN, on_signal, NULL);
 }
 
+/* posternd -t: everything start-up checks, as the daemon's user, creating
+ * nothing (plugins see host->checking). */
+static int check_config(const char *path, struct config *cfg)
+{
+    char err[1024];
+    if (privs_become(cfg->run_user, cfg->allow_user_nobody) < 0)
+        return 1;
+    plugin_host_set_checking(true);
+    if (smtp_auth_init(cfg, err, sizeof err) < 0 || hooks_load(cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "posternd: %s\n", err);
+        return 1;
+    }
+    hooks_unload();
+    printf("posternd: %s: configuration ok\n", path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -120,23 +149,19 @@ int main(int argc, char **argv)
     if (!path || optind != argc)
         usage();
     char err[1024];
-    if (config_load(path, &cfg, err, sizeof err) < 0) {
+    struct config loaded;
+    if (config_load(path, &loaded, err, sizeof err) < 0) {
         fprintf(stderr, "posternd: %s\n", err);
         return 1;
     }
     if (check_only) {
-        if (privs_become(cfg.run_user, cfg.allow_user_nobody) < 0)
-            return 1;
-        plugin_host_set_checking(true);
-        if (smtp_auth_init(&cfg, err, sizeof err) < 0 || hooks_load(&cfg, err, sizeof err) < 0) {
-            fprintf(stderr, "posternd: %s\n", err);
-            return 1;
-        }
-        hooks_unload();
-        printf("posternd: %s: configuration ok\n", path);
-        return 0;
+        int rc = check_config(path, &loaded);
+        config_free(&loaded);
+        return rc;
     }
-    log_set_level((enum log_level)cfg.log_level);
+    runtime_init(&loaded);
+    const struct config *cfg = &runtime_current()->cfg;
+    log_set_level((enum log_level)cfg->log_level);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     raise_fd_limit();
     /* blocked before any thread starts, so workers inherit the mask */
@@ -144,31 +169,32 @@ int main(int argc, char **argv)
         log_error("event loop: %s", strerror(errno));
         return 1;
     }
-    if (spool_init(cfg.spool_dir, true) < 0 || smtp_server_bind(&cfg) < 0 || http_bind(&cfg) < 0)
+    if (spool_init(cfg->spool_dir, true) < 0 || smtp_server_bind(cfg) < 0 || http_bind(cfg) < 0)
         return 1;
-    if (tls_server_init(cfg.tls_cert, cfg.tls_key, err, sizeof err) < 0 ||   /* as root: keys may be 0600 */
-        tls_client_init(cfg.tls_ca_file, err, sizeof err) < 0) {
+    if (tls_server_init(cfg->tls_cert, cfg->tls_key, err, sizeof err) < 0 ||   /* as root: keys may be 0600 */
+        tls_client_init(cfg->tls_ca_file, err, sizeof err) < 0) {
         log_error("TLS: %s", err);
         return 1;
     }
-    if (control_start(cfg.control_socket) < 0)
+    if (control_start(cfg->control_socket) < 0)
         return 1;
-    if (privs_drop(cfg.run_user, cfg.allow_user_nobody, cfg.spool_dir, cfg.control_socket) < 0)
+    if (privs_drop(cfg->run_user, cfg->allow_user_nobody, cfg->spool_dir, cfg->control_socket) < 0)
         return 1;
-    if (smtp_auth_init(&cfg, err, sizeof err) < 0 || hooks_load(&cfg, err, sizeof err) < 0) {
+    if (smtp_auth_init(cfg, err, sizeof err) < 0 || runtime_load_chain(err, sizeof err) < 0) {
         log_error("%s", err);   /* AUTH's backend as the daemon's user: it must read its sasldb */
         return 1;
     }
-    if (workers_start(cfg.worker_threads) < 0 || lua_threads_start(cfg.lua_threads, true) < 0) {
+    if (workers_start(cfg->worker_threads) < 0 || lua_threads_start(cfg->lua_threads, true) < 0) {
         log_error("cannot start worker threads");
         return 1;
     }
-    if (dns_init(cfg.dns_server) < 0)
+    if (dns_init(cfg->dns_server) < 0)
         return 1;
-    mx_init(&cfg);
-    mta_sts_init(&cfg);
-    queue_init(&cfg);
-    delivery_init(&cfg);
+    mx_init(cfg);
+    mta_sts_init(cfg);
+    queue_init(cfg);
+    delivery_init(cfg);
+    runtime_on_switch(reconfigure);
     queue_load_spool();
     if (smtp_server_start() < 0 || http_start() < 0) {
         log_error("cannot start listeners: %s", strerror(errno));
@@ -180,7 +206,7 @@ int main(int argc, char **argv)
     ev_on_tick(queue_run_due);
     ev_on_tick(shutdown_tick);
     ev_on_tick(metrics_tick);
-    log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg.hostname, cfg.spool_dir, queue_size());
+    log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg->hostname, cfg->spool_dir, queue_size());
     ev_run();
     control_stop();
     http_stop();
@@ -189,8 +215,9 @@ int main(int argc, char **argv)
     bool lua_clean = lua_threads_stop();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());
     if (lua_clean) {        /* else a stuck Lua thread may still read them */
-        hooks_unload();
-        config_free(&cfg);
+        hooks_unload();     /* the chain is the current generation's: it goes with it */
+        runtime_current()->chain = NULL;
+        runtime_shutdown();
     }
     return 0;
 }

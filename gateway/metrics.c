@@ -47,6 +47,8 @@ static struct metric metrics[M_COUNT] = {
     [M_FSYNC_SECONDS] = {"postern_spool_fsync_seconds", "Duration of one spool fsync", HISTOGRAM},
     [M_DNS_QUERIES] = {"postern_dns_queries_total", "DNS lookups through posternd's resolver, by result", COUNTER, true},
     [M_TLS_HANDSHAKES] = {"postern_tls_handshakes_total", "TLS handshakes, by direction and result", COUNTER, true},
+    [M_RELOADS] = {"postern_config_reloads_total", "Configuration reloads, by result", COUNTER, true},
+    [M_CONFIG_GENERATION] = {"postern_config_generation", "The configuration generation in use (1 at start)", GAUGE},
 };
 
 static pthread_mutex_t add_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -21,6 +21,8 @@ enum metric_id {
     M_FSYNC_SECONDS,           /* histogram: one spool fsync */
     M_DNS_QUERIES,             /* counter {result: cache_hit | answered | failed} */
     M_TLS_HANDSHAKES,          /* counter {direction, result} */
+    M_RELOADS,                 /* counter {result: ok | refused} */
+    M_CONFIG_GENERATION,       /* gauge: 1 at start, +1 per reload */
     M_COUNT
 };
 

@@ -3,8 +3,6 @@
  * daemon is not running, list and show fall back to reading the spool. */
 #include "archive_verify.h"
 #include "buf.h"
-#include "../lua/postern_lua.h"
-#include "privs.h"
 #include "config.h"
 #include "log.h"
 #include "spool.h"
@@ -16,11 +14,13 @@
 #include <errno.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void usage(void)
 {
     fprintf(stderr, "usage: postern -c FILE check-config\n"
+                    "       postern -c FILE reload\n"
                     "       postern -c FILE queue list|show ID|flush [ID|domain]|hold ID|release ID|delete ID\n"
                     "       postern -c FILE archive verify\n");
     exit(2);
@@ -151,6 +151,44 @@ static int queue_command(const struct config *cfg, int argc, char **argv)
     return 1;
 }
 
+/* check-config checks by running `posternd -t` (the posternd beside this
+ * program, else PATH's), so the two can never disagree: plugin options,
+ * unknown plugins, regexes, rules files and Lua scripts are all checked
+ * the one way start-up checks them. */
+static int run_posternd_check(const char *conf)
+{
+    char self[4096], prog[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    const char *dir = NULL;
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            dir = self;
+        }
+    }
+    snprintf(prog, sizeof prog, "%s/posternd", dir ? dir : ".");
+    if (!dir || access(prog, X_OK) < 0)
+        snprintf(prog, sizeof prog, "posternd");
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "postern: fork: %s\n", strerror(errno));
+        return 1;
+    }
+    if (pid == 0) {
+        dup2(STDERR_FILENO, STDOUT_FILENO);    /* its verdict goes with the errors */
+        execlp(prog, "posternd", "-c", conf, "-t", (char *)NULL);
+        fprintf(stderr, "postern: cannot run %s: %s\n", prog, strerror(errno));
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -165,33 +203,24 @@ int main(int argc, char **argv)
         usage();
     struct config cfg;
     char err[1024];
+    const char *cmd = argv[optind];
     if (config_load(path, &cfg, err, sizeof err) < 0) {
-        fprintf(stderr, "postern: %s\n", err);
+        fprintf(stderr, "postern: %s%s\n", err, !strcmp(cmd, "reload") ? " (not reloaded)" : "");
         return 1;
     }
-    const char *cmd = argv[optind];
     int rc;
     if (!strcmp(cmd, "check-config")) {
         config_print(&cfg, stdout);
-        rc = 0;
-        /* Lua top levels run here: as the daemon's user, never as root */
-        if (privs_become(cfg.run_user, cfg.allow_user_nobody) < 0)
-            return 1;
-        /* compile every Lua policy, as posternd will */
-        for (size_t i = 0; i < cfg.nplugins; i++) {
-            if (strncmp(cfg.plugins[i], "lua:", 4))
-                continue;
-            struct lua_script *s;
-            char e[1024];
-            if (lua_script_load(&cfg, cfg.plugins[i] + 4, NULL, 0, &s, e, sizeof e) < 0) {
-                fprintf(stderr, "postern: %s: %s\n", cfg.plugins[i], e);
-                rc = 1;
-            } else {
-                printf("# %s compiles\n", cfg.plugins[i]);
-                lua_script_free(s);
-            }
-        }
-    } else if (!strcmp(cmd, "archive")) {
+        fflush(stdout);
+        rc = run_posternd_check(path);
+    } else if (!strcmp(cmd, "reload")) {
+        if (optind + 1 != argc)
+            usage();
+        rc = ask_daemon(cfg.control_socket, "reload");
+        if (rc < 0) {
+            fprintf(stderr, "postern: cannot reach posternd at %s: %s\n", cfg.control_socket, strerror(errno));
+            rc = 1;
+        }    } else if (!strcmp(cmd, "archive")) {
         const char *dir = NULL, *witness_log = NULL, *witness_key = NULL;
         for (size_t i = 0; i < cfg.nplugin_opts; i++) {
             const struct plugin_option *o = &cfg.plugin_opts[i];

@@ -6,6 +6,7 @@
 #include "bounce.h"
 #include "delivery.h"
 #include "hooks.h"
+#include "runtime.h"
 #include "txn.h"
 #include "log.h"
 #include "retry.h"
@@ -299,7 +300,7 @@ static void load_one(const char *id, void *ctx)
         return;
     apply_state(m);
     (*count)++;
-    if (!m->queued && hooks_wanted(POSTERN_STAGE_QUEUE)) {
+    if (!m->queued && hooks_wanted(NULL, POSTERN_STAGE_QUEUE)) {
         queue_stage(m);    /* it never finished before the restart: run it again */
         return;
     }
@@ -344,6 +345,7 @@ static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const str
     dj->ret = m->ret;
     dj->envid = m->envid;
     dj->arrival = m->arrival;
+    dj->rt = runtime_hold();     /* hop and tls point into its config */
     dj->hop = hop;
     dj->tls = tls;
     snprintf(dj->domain, sizeof dj->domain, "%s", domain);
@@ -591,6 +593,7 @@ static void job_done(struct delivery_job *dj)
             break;
         }
     free(dj->rcpts);
+    runtime_release(dj->rt);
     free(j);
     if (--m->jobs_outstanding == 0)
         message_finished(m);
@@ -600,6 +603,7 @@ static void job_done(struct delivery_job *dj)
 
 struct stage_ctx {
     struct qmsg *m;
+    struct runtime *rt;        /* the generation whose chain runs the stage */
     txn_t t;
 };
 
@@ -611,6 +615,8 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
         return NULL;
     txn_t *t = &c->t;
     c->m = m;
+    c->rt = runtime_hold();
+    t->chain = c->rt->chain;
     t->data_fd = -1;
     snprintf(t->client_ip, sizeof t->client_ip, "%s", m->client_ip);
     snprintf(t->helo, sizeof t->helo, "%s", m->helo);
@@ -698,6 +704,7 @@ static void queue_stage_done(void *ctx, postern_verdict v)
     m->queued = v != POSTERN_TEMPFAIL;
     bool go = apply_verdict(m, &c->t, POSTERN_STAGE_QUEUE, v);
     txn_free(&c->t);
+    runtime_release(c->rt);
     free(c);
     if (m->deleted || !go) {
         message_finished(m);
@@ -719,7 +726,7 @@ static void queue_stage_done(void *ctx, postern_verdict v)
  * stage, then scheduling. */
 static void queue_stage(struct qmsg *m)
 {
-    struct stage_ctx *c = hooks_wanted(POSTERN_STAGE_QUEUE) ? stage_ctx_new(m, false) : NULL;
+    struct stage_ctx *c = hooks_wanted(NULL, POSTERN_STAGE_QUEUE) ? stage_ctx_new(m, false) : NULL;
     if (!c) {
         m->queued = true;
         if (m->held) {
@@ -741,6 +748,7 @@ static void deliver_stage_done(void *ctx, postern_verdict v)
     take_routes(m, &c->t);
     bool go = apply_verdict(m, &c->t, POSTERN_STAGE_DELIVER, v);
     txn_free(&c->t);
+    runtime_release(c->rt);
     free(c);
     if (m->deleted || !go) {
         message_finished(m);
@@ -751,11 +759,11 @@ static void deliver_stage_done(void *ctx, postern_verdict v)
 
 static void dispatch(struct qmsg *m)
 {
-    if (!m->queued && hooks_wanted(POSTERN_STAGE_QUEUE)) {
+    if (!m->queued && hooks_wanted(NULL, POSTERN_STAGE_QUEUE)) {
         queue_stage(m);
         return;
     }
-    struct stage_ctx *c = hooks_wanted(POSTERN_STAGE_DELIVER) ? stage_ctx_new(m, true) : NULL;
+    struct stage_ctx *c = hooks_wanted(NULL, POSTERN_STAGE_DELIVER) ? stage_ctx_new(m, true) : NULL;
     if (!c) {
         do_dispatch(m);
         return;

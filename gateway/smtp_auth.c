@@ -62,7 +62,7 @@ int smtp_auth_init(const struct config *cfg, char *err, size_t errlen)
 
 bool smtp_auth_offered(const struct session *s)
 {
-    return backend && (s->ssl || smtp_cfg->auth_allow_plaintext) && !s->authenticated;
+    return backend && (s->ssl || s->cfg->auth_allow_plaintext) && !s->authenticated;
 }
 
 const char *smtp_auth_mechanisms(void) { return backend ? backend->mechanisms() : ""; }
@@ -104,16 +104,16 @@ static void auth_failed(struct session *s, struct auth_job *j)
     struct addr_window *f = failures_of(s->tx.client_ip);
     f->count++;
     log_info("S%lu: [%s] AUTH %s failed: %s (%d of %d in %ds)", s->sid, s->tx.client_ip, j->x.mech,
-             j->x.why[0] ? j->x.why : "authentication failed", f->count, smtp_cfg->auth_failure_limit,
-             smtp_cfg->auth_failure_window);
+             j->x.why[0] ? j->x.why : "authentication failed", f->count, s->cfg->auth_failure_limit,
+             s->cfg->auth_failure_window);
     exchange_over(s, j);
-    if (f->count >= smtp_cfg->auth_failure_limit) {
+    if (f->count >= s->cfg->auth_failure_limit) {
         session_reply(s, "421 4.7.0 Error: too many failed authentications, try again later");
         session_close_after_reply(s);
         return;
     }
     /* a guesser waits for each answer (Postfix's smtpd_error_sleep_time) */
-    session_reply_later(s, "535 5.7.8 Error: authentication failed", smtp_cfg->auth_failure_delay);
+    session_reply_later(s, "535 5.7.8 Error: authentication failed", s->cfg->auth_failure_delay);
 }
 
 static void step_done(struct work *w)
@@ -200,7 +200,7 @@ void smtp_cmd_auth(struct session *s, const char *args)
         session_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
         return;
     }
-    if (!s->ssl && !smtp_cfg->auth_allow_plaintext) {
+    if (!s->ssl && !s->cfg->auth_allow_plaintext) {
         session_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
         return;
     }
@@ -278,11 +278,11 @@ bool smtp_auth_may_relay(const struct session *s) { return s->authenticated; }
 /* MAIL FROM on this session: NULL, or the refusal. */
 const char *smtp_auth_mail_refusal(struct session *s, const char *sender, char *buf, size_t size)
 {
-    bool trusted = config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer);
+    bool trusted = config_is_trusted(s->cfg, (struct sockaddr *)&s->peer);
     if (s->submission && !s->authenticated && !trusted)
         return "530 5.7.0 Authentication required";
-    if (s->authenticated && smtp_cfg->nlogins && sender[0] &&
-        !config_login_may_send_as(smtp_cfg, s->tx.auth_user, sender)) {
+    if (s->authenticated && s->cfg->nlogins && sender[0] &&
+        !config_login_may_send_as(s->cfg, s->tx.auth_user, sender)) {
         log_info("S%lu: [%s] reject: MAIL FROM <%s> not owned by user %s", s->sid, s->tx.client_ip, sender,
                  s->tx.auth_user);
         snprintf(buf, size, "553 5.7.1 <%s>: Sender address rejected: not owned by user %s", sender,

@@ -38,7 +38,7 @@ void smtp_cmd_bdat(struct session *s, const char *args)
         return;
     }
     const char *refusal = message_precondition(s);
-    if (!refusal && size > smtp_cfg->message_size_limit)
+    if (!refusal && size > s->cfg->message_size_limit)
         refusal = "552 5.3.4 Message size exceeds fixed maximum message size";
     if (refusal) {
         session_reply(s, refusal);
@@ -95,7 +95,7 @@ static bool next_chunk_command(struct session *s)
         session_reply(s, "501 5.5.4 Syntax: BDAT size [LAST]");
         return false;
     }
-    if (size > smtp_cfg->message_size_limit - s->data_bytes) {
+    if (size > s->cfg->message_size_limit - s->data_bytes) {
         abandon_chunked_message(s, "message size limit");
         session_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
         s->skip_bytes = size;

@@ -21,17 +21,17 @@ void session_greet(struct session *s)
 
 static bool pregreet_applies(const struct session *s)
 {
-    return smtp_cfg->pregreet_wait > 0 && !s->implicit_tls && !s->xclient_allowed &&
-           !config_is_trusted(smtp_cfg, (const struct sockaddr *)&s->peer);
+    return s->cfg->pregreet_wait > 0 && !s->implicit_tls && !s->xclient_allowed &&
+           !config_is_trusted(s->cfg, (const struct sockaddr *)&s->peer);
 }
 
 static void greet_wait_start(struct session *s)
 {
-    if (smtp_cfg->pregreet_banner)
-        session_replyf(s, "220-%s ESMTP Postern", smtp_cfg->hostname);
+    if (s->cfg->pregreet_banner)
+        session_replyf(s, "220-%s ESMTP Postern", s->cfg->hostname);
     s->phase = PH_GREET;
-    s->wait_until_ms = ev_now_ms() + (uint64_t)smtp_cfg->pregreet_wait * 1000;
-    s->deadline_ms = s->wait_until_ms + (uint64_t)smtp_cfg->smtp_timeout * 1000;
+    s->wait_until_ms = ev_now_ms() + (uint64_t)s->cfg->pregreet_wait * 1000;
+    s->deadline_ms = s->wait_until_ms + (uint64_t)s->cfg->smtp_timeout * 1000;
 }
 
 static void connect_then(struct session *s, postern_verdict v)
@@ -49,7 +49,7 @@ static void connect_then(struct session *s, postern_verdict v)
         greet_wait_start(s);
         return;
     }
-    session_replyf(s, "220 %s ESMTP Postern", smtp_cfg->hostname);
+    session_replyf(s, "220 %s ESMTP Postern", s->cfg->hostname);
 }
 
 /* Input during the wait. */
@@ -70,6 +70,6 @@ void smtp_greet_wait_end(struct session *s)
 {
     s->phase = PH_COMMAND;
     session_set_timeout(s);
-    session_replyf(s, "220 %s ESMTP Postern", smtp_cfg->hostname);
+    session_replyf(s, "220 %s ESMTP Postern", s->cfg->hostname);
     session_flush(s);
 }

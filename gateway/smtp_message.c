@@ -45,7 +45,7 @@ static void add_received(struct session *s)
     int n = snprintf(value, sizeof value, " from %s (%s[%s])", s->tx.helo, s->client_name, s->tx.client_ip);
     if (s->ssl)
         n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\t(using %s)", s->tls_info);
-    n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tby %s (Postern) with %s id %s", smtp_cfg->hostname,
+    n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tby %s (Postern) with %s id %s", s->cfg->hostname,
                   received_proto(s), s->tx.qid);
     if (s->tx.nrcpts == 1)
         n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0].addr);
@@ -175,7 +175,7 @@ void smtp_cmd_data(struct session *s, const char *args)
 /* Once a message is refused, its remaining bytes are read and dropped. */
 bool message_refused(const struct session *s)
 {
-    return s->refusal[0] || s->dr.errors || s->data_bytes > smtp_cfg->message_size_limit;
+    return s->refusal[0] || s->dr.errors || s->data_bytes > s->cfg->message_size_limit;
 }
 
 /* The reply that refuses this DATA, most important reason first. */
@@ -185,7 +185,7 @@ static const char *data_refusal(struct session *s)
         return "550 5.5.2 Error: bare <LF> or <CR> line ending in message data (SMTP smuggling protection)";
     if (s->dr.errors & DR_ERR_LONG_LINE)
         return "550 5.5.2 Error: message line longer than 1000 octets";
-    if (s->data_bytes > smtp_cfg->message_size_limit)
+    if (s->data_bytes > s->cfg->message_size_limit)
         return "552 5.3.4 Message size exceeds fixed maximum message size";
     if (s->refusal[0])
         return s->refusal;
@@ -253,7 +253,7 @@ static void check_binary_headers(struct session *s, const char *h, size_t n)
  * listener) gets the Date and Message-ID it lacks, as Postfix does. */
 static void submission_headers(struct session *s)
 {
-    if (!smtp_cfg->submission_add_headers || (!s->authenticated && !s->submission))
+    if (!s->cfg->submission_add_headers || (!s->authenticated && !s->submission))
         return;
     time_t now = time(NULL);
     struct tm tm;
@@ -267,7 +267,7 @@ static void submission_headers(struct session *s)
         gmtime_r(&now, &tm);
         char stamp[32];
         strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
-        snprintf(v, sizeof v, " <%s.%s@%s>", stamp, s->tx.qid, smtp_cfg->hostname);
+        snprintf(v, sizeof v, " <%s.%s@%s>", stamp, s->tx.qid, s->cfg->hostname);
         headers_append(&s->tx.hdrs, "Message-ID", v);
     }
 }
@@ -360,7 +360,7 @@ void message_progress(struct session *s)
             headers_complete(s, s->hdr_buf.len, false);      /* all headers, no body */
         return;
     }
-    if (s->chunk.len && (s->data_done || s->chunk.len >= 16384 || !hooks_wanted(POSTERN_STAGE_BODY))) {
+    if (s->chunk.len && (s->data_done || s->chunk.len >= 16384 || !hooks_wanted(&s->tx, POSTERN_STAGE_BODY))) {
         session_run_stage(s, POSTERN_STAGE_BODY, buf_head(&s->chunk), s->chunk.len, body_then);
         return;
     }

@@ -142,7 +142,7 @@ void proxy_header_process(struct session *s)
             return;
         }
         s->peer = h.source;
-        s->xclient_allowed = config_allows_xclient(smtp_cfg, (struct sockaddr *)&h.source);
+        s->xclient_allowed = config_allows_xclient(s->cfg, (struct sockaddr *)&h.source);
         snprintf(s->tx.client_ip, sizeof s->tx.client_ip, "%s", ip);
     }
     log_info("S%lu: PROXY v%d from [%s]: client [%s]", s->sid, h.version, was, s->tx.client_ip);

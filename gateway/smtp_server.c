@@ -8,6 +8,7 @@
 #include "smtp_session.h"
 #include "metrics.h"
 #include "hooks.h"
+#include "runtime.h"
 #include "log.h"
 #include "netaddr.h"
 #include "tls.h"
@@ -74,6 +75,7 @@ void session_free(void *p)
     buf_free(&s->out);
     buf_free(&s->hdr_buf);
     buf_free(&s->chunk);
+    runtime_release(s->rt);
     free(s);
 }
 
@@ -107,7 +109,7 @@ void session_close(struct session *s)
  * dribbling a byte at a time (slowloris) times out like an idle one. */
 void session_set_timeout(struct session *s)
 {
-    int secs = s->phase == PH_DATA ? smtp_cfg->data_timeout : smtp_cfg->smtp_timeout;
+    int secs = s->phase == PH_DATA ? s->cfg->data_timeout : s->cfg->smtp_timeout;
     s->deadline_ms = ev_now_ms() + (uint64_t)secs * 1000;
 }
 
@@ -118,8 +120,8 @@ static void extend_data_deadline(struct session *s, size_t n)
 {
     if (s->phase != PH_DATA)
         return;
-    uint64_t now = ev_now_ms(), cap = now + (uint64_t)smtp_cfg->data_timeout * 1000;
-    s->deadline_ms += (uint64_t)n * 1000 / (uint64_t)smtp_cfg->smtp_min_data_rate;
+    uint64_t now = ev_now_ms(), cap = now + (uint64_t)s->cfg->data_timeout * 1000;
+    s->deadline_ms += (uint64_t)n * 1000 / (uint64_t)s->cfg->smtp_min_data_rate;
     if (s->deadline_ms > cap)
         s->deadline_ms = cap;
 }
@@ -178,7 +180,7 @@ void session_reply_later(struct session *s, const char *line, int secs)
     snprintf(s->held_reply, sizeof s->held_reply, "%s", line);
     s->phase = PH_WAIT;
     s->wait_until_ms = ev_now_ms() + (uint64_t)secs * 1000;
-    s->deadline_ms = s->wait_until_ms + (uint64_t)smtp_cfg->smtp_timeout * 1000;
+    s->deadline_ms = s->wait_until_ms + (uint64_t)s->cfg->smtp_timeout * 1000;
 }
 
 static void held_reply_due(struct session *s)
@@ -214,7 +216,7 @@ static void stage_finished(void *ctx, postern_verdict v)
  * is a direct call; otherwise input pauses until the worker is done. */
 void session_run_stage(struct session *s, enum postern_stage st, const char *arg, size_t len, stage_then then)
 {
-    if (!hooks_wanted(st)) {
+    if (!hooks_wanted(&s->tx, st)) {
         s->tx.stage = st;
         then(s, POSTERN_CONTINUE);
         return;
@@ -281,12 +283,12 @@ static void helo_then(struct session *s, postern_verdict v)
     }
     s->helo_done = true;
     if (!s->esmtp) {
-        session_replyf(s, "250 %s", smtp_cfg->hostname);
+        session_replyf(s, "250 %s", s->cfg->hostname);
         return;
     }
-    session_replyf(s, "250-%s", smtp_cfg->hostname);
+    session_replyf(s, "250-%s", s->cfg->hostname);
     session_reply(s, "250-PIPELINING");
-    session_replyf(s, "250-SIZE %zu", smtp_cfg->message_size_limit);
+    session_replyf(s, "250-SIZE %zu", s->cfg->message_size_limit);
     if (tls_server_ctx() && !s->ssl)
         session_reply(s, "250-STARTTLS");
     if (s->xclient_allowed)
@@ -328,7 +330,7 @@ static void mail_then(struct session *s, postern_verdict v)
 
 static void cmd_mail(struct session *s, const char *args)
 {
-    if (!s->ssl && config_requires_tls(smtp_cfg, (struct sockaddr *)&s->peer)) {
+    if (!s->ssl && config_requires_tls(s->cfg, (struct sockaddr *)&s->peer)) {
         session_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
@@ -342,7 +344,7 @@ static void cmd_mail(struct session *s, const char *args)
         session_reply(s, "555 5.5.4 MAIL parameters need EHLO");
         return;
     }
-    if (mp.has_size && mp.size > smtp_cfg->message_size_limit) {
+    if (mp.has_size && mp.size > s->cfg->message_size_limit) {
         session_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
         return;
     }
@@ -370,9 +372,9 @@ static void cmd_mail(struct session *s, const char *args)
 
 static bool rcpt_allowed(struct session *s, const char *addr)
 {
-    if (config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer) || smtp_auth_may_relay(s))
+    if (config_is_trusted(s->cfg, (struct sockaddr *)&s->peer) || smtp_auth_may_relay(s))
         return true;
-    return config_is_relay_domain(smtp_cfg, addr_domain(addr));
+    return config_is_relay_domain(s->cfg, addr_domain(addr));
 }
 
 static void rcpt_then(struct session *s, postern_verdict v)
@@ -406,17 +408,17 @@ static void cmd_rcpt(struct session *s, const char *args)
     bool postmaster = false;
     if (!strchr(pr.addr, '@')) {
         /* RFC 5321 4.5.1: bare "postmaster" must be accepted; it goes to postmaster_address */
-        if (strcasecmp(pr.addr, "postmaster") || !smtp_cfg->postmaster_address[0]) {
+        if (strcasecmp(pr.addr, "postmaster") || !s->cfg->postmaster_address[0]) {
             session_replyf(s, "550 5.1.1 <%s>: no local mailboxes on this gateway", pr.addr);
             return;
         }
         log_info("S%lu: RCPT <%s> from [%s]: to postmaster_address <%s>", s->sid, pr.addr, s->tx.client_ip,
-                 smtp_cfg->postmaster_address);
-        snprintf(pr.addr, sizeof pr.addr, "%s", smtp_cfg->postmaster_address);
+                 s->cfg->postmaster_address);
+        snprintf(pr.addr, sizeof pr.addr, "%s", s->cfg->postmaster_address);
         postmaster = true;      /* whoever may not relay may still reach the postmaster */
     }
-    if ((pr.source_route || smtp_address_routed(pr.addr)) && !smtp_cfg->allow_untrusted_routing &&
-        !config_is_trusted(smtp_cfg, (struct sockaddr *)&s->peer) && !smtp_auth_may_relay(s)) {
+    if ((pr.source_route || smtp_address_routed(pr.addr)) && !s->cfg->allow_untrusted_routing &&
+        !config_is_trusted(s->cfg, (struct sockaddr *)&s->peer) && !smtp_auth_may_relay(s)) {
         /* user%host@relay.example: the next server may route it onwards */
         log_info("S%lu: reject: RCPT from [%s]: sender-specified routing; from=<%s> to=<%s>", s->sid,
                  s->tx.client_ip, s->tx.sender, pr.addr);
@@ -430,7 +432,7 @@ static void cmd_rcpt(struct session *s, const char *args)
         session_replyf(s, "554 5.7.1 <%s>: Relay access denied", pr.addr);
         return;
     }
-    if (s->tx.nrcpts >= (size_t)smtp_cfg->max_recipients) {
+    if (s->tx.nrcpts >= (size_t)s->cfg->max_recipients) {
         session_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
@@ -628,7 +630,7 @@ static void process_commands(struct session *s)
             smtp_auth_response(s, line);
         else
             run_command(s, line);
-        if (s->errors >= smtp_cfg->max_errors && s->phase != PH_CLOSING) {
+        if (s->errors >= s->cfg->max_errors && s->phase != PH_CLOSING) {
             log_info("S%lu: too many errors from [%s]", s->sid, s->tx.client_ip);
             session_reply(s, "421 4.7.0 Error: too many errors");
             session_close_after_reply(s);
@@ -832,15 +834,19 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
         close(fd);
         return;
     }
+    s->rt = runtime_hold();
+    s->cfg = &s->rt->cfg;
+    s->tx.chain = s->rt->chain;
     s->submission = submission;
     s->sid = ++next_sid;
     s->peer = *ss;
-    s->xclient_allowed = config_allows_xclient(smtp_cfg, (struct sockaddr *)ss);
+    s->xclient_allowed = config_allows_xclient(s->cfg, (struct sockaddr *)ss);
     s->tx.session_vars = &s->session_vars;
     s->tx.data_fd = -1;
     sockaddr_ip_text((struct sockaddr *)ss, s->tx.client_ip, sizeof s->tx.client_ip);
     if (ev_add(&s->w, fd, EPOLLIN, session_on_event, s) < 0) {
         close(fd);
+        runtime_release(s->rt);
         free(s);
         return;
     }
@@ -928,9 +934,11 @@ static void listener_on_event(void *ctx, uint32_t events)
                 log_error("accept: %s", strerror(errno));
             return;
         }
-        accept_one(fd, &ss, &smtp_cfg->listen[w - listeners]);
+        accept_one(fd, &ss, &smtp_cfg->listen[w - listeners]);   /* listeners take a restart to change */
     }
 }
+
+void smtp_server_configure(const struct config *c) { smtp_cfg = c; }
 
 int smtp_server_bind(const struct config *c)
 {
@@ -978,7 +986,7 @@ void smtp_server_tick(void)
         if (s->busy || now < s->deadline_ms)
             continue;
         log_info("S%lu: timeout from [%s]", s->sid, s->tx.client_ip);
-        session_replyf(s, "421 4.4.2 %s Error: timeout exceeded", smtp_cfg->hostname);
+        session_replyf(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
         session_close_after_reply(s);
         session_flush(s);
         if (!s->dead)
@@ -1003,7 +1011,7 @@ int smtp_server_shutdown(void)
             waiting++;
             continue;
         }
-        session_replyf(s, "421 4.3.2 %s Service shutting down", smtp_cfg->hostname);
+        session_replyf(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
         session_close_after_reply(s);
         session_flush(s);
         if (!s->dead)

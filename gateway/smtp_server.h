@@ -5,6 +5,8 @@
 
 /* Bind every listen address (before dropping privileges). */
 int smtp_server_bind(const struct config *cfg);
+/* After a reload: new sessions go by cfg. */
+void smtp_server_configure(const struct config *cfg);
 /* Start accepting on the event loop. */
 int smtp_server_start(void);
 /* Idle timeouts; called on every tick. */

@@ -33,9 +33,12 @@ struct commit_job;
 struct session;
 typedef void (*stage_then)(struct session *s, postern_verdict v);
 
+struct runtime;
 struct session {
     struct ev_watch w;
     unsigned long sid;
+    struct runtime *rt;            /* the configuration generation it started under */
+    const struct config *cfg;      /* ... its config: a reload never changes it mid-session */
     struct sockaddr_storage peer;  /* the client: the connection's, or XCLIENT's ADDR */
     bool xclient_allowed;          /* the connection's address is in xclient_networks */
     char client_name[256];         /* XCLIENT NAME, for the Received header */
@@ -105,6 +108,7 @@ struct commit_job {
     int result;                     /* errno from the commit, 0 = durable */
 };
 
+/* The config new sessions and the listeners go by (the current generation's). */
 extern const struct config *smtp_cfg;
 
 /* ---- smtp_server.c: the session ---- */

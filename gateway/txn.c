@@ -147,6 +147,7 @@ void txn_reset(txn_t *t)
     varmap_free(&t->vars);
     pool_free(t);
     struct varmap *session_vars = t->session_vars;
+    struct hook_chain *chain = t->chain;      /* the session's, kept across messages */
     char ip[sizeof t->client_ip], helo[sizeof t->helo], auth[sizeof t->auth_user];
     bool tls = t->tls;
     memcpy(ip, t->client_ip, sizeof ip);
@@ -158,6 +159,7 @@ void txn_reset(txn_t *t)
     memcpy(t->auth_user, auth, sizeof auth);
     t->tls = tls;
     t->session_vars = session_vars;
+    t->chain = chain;
     t->data_fd = -1;
 }
 

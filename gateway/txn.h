@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct pool_block;
+struct hook_chain;
 /* A plugin's own pointer for this transaction (host->data_set). */
 struct txn_slot {
     struct txn_slot *next;
@@ -50,6 +51,7 @@ struct txn_rcpt {
 };
 
 struct postern_txn {
+    struct hook_chain *chain;  /* the chain it runs under (NULL = the current one) */
     /* session view */
     char client_ip[64];
     char helo[256];

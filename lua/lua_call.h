@@ -68,9 +68,8 @@ struct lua_call {
     struct inbox_item answer;    /* through the inbox to the loop */
 };
 
-/* A script's path, and how long one of its calls may take before the
- * watchdog abandons it (lua_time_limit + grace). */
-const char *lua_script_path(const struct lua_script *s);
+/* How long one of a script's calls may take before the watchdog abandons
+ * it (lua_time_limit + grace). */
 int lua_script_time_limit_ms(const struct lua_script *s);
 
 /* On a Lua thread: run c for one slice. 1 when it gave the thread back

@@ -39,14 +39,23 @@ extern const char postern_helpers_lua[];   /* lua/postern_helpers.lua, embedded 
 
 static const char *stage_names[] = {"connect", "helo", "mail", "rcpt", "data", "body", "eom", "queue", "deliver"};
 
-struct lua_script {
+/* What a script runs with: its options and the config its lookups and
+ * limits come from. Immutable once published. A reload publishes a new one
+ * and keeps the older ones (a state built from one may still be running a
+ * call) until the script is freed. */
+struct script_setup {
     const struct config *cfg;
+    struct postern_option *opts;
+    size_t nopts;
+    struct script_setup *older;
+};
+
+struct lua_script {
     char path[1024];
     char dir[1024];              /* require() looks only here */
     int slot;                    /* index into each thread's state cache */
-    struct postern_option *opts;
-    size_t nopts;
-    pthread_mutex_t lock;        /* guards source and generation */
+    pthread_mutex_t lock;        /* guards source, setup and generation */
+    struct script_setup *setup;
     char *source;
     size_t source_len;
     int generation;
@@ -58,6 +67,7 @@ struct lstate {
     lua_State *L;
     int generation;
     struct lua_script *script;
+    const struct script_setup *setup;   /* the options and config it was built with */
     size_t mem_used, mem_limit;
     int refs;                    /* calls in flight, plus one while current */
     struct lctx main_ctx;        /* for loading the script */
@@ -123,8 +133,8 @@ static void ctx_init(struct lctx *c, struct lstate *ls, struct lua_call *call)
     c->call = call;
     c->used = 0;
     c->elapsed_us = 0;
-    c->budget = ls->script->cfg->lua_instruction_limit;
-    c->time_limit_ms = ls->script->cfg->lua_time_limit_ms;
+    c->budget = ls->setup->cfg->lua_instruction_limit;
+    c->time_limit_ms = ls->setup->cfg->lua_time_limit_ms;
     c->killed = false;
 }
 
@@ -393,7 +403,7 @@ static int tx_delete_header(lua_State *L)
 static int tx_body(lua_State *L)
 {
     postern_txn *t = check_tx(L, 1);
-    size_t limit = state_of(L)->script->cfg->lua_body_limit;
+    size_t limit = state_of(L)->setup->cfg->lua_body_limit;
     if (t->body_replaced) {
         lua_pushlstring(L, buf_head(&t->new_body), t->new_body.len);
         return 1;
@@ -618,7 +628,7 @@ static int l_log(lua_State *L)
 
 static int l_option(lua_State *L)
 {
-    const struct lua_script *s = state_of(L)->script;
+    const struct script_setup *s = state_of(L)->setup;
     const char *key = luaL_checkstring(L, 1);
     for (size_t i = 0; i < s->nopts; i++)
         if (!strcmp(s->opts[i].key, key))
@@ -668,10 +678,11 @@ static int file_lookup(lua_State *L, const char *path, const char *key)
 /* A script may read a table it was given as one of its options (as
  * "file:PATH" or PATH), or one in its own directory - never, say,
  * /etc/shadow, whoever runs it. */
-static bool lookup_allowed(const struct lua_script *s, const char *path)
+static bool lookup_allowed(const struct lstate *ls, const char *path)
 {
-    for (size_t i = 0; i < s->nopts; i++) {
-        const char *v = s->opts[i].value;
+    const struct lua_script *s = ls->script;
+    for (size_t i = 0; i < ls->setup->nopts; i++) {
+        const char *v = ls->setup->opts[i].value;
         if (!strcmp(v, path) || (!strncmp(v, "file:", 5) && !strcmp(v + 5, path)))
             return true;
     }
@@ -686,7 +697,7 @@ static bool lookup_allowed(const struct lua_script *s, const char *path)
  * "transport", or "file:PATH" - the tables the main config uses. */
 static int l_lookup(lua_State *L)
 {
-    const struct config *cfg = state_of(L)->script->cfg;
+    const struct config *cfg = state_of(L)->setup->cfg;
     const char *table = luaL_checkstring(L, 1);
     const char *key = luaL_checkstring(L, 2);
     if (!strcmp(table, "relay_domains")) {
@@ -701,7 +712,7 @@ static int l_lookup(lua_State *L)
         const struct nexthop *h = config_transport_for(cfg, key);
         h ? (void)lua_pushstring(L, h->text) : lua_pushnil(L);
     } else if (!strncmp(table, "file:", 5)) {
-        if (!lookup_allowed(state_of(L)->script, table + 5))
+        if (!lookup_allowed(state_of(L), table + 5))
             return luaL_error(L, "postern.lookup: %s is neither one of this script's options nor in its directory",
                               table + 5);
         return file_lookup(L, table + 5, key);
@@ -856,11 +867,13 @@ static unsigned registered_stages(lua_State *L)
 }
 
 /* A fresh sandboxed state with the helpers and the script run. */
-static int build_state(struct lstate *ls, struct lua_script *s, const char *src, size_t len, char *err, size_t errlen)
+static int build_state(struct lstate *ls, struct lua_script *s, const struct script_setup *setup, const char *src,
+                       size_t len, char *err, size_t errlen)
 {
     ls->script = s;
+    ls->setup = setup;
     ls->mem_used = 0;
-    ls->mem_limit = s->cfg->lua_memory_limit;
+    ls->mem_limit = setup->cfg->lua_memory_limit;
     ls->L = lua_newstate(limited_alloc, ls);
     if (!ls->L) {
         snprintf(err, errlen, "%s: cannot create a Lua state", s->path);
@@ -922,7 +935,7 @@ static struct lstate *current_state(struct lua_script *s, char *err, size_t errl
     }
     ls = calloc(1, sizeof *ls);
     pthread_mutex_lock(&s->lock);  /* the source cannot change under the build */
-    int rc = ls ? build_state(ls, s, s->source, s->source_len, err, errlen) : -1;
+    int rc = ls ? build_state(ls, s, s->setup, s->source, s->source_len, err, errlen) : -1;
     pthread_mutex_unlock(&s->lock);
     if (rc < 0) {
         free(ls);
@@ -965,14 +978,43 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
 }
 
 /* Compile src in a throw-away state: syntax, top-level errors, stages. */
-static int check_source(struct lua_script *s, const char *src, size_t len, unsigned *stages, char *err, size_t errlen)
+static int check_source(struct lua_script *s, const struct script_setup *setup, const char *src, size_t len,
+                        unsigned *stages, char *err, size_t errlen)
 {
     struct lstate probe = {0};
-    if (build_state(&probe, s, src, len, err, errlen) < 0)
+    if (build_state(&probe, s, setup, src, len, err, errlen) < 0)
         return -1;
     *stages = registered_stages(probe.L);
     drop_state(&probe);
     return 0;
+}
+
+static struct script_setup *setup_new(const struct config *cfg, const struct postern_option *opts, size_t nopts)
+{
+    struct script_setup *u = calloc(1, sizeof *u);
+    if (!u || !(u->opts = calloc(nopts ? nopts : 1, sizeof *u->opts))) {
+        free(u);
+        return NULL;
+    }
+    u->cfg = cfg;
+    for (size_t i = 0; i < nopts; i++)
+        u->opts[i] = (struct postern_option){strdup(opts[i].key), strdup(opts[i].value)};
+    u->nopts = nopts;
+    return u;
+}
+
+static void setup_free(struct script_setup *u)
+{
+    while (u) {
+        struct script_setup *older = u->older;
+        for (size_t i = 0; i < u->nopts; i++) {
+            free((char *)u->opts[i].key);
+            free((char *)u->opts[i].value);
+        }
+        free(u->opts);
+        free(u);
+        u = older;
+    }
 }
 
 int lua_script_load(const struct config *cfg, const char *path, const struct postern_option *opts, size_t nopts,
@@ -985,7 +1027,6 @@ int lua_script_load(const struct config *cfg, const char *path, const struct pos
     struct lua_script *s = calloc(1, sizeof *s);
     if (!s)
         return -1;
-    s->cfg = cfg;
     snprintf(s->path, sizeof s->path, "%s", path);
     snprintf(s->dir, sizeof s->dir, "%s", path);
     char *slash = strrchr(s->dir, '/');
@@ -993,15 +1034,11 @@ int lua_script_load(const struct config *cfg, const char *path, const struct pos
         *slash = '\0';
     else
         snprintf(s->dir, sizeof s->dir, ".");
-    s->opts = calloc(nopts ? nopts : 1, sizeof *s->opts);
-    for (size_t i = 0; s->opts && i < nopts; i++)
-        s->opts[i] = (struct postern_option){strdup(opts[i].key), strdup(opts[i].value)};
-    s->nopts = nopts;
     pthread_mutex_init(&s->lock, NULL);
     s->slot = nscripts;
     unsigned stages;
-    if (read_file(path, &s->source, &s->source_len, err, errlen) < 0 ||
-        check_source(s, s->source, s->source_len, &stages, err, errlen) < 0) {
+    if (!(s->setup = setup_new(cfg, opts, nopts)) || read_file(path, &s->source, &s->source_len, err, errlen) < 0 ||
+        check_source(s, s->setup, s->source, s->source_len, &stages, err, errlen) < 0) {
         lua_script_free(s);
         return -1;
     }
@@ -1015,15 +1052,22 @@ struct lua_pending {
     char *src;
     size_t len;
     unsigned stages;
+    struct script_setup *setup;
 };
 
-struct lua_pending *lua_script_prepare(struct lua_script *s, char *err, size_t errlen)
+struct lua_pending *lua_script_prepare(struct lua_script *s, const struct config *cfg,
+                                       const struct postern_option *opts, size_t nopts, char *err, size_t errlen)
 {
     struct lua_pending *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    if (!(p->setup = setup_new(cfg, opts, nopts))) {
+        snprintf(err, errlen, "out of memory");
+        lua_pending_free(p);
+        return NULL;
+    }
     if (read_file(s->path, &p->src, &p->len, err, errlen) < 0 ||
-        check_source(s, p->src, p->len, &p->stages, err, errlen) < 0) {
+        check_source(s, p->setup, p->src, p->len, &p->stages, err, errlen) < 0) {
         lua_pending_free(p);
         return NULL;
     }
@@ -1036,6 +1080,8 @@ void lua_script_commit(struct lua_script *s, struct lua_pending *p)
     free(s->source);
     s->source = p->src;
     s->source_len = p->len;
+    p->setup->older = s->setup;
+    s->setup = p->setup;
     s->generation++;
     pthread_mutex_unlock(&s->lock);
     atomic_store(&s->stages, p->stages);
@@ -1044,13 +1090,22 @@ void lua_script_commit(struct lua_script *s, struct lua_pending *p)
 
 void lua_pending_free(struct lua_pending *p)
 {
-    if (p)
+    if (p) {
         free(p->src);
+        setup_free(p->setup);
+    }
     free(p);
 }
 
 const char *lua_script_path(const struct lua_script *s) { return s->path; }
-int lua_script_time_limit_ms(const struct lua_script *s) { return s->cfg->lua_time_limit_ms; }
+int lua_script_time_limit_ms(const struct lua_script *s)
+{
+    struct lua_script *w = (struct lua_script *)s;
+    pthread_mutex_lock(&w->lock);
+    int ms = w->setup->cfg->lua_time_limit_ms;
+    pthread_mutex_unlock(&w->lock);
+    return ms;
+}
 
 bool lua_script_wants(const struct lua_script *s, enum postern_stage st)
 {
@@ -1061,11 +1116,7 @@ void lua_script_free(struct lua_script *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; s->opts && i < s->nopts; i++) {
-        free((char *)s->opts[i].key);
-        free((char *)s->opts[i].value);
-    }
-    free(s->opts);
+    setup_free(s->setup);
     free(s->source);
     pthread_mutex_destroy(&s->lock);
     free(s);

@@ -32,10 +32,14 @@ bool lua_threads_stop(void);
 int lua_script_load(const struct config *cfg, const char *path, const struct postern_option *opts, size_t nopts,
                     struct lua_script **out, char *err, size_t errlen);
 /* Reload in two steps so a set of scripts switches all or nothing:
- * prepare re-reads and compiles the file (the running version stays),
- * commit makes every worker switch to it on its next call. */
+ * prepare re-reads and compiles the file with the new config and options
+ * (the running version stays), commit makes every Lua thread switch to it
+ * on its next call. */
 struct lua_pending;
-struct lua_pending *lua_script_prepare(struct lua_script *s, char *err, size_t errlen);
+struct lua_pending *lua_script_prepare(struct lua_script *s, const struct config *cfg,
+                                       const struct postern_option *opts, size_t nopts, char *err, size_t errlen);
+/* The path the script was loaded from. */
+const char *lua_script_path(const struct lua_script *s);
 void lua_script_commit(struct lua_script *s, struct lua_pending *p);
 void lua_pending_free(struct lua_pending *p);
 bool lua_script_wants(const struct lua_script *s, enum postern_stage st);

@@ -13,7 +13,9 @@
  *   archive.witness = SOCKET    postern-witness's socket: every link is
  *                  reported to it and signed before the message goes on
  *   archive.witness_log, archive.witness_key    for `archive verify` only
- * Run `postern -c CONF archive verify` to check the files and the chain. */
+ * Run `postern -c CONF archive verify` to check the files and the chain.
+ * One writer per archive directory: a reload's new chain shares the open
+ * archive of the running one (a second writer would fork the chain). */
 #include "postern_plugin.h"
 #include "archive_chain.h"
 #include "archive_witness.h"
@@ -31,7 +33,8 @@
 
 struct archive {
     char dir[1024];
-    int only_requested;
+    int refs;                  /* links using it (a reload's chain and the running one); under registry_lock */
+    struct archive *next;      /* in open_archives */
     pthread_mutex_t lock;      /* the chain is appended by one writer at a time */
     unsigned long seq;         /* last line written */
     char head[ARCHIVE_HASH_HEX];
@@ -93,7 +96,15 @@ static void chained_add(struct archive *a, const char *rel)
     a->nchained++;
 }
 
+/* One link in a chain: its own options, the shared archive. */
+struct archive_link {
+    struct archive *a;
+    int only_requested;
+};
+
 static const struct postern_host *host;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct archive *open_archives;
 
 static int fsync_dir(const char *path)
 {
@@ -130,7 +141,6 @@ static int load_head(struct archive *a, char *err, size_t errlen)
     return 0;
 }
 
-static void fini(void *state);
 
 /* ---- the witness (see archive_witness.h) --------------------------- */
 
@@ -300,56 +310,28 @@ static int witness_sync(struct archive *a, unsigned long seq, char *err, size_t 
     return rc;
 }
 
-static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
-                char *err, size_t errlen)
+/* posternd -t: the daemon's user must be able to do what the daemon will,
+ * but nothing is created now. */
+static int check_only(const struct archive *a, char *err, size_t errlen)
 {
-    host = h;
-    struct archive *a = calloc(1, sizeof *a);
-    if (!a)
-        return -1;
-    pthread_mutex_init(&a->lock, NULL);
-    pthread_mutex_init(&a->sync_lock, NULL);
-    pthread_mutex_init(&a->witness_lock, NULL);
-    a->chain_fd = a->chain_rd = a->witness_fd = -1;
-    for (size_t i = 0; i < n; i++) {
-        if (!strcmp(opts[i].key, "dir"))
-            snprintf(a->dir, sizeof a->dir, "%s", opts[i].value);
-        else if (!strcmp(opts[i].key, "mode") && (!strcmp(opts[i].value, "all") || !strcmp(opts[i].value, "requested")))
-            a->only_requested = !strcmp(opts[i].value, "requested");
-        else if (!strcmp(opts[i].key, "witness") && strlen(opts[i].value) < sizeof a->witness && opts[i].value[0] == '/')
-            snprintf(a->witness, sizeof a->witness, "%s", opts[i].value);
-        else if (strcmp(opts[i].key, "witness_log") && strcmp(opts[i].key, "witness_key")) {
-            snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested, "
-                     "witness = /SOCKET, witness_log, witness_key)", opts[i].key, opts[i].value);
-            free(a);
-            return -1;
-        }
-    }
-    if (!a->dir[0]) {
-        snprintf(err, errlen, "archive.dir is required");
-        free(a);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/chain", a->dir);
+    const char *what = access(a->dir, F_OK) == 0 ? a->dir : NULL;
+    int bad = what ? access(a->dir, W_OK | X_OK) : 0;
+    if (!bad && what && access(path, F_OK) == 0)
+        bad = access(path, R_OK | W_OK), what = path;
+    if (bad) {
+        snprintf(err, errlen, "%s: %s (the daemon's user must be able to write it)", what, strerror(errno));
         return -1;
     }
-    if (POSTERN_HOST_HAS(h, checking) && h->checking()) {
-        /* a configuration check: the daemon's user must be able to do what
-         * the daemon will, but nothing is created now */
-        char path[1100];
-        snprintf(path, sizeof path, "%s/chain", a->dir);
-        const char *what = access(a->dir, F_OK) == 0 ? a->dir : NULL;
-        int bad = what ? access(a->dir, W_OK | X_OK) : 0;
-        if (!bad && what && access(path, F_OK) == 0)
-            bad = access(path, R_OK | W_OK), what = path;
-        if (bad) {
-            snprintf(err, errlen, "%s: %s (the daemon's user must be able to write it)", what, strerror(errno));
-            free(a);
-            return -1;
-        }
-        *state = a;
-        return 0;
-    }
+    return 0;
+}
+
+/* Open a's directory and chain (and its witness): 0, or -1 with err. */
+static int archive_open(const struct postern_host *h, struct archive *a, char *err, size_t errlen)
+{
     if (mkdir(a->dir, 0750) < 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %s: %s", a->dir, strerror(errno));
-        free(a);
         return -1;
     }
     char path[1100];
@@ -358,7 +340,6 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         (a->chain_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)) < 0) {
         if (!err[0])
             snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        free(a);
         return -1;
     }
     fsync_dir(a->dir);          /* the chain file may have just been created */
@@ -368,20 +349,37 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         int rc = a->chain_rd < 0 ? -2 : witness_connect(a);
         if (rc == -2) {         /* a witness that disagrees with the chain stops start-up */
             snprintf(err, errlen, "witness %s: %s", a->witness, a->chain_rd < 0 ? strerror(errno) : a->witness_err);
-            fini(a);
             return -1;
         }
         if (rc < 0)             /* down: messages wait (tempfail) until it answers */
             h->log(NULL, POSTERN_LOG_WARN, "archive: witness %s: %s; archiving tempfails until it answers",
                    a->witness, a->witness_err);
     }
-    *state = a;
     return 0;
 }
 
-static void fini(void *state)
+/* The open archive for dir, shared (+1), or NULL. A different witness for
+ * the same directory is an error: the chain has one. */
+static struct archive *archive_shared(const struct archive *want, char *err, size_t errlen, int *clash)
 {
-    struct archive *a = state;
+    *clash = 0;
+    for (struct archive *a = open_archives; a; a = a->next) {
+        if (strcmp(a->dir, want->dir))
+            continue;
+        if (strcmp(a->witness, want->witness)) {
+            snprintf(err, errlen, "archive.dir %s is open with witness '%s'; changing the witness takes a restart",
+                     a->dir, a->witness);
+            *clash = 1;
+            return NULL;
+        }
+        a->refs++;
+        return a;
+    }
+    return NULL;
+}
+
+static void archive_free(struct archive *a)
+{
     if (a->chain_fd >= 0)
         close(a->chain_fd);
     if (a->chain_rd >= 0)
@@ -394,6 +392,97 @@ static void fini(void *state)
     pthread_mutex_destroy(&a->sync_lock);
     pthread_mutex_destroy(&a->witness_lock);
     free(a);
+}
+
+static int parse_options(struct archive *a, struct archive_link *l, const struct postern_option *opts, size_t n,
+                         char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(opts[i].key, "dir"))
+            snprintf(a->dir, sizeof a->dir, "%s", opts[i].value);
+        else if (!strcmp(opts[i].key, "mode") && (!strcmp(opts[i].value, "all") || !strcmp(opts[i].value, "requested")))
+            l->only_requested = !strcmp(opts[i].value, "requested");
+        else if (!strcmp(opts[i].key, "witness") && strlen(opts[i].value) < sizeof a->witness && opts[i].value[0] == '/')
+            snprintf(a->witness, sizeof a->witness, "%s", opts[i].value);
+        else if (strcmp(opts[i].key, "witness_log") && strcmp(opts[i].key, "witness_key")) {
+            snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested, "
+                     "witness = /SOCKET, witness_log, witness_key)", opts[i].key, opts[i].value);
+            return -1;
+        }
+    }
+    if (!a->dir[0]) {
+        snprintf(err, errlen, "archive.dir is required");
+        return -1;
+    }
+    return 0;
+}
+
+static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
+                char *err, size_t errlen)
+{
+    host = h;
+    struct archive_link *l = calloc(1, sizeof *l);
+    struct archive *a = calloc(1, sizeof *a);
+    if (!l || !a) {
+        free(l);
+        free(a);
+        return -1;
+    }
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->sync_lock, NULL);
+    pthread_mutex_init(&a->witness_lock, NULL);
+    a->chain_fd = a->chain_rd = a->witness_fd = -1;
+    a->refs = 1;
+    l->a = a;
+    if (parse_options(a, l, opts, n, err, errlen) < 0 ||
+        (POSTERN_HOST_HAS(h, checking) && h->checking() && check_only(a, err, errlen) < 0)) {
+        archive_free(a);
+        free(l);
+        return -1;
+    }
+    if (POSTERN_HOST_HAS(h, checking) && h->checking()) {
+        *state = l;
+        return 0;
+    }
+    pthread_mutex_lock(&registry_lock);
+    int clash;
+    struct archive *shared = archive_shared(a, err, errlen, &clash);
+    int rc = 0;
+    if (shared || clash) {
+        archive_free(a);
+        l->a = shared;
+        rc = clash ? -1 : 0;
+    } else if ((rc = archive_open(h, a, err, errlen)) == 0) {
+        a->next = open_archives;
+        open_archives = a;
+    } else {
+        archive_free(a);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (rc < 0) {
+        free(l);
+        return -1;
+    }
+    *state = l;
+    return 0;
+}
+
+static void fini(void *state)
+{
+    struct archive_link *l = state;
+    struct archive *a = l->a;
+    pthread_mutex_lock(&registry_lock);
+    int last = --a->refs == 0;
+    if (last)
+        for (struct archive **pp = &open_archives; *pp; pp = &(*pp)->next)
+            if (*pp == a) {
+                *pp = a->next;
+                break;
+            }
+    pthread_mutex_unlock(&registry_lock);
+    if (last)
+        archive_free(a);
+    free(l);
 }
 
 static int write_all(int fd, const char *p, size_t n)
@@ -528,8 +617,9 @@ static postern_verdict witnessed(struct archive *a, postern_txn *t, unsigned lon
 
 static postern_verdict on_queue(postern_txn *t, void *state)
 {
-    struct archive *a = state;
-    if (a->only_requested && !host->archive_requested(t))
+    const struct archive_link *l = state;
+    struct archive *a = l->a;
+    if (l->only_requested && !host->archive_requested(t))
         return POSTERN_CONTINUE;
     char day[16], daydir[1100], relpath[64], path[1200], tmp[1200];
     time_t now = time(NULL);

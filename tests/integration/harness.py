@@ -250,6 +250,20 @@ class Gateway:
             assert self.proc.poll() is None, "posternd exited: " + self.log()
         return self
 
+    def set(self, **changes):
+        """Change keys of the config file in place (None removes one): a key
+        given twice is a config error."""
+        lines = [l for l in open(self.conf).read().splitlines() if l.strip()]
+        where = {l.split("=", 1)[0].strip(): i for i, l in enumerate(lines)}
+        for k, v in changes.items():
+            if k in where:
+                lines[where[k]] = None if v is None else "%s = %s" % (k, v)
+            elif v is not None:
+                lines.append("%s = %s" % (k, v))
+        with open(self.conf, "w") as f:
+            f.write("\n".join(l for l in lines if l is not None) + "\n")
+        return self
+
     def log(self):
         with open(self.logpath, errors="replace") as f:
             return f.read()

@@ -35,8 +35,8 @@ def test_bad_values_are_named():
                          ("relay_domains = file:/nonexistent/relay", "cannot open table"),
                          ("postmaster_address = postmaster", "postmaster_address: expected local@domain")):
         g = Gateway(default_transport="smtp:[%s]:2526" % addr(2))
-        with open(g.conf, "a") as f:
-            f.write(line + "\n")
+        key, value = (x.strip() for x in line.split("=", 1))
+        g.set(**{key: value})
         r = run(os.path.join(BUILD, "posternd"), "-c", g.conf, "-t")
         assert r.returncode == 1 and expect in r.stderr and g.conf + ":" in r.stderr, (line, r.stderr)
 

@@ -93,8 +93,7 @@ def test_every_verdict_from_lua():
     sink = Sink(addr(2))
     g = gw(sink, ["lua:%s/verdicts.lua" % LUA, "probe"], start=False,
            **{"probe.rule": "rcpt REJECT * 550 5.7.1 probe rejects"})
-    with open(g.conf, "a") as f:
-        f.write("plugin_dir = %s\n" % os.path.join(BUILD, "test-plugins"))
+    g.set(plugin_dir=os.path.join(BUILD, "test-plugins"))
     g.start()
     assert rcpt_reply(g, "reject@example.test") == "550 5.7.1 lua says no"
     assert rcpt_reply(g, "custom@example.test") == "551 5.1.1 no such user here"
@@ -198,12 +197,12 @@ def test_reload_keeps_the_old_set_on_a_syntax_error():
     c = Client(g.host)          # a session open across the reload keeps working
     c.cmd("EHLO client.test")
     g.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "reload failed, the running scripts stay" in g.log(), 5, "reload failure")
+    wait_for(lambda: "reload refused, the running configuration stays" in g.log(), 5, "reload failure")
     assert "policy.lua:3:" in g.log()
     assert rcpt_reply(g, "x@example.test") == "550 5.7.1 version one"
     write(path, 'postern.on("rcpt", function(tx, r) return postern.REJECT("5.7.1", "version two") end)\n')
     g.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "reloaded 1 Lua script(s)" in g.log(), 5, "reload")
+    wait_for(lambda: "configuration generation 2 in use" in g.log(), 5, "reload")
     assert rcpt_reply(g, "x@example.test") == "550 5.7.1 version two"
     c.cmd("MAIL FROM:<a@src.test>")
     assert c.cmd("RCPT TO:<y@example.test>") == "550 5.7.1 version two"

@@ -103,8 +103,7 @@ def test_a_crafted_spool_envelope_goes_to_corrupt_and_is_never_sent():
     raw = raw.replace(b"from=alice@src.test\n", b"from=a@src.test>\rRCPT TO:<x@evil.test\n", 1)
     with open(path, "wb") as f:
         f.write(raw)
-    with open(g.conf, "a") as f:
-        f.write("default_transport = smtp:[%s]:2526\n" % addr(2))
+    g.set(default_transport="smtp:[%s]:2526" % addr(2))
     g.start()
     wait_for(lambda: os.path.exists(os.path.join(g.spool, "corrupt", qid)), 10, "the file in corrupt/")
     assert "control character in the envelope" in g.log()

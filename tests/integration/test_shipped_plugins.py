@@ -159,8 +159,7 @@ def test_archive_only_when_requested():
     pdir = writable_dir()
     for so in glob.glob(os.path.join(PLUGDIR, "*.so")) + [os.path.join(BUILD, "test-plugins", "probe.so")]:
         os.symlink(so, os.path.join(pdir, os.path.basename(so)))
-    with open(g.conf, "a") as f:
-        f.write("plugin_dir = %s\n" % pdir)
+    g.set(plugin_dir=pdir)
     g.start()
     send(g)
     sink.wait_count(1)

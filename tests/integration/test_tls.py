@@ -261,8 +261,7 @@ def test_may_is_opportunistic():
     peer = tls_peer(certs, sink)
     plain = Sink(addr(6), port=2526)
     g = sender_gw(certs, "", transport_table=None)
-    with open(g.conf, "a") as f:
-        f.write("transport_table = file:%s\n" % _table("plain.test smtp:[%s]:2526\n" % addr(6)))
+    g.set(transport_table="file:%s" % _table("plain.test smtp:[%s]:2526\n" % addr(6)))
     g.stop()
     g.start()
     send_message(g.host, 2525, "a@src.test", ["x@example.test", "y@plain.test"], "Subject: s\r\n\r\nx\r\n")
@@ -411,8 +410,7 @@ def test_mta_sts_enforce():
     plain = Sink(addr(6), port=2526)                     # no STARTTLS
     g = Gateway(default_transport="mx", dns_server=dns.address(), smtp_port="2526", tls_ca_file=certs[1],
                 relay_domains="example.test").start()
-    with open(peer.conf, "a") as f:
-        f.write("relay_domains = sts.test\n")
+    peer.set(relay_domains="sts.test")
     peer.stop()
     peer.start()
     send_message(g.host, 2525, "a@src.test", ["x@sts.test"], "Subject: sts\r\n\r\nx\r\n")
