@@ -798,6 +798,12 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_int(p, key, value, 1, 64, &cfg->worker_threads);
     if (!strcmp(key, "lua_threads"))
         return set_int(p, key, value, 1, 32, &cfg->lua_threads);
+    if (!strcmp(key, "log_target")) {
+        if (strcmp(value, "stderr") && strcmp(value, "syslog") && strncmp(value, "file:/", 6))
+            return fail(p, "log_target: expected stderr, syslog or file:/PATH");
+        set_str(&cfg->log_target, value);
+        return 0;
+    }
     if (!strcmp(key, "log_level")) {
         static const char *names[] = {"error", "warning", "info", "debug"};
         for (int i = 0; i < 4; i++)
@@ -1000,6 +1006,7 @@ const char *config_restart_key_changed(const struct config *a, const struct conf
         {"tls_cert", same_str(a->tls_cert, b->tls_cert) && same_str(a->tls_key, b->tls_key)},
         {"tls_ca_file", same_str(a->tls_ca_file, b->tls_ca_file)},
         {"dns_server", same_str(a->dns_server, b->dns_server)},
+        {"log_target", same_str(a->log_target, b->log_target)},
         {"auth_backend", same_str(a->auth_backend, b->auth_backend) &&
                          same_str(a->auth_cyrus_config_dir, b->auth_cyrus_config_dir)},
         {"worker_threads", a->worker_threads == b->worker_threads},
@@ -1058,6 +1065,7 @@ void config_free(struct config *cfg)
     free(cfg->tls_policy_table);
     free(cfg->rate_limit_table);
     free(cfg->login_maps);
+    free(cfg->log_target);
     for (size_t i = 0; i < cfg->nlogins; i++) {
         free(cfg->logins[i].address);
         free(cfg->logins[i].logins);
@@ -1237,7 +1245,8 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "lua_instruction_limit = %ld\nlua_time_limit = %ds\nlua_memory_limit = %zu\nlua_body_limit = %zu\n",
             cfg->lua_instruction_limit, cfg->lua_time_limit_ms / 1000, cfg->lua_memory_limit, cfg->lua_body_limit);
     static const char *names[] = {"error", "warning", "info", "debug"};
-    fprintf(out, "log_level = %s\n", names[cfg->log_level]);
+    fprintf(out, "log_level = %s\nlog_target = %s\n", names[cfg->log_level],
+            cfg->log_target ? cfg->log_target : "stderr");
 }
 
 /* sender_login_maps: may login send as address? An entry for the address

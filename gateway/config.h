@@ -154,6 +154,7 @@ struct config {
     int max_hop_count;             /* more Received: headers = mail loop, bounced */
     long delay_warning_time;       /* seconds; 0 = no delay warnings */
     int log_level;
+    char *log_target;              /* "stderr" (NULL), "syslog" or "file:/PATH" */
 };
 
 /* Load FILE; on error returns -1 and writes "file:line: message" into err. */

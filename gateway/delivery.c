@@ -108,6 +108,27 @@ static void settle_open(struct delivery_job *j, const char *reply)
 
 static const char *status_word(int cls) { return cls == 2 ? "sent" : cls == 5 ? "bounced" : "deferred"; }
 
+/* The enhanced status code of a reply ("250 2.0.0 Ok", "4.4.1 connect to
+ * ..."), else the class's generic one: Postfix's dsn= field. */
+static void dsn_of(const char *reply, int cls, char *out, size_t size)
+{
+    const char *p = reply;
+    if (p[0] >= '2' && p[0] <= '5' && strspn(p, "0123456789") == 3 && (p[3] == ' ' || p[3] == '-'))
+        p += 4;
+    int a, b, c, n = 0;
+    if (sscanf(p, "%1d.%3d.%3d%n", &a, &b, &c, &n) == 3 && n > 0 && a == cls)
+        snprintf(out, size, "%d.%d.%d", a, b, c);
+    else
+        snprintf(out, size, "%d.0.0", cls);
+}
+
+/* One of Postfix's delays=a/b/c/d, in seconds. */
+static void fmt_delay(char *out, size_t size, uint64_t from_ms, uint64_t to_ms)
+{
+    double s = from_ms && to_ms > from_ms ? (double)(to_ms - from_ms) / 1000.0 : 0;
+    snprintf(out, size, s < 10 ? "%.2g" : "%.0f", s);
+}
+
 /* Recipient k's outcome is final for this attempt: log it, hand it back. */
 static void report(struct delivery_job *j, size_t k)
 {
@@ -117,8 +138,19 @@ static void report(struct delivery_job *j, size_t k)
         snprintf(r->reply, sizeof r->reply, "4.3.0 delivery did not complete");
     }
     long delay = (long)(time(NULL) - j->arrival);
-    log_info("%s: to=<%s>, relay=%s, delay=%lds, status=%s (%s)", j->id, r->addr, r->remote[0] ? r->remote : "none",
-             delay, status_word(r->cls), r->reply);
+    /* delays = in the queue before this attempt / routing (DNS, MX, MTA-STS) /
+     * waiting for and setting up a connection / the transaction */
+    uint64_t now = ev_now_ms(), arrived = (uint64_t)j->arrival * 1000;
+    uint64_t t1 = j->started_ms ? j->started_ms : now, t2 = j->routed_ms ? j->routed_ms : t1;
+    uint64_t t3 = j->sending_ms ? j->sending_ms : t2;
+    char a[16], b[16], c[16], d[16], dsn[16];
+    fmt_delay(a, sizeof a, arrived, t1);
+    fmt_delay(b, sizeof b, t1, t2);
+    fmt_delay(c, sizeof c, t2, t3);
+    fmt_delay(d, sizeof d, t3, now);
+    dsn_of(r->reply, r->cls, dsn, sizeof dsn);
+    log_info("%s: to=<%s>, relay=%s, delay=%lds, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)", j->id, r->addr,
+             r->relay[0] ? r->relay : "none", delay, a, b, c, d, dsn, status_word(r->cls), r->reply);
     char labels[64];
     metric_inc(M_DELIVERIES, metric_labels(labels, sizeof labels, "result",
                                            r->cls == 2 ? "delivered" : r->cls == 5 ? "bounced" : "deferred", NULL));
@@ -172,6 +204,7 @@ static void conn_take_job(struct dest *d, struct dconn *dc)
         return;
     dc->idle = false;
     busy++;
+    j->sending_ms = ev_now_ms();
     smtp_client_start(dc->cl, j);
 }
 
@@ -280,6 +313,7 @@ static void enqueue(struct delivery_job *j, const struct nexthop *hop)
         job_finish(j);
         return;
     }
+    j->routed_ms = ev_now_ms();
     fifo_push(&d->waiting, j);
     dest_kick(d);
 }

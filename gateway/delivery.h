@@ -26,6 +26,7 @@ struct delivery_rcpt {
     bool peer_dsn;                      /* the next hop offered DSN: it owns the notices */
     char reply[DELIVERY_REPLY_MAX];     /* the peer's reply, or our own reason */
     char remote[DELIVERY_REMOTE_MAX];   /* "host[ip]" that answered; "" if none did */
+    char relay[DELIVERY_REMOTE_MAX + 8];    /* ... with its port, for the log: "host[ip]:port" */
     char in_reply_to[DELIVERY_STAGE_MAX];  /* "RCPT TO", "end of DATA", ... ("" = ours) */
 };
 
@@ -59,6 +60,8 @@ struct delivery_job {
     const char *waiting;                /* why it waits ("rate limit"), or NULL */
     uint64_t not_before_ms;
     uint64_t started_ms;                /* routing began (the attempt's duration) */
+    uint64_t routed_ms;                 /* handed to a destination's connections */
+    uint64_t sending_ms;                /* a connection started the transaction */
     struct delivery_job *next;
 };
 

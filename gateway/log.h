@@ -1,4 +1,5 @@
-/* log.h - one line per event on stderr: timestamp, level, message. */
+/* log.h - one line per event: timestamp, level, message, to stderr (the
+ * default), syslog (facility mail) or a file reopened on SIGUSR1. */
 #ifndef POSTERN_LOG_H
 #define POSTERN_LOG_H
 #include <stdbool.h>
@@ -7,6 +8,14 @@
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level lvl);
+/* "stderr", "syslog" or "file:PATH" (opened O_APPEND|O_NOFOLLOW as the
+ * caller: posternd switches after dropping privileges). 0, or -1 with err. */
+int log_open(const char *target, char *err, size_t errlen);
+/* SIGUSR1: reopen a file target (after logrotate moved it). */
+void log_reopen(void);
+/* "S42: QID: " for a session and queue ID (either may be 0 / ""), so plugin
+ * and Lua lines name what they are about; "" when neither is known. */
+const char *log_ids(char *out, size_t size, unsigned long sid, const char *qid);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)

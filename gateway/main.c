@@ -85,6 +85,8 @@ static void on_signal(void *ctx, uint32_t events)
             char err[1024];
             if (runtime_reload(err, sizeof err) < 0)
                 log_error("SIGHUP: reload refused, the running configuration stays: %s", err);
+        } else if (si.ssi_signo == SIGUSR1) {
+            log_reopen();
         }
     }
 }
@@ -108,6 +110,7 @@ static int setup_signals(void)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
         return -1;
     signal(SIGPIPE, SIG_IGN);
@@ -180,6 +183,11 @@ int main(int argc, char **argv)
         return 1;
     if (privs_drop(cfg->run_user, cfg->allow_user_nobody, cfg->spool_dir, cfg->control_socket) < 0)
         return 1;
+    /* a log file is opened as the daemon's user, never by root in a tree it may write */
+    if (log_open(cfg->log_target, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
     if (smtp_auth_init(cfg, err, sizeof err) < 0 || runtime_load_chain(err, sizeof err) < 0) {
         log_error("%s", err);   /* AUTH's backend as the daemon's user: it must read its sasldb */
         return 1;

@@ -42,7 +42,9 @@ static void h_log(postern_txn *t, int level, const char *fmt, ...)
     va_end(ap);
     enum log_level l = level <= POSTERN_LOG_ERROR ? LOG_LVL_ERROR : level == POSTERN_LOG_WARN ? LOG_LVL_WARN
                        : level == POSTERN_LOG_INFO ? LOG_LVL_INFO : LOG_LVL_DEBUG;
-    log_msg(l, "%s: plugin: %s", t && t->qid[0] ? t->qid : "-", msg);
+    char ids[64];
+    log_ids(ids, sizeof ids, t ? t->sid : 0, t ? t->qid : "");
+    log_msg(l, "%splugin: %s", ids, msg);
 }
 
 static void h_set_reply(postern_txn *t, const char *reply)

@@ -83,6 +83,7 @@ static void settle(struct smtp_client *c, size_t k, int code, const char *text, 
     snprintf(r->reply, sizeof r->reply, "%s", text);
     /* a peer's reply names its command and its host; our own texts neither */
     snprintf(r->remote, sizeof r->remote, "%s", stage ? c->remote : "");
+    snprintf(r->relay, sizeof r->relay, "%s", stage ? c->where : "");
     snprintf(r->in_reply_to, sizeof r->in_reply_to, "%s", stage ? stage : "");
 }
 

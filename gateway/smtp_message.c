@@ -460,6 +460,16 @@ static void commit_run(struct work *w)
         spool_remove(cj->env.id);
 }
 
+/* The Message-ID as Postfix logs it ("message-id=<...>"), cut and masked. */
+static void message_id_of(const struct header_list *h, char *out, size_t size)
+{
+    long i = headers_find(h, "Message-ID", 0);
+    const char *v = i >= 0 ? h->h[i].value : "";
+    v += strspn(v, " \t\r\n");
+    snprintf(out, size, "%.*s", (int)strcspn(v, "\r\n"), v);
+    mask_control_bytes(out, strlen(out), false);
+}
+
 static void commit_done(struct work *w)
 {
     struct commit_job *cj = (struct commit_job *)w;
@@ -467,9 +477,11 @@ static void commit_done(struct work *w)
     s->busy = false;
     s->commit = NULL;
     if (cj->result == 0) {
-        log_info("%s: accepted from=<%s> size=%llu nrcpt=%zu client=[%s] session=S%lu%s", cj->env.id,
+        char msgid[256];
+        message_id_of(&s->tx.hdrs, msgid, sizeof msgid);
+        log_info("%s: accepted from=<%s> size=%llu nrcpt=%zu client=[%s] session=S%lu message-id=%s%s", cj->env.id,
                  cj->env.sender, (unsigned long long)cj->env.size, cj->env.nrcpts, cj->env.client_ip, s->sid,
-                 cj->flags.held ? " (quarantined)" : "");
+                 msgid[0] ? msgid : "<>", cj->flags.held ? " (quarantined)" : "");
         metric_inc(M_MESSAGES_ACCEPTED, NULL);     /* queued, whether or not the client heard it */
         if (!s->dead)
             session_replyf(s, "250 2.0.0 Ok: queued as %s", cj->env.id);

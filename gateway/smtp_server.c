@@ -838,7 +838,7 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
     s->cfg = &s->rt->cfg;
     s->tx.chain = s->rt->chain;
     s->submission = submission;
-    s->sid = ++next_sid;
+    s->sid = s->tx.sid = ++next_sid;
     s->peer = *ss;
     s->xclient_allowed = config_allows_xclient(s->cfg, (struct sockaddr *)ss);
     s->tx.session_vars = &s->session_vars;

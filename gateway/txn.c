@@ -150,6 +150,7 @@ void txn_reset(txn_t *t)
     struct hook_chain *chain = t->chain;      /* the session's, kept across messages */
     char ip[sizeof t->client_ip], helo[sizeof t->helo], auth[sizeof t->auth_user];
     bool tls = t->tls;
+    unsigned long sid = t->sid;
     memcpy(ip, t->client_ip, sizeof ip);
     memcpy(helo, t->helo, sizeof helo);
     memcpy(auth, t->auth_user, sizeof auth);
@@ -158,6 +159,7 @@ void txn_reset(txn_t *t)
     memcpy(t->helo, helo, sizeof helo);
     memcpy(t->auth_user, auth, sizeof auth);
     t->tls = tls;
+    t->sid = sid;
     t->session_vars = session_vars;
     t->chain = chain;
     t->data_fd = -1;

@@ -53,6 +53,7 @@ struct txn_rcpt {
 struct postern_txn {
     struct hook_chain *chain;  /* the chain it runs under (NULL = the current one) */
     /* session view */
+    unsigned long sid;         /* the SMTP session's number, for log lines (0: none) */
     char client_ip[64];
     char helo[256];
     char auth_user[256];       /* login a trusted proxy or the MTA vouched for ("" = none) */

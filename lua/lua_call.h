@@ -37,6 +37,7 @@ struct lua_call {
     size_t len;
     bool has_arg;
     char qid[32];                /* for log lines */
+    unsigned long sid;           /* the SMTP session's number (0: the queue's) */
     lua_call_done_fn done;
     void *done_ctx;
     uint64_t deadline_ms;        /* answered for and abandoned after this */

@@ -151,7 +151,8 @@ void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, cons
     if (arg)
         memcpy(c->arg, arg, len);
     c->len = len;
-    snprintf(c->qid, sizeof c->qid, "%s", t->qid[0] ? t->qid : "-");
+    snprintf(c->qid, sizeof c->qid, "%s", t->qid);
+    c->sid = t->sid;
     c->done = done;
     c->done_ctx = ctx;
     c->answer.run = on_answered;
@@ -293,8 +294,10 @@ static void abandon_overdue_calls(uint64_t now)
         pthread_mutex_unlock(&c->lock);
         if (!mine)
             continue;
-        log_error("%s: lua: %s: the %s handlers did not finish within lua_time_limit + 1 s (%d ms; "
-                  "stuck in one long C call?): message tempfailed, the call is abandoned", c->qid,
+        char ids[64];
+        log_ids(ids, sizeof ids, c->sid, c->qid);
+        log_error("%slua: %s: the %s handlers did not finish within lua_time_limit + 1 s (%d ms; "
+                  "stuck in one long C call?): message tempfailed, the call is abandoned", ids,
                   lua_script_path(c->s), stage_name((enum postern_stage)c->stage),
                   lua_script_time_limit_ms(c->s) + GRACE_MS);
         if (!c->thread)

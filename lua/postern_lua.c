@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <limits.h>
@@ -618,18 +619,133 @@ static int l_log(lua_State *L)
 {
     const char *level = luaL_checkstring(L, 1);
     const char *msg = luaL_checkstring(L, 2);
-    enum log_level lv = !strcmp(level, "error") ? LOG_LVL_ERROR : !strcmp(level, "warn") ? LOG_LVL_WARN
+    enum log_level lv = !strcmp(level, "error") ? LOG_LVL_ERROR
+                        : !strcmp(level, "warning") || !strcmp(level, "warn") ? LOG_LVL_WARN
                         : !strcmp(level, "debug") ? LOG_LVL_DEBUG : LOG_LVL_INFO;
     lua_Debug ar;
     int line = lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) ? ar.currentline : 0;
-    log_msg(lv, "lua: %s:%d: %s", state_of(L)->script->path, line, msg);
+    const struct lua_call *c = ctx_of(L)->call;      /* NULL at the top level */
+    char ids[64];
+    log_ids(ids, sizeof ids, c ? c->sid : 0, c ? c->qid : "");
+    log_msg(lv, "%slua: %s:%d: %s", ids, state_of(L)->script->path, line, msg);
     return 0;
+}
+
+/* postern.options{ key = "string" | "number" | "boolean" | "file", ... }:
+ * the options the script takes ("?" after the type: optional). Once
+ * declared, an option in the config the script does not declare, a
+ * missing required one, or a value of the wrong type stops start-up (and a
+ * reload), and postern.option() of an undeclared key is an error. */
+static int l_options(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (ctx_of(L)->call)
+        return luaL_error(L, "postern.options: only at the top level of the script");
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        const char *type = lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+        size_t n = strcspn(type, "?");
+        if (!((n == 6 && !strncmp(type, "string", 6)) || (n == 6 && !strncmp(type, "number", 6)) ||
+              (n == 7 && !strncmp(type, "boolean", 7)) || (n == 4 && !strncmp(type, "file", 4))) ||
+            (type[n] && strcmp(type + n, "?")))
+            return luaL_error(L, "postern.options: each entry is name = \"string|number|boolean|file\" (\"?\" = optional)");
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "postern.declared");
+    return 0;
+}
+
+static bool value_has_type(const char *v, const char *type)
+{
+    if (!strncmp(type, "number", 6)) {
+        char *end;
+        strtod(v, &end);
+        return *v && !*end;
+    }
+    if (!strncmp(type, "boolean", 7))
+        return !strcmp(v, "yes") || !strcmp(v, "no") || !strcmp(v, "true") || !strcmp(v, "false");
+    if (!strncmp(type, "file", 4))
+        return access(!strncmp(v, "file:", 5) ? v + 5 : v, R_OK) == 0;
+    return true;
+}
+
+static int option_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int option_error(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Each configured option is declared and of its type. The declaration
+ * table is on top of L's stack. */
+static int check_given(lua_State *L, const char *path, int blen, const char *base, const struct script_setup *u,
+                       char *err, size_t errlen)
+{
+    for (size_t i = 0; i < u->nopts; i++) {
+        const struct postern_option *o = &u->opts[i];
+        int declared = lua_getfield(L, -1, o->key) == LUA_TSTRING;
+        const char *type = declared ? lua_tostring(L, -1) : "";
+        bool ok = declared && value_has_type(o->value, type);
+        int rc = ok ? 0 : !declared
+            ? option_error(err, errlen, "%s: option '%.*s.%s' is not one the script declares in postern.options",
+                           path, blen, base, o->key)
+            : option_error(err, errlen, "%s: option '%.*s.%s = %s': expected %.*s%s", path, blen, base, o->key,
+                           o->value, (int)strcspn(type, "?"), type,
+                           !strncmp(type, "file", 4) ? " (a file the daemon's user can read)" : "");
+        lua_pop(L, 1);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Each required declared option is configured. */
+static int check_required(lua_State *L, const char *path, int blen, const char *base, const struct script_setup *u,
+                          char *err, size_t errlen)
+{
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *key = lua_tostring(L, -2), *type = lua_tostring(L, -1);
+        bool given = false;
+        for (size_t i = 0; i < u->nopts; i++)
+            given |= !strcmp(u->opts[i].key, key);
+        if (!given && !strchr(type, '?')) {
+            lua_pop(L, 2);
+            return option_error(err, errlen, "%s: option '%.*s.%s' (%s) is required", path, blen, base, key, type);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* After the top level: the configured options against the declaration. */
+static int check_declared(lua_State *L, const struct lua_script *s, const struct script_setup *u, char *err,
+                          size_t errlen)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "postern.declared") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    const char *base = strrchr(s->path, '/') ? strrchr(s->path, '/') + 1 : s->path;
+    int blen = (int)strcspn(base, ".");
+    int rc = check_given(L, s->path, blen, base, u, err, errlen);
+    if (rc == 0)
+        rc = check_required(L, s->path, blen, base, u, err, errlen);
+    lua_pop(L, 1);
+    return rc;
 }
 
 static int l_option(lua_State *L)
 {
     const struct script_setup *s = state_of(L)->setup;
     const char *key = luaL_checkstring(L, 1);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "postern.declared") == LUA_TTABLE &&
+        lua_getfield(L, -1, key) == LUA_TNIL)
+        return luaL_error(L, "postern.option: '%s' is not declared in postern.options", key);
     for (size_t i = 0; i < s->nopts; i++)
         if (!strcmp(s->opts[i].key, key))
             return lua_pushstring(L, s->opts[i].value), 1;
@@ -779,7 +895,7 @@ static int l_require(lua_State *L)
 }
 
 static const luaL_Reg postern_lib[] = {
-    {"on", l_on}, {"log", l_log}, {"option", l_option}, {"lookup", l_lookup}, {"incr", l_incr},
+    {"on", l_on}, {"log", l_log}, {"option", l_option}, {"options", l_options}, {"lookup", l_lookup}, {"incr", l_incr},
     {"ACCEPT", l_accept}, {"REJECT", l_reject}, {"TEMPFAIL", l_tempfail}, {"DISCARD", l_discard},
     {"QUARANTINE", l_quarantine}, {NULL, NULL},
 };
@@ -984,6 +1100,10 @@ static int check_source(struct lua_script *s, const struct script_setup *setup, 
     struct lstate probe = {0};
     if (build_state(&probe, s, setup, src, len, err, errlen) < 0)
         return -1;
+    if (check_declared(probe.L, s, setup, err, errlen) < 0) {
+        drop_state(&probe);
+        return -1;
+    }
     *stages = registered_stages(probe.L);
     drop_state(&probe);
     return 0;

@@ -2,6 +2,7 @@
 -- line); everyone else is refused at RCPT with 550 5.1.1.
 --   plugins = lua:policies/allow_list.lua
 --   allow_list.file = file:/etc/postern/allowed-recipients
+postern.options{ file = "file" }
 local list = postern.option("file")
 
 postern.on("rcpt", function(tx, rcpt)

@@ -3,6 +3,7 @@
 -- passed through unchanged and logged.
 --   plugins = lua:policies/disclaimer.lua
 --   disclaimer.text = This message is confidential.
+postern.options{ text = "string?" }
 local text = postern.option("text") or "This message may contain confidential information."
 
 postern.on("eom", function(tx)

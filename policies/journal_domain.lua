@@ -4,6 +4,7 @@
 --   journal_domain.domain = legal.example.test
 --   archive.dir = /var/spool/postern-archive
 --   archive.mode = requested
+postern.options{ domain = "string" }
 local domain = (postern.option("domain") or ""):lower()
 
 postern.on("eom", function(tx)

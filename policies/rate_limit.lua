@@ -4,6 +4,7 @@
 --   plugins = lua:policies/rate_limit.lua
 --   rate_limit.max = 100
 --   rate_limit.window = 3600
+postern.options{ max = "number?", window = "number?" }
 local max = tonumber(postern.option("max") or "100")
 local window = tonumber(postern.option("window") or "3600")
 

@@ -6,6 +6,7 @@
 --   route_departments.table  = file:/etc/postern/departments
 -- with lines like:   sales  smtp:[192.0.2.10]:25
 --                    hr     smtp:[192.0.2.20]:25
+postern.options{ domain = "string", table = "file" }
 local domain = (postern.option("domain") or ""):lower()
 local departments = postern.option("table")
 

@@ -210,6 +210,47 @@ def test_reload_keeps_the_old_set_on_a_syntax_error():
     g.stop()
 
 
+def test_declared_options_catch_a_misspelt_key_at_start_and_at_reload():
+    """postern.options{...}: an undeclared option in the config (a typo), a
+    missing required one or a value of the wrong type stops start-up, -t and
+    a reload, instead of tempfailing every message."""
+    sink = Sink(addr(2))
+    table = write(os.path.join(script_dir(), "departments"), "sales smtp:[%s]:2600\n" % addr(3))
+    script = "lua:%s/route_departments.lua" % POLICIES
+    good = {"route_departments.domain": "example.test", "route_departments.table": "file:" + table}
+    for conf, why in (({"route_departments.domain": "example.test", "route_departments.tabel": "file:" + table},
+                       "option 'route_departments.tabel' is not one the script declares"),
+                      ({"route_departments.domain": "example.test"}, "option 'route_departments.table' (file) is required"),
+                      ({**good, "route_departments.table": "file:/nonexistent"}, "expected file"),
+                      ({"rate_limit.max": "lots"}, "option 'rate_limit.max = lots': expected number")):
+        scripts = ["lua:%s/rate_limit.lua" % POLICIES] if "rate_limit.max" in conf else [script]
+        g = gw(sink, scripts, start=False, **conf)
+        for cmd in ([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"],
+                    [os.path.join(BUILD, "postern"), "-c", g.conf, "check-config"],
+                    [os.path.join(BUILD, "posternd"), "-c", g.conf]):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            assert r.returncode == 1 and why in r.stderr, (cmd, conf, r.stderr)
+    g = gw(sink, [script], **good)
+    g.set(**{"route_departments.table": None, "route_departments.tabel": "file:" + table})
+    r = postern(g, "reload")
+    assert r.returncode == 1 and "route_departments.tabel" in r.stderr, r.stderr
+    assert "queued as" in send(g, rcpts=("bob@example.test",))     # the running version goes on
+    g.stop()
+    # postern.option() of an undeclared key is an error too, and "warning" is a log level
+    d = script_dir()
+    path = write(os.path.join(d, "strict.lua"), 'postern.options{ limit = "number?" }\n'
+                 'postern.on("rcpt", function(tx, r)\n'
+                 '  postern.log("warning", "checking " .. r)\n'
+                 '  if r:find("^typo") then return postern.option("limt") end\n'
+                 'end)\n')
+    g2 = gw(sink, ["lua:" + path])
+    assert rcpt_reply(g2, "ok@example.test").startswith("250")
+    assert re.search(r"warning: S\d+: lua: %s:3: checking ok@example.test" % re.escape(path), g2.log()), g2.log()
+    assert rcpt_reply(g2, "typo@example.test").startswith("451 4.3.0")
+    assert "'limt' is not declared in postern.options" in g2.log()
+    g2.stop()
+
+
 def test_broken_script_fails_start_up_with_script_line():
     sink = Sink(addr(2))
     d = script_dir()

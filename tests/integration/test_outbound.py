@@ -40,7 +40,7 @@ def postern(g, *args):
 def outcomes(g, qid):
     """{recipient: [(status, reply), ...]}, one entry per logged attempt."""
     out = {}
-    for m in re.finditer(r"%s: to=<([^>]+)>, relay=[^,]*, delay=\d+s, status=(\w+) \((.*)\)$" % qid, g.log(), re.M):
+    for m in re.finditer(r"%s: to=<([^>]+)>, relay=[^,]*, delay=\d+s, delays=[0-9.]+/[0-9.]+/[0-9.]+/[0-9.]+, dsn=[245]\.\d+\.\d+, status=(\w+) \((.*)\)$" % qid, g.log(), re.M):
         out.setdefault(m.group(1), []).append((m.group(2), m.group(3)))
     return out
 
