@@ -80,8 +80,8 @@ static void ctl_dispatch(char *line, struct buf *out)
     if (*arg)
         *arg++ = '\0';
     int rc;
-    if (!strcmp(line, "list"))
-        rc = queue_admin_list(&body);
+    if (!strcmp(line, "list") && (!*arg || !strcmp(arg, "--json")))
+        rc = queue_admin_list(*arg != '\0', &body);
     else if (!strcmp(line, "show"))
         rc = queue_admin_show(arg, &body);
     else if (!strcmp(line, "hold"))

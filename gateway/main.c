@@ -172,7 +172,16 @@ int main(int argc, char **argv)
         log_error("event loop: %s", strerror(errno));
         return 1;
     }
-    if (spool_init(cfg->spool_dir, true) < 0 || smtp_server_bind(cfg) < 0 || http_bind(cfg) < 0)
+    if (spool_init(cfg->spool_dir, false) < 0)
+        return 1;
+    if (spool_lock(cfg->spool_dir, 5) < 0) {    /* kept open (and locked) until exit */
+        log_error("spool %s: cannot lock %s/lock: %s", cfg->spool_dir, cfg->spool_dir,
+                  errno == EWOULDBLOCK ? "another posternd, or a postern queue command, is using this spool"
+                                       : strerror(errno));
+        return 1;
+    }
+    spool_clear_tmp();
+    if (smtp_server_bind(cfg) < 0 || http_bind(cfg) < 0)
         return 1;
     if (tls_server_init(cfg->tls_cert, cfg->tls_key, err, sizeof err) < 0 ||   /* as root: keys may be 0600 */
         tls_client_init(cfg->tls_ca_file, err, sizeof err) < 0) {

@@ -1,9 +1,14 @@
-/* postern_cli.c - the admin CLI. check-config prints the effective config;
- * queue commands go to the running daemon over its control socket. When the
- * daemon is not running, list and show fall back to reading the spool. */
+/* postern_cli.c - the admin CLI. check-config prints the effective config
+ * and runs posternd -t; reload and the queue commands go to the running
+ * daemon over its control socket. When it does not answer, the queue
+ * commands work on the spool itself (queue_offline.c), as the daemon's
+ * user and, for changes, under SPOOL/lock. cat and summary always read
+ * the spool. */
 #include "archive_verify.h"
 #include "buf.h"
 #include "config.h"
+#include "privs.h"
+#include "queue_offline.h"
 #include "log.h"
 #include "spool.h"
 #include <inttypes.h>
@@ -13,6 +18,7 @@
 #include <time.h>
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,53 +27,10 @@ static void usage(void)
 {
     fprintf(stderr, "usage: postern -c FILE check-config\n"
                     "       postern -c FILE reload\n"
-                    "       postern -c FILE queue list|show ID|flush [ID|domain]|hold ID|release ID|delete ID\n"
+                    "       postern -c FILE queue list [--json]|show ID|cat ID|summary [--sender]\n"
+                    "       postern -c FILE queue flush [ID|domain]|hold ID|release ID|delete ID\n"
                     "       postern -c FILE archive verify\n");
     exit(2);
-}
-
-static int print_message(const char *id, bool verbose)
-{
-    struct envelope e;
-    size_t body_off;
-    const char *err = "";
-    if (spool_load(id, &e, &body_off, &err) < 0) {
-        fprintf(stderr, "postern: %s: %s\n", id, err);
-        return -1;
-    }
-    struct rcpt_state *st = calloc(e.nrcpts, sizeof *st);
-    struct msg_flags flags;
-    if (!st) {
-        envelope_free(&e);
-        return -1;
-    }
-    spool_load_state(id, &flags, st, e.nrcpts);
-    bool held = flags.held;
-    long age = (long)(time(NULL) - e.arrival);
-    if (!verbose) {
-        printf("%s %10" PRIu64 " %6lds %-8s <%s>", id, e.size, age, held ? "hold" : "active", e.sender);
-        for (size_t i = 0; i < e.nrcpts; i++)
-            if (st[i].status == RCPT_PENDING)
-                printf(" <%s>%s%s", e.rcpts[i], st[i].last_reply[0] ? " last: " : "", st[i].last_reply);
-        printf("\n");
-    } else {
-        printf("id: %s\narrival: %" PRId64 " (%lds ago)\nsize: %" PRIu64 "\nclient: [%s] helo=%s proto=%s\n"
-               "state: %s\nfrom: <%s>\n", id, e.arrival, age, e.size, e.client_ip, e.helo, e.proto,
-               held ? "hold" : "active", e.sender);
-        for (size_t i = 0; i < e.nrcpts; i++)
-            printf("rcpt: <%s> status=%s attempts=%d next_try=%" PRId64 " last=%s\n", e.rcpts[i],
-                   st[i].status == RCPT_DONE || st[i].status == RCPT_RELAYED ? "delivered" : st[i].status == RCPT_PENDING ? "pending" : "failed",
-                   st[i].attempts, st[i].next_try, st[i].last_reply);
-    }
-    free(st);
-    envelope_free(&e);
-    return 0;
-}
-
-static void list_one(const char *id, void *ctx)
-{
-    (*(int *)ctx)++;
-    print_message(id, false);
 }
 
 /* Send one request line to the daemon and print its answer. Returns the
@@ -77,6 +40,11 @@ static int ask_daemon(const char *sock_path, const char *request)
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     snprintf(sun.sun_path, sizeof sun.sun_path, "%s", sock_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 30};      /* a stopped daemon must not hang the CLI */
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
         if (fd >= 0)
             close(fd);
@@ -110,45 +78,96 @@ static int ask_daemon(const char *sock_path, const char *request)
     return rc;
 }
 
+/* Print a command's answer (out) or its error (err); the exit code. */
+static int answer(int rc, struct buf *out, struct buf *err)
+{
+    fwrite(buf_head(out), 1, out->len, stdout);
+    if (err->len)
+        fprintf(stderr, "postern: %.*s", (int)err->len, buf_head(err));
+    buf_free(out);
+    buf_free(err);
+    return rc == 0 ? 0 : 1;
+}
+
+/* Open the spool for the CLI's own use, as the daemon's user (never as
+ * root in a tree that user can write). */
+static int open_spool(const struct config *cfg)
+{
+    log_set_level(LOG_LVL_ERROR);
+    if (privs_become(cfg->run_user, cfg->allow_user_nobody) < 0)
+        return -1;
+    return spool_init(cfg->spool_dir, false);
+}
+
+/* The spool itself, when the daemon does not answer (or for cat/summary). */
+static int queue_on_spool(const struct config *cfg, const char *cmd, const char *arg)
+{
+    struct buf out, err;
+    buf_init(&out);
+    buf_init(&err);
+    if (open_spool(cfg) < 0)
+        return 1;
+    bool writes = !strcmp(cmd, "hold") || !strcmp(cmd, "release") || !strcmp(cmd, "delete");
+    int lock = writes ? spool_lock(cfg->spool_dir, 0) : -1;
+    if (writes && lock < 0) {
+        fprintf(stderr, "postern: %s/lock is held (%s): posternd is running but does not answer at %s\n",
+                cfg->spool_dir, strerror(errno), cfg->control_socket);
+        return 1;
+    }
+    int rc;
+    if (!strcmp(cmd, "list"))
+        rc = offline_list(arg != NULL, &out);
+    else if (!strcmp(cmd, "show"))
+        rc = offline_show(arg, &out, &err);
+    else if (!strcmp(cmd, "hold") || !strcmp(cmd, "release"))
+        rc = offline_hold(arg, cmd[0] == 'h', &out, &err);
+    else if (!strcmp(cmd, "delete"))
+        rc = offline_delete(arg, &out, &err);
+    else if (!strcmp(cmd, "summary"))
+        rc = queue_summary(arg != NULL, &out);
+    else
+        rc = queue_cat(arg, stdout, &err);
+    if (lock >= 0)
+        close(lock);
+    return answer(rc, &out, &err);
+}
+
 static int queue_command(const struct config *cfg, int argc, char **argv)
 {
-    static const char *with_id[] = {"show", "hold", "release", "delete"};
-    if (argc < 1)
+    static const char *with_id[] = {"show", "hold", "release", "delete", "cat"};
+    if (argc < 1 || argc > 2)
         usage();
-    bool known = !strcmp(argv[0], "list") || !strcmp(argv[0], "flush");
+    const char *cmd = argv[0], *arg = argc == 2 ? argv[1] : NULL;
+    bool known = (!strcmp(cmd, "list") && (!arg || !strcmp(arg, "--json"))) || !strcmp(cmd, "flush") ||
+                 (!strcmp(cmd, "summary") && (!arg || !strcmp(arg, "--sender")));
     for (size_t i = 0; i < sizeof with_id / sizeof with_id[0]; i++)
-        if (!strcmp(argv[0], with_id[i])) {
-            if (argc != 2)
+        if (!strcmp(cmd, with_id[i])) {
+            if (!arg)
                 usage();
-            if (!qid_valid(argv[1])) {
-                fprintf(stderr, "postern: '%s' is not a queue ID\n", argv[1]);
+            if (!qid_valid(arg)) {
+                fprintf(stderr, "postern: '%s' is not a queue ID\n", arg);
                 return 1;
             }
             known = true;
         }
-    if (!known || argc > 2)
+    if (!known)
         usage();
+    if (!strcmp(cmd, "cat") || !strcmp(cmd, "summary"))      /* read-only: always the spool */
+        return queue_on_spool(cfg, cmd, arg);
     char request[600];
-    snprintf(request, sizeof request, "%s%s%s", argv[0], argc == 2 ? " " : "", argc == 2 ? argv[1] : "");
+    snprintf(request, sizeof request, "%s%s%s", cmd, arg ? " " : "", arg ? arg : "");
     int rc = ask_daemon(cfg->control_socket, request);
     if (rc >= 0)
         return rc;
     int err = errno;
-    if (!strcmp(argv[0], "list") || !strcmp(argv[0], "show")) {
-        fprintf(stderr, "postern: posternd not reachable at %s (%s); reading the spool directly\n",
+    if (!strcmp(cmd, "flush")) {
+        fprintf(stderr, "postern: cannot reach posternd at %s: %s (nothing is delivered until it runs)\n",
                 cfg->control_socket, strerror(err));
-        log_set_level(LOG_LVL_ERROR);
-        if (spool_init(cfg->spool_dir, false) < 0)
-            return 1;
-        if (!strcmp(argv[0], "show"))
-            return print_message(argv[1], true) < 0 ? 1 : 0;
-        int n = 0;
-        spool_scan(list_one, &n);
-        printf("-- %d message(s)\n", n);
-        return 0;
+        return 1;
     }
-    fprintf(stderr, "postern: cannot reach posternd at %s: %s\n", cfg->control_socket, strerror(err));
-    return 1;
+    fprintf(stderr, "postern: posternd not reachable at %s (%s); working on the spool directly\n",
+            cfg->control_socket, strerror(err));
+    return queue_on_spool(cfg, cmd, arg);
 }
 
 /* check-config checks by running `posternd -t` (the posternd beside this

@@ -10,6 +10,7 @@
 #include "txn.h"
 #include "log.h"
 #include "retry.h"
+#include "queue_view.h"
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -773,48 +774,65 @@ static void dispatch(struct qmsg *m)
 
 /* ---- administration ------------------------------------------------ */
 
-static const char *rcpt_status_name(char st)
+/* m as queue_view.c presents it (the CLI reading the spool shows the same
+ * columns). The arrays are the caller's to free; waiting needs 300 bytes. */
+static bool view_of(const struct qmsg *m, struct queue_view *v, char *waiting, size_t wsize)
 {
-    return st == RCPT_DONE || st == RCPT_RELAYED ? "delivered" : st == RCPT_PENDING ? "pending" : "failed";
-}
-
-static const char *msg_state(const struct qmsg *m)
-{
-    if (m->held)
-        return "hold";
-    return m->jobs_outstanding ? "active" : "deferred";
-}
-
-static void list_line(const struct qmsg *m, struct buf *out, int64_t now)
-{
-    buf_printf(out, "%s %10llu %7llds %-8s <%s>", m->id, (unsigned long long)m->size,
-               (long long)(now - m->arrival), msg_state(m), m->sender);
-    const char *last = "";
-    for (size_t i = 0; i < m->nrcpts; i++)
-        if (m->rcpts[i].st.status == RCPT_PENDING) {
-            buf_printf(out, " <%s>", m->rcpts[i].addr);
-            if (m->rcpts[i].st.last_reply[0])
-                last = m->rcpts[i].st.last_reply;
-        }
+    const char **addrs = calloc(m->nrcpts ? m->nrcpts : 1, sizeof *addrs);
+    const struct rcpt_state **sts = calloc(m->nrcpts ? m->nrcpts : 1, sizeof *sts);
+    if (!addrs || !sts) {
+        free(addrs);
+        free(sts);
+        return false;
+    }
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        addrs[i] = m->rcpts[i].addr;
+        sts[i] = &m->rcpts[i].st;
+    }
+    waiting[0] = '\0';
     for (const struct qjob *j = m->jobs; j; j = j->next_of_msg)
         if (j->dj.waiting) {
-            buf_printf(out, " waiting: %s for %s", j->dj.waiting, j->dj.domain);
+            snprintf(waiting, wsize, "%s for %s", j->dj.waiting, j->dj.domain);
             break;
         }
-    buf_printf(out, "%s%s", last[0] ? " last: " : "", last);
-    if (m->held && m->hold_reason[0])
-        buf_printf(out, " reason: %s", m->hold_reason);
-    buf_puts(out, "\n");
+    *v = (struct queue_view){.id = m->id, .size = m->size, .arrival = m->arrival, .sender = m->sender,
+                             .held = m->held, .active = m->jobs_outstanding > 0, .hold_reason = m->hold_reason,
+                             .waiting = waiting, .nrcpts = m->nrcpts, .rcpts = addrs, .st = sts};
+    return true;
 }
 
-int queue_admin_list(struct buf *out)
+static void view_free(struct queue_view *v)
+{
+    free((void *)v->rcpts);
+    free((void *)v->st);
+}
+
+int queue_admin_list(bool json, struct buf *out)
 {
     int64_t now = (int64_t)time(NULL);
     size_t n = 0;
-    buf_puts(out, "ID                     SIZE     AGE STATE    SENDER RECIPIENTS (pending) LAST ERROR\n");
-    for (struct qmsg *m = all_head; m; m = m->next, n++)
-        list_line(m, out, now);
-    buf_printf(out, "-- %zu message(s)\n", n);
+    if (json)
+        buf_puts(out, "[");
+    else
+        queue_view_list_header(out);
+    for (struct qmsg *m = all_head; m; m = m->next) {
+        struct queue_view v;
+        char waiting[300];
+        if (!view_of(m, &v, waiting, sizeof waiting))
+            continue;
+        if (json) {
+            buf_puts(out, n ? ",\n" : "\n");
+            queue_view_json(&v, now, out);
+        } else {
+            queue_view_list_line(&v, now, out);
+        }
+        n++;
+        view_free(&v);
+    }
+    if (json)
+        buf_puts(out, "\n]\n");
+    else
+        buf_printf(out, "-- %zu message(s)\n", n);
     return 0;
 }
 
@@ -829,21 +847,12 @@ static struct qmsg *find_or_say(const char *id, struct buf *out)
 int queue_admin_show(const char *id, struct buf *out)
 {
     struct qmsg *m = find_or_say(id, out);
-    if (!m)
+    struct queue_view v;
+    char waiting[300];
+    if (!m || !view_of(m, &v, waiting, sizeof waiting))
         return -1;
-    int64_t now = (int64_t)time(NULL);
-    buf_printf(out, "id: %s\nstate: %s\narrival: %lld (%llds ago)\nsize: %llu\nattempts: %d\n", m->id,
-               msg_state(m), (long long)m->arrival, (long long)(now - m->arrival), (unsigned long long)m->size,
-               m->attempts);
-    if (m->heap_idx >= 0)
-        buf_printf(out, "next attempt: in %llds\n", (long long)(m->next_try > now ? m->next_try - now : 0));
-    if (m->held && m->hold_reason[0])
-        buf_printf(out, "hold reason: %s\n", m->hold_reason);
-    buf_printf(out, "from: <%s>\n", m->sender);
-    for (size_t i = 0; i < m->nrcpts; i++)
-        buf_printf(out, "rcpt: <%s> status=%s attempts=%d%s%s last=%s\n", m->rcpts[i].addr,
-                   rcpt_status_name(m->rcpts[i].st.status), m->rcpts[i].st.attempts,
-                   m->rcpts[i].st.nexthop[0] ? " nexthop=" : "", m->rcpts[i].st.nexthop, m->rcpts[i].st.last_reply);
+    queue_view_show(&v, (int64_t)time(NULL), out);
+    view_free(&v);
     return 0;
 }
 

@@ -67,7 +67,7 @@ size_t queue_size(void);
 
 /* Queue administration (the control socket). Each writes a human-readable
  * answer to out and returns 0, or -1 with the error text in out. */
-int queue_admin_list(struct buf *out);
+int queue_admin_list(bool json, struct buf *out);   /* json: an array of objects */
 int queue_admin_show(const char *id, struct buf *out);
 int queue_admin_hold(const char *id, struct buf *out);
 int queue_admin_release(const char *id, struct buf *out);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -354,6 +355,29 @@ static int open_subdir(const char *dir, const char *sub)
     return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
+int spool_lock(const char *dir, int wait_s)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = dfd < 0 ? -1 : openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int saved = errno;
+    if (dfd >= 0)
+        close(dfd);
+    if (fd < 0) {
+        errno = saved;
+        return -1;
+    }
+    for (int tries = wait_s * 10; flock(fd, LOCK_EX | LOCK_NB) < 0; tries--) {
+        if (errno != EWOULDBLOCK || tries <= 0) {
+            saved = errno;
+            close(fd);
+            errno = saved;
+            return -1;
+        }
+        usleep(100000);
+    }
+    return fd;
+}
+
 int spool_init(const char *dir, bool recover)
 {
     if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
@@ -367,8 +391,15 @@ int spool_init(const char *dir, bool recover)
         log_error("spool: cannot open %s/{tmp,queue,corrupt}: %s", dir, strerror(errno));
         return -1;
     }
+    if (recover)
+        spool_clear_tmp();
+    return 0;
+}
+
+void spool_clear_tmp(void)
+{
     /* tmp/ holds only messages that were never acknowledged: drop them */
-    DIR *d = recover ? fdopendir(dup(tmp_dirfd)) : NULL;
+    DIR *d = fdopendir(dup(tmp_dirfd));
     if (d) {
         struct dirent *de;
         while ((de = readdir(d)))
@@ -376,7 +407,6 @@ int spool_init(const char *dir, bool recover)
                 unlinkat(tmp_dirfd, de->d_name, 0);
         closedir(d);
     }
-    return 0;
 }
 
 static void writer_fail(struct spool_writer *w, int err)

@@ -111,6 +111,14 @@ void spool_writer_abort(struct spool_writer *w);
 int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
                          const char *body, size_t blen);
 
+/* SPOOL/lock: an exclusive flock held by a running posternd for its whole
+ * life, and by `postern queue` while it changes the spool with the daemon
+ * down. wait_s > 0: retry for that long. The fd to keep open, or -1 with
+ * errno (EWOULDBLOCK: someone else holds it). */
+int spool_lock(const char *dir, int wait_s);
+/* Drop tmp/ (never acknowledged): posternd at start, once it holds the lock. */
+void spool_clear_tmp(void);
+
 /* Load the envelope of queue/ID; body_off receives where the message starts. */
 int spool_load(const char *id, struct envelope *e, size_t *body_off, const char **err);
 /* Read the sidecar; returns 0 with defaults (all pending) when there is none. */

@@ -1,5 +1,10 @@
 """Queue administration against a running daemon over its control socket:
-list, show, hold, release, delete, flush (by ID, by domain, all)."""
+list, show, hold, release, delete, flush (by ID, by domain, all); and the
+same commands on the spool itself with the daemon down (identical list
+columns, hold/release/delete under SPOOL/lock), cat, summary, --json."""
+import fcntl
+import json
+import threading
 from harness import *
 
 
@@ -31,17 +36,25 @@ def test_list_and_show():
     r = postern(g, "show", qid)
     assert r.returncode == 0
     assert "rcpt: <x@example.test> status=pending attempts=1" in r.stdout, r.stdout
-    assert "next attempt: in" in r.stdout
+    assert re.search(r"arrival: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+s ago\)", r.stdout), r.stdout
+    assert re.search(r"next attempt: .* UTC \(in (59m \d+s|1h 0m)\)", r.stdout), r.stdout
     r = postern(g, "show", "0123456789ABCDEF")
     assert r.returncode == 1 and "no message with queue ID" in r.stderr
     r = postern(g, "show", "nonsense")
     assert r.returncode == 1 and "not a queue ID" in r.stderr
+    online = postern(g, "list").stdout
+    online_show = postern(g, "show", qid).stdout
     g.stop()
-    # with the daemon down, list and show read the spool
+    # with the daemon down, list and show read the spool: the same columns
     r = postern(g, "list")
-    assert r.returncode == 0 and qid in r.stdout and "reading the spool directly" in r.stderr
-    r = postern(g, "hold", qid)
-    assert r.returncode == 1 and "cannot reach posternd" in r.stderr
+    assert r.returncode == 0 and qid in r.stdout and "working on the spool directly" in r.stderr
+
+    def without_age(text):
+        return [re.sub(r"^(\S+ +\d+) +\d+s ", r"\1 AGE ", l) for l in text.splitlines()]
+    assert without_age(r.stdout) == without_age(online), (r.stdout, online)
+    def without_spans(text):       # "(3s ago)", "(in 59m 59s)": a second may pass between the two
+        return re.sub(r"\((in )?[\dhms ]+( ago)?\)", "", text)
+    assert without_spans(postern(g, "show", qid).stdout) == without_spans(online_show)
 
 
 def test_flush_by_id_domain_and_all():
@@ -94,6 +107,76 @@ def test_hold_release_and_delete():
     assert b"Subject: drop" not in b"".join(sink.messages())
     assert postern(g, "delete", drop).returncode == 1
     g.stop()
+
+
+def test_offline_hold_release_delete_under_the_spool_lock():
+    g = slow_retry_gateway()
+    keep = queued(g, "keep@example.test", "keep")
+    drop = queued(g, "drop@example.test", "drop")
+    wait_for(lambda: g.log().count("status=deferred") >= 2, 10, "deferrals")
+    g.stop()
+    r = postern(g, "hold", keep)
+    assert r.returncode == 0 and "%s: on hold" % keep in r.stdout, r.stderr
+    assert "hold" in [l for l in postern(g, "list").stdout.splitlines() if l.startswith(keep)][0]
+    r = postern(g, "delete", drop)
+    assert r.returncode == 0 and "%s: deleted" % drop in r.stdout
+    assert g.queue_files() == [keep]
+    assert postern(g, "delete", drop).returncode == 1
+    # a spool that someone holds the lock of is left alone (a running daemon whose socket is gone)
+    lock = open(os.path.join(g.spool, "lock"), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    r = postern(g, "release", keep)
+    assert r.returncode == 1 and "lock is held" in r.stderr, r.stderr
+    # ... and a daemon waits for it (up to 5 s) before it starts
+    t0 = time.time()
+    threading.Timer(1.0, lambda: fcntl.flock(lock, fcntl.LOCK_UN)).start()
+    g.start()
+    assert time.time() - t0 >= 0.9
+    # the daemon holds it now: no second daemon on the same spool
+    second = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf], capture_output=True, text=True,
+                            timeout=30)
+    assert second.returncode == 1 and "another posternd" in second.stderr, second.stderr
+    sink = Sink(addr(2))
+    time.sleep(1.5)
+    assert sink.count() == 0, "still held after the restart"
+    g.stop()
+    r = postern(g, "release", keep)
+    assert r.returncode == 0 and "released" in r.stdout
+    g.start()                        # released offline: due at once, not in an hour
+    msgs = sink.wait_count(1)
+    assert b"Subject: keep" in msgs[0]
+    g.stop()
+    lock.close()
+
+
+def test_cat_summary_and_json():
+    g = slow_retry_gateway()
+    ids = [queued(g, r) for r in ("a@one.test", "b@one.test", "c@two.test")]
+    wait_for(lambda: g.log().count("status=deferred") >= 3, 10, "deferrals")
+    r = postern(g, "cat", ids[0])
+    assert r.returncode == 0, r.stderr
+    assert "*** ENVELOPE RECORDS %s ***" % ids[0] in r.stdout and "sender: <a@src.test>" in r.stdout
+    assert "recipient: <a@one.test> (pending)" in r.stdout
+    assert "*** MESSAGE CONTENTS" in r.stdout and "Subject: admin" in r.stdout and "Received: from" in r.stdout
+    assert postern(g, "cat", "0123456789ABCDEF").returncode == 1
+    r = postern(g, "summary")
+    assert r.returncode == 0, r.stderr
+    rows = {l.split()[0]: l.split()[1:] for l in r.stdout.splitlines()[1:]}
+    assert rows["TOTAL"][0] == "3" and rows["one.test"][0] == "2" and rows["two.test"][0] == "1", r.stdout
+    assert rows["one.test"][1] == "2"        # all in the first bucket (under 5 minutes)
+    r = postern(g, "summary", "--sender")
+    assert "src.test" in r.stdout
+    for down in (False, True):
+        if down:
+            g.stop()
+        r = postern(g, "list", "--json")
+        assert r.returncode == 0, r.stderr
+        msgs = json.loads(r.stdout)
+        assert sorted(m["id"] for m in msgs) == sorted(ids)
+        m = [m for m in msgs if m["id"] == ids[2]][0]
+        assert m["state"] == "deferred" and m["sender"] == "a@src.test"
+        assert m["recipients"][0]["address"] == "c@two.test" and m["recipients"][0]["attempts"] == 1
+        assert "Connection refused" in m["recipients"][0]["last_reply"]
 
 
 def test_idle_control_connections_are_bounded_and_timed_out():

@@ -76,9 +76,14 @@ static void errors_name_file_and_line(void **state)
     assert_int_equal(load(text, &cfg, err), -1);
     assert_non_null(strstr(err, "main.conf:7: retry_min"));
     config_free(&cfg);
-    snprintf(text, sizeof text, "%strusted_networks = 10.0.0.0/33\n", base);
+    snprintf(text, sizeof text, "%sxclient_networks = 10.0.0.0/33\n", base);
     assert_int_equal(load(text, &cfg, err), -1);
     assert_non_null(strstr(err, ":7: bad network"));
+    config_free(&cfg);
+    /* a key given twice names both lines; plugin options may repeat */
+    snprintf(text, sizeof text, "%strusted_networks = 10.0.0.0/8\n", base);
+    assert_int_equal(load(text, &cfg, err), -1);
+    assert_non_null(strstr(err, ":7: duplicate key 'trusted_networks' (first set at line"));
     config_free(&cfg);
     snprintf(text, sizeof text, "%slisten = nowhere\n", base);
     assert_int_equal(load(text, &cfg, err), -1);

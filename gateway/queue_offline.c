@@ -1,0 +1,213 @@
+/* queue_offline.c - `postern queue ...` straight on the spool, for when
+ * posternd is down (and, read-only, for cat and summary at any time).
+ * Writes (hold, release, delete) happen only under SPOOL/lock, which a
+ * running posternd holds: so a daemon never starts in the middle of one,
+ * and none runs beside a daemon. The CLI calls these as the daemon's user. */
+#include "queue_offline.h"
+#include "queue_view.h"
+#include "spool.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* One message read from the spool, viewed as the daemon would show it. */
+struct spooled {
+    struct envelope e;
+    size_t body_off;
+    struct msg_flags flags;
+    struct rcpt_state *st;
+    const struct rcpt_state **stp;
+    struct queue_view v;
+};
+
+static void spooled_free(struct spooled *m)
+{
+    free(m->st);
+    free(m->stp);
+    envelope_free(&m->e);
+}
+
+static int spooled_load(const char *id, struct spooled *m, struct buf *err)
+{
+    memset(m, 0, sizeof *m);
+    const char *why = "";
+    if (!qid_valid(id) || spool_load(id, &m->e, &m->body_off, &why) < 0) {
+        buf_printf(err, "no message with queue ID '%s'%s%s\n", id, why[0] ? ": " : "", why);
+        return -1;
+    }
+    m->st = calloc(m->e.nrcpts ? m->e.nrcpts : 1, sizeof *m->st);
+    m->stp = calloc(m->e.nrcpts ? m->e.nrcpts : 1, sizeof *m->stp);
+    if (!m->st || !m->stp) {
+        spooled_free(m);
+        buf_printf(err, "out of memory\n");
+        return -1;
+    }
+    spool_load_state(id, &m->flags, m->st, m->e.nrcpts);
+    for (size_t i = 0; i < m->e.nrcpts; i++)
+        m->stp[i] = &m->st[i];
+    m->v = (struct queue_view){.id = m->e.id, .size = m->e.size, .arrival = m->e.arrival, .sender = m->e.sender,
+                               .held = m->flags.held, .hold_reason = m->flags.reason, .waiting = "",
+                               .nrcpts = m->e.nrcpts, .rcpts = (const char *const *)m->e.rcpts, .st = m->stp};
+    return 0;
+}
+
+struct list_ctx {
+    struct buf *out;
+    bool json;
+    size_t n;
+    int64_t now;
+};
+
+static void list_one(const char *id, void *arg)
+{
+    struct list_ctx *c = arg;
+    struct spooled m;
+    struct buf ignore;
+    buf_init(&ignore);
+    if (spooled_load(id, &m, &ignore) == 0) {
+        if (c->json) {
+            buf_puts(c->out, c->n ? ",\n" : "\n");
+            queue_view_json(&m.v, c->now, c->out);
+        } else {
+            queue_view_list_line(&m.v, c->now, c->out);
+        }
+        c->n++;
+        spooled_free(&m);
+    }
+    buf_free(&ignore);
+}
+
+int offline_list(bool json, struct buf *out)
+{
+    struct list_ctx c = {out, json, 0, (int64_t)time(NULL)};
+    if (json)
+        buf_puts(out, "[");
+    else
+        queue_view_list_header(out);
+    spool_scan(list_one, &c);
+    if (json)
+        buf_puts(out, "\n]\n");
+    else
+        buf_printf(out, "-- %zu message(s)\n", c.n);
+    return 0;
+}
+
+int offline_show(const char *id, struct buf *out, struct buf *err)
+{
+    struct spooled m;
+    if (spooled_load(id, &m, err) < 0)
+        return -1;
+    queue_view_show(&m.v, (int64_t)time(NULL), out);
+    spooled_free(&m);
+    return 0;
+}
+
+int offline_hold(const char *id, bool hold, struct buf *out, struct buf *err)
+{
+    struct spooled m;
+    if (spooled_load(id, &m, err) < 0)
+        return -1;
+    m.flags.held = hold;
+    if (!hold)
+        m.flags.reason[0] = '\0';
+    for (size_t i = 0; !hold && i < m.e.nrcpts; i++)
+        m.st[i].next_try = 0;              /* released: due at once when posternd starts */
+    int rc = spool_save_state(id, m.flags, m.st, m.e.nrcpts);
+    if (rc < 0)
+        buf_printf(err, "%s: cannot write its state: %s\n", id, strerror(errno));
+    else
+        buf_printf(out, "%s: %s\n", id, hold ? "on hold" : "released");
+    spooled_free(&m);
+    return rc;
+}
+
+int offline_delete(const char *id, struct buf *out, struct buf *err)
+{
+    struct spooled m;
+    if (spooled_load(id, &m, err) < 0)
+        return -1;
+    spooled_free(&m);
+    spool_remove(id);
+    buf_printf(out, "%s: deleted\n", id);
+    return 0;
+}
+
+/* postcat: the envelope as records, then the message as stored. */
+int queue_cat(const char *id, FILE *out, struct buf *err)
+{
+    struct spooled m;
+    if (spooled_load(id, &m, err) < 0)
+        return -1;
+    char when[64];
+    queue_view_time(m.e.arrival, when, sizeof when);
+    fprintf(out, "*** ENVELOPE RECORDS %s ***\narrival: %s\nsize: %llu\nclient: [%s]\nhelo: %s\nprotocol: %s\n"
+            "sender: <%s>\n", id, when, (unsigned long long)m.e.size, m.e.client_ip, m.e.helo, m.e.proto, m.e.sender);
+    for (size_t i = 0; i < m.e.nrcpts; i++)
+        fprintf(out, "recipient: <%s> (%s)\n", m.e.rcpts[i],
+                m.st[i].status == RCPT_PENDING ? "pending" : m.st[i].status == RCPT_DONE ? "delivered" : "done");
+    if (m.flags.held)
+        fprintf(out, "held: %s\n", m.flags.reason[0] ? m.flags.reason : "yes");
+    fprintf(out, "*** MESSAGE CONTENTS %s ***\n", id);
+    int fd = spool_open_message(id);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    int rc = 0;
+    if (!f || fseeko(f, (off_t)m.body_off, SEEK_SET) < 0) {
+        buf_printf(err, "%s: cannot read the message: %s\n", id, strerror(errno));
+        rc = -1;
+    } else {
+        char chunk[65536];
+        size_t n;
+        uint64_t left = m.e.size;
+        while (left && (n = fread(chunk, 1, left < sizeof chunk ? (size_t)left : sizeof chunk, f)) > 0) {
+            fwrite(chunk, 1, n, out);
+            left -= n;
+        }
+        fprintf(out, "*** END OF MESSAGE %s ***\n", id);
+    }
+    if (f)
+        fclose(f);
+    else if (fd >= 0)
+        close(fd);
+    spooled_free(&m);
+    return rc;
+}
+
+struct shape_ctx {
+    struct qshape q;
+    int64_t now;
+    bool by_sender;
+};
+
+static void shape_one(const char *id, void *arg)
+{
+    struct shape_ctx *c = arg;
+    struct spooled m;
+    struct buf ignore;
+    buf_init(&ignore);
+    if (spooled_load(id, &m, &ignore) == 0) {
+        const char *sdom = strrchr(m.e.sender, '@');
+        for (size_t i = 0; i < m.e.nrcpts; i++) {
+            if (m.st[i].status != RCPT_PENDING)
+                continue;
+            const char *rdom = strrchr(m.e.rcpts[i], '@');
+            const char *dom = c->by_sender ? (sdom ? sdom + 1 : m.e.sender[0] ? m.e.sender : "MAILER-DAEMON")
+                                           : (rdom ? rdom + 1 : m.e.rcpts[i]);
+            qshape_add(&c->q, dom, c->now - m.e.arrival);
+        }
+        spooled_free(&m);
+    }
+    buf_free(&ignore);
+}
+
+int queue_summary(bool by_sender, struct buf *out)
+{
+    struct shape_ctx c = {.now = (int64_t)time(NULL), .by_sender = by_sender};
+    spool_scan(shape_one, &c);
+    qshape_print(&c.q, 100, out);
+    qshape_free(&c.q);
+    return 0;
+}
