@@ -601,6 +601,16 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         snprintf(cfg->http_listen, sizeof cfg->http_listen, "%s", value);
         return 0;
     }
+    if (!strcmp(key, "http_users")) {
+        if (value[0] != '/')
+            return fail(p, "http_users: expected an absolute path to the console's users file");
+        set_str(&cfg->http_users, value);
+        return 0;
+    }
+    if (!strcmp(key, "http_tls")) {
+        cfg->http_tls_set = true;
+        return set_bool(p, key, value, &cfg->http_tls);
+    }
     if (!strcmp(key, "hostname")) {
         if (!*value || strlen(value) >= sizeof cfg->hostname || strpbrk(value, " \t"))
             return fail(p, "hostname: bad value '%s'", value);
@@ -895,6 +905,12 @@ static int config_validate(struct pctx *p, struct config *cfg)
         return fail(p, "require_tls_networks needs tls_cert and tls_key (STARTTLS)");
     if (!cfg->plugin_dir)
         cfg->plugin_dir = strdup(POSTERN_PLUGIN_DIR);
+    if (cfg->http_users && !cfg->http_listen[0])
+        return fail(p, "http_users needs http_listen (the console is served there)");
+    if (!cfg->http_tls_set)
+        cfg->http_tls = cfg->tls_cert != NULL;
+    if (cfg->http_tls && !cfg->tls_cert)
+        return fail(p, "http_tls needs tls_cert and tls_key");
     for (size_t i = 0; i < cfg->nplugin_opts; i++) {
         bool found = false;
         for (size_t k = 0; k < cfg->nplugins; k++)
@@ -1002,7 +1018,8 @@ const char *config_restart_key_changed(const struct config *a, const struct conf
         {"spool_dir", same_str(a->spool_dir, b->spool_dir)},
         {"user", same_str(a->run_user, b->run_user) && a->allow_user_nobody == b->allow_user_nobody},
         {"control_socket", same_str(a->control_socket, b->control_socket)},
-        {"http_listen", !strcmp(a->http_listen, b->http_listen)},
+        {"http_listen", !strcmp(a->http_listen, b->http_listen) && same_str(a->http_users, b->http_users) &&
+                        a->http_tls == b->http_tls},
         {"tls_cert", same_str(a->tls_cert, b->tls_cert) && same_str(a->tls_key, b->tls_key)},
         {"tls_ca_file", same_str(a->tls_ca_file, b->tls_ca_file)},
         {"dns_server", same_str(a->dns_server, b->dns_server)},
@@ -1066,6 +1083,7 @@ void config_free(struct config *cfg)
     free(cfg->rate_limit_table);
     free(cfg->login_maps);
     free(cfg->log_target);
+    free(cfg->http_users);
     for (size_t i = 0; i < cfg->nlogins; i++) {
         free(cfg->logins[i].address);
         free(cfg->logins[i].logins);
@@ -1185,7 +1203,8 @@ void config_print(const struct config *cfg, FILE *out)
             cfg->submission_add_headers ? "yes" : "no");
     for (size_t i = 0; i < cfg->nlogins; i++)
         fprintf(out, "# sender login: %s by %s\n", cfg->logins[i].address, cfg->logins[i].logins);
-    fprintf(out, "http_listen = %s\n", cfg->http_listen);
+    fprintf(out, "http_listen = %s\nhttp_users = %s\nhttp_tls = %s\n", cfg->http_listen,
+            cfg->http_users ? cfg->http_users : "", cfg->http_tls ? "yes" : "no");
     fprintf(out, "hostname = %s\npostmaster_address = %s\nspool_dir = %s\n", cfg->hostname,
             cfg->postmaster_address, cfg->spool_dir);
     fprintf(out, "relay_domains =");

@@ -77,6 +77,9 @@ struct config {
     int nlisten;
     char hostname[256];
     char http_listen[64];          /* "127.0.0.1:9025": /metrics; "" = off */
+    char *http_users;              /* the console's users file; NULL = no console */
+    bool http_tls;                 /* serve HTTPS with tls_cert (default: when tls_cert is set) */
+    bool http_tls_set;
     char postmaster_address[256];  /* where a bare RCPT TO:<postmaster> goes ("" = refused) */
     char *spool_dir;
     char **relay_domains;          /* lower-case; ".dom" matches subdomains */

@@ -8,6 +8,7 @@
 #include "dns.h"
 #include "hooks.h"
 #include "http.h"
+#include "console_auth.h"
 #include "metrics.h"
 #include "../lua/postern_lua.h"
 #include "mta_sts.h"
@@ -125,6 +126,10 @@ static int setup_signals(void)
 static int check_config(const char *path, struct config *cfg)
 {
     char err[1024];
+    if (cfg->http_users && console_users_load(cfg->http_users, err, sizeof err) < 0) {
+        fprintf(stderr, "posternd: %s\n", err);
+        return 1;
+    }
     if (privs_become(cfg->run_user, cfg->allow_user_nobody) < 0)
         return 1;
     plugin_host_set_checking(true);

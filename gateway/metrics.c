@@ -89,6 +89,16 @@ void metric_set(enum metric_id id, const char *labels, int64_t value)
     atomic_store(&series_for(&metrics[id], labels)->value, value);
 }
 
+int64_t metric_value(enum metric_id id, const char *labels)
+{
+    const struct metric *m = &metrics[id];
+    int n = atomic_load(&m->nseries);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m->series[i].labels, labels ? labels : ""))
+            return atomic_load(&m->series[i].value);
+    return 0;
+}
+
 void metric_observe(enum metric_id id, double seconds)
 {
     struct metric *m = &metrics[id];

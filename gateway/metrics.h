@@ -32,6 +32,8 @@ void metric_add(enum metric_id m, const char *labels, uint64_t n);
 static inline void metric_inc(enum metric_id m, const char *labels) { metric_add(m, labels, 1); }
 void metric_set(enum metric_id m, const char *labels, int64_t value);
 void metric_observe(enum metric_id m, double seconds);
+/* A counter's or gauge's current value (0 for a series never updated). */
+int64_t metric_value(enum metric_id m, const char *labels);
 /* A label set as Prometheus writes it: name="value" pairs, values escaped.
  * Returns out. pairs: name, value, name, value, ..., NULL. */
 const char *metric_labels(char *out, size_t size, ...);

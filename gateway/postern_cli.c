@@ -7,6 +7,8 @@
 #include "archive_verify.h"
 #include "buf.h"
 #include "config.h"
+#include "console_auth.h"
+#include "control_client.h"
 #include "privs.h"
 #include "queue_offline.h"
 #include "log.h"
@@ -27,6 +29,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: postern -c FILE check-config\n"
                     "       postern -c FILE reload\n"
+                    "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
                     "       postern -c FILE queue list [--json]|show ID|cat ID|summary [--sender]\n"
                     "       postern -c FILE queue flush [ID|domain]|hold ID|release ID|delete ID\n"
                     "       postern -c FILE archive verify\n");
@@ -37,44 +40,14 @@ static void usage(void)
  * exit code, or -1 when the daemon could not be reached. */
 static int ask_daemon(const char *sock_path, const char *request)
 {
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", sock_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = {.tv_sec = 30};      /* a stopped daemon must not hang the CLI */
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    char req[600];
-    int n = snprintf(req, sizeof req, "%s\n", request);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    struct buf b;
-    buf_init(&b);
-    char tmp[8192];
-    ssize_t r;
-    while ((r = read(fd, tmp, sizeof tmp)) > 0)
-        buf_append(&b, tmp, (size_t)r);
-    close(fd);
-    buf_append(&b, "", 1);
-    char *text = buf_head(&b);
-    int rc = 1;
-    if (!strncmp(text, "OK\n", 3)) {
-        fputs(text + 3, stdout);
-        rc = 0;
-    } else if (!strncmp(text, "ERR\n", 4)) {
-        fprintf(stderr, "postern: %s", text + 4);
-    } else {
-        fprintf(stderr, "postern: unexpected answer from posternd\n");
-    }
-    buf_free(&b);
+    struct buf out;
+    buf_init(&out);
+    int rc = control_request(sock_path, request, &out);
+    if (rc == 0)
+        fwrite(buf_head(&out), 1, out.len, stdout);
+    else if (rc > 0)
+        fprintf(stderr, "postern: %.*s", (int)out.len, buf_head(&out));
+    buf_free(&out);
     return rc;
 }
 
@@ -170,6 +143,30 @@ static int queue_command(const struct config *cfg, int argc, char **argv)
     return queue_on_spool(cfg, cmd, arg);
 }
 
+/* `postern console-user NAME ROLE`: a users-file line with a yescrypt hash
+ * of the password read from stdin (the password never on the command line). */
+static int console_user(int argc, char **argv)
+{
+    if (argc != 2 || (strcmp(argv[1], "admin") && strcmp(argv[1], "readonly")) || !argv[0][0] ||
+        strpbrk(argv[0], ": \t\n") || strlen(argv[0]) >= 64)
+        usage();
+    char password[1024];
+    if (!fgets(password, sizeof password, stdin)) {
+        fprintf(stderr, "postern: console-user: give the password on stdin\n");
+        return 1;
+    }
+    password[strcspn(password, "\r\n")] = '\0';
+    char hash[256];
+    if (strlen(password) < 8 || console_hash_password(password, hash, sizeof hash) < 0) {
+        fprintf(stderr, "postern: console-user: %s\n", strlen(password) < 8 ? "the password needs 8 characters or more"
+                                                                        : "libcrypt cannot make a yescrypt hash");
+        return 1;
+    }
+    memset(password, 0, sizeof password);
+    printf("%s:%s:%s\n", argv[0], hash, argv[1]);
+    return 0;
+}
+
 /* check-config checks by running `posternd -t` (the posternd beside this
  * program, else PATH's), so the two can never disagree: plugin options,
  * unknown plugins, regexes, rules files and Lua scripts are all checked
@@ -218,6 +215,8 @@ int main(int argc, char **argv)
         else
             usage();
     }
+    if (optind < argc && !strcmp(argv[optind], "console-user"))
+        return console_user(argc - optind - 1, argv + optind + 1);
     if (!path || optind >= argc)
         usage();
     struct config cfg;

@@ -871,10 +871,54 @@ int queue_admin_hold(const char *id, struct buf *out)
     return 0;
 }
 
-int queue_admin_release(const char *id, struct buf *out)
+/* Drop the pending recipients not named in list (space-separated). */
+static int keep_only(struct qmsg *m, const char *list, struct buf *out)
 {
+    size_t named = 0;
+    for (const char *p = list; *p; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+        bool found = false;
+        for (size_t i = 0; i < m->nrcpts; i++)
+            found |= m->rcpts[i].st.status == RCPT_PENDING && strlen(m->rcpts[i].addr) == n &&
+                     !strncasecmp(m->rcpts[i].addr, p, n);
+        if (!found) {
+            buf_printf(out, "%s: no pending recipient <%.*s>\n", m->id, (int)n, p);
+            return -1;
+        }
+        named++;
+        p += n;
+    }
+    for (size_t i = 0; named && i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        bool keep = false;
+        for (const char *p = list; *p && !keep; p += strspn(p, " ")) {
+            size_t n = strcspn(p, " ");
+            keep = strlen(r->addr) == n && !strncasecmp(r->addr, p, n);
+            p += n;
+        }
+        if (r->st.status != RCPT_PENDING || keep)
+            continue;
+        r->st.status = RCPT_BOUNCED;           /* settled, and no notice is owed */
+        snprintf(r->st.last_reply, sizeof r->st.last_reply, "dropped by admin at release");
+        log_info("%s: to=<%s>, status=dropped (released to other recipients by admin)", m->id, r->addr);
+    }
+    return 0;
+}
+
+int queue_admin_release(const char *arg, struct buf *out)
+{
+    char id[QID_LEN + 1];
+    snprintf(id, sizeof id, "%.*s", (int)strcspn(arg, " "), arg);
+    const char *list = arg + strcspn(arg, " ");
+    list += strspn(list, " ");
     struct qmsg *m = find_or_say(id, out);
     if (!m)
+        return -1;
+    if (*list && (!m->held || m->jobs_outstanding)) {
+        buf_printf(out, "%s: only a held message can be released to some of its recipients\n", m->id);
+        return -1;
+    }
+    if (*list && keep_only(m, list, out) < 0)
         return -1;
     if (m->held) {
         m->held = false;

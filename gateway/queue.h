@@ -70,7 +70,9 @@ size_t queue_size(void);
 int queue_admin_list(bool json, struct buf *out);   /* json: an array of objects */
 int queue_admin_show(const char *id, struct buf *out);
 int queue_admin_hold(const char *id, struct buf *out);
-int queue_admin_release(const char *id, struct buf *out);
+/* arg: "ID" or "ID rcpt rcpt ...": release to those only, dropping the
+ * other pending recipients (no bounce: an admin chose). */
+int queue_admin_release(const char *arg, struct buf *out);
 int queue_admin_delete(const char *id, struct buf *out);
 /* arg: a queue ID, a recipient domain, or "" for everything. */
 int queue_admin_flush(const char *arg, struct buf *out);

@@ -137,8 +137,11 @@ void queue_view_show(const struct queue_view *v, int64_t now, struct buf *out)
     char when[64], ago[32];
     queue_view_time(v->arrival, when, sizeof when);
     queue_view_span(now - v->arrival, ago, sizeof ago);
-    buf_printf(out, "id: %s\nstate: %s\narrival: %s (%s ago)\nsize: %llu\n", v->id, queue_view_state(v), when, ago,
-               (unsigned long long)v->size);
+    int attempts = 0;                 /* delivery rounds: the most any recipient has had */
+    for (size_t i = 0; i < v->nrcpts; i++)
+        attempts = v->st[i]->attempts > attempts ? v->st[i]->attempts : attempts;
+    buf_printf(out, "id: %s\nstate: %s\narrival: %s (%s ago)\nsize: %llu\nattempts: %d\n", v->id, queue_view_state(v),
+               when, ago, (unsigned long long)v->size, attempts);
     int64_t next = next_try(v);
     if (!v->held && next) {
         queue_view_time(next, when, sizeof when);

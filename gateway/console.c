@@ -1,0 +1,754 @@
+/* console.c - the web console on the http_listen listener: queue and
+ * quarantine pages, message detail, actions, and a JSON API beside every
+ * page. It runs on libmicrohttpd's threads, never on the SMTP loop, and
+ * asks the loop through the control socket exactly as `postern queue`
+ * does (control_client.c), so the console can do nothing the CLI cannot.
+ * Every page needs a login (console_auth.c); every change is a POST that
+ * carries the session's CSRF token and needs the admin role. Pages have no
+ * scripts (CSP default-src 'none'), and text from mail is only ever shown
+ * HTML-escaped: headers and a body preview as text, never rendered. */
+#include "console.h"
+#include "console_auth.h"
+#include "control_client.h"
+#include "log.h"
+#include "metrics.h"
+#include "spool.h"
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_FORM 16384                 /* a POST body */
+#define PREVIEW_BYTES 65536            /* read of a queued message for the detail page */
+#define BODY_PREVIEW 4096
+
+static char control_path[108];
+static bool secure_cookies;            /* the listener is HTTPS */
+
+/* One request's state across libmicrohttpd's calls: the POST body so far. */
+struct console_req {
+    struct buf body;
+    bool too_big;
+};
+
+/* ---- small helpers ------------------------------------------------- */
+
+static void html(struct buf *out, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '<': buf_puts(out, "&lt;"); break;
+        case '>': buf_puts(out, "&gt;"); break;
+        case '&': buf_puts(out, "&amp;"); break;
+        case '"': buf_puts(out, "&quot;"); break;
+        case '\'': buf_puts(out, "&#39;"); break;
+        case '\r': break;                 /* CRLF shows as a line end */
+        default:
+            if ((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t')
+                buf_puts(out, "?");
+            else
+                buf_append(out, s, 1);
+        }
+    }
+}
+
+/* Query-string encoding, for links that carry an ID or an address. */
+static void url_enc(struct buf *out, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (isalnum(c) || strchr("-_.@", c))
+            buf_append(out, s, 1);
+        else
+            buf_printf(out, "%%%02X", c);
+    }
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Every value of field `name` in an x-www-form-urlencoded body, decoded,
+ * calling fn for each; returns how many there were. */
+static int form_each(const char *body, const char *name, void (*fn)(const char *v, void *ctx), void *ctx)
+{
+    int count = 0;
+    size_t nlen = strlen(name);
+    for (const char *p = body; *p;) {
+        const char *end = p + strcspn(p, "&");
+        if ((size_t)(end - p) > nlen && !strncmp(p, name, nlen) && p[nlen] == '=') {
+            char v[1024];
+            size_t n = 0;
+            for (const char *q = p + nlen + 1; q < end && n < sizeof v - 1; q++) {
+                if (*q == '+') {
+                    v[n++] = ' ';
+                } else if (*q == '%' && q + 2 < end && hexval(q[1]) >= 0 && hexval(q[2]) >= 0) {
+                    v[n++] = (char)(hexval(q[1]) * 16 + hexval(q[2]));
+                    q += 2;
+                } else {
+                    v[n++] = *q;
+                }
+            }
+            v[n] = '\0';
+            fn(v, ctx);
+            count++;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return count;
+}
+
+static void copy_first(const char *v, void *ctx)
+{
+    char *out = ctx;
+    if (!out[0])
+        snprintf(out, 1024, "%s", v);
+}
+
+static void form_get(const char *body, const char *name, char out[1024])
+{
+    out[0] = '\0';
+    form_each(body, name, copy_first, out);
+}
+
+static const char *query(struct MHD_Connection *c, const char *name)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    return v ? v : "";
+}
+
+static void client_ip(struct MHD_Connection *c, char *out, size_t size)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    out[0] = '\0';
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)size);
+}
+
+/* ---- responses ---------------------------------------------------- */
+
+static enum MHD_Result send_response(struct MHD_Connection *c, unsigned status, const char *type, struct buf *body,
+                                     const char *location, const char *cookie)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(body->len, body->len ? buf_head(body) : (void *)"", MHD_RESPMEM_MUST_COPY);
+    buf_free(body);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
+    if (location)
+        MHD_add_response_header(r, "Location", location);
+    if (cookie)
+        MHD_add_response_header(r, "Set-Cookie", cookie);
+    enum MHD_Result rc = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result redirect(struct MHD_Connection *c, const char *to, const char *cookie)
+{
+    struct buf b;
+    buf_init(&b);
+    return send_response(c, MHD_HTTP_SEE_OTHER, "text/plain", &b, to, cookie);
+}
+
+static enum MHD_Result text_status(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, msg);
+    return send_response(c, status, "text/plain; charset=utf-8", &b, NULL, NULL);
+}
+
+static enum MHD_Result json_response(struct MHD_Connection *c, unsigned status, json_t *j)
+{
+    struct buf b;
+    buf_init(&b);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s)
+        buf_puts(&b, s);
+    free(s);
+    buf_puts(&b, "\n");
+    return send_response(c, status, "application/json", &b, NULL, NULL);
+}
+
+static enum MHD_Result json_error(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    return json_response(c, status, json_pack("{s:s}", "error", msg));
+}
+
+/* ---- page frame ---------------------------------------------------- */
+
+static void page_start(struct buf *b, const char *title, const struct console_session *s)
+{
+    buf_puts(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Postern: ");
+    html(b, title);
+    buf_puts(b, "</title><style>body{font:14px sans-serif;margin:1em 2em}table{border-collapse:collapse}"
+                "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}"
+                "pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;max-width:100em}"
+                "nav a,nav form{margin-right:1em;display:inline}.counters span{margin-right:1.5em}</style>"
+                "</head><body>\n");
+    if (s) {
+        buf_puts(b, "<nav><a href=\"/\">Queue</a><a href=\"/quarantine\">Quarantine</a>"
+                    "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"");
+        html(b, s->csrf);
+        buf_puts(b, "\"><button type=\"submit\">Log out</button></form> ");
+        html(b, s->user);
+        buf_printf(b, " (%s)</nav>\n", console_role_name(s->role));
+    }
+    buf_puts(b, "<h1>");
+    html(b, title);
+    buf_puts(b, "</h1>\n");
+}
+
+static void counters(struct buf *b)
+{
+    buf_printf(b, "<p class=\"counters\"><span id=\"queue-size\">queue: %lld</span><span>sessions open: %lld</span>"
+                  "<span>accepted: %lld</span><span>delivered: %lld</span><span>deferred: %lld</span>"
+                  "<span>bounced: %lld</span></p>\n",
+               (long long)metric_value(M_QUEUE_MESSAGES, NULL), (long long)metric_value(M_SESSIONS_OPEN, NULL),
+               (long long)metric_value(M_MESSAGES_ACCEPTED, NULL),
+               (long long)metric_value(M_DELIVERIES, "result=\"delivered\""),
+               (long long)metric_value(M_DELIVERIES, "result=\"deferred\""),
+               (long long)metric_value(M_DELIVERIES, "result=\"bounced\""));
+}
+
+/* ---- the queue, from the daemon ------------------------------------ */
+
+/* The queue as the CLI's `list --json` gives it, or NULL (why in err). */
+static json_t *queue_json(char *err, size_t errlen)
+{
+    struct buf out;
+    buf_init(&out);
+    int rc = control_request(control_path, "list --json", &out);
+    json_error_t je;
+    json_t *j = rc == 0 ? json_loadb(out.len ? buf_head(&out) : "", out.len, 0, &je) : NULL;
+    if (!j)
+        snprintf(err, errlen, "%s", rc == 0 ? "posternd answered garbage" : "posternd does not answer");
+    buf_free(&out);
+    return j;
+}
+
+struct filter {
+    const char *sender, *rcpt, *domain, *state;
+    long min_age;                      /* seconds */
+};
+
+static bool contains_ci(const char *hay, const char *needle) { return !needle[0] || strcasestr(hay, needle); }
+
+static const char *jstr(const json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+static bool matches(const json_t *m, const struct filter *f)
+{
+    if (f->state[0] && strcmp(jstr(m, "state"), f->state))
+        return false;
+    if (!contains_ci(jstr(m, "sender"), f->sender) || json_integer_value(json_object_get(m, "age")) < f->min_age)
+        return false;
+    if (!f->rcpt[0] && !f->domain[0])
+        return true;
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(m, "recipients"), i, r) {
+        const char *a = jstr(r, "address"), *at = strrchr(a, '@');
+        bool dom_ok = !f->domain[0] || (at && (!strcasecmp(at + 1, f->domain) ||
+                                               (strlen(at + 1) > strlen(f->domain) &&
+                                                !strcasecmp(at + 1 + strlen(at + 1) - strlen(f->domain), f->domain) &&
+                                                at[strlen(at + 1) - strlen(f->domain)] == '.')));
+        if (contains_ci(a, f->rcpt) && dom_ok)
+            return true;
+    }
+    return false;
+}
+
+static struct filter filter_of(struct MHD_Connection *c, bool quarantine)
+{
+    struct filter f = {query(c, "sender"), query(c, "rcpt"), query(c, "domain"), query(c, "state"), 0};
+    f.min_age = atol(query(c, "min_age")) * 60;
+    if (quarantine)
+        f.state = "hold";
+    return f;
+}
+
+/* The messages that match, as a new JSON array. */
+static json_t *filtered(json_t *all, const struct filter *f)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(all, i, m) if (matches(m, f)) json_array_append(out, m);
+    return out;
+}
+
+static void filter_form(struct buf *b, const struct filter *f, bool quarantine)
+{
+    buf_printf(b, "<form method=\"get\" action=\"%s\">", quarantine ? "/quarantine" : "/");
+    const char *names[] = {"sender", "rcpt", "domain"}, *vals[] = {f->sender, f->rcpt, f->domain};
+    for (int i = 0; i < 3; i++) {
+        buf_printf(b, "%s <input name=\"%s\" value=\"", names[i], names[i]);
+        html(b, vals[i]);
+        buf_puts(b, "\" size=\"18\"> ");
+    }
+    if (!quarantine) {
+        buf_puts(b, "state <select name=\"state\">");
+        const char *states[] = {"", "queued", "deferred", "active", "hold"};
+        for (int i = 0; i < 5; i++)
+            buf_printf(b, "<option value=\"%s\"%s>%s</option>", states[i], !strcmp(states[i], f->state) ? " selected" : "",
+                       states[i][0] ? states[i] : "any");
+        buf_puts(b, "</select> ");
+    }
+    buf_printf(b, "older than <input name=\"min_age\" value=\"%ld\" size=\"4\"> min "
+                  "<button type=\"submit\">Filter</button></form>\n", f->min_age / 60);
+}
+
+static void queue_table(struct buf *b, json_t *msgs, bool quarantine)
+{
+    buf_printf(b, "<p>%zu message(s)</p>\n<table id=\"messages\"><tr><th>ID</th><th>age</th><th>state</th><th>sender</th>"
+                  "<th>recipients</th><th>%s</th></tr>\n", json_array_size(msgs), quarantine ? "reason" : "last error");
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        buf_puts(b, "<tr><td><a href=\"/message?id=");
+        url_enc(b, jstr(m, "id"));
+        buf_puts(b, "\">");
+        html(b, jstr(m, "id"));
+        buf_printf(b, "</a></td><td>%llds</td><td>", (long long)json_integer_value(json_object_get(m, "age")));
+        html(b, jstr(m, "state"));
+        buf_puts(b, "</td><td>");
+        html(b, jstr(m, "sender"));
+        buf_puts(b, "</td><td>");
+        const char *last = "";
+        size_t k;
+        json_t *r;
+        json_array_foreach(json_object_get(m, "recipients"), k, r) {
+            if (strcmp(jstr(r, "status"), "pending"))
+                continue;
+            html(b, jstr(r, "address"));
+            buf_puts(b, "<br>");
+            if (jstr(r, "last_reply")[0])
+                last = jstr(r, "last_reply");
+        }
+        buf_puts(b, "</td><td>");
+        html(b, quarantine ? jstr(m, "hold_reason") : last);
+        buf_puts(b, "</td></tr>\n");
+    }
+    buf_puts(b, "</table>\n");
+}
+
+static enum MHD_Result page_queue(struct MHD_Connection *c, const struct console_session *s, bool quarantine)
+{
+    char err[200];
+    json_t *all = queue_json(err, sizeof err);
+    if (!all)
+        return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
+    struct filter f = filter_of(c, quarantine);
+    json_t *msgs = filtered(all, &f);
+    struct buf b;
+    buf_init(&b);
+    page_start(&b, quarantine ? "Quarantine" : "Queue", s);
+    counters(&b);
+    filter_form(&b, &f, quarantine);
+    queue_table(&b, msgs, quarantine);
+    buf_puts(&b, "<p>JSON: <a href=\"/api/queue\">/api/queue</a></p></body></html>\n");
+    json_decref(msgs);
+    json_decref(all);
+    return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
+}
+
+/* ---- one message ---------------------------------------------------- */
+
+static json_t *message_json(const char *id)
+{
+    char err[200];
+    json_t *all = queue_json(err, sizeof err), *found = NULL;
+    size_t i;
+    json_t *m;
+    json_array_foreach(all, i, m) if (!strcmp(jstr(m, "id"), id)) found = json_incref(m);
+    json_decref(all);
+    return found;
+}
+
+/* The header section and the start of the body, read from the spool (the
+ * HTTP thread only reads; the file is replaced, never changed in place). */
+static void message_text(const char *id, struct buf *headers, struct buf *body)
+{
+    struct envelope e;
+    size_t off;
+    const char *why = "";
+    if (spool_load(id, &e, &off, &why) < 0)
+        return;
+    envelope_free(&e);
+    int fd = spool_open_message(id);
+    if (fd < 0)
+        return;
+    char *data = malloc(PREVIEW_BYTES);
+    ssize_t n = data ? pread(fd, data, PREVIEW_BYTES - 1, (off_t)off) : -1;
+    close(fd);
+    if (n > 0) {
+        data[n] = '\0';
+        char *sep = strstr(data, "\r\n\r\n");
+        size_t hlen = sep ? (size_t)(sep - data) + 2 : (size_t)n;
+        buf_append(headers, data, hlen);
+        if (sep)
+            buf_append(body, sep + 4, strnlen(sep + 4, BODY_PREVIEW));
+    }
+    free(data);
+}
+
+static void action_button(struct buf *b, const struct console_session *s, const char *id, const char *op,
+                          const char *label)
+{
+    buf_puts(b, "<form method=\"post\" action=\"/action\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"");
+    html(b, s->csrf);
+    buf_puts(b, "\"><input type=\"hidden\" name=\"id\" value=\"");
+    html(b, id);
+    buf_printf(b, "\"><input type=\"hidden\" name=\"op\" value=\"%s\"><button type=\"submit\" id=\"%s\">%s</button></form> ",
+               op, op, label);
+}
+
+static void release_form(struct buf *b, const struct console_session *s, const char *id, json_t *m)
+{
+    buf_puts(b, "<form method=\"post\" action=\"/action\" id=\"release-form\"><input type=\"hidden\" name=\"csrf\" value=\"");
+    html(b, s->csrf);
+    buf_puts(b, "\"><input type=\"hidden\" name=\"id\" value=\"");
+    html(b, id);
+    buf_puts(b, "\"><input type=\"hidden\" name=\"op\" value=\"release\"><input type=\"hidden\" name=\"select\" "
+                "value=\"1\">Release to: ");
+    size_t k;
+    json_t *r;
+    json_array_foreach(json_object_get(m, "recipients"), k, r) {
+        if (strcmp(jstr(r, "status"), "pending"))
+            continue;
+        buf_puts(b, "<label><input type=\"checkbox\" name=\"rcpt\" checked value=\"");
+        html(b, jstr(r, "address"));
+        buf_puts(b, "\"> ");
+        html(b, jstr(r, "address"));
+        buf_puts(b, "</label> ");
+    }
+    buf_puts(b, "<button type=\"submit\" id=\"release\">Release</button> (unchecked recipients are dropped)</form>\n");
+}
+
+static enum MHD_Result page_message(struct MHD_Connection *c, const struct console_session *s, bool api)
+{
+    const char *id = query(c, "id");
+    json_t *m = qid_valid(id) ? message_json(id) : NULL;
+    if (!m)
+        return api ? json_error(c, MHD_HTTP_NOT_FOUND, "no such message") : text_status(c, MHD_HTTP_NOT_FOUND, "no such message\n");
+    struct buf headers, body;
+    buf_init(&headers);
+    buf_init(&body);
+    message_text(id, &headers, &body);
+    if (api) {
+        json_object_set_new(m, "headers", json_stringn(headers.len ? buf_head(&headers) : "", headers.len));
+        buf_free(&headers);
+        buf_free(&body);
+        return json_response(c, MHD_HTTP_OK, m);
+    }
+    struct buf b;
+    buf_init(&b);
+    page_start(&b, id, s);
+    buf_puts(&b, "<table id=\"envelope\"><tr><th>state</th><td id=\"state\">");
+    html(&b, jstr(m, "state"));
+    buf_printf(&b, "</td></tr><tr><th>size</th><td>%lld</td></tr><tr><th>age</th><td>%llds</td></tr><tr><th>sender</th><td>",
+               (long long)json_integer_value(json_object_get(m, "size")),
+               (long long)json_integer_value(json_object_get(m, "age")));
+    html(&b, jstr(m, "sender"));
+    buf_puts(&b, "</td></tr>");
+    if (jstr(m, "hold_reason")[0]) {
+        buf_puts(&b, "<tr><th>held because</th><td id=\"reason\">");
+        html(&b, jstr(m, "hold_reason"));
+        buf_puts(&b, "</td></tr>");
+    }
+    buf_puts(&b, "</table>\n<h2>Recipients</h2><table><tr><th>recipient</th><th>status</th><th>attempts</th>"
+                 "<th>last reply</th><th>from</th></tr>\n");
+    size_t k;
+    json_t *r;
+    json_array_foreach(json_object_get(m, "recipients"), k, r) {
+        buf_puts(&b, "<tr><td>");
+        html(&b, jstr(r, "address"));
+        buf_puts(&b, "</td><td>");
+        html(&b, jstr(r, "status"));
+        buf_printf(&b, "</td><td>%lld</td><td>", (long long)json_integer_value(json_object_get(r, "attempts")));
+        html(&b, jstr(r, "last_reply"));
+        buf_puts(&b, "</td><td>");
+        html(&b, jstr(r, "remote"));
+        buf_puts(&b, "</td></tr>\n");
+    }
+    buf_puts(&b, "</table>\n");
+    if (s->role == ROLE_ADMIN) {
+        buf_puts(&b, "<h2>Actions</h2>\n");
+        if (!strcmp(jstr(m, "state"), "hold"))
+            release_form(&b, s, id, m);
+        else
+            action_button(&b, s, id, "hold", "Hold");
+        action_button(&b, s, id, "requeue", "Retry now");
+        action_button(&b, s, id, "delete", "Delete");
+    }
+    buf_puts(&b, "<h2>Headers</h2><pre id=\"headers\">");
+    buf_append(&headers, "", 1);
+    html(&b, buf_head(&headers));
+    buf_puts(&b, "</pre><h2>Body (text preview, first 4 KiB, never rendered)</h2><pre id=\"body\">");
+    buf_append(&body, "", 1);
+    html(&b, buf_head(&body));
+    buf_puts(&b, "</pre><p>JSON: <a href=\"/api/message?id=");
+    url_enc(&b, id);
+    buf_puts(&b, "\">/api/message</a></p></body></html>\n");
+    buf_free(&headers);
+    buf_free(&body);
+    json_decref(m);
+    return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
+}
+
+/* ---- changes -------------------------------------------------------- */
+
+struct rcpt_list {
+    struct buf text;
+    bool bad;
+};
+
+static void add_rcpt(const char *v, void *ctx)
+{
+    struct rcpt_list *l = ctx;
+    if (!v[0] || strlen(v) > 320 || strcspn(v, " \t\r\n") != strlen(v))
+        l->bad = true;
+    else
+        buf_printf(&l->text, " %s", v);
+}
+
+/* The control request for an action form, or -1 (a bad form). */
+static int action_request(const char *form, char *req, size_t size, char id[1024])
+{
+    char op[1024];
+    form_get(form, "id", id);
+    form_get(form, "op", op);
+    if (!qid_valid(id))
+        return -1;
+    if (!strcmp(op, "release")) {
+        struct rcpt_list l = {.bad = false};
+        buf_init(&l.text);
+        int n = form_each(form, "rcpt", add_rcpt, &l);
+        if (l.bad || l.text.len > 900) {
+            buf_free(&l.text);
+            return -1;
+        }
+        buf_append(&l.text, "", 1);
+        /* the form's checkboxes: nobody checked would drop everyone, so it is refused */
+        char select[1024];
+        form_get(form, "select", select);
+        snprintf(req, size, "release %s%s", id, n ? buf_head(&l.text) : "");
+        buf_free(&l.text);
+        return select[0] && n == 0 ? -1 : 0;
+    }
+    const char *cmd = !strcmp(op, "hold") ? "hold" : !strcmp(op, "delete") ? "delete"
+                      : !strcmp(op, "requeue") ? "flush" : NULL;
+    if (!cmd)
+        return -1;
+    snprintf(req, size, "%s %s", cmd, id);
+    return 0;
+}
+
+static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_session *s, const char *form,
+                                 bool api)
+{
+    char req[1200], id[1024];
+    if (action_request(form, req, sizeof req, id) < 0)
+        return api ? json_error(c, MHD_HTTP_BAD_REQUEST, "bad action") : text_status(c, MHD_HTTP_BAD_REQUEST, "bad action\n");
+    struct buf out;
+    buf_init(&out);
+    int rc = control_request(control_path, req, &out);
+    buf_append(&out, "", 1);
+    char ip[64];
+    client_ip(c, ip, sizeof ip);
+    log_info("console: %s from [%s]: %s: %s", s->user, ip, req, rc == 0 ? "done" : rc > 0 ? buf_head(&out) : "no answer");
+    if (api) {
+        json_t *j = json_pack("{s:b,s:s}", "ok", rc == 0, "answer", buf_head(&out));
+        buf_free(&out);
+        return json_response(c, rc == 0 ? MHD_HTTP_OK : MHD_HTTP_CONFLICT, j);
+    }
+    buf_free(&out);
+    if (rc < 0)
+        return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, "posternd does not answer\n");
+    if (strstr(req, "delete ") == req)
+        return redirect(c, "/", NULL);
+    char to[64];
+    snprintf(to, sizeof to, "/message?id=%s", id);
+    return redirect(c, to, NULL);
+}
+
+/* ---- login ---------------------------------------------------------- */
+
+static enum MHD_Result page_login(struct MHD_Connection *c, const char *msg)
+{
+    struct buf b;
+    buf_init(&b);
+    page_start(&b, "Log in", NULL);
+    if (msg) {
+        buf_puts(&b, "<p id=\"error\">");
+        html(&b, msg);
+        buf_puts(&b, "</p>");
+    }
+    buf_puts(&b, "<form method=\"post\" action=\"/login\"><p>user <input name=\"user\" id=\"user\" autocomplete=\"username\">"
+                 "</p><p>password <input type=\"password\" name=\"password\" id=\"password\" "
+                 "autocomplete=\"current-password\"></p><p><button type=\"submit\" id=\"login\">Log in</button></p>"
+                 "</form></body></html>\n");
+    return send_response(c, msg ? MHD_HTTP_FORBIDDEN : MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
+}
+
+static enum MHD_Result do_login(struct MHD_Connection *c, const char *form)
+{
+    char user[1024], password[1024], ip[64];
+    form_get(form, "user", user);
+    form_get(form, "password", password);
+    client_ip(c, ip, sizeof ip);
+    enum console_role role = user[0] ? console_check_password(user, password) : ROLE_NONE;
+    memset(password, 0, sizeof password);
+    char token[CONSOLE_TOKEN_LEN + 1];
+    if (role == ROLE_NONE || !console_session_new(user, role, token)) {
+        log_warn("console: failed login for '%.64s' from [%s]", user, ip);
+        sleep(1);                      /* this connection's own thread: nobody else waits */
+        return page_login(c, "wrong user or password");
+    }
+    log_info("console: %s (%s) logged in from [%s]", user, console_role_name(role), ip);
+    char cookie[200];
+    snprintf(cookie, sizeof cookie, "postern_session=%s; Path=/; HttpOnly; SameSite=Strict%s", token,
+             secure_cookies ? "; Secure" : "");
+    return redirect(c, "/", cookie);
+}
+
+/* ---- routing -------------------------------------------------------- */
+
+void console_configure(const char *control_socket, bool https)
+{
+    snprintf(control_path, sizeof control_path, "%s", control_socket);
+    secure_cookies = https;
+}
+
+void console_request_done(void *req)
+{
+    struct console_req *r = req;
+    if (!r)
+        return;
+    buf_free(&r->body);
+    free(r);
+}
+
+static enum MHD_Result route_post(struct MHD_Connection *c, const char *url, const char *form,
+                                  const struct console_session *s, bool logged_in)
+{
+    if (!strcmp(url, "/login"))
+        return do_login(c, form);
+    bool api = !strncmp(url, "/api/", 5);
+    if (!logged_in)
+        return api ? json_error(c, MHD_HTTP_UNAUTHORIZED, "log in first") : redirect(c, "/login", NULL);
+    /* every change carries the session's CSRF token (a form field, or a header for the API) */
+    char token[1024];
+    form_get(form, "csrf", token);
+    const char *hdr = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-CSRF-Token");
+    if (!console_secret_equal(token[0] ? token : hdr ? hdr : "", s->csrf))
+        return api ? json_error(c, MHD_HTTP_FORBIDDEN, "missing or wrong CSRF token")
+                   : text_status(c, MHD_HTTP_FORBIDDEN, "missing or wrong CSRF token\n");
+    if (!strcmp(url, "/logout")) {
+        const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "postern_session");
+        console_session_end(cookie ? cookie : "");
+        return redirect(c, "/login", "postern_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+    }
+    if (strcmp(url, "/action") && strcmp(url, "/api/action"))
+        return text_status(c, MHD_HTTP_NOT_FOUND, "not found\n");
+    if (s->role != ROLE_ADMIN)
+        return api ? json_error(c, MHD_HTTP_FORBIDDEN, "read-only user") : text_status(c, MHD_HTTP_FORBIDDEN, "read-only user\n");
+    return do_action(c, s, form, api);
+}
+
+static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, const struct console_session *s,
+                                 bool logged_in)
+{
+    if (!strcmp(url, "/login"))
+        return page_login(c, NULL);
+    bool api = !strncmp(url, "/api/", 5);
+    if (!logged_in)
+        return api ? json_error(c, MHD_HTTP_UNAUTHORIZED, "log in first") : redirect(c, "/login", NULL);
+    if (!strcmp(url, "/"))
+        return page_queue(c, s, false);
+    if (!strcmp(url, "/quarantine"))
+        return page_queue(c, s, true);
+    if (!strcmp(url, "/message") || !strcmp(url, "/api/message"))
+        return page_message(c, s, api);
+    if (!strcmp(url, "/api/queue") || !strcmp(url, "/api/quarantine")) {
+        char err[200];
+        json_t *all = queue_json(err, sizeof err);
+        if (!all)
+            return json_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
+        struct filter f = filter_of(c, !strcmp(url, "/api/quarantine"));
+        json_t *msgs = filtered(all, &f);
+        json_decref(all);
+        return json_response(c, MHD_HTTP_OK, msgs);
+    }
+    if (!strcmp(url, "/api/counters"))
+        return json_response(c, MHD_HTTP_OK,
+                             json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:s}", "queue", (json_int_t)metric_value(M_QUEUE_MESSAGES, NULL),
+                                       "sessions_open", (json_int_t)metric_value(M_SESSIONS_OPEN, NULL),
+                                       "accepted", (json_int_t)metric_value(M_MESSAGES_ACCEPTED, NULL),
+                                       "delivered", (json_int_t)metric_value(M_DELIVERIES, "result=\"delivered\""),
+                                       "deferred", (json_int_t)metric_value(M_DELIVERIES, "result=\"deferred\""),
+                                       "bounced", (json_int_t)metric_value(M_DELIVERIES, "result=\"bounced\""),
+                                       "user", s->user, "role", console_role_name(s->role)));
+    return text_status(c, MHD_HTTP_NOT_FOUND, "not found\n");
+}
+
+enum MHD_Result console_handle(struct MHD_Connection *c, const char *url, const char *method, const char *upload,
+                               size_t *upload_size, void **state)
+{
+    bool post = !strcmp(method, "POST");
+    if (!post && strcmp(method, "GET") && strcmp(method, "HEAD"))
+        return text_status(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+    if (post) {                        /* the body arrives over several calls */
+        struct console_req *r = *state;
+        if (!r) {
+            if (!(r = calloc(1, sizeof *r)))
+                return MHD_NO;
+            buf_init(&r->body);
+            *state = r;
+            return MHD_YES;
+        }
+        if (*upload_size) {
+            if (r->body.len + *upload_size > MAX_FORM)
+                r->too_big = true;
+            else
+                buf_append(&r->body, upload, *upload_size);
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        if (r->too_big)
+            return text_status(c, MHD_HTTP_CONTENT_TOO_LARGE, "form too large\n");
+        buf_append(&r->body, "", 1);
+    } else if (*upload_size) {
+        return MHD_NO;
+    }
+    struct console_session s = {0};
+    const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "postern_session");
+    bool logged_in = cookie && console_session_find(cookie, &s);
+    if (post)
+        return route_post(c, url, buf_head(&((struct console_req *)*state)->body), &s, logged_in);
+    return route_get(c, url, &s, logged_in);
+}

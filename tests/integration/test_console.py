@@ -1,0 +1,285 @@
+"""The web console in a real headless Chromium (Debian's chromium, driven
+through chromedriver's W3C WebDriver protocol): log in over HTTPS, find a
+quarantined message, release it, see it delivered at the sink; a screenshot
+is kept as a test artifact. And with curl-like requests: no page without a
+login, no change without the CSRF token or by a read-only user, wrong
+passwords refused, mail text shown escaped, never as HTML."""
+import base64
+import http.client
+import json
+import ssl
+import urllib.parse
+from harness import *
+
+PLUGDIR = os.path.join(BUILD, "plugins")
+ARTIFACTS = os.path.join(ROOT, BUILD, "artifacts")
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def console_users(d, *users):
+    """A users file made with `postern console-user` (yescrypt hashes)."""
+    lines = []
+    for name, password, role in users:
+        r = subprocess.run([os.path.join(BUILD, "postern"), "console-user", name, role], input=password + "\n",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(name + ":$y$") and r.stdout.rstrip().endswith(":" + role), r.stdout
+        lines.append(r.stdout.strip())
+    path = os.path.join(d, "users")
+    with open(path, "w") as f:
+        f.write("# console users\n" + "\n".join(lines) + "\n")
+    os.chmod(path, 0o600)          # read at start, as root
+    return path
+
+
+def console_gateway(sink):
+    d = tempfile.mkdtemp(prefix="console-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    certs = make_certs(["gw.postern.test"])
+    crt, key = (os.path.join(certs[0], "gw.postern.test" + e) for e in (".crt", ".key"))
+    users = console_users(d, ("admin", "correct horse battery", "admin"), ("viewer", "just looking", "readonly"))
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="header_checks", http_listen="%s:9443" % addr(1),
+                http_users=users, tls_cert=crt, tls_key=key,
+                **{"header_checks.rule": "/^Subject: quarantine me/ QUARANTINE suspicious subject"}).start()
+    return g, certs
+
+
+class Web:
+    """HTTPS requests with a cookie jar, as curl -b/-c would."""
+
+    def __init__(self, g):
+        self.host, self.port = g.host, 9443
+        self.ctx = ssl._create_unverified_context()
+        self.cookie = None
+
+    def request(self, method, path, form=None, headers=None):
+        c = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=20)
+        h = dict(headers or {})
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form, doseq=True)
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        if self.cookie:
+            h["Cookie"] = self.cookie
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        text = r.read().decode(errors="replace")
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie" and v.startswith("postern_session="):
+                self.cookie = v.split(";")[0]
+        c.close()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), text
+
+    def login(self, user, password):
+        return self.request("POST", "/login", {"user": user, "password": password})
+
+    def csrf(self):
+        status, _, text = self.request("GET", "/")
+        m = re.search(r'name="csrf" value="([0-9a-f]{64})"', text)
+        assert status == 200 and m, (status, text[:500])
+        return m.group(1)
+
+
+class Browser:
+    """Headless Chromium through chromedriver (WebDriver over HTTP)."""
+
+    def __init__(self):
+        self.port = 9515 + int(os.environ.get("POSTERN_TEST_NET", "0"))
+        self.proc = subprocess.Popen([CHROMEDRIVER, "--port=%d" % self.port, "--allowed-ips=127.0.0.1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        on_cleanup(self.quit)
+        wait_for(lambda: port_open("127.0.0.1", self.port), 20, "chromedriver")
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "acceptInsecureCerts": True,
+                "goog:chromeOptions": {"binary": shutil.which("chromium") or "/usr/bin/chromium",
+                                       "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                                                "--disable-dev-shm-usage", "--window-size=1280,900"]}}}}
+        self.session = self.call("POST", "/session", caps)["sessionId"]
+
+    def call(self, method, path, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers={"Content-Type": "application/json"})
+        r = json.loads(c.getresponse().read())
+        c.close()
+        value = r.get("value")
+        if isinstance(value, dict) and value.get("error"):
+            raise AssertionError("webdriver: %s" % value)
+        return r if path == "/session" and "sessionId" in r else value if not (isinstance(value, dict) and "sessionId" in value) else value
+
+    def s(self, path, body=None, method="POST"):
+        return self.call(method, "/session/%s%s" % (self.session, path), body)
+
+    def go(self, url):
+        self.s("/url", {"url": url})
+
+    def find(self, css):
+        el = self.s("/element", {"using": "css selector", "value": css})
+        return list(el.values())[0]
+
+    def finds(self, css):
+        return [list(e.values())[0] for e in self.s("/elements", {"using": "css selector", "value": css})]
+
+    def text(self, el):
+        return self.s("/element/%s/text" % el, method="GET")
+
+    def type(self, el, text):
+        self.s("/element/%s/value" % el, {"text": text})
+
+    def click(self, el):
+        self.s("/element/%s/click" % el, {})
+
+    def page(self):
+        return self.s("/source", method="GET")
+
+    def screenshot(self, path):
+        png = base64.b64decode(self.s("/screenshot", method="GET"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(png)
+        return png
+
+    def quit(self):
+        try:
+            if getattr(self, "session", None):
+                self.call("DELETE", "/session/%s" % self.session)
+        except Exception:
+            pass
+        self.session = None
+        terminate(self.proc)
+
+
+def test_log_in_find_a_quarantined_message_release_it_in_chromium():
+    if not os.path.exists(CHROMEDRIVER):
+        print("  skip: chromium-driver is not installed")
+        return
+    sink = Sink(addr(2))
+    g, certs = console_gateway(sink)
+    qid = queue_id(send_mail(g, headers="Subject: quarantine me\r\nX-Note: <b>bold</b>\r\n",
+                             body="<script>alert(1)</script> plain text\r\n"))
+    wait_for(lambda: "on hold: suspicious subject" in g.log(), 10, "the quarantine")
+    b = Browser()
+    base = "https://%s:9443" % g.host
+    b.go(base + "/")                     # not logged in: the login page
+    assert "Log in" in b.page()
+    b.type(b.find("#user"), "admin")
+    b.type(b.find("#password"), "correct horse battery")
+    b.click(b.find("#login"))
+    wait_for(lambda: "Queue" in b.page() and "queue: 1" in b.page(), 10, "the queue page")
+    b.go(base + "/quarantine")
+    rows = b.finds("#messages tr")
+    assert len(rows) == 2, b.page()      # the header row and our message
+    assert qid in b.text(rows[1]) and "suspicious subject" in b.text(rows[1])
+    b.click(b.find("#messages a"))
+    wait_for(lambda: qid in b.page() and "Release" in b.page(), 10, "the message page")
+    assert b.text(b.find("#state")) == "hold" and b.text(b.find("#reason")) == "suspicious subject"
+    # mail text is shown as text: the markup is there as characters, not as elements
+    assert "<script>alert(1)</script>" in b.text(b.find("#body"))
+    assert "X-Note: <b>bold</b>" in b.text(b.find("#headers"))
+    assert not b.finds("#body script") and not b.finds("#headers b")
+    shot = b.screenshot(os.path.join(ARTIFACTS, "console-message.png"))
+    assert shot.startswith(b"\x89PNG") and len(shot) > 5000
+    b.click(b.find("#release"))
+    msgs = sink.wait_count(1)
+    assert b"Subject: quarantine me" in msgs[0]
+    wait_for(lambda: not g.queue_files(), 10, "the spool to empty")
+    assert re.search(r"console: admin from \[[\d.]+\]: release %s x@example.test: done" % qid, g.log()), g.log()[-2000:]
+    b.screenshot(os.path.join(ARTIFACTS, "console-after-release.png"))
+    b.quit()
+    g.stop()
+
+
+def test_logins_csrf_roles_and_the_json_api():
+    sink = Sink(addr(2))
+    g, certs = console_gateway(sink)
+    keep = queue_id(send_mail(g, rcpts=("a@example.test", "b@example.test"), headers="Subject: quarantine me\r\n"))
+    wait_for(lambda: "on hold" in g.log(), 10, "the quarantine")
+    w = Web(g)
+    # nothing without a login: pages send you to it, the API says 401
+    status, h, _ = w.request("GET", "/")
+    assert status == 303 and h["location"] == "/login"
+    status, _, text = w.request("GET", "/api/queue")
+    assert status == 401 and "log in first" in text
+    status, _, _ = w.request("POST", "/action", {"id": keep, "op": "delete", "csrf": "0" * 64})
+    assert status == 303
+    # wrong passwords and unknown users are refused alike (after a delay)
+    t0 = time.time()
+    assert w.login("admin", "wrong")[0] == 403 and w.login("nobody", "x")[0] == 403
+    assert time.time() - t0 >= 2 and w.cookie is None
+    assert "console: failed login for 'admin'" in g.log()
+    # a read-only user sees, but changes nothing
+    assert w.login("viewer", "just looking")[0] == 303 and w.cookie
+    csrf = w.csrf()
+    status, _, text = w.request("GET", "/api/queue")
+    msgs = json.loads(text)
+    assert status == 200 and [m["id"] for m in msgs] == [keep] and msgs[0]["state"] == "hold"
+    status, _, text = w.request("POST", "/action", {"id": keep, "op": "delete", "csrf": csrf})
+    assert status == 403 and "read-only" in text
+    # admin: a change without the token, or with another session's, is refused
+    viewer_csrf = csrf
+    w.cookie = None
+    assert w.login("admin", "correct horse battery")[0] == 303
+    for form in ({"id": keep, "op": "delete"}, {"id": keep, "op": "delete", "csrf": viewer_csrf}):
+        status, _, text = w.request("POST", "/action", form)
+        assert status == 403 and "CSRF" in text, (form, status, text)
+    assert g.queue_files() == [keep]
+    csrf = w.csrf()
+    status, _, text = w.request("GET", "/api/message?id=" + keep)
+    m = json.loads(text)
+    assert status == 200 and "Subject: quarantine me" in m["headers"] and m["hold_reason"] == "suspicious subject"
+    # release to one of the two recipients (API, token in a header); the other is dropped
+    status, _, text = w.request("POST", "/api/action", {"id": keep, "op": "release", "rcpt": "b@example.test"},
+                                headers={"X-CSRF-Token": csrf})
+    assert status == 200 and json.loads(text)["ok"], text
+    msgs = sink.wait_count(1)
+    assert sink_rcpts(msgs[0]) == [b"b@example.test"], sink_rcpts(msgs[0])
+    wait_for(lambda: not g.queue_files(), 10, "the spool to empty")
+    assert "a@example.test" in g.log() and "dropped" in g.log()
+    # an empty selection from the release form is refused, not "release to nobody"
+    other = queue_id(send_mail(g, headers="Subject: quarantine me\r\n"))
+    wait_for(lambda: other in postern_list(g), 10, "the second quarantine")
+    status, _, _ = w.request("POST", "/action", {"id": other, "op": "release", "select": "1", "csrf": csrf})
+    assert status == 400 and g.queue_files() == [other]
+    # filters on the queue page
+    status, _, page = w.request("GET", "/quarantine?rcpt=x%40example.test")
+    assert status == 200 and other in page
+    status, _, page = w.request("GET", "/?domain=elsewhere.test")
+    assert status == 200 and other not in page
+    status, _, text = w.request("GET", "/api/counters")
+    assert json.loads(text)["queue"] == 1
+    # log out: the cookie is dead
+    assert w.request("POST", "/logout", {"csrf": csrf})[0] == 303
+    assert w.request("GET", "/api/queue")[0] == 401
+    # the metrics stay where they were, without a login
+    c = http.client.HTTPSConnection(g.host, 9443, context=ssl._create_unverified_context(), timeout=10)
+    c.request("GET", "/metrics")
+    r = c.getresponse()
+    assert r.status == 200 and b"postern_queue_messages 1" in r.read()
+    g.stop()
+
+
+def postern_list(g):
+    return subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list"], capture_output=True,
+                          text=True, timeout=30).stdout
+
+
+def test_console_needs_users_and_refuses_bad_files():
+    d = tempfile.mkdtemp(prefix="console-")
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    bad = os.path.join(d, "users")
+    for text, why in (("admin:plaintext:admin\n", "expected 'name:$hash$:admin|readonly'"),
+                      ("# nobody\n", "no users")):
+        with open(bad, "w") as f:
+            f.write(text)
+        g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), http_listen="%s:9443" % addr(1), http_users=bad)
+        r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1 and why in r.stderr, r.stderr
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), http_users=bad)
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1 and "http_users needs http_listen" in r.stderr, r.stderr
+
+
+if __name__ == "__main__":
+    run_tests(globals())
