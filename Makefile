@@ -17,7 +17,7 @@ ifeq ($(SAN),1)
 endif
 
 CORE_SRCS := buf.c log.c netaddr.c config.c runtime.c smtp_parse.c data_reader.c event.c workers.c \
-             inbox.c metrics.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c tls.c mta_sts.c
+             inbox.c metrics.c sd_notify.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c tls.c mta_sts.c
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
              $(BUILD)/postern_helpers.o
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto
@@ -41,7 +41,7 @@ TEST_PLUGINS := probe probe2 bad_abi no_entry
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
-.PHONY: fuzz all clean test test-fast unit-bins run deps deps-check bench install
+.PHONY: fuzz all clean test test-fast unit-bins run deps deps-check bench install man deb
 all: $(BUILD)/posternd $(BUILD)/postern $(BUILD)/postern-milter $(BUILD)/postern-witness $(PLUGIN_SOS) $(TEST_SOS) $(BUILD)/test-milter
 
 # a libmilter milter the milter plugin's tests talk to
@@ -111,7 +111,9 @@ test: deps-check
 test-fast: deps-check all unit-bins
 	tests/run-all.sh build
 
-# Daemon, CLI, shipped plugins, the plugin header and a pkg-config file.
+# Daemon, CLI, shipped plugins, the plugin header, a pkg-config file, the
+# man pages, the systemd unit and a logrotate example (PREFIX/share/postern).
+MAN_PAGES := man/posternd.8 man/postern.1 man/postern.conf.5 man/postern-plugin.3 man/postern-lua.7
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/postern \
 	  $(DESTDIR)$(PREFIX)/lib/postern/plugins $(DESTDIR)$(PREFIX)/lib/pkgconfig
@@ -120,6 +122,25 @@ install: all
 	install -m 644 plugins/postern_plugin.h $(DESTDIR)$(PREFIX)/include/postern/
 	install -m 755 $(PLUGIN_SOS) $(DESTDIR)$(PREFIX)/lib/postern/plugins/
 	sed 's|@PREFIX@|$(PREFIX)|' postern.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/postern.pc
+	for m in $(MAN_PAGES); do s=$${m##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
+	  install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/postern
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@BINDIR@|$(PREFIX)/bin|g' dist/postern.service \
+	  > $(DESTDIR)$(PREFIX)/lib/systemd/system/postern.service
+	install -m 644 dist/postern.logrotate dist/postern.conf $(DESTDIR)$(PREFIX)/share/postern/
+
+# man/postern.conf.5 from README.md's configuration table
+man:
+	python3 tools/gen-conf-man.py
+
+# A Debian package (debian/), built from a copy of the tree in build-deb/
+# and checked by lintian: build-deb/postern_VERSION_ARCH.deb
+deb:
+	rm -rf build-deb && mkdir -p build-deb/src
+	tar --exclude=./build --exclude=./build-san --exclude=./build-fuzz --exclude=./build-tsan \
+	  --exclude=./build-deb --exclude=./.git --exclude=./run -cf - . | tar -xf - -C build-deb/src
+	cd build-deb/src && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error build-deb/postern_*.deb
 
 deps-check:
 	@tests/check-deps.sh
@@ -134,7 +155,7 @@ bench: all
 	bench/relay-vs-postfix.sh $(BUILD)
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-deb
 
 # libFuzzer harnesses (tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/),
 # each run for FUZZ_TIME seconds; new inputs collect in build-fuzz/corpus-NAME,

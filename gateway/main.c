@@ -18,6 +18,8 @@
 #include "privs.h"
 #include "queue.h"
 #include "runtime.h"
+#include "sd_notify.h"
+#include "version.h"
 #include "smtp_server.h"
 #include "smtp_session.h"
 #include "spool.h"
@@ -40,7 +42,7 @@ static uint64_t shutdown_started_ms;
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: posternd -c FILE [-t]\n"
+    fprintf(stderr, "usage: posternd -c FILE [-t] | --version\n"
                     "  -c FILE  configuration file\n"
                     "  -t       check the configuration and exit (0 good, 1 with file:line on error)\n");
     exit(2);
@@ -79,13 +81,16 @@ static void on_signal(void *ctx, uint32_t events)
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             if (!shutdown_started_ms) {
                 log_info("signal %d: shutting down after in-flight work", (int)si.ssi_signo);
+                sd_notify_state("STOPPING=1\nSTATUS=finishing in-flight work");
                 shutdown_started_ms = ev_now_ms();
                 shutdown_tick();
             }
         } else if (si.ssi_signo == SIGHUP) {
             char err[1024];
+            sd_notify_state("RELOADING=1");
             if (runtime_reload(err, sizeof err) < 0)
                 log_error("SIGHUP: reload refused, the running configuration stays: %s", err);
+            sd_notify_state("READY=1");
         } else if (si.ssi_signo == SIGUSR1) {
             log_reopen();
         }
@@ -146,6 +151,10 @@ int main(int argc, char **argv)
 {
     const char *path = NULL;
     bool check_only = false;
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("posternd %s (plugin ABI %d)\n", POSTERN_VERSION, POSTERN_PLUGIN_ABI_VERSION);
+        return 0;
+    }
     int opt;
     while ((opt = getopt(argc, argv, "c:th")) != -1) {
         switch (opt) {
@@ -229,6 +238,9 @@ int main(int argc, char **argv)
     ev_on_tick(shutdown_tick);
     ev_on_tick(metrics_tick);
     log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg->hostname, cfg->spool_dir, queue_size());
+    char status[300];
+    snprintf(status, sizeof status, "READY=1\nSTATUS=ready: %zu message(s) queued", queue_size());
+    sd_notify_state(status);
     ev_run();
     control_stop();
     http_stop();

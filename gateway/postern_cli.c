@@ -7,6 +7,8 @@
 #include "archive_verify.h"
 #include "buf.h"
 #include "config.h"
+#include "version.h"
+#include "../plugins/postern_plugin.h"
 #include "console_auth.h"
 #include "control_client.h"
 #include "privs.h"
@@ -207,6 +209,10 @@ static int run_posternd_check(const char *conf)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        printf("postern %s (plugin ABI %d)\n", POSTERN_VERSION, POSTERN_PLUGIN_ABI_VERSION);
+        return 0;
+    }
     const char *path = NULL;
     int opt;
     while ((opt = getopt(argc, argv, "+c:h")) != -1) {

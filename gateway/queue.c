@@ -907,9 +907,13 @@ static int keep_only(struct qmsg *m, const char *list, struct buf *out)
 
 int queue_admin_release(const char *arg, struct buf *out)
 {
-    char id[QID_LEN + 1];
-    snprintf(id, sizeof id, "%.*s", (int)strcspn(arg, " "), arg);
-    const char *list = arg + strcspn(arg, " ");
+    char id[QID_LEN + 1] = "";
+    size_t idlen = strcspn(arg, " ");
+    if (idlen < sizeof id) {
+        memcpy(id, arg, idlen);
+        id[idlen] = '\0';
+    }
+    const char *list = arg + idlen;
     list += strspn(list, " ");
     struct qmsg *m = find_or_say(id, out);
     if (!m)
