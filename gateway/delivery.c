@@ -152,8 +152,10 @@ static void report(struct delivery_job *j, size_t k)
     log_info("%s: to=<%s>, relay=%s, delay=%lds, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)", j->id, r->addr,
              r->relay[0] ? r->relay : "none", delay, a, b, c, d, dsn, status_word(r->cls), r->reply);
     char labels[64];
-    metric_inc(M_DELIVERIES, metric_labels(labels, sizeof labels, "result",
-                                           r->cls == 2 ? "delivered" : r->cls == 5 ? "bounced" : "deferred", NULL));
+    const char *result = r->cls == 2 ? "delivered" : r->cls == 5 ? "bounced" : "deferred";
+    metric_inc(M_DELIVERIES, metric_labels(labels, sizeof labels, "result", result, NULL));
+    metric_inc(M_DELIVERIES_BY_ROUTE, metric_labels(labels, sizeof labels, "route", j->hop->mx ? "mx" : "transport",
+                                                    "result", result, NULL));
     j->result(j, k);
 }
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct link {
     char name[1100];
@@ -302,6 +303,22 @@ static bool decided(const struct link *l, enum postern_stage st, txn_t *t, poste
     return true;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Time and calls per link, for /metrics (postern_chain_link_*). */
+static void link_timed(const struct link *l, double started)
+{
+    char labels[1200];
+    metric_labels(labels, sizeof labels, "link", l->name, NULL);
+    metric_add_seconds(M_LINK_SECONDS, labels, now_s() - started);
+    metric_inc(M_LINK_CALLS, labels);
+}
+
 /* One stage's run through the chain for one transaction. */
 struct chain_run {
     struct work work;           /* for trips to a worker */
@@ -314,6 +331,7 @@ struct chain_run {
     postern_verdict v;          /* from the worker trip */
     hooks_done_fn done;
     void *ctx;
+    double lua_started;         /* the Lua link in progress began */
 };
 
 static void chain_step(struct chain_run *r);
@@ -335,7 +353,9 @@ static void c_links_run(struct work *w)
     for (; r->next < r->ch->n && !links[r->next].lua; r->next++) {
         if (!has_stage(&links[r->next], r->st))
             continue;
+        double started = now_s();
         postern_verdict v = call(&links[r->next], r->st, r->t, r->arg, r->len);
+        link_timed(&links[r->next], started);
         if (decided(&links[r->next], r->st, r->t, &v)) {
             r->v = v;
             r->next = r->ch->n + 1;
@@ -357,6 +377,7 @@ static void c_links_done(struct work *w)
 static void lua_link_done(void *arg, postern_verdict v, const char *reply)
 {
     struct chain_run *r = arg;
+    link_timed(&r->ch->links[r->next], r->lua_started);
     if (reply[0])
         plugin_host()->set_reply(r->t, reply);
     if (decided(&r->ch->links[r->next], r->st, r->t, &v)) {
@@ -381,6 +402,7 @@ static void chain_step(struct chain_run *r)
             workers_submit(&r->work);
             return;
         }
+        r->lua_started = now_s();
         lua_call_submit(l->lua, r->t, r->st, r->arg, r->len, lua_link_done, r);
         return;
     }

@@ -70,7 +70,11 @@ static void shutdown_tick(void)
 }
 
 /* Gauges the loop owns, published for the HTTP thread. */
-static void metrics_tick(void) { metric_set(M_QUEUE_MESSAGES, NULL, (int64_t)queue_size()); }
+static void metrics_tick(void)
+{
+    metric_set(M_QUEUE_MESSAGES, NULL, (int64_t)queue_size());
+    queue_publish_metrics();
+}
 
 static void on_signal(void *ctx, uint32_t events)
 {

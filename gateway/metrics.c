@@ -9,10 +9,14 @@
 #include <stdio.h>
 #include <string.h>
 
-enum kind { COUNTER, GAUGE, HISTOGRAM };
+enum kind { COUNTER, GAUGE, HISTOGRAM, SECONDS };   /* SECONDS: a counter of seconds, kept in µs */
 
-static const double bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
-#define NBOUNDS (sizeof bounds / sizeof bounds[0])
+/* Histogram buckets: seconds for one operation, or for a message's stay in the queue. */
+static const double op_bounds[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+static const double stay_bounds[] = {1, 5, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400,
+                                     5 * 86400};
+#define NBOUNDS (sizeof op_bounds / sizeof op_bounds[0])
+_Static_assert(sizeof stay_bounds == sizeof op_bounds, "one bucket count for every histogram");
 
 struct series {
     char labels[200];
@@ -28,6 +32,7 @@ struct metric {
     /* histograms (no labels) */
     _Atomic uint64_t buckets[NBOUNDS + 1];
     _Atomic uint64_t sum_us, count;
+    const double *bounds;        /* NULL: op_bounds */
 };
 
 static struct metric metrics[M_COUNT] = {
@@ -49,6 +54,18 @@ static struct metric metrics[M_COUNT] = {
     [M_TLS_HANDSHAKES] = {"postern_tls_handshakes_total", "TLS handshakes, by direction and result", COUNTER, true},
     [M_RELOADS] = {"postern_config_reloads_total", "Configuration reloads, by result", COUNTER, true},
     [M_CONFIG_GENERATION] = {"postern_config_generation", "The configuration generation in use (1 at start)", GAUGE},
+    [M_QUEUE_BY_STATE] = {"postern_queue_messages_by_state", "Messages in the queue by state", GAUGE, true},
+    [M_QUEUE_BY_AGE] = {"postern_queue_messages_by_age", "Messages in the queue by age (younger than)", GAUGE, true},
+    [M_RESIDENCE_SECONDS] = {"postern_queue_residence_seconds",
+                             "Time from acceptance to leaving the queue (delivered, bounced or deleted)", HISTOGRAM,
+                             .bounds = stay_bounds},
+    [M_LINK_SECONDS] = {"postern_chain_link_seconds_total", "Time spent in each chain link", SECONDS, true},
+    [M_LINK_CALLS] = {"postern_chain_link_calls_total", "Calls of each chain link", COUNTER, true},
+    [M_TLS_POLICY_FAILURES] = {"postern_tls_policy_failures_total",
+                               "Outbound deliveries deferred because a required TLS level was not met", COUNTER, true},
+    [M_DELIVERIES_BY_ROUTE] = {"postern_delivery_recipients_by_route_total",
+                               "Recipients after a delivery attempt, by route (mx or a transport) and result", COUNTER,
+                               true},
 };
 
 static pthread_mutex_t add_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -99,9 +116,15 @@ int64_t metric_value(enum metric_id id, const char *labels)
     return 0;
 }
 
+void metric_add_seconds(enum metric_id id, const char *labels, double seconds)
+{
+    atomic_fetch_add(&series_for(&metrics[id], labels)->value, (int64_t)(seconds * 1e6));
+}
+
 void metric_observe(enum metric_id id, double seconds)
 {
     struct metric *m = &metrics[id];
+    const double *bounds = m->bounds ? m->bounds : op_bounds;
     size_t b = 0;
     while (b < NBOUNDS && seconds > bounds[b])
         b++;
@@ -143,6 +166,7 @@ const char *metric_labels(char *out, size_t size, ...)
 
 static void render_histogram(struct buf *out, struct metric *m)
 {
+    const double *bounds = m->bounds ? m->bounds : op_bounds;
     uint64_t cumulative = 0;
     for (size_t b = 0; b < NBOUNDS; b++) {
         cumulative += atomic_load(&m->buckets[b]);
@@ -156,7 +180,7 @@ static void render_histogram(struct buf *out, struct metric *m)
 
 void metrics_render(struct buf *out)
 {
-    static const char *kinds[] = {"counter", "gauge", "histogram"};
+    static const char *kinds[] = {"counter", "gauge", "histogram", "counter"};
     for (int i = 0; i < M_COUNT; i++) {
         struct metric *m = &metrics[i];
         buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name, kinds[m->kind]);
@@ -169,8 +193,12 @@ void metrics_render(struct buf *out)
             buf_printf(out, "%s 0\n", m->name);    /* present from the start */
         for (int k = 0; k < n; k++) {
             const struct series *s = &m->series[k];
-            buf_printf(out, s->labels[0] ? "%s{%s} %lld\n" : "%s%s %lld\n", m->name, s->labels,
-                       (long long)atomic_load(&s->value));
+            if (m->kind == SECONDS)
+                buf_printf(out, s->labels[0] ? "%s{%s} %.6f\n" : "%s%s %.6f\n", m->name, s->labels,
+                           (double)atomic_load(&s->value) / 1e6);
+            else
+                buf_printf(out, s->labels[0] ? "%s{%s} %lld\n" : "%s%s %lld\n", m->name, s->labels,
+                           (long long)atomic_load(&s->value));
         }
     }
 }

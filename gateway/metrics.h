@@ -22,6 +22,13 @@ enum metric_id {
     M_DNS_QUERIES,             /* counter {result: cache_hit | answered | failed} */
     M_TLS_HANDSHAKES,          /* counter {direction, result} */
     M_RELOADS,                 /* counter {result: ok | refused} */
+    M_QUEUE_BY_STATE,          /* gauge {state}: queued, deferred, active, hold */
+    M_QUEUE_BY_AGE,            /* gauge {age}: messages younger than 5m, 1h, 4h, 1d, 5d, older */
+    M_RESIDENCE_SECONDS,       /* histogram: arrival to leaving the queue */
+    M_LINK_SECONDS,            /* counter {link}: time in each chain link (seconds, as a float sum) */
+    M_LINK_CALLS,              /* counter {link} */
+    M_TLS_POLICY_FAILURES,     /* counter {level, reason}: outbound TLS demanded and not had */
+    M_DELIVERIES_BY_ROUTE,     /* counter {route: mx | transport, result} */
     M_CONFIG_GENERATION,       /* gauge: 1 at start, +1 per reload */
     M_COUNT
 };
@@ -32,6 +39,8 @@ void metric_add(enum metric_id m, const char *labels, uint64_t n);
 static inline void metric_inc(enum metric_id m, const char *labels) { metric_add(m, labels, 1); }
 void metric_set(enum metric_id m, const char *labels, int64_t value);
 void metric_observe(enum metric_id m, double seconds);
+/* Add seconds to a float-valued counter (kept in microseconds). */
+void metric_add_seconds(enum metric_id m, const char *labels, double seconds);
 /* A counter's or gauge's current value (0 for a series never updated). */
 int64_t metric_value(enum metric_id m, const char *labels);
 /* A label set as Prometheus writes it: name="value" pairs, values escaped.

@@ -10,6 +10,7 @@
 #include "txn.h"
 #include "log.h"
 #include "retry.h"
+#include "metrics.h"
 #include "queue_view.h"
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,42 @@ void queue_init(const struct config *c)
 }
 
 size_t queue_size(void) { return total_msgs; }
+
+/* m leaves the queue for good: how long it stayed. */
+static void residence_done(const struct qmsg *m, int64_t now)
+{
+    metric_observe(M_RESIDENCE_SECONDS, (double)(now > m->arrival ? now - m->arrival : 0));
+}
+
+/* The queue by state and by age, for /metrics: a walk over every message,
+ * so at most once every 5 s (called from the loop's tick). */
+void queue_publish_metrics(void)
+{
+    static int64_t last;
+    int64_t now = (int64_t)time(NULL);
+    if (now - last < 5 && last)
+        return;
+    last = now;
+    static const char *states[] = {"queued", "deferred", "active", "hold"};
+    static const struct { const char *label; int64_t below; } ages[] = {
+        {"5m", 300}, {"1h", 3600}, {"4h", 4 * 3600}, {"1d", 86400}, {"5d", 5 * 86400}, {"older", INT64_MAX}};
+    int64_t by_state[4] = {0}, by_age[6] = {0};
+    for (const struct qmsg *m = all_head; m; m = m->next) {
+        bool tried = false;
+        for (size_t i = 0; i < m->nrcpts; i++)
+            tried |= m->rcpts[i].st.status == RCPT_PENDING && m->rcpts[i].st.attempts > 0;
+        by_state[m->held ? 3 : m->jobs_outstanding ? 2 : tried ? 1 : 0]++;
+        size_t a = 0;
+        while (now - m->arrival >= ages[a].below)
+            a++;
+        by_age[a]++;
+    }
+    char labels[64];
+    for (int i = 0; i < 4; i++)
+        metric_set(M_QUEUE_BY_STATE, metric_labels(labels, sizeof labels, "state", states[i], NULL), by_state[i]);
+    for (int i = 0; i < 6; i++)
+        metric_set(M_QUEUE_BY_AGE, metric_labels(labels, sizeof labels, "age", ages[i].label, NULL), by_age[i]);
+}
 
 static void qmsg_free(struct qmsg *m)
 {
@@ -556,6 +593,7 @@ static void message_finished(struct qmsg *m)
 {
     int64_t now = (int64_t)time(NULL);
     if (m->deleted) {
+        residence_done(m, now);
         spool_remove(m->id);
         log_info("%s: removed (deleted by admin)", m->id);
         qmsg_free(m);
@@ -567,6 +605,7 @@ static void message_finished(struct qmsg *m)
     if (notify_sender(m, now))
         return;   /* comes back through bounce_done */
     if (!pending) {
+        residence_done(m, now);
         spool_remove(m->id);
         log_info("%s: removed", m->id);
         qmsg_free(m);
@@ -947,6 +986,7 @@ int queue_admin_delete(const char *id, struct buf *out)
         return 0;
     }
     heap_remove(m);
+    residence_done(m, (int64_t)time(NULL));
     spool_remove(m->id);
     log_info("%s: removed (deleted by admin)", m->id);
     qmsg_free(m);

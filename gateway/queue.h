@@ -64,6 +64,8 @@ void queue_load_spool(void);
 /* Dispatch due messages (called on every tick and after new mail). */
 void queue_run_due(void);
 size_t queue_size(void);
+/* The queue-by-state and queue-by-age gauges (at most every 5 s). */
+void queue_publish_metrics(void);
 
 /* Queue administration (the control socket). Each writes a human-readable
  * answer to out and returns 0, or -1 with the error text in out. */

@@ -17,6 +17,14 @@ static const char *cl_helo_name(void)
     return client_cfg->smtp_helo_name[0] ? client_cfg->smtp_helo_name : client_cfg->hostname;
 }
 
+/* A delivery deferred because the TLS level it needed was not had. */
+static void tls_policy_failed(enum tls_level level, const char *reason)
+{
+    char labels[96];
+    metric_inc(M_TLS_POLICY_FAILURES, metric_labels(labels, sizeof labels, "level", tls_level_name(level), "reason",
+                                                    reason, NULL));
+}
+
 static void tls_begin(struct smtp_client *c);
 static void auth_begin(struct smtp_client *c);
 
@@ -31,6 +39,7 @@ static void after_ehlo(struct smtp_client *c)
     }
     if (!c->ssl && level >= TLS_ENCRYPT) {
         char why[WHY_MAX];
+        tls_policy_failed(level, "starttls_not_offered");
         snprintf(why, sizeof why, "4.7.4 TLS is required (%s) but host %s does not offer STARTTLS",
                  tls_level_name(level), c->remote);
         cl_fail(c, why, true);
@@ -181,6 +190,7 @@ void cl_on_setup_reply(struct smtp_client *c, int code)
         if (code == 220) {
             tls_begin(c);
         } else if (c->peer.tls->level >= TLS_ENCRYPT) {
+            tls_policy_failed(c->peer.tls->level, "starttls_refused");
             snprintf(why, sizeof why, "4.7.5 TLS is required, but host %s refused STARTTLS: %.300s", c->remote,
                      c->reply);
             cl_fail(c, why, true);
@@ -228,6 +238,8 @@ void cl_tls_step(struct smtp_client *c)
     char why[WHY_MAX], ssl_err[200];
     long vr = SSL_get_verify_result(c->ssl);
     tls_last_error(ssl_err, sizeof ssl_err);
+    if (c->peer.tls->level >= TLS_ENCRYPT)
+        tls_policy_failed(c->peer.tls->level, vr != X509_V_OK ? "certificate_verification" : "handshake");
     if (vr != X509_V_OK)
         snprintf(why, sizeof why, "4.7.5 TLS certificate verification failed for %s: %s", c->remote,
                  X509_verify_cert_error_string(vr));

@@ -6,7 +6,8 @@ PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-d
       libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix clang
       openssl bsdutils libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin libsasl2-modules-db
       slapd ldap-utils libldap-dev libsqlite3-dev clamav-daemon rspamd libjansson-dev libsasl2-dev dovecot-core
-      libmicrohttpd-dev prometheus sqlite3 libcrypt-dev chromium chromium-driver)
+      libmicrohttpd-dev prometheus sqlite3 libcrypt-dev chromium chromium-driver
+      debhelper lintian fakeroot dpkg-dev man-db)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,6 +36,7 @@ export DEBIAN_FRONTEND=noninteractive
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 # chromium, chromium-driver: the web console test drives a headless Chromium through
 # chromedriver (WebDriver over plain HTTP, no Selenium needed).
+# debhelper, lintian, fakeroot: `make deb` and its test (lintian must pass without errors).
 # slapd: the rcpt_verify tests start their own slapd with their own config;
 # the package's own directory is not used (no domain asked for).
 echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
