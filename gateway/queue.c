@@ -850,28 +850,16 @@ int queue_admin_list(bool json, struct buf *out)
 {
     int64_t now = (int64_t)time(NULL);
     size_t n = 0;
-    if (json)
-        buf_puts(out, "[");
-    else
-        queue_view_list_header(out);
+    queue_view_list_begin(json, out);
     for (struct qmsg *m = all_head; m; m = m->next) {
         struct queue_view v;
         char waiting[300];
         if (!view_of(m, &v, waiting, sizeof waiting))
             continue;
-        if (json) {
-            buf_puts(out, n ? ",\n" : "\n");
-            queue_view_json(&v, now, out);
-        } else {
-            queue_view_list_line(&v, now, out);
-        }
-        n++;
+        queue_view_list_item(&v, json, n++, now, out);
         view_free(&v);
     }
-    if (json)
-        buf_puts(out, "\n]\n");
-    else
-        buf_printf(out, "-- %zu message(s)\n", n);
+    queue_view_list_end(json, n, out);
     return 0;
 }
 

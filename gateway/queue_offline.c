@@ -55,6 +55,31 @@ static int spooled_load(const char *id, struct spooled *m, struct buf *err)
     return 0;
 }
 
+/* fn for every message in the spool that loads, in ID (arrival) order. */
+struct walk {
+    void (*fn)(const struct spooled *m, void *ctx);
+    void *ctx;
+};
+
+static void walk_one(const char *id, void *arg)
+{
+    const struct walk *w = arg;
+    struct spooled m;
+    struct buf ignore;
+    buf_init(&ignore);
+    if (spooled_load(id, &m, &ignore) == 0) {
+        w->fn(&m, w->ctx);
+        spooled_free(&m);
+    }
+    buf_free(&ignore);
+}
+
+static void each_spooled(void (*fn)(const struct spooled *m, void *ctx), void *ctx)
+{
+    struct walk w = {fn, ctx};
+    spool_scan(walk_one, &w);
+}
+
 struct list_ctx {
     struct buf *out;
     bool json;
@@ -62,37 +87,18 @@ struct list_ctx {
     int64_t now;
 };
 
-static void list_one(const char *id, void *arg)
+static void list_one(const struct spooled *m, void *arg)
 {
     struct list_ctx *c = arg;
-    struct spooled m;
-    struct buf ignore;
-    buf_init(&ignore);
-    if (spooled_load(id, &m, &ignore) == 0) {
-        if (c->json) {
-            buf_puts(c->out, c->n ? ",\n" : "\n");
-            queue_view_json(&m.v, c->now, c->out);
-        } else {
-            queue_view_list_line(&m.v, c->now, c->out);
-        }
-        c->n++;
-        spooled_free(&m);
-    }
-    buf_free(&ignore);
+    queue_view_list_item(&m->v, c->json, c->n++, c->now, c->out);
 }
 
 int offline_list(bool json, struct buf *out)
 {
     struct list_ctx c = {out, json, 0, (int64_t)time(NULL)};
-    if (json)
-        buf_puts(out, "[");
-    else
-        queue_view_list_header(out);
-    spool_scan(list_one, &c);
-    if (json)
-        buf_puts(out, "\n]\n");
-    else
-        buf_printf(out, "-- %zu message(s)\n", c.n);
+    queue_view_list_begin(json, out);
+    each_spooled(list_one, &c);
+    queue_view_list_end(json, c.n, out);
     return 0;
 }
 
@@ -182,31 +188,24 @@ struct shape_ctx {
     bool by_sender;
 };
 
-static void shape_one(const char *id, void *arg)
+static void shape_one(const struct spooled *m, void *arg)
 {
     struct shape_ctx *c = arg;
-    struct spooled m;
-    struct buf ignore;
-    buf_init(&ignore);
-    if (spooled_load(id, &m, &ignore) == 0) {
-        const char *sdom = strrchr(m.e.sender, '@');
-        for (size_t i = 0; i < m.e.nrcpts; i++) {
-            if (m.st[i].status != RCPT_PENDING)
-                continue;
-            const char *rdom = strrchr(m.e.rcpts[i], '@');
-            const char *dom = c->by_sender ? (sdom ? sdom + 1 : m.e.sender[0] ? m.e.sender : "MAILER-DAEMON")
-                                           : (rdom ? rdom + 1 : m.e.rcpts[i]);
-            qshape_add(&c->q, dom, c->now - m.e.arrival);
-        }
-        spooled_free(&m);
+    const char *sdom = strrchr(m->e.sender, '@');
+    for (size_t i = 0; i < m->e.nrcpts; i++) {
+        if (m->st[i].status != RCPT_PENDING)
+            continue;
+        const char *rdom = strrchr(m->e.rcpts[i], '@');
+        const char *dom = c->by_sender ? (sdom ? sdom + 1 : m->e.sender[0] ? m->e.sender : "MAILER-DAEMON")
+                                       : (rdom ? rdom + 1 : m->e.rcpts[i]);
+        qshape_add(&c->q, dom, c->now - m->e.arrival);
     }
-    buf_free(&ignore);
 }
 
 int queue_summary(bool by_sender, struct buf *out)
 {
     struct shape_ctx c = {.now = (int64_t)time(NULL), .by_sender = by_sender};
-    spool_scan(shape_one, &c);
+    each_spooled(shape_one, &c);
     qshape_print(&c.q, 100, out);
     qshape_free(&c.q);
     return 0;

@@ -34,12 +34,7 @@ static const char *last_error(const struct queue_view *v)
     return last;
 }
 
-void queue_view_list_header(struct buf *out)
-{
-    buf_puts(out, "ID                     SIZE     AGE STATE    SENDER RECIPIENTS (pending) LAST ERROR\n");
-}
-
-void queue_view_list_line(const struct queue_view *v, int64_t now, struct buf *out)
+static void list_line(const struct queue_view *v, int64_t now, struct buf *out)
 {
     buf_printf(out, "%s %10llu %7llds %-8s <%s>", v->id, (unsigned long long)v->size,
                (long long)(now - v->arrival), queue_view_state(v), v->sender);
@@ -71,7 +66,7 @@ static void json_str(struct buf *out, const char *s)
     buf_puts(out, "\"");
 }
 
-void queue_view_json(const struct queue_view *v, int64_t now, struct buf *out)
+static void json_object(const struct queue_view *v, int64_t now, struct buf *out)
 {
     buf_puts(out, "{\"id\":");
     json_str(out, v->id);
@@ -98,6 +93,29 @@ void queue_view_json(const struct queue_view *v, int64_t now, struct buf *out)
         buf_puts(out, "}");
     }
     buf_puts(out, "]}");
+}
+
+void queue_view_list_begin(bool json, struct buf *out)
+{
+    buf_puts(out, json ? "[" : "ID                     SIZE     AGE STATE    SENDER RECIPIENTS (pending) LAST ERROR\n");
+}
+
+void queue_view_list_item(const struct queue_view *v, bool json, size_t nth, int64_t now, struct buf *out)
+{
+    if (!json) {
+        list_line(v, now, out);
+        return;
+    }
+    buf_puts(out, nth ? ",\n" : "\n");
+    json_object(v, now, out);
+}
+
+void queue_view_list_end(bool json, size_t n, struct buf *out)
+{
+    if (json)
+        buf_puts(out, "\n]\n");
+    else
+        buf_printf(out, "-- %zu message(s)\n", n);
 }
 
 void queue_view_time(int64_t t, char *out, size_t size)

@@ -24,10 +24,11 @@ struct queue_view {
 
 /* "hold", "active", "deferred" (tried before) or "queued" (not yet tried). */
 const char *queue_view_state(const struct queue_view *v);
-void queue_view_list_header(struct buf *out);
-void queue_view_list_line(const struct queue_view *v, int64_t now, struct buf *out);
-/* One JSON object (no trailing separator), for `queue list --json`. */
-void queue_view_json(const struct queue_view *v, int64_t now, struct buf *out);
+/* `queue list`: begin, one item per message (the nth, from 0), end; as
+ * text lines or (json) one array of objects. */
+void queue_view_list_begin(bool json, struct buf *out);
+void queue_view_list_item(const struct queue_view *v, bool json, size_t nth, int64_t now, struct buf *out);
+void queue_view_list_end(bool json, size_t n, struct buf *out);
 void queue_view_show(const struct queue_view *v, int64_t now, struct buf *out);
 /* "2026-12-01 18:20:01 UTC" and "3m 20s". */
 void queue_view_time(int64_t t, char *out, size_t size);
