@@ -808,6 +808,15 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_int(p, key, value, 1, 64, &cfg->worker_threads);
     if (!strcmp(key, "lua_threads"))
         return set_int(p, key, value, 1, 32, &cfg->lua_threads);
+    if (!strcmp(key, "dns_timeout")) {
+        int s = 0;
+        if (set_duration_int(p, key, value, &s) < 0)
+            return -1;
+        if (s < 1 || s > 60)
+            return fail(p, "dns_timeout: between 1s and 60s");
+        cfg->dns_timeout_ms = s * 1000;
+        return 0;
+    }
     if (!strcmp(key, "log_target")) {
         if (strcmp(value, "stderr") && strcmp(value, "syslog") && strncmp(value, "file:/", 6))
             return fail(p, "log_target: expected stderr, syslog or file:/PATH");
@@ -867,6 +876,7 @@ static void config_defaults(struct config *cfg)
     cfg->lua_memory_limit = 64 * 1024 * 1024;
     cfg->lua_body_limit = 1024 * 1024;
     cfg->log_level = 2;
+    cfg->dns_timeout_ms = 5000;
 }
 
 static int config_validate(struct pctx *p, struct config *cfg)
@@ -1220,7 +1230,8 @@ void config_print(const struct config *cfg, FILE *out)
             or_empty(cfg->transport_table));
     for (size_t i = 0; i < cfg->ntransports; i++)
         fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
-    fprintf(out, "dns_server = %s\nsmtp_port = %d\n", cfg->dns_server ? cfg->dns_server : "", cfg->smtp_port);
+    fprintf(out, "dns_server = %s\ndns_timeout = %ds\nsmtp_port = %d\n", cfg->dns_server ? cfg->dns_server : "",
+            cfg->dns_timeout_ms / 1000, cfg->smtp_port);
     fprintf(out, "retry_min = %lds\nretry_max = %lds\nmax_queue_lifetime = %lds\n", cfg->retry_min,
             cfg->retry_max, cfg->max_queue_lifetime);
     fprintf(out, "plugin_dir = %s\nplugins =", cfg->plugin_dir ? cfg->plugin_dir : "");

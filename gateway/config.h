@@ -91,6 +91,7 @@ struct config {
     struct transport_entry *transports;
     size_t ntransports;
     char *dns_server;
+    int dns_timeout_ms;            /* per blocking lookup (plugins) */
     int smtp_port;                 /* port for MX deliveries (25) */
     long retry_min, retry_max, max_queue_lifetime;   /* seconds */
     char *plugin_dir;

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "netaddr.h"
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,9 @@
 
 static struct ub_ctx *ctx;
 static struct ev_watch watch;
+static bool loop_driven;                 /* dns_init: the loop runs ub_process */
+static pthread_t loop_thread;
+static _Atomic int timeout_ms = 5000;    /* dns_timeout, per blocking lookup */
 
 struct pending {
     dns_cb cb;
@@ -42,6 +46,19 @@ static void trampoline(void *mydata, int err, struct ub_result *result)
     free(p);
 }
 
+/* libunbound's built-in local zones (unbound.conf(5), "local-zone"), all
+ * but localhost's, handed to the configured server instead. */
+static const char *forwarded_zones[] = {
+    "test. transparent", "invalid. nodefault", "onion. nodefault", "home.arpa. nodefault",
+    "resolver.arpa. nodefault", "service.arpa. nodefault",
+    "0.in-addr.arpa. nodefault", "254.169.in-addr.arpa. nodefault", "2.0.192.in-addr.arpa. nodefault",
+    "100.51.198.in-addr.arpa. nodefault", "113.0.203.in-addr.arpa. nodefault",
+    "255.255.255.255.in-addr.arpa. nodefault",
+    "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa. nodefault",
+    "d.f.ip6.arpa. nodefault", "8.e.f.ip6.arpa. nodefault", "9.e.f.ip6.arpa. nodefault",
+    "a.e.f.ip6.arpa. nodefault", "b.e.f.ip6.arpa. nodefault", "8.b.d.0.1.0.0.2.ip6.arpa. nodefault",
+};
+
 /* The libunbound context: forwarding to server, or the system's resolver. */
 static int context_setup(const char *server)
 {
@@ -50,8 +67,10 @@ static int context_setup(const char *server)
         log_error("dns: cannot create the libunbound context");
         return -1;
     }
-    int rc = 0;
-    if (server) {
+    /* a server that once did not answer is asked again at once, not set
+     * aside for minutes (one slow name must not fail every other lookup) */
+    int rc = ub_ctx_set_option(ctx, "infra-keep-probing:", "yes");
+    if (!rc && server) {
         /* "127.0.0.1:5353" -> "127.0.0.1@5353" (unbound's addr@port form) */
         char fwd[80];
         snprintf(fwd, sizeof fwd, "%s", server);
@@ -64,13 +83,20 @@ static int context_setup(const char *server)
             memmove(open, open + 1, strlen(open));
         }
         rc = ub_ctx_set_option(ctx, "do-not-query-localhost:", "no");
-        /* libunbound answers the RFC 6761 name "test." itself (NXDOMAIN);
-         * with an explicit server, let that server answer it (lab zones) */
+        /* libunbound answers some names itself: "test." and the other RFC
+         * 6761 names, and (RFC 6303) the reverse zones of private,
+         * link-local and documentation ranges. With an explicit server,
+         * everything goes to that server: SPF's ptr and %{p}, and reverse
+         * lookups of 10/8, 192.168/16, 192.0.2/24, 2001:db8::/32 clients */
+        for (size_t i = 0; !rc && i < sizeof forwarded_zones / sizeof forwarded_zones[0]; i++)
+            rc = ub_ctx_set_option(ctx, "local-zone:", forwarded_zones[i]);
         if (!rc)
-            rc = ub_ctx_set_option(ctx, "local-zone:", "test. transparent");
+            rc = ub_ctx_set_option(ctx, "unblock-lan-zones:", "yes");
+        if (!rc)
+            rc = ub_ctx_set_option(ctx, "insecure-lan-zones:", "yes");
         if (!rc)
             rc = ub_ctx_set_fwd(ctx, fwd);
-    } else {
+    } else if (!rc) {
         rc = ub_ctx_resolvconf(ctx, NULL);
         if (!rc)
             rc = ub_ctx_hosts(ctx, NULL);
@@ -95,9 +121,13 @@ int dns_init(const char *server)
         log_error("dns: cannot watch the resolver fd");
         return -1;
     }
+    loop_driven = true;
+    loop_thread = pthread_self();
     log_info("dns: resolving through %s", server ? server : "/etc/resolv.conf");
     return 0;
 }
+
+void dns_set_timeout(int ms) { timeout_ms = ms > 0 ? ms : 5000; }
 
 int dns_init_blocking(const char *server)
 {
@@ -178,18 +208,148 @@ static void qcache_put(const char *name, int type, const unsigned char *packet, 
     pthread_mutex_unlock(&qcache_lock);
 }
 
+/* Can a query carry this name (RFC 1035 2.3.4: labels of 1-63 octets,
+ * 255 octets on the wire, so 253 as text)? A trailing dot is allowed. */
+static bool name_queryable(const char *name)
+{
+    size_t len = strlen(name);
+    if (len && name[len - 1] == '.')
+        len--;
+    if (len == 0 || len > 253)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (name[i] != '.') {
+            if (++label > 63)
+                return false;
+            continue;
+        }
+        if (label == 0)
+            return false;       /* an empty label: "a..b", ".a" */
+        label = 0;
+    }
+    return label > 0;
+}
+
+/* A reply that says "no such name" (RCODE 3), with no question. */
+static int nxdomain_reply(unsigned char *answer, size_t size)
+{
+    static const unsigned char header[12] = {0, 0, 0x81, 0x83, 0, 0, 0, 0, 0, 0, 0, 0};  /* QR RD RA, NXDOMAIN */
+    if (size < sizeof header)
+        return -1;
+    memcpy(answer, header, sizeof header);
+    return (int)sizeof header;
+}
+
+/* One blocking lookup from a worker, answered on the loop thread (which
+ * runs ub_process) or given up after dns_timeout. Both sides hold it; the
+ * last to let go frees it. */
+struct timed_query {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int refs;
+    int err;
+    struct ub_result *result;
+};
+
+static void timed_unref(struct timed_query *q)
+{
+    pthread_mutex_lock(&q->lock);
+    bool last = --q->refs == 0;
+    pthread_mutex_unlock(&q->lock);
+    if (!last)
+        return;
+    if (q->result)
+        ub_resolve_free(q->result);
+    pthread_cond_destroy(&q->cond);
+    pthread_mutex_destroy(&q->lock);
+    free(q);
+}
+
+static void timed_answer(void *arg, int err, struct ub_result *result)
+{
+    struct timed_query *q = arg;
+    pthread_mutex_lock(&q->lock);
+    q->done = true;
+    q->err = err;
+    q->result = result;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+    timed_unref(q);
+}
+
+/* ub_resolve with a deadline: 0 and *out (the caller frees it), or an
+ * unbound error code (UB_NOMEM, ..., or -1 for the timeout). */
+static int resolve_timed(const char *name, int rrtype, struct ub_result **out)
+{
+    /* postern-milter (no loop), or the loop itself (a plugin init during a
+     * reload): nobody else would process the answer, so libunbound's own timing */
+    if (!loop_driven || pthread_equal(pthread_self(), loop_thread))
+        return ub_resolve(ctx, name, rrtype, 1 /* IN */, out);
+    struct timed_query *q = calloc(1, sizeof *q);
+    if (!q)
+        return UB_NOMEM;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&q->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    q->refs = 2;
+    int id = 0;
+    int rc = ub_resolve_async(ctx, name, rrtype, 1 /* IN */, q, timed_answer, &id);
+    if (rc) {
+        q->refs = 1;
+        timed_unref(q);
+        return rc;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    long ms = timeout_ms;
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&q->lock);
+    while (!q->done && pthread_cond_timedwait(&q->cond, &q->lock, &deadline) == 0)
+        ;
+    bool done = q->done;
+    if (done) {
+        rc = q->err;
+        *out = q->result;
+        q->result = NULL;
+    }
+    pthread_mutex_unlock(&q->lock);
+    if (!done && ub_cancel(ctx, id) == 0)
+        timed_unref(q);          /* cancelled: the answer will never come */
+    timed_unref(q);
+    return done ? rc : -1;
+}
+
 int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size)
 {
     char labels[48];
+    /* RFC 7208 4.3, 4.6.4, 5: a name no query can carry (from a record or
+     * a macro expansion) does not exist; it is not a failure to retry */
+    if (!name_queryable(name)) {
+        metric_inc(M_DNS_QUERIES, metric_labels(labels, sizeof labels, "result", "unqueryable_name", NULL));
+        return nxdomain_reply(answer, size);
+    }
     int n = qcache_get(name, rrtype, answer, size);
     if (n >= 0) {
         metric_inc(M_DNS_QUERIES, metric_labels(labels, sizeof labels, "result", "cache_hit", NULL));
         return n;
     }
     struct ub_result *r = NULL;
-    int rc = ctx ? ub_resolve(ctx, name, rrtype, 1 /* IN */, &r) : UB_INITFAIL;
+    int rc = ctx ? resolve_timed(name, rrtype, &r) : UB_INITFAIL;
     if (rc) {
-        log_warn("dns: %s: %s", name, ub_strerror(rc));
+        if (rc == -1)
+            log_warn("dns: %s: no answer within dns_timeout (%d ms)", name, (int)timeout_ms);
+        else
+            log_warn("dns: %s: %s", name, ub_strerror(rc));
         metric_inc(M_DNS_QUERIES, metric_labels(labels, sizeof labels, "result", "failed", NULL));
         return -1;
     }

@@ -17,8 +17,12 @@ int dns_init_blocking(const char *server);
 typedef void (*dns_cb)(void *arg, int err, struct ub_result *result);
 int dns_resolve(const char *name, int rrtype, dns_cb cb, void *arg);
 /* Blocking lookup for worker threads (plugins): copies the raw reply
- * packet into answer and returns its length, or -1 without a reply. */
+ * packet into answer and returns its length, or -1 without a reply (within
+ * dns_timeout). A name no query can carry gets a "no such name" reply. */
 int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size);
+/* dns_timeout: how long dns_query_sync waits for one answer (default 5 s);
+ * a lookup not answered by then is a temporary failure. */
+void dns_set_timeout(int ms);
 void dns_shutdown(void);
 
 #endif

@@ -106,6 +106,7 @@ static void reconfigure(const struct config *c)
 {
     log_set_level((enum log_level)c->log_level);
     plugin_host_configure(c);
+    dns_set_timeout(c->dns_timeout_ms);
     smtp_server_configure(c);
     mx_init(c);
     mta_sts_init(c);
@@ -225,6 +226,7 @@ int main(int argc, char **argv)
     }
     if (dns_init(cfg->dns_server) < 0)
         return 1;
+    dns_set_timeout(cfg->dns_timeout_ms);
     mx_init(cfg);
     mta_sts_init(cfg);
     queue_init(cfg);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *result_names[] = {"invalid", "neutral", "pass", "fail", "softfail", "none", "temperror",
                                      "permerror"};
@@ -69,9 +70,29 @@ static int store_record(SPF_dns_rr_t *spfrr, int idx, struct dns_answer *a, int 
         return 0;
     }
     default: { /* TXT (and the old SPF type) */
-        static __thread char txt[4096];
+        static __thread char txt[4096], spaced[8192];
         int n = dns_txt(a, nth, txt, sizeof txt);
-        if (n < 0 || SPF_dns_rr_buf_realloc(spfrr, idx, (size_t)n + 1))
+        if (n < 0)
+            return -1;
+        /* A TXT that is not an SPF record is an explanation (exp=). libspf2
+         * mangles its literal spaces (they come out as '%' and stop the
+         * macro expansion); "%_" is the same space as a macro (RFC 7208 7.1). */
+        if (strncasecmp(txt, "v=spf1", 6)) {
+            size_t o = 0;
+            for (int i = 0; i < n && o + 3 < sizeof spaced; i++) {
+                if (txt[i] == ' ') {
+                    spaced[o++] = '%';
+                    spaced[o++] = '_';
+                } else {
+                    spaced[o++] = txt[i];
+                }
+            }
+            spaced[o] = '\0';
+            memcpy(txt, spaced, o + 1 < sizeof txt ? o + 1 : sizeof txt);
+            txt[sizeof txt - 1] = '\0';
+            n = (int)strlen(txt);
+        }
+        if (SPF_dns_rr_buf_realloc(spfrr, idx, (size_t)n + 1))
             return -1;
         memcpy(spfrr->rr[idx]->txt, txt, (size_t)n + 1);
         return 0;
@@ -149,6 +170,10 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         return -1;
     }
     SPF_server_set_rec_dom(s->server, h->hostname());
+    /* no default explanation: only a domain's own exp= goes into the reply */
+    SPF_response_t *spf_resp = NULL;
+    SPF_server_set_explanation(s->server, "", &spf_resp);
+    SPF_response_free(spf_resp);
     *state = s;
     return 0;
 }
@@ -161,13 +186,18 @@ static void fini(void *state)
     free(s);
 }
 
-/* Runs the check; fills result and comment. */
-static SPF_result_t check(struct spf *s, postern_txn *t, const char *identity, char *comment, size_t clen)
+/* Runs the check; fills comment and the explanation (exp=, expanded by
+ * libspf2; "" when the record has none). */
+static SPF_result_t check(struct spf *s, postern_txn *t, const char *identity, char *comment, size_t clen,
+                          char *exp, size_t explen)
 {
     SPF_request_t *req = SPF_request_new(s->server);
     if (!req)
         return SPF_RESULT_TEMPERROR;
     const char *ip = host->client_addr(t);
+    /* an IPv4-mapped IPv6 client (::ffff:192.0.2.1) is the IPv4 client it maps (RFC 4291 2.5.5.2) */
+    if (!strncasecmp(ip, "::ffff:", 7) && strchr(ip + 7, '.') && !strchr(ip + 7, ':'))
+        ip += 7;
     SPF_errcode_t e = strchr(ip, ':') ? SPF_request_set_ipv6_str(req, ip) : SPF_request_set_ipv4_str(req, ip);
     const char *helo = host->helo_name(t);
     if (helo[0])
@@ -181,6 +211,11 @@ static SPF_result_t check(struct spf *s, postern_txn *t, const char *identity, c
             r = SPF_response_result(resp);
             const char *c = SPF_response_get_header_comment(resp);
             snprintf(comment, clen, "%s", c ? c : "");
+            const char *x = r == SPF_RESULT_FAIL ? SPF_response_get_explanation(resp) : NULL;
+            snprintf(exp, explen, "%s", x ? x : "");
+            for (char *p = exp; *p; p++)         /* it goes into a reply line */
+                if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+                    *p = '?';
         }
     } else {
         snprintf(comment, clen, "cannot evaluate %.200s from %.60s", identity, ip);
@@ -206,11 +241,14 @@ static void publish(postern_txn *t, const char *result, const char *domain, bool
     host->var_set(t, "authres.spf", ar);
 }
 
-static postern_verdict spf_act(postern_txn *t, enum action a, SPF_result_t r, const char *domain)
+static postern_verdict spf_act(postern_txn *t, enum action a, SPF_result_t r, const char *domain, const char *exp)
 {
     char rej[400], tmp[400], why[300];
-    snprintf(rej, sizeof rej, "550 5.7.23 SPF %s for %.200s: sender not authorized from %s", result_names[r],
-             domain, host->client_addr(t));
+    if (exp[0])       /* RFC 7208 6.2: the domain's own explanation */
+        snprintf(rej, sizeof rej, "550 5.7.23 SPF %s for %.100s: %.250s", result_names[r], domain, exp);
+    else
+        snprintf(rej, sizeof rej, "550 5.7.23 SPF %s for %.200s: sender not authorized from %s", result_names[r],
+                 domain, host->client_addr(t));
     snprintf(tmp, sizeof tmp, "451 4.7.24 SPF %s for %.200s, try again later", result_names[r], domain);
     snprintf(why, sizeof why, "SPF %s for %.200s", result_names[r], domain);
     return act(host, t, a, rej, tmp, why);
@@ -223,12 +261,13 @@ static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
     bool use_helo = !sender[0];
     if (use_helo && !helo[0])
         return POSTERN_CONTINUE;   /* nothing to check: no HELO and <> */
-    char identity[512], comment[400] = "";
+    char identity[512], comment[400] = "", exp[300] = "";
     snprintf(identity, sizeof identity, use_helo ? "postmaster@%.480s" : "%.500s", use_helo ? helo : sender);
     const char *at = strrchr(identity, '@');
     const char *domain = at ? at + 1 : identity;
-    SPF_result_t r = check(s, t, identity, comment, sizeof comment);
+    SPF_result_t r = check(s, t, identity, comment, sizeof comment, exp, sizeof exp);
     publish(t, result_names[r], domain, use_helo, identity, comment);
+    host->var_set(t, "spf.explanation", exp);
     host->log(t, POSTERN_LOG_INFO, "spf: %s for %s=%s from %s (%s)", result_names[r], use_helo ? "helo" : "mailfrom",
               domain, host->client_addr(t), comment);
     enum action a = s->action[r];
@@ -236,7 +275,7 @@ static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
     if (override && parse_action(override, &a) < 0)
         host->log(t, POSTERN_LOG_WARN, "spf: ignoring spf.action '%s' (continue, reject, tempfail, quarantine)",
                   override);
-    return spf_act(t, a, r, domain);
+    return spf_act(t, a, r, domain, exp);
 }
 
 static const struct postern_plugin plugin = {

@@ -162,9 +162,11 @@ def parse_dsn(raw, returned="text/rfc822-headers"):
 class DnsServer:
     """unbound serving test zones from local-data on addr(53):5353.
     records: zone-file lines ("example.test. MX 10 mx1.example.test.");
-    refuse: domains answered REFUSED (a DNS temporary failure)."""
+    refuse: domains answered REFUSED (a DNS temporary failure); drop:
+    domains never answered (a timeout); zones: extra static zones it
+    serves from its records (say a reverse zone unbound keeps by default)."""
 
-    def __init__(self, records, refuse=(), host=None, port=5353):
+    def __init__(self, records, refuse=(), host=None, port=5353, drop=(), zones=()):
         self.host, self.port = host or addr(53), port
         self.dir = tempfile.mkdtemp(prefix="dns-")
         conf = ["server:", "  interface: %s" % self.host, "  port: %d" % port, "  do-daemonize: no",
@@ -174,6 +176,10 @@ class DnsServer:
                 '  module-config: "iterator"', '  local-zone: "test." static']
         for d in refuse:
             conf.append('  local-zone: "%s." refuse' % d)
+        for d in drop:
+            conf.append('  local-zone: "%s." deny' % d)
+        for z in zones:
+            conf.append('  local-zone: "%s." static' % z)
         for r in records:
             quote = "'" if '"' in r else '"'
             conf.append("  local-data: %s%s%s" % (quote, r, quote))
