@@ -25,7 +25,7 @@ UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
 PLUGINS      := size_limit header_checks archive route tls_required spf dkim_verify dmarc authres dkim_sign milter \
-                rcpt_verify greylist dnsbl clamav rspamd
+                rcpt_verify greylist dnsbl clamav rspamd iprev
 PLUGIN_LIBS_header_checks := -lpcre2-8
 PLUGIN_LIBS_archive := -lcrypto -lpthread
 PLUGIN_LIBS_route := -lpcre2-8
@@ -37,6 +37,7 @@ PLUGIN_LIBS_rcpt_verify := -lldap -llber -lpthread
 PLUGIN_LIBS_greylist := -lsqlite3 -lpthread
 PLUGIN_LIBS_dnsbl := -lresolv -lpthread
 PLUGIN_LIBS_rspamd := -ljansson
+PLUGIN_LIBS_iprev := -lresolv
 TEST_PLUGINS := probe probe2 bad_abi no_entry
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))

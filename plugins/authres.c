@@ -2,7 +2,7 @@
  * At DATA it removes incoming Authentication-Results headers that claim our
  * authserv-id (a sender must not be able to forge our verdicts); at EOM it
  * adds one header built from the method results earlier links left in
- * tx.vars: authres.spf, authres.dkim, authres.dmarc, in that order (a Lua
+ * tx.vars: authres.iprev, authres.spf, authres.dkim, authres.dmarc, in that order (a Lua
  * script may set them too).
  *
  *   authres.authserv_id = mx.example.com   (default: posternd's hostname)
@@ -84,7 +84,7 @@ static postern_verdict on_data(postern_txn *t, void *state)
 static postern_verdict on_eom(postern_txn *t, void *state)
 {
     struct authres *s = state;
-    static const char *methods[] = {"authres.spf", "authres.dkim", "authres.dmarc"};
+    static const char *methods[] = {"authres.iprev", "authres.spf", "authres.dkim", "authres.dmarc"};
     char value[8192];
     size_t n = (size_t)snprintf(value, sizeof value, " %s", s->id);
     int any = 0;

@@ -1,7 +1,8 @@
-"""RFC 7208 conformance of the spf plugin through posternd's DNS layer,
-against a real DNS server (unbound) serving crafted records. Each case is
-named after the section it checks. The client is presented with XCLIENT
-(libspf2 passes every loopback client)."""
+"""RFC 7208 conformance of the spf plugin through posternd's DNS layer, and
+the iprev plugin (RFC 8601 2.7.3), against a real DNS server (unbound)
+serving crafted records. Each case is named after the section it checks.
+The client is presented with XCLIENT (libspf2 passes every loopback
+client)."""
 from harness import *
 
 PLUGDIR = os.path.join(BUILD, "plugins")
@@ -32,6 +33,9 @@ def zone():
         'why.exp.test. TXT "%{i} is not a designated mail server of %{d}"',
         # 4.4 / dns_timeout: one slow name fails alone
         'fast.test. TXT "v=spf1 ip4:192.0.2.0/24 -all"',
+        # RFC 8601 2.7.3: iprev (192.0.2.7 -> mail.ptr.test -> 192.0.2.7 passes, above)
+        '8.2.0.192.in-addr.arpa. PTR liar.test.',
+        'liar.test. A 192.0.2.99',
     ]
 
 
@@ -59,7 +63,8 @@ def spf_result(g, sender, **kw):
 
 def servers():
     sink = Sink(addr(2))
-    dns = DnsServer(zone(), drop=("slow.test",), zones=("2.0.192.in-addr.arpa", "168.192.in-addr.arpa"))
+    dns = DnsServer(zone(), drop=("slow.test", "100.51.198.in-addr.arpa"),
+                    zones=("2.0.192.in-addr.arpa", "168.192.in-addr.arpa"))
     return sink, dns
 
 
@@ -138,6 +143,40 @@ def test_rfc7208_4_4_dns_timeout_fails_one_slow_name_alone():
     t0 = time.time()
     assert spf_result(g, "x@fast.test")[0] == "pass"  # the server is asked again at once
     assert time.time() - t0 < 0.8
+    g.stop()
+
+
+def test_rfc8601_2_7_3_iprev_pass_fail_permerror_temperror():
+    sink, dns = servers()
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="iprev, authres", dns_server=dns.address(),
+                xclient_networks="127.0.0.0/8", dns_timeout="1s", trusted_networks="10.9.9.9/32")
+    g.start()
+    cases = (("192.0.2.7", "pass", "mail.ptr.test"), ("192.0.2.8", "fail", "liar.test"),
+             ("192.0.2.77", "permerror", ""), ("198.51.100.5", "temperror", ""))
+    for client, want, name in cases:
+        rep = mail_from(g, "x@fast.test", client=client)
+        assert rep.startswith("250"), (client, rep)     # iprev's actions default to continue
+        assert re.search(r"iprev: %s for %s%s" % (want, re.escape(client), (" name=" + name) if name else "$"),
+                         g.log(), re.M), (client, want, g.log()[-1500:])
+    # the result in Authentication-Results (the authres plugin)
+    c = Client(g.host, g.port)
+    c.cmd("EHLO proxy.test")
+    c.cmd("XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]")
+    c.cmd("EHLO client.test")
+    for line in ("MAIL FROM:<x@fast.test>", "RCPT TO:<x@example.test>", "DATA"):
+        assert c.cmd(line)[0] in "23", line
+    c.send("Subject: iprev\r\n\r\nbody\r\n")
+    assert c.cmd(".").startswith("250")
+    c.close()
+    msg = sink.wait_count(1)[0]
+    assert b"iprev=pass policy.iprev=192.0.2.7 (mail.ptr.test)" in msg, msg[:800]
+    g.stop()
+    # an action: fail rejects
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="iprev", dns_server=dns.address(),
+                xclient_networks="127.0.0.0/8", **{"iprev.fail": "reject", "iprev.permerror": "tempfail"}).start()
+    assert mail_from(g, "x@fast.test", client="192.0.2.8").startswith("550 5.7.25")
+    assert mail_from(g, "x@fast.test", client="192.0.2.77").startswith("450 4.7.25")
+    assert mail_from(g, "x@fast.test", client="192.0.2.7").startswith("250")
     g.stop()
 
 
