@@ -5,6 +5,7 @@
 # (RSA-2048, by posternd's dkim_sign) 4 KiB message, sent by smtp-source -F
 # over 20 sessions; the keys, SPF and DMARC records come from a local unbound.
 # Prints messages/s end to end (all N at the sink) and the ratios.
+# PERF=1 also profiles posternd with perf during the chain-on run.
 # Caveat: smtp-source connects from 127.0.0.1, which libspf2 passes without
 # DNS ("localhost is always allowed"), so SPF costs only the library call;
 # DKIM (a key lookup, cached by the resolver, and RSA verification per
@@ -120,7 +121,20 @@ sleep 0.3; kill $CHK
 ar=$(tr -d '\n\t' <"$(ls "$WORK"/check/* | head -1)" | grep -o "Authentication-Results: [^:]*" || true)
 echo "$ar" | grep -q "dkim=pass" && echo "$ar" | grep -q "dmarc=pass" || { echo "chain did not verify: $ar"; exit 1; }
 echo "checked: $ar" | cut -c1-160
-on=$(run $PG_PORT); kill $PG; wait $PG 2>/dev/null || true
+# PERF=1: where posternd's time goes with the chain on (perf, by library)
+if [ -n "${PERF:-}" ]; then
+  perf record -q -F 999 -g -p $PG -o "$WORK/perf.data" 2>/dev/null & PERFPID=$!
+  sleep 0.5
+fi
+on=$(run $PG_PORT)
+if [ -n "${PERF:-}" ]; then
+  kill -INT $PERFPID; wait $PERFPID 2>/dev/null || true
+  echo "perf: posternd's samples by library (chain on):"
+  perf report -q -i "$WORK/perf.data" --no-children -g none --sort dso --stdio 2>/dev/null | grep -v '^$' | head -14 || true
+  echo "perf: top symbols:"
+  perf report -q -i "$WORK/perf.data" --no-children -g none --sort dso,sym --stdio 2>/dev/null | grep -v '^$' | grep '%' | head -20 || true
+fi
+kill $PG; wait $PG 2>/dev/null || true
 printf "%-32s %10s\n" server e2e_mps
 printf "%-32s %10s\n" "postfix (stock)" "$pf"
 printf "%-32s %10s\n" "posternd, no plugins" "$off"
