@@ -70,7 +70,8 @@ static int maps_back(const char *name, const unsigned char addr[16], int family,
 static enum result evaluate(const char *ip, char *name, size_t nsize)
 {
     /* an IPv4-mapped IPv6 client is its IPv4 address */
-    if (!strncasecmp(ip, "::ffff:", 7) && strchr(ip + 7, '.'))
+    size_t iplen = strlen(ip);
+    if (iplen > 7 && !strncasecmp(ip, "::ffff:", 7) && memchr(ip + 7, '.', iplen - 7) && !memchr(ip + 7, ':', iplen - 7))
         ip += 7;
     unsigned char addr[16];
     int family;

@@ -196,7 +196,8 @@ static SPF_result_t check(struct spf *s, postern_txn *t, const char *identity, c
         return SPF_RESULT_TEMPERROR;
     const char *ip = host->client_addr(t);
     /* an IPv4-mapped IPv6 client (::ffff:192.0.2.1) is the IPv4 client it maps (RFC 4291 2.5.5.2) */
-    if (!strncasecmp(ip, "::ffff:", 7) && strchr(ip + 7, '.') && !strchr(ip + 7, ':'))
+    size_t iplen = strlen(ip);
+    if (iplen > 7 && !strncasecmp(ip, "::ffff:", 7) && memchr(ip + 7, '.', iplen - 7) && !memchr(ip + 7, ':', iplen - 7))
         ip += 7;
     SPF_errcode_t e = strchr(ip, ':') ? SPF_request_set_ipv6_str(req, ip) : SPF_request_set_ipv4_str(req, ip);
     const char *helo = host->helo_name(t);
