@@ -67,12 +67,12 @@ static int maps_back(const char *name, const unsigned char addr[16], int family,
     return 0;
 }
 
-static enum result evaluate(const char *ip, char *name, size_t nsize)
+static enum result evaluate(const char *client, char *name, size_t nsize)
 {
     /* an IPv4-mapped IPv6 client is its IPv4 address */
-    size_t iplen = strlen(ip);
-    if (iplen > 7 && !strncasecmp(ip, "::ffff:", 7) && memchr(ip + 7, '.', iplen - 7) && !memchr(ip + 7, ':', iplen - 7))
-        ip += 7;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", client);
+    const char *ip = !strncasecmp(buf, "::ffff:", 7) && strchr(buf + 7, '.') && !strchr(buf + 7, ':') ? buf + 7 : buf;
     unsigned char addr[16];
     int family;
     char rev[128];
