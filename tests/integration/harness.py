@@ -35,6 +35,19 @@ def on_cleanup(fn):
     _cleanups.append(fn)
 
 
+def readable_file(name, text, prefix="postern-file-"):
+    """text in a fresh directory as NAME, both readable by the daemon's user
+    (a Lua script, a table); the directory goes at cleanup."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
 def wait_for(pred, timeout, what, interval=0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:

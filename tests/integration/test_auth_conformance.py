@@ -106,16 +106,10 @@ def test_rfc7208_6_2_the_explanation_reaches_the_reply_and_lua():
     assert result == "fail"
     assert rep == "550 5.7.23 SPF fail for exp.test: 192.0.2.7 is not a designated mail server of exp.test", rep
     g.stop()
-    d = tempfile.mkdtemp(prefix="lua-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    script = os.path.join(d, "explain.lua")
-    with open(script, "w") as f:
-        f.write('postern.on("rcpt", function(tx, r)\n'
-                '  local e = tx.vars["spf.explanation"]\n'
-                '  if e and e ~= "" then return postern.REJECT("5.7.1", "lua saw: " .. e) end\n'
-                'end)\n')
-    os.chmod(script, 0o644)
+    script = readable_file("explain.lua", 'postern.on("rcpt", function(tx, r)\n'
+                           '  local e = tx.vars["spf.explanation"]\n'
+                           '  if e and e ~= "" then return postern.REJECT("5.7.1", "lua saw: " .. e) end\n'
+                           'end)\n')
     g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="spf, lua:" + script, dns_server=dns.address(),
                 xclient_networks="127.0.0.0/8", **{"spf.fail": "continue"}).start()
     c = Client(g.host, g.port)

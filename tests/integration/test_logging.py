@@ -103,14 +103,8 @@ def test_file_target_reopens_on_sigusr1_after_rotation():
 
 def test_plugin_and_lua_lines_name_the_session_and_queue_id():
     sink = Sink(addr(2))
-    d = tempfile.mkdtemp(prefix="lua-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    script = os.path.join(d, "say.lua")
-    with open(script, "w") as f:
-        f.write('postern.on("rcpt", function(tx, r) postern.log("info", "at rcpt") end)\n'
-                'postern.on("eom", function(tx) postern.log("info", "at eom") end)\n')
-    os.chmod(script, 0o644)
+    script = readable_file("say.lua", 'postern.on("rcpt", function(tx, r) postern.log("info", "at rcpt") end)\n'
+                                      'postern.on("eom", function(tx) postern.log("info", "at eom") end)\n')
     g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="header_checks, lua:" + script,
                 **{"header_checks.rule": "/^Subject: warn/ WARN looked at"}).start()
     qid = queue_id(send_mail(g, headers="Subject: warn me\r\n"))

@@ -75,12 +75,7 @@ def test_metrics_count_a_known_load_and_pass_promtool():
 def test_queue_gauges_by_state_and_age_and_tls_policy_failures():
     """Deferred and held messages in the by-state and by-age gauges, and a
     delivery deferred because TLS was required but not offered."""
-    d = tempfile.mkdtemp(prefix="tlspol-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    table = os.path.join(d, "tls_policy")
-    with open(table, "w") as f:
-        f.write("secure.test encrypt\n")
+    table = readable_file("tls_policy", "secure.test encrypt\n")
     sink = Sink(addr(2))                      # no STARTTLS
     g = Gateway(sink=sink, http_listen="%s:9025" % addr(1), relay_domains="example.test, secure.test",
                 tls_policy_table="file:" + table, retry_min="1h", retry_max="2h", max_queue_lifetime="1d").start()
