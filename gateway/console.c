@@ -356,6 +356,17 @@ static void queue_table(struct buf *b, json_t *msgs, bool quarantine)
     buf_puts(b, "</table>\n");
 }
 
+static void action_button(struct buf *b, const struct console_session *s, const char *id, const char *op,
+                          const char *label)
+{
+    buf_puts(b, "<form method=\"post\" action=\"/action\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"");
+    html(b, s->csrf);
+    buf_puts(b, "\"><input type=\"hidden\" name=\"id\" value=\"");
+    html(b, id);
+    buf_printf(b, "\"><input type=\"hidden\" name=\"op\" value=\"%s\"><button type=\"submit\" id=\"%s\">%s</button></form> ",
+               op, op, label);
+}
+
 static enum MHD_Result page_queue(struct MHD_Connection *c, const struct console_session *s, bool quarantine)
 {
     char err[200];
@@ -370,6 +381,8 @@ static enum MHD_Result page_queue(struct MHD_Connection *c, const struct console
     counters(&b);
     filter_form(&b, &f, quarantine);
     queue_table(&b, msgs, quarantine);
+    if (!quarantine && s->role == ROLE_ADMIN)
+        action_button(&b, s, "", "flush", "Retry all now");
     buf_puts(&b, "<p>JSON: <a href=\"/api/queue\">/api/queue</a></p></body></html>\n");
     json_decref(msgs);
     json_decref(all);
@@ -414,17 +427,6 @@ static void message_text(const char *id, struct buf *headers, struct buf *body)
             buf_append(body, sep + 4, strnlen(sep + 4, BODY_PREVIEW));
     }
     free(data);
-}
-
-static void action_button(struct buf *b, const struct console_session *s, const char *id, const char *op,
-                          const char *label)
-{
-    buf_puts(b, "<form method=\"post\" action=\"/action\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"");
-    html(b, s->csrf);
-    buf_puts(b, "\"><input type=\"hidden\" name=\"id\" value=\"");
-    html(b, id);
-    buf_printf(b, "\"><input type=\"hidden\" name=\"op\" value=\"%s\"><button type=\"submit\" id=\"%s\">%s</button></form> ",
-               op, op, label);
 }
 
 static void release_form(struct buf *b, const struct console_session *s, const char *id, json_t *m)
@@ -542,6 +544,10 @@ static int action_request(const char *form, char *req, size_t size, char id[1024
     char op[1024];
     form_get(form, "id", id);
     form_get(form, "op", op);
+    if (!strcmp(op, "flush") && !id[0]) {      /* every deferred message, now */
+        snprintf(req, size, "flush");
+        return 0;
+    }
     if (!qid_valid(id))
         return -1;
     if (!strcmp(op, "release")) {
@@ -589,7 +595,7 @@ static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_
     buf_free(&out);
     if (rc < 0)
         return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, "posternd does not answer\n");
-    if (strstr(req, "delete ") == req)
+    if (strstr(req, "delete ") == req || !strcmp(req, "flush"))
         return redirect(c, "/", NULL);
     char to[64];
     snprintf(to, sizeof to, "/message?id=%s", id);

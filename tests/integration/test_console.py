@@ -250,6 +250,12 @@ def test_logins_csrf_roles_and_the_json_api():
     status, _, page = w.request("GET", "/?domain=elsewhere.test")
     assert status == 200 and other not in page
     wait_for(lambda: json.loads(w.request("GET", "/api/counters")[2])["queue"] == 1, 10, "the queue counter")
+    # "Retry all now" on the queue page: the control socket's flush
+    status, h, page = w.request("GET", "/")
+    assert 'value="flush"' in page
+    status, h, _ = w.request("POST", "/action", {"id": "", "op": "flush", "csrf": csrf})
+    assert status == 303 and h["location"] == "/"
+    assert re.search(r"console: admin from \[[\d.]+\]: flush: done", g.log()), g.log()[-1500:]
     # log out: the cookie is dead
     assert w.request("POST", "/logout", {"csrf": csrf})[0] == 303
     assert w.request("GET", "/api/queue")[0] == 401
