@@ -4,13 +4,19 @@
  *
  *   dns_lookup(host, name, type, &ans)  fills a struct dns_answer
  *   dns_txt(&ans, i, buf, size)         the i-th TXT record, strings joined
+ *   dns_reversed_address(ip, ...)       an address's labels reversed (PTR, DNSBL)
+ *   dns_unmapped_ip(ip, buf)            an IPv4-mapped IPv6 address as IPv4
  */
 #ifndef POSTERN_DNS_RECORDS_H
 #define POSTERN_DNS_RECORDS_H
 #include "postern_plugin.h"
+#include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <resolv.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /* How a lookup ended. */
 enum dns_status { DNS_OK, DNS_NXDOMAIN, DNS_NODATA, DNS_TEMPFAIL };
@@ -81,6 +87,35 @@ static inline int dns_txt(struct dns_answer *a, int i, char *buf, size_t size)
     }
     buf[n] = '\0';
     return (int)n;
+}
+
+/* ip's labels reversed for a lookup under in-addr.arpa or a DNS list:
+ * "7.2.0.192" for IPv4, the 32 nibbles least significant first for IPv6
+ * (RFC 3596 2.5, RFC 5782 2.4). addr and family get the parsed address.
+ * false when ip is no address. */
+static inline bool dns_reversed_address(const char *ip, char *out, size_t size, unsigned char addr[16], int *family)
+{
+    if (inet_pton(AF_INET, ip, addr) == 1) {
+        *family = AF_INET;
+        snprintf(out, size, "%u.%u.%u.%u", addr[3], addr[2], addr[1], addr[0]);
+        return true;
+    }
+    if (inet_pton(AF_INET6, ip, addr) != 1 || size < 64)
+        return false;
+    *family = AF_INET6;
+    size_t o = 0;
+    for (int i = 15; i >= 0; i--)
+        o += (size_t)snprintf(out + o, size - o, "%x.%x.", addr[i] & 0xf, addr[i] >> 4);
+    out[o - 1] = '\0';
+    return true;
+}
+
+/* An IPv4-mapped IPv6 client (::ffff:192.0.2.1) is the IPv4 client it maps
+ * (RFC 4291 2.5.5.2): its IPv4 text, else ip; copied to buf first. */
+static inline const char *dns_unmapped_ip(const char *ip, char buf[64])
+{
+    snprintf(buf, 64, "%s", ip);
+    return !strncasecmp(buf, "::ffff:", 7) && strchr(buf + 7, '.') && !strchr(buf + 7, ':') ? buf + 7 : buf;
 }
 
 #endif

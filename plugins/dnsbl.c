@@ -113,17 +113,9 @@ static int client_score(const struct dnsbl *d, postern_txn *t, char *listed, siz
 {
     unsigned char a[16];
     char key[80];
-    const char *ip = host->client_addr(t);
-    if (inet_pton(AF_INET, ip, a) == 1) {
-        snprintf(key, sizeof key, "%u.%u.%u.%u", a[3], a[2], a[1], a[0]);
-    } else if (inet_pton(AF_INET6, ip, a) == 1) {
-        size_t o = 0;                 /* RFC 5782: nibbles, least significant first */
-        for (int i = 15; i >= 0; i--)
-            o += (size_t)snprintf(key + o, sizeof key - o, "%x.%x.", a[i] & 15, a[i] >> 4);
-        key[o - 1] = '\0';
-    } else {
+    int family;
+    if (!dns_reversed_address(host->client_addr(t), key, sizeof key, a, &family))
         return 0;
-    }
     return score(d->ip_sites, d->nip, key, t, listed, size);
 }
 

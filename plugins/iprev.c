@@ -33,24 +33,6 @@ struct iprev {
 
 static const struct postern_host *host;
 
-/* The reverse name of an address: "7.2.0.192.in-addr.arpa" or the ip6.arpa nibbles. */
-static bool reverse_name(const char *ip, char *out, size_t size, unsigned char addr[16], int *family)
-{
-    if (inet_pton(AF_INET, ip, addr) == 1) {
-        *family = AF_INET;
-        snprintf(out, size, "%u.%u.%u.%u.in-addr.arpa", addr[3], addr[2], addr[1], addr[0]);
-        return true;
-    }
-    if (inet_pton(AF_INET6, ip, addr) != 1)
-        return false;
-    *family = AF_INET6;
-    size_t o = 0;
-    for (int i = 15; i >= 0 && o + 4 < size; i--)
-        o += (size_t)snprintf(out + o, size - o, "%x.%x.", addr[i] & 0xf, addr[i] >> 4);
-    snprintf(out + o, size - o, "ip6.arpa");
-    return true;
-}
-
 /* Does name have an address record equal to addr? 1 yes, 0 no, -1 temporary failure. */
 static int maps_back(const char *name, const unsigned char addr[16], int family, struct dns_answer *a)
 {
@@ -69,16 +51,15 @@ static int maps_back(const char *name, const unsigned char addr[16], int family,
 
 static enum result evaluate(const char *client, char *name, size_t nsize)
 {
-    /* an IPv4-mapped IPv6 client is its IPv4 address */
     char buf[64];
-    snprintf(buf, sizeof buf, "%s", client);
-    const char *ip = !strncasecmp(buf, "::ffff:", 7) && strchr(buf + 7, '.') && !strchr(buf + 7, ':') ? buf + 7 : buf;
+    const char *ip = dns_unmapped_ip(client, buf);
     unsigned char addr[16];
     int family;
     char rev[128];
     name[0] = '\0';
-    if (!reverse_name(ip, rev, sizeof rev, addr, &family))
+    if (!dns_reversed_address(ip, rev, sizeof rev - 10, addr, &family))
         return R_PERMERROR;
+    strcat(rev, family == AF_INET ? ".in-addr.arpa" : ".ip6.arpa");
     struct dns_answer *ptr = malloc(sizeof *ptr), *fwd = malloc(sizeof *fwd);
     enum result r = R_TEMPERROR;
     enum dns_status st = ptr && fwd ? dns_lookup(host, rev, ns_t_ptr, ptr) : DNS_TEMPFAIL;

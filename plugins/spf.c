@@ -186,13 +186,6 @@ static void fini(void *state)
     free(s);
 }
 
-/* An IPv4-mapped IPv6 client (::ffff:192.0.2.1) is the IPv4 client it maps
- * (RFC 4291 2.5.5.2): its IPv4 text, else ip itself. */
-static const char *unmapped(const char ip[64])
-{
-    return !strncasecmp(ip, "::ffff:", 7) && strchr(ip + 7, '.') && !strchr(ip + 7, ':') ? ip + 7 : ip;
-}
-
 /* Runs the check; fills comment and the explanation (exp=, expanded by
  * libspf2; "" when the record has none). */
 static SPF_result_t check(struct spf *s, postern_txn *t, const char *identity, char *comment, size_t clen,
@@ -202,8 +195,7 @@ static SPF_result_t check(struct spf *s, postern_txn *t, const char *identity, c
     if (!req)
         return SPF_RESULT_TEMPERROR;
     char client[64];
-    snprintf(client, sizeof client, "%s", host->client_addr(t));
-    const char *ip = unmapped(client);
+    const char *ip = dns_unmapped_ip(host->client_addr(t), client);
     SPF_errcode_t e = strchr(ip, ':') ? SPF_request_set_ipv6_str(req, ip) : SPF_request_set_ipv4_str(req, ip);
     const char *helo = host->helo_name(t);
     if (helo[0])
