@@ -233,12 +233,14 @@ static void counters(struct buf *b)
 
 /* ---- the queue, from the daemon ------------------------------------ */
 
-/* The queue as the CLI's `list --json` gives it, or NULL (why in err). */
-static json_t *queue_json(char *err, size_t errlen)
+/* A JSON array from the daemon: "list --json" (the queue, as the CLI's
+ * `list --json` gives it) or "show --json ID" (one message); NULL (why in
+ * err) when it does not answer. */
+static json_t *queue_json(const char *request, char *err, size_t errlen)
 {
     struct buf out;
     buf_init(&out);
-    int rc = control_request(control_path, "list --json", &out);
+    int rc = control_request(control_path, request, &out);
     json_error_t je;
     json_t *j = rc == 0 ? json_loadb(out.len ? buf_head(&out) : "", out.len, 0, &je) : NULL;
     if (!j)
@@ -370,7 +372,7 @@ static void action_button(struct buf *b, const struct console_session *s, const 
 static enum MHD_Result page_queue(struct MHD_Connection *c, const struct console_session *s, bool quarantine)
 {
     char err[200];
-    json_t *all = queue_json(err, sizeof err);
+    json_t *all = queue_json("list --json", err, sizeof err);
     if (!all)
         return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
     struct filter f = filter_of(c, quarantine);
@@ -393,13 +395,12 @@ static enum MHD_Result page_queue(struct MHD_Connection *c, const struct console
 
 static json_t *message_json(const char *id)
 {
-    char err[200];
-    json_t *all = queue_json(err, sizeof err), *found = NULL;
-    size_t i;
-    json_t *m;
-    json_array_foreach(all, i, m) if (!strcmp(jstr(m, "id"), id)) found = json_incref(m);
-    json_decref(all);
-    return found;
+    char err[200], req[64];
+    snprintf(req, sizeof req, "show --json %s", id);
+    json_t *one = queue_json(req, err, sizeof err);
+    json_t *m = json_incref(json_array_get(one, 0));     /* NULL: no such message (or no answer) */
+    json_decref(one);
+    return m;
 }
 
 /* The header section and the start of the body, read from the spool (the
@@ -702,7 +703,7 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
         return page_message(c, s, api);
     if (!strcmp(url, "/api/queue") || !strcmp(url, "/api/quarantine")) {
         char err[200];
-        json_t *all = queue_json(err, sizeof err);
+        json_t *all = queue_json("list --json", err, sizeof err);
         if (!all)
             return json_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
         struct filter f = filter_of(c, !strcmp(url, "/api/quarantine"));

@@ -871,14 +871,22 @@ static struct qmsg *find_or_say(const char *id, struct buf *out)
     return m;
 }
 
-int queue_admin_show(const char *id, struct buf *out)
+int queue_admin_show(const char *arg, struct buf *out)
 {
-    struct qmsg *m = find_or_say(id, out);
+    bool json = !strncmp(arg, "--json ", 7);      /* the message as `list --json` gives it, alone */
+    struct qmsg *m = find_or_say(json ? arg + 7 : arg, out);
     struct queue_view v;
     char waiting[300];
     if (!m || !view_of(m, &v, waiting, sizeof waiting))
         return -1;
-    queue_view_show(&v, (int64_t)time(NULL), out);
+    int64_t now = (int64_t)time(NULL);
+    if (json) {
+        queue_view_list_begin(true, out);
+        queue_view_list_item(&v, true, 0, now, out);
+        queue_view_list_end(true, 1, out);
+    } else {
+        queue_view_show(&v, now, out);
+    }
     view_free(&v);
     return 0;
 }

@@ -70,7 +70,8 @@ void queue_publish_metrics(void);
 /* Queue administration (the control socket). Each writes a human-readable
  * answer to out and returns 0, or -1 with the error text in out. */
 int queue_admin_list(bool json, struct buf *out);   /* json: an array of objects */
-int queue_admin_show(const char *id, struct buf *out);
+/* arg: "ID", or "--json ID" for the message as one `list --json` array */
+int queue_admin_show(const char *arg, struct buf *out);
 int queue_admin_hold(const char *id, struct buf *out);
 /* arg: "ID" or "ID rcpt rcpt ...": release to those only, dropping the
  * other pending recipients (no bounce: an admin chose). */
