@@ -20,6 +20,7 @@
 
 struct link {
     char name[1100];
+    char labels[1200];             /* link="name", for the per-link metrics (made once) */
     struct lua_script *lua;        /* a lua:PATH entry: p is the Lua bridge */
     struct lua_pending *pending;   /* a built chain's new version of lua, until installed */
     void *dl;
@@ -230,6 +231,7 @@ struct hook_chain *hooks_build(const struct config *cfg, char *err, size_t errle
             hooks_chain_free(ch);
             return NULL;
         }
+        metric_labels(ch->links[i].labels, sizeof ch->links[i].labels, "link", ch->links[i].name, NULL);
         log_info("plugin %s loaded", ch->links[i].name);
     }
     compute_wanted(ch);
@@ -294,8 +296,7 @@ static bool decided(const struct link *l, enum postern_stage st, txn_t *t, poste
         log_error("%s: plugin %s failed at stage %s: message tempfailed", t->qid[0] ? t->qid : "-", l->name,
                   stage_name(st));
         snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %.200s failed", l->name);
-        char labels[1200];
-        metric_inc(M_PLUGIN_ERRORS, metric_labels(labels, sizeof labels, "link", l->name, NULL));
+        metric_inc(M_PLUGIN_ERRORS, l->labels);
         *v = POSTERN_TEMPFAIL;
         return true;
     }
@@ -313,10 +314,8 @@ static double now_s(void)
 /* Time and calls per link, for /metrics (postern_chain_link_*). */
 static void link_timed(const struct link *l, double started)
 {
-    char labels[1200];
-    metric_labels(labels, sizeof labels, "link", l->name, NULL);
-    metric_add_seconds(M_LINK_SECONDS, labels, now_s() - started);
-    metric_inc(M_LINK_CALLS, labels);
+    metric_add_seconds(M_LINK_SECONDS, l->labels, now_s() - started);
+    metric_inc(M_LINK_CALLS, l->labels);
 }
 
 /* One stage's run through the chain for one transaction. */
