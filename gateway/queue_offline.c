@@ -153,8 +153,7 @@ int queue_cat(const char *id, FILE *out, struct buf *err)
     fprintf(out, "*** ENVELOPE RECORDS %s ***\narrival: %s\nsize: %llu\nclient: [%s]\nhelo: %s\nprotocol: %s\n"
             "sender: <%s>\n", id, when, (unsigned long long)m.e.size, m.e.client_ip, m.e.helo, m.e.proto, m.e.sender);
     for (size_t i = 0; i < m.e.nrcpts; i++)
-        fprintf(out, "recipient: <%s> (%s)\n", m.e.rcpts[i],
-                m.st[i].status == RCPT_PENDING ? "pending" : m.st[i].status == RCPT_DONE ? "delivered" : "done");
+        fprintf(out, "recipient: <%s> (%s)\n", m.e.rcpts[i], queue_view_rcpt_status(m.st[i].status));
     if (m.flags.held)
         fprintf(out, "held: %s\n", m.flags.reason[0] ? m.flags.reason : "yes");
     fprintf(out, "*** MESSAGE CONTENTS %s ***\n", id);

@@ -7,7 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
-static const char *rcpt_status_word(char st)
+const char *queue_view_rcpt_status(char st)
 {
     return st == RCPT_DONE || st == RCPT_RELAYED ? "delivered" : st == RCPT_PENDING ? "pending" : "failed";
 }
@@ -85,7 +85,7 @@ static void json_object(const struct queue_view *v, int64_t now, struct buf *out
         buf_puts(out, i ? ",{\"address\":" : "{\"address\":");
         json_str(out, v->rcpts[i]);
         buf_puts(out, ",\"status\":");
-        json_str(out, rcpt_status_word(st->status));
+        json_str(out, queue_view_rcpt_status(st->status));
         buf_printf(out, ",\"attempts\":%d,\"next_try\":%lld,\"last_reply\":", st->attempts, (long long)st->next_try);
         json_str(out, st->last_reply);
         buf_puts(out, ",\"remote\":");
@@ -173,7 +173,7 @@ void queue_view_show(const struct queue_view *v, int64_t now, struct buf *out)
     buf_printf(out, "from: <%s>\n", v->sender);
     for (size_t i = 0; i < v->nrcpts; i++) {
         const struct rcpt_state *st = v->st[i];
-        buf_printf(out, "rcpt: <%s> status=%s attempts=%d%s%s last=%s\n", v->rcpts[i], rcpt_status_word(st->status),
+        buf_printf(out, "rcpt: <%s> status=%s attempts=%d%s%s last=%s\n", v->rcpts[i], queue_view_rcpt_status(st->status),
                    st->attempts, st->nexthop[0] ? " nexthop=" : "", st->nexthop, st->last_reply);
     }
 }
