@@ -98,7 +98,25 @@ static bool chain_wants(const struct hook_chain *ch, enum postern_stage st)
 
 static const struct hook_chain *chain_of(const txn_t *t) { return t && t->chain ? t->chain : current; }
 
+static _Thread_local const txn_t *calling;
+
+const txn_t *hooks_calling_txn(void) { return calling; }
+
+static postern_verdict dispatch_stage(const struct link *l, enum postern_stage st, txn_t *t, const char *arg,
+                                      size_t len);
+
+/* One callback, with the transaction it runs for known to this thread. */
 static postern_verdict call(const struct link *l, enum postern_stage st, txn_t *t, const char *arg, size_t len)
+{
+    const txn_t *outer = calling;
+    calling = t;
+    postern_verdict v = dispatch_stage(l, st, t, arg, len);
+    calling = outer;
+    return v;
+}
+
+static postern_verdict dispatch_stage(const struct link *l, enum postern_stage st, txn_t *t, const char *arg,
+                                      size_t len)
 {
     const struct postern_plugin *p = l->p;
     void *state = l->state;

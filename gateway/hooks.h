@@ -21,6 +21,8 @@ int hooks_load(const struct config *cfg, char *err, size_t errlen);
 void hooks_unload(void);
 /* Does t's chain (t->chain, else the current one) have a link for this stage? */
 bool hooks_wanted(const txn_t *t, enum postern_stage st);
+/* The transaction a C plugin callback on this thread is running for, or NULL. */
+const txn_t *hooks_calling_txn(void);
 /* Run t's chain for a stage, then done(ctx, verdict) on the loop thread
  * (at once when nobody wants the stage, or when only Lua handlers run and
  * finish within their first slice). arg: HELO name, sender, recipient, or

@@ -14,6 +14,7 @@
 #include "mta_sts.h"
 #include "mx.h"
 #include "event.h"
+#include "local_submit.h"
 #include "log.h"
 #include "privs.h"
 #include "queue.h"
@@ -106,6 +107,7 @@ static void reconfigure(const struct config *c)
 {
     log_set_level((enum log_level)c->log_level);
     plugin_host_configure(c);
+    local_submit_configure(c);
     dns_set_timeout(c->dns_timeout_ms);
     smtp_server_configure(c);
     mx_init(c);
@@ -216,6 +218,8 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
+    local_submit_expect();
+    local_submit_configure(cfg);
     if (smtp_auth_init(cfg, err, sizeof err) < 0 || runtime_load_chain(err, sizeof err) < 0) {
         log_error("%s", err);   /* AUTH's backend as the daemon's user: it must read its sasldb */
         return 1;
@@ -233,6 +237,10 @@ int main(int argc, char **argv)
     delivery_init(cfg);
     runtime_on_switch(reconfigure);
     queue_load_spool();
+    if (local_submit_start() < 0) {
+        log_error("cannot start local submission: %s", strerror(errno));
+        return 1;
+    }
     if (smtp_server_start() < 0 || http_start() < 0) {
         log_error("cannot start listeners: %s", strerror(errno));
         return 1;
@@ -248,6 +256,7 @@ int main(int argc, char **argv)
     snprintf(status, sizeof status, "READY=1\nSTATUS=ready: %zu message(s) queued", queue_size());
     sd_notify_state(status);
     ev_run();
+    local_submit_stop();
     control_stop();
     http_stop();
     workers_stop();

@@ -3,6 +3,7 @@
 #include "plugin_host.h"
 #include "config.h"
 #include "dns.h"
+#include "local_submit.h"
 #include "log.h"
 #include "netaddr.h"
 #include "smtp_parse.h"
@@ -347,6 +348,7 @@ static const struct postern_host host = {
     .client_trusted = h_client_trusted,
     .auth_user = h_auth_user,
     .checking = h_checking,
+    .submit_message = local_submit,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

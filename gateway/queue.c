@@ -254,6 +254,7 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     m->body = e->body;
     m->smtputf8 = e->smtputf8;
     m->hops = e->hops;
+    m->local = !strcmp(e->proto, "LOCAL");
     snprintf(m->client_ip, sizeof m->client_ip, "%s", e->client_ip);
     snprintf(m->helo, sizeof m->helo, "%s", e->helo);
     m->heap_idx = -1;
@@ -660,6 +661,7 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
     t->data_fd = -1;
     snprintf(t->client_ip, sizeof t->client_ip, "%s", m->client_ip);
     snprintf(t->helo, sizeof t->helo, "%s", m->helo);
+    t->local_origin = m->local;
     memcpy(t->qid, m->id, QID_LEN);
     t->sender = strdup(m->sender);
     for (size_t i = 0; i < m->nrcpts; i++) {

@@ -35,6 +35,7 @@ struct qmsg {
     bool warned;             /* delay warning sent */
     bool queued;             /* the QUEUE stage has run */
     bool archive;            /* a plugin requested an archive copy */
+    bool local;              /* made by posternd itself: a DSN, a plugin's submit_message */
     char client_ip[64];
     char helo[256];
     int hops;

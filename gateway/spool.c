@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -312,9 +313,12 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
 void qid_generate(char out[QID_LEN])
 {
     /* seconds (8 hex) + microseconds (5 hex) + counter (3 hex): strictly
-     * increasing within this process, time-ordered across restarts */
+     * increasing within this process, time-ordered across restarts. The loop
+     * and plugin threads (host->submit_message) both make IDs. */
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     static uint64_t last_sec, last_usec;
     static unsigned counter;
+    pthread_mutex_lock(&lock);
     struct timeval tv;
     gettimeofday(&tv, NULL);
     uint64_t sec = (uint64_t)tv.tv_sec, usec = (uint64_t)tv.tv_usec;
@@ -334,6 +338,7 @@ void qid_generate(char out[QID_LEN])
     last_sec = sec;
     last_usec = usec;
     snprintf(out, QID_LEN, "%08" PRIX64 "%05" PRIX64 "%03X", sec & 0xffffffffu, usec, counter);
+    pthread_mutex_unlock(&lock);
 }
 
 bool qid_valid(const char *id)

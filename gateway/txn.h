@@ -54,6 +54,7 @@ struct postern_txn {
     struct hook_chain *chain;  /* the chain it runs under (NULL = the current one) */
     /* session view */
     unsigned long sid;         /* the SMTP session's number, for log lines (0: none) */
+    bool local_origin;         /* QUEUE/DELIVER of a message posternd made (no submit_message: loops) */
     char client_ip[64];
     char helo[256];
     char auth_user[256];       /* login a trusted proxy or the MTA vouched for ("" = none) */

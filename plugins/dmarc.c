@@ -11,12 +11,15 @@
  *   dmarc.temperror = continue     the _dmarc lookup failed temporarily
  *   dmarc.psl = /usr/share/publicsuffix/public_suffix_list.dat
  * tx.vars["dmarc.action"], set by an earlier link (Lua), replaces the action.
+ * Aggregate reports (dmarc_report.c): dmarc.report_dir, report_interval,
+ * report_org, report_from, report_store_max.
  *
  * Sets: dmarc.result (pass | fail | none | temperror), dmarc.policy (the
  * policy to apply: none | quarantine | reject), dmarc.domain (From: domain),
  * authres.dmarc.
  */
 #include "postern_plugin.h"
+#include "dmarc_report.h"
 #include "dns_records.h"
 #include "plugin_util.h"
 #include <ctype.h>
@@ -32,7 +35,10 @@ int opendmarc_get_tld(u_char *domain, u_char *tld, size_t tld_len);
 struct dmarc {
     OPENDMARC_LIB_T lib;
     enum action on_reject, on_quarantine, on_temperror;
+    struct dmarc_reporter *reporter;   /* NULL: no aggregate reports */
 };
+
+static void org_domain(const char *domain, char *org, size_t size);
 
 static const struct postern_host *host;
 
@@ -48,15 +54,25 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     s->on_reject = ACT_REJECT;
     s->on_quarantine = ACT_QUARANTINE;
     const char *psl = "/usr/share/publicsuffix/public_suffix_list.dat";
+    struct dmarc_report_options ro;
+    dmarc_report_defaults(&ro);
     for (size_t i = 0; i < n; i++) {
         const char *k = opts[i].key;
+        int r = dmarc_report_option(&ro, k, opts[i].value, err, errlen);
+        if (r) {
+            if (r > 0)
+                continue;
+            free(s);
+            return -1;
+        }
         enum action *a = !strcmp(k, "reject") ? &s->on_reject : !strcmp(k, "quarantine") ? &s->on_quarantine
                          : !strcmp(k, "temperror") ? &s->on_temperror : NULL;
         if (!strcmp(k, "psl")) {
             psl = opts[i].value;
         } else if (!a || parse_action(opts[i].value, a) < 0) {
             snprintf(err, errlen, a ? "%s: the action is continue, reject, tempfail or quarantine"
-                                    : "unknown option '%s' (known: reject, quarantine, temperror, psl)", k);
+                                    : "unknown option '%s' (known: reject, quarantine, temperror, psl, report_dir, "
+                                      "report_interval, report_org, report_from, report_store_max)", k);
             free(s);
             return -1;
         }
@@ -68,6 +84,12 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         free(s);
         return -1;
     }
+    s->reporter = dmarc_reporter_start(h, &ro, org_domain, err, errlen);
+    if (!s->reporter && err[0]) {
+        opendmarc_policy_library_shutdown(&s->lib);
+        free(s);
+        return -1;
+    }
     *state = s;
     return 0;
 }
@@ -75,6 +97,7 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
 static void fini(void *state)
 {
     struct dmarc *s = state;
+    dmarc_reporter_stop(s->reporter);
     opendmarc_policy_library_shutdown(&s->lib);
     free(s);
 }
@@ -147,11 +170,17 @@ static void publish(postern_txn *t, const char *result, const char *policy, cons
     host->log(t, POSTERN_LOG_INFO, "dmarc: %s for %s (%s)", result, domain[0] ? domain : "?", why);
 }
 
-static postern_verdict dmarc_act(postern_txn *t, enum action a, const char *domain, const char *what)
+/* The action to take: the configured one, or an earlier link's dmarc.action. */
+static enum action final_action(postern_txn *t, enum action a)
 {
     const char *override = host->var_get(t, "dmarc.action");
     if (override && parse_action(override, &a) < 0)
         host->log(t, POSTERN_LOG_WARN, "dmarc: ignoring dmarc.action '%s'", override);
+    return a;
+}
+
+static postern_verdict dmarc_act(postern_txn *t, enum action a, const char *domain, const char *what)
+{
     char rej[400], tmp[400], why[300];
     snprintf(rej, sizeof rej, "550 5.7.1 Rejected by the DMARC policy of %.200s (%s)", domain, what);
     snprintf(tmp, sizeof tmp, "451 4.7.1 DMARC %s for %.200s, try again later", what, domain);
@@ -173,6 +202,100 @@ static void org_domain(const char *domain, char *org, size_t size)
     snprintf(org, size, "%s", last && p > domain ? p : domain);
 }
 
+static const char *policy_word(int v, const char *otherwise)
+{
+    return v == DMARC_RECORD_P_REJECT ? "reject" : v == DMARC_RECORD_P_QUARANTINE ? "quarantine"
+           : v == DMARC_RECORD_P_NONE ? "none" : otherwise;
+}
+
+/* The value of tag in a DMARC record ("fo=1:d" -> "1:d"), or "". */
+static void record_tag(const char *rec, const char *tag, char *out, size_t size)
+{
+    out[0] = '\0';
+    size_t n = strlen(tag);
+    for (const char *p = rec; p && *p; p = strchr(p, ';') ? strchr(p, ';') + 1 : NULL) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (!strncasecmp(p, tag, n) && (p[n] == '=' || p[n] == ' ')) {
+            const char *v = strchr(p, '=');
+            v = v ? v + 1 : "";
+            while (*v == ' ')
+                v++;
+            size_t len = strcspn(v, "; \t");
+            snprintf(out, size, "%.*s", (int)(len < size ? len : size - 1), v);
+            return;
+        }
+    }
+}
+
+/* "result:domain:selector ..." (dkim.signatures) as "domain:selector:result,...". */
+static void dkim_for_report(const char *sigs, char *out, size_t size)
+{
+    char copy[2048], *save = NULL;
+    size_t len = 0;
+    out[0] = '\0';
+    snprintf(copy, sizeof copy, "%s", sigs ? sigs : "");
+    for (char *sig = strtok_r(copy, " ", &save); sig; sig = strtok_r(NULL, " ", &save)) {
+        char *dom = strchr(sig, ':'), *sel = dom ? strchr(dom + 1, ':') : NULL;
+        if (!sel)
+            continue;
+        *dom++ = '\0';
+        *sel++ = '\0';
+        int n = snprintf(out + len, size - len, "%s%s:%s:%s", len ? "," : "", dom, sel, sig);
+        if (n < 0 || (size_t)n >= size - len) {
+            out[len] = '\0';
+            break;
+        }
+        len += (size_t)n;
+    }
+}
+
+/* One line for the aggregate report: what was evaluated and what was done. */
+static void record_for_report(struct dmarc *s, postern_txn *t, DMARC_POLICY_T *p, const char *rec,
+                              const char *policy_domain, const char *from, int policy, enum action a)
+{
+    char rua[1024] = "", fo[64], dkim[2048];
+    u_char **list = opendmarc_policy_fetch_rua(p, NULL, 0, 1);
+    for (int i = 0; list && list[i] && i < 16; i++)
+        snprintf(rua + strlen(rua), sizeof rua - strlen(rua), "%s%s", i ? "," : "", (const char *)list[i]);
+    if (!rua[0])
+        return;                         /* no rua=: nobody to report to */
+    int dkim_al = 0, spf_al = 0, pv = 0, spv = 0, adkim = 0, aspf = 0, pct = 100;
+    opendmarc_policy_fetch_alignment(p, &dkim_al, &spf_al);
+    opendmarc_policy_fetch_p(p, &pv);
+    opendmarc_policy_fetch_sp(p, &spv);
+    opendmarc_policy_fetch_adkim(p, &adkim);
+    opendmarc_policy_fetch_aspf(p, &aspf);
+    opendmarc_policy_fetch_pct(p, &pct);
+    record_tag(rec, "fo", fo, sizeof fo);
+    dkim_for_report(host->var_get(t, "dkim.signatures"), dkim, sizeof dkim);
+    const char *applied = a == ACT_REJECT ? "reject" : a == ACT_QUARANTINE ? "quarantine" : "none";
+    const char *requested = policy == DMARC_POLICY_REJECT ? "reject"
+                            : policy == DMARC_POLICY_QUARANTINE ? "quarantine" : "none";
+    /* the record asked for more than none but libopendmarc's pct= sampling let it through */
+    bool subdomain = strcmp(policy_domain, from) != 0;
+    const char *asked = subdomain ? policy_word(spv, policy_word(pv, "none")) : policy_word(pv, "none");
+    const char *reason = strcmp(applied, requested) ? "local_policy"
+                         : policy == DMARC_POLICY_NONE && strcmp(asked, "none") ? "sampled_out" : "";
+    const char *sender = host->sender(t), *at = sender ? strrchr(sender, '@') : NULL;
+    const char *env_from = at ? at + 1 : host->helo_name(t);
+    const char *spf_dom = host->var_get(t, "spf.domain"), *spf_res = host->var_get(t, "spf.result");
+    const char *ident = host->var_get(t, "spf.identity");
+    struct dmarc_row row = {
+        .policy_domain = policy_domain, .header_from = from, .source_ip = host->client_addr(t),
+        .envelope_from = env_from ? env_from : "", .disposition = applied,
+        .dkim_aligned = dkim_al == DMARC_POLICY_DKIM_ALIGNMENT_PASS ? "pass" : "fail",
+        .spf_aligned = spf_al == DMARC_POLICY_SPF_ALIGNMENT_PASS ? "pass" : "fail", .reason = reason,
+        .p = policy_word(pv, "none"), .sp = policy_word(spv, policy_word(pv, "none")),
+        .adkim = adkim == DMARC_RECORD_A_STRICT ? "s" : "r", .aspf = aspf == DMARC_RECORD_A_STRICT ? "s" : "r",
+        .fo = fo, .pct = pct > 0 && pct <= 100 ? pct : 100, .rua = rua,
+        .spf_domain = spf_dom ? spf_dom : env_from ? env_from : "",
+        .spf_scope = ident && !strcmp(ident, "helo") ? "helo" : "mfrom", .spf_result = spf_res ? spf_res : "none",
+        .dkim = dkim,
+    };
+    dmarc_report_record(s->reporter, t, &row);
+}
+
 static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T *p, const char *from)
 {
     char rec[1024], org[256] = "";
@@ -185,7 +308,7 @@ static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T 
         org[0] = '\0';
     if (st == DNS_TEMPFAIL) {
         publish(t, "temperror", "none", from, "DNS lookup of the _dmarc record failed");
-        return dmarc_act(t, s->on_temperror, from, "temperror");
+        return dmarc_act(t, final_action(t, s->on_temperror), from, "temperror");
     }
     if (st != DNS_OK) {
         publish(t, "none", "none", from, "no DMARC record");
@@ -202,28 +325,26 @@ static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T 
     opendmarc_policy_fetch_p(p, &declared);
     const char *p_word = declared == DMARC_RECORD_P_REJECT ? "reject"
                          : declared == DMARC_RECORD_P_QUARANTINE ? "quarantine" : "none";
+    int policy = opendmarc_get_policy_to_enforce(p);
+    const char *requested = policy == DMARC_POLICY_REJECT ? "reject"
+                            : policy == DMARC_POLICY_QUARANTINE ? "quarantine" : "none";
+    enum action a = policy == DMARC_POLICY_REJECT ? final_action(t, s->on_reject)
+                    : policy == DMARC_POLICY_QUARANTINE ? final_action(t, s->on_quarantine) : ACT_CONTINUE;
     char why[64];
-    switch (opendmarc_get_policy_to_enforce(p)) {
-    case DMARC_POLICY_PASS:
+    if (policy == DMARC_POLICY_PASS) {
         snprintf(why, sizeof why, "p=%s", p_word);
         publish(t, "pass", "none", from, why);
-        return POSTERN_CONTINUE;
-    case DMARC_POLICY_REJECT:
-        snprintf(why, sizeof why, "p=%s dis=reject", p_word);
-        publish(t, "fail", "reject", from, why);
-        return dmarc_act(t, s->on_reject, from, "dmarc=fail");
-    case DMARC_POLICY_QUARANTINE:
-        snprintf(why, sizeof why, "p=%s dis=quarantine", p_word);
-        publish(t, "fail", "quarantine", from, why);
-        return dmarc_act(t, s->on_quarantine, from, "dmarc=fail");
-    case DMARC_POLICY_NONE:
-        snprintf(why, sizeof why, "p=%s dis=none", p_word);
-        publish(t, "fail", "none", from, why);
-        return POSTERN_CONTINUE;
-    default:
+    } else if (policy == DMARC_POLICY_REJECT || policy == DMARC_POLICY_QUARANTINE || policy == DMARC_POLICY_NONE) {
+        snprintf(why, sizeof why, "p=%s dis=%s", p_word, requested);
+        publish(t, "fail", requested, from, why);
+    } else {
         publish(t, "none", "none", from, "no DMARC record");
         return POSTERN_CONTINUE;
     }
+    if (s->reporter && a != ACT_TEMPFAIL)    /* a tempfailed message is counted when it comes back */
+        record_for_report(s, t, p, rec, org[0] ? org : from, from, policy, a);
+    return policy == DMARC_POLICY_PASS || policy == DMARC_POLICY_NONE ? POSTERN_CONTINUE
+                                                                      : dmarc_act(t, a, from, "dmarc=fail");
 }
 
 static postern_verdict on_eom(postern_txn *t, void *state)

@@ -172,6 +172,23 @@ struct postern_host {
      * should check what it needs (a directory is writable, a file readable)
      * and create nothing; no stage will run. */
     int (*checking)(void);
+
+    /* ---- appended in 0.6 ---- */
+
+    /* Queue a new message of the plugin's own (a report, a notice) from
+     * sender ("" = the null sender) to rcpts. message is the header section
+     * and body, CRLF line ends only, lines of at most 998 octets, no NUL;
+     * posternd adds its Received header. Blocking (it fsyncs): returns 0 once
+     * the message is committed to the spool, with its queue ID in qid (17
+     * bytes, may be NULL); it then runs the QUEUE and DELIVER stages and is
+     * delivered like any other. -1 with errno: EINVAL (a bad address or
+     * message), EFBIG (over message_size_limit), ELOOP (called from the
+     * QUEUE or DELIVER stage of a message posternd made itself: a DSN or
+     * another submitted message), EAGAIN (the queue is not
+     * running yet or any more: try again later), ENOTSUP (no queue in this
+     * process: postern-milter). Any thread; best a plugin thread of your own. */
+    int (*submit_message)(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message,
+                          size_t len, char *qid);
 };
 
 /* Whether posternd's host table has function fn (appended after your

@@ -180,6 +180,37 @@ def test_body_replacement_and_envelope_mutations():
     g.stop()
 
 
+def test_submit_message_queues_a_plugins_own_message_and_refuses_bad_ones():
+    """host->submit_message from the QUEUE stage: a well-formed notice is
+    committed and delivered; bare LF, NUL, an over-long line, no header
+    section and a '%'-routed recipient are refused with EINVAL, and the
+    notice's own QUEUE stage cannot make another (ELOOP)."""
+    sink = Sink(addr(2))
+    g = gw(sink)
+    bad = ("bare_lf", "nul", "long_line", "no_header", "routed")
+    with open(g.conf, "a") as f:
+        for kind in ("good",) + bad:
+            f.write("probe.mutate = queue submit %s notice@example.test\n" % kind)
+    g.stop()
+    g.start()
+    assert transaction(g, subject="original")[0] == "done"
+    msgs = sink.wait_count(2)
+    notice = [m for m in msgs if b"Subject: probe notice good" in m]
+    assert len(notice) == 1 and sink_rcpts(notice[0]) == [b"notice@example.test"], msgs
+    assert re.search(rb"^Received: by gw\.postern\.test \(Postern\) id [0-9A-F]{16};", strip_sink_headers(notice[0]),
+                     re.M), notice[0][:400]
+    qid = re.search(r"probe: submit good: queued as ([0-9A-F]{16})", g.log()).group(1)
+    assert re.search(r"%s: from=<probe@gw\.postern\.test>, nrcpt=1, .*proto=LOCAL" % qid, g.log())
+    for kind in bad:
+        assert "probe: submit %s: refused: Invalid argument" % kind in g.log(), kind
+    # the notice's own QUEUE stage asks again: refused, or every notice would make another
+    wait_for(lambda: "%s: plugin: probe: submit good: refused: Too many levels of symbolic links" % qid in g.log(), 5,
+             "the notice's own submit refused")
+    time.sleep(1)
+    assert sink.count() == 2
+    g.stop()
+
+
 def test_mutations_outside_their_stage_are_refused():
     sink = Sink(addr(2))
     g = gw(sink, **{"probe.mutate": "rcpt header_add X-Too early"})

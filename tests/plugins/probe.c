@@ -5,9 +5,13 @@
  *       HELO name, sender, recipient, Subject header, body chunk), or "*".
  *   <name>.mutate = STAGE OP [ARG1 [ARG2]]   (OP: header_add, header_insert,
  *       header_change, header_delete, body_replace, rcpt_add, rcpt_delete,
- *       sender_change, set_nexthop, request_archive)
+ *       sender_change, set_nexthop, request_archive, submit)
+ *       submit KIND RCPT: host->submit_message a notice to RCPT; KIND good,
+ *       or one posternd must refuse: bare_lf, nul, long_line, no_header,
+ *       routed (RCPT with '%' routing). Logs "probe: submit KIND: ...".
  *   <name>.record = PATH   append "stage qid sender rcpts subject" lines. */
 #include "postern_plugin.h"
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +122,31 @@ static int probe_init(const struct postern_host *h, const struct postern_option 
 
 static void probe_fini(void *state) { free(state); }
 
+/* The submit op: a small notice, well formed or broken as kind says. */
+static void submit(postern_txn *t, const char *kind, const char *rcpt)
+{
+    char msg[2048], to[300];
+    int n = snprintf(msg, sizeof msg, "From: <probe@gw.postern.test>\r\nSubject: probe notice %s\r\n\r\n"
+                     "about %s\r\n", kind, host->queue_id(t));
+    snprintf(to, sizeof to, "%s", rcpt);
+    if (!strcmp(kind, "bare_lf"))
+        msg[n - 2] = '\n', msg[n - 1] = '\0', n--;
+    else if (!strcmp(kind, "nul"))
+        msg[n - 3] = '\0';
+    else if (!strcmp(kind, "long_line"))
+        n += snprintf(msg + n, sizeof msg - (size_t)n, "%01000d\r\n", 0);
+    else if (!strcmp(kind, "no_header"))
+        n = snprintf(msg, sizeof msg, "just a line\r\n");
+    else if (!strcmp(kind, "routed"))
+        snprintf(to, sizeof to, "x%%elsewhere.test@%s", strchr(rcpt, '@') ? strchr(rcpt, '@') + 1 : "example.test");
+    const char *rcpts[] = {to};
+    char qid[17];
+    if (host->submit_message("probe@gw.postern.test", rcpts, 1, msg, (size_t)n, qid) == 0)
+        host->log(t, POSTERN_LOG_INFO, "probe: submit %s: queued as %s", kind, qid);
+    else
+        host->log(t, POSTERN_LOG_INFO, "probe: submit %s: refused: %s", kind, strerror(errno));
+}
+
 static void mutate(postern_txn *t, const struct mutation *m)
 {
     int rc = 0;
@@ -152,6 +181,8 @@ static void mutate(postern_txn *t, const struct mutation *m)
         rc = host->set_nexthop(t, m->a1, m->a2);
     else if (!strcmp(op, "request_archive"))
         rc = host->request_archive(t);
+    else if (!strcmp(op, "submit"))
+        submit(t, m->a1, m->a2);
     if (rc < 0)
         host->log(t, POSTERN_LOG_WARN, "probe: %s refused at this stage", op);
 }

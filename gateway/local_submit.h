@@ -1,0 +1,27 @@
+/* local_submit.h - messages posternd itself originates for a plugin
+ * (host->submit_message: DMARC aggregate reports, notices). The caller's
+ * thread writes and commits the spool file; the event loop then takes the
+ * committed envelope into the queue, as it does for a DSN (bounce.c). */
+#ifndef POSTERN_LOCAL_SUBMIT_H
+#define POSTERN_LOCAL_SUBMIT_H
+#include <stddef.h>
+
+struct config;
+
+/* posternd, before the chain loads: submissions are possible here, but
+ * answer EAGAIN until local_submit_start. Never called = no queue in this
+ * process (postern-milter): ENOTSUP. */
+void local_submit_expect(void);
+/* The hostname (Received, HELO) and message_size_limit of a generation. */
+void local_submit_configure(const struct config *cfg);
+/* Loop thread, after the spool was loaded (a message committed earlier
+ * would be found by the scan and queued twice). 0, or -1 with errno. */
+int local_submit_start(void);
+/* Loop thread, when the loop has stopped: later calls answer EAGAIN (their
+ * caller keeps its data and tries again after the restart). */
+void local_submit_stop(void);
+/* Any thread but the loop: see postern_plugin.h, submit_message. */
+int local_submit(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message, size_t len,
+                 char *qid_out);
+
+#endif
