@@ -86,11 +86,15 @@ $(BUILD)/postern_helpers.o: $(BUILD)/postern_helpers.c
 $(BUILD)/libpostern.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
-$(BUILD)/posternd: $(BUILD)/main.o $(BUILD)/libpostern.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# The daemons that run the plugin chain export pubkey_decode.o's
+# d2i_PUBKEY_bio, so the libraries they load use it (see that file).
+INTERPOSE := $(BUILD)/pubkey_decode.o -Wl,--export-dynamic-symbol=d2i_PUBKEY_bio
 
-$(BUILD)/postern-milter: $(BUILD)/milter_server.o $(BUILD)/libpostern.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lmilter
+$(BUILD)/posternd: $(BUILD)/main.o $(BUILD)/pubkey_decode.o $(BUILD)/libpostern.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/main.o $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS)
+
+$(BUILD)/postern-milter: $(BUILD)/milter_server.o $(BUILD)/pubkey_decode.o $(BUILD)/libpostern.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/milter_server.o $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS) -lmilter
 
 # the archive witness: its own small program, no daemon code linked in
 $(BUILD)/postern-witness: $(BUILD)/archive_witness.o

@@ -519,11 +519,50 @@ static void copy_range(struct spool_writer *w, int in, off_t off, size_t len)
     }
 }
 
+/* The rewrite of a small message, in its own file: the old body read into
+ * memory, then envelope, headers and body written from offset 0 and the
+ * file cut to length. No second file: creating, renaming over and freeing
+ * an inode per message is what a rewrite mostly cost (a header added at EOM,
+ * say Authentication-Results, rewrites every message). The file is still in
+ * tmp/ and unacknowledged, so a crash half way loses nothing anyone was told
+ * about. */
+static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
+                            const char *body, size_t blen)
+{
+    size_t old_len = (size_t)w->written - w->hdr_len;
+    char *old = body ? NULL : malloc(old_len ? old_len : 1);
+    if (!body && !old)
+        writer_fail(w, ENOMEM);
+    else if (old && pread(w->fd, old, old_len, (off_t)(w->env_len + w->hdr_len)) != (ssize_t)old_len)
+        writer_fail(w, EIO);
+    struct buf b;
+    buf_init(&b);
+    if (spool_envelope_encode(e, &b, &w->off) < 0)
+        writer_fail(w, ENOMEM);
+    else if (lseek(w->fd, 0, SEEK_SET) < 0)
+        writer_fail(w, errno);
+    w->env_len = b.len;
+    write_all(w, buf_head(&b), b.len);
+    buf_free(&b);
+    write_all(w, headers, hlen);
+    write_all(w, body ? body : old, body ? blen : old_len);
+    free(old);
+    w->hdr_len = hlen;
+    w->written = hlen + (body ? blen : old_len);
+    if (!w->err && ftruncate(w->fd, (off_t)(w->env_len + w->written)) < 0)
+        writer_fail(w, errno);
+    return w->err;
+}
+
+#define REWRITE_IN_PLACE_MAX (4u << 20)   /* bodies up to this are rewritten in their own file */
+
 int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
                          const char *body, size_t blen)
 {
     if (w->err)
         return w->err;
+    if (body || (size_t)w->written - w->hdr_len <= REWRITE_IN_PLACE_MAX)
+        return rewrite_in_place(w, e, headers, hlen, body, blen);
     char rwname[QID_LEN + 8];
     snprintf(rwname, sizeof rwname, "%s.rw", w->id);
     int old = w->fd;

@@ -153,6 +153,13 @@ def test_header_mutations():
     assert not any(h.startswith(b"X-Remove") for h in headers)
     assert headers[-1] == b"X-Probe: yes", headers
     assert m.split(b"\n\n", 1)[1] == b"hello\n\n"
+    # a body over 4 MiB is rewritten into a second file, not in place: the same result
+    big = "".join("line %07d %s\r\n" % (i, "y" * 60) for i in range(70000))
+    assert transaction(g, subject="big", body=big)[0] == "done"
+    m = strip_sink_headers(max(sink.wait_count(2, timeout=60), key=len))
+    head, body = m.split(b"\n\n", 1)
+    assert b"X-Probe: yes" in head.split(b"\n") and b"Subject: changed" in head
+    assert body == big.replace("\r\n", "\n").encode() + b"\n", (len(body), len(big))
     g.stop()
 
 
