@@ -20,7 +20,7 @@ CORE_SRCS := buf.c log.c netaddr.c config.c runtime.c smtp_parse.c data_reader.c
              inbox.c metrics.c sd_notify.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c local_submit.c tls.c mta_sts.c
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
              $(BUILD)/postern_helpers.o
-UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto
+UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
@@ -39,7 +39,7 @@ PLUGIN_LIBS_greylist := -lsqlite3 -lpthread
 PLUGIN_LIBS_dnsbl := -lresolv -lpthread
 PLUGIN_LIBS_rspamd := -ljansson
 PLUGIN_LIBS_iprev := -lresolv
-TEST_PLUGINS := probe probe2 bad_abi no_entry
+TEST_PLUGINS := probe probe2 bad_abi no_entry old_layout
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
@@ -102,6 +102,10 @@ $(BUILD)/postern-witness: $(BUILD)/archive_witness.o
 
 $(BUILD)/postern: $(BUILD)/postern_cli.o $(BUILD)/archive_verify.o $(BUILD)/queue_offline.o $(BUILD)/libpostern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcrypto
+
+# linked as posternd is: its d2i_PUBKEY_bio comes before libcrypto's
+$(BUILD)/test_pubkey_decode: tests/unit/test_pubkey_decode.c $(BUILD)/pubkey_decode.o
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/pubkey_decode.o -lcmocka -lcrypto -ldl -lpthread
 
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libpostern.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libpostern.a -lcmocka $(LDLIBS)

@@ -24,7 +24,8 @@ struct link {
     struct lua_script *lua;        /* a lua:PATH entry: p is the Lua bridge */
     struct lua_pending *pending;   /* a built chain's new version of lua, until installed */
     void *dl;
-    const struct postern_plugin *p;
+    const struct postern_plugin *p;   /* the plugin's own struct: only struct_size bytes of it exist */
+    uint32_t nonblocking;             /* p->nonblocking_stages, or 0 for an older layout */
     void *state;
 };
 
@@ -204,11 +205,14 @@ static int load_one(const struct config *cfg, const char *name, struct link *l, 
                  name, l->p->abi_version, POSTERN_PLUGIN_ABI_VERSION);
         return -1;
     }
-    if (l->p->struct_size < sizeof(struct postern_plugin)) {
+    if (l->p->struct_size < POSTERN_PLUGIN_MIN_SIZE) {
         snprintf(err, errlen, "plugin %s: plugin struct is %u bytes, expected at least %zu", name,
-                 l->p->struct_size, sizeof(struct postern_plugin));
+                 l->p->struct_size, (size_t)POSTERN_PLUGIN_MIN_SIZE);
         return -1;
     }
+    /* appended fields exist only in plugins built against a newer header */
+    if (l->p->struct_size >= offsetof(struct postern_plugin, nonblocking_stages) + sizeof(uint32_t))
+        l->nonblocking = l->p->nonblocking_stages;
     struct postern_option opts[64];
     size_t n = options_for(cfg, name, opts, 64);
     char perr[512] = "";
@@ -405,6 +409,16 @@ static void lua_link_done(void *arg, postern_verdict v, const char *reply)
     chain_step(r);
 }
 
+/* Whether every C link from r->next to the next Lua link that has this
+ * stage said it never blocks there: then they run here on the loop. */
+static bool c_links_nonblocking(const struct chain_run *r)
+{
+    for (size_t i = r->next; i < r->ch->n && !r->ch->links[i].lua; i++)
+        if (has_stage(&r->ch->links[i], r->st) && !(r->ch->links[i].nonblocking & POSTERN_NONBLOCKING(r->st)))
+            return false;
+    return true;
+}
+
 static void chain_step(struct chain_run *r)
 {
     while (r->next < r->ch->n) {
@@ -412,6 +426,11 @@ static void chain_step(struct chain_run *r)
         if (!has_stage(l, r->st)) {
             r->next++;
             continue;
+        }
+        if (!l->lua && c_links_nonblocking(r)) {
+            c_links_run(&r->work);
+            c_links_done(&r->work);
+            return;
         }
         if (!l->lua) {
             r->work.run = c_links_run;

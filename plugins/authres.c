@@ -124,6 +124,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_data = on_data,
     .on_eom = on_eom,
+    .nonblocking_stages = POSTERN_NONBLOCKING(POSTERN_STAGE_DATA) | POSTERN_NONBLOCKING(POSTERN_STAGE_EOM),
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -6,7 +6,8 @@
  *
  * returning a static struct whose first two fields are abi_version and
  * struct_size (fields are only ever appended, as in nginx and Redis
- * modules). posternd dlopen()s "<plugin_dir>/<name>.so" for every name in
+ * modules: a plugin built against an older header keeps loading, and the
+ * fields it does not have count as 0). posternd dlopen()s "<plugin_dir>/<name>.so" for every name in
  * the config's `plugins =` chain, refuses to start on a missing symbol or a
  * different ABI version, and calls the callbacks in chain order. The first
  * verdict other than POSTERN_CONTINUE wins for that stage.
@@ -228,6 +229,22 @@ struct postern_plugin {
     postern_verdict (*on_eom)(postern_txn *t, void *state);
     postern_verdict (*on_queue)(postern_txn *t, void *state);
     postern_verdict (*on_deliver)(postern_txn *t, void *state);
+
+    /* ---- appended in 0.6 (posternd loads plugins built before: a field
+     * past their struct_size reads as 0) ---- */
+
+    /* Stages whose callback never blocks, as bits POSTERN_NONBLOCKING(stage):
+     * no DNS, network, disk or waiting on a lock, and quick (hashing a
+     * chunk, adding a header). posternd may then call it on its network
+     * loop rather than hand the stage to a worker and back, which saves two
+     * thread hand-offs per stage. A callback that blocks there stalls every
+     * session: leave 0 when unsure. */
+    uint32_t nonblocking_stages;
 };
+
+#define POSTERN_NONBLOCKING(stage) (1u << (stage))
+/* The smallest plugin struct posternd loads: the layout of 0.5, before
+ * nonblocking_stages was appended. */
+#define POSTERN_PLUGIN_MIN_SIZE offsetof(struct postern_plugin, nonblocking_stages)
 
 #endif

@@ -61,6 +61,16 @@ def test_version():
         assert r.returncode == 0 and re.match(r"%s \d+\.\d+\.\d+ \(plugin ABI \d+\)" % prog, r.stdout), r.stdout
 
 
+def test_daemons_export_the_fast_public_key_decoder():
+    """posternd and postern-milter export d2i_PUBKEY_bio (gateway/pubkey_decode.c)
+    so libopendkim binds to it instead of OpenSSL's slow generic decoder; a
+    link change that drops the export would silently lose the speed-up."""
+    for prog in ("posternd", "postern-milter"):
+        out = subprocess.run(["nm", "-D", "--defined-only", os.path.join(BUILD, prog)], capture_output=True,
+                             text=True, check=True).stdout
+        assert re.search(r"\bT d2i_PUBKEY_bio$", out, re.M), prog
+
+
 def test_make_install_puts_man_pages_and_a_valid_unit():
     root = tempfile.mkdtemp(prefix="install-")
     on_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))

@@ -247,6 +247,19 @@ def test_stages_see_the_envelope_and_deliver_runs_per_attempt():
     g.stop()
 
 
+def test_plugin_built_against_the_older_header_loads():
+    """struct postern_plugin grew (nonblocking_stages, 0.6): a plugin built
+    with the 0.5 layout, whose struct_size is smaller, still loads and runs,
+    and the field it lacks counts as 0 (its DATA callback runs on a worker)."""
+    sink = Sink(addr(2))
+    g = gw(sink, plugins="old_layout, probe")
+    assert transaction(g, subject="old")[0] == "done"
+    m = strip_sink_headers(sink.wait_count(1)[0])
+    assert b"X-Old-Layout: loaded" in m.split(b"\n\n", 1)[0], m
+    assert "plugin old_layout loaded" in g.log()
+    g.stop()
+
+
 def test_loader_refusals_are_clear():
     sink = Sink(addr(2))
     for plugin, expect in (("bad_abi", "built for plugin ABI version 999, this posternd speaks version 1"),
