@@ -22,6 +22,7 @@ static int file_fd = -1;
 static pthread_mutex_t reopen_lock = PTHREAD_MUTEX_INITIALIZER;   /* file_fd while it is replaced */
 
 void log_set_level(enum log_level lvl) { current_level = lvl; }
+bool log_enabled(enum log_level lvl) { return lvl <= current_level; }
 
 static int open_file(const char *path)
 {

@@ -8,6 +8,8 @@
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level lvl);
+/* Whether a line at lvl would be written (skip formatting what is not). */
+bool log_enabled(enum log_level lvl);
 /* "stderr", "syslog" or "file:PATH" (opened O_APPEND|O_NOFOLLOW as the
  * caller: posternd switches after dropping privileges). 0, or -1 with err. */
 int log_open(const char *target, char *err, size_t errlen);

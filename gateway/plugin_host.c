@@ -36,13 +36,15 @@ static void note_envelope_change(txn_t *t)
 
 static void h_log(postern_txn *t, int level, const char *fmt, ...)
 {
+    enum log_level l = level <= POSTERN_LOG_ERROR ? LOG_LVL_ERROR : level == POSTERN_LOG_WARN ? LOG_LVL_WARN
+                       : level == POSTERN_LOG_INFO ? LOG_LVL_INFO : LOG_LVL_DEBUG;
+    if (!log_enabled(l))
+        return;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    enum log_level l = level <= POSTERN_LOG_ERROR ? LOG_LVL_ERROR : level == POSTERN_LOG_WARN ? LOG_LVL_WARN
-                       : level == POSTERN_LOG_INFO ? LOG_LVL_INFO : LOG_LVL_DEBUG;
     char ids[64];
     log_ids(ids, sizeof ids, t ? t->sid : 0, t ? t->qid : "");
     log_msg(l, "%splugin: %s", ids, msg);

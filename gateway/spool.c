@@ -521,7 +521,7 @@ static void copy_range(struct spool_writer *w, int in, off_t off, size_t len)
 
 /* The rewrite of a small message, in its own file: the old body read into
  * memory, then envelope, headers and body written from offset 0 and the
- * file cut to length. No second file: creating, renaming over and freeing
+ * file cut to length if it got shorter. No second file: creating, renaming over and freeing
  * an inode per message is what a rewrite mostly cost (a header added at EOM,
  * say Authentication-Results, rewrites every message). The file is still in
  * tmp/ and unacknowledged, so a crash half way loses nothing anyone was told
@@ -530,6 +530,7 @@ static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, co
                             const char *body, size_t blen)
 {
     size_t old_len = (size_t)w->written - w->hdr_len;
+    uint64_t old_total = w->env_len + w->written;
     char *old = body ? NULL : malloc(old_len ? old_len : 1);
     if (!body && !old)
         writer_fail(w, ENOMEM);
@@ -549,7 +550,8 @@ static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, co
     free(old);
     w->hdr_len = hlen;
     w->written = hlen + (body ? blen : old_len);
-    if (!w->err && ftruncate(w->fd, (off_t)(w->env_len + w->written)) < 0)
+    /* a longer file (a header added) has no old tail to cut */
+    if (!w->err && w->env_len + w->written < old_total && ftruncate(w->fd, (off_t)(w->env_len + w->written)) < 0)
         writer_fail(w, errno);
     return w->err;
 }

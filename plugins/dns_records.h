@@ -21,9 +21,16 @@
 /* How a lookup ended. */
 enum dns_status { DNS_OK, DNS_NXDOMAIN, DNS_NODATA, DNS_TEMPFAIL };
 
+/* The packet buffer stops short of 64 KiB so that a malloc'd dns_answer is
+ * under glibc's consolidation threshold: freeing a chunk of 64 KiB or more
+ * consolidates the whole heap arena, once per lookup. Replies longer than
+ * this (never seen for the TXT, PTR and A records the plugins ask for) are
+ * a failed lookup. */
+#define DNS_ANSWER_MAX (63 * 1024)
+
 struct dns_answer {
     enum dns_status status;
-    unsigned char packet[NS_MAXMSG < 65536 ? NS_MAXMSG : 65536];
+    unsigned char packet[DNS_ANSWER_MAX];
     int len;
     ns_msg msg;
     int type;       /* the type asked for: only those records count */
