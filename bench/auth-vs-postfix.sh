@@ -7,7 +7,8 @@
 # Prints messages/s end to end (all N at the sink) and the ratios, for
 # ROUNDS rounds (default 3) and their medians, with posternd's CPU time per
 # message off and on (from /proc: steadier than throughput on a noisy box).
-# PERF=1 also profiles posternd with perf during the chain-on run.
+# PERF=1 also profiles posternd with perf during the last chain-on run
+# (PERF_RECORD: perf record options, default "-F 999 -g").
 # Caveat: smtp-source connects from 127.0.0.1, which libspf2 passes without
 # DNS ("localhost is always allowed"), so SPF costs only the library call;
 # DKIM (a key lookup, cached by the resolver, and RSA verification per
@@ -138,7 +139,7 @@ for round in $(seq "$ROUNDS"); do
   start_posternd "$WORK/on.conf"
   # PERF=1: where posternd's time goes with the chain on (perf, by library), last round
   if [ -n "${PERF:-}" ] && [ "$round" = "$ROUNDS" ]; then
-    perf record -q -F 999 -g -p $PG -o "$WORK/perf.data" 2>/dev/null & PERFPID=$!
+    perf record -q ${PERF_RECORD:--F 999 -g} -p $PG -o "$WORK/perf.data" 2>/dev/null & PERFPID=$!
     sleep 0.5
   fi
   c2=$(cpu_ticks); on=$(run $PG_PORT); c3=$(cpu_ticks)

@@ -240,8 +240,9 @@ static const struct postern_plugin plugin = {
     .on_data = on_data,
     .on_body = on_body,
     .on_eom = on_eom,
-    /* headers and body are only hashed; the key lookup is at EOM */
-    .nonblocking_stages = POSTERN_NONBLOCKING(POSTERN_STAGE_DATA) | POSTERN_NONBLOCKING(POSTERN_STAGE_BODY),
+    /* the body is only hashed; DATA is not on the list: libopendkim fetches
+     * the key (DNS) and checks the header signature at the end of headers */
+    .nonblocking_stages = POSTERN_NONBLOCKING(POSTERN_STAGE_BODY),
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }
