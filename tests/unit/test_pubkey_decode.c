@@ -1,7 +1,8 @@
 /* test_pubkey_decode.c - posternd's d2i_PUBKEY_bio (gateway/pubkey_decode.c)
  * is linked in here as in posternd: it must give the same keys as
- * OpenSSL's own for RSA, hand every other key type to OpenSSL, and leave a
- * memory BIO as OpenSSL's would (the key consumed, what follows kept). */
+ * OpenSSL's own for RSA, hand every other key type to OpenSSL, leave a
+ * memory BIO as OpenSSL's would (the key consumed, what follows kept), and
+ * hand out one cached key object per distinct key. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,12 +108,40 @@ static void garbage_and_trailing_bytes(void **state)
     EVP_PKEY_free(k);
 }
 
+static void same_der_same_key_object(void **state)
+{
+    (void)state;
+    EVP_PKEY *k = generate("RSA", 1024), *other = generate("RSA", 1024);
+    int len, olen;
+    unsigned char *der = der_of(k, &len), *oder = der_of(other, &olen);
+    BIO *a = BIO_new_mem_buf(der, len), *b = BIO_new_mem_buf(der, len), *c = BIO_new_mem_buf(oder, olen);
+    EVP_PKEY *first = d2i_PUBKEY_bio(a, NULL);
+    assert_non_null(first);
+    EVP_PKEY_free(first);                    /* the caller's reference only: the cache keeps its own */
+    EVP_PKEY *again = d2i_PUBKEY_bio(b, NULL), *different = d2i_PUBKEY_bio(c, NULL);
+    assert_ptr_equal(again, first);          /* decoded and set up once */
+    assert_ptr_not_equal(different, again);
+    assert_int_equal(EVP_PKEY_eq(again, k), 1);
+    assert_int_equal(EVP_PKEY_eq(different, other), 1);
+    assert_int_equal(EVP_PKEY_eq(different, k), 0);
+    EVP_PKEY_free(again);
+    EVP_PKEY_free(different);
+    BIO_free(a);
+    BIO_free(b);
+    BIO_free(c);
+    OPENSSL_free(der);
+    OPENSSL_free(oder);
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(other);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rsa_fast_path),
         cmocka_unit_test(ed25519_goes_to_openssl),
         cmocka_unit_test(garbage_and_trailing_bytes),
+        cmocka_unit_test(same_der_same_key_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
