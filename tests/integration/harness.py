@@ -48,6 +48,12 @@ def readable_file(name, text, prefix="postern-file-"):
     return path
 
 
+def lab_psl(suffixes=("test", "com", "co.uk", "example")):
+    """A public suffix list that knows the lab TLDs: libopendmarc does not
+    apply the PSL's default rule ("*") to TLDs missing from the list."""
+    return readable_file("psl.dat", "// lab suffixes\n" + "".join(s + "\n" for s in suffixes), prefix="psl-")
+
+
 def wait_for(pred, timeout, what, interval=0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -158,19 +158,6 @@ def signer(sink, dns, table, **conf):
                    **{"dkim_sign.keys": "file:" + table}, **conf).start()
 
 
-def lab_psl():
-    """A public suffix list that knows the lab TLD: libopendmarc does not
-    apply the PSL's default rule ("*") to TLDs missing from the list."""
-    d = tempfile.mkdtemp(prefix="psl-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    path = os.path.join(d, "psl.dat")
-    with open(path, "w") as f:
-        f.write("// lab suffixes\ntest\ncom\nco.uk\n")
-    os.chmod(path, 0o644)
-    return path
-
-
 def verifier(sink, dns, **conf):
     """posternd on addr(5):2526, the receiving side: SPF, DKIM, DMARC, A-R."""
     return Gateway(host=addr(5), port=2526, sink=sink, hostname="mx.postern.test", plugin_dir=PLUGDIR,

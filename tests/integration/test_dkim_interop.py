@@ -65,7 +65,7 @@ def test_opendkim_signature_verifies_in_posternd():
     sink = Sink(addr(2))
     v = Gateway(host=addr(5), port=2526, sink=sink, hostname="mx.postern.test", plugin_dir=PLUGDIR,
                 plugins="dkim_verify, dmarc, authres", dns_server=dns.address(),
-                **{"dmarc.psl": h["lab_psl"]()}).start()
+                **{"dmarc.psl": lab_psl()}).start()
     odk = OpenDKIM(8892, dns, "s", domain="odk.test", selector="o1", key=key)
     pf = milter_postfix(addr(6), "[%s]:2526" % addr(5), odk)
     msg = "From: <a@odk.test>\r\nTo: <x@example.test>\r\nSubject: signed by opendkim\r\n\r\nHello.\r\n"

@@ -16,17 +16,6 @@ SCHEMA = os.path.join(ROOT, "tests", "data", "dmarc-rfc7489.xsd")
 SPF_NET = "198.51.100.0/24"
 
 
-def lab_psl():
-    d = tempfile.mkdtemp(prefix="psl-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    path = os.path.join(d, "psl.dat")
-    with open(path, "w") as f:
-        f.write("// lab suffixes\ntest\nexample\n")
-    os.chmod(path, 0o644)
-    return path
-
-
 def zone(dkim_txt):
     return [
         'rep.test. TXT "v=spf1 ip4:198.51.100.7 -all"',
