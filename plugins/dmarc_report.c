@@ -142,12 +142,13 @@ static long long first_time(int fd)
     return strtoll(head, NULL, 10);
 }
 
-/* records, opened for appending and share-locked; reopened when the
- * reporter renamed it between our open and our lock. */
+/* records, opened for appending (and reading its first line) and
+ * share-locked; reopened when the reporter renamed it between our open and
+ * our lock. */
 static int open_records(struct dmarc_reporter *r)
 {
     for (int tries = 0; tries < 3; tries++) {
-        int fd = openat(r->dirfd, "records", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        int fd = openat(r->dirfd, "records", O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
             return -1;
         struct stat a, b;

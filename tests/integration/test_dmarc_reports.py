@@ -20,10 +20,11 @@ def zone(dkim_txt):
     return [
         'rep.test. TXT "v=spf1 ip4:198.51.100.7 -all"',
         'pass.test. TXT "v=spf1 ip4:%s -all"' % SPF_NET,
-        # three destinations: one inside the domain, one outside that agrees
-        # to receive (7.1), one outside that does not; the second has a size limit
+        # four destinations: one inside the domain, one outside that agrees
+        # to receive (7.1), one outside that does not, and one whose size
+        # limit (1 KiB) the report is over
         '_dmarc.rep.test. TXT "v=DMARC1; p=reject; fo=1; rua=mailto:agg@rep.test,'
-        'mailto:dmarc@reports.example!200k,mailto:nobody@unverified.example"',
+        'mailto:dmarc@reports.example!200k,mailto:nobody@unverified.example,mailto:tiny@rep.test!1k"',
         'rep.test._report._dmarc.reports.example. TXT "v=DMARC1"',
         # a subdomain under sp=none, reported at the organizational domain
         '_dmarc.sub.test. TXT "v=DMARC1; p=quarantine; sp=none; rua=mailto:r@sub.test"',
@@ -143,7 +144,8 @@ def test_aggregate_report_per_domain_valid_against_the_rfc_schema():
 
     msg, xml, fname, raw = got["rep.test"]
     assert sorted(sink_rcpts(raw)) == [b"agg@rep.test", b"dmarc@reports.example"], sink_rcpts(raw)
-    assert "not sent there" in g.log() and "<nobody@unverified.example>" in g.log()
+    assert re.search(r"<nobody@unverified\.example> is outside the domain .* not sent there", g.log())
+    assert re.search(r"over <tiny@rep\.test>'s limit of 1024 bytes; not sent there", g.log())
     m = re.fullmatch(r"mx\.postern\.test!rep\.test!(\d+)!(\d+)\.xml\.gz", fname)
     assert m and int(m.group(1)) <= int(m.group(2)), fname
     assert msg["From"] == "<dmarc-reports@mx.postern.test>"
@@ -204,6 +206,26 @@ def test_local_policy_override_and_restart_keep_records():
     msg, xml, fname, raw = reports(sink)["rep.test"]
     assert schema_check(xml).returncode == 0
     assert rows(ET.fromstring(xml)) == {("198.51.100.8", "quarantine", "fail", "fail", "rep.test", "local_policy"): 1}
+    g.stop()
+
+
+def test_store_limit_leaves_messages_out_and_says_so_once():
+    """report_store_max bounds one interval's records: past it messages are
+    left out (logged once), and the report of what was kept is still valid."""
+    dns = DnsServer(zone('"v=DKIM1; p="')[:-1], zones=("example",))
+    sink = Sink(addr(2))
+    report_dir = make_report_dir()
+    g = reporter(sink, dns, report_dir, **{"dmarc.report_store_max": "4k", "dmarc.report_interval": "4"})
+    plain = "From: <a@rep.test>\r\nTo: <x@example.test>\r\nSubject: n\r\n\r\nbody\r\n"
+    for i in range(30):
+        assert send_as(g, "198.51.100.7", "a@rep.test", plain).startswith("250")
+    assert os.path.getsize(os.path.join(report_dir, "records")) <= 4096
+    assert g.log().count("is full") == 1, g.log()[-2000:]
+    wait_for(lambda: reports(sink), 30, "the report")
+    msg, xml, fname, raw = reports(sink)["rep.test"]
+    assert schema_check(xml).returncode == 0
+    kept = sum(rows(ET.fromstring(xml)).values())
+    assert 0 < kept < 30, kept
     g.stop()
 
 
