@@ -225,9 +225,9 @@ void session_run_stage(struct session *s, enum postern_stage st, const char *arg
     s->phase = PH_HOOK;
     s->busy = true;
     s->then = then;
-    s->in_stage_call = true;
+    s->in_stage_call++;
     hooks_run_async(st, &s->tx, arg, len, stage_finished, s);
-    s->in_stage_call = false;
+    s->in_stage_call--;
 }
 
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v)

@@ -45,7 +45,8 @@ struct session {
     struct buf in, out;
     enum phase phase, saved_phase;
     bool helo_done, esmtp, skip_line, dead, busy;
-    bool in_stage_call;      /* inside run_stage: a synchronous finish must not recurse */
+    unsigned in_stage_call;  /* run_stage calls on the stack: a synchronous finish (a stage run on
+                                the loop, nested ones included) must not resume input itself */
     bool implicit_tls;       /* smtps_listen: handshake first, then the greeting */
     bool greeted;
     /* SMTP AUTH (smtp_auth.c) */

@@ -247,6 +247,34 @@ def test_stages_see_the_envelope_and_deliver_runs_per_attempt():
     g.stop()
 
 
+def test_nonblocking_stages_run_on_the_loop_nested_and_pipelined():
+    """probe_inline marks every stage nonblocking, so DATA, BODY and EOM all
+    finish on the loop, one inside the other's continuation. With commands
+    pipelined behind the end of data, each gets exactly one reply, in order,
+    after a refusal at EOM and after an acceptance."""
+    sink = Sink(addr(2))
+    g = gw(sink, plugins="probe_inline", **{"probe_inline.rule": "eom REJECT bad 550 5.7.1 inline refusal",
+                                             "probe_inline.mutate": "data header_add X-Inline yes"})
+    c = Client(g.host)
+    assert "PIPELINING" in c.cmd("EHLO client.test")
+    msg = "Subject: %s\r\n\r\nbody\r\n.\r\n"
+    c.send("MAIL FROM:<a@src.test>\r\nRCPT TO:<x@example.test>\r\nDATA\r\n")
+    assert [c.reply()[:3] for _ in range(3)] == ["250", "250", "354"]
+    c.send(msg % "bad" + "MAIL FROM:<b@src.test>\r\nRCPT TO:<y@example.test>\r\nDATA\r\n")
+    replies = [c.reply() for _ in range(4)]
+    assert [r[:3] for r in replies] == ["550", "250", "250", "354"], replies
+    assert "inline refusal" in replies[0]
+    c.send(msg % "good" + "QUIT\r\n")
+    last = [c.reply() for _ in range(2)]
+    assert last[0].startswith("250") and "queued as" in last[0] and last[1].startswith("221"), last
+    assert c.closed()
+    m = strip_sink_headers(sink.wait_count(1)[0])
+    assert b"X-Inline: yes" in m and b"Subject: good" in m
+    time.sleep(0.5)
+    assert sink.count() == 1
+    g.stop()
+
+
 def test_plugin_built_against_the_older_header_loads():
     """struct postern_plugin grew (nonblocking_stages, 0.6): a plugin built
     with the 0.5 layout, whose struct_size is smaller, still loads and runs,

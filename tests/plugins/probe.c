@@ -260,6 +260,9 @@ static const struct postern_plugin plugin = {
     .on_eom = on_eom,
     .on_queue = on_queue,
     .on_deliver = on_deliver,
+#ifdef PROBE_NONBLOCKING   /* probe_inline.so: every stage runs on posternd's loop */
+    .nonblocking_stages = 0x1ff,
+#endif
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }
