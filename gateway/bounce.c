@@ -2,6 +2,7 @@
  * new message from the null sender to the original sender. */
 #include "bounce.h"
 #include "dsn.h"
+#include "local_submit.h"
 #include "log.h"
 #include "queue.h"
 #include "spool.h"
@@ -99,14 +100,7 @@ static void bounce_run(struct work *w)
         spool_writer_abort(&b->sw);
     } else {
         char recv[512];
-        char date[64];
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-        int n = snprintf(recv, sizeof recv, "Received: by %s (Postern) id %s; %s\r\n", cfg->hostname,
-                         b->env.id, date);
-        spool_writer_write(&b->sw, recv, (size_t)n);
+        spool_writer_write(&b->sw, recv, local_received(recv, sizeof recv, cfg->hostname, b->env.id));
         spool_writer_write(&b->sw, buf_head(&msg), msg.len);
         b->env.size = b->sw.written;
         b->err = spool_writer_commit(&b->sw);
@@ -198,11 +192,7 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
     b->body_off = m->body_off;
     /* the DSN's own envelope: null sender, to the original sender */
     struct envelope *e = &b->env;
-    qid_generate(e->id);
-    e->arrival = (int64_t)time(NULL);
-    snprintf(e->client_ip, sizeof e->client_ip, "127.0.0.1");
-    snprintf(e->helo, sizeof e->helo, "%s", cfg->hostname);
-    snprintf(e->proto, sizeof e->proto, "LOCAL");
+    local_envelope_init(e, cfg->hostname);
     e->sender = strdup("");
     e->rcpts[0] = strdup(m->sender);
     e->nrcpts = 1;

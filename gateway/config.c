@@ -514,6 +514,20 @@ static int set_duration_int(struct pctx *p, const char *key, const char *value, 
     return 0;
 }
 
+/* A duration from lo to hi seconds, kept in milliseconds; range names the
+ * range in the error ("between 1s and 60s"). */
+static int set_duration_ms(struct pctx *p, const char *key, const char *value, long lo, long hi, const char *range,
+                           int *out_ms)
+{
+    long v = 0;
+    if (set_duration(p, key, value, &v) < 0)
+        return -1;
+    if (v < lo || v > hi)
+        return fail(p, "%s: %s", key, range);
+    *out_ms = (int)v * 1000;
+    return 0;
+}
+
 static int set_bool(struct pctx *p, const char *key, const char *value, bool *out)
 {
     if (strcmp(value, "yes") && strcmp(value, "no"))
@@ -781,15 +795,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         cfg->lua_instruction_limit = v;
         return 0;
     }
-    if (!strcmp(key, "lua_time_limit")) {
-        long v = 0;
-        if (set_duration(p, key, value, &v) < 0)
-            return -1;
-        if (v < 1 || v > 600)
-            return fail(p, "lua_time_limit: between 1s and 10m");
-        cfg->lua_time_limit_ms = (int)v * 1000;
-        return 0;
-    }
+    if (!strcmp(key, "lua_time_limit"))
+        return set_duration_ms(p, key, value, 1, 600, "between 1s and 10m", &cfg->lua_time_limit_ms);
     if (!strcmp(key, "lua_memory_limit")) {
         if (parse_size(value, &cfg->lua_memory_limit) < 0 || cfg->lua_memory_limit < 1024 * 1024)
             return fail(p, "lua_memory_limit: bad size '%s' (at least 1M)", value);
@@ -808,15 +815,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_int(p, key, value, 1, 64, &cfg->worker_threads);
     if (!strcmp(key, "lua_threads"))
         return set_int(p, key, value, 1, 32, &cfg->lua_threads);
-    if (!strcmp(key, "dns_timeout")) {
-        int s = 0;
-        if (set_duration_int(p, key, value, &s) < 0)
-            return -1;
-        if (s < 1 || s > 60)
-            return fail(p, "dns_timeout: between 1s and 60s");
-        cfg->dns_timeout_ms = s * 1000;
-        return 0;
-    }
+    if (!strcmp(key, "dns_timeout"))
+        return set_duration_ms(p, key, value, 1, 60, "between 1s and 60s", &cfg->dns_timeout_ms);
     if (!strcmp(key, "log_target")) {
         if (strcmp(value, "stderr") && strcmp(value, "syslog") && strncmp(value, "file:/", 6))
             return fail(p, "log_target: expected stderr, syslog or file:/PATH");

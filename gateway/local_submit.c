@@ -104,15 +104,31 @@ static int check_request(const char *sender, const char *const *rcpts, size_t nr
     return message && message_well_formed(message, len) ? 0 : EINVAL;
 }
 
-static int fill_envelope(struct envelope *e, const char *sender, const char *const *rcpts, size_t nrcpts,
-                         const char *host)
+void local_envelope_init(struct envelope *e, const char *host)
 {
-    memset(e, 0, sizeof *e);
     qid_generate(e->id);
     e->arrival = (int64_t)time(NULL);
     snprintf(e->client_ip, sizeof e->client_ip, "127.0.0.1");
     snprintf(e->helo, sizeof e->helo, "%s", host);
     snprintf(e->proto, sizeof e->proto, "LOCAL");
+}
+
+size_t local_received(char *out, size_t size, const char *host, const char *id)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+    int n = snprintf(out, size, "Received: by %s (Postern) id %s; %s\r\n", host, id, date);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static int fill_envelope(struct envelope *e, const char *sender, const char *const *rcpts, size_t nrcpts,
+                         const char *host)
+{
+    memset(e, 0, sizeof *e);
+    local_envelope_init(e, host);
     e->body = BODY_7BIT;
     e->sender = strdup(sender);
     e->rcpts = calloc(nrcpts, sizeof *e->rcpts);
@@ -133,13 +149,8 @@ static int write_spool(struct committed_msg *c, const char *message, size_t len,
         spool_writer_abort(&sw);
         return sw.err;
     }
-    char recv[512], date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    int n = snprintf(recv, sizeof recv, "Received: by %s (Postern) id %s; %s\r\n", host, c->env.id, date);
-    spool_writer_write(&sw, recv, (size_t)n);
+    char recv[512];
+    spool_writer_write(&sw, recv, local_received(recv, sizeof recv, host, c->env.id));
     spool_writer_write(&sw, message, len);
     c->env.size = sw.written;
     int err = spool_writer_commit(&sw);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 struct config;
+struct envelope;
 
 /* posternd, before the chain loads: submissions are possible here, but
  * answer EAGAIN until local_submit_start. Never called = no queue in this
@@ -20,6 +21,14 @@ int local_submit_start(void);
 /* Loop thread, when the loop has stopped: later calls answer EAGAIN (their
  * caller keeps its data and tries again after the restart). */
 void local_submit_stop(void);
+/* For every message posternd makes itself (a DSN, a plugin's message): a
+ * fresh queue ID, arrival now, client 127.0.0.1, HELO hostname, proto LOCAL
+ * (the queue marks such messages local: no submit_message from their
+ * QUEUE/DELIVER stages). Sender and recipients are the caller's. */
+void local_envelope_init(struct envelope *e, const char *hostname);
+/* "Received: by HOST (Postern) id ID; DATE" with its CRLF, into out: the
+ * header such a message starts with. Returns its length. */
+size_t local_received(char *out, size_t size, const char *hostname, const char *id);
 /* Any thread but the loop: see postern_plugin.h, submit_message. */
 int local_submit(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message, size_t len,
                  char *qid_out);

@@ -83,7 +83,7 @@ static void cache_put(const unsigned char *der, long len, EVP_PKEY *key)
     EVP_PKEY_free(old);
 }
 
-static EVP_PKEY *decode_rsa(const unsigned char *der, long len, long *used)
+static EVP_PKEY *decode_rsa(const unsigned char *der, long len)
 {
     const unsigned char *p = der;
     RSA *rsa = d2i_RSA_PUBKEY(NULL, &p, len);
@@ -95,7 +95,6 @@ static EVP_PKEY *decode_rsa(const unsigned char *der, long len, long *used)
         RSA_free(rsa);
         return NULL;
     }
-    *used = (long)(p - der);
     return key;
 }
 
@@ -120,7 +119,7 @@ static EVP_PKEY *rsa_from_memory(BIO *bp)
         return NULL;
     /* the key's own bytes (its outer SEQUENCE), not whatever follows them */
     const unsigned char *der = (const unsigned char *)data, *p = der;
-    long content, used;
+    long content;
     int tag, cls;
     if (ASN1_get_object(&p, &content, &tag, &cls, n) & 0x80 || tag != V_ASN1_SEQUENCE ||
         content > n - (long)(p - der))
@@ -128,7 +127,7 @@ static EVP_PKEY *rsa_from_memory(BIO *bp)
     long total = (long)(p - der) + content;
     EVP_PKEY *key = cache_get(der, total);
     if (!key) {
-        key = decode_rsa(der, total, &used);
+        key = decode_rsa(der, total);
         if (!key)
             return NULL;
         cache_put(der, total, key);

@@ -202,10 +202,17 @@ static void org_domain(const char *domain, char *org, size_t size)
     snprintf(org, size, "%s", last && p > domain ? p : domain);
 }
 
+/* A record's p= or sp= value as a word; otherwise when it was not given. */
 static const char *policy_word(int v, const char *otherwise)
 {
     return v == DMARC_RECORD_P_REJECT ? "reject" : v == DMARC_RECORD_P_QUARANTINE ? "quarantine"
            : v == DMARC_RECORD_P_NONE ? "none" : otherwise;
+}
+
+/* What opendmarc_get_policy_to_enforce() asks to be done, as a disposition. */
+static const char *enforced_word(int policy)
+{
+    return policy == DMARC_POLICY_REJECT ? "reject" : policy == DMARC_POLICY_QUARANTINE ? "quarantine" : "none";
 }
 
 /* The value of tag in a DMARC record ("fo=1:d" -> "1:d"), or "". */
@@ -270,8 +277,7 @@ static void record_for_report(struct dmarc *s, postern_txn *t, DMARC_POLICY_T *p
     record_tag(rec, "fo", fo, sizeof fo);
     dkim_for_report(host->var_get(t, "dkim.signatures"), dkim, sizeof dkim);
     const char *applied = a == ACT_REJECT ? "reject" : a == ACT_QUARANTINE ? "quarantine" : "none";
-    const char *requested = policy == DMARC_POLICY_REJECT ? "reject"
-                            : policy == DMARC_POLICY_QUARANTINE ? "quarantine" : "none";
+    const char *requested = enforced_word(policy);
     /* the record asked for more than none but libopendmarc's pct= sampling let it through */
     bool subdomain = strcmp(policy_domain, from) != 0;
     const char *asked = subdomain ? policy_word(spv, policy_word(pv, "none")) : policy_word(pv, "none");
@@ -323,11 +329,9 @@ static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T 
     }
     int declared = 0;
     opendmarc_policy_fetch_p(p, &declared);
-    const char *p_word = declared == DMARC_RECORD_P_REJECT ? "reject"
-                         : declared == DMARC_RECORD_P_QUARANTINE ? "quarantine" : "none";
+    const char *p_word = policy_word(declared, "none");
     int policy = opendmarc_get_policy_to_enforce(p);
-    const char *requested = policy == DMARC_POLICY_REJECT ? "reject"
-                            : policy == DMARC_POLICY_QUARANTINE ? "quarantine" : "none";
+    const char *requested = enforced_word(policy);
     enum action a = policy == DMARC_POLICY_REJECT ? final_action(t, s->on_reject)
                     : policy == DMARC_POLICY_QUARANTINE ? final_action(t, s->on_quarantine) : ACT_CONTINUE;
     char why[64];
