@@ -556,6 +556,18 @@ class Client:
         self.sock.close()
 
 
+def presented(g, client, helo="client.test"):
+    """A session to g whose client is `client` (an address, or IPV6:...),
+    presented with XCLIENT as a trusted proxy would (g needs
+    xclient_networks), then greeted with EHLO helo."""
+    c = Client(g.host, g.port)
+    assert "XCLIENT" in c.cmd("EHLO proxy.test")
+    rep = c.cmd("XCLIENT ADDR=%s NAME=[UNAVAILABLE]" % client)
+    assert rep.startswith("220"), rep
+    assert c.cmd("EHLO " + helo).startswith("250")
+    return c
+
+
 def send_message(host, port, sender, rcpts, body, helo="client.test"):
     """A whole transaction; returns (code of end-of-data reply, its text)."""
     c = Client(host, port)

@@ -32,18 +32,8 @@ def auth_gw(sink, dns, plugins, **conf):
                    xclient_networks="127.0.0.0/8", **conf).start()
 
 
-def presenting(g, helo="client.test", client=CLIENT):
-    """A session whose client is `client`, presented with XCLIENT."""
-    c = Client(g.host, g.port)
-    assert "XCLIENT" in c.cmd("EHLO proxy.test")
-    rep = c.cmd("XCLIENT ADDR=%s NAME=[UNAVAILABLE]" % client)
-    assert rep.startswith("220"), rep
-    assert c.cmd("EHLO " + helo).startswith("250")
-    return c
-
-
 def mail_reply(g, sender, helo="client.test"):
-    c = presenting(g, helo)
+    c = presented(g, CLIENT, helo)
     rep = c.cmd("MAIL FROM:<%s>" % sender)
     c.close()
     return rep
@@ -51,7 +41,7 @@ def mail_reply(g, sender, helo="client.test"):
 
 def transaction(g, sender, message, rcpts=("x@example.test",), helo="client.test"):
     """A whole transaction from the presented client; the first refusal or the final reply."""
-    c = presenting(g, helo)
+    c = presented(g, CLIENT, helo)
     for line in ["MAIL FROM:<%s>" % sender] + ["RCPT TO:<%s>" % r for r in rcpts]:
         rep = c.cmd(line)
         if not rep.startswith("250"):

@@ -45,10 +45,7 @@ def gw(dns, sink, **conf):
 
 
 def mail_from(g, sender, client="192.0.2.7"):
-    c = Client(g.host, g.port)
-    assert "XCLIENT" in c.cmd("EHLO proxy.test")
-    assert c.cmd("XCLIENT ADDR=%s NAME=[UNAVAILABLE]" % client).startswith("220")
-    assert c.cmd("EHLO client.test").startswith("250")
+    c = presented(g, client)
     rep = c.cmd("MAIL FROM:<%s>" % sender)
     c.close()
     return rep
@@ -112,10 +109,7 @@ def test_rfc7208_6_2_the_explanation_reaches_the_reply_and_lua():
                            'end)\n')
     g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="spf, lua:" + script, dns_server=dns.address(),
                 xclient_networks="127.0.0.0/8", **{"spf.fail": "continue"}).start()
-    c = Client(g.host, g.port)
-    c.cmd("EHLO proxy.test")
-    c.cmd("XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]")
-    c.cmd("EHLO client.test")
+    c = presented(g, "192.0.2.7")
     assert c.cmd("MAIL FROM:<x@exp.test>").startswith("250")
     rep = c.cmd("RCPT TO:<x@example.test>")
     assert rep == "550 5.7.1 lua saw: 192.0.2.7 is not a designated mail server of exp.test", rep
@@ -153,10 +147,7 @@ def test_rfc8601_2_7_3_iprev_pass_fail_permerror_temperror():
         assert re.search(r"iprev: %s for %s%s" % (want, re.escape(client), (" name=" + name) if name else "$"),
                          g.log(), re.M), (client, want, g.log()[-1500:])
     # the result in Authentication-Results (the authres plugin)
-    c = Client(g.host, g.port)
-    c.cmd("EHLO proxy.test")
-    c.cmd("XCLIENT ADDR=192.0.2.7 NAME=[UNAVAILABLE]")
-    c.cmd("EHLO client.test")
+    c = presented(g, "192.0.2.7")
     for line in ("MAIL FROM:<x@fast.test>", "RCPT TO:<x@example.test>", "DATA"):
         assert c.cmd(line)[0] in "23", line
     c.send("Subject: iprev\r\n\r\nbody\r\n")

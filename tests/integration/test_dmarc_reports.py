@@ -52,10 +52,7 @@ def reporter(sink, dns, report_dir, **conf):
 
 
 def send_as(g, client, sender, message, rcpt="x@example.test"):
-    c = Client(g.host, g.port)
-    assert "XCLIENT" in c.cmd("EHLO proxy.test")
-    assert c.cmd("XCLIENT ADDR=%s NAME=[UNAVAILABLE]" % client).startswith("220")
-    assert c.cmd("EHLO client.test").startswith("250")
+    c = presented(g, client)
     assert c.cmd("MAIL FROM:<%s>" % sender).startswith("250")
     assert c.cmd("RCPT TO:<%s>" % rcpt).startswith("250")
     assert c.cmd("DATA").startswith("354")
