@@ -372,7 +372,7 @@ static int add_proxy_net(struct pctx *p, void *ctx, char *key, char *value)
     return append_cidr(p, &cfg->proxy_nets, &cfg->nproxy_nets, key);
 }
 
-static const char *tls_level_names[] = {"none", "may", "encrypt", "verify"};
+static const char *tls_level_names[TLS_LEVELS] = {"none", "may", "encrypt", "verify", "dane", "dane-only"};
 const char *tls_level_name(enum tls_level l) { return tls_level_names[l]; }
 
 /* "LEVEL [match=a:b]" into pol. */
@@ -380,12 +380,14 @@ static int parse_tls_policy(struct pctx *p, char *value, struct tls_policy *pol)
 {
     char *save = NULL, *level = strtok_r(value, " \t", &save);
     int found = -1;
-    for (int i = 0; level && i < 4; i++)
+    for (int i = 0; level && i < TLS_LEVELS; i++)
         if (!strcmp(level, tls_level_names[i]))
             found = i;
     if (found < 0)
-        return fail(p, "TLS policy: expected none, may, encrypt or verify, got '%s'", level ? level : "");
+        return fail(p, "TLS policy: expected none, may, encrypt, verify, dane or dane-only, got '%s'",
+                    level ? level : "");
     pol->level = (enum tls_level)found;
+    pol->fallback = TLS_MAY;
     for (char *opt = strtok_r(NULL, " \t", &save); opt; opt = strtok_r(NULL, " \t", &save)) {
         if (strncmp(opt, "match=", 6) || !opt[6])
             return fail(p, "TLS policy: unknown attribute '%s' (known: match=NAME[:NAME...])", opt);
@@ -667,6 +669,12 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         set_str(&cfg->dns_server, value);
         return 0;
     }
+    if (!strcmp(key, "dns_trust_anchor")) {
+        if (access(value, R_OK) < 0)
+            return fail(p, "dns_trust_anchor: cannot read %s: %s", value, strerror(errno));
+        set_str(&cfg->dns_trust_anchor, value);
+        return 0;
+    }
     if (!strcmp(key, "smtp_port"))
         return set_int(p, key, value, 1, 65535, &cfg->smtp_port);
     if (!strcmp(key, "retry_min"))
@@ -870,6 +878,7 @@ static void config_defaults(struct config *cfg)
     cfg->max_hop_count = 50;
     cfg->smtp_port = 25;
     cfg->tls_default.level = TLS_MAY;
+    cfg->tls_default.fallback = TLS_MAY;
     cfg->mta_sts = true;
     cfg->lua_instruction_limit = 10000000;
     cfg->lua_time_limit_ms = 1000;
@@ -1033,6 +1042,7 @@ const char *config_restart_key_changed(const struct config *a, const struct conf
         {"tls_cert", same_str(a->tls_cert, b->tls_cert) && same_str(a->tls_key, b->tls_key)},
         {"tls_ca_file", same_str(a->tls_ca_file, b->tls_ca_file)},
         {"dns_server", same_str(a->dns_server, b->dns_server)},
+        {"dns_trust_anchor", same_str(a->dns_trust_anchor, b->dns_trust_anchor)},
         {"log_target", same_str(a->log_target, b->log_target)},
         {"auth_backend", same_str(a->auth_backend, b->auth_backend) &&
                          same_str(a->auth_cyrus_config_dir, b->auth_cyrus_config_dir)},
@@ -1066,6 +1076,7 @@ void config_free(struct config *cfg)
     free(cfg->path);
     free(cfg->spool_dir);
     free(cfg->dns_server);
+    free(cfg->dns_trust_anchor);
     free(cfg->plugin_dir);
     free(cfg->control_socket);
     free(cfg->run_user);
@@ -1230,8 +1241,8 @@ void config_print(const struct config *cfg, FILE *out)
             or_empty(cfg->transport_table));
     for (size_t i = 0; i < cfg->ntransports; i++)
         fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
-    fprintf(out, "dns_server = %s\ndns_timeout = %ds\nsmtp_port = %d\n", cfg->dns_server ? cfg->dns_server : "",
-            cfg->dns_timeout_ms / 1000, cfg->smtp_port);
+    fprintf(out, "dns_server = %s\ndns_trust_anchor = %s\ndns_timeout = %ds\nsmtp_port = %d\n",
+            or_empty(cfg->dns_server), or_empty(cfg->dns_trust_anchor), cfg->dns_timeout_ms / 1000, cfg->smtp_port);
     fprintf(out, "retry_min = %lds\nretry_max = %lds\nmax_queue_lifetime = %lds\n", cfg->retry_min,
             cfg->retry_max, cfg->max_queue_lifetime);
     fprintf(out, "plugin_dir = %s\nplugins =", cfg->plugin_dir ? cfg->plugin_dir : "");

@@ -43,12 +43,18 @@ struct rate_entry {
     int per_minute;
 };
 
-/* Outbound TLS for a recipient domain (Postfix's smtp_tls_policy_maps levels). */
-enum tls_level { TLS_NONE, TLS_MAY, TLS_ENCRYPT, TLS_VERIFY };
+/* Outbound TLS for a recipient domain (Postfix's smtp_tls_policy_maps
+ * levels). DANE and DANE_ONLY are policies resolved per MX host (dane.c):
+ * a host with usable DNSSEC-validated TLSA records gets DANE (TLS
+ * authenticated by those records), another gets `fallback` under DANE
+ * and is not used under DANE_ONLY. */
+enum tls_level { TLS_NONE, TLS_MAY, TLS_ENCRYPT, TLS_VERIFY, TLS_DANE, TLS_DANE_ONLY };
+#define TLS_LEVELS 6
 struct tls_policy {
     char *domain;                  /* "example.test", ".example.test", or NULL for the default */
     enum tls_level level;
     char *match;                   /* verify: names the certificate must carry, ':'-separated */
+    enum tls_level fallback;       /* DANE: the level of a host without TLSA records (MAY) */
 };
 
 struct transport_entry {
@@ -91,6 +97,7 @@ struct config {
     struct transport_entry *transports;
     size_t ntransports;
     char *dns_server;
+    char *dns_trust_anchor;        /* DNSSEC trust anchor file (DS or DNSKEY records), or NULL */
     int dns_timeout_ms;            /* per blocking lookup (plugins) */
     int smtp_port;                 /* port for MX deliveries (25) */
     long retry_min, retry_max, max_queue_lifetime;   /* seconds */

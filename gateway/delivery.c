@@ -1,12 +1,14 @@
 /* delivery.c - destinations and their connection pools (as OpenSMTPD's
  * mta.c is to mta_session.c; one connection's protocol is smtp_client.c).
- * A job is routed (transport address, host name, or MX with MTA-STS),
+ * A job is routed (transport address, host name, or MX; then DANE and
+ * MTA-STS decide each server's TLS level),
  * paced (dest_rate_limit), then queued on the destination of its current
  * server; each destination runs up to dest_concurrency connections, reused
  * across jobs. Recipients left with a 4xx move on to the next MX server;
  * when there is none, every outcome goes back through the job's callbacks,
  * with one log line per recipient per attempt. */
 #include "delivery.h"
+#include "dane.h"
 #include "runtime.h"
 #include "metrics.h"
 #include "event.h"
@@ -59,6 +61,7 @@ struct dest {
     struct runtime *rt;              /* held: tls and auth point into its config */
     struct nexthop hop;              /* a copy: MX targets are not in the config */
     const struct tls_policy *tls;
+    struct dane_tlsa *tlsa;          /* held: TLS_DANE's records */
     char name[256];                  /* the server's host name (TLS verify), or "" */
     const struct sasl_entry *auth;   /* smtp_sasl_password_maps entry, or NULL */
     bool tls_broken;                 /* "may" and the handshake failed: plain text next time */
@@ -165,6 +168,7 @@ static void job_finish(struct delivery_job *j)
         metric_observe(M_DELIVERY_SECONDS, (double)(ev_now_ms() - j->started_ms) / 1000.0);
     for (size_t k = 0; k < j->n; k++)
         report(j, k);
+    mx_targets_release(j->cands, j->ncand);
     free(j->cands);
     j->cands = NULL;
     j->done(j);
@@ -173,10 +177,11 @@ static void job_finish(struct delivery_job *j)
 /* ---- destinations ------------------------------------------------- */
 
 static struct dest *dest_for(struct runtime *rt, const struct nexthop *hop, const struct tls_policy *tls,
-                             const char *name, const struct sasl_entry *auth)
+                             struct dane_tlsa *tlsa, const char *name, const struct sasl_entry *auth)
 {
     for (struct dest *d = dests; d; d = d->next)
-        if (d->rt == rt && nexthop_same(&d->hop, hop) && d->tls == tls && !strcmp(d->name, name) && d->auth == auth)
+        if (d->rt == rt && nexthop_same(&d->hop, hop) && d->tls == tls && dane_tlsa_same(d->tlsa, tlsa) &&
+            !strcmp(d->name, name) && d->auth == auth)
             return d;
     struct dest *d = calloc(1, sizeof *d);
     if (!d)
@@ -184,6 +189,7 @@ static struct dest *dest_for(struct runtime *rt, const struct nexthop *hop, cons
     d->rt = runtime_ref(rt);
     d->hop = *hop;
     d->tls = tls;
+    d->tlsa = dane_tlsa_ref(tlsa);
     d->auth = auth;
     snprintf(d->name, sizeof d->name, "%s", name);
     d->next = dests;
@@ -261,7 +267,7 @@ static const struct client_ops dest_ops = {on_ready, on_job_done, on_closed};
 
 static bool conn_open(struct dest *d)
 {
-    struct client_peer peer = {.addr = d->hop.addr, .addrlen = d->hop.addrlen, .tls = d->tls,
+    struct client_peer peer = {.addr = d->hop.addr, .addrlen = d->hop.addrlen, .tls = d->tls, .tlsa = d->tlsa,
                                .tls_broken = &d->tls_broken, .auth = d->auth};
     snprintf(peer.name, sizeof peer.name, "%s", d->name);
     /* a client that fails at once has already called on_closed */
@@ -308,8 +314,10 @@ static const struct sasl_entry *auth_for(const struct delivery_job *j, const cha
 
 static void enqueue(struct delivery_job *j, const struct nexthop *hop)
 {
-    const char *host = j->cands ? j->cands[j->cur].host : "";
-    struct dest *d = dest_for(j->rt, hop, j->tls, host, auth_for(j, host));
+    const struct mx_target *t = j->cands ? &j->cands[j->cur] : NULL;
+    const char *host = t ? t->host : "";
+    const struct tls_policy *tls = t && t->tls ? t->tls : j->tls;
+    struct dest *d = dest_for(j->rt, hop, tls, t ? t->tlsa : NULL, host, auth_for(j, host));
     if (!d) {
         settle_open(j, "451 4.3.0 out of memory");
         job_finish(j);
@@ -357,20 +365,34 @@ static void job_attempt_done(struct delivery_job *j)
 /* ---- routing ------------------------------------------------------ */
 
 /* MTA-STS "enforce": verified TLS to an MX host the policy names. */
-static const struct tls_policy sts_verify = {NULL, TLS_VERIFY, NULL};
+static const struct tls_policy sts_verify = {NULL, TLS_VERIFY, NULL, TLS_MAY};
 
+static enum tls_level target_level(const struct delivery_job *j, const struct mx_target *t)
+{
+    return (t->tls ? t->tls : j->tls)->level;
+}
+
+/* Servers authenticated by DANE keep their TLSA records whatever the
+ * MTA-STS policy says (RFC 8461 2); the others follow the policy. */
 static void on_sts(void *arg, const struct sts_policy *p)
 {
     struct delivery_job *j = arg;
     if (p && p->mode != STS_NONE) {
         size_t keep = 0;
         for (size_t i = 0; i < j->ncand; i++) {
-            bool ok = sts_mx_matches(p, j->cands[i].host);
+            struct mx_target *t = &j->cands[i];
+            bool dane = target_level(j, t) == TLS_DANE;
+            bool ok = dane || sts_mx_matches(p, t->host);
             if (!ok)
                 log_info("%s: MTA-STS%s: %s is not an MX host the policy of %s names", j->id,
-                         p->mode == STS_TESTING ? " (testing)" : "", j->cands[i].host, j->domain);
-            if (ok || p->mode == STS_TESTING)
-                j->cands[keep++] = j->cands[i];
+                         p->mode == STS_TESTING ? " (testing)" : "", t->host, j->domain);
+            if (!ok && p->mode != STS_TESTING) {
+                dane_tlsa_unref(t->tlsa);
+                continue;
+            }
+            if (!dane && p->mode == STS_ENFORCE && target_level(j, t) < TLS_VERIFY)
+                t->tls = &sts_verify;
+            j->cands[keep++] = *t;
         }
         j->ncand = keep;
         if (keep == 0) {
@@ -378,10 +400,43 @@ static void on_sts(void *arg, const struct sts_policy *p)
             job_finish(j);
             return;
         }
-        if (p->mode == STS_ENFORCE && j->tls->level < TLS_VERIFY)
-            j->tls = &sts_verify;
     }
     enqueue(j, &j->cands[0].hop);
+}
+
+static void after_tls_levels(struct delivery_job *j)
+{
+    if (j->hop->mx)
+        mta_sts_lookup(j->domain, on_sts, j);    /* MTA-STS is about the recipient domain's MX */
+    else
+        enqueue(j, &j->cands[0].hop);
+}
+
+/* DANE has decided every server's level: drop those it ruled out. */
+static void on_dane(void *arg)
+{
+    struct delivery_job *j = arg;
+    size_t keep = 0;
+    char first[320] = "";
+    for (size_t i = 0; i < j->ncand; i++) {
+        if (j->cands[i].tls) {
+            j->cands[keep++] = j->cands[i];
+            continue;
+        }
+        log_info("%s: not delivering to %s (%s): %s", j->id, j->cands[i].host, j->cands[i].hop.text,
+                 j->skipped[i]);
+        if (!first[0])
+            snprintf(first, sizeof first, "%s", j->skipped[i]);
+    }
+    free(j->skipped);
+    j->skipped = NULL;
+    j->ncand = keep;
+    if (keep == 0) {
+        settle_open(j, first);
+        job_finish(j);
+        return;
+    }
+    after_tls_levels(j);
 }
 
 static void on_routed(void *arg, struct route_result *res)
@@ -395,10 +450,28 @@ static void on_routed(void *arg, struct route_result *res)
     j->cands = res->targets;
     j->ncand = res->ntargets;
     j->cur = 0;
-    if (j->hop->mx)
-        mta_sts_lookup(j->domain, on_sts, j);    /* MTA-STS is about the recipient domain's MX */
-    else
-        enqueue(j, &j->cands[0].hop);
+    if (j->tls->level < TLS_DANE) {
+        after_tls_levels(j);
+        return;
+    }
+    j->skipped = calloc(j->ncand, sizeof *j->skipped);
+    if (!j->skipped) {
+        settle_open(j, "451 4.3.0 out of memory");
+        job_finish(j);
+        return;
+    }
+    dane_resolve(j->cands, j->ncand, j->domain, j->hop->mx, j->tls, j->skipped, on_dane, j);
+}
+
+/* A next hop given as an address: no name to look up TLSA records for. */
+static void enqueue_address(struct delivery_job *j)
+{
+    if (j->tls->level >= TLS_DANE && !(j->tls = dane_without_tlsa(j->tls))) {
+        settle_open(j, "451 4.7.5 dane-only: the next hop is an address, which has no TLSA records");
+        job_finish(j);
+        return;
+    }
+    enqueue(j, j->hop);
 }
 
 static void route(struct delivery_job *j)
@@ -409,7 +482,7 @@ static void route(struct delivery_job *j)
     else if (j->hop->host[0])          /* smtp:host (MX of host) or smtp:[host] (its address) */
         mx_route(j->hop->host, j->hop->port, j->hop->lookup_mx, on_routed, j);
     else
-        enqueue(j, j->hop);
+        enqueue_address(j);
 }
 
 /* ---- pacing (dest_rate_limit) ------------------------------------- */
@@ -476,6 +549,7 @@ static void retire_old_dests(void)
         }
         *pp = d->next;
         runtime_release(d->rt);
+        dane_tlsa_unref(d->tlsa);
         free(d);
     }
 }

@@ -56,6 +56,7 @@ struct delivery_job {
     void *owner;
     /* delivery's own */
     struct mx_target *cands;            /* MX routing: the servers, in order */
+    char (*skipped)[320];               /* DANE: why cands[i] may not be used, while deciding */
     size_t ncand, cur;
     const char *waiting;                /* why it waits ("rate limit"), or NULL */
     uint64_t not_before_ms;

@@ -59,8 +59,10 @@ static const char *forwarded_zones[] = {
     "a.e.f.ip6.arpa. nodefault", "b.e.f.ip6.arpa. nodefault", "8.b.d.0.1.0.0.2.ip6.arpa. nodefault",
 };
 
-/* The libunbound context: forwarding to server, or the system's resolver. */
-static int context_setup(const char *server)
+/* The libunbound context: forwarding to server, or the system's resolver;
+ * validating DNSSEC itself from trust_anchor (never trusting another
+ * resolver's AD bit), so answers carry secure/insecure/bogus (DANE). */
+static int context_setup(const char *server, const char *trust_anchor)
 {
     ctx = ub_ctx_create();
     if (!ctx) {
@@ -101,6 +103,10 @@ static int context_setup(const char *server)
         if (!rc)
             rc = ub_ctx_hosts(ctx, NULL);
     }
+    if (!rc && trust_anchor && (rc = ub_ctx_add_ta_file(ctx, trust_anchor)) != 0) {
+        log_error("dns: dns_trust_anchor %s: %s", trust_anchor, ub_strerror(rc));
+        return -1;
+    }
     if (rc) {
         log_error("dns: resolver setup: %s", ub_strerror(rc));
         return -1;
@@ -108,9 +114,9 @@ static int context_setup(const char *server)
     return 0;
 }
 
-int dns_init(const char *server)
+int dns_init(const char *server, const char *trust_anchor)
 {
-    if (context_setup(server) < 0)
+    if (context_setup(server, trust_anchor) < 0)
         return -1;
     int rc = ub_ctx_async(ctx, 1);
     if (rc) {
@@ -123,15 +129,16 @@ int dns_init(const char *server)
     }
     loop_driven = true;
     loop_thread = pthread_self();
-    log_info("dns: resolving through %s", server ? server : "/etc/resolv.conf");
+    log_info("dns: resolving through %s%s%s", server ? server : "/etc/resolv.conf",
+             trust_anchor ? ", DNSSEC trust anchor " : "", trust_anchor ? trust_anchor : "");
     return 0;
 }
 
 void dns_set_timeout(int ms) { timeout_ms = ms > 0 ? ms : 5000; }
 
-int dns_init_blocking(const char *server)
+int dns_init_blocking(const char *server, const char *trust_anchor)
 {
-    if (context_setup(server) < 0)
+    if (context_setup(server, trust_anchor) < 0)
         return -1;
     log_info("dns: resolving through %s (blocking lookups only)", server ? server : "/etc/resolv.conf");
     return 0;

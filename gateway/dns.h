@@ -1,6 +1,6 @@
 /* dns.h - asynchronous DNS through libunbound, driven by the event loop.
  * libunbound: a real resolver library with a pollable fd (fits epoll),
- * forwarding to a configured server, and DNSSEC validation for DANE later. */
+ * forwarding to a configured server, and DNSSEC validation (DANE). */
 #ifndef POSTERN_DNS_H
 #define POSTERN_DNS_H
 #include <stddef.h>
@@ -8,10 +8,12 @@
 struct ub_result;
 
 /* server: "addr:port" to forward every query to, or NULL for the
- * system's /etc/resolv.conf. 0 ok, -1 with a logged reason. */
-int dns_init(const char *server);
+ * system's /etc/resolv.conf; trust_anchor: a file of DS or DNSKEY records
+ * libunbound validates from (NULL: every answer is insecure). 0 ok, -1
+ * with a logged reason. */
+int dns_init(const char *server, const char *trust_anchor);
 /* Without the event loop (postern-milter): only dns_query_sync works. */
-int dns_init_blocking(const char *server);
+int dns_init_blocking(const char *server, const char *trust_anchor);
 /* cb runs later on the loop thread; result is freed after cb returns
  * (NULL with err != 0 when the resolver itself failed). */
 typedef void (*dns_cb)(void *arg, int err, struct ub_result *result);

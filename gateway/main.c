@@ -228,7 +228,7 @@ int main(int argc, char **argv)
         log_error("cannot start worker threads");
         return 1;
     }
-    if (dns_init(cfg->dns_server) < 0)
+    if (dns_init(cfg->dns_server, cfg->dns_trust_anchor) < 0)
         return 1;
     dns_set_timeout(cfg->dns_timeout_ms);
     mx_init(cfg);

@@ -1,6 +1,7 @@
 /* mx.c - MX routing on top of dns.c. One request per domain: the MX query,
  * then A and AAAA for every MX host in parallel; when all answers are in,
- * mark our own entries, keep only better ones, and list the addresses. */
+ * mark our own entries, keep only better ones, and list the addresses,
+ * each with what DNSSEC said about its MX and address records (DANE). */
 #include "mx.h"
 #include "dns.h"
 #include "log.h"
@@ -33,6 +34,10 @@ struct route_req {
     struct sockaddr_storage addrs[MAX_MX][MAX_ADDRS];
     size_t naddrs[MAX_MX];
     struct addr_lookup lookups[MAX_MX];
+    bool mx_secure;                  /* the MX answer was DNSSEC-validated */
+    bool addr_insecure[MAX_MX];      /* some address answer for recs[i] was not */
+    char canon[MAX_MX][256];         /* recs[i] after CNAMEs, when different */
+    char bogus[200];                 /* why a validation failed, for the reason */
     int outstanding;
     bool tempfail;
     int port;                        /* where the servers listen */
@@ -124,10 +129,15 @@ static bool is_our_address(const struct sockaddr_storage *a)
     return false;
 }
 
-static void make_target(struct mx_target *t, const struct mx_record *r, const struct sockaddr_storage *a, int port)
+static void make_target(struct mx_target *t, const struct route_req *q, size_t rec, const struct sockaddr_storage *a)
 {
+    const struct mx_record *r = &q->recs[rec];
+    int port = q->port;
     memset(t, 0, sizeof *t);
     snprintf(t->host, sizeof t->host, "%s", r->host);
+    t->mx_secure = q->mx_secure;
+    t->addr_secure = !q->addr_insecure[rec];
+    snprintf(t->canon, sizeof t->canon, "%s", q->canon[rec]);
     t->pref = r->pref;
     t->hop.addr = *a;
     char ip[64];
@@ -168,7 +178,7 @@ static void all_addresses_in(struct route_req *q)
         for (size_t i = 0; i < q->nrec; i++)
             if (!strcmp(q->recs[i].host, kept[j].host) && q->recs[i].pref == kept[j].pref && !q->recs[i].self) {
                 for (size_t k = 0; k < q->naddrs[i]; k++)
-                    make_target(&t[nt++], &q->recs[i], &q->addrs[i][k], q->port);
+                    make_target(&t[nt++], q, i, &q->addrs[i][k]);
                 q->recs[i].self = true;   /* used: do not list a duplicate twice */
             }
     if (nt) {
@@ -177,18 +187,39 @@ static void all_addresses_in(struct route_req *q)
     }
     free(t);
     char why[300];
-    if (q->tempfail || !q->implicit)
+    if (q->bogus[0])
+        snprintf(why, sizeof why, "451 4.7.5 DNSSEC validation failed for the mail servers of %.80s: %.140s",
+                 q->domain, q->bogus);
+    else if (q->tempfail || !q->implicit)
         snprintf(why, sizeof why, "451 4.4.3 no address found for any mail server of %.200s", q->domain);
     else
         snprintf(why, sizeof why, "550 5.1.2 %.200s has no MX and no address record", q->domain);
     finish(q, q->tempfail || !q->implicit ? ROUTE_TEMPFAIL : ROUTE_PERMFAIL, why, NULL, 0);
 }
 
+/* The name a validated CNAME chain led to (DANE looks up TLSA there first). */
+static void note_canonical(struct route_req *q, size_t rec, const char *canonname)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s", canonname);
+    size_t n = strlen(name);
+    if (n && name[n - 1] == '.')
+        name[n - 1] = '\0';
+    if (strcasecmp(name, q->recs[rec].host))
+        snprintf(q->canon[rec], sizeof q->canon[rec], "%s", name);
+}
+
 static void on_address(void *arg, int err, struct ub_result *r)
 {
     struct addr_lookup *l = arg;
     struct route_req *q = l->req;
-    if (err || !r || (r->rcode != 0 && r->rcode != RCODE_NXDOMAIN)) {
+    if (r && r->bogus && !q->bogus[0])
+        snprintf(q->bogus, sizeof q->bogus, "%s", r->why_bogus ? r->why_bogus : "bogus answer");
+    if (!r || !r->secure)
+        q->addr_insecure[l->rec] = true;
+    if (r && r->secure && r->canonname && r->havedata)
+        note_canonical(q, l->rec, r->canonname);
+    if (err || !r || r->bogus || (r->rcode != 0 && r->rcode != RCODE_NXDOMAIN)) {
         q->tempfail = true;
     } else if (r->havedata) {
         for (int i = 0; r->data[i] && q->naddrs[l->rec] < MAX_ADDRS; i++) {
@@ -240,6 +271,13 @@ static void on_mx(void *arg, int err, struct ub_result *r)
         finish(q, ROUTE_TEMPFAIL, why, NULL, 0);
         return;
     }
+    if (r->bogus) {     /* never taken for "unsigned" (RFC 7672 2.1.1) */
+        snprintf(why, sizeof why, "451 4.7.5 DNSSEC validation of the MX records of %.80s failed: %.140s",
+                 q->domain, r->why_bogus ? r->why_bogus : "bogus answer");
+        finish(q, ROUTE_TEMPFAIL, why, NULL, 0);
+        return;
+    }
+    q->mx_secure = r->secure;
     if (r->rcode == RCODE_NXDOMAIN) {
         snprintf(why, sizeof why, "550 5.1.2 domain %.200s does not exist (NXDOMAIN)", q->domain);
         finish(q, ROUTE_PERMFAIL, why, NULL, 0);

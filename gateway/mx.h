@@ -8,10 +8,19 @@
 #include "config.h"
 #include <stddef.h>
 
+struct dane_tlsa;
 struct mx_target {
     char host[256];
     int pref;
     struct nexthop hop;      /* address and port to connect to */
+    /* DNSSEC (libunbound's own validation; all false without a trust anchor) */
+    bool mx_secure;          /* the MX RRset was validated (false for a host named directly) */
+    bool addr_secure;        /* every A/AAAA answer for host was validated */
+    char canon[256];         /* host after CNAMEs, when different ("" = none) */
+    /* delivery's: this server's own TLS level (NULL = the job's) and its
+     * DANE TLSA records (a reference, dane_tlsa_unref) */
+    const struct tls_policy *tls;
+    struct dane_tlsa *tlsa;
 };
 
 enum route_status { ROUTE_OK, ROUTE_TEMPFAIL, ROUTE_PERMFAIL };
@@ -24,7 +33,8 @@ struct route_result {
 };
 
 void mx_init(const struct config *cfg);
-/* cb runs later on the loop thread; it owns result->targets (free()). */
+/* cb runs later on the loop thread; it owns result->targets (free()). A
+ * bogus answer (DNSSEC validation failed) is a temporary failure. */
 typedef void (*route_cb)(void *arg, struct route_result *result);
 /* use_mx: MX records of name (else only its A/AAAA); servers on port. */
 void mx_route(const char *name, int port, bool use_mx, route_cb cb, void *arg);

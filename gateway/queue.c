@@ -21,8 +21,26 @@ static const struct config *cfg;
 /* Policies for recipients a plugin demanded TLS for (no match= names:
  * "verify" checks the MX host name). */
 static const struct tls_policy demanded_tls[] = {
-    {NULL, TLS_NONE, NULL}, {NULL, TLS_MAY, NULL}, {NULL, TLS_ENCRYPT, NULL}, {NULL, TLS_VERIFY, NULL},
+    {NULL, TLS_NONE, NULL, TLS_MAY}, {NULL, TLS_MAY, NULL, TLS_MAY}, {NULL, TLS_ENCRYPT, NULL, TLS_MAY},
+    {NULL, TLS_VERIFY, NULL, TLS_MAY},
 };
+/* ... under a "dane" domain policy: DANE where the host has TLSA records,
+ * the demanded level where it has none */
+static const struct tls_policy demanded_dane[] = {
+    {NULL, TLS_DANE, NULL, TLS_NONE}, {NULL, TLS_DANE, NULL, TLS_MAY}, {NULL, TLS_DANE, NULL, TLS_ENCRYPT},
+    {NULL, TLS_DANE, NULL, TLS_VERIFY},
+};
+
+/* The domain's policy, raised to what a plugin demanded for the recipient. */
+static const struct tls_policy *rcpt_tls(const char *domain, int min_tls)
+{
+    const struct tls_policy *tls = config_tls_policy_for(cfg, domain);
+    if (tls->level == TLS_DANE && min_tls > (int)tls->fallback)
+        return &demanded_dane[min_tls];
+    if (tls->level < TLS_DANE && min_tls > (int)tls->level)
+        return &demanded_tls[min_tls];
+    return tls;     /* dane-only authenticates every host: nothing to raise */
+}
 static struct qmsg **heap;
 static size_t heap_len, heap_cap;
 static size_t total_msgs;
@@ -429,9 +447,7 @@ static void do_dispatch(struct qmsg *m)
         /* one job per next hop; MX routes are looked up per domain */
         const char *dom = addr_domain(r->addr);
         size_t k = 0;
-        const struct tls_policy *tls = config_tls_policy_for(cfg, dom);
-        if (r->st.min_tls > (int)tls->level)
-            tls = &demanded_tls[r->st.min_tls];     /* a plugin asked for more than the domain policy */
+        const struct tls_policy *tls = rcpt_tls(dom, r->st.min_tls);
         while (k < njobs && !(nexthop_same(jobs[k]->dj.hop, hop) && jobs[k]->dj.tls == tls &&
                               (!hop->mx || !strcasecmp(jobs[k]->dj.domain, dom))))
             k++;

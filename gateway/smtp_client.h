@@ -13,11 +13,13 @@
 struct smtp_client;
 
 /* Where and how to connect; the pointers must outlive the client. */
+struct dane_tlsa;
 struct client_peer {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     char name[256];                   /* host name (SNI, verify, Remote-MTA), or "" */
     const struct tls_policy *tls;
+    const struct dane_tlsa *tlsa;     /* TLS_DANE: the records that authenticate it */
     bool *tls_broken;                 /* "may" and a handshake failed: plain text next */
     const struct sasl_entry *auth;    /* credentials for this next hop, or NULL */
 };

@@ -1,8 +1,10 @@
 /* smtp_client_setup.c - from the server's greeting to a connection ready
  * for mail: EHLO (HELO when EHLO is refused) and its extensions, STARTTLS
- * by the destination's TLS policy (RFC 3207), and AUTH PLAIN or LOGIN
+ * by the destination's TLS policy (RFC 3207; DANE, RFC 7672, authenticates
+ * by TLSA records), and AUTH PLAIN or LOGIN
  * (RFC 4954) with the next hop's smtp_sasl_password_maps credentials. */
 #include "smtp_client_int.h"
+#include "dane.h"
 #include "metrics.h"
 #include "log.h"
 #include "tls.h"
@@ -224,10 +226,14 @@ void cl_tls_step(struct smtp_client *c)
         char desc[160];
         tls_describe(c->ssl, desc, sizeof desc);
         bool verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
-        char ip[64];
+        char ip[64], dane[96] = "";
         sockaddr_ip_text((const struct sockaddr *)&c->peer.addr, ip, sizeof ip);
-        log_info("TLS to %s:%d%s%s: %s, certificate %s", ip, cl_peer_port(c), c->peer.name[0] ? " " : "",
-                 c->peer.name, desc, verified ? "verified" : "not verified");
+        if (c->peer.tls->level == TLS_DANE) {
+            memcpy(dane, " by DANE: ", 10);
+            dane_describe(c->ssl, dane + 10, sizeof dane - 10);
+        }
+        log_info("TLS to %s:%d%s%s: %s, certificate %s%s", ip, cl_peer_port(c), c->peer.name[0] ? " " : "",
+                 c->peer.name, desc, verified ? "verified" : "not verified", dane);
         forget_extensions(c);       /* RFC 3207: EHLO again, extensions may differ under TLS */
         c->state = CL_EHLO;
         cl_send_cmd(c, "EHLO", cl_helo_name());
@@ -238,9 +244,14 @@ void cl_tls_step(struct smtp_client *c)
     char why[WHY_MAX], ssl_err[200];
     long vr = SSL_get_verify_result(c->ssl);
     tls_last_error(ssl_err, sizeof ssl_err);
+    bool dane = c->peer.tls->level == TLS_DANE;
     if (c->peer.tls->level >= TLS_ENCRYPT)
-        tls_policy_failed(c->peer.tls->level, vr != X509_V_OK ? "certificate_verification" : "handshake");
-    if (vr != X509_V_OK)
+        tls_policy_failed(c->peer.tls->level, vr == X509_V_OK ? "handshake" : dane ? "dane_verification"
+                                                                                 : "certificate_verification");
+    if (vr != X509_V_OK && dane)
+        snprintf(why, sizeof why, "4.7.5 DANE: no TLSA record of %s matches the certificate of %s: %s",
+                 c->peer.tlsa->base, c->remote, X509_verify_cert_error_string(vr));
+    else if (vr != X509_V_OK)
         snprintf(why, sizeof why, "4.7.5 TLS certificate verification failed for %s: %s", c->remote,
                  X509_verify_cert_error_string(vr));
     else
@@ -273,8 +284,14 @@ static void tls_begin(struct smtp_client *c)
         return;
     }
     SSL_set_connect_state(c->ssl);
-    if (c->peer.name[0])
+    if (c->peer.tls->level >= TLS_DANE) {
+        if (!c->peer.tlsa || dane_ssl_setup(c->ssl, c->peer.tlsa) < 0) {
+            cl_fail(c, "4.7.5 DANE: OpenSSL took none of the TLSA records", true);
+            return;
+        }
+    } else if (c->peer.name[0]) {
         SSL_set_tlsext_host_name(c->ssl, c->peer.name);
+    }
     if (c->peer.tls->level == TLS_VERIFY) {
         if (set_verify_names(c) < 0) {
             cl_fail(c, "4.7.5 TLS verify: no host name to check the certificate against (set match=)", true);

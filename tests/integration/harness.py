@@ -221,6 +221,67 @@ class DnsServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Nsd:
+    """A real authoritative server (NSD) on addr(53):5353 for zones the test
+    writes and, where asked, signs with ldns-signzone (ECDSA P-256 KSK and
+    ZSK made here). zones: {origin: zone-file lines}; signed: origins to
+    sign; tamper(origin, text): may change the signed text before NSD loads
+    it (a broken signature). anchor: a file of the DS records of the signed
+    zones, for dns_trust_anchor."""
+
+    def __init__(self, zones, signed=(), tamper=None, host=None, port=5353):
+        self.host, self.port = host or addr(53), port
+        self.dir = tempfile.mkdtemp(prefix="nsd-")
+        os.chmod(self.dir, 0o755)
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        conf = ["server:", "  ip-address: %s@%d" % (self.host, port), '  username: ""', '  chroot: ""',
+                '  zonesdir: "%s"' % self.dir, '  database: ""', '  pidfile: "%s/nsd.pid"' % self.dir,
+                '  xfrdfile: "%s/xfrd.state"' % self.dir, '  zonelistfile: "%s/zone.list"' % self.dir,
+                '  xfrdir: "%s"' % self.dir, '  logfile: "%s/nsd.log"' % self.dir, "  server-count: 1",
+                "  verbosity: 1", "  do-ip6: no", "remote-control:", "  control-enable: no"]
+        anchors = []
+        for origin, lines in zones.items():
+            path = os.path.join(self.dir, origin + ".zone")
+            with open(path, "w") as f:
+                f.write("$ORIGIN %s.\n$TTL 300\n" % origin + "\n".join(lines) + "\n")
+            if origin in signed:
+                ksk = self._run("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", origin).strip()
+                zsk = self._run("ldns-keygen", "-a", "ECDSAP256SHA256", origin).strip()
+                self._run("ldns-signzone", "-f", path + ".signed", path, zsk, ksk)
+                path += ".signed"
+                if tamper:
+                    with open(path) as f:
+                        text = f.read()
+                    with open(path, "w") as f:
+                        f.write(tamper(origin, text))
+                with open(os.path.join(self.dir, ksk + ".ds")) as f:
+                    anchors.append(f.read())
+            conf += ["zone:", "  name: %s" % origin, "  zonefile: %s" % os.path.basename(path)]
+        self.anchor = os.path.join(self.dir, "anchor.ds")
+        with open(self.anchor, "w") as f:
+            f.write("".join(anchors))
+        os.chmod(self.anchor, 0o644)
+        path = os.path.join(self.dir, "nsd.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        self.out = open(os.path.join(self.dir, "nsd.out"), "w")
+        self.proc = subprocess.Popen(["nsd", "-d", "-c", path], stdout=self.out, stderr=subprocess.STDOUT)
+        on_cleanup(self.stop)
+        wait_for(lambda: port_open(self.host, port) or self.proc.poll() is not None, 10, "nsd to listen")
+        assert self.proc.poll() is None, open(self.out.name).read()
+
+    def _run(self, *cmd):
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=self.dir, timeout=60)
+        assert r.returncode == 0, "%s: %s" % (cmd[0], r.stderr)
+        return r.stdout
+
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def stop(self):
+        terminate(self.proc)
+
+
 BASE_CONFIG = {
     "hostname": "gw.postern.test",
     "relay_domains": "example.test",
@@ -457,6 +518,34 @@ def make_certs(names, ca_name="Postern Test CA"):
     for f in os.listdir(d):
         os.chmod(os.path.join(d, f), 0o644)     # the daemon reads them after dropping privileges
     return d, ca_crt
+
+
+def https_policy_server(host, certs, name, policy):
+    """Serve policy at https://name/.well-known/mta-sts.txt on host:443."""
+    import http.server
+    import ssl
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path == "/.well-known/mta-sts.txt" and self.headers.get("Host") == name
+            body = policy.encode() if ok else b"not here"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer((host, 443), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(certs[0], name + ".crt"), os.path.join(certs[0], name + ".key"))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    on_cleanup(lambda: (srv.shutdown(), srv.server_close()))
+    return srv
 
 
 def dkim_key(d, name, kind="rsa"):

@@ -359,34 +359,6 @@ def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
 
 # ---- MTA-STS (RFC 8461) -------------------------------------------------
 
-def https_policy_server(host, certs, name, policy):
-    """Serve policy at https://name/.well-known/mta-sts.txt on host:443."""
-    import http.server
-    import ssl
-    import threading
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            ok = self.path == "/.well-known/mta-sts.txt" and self.headers.get("Host") == name
-            body = policy.encode() if ok else b"not here"
-            self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.HTTPServer((host, 443), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(os.path.join(certs[0], name + ".crt"), os.path.join(certs[0], name + ".key"))
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    on_cleanup(lambda: (srv.shutdown(), srv.server_close()))
-    return srv
-
-
 def test_mta_sts_enforce():
     if os.geteuid() != 0:
         print("  skip: needs root to serve HTTPS on port 443")

@@ -1,0 +1,234 @@
+"""DANE for outbound SMTP (RFC 7672): TLSA records in a zone signed here
+(ldns-signzone), served by a real NSD, validated by posternd's own
+libunbound from the zone's DS as trust anchor (dns_trust_anchor).
+
+Next hops are two TLS-capable posternd on port 2526: addr(5) with a
+self-signed certificate for mx-ee.dane.test (DANE-EE), addr(6) with a
+certificate from the test's CA for mx-ta.dane.test, sent with its chain
+(DANE-TA). Both relay to one smtp-sink."""
+import hashlib
+import os
+import re
+import ssl
+import subprocess
+import tempfile
+import time
+
+from harness import (BUILD, Gateway, Nsd, Sink, addr, https_policy_server, make_certs, on_cleanup, queue_id,
+                     run_tests, send_message, wait_for)
+
+PORT = 2526
+DOMAINS = ["ee", "ta", "bad", "bogus", "unusable", "cname", "sts"]
+
+
+def der_of(pem_path):
+    with open(pem_path) as f:
+        return ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def spki_sha256(cert_path):
+    pub = subprocess.run(["openssl", "x509", "-in", cert_path, "-noout", "-pubkey"], capture_output=True,
+                         check=True, timeout=30).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub, capture_output=True,
+                         check=True, timeout=30).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+def self_signed(d, name):
+    key, crt = os.path.join(d, name + ".ss.key"), os.path.join(d, name + ".ss.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "2", "-subj", "/CN=" + name], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o644)
+    os.chmod(crt, 0o644)
+    return crt, key
+
+
+def break_tlsa_signature(origin, text):
+    """Flip one character in the signature over mx-bogus's TLSA RRset."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("_%d._tcp.mx-bogus.dane.test." % PORT) and "\tRRSIG\tTLSA" in line:
+            sig = line.rstrip()
+            k = len(sig) - 12
+            line = sig[:k] + ("A" if sig[k] != "A" else "B") + sig[k + 1:]
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+class Lab:
+    """The zones, the two next hops and their sink."""
+
+    def __init__(self):
+        self.certs = make_certs(["mx-ta.dane.test", "mta-sts.sts.dane.test"])
+        self.certs_dir, self.ca = self.certs
+        ee_crt, ee_key = self_signed(self.certs_dir, "mx-ee.dane.test")
+        ta_chain = os.path.join(self.certs_dir, "mx-ta.chain.pem")
+        with open(ta_chain, "w") as f:
+            f.write(open(os.path.join(self.certs_dir, "mx-ta.dane.test.crt")).read() + open(self.ca).read())
+        os.chmod(ta_chain, 0o644)
+        ee_hash = spki_sha256(ee_crt)
+        ca_hash = hashlib.sha256(der_of(self.ca)).hexdigest()
+        tlsa = "_%d._tcp" % PORT
+        parent = [
+            "@ SOA ns.dane.test. admin.dane.test. 1 3600 600 86400 300", "@ NS ns.dane.test.",
+            "ns A %s" % addr(53),
+            # DANE-EE(3) SPKI SHA-256: the self-signed next hop
+            "ee MX 10 mx-ee.dane.test.", "mx-ee A %s" % addr(5), "%s.mx-ee TLSA 3 1 1 %s" % (tlsa, ee_hash),
+            # DANE-TA(2) full certificate SHA-256 of the CA: the CA-issued next hop
+            "ta MX 10 mx-ta.dane.test.", "mx-ta A %s" % addr(6), "%s.mx-ta TLSA 2 0 1 %s" % (tlsa, ca_hash),
+            # a record that matches nothing the server has
+            "bad MX 10 mx-bad.dane.test.", "mx-bad A %s" % addr(5), "%s.mx-bad TLSA 3 1 1 %s" % (tlsa, "ab" * 32),
+            # the right record, but its signature is broken after signing
+            "bogus MX 10 mx-bogus.dane.test.", "mx-bogus A %s" % addr(5),
+            "%s.mx-bogus TLSA 3 1 1 %s" % (tlsa, ee_hash),
+            # only PKIX-EE(1), which SMTP does not use: mandatory TLS, no authentication
+            "unusable MX 10 mx-unusable.dane.test.", "mx-unusable A %s" % addr(5),
+            "%s.mx-unusable TLSA 1 1 1 %s" % (tlsa, ee_hash),
+            # an MX host that is a CNAME: TLSA at the target's name
+            "cname MX 10 alias.dane.test.", "alias CNAME mx-ee.dane.test.",
+            # an MTA-STS policy (served by the test) that names other MX hosts
+            "sts MX 10 mx-ee.dane.test.", '_mta-sts.sts TXT "v=STSv1; id=1"', "mta-sts.sts A %s" % addr(80),
+            # an unsigned child zone (no DS): its answers are insecure
+            "insecure NS ns.insecure.dane.test.", "ns.insecure A %s" % addr(53),
+        ]
+        child = ["@ SOA ns.insecure.dane.test. admin.dane.test. 1 3600 600 86400 300",
+                 "@ NS ns.insecure.dane.test.", "ns A %s" % addr(53),
+                 "@ MX 10 mx.insecure.dane.test.", "mx A %s" % addr(5),
+                 "%s.mx TLSA 3 1 1 %s" % (tlsa, ee_hash)]
+        self.nsd = Nsd({"dane.test": parent, "insecure.dane.test": child}, signed=("dane.test",),
+                       tamper=break_tlsa_signature)
+        self.sink = Sink(addr(2))
+        relay = ", ".join("%s.dane.test" % d for d in DOMAINS + ["insecure"])
+        self.hops = [Gateway(host=addr(5), port=PORT, sink=self.sink, hostname="mx-ee.dane.test",
+                             relay_domains=relay, tls_cert=ee_crt, tls_key=ee_key).start(),
+                     Gateway(host=addr(6), port=PORT, sink=self.sink, hostname="mx-ta.dane.test",
+                             relay_domains=relay, tls_cert=ta_chain,
+                             tls_key=os.path.join(self.certs_dir, "mx-ta.dane.test.key")).start()]
+
+    def sender(self, policies, anchor=True, **conf):
+        table = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tls")
+        table.write("".join("%s %s\n" % kv for kv in policies.items()))
+        table.close()
+        os.chmod(table.name, 0o644)
+        on_cleanup(lambda: os.unlink(table.name))
+        return Gateway(default_transport="mx", dns_server=self.nsd.address(), smtp_port=str(PORT),
+                       dns_trust_anchor=self.nsd.anchor if anchor else None,
+                       tls_policy_table="file:" + table.name, **conf).start()
+
+
+def send(g, rcpt):
+    return queue_id(send_message(g.host, 2525, "a@src.test", [rcpt], "Subject: dane %s\r\n\r\nx\r\n" % rcpt))
+
+
+def queue_list(g):
+    return subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list"], capture_output=True,
+                          text=True, timeout=20).stdout
+
+
+def deferred(g, qid, text):
+    wait_for(lambda: text in g.log(), 15, "deferral: %s" % text)
+    assert qid in g.queue_files()
+    wait_for(lambda: text in queue_list(g), 10, "the reason in queue list")
+
+
+def test_rfc7672_usage_3_and_usage_2_authenticate_and_deliver():
+    lab = Lab()
+    g = lab.sender({"ee.dane.test": "dane-only", "ta.dane.test": "dane-only", "cname.dane.test": "dane-only"})
+    send(g, "x@ee.dane.test")
+    send(g, "y@ta.dane.test")
+    send(g, "z@cname.dane.test")
+    msgs = lab.sink.wait_count(3)
+    assert all(b"(using TLSv1." in m for m in msgs), msgs[0][:800]
+    log = g.log()
+    assert re.search(r"TLS to %s:%d mx-ee\.dane\.test: .*certificate verified by DANE: TLSA 3 1 1 matched "
+                     r"the certificate at depth 0" % (re.escape(addr(5)), PORT), log), log[-3000:]
+    assert re.search(r"TLS to %s:%d mx-ta\.dane\.test: .*certificate verified by DANE: TLSA 2 0 1 matched "
+                     r"the certificate at depth 1" % (re.escape(addr(6)), PORT), log), log[-3000:]
+    # the CNAME's TLSA records were looked up at its target
+    assert re.search(r"TLS to %s:%d alias\.dane\.test: .*by DANE: TLSA 3 1 1" % (re.escape(addr(5)), PORT), log)
+    g.stop()
+
+
+def test_rfc7672_mismatching_tlsa_defers():
+    lab = Lab()
+    g = lab.sender({"bad.dane.test": "dane"})
+    qid = send(g, "x@bad.dane.test")
+    deferred(g, qid, "4.7.5 DANE: no TLSA record of mx-bad.dane.test matches the certificate of mx-bad.dane.test")
+    time.sleep(0.5)
+    assert lab.sink.count() == 0
+    g.stop()
+
+
+def test_rfc7672_bogus_tlsa_defers_and_is_never_insecure():
+    lab = Lab()
+    g = lab.sender({"bogus.dane.test": "dane"})       # opportunistic: still not a fallback to "may"
+    qid = send(g, "x@bogus.dane.test")
+    deferred(g, qid, "4.7.5 DANE: DNSSEC validation of the TLSA records of mx-bogus.dane.test failed")
+    time.sleep(0.5)
+    assert lab.sink.count() == 0
+    g.stop()
+
+
+def test_rfc7672_insecure_zone_falls_back_under_dane_defers_under_dane_only():
+    lab = Lab()
+    g = lab.sender({"insecure.dane.test": "dane"})
+    send(g, "x@insecure.dane.test")
+    m = lab.sink.wait_count(1)[0]
+    assert b"(using TLSv1." in m                              # opportunistic STARTTLS, not authenticated
+    assert re.search(r"TLS to %s:%d mx\.insecure\.dane\.test: .*certificate not verified" %
+                     (re.escape(addr(5)), PORT), g.log())
+    g.stop()
+    g2 = lab.sender({"insecure.dane.test": "dane-only"})
+    qid = send(g2, "y@insecure.dane.test")
+    deferred(g2, qid, "4.7.5 dane-only: no DNSSEC-validated TLSA records for mx.insecure.dane.test "
+                      "(its address records are not DNSSEC-signed)")
+    time.sleep(0.5)
+    assert lab.sink.count() == 1
+    g2.stop()
+
+
+def test_rfc7672_unusable_records_mean_encrypt():
+    lab = Lab()
+    g = lab.sender({"unusable.dane.test": "dane"})
+    send(g, "x@unusable.dane.test")
+    m = lab.sink.wait_count(1)[0]
+    assert b"(using TLSv1." in m
+    assert "certificate not verified" in g.log()
+    g.stop()
+    g2 = lab.sender({"unusable.dane.test": "dane-only"})
+    qid = send(g2, "y@unusable.dane.test")
+    deferred(g2, qid, "4.7.5 dane-only: the TLSA records of mx-unusable.dane.test are all unusable for SMTP")
+    g2.stop()
+
+
+def test_rfc8461_dane_beats_mta_sts():
+    if os.geteuid() != 0:
+        print("  skip: needs root to serve HTTPS on port 443")
+        return
+    lab = Lab()
+    https_policy_server(addr(80), lab.certs, "mta-sts.sts.dane.test",
+                        "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n")
+    g = lab.sender({"sts.dane.test": "dane"}, tls_ca_file=lab.ca)
+    send(g, "x@sts.dane.test")
+    lab.sink.wait_count(1)
+    assert re.search(r"TLS to %s:%d mx-ee\.dane\.test: .*by DANE: TLSA 3 1 1" % (re.escape(addr(5)), PORT), g.log())
+    g.stop()
+    # without DANE the same policy rules mx-ee.dane.test out
+    g2 = lab.sender({"sts.dane.test": "may"}, tls_ca_file=lab.ca)
+    qid = send(g2, "y@sts.dane.test")
+    deferred(g2, qid, "MTA-STS: no MX host matches the domain's policy")
+    assert lab.sink.count() == 1
+    g2.stop()
+
+
+def test_without_the_trust_anchor_nothing_is_secure():
+    """posternd validates itself: NSD sets no AD bit, and without the anchor
+    the same signed zone is only insecure, so dane-only refuses it."""
+    lab = Lab()
+    g = lab.sender({}, anchor=False, tls_policy="dane-only")      # the default policy this time
+    qid = send(g, "x@ee.dane.test")
+    deferred(g, qid, "dane-only: no DNSSEC-validated TLSA records for mx-ee.dane.test")
+    g.stop()
+
+
+run_tests(globals())
