@@ -18,7 +18,7 @@ from harness import (BUILD, Gateway, Nsd, Sink, addr, https_policy_server, make_
                      run_tests, send_message, wait_for)
 
 PORT = 2526
-DOMAINS = ["ee", "ta", "bad", "bogus", "unusable", "cname", "sts"]
+DOMAINS = ["ee", "ta", "bad", "bogus", "unusable", "cname", "sts", "hosted.insecure"]
 
 
 def der_of(pem_path):
@@ -94,7 +94,9 @@ class Lab:
         child = ["@ SOA ns.insecure.dane.test. admin.dane.test. 1 3600 600 86400 300",
                  "@ NS ns.insecure.dane.test.", "ns A %s" % addr(53),
                  "@ MX 10 mx.insecure.dane.test.", "mx A %s" % addr(5),
-                 "%s.mx TLSA 3 1 1 %s" % (tlsa, ee_hash)]
+                 "%s.mx TLSA 3 1 1 %s" % (tlsa, ee_hash),
+                 # an unsigned domain hosted on a signed provider's MX host (2.2.1)
+                 "hosted MX 10 mx-ee.dane.test."]
         self.nsd = Nsd({"dane.test": parent, "insecure.dane.test": child}, signed=("dane.test",),
                        tamper=break_tlsa_signature)
         self.sink = Sink(addr(2))
@@ -178,12 +180,16 @@ def test_rfc7672_insecure_zone_falls_back_under_dane_defers_under_dane_only():
     assert re.search(r"TLS to %s:%d mx\.insecure\.dane\.test: .*certificate not verified" %
                      (re.escape(addr(5)), PORT), g.log())
     g.stop()
-    g2 = lab.sender({"insecure.dane.test": "dane-only"})
+    g2 = lab.sender({"insecure.dane.test": "dane-only", "hosted.insecure.dane.test": "dane-only"})
     qid = send(g2, "y@insecure.dane.test")
     deferred(g2, qid, "4.7.5 dane-only: no DNSSEC-validated TLSA records for mx.insecure.dane.test "
                       "(its address records are not DNSSEC-signed)")
     time.sleep(0.5)
     assert lab.sink.count() == 1
+    # RFC 7672 2.2.1: an insecure MX RRset naming a secure server still gets DANE
+    send(g2, "z@hosted.insecure.dane.test")
+    lab.sink.wait_count(2)
+    assert re.search(r"TLS to %s:%d mx-ee\.dane\.test: .*by DANE: TLSA 3 1 1" % (re.escape(addr(5)), PORT), g2.log())
     g2.stop()
 
 
