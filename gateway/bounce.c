@@ -197,6 +197,7 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
     e->rcpts[0] = strdup(m->sender);
     e->nrcpts = 1;
     e->smtputf8 = m->smtputf8;
+    e->requiretls = m->requiretls;      /* RFC 8689: the notice carries the message's own demand */
     b->work.run = bounce_run;
     b->work.done = bounce_finished;
     workers_submit(&b->work);

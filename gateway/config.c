@@ -711,6 +711,8 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_bool(p, key, value, &cfg->allow_untrusted_routing);
     if (!strcmp(key, "mta_sts"))
         return set_bool(p, key, value, &cfg->mta_sts);
+    if (!strcmp(key, "tls_required_header"))
+        return set_bool(p, key, value, &cfg->tls_required_header);
     if (!strcmp(key, "tls_ca_file")) {
         if (access(value, R_OK) < 0)
             return fail(p, "tls_ca_file: cannot read %s: %s", value, strerror(errno));
@@ -880,6 +882,7 @@ static void config_defaults(struct config *cfg)
     cfg->tls_default.level = TLS_MAY;
     cfg->tls_default.fallback = TLS_MAY;
     cfg->mta_sts = true;
+    cfg->tls_required_header = true;
     cfg->lua_instruction_limit = 10000000;
     cfg->lua_time_limit_ms = 1000;
     cfg->lua_memory_limit = 64 * 1024 * 1024;
@@ -1255,6 +1258,7 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "tls_policy = %s\ntls_policy_table = %s\ntls_ca_file = %s\nmta_sts = %s\n",
             tls_level_name(cfg->tls_default.level), or_empty(cfg->tls_policy_table), or_empty(cfg->tls_ca_file),
             cfg->mta_sts ? "yes" : "no");
+    fprintf(out, "tls_required_header = %s\n", cfg->tls_required_header ? "yes" : "no");
     for (size_t i = 0; i < cfg->ntls_policies; i++)
         fprintf(out, "# tls policy: %s %s%s%s\n", cfg->tls_policies[i].domain, tls_level_name(cfg->tls_policies[i].level),
                 cfg->tls_policies[i].match ? " match=" : "", cfg->tls_policies[i].match ? cfg->tls_policies[i].match : "");

@@ -112,6 +112,7 @@ struct config {
     char *tls_cert, *tls_key;      /* inbound STARTTLS */
     char *tls_ca_file;             /* outbound verify: trusted CAs (else the system's) */
     bool mta_sts;                  /* look up and enforce MTA-STS for MX-routed domains */
+    bool tls_required_header;      /* honour "TLS-Required: No" (RFC 8689 5) */
     struct tls_policy tls_default; /* tls_policy = may */
     struct tls_policy *tls_policies;
     size_t ntls_policies;

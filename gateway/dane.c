@@ -324,6 +324,8 @@ const struct tls_policy *dane_without_tlsa(const struct tls_policy *policy)
     return policy->level == TLS_DANE ? &level_policy[policy->fallback] : NULL;
 }
 
+const struct tls_policy *dane_waived(const struct tls_policy *policy) { return &level_policy[policy->fallback]; }
+
 int dane_ssl_setup(SSL *ssl, const struct dane_tlsa *tlsa)
 {
     if (SSL_dane_enable(ssl, tlsa->base) <= 0)

@@ -44,6 +44,8 @@ void dane_resolve(struct mx_target *t, size_t n, const char *domain, bool mx_rou
 /* The level of a next hop DANE cannot apply to (an address): the policy's
  * fallback, or NULL under dane-only. */
 const struct tls_policy *dane_without_tlsa(const struct tls_policy *policy);
+/* The level when the sender waived DANE ("TLS-Required: No"): the fallback. */
+const struct tls_policy *dane_waived(const struct tls_policy *policy);
 /* Put tlsa on ssl before the handshake: 0, or -1 (no record OpenSSL took). */
 int dane_ssl_setup(SSL *ssl, const struct dane_tlsa *tlsa);
 /* After a verified handshake: "TLSA 3 1 1 matched the server's certificate" */

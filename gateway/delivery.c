@@ -162,8 +162,22 @@ static void report(struct delivery_job *j, size_t k)
     j->result(j, k);
 }
 
+/* RFC 8689 4.2: no server offered REQUIRETLS: the message is returned. */
+static void requiretls_final(struct delivery_job *j)
+{
+    for (size_t k = 0; k < j->n; k++) {
+        struct delivery_rcpt *r = &j->rcpts[k];
+        if (r->cls != 4 || !r->requiretls_unmet)
+            continue;
+        r->cls = 5;
+        snprintf(r->reply, sizeof r->reply, "550 5.7.30 REQUIRETLS support required: no mail server for %.150s "
+                 "offers REQUIRETLS", j->domain);
+    }
+}
+
 static void job_finish(struct delivery_job *j)
 {
+    requiretls_final(j);
     if (j->started_ms)
         metric_observe(M_DELIVERY_SECONDS, (double)(ev_now_ms() - j->started_ms) / 1000.0);
     for (size_t k = 0; k < j->n; k++)
@@ -353,6 +367,7 @@ static void job_attempt_done(struct delivery_job *j)
         log_info("%s: to=<%s>: %s; trying the next mail server", j->id, j->rcpts[k].addr, j->rcpts[k].reply);
         struct delivery_rcpt keep = j->rcpts[k];
         keep.cls = 0;
+        keep.requiretls_unmet = false;
         j->rcpts[n++] = keep;
     }
     j->n = n;
@@ -363,6 +378,41 @@ static void job_attempt_done(struct delivery_job *j)
 }
 
 /* ---- routing ------------------------------------------------------ */
+
+/* RFC 8689 4.2: a REQUIRETLS message goes only to servers whose
+ * certificate is authenticated: by DANE (found through a validated MX
+ * RRset, or named by a transport), or by a verify level (MTA-STS enforce,
+ * the policy table, a plugin's demand). */
+static bool requiretls_eligible(const struct delivery_job *j, const struct mx_target *t)
+{
+    enum tls_level l = (t->tls ? t->tls : j->tls)->level;
+    return l == TLS_VERIFY || (l == TLS_DANE && (t->mx_secure || !j->hop->mx));
+}
+
+/* Deliver to the first server, after dropping those REQUIRETLS rules out. */
+static void start_first(struct delivery_job *j)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < j->ncand; i++) {
+        if (!j->requiretls || requiretls_eligible(j, &j->cands[i])) {
+            j->cands[keep++] = j->cands[i];
+            continue;
+        }
+        log_info("%s: REQUIRETLS: not delivering to %s (%s): its certificate cannot be authenticated by DANE, "
+                 "MTA-STS or a verify policy", j->id, j->cands[i].host, j->cands[i].hop.text);
+        dane_tlsa_unref(j->cands[i].tlsa);
+    }
+    j->ncand = keep;
+    if (keep == 0) {
+        char why[DELIVERY_REPLY_MAX];
+        snprintf(why, sizeof why, "550 5.7.30 REQUIRETLS support required: no mail server for %.100s can be "
+                 "authenticated (DANE, MTA-STS or a verify policy)", j->domain);
+        settle_open(j, why);
+        job_finish(j);
+        return;
+    }
+    enqueue(j, &j->cands[0].hop);
+}
 
 /* MTA-STS "enforce": verified TLS to an MX host the policy names. */
 static const struct tls_policy sts_verify = {NULL, TLS_VERIFY, NULL, TLS_MAY};
@@ -401,15 +451,15 @@ static void on_sts(void *arg, const struct sts_policy *p)
             return;
         }
     }
-    enqueue(j, &j->cands[0].hop);
+    start_first(j);
 }
 
 static void after_tls_levels(struct delivery_job *j)
 {
-    if (j->hop->mx)
+    if (j->hop->mx && !j->tls_optional)
         mta_sts_lookup(j->domain, on_sts, j);    /* MTA-STS is about the recipient domain's MX */
     else
-        enqueue(j, &j->cands[0].hop);
+        start_first(j);
 }
 
 /* DANE has decided every server's level: drop those it ruled out. */
@@ -450,6 +500,8 @@ static void on_routed(void *arg, struct route_result *res)
     j->cands = res->targets;
     j->ncand = res->ntargets;
     j->cur = 0;
+    if (j->tls_optional && j->tls->level >= TLS_DANE)
+        j->tls = dane_waived(j->tls);     /* "TLS-Required: No": the recipient's TLSA records do not bind */
     if (j->tls->level < TLS_DANE) {
         after_tls_levels(j);
         return;
@@ -468,6 +520,12 @@ static void enqueue_address(struct delivery_job *j)
 {
     if (j->tls->level >= TLS_DANE && !(j->tls = dane_without_tlsa(j->tls))) {
         settle_open(j, "451 4.7.5 dane-only: the next hop is an address, which has no TLSA records");
+        job_finish(j);
+        return;
+    }
+    if (j->requiretls && j->tls->level != TLS_VERIFY) {
+        settle_open(j, "550 5.7.30 REQUIRETLS support required: the next hop is an address without a verify "
+                    "policy");
         job_finish(j);
         return;
     }

@@ -24,6 +24,7 @@ struct delivery_rcpt {
     size_t tag;                         /* the owner's own index; delivery keeps it */
     int cls;                            /* 2, 4 or 5 once settled; 0 while open */
     bool peer_dsn;                      /* the next hop offered DSN: it owns the notices */
+    bool requiretls_unmet;              /* deferred only because this server lacks REQUIRETLS */
     char reply[DELIVERY_REPLY_MAX];     /* the peer's reply, or our own reason */
     char remote[DELIVERY_REMOTE_MAX];   /* "host[ip]" that answered; "" if none did */
     char relay[DELIVERY_REMOTE_MAX + 8];    /* ... with its port, for the log: "host[ip]:port" */
@@ -41,6 +42,8 @@ struct delivery_job {
     uint64_t size;
     enum smtp_body body;
     bool smtputf8;
+    bool requiretls;                    /* RFC 8689: only authenticated TLS to a server offering REQUIRETLS */
+    bool tls_optional;                  /* "TLS-Required: No": the recipient's DANE/MTA-STS do not bind */
     enum dsn_ret ret;
     const char *envid;
     int64_t arrival;

@@ -271,6 +271,8 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     m->size = e->size;
     m->body = e->body;
     m->smtputf8 = e->smtputf8;
+    m->requiretls = e->requiretls;
+    m->tls_optional = e->tls_optional;
     m->hops = e->hops;
     m->local = !strcmp(e->proto, "LOCAL");
     snprintf(m->client_ip, sizeof m->client_ip, "%s", e->client_ip);
@@ -399,6 +401,8 @@ static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const str
     dj->size = m->size;
     dj->body = m->body;
     dj->smtputf8 = m->smtputf8;
+    dj->requiretls = m->requiretls;
+    dj->tls_optional = m->tls_optional;
     dj->ret = m->ret;
     dj->envid = m->envid;
     dj->arrival = m->arrival;

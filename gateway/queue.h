@@ -28,6 +28,7 @@ struct qmsg {
     uint64_t size;
     enum smtp_body body;
     bool smtputf8;
+    bool requiretls, tls_optional;   /* RFC 8689: MAIL REQUIRETLS, "TLS-Required: No" */
     enum dsn_ret ret;            /* DSN: RET= */
     char envid[DSN_MAX_ENVID + 1];
     bool held;

@@ -287,6 +287,8 @@ static void send_mail_from(struct smtp_client *c, const struct delivery_job *j)
         buf_puts(&c->out, j->ret == DSN_RET_FULL ? " RET=FULL" : " RET=HDRS");
     if (c->dsn && j->envid && j->envid[0])
         buf_printf(&c->out, " ENVID=%s", j->envid);
+    if (j->requiretls)
+        buf_puts(&c->out, " REQUIRETLS");
     buf_puts(&c->out, "\r\n");
 }
 
@@ -326,6 +328,8 @@ static const char *unsupported(const struct smtp_client *c, const struct deliver
         return "553 5.6.7 next hop does not support SMTPUTF8";
     if (j->body == BODY_BINARYMIME && !(c->chunking && c->binarymime))
         return "554 5.6.3 next hop does not support BINARYMIME and CHUNKING";
+    if (j->requiretls && !(c->ssl && c->requiretls))    /* RFC 8689 4.2: not to this server */
+        return "450 4.7.30 REQUIRETLS support required: the next hop does not offer REQUIRETLS";
     return NULL;
 }
 
@@ -335,6 +339,8 @@ void smtp_client_start(struct smtp_client *c, struct delivery_job *j)
     const char *refused = unsupported(c, j);
     if (refused) {
         settle_open(c, atoi(refused), refused, NULL);
+        for (size_t k = 0; k < j->n && j->requiretls && !(c->ssl && c->requiretls); k++)
+            j->rcpts[k].requiretls_unmet = true;     /* another server may offer it; if none does, 5.7.30 */
         finish_job(c);
         if (c->w.fd >= 0 && c->state == CL_READY)
             cl_ready(c);

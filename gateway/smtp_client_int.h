@@ -31,7 +31,7 @@ struct smtp_client {
     uint64_t deadline_ms;
     char remote[DELIVERY_REMOTE_MAX];   /* "name[ip]" for logs and notices */
     char where[DELIVERY_REMOTE_MAX + 8];  /* "name[ip]:port" */
-    bool pipelining, size_ext, eightbit, smtputf8, starttls, dsn, chunking, binarymime;
+    bool pipelining, size_ext, eightbit, smtputf8, starttls, dsn, chunking, binarymime, requiretls;
     bool auth_plain, auth_login;
     int auth_step;
     SSL *ssl;

@@ -98,6 +98,7 @@ void cl_note_extension(struct smtp_client *c, const char *kw, size_t len)
     c->eightbit |= keyword(kw, len, "8BITMIME");
     c->smtputf8 |= keyword(kw, len, "SMTPUTF8");
     c->starttls |= keyword(kw, len, "STARTTLS");
+    c->requiretls |= keyword(kw, len, "REQUIRETLS");
     c->dsn |= keyword(kw, len, "DSN");
     c->chunking |= keyword(kw, len, "CHUNKING");
     c->binarymime |= keyword(kw, len, "BINARYMIME");
@@ -108,7 +109,7 @@ void cl_note_extension(struct smtp_client *c, const char *kw, size_t len)
 static void forget_extensions(struct smtp_client *c)
 {
     c->pipelining = c->size_ext = c->eightbit = c->smtputf8 = c->starttls = c->dsn = false;
-    c->chunking = c->binarymime = c->auth_plain = c->auth_login = false;
+    c->chunking = c->binarymime = c->auth_plain = c->auth_login = c->requiretls = false;
 }
 
 static void send_base64(struct smtp_client *c, const char *prefix, const char *data, size_t len)

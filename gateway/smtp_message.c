@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define MAX_HEADER_SECTION (1024 * 1024)
@@ -53,6 +54,18 @@ static void add_received(struct session *s)
     headers_insert(&s->tx.hdrs, 0, "Received", value);
 }
 
+/* A "TLS-Required: No" header field (RFC 8689 5). */
+static bool tls_required_no(const struct header_list *h)
+{
+    long i = headers_find(h, "TLS-Required", 0);
+    if (i < 0)
+        return false;
+    const char *v = h->h[i].value;
+    v += strspn(v, " \t");
+    size_t n = strcspn(v, " \t\r\n");
+    return n == 2 && !strncasecmp(v, "No", 2) && !v[n + strspn(v + n, " \t\r\n")];
+}
+
 /* The envelope for the spool, copied from the transaction. */
 static int envelope_from_txn(struct session *s, struct envelope *e)
 {
@@ -63,6 +76,7 @@ static int envelope_from_txn(struct session *s, struct envelope *e)
     snprintf(e->proto, sizeof e->proto, "%s", received_proto(s));
     e->body = s->mp.body;
     e->smtputf8 = s->mp.smtputf8;
+    e->requiretls = s->mp.requiretls;   /* tls_optional comes with the header section (prepare_commit) */
     e->ret = s->mp.ret;
     memcpy(e->envid, s->mp.envid, sizeof e->envid);
     e->sender = strdup(s->tx.sender);
@@ -379,6 +393,8 @@ static void prepare_commit(struct session *s)
         envelope_from_txn(s, &cj->env);
     }
     cj->env.hops = cj->sw.hops = s->hops;
+    cj->env.tls_optional = cj->sw.tls_optional = !cj->env.requiretls && s->cfg->tls_required_header &&
+                                                 tls_required_no(&t->hdrs);
     cj->rewrite = t->envelope_changed || t->hdrs.changed || t->body_replaced;
     if (cj->rewrite) {
         headers_serialize(&t->hdrs, &cj->headers);

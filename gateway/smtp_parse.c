@@ -388,6 +388,14 @@ static int parse_mail_param(char *kv, struct mail_params *p, const char **reply)
         p->smtputf8 = true;
         return 0;
     }
+    if (!strcasecmp(kv, "REQUIRETLS")) {
+        if (val || p->requiretls) {
+            *reply = "501 5.5.4 REQUIRETLS takes no value (and comes once)";
+            return -1;
+        }
+        p->requiretls = true;
+        return 0;
+    }
     *reply = "555 5.5.4 Unsupported MAIL parameter";
     return -1;
 }

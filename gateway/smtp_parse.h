@@ -44,6 +44,7 @@ struct mail_params {
     uint64_t size;
     enum smtp_body body;
     bool smtputf8;
+    bool requiretls;                 /* RFC 8689 */
     enum dsn_ret ret;
     char envid[DSN_MAX_ENVID + 1];   /* "" = none */
 };

@@ -300,6 +300,8 @@ static void helo_then(struct session *s, postern_verdict v)
     session_reply(s, "250-CHUNKING");
     session_reply(s, "250-DSN");
     session_reply(s, "250-ENHANCEDSTATUSCODES");
+    if (s->ssl)
+        session_reply(s, "250-REQUIRETLS");
     session_reply(s, "250 SMTPUTF8");
 }
 
@@ -340,8 +342,12 @@ static void cmd_mail(struct session *s, const char *args)
         session_reply(s, pr.reply);
         return;
     }
-    if (!s->esmtp && (mp.has_size || mp.body || mp.smtputf8 || mp.ret || mp.envid[0])) {
+    if (!s->esmtp && (mp.has_size || mp.body || mp.smtputf8 || mp.ret || mp.envid[0] || mp.requiretls)) {
         session_reply(s, "555 5.5.4 MAIL parameters need EHLO");
+        return;
+    }
+    if (mp.requiretls && !s->ssl) {     /* RFC 8689 2: only over TLS, where we offer it */
+        session_reply(s, "530 5.7.10 REQUIRETLS needs a TLS session (STARTTLS first)");
         return;
     }
     if (mp.has_size && mp.size > s->cfg->message_size_limit) {

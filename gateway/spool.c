@@ -58,6 +58,8 @@ int spool_envelope_encode(const struct envelope *e, struct buf *out, struct enve
         rc |= buf_printf(out, "ret=%s\n", e->ret == DSN_RET_FULL ? "FULL" : "HDRS");
     if (e->envid[0])
         rc |= buf_printf(out, "envid=%s\n", e->envid);
+    if (e->requiretls)
+        rc |= buf_puts(out, "requiretls=1\n");
     for (size_t i = 0; i < e->nrcpts; i++) {
         rc |= buf_printf(out, "rcpt=%s\n", e->rcpts[i]);
         const struct rcpt_dsn *d = e->dsn ? &e->dsn[i] : NULL;
@@ -68,6 +70,9 @@ int spool_envelope_encode(const struct envelope *e, struct buf *out, struct enve
                              d->orcpt ? d->orcpt : "");
         }
     }
+    rc |= buf_puts(out, "tls_optional=");     /* known only once the header section is in */
+    off->tls_optional = out->len;
+    rc |= buf_printf(out, "%d\n", e->tls_optional ? 1 : 0);
     rc |= buf_puts(out, "hops=");
     off->hops = out->len;
     rc |= buf_printf(out, "%0*u\n", HOPS_DIGITS, e->hops < 0 ? 0u : e->hops > 9999 ? 9999u : (unsigned)e->hops);
@@ -149,6 +154,10 @@ static int decode_field(struct envelope *e, const char *key, const char *v, cons
         return decode_rcpt_dsn(e, v, err);
     } else if (!strcmp(key, "smtputf8")) {
         e->smtputf8 = v[0] == '1';
+    } else if (!strcmp(key, "requiretls")) {
+        e->requiretls = v[0] == '1';
+    } else if (!strcmp(key, "tls_optional")) {
+        e->tls_optional = v[0] == '1';
     } else if (!strcmp(key, "from")) {
         free(e->sender);
         if (!(e->sender = strdup(v)))
@@ -448,6 +457,7 @@ int spool_writer_open(struct spool_writer *w, const struct envelope *e)
     struct buf b;
     buf_init(&b);
     w->hops = e->hops;
+    w->tls_optional = e->tls_optional;
     if (spool_envelope_encode(e, &b, &w->off) < 0) {
         buf_free(&b);
         writer_fail(w, ENOMEM);
@@ -485,6 +495,8 @@ int spool_writer_commit(struct spool_writer *w)
     if (!w->err && pwrite(w->fd, digits, SIZE_DIGITS, (off_t)w->off.size) != SIZE_DIGITS)
         writer_fail(w, errno);
     if (!w->err && pwrite(w->fd, hops, HOPS_DIGITS, (off_t)w->off.hops) != HOPS_DIGITS)
+        writer_fail(w, errno);
+    if (!w->err && pwrite(w->fd, w->tls_optional ? "1" : "0", 1, (off_t)w->off.tls_optional) != 1)
         writer_fail(w, errno);
     if (!w->err && timed_fsync(w->fd) < 0)
         writer_fail(w, errno);

@@ -31,6 +31,8 @@ struct envelope {
     char proto[16];           /* SMTP / ESMTP */
     enum smtp_body body;
     bool smtputf8;
+    bool requiretls;          /* MAIL REQUIRETLS (RFC 8689): relay only over authenticated TLS */
+    bool tls_optional;        /* "TLS-Required: No" (RFC 8689 5), when honoured */
     char *sender;             /* "" for the null sender */
     char **rcpts;
     struct rcpt_dsn *dsn;     /* parallel to rcpts; NULL when no recipient asked */
@@ -73,6 +75,7 @@ void envelope_free(struct envelope *e);
 struct envelope_offsets {
     size_t size;
     size_t hops;
+    size_t tls_optional;
 };
 /* Codec (pure). encode writes the block including the trailing blank line. */
 int spool_envelope_encode(const struct envelope *e, struct buf *out, struct envelope_offsets *off);
@@ -95,6 +98,7 @@ struct spool_writer {
     int fd;
     struct envelope_offsets off;
     int hops;             /* set before commit */
+    bool tls_optional;    /* set before commit (from the header section) */
     size_t hdr_len;       /* header section bytes written (the body follows) */
     size_t env_len;       /* body offset */
     uint64_t written;     /* bytes after the envelope */

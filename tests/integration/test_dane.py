@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import (BUILD, Gateway, Nsd, Sink, addr, https_policy_server, make_certs, on_cleanup, queue_id,
-                     run_tests, send_message, wait_for)
+from harness import (BUILD, Client, Gateway, Nsd, Sink, addr, https_policy_server, make_certs, on_cleanup,
+                     queue_id, run_tests, send_message, wait_for)
 
 PORT = 2526
 DOMAINS = ["ee", "ta", "bad", "bogus", "unusable", "cname", "sts", "hosted.insecure"]
@@ -59,7 +59,7 @@ class Lab:
     """The zones, the two next hops and their sink."""
 
     def __init__(self):
-        self.certs = make_certs(["mx-ta.dane.test", "mta-sts.sts.dane.test"])
+        self.certs = make_certs(["mx-ta.dane.test", "mta-sts.sts.dane.test", "gw.postern.test"])
         self.certs_dir, self.ca = self.certs
         ee_crt, ee_key = self_signed(self.certs_dir, "mx-ee.dane.test")
         ta_chain = os.path.join(self.certs_dir, "mx-ta.chain.pem")
@@ -225,6 +225,49 @@ def test_rfc8461_dane_beats_mta_sts():
     deferred(g2, qid, "MTA-STS: no MX host matches the domain's policy")
     assert lab.sink.count() == 1
     g2.stop()
+
+
+def test_rfc8689_tls_required_no_waives_dane():
+    lab = Lab()
+    body = "Subject: waived\r\nTLS-Required: No\r\n\r\nx\r\n"
+    g = lab.sender({"bad.dane.test": "dane-only"}, tls_required_header="no")
+    qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@bad.dane.test"], body))
+    deferred(g, qid, "4.7.5 DANE: no TLSA record of mx-bad.dane.test matches")     # not honoured: DANE holds
+    g.stop()
+    g2 = lab.sender({"bad.dane.test": "dane-only"})                              # honoured by default
+    send_message(g2.host, 2525, "a@src.test", ["y@bad.dane.test"], body)
+    m = lab.sink.wait_count(1)[0]
+    assert b"(using TLSv1." in m and b"Subject: waived" in m     # still TLS where offered, just not DANE
+    g2.stop()
+
+
+def test_rfc8689_requiretls_goes_over_dane():
+    """A REQUIRETLS message: a DANE-authenticated server found through a
+    signed MX RRset qualifies; the insecure zone's server does not."""
+    lab = Lab()
+    d = lab.certs_dir
+    g = lab.sender({"ee.dane.test": "dane", "insecure.dane.test": "dane"},
+                   tls_cert=os.path.join(d, "gw.postern.test.crt"), tls_key=os.path.join(d, "gw.postern.test.key"))
+    ids = []
+    for rcpt in ("x@ee.dane.test", "y@insecure.dane.test"):
+        c = Client(g.host, 2525)
+        c.cmd("EHLO client.test")
+        assert c.cmd("STARTTLS").startswith("220")
+        c.starttls(cafile=lab.ca, server_name="gw.postern.test")
+        c.cmd("EHLO client.test")
+        assert c.cmd("MAIL FROM:<a@src.test> REQUIRETLS").startswith("250")
+        assert c.cmd("RCPT TO:<%s>" % rcpt).startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        ids.append(queue_id(c.cmd("Subject: r %s\r\n\r\nx\r\n." % rcpt)))
+        c.close()
+    # (the next hop cannot pass it on to the plain sink: what counts is that it took it)
+    wait_for(lambda: re.search(r"%s: to=<x@ee\.dane\.test>, relay=mx-ee\.dane\.test\[.*status=sent" % ids[0],
+                               g.log()), 15, "delivery over DANE")
+    assert re.search(r"TLS to %s:%d mx-ee\.dane\.test: .*by DANE" % (re.escape(addr(5)), PORT), g.log())
+    assert "accepted from=<a@src.test>" in lab.hops[0].log()
+    wait_for(lambda: re.search(r"%s: to=<y@insecure\.dane\.test>.*dsn=5\.7\.30, status=bounced" % ids[1], g.log()),
+             15, "the REQUIRETLS bounce")
+    g.stop()
 
 
 def test_without_the_trust_anchor_nothing_is_secure():
