@@ -13,6 +13,7 @@
  */
 #include "dmarc_report.h"
 #include "dns_records.h"
+#include "report_mail.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -29,7 +30,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
 enum field {
     F_TIME, F_POLICY_DOMAIN, F_HEADER_FROM, F_SOURCE_IP, F_ENVELOPE_FROM, F_DISPOSITION, F_DKIM_ALIGNED,
@@ -388,49 +388,27 @@ static void xml_report(struct dmarc_reporter *r, const struct report *rep, struc
 /* gzip (RFC 1952) of in into out. */
 static int gzip_text(const struct text *in, struct text *out)
 {
-    z_stream z = {0};
-    if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    unsigned char *gz;
+    size_t n;
+    if (report_gzip(in->p, in->len, &gz, &n) < 0)
         return -1;
-    uLong bound = deflateBound(&z, (uLong)in->len);
     out->len = 0;
-    text_add(out, "", 0);
-    char *buf = malloc(bound);
-    if (!buf || out->failed) {
-        free(buf);
-        deflateEnd(&z);
-        return -1;
-    }
-    z.next_in = (Bytef *)in->p;
-    z.avail_in = (uInt)in->len;
-    z.next_out = (Bytef *)buf;
-    z.avail_out = (uInt)bound;
-    int rc = deflate(&z, Z_FINISH);
-    if (rc == Z_STREAM_END)
-        text_add(out, buf, z.total_out);
-    deflateEnd(&z);
-    free(buf);
-    return rc == Z_STREAM_END && !out->failed ? 0 : -1;
+    text_add(out, (const char *)gz, n);
+    free(gz);
+    return out->failed ? -1 : 0;
 }
 
 /* base64 in lines of 76 characters, each ended by CRLF. */
 static void base64_lines(struct text *out, const unsigned char *in, size_t n)
 {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    char line[80];
-    size_t col = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
-        line[col++] = alphabet[v >> 18 & 63];
-        line[col++] = alphabet[v >> 12 & 63];
-        line[col++] = i + 1 < n ? alphabet[v >> 6 & 63] : '=';
-        line[col++] = i + 2 < n ? alphabet[v & 63] : '=';
-        if (col == 76 || i + 3 >= n) {
-            line[col++] = '\r';
-            line[col++] = '\n';
-            text_add(out, line, col);
-            col = 0;
-        }
+    size_t len;
+    char *b64 = report_base64_lines(in, n, &len);
+    if (!b64) {
+        out->failed = true;
+        return;
     }
+    text_add(out, b64, len);
+    free(b64);
 }
 
 /* ---- destinations ---- */
@@ -440,32 +418,9 @@ struct destination {
     unsigned long long max;   /* the URI's "!size" limit, 0 = none */
 };
 
-/* "mailto:a@b.example!10m": the address (%-decoded) and the limit. */
 static int parse_mailto(const char *uri, size_t n, struct destination *d)
 {
-    if (n < 8 || strncasecmp(uri, "mailto:", 7))
-        return -1;
-    size_t o = 0;
-    const char *p = uri + 7, *end = uri + n, *bang = memchr(p, '!', (size_t)(end - p));
-    for (const char *stop = bang ? bang : end; p < stop && o + 1 < sizeof d->addr; p++) {
-        unsigned hex;
-        if (*p == '%' && stop - p >= 3 && sscanf(p + 1, "%2x", &hex) == 1 && hex > ' ' && hex < 0x7f) {
-            d->addr[o++] = (char)hex;
-            p += 2;
-        } else {
-            d->addr[o++] = *p;
-        }
-    }
-    d->addr[o] = '\0';
-    d->max = 0;
-    if (bang) {
-        char *unit;
-        d->max = strtoull(bang + 1, &unit, 10);
-        int shift = *unit == 'k' ? 10 : *unit == 'm' ? 20 : *unit == 'g' ? 30 : *unit == 't' ? 40 : 0;
-        d->max <<= shift;
-    }
-    const char *at = strrchr(d->addr, '@');
-    return at && at > d->addr && at[1] ? 0 : -1;
+    return report_parse_mailto(uri, n, d->addr, sizeof d->addr, &d->max);
 }
 
 enum verdict { DEST_OK, DEST_REFUSED, DEST_TEMPFAIL };
@@ -523,19 +478,11 @@ static enum verdict destinations(struct dmarc_reporter *r, const char *domain, c
 
 /* ---- the message ---- */
 
-static void rfc5322_date(char *out, size_t size)
-{
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(out, size, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-}
-
 static void build_message(struct dmarc_reporter *r, const struct report *rep, const struct text *gz,
                           const struct destination *to, size_t nto, struct text *m)
 {
     char date[64];
-    rfc5322_date(date, sizeof date);
+    report_date(date, sizeof date);
     text_printf(m, "From: <%s>\r\nTo: ", r->from);
     for (size_t i = 0; i < nto; i++)
         text_printf(m, "%s<%s>", i ? ",\r\n  " : "", to[i].addr);
