@@ -713,6 +713,27 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_bool(p, key, value, &cfg->mta_sts);
     if (!strcmp(key, "tls_required_header"))
         return set_bool(p, key, value, &cfg->tls_required_header);
+    if (!strcmp(key, "tlsrpt"))
+        return set_bool(p, key, value, &cfg->tlsrpt);
+    if (!strcmp(key, "tlsrpt_interval")) {
+        if (set_duration(p, key, value, &cfg->tlsrpt_interval) < 0)
+            return -1;
+        if (cfg->tlsrpt_interval < 1 || cfg->tlsrpt_interval > 7 * 86400)
+            return fail(p, "tlsrpt_interval: between 1s and 7d, got '%s'", value);
+        return 0;
+    }
+    if (!strcmp(key, "tlsrpt_org") || !strcmp(key, "tlsrpt_contact")) {
+        if (!*value || strpbrk(value, "\"\\"))
+            return fail(p, "%s: a non-empty text without quotes or backslashes", key);
+        set_str(key[7] == 'o' ? &cfg->tlsrpt_org : &cfg->tlsrpt_contact, value);
+        return 0;
+    }
+    if (!strcmp(key, "tlsrpt_from")) {
+        if (!strchr(value, '@') || strpbrk(value, " <>\t"))
+            return fail(p, "tlsrpt_from: expected an address, got '%s'", value);
+        set_str(&cfg->tlsrpt_from, value);
+        return 0;
+    }
     if (!strcmp(key, "tls_ca_file")) {
         if (access(value, R_OK) < 0)
             return fail(p, "tls_ca_file: cannot read %s: %s", value, strerror(errno));
@@ -883,6 +904,7 @@ static void config_defaults(struct config *cfg)
     cfg->tls_default.fallback = TLS_MAY;
     cfg->mta_sts = true;
     cfg->tls_required_header = true;
+    cfg->tlsrpt_interval = 86400;
     cfg->lua_instruction_limit = 10000000;
     cfg->lua_time_limit_ms = 1000;
     cfg->lua_memory_limit = 64 * 1024 * 1024;
@@ -1080,6 +1102,9 @@ void config_free(struct config *cfg)
     free(cfg->spool_dir);
     free(cfg->dns_server);
     free(cfg->dns_trust_anchor);
+    free(cfg->tlsrpt_org);
+    free(cfg->tlsrpt_contact);
+    free(cfg->tlsrpt_from);
     free(cfg->plugin_dir);
     free(cfg->control_socket);
     free(cfg->run_user);
@@ -1259,6 +1284,9 @@ void config_print(const struct config *cfg, FILE *out)
             tls_level_name(cfg->tls_default.level), or_empty(cfg->tls_policy_table), or_empty(cfg->tls_ca_file),
             cfg->mta_sts ? "yes" : "no");
     fprintf(out, "tls_required_header = %s\n", cfg->tls_required_header ? "yes" : "no");
+    fprintf(out, "tlsrpt = %s\ntlsrpt_interval = %lds\ntlsrpt_org = %s\ntlsrpt_contact = %s\ntlsrpt_from = %s\n",
+            cfg->tlsrpt ? "yes" : "no", cfg->tlsrpt_interval, or_empty(cfg->tlsrpt_org), or_empty(cfg->tlsrpt_contact),
+            or_empty(cfg->tlsrpt_from));
     for (size_t i = 0; i < cfg->ntls_policies; i++)
         fprintf(out, "# tls policy: %s %s%s%s\n", cfg->tls_policies[i].domain, tls_level_name(cfg->tls_policies[i].level),
                 cfg->tls_policies[i].match ? " match=" : "", cfg->tls_policies[i].match ? cfg->tls_policies[i].match : "");

@@ -113,6 +113,9 @@ struct config {
     char *tls_ca_file;             /* outbound verify: trusted CAs (else the system's) */
     bool mta_sts;                  /* look up and enforce MTA-STS for MX-routed domains */
     bool tls_required_header;      /* honour "TLS-Required: No" (RFC 8689 5) */
+    bool tlsrpt;                   /* count TLS results and send RFC 8460 reports */
+    long tlsrpt_interval;          /* seconds per report period */
+    char *tlsrpt_org, *tlsrpt_contact, *tlsrpt_from;
     struct tls_policy tls_default; /* tls_policy = may */
     struct tls_policy *tls_policies;
     size_t ntls_policies;

@@ -39,6 +39,7 @@ struct host_lookup {             /* one TLSA lookup per distinct server name */
     bool at_canon;               /* looking at the CNAME target now */
     enum outcome outcome;
     const char *no_records;      /* why NO_RECORDS: for dane-only's reason */
+    bool bogus;                  /* FAILED by DNSSEC validation */
     struct dane_tlsa *tlsa;
     char why[256];
 };
@@ -49,7 +50,7 @@ struct dane_req {
     char domain[256];
     bool mx_route;
     const struct tls_policy *policy;
-    char (*skip)[320];
+    struct dane_skip *skip;
     dane_cb cb;
     void *arg;
     struct host_lookup *hosts;
@@ -183,6 +184,7 @@ static void on_tlsa(void *arg, int err, struct ub_result *r)
     const char *base = h->at_canon ? t->canon : t->host;
     if (err || !r || r->bogus || (r->rcode != 0 && r->rcode != RCODE_NXDOMAIN)) {
         h->outcome = FAILED;
+        h->bogus = r && r->bogus;
         if (r && r->bogus)
             snprintf(h->why, sizeof h->why, "DNSSEC validation of the TLSA records of %.80s failed: %.90s", base,
                      r->why_bogus ? r->why_bogus : "bogus answer");
@@ -242,19 +244,22 @@ static void decide(struct dane_req *q, size_t i, const struct host_lookup *h)
             t->tls = &level_policy[fallback > TLS_ENCRYPT ? fallback : TLS_ENCRYPT];
             return;
         }
-        snprintf(q->skip[i], sizeof q->skip[i], "4.7.5 dane-only: the TLSA records of %.200s are all unusable for SMTP",
-                 t->host);
+        snprintf(q->skip[i].why, sizeof q->skip[i].why,
+                 "4.7.5 dane-only: the TLSA records of %.200s are all unusable for SMTP", t->host);
+        q->skip[i].result = "tlsa-invalid";
         break;
     case NO_RECORDS:
         if (!only) {
             t->tls = &level_policy[fallback];
             return;
         }
-        snprintf(q->skip[i], sizeof q->skip[i], "4.7.5 dane-only: no DNSSEC-validated TLSA records for %.150s (%s)",
-                 t->host, h->no_records);
+        snprintf(q->skip[i].why, sizeof q->skip[i].why,
+                 "4.7.5 dane-only: no DNSSEC-validated TLSA records for %.150s (%s)", t->host, h->no_records);
+        q->skip[i].result = "dane-required";
         break;
     case FAILED:
-        snprintf(q->skip[i], sizeof q->skip[i], "4.7.5 DANE: %s", h->why);
+        snprintf(q->skip[i].why, sizeof q->skip[i].why, "4.7.5 DANE: %s", h->why);
+        q->skip[i].result = h->bogus ? "dnssec-invalid" : "validation-failure";
         break;
     }
     t->tls = NULL;
@@ -281,7 +286,7 @@ static void req_finish(struct dane_req *q)
 }
 
 void dane_resolve(struct mx_target *t, size_t n, const char *domain, bool mx_route, const struct tls_policy *policy,
-                  char (*skip)[320], dane_cb cb, void *arg)
+                  struct dane_skip *skip, dane_cb cb, void *arg)
 {
     struct dane_req *q = calloc(1, sizeof *q);
     struct host_lookup *hosts = q ? calloc(n ? n : 1, sizeof *hosts) : NULL;
@@ -289,7 +294,7 @@ void dane_resolve(struct mx_target *t, size_t n, const char *domain, bool mx_rou
         free(q);
         for (size_t i = 0; i < n; i++) {
             t[i].tls = NULL;
-            snprintf(skip[i], sizeof skip[i], "4.3.0 DANE: out of memory");
+            snprintf(skip[i].why, sizeof skip[i].why, "4.3.0 DANE: out of memory");
         }
         cb(arg);
         return;

@@ -35,11 +35,14 @@ int dane_parse_rdata(const unsigned char *rd, size_t len, struct dane_record *ou
 /* Decide every target's TLS level for a job whose policy is TLS_DANE or
  * TLS_DANE_ONLY (queries run on the loop; cb runs there too, perhaps at
  * once). Each target gets t->tls (and t->tlsa when DANE applies); one that
- * must not be used gets t->tls = NULL and its reason ("4.7.5 ...") in
- * skip[i]. mx_route: the targets came from the MX records of domain. */
+ * must not be used gets t->tls = NULL and its reason in skip[i]. mx_route: the targets came from the MX records of domain. */
 typedef void (*dane_cb)(void *arg);
+struct dane_skip {
+    char why[320];               /* "4.7.5 ..." */
+    const char *result;          /* its RFC 8460 result type (TLS reports) */
+};
 void dane_resolve(struct mx_target *t, size_t n, const char *domain, bool mx_route, const struct tls_policy *policy,
-                  char (*skip)[320], dane_cb cb, void *arg);
+                  struct dane_skip *skip, dane_cb cb, void *arg);
 
 /* The level of a next hop DANE cannot apply to (an address): the policy's
  * fallback, or NULL under dane-only. */

@@ -16,6 +16,7 @@
 #include "mta_sts.h"
 #include "mx.h"
 #include "smtp_client.h"
+#include "tlsrpt.h"
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -243,10 +244,26 @@ static void on_ready(void *owner, struct smtp_client *cl)
         smtp_client_idle(cl, false);
 }
 
+/* MTA-STS "enforce": verified TLS to an MX host the policy names. */
+static const struct tls_policy sts_verify = {NULL, TLS_VERIFY, NULL, TLS_MAY};
+
+/* A TLS report's count of one attempt at d (result NULL: it met the policy). */
+static void count_tls(const struct dest *d, const struct delivery_job *j, const struct smtp_client *cl,
+                      const char *result)
+{
+    if (d->tls->level != TLS_DANE && d->tls != &sts_verify)
+        return;     /* no published policy applied: nothing to report */
+    struct tlsrpt_attempt a = {.domain = j->domain, .type = d->tls->level == TLS_DANE ? TLSRPT_TLSA : TLSRPT_STS,
+                               .mx_host = d->name, .receiving = &d->hop.addr, .sending_ip = smtp_client_local_ip(cl),
+                               .tlsa = d->tlsa, .result = result};
+    tlsrpt_count(&a);
+}
+
 static void on_job_done(void *owner, struct smtp_client *cl, struct delivery_job *j)
 {
-    (void)owner;
-    (void)cl;
+    struct dest *d = owner;
+    if (smtp_client_tls_authenticated(cl))
+        count_tls(d, j, cl, NULL);
     busy--;
     job_attempt_done(j);
 }
@@ -272,6 +289,8 @@ static void on_closed(void *owner, struct smtp_client *cl, bool never_ready, con
     struct job_fifo failed = d->waiting;
     d->waiting = (struct job_fifo){0};
     for (struct delivery_job *j; (j = fifo_pop(&failed));) {
+        if (smtp_client_tls_result(cl))
+            count_tls(d, j, cl, smtp_client_tls_result(cl));
         settle_open(j, why);
         job_attempt_done(j);
     }
@@ -414,9 +433,6 @@ static void start_first(struct delivery_job *j)
     enqueue(j, &j->cands[0].hop);
 }
 
-/* MTA-STS "enforce": verified TLS to an MX host the policy names. */
-static const struct tls_policy sts_verify = {NULL, TLS_VERIFY, NULL, TLS_MAY};
-
 static enum tls_level target_level(const struct delivery_job *j, const struct mx_target *t)
 {
     return (t->tls ? t->tls : j->tls)->level;
@@ -474,9 +490,12 @@ static void on_dane(void *arg)
             continue;
         }
         log_info("%s: not delivering to %s (%s): %s", j->id, j->cands[i].host, j->cands[i].hop.text,
-                 j->skipped[i]);
+                 j->skipped[i].why);
+        struct tlsrpt_attempt a = {.domain = j->domain, .type = TLSRPT_TLSA, .mx_host = j->cands[i].host,
+                                   .receiving = &j->cands[i].hop.addr, .result = j->skipped[i].result};
+        tlsrpt_count(&a);
         if (!first[0])
-            snprintf(first, sizeof first, "%s", j->skipped[i]);
+            snprintf(first, sizeof first, "%s", j->skipped[i].why);
     }
     free(j->skipped);
     j->skipped = NULL;

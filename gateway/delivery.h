@@ -32,6 +32,7 @@ struct delivery_rcpt {
 };
 
 struct runtime;
+struct dane_skip;
 struct delivery_job {
     /* what to send */
     char id[QID_LEN];
@@ -59,7 +60,7 @@ struct delivery_job {
     void *owner;
     /* delivery's own */
     struct mx_target *cands;            /* MX routing: the servers, in order */
-    char (*skipped)[320];               /* DANE: why cands[i] may not be used, while deciding */
+    struct dane_skip *skipped;          /* DANE: why cands[i] may not be used, while deciding */
     size_t ncand, cur;
     const char *waiting;                /* why it waits ("rate limit"), or NULL */
     uint64_t not_before_ms;

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "../lua/postern_lua.h"
 #include "mta_sts.h"
+#include "tlsrpt.h"
 #include "mx.h"
 #include "event.h"
 #include "local_submit.h"
@@ -109,6 +110,7 @@ static void reconfigure(const struct config *c)
     plugin_host_configure(c);
     local_submit_configure(c);
     dns_set_timeout(c->dns_timeout_ms);
+    tlsrpt_configure(c);
     smtp_server_configure(c);
     mx_init(c);
     mta_sts_init(c);
@@ -241,6 +243,7 @@ int main(int argc, char **argv)
         log_error("cannot start local submission: %s", strerror(errno));
         return 1;
     }
+    tlsrpt_start(cfg);
     if (smtp_server_start() < 0 || http_start() < 0) {
         log_error("cannot start listeners: %s", strerror(errno));
         return 1;
@@ -251,11 +254,13 @@ int main(int argc, char **argv)
     ev_on_tick(queue_run_due);
     ev_on_tick(shutdown_tick);
     ev_on_tick(metrics_tick);
+    ev_on_tick(tlsrpt_tick);
     log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg->hostname, cfg->spool_dir, queue_size());
     char status[300];
     snprintf(status, sizeof status, "READY=1\nSTATUS=ready: %zu message(s) queued", queue_size());
     sd_notify_state(status);
     ev_run();
+    tlsrpt_stop();
     local_submit_stop();
     control_stop();
     http_stop();

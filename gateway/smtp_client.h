@@ -41,6 +41,12 @@ void smtp_client_start(struct smtp_client *c, struct delivery_job *job);
 /* A ready client with nothing to do: QUIT after connection_cache_time, or
  * now when `now` is set. */
 void smtp_client_idle(struct smtp_client *c, bool now);
+/* For TLS reports: the TLS failure of this connection as an RFC 8460
+ * result type (NULL: none), whether its certificate was authenticated,
+ * and our own address on it ("" before TLS). */
+const char *smtp_client_tls_result(const struct smtp_client *c);
+bool smtp_client_tls_authenticated(const struct smtp_client *c);
+const char *smtp_client_local_ip(const struct smtp_client *c);
 /* Timeouts of every client; called on every tick. */
 void smtp_client_tick(void);
 

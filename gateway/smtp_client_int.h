@@ -30,6 +30,8 @@ struct smtp_client {
     struct buf in, out;
     uint64_t deadline_ms;
     char remote[DELIVERY_REMOTE_MAX];   /* "name[ip]" for logs and notices */
+    const char *tls_result;             /* a TLS failure as an RFC 8460 result type, or NULL */
+    char local_ip[64];                  /* our end of the connection (TLS reports) */
     char where[DELIVERY_REMOTE_MAX + 8];  /* "name[ip]:port" */
     bool pipelining, size_ext, eightbit, smtputf8, starttls, dsn, chunking, binarymime, requiretls;
     bool auth_plain, auth_login;

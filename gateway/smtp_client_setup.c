@@ -28,12 +28,17 @@ static void tls_policy_failed(enum tls_level level, const char *reason)
 }
 
 static void tls_begin(struct smtp_client *c);
+static const char *tls_result_type(long vr, bool dane);
 static void auth_begin(struct smtp_client *c);
 
 static void after_ehlo(struct smtp_client *c)
 {
     enum tls_level level = c->peer.tls->level;
     bool broken = c->peer.tls_broken && *c->peer.tls_broken;
+    struct sockaddr_storage me;
+    socklen_t melen = sizeof me;
+    if (!c->local_ip[0] && getsockname(c->w.fd, (struct sockaddr *)&me, &melen) == 0)
+        sockaddr_ip_text((const struct sockaddr *)&me, c->local_ip, sizeof c->local_ip);
     if (!c->ssl && level >= TLS_MAY && c->starttls && !(level == TLS_MAY && broken)) {
         c->state = CL_STARTTLS;
         cl_send_cmd(c, "STARTTLS", NULL);
@@ -42,6 +47,7 @@ static void after_ehlo(struct smtp_client *c)
     if (!c->ssl && level >= TLS_ENCRYPT) {
         char why[WHY_MAX];
         tls_policy_failed(level, "starttls_not_offered");
+        c->tls_result = "starttls-not-supported";
         snprintf(why, sizeof why, "4.7.4 TLS is required (%s) but host %s does not offer STARTTLS",
                  tls_level_name(level), c->remote);
         cl_fail(c, why, true);
@@ -194,6 +200,7 @@ void cl_on_setup_reply(struct smtp_client *c, int code)
             tls_begin(c);
         } else if (c->peer.tls->level >= TLS_ENCRYPT) {
             tls_policy_failed(c->peer.tls->level, "starttls_refused");
+            c->tls_result = "starttls-not-supported";
             snprintf(why, sizeof why, "4.7.5 TLS is required, but host %s refused STARTTLS: %.300s", c->remote,
                      c->reply);
             cl_fail(c, why, true);
@@ -246,6 +253,7 @@ void cl_tls_step(struct smtp_client *c)
     long vr = SSL_get_verify_result(c->ssl);
     tls_last_error(ssl_err, sizeof ssl_err);
     bool dane = c->peer.tls->level == TLS_DANE;
+    c->tls_result = tls_result_type(vr, dane);
     if (c->peer.tls->level >= TLS_ENCRYPT)
         tls_policy_failed(c->peer.tls->level, vr == X509_V_OK ? "handshake" : dane ? "dane_verification"
                                                                                  : "certificate_verification");
@@ -260,6 +268,28 @@ void cl_tls_step(struct smtp_client *c)
     if (c->peer.tls->level == TLS_MAY && c->peer.tls_broken)
         *c->peer.tls_broken = true;   /* opportunistic: the next attempt goes in plain text */
     cl_fail(c, why, false);
+}
+
+/* A failed handshake as an RFC 8460 4.3 result type. */
+static const char *tls_result_type(long vr, bool dane)
+{
+    if (vr == X509_V_OK)
+        return "validation-failure";
+    if (dane)
+        return "tlsa-invalid";
+    if (vr == X509_V_ERR_HOSTNAME_MISMATCH)
+        return "certificate-host-mismatch";
+    if (vr == X509_V_ERR_CERT_HAS_EXPIRED || vr == X509_V_ERR_CERT_NOT_YET_VALID)
+        return "certificate-expired";
+    return "certificate-not-trusted";
+}
+
+const char *smtp_client_tls_result(const struct smtp_client *c) { return c->tls_result; }
+const char *smtp_client_local_ip(const struct smtp_client *c) { return c->local_ip; }
+
+bool smtp_client_tls_authenticated(const struct smtp_client *c)
+{
+    return c->ssl && c->peer.tls->level >= TLS_VERIFY && SSL_get_verify_result(c->ssl) == X509_V_OK;
 }
 
 /* Names the certificate must carry for "verify": match= or the host name. */

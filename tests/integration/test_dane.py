@@ -6,7 +6,11 @@ Next hops are two TLS-capable posternd on port 2526: addr(5) with a
 self-signed certificate for mx-ee.dane.test (DANE-EE), addr(6) with a
 certificate from the test's CA for mx-ta.dane.test, sent with its chain
 (DANE-TA). Both relay to one smtp-sink."""
+import base64
+import email
+import gzip
 import hashlib
+import json
 import os
 import re
 import ssl
@@ -88,6 +92,11 @@ class Lab:
             "cname MX 10 alias.dane.test.", "alias CNAME mx-ee.dane.test.",
             # an MTA-STS policy (served by the test) that names other MX hosts
             "sts MX 10 mx-ee.dane.test.", '_mta-sts.sts TXT "v=STSv1; id=1"', "mta-sts.sts A %s" % addr(80),
+            # TLS reports (RFC 8460) wanted by mail: ee, bad, bogus; ta only over https:
+            '_smtp._tls.ee TXT "v=TLSRPTv1; rua=mailto:tls@reports.test"',
+            '_smtp._tls.bad TXT "v=TLSRPTv1;rua=https://reports.test/x,mailto:tls@reports.test"',
+            '_smtp._tls.bogus TXT "v=TLSRPTv1; rua=mailto:tls@reports.test"',
+            '_smtp._tls.ta TXT "v=TLSRPTv1; rua=https://reports.test/tlsrpt"',
             # an unsigned child zone (no DS): its answers are insecure
             "insecure NS ns.insecure.dane.test.", "ns.insecure A %s" % addr(53),
         ]
@@ -267,6 +276,85 @@ def test_rfc8689_requiretls_goes_over_dane():
     assert "accepted from=<a@src.test>" in lab.hops[0].log()
     wait_for(lambda: re.search(r"%s: to=<y@insecure\.dane\.test>.*dsn=5\.7\.30, status=bounced" % ids[1], g.log()),
              15, "the REQUIRETLS bounce")
+    g.stop()
+
+
+def tls_reports(sink):
+    """Every TLS report at sink: (message, parsed JSON)."""
+    out = []
+    for raw in sink.messages():
+        m = email.message_from_bytes(raw)
+        for part in m.walk():
+            if part.get_content_type() == "application/tlsrpt+gzip":
+                out.append((m, json.loads(gzip.decompress(base64.b64decode(part.get_payload())))))
+    return out
+
+
+def test_rfc8460_tls_reports_count_sessions_per_policy_domain():
+    lab = Lab()
+    reports = Sink(addr(3))
+    routes = tempfile.NamedTemporaryFile("w", delete=False, suffix=".transport")
+    routes.write("reports.test smtp:[%s]:2526\n" % addr(3))
+    routes.close()
+    os.chmod(routes.name, 0o644)
+    on_cleanup(lambda: os.unlink(routes.name))
+    g = lab.sender({"ee.dane.test": "dane", "ta.dane.test": "dane", "bad.dane.test": "dane",
+                    "bogus.dane.test": "dane"}, tlsrpt="yes", tlsrpt_interval="4s", tlsrpt_org="Postern Test",
+                   transport_table="file:" + routes.name)
+    send(g, "a@ee.dane.test")
+    send(g, "b@ee.dane.test")
+    send(g, "c@ta.dane.test")
+    bad, bogus = send(g, "d@bad.dane.test"), send(g, "e@bogus.dane.test")
+    lab.sink.wait_count(3)
+    wait_for(lambda: "to=<d@bad.dane.test>" in g.log() and "to=<e@bogus.dane.test>" in g.log(), 15, "attempts")
+    for qid in (bad, bogus):           # no more attempts from here: the counts are what the log says
+        subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "delete", qid], check=True,
+                       capture_output=True, timeout=20)
+    g.stop()                           # the counts are kept across a restart
+    g.start()
+    log = g.log()
+    n_bad = len(re.findall(r"to=<d@bad\.dane\.test>.*status=deferred", log))
+    n_bogus = len(re.findall(r"to=<e@bogus\.dane\.test>.*status=deferred", log))
+    assert n_bad >= 1 and n_bogus >= 1
+
+    def totals():
+        t = {}
+        for m, r in tls_reports(reports):
+            for p in r["policies"]:
+                d = p["policy"]["policy-domain"]
+                ok, fail, det = t.get(d, (0, 0, {}))
+                for f in p.get("failure-details", []):
+                    det[f["result-type"]] = det.get(f["result-type"], 0) + f["failed-session-count"]
+                t[d] = (ok + p["summary"]["total-successful-session-count"],
+                        fail + p["summary"]["total-failure-session-count"], det)
+        return t
+    wait_for(lambda: totals().get("ee.dane.test", (0,))[0] >= 2 and "bad.dane.test" in totals() and
+             "bogus.dane.test" in totals(), 30, "TLS reports for ee, bad and bogus")
+    time.sleep(5)                      # a later period would add to nothing: the counts stay put
+    t = totals()
+    assert t["ee.dane.test"][:2] == (2, 0), t
+    assert t["bad.dane.test"][:2] == (0, n_bad) and t["bad.dane.test"][2] == {"tlsa-invalid": n_bad}, t
+    assert t["bogus.dane.test"][:2] == (0, n_bogus) and t["bogus.dane.test"][2] == {"dnssec-invalid": n_bogus}, t
+    assert "ta.dane.test" not in t and "cname.dane.test" not in t      # https: only / no record
+    # the shape RFC 8460 4.4 and 5.3 give the report and its message
+    m, r = [x for x in tls_reports(reports) if x[1]["policies"][0]["policy"]["policy-domain"] == "bad.dane.test"][0]
+    assert m["TLS-Report-Domain"] == "bad.dane.test" and m["TLS-Report-Submitter"] == "gw.postern.test"
+    assert m.get_content_type() == "multipart/report" and m.get_param("report-type") == "tlsrpt"
+    assert re.fullmatch(r"Report Domain: bad\.dane\.test Submitter: gw\.postern\.test Report-ID: <\S+>",
+                        m["Subject"]), m["Subject"]
+    assert m["To"] == "<tls@reports.test>"
+    part = [p for p in m.walk() if p.get_content_type() == "application/tlsrpt+gzip"][0]
+    assert re.fullmatch(r"gw\.postern\.test!bad\.dane\.test!\d+!\d+\.json\.gz", part.get_filename())
+    assert set(r) == {"organization-name", "date-range", "contact-info", "report-id", "policies"}, r
+    assert r["organization-name"] == "Postern Test" and r["contact-info"] == "postmaster@gw.postern.test"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["date-range"]["start-datetime"])
+    assert r["date-range"]["end-datetime"] > r["date-range"]["start-datetime"]
+    pol = r["policies"][0]
+    assert pol["policy"]["policy-type"] == "tlsa" and pol["policy"]["mx-host"] == ["mx-bad.dane.test"]
+    assert pol["policy"]["policy-string"] == ["3 1 1 " + "ab" * 32], pol
+    f = pol["failure-details"][0]
+    assert f["receiving-mx-hostname"] == "mx-bad.dane.test" and f["receiving-ip"] == addr(5)
+    assert f["sending-mta-ip"].startswith("127."), f
     g.stop()
 
 

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <string.h>
 #include "dane.h"
+#include "tlsrpt.h"
 
 static int parse(uint8_t usage, uint8_t selector, uint8_t mtype, size_t len)
 {
@@ -73,6 +74,27 @@ static void same_records_same_destination(void **state)
     assert_true(dane_tlsa_same(NULL, NULL));
 }
 
+static void tlsrpt_record_mailto_addresses(void **state)
+{
+    (void)state;
+    char a[4][320];
+    size_t n;
+    assert_int_equal(tlsrpt_parse_record("v=TLSRPTv1; rua=mailto:tls@example.com", a, 4, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(a[0], "tls@example.com");
+    assert_int_equal(tlsrpt_parse_record("v=TLSRPTv1;rua=https://r.example/x, mailto:a%40b@c.example ,mailto:d@e", a,
+                                         4, &n), 0);
+    assert_int_equal(n, 2);                       /* https: is skipped */
+    assert_string_equal(a[0], "a@b@c.example");
+    assert_string_equal(a[1], "d@e");
+    assert_int_equal(tlsrpt_parse_record("v=TLSRPTv1; rua=https://only.example/", a, 4, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(tlsrpt_parse_record("v=spf1 -all", a, 4, &n), -1);
+    assert_int_equal(tlsrpt_parse_record("v=TLSRPTv10; rua=mailto:x@y", a, 4, &n), -1);
+    assert_int_equal(tlsrpt_parse_record("v=TLSRPTv1; rua=mailto:x@y,mailto:z@w", a, 1, &n), 0);
+    assert_int_equal(n, 1);                       /* bounded */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -81,6 +103,7 @@ int main(void)
         cmocka_unit_test(unknown_selectors_matching_types_and_bad_digests_are_unusable),
         cmocka_unit_test(short_rdata_is_malformed),
         cmocka_unit_test(same_records_same_destination),
+        cmocka_unit_test(tlsrpt_record_mailto_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
