@@ -48,6 +48,12 @@ def readable_file(name, text, prefix="postern-file-"):
     return path
 
 
+def table_file(text, name="table"):
+    """A lookup table (transport, TLS policy, ...) the daemon's user can read:
+    its "file:PATH" value."""
+    return "file:" + readable_file(name, text, prefix="table-")
+
+
 def lab_psl(suffixes=("test", "com", "co.uk", "example")):
     """A public suffix list that knows the lab TLDs: libopendmarc does not
     apply the PSL's default rule ("*") to TLDs missing from the list."""

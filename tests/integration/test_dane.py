@@ -15,11 +15,10 @@ import os
 import re
 import ssl
 import subprocess
-import tempfile
 import time
 
-from harness import (BUILD, Client, Gateway, Nsd, Sink, addr, https_policy_server, make_certs, on_cleanup,
-                     queue_id, run_tests, send_message, wait_for)
+from harness import (BUILD, Client, Gateway, Nsd, Sink, addr, https_policy_server, make_certs, queue_id,
+                     run_tests, send_message, table_file, wait_for)
 
 PORT = 2526
 DOMAINS = ["ee", "ta", "bad", "bogus", "unusable", "cname", "sts", "hosted.insecure"]
@@ -117,14 +116,10 @@ class Lab:
                              tls_key=os.path.join(self.certs_dir, "mx-ta.dane.test.key")).start()]
 
     def sender(self, policies, anchor=True, **conf):
-        table = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tls")
-        table.write("".join("%s %s\n" % kv for kv in policies.items()))
-        table.close()
-        os.chmod(table.name, 0o644)
-        on_cleanup(lambda: os.unlink(table.name))
+        table = table_file("".join("%s %s\n" % kv for kv in policies.items()))
         return Gateway(default_transport="mx", dns_server=self.nsd.address(), smtp_port=str(PORT),
                        dns_trust_anchor=self.nsd.anchor if anchor else None,
-                       tls_policy_table="file:" + table.name, **conf).start()
+                       tls_policy_table=table, **conf).start()
 
 
 def send(g, rcpt):
@@ -293,14 +288,9 @@ def tls_reports(sink):
 def test_rfc8460_tls_reports_count_sessions_per_policy_domain():
     lab = Lab()
     reports = Sink(addr(3))
-    routes = tempfile.NamedTemporaryFile("w", delete=False, suffix=".transport")
-    routes.write("reports.test smtp:[%s]:2526\n" % addr(3))
-    routes.close()
-    os.chmod(routes.name, 0o644)
-    on_cleanup(lambda: os.unlink(routes.name))
     g = lab.sender({"ee.dane.test": "dane", "ta.dane.test": "dane", "bad.dane.test": "dane",
                     "bogus.dane.test": "dane"}, tlsrpt="yes", tlsrpt_interval="4s", tlsrpt_org="Postern Test",
-                   transport_table="file:" + routes.name)
+                   transport_table=table_file("reports.test smtp:[%s]:2526\n" % addr(3)))
     send(g, "a@ee.dane.test")
     send(g, "b@ee.dane.test")
     send(g, "c@ta.dane.test")

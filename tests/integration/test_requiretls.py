@@ -8,20 +8,10 @@ deliver onwards, so what it received stays in its queue to be read; and,
 for nor.test, to a stock Postfix with STARTTLS but without REQUIRETLS."""
 import os
 import re
-import tempfile
 import time
 
-from harness import (Client, Gateway, Postfix, Sink, addr, make_certs, on_cleanup, queue_id, run_tests,
-                     send_message, wait_for)
-
-
-def table(text):
-    t = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tbl")
-    t.write(text)
-    t.close()
-    os.chmod(t.name, 0o644)
-    on_cleanup(lambda: os.unlink(t.name))
-    return "file:" + t.name
+from harness import (Client, Gateway, Postfix, Sink, addr, make_certs, queue_id, run_tests, send_message,
+                     table_file, wait_for)
 
 
 class Lab:
@@ -39,8 +29,8 @@ class Lab:
         self.g = Gateway(tls_cert=os.path.join(d, "gw.postern.test.crt"),
                          tls_key=os.path.join(d, "gw.postern.test.key"), tls_ca_file=self.ca,
                          default_transport="smtp:[%s]:2526" % addr(5),
-                         transport_table=table("nor.test smtp:[%s]:2526\n" % addr(6)),
-                         tls_policy_table=table("example.test verify match=mx.right.test\n"
+                         transport_table=table_file("nor.test smtp:[%s]:2526\n" % addr(6)),
+                         tls_policy_table=table_file("example.test verify match=mx.right.test\n"
                                                 "src.test verify match=mx.right.test\n"
                                                 "nor.test verify match=mx.right.test\n"
                                                 "plain.test may\n")).start()

@@ -191,12 +191,7 @@ def tls_peer(certs, sink, name="mx.right.test"):
 
 
 def sender_gw(certs, policy_lines, **conf):
-    table = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tls")
-    table.write(policy_lines)
-    table.close()
-    os.chmod(table.name, 0o644)
-    on_cleanup(lambda: os.unlink(table.name))
-    return Gateway(default_transport="smtp:[%s]:2526" % addr(5), tls_policy_table="file:" + table.name,
+    return Gateway(default_transport="smtp:[%s]:2526" % addr(5), tls_policy_table=table_file(policy_lines),
                    tls_ca_file=certs[1], **conf).start()
 
 
@@ -261,7 +256,7 @@ def test_may_is_opportunistic():
     peer = tls_peer(certs, sink)
     plain = Sink(addr(6), port=2526)
     g = sender_gw(certs, "", transport_table=None)
-    g.set(transport_table="file:%s" % _table("plain.test smtp:[%s]:2526\n" % addr(6)))
+    g.set(transport_table=table_file("plain.test smtp:[%s]:2526\n" % addr(6)))
     g.stop()
     g.start()
     send_message(g.host, 2525, "a@src.test", ["x@example.test", "y@plain.test"], "Subject: s\r\n\r\nx\r\n")
@@ -401,15 +396,6 @@ def test_mta_sts_enforce():
     assert q2 in g.queue_files() and q3 in g.queue_files()
     g.stop()
     peer.stop()
-
-
-def _table(text):
-    t = tempfile.NamedTemporaryFile("w", delete=False, suffix=".tbl")
-    t.write(text)
-    t.close()
-    os.chmod(t.name, 0o644)
-    on_cleanup(lambda: os.unlink(t.name))
-    return t.name
 
 
 run_tests(globals())
