@@ -320,9 +320,10 @@ static bool decided(const struct link *l, enum postern_stage st, txn_t *t, poste
         snprintf(t->reply, sizeof t->reply, "451 4.3.0 Error: plugin %.200s failed", l->name);
         metric_inc(M_PLUGIN_ERRORS, l->labels);
         *v = POSTERN_TEMPFAIL;
-        return true;
+    } else {
+        default_reply(t, *v, l->name);
     }
-    default_reply(t, *v, l->name);
+    decisions_add(t->decisions, stage_name(st), l->name, verdict_name(*v), t->reply);   /* "explain" */
     return true;
 }
 

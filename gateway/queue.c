@@ -233,6 +233,7 @@ static void qmsg_free(struct qmsg *m)
         free(m->rcpts[i].route);
     }
     free(m->rcpts);
+    free(m->decisions);
     free(m->sender);
     free(m);
     total_msgs--;
@@ -316,6 +317,8 @@ static void apply_state(struct qmsg *m)
     m->queued = flags.queued;
     m->archive = flags.archive;
     snprintf(m->hold_reason, sizeof m->hold_reason, "%s", flags.reason);
+    free(m->decisions);
+    m->decisions = flags.decisions[0] ? strdup(flags.decisions) : NULL;
     int64_t next = 0;
     for (size_t i = 0; i < m->nrcpts; i++) {
         m->rcpts[i].st = st[i];
@@ -530,6 +533,7 @@ static void save_state(struct qmsg *m)
         st[i] = m->rcpts[i].st;
     struct msg_flags f = {.held = m->held, .warned = m->warned, .queued = m->queued, .archive = m->archive};
     snprintf(f.reason, sizeof f.reason, "%s", m->hold_reason);
+    snprintf(f.decisions, sizeof f.decisions, "%s", m->decisions ? m->decisions : "");
     spool_save_state(m->id, f, st, m->nrcpts);
     free(st);
 }
@@ -727,8 +731,24 @@ static bool take_routes(struct qmsg *m, const txn_t *t)
 }
 
 /* A QUEUE or DELIVER verdict for the pending recipients; true = deliver on. */
+/* The decisions of a QUEUE or DELIVER stage join the message's log. */
+static void note_decisions(struct qmsg *m, const txn_t *t)
+{
+    if (!t->decisions[0])
+        return;
+    size_t have = m->decisions ? strlen(m->decisions) : 0, add = strlen(t->decisions);
+    if (have + add >= DECISIONS_MAX)
+        return;
+    char *n = realloc(m->decisions, have + add + 1);
+    if (!n)
+        return;
+    memcpy(n + have, t->decisions, add + 1);
+    m->decisions = n;
+}
+
 static bool apply_verdict(struct qmsg *m, const txn_t *t, enum postern_stage st, postern_verdict v)
 {
+    note_decisions(m, t);
     if (v == POSTERN_CONTINUE || v == POSTERN_ACCEPT)
         return true;
     const char *by = t->verdict_by ? t->verdict_by : "?";
@@ -858,6 +878,7 @@ static bool view_of(const struct qmsg *m, struct queue_view *v, char *waiting, s
         }
     *v = (struct queue_view){.id = m->id, .size = m->size, .arrival = m->arrival, .sender = m->sender,
                              .held = m->held, .active = m->jobs_outstanding > 0, .hold_reason = m->hold_reason,
+                             .decisions = m->decisions ? m->decisions : "",
                              .waiting = waiting, .nrcpts = m->nrcpts, .rcpts = addrs, .st = sts};
     return true;
 }

@@ -33,6 +33,7 @@ struct qmsg {
     char envid[DSN_MAX_ENVID + 1];
     bool held;
     char hold_reason[256];
+    char *decisions;         /* the decision log ("explain"), NULL when no link decided anything */
     bool warned;             /* delay warning sent */
     bool queued;             /* the QUEUE stage has run */
     bool archive;            /* a plugin requested an archive copy */

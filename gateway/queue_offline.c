@@ -50,7 +50,8 @@ static int spooled_load(const char *id, struct spooled *m, struct buf *err)
     for (size_t i = 0; i < m->e.nrcpts; i++)
         m->stp[i] = &m->st[i];
     m->v = (struct queue_view){.id = m->e.id, .size = m->e.size, .arrival = m->e.arrival, .sender = m->e.sender,
-                               .held = m->flags.held, .hold_reason = m->flags.reason, .waiting = "",
+                               .held = m->flags.held, .hold_reason = m->flags.reason,
+                               .decisions = m->flags.decisions, .waiting = "",
                                .nrcpts = m->e.nrcpts, .rcpts = (const char *const *)m->e.rcpts, .st = m->stp};
     return 0;
 }

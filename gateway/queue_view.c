@@ -168,6 +168,10 @@ void queue_view_show(const struct queue_view *v, int64_t now, struct buf *out)
     }
     if (v->held && v->hold_reason[0])
         buf_printf(out, "hold reason: %s\n", v->hold_reason);
+    for (const char *d = v->decisions ? v->decisions : "", *nl; *d; d = *nl ? nl + 1 : nl) {
+        nl = d + strcspn(d, "\n");
+        buf_printf(out, "decided: %.*s\n", (int)(nl - d), d);      /* stage, link, verdict: reply */
+    }
     if (v->waiting[0])
         buf_printf(out, "waiting: %s\n", v->waiting);
     buf_printf(out, "from: <%s>\n", v->sender);

@@ -16,6 +16,7 @@ struct queue_view {
     bool held;
     bool active;                 /* a delivery attempt is running (only the daemon knows) */
     const char *hold_reason;     /* "" = none */
+    const char *decisions;       /* the decision log, "" = none */
     const char *waiting;         /* "rate limit for DOMAIN", or "" */
     size_t nrcpts;
     const char *const *rcpts;    /* addresses */

@@ -86,6 +86,32 @@ int report_parse_mailto(const char *uri, size_t n, char *addr, size_t size, unsi
     return at && at > addr && at[1] && !strpbrk(addr, " \t\r\n<>,") ? 0 : -1;
 }
 
+int tlsrpt_parse_record(const char *txt, char (*addrs)[320], size_t max, size_t *n)
+{
+    *n = 0;
+    const char *p = txt + strspn(txt, " \t");
+    if (strncmp(p, "v=TLSRPTv1", 10) || (p[10] && p[10] != ';' && p[10] != ' ' && p[10] != '\t'))
+        return -1;
+    for (p += 10; *p;) {
+        p += strspn(p, "; \t");
+        size_t len = strcspn(p, ";");
+        if (len > 4 && !strncasecmp(p, "rua=", 4)) {
+            for (const char *u = p + 4, *end = p + len; u < end;) {
+                u += strspn(u, " \t,");
+                size_t ulen = strcspn(u, ",;");
+                while (ulen && (u[ulen - 1] == ' ' || u[ulen - 1] == '\t'))
+                    ulen--;
+                unsigned long long limit;
+                if (ulen && *n < max && report_parse_mailto(u, ulen, addrs[*n], sizeof addrs[0], &limit) == 0)
+                    (*n)++;     /* https: is not done: skipped */
+                u += strcspn(u, ",;");
+            }
+        }
+        p += len;
+    }
+    return 0;
+}
+
 void report_date(char *out, size_t size)
 {
     time_t now = time(NULL);

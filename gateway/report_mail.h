@@ -15,6 +15,10 @@ char *report_base64_lines(const unsigned char *in, size_t n, size_t *outlen);
  * and the "!size" limit in bytes (0 = none). 0, or -1 when it is not a
  * mailto: URI with an address. */
 int report_parse_mailto(const char *uri, size_t n, char *addr, size_t size, unsigned long long *max);
+/* The mailto: addresses of an RFC 8460 "v=TLSRPTv1; rua=..." record, at
+ * most max of them (https: ones are skipped). 0 (and *n), or -1 when it is
+ * not such a record. */
+int tlsrpt_parse_record(const char *txt, char (*addrs)[320], size_t max, size_t *n);
 /* Now, as an RFC 5322 date in UTC. */
 void report_date(char *out, size_t size);
 

@@ -409,8 +409,9 @@ static void prepare_commit(struct session *s)
     bool routes = false;
     for (size_t i = 0; i < t->nrcpts; i++)
         routes |= t->rcpts[i].nexthop != NULL || t->rcpts[i].min_tls;
-    if (t->quarantine || routes || t->archive) {
+    if (t->quarantine || routes || t->archive || t->decisions[0]) {
         cj->has_state = true;
+        memcpy(cj->flags.decisions, t->decisions, sizeof cj->flags.decisions);
         cj->flags.held = t->quarantine;
         cj->flags.archive = t->archive;
         if (t->quarantine)

@@ -255,6 +255,7 @@ bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_
         if (st <= POSTERN_STAGE_HELO) {
             s->session_discard = true;
             s->session_verdict_by = s->tx.verdict_by;
+            memcpy(s->session_decisions, s->tx.decisions, sizeof s->session_decisions);
         }
         s->tx.discard = true;
         return true;
@@ -263,6 +264,7 @@ bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_
         if (st <= POSTERN_STAGE_HELO) {
             s->session_quarantine = true;
             s->session_verdict_by = s->tx.verdict_by;
+            memcpy(s->session_decisions, s->tx.decisions, sizeof s->session_decisions);
             memcpy(s->session_reason, s->tx.reply, sizeof s->session_reason);
         }
         s->tx.quarantine = true;
@@ -369,8 +371,10 @@ static void cmd_mail(struct session *s, const char *args)
     s->tx.declared_size = mp.has_size ? mp.size : 0;
     s->tx.discard = s->session_discard;
     s->tx.quarantine = s->session_quarantine;
-    if (s->session_discard || s->session_quarantine)
+    if (s->session_discard || s->session_quarantine) {
         s->tx.verdict_by = s->session_verdict_by;
+        memcpy(s->tx.decisions, s->session_decisions, sizeof s->tx.decisions);
+    }
     memcpy(s->tx.hold_reason, s->session_reason, sizeof s->tx.hold_reason);
     snprintf(s->hook_arg, sizeof s->hook_arg, "%s", pr.addr);
     session_run_stage(s, POSTERN_STAGE_MAIL, s->hook_arg, strlen(s->hook_arg), mail_then);

@@ -57,6 +57,7 @@ struct session {
     bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
     char session_reason[512];
     const char *session_verdict_by;             /* the plugin behind those */
+    char session_decisions[DECISIONS_MAX];      /* ... and their lines of the decision log */
     int errors;
     uint64_t deadline_ms;
     uint64_t wait_until_ms;        /* PH_GREET, PH_WAIT: when the held reply goes out */

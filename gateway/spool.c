@@ -234,6 +234,10 @@ int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n
         rc |= buf_puts(out, "archive=1\n");
     if (f.reason[0])
         rc |= buf_printf(out, "reason=%s\n", f.reason);
+    for (const char *d = f.decisions, *nl; *d; d = *nl ? nl + 1 : nl) {
+        nl = d + strcspn(d, "\n");
+        rc |= buf_printf(out, "decided=%.*s\n", (int)(nl - d), d);
+    }
     for (size_t i = 0; i < n; i++) {
         rc |= buf_printf(out, "%zu %c %d %" PRId64 " %s\n", i, st[i].status, st[i].attempts, st[i].next_try,
                          st[i].last_reply);
@@ -274,6 +278,11 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
         }
         if (!strncmp(l, "queued=", 7)) {
             f->queued = l[7] == '1';
+            continue;
+        }
+        if (!strncmp(l, "decided=", 8)) {
+            size_t have = strlen(f->decisions);
+            snprintf(f->decisions + have, sizeof f->decisions - have, "%s\n", l + 8);
             continue;
         }
         if (!strncmp(l, "reason=", 7)) {

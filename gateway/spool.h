@@ -50,12 +50,14 @@ struct envelope {
 enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F', RCPT_BOUNCED = 'B', RCPT_RELAYED = 'R' };
 
 /* Message-level flags kept in the sidecar beside the recipients. */
+#define DECISIONS_MAX 1024       /* the decision log of a message, bytes */
 struct msg_flags {
     bool held;
     bool warned;    /* delay warning already sent */
     bool queued;    /* the QUEUE stage of the hook chain has run */
     bool archive;   /* a plugin requested an archive copy */
     char reason[256];   /* why it is held (quarantine) */
+    char decisions[DECISIONS_MAX];  /* "STAGE LINK VERDICT: REPLY" lines: who decided what */
 };
 
 struct rcpt_state {

@@ -38,8 +38,4 @@ void tlsrpt_tick(void);
 /* At shutdown: save. */
 void tlsrpt_stop(void);
 
-/* Pure (unit-tested): the mailto: addresses of a "v=TLSRPTv1; rua=..."
- * record, at most max of them. 0 (and *n), or -1 when it is not one. */
-int tlsrpt_parse_record(const char *txt, char (*addrs)[320], size_t max, size_t *n);
-
 #endif

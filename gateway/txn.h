@@ -81,6 +81,7 @@ struct postern_txn {
     char reply[512];           /* text for REJECT / TEMPFAIL / QUARANTINE */
     char hold_reason[512];     /* the QUARANTINE reason that will stick */
     const char *verdict_by;    /* plugin that decided */
+    char decisions[DECISIONS_MAX];  /* every link's verdict other than continue, one line each */
     /* script variables: this transaction's, and the session's (NULL after the 250) */
     struct varmap vars;
     struct varmap *session_vars;
@@ -97,6 +98,9 @@ typedef struct postern_txn txn_t;
 
 /* Forget the envelope and content, keep the session view. */
 void txn_reset(txn_t *t);
+/* Add "STAGE LINK VERDICT: REPLY" to a decision log of DECISIONS_MAX bytes
+ * (what no longer fits is left out). */
+void decisions_add(char *log, const char *stage, const char *link, const char *verdict, const char *reply);
 void txn_free(txn_t *t);
 int txn_add_rcpt(txn_t *t, const char *addr);
 /* The recipient called addr (case-insensitively), or NULL. */

@@ -1,9 +1,11 @@
 /* fuzz_tlsa.c - libFuzzer harness for the TLSA rdata parser (records from
- * any DNS zone) and for handing the usable ones to OpenSSL's DANE code. */
+ * any DNS zone), for handing the usable ones to OpenSSL's DANE code, and
+ * for the TLSRPT record parser (the same input as TXT text). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "dane.h"
+#include "report_mail.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -13,6 +15,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!ctx || SSL_CTX_dane_enable(ctx) <= 0)
             abort();
     }
+    char txt[4096], addrs[4][320];
+    size_t n = size < sizeof txt - 1 ? size : sizeof txt - 1, got;
+    memcpy(txt, data, n);
+    txt[n] = '\0';
+    if (tlsrpt_parse_record(txt, addrs, 4, &got) == 0 && got > 4)
+        abort();
     struct dane_record rec;
     if (dane_parse_rdata(data, size, &rec) != 1)
         return 0;

@@ -57,6 +57,26 @@ def test_list_and_show():
     assert without_spans(postern(g, "show", qid).stdout) == without_spans(online_show)
 
 
+def test_show_explains_which_link_decided():
+    """Issue 23's "explain": a quarantine by a shipped Lua policy is shown by
+    queue show with its stage, link, verdict and reason, live and offline."""
+    script = os.path.join(ROOT, "policies", "quarantine_executables.lua")
+    g = slow_retry_gateway(plugins="lua:" + script)
+    body = ("Subject: tool\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"setup.exe\"\r\n"
+            "\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n")
+    qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], body))
+    plain = queued(g, "y@example.test")          # nobody decided anything about this one
+    wait_for(lambda: "on hold" in g.log(), 10, "the quarantine")
+    line = "decided: eom lua:%s quarantine: executable attachment setup.exe" % script
+    shown = postern(g, "show", qid).stdout
+    assert line in shown.splitlines(), shown
+    assert "decided:" not in postern(g, "show", plain).stdout
+    g.stop()
+    offline = postern(g, "show", qid).stdout     # the log is in the spool
+    assert line in offline.splitlines(), offline
+
+
 def test_flush_by_id_domain_and_all():
     g = slow_retry_gateway()
     a = queued(g, "x@example.test")

@@ -7,7 +7,7 @@
 #include <cmocka.h>
 #include <string.h>
 #include "dane.h"
-#include "tlsrpt.h"
+#include "report_mail.h"
 
 static int parse(uint8_t usage, uint8_t selector, uint8_t mtype, size_t len)
 {
