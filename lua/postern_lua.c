@@ -14,6 +14,7 @@
 #include "lua_call.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "mime.h"
 #include "spool.h"
 #include <lauxlib.h>
 #include <lua.h>
@@ -400,6 +401,67 @@ static int tx_delete_header(lua_State *L)
     return ok(L, nth < 1 ? -1 : H()->header_delete(t, luaL_checkstring(L, 2), (size_t)(nth - 1)));
 }
 
+/* tx:parts([text_limit]): the MIME leaves, each {type, charset, filename,
+ * encoding, size (decoded), text (text parts, decoded, at most
+ * text_limit bytes), truncated}. nil when the body is over lua_body_limit. */
+struct parts_ctx {
+    lua_State *L;
+    size_t text_limit;
+    lua_Integer n;
+};
+
+static void set_field(lua_State *L, const char *key, const char *value)
+{
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+static void push_part(void *arg, const struct mime_part *p)
+{
+    static const char *const encodings[] = {"identity", "base64", "quoted-printable"};
+    struct parts_ctx *c = arg;
+    lua_State *L = c->L;
+    lua_createtable(L, 0, 7);
+    set_field(L, "type", p->type);
+    set_field(L, "charset", p->charset);
+    set_field(L, "filename", p->filename);
+    set_field(L, "encoding", encodings[p->encoding]);
+    size_t size = mime_decode(p, NULL, 0);
+    lua_pushinteger(L, (lua_Integer)size);
+    lua_setfield(L, -2, "size");
+    if (!strncmp(p->type, "text/", 5)) {
+        size_t n = size < c->text_limit ? size : c->text_limit;
+        luaL_Buffer b;
+        char *out = luaL_buffinitsize(L, &b, n ? n : 1);
+        mime_decode(p, out, n);
+        luaL_pushresultsize(&b, n);
+        lua_setfield(L, -2, "text");
+        lua_pushboolean(L, size > n);
+        lua_setfield(L, -2, "truncated");
+    }
+    lua_rawseti(L, -2, ++c->n);
+}
+
+static int tx_body(lua_State *L);
+
+static int tx_parts(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    lua_Integer limit = luaL_optinteger(L, 2, 65536);
+    luaL_argcheck(L, limit >= 0 && limit <= (lua_Integer)(64u << 20), 2, "text limit between 0 and 64 MiB");
+    lua_settop(L, 1);
+    tx_body(L);                    /* the body as a string (on the stack while we walk it), or nil */
+    if (lua_isnil(L, -1))
+        return 1;
+    size_t len;
+    const char *body = lua_tolstring(L, -1, &len);
+    struct parts_ctx c = {.L = L, .text_limit = (size_t)limit};
+    lua_newtable(L);
+    mime_walk(H()->header_get(t, "Content-Type", 0), H()->header_get(t, "Content-Disposition", 0),
+              H()->header_get(t, "Content-Transfer-Encoding", 0), body, len, push_part, &c);
+    return 1;
+}
+
 /* The body (after the header section), for messages up to lua_body_limit. */
 static int tx_body(lua_State *L)
 {
@@ -538,7 +600,7 @@ static const luaL_Reg tx_methods[] = {
     {"queue_id", tx_queue_id}, {"sender", tx_sender}, {"recipients", tx_recipients}, {"stage", tx_stage},
     {"size", tx_size}, {"header", tx_header}, {"headers", tx_headers}, {"add_header", tx_add_header},
     {"insert_header", tx_insert_header}, {"change_header", tx_change_header},
-    {"delete_header", tx_delete_header}, {"body", tx_body}, {"replace_body", tx_replace_body},
+    {"delete_header", tx_delete_header}, {"body", tx_body}, {"parts", tx_parts}, {"replace_body", tx_replace_body},
     {"add_recipient", tx_add_recipient}, {"delete_recipient", tx_delete_recipient},
     {"set_sender", tx_set_sender}, {"route", tx_route}, {"archive", tx_archive},
     {"quarantine", tx_quarantine}, {"require_tls", tx_require_tls}, {NULL, NULL},

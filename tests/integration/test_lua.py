@@ -2,6 +2,7 @@
 forbidden call refused), the runaway loop, the memory limit, script errors
 with script:line, SIGHUP reload (good and broken), and every example policy
 in policies/ end to end."""
+import base64
 import threading
 from harness import *
 
@@ -86,6 +87,43 @@ def test_every_api_function():
     wait_for(lambda: "deliver stage for" in g.log(), 5, "deliver stage")
     assert "queue stage: session vars absent, body true" in g.log()
     assert "lua: %s/api_probe.lua:" % LUA in g.log() and "api probe done" in g.log()
+    g.stop()
+
+
+def test_tx_parts_gives_the_mime_structure_decoded():
+    """tx:parts(): every leaf of a nested multipart, with type, charset, file
+    name, decoded size, and decoded text (quoted-printable, base64) up to the
+    limit the script asks for."""
+    sink = Sink(addr(2))
+    d = script_dir()
+    script = write(os.path.join(d, "parts.lua"), """
+postern.on("eom", function(tx)
+  local out = {}
+  for i, p in ipairs(tx:parts(12)) do
+    out[#out + 1] = string.format("%d:%s:%s:%s:%s:%d:%s:%s", i, p.type, p.charset, p.filename, p.encoding, p.size,
+                                  p.text and p.text:gsub("[\\r\\n]", "_") or "-", tostring(p.truncated))
+  end
+  tx:add_header("X-Parts", table.concat(out, " | "))
+end)
+""")
+    g = gw(sink, ["lua:" + script])
+    pdf = base64.b64encode(b"%PDF-1.4 fake document").decode()
+    body = ("--outer\r\nContent-Type: multipart/alternative; boundary=\"in ner\"\r\n\r\n"
+            "--in ner\r\nContent-Type: text/plain; charset=ISO-8859-1\r\n"
+            "Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 au l=\r\nait\r\n"
+            "--in ner\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.b64encode(b"<p>a longer html text</p>").decode() + "\r\n--in ner--\r\n"
+            "--outer\r\nContent-Type: application/pdf; name=\"ignored.pdf\"\r\n"
+            "Content-Disposition: attachment;\r\n filename=\"report 2026.pdf\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n" + pdf + "\r\n--outer--\r\n")
+    send_mail(g, headers="Subject: parts\r\nMIME-Version: 1.0\r\n"
+              "Content-Type: multipart/mixed;\r\n boundary=outer\r\n", body=body)
+    m = sink.wait_count(1)[0]
+    parts = re.search(rb"X-Parts: (.*)", m).group(1).decode("latin-1").strip()
+    # the CRLF before a delimiter belongs to it; name= gives way to filename=
+    assert parts == ("1:text/plain:iso-8859-1::quoted-printable:12:Caf\xe9 au lait:false | "
+                     "2:text/html:::base64:25:<p>a longer :true | "
+                     "3:application/pdf::report 2026.pdf:base64:22:-:nil"), parts
     g.stop()
 
 
