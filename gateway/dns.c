@@ -5,6 +5,7 @@
 #include "event.h"
 #include "log.h"
 #include "netaddr.h"
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -371,6 +372,188 @@ int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t s
     return n;
 }
 
+#define TEXT_ANSWER_MAX 32      /* records kept from one answer */
+
+void dns_text_answer_free(struct dns_text_answer *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->n; i++)
+        free(a->rr[i]);
+    free(a->rr);
+    free(a);
+}
+
+/* One record of r as text, or NULL. */
+static char *record_text(const struct ub_result *r, int i)
+{
+    const unsigned char *d = (const unsigned char *)r->data[i];
+    size_t len = (size_t)r->len[i];
+    char out[2048];
+    if ((r->qtype == 1 && len == 4) || (r->qtype == 28 && len == 16))
+        return inet_ntop(r->qtype == 1 ? AF_INET : AF_INET6, d, out, sizeof out) ? strdup(out) : NULL;
+    if (r->qtype == 16) {            /* TXT: character-strings, joined */
+        size_t o = 0;
+        for (size_t k = 0; k < len && o < sizeof out - 1;) {
+            size_t l = d[k++];
+            for (size_t c = 0; c < l && k < len && o < sizeof out - 1; c++, k++)
+                out[o++] = d[k] >= ' ' && d[k] < 0x7f ? (char)d[k] : '?';
+        }
+        out[o] = '\0';
+        return strdup(out);
+    }
+    size_t skip = r->qtype == 15 ? 2 : 0;    /* MX: preference, then a name; PTR: a name */
+    if ((r->qtype != 15 && r->qtype != 12) || len <= skip)
+        return NULL;
+    size_t o = skip ? (size_t)snprintf(out, sizeof out, "%u ", d[0] << 8 | d[1]) : 0;
+    bool first = true;
+    for (size_t k = skip; k < len && d[k] && o < sizeof out - 66; first = false) {
+        size_t l = d[k++];
+        if (l > 63 || k + l > len)
+            return NULL;
+        if (!first)
+            out[o++] = '.';
+        for (size_t c = 0; c < l; c++)
+            out[o++] = d[k + c] > ' ' && d[k + c] < 0x7f ? (char)d[k + c] : '?';
+        k += l;
+    }
+    out[o] = '\0';
+    return strdup(out);
+}
+
+static struct dns_text_answer *text_answer(int err, const struct ub_result *r)
+{
+    struct dns_text_answer *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->status = err || !r || r->bogus || (r->rcode != 0 && r->rcode != 3) ? -1 : 0;
+    if (a->status == 0 && r->havedata) {
+        size_t n = 0;
+        while (r->data[n] && n < TEXT_ANSWER_MAX)
+            n++;
+        a->rr = calloc(n ? n : 1, sizeof *a->rr);
+        for (size_t i = 0; a->rr && i < n; i++)
+            if ((a->rr[a->n] = record_text(r, (int)i)))
+                a->n++;
+    }
+    return a;
+}
+
+/* Lookups for dns_lookup_text in flight, so that shutdown can answer them. */
+struct text_query {
+    dns_text_cb cb;
+    void *arg;
+    int id;
+    uint64_t started_ms;
+    struct text_query *prev, *next;
+};
+static struct text_query *text_queries;
+static pthread_mutex_t text_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void text_unlink(struct text_query *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        text_queries = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+}
+
+static void text_answered(void *arg, int err, struct ub_result *r)
+{
+    struct text_query *q = arg;
+    pthread_mutex_lock(&text_lock);
+    text_unlink(q);
+    pthread_mutex_unlock(&text_lock);
+    q->cb(q->arg, text_answer(err, r));
+    if (r)
+        ub_resolve_free(r);          /* the callback owns libunbound's result */
+    free(q);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void dns_tick(void)
+{
+    uint64_t now = mono_ms();
+    struct text_query *late = NULL;
+    pthread_mutex_lock(&text_lock);
+    for (struct text_query *q = text_queries, *next; q; q = next) {
+        next = q->next;
+        if (now - q->started_ms < (uint64_t)timeout_ms)
+            continue;
+        text_unlink(q);
+        ub_cancel(ctx, q->id);       /* its callback will not come */
+        q->next = late;
+        late = q;
+    }
+    pthread_mutex_unlock(&text_lock);
+    for (struct text_query *q = late, *next; q; q = next) {
+        next = q->next;
+        log_warn("dns: a lookup got no answer within dns_timeout (%d ms)", (int)timeout_ms);
+        q->cb(q->arg, text_answer(UB_SERVFAIL, NULL));
+        free(q);
+    }
+}
+
+/* Shutdown: every lookup still out is cancelled and answered as failed. */
+static void text_queries_cancel(void)
+{
+    pthread_mutex_lock(&text_lock);
+    struct text_query *q = text_queries;
+    text_queries = NULL;
+    pthread_mutex_unlock(&text_lock);
+    while (q) {
+        struct text_query *next = q->next;
+        ub_cancel(ctx, q->id);
+        q->cb(q->arg, text_answer(UB_SERVFAIL, NULL));
+        free(q);
+        q = next;
+    }
+}
+
+int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg)
+{
+    if (!ctx)
+        return -1;
+    if (!name_queryable(name)) {
+        cb(arg, calloc(1, sizeof(struct dns_text_answer)));     /* no such name: no records */
+        return 0;
+    }
+    if (!loop_driven) {
+        struct ub_result *r = NULL;
+        int rc = ub_resolve(ctx, name, rrtype, 1 /* IN */, &r);
+        cb(arg, text_answer(rc, r));
+        if (r)
+            ub_resolve_free(r);
+        return 0;
+    }
+    struct text_query *q = malloc(sizeof *q);
+    if (!q)
+        return -1;
+    *q = (struct text_query){.cb = cb, .arg = arg, .started_ms = mono_ms()};
+    /* libunbound's context is locked inside: any thread may ask; the answer
+     * comes through ub_process on the loop (which waits for text_lock) */
+    pthread_mutex_lock(&text_lock);
+    int rc = ub_resolve_async(ctx, name, rrtype, 1 /* IN */, q, text_answered, &q->id);
+    if (rc == 0) {
+        q->next = text_queries;
+        if (text_queries)
+            text_queries->prev = q;
+        text_queries = q;
+    }
+    pthread_mutex_unlock(&text_lock);
+    if (rc != 0)
+        free(q);
+    return rc ? -1 : 0;
+}
+
 static void qcache_clear(void)
 {
     for (size_t i = 0; i < QCACHE_SLOTS; i++) {
@@ -385,6 +568,7 @@ void dns_shutdown(void)
         return;
     if (watch.fd > 0)
         ev_del(&watch);
+    text_queries_cancel();
     qcache_clear();
     ub_ctx_delete(ctx);
     ctx = NULL;

@@ -25,6 +25,23 @@ int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t s
 /* dns_timeout: how long dns_query_sync waits for one answer (default 5 s);
  * a lookup not answered by then is a temporary failure. */
 void dns_set_timeout(int ms);
+/* An answer as text records (postern.dns): A/AAAA addresses, "PREF HOST"
+ * for MX, the joined strings of each TXT, the name of a PTR. status: 0
+ * answered (n may be 0: no such name or no data), -1 no answer. */
+struct dns_text_answer {
+    int status;
+    size_t n;
+    char **rr;
+};
+typedef void (*dns_text_cb)(void *arg, struct dns_text_answer *a);
+/* From any thread. With the loop running ub_process, cb runs later on the
+ * loop thread; without (postern-milter), the lookup blocks and cb runs
+ * before this returns. cb owns a (dns_text_answer_free). 0, or -1. */
+int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg);
+void dns_text_answer_free(struct dns_text_answer *a);
+/* Every tick on the loop: a dns_lookup_text not answered within
+ * dns_timeout is cancelled and answered as failed. */
+void dns_tick(void);
 void dns_shutdown(void);
 
 #endif

@@ -255,6 +255,7 @@ int main(int argc, char **argv)
     ev_on_tick(shutdown_tick);
     ev_on_tick(metrics_tick);
     ev_on_tick(tlsrpt_tick);
+    ev_on_tick(dns_tick);
     log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg->hostname, cfg->spool_dir, queue_size());
     char status[300];
     snprintf(status, sizeof status, "READY=1\nSTATUS=ready: %zu message(s) queued", queue_size());

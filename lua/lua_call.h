@@ -59,6 +59,12 @@ struct lua_call {
     struct txref *ref;
     struct lctx ctx;
 
+    /* postern.dns: the coroutine waits for an answer, off every run queue */
+    bool waiting_dns;            /* the Lua thread's: it yielded for a lookup */
+    int dns_lookups;             /* made by this call (bounded) */
+    struct dns_text_answer *dns; /* the answer, set before lua_call_wake */
+    bool parked, wake_pending;   /* under the pool lock */
+
     /* shared between the Lua thread and the watchdog */
     pthread_mutex_t lock;        /* held by a tx method while it uses t */
     atomic_bool abandoned;       /* the watchdog answered for it: t is the caller's again */
@@ -74,8 +80,11 @@ struct lua_call {
 int lua_script_time_limit_ms(const struct lua_script *s);
 
 /* On a Lua thread: run c for one slice. 1 when it gave the thread back
- * (call again later), 0 when finished with c->v and c->reply set. */
+ * (call again later), 2 when it waits for a DNS answer (lua_call_wake puts
+ * it back), 0 when finished with c->v and c->reply set. */
 int lua_call_step(struct lua_call *c);
+/* Any thread: the answer c waited for is in; run it again. */
+void lua_call_wake(struct lua_call *c);
 /* On the Lua thread that ran it: drop c's coroutine and state reference. */
 void lua_call_release(struct lua_call *c);
 /* On a Lua thread that is about to exit: close its states. */

@@ -176,15 +176,29 @@ int lua_calls_pending(void) { return pending; }
 
 /* ---- the threads ---------------------------------------------------- */
 
-/* One slice of c on thread th; true when c wants another. */
-static bool run_slice(struct lua_thread *th, struct lua_call *c)
+void lua_call_wake(struct lua_call *c)
+{
+    pthread_mutex_lock(&pool_lock);
+    if (c->parked) {
+        c->parked = false;
+        fifo_push(&c->thread->head, &c->thread->tail, c);
+        pthread_cond_broadcast(&work_cond);     /* its own thread may be asleep */
+    } else {
+        c->wake_pending = true;                 /* it has not parked yet: it will not */
+    }
+    pthread_mutex_unlock(&pool_lock);
+}
+
+/* One slice of c on thread th: 1 when c wants another, 2 when it waits
+ * for a DNS answer, 0 when it is done. */
+static int run_slice(struct lua_thread *th, struct lua_call *c)
 {
     if (!atomic_load(&c->abandoned)) {
         atomic_store(&th->slice_since_ms, now_ms());
         int again = lua_call_step(c);
         atomic_store(&th->slice_since_ms, 0);
         if (again && !atomic_load(&c->abandoned))
-            return true;
+            return again;
         pthread_mutex_lock(&c->lock);
         bool mine = !c->answered;      /* else the watchdog answered meanwhile */
         if (mine) {
@@ -201,7 +215,7 @@ static bool run_slice(struct lua_thread *th, struct lua_call *c)
     }
     lua_call_release(c);
     call_unref(c);
-    return false;
+    return 0;
 }
 
 static void *thread_main(void *arg)
@@ -220,10 +234,14 @@ static void *thread_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&pool_lock);
-        bool again = run_slice(th, c);
+        int again = run_slice(th, c);
         pthread_mutex_lock(&pool_lock);
-        if (again)
+        if (again == 2 && !c->wake_pending) {
+            c->parked = true;        /* lua_call_wake puts it back on this thread's queue */
+        } else if (again) {
+            c->wake_pending = false;
             fifo_push(&th->head, &th->tail, c);
+        }
     }
     bool retired = th->retired;
     if (retired) {

@@ -14,6 +14,7 @@
 #include "lua_call.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "dns.h"
 #include "mime.h"
 #include "spool.h"
 #include <lauxlib.h>
@@ -910,6 +911,63 @@ struct counter {
 static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct counter counters[4096];
 
+/* postern.dns(name[, type]): the records as text, {} when there are none,
+ * or nil and an error for a failed lookup. The coroutine yields while the
+ * answer comes; the Lua thread serves other calls meanwhile. */
+#define LUA_DNS_MAX 16           /* lookups per call */
+
+static void dns_answered(void *arg, struct dns_text_answer *a)
+{
+    struct lua_call *call = arg;
+    call->dns = a;
+    lua_call_wake(call);
+}
+
+static int dns_continue(lua_State *L, int status, lua_KContext k)
+{
+    (void)status;
+    (void)k;
+    struct lua_call *call = ctx_of(L)->call;
+    call->waiting_dns = false;
+    struct dns_text_answer *a = call->dns;
+    call->dns = NULL;
+    if (!a || a->status < 0) {
+        dns_text_answer_free(a);
+        lua_pushnil(L);
+        lua_pushstring(L, "DNS lookup failed");
+        return 2;
+    }
+    lua_createtable(L, (int)a->n, 0);
+    for (size_t i = 0; i < a->n; i++) {
+        lua_pushstring(L, a->rr[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    dns_text_answer_free(a);
+    return 1;
+}
+
+static int l_dns(lua_State *L)
+{
+    static const char *const names[] = {"A", "AAAA", "MX", "TXT", "PTR", NULL};
+    static const int types[] = {1, 28, 15, 16, 12};
+    const char *name = luaL_checkstring(L, 1);
+    int type = types[luaL_checkoption(L, 2, "A", names)];
+    struct lctx *c = ctx_of(L);
+    if (!c->call || !lua_isyieldable(L))
+        return luaL_error(L, "postern.dns: only inside a handler");
+    if (++c->call->dns_lookups > LUA_DNS_MAX)
+        return luaL_error(L, "postern.dns: more than %d lookups in one call", LUA_DNS_MAX);
+    c->used += HOOK_EVERY;         /* a lookup costs instructions too */
+    c->call->waiting_dns = true;
+    if (dns_lookup_text(name, type, dns_answered, c->call) < 0) {
+        c->call->waiting_dns = false;
+        lua_pushnil(L);
+        lua_pushstring(L, "DNS lookup could not start");
+        return 2;
+    }
+    return lua_yieldk(L, 0, 0, dns_continue);
+}
+
 static int l_incr(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
@@ -957,7 +1015,7 @@ static int l_require(lua_State *L)
 }
 
 static const luaL_Reg postern_lib[] = {
-    {"on", l_on}, {"log", l_log}, {"option", l_option}, {"options", l_options}, {"lookup", l_lookup}, {"incr", l_incr},
+    {"on", l_on}, {"log", l_log}, {"option", l_option}, {"options", l_options}, {"lookup", l_lookup}, {"incr", l_incr}, {"dns", l_dns},
     {"ACCEPT", l_accept}, {"REJECT", l_reject}, {"TEMPFAIL", l_tempfail}, {"DISCARD", l_discard},
     {"QUARANTINE", l_quarantine}, {NULL, NULL},
 };
@@ -1397,7 +1455,7 @@ int lua_call_step(struct lua_call *c)
         int status = lua_resume(c->co, c->ls->L, nargs, &nres);
         slice_end(c->co, &c->ctx);
         if (status == LUA_YIELD)
-            return 1;
+            return c->waiting_dns ? 2 : 1;
         c->v = end_handler(c, status);
         c->next++;
         if (c->v != POSTERN_CONTINUE)
@@ -1407,6 +1465,8 @@ int lua_call_step(struct lua_call *c)
 
 void lua_call_release(struct lua_call *c)
 {
+    dns_text_answer_free(c->dns);     /* an answer that came after the call was abandoned */
+    c->dns = NULL;
     if (!c->ls)
         return;
     drop_coroutine(c);

@@ -127,6 +127,49 @@ end)
     g.stop()
 
 
+def test_postern_dns_answers_without_holding_the_lua_thread():
+    """postern.dns(name, type) yields while the lookup runs: with one Lua
+    thread, a session whose lookup is never answered does not hold up
+    another session's lookups."""
+    dns = DnsServer(['listed.dnsbl.test. TXT "spam source" "since 2026"', "listed.dnsbl.test. A 127.0.0.2",
+                     "dnsbl.test. MX 10 mx.dnsbl.test."], drop=("slow.dnsbl.test",))
+    sink = Sink(addr(2))
+    d = script_dir()
+    script = write(os.path.join(d, "dnsbl.lua"), """
+postern.on("rcpt", function(tx, rcpt)
+  local name = postern.localpart(rcpt) .. ".dnsbl.test"
+  local txt, err = postern.dns(name, "TXT")
+  if not txt then return postern.TEMPFAIL("4.4.3", "dns: " .. err) end
+  if #txt > 0 then
+    local a = postern.dns(name)                 -- A by default
+    local mx = postern.dns("dnsbl.test", "MX")
+    return postern.REJECT("5.7.1", "listed: " .. txt[1] .. " / " .. a[1] .. " / " .. mx[1])
+  end
+end)
+""")
+    g = gw(sink, ["lua:" + script], dns_server=dns.address(), lua_threads="1", dns_timeout="1s",
+           lua_time_limit="3s")
+    slow = {}
+
+    def stuck():
+        t0 = time.time()
+        slow["reply"] = rcpt_reply(g, "slow@example.test")
+        slow["took"] = time.time() - t0
+    th = threading.Thread(target=stuck)
+    th.start()
+    time.sleep(0.5)                             # its lookup is out and unanswered now
+    t0 = time.time()
+    assert rcpt_reply(g, "listed@example.test") == \
+        "550 5.7.1 listed: spam sourcesince 2026 / 127.0.0.2 / 10 mx.dnsbl.test"
+    assert rcpt_reply(g, "clean@example.test").startswith("250")      # no such name: {}
+    assert time.time() - t0 < 2, "the other sessions waited for the stuck lookup"
+    assert "reply" not in slow                  # still waiting meanwhile
+    th.join(20)
+    assert slow["reply"] == "451 4.4.3 dns: DNS lookup failed", slow     # dns_timeout: nil, err
+    assert 0.8 < slow["took"] < 3, slow
+    g.stop()
+
+
 def test_every_verdict_from_lua():
     sink = Sink(addr(2))
     g = gw(sink, ["lua:%s/verdicts.lua" % LUA, "probe"], start=False,
