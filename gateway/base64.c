@@ -4,7 +4,7 @@
 
 static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int value_of(char c)
+int base64_value(char c)
 {
     if (c >= 'A' && c <= 'Z')
         return c - 'A';
@@ -30,7 +30,7 @@ int base64_decode(const char *in, size_t len, unsigned char *out, size_t size)
                 pad++;
                 continue;
             }
-            if (pad || (v[k] = value_of(in[i + k])) < 0)
+            if (pad || (v[k] = base64_value(in[i + k])) < 0)
                 return -1;
         }
         unsigned n = (unsigned)v[0] << 18 | (unsigned)v[1] << 12 | (unsigned)v[2] << 6 | (unsigned)v[3];

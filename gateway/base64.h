@@ -7,6 +7,8 @@
 
 /* The decoded length, or -1 (bad input, or it does not fit out). */
 int base64_decode(const char *in, size_t len, unsigned char *out, size_t size);
+/* The 6-bit value of one alphabet character, or -1. */
+int base64_value(char c);
 /* Writes a NUL-terminated encoding; its length, or -1 if it does not fit. */
 int base64_encode(const unsigned char *in, size_t len, char *out, size_t size);
 

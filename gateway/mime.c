@@ -1,5 +1,6 @@
 /* mime.c - see mime.h. Works on the raw bytes; CRLF or bare LF line ends. */
 #include "mime.h"
+#include "base64.h"
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -192,17 +193,6 @@ static void put(char *out, size_t cap, size_t *n, char c)
     (*n)++;
 }
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
 static int hex_value(unsigned char c)
 {
     return isdigit(c) ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
@@ -216,7 +206,7 @@ size_t mime_decode(const struct mime_part *p, char *out, size_t cap)
         unsigned acc = 0;
         int bits = 0;
         for (; s < end && *s != '='; s++) {
-            int v = b64_value(*s);
+            int v = base64_value((char)*s);
             if (v < 0)
                 continue;         /* line ends and anything else outside the alphabet */
             acc = acc << 6 | (unsigned)v;
