@@ -375,6 +375,15 @@ static int add_proxy_net(struct pctx *p, void *ctx, char *key, char *value)
 static const char *tls_level_names[TLS_LEVELS] = {"none", "may", "encrypt", "verify", "dane", "dane-only"};
 const char *tls_level_name(enum tls_level l) { return tls_level_names[l]; }
 
+const struct tls_policy *tls_policy_of_level(enum tls_level l)
+{
+    static const struct tls_policy by_level[TLS_LEVELS] = {
+        {NULL, TLS_NONE, NULL, TLS_MAY},   {NULL, TLS_MAY, NULL, TLS_MAY},  {NULL, TLS_ENCRYPT, NULL, TLS_MAY},
+        {NULL, TLS_VERIFY, NULL, TLS_MAY}, {NULL, TLS_DANE, NULL, TLS_MAY}, {NULL, TLS_DANE_ONLY, NULL, TLS_MAY},
+    };
+    return &by_level[l];
+}
+
 /* "LEVEL [match=a:b]" into pol. */
 static int parse_tls_policy(struct pctx *p, char *value, struct tls_policy *pol)
 {

@@ -204,6 +204,9 @@ bool config_allows_proxy(const struct config *cfg, const struct sockaddr *peer);
 bool config_requires_tls(const struct config *cfg, const struct sockaddr *client);
 const struct tls_policy *config_tls_policy_for(const struct config *cfg, const char *domain);
 const char *tls_level_name(enum tls_level l);
+/* A domain-less policy of just this level (no match= names, fallback may):
+ * what a plugin demanded, or what DANE decided for one server. */
+const struct tls_policy *tls_policy_of_level(enum tls_level l);
 const struct nexthop *config_transport_for(const struct config *cfg, const char *domain);
 /* The credentials for a next hop key (exact, case-insensitive), or NULL. */
 /* sender_login_maps: may this login use this MAIL FROM address? */

@@ -24,12 +24,6 @@
 #define RR_TLSA 52
 #define RCODE_NXDOMAIN 3
 
-/* The levels a server can end up with (config_tls_policy_for's are per domain). */
-static const struct tls_policy level_policy[TLS_LEVELS] = {
-    {NULL, TLS_NONE, NULL, TLS_MAY},    {NULL, TLS_MAY, NULL, TLS_MAY},  {NULL, TLS_ENCRYPT, NULL, TLS_MAY},
-    {NULL, TLS_VERIFY, NULL, TLS_MAY},  {NULL, TLS_DANE, NULL, TLS_MAY}, {NULL, TLS_DANE_ONLY, NULL, TLS_MAY},
-};
-
 enum outcome { NO_RECORDS, USABLE, NONE_USABLE, FAILED };
 
 struct dane_req;
@@ -236,12 +230,12 @@ static void decide(struct dane_req *q, size_t i, const struct host_lookup *h)
     enum tls_level fallback = q->policy->fallback;
     switch (h->outcome) {
     case USABLE:
-        t->tls = &level_policy[TLS_DANE];
+        t->tls = tls_policy_of_level(TLS_DANE);
         t->tlsa = dane_tlsa_ref(h->tlsa);
         return;
     case NONE_USABLE:
         if (!only) {      /* TLSA records say "TLS", but none can authenticate: encrypt */
-            t->tls = &level_policy[fallback > TLS_ENCRYPT ? fallback : TLS_ENCRYPT];
+            t->tls = tls_policy_of_level(fallback > TLS_ENCRYPT ? fallback : TLS_ENCRYPT);
             return;
         }
         snprintf(q->skip[i].why, sizeof q->skip[i].why,
@@ -250,7 +244,7 @@ static void decide(struct dane_req *q, size_t i, const struct host_lookup *h)
         break;
     case NO_RECORDS:
         if (!only) {
-            t->tls = &level_policy[fallback];
+            t->tls = tls_policy_of_level(fallback);
             return;
         }
         snprintf(q->skip[i].why, sizeof q->skip[i].why,
@@ -326,10 +320,10 @@ void dane_resolve(struct mx_target *t, size_t n, const char *domain, bool mx_rou
 
 const struct tls_policy *dane_without_tlsa(const struct tls_policy *policy)
 {
-    return policy->level == TLS_DANE ? &level_policy[policy->fallback] : NULL;
+    return policy->level == TLS_DANE ? tls_policy_of_level(policy->fallback) : NULL;
 }
 
-const struct tls_policy *dane_waived(const struct tls_policy *policy) { return &level_policy[policy->fallback]; }
+const struct tls_policy *dane_waived(const struct tls_policy *policy) { return tls_policy_of_level(policy->fallback); }
 
 int dane_ssl_setup(SSL *ssl, const struct dane_tlsa *tlsa)
 {

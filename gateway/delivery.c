@@ -345,12 +345,17 @@ static const struct sasl_entry *auth_for(const struct delivery_job *j, const cha
     return a ? a : config_sasl_for(jc, j->domain);
 }
 
+/* A server's own TLS level (DANE, MTA-STS), else the job's. */
+static const struct tls_policy *target_policy(const struct delivery_job *j, const struct mx_target *t)
+{
+    return t && t->tls ? t->tls : j->tls;
+}
+
 static void enqueue(struct delivery_job *j, const struct nexthop *hop)
 {
     const struct mx_target *t = j->cands ? &j->cands[j->cur] : NULL;
     const char *host = t ? t->host : "";
-    const struct tls_policy *tls = t && t->tls ? t->tls : j->tls;
-    struct dest *d = dest_for(j->rt, hop, tls, t ? t->tlsa : NULL, host, auth_for(j, host));
+    struct dest *d = dest_for(j->rt, hop, target_policy(j, t), t ? t->tlsa : NULL, host, auth_for(j, host));
     if (!d) {
         settle_open(j, "451 4.3.0 out of memory");
         job_finish(j);
@@ -404,7 +409,7 @@ static void job_attempt_done(struct delivery_job *j)
  * the policy table, a plugin's demand). */
 static bool requiretls_eligible(const struct delivery_job *j, const struct mx_target *t)
 {
-    enum tls_level l = (t->tls ? t->tls : j->tls)->level;
+    enum tls_level l = target_policy(j, t)->level;
     return l == TLS_VERIFY || (l == TLS_DANE && (t->mx_secure || !j->hop->mx));
 }
 
@@ -433,11 +438,6 @@ static void start_first(struct delivery_job *j)
     enqueue(j, &j->cands[0].hop);
 }
 
-static enum tls_level target_level(const struct delivery_job *j, const struct mx_target *t)
-{
-    return (t->tls ? t->tls : j->tls)->level;
-}
-
 /* Servers authenticated by DANE keep their TLSA records whatever the
  * MTA-STS policy says (RFC 8461 2); the others follow the policy. */
 static void on_sts(void *arg, const struct sts_policy *p)
@@ -447,7 +447,7 @@ static void on_sts(void *arg, const struct sts_policy *p)
         size_t keep = 0;
         for (size_t i = 0; i < j->ncand; i++) {
             struct mx_target *t = &j->cands[i];
-            bool dane = target_level(j, t) == TLS_DANE;
+            bool dane = target_policy(j, t)->level == TLS_DANE;
             bool ok = dane || sts_mx_matches(p, t->host);
             if (!ok)
                 log_info("%s: MTA-STS%s: %s is not an MX host the policy of %s names", j->id,
@@ -456,7 +456,7 @@ static void on_sts(void *arg, const struct sts_policy *p)
                 dane_tlsa_unref(t->tlsa);
                 continue;
             }
-            if (!dane && p->mode == STS_ENFORCE && target_level(j, t) < TLS_VERIFY)
+            if (!dane && p->mode == STS_ENFORCE && target_policy(j, t)->level < TLS_VERIFY)
                 t->tls = &sts_verify;
             j->cands[keep++] = *t;
         }

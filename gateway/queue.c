@@ -18,14 +18,10 @@
 #include <time.h>
 
 static const struct config *cfg;
-/* Policies for recipients a plugin demanded TLS for (no match= names:
- * "verify" checks the MX host name). */
-static const struct tls_policy demanded_tls[] = {
-    {NULL, TLS_NONE, NULL, TLS_MAY}, {NULL, TLS_MAY, NULL, TLS_MAY}, {NULL, TLS_ENCRYPT, NULL, TLS_MAY},
-    {NULL, TLS_VERIFY, NULL, TLS_MAY},
-};
-/* ... under a "dane" domain policy: DANE where the host has TLSA records,
- * the demanded level where it has none */
+/* The policies for recipients a plugin demanded TLS for under a "dane"
+ * domain policy: DANE where the host has TLSA records, the demanded level
+ * where it has none (other domains get tls_policy_of_level: no match=
+ * names, so "verify" checks the MX host name). */
 static const struct tls_policy demanded_dane[] = {
     {NULL, TLS_DANE, NULL, TLS_NONE}, {NULL, TLS_DANE, NULL, TLS_MAY}, {NULL, TLS_DANE, NULL, TLS_ENCRYPT},
     {NULL, TLS_DANE, NULL, TLS_VERIFY},
@@ -38,7 +34,7 @@ static const struct tls_policy *rcpt_tls(const char *domain, int min_tls)
     if (tls->level == TLS_DANE && min_tls > (int)tls->fallback)
         return &demanded_dane[min_tls];
     if (tls->level < TLS_DANE && min_tls > (int)tls->level)
-        return &demanded_tls[min_tls];
+        return tls_policy_of_level((enum tls_level)min_tls);
     return tls;     /* dane-only authenticates every host: nothing to raise */
 }
 static struct qmsg **heap;
@@ -730,7 +726,6 @@ static bool take_routes(struct qmsg *m, const txn_t *t)
     return changed;
 }
 
-/* A QUEUE or DELIVER verdict for the pending recipients; true = deliver on. */
 /* The decisions of a QUEUE or DELIVER stage join the message's log. */
 static void note_decisions(struct qmsg *m, const txn_t *t)
 {
@@ -746,6 +741,7 @@ static void note_decisions(struct qmsg *m, const txn_t *t)
     m->decisions = n;
 }
 
+/* A QUEUE or DELIVER verdict for the pending recipients; true = deliver on. */
 static bool apply_verdict(struct qmsg *m, const txn_t *t, enum postern_stage st, postern_verdict v)
 {
     note_decisions(m, t);

@@ -321,6 +321,12 @@ static void send_next_commands(struct smtp_client *c)
     cl_set_deadline(c, client_cfg->client_timeout);
 }
 
+/* RFC 8689 4.2: a REQUIRETLS message never goes to a server without it. */
+static bool requiretls_missing(const struct smtp_client *c, const struct delivery_job *j)
+{
+    return j->requiretls && !(c->ssl && c->requiretls);
+}
+
 /* What this next hop cannot take, as a reply; NULL if it can. */
 static const char *unsupported(const struct smtp_client *c, const struct delivery_job *j)
 {
@@ -328,7 +334,7 @@ static const char *unsupported(const struct smtp_client *c, const struct deliver
         return "553 5.6.7 next hop does not support SMTPUTF8";
     if (j->body == BODY_BINARYMIME && !(c->chunking && c->binarymime))
         return "554 5.6.3 next hop does not support BINARYMIME and CHUNKING";
-    if (j->requiretls && !(c->ssl && c->requiretls))    /* RFC 8689 4.2: not to this server */
+    if (requiretls_missing(c, j))
         return "450 4.7.30 REQUIRETLS support required: the next hop does not offer REQUIRETLS";
     return NULL;
 }
@@ -339,7 +345,7 @@ void smtp_client_start(struct smtp_client *c, struct delivery_job *j)
     const char *refused = unsupported(c, j);
     if (refused) {
         settle_open(c, atoi(refused), refused, NULL);
-        for (size_t k = 0; k < j->n && j->requiretls && !(c->ssl && c->requiretls); k++)
+        for (size_t k = 0; k < j->n && requiretls_missing(c, j); k++)
             j->rcpts[k].requiretls_unmet = true;     /* another server may offer it; if none does, 5.7.30 */
         finish_job(c);
         if (c->w.fd >= 0 && c->state == CL_READY)

@@ -138,17 +138,17 @@ static void rcpt_free(struct txn_rcpt *r)
 
 void decisions_add(char *log, const char *stage, const char *link, const char *verdict, const char *reply)
 {
-    size_t have = strlen(log);
-    char line[400];
-    int n = snprintf(line, sizeof line, "%s %s %s%s%.250s\n", stage, link, verdict, reply[0] ? ": " : "", reply);
+    char lower[32], line[400];
+    size_t have = strlen(log), k = 0;
+    for (; verdict[k] && k + 1 < sizeof lower; k++)
+        lower[k] = (char)tolower((unsigned char)verdict[k]);     /* "quarantine", as in the docs */
+    lower[k] = '\0';
+    int n = snprintf(line, sizeof line, "%s %s %s%s%.250s\n", stage, link, lower, reply[0] ? ": " : "", reply);
     if (n < 0 || (size_t)n >= sizeof line || have + (size_t)n >= DECISIONS_MAX)
         return;
     for (char *c = line; c < line + n - 1; c++)
         if (*c == '\r' || *c == '\n' || (unsigned char)*c < 0x20)
             *c = ' ';       /* one line per decision, whatever a script put in its reply */
-    char *v = line + strlen(stage) + 1 + strlen(link) + 1;
-    for (size_t i = 0; i < strlen(verdict); i++)
-        v[i] = (char)tolower((unsigned char)v[i]);     /* "quarantine", as in the docs */
     memcpy(log + have, line, (size_t)n + 1);
 }
 
