@@ -17,7 +17,7 @@ ifeq ($(SAN),1)
 endif
 
 CORE_SRCS := buf.c log.c netaddr.c config.c runtime.c smtp_parse.c data_reader.c event.c workers.c \
-             inbox.c metrics.c sd_notify.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c local_submit.c tls.c mta_sts.c dane.c report_mail.c tlsrpt.c mime.c
+             inbox.c metrics.c sd_notify.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c local_submit.c tls.c mta_sts.c dane.c report_mail.c tlsrpt.c mime.c policy_run.c
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
              $(BUILD)/postern_helpers.o
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane
@@ -105,8 +105,10 @@ $(BUILD)/postern-milter: $(BUILD)/milter_server.o $(BUILD)/pubkey_decode.o $(BUI
 $(BUILD)/postern-witness: $(BUILD)/archive_witness.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
-$(BUILD)/postern: $(BUILD)/postern_cli.o $(BUILD)/archive_verify.o $(BUILD)/queue_offline.o $(BUILD)/libpostern.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcrypto
+# the CLI runs the chain too (policy test/replay), so it links as posternd does
+POSTERN_CLI_OBJS := $(addprefix $(BUILD)/,postern_cli.o archive_verify.o queue_offline.o policy_cli.o policy_replay.o)
+$(BUILD)/postern: $(POSTERN_CLI_OBJS) $(BUILD)/pubkey_decode.o $(BUILD)/libpostern.a
+	$(CC) $(LDFLAGS) -o $@ $(POSTERN_CLI_OBJS) $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS) -lcrypto
 
 # linked as posternd is: its d2i_PUBKEY_bio comes before libcrypto's
 $(BUILD)/test_pubkey_decode: tests/unit/test_pubkey_decode.c $(BUILD)/pubkey_decode.o

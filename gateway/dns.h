@@ -14,6 +14,9 @@ struct ub_result;
 int dns_init(const char *server, const char *trust_anchor);
 /* Without the event loop (postern-milter): only dns_query_sync works. */
 int dns_init_blocking(const char *server, const char *trust_anchor);
+/* Blocking, answering only from file's records (`postern policy
+ * --dns-file`); every other name does not exist. 0, or -1 with err. */
+int dns_init_canned(const char *file, char *err, size_t errlen);
 /* cb runs later on the loop thread; result is freed after cb returns
  * (NULL with err != 0 when the resolver itself failed). */
 typedef void (*dns_cb)(void *arg, int err, struct ub_result *result);

@@ -499,6 +499,15 @@ static postern_verdict run_lua_sync(const struct link *l, enum postern_stage st,
     return w.v;
 }
 
+static hooks_observer_fn observer;
+static void *observer_ctx;
+
+void hooks_set_observer(hooks_observer_fn fn, void *ctx)
+{
+    observer = fn;
+    observer_ctx = ctx;
+}
+
 postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg, size_t len)
 {
     t->stage = st;
@@ -509,7 +518,10 @@ postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg,
         if (!has_stage(l, st))
             continue;
         postern_verdict v = l->lua ? run_lua_sync(l, st, t, arg, len) : call(l, st, t, arg, len);
-        if (decided(l, st, t, &v))
+        bool ends = decided(l, st, t, &v);
+        if (observer)
+            observer(observer_ctx, st, l->name, v, t);
+        if (ends)
             return v;
     }
     return POSTERN_CONTINUE;

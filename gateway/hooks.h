@@ -34,6 +34,12 @@ void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t le
 
 /* The same chain, run to the end on the calling thread (postern-milter). */
 postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg, size_t len);
+/* Called by hooks_run_sync after every link it ran, with that link's
+ * verdict (ERROR already turned into TEMPFAIL): `postern policy` traces a
+ * run with it. One observer per process; NULL removes it. */
+typedef void (*hooks_observer_fn)(void *ctx, enum postern_stage st, const char *link, postern_verdict v,
+                                  const txn_t *t);
+void hooks_set_observer(hooks_observer_fn fn, void *ctx);
 
 const char *verdict_name(postern_verdict v);
 const char *stage_name(enum postern_stage st);

@@ -70,13 +70,19 @@ static size_t h_rcpt_count(postern_txn *t) { return t->nrcpts; }
 static const char *h_rcpt(postern_txn *t, size_t i) { return i < t->nrcpts ? t->rcpts[i].addr : NULL; }
 static uint64_t h_declared_size(postern_txn *t) { return t->declared_size; }
 static uint64_t h_message_size(postern_txn *t) { return t->size; }
+/* The stored message: the spool's file, or a policy run's own. */
+static int stored_message(const postern_txn *t)
+{
+    return t->stored_fd > 0 ? dup(t->stored_fd) : spool_open_message(t->qid);
+}
+
 /* At QUEUE and DELIVER the headers come from the stored message. */
 static void ensure_headers(postern_txn *t)
 {
     if (t->headers_loaded || t->stage < POSTERN_STAGE_QUEUE)
         return;
     t->headers_loaded = true;
-    int fd = spool_open_message(t->qid);
+    int fd = stored_message(t);
     if (fd < 0)
         return;
     size_t cap = 1024 * 1024;
@@ -228,7 +234,7 @@ static int h_message_open(postern_txn *t, uint64_t *length)
 {
     if (t->stage != POSTERN_STAGE_QUEUE && t->stage != POSTERN_STAGE_DELIVER)
         return -1;
-    int fd = spool_open_message(t->qid);
+    int fd = stored_message(t);
     if (fd < 0)
         return -1;
     if (lseek(fd, (off_t)t->body_off, SEEK_SET) < 0) {
@@ -305,9 +311,34 @@ static int h_client_trusted(postern_txn *t)
     return host_cfg && ip_parse(t->client_ip, 0, &ss, &len) == 0 && config_is_trusted(host_cfg, (struct sockaddr *)&ss);
 }
 
-static bool checking_only;
+static bool checking_only, dry_run_only;
 void plugin_host_set_checking(bool on) { checking_only = on; }
 static int h_checking(void) { return checking_only; }
+void plugin_host_set_dry_run(bool on) { dry_run_only = on; }
+static int h_dry_run(void) { return dry_run_only; }
+
+/* The log of earlier stages (QUEUE/DELIVER) followed by this one's. */
+static const char *h_decisions(postern_txn *t)
+{
+    if (!t->prior_decisions || !t->prior_decisions[0])
+        return t->decisions;
+    size_t a = strlen(t->prior_decisions), b = strlen(t->decisions);
+    char *all = txn_alloc(t, a + b + 1);
+    if (!all)
+        return t->decisions;
+    memcpy(all, t->prior_decisions, a);
+    memcpy(all + a, t->decisions, b + 1);
+    return all;
+}
+
+static const char *h_rcpt_nexthop(postern_txn *t, size_t i) { return i < t->nrcpts ? t->rcpts[i].nexthop : NULL; }
+
+static const char *h_rcpt_tls(postern_txn *t, size_t i)
+{
+    if (i >= t->nrcpts || t->rcpts[i].min_tls == TLS_NONE)
+        return NULL;
+    return tls_level_name((enum tls_level)t->rcpts[i].min_tls);
+}
 
 static const struct postern_host host = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
@@ -351,6 +382,10 @@ static const struct postern_host host = {
     .auth_user = h_auth_user,
     .checking = h_checking,
     .submit_message = local_submit,
+    .dry_run = h_dry_run,
+    .decisions = h_decisions,
+    .rcpt_nexthop = h_rcpt_nexthop,
+    .rcpt_tls = h_rcpt_tls,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -10,5 +10,8 @@ struct config;
 void plugin_host_configure(const struct config *cfg);
 /* posternd -t: plugins are told (host->checking) to check, not create. */
 void plugin_host_set_checking(bool on);
+/* postern policy test/replay: plugins are told (host->dry_run) to change
+ * nothing outside the transaction. */
+void plugin_host_set_dry_run(bool on);
 
 #endif

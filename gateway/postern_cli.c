@@ -3,7 +3,8 @@
  * daemon over its control socket. When it does not answer, the queue
  * commands work on the spool itself (queue_offline.c), as the daemon's
  * user and, for changes, under SPOOL/lock. cat and summary always read
- * the spool. */
+ * the spool. policy test/replay run the chain in this process
+ * (policy_cli.c). */
 #include "archive_verify.h"
 #include "buf.h"
 #include "config.h"
@@ -14,6 +15,7 @@
 #include "privs.h"
 #include "queue_offline.h"
 #include "log.h"
+#include "policy_cli.h"
 #include "spool.h"
 #include <errno.h>
 #include <stdio.h>
@@ -29,7 +31,11 @@ static void usage(void)
                     "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
                     "       postern -c FILE queue list [--json]|show ID|cat ID|summary [--sender]\n"
                     "       postern -c FILE queue flush [ID|domain]|hold ID|release ID|delete ID\n"
-                    "       postern -c FILE archive verify\n");
+                    "       postern -c FILE archive verify\n"
+                    "       postern -c FILE policy test [--from A] --to B ... [--client IP] [--helo NAME] [--tls] "
+                    "[--auth USER] [--dns-file F] [--json] MESSAGE.eml\n"
+                    "       postern -c FILE policy test [--dns-file F] --cases FILE\n"
+                    "       postern -c FILE policy replay [--archive DIR] [--since DATE] [--until DATE] [--limit N]\n");
     exit(2);
 }
 
@@ -263,6 +269,8 @@ int main(int argc, char **argv)
         }
     } else if (!strcmp(cmd, "queue")) {
         rc = queue_command(&cfg, argc - optind - 1, argv + optind + 1);
+    } else if (!strcmp(cmd, "policy")) {
+        rc = policy_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else {
         usage();
         rc = 2;

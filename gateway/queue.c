@@ -695,6 +695,7 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
             added->min_tls = (unsigned char)r->st.min_tls;
         }
     }
+    t->prior_decisions = m->decisions;    /* m is pinned until the stage is done */
     t->body_off = m->body_off;
     t->stored_len = t->size = m->size;
     t->archive = m->archive;

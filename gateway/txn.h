@@ -82,6 +82,7 @@ struct postern_txn {
     char hold_reason[512];     /* the QUARANTINE reason that will stick */
     const char *verdict_by;    /* plugin that decided */
     char decisions[DECISIONS_MAX];  /* every link's verdict other than continue, one line each */
+    const char *prior_decisions;    /* QUEUE/DELIVER: the message's log before this stage (borrowed) */
     /* script variables: this transaction's, and the session's (NULL after the 250) */
     struct varmap vars;
     struct varmap *session_vars;
@@ -91,6 +92,7 @@ struct postern_txn {
     /* stored message, for QUEUE and DELIVER */
     size_t body_off;
     uint64_t stored_len;
+    int stored_fd;             /* > 0: the stored message is this file, not the spool's (policy runs) */
     struct pool_block *pool;
     struct txn_slot *slots;
 };

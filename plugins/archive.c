@@ -13,6 +13,8 @@
  *   archive.witness = SOCKET    postern-witness's socket: every link is
  *                  reported to it and signed before the message goes on
  *   archive.witness_log, archive.witness_key    for `archive verify` only
+ * The envelope block also records what the live chain decided (X-Postern-
+ * Decided, X-Postern-Route), which `postern policy replay` compares with.
  * Run `postern -c CONF archive verify` to check the files and the chain.
  * One writer per archive directory: a reload's new chain shares the open
  * archive of the running one (a second writer would fork the chain). */
@@ -417,6 +419,9 @@ static int parse_options(struct archive *a, struct archive_link *l, const struct
     return 0;
 }
 
+/* Under `postern policy` nothing is written: the run only says it would. */
+static bool dry_run(const struct postern_host *h) { return POSTERN_HOST_HAS(h, dry_run) && h->dry_run(); }
+
 static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
                 char *err, size_t errlen)
 {
@@ -435,13 +440,13 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     a->refs = 1;
     l->a = a;
     if (parse_options(a, l, opts, n, err, errlen) < 0 ||
-        (POSTERN_HOST_HAS(h, checking) && h->checking() && check_only(a, err, errlen) < 0)) {
+        (POSTERN_HOST_HAS(h, checking) && h->checking() && !dry_run(h) && check_only(a, err, errlen) < 0)) {
         archive_free(a);
         free(l);
         return -1;
     }
-    if (POSTERN_HOST_HAS(h, checking) && h->checking()) {
-        *state = l;
+    if ((POSTERN_HOST_HAS(h, checking) && h->checking()) || dry_run(h)) {
+        *state = l;             /* a check or a dry run opens nothing */
         return 0;
     }
     pthread_mutex_lock(&registry_lock);
@@ -499,6 +504,33 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* What the live chain decided, for `postern policy replay`: the decision
+ * log (X-Postern-Decided, one per line), and the routes and TLS demands
+ * plugins set per recipient (X-Postern-Route: <addr> hop=H tls=L). */
+static int write_decisions(int fd, postern_txn *t)
+{
+    char line[2048];
+    const char *log = host->decisions(t);
+    for (const char *p = log; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        int n = snprintf(line, sizeof line, "X-Postern-Decided: %.*s\r\n", (int)(len < 1000 ? len : 1000), p);
+        if (write_all(fd, line, (size_t)n) < 0)
+            return -1;
+        p += len + (nl != NULL);
+    }
+    for (size_t i = 0; i < host->rcpt_count(t); i++) {
+        const char *hop = host->rcpt_nexthop(t, i), *tls = host->rcpt_tls(t, i);
+        if (!hop && !tls)
+            continue;
+        int n = snprintf(line, sizeof line, "X-Postern-Route: <%s>%s%s%s%s\r\n", host->rcpt(t, i),
+                         hop ? " hop=" : "", hop ? hop : "", tls ? " tls=" : "", tls ? tls : "");
+        if (n >= (int)sizeof line || write_all(fd, line, (size_t)n) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The envelope block that goes before the message. */
 static int write_envelope(int fd, postern_txn *t)
 {
@@ -519,7 +551,7 @@ static int write_envelope(int fd, postern_txn *t)
         if (write_all(fd, line, (size_t)n) < 0)
             return -1;
     }
-    return 0;
+    return POSTERN_HOST_HAS(host, rcpt_tls) ? write_decisions(fd, t) : 0;
 }
 
 static int copy_message(int out, postern_txn *t)
@@ -621,6 +653,10 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     struct archive *a = l->a;
     if (l->only_requested && !host->archive_requested(t))
         return POSTERN_CONTINUE;
+    if (dry_run(host)) {
+        host->log(t, POSTERN_LOG_INFO, "archive: dry run, a copy would go to %s", a->dir);
+        return POSTERN_CONTINUE;
+    }
     char day[16], daydir[1100], relpath[64], path[1200], tmp[1200];
     time_t now = time(NULL);
     struct tm tm;

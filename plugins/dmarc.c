@@ -84,7 +84,9 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         free(s);
         return -1;
     }
-    s->reporter = dmarc_reporter_start(h, &ro, org_domain, err, errlen);
+    /* a dry run (postern policy) records nothing for reports */
+    s->reporter = POSTERN_HOST_HAS(h, dry_run) && h->dry_run() ? NULL
+                                                               : dmarc_reporter_start(h, &ro, org_domain, err, errlen);
     if (!s->reporter && err[0]) {
         opendmarc_policy_library_shutdown(&s->lib);
         free(s);

@@ -17,7 +17,9 @@
  *   greylist.exempt_networks = 10.0.0.0/8, 2001:db8::/32
  *   greylist.exempt_senders = @partner.test, alerts@vendor.test
  *   greylist.on_error = tempfail | accept     (default tempfail)
- * Sets greylist.result (pass | greylisted | whitelisted | exempt). */
+ * Sets greylist.result (pass | greylisted | whitelisted | exempt). Under
+ * `postern policy` (host->dry_run) the database is only read: decisions
+ * are the ones a real run would make, and nothing is recorded. */
 #include "postern_plugin.h"
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -46,6 +48,7 @@ struct greylist {
     long auto_whitelist;
     time_t next_expiry;
     bool accept_on_error;
+    bool dry_run;                  /* postern policy: read the triplets, never write them */
     struct cidr exempt_net[MAX_EXEMPT];
     int nexempt_net;
     char *exempt_sender[MAX_EXEMPT];
@@ -127,6 +130,11 @@ static const char SCHEMA[] =
 static int exec(struct greylist *g, const char *sql, const char *const text[3], const long nums[3], long row[3],
                 bool *found)
 {
+    if (g->dry_run && strncmp(sql, "SELECT", 6)) {
+        if (found)
+            *found = false;
+        return 0;                  /* a dry run changes nothing */
+    }
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(g->db, sql, -1, &st, NULL) != SQLITE_OK)
         return -1;
@@ -346,6 +354,23 @@ static void fini(void *state)
     free(g);
 }
 
+/* A dry run reads the live database when it can, else an empty one in
+ * memory (every triplet is new). */
+static int open_for_dry_run(struct greylist *g, const char *db)
+{
+    if (sqlite3_open_v2(db, &g->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL) == SQLITE_OK &&
+        sqlite3_exec(g->db, "SELECT 1 FROM triplet LIMIT 1", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    sqlite3_close(g->db);
+    g->db = NULL;
+    if (sqlite3_open_v2(":memory:", &g->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) == SQLITE_OK &&
+        sqlite3_exec(g->db, SCHEMA, NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    sqlite3_close(g->db);
+    g->db = NULL;
+    return -1;
+}
+
 static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state, char *err,
                 size_t errlen)
 {
@@ -373,6 +398,11 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         return -1;
     }
     bool checking = POSTERN_HOST_HAS(h, checking) && h->checking();
+    g->dry_run = POSTERN_HOST_HAS(h, dry_run) && h->dry_run();
+    if (g->dry_run && open_for_dry_run(g, db) == 0) {
+        *state = g;
+        return 0;
+    }
     int flags = checking ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (sqlite3_open_v2(db, &g->db, flags | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK ||
         (!checking && sqlite3_exec(g->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK)) {

@@ -190,6 +190,27 @@ struct postern_host {
      * process: postern-milter). Any thread; best a plugin thread of your own. */
     int (*submit_message)(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message,
                           size_t len, char *qid);
+
+    /* ---- appended in 0.7 ---- */
+
+    /* 1 under `postern policy test` and `policy replay`: every stage runs,
+     * but on a message nobody will deliver. Change nothing outside the
+     * transaction: write no archive copy, persist no state (a greylist
+     * reads its database and does not update it), record nothing for
+     * reports, submit no messages. Verdicts and reply texts should be
+     * the ones a real run would give. */
+    int (*dry_run)(void);
+
+    /* The links that decided something for this message so far (every
+     * verdict other than continue, from CONNECT on), one line each:
+     * "STAGE LINK VERDICT: REPLY\n" (verdict lower case). "" when none. */
+    const char *(*decisions)(postern_txn *t);
+
+    /* Recipient i's next hop as a plugin set it (set_nexthop), or NULL
+     * (the transport table decides); the TLS level a plugin demanded for it
+     * (require_tls: "encrypt", "verify"), or NULL. */
+    const char *(*rcpt_nexthop)(postern_txn *t, size_t i);
+    const char *(*rcpt_tls)(postern_txn *t, size_t i);
 };
 
 /* Whether posternd's host table has function fn (appended after your
