@@ -444,6 +444,14 @@ static int list_or_table(struct pctx *p, struct config *cfg, char *value, row_fn
     return each_item(p, value, row, cfg);
 }
 
+const char *config_plugin_option(const struct config *cfg, const char *plugin, const char *key)
+{
+    for (size_t i = 0; i < cfg->nplugin_opts; i++)
+        if (!strcmp(cfg->plugin_opts[i].plugin, plugin) && !strcmp(cfg->plugin_opts[i].key, key))
+            return cfg->plugin_opts[i].value;
+    return NULL;
+}
+
 const char *plugin_option_name(const char *entry)
 {
     /* "lua:policies/rate_limit.lua" takes options as "rate_limit.<key>" */

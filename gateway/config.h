@@ -195,6 +195,8 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
 /* The prefix of a chain entry's options: the plugin name, or a Lua
  * script's file name without ".lua". */
 const char *plugin_option_name(const char *entry);
+/* The value of "<plugin>.<key>", or NULL when the config has none. */
+const char *config_plugin_option(const struct config *cfg, const char *plugin, const char *key);
 
 /* Lookups used by relay control and routing. */
 bool config_is_relay_domain(const struct config *cfg, const char *domain);

@@ -262,15 +262,6 @@ static void print_summary(const struct replay *rp)
     printf("  %-22s %zu\n", "could not be replayed", rp->counts[UNREADABLE]);
 }
 
-/* The archive plugin's directory from the config, when --archive is not given. */
-static const char *configured_archive(const struct config *cfg)
-{
-    for (size_t i = 0; i < cfg->nplugin_opts; i++)
-        if (!strcmp(cfg->plugin_opts[i].plugin, "archive") && !strcmp(cfg->plugin_opts[i].key, "dir"))
-            return cfg->plugin_opts[i].value;
-    return NULL;
-}
-
 int policy_replay(const struct config *cfg, int argc, char **argv)
 {
     struct replay rp = {.cfg = cfg, .limit = -1};
@@ -294,7 +285,7 @@ int policy_replay(const struct config *cfg, int argc, char **argv)
             goto usage;
         i++;
     }
-    if (!rp.dir && !(rp.dir = configured_archive(cfg))) {
+    if (!rp.dir && !(rp.dir = config_plugin_option(cfg, "archive", "dir"))) {
         fprintf(stderr, "postern: policy replay: give --archive DIR (the config has no archive.dir)\n");
         return POLICY_EXIT_ERROR;
     }

@@ -246,18 +246,9 @@ int main(int argc, char **argv)
             fprintf(stderr, "postern: cannot reach posternd at %s: %s\n", cfg.control_socket, strerror(errno));
             rc = 1;
         }    } else if (!strcmp(cmd, "archive")) {
-        const char *dir = NULL, *witness_log = NULL, *witness_key = NULL;
-        for (size_t i = 0; i < cfg.nplugin_opts; i++) {
-            const struct plugin_option *o = &cfg.plugin_opts[i];
-            if (strcmp(o->plugin, "archive"))
-                continue;
-            if (!strcmp(o->key, "dir"))
-                dir = o->value;
-            else if (!strcmp(o->key, "witness_log"))
-                witness_log = o->value;
-            else if (!strcmp(o->key, "witness_key"))
-                witness_key = o->value;
-        }
+        const char *dir = config_plugin_option(&cfg, "archive", "dir");
+        const char *witness_log = config_plugin_option(&cfg, "archive", "witness_log");
+        const char *witness_key = config_plugin_option(&cfg, "archive", "witness_key");
         if (optind + 2 != argc || strcmp(argv[optind + 1], "verify"))
             usage();
         if (!dir) {
