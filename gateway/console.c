@@ -452,6 +452,18 @@ static void release_form(struct buf *b, const struct console_session *s, const c
     buf_puts(b, "<button type=\"submit\" id=\"release\">Release</button> (unchecked recipients are dropped)</form>\n");
 }
 
+/* The decision log ("explain"): which link decided what, one row each. */
+static void decisions_rows(struct buf *b, const json_t *decisions)
+{
+    size_t k;
+    json_t *d;
+    json_array_foreach(decisions, k, d) {
+        buf_puts(b, k ? "<tr><th></th><td class=\"decided\">" : "<tr><th>decided</th><td class=\"decided\">");
+        html(b, json_string_value(d) ? json_string_value(d) : "");
+        buf_puts(b, "</td></tr>");
+    }
+}
+
 static enum MHD_Result page_message(struct MHD_Connection *c, const struct console_session *s, bool api)
 {
     const char *id = query(c, "id");
@@ -483,6 +495,7 @@ static enum MHD_Result page_message(struct MHD_Connection *c, const struct conso
         html(&b, jstr(m, "hold_reason"));
         buf_puts(&b, "</td></tr>");
     }
+    decisions_rows(&b, json_object_get(m, "decisions"));
     buf_puts(&b, "</table>\n<h2>Recipients</h2><table><tr><th>recipient</th><th>status</th><th>attempts</th>"
                  "<th>last reply</th><th>from</th></tr>\n");
     size_t k;

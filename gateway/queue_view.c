@@ -79,6 +79,15 @@ static void json_object(const struct queue_view *v, int64_t now, struct buf *out
     json_str(out, v->hold_reason);
     buf_puts(out, ",\"waiting\":");
     json_str(out, v->waiting);
+    buf_puts(out, ",\"decisions\":[");      /* the decision log, one string per line */
+    for (const char *d = v->decisions ? v->decisions : "", *nl; *d; d = *nl ? nl + 1 : nl) {
+        nl = d + strcspn(d, "\n");
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)(nl - d), d);
+        buf_puts(out, d == v->decisions ? "" : ",");
+        json_str(out, line);
+    }
+    buf_puts(out, "]");
     buf_puts(out, ",\"recipients\":[");
     for (size_t i = 0; i < v->nrcpts; i++) {
         const struct rcpt_state *st = v->st[i];

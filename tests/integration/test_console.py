@@ -173,6 +173,8 @@ def test_log_in_find_a_quarantined_message_release_it_in_chromium():
     b.click(b.find("#messages a"))
     wait_for(lambda: qid in b.page() and "Release" in b.page(), 10, "the message page")
     assert b.text(b.find("#state")) == "hold" and b.text(b.find("#reason")) == "suspicious subject"
+    decided = [b.text(e) for e in b.finds(".decided")]     # the decision log ("explain")
+    assert decided == ["data header_checks quarantine: suspicious subject"], decided
     # mail text is shown as text: the markup is there as characters, not as elements
     assert "<script>alert(1)</script>" in b.text(b.find("#body"))
     assert "X-Note: <b>bold</b>" in b.text(b.find("#headers"))
@@ -231,6 +233,7 @@ def test_logins_csrf_roles_and_the_json_api():
     status, _, text = w.request("GET", "/api/message?id=" + keep)
     m = json.loads(text)
     assert status == 200 and "Subject: quarantine me" in m["headers"] and m["hold_reason"] == "suspicious subject"
+    assert m["decisions"] == ["data header_checks quarantine: suspicious subject"], m
     # release to one of the two recipients (API, token in a header); the other is dropped
     status, _, text = w.request("POST", "/api/action", {"id": keep, "op": "release", "rcpt": "b@example.test"},
                                 headers={"X-CSRF-Token": csrf})
