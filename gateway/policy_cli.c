@@ -22,6 +22,7 @@
 #include "log.h"
 #include "plugin_host.h"
 #include "privs.h"
+#include "smtp_parse.h"
 #include "../lua/postern_lua.h"
 #include <errno.h>
 #include <jansson.h>
@@ -283,6 +284,26 @@ static int exit_of(enum policy_outcome o)
 
 /* ---- one run ---- */
 
+/* Addresses as an SMTP client would have to give them. 0, or -1 with err. */
+static int check_addresses(const struct test_opts *o, const char *from, char *err, size_t errlen)
+{
+    char cmd[700];
+    struct path_result pr = {.reply = NULL};
+    struct mail_params mp;
+    snprintf(cmd, sizeof cmd, "FROM:<%s>", from);
+    if (strlen(from) > SMTP_MAX_PATH || strpbrk(from, "<>\r\n") || smtp_parse_mail(cmd, &pr, &mp) < 0)
+        return snprintf(err, errlen, "sender '%s': %s", from, pr.reply ? pr.reply : "not an address"), -1;
+    for (size_t i = 0; i < o->nto; i++) {
+        pr.reply = NULL;
+        snprintf(cmd, sizeof cmd, "TO:<%s>", o->to[i]);
+        if (!o->to[i][0] || strlen(o->to[i]) > SMTP_MAX_PATH || strpbrk(o->to[i], "<>\r\n") ||
+            smtp_parse_rcpt(cmd, true, &pr, NULL) < 0)
+            return snprintf(err, errlen, "--to '%s': %s", o->to[i], pr.reply && o->to[i][0] ? pr.reply
+                                                                                    : "not an address"), -1;
+    }
+    return 0;
+}
+
 static int run_one(const struct config *cfg, const struct test_opts *o, const char *msg, size_t len,
                    struct policy_result *res, char *err, size_t errlen)
 {
@@ -291,6 +312,8 @@ static int run_one(const struct config *cfg, const struct test_opts *o, const ch
         snprintf(from, sizeof from, "%s", o->from);
     else
         from_header(msg, len, from, sizeof from);
+    if (check_addresses(o, from, err, errlen) < 0)
+        return -1;
     const char *client = o->client ? o->client : "192.0.2.1";
     char helo[300];
     snprintf(helo, sizeof helo, "%s%s%s", o->helo ? "" : "[", o->helo ? o->helo : client, o->helo ? "" : "]");

@@ -139,6 +139,8 @@ def test_exit_status_by_outcome_and_json():
     assert r.returncode == 4 and "/nonexistent.eml" in r.stderr, r.stderr
     r = policy(conf, "test", message(PLAIN))
     assert r.returncode == 4 and "--to" in r.stderr, r.stderr
+    r = policy(conf, "test", "--to", "two words@example.test", message(PLAIN))
+    assert r.returncode == 4 and "501 5.1.3" in r.stderr, r.stderr
 
 
 def test_no_side_effects_archive_and_greylist():
