@@ -25,7 +25,7 @@ UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
 PLUGINS      := size_limit header_checks archive route tls_required spf dkim_verify dmarc authres dkim_sign milter \
-                rcpt_verify greylist dnsbl clamav rspamd iprev
+                rcpt_verify greylist dnsbl clamav rspamd iprev journal
 PLUGIN_LIBS_header_checks := -lpcre2-8
 PLUGIN_LIBS_archive := -lcrypto -lpthread
 PLUGIN_LIBS_route := -lpcre2-8
@@ -106,7 +106,7 @@ $(BUILD)/postern-witness: $(BUILD)/archive_witness.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
 # the CLI runs the chain too (policy test/replay), so it links as posternd does
-POSTERN_CLI_OBJS := $(addprefix $(BUILD)/,postern_cli.o archive_verify.o queue_offline.o policy_cli.o policy_replay.o)
+POSTERN_CLI_OBJS := $(addprefix $(BUILD)/,postern_cli.o archive_verify.o archive_search.o queue_offline.o policy_cli.o policy_replay.o)
 $(BUILD)/postern: $(POSTERN_CLI_OBJS) $(BUILD)/pubkey_decode.o $(BUILD)/libpostern.a
 	$(CC) $(LDFLAGS) -o $@ $(POSTERN_CLI_OBJS) $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS) -lcrypto
 

@@ -1,10 +1,15 @@
 /* archive_verify.c - walks DIR/chain recomputing every file hash and every
  * link, compares the last link with DIR/head, checks the witness's signed
  * checkpoints against the chain, and lists archived files the chain does
- * not know (see plugins/archive_chain.h and archive_witness.h). */
+ * not know (see plugins/archive_chain.h and archive_witness.h). Copies
+ * removed by retention are in the chain as expiry records
+ * (archive_index.h): their links are checked and listed, their files are
+ * not looked for. */
 #include "archive_verify.h"
 #include "../plugins/archive_witness.h"
+#include "../plugins/archive_index.h"
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,8 +37,29 @@ struct links {
     size_t n;
 };
 
+/* The paths the chain records as expired, sorted (a first pass: the
+ * record comes after the copy's own line). */
+static void expired_paths(FILE *f, struct names *expired)
+{
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long seq;
+        char rel[2048];
+        const char *gone = sscanf(line, "%lu %2047s", &seq, rel) == 2 ? archive_expired_path(rel, NULL, 0) : NULL;
+        if (gone)
+            names_add(expired, gone);
+    }
+    qsort(expired->v, expired->n, sizeof *expired->v, cmp);
+    rewind(f);
+}
+
+static bool is_in(const struct names *s, const char *p)
+{
+    return s->n && bsearch(&p, s->v, s->n, sizeof *s->v, cmp);
+}
+
 static int check_chain(const char *dir, FILE *out, struct names *seen, struct links *links, unsigned long *last_seq,
-                       char last[ARCHIVE_HASH_HEX])
+                       char last[ARCHIVE_HASH_HEX], unsigned long *nexpired)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/chain", dir);
@@ -42,6 +68,8 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         fprintf(out, "archive: no chain at %s (nothing archived yet?)\n", path);
         return -1;
     }
+    struct names expired = {0};
+    expired_paths(f, &expired);
     int problems = 0;
     char line[4096];
     memset(last, '0', 64);
@@ -59,9 +87,18 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
             fprintf(out, "MISSING chain entries: seq %lu follows %lu\n", seq, *last_seq);
             problems++;
         }
-        names_add(seen, rel);
+        char when[64];
+        const char *gone = archive_expired_path(rel, when, sizeof when);
+        if (gone) {
+            fprintf(out, "expired %s at %s (seq %lu)\n", gone, when, seq);
+            ++*nexpired;
+        } else {
+            names_add(seen, rel);
+        }
         snprintf(path, sizeof path, "%s/%s", dir, rel);
-        if (archive_file_hash(path, real) < 0) {
+        if (gone || is_in(&expired, rel)) {
+            /* removed by retention (or about to be): the link is what counts */
+        } else if (archive_file_hash(path, real) < 0) {
             fprintf(out, "DELETED %s (seq %lu)\n", rel, seq);
             problems++;
         } else if (strcmp(real, fh)) {
@@ -80,6 +117,9 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         }
     }
     fclose(f);
+    for (size_t i = 0; i < expired.n; i++)
+        free(expired.v[i]);
+    free(expired.v);
     return problems;
 }
 
@@ -190,14 +230,16 @@ int archive_verify(const char *dir, const char *witness_log, const char *witness
     struct links links = {0};
     unsigned long last_seq;
     char last[ARCHIVE_HASH_HEX];
-    int problems = check_chain(dir, out, &seen, &links, &last_seq, last);
+    unsigned long nexpired = 0;
+    int problems = check_chain(dir, out, &seen, &links, &last_seq, last, &nexpired);
     if (problems >= 0) {
         problems += check_head(dir, out, &links, last_seq);
         if (witness_log && witness_key)
             problems += check_witness(witness_log, witness_key, out, &links, last_seq);
         problems += check_unchained(dir, out, &seen);
         if (problems == 0)
-            fprintf(out, "archive ok: %lu message(s), head %lu %s\n", last_seq, last_seq, last);
+            fprintf(out, "archive ok: %lu message(s), %lu expired, head %lu %s\n", last_seq - 2 * nexpired,
+                    nexpired, last_seq, last);
         else
             fprintf(out, "archive NOT intact: %d problem(s)\n", problems);
     }

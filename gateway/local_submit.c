@@ -20,6 +20,7 @@
 
 #define MAX_LINE 998        /* RFC 5322 2.1.1, without the CRLF */
 #define MAX_RCPTS 1000
+#define JOURNAL_OVERHEAD (64 * 1024)   /* a journal report's own part, over the size limit */
 
 enum submit_state { SUBMIT_NONE, SUBMIT_STARTING, SUBMIT_READY, SUBMIT_STOPPED };
 
@@ -75,7 +76,7 @@ void local_submit_stop(void)
 
 /* CRLF line ends only, no NUL, lines of at most 998 octets, and a header
  * section ended by an empty line. */
-static bool message_well_formed(const char *m, size_t len)
+static bool message_well_formed(const char *m, size_t len, size_t max_line)
 {
     size_t line = 0;
     for (size_t i = 0; i < len; i++) {
@@ -83,14 +84,22 @@ static bool message_well_formed(const char *m, size_t len)
             (m[i] == '\r' && (i + 1 == len || m[i + 1] != '\n')))
             return false;
         line = m[i] == '\n' ? 0 : line + 1;
-        if (line > MAX_LINE + 1)
+        if (line > max_line + 1)
             return false;
     }
     return len >= 2 && m[len - 1] == '\n' && memmem(m, len, "\r\n\r\n", 4) != NULL;
 }
 
+static bool has_8bit(const char *m, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)m[i] >= 0x80)
+            return true;
+    return false;
+}
+
 static int check_request(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message,
-                         size_t len, size_t limit)
+                         size_t len, size_t limit, unsigned flags)
 {
     if (!sender || (sender[0] && (smtp_check_address(sender, false) || smtp_address_routed(sender))))
         return EINVAL;
@@ -99,9 +108,10 @@ static int check_request(const char *sender, const char *const *rcpts, size_t nr
     for (size_t i = 0; i < nrcpts; i++)
         if (!rcpts[i] || smtp_check_address(rcpts[i], false) || smtp_address_routed(rcpts[i]))
             return EINVAL;
-    if (limit && len > limit)
+    bool journal = flags & POSTERN_SUBMIT_JOURNAL;
+    if (limit && len > limit + (journal ? JOURNAL_OVERHEAD : 0))
         return EFBIG;
-    return message && message_well_formed(message, len) ? 0 : EINVAL;
+    return message && message_well_formed(message, len, journal ? SIZE_MAX / 2 : MAX_LINE) ? 0 : EINVAL;
 }
 
 void local_envelope_init(struct envelope *e, const char *host)
@@ -125,11 +135,13 @@ size_t local_received(char *out, size_t size, const char *host, const char *id)
 }
 
 static int fill_envelope(struct envelope *e, const char *sender, const char *const *rcpts, size_t nrcpts,
-                         const char *host)
+                         const char *host, bool journal, bool eight_bit)
 {
     memset(e, 0, sizeof *e);
     local_envelope_init(e, host);
-    e->body = BODY_7BIT;
+    if (journal)       /* queue.c: no chain for it */
+        snprintf(e->proto, sizeof e->proto, "JOURNAL");
+    e->body = eight_bit ? BODY_8BITMIME : BODY_7BIT;
     e->sender = strdup(sender);
     e->rcpts = calloc(nrcpts, sizeof *e->rcpts);
     if (!e->sender || !e->rcpts)
@@ -161,6 +173,12 @@ static int write_spool(struct committed_msg *c, const char *message, size_t len,
 int local_submit(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message, size_t len,
                  char *qid_out)
 {
+    return local_submit_flags(sender, rcpts, nrcpts, message, len, 0, qid_out);
+}
+
+int local_submit_flags(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message, size_t len,
+                       unsigned flags, char *qid_out)
+{
     pthread_mutex_lock(&lock);
     enum submit_state st = state;
     char host[sizeof hostname];
@@ -172,12 +190,13 @@ int local_submit(const char *sender, const char *const *rcpts, size_t nrcpts, co
     const txn_t *t = hooks_calling_txn();
     if (t && t->local_origin)      /* a message made for a message we made: a loop */
         return errno = ELOOP, -1;
-    int err = check_request(sender, rcpts, nrcpts, message, len, limit);
+    int err = flags & ~POSTERN_SUBMIT_JOURNAL ? EINVAL : check_request(sender, rcpts, nrcpts, message, len, limit, flags);
     struct committed_msg *cm = err ? NULL : calloc(1, sizeof *cm);
     if (!err && !cm)
         err = ENOMEM;
     if (!err)
-        err = fill_envelope(&cm->env, sender, rcpts, nrcpts, host);
+        err = fill_envelope(&cm->env, sender, rcpts, nrcpts, host, flags & POSTERN_SUBMIT_JOURNAL,
+                            has_8bit(message, len));
     if (!err)
         err = write_spool(cm, message, len, host);
     if (err) {

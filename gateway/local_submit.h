@@ -32,5 +32,9 @@ size_t local_received(char *out, size_t size, const char *hostname, const char *
 /* Any thread but the loop: see postern_plugin.h, submit_message. */
 int local_submit(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message, size_t len,
                  char *qid_out);
+/* submit_message_flags: POSTERN_SUBMIT_JOURNAL makes proto JOURNAL, which
+ * the queue runs past the chain. */
+int local_submit_flags(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message, size_t len,
+                       unsigned flags, char *qid_out);
 
 #endif

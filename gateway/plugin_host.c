@@ -386,6 +386,7 @@ static const struct postern_host host = {
     .decisions = h_decisions,
     .rcpt_nexthop = h_rcpt_nexthop,
     .rcpt_tls = h_rcpt_tls,
+    .submit_message_flags = local_submit_flags,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -5,6 +5,7 @@
  * user and, for changes, under SPOOL/lock. cat and summary always read
  * the spool. policy test/replay run the chain in this process
  * (policy_cli.c). */
+#include "archive_search.h"
 #include "archive_verify.h"
 #include "buf.h"
 #include "config.h"
@@ -31,7 +32,9 @@ static void usage(void)
                     "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
                     "       postern -c FILE queue list [--json]|show ID|cat ID|summary [--sender]\n"
                     "       postern -c FILE queue flush [ID|domain]|hold ID|release ID|delete ID\n"
-                    "       postern -c FILE archive verify\n"
+                    "       postern -c FILE archive verify|reindex\n"
+                    "       postern -c FILE archive search|export [--from S] [--to S] [--rcpt S] [--subject S] "
+                    "[--since D] [--until D] [--limit N] [--mbox FILE|--dir DIR]\n"
                     "       postern -c FILE policy test [--from A] --to B ... [--client IP] [--helo NAME] [--tls] "
                     "[--auth USER] [--dns-file F] [--json] MESSAGE.eml\n"
                     "       postern -c FILE policy test [--dns-file F] --cases FILE\n"
@@ -146,6 +149,27 @@ static int queue_command(const struct config *cfg, int argc, char **argv)
     return queue_on_spool(cfg, cmd, arg);
 }
 
+/* `postern archive verify|search|export|reindex` on archive.dir. */
+static int archive_command(const struct config *cfg, const char *path, int argc, char **argv)
+{
+    static const char *subcommands[] = {"verify", "search", "export", "reindex"};
+    bool known = false;
+    for (size_t i = 0; argc >= 1 && i < sizeof subcommands / sizeof subcommands[0]; i++)
+        known |= !strcmp(argv[0], subcommands[i]);
+    if (!known || (!strcmp(argv[0], "verify") && argc != 1))
+        usage();
+    const char *dir = config_plugin_option(cfg, "archive", "dir");
+    if (!dir) {
+        fprintf(stderr, "postern: %s has no archive.dir (is the archive plugin configured?)\n", path);
+        return 1;
+    }
+    if (strcmp(argv[0], "verify"))
+        return archive_search_command(dir, cfg->run_user, cfg->allow_user_nobody, argc, argv);
+    int problems = archive_verify(dir, config_plugin_option(cfg, "archive", "witness_log"),
+                                  config_plugin_option(cfg, "archive", "witness_key"), stdout);
+    return problems == 0 ? 0 : 1;
+}
+
 /* `postern console-user NAME ROLE`: a users-file line with a yescrypt hash
  * of the password read from stdin (the password never on the command line). */
 static int console_user(int argc, char **argv)
@@ -245,19 +269,9 @@ int main(int argc, char **argv)
         if (rc < 0) {
             fprintf(stderr, "postern: cannot reach posternd at %s: %s\n", cfg.control_socket, strerror(errno));
             rc = 1;
-        }    } else if (!strcmp(cmd, "archive")) {
-        const char *dir = config_plugin_option(&cfg, "archive", "dir");
-        const char *witness_log = config_plugin_option(&cfg, "archive", "witness_log");
-        const char *witness_key = config_plugin_option(&cfg, "archive", "witness_key");
-        if (optind + 2 != argc || strcmp(argv[optind + 1], "verify"))
-            usage();
-        if (!dir) {
-            fprintf(stderr, "postern: %s has no archive.dir (is the archive plugin configured?)\n", path);
-            rc = 1;
-        } else {
-            int problems = archive_verify(dir, witness_log, witness_key, stdout);
-            rc = problems == 0 ? 0 : 1;
         }
+    } else if (!strcmp(cmd, "archive")) {
+        rc = archive_command(&cfg, path, argc - optind - 1, argv + optind + 1);
     } else if (!strcmp(cmd, "queue")) {
         rc = queue_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else if (!strcmp(cmd, "policy")) {

@@ -271,7 +271,8 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     m->requiretls = e->requiretls;
     m->tls_optional = e->tls_optional;
     m->hops = e->hops;
-    m->local = !strcmp(e->proto, "LOCAL");
+    m->journal = !strcmp(e->proto, "JOURNAL");     /* a journal report: past the chain */
+    m->local = m->journal || !strcmp(e->proto, "LOCAL");
     snprintf(m->client_ip, sizeof m->client_ip, "%s", e->client_ip);
     snprintf(m->helo, sizeof m->helo, "%s", e->helo);
     m->heap_idx = -1;
@@ -329,6 +330,12 @@ static void apply_state(struct qmsg *m)
     free(st);
 }
 
+/* Does the chain run this stage for m? Never for a journal report. */
+static bool stage_wanted(const struct qmsg *m, enum postern_stage st)
+{
+    return !m->journal && hooks_wanted(NULL, st);
+}
+
 static void queue_stage(struct qmsg *m);
 
 void queue_add_committed(struct envelope *e, size_t body_off)
@@ -358,7 +365,7 @@ static void load_one(const char *id, void *ctx)
         return;
     apply_state(m);
     (*count)++;
-    if (!m->queued && hooks_wanted(NULL, POSTERN_STAGE_QUEUE)) {
+    if (!m->queued && stage_wanted(m, POSTERN_STAGE_QUEUE)) {
         queue_stage(m);    /* it never finished before the restart: run it again */
         return;
     }
@@ -805,7 +812,7 @@ static void queue_stage_done(void *ctx, postern_verdict v)
  * stage, then scheduling. */
 static void queue_stage(struct qmsg *m)
 {
-    struct stage_ctx *c = hooks_wanted(NULL, POSTERN_STAGE_QUEUE) ? stage_ctx_new(m, false) : NULL;
+    struct stage_ctx *c = stage_wanted(m, POSTERN_STAGE_QUEUE) ? stage_ctx_new(m, false) : NULL;
     if (!c) {
         m->queued = true;
         if (m->held) {
@@ -838,11 +845,11 @@ static void deliver_stage_done(void *ctx, postern_verdict v)
 
 static void dispatch(struct qmsg *m)
 {
-    if (!m->queued && hooks_wanted(NULL, POSTERN_STAGE_QUEUE)) {
+    if (!m->queued && stage_wanted(m, POSTERN_STAGE_QUEUE)) {
         queue_stage(m);
         return;
     }
-    struct stage_ctx *c = hooks_wanted(NULL, POSTERN_STAGE_DELIVER) ? stage_ctx_new(m, true) : NULL;
+    struct stage_ctx *c = stage_wanted(m, POSTERN_STAGE_DELIVER) ? stage_ctx_new(m, true) : NULL;
     if (!c) {
         do_dispatch(m);
         return;

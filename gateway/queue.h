@@ -38,6 +38,7 @@ struct qmsg {
     bool queued;             /* the QUEUE stage has run */
     bool archive;            /* a plugin requested an archive copy */
     bool local;              /* made by posternd itself: a DSN, a plugin's submit_message */
+    bool journal;            /* a journal report (POSTERN_SUBMIT_JOURNAL): the chain never runs for it */
     char client_ip[64];
     char helo[256];
     int hops;

@@ -13,6 +13,11 @@
  *   archive.witness = SOCKET    postern-witness's socket: every link is
  *                  reported to it and signed before the message goes on
  *   archive.witness_log, archive.witness_key    for `archive verify` only
+ *   archive.retention = 7y      remove copies older than this (s, m, h, d, w,
+ *                  y), in chain order, each removal a chain link of its own
+ *   archive.expire_every = 1h   how often expiry looks (default 1h)
+ * Each copy also gets a line in DIR/index for `postern archive search`
+ * (see archive_index.h).
  * The envelope block also records what the live chain decided (X-Postern-
  * Decided, X-Postern-Route), which `postern policy replay` compares with.
  * Run `postern -c CONF archive verify` to check the files and the chain.
@@ -21,6 +26,8 @@
 #include "postern_plugin.h"
 #include "archive_chain.h"
 #include "archive_witness.h"
+#include "archive_index.h"
+#include <sys/file.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <sys/socket.h>
@@ -52,6 +59,15 @@ struct archive {
     unsigned long witnessed;   /* the last link the witness signed */
     off_t witnessed_off;       /* where the chain line after it starts */
     char witness_err[1400];
+    /* retention: a thread removes what is older than `retention` seconds */
+    _Atomic long retention;    /* 0 = keep forever */
+    _Atomic long expire_every;
+    pthread_t expirer;
+    bool expirer_started;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    bool stopping;
+    off_t expire_off;          /* where the chain's unexpired message lines start */
 };
 
 static unsigned long hash_str(const char *s)
@@ -72,9 +88,19 @@ static int chained_has(const struct archive *a, const char *rel)
     return 0;
 }
 
-/* Remember rel as chained (under a->lock). */
-static void chained_add(struct archive *a, const char *rel)
+/* The set's key for a chain line: an expiry record is kept as
+ * "expired:RELPATH", so chained_has() answers "was RELPATH expired?". */
+static void chained_key(const char *rel, char *key, size_t size)
 {
+    const char *gone = archive_expired_path(rel, NULL, 0);
+    snprintf(key, size, "%s%s", gone ? "expired:" : "", gone ? gone : rel);
+}
+
+/* Remember rel as chained (under a->lock). */
+static void chained_add(struct archive *a, const char *line_rel)
+{
+    char rel[1200];
+    chained_key(line_rel, rel, sizeof rel);
     if ((a->nchained + 1) * 2 > a->capchained) {
         size_t ncap = a->capchained ? a->capchained * 2 : 1024;
         char **n = calloc(ncap, sizeof *n);
@@ -329,6 +355,8 @@ static int check_only(const struct archive *a, char *err, size_t errlen)
     return 0;
 }
 
+static void *expirer_main(void *arg);
+
 /* Open a's directory and chain (and its witness): 0, or -1 with err. */
 static int archive_open(const struct postern_host *h, struct archive *a, char *err, size_t errlen)
 {
@@ -346,6 +374,11 @@ static int archive_open(const struct postern_host *h, struct archive *a, char *e
     }
     fsync_dir(a->dir);          /* the chain file may have just been created */
     a->synced = a->seq;
+    if (pthread_create(&a->expirer, NULL, expirer_main, a) != 0) {
+        snprintf(err, errlen, "cannot start the expiry thread");
+        return -1;
+    }
+    a->expirer_started = true;
     if (a->witness[0]) {
         a->chain_rd = open(path, O_RDONLY | O_CLOEXEC);
         int rc = a->chain_rd < 0 ? -2 : witness_connect(a);
@@ -375,6 +408,8 @@ static struct archive *archive_shared(const struct archive *want, char *err, siz
             return NULL;
         }
         a->refs++;
+        a->retention = want->retention;          /* a reload may change these */
+        a->expire_every = want->expire_every;
         return a;
     }
     return NULL;
@@ -382,6 +417,15 @@ static struct archive *archive_shared(const struct archive *want, char *err, siz
 
 static void archive_free(struct archive *a)
 {
+    if (a->expirer_started) {
+        pthread_mutex_lock(&a->stop_lock);
+        a->stopping = true;
+        pthread_cond_signal(&a->stop_cond);
+        pthread_mutex_unlock(&a->stop_lock);
+        pthread_join(a->expirer, NULL);
+    }
+    pthread_mutex_destroy(&a->stop_lock);
+    pthread_cond_destroy(&a->stop_cond);
     if (a->chain_fd >= 0)
         close(a->chain_fd);
     if (a->chain_rd >= 0)
@@ -396,9 +440,24 @@ static void archive_free(struct archive *a)
     free(a);
 }
 
+/* "90d" -> seconds (s, m, h, d, w, y = 365 d); -1 if it is no duration. */
+static long duration(const char *v)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    static const char units[] = "smhdwy";
+    static const long secs[] = {1, 60, 3600, 86400, 7 * 86400, 365 * 86400};
+    const char *u = end[0] && !end[1] ? strchr(units, end[0]) : NULL;
+    if (end == v || n <= 0 || !u || n > 1000L * 365 * 86400 / secs[u - units])
+        return -1;
+    return n * secs[u - units];
+}
+
 static int parse_options(struct archive *a, struct archive_link *l, const struct postern_option *opts, size_t n,
                          char *err, size_t errlen)
 {
+    long secs;
+    a->expire_every = 3600;
     for (size_t i = 0; i < n; i++) {
         if (!strcmp(opts[i].key, "dir"))
             snprintf(a->dir, sizeof a->dir, "%s", opts[i].value);
@@ -406,9 +465,14 @@ static int parse_options(struct archive *a, struct archive_link *l, const struct
             l->only_requested = !strcmp(opts[i].value, "requested");
         else if (!strcmp(opts[i].key, "witness") && strlen(opts[i].value) < sizeof a->witness && opts[i].value[0] == '/')
             snprintf(a->witness, sizeof a->witness, "%s", opts[i].value);
+        else if (!strcmp(opts[i].key, "retention") && (secs = duration(opts[i].value)) > 0)
+            a->retention = secs;
+        else if (!strcmp(opts[i].key, "expire_every") && (secs = duration(opts[i].value)) > 0)
+            a->expire_every = secs;
         else if (strcmp(opts[i].key, "witness_log") && strcmp(opts[i].key, "witness_key")) {
             snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested, "
-                     "witness = /SOCKET, witness_log, witness_key)", opts[i].key, opts[i].value);
+                     "witness = /SOCKET, witness_log, witness_key, retention = 7y, expire_every = 1h)",
+                     opts[i].key, opts[i].value);
             return -1;
         }
     }
@@ -436,6 +500,8 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->sync_lock, NULL);
     pthread_mutex_init(&a->witness_lock, NULL);
+    pthread_mutex_init(&a->stop_lock, NULL);
+    pthread_cond_init(&a->stop_cond, NULL);
     a->chain_fd = a->chain_rd = a->witness_fd = -1;
     a->refs = 1;
     l->a = a;
@@ -532,14 +598,9 @@ static int write_decisions(int fd, postern_txn *t)
 }
 
 /* The envelope block that goes before the message. */
-static int write_envelope(int fd, postern_txn *t)
+static int write_envelope(int fd, postern_txn *t, const char *date)
 {
     char line[2048];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    char date[64];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
     int n = snprintf(line, sizeof line,
                      "X-Postern-Archive: 1\r\nX-Postern-Queue-ID: %s\r\nX-Postern-Archived-At: %s\r\n"
                      "X-Postern-Client: [%s] helo=%s\r\nX-Postern-Envelope-From: <%s>\r\n",
@@ -636,6 +697,173 @@ static int chain_sync(struct archive *a, unsigned long seq)
     return rc;
 }
 
+/* ---- the search index (archive_index.h) ---------------------------- */
+
+/* Take DIR/index.lock (a rebuild holds it); the lock's fd, or -1. */
+static int index_lock(const struct archive *a)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/index.lock", a->dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd >= 0 && flock(fd, LOCK_EX) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* One index line for the copy just chained. Best effort: the chain is the
+ * record, and `postern archive reindex` rebuilds the index from it. */
+static void index_append(const struct archive *a, postern_txn *t, unsigned long seq, const char *date,
+                         const char *relpath)
+{
+    char line[ARCHIVE_INDEX_LINE_MAX], rcpts[8192] = "", to[4096] = "";
+    size_t n = 0, rn = 0, tn = 0;
+    for (size_t i = 0; i < host->rcpt_count(t) && rn + 2 < sizeof rcpts; i++) {
+        if (i)
+            rcpts[rn++] = ',';
+        archive_index_field(rcpts, sizeof rcpts, &rn, host->rcpt(t, i));
+    }
+    const char *fields[] = {"To", "Cc"};
+    for (size_t f = 0; f < 2; f++)
+        for (size_t nth = 0; host->header_get(t, fields[f], nth) && tn + 2 < sizeof to; nth++) {
+            if (tn)
+                to[tn++] = ',';
+            archive_index_field(to, sizeof to, &tn, host->header_get(t, fields[f], nth));
+        }
+    n = (size_t)snprintf(line, sizeof line, "%lu\t%s\t%s\t", seq, date, relpath);
+    archive_index_field(line, sizeof line, &n, host->queue_id(t));
+    const char *rest[] = {host->sender(t), rcpts, host->header_get(t, "From", 0), to, host->header_get(t, "Subject", 0)};
+    for (size_t i = 0; i < 5; i++) {
+        line[n++] = '\t';
+        archive_index_field(line, sizeof line, &n, rest[i]);
+    }
+    line[n++] = '\n';
+    char path[1100];
+    snprintf(path, sizeof path, "%s/index", a->dir);
+    int lock = index_lock(a);
+    int fd = lock < 0 ? -1 : open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0 || write_all(fd, line, n) < 0)
+        host->log(t, POSTERN_LOG_WARN, "archive: cannot add %s to %s (run `postern archive reindex`): %s", relpath,
+                  path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (lock >= 0)
+        close(lock);
+}
+
+/* ---- retention: expiry in chain order -------------------------------- */
+
+/* When the copy at path was archived (its X-Postern-Archived-At, else its
+ * mtime); 0 if it cannot be read. */
+static time_t archived_at(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return 0;
+    char head[2048];
+    ssize_t r = read(fd, head, sizeof head - 1);
+    struct stat st;
+    time_t when = fstat(fd, &st) == 0 ? st.st_mtime : 0;
+    close(fd);
+    head[r > 0 ? r : 0] = '\0';
+    const char *p = strstr(head, "\r\nX-Postern-Archived-At: ");
+    struct tm tm = {0};
+    if (p && strptime(p + 25, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        when = timegm(&tm);
+    return when;
+}
+
+/* Record rel (its file hash fh) as expired, then remove the file: the
+ * record is durable before the file goes. 0, or -1. */
+static int expire_one(struct archive *a, const char *rel, const char *fh, time_t now)
+{
+    char record[400], path[1400], day[1400];
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char when[32];
+    strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(record, sizeof record, "%s%s/%s", ARCHIVE_EXPIRED_PREFIX, when, rel);
+    pthread_mutex_lock(&a->lock);
+    unsigned long seq = chain_append(a, record, fh);
+    pthread_mutex_unlock(&a->lock);
+    if (!seq || chain_sync(a, seq) < 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/%s", a->dir, rel);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return -1;
+    snprintf(day, sizeof day, "%s", path);
+    char *slash = strrchr(day, '/');
+    if (slash)
+        *slash = '\0';
+    fsync_dir(day);
+    rmdir(day);                 /* the day's last copy: its directory goes too */
+    host->log(NULL, POSTERN_LOG_INFO, "archive: expired %s (chain seq %lu)", rel, seq);
+    return 0;
+}
+
+/* One pass: every copy older than the retention, oldest first, up to the
+ * first one that is not (the chain is in arrival order). */
+static void expire_run(struct archive *a)
+{
+    long keep = a->retention;
+    if (keep <= 0)
+        return;
+    char path[1400], line[4096], key[300];
+    snprintf(path, sizeof path, "%s/chain", a->dir);
+    FILE *f = fopen(path, "r");
+    if (!f || fseeko(f, a->expire_off, SEEK_SET) < 0) {
+        if (f)
+            fclose(f);
+        return;
+    }
+    time_t now = time(NULL);
+    for (off_t at = ftello(f); fgets(line, sizeof line, f); at = ftello(f)) {
+        unsigned long seq;
+        char rel[256], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
+        if (sscanf(line, "%lu %255s %64s %64s", &seq, rel, fh, ch) != 4 || archive_expired_path(rel, NULL, 0))
+            continue;
+        snprintf(key, sizeof key, "expired:%s", rel);
+        pthread_mutex_lock(&a->lock);
+        int gone = chained_has(a, key);
+        pthread_mutex_unlock(&a->lock);
+        snprintf(path, sizeof path, "%s/%s", a->dir, rel);
+        if (gone) {             /* recorded before a crash took the file's removal */
+            unlink(path);
+            continue;
+        }
+        time_t when = archived_at(path);
+        if (when && when + keep > now) {
+            a->expire_off = at;     /* the next pass starts here */
+            break;
+        }
+        if (when && expire_one(a, rel, fh, now) < 0) {
+            host->log(NULL, POSTERN_LOG_ERROR, "archive: cannot expire %s: %s", rel, strerror(errno));
+            a->expire_off = at;
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static void *expirer_main(void *arg)
+{
+    struct archive *a = arg;
+    pthread_mutex_lock(&a->stop_lock);
+    while (!a->stopping) {
+        pthread_mutex_unlock(&a->stop_lock);
+        expire_run(a);
+        pthread_mutex_lock(&a->stop_lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += a->expire_every;
+        while (!a->stopping && pthread_cond_timedwait(&a->stop_cond, &a->stop_lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&a->stop_lock);
+    return NULL;
+}
+
 /* The message goes on only once the witness has signed its link. */
 static postern_verdict witnessed(struct archive *a, postern_txn *t, unsigned long seq)
 {
@@ -677,11 +905,13 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     pthread_mutex_unlock(&a->lock);
     if (done)    /* chained before; the witness may not have signed it yet */
         return chain_sync(a, seq) == 0 ? witnessed(a, t, seq) : POSTERN_TEMPFAIL;
+    char date[64];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (access(path, F_OK) != 0) {
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (fd < 0)
             goto fail;
-        int ok = write_envelope(fd, t) == 0 && copy_message(fd, t) == 0 && fsync(fd) == 0;
+        int ok = write_envelope(fd, t, date) == 0 && copy_message(fd, t) == 0 && fsync(fd) == 0;
         close(fd);
         if (!ok || rename(tmp, path) < 0 || fsync_dir(daydir) < 0) {
             unlink(tmp);
@@ -696,6 +926,7 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     pthread_mutex_unlock(&a->lock);
     if (!seq || chain_sync(a, seq) < 0)
         goto fail;
+    index_append(a, t, seq, date, relpath);
     host->log(t, POSTERN_LOG_INFO, "archived as %s", relpath);
     return witnessed(a, t, seq);
 fail:

@@ -211,7 +211,20 @@ struct postern_host {
      * (require_tls: "encrypt", "verify"), or NULL. */
     const char *(*rcpt_nexthop)(postern_txn *t, size_t i);
     const char *(*rcpt_tls)(postern_txn *t, size_t i);
+
+    /* ---- appended in 0.8 ---- */
+
+    /* submit_message with POSTERN_SUBMIT_* flags. POSTERN_SUBMIT_JOURNAL:
+     * the message wraps one posternd accepted (a journal report). It skips
+     * the QUEUE and DELIVER stages (no plugin sees, journals or changes it),
+     * may be up to 64 KiB over message_size_limit, and its lines are not
+     * limited to 998 octets (the wrapped message's are as they came). It
+     * may be called at EOM too, to commit the copy before the 250. */
+    int (*submit_message_flags)(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message,
+                                size_t len, unsigned flags, char *qid);
 };
+
+#define POSTERN_SUBMIT_JOURNAL 1u
 
 /* Whether posternd's host table has function fn (appended after your
  * posternd was built?): if (!POSTERN_HOST_HAS(host, dns_query)) ... */

@@ -1,0 +1,532 @@
+/* archive_search.c - finding and handing over archived mail.
+ *
+ *   postern -c CONF archive search [FILTERS] [--limit N]
+ *   postern -c CONF archive export [FILTERS] [--limit N] --mbox FILE | --dir DIR
+ *   postern -c CONF archive reindex
+ *
+ * FILTERS: --from S (envelope sender or From header), --to S (To or Cc
+ * header), --rcpt S (any envelope recipient, Bcc included), --subject S
+ * (all case-insensitive substrings), --since DATE, --until DATE
+ * (archive time, inclusive; 2026-12-01 or 2026-12-01T10:00:00Z).
+ *
+ * search and export stream DIR/index (one line in memory at a time);
+ * export then streams DIR/chain once to pick up each match's proof
+ * (sequence, file hash, previous and own link) and copies the files as
+ * they are (--dir: byte for byte, --mbox: mboxrd). Archived files are
+ * opened fd-relative without following symlinks (the tree belongs to the
+ * daemon's user). reindex rebuilds the index from the chain and the files,
+ * as the daemon's user, under DIR/index.lock. */
+#include "archive_search.h"
+#include "../plugins/archive_chain.h"
+#include "../plugins/archive_index.h"
+#include "buf.h"
+#include "headers.h"
+#include "privs.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HEAD_READ (64 * 1024)       /* enough of a file for its envelope block and headers */
+
+struct filters {
+    const char *from, *to, *rcpt, *subject, *since, *until;
+    long limit;
+    const char *mbox, *outdir;
+};
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: postern -c FILE archive search [--from S] [--to S] [--rcpt S] [--subject S] "
+                    "[--since DATE] [--until DATE] [--limit N]\n"
+                    "       postern -c FILE archive export [same filters] --mbox FILE | --dir DIR\n"
+                    "       postern -c FILE archive reindex\n");
+}
+
+static int parse_filters(int argc, char **argv, struct filters *f, bool export)
+{
+    *f = (struct filters){.limit = -1};
+    for (int i = 0; i < argc; i += 2) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end = NULL;
+        if (!v)
+            return -1;
+        if (!strcmp(k, "--from"))
+            f->from = v;
+        else if (!strcmp(k, "--to"))
+            f->to = v;
+        else if (!strcmp(k, "--rcpt"))
+            f->rcpt = v;
+        else if (!strcmp(k, "--subject"))
+            f->subject = v;
+        else if (!strcmp(k, "--since"))
+            f->since = v;
+        else if (!strcmp(k, "--until"))
+            f->until = v;
+        else if (!strcmp(k, "--limit") && (f->limit = strtol(v, &end, 10)) >= 0 && end != v && !*end)
+            ;
+        else if (export && !strcmp(k, "--mbox"))
+            f->mbox = v;
+        else if (export && !strcmp(k, "--dir"))
+            f->outdir = v;
+        else
+            return -1;
+    }
+    return export && !f->mbox == !f->outdir ? -1 : 0;
+}
+
+static bool has(const char *field, const char *want) { return !want || strcasestr(field, want); }
+
+static bool matches(const struct filters *f, char *const ix[ARCHIVE_INDEX_FIELDS])
+{
+    if (f->since && strcmp(ix[IX_AT], f->since) < 0)
+        return false;
+    if (f->until && strncmp(ix[IX_AT], f->until, strlen(f->until)) > 0)
+        return false;
+    return (has(ix[IX_ENV_FROM], f->from) || (f->from && has(ix[IX_FROM], f->from))) && has(ix[IX_TO], f->to) &&
+           has(ix[IX_ENV_TO], f->rcpt) && has(ix[IX_SUBJECT], f->subject);
+}
+
+/* DIR/DAY/FILE, opened below dirfd without following a symlink at either
+ * step; -1 with errno. */
+static int open_archived(int dirfd, const char *rel)
+{
+    const char *slash = strchr(rel, '/');
+    char day[64];
+    if (!slash || slash == rel || (size_t)(slash - rel) >= sizeof day || strchr(slash + 1, '/') ||
+        strstr(rel, ".."))
+        return errno = EINVAL, -1;
+    snprintf(day, sizeof day, "%.*s", (int)(slash - rel), rel);
+    int dfd = openat(dirfd, day, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    int fd = openat(dfd, slash + 1, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int err = errno;
+    close(dfd);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        return errno = EINVAL, -1;
+    }
+    errno = err;
+    return fd;
+}
+
+static FILE *open_in(const char *dir, const char *name, const char *mode)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return fopen(path, mode);
+}
+
+/* ---- search ---- */
+
+/* Each match, in index order, to cb; the number of matches, or -1. */
+typedef void (*match_fn)(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS]);
+
+static long walk_index(const char *dir, int dirfd, const struct filters *f, match_fn cb, void *ctx, long *gone)
+{
+    FILE *ixf = open_in(dir, "index", "r");
+    if (!ixf) {
+        fprintf(stderr, "postern: %s/index: %s (run `postern archive reindex`)\n", dir, strerror(errno));
+        return -1;
+    }
+    char *line = malloc(ARCHIVE_INDEX_LINE_MAX + 2);
+    long found = 0;
+    while (line && fgets(line, ARCHIVE_INDEX_LINE_MAX + 2, ixf) && (f->limit < 0 || found < f->limit)) {
+        char *ix[ARCHIVE_INDEX_FIELDS];
+        if (archive_index_split(line, ix) < 0 || !matches(f, ix))
+            continue;
+        int fd = open_archived(dirfd, ix[IX_REL]);
+        if (fd < 0) {            /* expired (or deleted: `archive verify` says which) */
+            ++*gone;
+            continue;
+        }
+        close(fd);
+        found++;
+        cb(ctx, ix);
+    }
+    free(line);
+    fclose(ixf);
+    return found;
+}
+
+static void print_match(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS])
+{
+    (void)ctx;
+    printf("%s  %s  <%s>  to %s  %s  (%s)\n", ix[IX_QID], ix[IX_AT], ix[IX_ENV_FROM], ix[IX_ENV_TO], ix[IX_SUBJECT],
+           ix[IX_REL]);
+}
+
+/* ---- export ---- */
+
+struct picked {
+    unsigned long *seq;
+    size_t n, cap;
+};
+
+static void pick(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS])
+{
+    struct picked *p = ctx;
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 1024;
+        unsigned long *grown = realloc(p->seq, cap * sizeof *grown);
+        if (!grown)
+            return;
+        p->seq = grown;
+        p->cap = cap;
+    }
+    p->seq[p->n++] = strtoul(ix[IX_SEQ], NULL, 10);
+}
+
+static int cmp_seq(const void *a, const void *b)
+{
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct exporter {
+    const struct filters *f;
+    int dirfd;
+    FILE *mbox, *proof, *chain_copy;
+    int outdir_fd;
+    size_t exported, problems;
+};
+
+/* The sender for the mbox "From " line, from the envelope block. */
+static void envelope_sender(const char *head, size_t len, char *out, size_t size)
+{
+    const char *p = memmem(head, len, "X-Postern-Envelope-From: <", 26);
+    size_t n = p ? strcspn(p + 26, ">\r\n") : 0;
+    snprintf(out, size, "%.*s", (int)(n && n < size ? n : 0), p ? p + 26 : "");
+    if (!out[0] || strpbrk(out, " \t"))
+        snprintf(out, size, "MAILER-DAEMON");
+}
+
+/* One file into the mbox, mboxrd-quoted, LF line ends. */
+static int mbox_write(FILE *out, const char *data, size_t len)
+{
+    char sender[300], date[64];
+    envelope_sender(data, len, sender, sizeof sender);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a %b %e %H:%M:%S %Y", &tm);
+    fprintf(out, "From %s %s\n", sender, date);
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(data + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - data) : len, n = end - i;
+        if (n && data[end - 1] == '\r')
+            n--;
+        size_t k = i;
+        while (k < i + n && data[k] == '>')
+            k++;
+        if (i + n - k >= 5 && !memcmp(data + k, "From ", 5))
+            fputc('>', out);
+        fwrite(data + i, 1, n, out);
+        fputc('\n', out);
+        i = end + 1;
+    }
+    fputc('\n', out);
+    return ferror(out) ? -1 : 0;
+}
+
+/* A whole archived file (bounded by the file's own size). */
+static char *slurp(int fd, size_t *len)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size > 1L << 30)
+        return NULL;
+    char *p = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    ssize_t r;
+    while (p && got < (size_t)st.st_size && (r = read(fd, p + got, (size_t)st.st_size - got)) > 0)
+        got += (size_t)r;
+    *len = got;
+    return p;
+}
+
+static void export_one(struct exporter *x, unsigned long seq, const char *rel, const char *fh, const char *prev,
+                       const char *link)
+{
+    int fd = open_archived(x->dirfd, rel);
+    size_t len = 0;
+    char *data = fd >= 0 ? slurp(fd, &len) : NULL;
+    if (fd >= 0)
+        close(fd);
+    char real[ARCHIVE_HASH_HEX] = "";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    if (data && EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL))
+        archive_hex(md, mdlen, real);
+    if (!data || strcmp(real, fh)) {
+        fprintf(stderr, "postern: %s (seq %lu): %s\n", rel, seq, !data ? strerror(errno)
+                                                                  : "its hash is not the chain's: not exported");
+        x->problems++;
+        free(data);
+        return;
+    }
+    const char *base = strrchr(rel, '/') + 1;
+    int ok;
+    if (x->mbox) {
+        ok = mbox_write(x->mbox, data, len) == 0;
+    } else {
+        int out = openat(x->outdir_fd, base, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+        ok = out >= 0 && write(out, data, len) == (ssize_t)len && fsync(out) == 0;
+        if (out >= 0)
+            close(out);
+    }
+    if (!ok) {
+        fprintf(stderr, "postern: writing %s: %s\n", base, strerror(errno));
+        x->problems++;
+    } else {
+        fprintf(x->proof, "%lu %s %s %s %s %s\n", seq, rel, fh, prev, link, base);
+        x->exported++;
+    }
+    free(data);
+}
+
+/* Stream the chain: each picked sequence number gets exported with its
+ * proof; the chain itself is copied beside the export. */
+static void export_from_chain(struct exporter *x, const char *dir, const struct picked *p)
+{
+    FILE *chain = open_in(dir, "chain", "r");
+    if (!chain) {
+        fprintf(stderr, "postern: %s/chain: %s\n", dir, strerror(errno));
+        x->problems++;
+        return;
+    }
+    char line[4096], prev[ARCHIVE_HASH_HEX];
+    memset(prev, '0', 64);
+    prev[64] = '\0';
+    size_t next = 0;
+    unsigned long seq = 0;
+    char link[ARCHIVE_HASH_HEX] = "";
+    while (fgets(line, sizeof line, chain)) {
+        fputs(line, x->chain_copy);
+        char rel[256], fh[ARCHIVE_HASH_HEX];
+        if (sscanf(line, "%lu %255s %64s %64s", &seq, rel, fh, link) != 4)
+            continue;
+        while (next < p->n && p->seq[next] < seq)
+            next++;
+        if (next < p->n && p->seq[next] == seq && !archive_expired_path(rel, NULL, 0))
+            export_one(x, seq, rel, fh, prev, link);
+        memcpy(prev, link, sizeof prev);
+    }
+    fprintf(x->proof, "# head %lu %s\n", seq, prev);
+    fclose(chain);
+}
+
+/* Where the export goes: a new mbox (FILE, FILE.proof, FILE.chain) or a
+ * new directory (*.eml, proof, chain). Opened before anything is read. */
+static int export_open(struct exporter *x, const struct filters *f)
+{
+    char path[4200];
+    x->outdir_fd = -1;
+    if (f->mbox) {
+        int fd = open(f->mbox, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+        x->mbox = fd >= 0 ? fdopen(fd, "w") : NULL;
+        snprintf(path, sizeof path, "%s.proof", f->mbox);
+        x->proof = x->mbox ? fopen(path, "wx") : NULL;
+        snprintf(path, sizeof path, "%s.chain", f->mbox);
+        x->chain_copy = x->proof ? fopen(path, "wx") : NULL;
+    } else {
+        x->outdir_fd = mkdir(f->outdir, 0750) == 0 ? open(f->outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+        int pfd = x->outdir_fd >= 0 ? openat(x->outdir_fd, "proof", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640) : -1;
+        x->proof = pfd >= 0 ? fdopen(pfd, "w") : NULL;
+        int cfd = x->proof ? openat(x->outdir_fd, "chain", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640) : -1;
+        x->chain_copy = cfd >= 0 ? fdopen(cfd, "w") : NULL;
+    }
+    if (!x->chain_copy) {
+        fprintf(stderr, "postern: cannot create %s: %s (it must not exist yet)\n", f->mbox ? f->mbox : f->outdir,
+                strerror(errno));
+        return -1;
+    }
+    fprintf(x->proof, "# postern archive export: SEQ RELPATH FILE_SHA256 PREVIOUS_LINK LINK FILE\n"
+                      "# LINK = sha256(PREVIOUS_LINK \"|\" RELPATH \"|\" FILE_SHA256); the chain beside this file "
+                      "holds every link up to the head\n");
+    return 0;
+}
+
+static int export_close(struct exporter *x)
+{
+    int rc = 0;
+    FILE *files[] = {x->mbox, x->proof, x->chain_copy};
+    for (size_t i = 0; i < 3; i++)
+        if (files[i] && (fflush(files[i]) != 0 || fsync(fileno(files[i])) != 0 || fclose(files[i]) != 0))
+            rc = -1;
+    if (x->outdir_fd >= 0)
+        close(x->outdir_fd);
+    return rc;
+}
+
+static int archive_export(const char *dir, int dirfd, const struct filters *f)
+{
+    struct exporter x = {.f = f, .dirfd = dirfd};
+    if (export_open(&x, f) < 0) {
+        export_close(&x);
+        return 1;
+    }
+    struct picked p = {0};
+    long gone = 0;
+    long found = walk_index(dir, dirfd, f, pick, &p, &gone);
+    if (found >= 0) {
+        qsort(p.seq, p.n, sizeof *p.seq, cmp_seq);
+        export_from_chain(&x, dir, &p);
+    }
+    free(p.seq);
+    if (export_close(&x) < 0)
+        x.problems++;
+    if (found < 0)
+        return 1;
+    printf("exported %zu message(s) to %s (%ld expired or missing skipped), proof in %s%s\n", x.exported,
+           f->mbox ? f->mbox : f->outdir, gone, f->mbox ? f->mbox : f->outdir, f->mbox ? ".proof" : "/proof");
+    return x.problems || x.exported != (size_t)found ? 1 : 0;
+}
+
+/* ---- reindex ---- */
+
+static const char *field(const struct header_list *h, const char *name, size_t nth)
+{
+    long i = headers_find(h, name, nth);
+    return i < 0 ? "" : h->h[i].value;
+}
+
+/* The index line of one archived file, from its envelope block and headers. */
+static void index_line(unsigned long seq, const char *rel, const char *head, size_t len, struct buf *out)
+{
+    struct header_list h = {0};
+    headers_parse(head, len, &h);
+    char line[ARCHIVE_INDEX_LINE_MAX], list[8192];
+    size_t n = (size_t)snprintf(line, sizeof line, "%lu\t", seq);
+    archive_index_field(line, sizeof line, &n, field(&h, "X-Postern-Archived-At", 0));
+    line[n++] = '\t';
+    archive_index_field(line, sizeof line, &n, rel);
+    line[n++] = '\t';
+    archive_index_field(line, sizeof line, &n, field(&h, "X-Postern-Queue-ID", 0));
+    line[n++] = '\t';
+    char from[600];
+    snprintf(from, sizeof from, "%s", field(&h, "X-Postern-Envelope-From", 0));
+    from[strcspn(from, ">")] = '\0';
+    archive_index_field(line, sizeof line, &n, from + strspn(from, " <"));
+    const char *lists[][2] = {{"X-Postern-Envelope-To", NULL}, {"To", "Cc"}};
+    for (size_t k = 0; k < 2; k++) {
+        size_t ln = 0;
+        for (size_t j = 0; j < 2 && lists[k][j]; j++)
+            for (size_t nth = 0; headers_find(&h, lists[k][j], nth) >= 0 && ln + 2 < sizeof list; nth++) {
+                char v[1100];
+                snprintf(v, sizeof v, "%s", field(&h, lists[k][j], nth));
+                if (k == 0)              /* " <addr>" -> "addr" */
+                    v[strcspn(v, ">")] = '\0';
+                if (ln)
+                    list[ln++] = ',';
+                archive_index_field(list, sizeof list, &ln, k == 0 ? v + strspn(v, " <") : v);
+            }
+        list[ln] = '\0';
+        line[n++] = '\t';
+        if (k == 1) {     /* FROM comes before TO */
+            archive_index_field(line, sizeof line, &n, field(&h, "From", 0));
+            line[n++] = '\t';
+        }
+        archive_index_field(line, sizeof line, &n, list);
+    }
+    line[n++] = '\t';
+    archive_index_field(line, sizeof line, &n, field(&h, "Subject", 0));
+    line[n++] = '\n';
+    buf_append(out, line, n);
+    headers_free(&h);
+}
+
+static int archive_reindex(const char *dir, int dirfd)
+{
+    FILE *lockf = open_in(dir, "index.lock", "a");
+    if (!lockf || flock(fileno(lockf), LOCK_EX) < 0) {
+        fprintf(stderr, "postern: %s/index.lock: %s\n", dir, strerror(errno));
+        if (lockf)
+            fclose(lockf);
+        return 1;
+    }
+    FILE *chain = open_in(dir, "chain", "r"), *out = open_in(dir, "index.new", "w");
+    if (!chain || !out) {
+        fprintf(stderr, "postern: %s/%s: %s\n", dir, chain ? "index.new" : "chain", strerror(errno));
+        if (chain)
+            fclose(chain);
+        if (out)
+            fclose(out);
+        fclose(lockf);
+        return 1;
+    }
+    char line[4096], *head = malloc(HEAD_READ);
+    unsigned long indexed = 0, missing = 0;
+    struct buf b;
+    buf_init(&b);
+    while (head && fgets(line, sizeof line, chain)) {
+        unsigned long seq;
+        char rel[256];
+        if (sscanf(line, "%lu %255s", &seq, rel) != 2 || archive_expired_path(rel, NULL, 0))
+            continue;
+        int fd = open_archived(dirfd, rel);
+        ssize_t r = fd >= 0 ? read(fd, head, HEAD_READ) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (r <= 0) {
+            missing++;         /* expired (its record follows) or deleted */
+            continue;
+        }
+        char *end = memmem(head, (size_t)r, "\r\n\r\n", 4);
+        buf_reset(&b);
+        index_line(seq, rel, head, end ? (size_t)(end - head) + 2 : (size_t)r, &b);
+        fwrite(buf_head(&b), 1, b.len, out);
+        indexed++;
+    }
+    buf_free(&b);
+    free(head);
+    fclose(chain);
+    char from[4200], to[4200];
+    snprintf(from, sizeof from, "%s/index.new", dir);
+    snprintf(to, sizeof to, "%s/index", dir);
+    int rc = fflush(out) == 0 && fsync(fileno(out)) == 0 && fclose(out) == 0 && rename(from, to) == 0 ? 0 : 1;
+    fclose(lockf);
+    if (rc)
+        fprintf(stderr, "postern: cannot write %s: %s\n", to, strerror(errno));
+    else
+        printf("reindexed %lu message(s) (%lu expired or missing)\n", indexed, missing);
+    return rc;
+}
+
+int archive_search_command(const char *dir, const char *run_user, bool allow_nobody, int argc, char **argv)
+{
+    bool export = !strcmp(argv[0], "export"), reindex = !strcmp(argv[0], "reindex");
+    struct filters f;
+    if ((reindex && argc != 1) || (!reindex && parse_filters(argc - 1, argv + 1, &f, export) < 0)) {
+        usage();
+        return 2;
+    }
+    /* reindex writes into the daemon's tree: as the daemon's user */
+    if (reindex && privs_become(run_user, allow_nobody) < 0)
+        return 1;
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        fprintf(stderr, "postern: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    int rc;
+    if (reindex) {
+        rc = archive_reindex(dir, dirfd);
+    } else if (export) {
+        rc = archive_export(dir, dirfd, &f);
+    } else {
+        long gone = 0, found = walk_index(dir, dirfd, &f, print_match, NULL, &gone);
+        if (found >= 0)
+            printf("%ld message(s) found%s\n", found, gone ? " (some expired or missing skipped)" : "");
+        rc = found < 0;
+    }
+    close(dirfd);
+    return rc;
+}
