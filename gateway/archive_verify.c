@@ -49,7 +49,8 @@ static void expired_paths(FILE *f, struct names *expired)
         if (gone)
             names_add(expired, gone);
     }
-    qsort(expired->v, expired->n, sizeof *expired->v, cmp);
+    if (expired->n)
+        qsort(expired->v, expired->n, sizeof *expired->v, cmp);
     rewind(f);
 }
 

@@ -10,6 +10,7 @@
  *   [--limit N]                     stop after N messages replayed
  *   [--dns-file FILE]               canned DNS answers, as for policy test */
 #include "policy_cli.h"
+#include "../plugins/archive_index.h"
 #include "hooks.h"
 #include "log.h"
 #include <errno.h>
@@ -28,7 +29,7 @@ struct replay {
     const struct config *cfg;
     const char *dir, *since, *until;
     long limit;
-    size_t seen, replayed;
+    size_t seen, replayed, gone;
     size_t counts[UNREADABLE + 1];
     size_t newly[POLICY_OUTCOMES];   /* NEW_OUTCOME by the new outcome */
     FILE *changed;                   /* the list, printed after the summary */
@@ -184,6 +185,10 @@ static void replay_entry(struct replay *rp, const char *relpath)
     snprintf(path, sizeof path, "%s/%s", rp->dir, relpath);
     rp->seen++;
     FILE *f = fopen(path, "rb");
+    if (!f && errno == ENOENT) {       /* removed by retention (or deleted: `archive verify` tells) */
+        rp->gone++;
+        return;
+    }
     size_t cap = rp->cfg->message_size_limit + 256 * 1024;
     char *data = f ? malloc(cap + 1) : NULL;
     size_t len = data ? fread(data, 1, cap + 1, f) : 0;
@@ -241,8 +246,8 @@ static int replay_chain(struct replay *rp)
         unsigned long seq;
         size_t n;
         if (sscanf(line, "%lu %4199s", &seq, rel) != 2 || (n = strlen(rel)) < 5 || strcmp(rel + n - 4, ".eml") ||
-            strstr(rel, ".."))
-            continue;     /* not a message entry */
+            strstr(rel, "..") || archive_expired_path(rel, NULL, 0))
+            continue;     /* not a message entry (an expiry record, say) */
         replay_entry(rp, rel);
     }
     fclose(chain);
@@ -260,6 +265,7 @@ static void print_summary(const struct replay *rp)
     printf("  %-22s %zu\n", "partly refused", rp->counts[PARTLY_REFUSED]);
     printf("  %-22s %zu\n", "routes or TLS changed", rp->counts[ROUTES_CHANGED]);
     printf("  %-22s %zu\n", "could not be replayed", rp->counts[UNREADABLE]);
+    printf("  %-22s %zu\n", "expired or missing", rp->gone);
 }
 
 int policy_replay(const struct config *cfg, int argc, char **argv)

@@ -1,0 +1,207 @@
+"""Archive retention (expiry records in the chain, verify stays green),
+and `postern archive search|export|reindex` over a test archive of a few
+thousand messages, with their time and memory measured."""
+import hashlib
+import mailbox
+
+from harness import *
+
+PLUGDIR = os.path.join(BUILD, "plugins")
+
+
+def writable_dir():
+    d = tempfile.mkdtemp(prefix="archtools-")
+    os.chmod(d, 0o777)        # the daemon's user writes in it
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def postern(conf, *args):
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", conf, "archive", *args], capture_output=True,
+                       text=True, timeout=120)
+    assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r
+
+
+def chain_lines(adir):
+    return [l.split() for l in open(os.path.join(adir, "chain"))]
+
+
+def test_retention_expires_in_chain_order_and_verify_stays_green():
+    sink = Sink(addr(2))
+    adir = os.path.join(writable_dir(), "archive")
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="archive",
+                **{"archive.dir": adir, "archive.retention": "3s", "archive.expire_every": "1s"}).start()
+    old = [queue_id(send_mail(g, headers="Subject: old %d\r\n" % i)) for i in range(3)]
+    wait_for(lambda: len(chain_lines(adir)) == 3, 10, "three archived copies")
+    wait_for(lambda: len(chain_lines(adir)) == 6, 15, "three expiry records")
+    fresh = queue_id(send_mail(g, headers="Subject: fresh\r\n"))
+    wait_for(lambda: len(chain_lines(adir)) == 7, 10, "the fresh copy")
+    copy = os.path.join(writable_dir(), "copy")     # checked at leisure: the fresh copy expires too
+    shutil.copytree(adir, copy)
+    adir, live = copy, adir
+    conf = readable_file("postern.conf", open(g.conf).read().replace(live, copy))
+    lines = chain_lines(adir)
+    expired = [l[1] for l in lines[3:6]]
+    assert all(e.startswith("expired@") for e in expired), lines
+    assert [e.split("/", 1)[1].split("/")[1][:16] for e in expired] == old      # in chain order
+    assert [l[2] for l in lines[3:6]] == [l[2] for l in lines[:3]]                # the removed files' hashes
+    assert not any(glob.glob(os.path.join(adir, "*", q + ".eml")) for q in old)
+    assert glob.glob(os.path.join(adir, "*", fresh + ".eml"))
+    r = postern(conf, "verify")
+    assert r.returncode == 0 and "archive ok: 1 message(s), 3 expired" in r.stdout, r.stdout + r.stderr
+    for q in old:
+        assert re.search(r"^expired \S+/%s\.eml at \d{8}T\d{6}Z \(seq \d\)$" % q, r.stdout, re.M), r.stdout
+    r = postern(conf, "search")
+    assert r.stdout.splitlines()[-1].startswith("1 message(s) found") and fresh in r.stdout, r.stdout
+    # tampering is still caught after an expiry
+    path = glob.glob(os.path.join(adir, "*", fresh + ".eml"))[0]
+    with open(path, "ab") as f:
+        f.write(b"x")
+    r = postern(conf, "verify")
+    assert r.returncode == 1 and "CHANGED" in r.stdout, r.stdout
+    # a restart knows what is expired: one record each, and the fresh copy's own in time
+    g.stop()
+    g.start()
+    wait_for(lambda: len(chain_lines(live)) == 8, 10, "the fresh copy's expiry")
+    time.sleep(1.5)
+    records = [l[1] for l in chain_lines(live) if l[1].startswith("expired@")]
+    assert sorted(r.rsplit("/", 1)[1][:16] for r in records) == sorted(old + [fresh]), records
+    r = postern(g.conf, "verify")
+    assert r.returncode == 0 and "archive ok: 0 message(s), 4 expired" in r.stdout, r.stdout + r.stderr
+    g.stop()
+    assert "archive: expired" in g.log() and "cannot expire" not in g.log()
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "policy", "replay"], capture_output=True,
+                       text=True, timeout=60)      # replay skips what retention removed
+    assert r.returncode == 0 and r.stdout.startswith("replayed 0 messages"), r.stdout + r.stderr
+    assert re.search(r"^  expired or missing +4$", r.stdout, re.M), r.stdout
+
+
+N = 3000
+DAYS = ["2026-11-28", "2026-11-29", "2026-11-30"]
+
+
+def build_archive(adir):
+    """N archived messages as the plugin writes them (envelope block, file,
+    chain line), spread over three days; what each one is, for checking."""
+    os.makedirs(adir)
+    for d in DAYS:
+        os.makedirs(os.path.join(adir, d))
+    link = "0" * 64
+    facts, chain = [], []
+    for i in range(N):
+        day = DAYS[i * len(DAYS) // N]
+        qid = "6B1%013X" % i
+        rel = "%s/%s.eml" % (day, qid)
+        sender = "alice@src.test" if i % 3 == 0 else "bob%d@src.test" % (i % 7)
+        rcpts = ["x%d@example.test" % (i % 5)] + (["legal@example.test"] if i % 10 == 0 else [])
+        subject = "invoice %d" % i if i % 4 == 0 else "hello %d" % i
+        env = ("X-Postern-Archive: 1\r\nX-Postern-Queue-ID: %s\r\nX-Postern-Archived-At: %sT10:%02d:%02dZ\r\n"
+               "X-Postern-Client: [192.0.2.1] helo=client.test\r\nX-Postern-Envelope-From: <%s>\r\n"
+               % (qid, day, (i // 60) % 60, i % 60, sender))
+        env += "".join("X-Postern-Envelope-To: <%s>\r\n" % r for r in rcpts)
+        msg = ("Received: from client.test ([192.0.2.1])\r\n\tby gw.postern.test (Postern) id %s\r\n"
+               "From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\nbody %d\r\nFrom the start of a line\r\n"
+               % (qid, sender, rcpts[0], subject, i))
+        data = (env + msg).encode()
+        with open(os.path.join(adir, rel), "wb") as f:
+            f.write(data)
+        fh = hashlib.sha256(data).hexdigest()
+        link = hashlib.sha256(("%s|%s|%s" % (link, rel, fh)).encode()).hexdigest()
+        chain.append("%d %s %s %s\n" % (i + 1, rel, fh, link))
+        facts.append({"qid": qid, "sender": sender, "rcpts": rcpts, "subject": subject, "day": day, "data": data})
+    with open(os.path.join(adir, "chain"), "w") as f:
+        f.writelines(chain)
+    with open(os.path.join(adir, "head"), "w") as f:
+        f.write("%d %s\n" % (N, link))
+    os.chmod(adir, 0o777)
+    for root, dirs, files in os.walk(adir):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777)
+        for n in files:
+            os.chmod(os.path.join(root, n), 0o666)
+    return facts
+
+
+class Run:
+    pass
+
+
+def measured(conf, *args):
+    """postern -c conf archive ARGS with its wall time and peak RSS (GNU
+    time: a child forked from this Python would count Python's pages)."""
+    fd, stats = tempfile.mkstemp(prefix="time-")
+    os.close(fd)
+    on_cleanup(lambda: os.unlink(stats))
+    t0 = time.time()
+    p = subprocess.run(["/usr/bin/time", "-o", stats, "-f", "%M", os.path.join(BUILD, "postern"), "-c", conf,
+                        "archive", *args], capture_output=True, text=True, timeout=120)
+    r = Run()
+    r.secs, r.returncode, r.stdout, r.stderr = time.time() - t0, p.returncode, p.stdout, p.stderr
+    r.rss = int(open(stats).read().split()[-1])
+    assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r
+
+
+def test_search_export_and_reindex_on_a_few_thousand_messages():
+    adir = os.path.join(writable_dir(), "archive")
+    facts = build_archive(adir)
+    conf = readable_file("postern.conf", "listen = %s:2525\nspool_dir = %s\nrelay_domains = example.test\n"
+                         "default_transport = smtp:[%s]:2526\nplugin_dir = %s\nplugins = archive\n"
+                         "archive.dir = %s\n" % (addr(1), writable_dir(), addr(2), PLUGDIR, adir))
+    assert postern(conf, "search").returncode == 1            # no index yet: a clear error
+    r = measured(conf, "reindex")
+    assert r.returncode == 0 and "reindexed %d message(s)" % N in r.stdout, r.stdout + r.stderr
+    print("  reindex %d: %.2fs, max RSS %d kB" % (N, r.secs, r.rss))
+    assert os.stat(os.path.join(adir, "index")).st_uid != 0     # written as the daemon's user
+    assert postern(conf, "verify").returncode == 0
+
+    def found(*args):
+        r = measured(conf, "search", *args)
+        assert r.returncode == 0, r.stderr
+        last = r.stdout.splitlines()[-1]
+        print("  search %s: %s in %.2fs, max RSS %d kB" % (" ".join(args), last, r.secs, r.rss))
+        assert r.secs < 30 and r.rss < 100 * 1024, (r.secs, r.rss)
+        return int(last.split()[0]), r.stdout
+
+    n, out = found("--from", "ALICE@src.test")
+    assert n == len([f for f in facts if f["sender"] == "alice@src.test"])
+    assert "%s  2026-11-28T10:00:00Z  <alice@src.test>" % facts[0]["qid"] in out, out[:500]
+    assert found("--rcpt", "legal@example.test")[0] == len([f for f in facts if "legal@example.test" in f["rcpts"]])
+    assert found("--to", "legal@example.test")[0] == 0            # Bcc-style: only in the envelope
+    assert found("--subject", "invoice")[0] == len([f for f in facts if "invoice" in f["subject"]])
+    assert found("--since", "2026-11-29", "--until", "2026-11-29")[0] == \
+        len([f for f in facts if f["day"] == "2026-11-29"])
+    assert found("--from", "alice", "--subject", "invoice", "--limit", "5")[0] == 5
+
+    # export to a directory: the files byte for byte, each with its proof
+    out = os.path.join(writable_dir(), "hold")
+    r = measured(conf, "export", "--rcpt", "legal@example.test", "--dir", out)
+    want = [f for f in facts if "legal@example.test" in f["rcpts"]]
+    assert r.returncode == 0 and r.stdout.startswith("exported %d message(s)" % len(want)), r.stdout + r.stderr
+    print("  export --dir %d: %.2fs, max RSS %d kB" % (len(want), r.secs, r.rss))
+    assert r.secs < 60 and r.rss < 100 * 1024, (r.secs, r.rss)
+    proof = [l.split() for l in open(os.path.join(out, "proof")) if not l.startswith("#")]
+    assert [p[5] for p in proof] == [f["qid"] + ".eml" for f in want]
+    for p, f in zip(proof, want):
+        data = open(os.path.join(out, p[5]), "rb").read()
+        assert data == f["data"] and hashlib.sha256(data).hexdigest() == p[2]
+        assert hashlib.sha256(("%s|%s|%s" % (p[3], p[1], p[2])).encode()).hexdigest() == p[4]
+    assert open(os.path.join(out, "chain")).read() == open(os.path.join(adir, "chain")).read()
+    assert open(os.path.join(out, "proof")).read().splitlines()[-1] == "# head %d %s" % (
+        N, chain_lines(adir)[-1][3])
+    assert postern(conf, "export", "--dir", out).returncode == 1      # never into an existing export
+
+    # export to an mbox: one entry per message, "From " lines quoted
+    mb = os.path.join(writable_dir(), "hold.mbox")
+    r = postern(conf, "export", "--subject", "invoice", "--since", "2026-11-30", "--mbox", mb)
+    want = [f for f in facts if "invoice" in f["subject"] and f["day"] == "2026-11-30"]
+    assert r.returncode == 0 and r.stdout.startswith("exported %d message(s)" % len(want)), r.stdout + r.stderr
+    box = mailbox.mbox(mb)
+    assert [m["Subject"] for m in box] == [f["subject"] for f in want]
+    assert b"\n>From the start of a line\n" in open(mb, "rb").read()
+    assert len([l for l in open(mb + ".proof") if not l.startswith("#")]) == len(want)
+
+
+if __name__ == "__main__":
+    run_tests(globals())
