@@ -535,6 +535,18 @@ static int set_duration_int(struct pctx *p, const char *key, const char *value, 
 
 /* A duration from lo to hi seconds, kept in milliseconds; range names the
  * range in the error ("between 1s and 60s"). */
+/* redis_timeout: "200ms" or "2s", 10 ms to 10 s. */
+static int set_redis_timeout(struct pctx *p, const char *value, int *out)
+{
+    char *end;
+    long n = strtol(value, &end, 10);
+    long ms = !strcmp(end, "ms") ? n : !strcmp(end, "s") ? n * 1000 : -1;
+    if (end == value || ms < 10 || ms > 10000)
+        return fail(p, "redis_timeout: expected 10ms to 10s (\"200ms\", \"1s\"), got '%s'", value);
+    *out = (int)ms;
+    return 0;
+}
+
 static int set_duration_ms(struct pctx *p, const char *key, const char *value, long lo, long hi, const char *range,
                            int *out_ms)
 {
@@ -865,6 +877,30 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return set_int(p, key, value, 1, 32, &cfg->lua_threads);
     if (!strcmp(key, "dns_timeout"))
         return set_duration_ms(p, key, value, 1, 60, "between 1s and 60s", &cfg->dns_timeout_ms);
+    if (!strcmp(key, "redis_server")) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        if (strncmp(value, "unix:/", 6) && hostport_parse(value, &ss, &len) < 0)
+            return fail(p, "redis_server: expected addr:port or unix:/PATH, got '%s'", value);
+        set_str(&cfg->redis_server, value);
+        return 0;
+    }
+    if (!strcmp(key, "redis_password")) {
+        if (strpbrk(value, "\r\n"))
+            return fail(p, "redis_password: one line");
+        set_str(&cfg->redis_password, value);
+        return 0;
+    }
+    if (!strcmp(key, "redis_database"))
+        return set_int(p, key, value, 0, 1000, &cfg->redis_database);
+    if (!strcmp(key, "redis_timeout"))
+        return set_redis_timeout(p, value, &cfg->redis_timeout_ms);
+    if (!strcmp(key, "redis_failure")) {
+        if (strcmp(value, "open") && strcmp(value, "tempfail"))
+            return fail(p, "redis_failure: expected open or tempfail, got '%s'", value);
+        cfg->redis_failure_open = !strcmp(value, "open");
+        return 0;
+    }
     if (!strcmp(key, "log_target")) {
         if (strcmp(value, "stderr") && strcmp(value, "syslog") && strncmp(value, "file:/", 6))
             return fail(p, "log_target: expected stderr, syslog or file:/PATH");
@@ -928,6 +964,8 @@ static void config_defaults(struct config *cfg)
     cfg->lua_body_limit = 1024 * 1024;
     cfg->log_level = 2;
     cfg->dns_timeout_ms = 5000;
+    cfg->redis_timeout_ms = 200;
+    cfg->redis_failure_open = true;
 }
 
 static int config_validate(struct pctx *p, struct config *cfg)
@@ -1085,6 +1123,8 @@ const char *config_restart_key_changed(const struct config *a, const struct conf
         {"tls_ca_file", same_str(a->tls_ca_file, b->tls_ca_file)},
         {"dns_server", same_str(a->dns_server, b->dns_server)},
         {"dns_trust_anchor", same_str(a->dns_trust_anchor, b->dns_trust_anchor)},
+        {"redis_server", same_str(a->redis_server, b->redis_server) && same_str(a->redis_password, b->redis_password) &&
+                         a->redis_database == b->redis_database && a->redis_timeout_ms == b->redis_timeout_ms},
         {"log_target", same_str(a->log_target, b->log_target)},
         {"auth_backend", same_str(a->auth_backend, b->auth_backend) &&
                          same_str(a->auth_cyrus_config_dir, b->auth_cyrus_config_dir)},
@@ -1119,6 +1159,8 @@ void config_free(struct config *cfg)
     free(cfg->spool_dir);
     free(cfg->dns_server);
     free(cfg->dns_trust_anchor);
+    free(cfg->redis_server);
+    free(cfg->redis_password);
     free(cfg->tlsrpt_org);
     free(cfg->tlsrpt_contact);
     free(cfg->tlsrpt_from);
@@ -1288,6 +1330,9 @@ void config_print(const struct config *cfg, FILE *out)
         fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
     fprintf(out, "dns_server = %s\ndns_trust_anchor = %s\ndns_timeout = %ds\nsmtp_port = %d\n",
             or_empty(cfg->dns_server), or_empty(cfg->dns_trust_anchor), cfg->dns_timeout_ms / 1000, cfg->smtp_port);
+    fprintf(out, "redis_server = %s\nredis_password = %s\nredis_database = %d\nredis_timeout = %dms\n"
+            "redis_failure = %s\n", or_empty(cfg->redis_server), cfg->redis_password ? "(set)" : "",
+            cfg->redis_database, cfg->redis_timeout_ms, cfg->redis_failure_open ? "open" : "tempfail");
     fprintf(out, "retry_min = %lds\nretry_max = %lds\nmax_queue_lifetime = %lds\n", cfg->retry_min,
             cfg->retry_max, cfg->max_queue_lifetime);
     fprintf(out, "plugin_dir = %s\nplugins =", cfg->plugin_dir ? cfg->plugin_dir : "");

@@ -99,6 +99,12 @@ struct config {
     char *dns_server;
     char *dns_trust_anchor;        /* DNSSEC trust anchor file (DS or DNSKEY records), or NULL */
     int dns_timeout_ms;            /* per blocking lookup (plugins) */
+    /* shared policy state (kv.c, redis.c) */
+    char *redis_server;            /* "host:port" or "unix:/path"; NULL = each node keeps its own */
+    char *redis_password;
+    int redis_database;
+    int redis_timeout_ms;
+    bool redis_failure_open;       /* redis_failure = open: fall back to this node's state (else tempfail) */
     int smtp_port;                 /* port for MX deliveries (25) */
     long retry_min, retry_max, max_queue_lifetime;   /* seconds */
     char *plugin_dir;

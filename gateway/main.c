@@ -6,6 +6,8 @@
 #include "plugin_host.h"
 #include "delivery.h"
 #include "dns.h"
+#include "kv.h"
+#include "redis.h"
 #include "hooks.h"
 #include "http.h"
 #include "console_auth.h"
@@ -109,6 +111,7 @@ static void reconfigure(const struct config *c)
     log_set_level((enum log_level)c->log_level);
     plugin_host_configure(c);
     local_submit_configure(c);
+    kv_configure(c);
     dns_set_timeout(c->dns_timeout_ms);
     tlsrpt_configure(c);
     smtp_server_configure(c);
@@ -233,6 +236,12 @@ int main(int argc, char **argv)
     if (dns_init(cfg->dns_server, cfg->dns_trust_anchor) < 0)
         return 1;
     dns_set_timeout(cfg->dns_timeout_ms);
+    kv_configure(cfg);
+    if (cfg->redis_server &&
+        redis_start(cfg->redis_server, cfg->redis_password, cfg->redis_database, cfg->redis_timeout_ms) < 0) {
+        log_error("cannot start the Redis connection");
+        return 1;
+    }
     mx_init(cfg);
     mta_sts_init(cfg);
     queue_init(cfg);
@@ -263,6 +272,7 @@ int main(int argc, char **argv)
     ev_run();
     tlsrpt_stop();
     local_submit_stop();
+    redis_stop();            /* what is still out is answered now (failed) */
     control_stop();
     http_stop();
     workers_stop();

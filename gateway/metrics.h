@@ -30,6 +30,9 @@ enum metric_id {
     M_TLS_POLICY_FAILURES,     /* counter {level, reason}: outbound TLS demanded and not had */
     M_DELIVERIES_BY_ROUTE,     /* counter {route: mx | transport, result} */
     M_CONFIG_GENERATION,       /* gauge: 1 at start, +1 per reload */
+    M_REDIS_UP,                /* gauge: 1 while the Redis connection is up */
+    M_REDIS_FAILURES,          /* counter {reason}: Redis requests that got no answer */
+    M_KV_REQUESTS,             /* counter {backend: redis | local | fallback}: shared-state operations */
     M_COUNT
 };
 

@@ -127,6 +127,7 @@ struct addr_window *addr_window_for(struct addr_window *table, size_t n, const c
         snprintf(w->ip, sizeof w->ip, "%s", ip);
         w->start = now;
         w->count = 0;
+        w->shared = 0;
     }
     return w;
 }

@@ -30,6 +30,7 @@ struct addr_window {
     char ip[64];
     time_t start;
     int count;
+    long long shared;     /* the count across nodes, as Redis last said (client_connect_rate) */
 };
 /* The slot for ip in table (n slots), reset if it was another address's
  * or its window of secs is over. */

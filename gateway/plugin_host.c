@@ -3,6 +3,7 @@
 #include "plugin_host.h"
 #include "config.h"
 #include "dns.h"
+#include "kv.h"
 #include "local_submit.h"
 #include "log.h"
 #include "netaddr.h"
@@ -340,6 +341,36 @@ static const char *h_rcpt_tls(postern_txn *t, size_t i)
     return tls_level_name((enum tls_level)t->rcpts[i].min_tls);
 }
 
+/* Shared state for C plugins: keys under "c:", apart from Lua's "lua:". */
+static bool plugin_key(const char *key, char *out, size_t size)
+{
+    return key && key[0] && snprintf(out, size, "c:%s", key) < (int)size;
+}
+
+static int h_kv_incr(postern_txn *t, const char *key, long window, long long *count)
+{
+    (void)t;
+    char k[KV_KEY_MAX];
+    return plugin_key(key, k, sizeof k) ? kv_incr_wait(k, window, count) : -1;
+}
+
+static int h_kv_get(postern_txn *t, const char *key, char *value, size_t size, int *found)
+{
+    (void)t;
+    char k[KV_KEY_MAX];
+    bool f = false;
+    int rc = plugin_key(key, k, sizeof k) ? kv_get_wait(k, value, size, &f) : -1;
+    *found = f;
+    return rc;
+}
+
+static int h_kv_set(postern_txn *t, const char *key, const char *value, long ttl)
+{
+    (void)t;
+    char k[KV_KEY_MAX];
+    return plugin_key(key, k, sizeof k) ? kv_set_wait(k, value, ttl) : -1;
+}
+
 static const struct postern_host host = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_host),
@@ -387,6 +418,9 @@ static const struct postern_host host = {
     .rcpt_nexthop = h_rcpt_nexthop,
     .rcpt_tls = h_rcpt_tls,
     .submit_message_flags = local_submit_flags,
+    .kv_incr = h_kv_incr,
+    .kv_get = h_kv_get,
+    .kv_set = h_kv_set,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -5,6 +5,7 @@
  * one place. Message data is smtp_message.c's, BDAT smtp_chunking.c's,
  * XCLIENT and PROXY smtp_proxy.c's (see smtp_session.h). */
 #include "smtp_server.h"
+#include "kv.h"
 #include "smtp_session.h"
 #include "metrics.h"
 #include "hooks.h"
@@ -778,10 +779,33 @@ static void tls_start(struct session *s)
 #define RATE_SLOTS 4096
 static struct addr_window rate_table[RATE_SLOTS];
 
+/* With shared state (redis_server) every new session is also counted in
+ * Redis, without waiting: the answer, the count over every node, is kept
+ * beside this node's own and brakes the next connection. The decision
+ * never waits for Redis; it lags by one round trip. */
+static void shared_rate_answer(void *arg, const struct kv_answer *a)
+{
+    char *ip = arg;
+    struct addr_window *w = addr_window_for(rate_table, RATE_SLOTS, ip, 60);
+    if (a->status == 0 && a->shared && a->n > w->shared)
+        w->shared = a->n;
+    free(ip);
+}
+
 /* One more new session from ip in its current 60 s window: over the rate? */
 static bool over_rate(const char *ip)
 {
-    return ++addr_window_for(rate_table, RATE_SLOTS, ip, 60)->count > smtp_cfg->client_connect_rate;
+    struct addr_window *w = addr_window_for(rate_table, RATE_SLOTS, ip, 60);
+    w->count++;
+    if (kv_shared()) {
+        char key[100], *copy = strdup(ip);
+        snprintf(key, sizeof key, "conn:%s", ip);
+        if (copy && kv_incr(key, 60, shared_rate_answer, copy) < 0)
+            free(copy);
+        if (w->shared && ++w->shared > smtp_cfg->client_connect_rate)
+            return true;
+    }
+    return w->count > smtp_cfg->client_connect_rate;
 }
 
 static int sessions_from(const char *ip)

@@ -63,6 +63,10 @@ struct lua_call {
     bool waiting_dns;            /* the Lua thread's: it yielded for a lookup */
     int dns_lookups;             /* made by this call (bounded) */
     struct dns_text_answer *dns; /* the answer, set before lua_call_wake */
+    /* postern.incr/get/set with shared state: the same wait (waiting_dns) */
+    int kv_status;               /* 0 answered, -1 failed */
+    long long kv_n;
+    char *kv_value;              /* get: the value (malloc'd), NULL = not set */
     bool parked, wake_pending;   /* under the pool lock */
 
     /* shared between the Lua thread and the watchdog */

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "plugin_host.h"
 #include "dns.h"
+#include "kv.h"
 #include "mime.h"
 #include "spool.h"
 #include <lauxlib.h>
@@ -901,16 +902,6 @@ static int l_lookup(lua_State *L)
     return 1;
 }
 
-/* postern.incr(key, window_seconds): a counter shared by every worker and
- * script, reset when its window ends; returns the new count. */
-struct counter {
-    char key[128];
-    time_t window_end;
-    long count;
-};
-static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct counter counters[4096];
-
 /* postern.dns(name[, type]): the records as text, {} when there are none,
  * or nil and an error for a failed lookup. The coroutine yields while the
  * answer comes; the Lua thread serves other calls meanwhile. */
@@ -968,26 +959,118 @@ static int l_dns(lua_State *L)
     return lua_yieldk(L, 0, 0, dns_continue);
 }
 
+/* postern.incr(key, window), postern.get(key), postern.set(key, value[, ttl]):
+ * state shared by every script, session and (with redis_server) node
+ * (gateway/kv.c). A counter starts at its first incr and goes when its
+ * window ends; a value goes after ttl seconds (0 = kept). Shared, the call
+ * yields until Redis answers, as postern.dns does; when Redis cannot
+ * answer, redis_failure = open answers from this node's own state and
+ * tempfail raises an error (the message tempfails). Keys are "lua:"+key. */
+static void kv_answered(void *arg, const struct kv_answer *a)
+{
+    struct lua_call *call = arg;
+    call->kv_status = a->status;
+    call->kv_n = a->n;
+    free(call->kv_value);
+    call->kv_value = a->value ? strdup(a->value) : NULL;
+    lua_call_wake(call);
+}
+
+/* Push what a kv operation answered: incr the count, get the value or
+ * nil, set true. */
+static int kv_push(lua_State *L, char op, int status, long long n, const char *value)
+{
+    if (status < 0)
+        return luaL_error(L, "postern.%s: the shared state (redis_server) did not answer",
+                          op == 'i' ? "incr" : op == 'g' ? "get" : "set");
+    if (op == 'i')
+        lua_pushinteger(L, (lua_Integer)n);
+    else if (op == 'g' && value)
+        lua_pushstring(L, value);
+    else if (op == 'g')
+        lua_pushnil(L);
+    else
+        lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int kv_continue(lua_State *L, int status, lua_KContext k)
+{
+    (void)status;
+    struct lua_call *call = ctx_of(L)->call;
+    call->waiting_dns = false;
+    int n = kv_push(L, (char)k, call->kv_status, call->kv_n, call->kv_value);
+    free(call->kv_value);
+    call->kv_value = NULL;
+    return n;
+}
+
+/* Answered at once (local) into *a, or yields for Redis. */
+struct kv_inline {
+    bool done;
+    int status;
+    long long n;
+    char value[KV_VALUE_MAX];
+    bool found;
+};
+
+static void kv_inline_answer(void *arg, const struct kv_answer *a)
+{
+    struct kv_inline *r = arg;
+    r->done = true;
+    r->status = a->status;
+    r->n = a->n;
+    r->found = a->value != NULL;
+    if (a->value)
+        snprintf(r->value, sizeof r->value, "%s", a->value);
+}
+
+static int kv_call(lua_State *L, char op, const char *key, const char *value, lua_Integer seconds)
+{
+    char k[KV_KEY_MAX];
+    if (strlen(key) + 4 >= sizeof k)
+        return luaL_error(L, "postern: key longer than %d bytes", KV_KEY_MAX - 5);
+    snprintf(k, sizeof k, "lua:%s", key);
+    struct lctx *c = ctx_of(L);
+    if (!kv_shared()) {
+        struct kv_inline r = {0};
+        int rc = op == 'i' ? kv_incr(k, (long)seconds, kv_inline_answer, &r)
+                 : op == 'g' ? kv_get(k, kv_inline_answer, &r) : kv_set(k, value, (long)seconds, kv_inline_answer, &r);
+        if (rc < 0 || !r.done)
+            return luaL_error(L, "postern: bad key or value");
+        return kv_push(L, op, r.status, r.n, r.found ? r.value : NULL);
+    }
+    if (!c->call || !lua_isyieldable(L))
+        return luaL_error(L, "postern.%s: only inside a handler", op == 'i' ? "incr" : op == 'g' ? "get" : "set");
+    c->used += HOOK_EVERY;         /* a round trip costs instructions too */
+    c->call->waiting_dns = true;
+    int rc = op == 'i' ? kv_incr(k, (long)seconds, kv_answered, c->call)
+             : op == 'g' ? kv_get(k, kv_answered, c->call) : kv_set(k, value, (long)seconds, kv_answered, c->call);
+    if (rc < 0) {
+        c->call->waiting_dns = false;
+        return luaL_error(L, "postern: bad key or value");
+    }
+    return lua_yieldk(L, 0, (lua_KContext)op, kv_continue);
+}
+
 static int l_incr(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 1);
     lua_Integer window = luaL_checkinteger(L, 2);
     luaL_argcheck(L, window > 0, 2, "window must be positive seconds");
-    unsigned h = 5381;
-    for (const char *p = key; *p; p++)
-        h = h * 33 + (unsigned char)*p;
-    time_t now = time(NULL);
-    pthread_mutex_lock(&counters_lock);
-    struct counter *c = &counters[h % (sizeof counters / sizeof counters[0])];
-    if (strncmp(c->key, key, sizeof c->key) || now >= c->window_end) {
-        snprintf(c->key, sizeof c->key, "%s", key);   /* a collision restarts the slot */
-        c->window_end = now + (time_t)window;
-        c->count = 0;
-    }
-    long n = ++c->count;
-    pthread_mutex_unlock(&counters_lock);
-    lua_pushinteger(L, n);
-    return 1;
+    return kv_call(L, 'i', key, NULL, window);
+}
+
+static int l_get(lua_State *L) { return kv_call(L, 'g', luaL_checkstring(L, 1), NULL, 0); }
+
+static int l_set(lua_State *L)
+{
+    const char *key = luaL_checkstring(L, 1);
+    const char *value = luaL_checkstring(L, 2);
+    lua_Integer ttl = luaL_optinteger(L, 3, 0);
+    luaL_argcheck(L, ttl >= 0, 3, "ttl must be 0 (kept) or positive seconds");
+    luaL_argcheck(L, strlen(value) < KV_VALUE_MAX, 2, "value too long");
+    return kv_call(L, 's', key, value, ttl);
 }
 
 /* require(name): modules only from the script's own directory. */
@@ -1015,7 +1098,7 @@ static int l_require(lua_State *L)
 }
 
 static const luaL_Reg postern_lib[] = {
-    {"on", l_on}, {"log", l_log}, {"option", l_option}, {"options", l_options}, {"lookup", l_lookup}, {"incr", l_incr}, {"dns", l_dns},
+    {"on", l_on}, {"log", l_log}, {"option", l_option}, {"options", l_options}, {"lookup", l_lookup}, {"incr", l_incr}, {"get", l_get}, {"set", l_set}, {"dns", l_dns},
     {"ACCEPT", l_accept}, {"REJECT", l_reject}, {"TEMPFAIL", l_tempfail}, {"DISCARD", l_discard},
     {"QUARANTINE", l_quarantine}, {NULL, NULL},
 };
@@ -1467,6 +1550,8 @@ void lua_call_release(struct lua_call *c)
 {
     dns_text_answer_free(c->dns);     /* an answer that came after the call was abandoned */
     c->dns = NULL;
+    free(c->kv_value);
+    c->kv_value = NULL;
     if (!c->ls)
         return;
     drop_coroutine(c);

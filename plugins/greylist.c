@@ -17,6 +17,8 @@
  *   greylist.exempt_networks = 10.0.0.0/8, 2001:db8::/32
  *   greylist.exempt_senders = @partner.test, alerts@vendor.test
  *   greylist.on_error = tempfail | accept     (default tempfail)
+ *   greylist.store = sqlite | shared   (shared: posternd's shared state,
+ *                  Redis with redis_server, so every node sees every triplet)
  * Sets greylist.result (pass | greylisted | whitelisted | exempt). Under
  * `postern policy` (host->dry_run) the database is only read: decisions
  * are the ones a real run would make, and nothing is recorded. */
@@ -49,6 +51,7 @@ struct greylist {
     time_t next_expiry;
     bool accept_on_error;
     bool dry_run;                  /* postern policy: read the triplets, never write them */
+    bool shared;                   /* store = shared: posternd's shared state (Redis), not SQLite */
     struct cidr exempt_net[MAX_EXEMPT];
     int nexempt_net;
     char *exempt_sender[MAX_EXEMPT];
@@ -216,6 +219,67 @@ static enum outcome decide(struct greylist *g, const char *net, const char *send
     return PASS;
 }
 
+/* ---- the shared store (host->kv_*): "greylist:t:NET|SENDER|RCPT" holds
+ * "FIRST_SEEN PASSED LAST_SEEN" with the triplet's time to live, and
+ * "greylist:c:NET" counts the network's passes. */
+
+static int kv_triplet(postern_txn *t, const char *key, long *first, long *passed, long *last,
+                      bool *found)
+{
+    char v[128];
+    int f = 0;
+    if (host->kv_get(t, key, v, sizeof v, &f) < 0)
+        return -1;
+    *found = f && sscanf(v, "%ld %ld %ld", first, passed, last) == 3;
+    return 0;
+}
+
+static int kv_put(const struct greylist *g, postern_txn *t, const char *key, long first, long passed, long last,
+                  long ttl)
+{
+    if (g->dry_run)
+        return 0;              /* postern policy: nothing is recorded */
+    char v[128];
+    snprintf(v, sizeof v, "%ld %ld %ld", first, passed, last);
+    return host->kv_set(t, key, v, ttl);
+}
+
+static enum outcome decide_shared(struct greylist *g, postern_txn *t, const char *net, const char *sender,
+                                  const char *rcpt, long *wait)
+{
+    long now = (long)time(NULL), first = 0, passed = 0, last = 0;
+    char key[1300], ckey[100];
+    snprintf(key, sizeof key, "greylist:t:%s|%s|%s", net, sender, rcpt);
+    snprintf(ckey, sizeof ckey, "greylist:c:%s", net);
+    bool found;
+    if (g->auto_whitelist > 0) {
+        char v[32];
+        int f = 0;
+        if (host->kv_get(t, ckey, v, sizeof v, &f) < 0)
+            return FAILED;
+        if (f && atol(v) >= g->auto_whitelist)
+            return WHITELISTED;
+    }
+    if (kv_triplet(t, key, &first, &passed, &last, &found) < 0)
+        return FAILED;
+    long touch = g->lifetime / 10 < TOUCH_EVERY ? g->lifetime / 10 : TOUCH_EVERY;
+    if (found && passed)
+        return now - last > touch && kv_put(g, t, key, first, 1, now, g->lifetime) < 0 ? FAILED : PASS;
+    if (!found || now - first > g->retry_window) {
+        *wait = g->delay;
+        return kv_put(g, t, key, now, 0, now, g->retry_window) < 0 ? FAILED : GREYLISTED;
+    }
+    if (now - first < g->delay) {
+        *wait = g->delay - (now - first);
+        return GREYLISTED;
+    }
+    long long passes;
+    if (kv_put(g, t, key, first, 1, now, g->lifetime) < 0 ||
+        (!g->dry_run && host->kv_incr(t, ckey, g->lifetime, &passes) < 0))
+        return FAILED;
+    return PASS;
+}
+
 static void lower(const char *in, char *out, size_t size)
 {
     size_t i = 0;
@@ -237,12 +301,19 @@ static postern_verdict on_rcpt(postern_txn *t, const char *rcpt, void *state)
     lower(host->sender(t), sender, sizeof sender);
     lower(rcpt, to, sizeof to);
     long wait = 0;
-    pthread_mutex_lock(&g->lock);
-    enum outcome o = decide(g, net, sender, to, &wait);
-    const char *dberr = o == FAILED ? sqlite3_errmsg(g->db) : NULL;
-    if (dberr)
-        host->log(t, POSTERN_LOG_ERROR, "greylist: %s", dberr);
-    pthread_mutex_unlock(&g->lock);
+    enum outcome o;
+    if (g->shared) {
+        o = decide_shared(g, t, net, sender, to, &wait);
+        if (o == FAILED)
+            host->log(t, POSTERN_LOG_ERROR, "greylist: the shared state (redis_server) did not answer");
+    } else {
+        pthread_mutex_lock(&g->lock);
+        o = decide(g, net, sender, to, &wait);
+        const char *dberr = o == FAILED ? sqlite3_errmsg(g->db) : NULL;
+        if (dberr)
+            host->log(t, POSTERN_LOG_ERROR, "greylist: %s", dberr);
+        pthread_mutex_unlock(&g->lock);
+    }
     static const char *names[] = {"pass", "greylisted", "whitelisted", "error"};
     host->var_set(t, "greylist.result", names[o]);
     char reply[700];
@@ -338,9 +409,11 @@ static int set_option(struct greylist *g, const char *key, const char *value, co
         return each_item(g, key, value, add_sender, err, errlen);
     if (!strcmp(key, "on_error") && (!strcmp(value, "tempfail") || !strcmp(value, "accept")))
         return g->accept_on_error = !strcmp(value, "accept"), 0;
+    if (!strcmp(key, "store") && (!strcmp(value, "sqlite") || !strcmp(value, "shared")))
+        return g->shared = !strcmp(value, "shared"), 0;
     return snprintf(err, errlen, "unknown option or value greylist.%s = %s (known: db, delay, retry_window, "
                     "lifetime, expire_every, auto_whitelist, exempt_networks, exempt_senders, "
-                    "on_error = tempfail|accept)", key, value), -1;
+                    "on_error = tempfail|accept, store = sqlite|shared)", key, value), -1;
 }
 
 static void fini(void *state)
@@ -392,13 +465,21 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
             fini(g);
             return -1;
         }
+    g->dry_run = POSTERN_HOST_HAS(h, dry_run) && h->dry_run();
+    if (g->shared) {           /* no SQLite: the triplets are in posternd's shared state */
+        if (POSTERN_HOST_REQUIRE(h, kv_set, err, errlen) < 0) {
+            fini(g);
+            return -1;
+        }
+        *state = g;
+        return 0;
+    }
     if (!db) {
-        snprintf(err, errlen, "greylist.db is required (the SQLite file for the triplets)");
+        snprintf(err, errlen, "greylist.db is required (the SQLite file for the triplets), or store = shared");
         fini(g);
         return -1;
     }
     bool checking = POSTERN_HOST_HAS(h, checking) && h->checking();
-    g->dry_run = POSTERN_HOST_HAS(h, dry_run) && h->dry_run();
     if (g->dry_run && open_for_dry_run(g, db) == 0) {
         *state = g;
         return 0;

@@ -222,6 +222,20 @@ struct postern_host {
      * may be called at EOM too, to commit the copy before the 250. */
     int (*submit_message_flags)(const char *sender, const char *const *rcpts, size_t nrcpts, const char *message,
                                 size_t len, unsigned flags, char *qid);
+
+    /* ---- appended in 0.9 ---- */
+
+    /* Policy state shared by every node (redis_server; without it, this
+     * posternd's own): a counter that starts at its first kv_incr and goes
+     * after window seconds (*count: the new value); a value that goes after
+     * ttl seconds (0: kept; *found 0 when not set). Blocking: worker
+     * stages only, never from a stage marked nonblocking. 0, or -1 (a bad
+     * key, or Redis did not answer under redis_failure = tempfail; under
+     * open, this node's own state answers). Prefix keys with the plugin's
+     * name; they are at most 500 bytes, values at most 4000. */
+    int (*kv_incr)(postern_txn *t, const char *key, long window, long long *count);
+    int (*kv_get)(postern_txn *t, const char *key, char *value, size_t size, int *found);
+    int (*kv_set)(postern_txn *t, const char *key, const char *value, long ttl);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

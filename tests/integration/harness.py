@@ -227,6 +227,45 @@ class DnsServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Redis:
+    """A private redis-server on host:port (no persistence), stopped at
+    cleanup; kill() and start() again for outage tests."""
+
+    def __init__(self, host, port=6379, password=None):
+        self.host, self.port, self.password = host, port, password
+        self.dir = tempfile.mkdtemp(prefix="redis-")
+        os.chmod(self.dir, 0o777)
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        on_cleanup(self.stop)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        cmd = ["redis-server", "--bind", self.host, "--port", str(self.port), "--save", "", "--appendonly", "no",
+               "--dir", self.dir, "--protected-mode", "no"]
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        self.log = open(os.path.join(self.dir, "redis.log"), "a")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: port_open(self.host, self.port), 5, "redis-server on %s:%d" % (self.host, self.port))
+        return self
+
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def cli(self, *args):
+        cmd = ["redis-cli", "-h", self.host, "-p", str(self.port)] + (["-a", self.password] if self.password else [])
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=10).stdout.strip()
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            terminate(self.proc)
+
+
 class Nsd:
     """A real authoritative server (NSD) on addr(53):5353 for zones the test
     writes and, where asked, signs with ldns-signzone (ECDSA P-256 KSK and
