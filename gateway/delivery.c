@@ -8,6 +8,7 @@
  * when there is none, every outcome goes back through the job's callbacks,
  * with one log line per recipient per attempt. */
 #include "delivery.h"
+#include "kv.h"
 #include "dane.h"
 #include "runtime.h"
 #include "metrics.h"
@@ -17,6 +18,7 @@
 #include "mx.h"
 #include "smtp_client.h"
 #include "tlsrpt.h"
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -578,6 +580,22 @@ static struct pace *pace_for(const char *domain)
     return p;
 }
 
+/* Redis's schedule for the domain, shared by every node: the next free
+ * slot it reports pushes this node's own schedule on. Not waited for: the
+ * pace a node keeps lags the others by the message in hand. */
+static void shared_slot_answer(void *arg, const struct kv_answer *a)
+{
+    struct pace *p = arg;
+    if (a->status < 0 || !a->shared)
+        return;                  /* Redis down: each node paces on its own */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long wall = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    uint64_t next = ev_now_ms() + (uint64_t)(a->n > wall ? a->n - wall : 0);
+    if (next > p->next_ms)
+        p->next_ms = next;
+}
+
 /* A slot for j's domain: now, or a later one (j then waits, in order). */
 static bool take_slot(struct delivery_job *j)
 {
@@ -585,6 +603,13 @@ static bool take_slot(struct delivery_job *j)
     struct pace *p = per_min > 0 ? pace_for(j->domain) : NULL;
     if (!p)
         return true;
+    if (kv_shared()) {
+        char key[300];
+        size_t n = (size_t)snprintf(key, sizeof key, "pace:%s", p->domain);
+        for (size_t i = 0; i < n && i < sizeof key; i++)
+            key[i] = (char)tolower((unsigned char)key[i]);
+        kv_pace(key, 60000 / per_min, shared_slot_answer, p);
+    }
     uint64_t now = ev_now_ms(), slot = p->next_ms > now ? p->next_ms : now;
     p->next_ms = slot + 60000u / (unsigned)per_min;
     if (slot <= now)

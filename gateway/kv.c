@@ -22,6 +22,13 @@
 
 static const char incr_script[] =
     "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n";
+/* a slot in a shared schedule: the later of now and the next free one,
+ * which moves gap on; returns the next free slot (wall-clock ms) */
+static const char pace_script[] =
+    "local now, gap = tonumber(ARGV[1]), tonumber(ARGV[2]) "
+    "local nxt = tonumber(redis.call('GET', KEYS[1]) or '0') "
+    "local slot = nxt > now and nxt or now "
+    "redis.call('SET', KEYS[1], slot + gap, 'PX', gap + 60000) return slot + gap";
 
 static _Atomic bool failure_open = true;
 static _Atomic int wait_ms = 2200;      /* redis_timeout + 2 s: the loop answers before */
@@ -108,7 +115,7 @@ static void count(const char *backend)
 
 /* ---- shared state ---- */
 
-enum op { OP_INCR, OP_GET, OP_SET };
+enum op { OP_INCR, OP_GET, OP_SET, OP_PACE };
 
 struct kv_req {
     struct redis_req r;
@@ -116,6 +123,7 @@ struct kv_req {
     long seconds;
     char key[sizeof KEY_PREFIX + KV_KEY_MAX];
     char num[24];
+    char now[24];
     char *value;
     kv_cb cb;
     void *arg;
@@ -134,6 +142,10 @@ static void answer_failed(struct kv_req *q)
 {
     struct kv_answer a = {.status = -1};
     char value[KV_VALUE_MAX];
+    if (q->op == OP_PACE) {
+        q->cb(q->arg, &a);       /* pacing keeps its own local schedule anyway */
+        return;
+    }
     if (failure_open) {
         const char *key = q->key + strlen(KEY_PREFIX);
         a.status = 0;
@@ -152,7 +164,7 @@ static void on_reply(void *arg, const redisReply *reply)
 {
     struct kv_req *q = arg;
     bool ok = reply && reply->type != REDIS_REPLY_ERROR &&
-              (q->op != OP_INCR || reply->type == REDIS_REPLY_INTEGER) &&
+              ((q->op != OP_INCR && q->op != OP_PACE) || reply->type == REDIS_REPLY_INTEGER) &&
               (q->op != OP_GET || reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_NIL);
     if (reply && reply->type == REDIS_REPLY_ERROR)
         log_warn("redis: %s", reply->str);
@@ -161,7 +173,7 @@ static void on_reply(void *arg, const redisReply *reply)
         return;
     }
     struct kv_answer a = {.status = 0, .shared = true};
-    if (q->op == OP_INCR)
+    if (q->op == OP_INCR || q->op == OP_PACE)
         a.n = reply->integer;
     else if (q->op == OP_GET && reply->type == REDIS_REPLY_STRING)
         a.value = reply->str;
@@ -185,11 +197,15 @@ static int submit(enum op op, const char *key, const char *value, long seconds, 
     snprintf(q->key, sizeof q->key, KEY_PREFIX "%s", key);
     snprintf(q->num, sizeof q->num, "%ld", seconds);
     struct redis_req *r = &q->r;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(q->now, sizeof q->now, "%lld", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     const char *incr[] = {"EVAL", incr_script, "1", q->key, q->num};
     const char *get[] = {"GET", q->key};
     const char *set[] = {"SET", q->key, q->value, "EX", q->num};
-    const char **argv = op == OP_INCR ? incr : op == OP_GET ? get : set;
-    r->argc = op == OP_INCR ? 5 : op == OP_GET ? 2 : seconds > 0 ? 5 : 3;
+    const char *pace[] = {"EVAL", pace_script, "1", q->key, q->now, q->num};
+    const char **argv = op == OP_INCR ? incr : op == OP_GET ? get : op == OP_SET ? set : pace;
+    r->argc = op == OP_INCR ? 5 : op == OP_GET ? 2 : op == OP_PACE ? 6 : seconds > 0 ? 5 : 3;
     for (int i = 0; i < r->argc; i++) {
         r->argv[i] = argv[i];
         r->argvlen[i] = strlen(argv[i]);
@@ -236,6 +252,13 @@ int kv_set(const char *key, const char *value, long ttl_s, kv_cb cb, void *arg)
     count("local");
     cb(arg, &a);
     return 0;
+}
+
+int kv_pace(const char *key, long gap_ms, kv_cb cb, void *arg)
+{
+    if (!key_ok(key) || gap_ms <= 0 || !kv_shared())
+        return -1;
+    return submit(OP_PACE, key, NULL, gap_ms, cb, arg);
 }
 
 /* ---- blocking, for worker threads ---- */

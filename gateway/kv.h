@@ -34,6 +34,10 @@ bool kv_shared(void);
 int kv_incr(const char *key, long window_s, kv_cb cb, void *arg);
 int kv_get(const char *key, kv_cb cb, void *arg);
 int kv_set(const char *key, const char *value, long ttl_s, kv_cb cb, void *arg);
+/* Shared only: take the next slot of a schedule one slot per gap_ms that
+ * every node shares (dest_rate_limit); a->n is the next free slot after
+ * it, wall-clock ms. A failure answers status -1 in either mode. */
+int kv_pace(const char *key, long gap_ms, kv_cb cb, void *arg);
 /* The same, blocking (worker threads: C plugins); never on the loop
  * thread when shared (it answers them).
  * value (for get) is copied into out. 0, or -1 (failed or bad input). */

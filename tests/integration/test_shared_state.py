@@ -25,7 +25,8 @@ end)
 def nodes(redis, sink, script=COUNTER, **conf):
     lua = readable_file("shared.lua", script, prefix="lua-")
     common = dict(sink=sink, plugin_dir=PLUGDIR, redis_server=redis.address(), redis_timeout="200ms", **conf)
-    common.setdefault("plugins", "lua:" + lua)
+    if "plugins" not in conf:
+        common["plugins"] = "lua:" + lua
     a = Gateway(host=addr(1), **common).start()
     b = Gateway(host=addr(3), **common).start()
     wait_for(lambda: "redis: connected" in a.log() and "redis: connected" in b.log(), 10, "both nodes on Redis")
@@ -86,6 +87,40 @@ def test_greylisting_at_one_node_passes_at_the_other():
     assert rcpt(a).startswith("250")
     keys = redis.cli("KEYS", "postern:c:greylist:*").split()
     assert len(keys) == 2, keys         # the triplet and the network's passes
+    a.stop()
+    b.stop()
+
+
+def test_connection_rate_counts_connections_at_both_nodes():
+    redis, sink = Redis(addr(5)), Sink(addr(2))
+    a, b = nodes(redis, sink, client_connect_rate="4")
+    greeted = 0
+    for i in range(10):
+        c = Client((a, b)[i % 2].host, source=OUTSIDE)
+        greeted += c.banner.startswith("220")
+        c.close()
+        time.sleep(0.05)
+    # each node alone would let 4 through (8); together they brake at 4, one late per node
+    assert 4 <= greeted <= 6, greeted
+    assert int(redis.cli("GET", "postern:conn:" + OUTSIDE)) == 10
+    a.stop()
+    b.stop()
+
+
+def test_destination_pacing_is_shared():
+    redis = Redis(addr(5))
+    sink = Sink(addr(2))
+    a, b = nodes(redis, sink, plugins=None, dest_rate_limit="30")       # one message per 2 s per domain
+    t0 = time.time()
+    for g, pause in ((a, 0), (a, 0.5), (b, 0.5), (b, 0)):
+        assert send_mail(g, rcpts=("x@example.test",)).startswith("250")
+        time.sleep(pause)
+    # alone, B would send its second at +2.5 s; sharing A's schedule it waits until about +6 s
+    wait_for(lambda: sink.count() >= 3, 10, "three deliveries")
+    time.sleep(max(0, t0 + 4.0 - time.time()))
+    assert sink.count() == 3, ("B kept only its own pace", sink.count(), redis.cli("KEYS", "*"))
+    sink.wait_count(4, timeout=10)
+    assert time.time() - t0 >= 5
     a.stop()
     b.stop()
 
