@@ -140,7 +140,25 @@ def test_redis_killed_mid_load_open_then_shared_again():
     a, b = nodes(redis, sink, redis_failure="open")
     for i in range(3):
         assert mail_reply((a, b)[i % 2], "bulk@src.test").startswith("250")
+    # load on both nodes while Redis dies: every MAIL answered, none waits long
+    import threading
+    results = []
+
+    def load(g, tag):
+        for i in range(20):
+            t0 = time.time()
+            rep = mail_reply(g, "load-%s-%d@src.test" % (tag, i))
+            results.append((rep[:3], time.time() - t0))
+
+    threads = [threading.Thread(target=load, args=(g, tag)) for g, tag in ((a, "a"), (b, "b"))]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
     redis.kill()
+    for t in threads:
+        t.join(60)
+    assert [r for r, _ in results] == ["250"] * 40, results
+    assert max(d for _, d in results) < 1.0, max(d for _, d in results)
     # open: each node falls back to its own count (5 each), nobody waits
     replies = []
     for i in range(6):
