@@ -18,7 +18,8 @@
  *   greylist.exempt_senders = @partner.test, alerts@vendor.test
  *   greylist.on_error = tempfail | accept     (default tempfail)
  *   greylist.store = sqlite | shared   (shared: posternd's shared state,
- *                  Redis with redis_server, so every node sees every triplet)
+ *                  Redis with redis_server, so every node sees every triplet;
+ *                  a node remembers a pass or a whitelisted network for 60 s)
  * Sets greylist.result (pass | greylisted | whitelisted | exempt). Under
  * `postern policy` (host->dry_run) the database is only read: decisions
  * are the ones a real run would make, and nothing is recorded. */
@@ -244,6 +245,48 @@ static int kv_put(const struct greylist *g, postern_txn *t, const char *key, lon
     return host->kv_set(t, key, v, ttl);
 }
 
+/* Whitelisted networks and passed triplets stay so for days: this node
+ * remembers them for PASS_CACHE_S and asks Redis again only then (a
+ * lookup saved per RCPT of a known sender). */
+#define PASS_CACHE_S 60
+#define PASS_CACHE_SLOTS 1024
+struct pass_cache {
+    unsigned long hash;
+    time_t until;
+    enum outcome o;
+};
+static struct pass_cache pass_cache[PASS_CACHE_SLOTS];
+static pthread_mutex_t pass_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned long key_hash(const char *k)
+{
+    unsigned long h = 1469598103934665603ul;          /* FNV-1a */
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ul;
+    return h | 1;
+}
+
+static bool cached(const char *key, enum outcome *o)
+{
+    unsigned long h = key_hash(key);
+    pthread_mutex_lock(&pass_cache_lock);
+    const struct pass_cache *c = &pass_cache[h % PASS_CACHE_SLOTS];
+    bool hit = c->hash == h && c->until > time(NULL);
+    if (hit)
+        *o = c->o;
+    pthread_mutex_unlock(&pass_cache_lock);
+    return hit;
+}
+
+static enum outcome remember(const char *key, enum outcome o)
+{
+    unsigned long h = key_hash(key);
+    pthread_mutex_lock(&pass_cache_lock);
+    pass_cache[h % PASS_CACHE_SLOTS] = (struct pass_cache){h, time(NULL) + PASS_CACHE_S, o};
+    pthread_mutex_unlock(&pass_cache_lock);
+    return o;
+}
+
 static enum outcome decide_shared(struct greylist *g, postern_txn *t, const char *net, const char *sender,
                                   const char *rcpt, long *wait)
 {
@@ -252,19 +295,22 @@ static enum outcome decide_shared(struct greylist *g, postern_txn *t, const char
     snprintf(key, sizeof key, "greylist:t:%s|%s|%s", net, sender, rcpt);
     snprintf(ckey, sizeof ckey, "greylist:c:%s", net);
     bool found;
+    enum outcome known;
+    if ((g->auto_whitelist > 0 && cached(ckey, &known)) || cached(key, &known))
+        return known;
     if (g->auto_whitelist > 0) {
         char v[32];
         int f = 0;
         if (host->kv_get(t, ckey, v, sizeof v, &f) < 0)
             return FAILED;
         if (f && atol(v) >= g->auto_whitelist)
-            return WHITELISTED;
+            return g->dry_run ? WHITELISTED : remember(ckey, WHITELISTED);
     }
     if (kv_triplet(t, key, &first, &passed, &last, &found) < 0)
         return FAILED;
     long touch = g->lifetime / 10 < TOUCH_EVERY ? g->lifetime / 10 : TOUCH_EVERY;
     if (found && passed)
-        return now - last > touch && kv_put(g, t, key, first, 1, now, g->lifetime) < 0 ? FAILED : PASS;
+        return now - last > touch && kv_put(g, t, key, first, 1, now, g->lifetime) < 0 ? FAILED : remember(key, PASS);
     if (!found || now - first > g->retry_window) {
         *wait = g->delay;
         return kv_put(g, t, key, now, 0, now, g->retry_window) < 0 ? FAILED : GREYLISTED;
