@@ -93,9 +93,7 @@ static bool matches(const struct filters *f, char *const ix[ARCHIVE_INDEX_FIELDS
            has(ix[IX_ENV_TO], f->rcpt) && has(ix[IX_SUBJECT], f->subject);
 }
 
-/* DIR/DAY/FILE, opened below dirfd without following a symlink at either
- * step; -1 with errno. */
-static int open_archived(int dirfd, const char *rel)
+int open_archived(int dirfd, const char *rel)
 {
     const char *slash = strchr(rel, '/');
     char day[64];

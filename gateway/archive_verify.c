@@ -6,9 +6,12 @@
  * (archive_index.h): their links are checked and listed, their files are
  * not looked for. */
 #include "archive_verify.h"
+#include "archive_search.h"
 #include "../plugins/archive_witness.h"
 #include "../plugins/archive_index.h"
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +62,17 @@ static bool is_in(const struct names *s, const char *p)
     return s->n && bsearch(&p, s->v, s->n, sizeof *s->v, cmp);
 }
 
+/* The hash of an archived file, opened below the archive without
+ * following a symlink (the tree is the daemon user's; this may be root). */
+static int hash_archived(int dirfd, const char *rel, char out[ARCHIVE_HASH_HEX])
+{
+    int fd = open_archived(dirfd, rel);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
+    return archive_stream_hash(f, out);
+}
+
 static int check_chain(const char *dir, FILE *out, struct names *seen, struct links *links, unsigned long *last_seq,
                        char last[ARCHIVE_HASH_HEX], unsigned long *nexpired)
 {
@@ -71,6 +85,7 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
     }
     struct names expired = {0};
     expired_paths(f, &expired);
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int problems = 0;
     char line[4096];
     memset(last, '0', 64);
@@ -96,10 +111,9 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         } else {
             names_add(seen, rel);
         }
-        snprintf(path, sizeof path, "%s/%s", dir, rel);
         if (gone || is_in(&expired, rel)) {
             /* removed by retention (or about to be): the link is what counts */
-        } else if (archive_file_hash(path, real) < 0) {
+        } else if (hash_archived(dirfd, rel, real) < 0) {
             fprintf(out, "DELETED %s (seq %lu)\n", rel, seq);
             problems++;
         } else if (strcmp(real, fh)) {
@@ -118,6 +132,8 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         }
     }
     fclose(f);
+    if (dirfd >= 0)
+        close(dirfd);
     for (size_t i = 0; i < expired.n; i++)
         free(expired.v[i]);
     free(expired.v);

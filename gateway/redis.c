@@ -15,6 +15,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +31,8 @@ static struct {
     char password[256];
     int database;
     int timeout_ms;
-    bool configured;
 } conf;
+static _Atomic bool configured;    /* read by any thread (kv_shared) */
 
 static redisAsyncContext *ac;
 static bool connected;             /* the connect callback said yes (AUTH/SELECT queued first) */
@@ -256,7 +257,7 @@ static void redis_tick(void)
         watching = false;
         next_connect_ms = now + backoff_ms;
     }
-    if (!ac && conf.configured && now >= next_connect_ms)
+    if (!ac && configured && now >= next_connect_ms)
         connect_now();
 }
 
@@ -273,7 +274,7 @@ int redis_start(const char *server, const char *password, int database, int time
     snprintf(conf.password, sizeof conf.password, "%s", password ? password : "");
     conf.database = database;
     conf.timeout_ms = timeout_ms > 0 ? timeout_ms : 200;
-    conf.configured = true;
+    configured = true;
     loop_thread = pthread_self();
     if (inbox_open(&submitted) < 0)
         return -1;
@@ -283,13 +284,13 @@ int redis_start(const char *server, const char *password, int database, int time
     return 0;
 }
 
-bool redis_configured(void) { return conf.configured; }
+bool redis_configured(void) { return configured; }
 
 void redis_stop(void)
 {
-    if (!conf.configured)
+    if (!configured)
         return;
-    conf.configured = false;
+    configured = false;
     if (ac) {
         redisAsyncContext *gone = ac;
         ac = NULL;

@@ -25,10 +25,9 @@ static inline void archive_hex(const unsigned char *d, unsigned n, char *out)
     out[2 * n] = '\0';
 }
 
-/* SHA-256 of a whole file, as hex; 0 or -1. */
-static inline int archive_file_hash(const char *path, char out[ARCHIVE_HASH_HEX])
+/* SHA-256 of what is left to read of f (closed after), as hex; 0 or -1. */
+static inline int archive_stream_hash(FILE *f, char out[ARCHIVE_HASH_HEX])
 {
-    FILE *f = fopen(path, "rb");
     if (!f)
         return -1;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -45,6 +44,12 @@ static inline int archive_file_hash(const char *path, char out[ARCHIVE_HASH_HEX]
     if (rc == 0)
         archive_hex(md, mdlen, out);
     return rc;
+}
+
+/* SHA-256 of a whole file, as hex; 0 or -1. */
+static inline int archive_file_hash(const char *path, char out[ARCHIVE_HASH_HEX])
+{
+    return archive_stream_hash(fopen(path, "rb"), out);
 }
 
 /* The next link of the chain. */

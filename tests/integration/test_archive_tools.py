@@ -202,6 +202,15 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
     assert b"\n>From the start of a line\n" in open(mb, "rb").read()
     assert len([l for l in open(mb + ".proof") if not l.startswith("#")]) == len(want)
 
+    # a copy the daemon's user swaps for a symlink is never followed (verify runs as root here)
+    victim = os.path.join(adir, DAYS[0], facts[1]["qid"] + ".eml")
+    os.unlink(victim)
+    os.symlink("/etc/hostname", victim)
+    r = postern(conf, "verify")
+    assert r.returncode == 1 and "DELETED %s/%s.eml" % (DAYS[0], facts[1]["qid"]) in r.stdout, r.stdout[-500:]
+    assert "CHANGED" not in r.stdout
+    assert postern(conf, "search", "--subject", "hello 1").stdout.count(facts[1]["qid"]) == 0
+
 
 if __name__ == "__main__":
     run_tests(globals())
