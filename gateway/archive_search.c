@@ -396,48 +396,32 @@ static const char *field(const struct header_list *h, const char *name, size_t n
     return i < 0 ? "" : h->h[i].value;
 }
 
+/* " <addr>" -> "addr", into out. */
+static void unbracket(const char *v, char *out, size_t size)
+{
+    v += strspn(v, " <");
+    snprintf(out, size, "%.*s", (int)strcspn(v, ">"), v);
+}
+
 /* The index line of one archived file, from its envelope block and headers. */
 static void index_line(unsigned long seq, const char *rel, const char *head, size_t len, struct buf *out)
 {
     struct header_list h = {0};
     headers_parse(head, len, &h);
-    char line[ARCHIVE_INDEX_LINE_MAX], list[8192];
-    size_t n = (size_t)snprintf(line, sizeof line, "%lu\t", seq);
-    archive_index_field(line, sizeof line, &n, field(&h, "X-Postern-Archived-At", 0));
-    line[n++] = '\t';
-    archive_index_field(line, sizeof line, &n, rel);
-    line[n++] = '\t';
-    archive_index_field(line, sizeof line, &n, field(&h, "X-Postern-Queue-ID", 0));
-    line[n++] = '\t';
-    char from[600];
-    snprintf(from, sizeof from, "%s", field(&h, "X-Postern-Envelope-From", 0));
-    from[strcspn(from, ">")] = '\0';
-    archive_index_field(line, sizeof line, &n, from + strspn(from, " <"));
-    const char *lists[][2] = {{"X-Postern-Envelope-To", NULL}, {"To", "Cc"}};
-    for (size_t k = 0; k < 2; k++) {
-        size_t ln = 0;
-        for (size_t j = 0; j < 2 && lists[k][j]; j++)
-            for (size_t nth = 0; headers_find(&h, lists[k][j], nth) >= 0 && ln + 2 < sizeof list; nth++) {
-                char v[1100];
-                snprintf(v, sizeof v, "%s", field(&h, lists[k][j], nth));
-                if (k == 0)              /* " <addr>" -> "addr" */
-                    v[strcspn(v, ">")] = '\0';
-                if (ln)
-                    list[ln++] = ',';
-                archive_index_field(list, sizeof list, &ln, k == 0 ? v + strspn(v, " <") : v);
-            }
-        list[ln] = '\0';
-        line[n++] = '\t';
-        if (k == 1) {     /* FROM comes before TO */
-            archive_index_field(line, sizeof line, &n, field(&h, "From", 0));
-            line[n++] = '\t';
-        }
-        archive_index_field(line, sizeof line, &n, list);
+    char line[ARCHIVE_INDEX_LINE_MAX], from[600], rcpts[8192] = "", to[4096] = "", addr[1100];
+    size_t rn = 0, tn = 0;
+    unbracket(field(&h, "X-Postern-Envelope-From", 0), from, sizeof from);
+    for (size_t nth = 0; headers_find(&h, "X-Postern-Envelope-To", nth) >= 0; nth++) {
+        unbracket(field(&h, "X-Postern-Envelope-To", nth), addr, sizeof addr);
+        archive_index_list_add(rcpts, sizeof rcpts, &rn, addr);
     }
-    line[n++] = '\t';
-    archive_index_field(line, sizeof line, &n, field(&h, "Subject", 0));
-    line[n++] = '\n';
-    buf_append(out, line, n);
+    static const char *const lists[] = {"To", "Cc"};
+    for (size_t f = 0; f < 2; f++)
+        for (size_t nth = 0; headers_find(&h, lists[f], nth) >= 0; nth++)
+            archive_index_list_add(to, sizeof to, &tn, field(&h, lists[f], nth));
+    const char *const fields[] = {field(&h, "X-Postern-Archived-At", 0), rel, field(&h, "X-Postern-Queue-ID", 0),
+                                  from, rcpts, field(&h, "From", 0), to, field(&h, "Subject", 0)};
+    buf_append(out, line, archive_index_line(line, sizeof line, seq, fields));
     headers_free(&h);
 }
 

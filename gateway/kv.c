@@ -334,48 +334,51 @@ static int waiter_wait(struct waiter *w)
     return rc;
 }
 
-int kv_incr_wait(const char *key, long window_s, long long *n)
+/* Run op and wait for its answer: 0 and *wp (the caller unrefs it), or -1. */
+static int run_and_wait(enum op op, const char *key, const char *value, long seconds, struct waiter **wp)
 {
     struct waiter *w = waiter_new();
     if (!w)
         return -1;
-    if (kv_incr(key, window_s, waiter_answer, w) < 0) {
-        free(w);
+    int rc = op == OP_INCR ? kv_incr(key, seconds, waiter_answer, w)
+             : op == OP_GET ? kv_get(key, waiter_answer, w) : kv_set(key, value, seconds, waiter_answer, w);
+    if (rc < 0) {              /* the answer will never come: ours alone */
+        w->refs = 1;
+        waiter_unref(w);
         return -1;
     }
-    int rc = waiter_wait(w);
-    *n = w->a.n;
-    waiter_unref(w);
+    *wp = w;
+    return waiter_wait(w);
+}
+
+int kv_incr_wait(const char *key, long window_s, long long *n)
+{
+    struct waiter *w = NULL;
+    int rc = run_and_wait(OP_INCR, key, NULL, window_s, &w);
+    if (w) {
+        *n = w->a.n;
+        waiter_unref(w);
+    }
     return rc;
 }
 
 int kv_get_wait(const char *key, char *out, size_t size, bool *found)
 {
-    struct waiter *w = waiter_new();
-    if (!w)
-        return -1;
-    if (kv_get(key, waiter_answer, w) < 0) {
-        free(w);
-        return -1;
-    }
-    int rc = waiter_wait(w);
+    struct waiter *w = NULL;
+    int rc = run_and_wait(OP_GET, key, NULL, 0, &w);
     *found = rc == 0 && w->found;
     if (*found)
         snprintf(out, size, "%s", w->value);
-    waiter_unref(w);
+    if (w)
+        waiter_unref(w);
     return rc;
 }
 
 int kv_set_wait(const char *key, const char *value, long ttl_s)
 {
-    struct waiter *w = waiter_new();
-    if (!w)
-        return -1;
-    if (kv_set(key, value, ttl_s, waiter_answer, w) < 0) {
-        free(w);
-        return -1;
-    }
-    int rc = waiter_wait(w);
-    waiter_unref(w);
+    struct waiter *w = NULL;
+    int rc = run_and_wait(OP_SET, key, value, ttl_s, &w);
+    if (w)
+        waiter_unref(w);
     return rc;
 }

@@ -718,27 +718,16 @@ static void index_append(const struct archive *a, postern_txn *t, unsigned long 
                          const char *relpath)
 {
     char line[ARCHIVE_INDEX_LINE_MAX], rcpts[8192] = "", to[4096] = "";
-    size_t n = 0, rn = 0, tn = 0;
-    for (size_t i = 0; i < host->rcpt_count(t) && rn + 2 < sizeof rcpts; i++) {
-        if (i)
-            rcpts[rn++] = ',';
-        archive_index_field(rcpts, sizeof rcpts, &rn, host->rcpt(t, i));
-    }
-    const char *fields[] = {"To", "Cc"};
+    size_t rn = 0, tn = 0;
+    for (size_t i = 0; i < host->rcpt_count(t); i++)
+        archive_index_list_add(rcpts, sizeof rcpts, &rn, host->rcpt(t, i));
+    static const char *const lists[] = {"To", "Cc"};
     for (size_t f = 0; f < 2; f++)
-        for (size_t nth = 0; host->header_get(t, fields[f], nth) && tn + 2 < sizeof to; nth++) {
-            if (tn)
-                to[tn++] = ',';
-            archive_index_field(to, sizeof to, &tn, host->header_get(t, fields[f], nth));
-        }
-    n = (size_t)snprintf(line, sizeof line, "%lu\t%s\t%s\t", seq, date, relpath);
-    archive_index_field(line, sizeof line, &n, host->queue_id(t));
-    const char *rest[] = {host->sender(t), rcpts, host->header_get(t, "From", 0), to, host->header_get(t, "Subject", 0)};
-    for (size_t i = 0; i < 5; i++) {
-        line[n++] = '\t';
-        archive_index_field(line, sizeof line, &n, rest[i]);
-    }
-    line[n++] = '\n';
+        for (size_t nth = 0; host->header_get(t, lists[f], nth); nth++)
+            archive_index_list_add(to, sizeof to, &tn, host->header_get(t, lists[f], nth));
+    const char *const fields[] = {date, relpath, host->queue_id(t), host->sender(t), rcpts,
+                                  host->header_get(t, "From", 0), to, host->header_get(t, "Subject", 0)};
+    size_t n = archive_index_line(line, sizeof line, seq, fields);
     char path[1100];
     snprintf(path, sizeof path, "%s/index", a->dir);
     int lock = index_lock(a);

@@ -42,6 +42,30 @@ static inline void archive_index_field(char *out, size_t size, size_t *len, cons
     out[*len] = '\0';
 }
 
+/* Add value to a comma-separated list field (ENVELOPE_TO, TO). */
+static inline void archive_index_list_add(char *list, size_t size, size_t *len, const char *value)
+{
+    if (*len && *len + 2 < size)
+        list[(*len)++] = ',';
+    archive_index_field(list, size, len, value);
+}
+
+/* The whole index line, LF included, into out: seq, then the other eight
+ * fields in order (lists already joined). Returns its length. */
+static inline size_t archive_index_line(char *out, size_t size, unsigned long seq,
+                                        const char *const fields[ARCHIVE_INDEX_FIELDS - 1])
+{
+    int n0 = snprintf(out, size, "%lu", seq);
+    size_t n = n0 > 0 && (size_t)n0 < size ? (size_t)n0 : 0;
+    for (int i = 0; i < ARCHIVE_INDEX_FIELDS - 1; i++) {
+        if (n + 2 < size)
+            out[n++] = '\t';
+        archive_index_field(out, size, &n, fields[i]);
+    }
+    out[n++] = '\n';
+    return n;
+}
+
 /* Split an index line in place; 0, or -1 if it has the wrong shape. */
 static inline int archive_index_split(char *line, char *fields[ARCHIVE_INDEX_FIELDS])
 {
