@@ -37,6 +37,8 @@ def test_retention_expires_in_chain_order_and_verify_stays_green():
     wait_for(lambda: len(chain_lines(adir)) == 6, 15, "three expiry records")
     fresh = queue_id(send_mail(g, headers="Subject: fresh\r\n"))
     wait_for(lambda: len(chain_lines(adir)) == 7, 10, "the fresh copy")
+    # the index line follows the chain line: wait for it before copying
+    wait_for(lambda: fresh in open(os.path.join(adir, "index")).read(), 10, "the fresh copy's index line")
     copy = os.path.join(writable_dir(), "copy")     # checked at leisure: the fresh copy expires too
     shutil.copytree(adir, copy)
     adir, live = copy, adir
