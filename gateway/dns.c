@@ -365,7 +365,7 @@ static int resolve_timed(const char *name, int rrtype, struct ub_result **out)
     return done ? rc : -1;
 }
 
-int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size)
+int dns_query_cached(const char *name, int rrtype, unsigned char *answer, size_t size)
 {
     char labels[48];
     /* RFC 7208 4.3, 4.6.4, 5: a name no query can carry (from a record or
@@ -375,10 +375,17 @@ int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t s
         return nxdomain_reply(answer, size);
     }
     int n = qcache_get(name, rrtype, answer, size);
-    if (n >= 0) {
+    if (n >= 0)
         metric_inc(M_DNS_QUERIES, metric_labels(labels, sizeof labels, "result", "cache_hit", NULL));
+    return n >= 0 ? n : DNS_NOT_CACHED;
+}
+
+int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size)
+{
+    char labels[48];
+    int n = dns_query_cached(name, rrtype, answer, size);
+    if (n != DNS_NOT_CACHED)
         return n;
-    }
     struct ub_result *r = NULL;
     int rc = ctx ? resolve_timed(name, rrtype, &r) : UB_INITFAIL;
     if (rc) {

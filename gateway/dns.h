@@ -25,6 +25,10 @@ int dns_resolve(const char *name, int rrtype, dns_cb cb, void *arg);
  * packet into answer and returns its length, or -1 without a reply (within
  * dns_timeout). A name no query can carry gets a "no such name" reply. */
 int dns_query_sync(const char *name, int rrtype, unsigned char *answer, size_t size);
+/* The same answered from the cache of dns_query_sync's answers alone, for
+ * the loop thread: DNS_NOT_CACHED when it would have to ask. */
+#define DNS_NOT_CACHED (-2)
+int dns_query_cached(const char *name, int rrtype, unsigned char *answer, size_t size);
 /* dns_timeout: how long dns_query_sync waits for one answer (default 5 s);
  * a lookup not answered by then is a temporary failure. */
 void dns_set_timeout(int ms);

@@ -3,7 +3,10 @@
  * checks each plugin's ABI version and struct size, hands it its options,
  * and runs the callbacks of a stage in chain order: each Lua link on the
  * Lua threads (lua/lua_threads.c), each run of consecutive C links in one
- * trip to a worker thread (C plugins may block). */
+ * trip to a worker thread (C plugins may block), or on the loop when every
+ * one of them says it never blocks there (nonblocking_stages) or blocks
+ * only in host calls that then answer without waiting (loop_first_stages;
+ * a call that would wait sends the run from that link on to a worker). */
 #include "hooks.h"
 #include "metrics.h"
 #include "log.h"
@@ -26,6 +29,7 @@ struct link {
     void *dl;
     const struct postern_plugin *p;   /* the plugin's own struct: only struct_size bytes of it exist */
     uint32_t nonblocking;             /* p->nonblocking_stages, or 0 for an older layout */
+    uint32_t loop_first;              /* p->loop_first_stages, likewise */
     void *state;
 };
 
@@ -213,6 +217,8 @@ static int load_one(const struct config *cfg, const char *name, struct link *l, 
     /* appended fields exist only in plugins built against a newer header */
     if (l->p->struct_size >= offsetof(struct postern_plugin, nonblocking_stages) + sizeof(uint32_t))
         l->nonblocking = l->p->nonblocking_stages;
+    if (l->p->struct_size >= offsetof(struct postern_plugin, loop_first_stages) + sizeof(uint32_t))
+        l->loop_first = l->p->loop_first_stages;
     struct postern_option opts[64];
     size_t n = options_for(cfg, name, opts, 64);
     char perr[512] = "";
@@ -351,6 +357,7 @@ struct chain_run {
     size_t len;
     size_t next;                /* next link; > ch->n once decided */
     postern_verdict v;          /* from the worker trip */
+    bool to_worker;             /* a loop_first link would have blocked: the next run goes to a worker */
     hooks_done_fn done;
     void *ctx;
     double lua_started;         /* the Lua link in progress began */
@@ -366,17 +373,42 @@ static void chain_finish(struct chain_run *r, postern_verdict v)
     done(ctx, v);
 }
 
-/* Worker: the C links from r->next up to the next Lua link. */
+/* Set while C links run on the loop thread; host calls that would block
+ * then note it in would_have_blocked instead. */
+static _Thread_local bool links_on_loop, would_have_blocked;
+
+bool hooks_on_loop(void) { return links_on_loop; }
+void hooks_would_block(void) { would_have_blocked = true; }
+
+static void count_run(const char *where)
+{
+    char labels[32];
+    metric_inc(M_CHAIN_C_RUNS, metric_labels(labels, sizeof labels, "where", where, NULL));
+}
+
+/* The C links from r->next up to the next Lua link, on a worker or (when
+ * c_links_nonblocking said so) on the loop. On the loop, a link whose host
+ * call would have blocked stops the run there: its call is discarded and
+ * r->to_worker sends it, and the rest, to a worker. */
 static void c_links_run(struct work *w)
 {
     struct chain_run *r = (struct chain_run *)w;
     r->v = POSTERN_CONTINUE;
     const struct link *links = r->ch->links;
+    bool on_loop = links_on_loop;
+    count_run(on_loop ? "loop" : "worker");
+    r->to_worker = false;
     for (; r->next < r->ch->n && !links[r->next].lua; r->next++) {
         if (!has_stage(&links[r->next], r->st))
             continue;
         double started = now_s();
+        would_have_blocked = false;
         postern_verdict v = call(&links[r->next], r->st, r->t, r->arg, r->len);
+        if (on_loop && would_have_blocked) {
+            count_run("deferred");
+            r->to_worker = true;
+            return;
+        }
         link_timed(&links[r->next], started);
         if (decided(&links[r->next], r->st, r->t, &v)) {
             r->v = v;
@@ -411,11 +443,15 @@ static void lua_link_done(void *arg, postern_verdict v, const char *reply)
 }
 
 /* Whether every C link from r->next to the next Lua link that has this
- * stage said it never blocks there: then they run here on the loop. */
+ * stage said it never blocks there, or blocks only in host calls (which
+ * answer without waiting on the loop): then they run here on the loop. */
 static bool c_links_nonblocking(const struct chain_run *r)
 {
+    if (r->to_worker)
+        return false;
+    uint32_t bit = POSTERN_NONBLOCKING(r->st);
     for (size_t i = r->next; i < r->ch->n && !r->ch->links[i].lua; i++)
-        if (has_stage(&r->ch->links[i], r->st) && !(r->ch->links[i].nonblocking & POSTERN_NONBLOCKING(r->st)))
+        if (has_stage(&r->ch->links[i], r->st) && !((r->ch->links[i].nonblocking | r->ch->links[i].loop_first) & bit))
             return false;
     return true;
 }
@@ -429,7 +465,9 @@ static void chain_step(struct chain_run *r)
             continue;
         }
         if (!l->lua && c_links_nonblocking(r)) {
+            links_on_loop = true;
             c_links_run(&r->work);
+            links_on_loop = false;
             c_links_done(&r->work);
             return;
         }

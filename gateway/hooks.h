@@ -23,6 +23,11 @@ void hooks_unload(void);
 bool hooks_wanted(const txn_t *t, enum postern_stage st);
 /* The transaction a C plugin callback on this thread is running for, or NULL. */
 const txn_t *hooks_calling_txn(void);
+/* Whether C links are running on the loop thread right now: host calls
+ * that would block must not wait, but return POSTERN_WOULDBLOCK after
+ * hooks_would_block() (the link is then called again on a worker). */
+bool hooks_on_loop(void);
+void hooks_would_block(void);
 /* Run t's chain for a stage, then done(ctx, verdict) on the loop thread
  * (at once when nobody wants the stage, or when only Lua handlers run and
  * finish within their first slice). arg: HELO name, sender, recipient, or

@@ -33,6 +33,7 @@ enum metric_id {
     M_REDIS_UP,                /* gauge: 1 while the Redis connection is up */
     M_REDIS_FAILURES,          /* counter {reason}: Redis requests that got no answer */
     M_KV_REQUESTS,             /* counter {backend: redis | local | fallback}: shared-state operations */
+    M_CHAIN_C_RUNS,            /* counter {where: loop | worker | deferred}: runs of consecutive C links */
     M_COUNT
 };
 

@@ -3,6 +3,7 @@
 #include "plugin_host.h"
 #include "config.h"
 #include "dns.h"
+#include "hooks.h"
 #include "kv.h"
 #include "local_submit.h"
 #include "log.h"
@@ -275,10 +276,21 @@ static int h_data_set(postern_txn *t, const void *owner, void *data, void (*rele
     return txn_slot_set(t, owner, data, release);
 }
 
+/* On the loop (a loop_first stage), a host call that would wait says so
+ * instead (postern_plugin.h, loop_first_stages). */
+static int would_block(void)
+{
+    hooks_would_block();
+    return POSTERN_WOULDBLOCK;
+}
+
 static int h_dns_query(postern_txn *t, const char *name, int rrtype, unsigned char *answer, size_t size)
 {
     (void)t;
-    return dns_query_sync(name, rrtype, answer, size);
+    if (!hooks_on_loop())
+        return dns_query_sync(name, rrtype, answer, size);
+    int n = dns_query_cached(name, rrtype, answer, size);
+    return n == DNS_NOT_CACHED ? would_block() : n;
 }
 
 static long h_body_read(postern_txn *t, uint64_t offset, char *buf, size_t len)
@@ -351,6 +363,8 @@ static int h_kv_incr(postern_txn *t, const char *key, long window, long long *co
 {
     (void)t;
     char k[KV_KEY_MAX];
+    if (hooks_on_loop() && kv_shared())
+        return would_block();
     return plugin_key(key, k, sizeof k) ? kv_incr_wait(k, window, count) : -1;
 }
 
@@ -358,6 +372,8 @@ static int h_kv_get(postern_txn *t, const char *key, char *value, size_t size, i
 {
     (void)t;
     char k[KV_KEY_MAX];
+    if (hooks_on_loop() && kv_shared())
+        return would_block();
     bool f = false;
     int rc = plugin_key(key, k, sizeof k) ? kv_get_wait(k, value, size, &f) : -1;
     *found = f;
@@ -368,6 +384,8 @@ static int h_kv_set(postern_txn *t, const char *key, const char *value, long ttl
 {
     (void)t;
     char k[KV_KEY_MAX];
+    if (hooks_on_loop() && kv_shared())
+        return would_block();
     return plugin_key(key, k, sizeof k) ? kv_set_wait(k, value, ttl) : -1;
 }
 

@@ -3,6 +3,12 @@
  * signatures are checked at EOM; the message is never held in memory.
  * Keys are fetched through posternd's resolver (host->dns_query).
  *
+ * DATA and EOM are loop_first stages: with the key in posternd's DNS cache
+ * (the usual case for mail from a signer seen before) they run on the loop
+ * and cost no thread hand-off; otherwise the stage is called again on a
+ * worker (libopendkim fetches keys at the end of the headers, and at EOM
+ * only for a signature it could not process then).
+ *
  * Options (continue | reject | tempfail | quarantine):
  *   dkim_verify.fail = continue       no signature passed, at least one failed
  *   dkim_verify.temperror = continue  a key lookup failed temporarily
@@ -16,6 +22,7 @@
 #include "postern_plugin.h"
 #include "plugin_util.h"
 #include <opendkim/dkim.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +152,9 @@ static postern_verdict on_data(postern_txn *t, void *state)
         memcpy(line + n + 1, value, v);
         dkim_header(d, (unsigned char *)line, n + 1 + v);
     }
+    /* a key lookup that would have blocked on the loop fails here; posternd
+     * then discards this call and makes it again on a worker, with a new
+     * handle (nothing else is changed before EOM) */
     if (dkim_eoh(d) == DKIM_STAT_NOSIG)
         host->data_set(t, s, NULL, NULL);    /* nothing to verify: say none at EOM */
     return POSTERN_CONTINUE;
@@ -220,10 +230,37 @@ static postern_verdict dkim_act(postern_txn *t, enum action a, const char *resul
     return act(host, t, a, rej, tmp, why);
 }
 
+/* Whether the key of every signature libopendkim has yet to process (it
+ * fetches them in dkim_eom) is at hand: asked here first, so that on the
+ * loop a key not cached yet sends EOM to a worker before dkim_eom runs
+ * (which cannot be run twice). On a worker this fills the cache. */
+static bool keys_at_hand(DKIM *d)
+{
+    DKIM_SIGINFO **sigs = NULL;
+    int nsigs = 0;
+    if (dkim_getsiglist(d, &sigs, &nsigs) != DKIM_STAT_OK)
+        return true;
+    for (int i = 0; i < nsigs; i++) {
+        if ((dkim_sig_getflags(sigs[i]) & (DKIM_SIGFLAG_PROCESSED | DKIM_SIGFLAG_IGNORE)) ||
+            dkim_sig_geterror(sigs[i]) != DKIM_SIGERROR_UNKNOWN)
+            continue;
+        const char *dom = (const char *)dkim_sig_getdomain(sigs[i]);
+        const char *sel = (const char *)dkim_sig_getselector(sigs[i]);
+        char name[600];
+        static __thread unsigned char answer[16384];
+        if (dom && sel && snprintf(name, sizeof name, "%s._domainkey.%s", sel, dom) < (int)sizeof name &&
+            host->dns_query(NULL, name, 16 /* TXT */, answer, sizeof answer) == POSTERN_WOULDBLOCK)
+            return false;
+    }
+    return true;
+}
+
 static postern_verdict on_eom(postern_txn *t, void *state)
 {
     struct dkimv *s = state;
     DKIM *d = host->data_get(t, s);
+    if (d && !keys_at_hand(d))
+        return POSTERN_CONTINUE;     /* posternd calls again on a worker */
     if (d)
         dkim_eom(d, NULL);   /* per-signature results come from the list */
     publish(t, d);
@@ -244,9 +281,10 @@ static const struct postern_plugin plugin = {
     .on_data = on_data,
     .on_body = on_body,
     .on_eom = on_eom,
-    /* the body is only hashed; DATA is not on the list: libopendkim fetches
-     * the key (DNS) and checks the header signature at the end of headers */
+    /* the body is only hashed; at the end of the headers libopendkim
+     * fetches the key (DNS) and checks the header signature */
     .nonblocking_stages = POSTERN_NONBLOCKING(POSTERN_STAGE_BODY),
+    .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_DATA) | POSTERN_LOOP_FIRST(POSTERN_STAGE_EOM),
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -314,6 +314,8 @@ static postern_verdict evaluate(struct dmarc *s, postern_txn *t, DMARC_POLICY_T 
         st = dmarc_record(org, rec, sizeof rec);
     else
         org[0] = '\0';
+    if (st == DNS_WOULDBLOCK)
+        return POSTERN_CONTINUE;      /* not cached: posternd calls again on a worker */
     if (st == DNS_TEMPFAIL) {
         publish(t, "temperror", "none", from, "DNS lookup of the _dmarc record failed");
         return dmarc_act(t, final_action(t, s->on_temperror), from, "temperror");
@@ -378,6 +380,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_eom = on_eom,
+    .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_EOM),
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -18,8 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
-/* How a lookup ended. */
-enum dns_status { DNS_OK, DNS_NXDOMAIN, DNS_NODATA, DNS_TEMPFAIL };
+/* How a lookup ended. DNS_WOULDBLOCK: not in posternd's cache, in a
+ * loop_first stage on the loop (postern_plugin.h); return at once. */
+enum dns_status { DNS_OK, DNS_NXDOMAIN, DNS_NODATA, DNS_TEMPFAIL, DNS_WOULDBLOCK };
 
 /* The packet buffer stops short of 64 KiB so that a malloc'd dns_answer is
  * under glibc's consolidation threshold: freeing a chunk of 64 KiB or more
@@ -59,6 +60,8 @@ static inline enum dns_status dns_lookup(const struct postern_host *host, const 
     a->count = 0;
     a->ttl = 0;
     a->len = host->dns_query(NULL, name, type, a->packet, sizeof a->packet);
+    if (a->len == POSTERN_WOULDBLOCK)
+        return a->status = DNS_WOULDBLOCK;
     if (a->len < 0 || ns_initparse(a->packet, a->len, &a->msg) < 0)
         return a->status = DNS_TEMPFAIL;
     int rcode = ns_msg_getflag(a->msg, ns_f_rcode);

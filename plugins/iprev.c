@@ -11,7 +11,8 @@
  * authres.iprev for the Authentication-Results header (authres plugin).
  *   iprev.fail = continue|reject|tempfail|quarantine     (default continue)
  *   iprev.permerror, iprev.temperror                     (default continue)
- * Trusted networks and logged-in clients are not checked. */
+ * Trusted networks and logged-in clients are not checked. MAIL is a
+ * loop_first stage: with the answers cached it runs on posternd's loop. */
 #include "postern_plugin.h"
 #include "dns_records.h"
 #include "plugin_util.h"
@@ -24,7 +25,7 @@
 
 #define MAX_NAMES 10            /* PTR names tried (RFC 8601 2.7.3 leaves it to us; Postfix does 10 too) */
 
-enum result { R_PASS, R_FAIL, R_PERMERROR, R_TEMPERROR };
+enum result { R_PASS, R_FAIL, R_PERMERROR, R_TEMPERROR, R_WOULDBLOCK /* not cached, on the loop */ };
 static const char *result_names[] = {"pass", "fail", "permerror", "temperror"};
 
 struct iprev {
@@ -33,13 +34,14 @@ struct iprev {
 
 static const struct postern_host *host;
 
-/* Does name have an address record equal to addr? 1 yes, 0 no, -1 temporary failure. */
+/* Does name have an address record equal to addr? 1 yes, 0 no, -1 temporary
+ * failure, -2 not cached (on the loop). */
 static int maps_back(const char *name, const unsigned char addr[16], int family, struct dns_answer *a)
 {
     int type = family == AF_INET ? ns_t_a : ns_t_aaaa;
     enum dns_status st = dns_lookup(host, name, type, a);
-    if (st == DNS_TEMPFAIL)
-        return -1;
+    if (st == DNS_TEMPFAIL || st == DNS_WOULDBLOCK)
+        return st == DNS_TEMPFAIL ? -1 : -2;
     for (int i = 0; st == DNS_OK && i < a->count; i++) {
         ns_rr rr;
         if (dns_record(a, i, &rr) == 0 && ns_rr_rdlen(rr) == (family == AF_INET ? 4 : 16) &&
@@ -63,7 +65,9 @@ static enum result evaluate(const char *client, char *name, size_t nsize)
     struct dns_answer *ptr = malloc(sizeof *ptr), *fwd = malloc(sizeof *fwd);
     enum result r = R_TEMPERROR;
     enum dns_status st = ptr && fwd ? dns_lookup(host, rev, ns_t_ptr, ptr) : DNS_TEMPFAIL;
-    if (st == DNS_NXDOMAIN || st == DNS_NODATA || (st == DNS_OK && ptr->count == 0))
+    if (st == DNS_WOULDBLOCK)
+        r = R_WOULDBLOCK;
+    else if (st == DNS_NXDOMAIN || st == DNS_NODATA || (st == DNS_OK && ptr->count == 0))
         r = R_PERMERROR;
     else if (st == DNS_OK)
         r = R_FAIL;
@@ -77,6 +81,10 @@ static enum result evaluate(const char *client, char *name, size_t nsize)
         if (!name[0])
             snprintf(name, nsize, "%s", n);
         int m = maps_back(n, addr, family, fwd);
+        if (m == -2) {
+            r = R_WOULDBLOCK;
+            break;
+        }
         failed |= m < 0;
         if (m == 1) {
             snprintf(name, nsize, "%s", n);
@@ -125,6 +133,8 @@ static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
     const char *ip = host->client_addr(t);
     char name[NS_MAXDNAME];
     enum result r = evaluate(ip, name, sizeof name);
+    if (r == R_WOULDBLOCK)
+        return POSTERN_CONTINUE;     /* posternd calls again on a worker */
     host->var_set(t, "iprev.result", result_names[r]);
     host->var_set(t, "iprev.name", name);
     /* RFC 8601 2.7.3: the property is policy.iprev, the address; the name goes in a comment */
@@ -151,6 +161,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_mail = on_mail,
+    .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_MAIL),
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -12,10 +12,12 @@
  * different ABI version, and calls the callbacks in chain order. The first
  * verdict other than POSTERN_CONTINUE wins for that stage.
  *
- * Threads: callbacks run on posternd's worker threads, never on the network
- * loop, so they may block (DNS, files, sockets). Two transactions can be in
- * callbacks of the same plugin at the same time: guard your own shared state.
- * One transaction is only ever in one callback at a time.
+ * Threads: callbacks run on posternd's worker threads, so they may block
+ * (DNS, files, sockets), unless the plugin marks a stage nonblocking_stages
+ * or loop_first_stages (below): then it may run on the network loop. Two
+ * transactions can be in callbacks of the same plugin at the same time:
+ * guard your own shared state. One transaction is only ever in one callback
+ * at a time.
  *
  * Memory: every pointer posternd passes in is borrowed for the duration of
  * the call. Memory that must live as long as the transaction comes from
@@ -146,7 +148,9 @@ struct postern_host {
     /* Blocking DNS through posternd's own resolver (the dns_server setting),
      * class IN. Writes the raw reply packet (parse it with ns_initparse) and
      * returns its length; NXDOMAIN and empty answers are replies too (look
-     * at the rcode). -1: no reply (timeout, network, the buffer too small). */
+     * at the rcode). -1: no reply (timeout, network, the buffer too small).
+     * In a loop_first stage on the loop it answers from posternd's cache
+     * only: POSTERN_WOULDBLOCK when the answer is not there (since 0.10). */
     int (*dns_query)(postern_txn *t, const char *name, int rrtype, unsigned char *answer, size_t size);
 
     /* EOM only: the body as it will be stored (after any body_replace),
@@ -232,13 +236,19 @@ struct postern_host {
      * stages only, never from a stage marked nonblocking. 0, or -1 (a bad
      * key, or Redis did not answer under redis_failure = tempfail; under
      * open, this node's own state answers). Prefix keys with the plugin's
-     * name; they are at most 500 bytes, values at most 4000. */
+     * name; they are at most 500 bytes, values at most 4000. In a
+     * loop_first stage on the loop they return POSTERN_WOULDBLOCK when
+     * redis_server is set (since 0.10). */
     int (*kv_incr)(postern_txn *t, const char *key, long window, long long *count);
     int (*kv_get)(postern_txn *t, const char *key, char *value, size_t size, int *found);
     int (*kv_set)(postern_txn *t, const char *key, const char *value, long ttl);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u
+
+/* What dns_query and kv_* return in a loop_first stage when answering
+ * would block (see loop_first_stages). */
+#define POSTERN_WOULDBLOCK (-2)
 
 /* Whether posternd's host table has function fn (appended after your
  * posternd was built?): if (!POSTERN_HOST_HAS(host, dns_query)) ... */
@@ -288,9 +298,24 @@ struct postern_plugin {
      * thread hand-offs per stage. A callback that blocks there stalls every
      * session: leave 0 when unsure. */
     uint32_t nonblocking_stages;
+
+    /* ---- appended in 0.10 ---- */
+
+    /* Stages that block only in host->dns_query and host->kv_*, as bits
+     * POSTERN_LOOP_FIRST(stage). posternd may call such a stage on its
+     * loop first; there those calls never wait: dns_query answers from
+     * posternd's DNS cache, kv_* from this node's own state when there is
+     * no Redis, or they return POSTERN_WOULDBLOCK. After a POSTERN_WOULDBLOCK, return at once
+     * (any verdict), before anything a second call would not redo: no
+     * var_set, header or recipient change, log line or counter. posternd
+     * discards that call and makes it again on a worker, where the calls
+     * block as usual. Mail from the same senders then costs no thread
+     * hand-off once their records are cached. */
+    uint32_t loop_first_stages;
 };
 
 #define POSTERN_NONBLOCKING(stage) (1u << (stage))
+#define POSTERN_LOOP_FIRST(stage) (1u << (stage))
 /* The smallest plugin struct posternd loads: the layout of 0.5, before
  * nonblocking_stages was appended. */
 #define POSTERN_PLUGIN_MIN_SIZE offsetof(struct postern_plugin, nonblocking_stages)

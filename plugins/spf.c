@@ -101,8 +101,10 @@ static int store_record(SPF_dns_rr_t *spfrr, int idx, struct dns_answer *a, int 
 }
 
 /* libspf2 reports a DNS failure while fetching a record as permerror or
- * none; RFC 7208 4.4 and 5 say temperror. The layer notes failures here. */
-static __thread bool dns_failed;
+ * none; RFC 7208 4.4 and 5 say temperror. The layer notes failures here,
+ * and answers that are not cached yet while on posternd's loop (MAIL is a
+ * loop_first stage: on_mail then returns and is called again on a worker). */
+static __thread bool dns_failed, dns_would_block;
 
 static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type, int should_cache)
 {
@@ -111,10 +113,12 @@ static SPF_dns_rr_t *layer_lookup(SPF_dns_server_t *layer, const char *domain, n
     if (!a)
         return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
     static const SPF_dns_stat_t herrno_of[] = {[DNS_OK] = NETDB_SUCCESS, [DNS_NXDOMAIN] = HOST_NOT_FOUND,
-                                               [DNS_NODATA] = NO_DATA, [DNS_TEMPFAIL] = TRY_AGAIN};
-    enum dns_status st = dns_lookup(host, domain, type, a);
+                                               [DNS_NODATA] = NO_DATA, [DNS_TEMPFAIL] = TRY_AGAIN,
+                                               [DNS_WOULDBLOCK] = TRY_AGAIN};
+    enum dns_status st = dns_would_block ? DNS_WOULDBLOCK : dns_lookup(host, domain, type, a);
     dns_failed |= st == DNS_TEMPFAIL;
-    SPF_dns_rr_t *spfrr = SPF_dns_rr_new_init(layer, domain, type, (int)a->ttl, herrno_of[st]);
+    dns_would_block |= st == DNS_WOULDBLOCK;
+    SPF_dns_rr_t *spfrr = SPF_dns_rr_new_init(layer, domain, type, st == DNS_OK ? (int)a->ttl : 0, herrno_of[st]);
     int n = 0;
     for (int i = 0; spfrr && st == DNS_OK && i < a->count; i++)
         if (store_record(spfrr, n, a, i) == 0)
@@ -202,7 +206,7 @@ static SPF_result_t check(struct spf *s, postern_txn *t, const char *identity, c
         SPF_request_set_helo_dom(req, helo);
     SPF_result_t r = SPF_RESULT_PERMERROR;
     SPF_response_t *resp = NULL;
-    dns_failed = false;
+    dns_failed = dns_would_block = false;
     if (e == SPF_E_SUCCESS && SPF_request_set_env_from(req, identity) == 0) {
         SPF_request_query_mailfrom(req, &resp);
         if (resp) {
@@ -264,6 +268,8 @@ static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
     const char *at = strrchr(identity, '@');
     const char *domain = at ? at + 1 : identity;
     SPF_result_t r = check(s, t, identity, comment, sizeof comment, exp, sizeof exp);
+    if (dns_would_block)
+        return POSTERN_CONTINUE;     /* posternd calls again on a worker */
     publish(t, result_names[r], domain, use_helo, identity, comment);
     host->var_set(t, "spf.explanation", exp);
     host->log(t, POSTERN_LOG_INFO, "spf: %s for %s=%s from %s (%s)", result_names[r], use_helo ? "helo" : "mailfrom",
@@ -283,6 +289,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_mail = on_mail,
+    .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_MAIL),
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }
