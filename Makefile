@@ -39,7 +39,7 @@ PLUGIN_LIBS_greylist := -lsqlite3 -lpthread
 PLUGIN_LIBS_dnsbl := -lresolv -lpthread
 PLUGIN_LIBS_rspamd := -ljansson
 PLUGIN_LIBS_iprev := -lresolv
-TEST_PLUGINS := probe probe2 probe_inline bad_abi no_entry old_layout
+TEST_PLUGINS := probe probe2 probe_inline probe_first bad_abi no_entry old_layout
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
@@ -70,6 +70,11 @@ $(BUILD)/test-plugins/probe2.so: tests/plugins/probe.c plugins/postern_plugin.h
 $(BUILD)/test-plugins/probe_inline.so: tests/plugins/probe.c plugins/postern_plugin.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DPROBE_NONBLOCKING -fPIC -shared $(LDFLAGS) -o $@ $< -lpthread
+
+# the probe with every stage loop_first (kv_incr defers to a worker under Redis)
+$(BUILD)/test-plugins/probe_first.so: tests/plugins/probe.c plugins/postern_plugin.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DPROBE_LOOP_FIRST -fPIC -shared $(LDFLAGS) -o $@ $< -lpthread
 
 $(BUILD)/%.o: gateway/%.c gateway/*.h | $(BUILD)
 	$(CC) $(CFLAGS) -c -o $@ $<

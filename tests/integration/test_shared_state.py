@@ -217,5 +217,36 @@ def test_redis_gone_with_tempfail_refuses_without_stalling():
     assert "did not answer" in a.log()
 
 
+def test_a_loop_first_plugin_counts_each_call_once():
+    """probe_first marks RCPT loop_first and counts every recipient with
+    host->kv_incr: without Redis the node's own counter answers on the
+    loop; with Redis each call would block there, so it is deferred to a
+    worker and counted once, not twice."""
+    sink = Sink(addr(2))
+    rcpts = ["r%d@example.test" % i for i in range(5)]
+    for shared in (False, True):
+        redis = Redis(addr(5)) if shared else None
+        conf = dict(redis_server=redis.address(), redis_timeout="500ms") if shared else {}
+        g = Gateway(host=addr(1), http_listen="%s:9025" % addr(1), sink=sink,
+                    plugin_dir=os.path.join(BUILD, "test-plugins"), plugins="probe_first",
+                    **{"probe_first.mutate": "rcpt count rcpts"}, **conf).start()
+        if shared:
+            wait_for(lambda: "redis: connected" in g.log(), 10, "the node on Redis")
+        assert send_message(g.host, 2525, "a@src.test", rcpts, "Subject: c\r\n\r\nx\r\n").startswith("250")
+        counts = re.findall(r"probe: count rcpts = (\d+)", g.log())
+        assert counts == ["1", "2", "3", "4", "5"], counts
+        deferred = metric(g, 'postern_chain_c_runs_total{where="deferred"}')
+        worker = metric(g, 'postern_chain_c_runs_total{where="worker"}')
+        if shared:
+            assert redis.cli("GET", "postern:c:rcpts") == "5"
+            assert deferred == worker == 5, (deferred, worker)
+        else:
+            assert deferred == worker == 0 and metric(g, 'postern_chain_c_runs_total{where="loop"}') >= 5
+        g.stop()
+        if redis:
+            redis.stop()
+    sink.wait_count(2)
+
+
 if __name__ == "__main__":
     run_tests(globals())

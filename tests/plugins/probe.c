@@ -5,11 +5,14 @@
  *       HELO name, sender, recipient, Subject header, body chunk), or "*".
  *   <name>.mutate = STAGE OP [ARG1 [ARG2]]   (OP: header_add, header_insert,
  *       header_change, header_delete, body_replace, rcpt_add, rcpt_delete,
- *       sender_change, set_nexthop, request_archive, submit)
+ *       sender_change, set_nexthop, request_archive, submit, count)
  *       submit KIND RCPT: host->submit_message a notice to RCPT; KIND good,
  *       or one posternd must refuse: bare_lf, nul, long_line, no_header,
  *       routed (RCPT with '%' routing). Logs "probe: submit KIND: ...".
- *   <name>.record = PATH   append "stage qid sender rcpts subject" lines. */
+ *       count KEY: host->kv_incr(KEY, 600); logs "probe: count KEY = N".
+ *   <name>.record = PATH   append "stage qid sender rcpts subject" lines.
+ * Built as probe_first.so every stage is loop_first: a count that would
+ * block returns before anything else happens (posternd calls again). */
 #include "postern_plugin.h"
 #include <errno.h>
 #include <pthread.h>
@@ -147,6 +150,24 @@ static void submit(postern_txn *t, const char *kind, const char *rcpt)
         host->log(t, POSTERN_LOG_INFO, "probe: submit %s: refused: %s", kind, strerror(errno));
 }
 
+/* The count ops of this stage; -1 when one would have blocked (on the loop). */
+static int count(postern_txn *t, const struct probe *p, int stage)
+{
+    for (size_t i = 0; i < p->nmuts; i++) {
+        long long n = 0;
+        if (p->muts[i].stage != stage || strcmp(p->muts[i].op, "count"))
+            continue;
+        int rc = host->kv_incr(t, p->muts[i].a1, 600, &n);
+        if (rc == POSTERN_WOULDBLOCK)
+            return -1;
+        if (rc == 0)
+            host->log(t, POSTERN_LOG_INFO, "probe: count %s = %lld", p->muts[i].a1, n);
+        else
+            host->log(t, POSTERN_LOG_WARN, "probe: count %s failed", p->muts[i].a1);
+    }
+    return 0;
+}
+
 static void mutate(postern_txn *t, const struct mutation *m)
 {
     int rc = 0;
@@ -207,6 +228,8 @@ static void record(struct probe *p, postern_txn *t, int stage)
 static postern_verdict run(postern_txn *t, int stage, const char *subject, size_t len, void *state)
 {
     struct probe *p = state;
+    if (count(t, p, stage) < 0)
+        return POSTERN_CONTINUE;      /* posternd calls again on a worker */
     record(p, t, stage);
     for (size_t i = 0; i < p->nmuts; i++)
         if (p->muts[i].stage == stage)
@@ -262,6 +285,9 @@ static const struct postern_plugin plugin = {
     .on_deliver = on_deliver,
 #ifdef PROBE_NONBLOCKING   /* probe_inline.so: every stage runs on posternd's loop */
     .nonblocking_stages = 0x1ff,
+#endif
+#ifdef PROBE_LOOP_FIRST    /* probe_first.so: every stage tries the loop first */
+    .loop_first_stages = 0x1ff,
 #endif
 };
 
