@@ -389,6 +389,12 @@ static int h_kv_set(postern_txn *t, const char *key, const char *value, long ttl
     return plugin_key(key, k, sizeof k) ? kv_set_wait(k, value, ttl) : -1;
 }
 
+static int h_defer_to_worker(postern_txn *t)
+{
+    (void)t;
+    return hooks_on_loop() ? would_block() : 0;
+}
+
 static const struct postern_host host = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_host),
@@ -439,6 +445,7 @@ static const struct postern_host host = {
     .kv_incr = h_kv_incr,
     .kv_get = h_kv_get,
     .kv_set = h_kv_set,
+    .defer_to_worker = h_defer_to_worker,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

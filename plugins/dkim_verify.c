@@ -7,11 +7,16 @@
  * (the usual case for mail from a signer seen before) they run on the loop
  * and cost no thread hand-off; otherwise the stage is called again on a
  * worker (libopendkim fetches keys at the end of the headers, and at EOM
- * only for a signature it could not process then).
+ * only for a signature it could not process then). A message with more
+ * than LOOP_MAX_SIGNATURES signatures goes to a worker anyway: checking
+ * them is too much work for the loop, which serves every session.
  *
  * Options (continue | reject | tempfail | quarantine):
  *   dkim_verify.fail = continue       no signature passed, at least one failed
  *   dkim_verify.temperror = continue  a key lookup failed temporarily
+ *   dkim_verify.max_signatures = 5    signatures checked per message (the
+ *       first ones in the header; the rest are ignored, as OpenDKIM's
+ *       MaximumSignaturesToVerify does), 1-50
  * (DMARC is usually the one to act; see the dmarc plugin.)
  *
  * Sets for later links: dkim.result (pass if any signature passed, else the
@@ -27,9 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define LOOP_MAX_SIGNATURES 2
+
 struct dkimv {
     DKIM_LIB *lib;
     enum action on_fail, on_temperror;
+    int max_signatures;
 };
 
 static const struct postern_host *host;
@@ -85,7 +93,38 @@ static int dns_init(void **srv)
 
 static void dns_close(void *srv) { (void)srv; }
 
+/* Ignores the signatures past max_signatures (called at the end of the
+ * headers, before any is processed). */
+static DKIM_CBSTAT prescreen(DKIM *d, DKIM_SIGINFO **sigs, int nsigs)
+{
+    const struct dkimv *s = dkim_get_user_context(d);
+    for (int i = s ? s->max_signatures : nsigs; i < nsigs; i++)
+        dkim_sig_ignore(sigs[i]);
+    return DKIM_CBSTAT_CONTINUE;
+}
+
 /* ---- the plugin ---- */
+
+static int option(struct dkimv *s, const struct postern_option *o, char *err, size_t errlen)
+{
+    if (!strcmp(o->key, "max_signatures")) {
+        char *end;
+        long v = strtol(o->value, &end, 10);
+        if (*end || end == o->value || v < 1 || v > 50) {
+            snprintf(err, errlen, "max_signatures: a number from 1 to 50, not '%s'", o->value);
+            return -1;
+        }
+        s->max_signatures = (int)v;
+        return 0;
+    }
+    enum action *a = !strcmp(o->key, "fail") ? &s->on_fail : !strcmp(o->key, "temperror") ? &s->on_temperror : NULL;
+    if (!a || parse_action(o->value, a) < 0) {
+        snprintf(err, errlen, a ? "%s: the action is continue, reject, tempfail or quarantine"
+                                : "unknown option '%s' (known: fail, temperror, max_signatures)", o->key);
+        return -1;
+    }
+    return 0;
+}
 
 static int init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
                 char *err, size_t errlen)
@@ -96,12 +135,9 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     struct dkimv *s = calloc(1, sizeof *s);
     if (!s)
         return -1;
+    s->max_signatures = 5;
     for (size_t i = 0; i < n; i++) {
-        enum action *a = !strcmp(opts[i].key, "fail") ? &s->on_fail
-                         : !strcmp(opts[i].key, "temperror") ? &s->on_temperror : NULL;
-        if (!a || parse_action(opts[i].value, a) < 0) {
-            snprintf(err, errlen, a ? "%s: the action is continue, reject, tempfail or quarantine"
-                                    : "unknown option '%s' (known: fail, temperror)", opts[i].key);
+        if (option(s, &opts[i], err, errlen) < 0) {
             free(s);
             return -1;
         }
@@ -117,6 +153,7 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     dkim_dns_set_query_start(s->lib, dns_start);
     dkim_dns_set_query_waitreply(s->lib, dns_wait);
     dkim_dns_set_query_cancel(s->lib, dns_cancel);
+    dkim_set_prescreen(s->lib, prescreen);
     *state = s;
     return 0;
 }
@@ -130,10 +167,19 @@ static void fini(void *state)
 
 static void release(void *d) { dkim_free(d); }
 
+/* Whether the message has more signatures than the loop should check. */
+static bool many_signatures(postern_txn *t)
+{
+    return host->header_get(t, "DKIM-Signature", LOOP_MAX_SIGNATURES) != NULL;
+}
+
 /* Feeds "Name:value" for every header, then the end of the header section. */
 static postern_verdict on_data(postern_txn *t, void *state)
 {
     struct dkimv *s = state;
+    if (POSTERN_HOST_HAS(host, defer_to_worker) && many_signatures(t) &&
+        host->defer_to_worker(t) == POSTERN_WOULDBLOCK)
+        return POSTERN_CONTINUE;     /* posternd calls again on a worker */
     DKIM_STAT st;
     DKIM *d = dkim_verify(s->lib, (const unsigned char *)host->queue_id(t), NULL, &st);
     if (!d) {
@@ -141,6 +187,7 @@ static postern_verdict on_data(postern_txn *t, void *state)
         return POSTERN_ERROR;
     }
     host->data_set(t, s, d, release);
+    dkim_set_user_context(d, s);
     char line[16384];
     const char *name, *value;
     for (size_t i = 0; host->header_at(t, i, &name, &value) == 0; i++) {
@@ -197,14 +244,19 @@ static void publish(postern_txn *t, DKIM *d)
     char sigvar[2048] = "", ar[4096] = "";
     const char *best = "none";
     size_t sv = 0, an = 0;
+    int ignored = 0, counted = 0;
     if (d && dkim_getsiglist(d, &sigs, &nsigs) == DKIM_STAT_OK) {
         for (int i = 0; i < nsigs; i++) {
+            if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) {
+                ignored++;        /* past max_signatures */
+                continue;
+            }
             const char *why, *r = sig_result(sigs[i], &why);
             const char *dom = (const char *)dkim_sig_getdomain(sigs[i]);
             const char *sel = (const char *)dkim_sig_getselector(sigs[i]);
             dom = dom ? dom : "";
             sel = sel ? sel : "";
-            if (i == 0 || !strcmp(r, "pass"))
+            if (!counted++ || !strcmp(r, "pass"))
                 best = !strcmp(best, "pass") ? best : r;
             if (sv < sizeof sigvar)
                 sv += (size_t)snprintf(sigvar + sv, sizeof sigvar - sv, "%s%s:%s:%s", sv ? " " : "", r, dom, sel);
@@ -218,7 +270,10 @@ static void publish(postern_txn *t, DKIM *d)
     host->var_set(t, "dkim.result", best);
     host->var_set(t, "dkim.signatures", sigvar);
     host->var_set(t, "authres.dkim", ar);
-    host->log(t, POSTERN_LOG_INFO, "dkim_verify: %s (%s)", best, sigvar[0] ? sigvar : "no signature");
+    char more[64] = "";
+    if (ignored)
+        snprintf(more, sizeof more, ", %d more ignored (max_signatures)", ignored);
+    host->log(t, POSTERN_LOG_INFO, "dkim_verify: %s (%s)%s", best, sigvar[0] ? sigvar : "no signature", more);
 }
 
 static postern_verdict dkim_act(postern_txn *t, enum action a, const char *result)

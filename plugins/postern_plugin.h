@@ -242,6 +242,14 @@ struct postern_host {
     int (*kv_incr)(postern_txn *t, const char *key, long window, long long *count);
     int (*kv_get)(postern_txn *t, const char *key, char *value, size_t size, int *found);
     int (*kv_set)(postern_txn *t, const char *key, const char *value, long ttl);
+
+    /* ---- appended in 0.10 ---- */
+
+    /* In a loop_first stage on the loop: POSTERN_WOULDBLOCK, and the call
+     * is made again on a worker (return at once, as after any
+     * POSTERN_WOULDBLOCK). For a call that is heavy this time, such as a
+     * message with many signatures to check. Elsewhere 0. */
+    int (*defer_to_worker)(postern_txn *t);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

@@ -313,4 +313,30 @@ def test_cached_records_let_the_chain_run_on_the_loop():
     v.stop()
 
 
+def test_many_signatures_are_bounded_and_checked_on_a_worker():
+    """dkim_verify.max_signatures bounds the signatures checked per message
+    (the rest are ignored); a message with more than two signatures is
+    checked on a worker even with its key cached, never on the loop."""
+    table, zone = dkim_setup()
+    dns = DnsServer(spf_zone() + zone)
+    signed = signed_copy(dns, table, "a@signed.test")
+    sig = re.search(r"^DKIM-Signature:.*?\r\n(?=\S)", signed, re.M | re.S).group(0)
+    sink = Sink(addr(2))
+    v = verifier(sink, dns, http_listen="%s:9025" % addr(5), **{"dkim_verify.max_signatures": "2"})
+    for i in range(2):
+        rep = transaction(v, "a@pass.test", sig + sig + signed, rcpts=("three%d@example.test" % i,))
+        assert rep.startswith("250"), rep
+    runs = c_runs(v)
+    # the first message: MAIL, DATA and EOM (nothing cached); the second: DATA (three signatures)
+    assert runs["deferred"] == 4 and runs["worker"] == 4, runs
+    for m in sink.wait_count(2):
+        ar = auth_results(m)
+        assert ar.count("dkim=pass header.d=signed.test header.s=s1") == 2 and ar.count("dkim=") == 2, ar
+    assert v.log().count("1 more ignored (max_signatures)") == 2
+    v.stop()
+    bad = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="dkim_verify", **{"dkim_verify.max_signatures": "0"})
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", bad.conf, "-t"], capture_output=True, text=True)
+    assert r.returncode != 0 and "max_signatures: a number from 1 to 50, not '0'" in r.stderr, r.stderr
+
+
 run_tests(globals())
