@@ -5,10 +5,15 @@
  * body in a file, QUEUE and DELIVER see the message as it would be
  * stored. hooks.c reports every link it ran (hooks_set_observer); the
  * transaction is compared with a snapshot taken before, and what differs
- * is that link's changes. */
+ * is that link's changes. posternd's own refusals outside the chain
+ * (relay control, recipient and size limits, malformed data) are steps of
+ * the pseudo-link "posternd". */
 #include "policy_run.h"
 #include "hooks.h"
+#include "netaddr.h"
 #include "plugin_host.h"
+#include "relay_control.h"
+#include "smtp_parse.h"
 #include "spool.h"
 #include <errno.h>
 #include <stdio.h>
@@ -156,6 +161,60 @@ static void observe(void *ctx, enum postern_stage st, const char *link, postern_
     r->after = swap;
 }
 
+/* A refusal of posternd's own at stage st, as a step of link "posternd"
+ * (so the trace and the outcome name it); leaves reply in t.reply. */
+static postern_verdict own_refusal(struct run *r, enum postern_stage st, const char *arg, const char *reply)
+{
+    postern_verdict v = reply[0] == '4' ? POSTERN_TEMPFAIL : POSTERN_REJECT;
+    r->arg = arg;
+    snprintf(r->t.reply, sizeof r->t.reply, "%s", reply);
+    snapshot(&r->t, &r->before);
+    observe(r, st, "posternd", v, &r->t);
+    return v;
+}
+
+/* What posternd's RCPT answers before the chain is asked: relay control
+ * (for env's client, authenticated with --auth) and max_recipients. */
+static bool rcpt_refused(struct run *r, const struct policy_envelope *env, const char *addr, char *reply,
+                         size_t size)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (ip_parse(env->client_ip, 25, &ss, &sl) < 0)
+        ss.ss_family = AF_UNSPEC;      /* no network holds it: untrusted */
+    enum relay_verdict rv = relay_check(r->cfg, (struct sockaddr *)&ss, env->auth_user && env->auth_user[0], addr,
+                                        false, false);
+    const char *why;
+    if (rv != RELAY_OK)
+        relay_refusal(rv, addr, reply, size, &why);
+    else if (r->t.nrcpts >= (size_t)r->cfg->max_recipients)
+        snprintf(reply, size, "452 4.5.3 Error: too many recipients");
+    else
+        return false;
+    return true;
+}
+
+/* What posternd answers at the end of data for a message it will not take
+ * whatever the chain says (smtp_message.c), or NULL. */
+static const char *data_refused(const struct config *cfg, const char *msg, size_t len)
+{
+    if (len > cfg->message_size_limit)
+        return "552 5.3.4 Message size exceeds fixed maximum message size";
+    const char *sep = memmem(msg, len, "\r\n\r\n", 4);
+    if ((sep ? (size_t)(sep - msg) + 2 : len) > SMTP_MAX_HEADER_SECTION)
+        return "552 5.3.4 Error: message header section too large";
+    if (memchr(msg, '\0', len))
+        return "554 5.6.0 Error: message contains NUL characters";
+    for (const char *p = msg, *end = msg + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t line = (size_t)((nl ? nl + 1 : end) - p);
+        if (line > SMTP_MAX_TEXT_LINE)
+            return "550 5.5.2 Error: message line longer than 1000 octets";
+        p += line;
+    }
+    return NULL;
+}
+
 /* Run one stage; the verdict. ACCEPT ends the stage like CONTINUE does. */
 static postern_verdict stage(struct run *r, enum postern_stage st, const char *arg, size_t len)
 {
@@ -229,7 +288,10 @@ static bool rcpt_stages(struct run *r, const struct policy_envelope *env)
         struct policy_rcpt *p = result_rcpt(r->res, env->to[i]);
         if (!p || p->outcome != OUTCOME_ACCEPT || txn_find_rcpt(&r->t, env->to[i]))
             continue;     /* a duplicate RCPT */
-        postern_verdict v = stage(r, POSTERN_STAGE_RCPT, env->to[i], strlen(env->to[i]));
+        char refusal[sizeof r->t.reply];
+        postern_verdict v = rcpt_refused(r, env, env->to[i], refusal, sizeof refusal)
+                                ? own_refusal(r, POSTERN_STAGE_RCPT, env->to[i], refusal)
+                                : stage(r, POSTERN_STAGE_RCPT, env->to[i], strlen(env->to[i]));
         if (v == POSTERN_CONTINUE) {
             if (txn_add_rcpt(&r->t, env->to[i]) < 0)
                 r->oom = true;
@@ -461,7 +523,8 @@ int policy_run(const struct config *cfg, const struct policy_envelope *env, cons
             r->oom = true;
     hooks_set_observer(observe, r);
     if (session_stages(r, env) && txn_set_sender(&r->t, env->from) == 0 && rcpt_stages(r, env)) {
-        postern_verdict v = content_stages(r, crlf, clen);
+        const char *refusal = data_refused(cfg, crlf, clen);
+        postern_verdict v = refusal ? own_refusal(r, POSTERN_STAGE_EOM, NULL, refusal) : content_stages(r, crlf, clen);
         if (v != POSTERN_CONTINUE)
             refuse_pending(r, r->t.stage, v);
         else

@@ -16,7 +16,6 @@
 #include <strings.h>
 #include <time.h>
 
-#define MAX_HEADER_SECTION (1024 * 1024)
 
 static char reader_out[MAX_INPUT_BUFFER];   /* the DATA reader's output, one loop thread */
 
@@ -336,7 +335,7 @@ static void message_bytes(struct session *s, const char *p, size_t n)
         return;
     }
     buf_append(&s->hdr_buf, p, n);
-    if (s->hdr_buf.len > MAX_HEADER_SECTION)
+    if (s->hdr_buf.len > SMTP_MAX_HEADER_SECTION)
         refuse_data(s, "552 5.3.4 Error: message header section too large");
 }
 

@@ -9,6 +9,7 @@
 #define SMTP_MAX_COMMAND_LINE 512   /* including CRLF (RFC 5321 4.5.3.1.4) */
 #define SMTP_MAX_AUTH_LINE 12288    /* an AUTH command or response, CRLF included (RFC 4954 4) */
 #define SMTP_MAX_TEXT_LINE 1000     /* including CRLF (RFC 5321 4.5.3.1.6) */
+#define SMTP_MAX_HEADER_SECTION (1024 * 1024)   /* a message's header section, at most */
 #define SMTP_MAX_LOCAL_PART 64
 #define SMTP_MAX_DOMAIN 255
 #define SMTP_MAX_PATH 256

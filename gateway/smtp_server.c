@@ -12,6 +12,7 @@
 #include "runtime.h"
 #include "log.h"
 #include "netaddr.h"
+#include "relay_control.h"
 #include "tls.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -381,13 +382,6 @@ static void cmd_mail(struct session *s, const char *args)
     session_run_stage(s, POSTERN_STAGE_MAIL, s->hook_arg, strlen(s->hook_arg), mail_then);
 }
 
-static bool rcpt_allowed(struct session *s, const char *addr)
-{
-    if (config_is_trusted(s->cfg, (struct sockaddr *)&s->peer) || smtp_auth_may_relay(s))
-        return true;
-    return config_is_relay_domain(s->cfg, addr_domain(addr));
-}
-
 static void rcpt_then(struct session *s, postern_verdict v)
 {
     if (!session_verdict_proceeds(s, POSTERN_STAGE_RCPT, v))
@@ -428,19 +422,15 @@ static void cmd_rcpt(struct session *s, const char *args)
         snprintf(pr.addr, sizeof pr.addr, "%s", s->cfg->postmaster_address);
         postmaster = true;      /* whoever may not relay may still reach the postmaster */
     }
-    if ((pr.source_route || smtp_address_routed(pr.addr)) && !s->cfg->allow_untrusted_routing &&
-        !config_is_trusted(s->cfg, (struct sockaddr *)&s->peer) && !smtp_auth_may_relay(s)) {
-        /* user%host@relay.example: the next server may route it onwards */
-        log_info("S%lu: reject: RCPT from [%s]: sender-specified routing; from=<%s> to=<%s>", s->sid,
-                 s->tx.client_ip, s->tx.sender, pr.addr);
-        session_replyf(s, "554 5.7.1 <%s>: Relay access denied: sender-specified routing (%%, ! or @ in the "
-                       "local part, or a source route) is not allowed", pr.addr);
-        return;
-    }
-    if (!postmaster && !rcpt_allowed(s, pr.addr)) {
-        log_info("S%lu: reject: RCPT from [%s]: relay access denied; from=<%s> to=<%s>", s->sid,
-                 s->tx.client_ip, s->tx.sender, pr.addr);
-        session_replyf(s, "554 5.7.1 <%s>: Relay access denied", pr.addr);
+    enum relay_verdict rv = relay_check(s->cfg, (struct sockaddr *)&s->peer, smtp_auth_may_relay(s), pr.addr,
+                                        pr.source_route, postmaster);
+    if (rv != RELAY_OK) {
+        char reply[700];
+        const char *why;
+        relay_refusal(rv, pr.addr, reply, sizeof reply, &why);
+        log_info("S%lu: reject: RCPT from [%s]: %s; from=<%s> to=<%s>", s->sid, s->tx.client_ip, why, s->tx.sender,
+                 pr.addr);
+        session_reply(s, reply);
         return;
     }
     if (s->tx.nrcpts >= (size_t)s->cfg->max_recipients) {

@@ -143,6 +143,37 @@ def test_exit_status_by_outcome_and_json():
     assert r.returncode == 4 and "501 5.1.3" in r.stderr, r.stderr
 
 
+def test_posternd_own_refusals_outside_the_chain():
+    """Relay control, max_recipients, message_size_limit and long lines are
+    posternd's own checks: policy test reports them as link "posternd",
+    as the live gateway would answer."""
+    conf = config(plugins="size_limit", max_recipients="2", message_size_limit="2000", **{"size_limit.max": "1m"})
+    msg = message(PLAIN)
+    r = policy(conf, "test", "--json", "--to", "bob@example.test", "--to", "x@elsewhere.test",
+               "--to", "user%other.test@example.test", "--to", "carol@example.test", "--to", "dave@example.test", msg)
+    assert r.stdout.startswith("{"), r.stdout + r.stderr
+    j = json.loads(r.stdout)
+    got = {p["address"]: (p["outcome"], p.get("reply", "")) for p in j["recipients"]}
+    assert got["bob@example.test"][0] == "accept" and got["carol@example.test"][0] == "accept", got
+    assert got["x@elsewhere.test"] == ("reject", "554 5.7.1 <x@elsewhere.test>: Relay access denied"), got
+    assert got["user%other.test@example.test"][0] == "reject" and "sender-specified routing" in \
+        got["user%other.test@example.test"][1], got
+    assert got["dave@example.test"] == ("tempfail", "452 4.5.3 Error: too many recipients"), got
+    assert r.returncode == 0 and j["outcome"] == "accept", r.stdout
+    # from a trusted client, or logged in, relaying is allowed
+    for who in (["--client", "127.0.0.1"], ["--auth", "alice"]):
+        r = policy(conf, "test", "--json", *who, "--to", "x@elsewhere.test", msg)
+        assert r.returncode == 0 and json.loads(r.stdout)["outcome"] == "accept", (who, r.stdout)
+    r = policy(conf, "test", "--to", "x@elsewhere.test", msg)
+    assert r.returncode == 1 and re.search(r"^rcpt <x@elsewhere.test>\n  posternd +reject +554 5.7.1", r.stdout,
+                                           re.M), r.stdout
+    for body, reply in (("y" * 3000, "552 5.3.4 Message size exceeds"), ("z" * 1200, "550 5.5.2 Error: message line")):
+        r = policy(conf, "test", "--json", "--to", "bob@example.test", message(PLAIN + body + "\n"))
+        j = json.loads(r.stdout)
+        assert r.returncode == 1 and j["decided_by"] == "posternd" and j["reply"].startswith(reply), r.stdout
+        assert j["stage"] == "eom", j
+
+
 def test_no_side_effects_archive_and_greylist():
     d = writable_dir()
     adir = os.path.join(d, "archive")
