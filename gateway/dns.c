@@ -7,6 +7,8 @@
 #include "netaddr.h"
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,11 +18,14 @@
 #include <strings.h>
 #include <time.h>
 #include <unbound.h>
+#include <unistd.h>
 
 static struct ub_ctx *ctx;
 static struct ev_watch watch;
-static bool loop_driven;                 /* dns_init: the loop runs ub_process */
+static bool loop_driven;                 /* dns_init: the loop runs ub_process (or the pump) */
 static pthread_t loop_thread;
+static bool pump_running;                /* dns_init_blocking: a thread of ours runs ub_process */
+static int pump_wake[2] = {-1, -1};      /* a byte written: the pump stops */
 static _Atomic int timeout_ms = 5000;    /* dns_timeout, per blocking lookup */
 
 struct pending {
@@ -138,10 +143,40 @@ int dns_init(const char *server, const char *trust_anchor)
 
 void dns_set_timeout(int ms) { timeout_ms = ms > 0 ? ms : 5000; }
 
+/* Without posternd's loop (postern-milter, the CLI), this thread answers
+ * the asynchronous lookups behind dns_query_sync, so that dns_timeout
+ * bounds them there too. */
+static void *pump(void *arg)
+{
+    (void)arg;
+    struct pollfd p[2] = {{.fd = ub_fd(ctx), .events = POLLIN}, {.fd = pump_wake[0], .events = POLLIN}};
+    while (!p[1].revents) {
+        if (poll(p, 2, -1) > 0 && (p[0].revents & POLLIN)) {
+            int rc = ub_process(ctx);
+            if (rc != 0)
+                log_error("dns: %s", ub_strerror(rc));
+        }
+    }
+    return NULL;
+}
+
 int dns_init_blocking(const char *server, const char *trust_anchor)
 {
     if (context_setup(server, trust_anchor) < 0)
         return -1;
+    int rc = ub_ctx_async(ctx, 1), terr = 0;
+    if (rc == 0 && pipe2(pump_wake, O_CLOEXEC) < 0)
+        terr = errno;
+    else if (rc == 0 && (terr = pthread_create(&loop_thread, NULL, pump, NULL)) != 0) {
+        close(pump_wake[0]);
+        close(pump_wake[1]);
+    }
+    if (rc == 0 && terr == 0) {
+        pump_running = loop_driven = true;
+    } else {
+        log_warn("dns: no resolver thread (%s): lookups keep libunbound's own timing",
+                 rc ? ub_strerror(rc) : strerror(terr));
+    }
     log_info("dns: resolving through %s (blocking lookups only)", server ? server : "/etc/resolv.conf");
     return 0;
 }
@@ -603,6 +638,14 @@ void dns_shutdown(void)
         return;
     if (watch.fd > 0)
         ev_del(&watch);
+    if (pump_running) {
+        while (write(pump_wake[1], "x", 1) < 0 && errno == EINTR)
+            ;
+        pthread_join(loop_thread, NULL);
+        close(pump_wake[0]);
+        close(pump_wake[1]);
+        pump_running = loop_driven = false;
+    }
     text_queries_cancel();
     qcache_clear();
     ub_ctx_delete(ctx);

@@ -12,7 +12,8 @@ struct ub_result;
  * libunbound validates from (NULL: every answer is insecure). 0 ok, -1
  * with a logged reason. */
 int dns_init(const char *server, const char *trust_anchor);
-/* Without the event loop (postern-milter): only dns_query_sync works. */
+/* Without the event loop (postern-milter, the CLI): only dns_query_sync
+ * works, answered by a resolver thread of dns.c's own (dns_timeout holds). */
 int dns_init_blocking(const char *server, const char *trust_anchor);
 /* Blocking, answering only from file's records (`postern policy
  * --dns-file`); every other name does not exist. 0, or -1 with err. */

@@ -367,6 +367,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level((enum log_level)cfg.log_level);
+    dns_set_timeout(cfg.dns_timeout_ms);
     if (dns_init_blocking(cfg.dns_server, cfg.dns_trust_anchor) < 0 || hooks_load(&cfg, err, sizeof err) < 0) {
         log_error("%s", err);
         return 1;
