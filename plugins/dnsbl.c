@@ -13,7 +13,11 @@
  * Every list is asked in parallel (a thread per list, each through
  * posternd's resolver, whose cache keeps answers for their TTL). A list
  * that does not answer counts as not listing (logged). Trusted networks
- * are never checked. Sets dnsbl.score and dnsbl.listed. */
+ * are never checked. Sets dnsbl.score and dnsbl.listed.
+ * CONNECT and MAIL are loop_first: with nothing to look up (a trusted
+ * client, no lists for the stage) they finish on posternd's loop; with
+ * lookups to make they ask for a worker (host->defer_to_worker), where the
+ * threads may block. */
 #include "postern_plugin.h"
 #include "dns_records.h"
 #include <arpa/inet.h>
@@ -127,10 +131,16 @@ static void set_result(postern_txn *t, int total, const char *listed)
     host->var_set(t, "dnsbl.listed", listed);
 }
 
+/* Lookups are to be made: on the loop, the call goes to a worker first. */
+static bool deferred(postern_txn *t)
+{
+    return POSTERN_HOST_HAS(host, defer_to_worker) && host->defer_to_worker(t) == POSTERN_WOULDBLOCK;
+}
+
 static postern_verdict on_connect(postern_txn *t, void *state)
 {
     struct dnsbl *d = state;
-    if (host->client_trusted(t) || !d->nip)
+    if (host->client_trusted(t) || !d->nip || deferred(t))
         return POSTERN_CONTINUE;
     char listed[2048] = "", reply[2400];
     int total = client_score(d, t, listed, sizeof listed);
@@ -162,7 +172,7 @@ static bool lookup_domain(const char *in, char *out, size_t size)
 static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
 {
     struct dnsbl *d = state;
-    if (host->client_trusted(t) || !d->ndomain)
+    if (host->client_trusted(t) || !d->ndomain || deferred(t))
         return POSTERN_CONTINUE;
     char listed[2048] = "", reply[2600], helo[256], from[256];
     int total = d->nip ? client_score(d, t, listed, sizeof listed) : 0;
@@ -311,6 +321,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_connect = on_connect,
     .on_mail = on_mail,
+    .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_CONNECT) | POSTERN_LOOP_FIRST(POSTERN_STAGE_MAIL),
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

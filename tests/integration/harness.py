@@ -718,6 +718,16 @@ def send_message(host, port, sender, rcpts, body, helo="client.test"):
     return rep
 
 
+def chain_c_runs(g, port=9025):
+    """postern_chain_c_runs_total by where (loop, worker, deferred), from
+    g's http_listen on g.host:port."""
+    import urllib.request
+    with urllib.request.urlopen("http://%s:%d/metrics" % (g.host, port), timeout=10) as r:
+        text = r.read().decode()
+    runs = dict(re.findall(r'^postern_chain_c_runs_total\{where="(\w+)"\} (\d+)$', text, re.M))
+    return {w: int(runs.get(w, 0)) for w in ("loop", "worker", "deferred")}
+
+
 def send_mail(g, rcpts=("x@example.test",), headers="Subject: hi\r\n", body="hello\r\n", sender="alice@src.test",
               source=None):
     """One transaction; returns the first refusal, or the reply to the final dot."""

@@ -273,15 +273,6 @@ def test_forged_authentication_results_are_removed():
     v.stop()
 
 
-def c_runs(g):
-    """postern_chain_c_runs_total by where (loop, worker, deferred)."""
-    import urllib.request
-    with urllib.request.urlopen("http://%s:9025/metrics" % g.host, timeout=10) as r:
-        text = r.read().decode()
-    runs = dict(re.findall(r'^postern_chain_c_runs_total\{where="(\w+)"\} (\d+)$', text, re.M))
-    return {w: int(runs.get(w, 0)) for w in ("loop", "worker", "deferred")}
-
-
 def test_cached_records_let_the_chain_run_on_the_loop():
     """spf (MAIL), dkim_verify (DATA, EOM) and dmarc (EOM) are loop_first:
     the first message's records are not cached, so each of those three
@@ -292,13 +283,13 @@ def test_cached_records_let_the_chain_run_on_the_loop():
     signed = signed_copy(dns, table, "a@signed.test")
     sink = Sink(addr(2))
     v = verifier(sink, dns, http_listen="%s:9025" % addr(5))
-    assert c_runs(v) == {"loop": 0, "worker": 0, "deferred": 0}
+    assert chain_c_runs(v) == {"loop": 0, "worker": 0, "deferred": 0}
     assert transaction(v, "a@pass.test", signed, rcpts=("first@example.test",)).startswith("250")
-    first = c_runs(v)
+    first = chain_c_runs(v)
     assert first["deferred"] == 3 and first["worker"] == 3, first
     for i in range(3):
         assert transaction(v, "a@pass.test", signed, rcpts=("again%d@example.test" % i,)).startswith("250")
-    later = c_runs(v)
+    later = chain_c_runs(v)
     assert later["worker"] == 3 and later["deferred"] == 3 and later["loop"] > first["loop"], (first, later)
     for m in sink.wait_count(4):
         ar = auth_results(m)
@@ -308,7 +299,7 @@ def test_cached_records_let_the_chain_run_on_the_loop():
     other = signed.replace("a@signed.test", "a@sub.signed.test")     # From: changes: header check fails
     rep = transaction(v, "a@soft.test", other, rcpts=("other@example.test",))
     assert rep.startswith("550 5.7.1 Rejected by the DMARC policy of sub.signed.test"), rep
-    last = c_runs(v)
+    last = chain_c_runs(v)
     assert last["deferred"] == 5 and last["worker"] == 5, last     # MAIL (soft.test) and EOM (_dmarc.sub...)
     v.stop()
 
@@ -326,7 +317,7 @@ def test_many_signatures_are_bounded_and_checked_on_a_worker():
     for i in range(2):
         rep = transaction(v, "a@pass.test", sig + sig + signed, rcpts=("three%d@example.test" % i,))
         assert rep.startswith("250"), rep
-    runs = c_runs(v)
+    runs = chain_c_runs(v)
     # the first message: MAIL, DATA and EOM (nothing cached); the second: DATA (three signatures)
     assert runs["deferred"] == 4 and runs["worker"] == 4, runs
     for m in sink.wait_count(2):

@@ -54,6 +54,22 @@ def test_weights_threshold_filters_and_rfc5782_entries():
     g.stop()
 
 
+def test_stages_with_nothing_to_look_up_stay_on_the_loop():
+    """Without domain lists MAIL has nothing to look up, and a trusted
+    client is not looked up at all: those calls finish on the loop. A
+    connect that needs the lists still goes to a worker."""
+    dns = lists()
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="dnsbl", dns_server=dns.address(),
+                http_listen="%s:9025" % addr(1), **{"dnsbl.sites": "zen.dnsbl.test*3"}).start()
+    assert send_mail(g, source=addr(65)).startswith("250")       # not listed: looked up at connect
+    # a deferred run counts where it started (loop) and where it ran (worker)
+    assert chain_c_runs(g) == {"loop": 2, "worker": 1, "deferred": 1}, chain_c_runs(g)
+    assert send_mail(g).startswith("250")                         # 127.0.0.1: trusted_networks
+    assert chain_c_runs(g) == {"loop": 4, "worker": 1, "deferred": 1}, chain_c_runs(g)
+    g.stop()
+
+
 def test_domain_lists_on_helo_and_sender():
     dns = lists()
     sink = Sink(addr(2))
