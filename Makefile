@@ -137,15 +137,18 @@ test-fast: deps-check all unit-bins
 
 # Daemon, CLI, shipped plugins, the plugin header, a pkg-config file, the
 # man pages, the systemd unit and a logrotate example (PREFIX/share/postern).
-MAN_PAGES := man/posternd.8 man/postern.1 man/postern.conf.5 man/postern-plugin.3 man/postern-lua.7
+MAN_PAGES := man/posternd.8 man/postern.1 man/postern.conf.5 man/postern-plugin.3 man/postern-lua.7 \
+             man/postern-milter.8 man/postern-witness.8
+# (the .deb puts postern.pc in the multiarch directory: debian/rules)
+PKGCONFIG_DIR ?= $(PREFIX)/lib/pkgconfig
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include/postern \
-	  $(DESTDIR)$(PREFIX)/lib/postern/plugins $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	  $(DESTDIR)$(PREFIX)/lib/postern/plugins $(DESTDIR)$(PKGCONFIG_DIR)
 	install -m 755 $(BUILD)/posternd $(BUILD)/postern-milter $(BUILD)/postern-witness $(DESTDIR)$(PREFIX)/sbin/
 	install -m 755 $(BUILD)/postern $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 plugins/postern_plugin.h $(DESTDIR)$(PREFIX)/include/postern/
 	install -m 755 $(PLUGIN_SOS) $(DESTDIR)$(PREFIX)/lib/postern/plugins/
-	sed 's|@PREFIX@|$(PREFIX)|' postern.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/postern.pc
+	sed 's|@PREFIX@|$(PREFIX)|' postern.pc.in > $(DESTDIR)$(PKGCONFIG_DIR)/postern.pc
 	for m in $(MAN_PAGES); do s=$${m##*.}; install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
 	  install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/share/postern
