@@ -36,6 +36,7 @@ static struct config cfg;
 struct conn {
     txn_t tx;
     struct varmap session_vars;
+    struct txn_slot *session_slots;
     struct header_list original;   /* the headers as the MTA passed them */
     char **orig_rcpts;
     size_t norig_rcpts;
@@ -117,6 +118,7 @@ static sfsistat on_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
     if (!c)
         return SMFIS_TEMPFAIL;
     c->tx.session_vars = &c->session_vars;
+    c->tx.session_slots = &c->session_slots;
     c->tx.data_fd = -1;
     snprintf(c->tx.client_ip, sizeof c->tx.client_ip, "unknown");
     if (sa && sa->sa_family == AF_INET)
@@ -334,7 +336,8 @@ static sfsistat on_close(SMFICTX *ctx)
 {
     struct conn *c = conn_of(ctx);
     if (c) {
-        message_reset(c);
+        message_reset(c);             /* first: a message's data may use the session's */
+        txn_slots_free(&c->session_slots);
         varmap_free(&c->session_vars);
         free(c);
     }

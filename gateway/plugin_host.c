@@ -389,6 +389,13 @@ static int h_kv_set(postern_txn *t, const char *key, const char *value, long ttl
     return plugin_key(key, k, sizeof k) ? kv_set_wait(k, value, ttl) : -1;
 }
 
+static void *h_session_data_get(postern_txn *t, const void *owner) { return txn_session_slot_get(t, owner); }
+
+static int h_session_data_set(postern_txn *t, const void *owner, void *data, void (*release)(void *))
+{
+    return txn_session_slot_set(t, owner, data, release);
+}
+
 static int h_defer_to_worker(postern_txn *t)
 {
     (void)t;
@@ -446,6 +453,8 @@ static const struct postern_host host = {
     .kv_get = h_kv_get,
     .kv_set = h_kv_set,
     .defer_to_worker = h_defer_to_worker,
+    .session_data_get = h_session_data_get,
+    .session_data_set = h_session_data_set,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

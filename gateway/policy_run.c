@@ -126,6 +126,7 @@ struct run {
     const struct config *cfg;
     txn_t t;
     struct varmap session_vars;
+    struct txn_slot *session_slots;
     struct policy_result *res;
     struct buf before;          /* the transaction before the link now running */
     struct buf after;
@@ -492,6 +493,7 @@ static void txn_setup(struct run *r, const struct policy_envelope *env)
     txn_t *t = &r->t;
     t->data_fd = -1;
     t->session_vars = &r->session_vars;
+    t->session_slots = &r->session_slots;
     snprintf(t->client_ip, sizeof t->client_ip, "%s", env->client_ip);
     snprintf(t->helo, sizeof t->helo, "%s", env->helo);
     snprintf(t->auth_user, sizeof t->auth_user, "%s", env->auth_user ? env->auth_user : "");
@@ -539,6 +541,7 @@ int policy_run(const struct config *cfg, const struct policy_envelope *env, cons
     if (r->t.stored_fd > 0)
         close(r->t.stored_fd);
     txn_free(&r->t);
+    txn_slots_free(&r->session_slots);
     varmap_free(&r->session_vars);
     buf_free(&r->before);
     buf_free(&r->after);

@@ -71,7 +71,8 @@ void session_free(void *p)
     smtp_auth_session_end(s);
     if (s->ssl)
         SSL_free(s->ssl);
-    txn_free(&s->tx);
+    txn_free(&s->tx);                    /* first: a message's data may use the session's */
+    txn_slots_free(&s->session_slots);
     varmap_free(&s->session_vars);
     buf_free(&s->in);
     buf_free(&s->out);
@@ -866,6 +867,7 @@ static void accept_one(int fd, struct sockaddr_storage *ss, const struct listen_
     s->peer = *ss;
     s->xclient_allowed = config_allows_xclient(s->cfg, (struct sockaddr *)ss);
     s->tx.session_vars = &s->session_vars;
+    s->tx.session_slots = &s->session_slots;
     s->tx.data_fd = -1;
     sockaddr_ip_text((struct sockaddr *)ss, s->tx.client_ip, sizeof s->tx.client_ip);
     if (ev_add(&s->w, fd, EPOLLIN, session_on_event, s) < 0) {

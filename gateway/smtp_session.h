@@ -63,6 +63,7 @@ struct session {
     uint64_t wait_until_ms;        /* PH_GREET, PH_WAIT: when the held reply goes out */
     char held_reply[128];          /* PH_WAIT: that reply */
     struct varmap session_vars;   /* scripts' tx.session */
+    struct txn_slot *session_slots;  /* plugins' session data (host->session_data_set) */
     SSL *ssl;                      /* after STARTTLS */
     uint32_t tls_want;             /* handshake: EPOLLIN or EPOLLOUT */
     char tls_info[160];            /* "TLSv1.3 with cipher ..." */

@@ -29,9 +29,9 @@ static void pool_free(txn_t *t)
     }
 }
 
-void *txn_slot_get(const txn_t *t, const void *owner)
+static void *slot_get(const struct txn_slot *head, const void *owner)
 {
-    for (const struct txn_slot *s = t->slots; s; s = s->next)
+    for (const struct txn_slot *s = head; s; s = s->next)
         if (s->owner == owner)
             return s->data;
     return NULL;
@@ -44,17 +44,17 @@ static void slot_release(struct txn_slot *s)
     s->data = NULL;
 }
 
-int txn_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *data))
+static int slot_set(struct txn_slot **head, const void *owner, void *data, void (*release)(void *data))
 {
-    struct txn_slot *s = t->slots;
+    struct txn_slot *s = *head;
     while (s && s->owner != owner)
         s = s->next;
     if (!s) {
         if (!(s = calloc(1, sizeof *s)))
             return -1;
         s->owner = owner;
-        s->next = t->slots;
-        t->slots = s;
+        s->next = *head;
+        *head = s;
     } else {
         slot_release(s);
     }
@@ -63,13 +63,30 @@ int txn_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *
     return 0;
 }
 
-static void slots_free(txn_t *t)
+void *txn_slot_get(const txn_t *t, const void *owner) { return slot_get(t->slots, owner); }
+
+int txn_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *data))
 {
-    while (t->slots) {
-        struct txn_slot *n = t->slots->next;
-        slot_release(t->slots);
-        free(t->slots);
-        t->slots = n;
+    return slot_set(&t->slots, owner, data, release);
+}
+
+void *txn_session_slot_get(const txn_t *t, const void *owner)
+{
+    return t->session_slots ? slot_get(*t->session_slots, owner) : NULL;
+}
+
+int txn_session_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *data))
+{
+    return t->session_slots ? slot_set(t->session_slots, owner, data, release) : -1;
+}
+
+void txn_slots_free(struct txn_slot **head)
+{
+    while (*head) {
+        struct txn_slot *n = (*head)->next;
+        slot_release(*head);
+        free(*head);
+        *head = n;
     }
 }
 
@@ -160,10 +177,11 @@ void txn_reset(txn_t *t)
     free(t->rcpts);
     headers_free(&t->hdrs);
     buf_free(&t->new_body);
-    slots_free(t);
+    txn_slots_free(&t->slots);
     varmap_free(&t->vars);
     pool_free(t);
     struct varmap *session_vars = t->session_vars;
+    struct txn_slot **session_slots = t->session_slots;
     struct hook_chain *chain = t->chain;      /* the session's, kept across messages */
     char ip[sizeof t->client_ip], helo[sizeof t->helo], auth[sizeof t->auth_user];
     bool tls = t->tls;
@@ -178,6 +196,7 @@ void txn_reset(txn_t *t)
     t->tls = tls;
     t->sid = sid;
     t->session_vars = session_vars;
+    t->session_slots = session_slots;
     t->chain = chain;
     t->data_fd = -1;
 }

@@ -95,6 +95,9 @@ struct postern_txn {
     int stored_fd;             /* > 0: the stored message is this file, not the spool's (policy runs) */
     struct pool_block *pool;
     struct txn_slot *slots;
+    /* plugins' session data (host->session_data_*): the session's list,
+     * kept across its transactions; NULL outside a session (QUEUE, DELIVER) */
+    struct txn_slot **session_slots;
 };
 typedef struct postern_txn txn_t;
 
@@ -115,5 +118,10 @@ int txn_set_rcpt_dsn(txn_t *t, size_t i, unsigned notify, const char *orcpt);
 void *txn_alloc(txn_t *t, size_t n);
 void *txn_slot_get(const txn_t *t, const void *owner);
 int txn_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *data));
+/* The same for the session's list (-1 / NULL without one). */
+void *txn_session_slot_get(const txn_t *t, const void *owner);
+int txn_session_slot_set(txn_t *t, const void *owner, void *data, void (*release)(void *data));
+/* Release every slot of a list (a session's, when it ends: after its txn). */
+void txn_slots_free(struct txn_slot **head);
 
 #endif

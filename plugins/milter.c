@@ -9,11 +9,16 @@
  * default (tempfail | accept) is what happens when a milter is down, slow or
  * speaks garbage: tempfail the message (451 4.7.1) or go on without it.
  *
- * Each message gets its own milter connection, opened at MAIL FROM: option
- * negotiation, macros, connect, helo and mail are sent then, so a milter's
- * verdict on connect or helo takes effect at MAIL. Then rcpt, data, header,
- * eoh, body and end of message follow as the message streams in, honouring
- * the steps and replies the milter said it does not want. Every reply
+ * Each SMTP session gets one connection to each milter, opened when the
+ * client connects (option negotiation, macros, connect), so a milter's
+ * verdict on connect refuses the session and one on HELO answers HELO, as
+ * under Postfix. Every message then sends mail, rcpt, data, header, eoh,
+ * body and end of message as it streams in, honouring the steps and
+ * replies the milter said it does not want; a message that does not reach
+ * its end (RSET, a refusal) gets ABORT, and the session's end QUIT. A
+ * connection that failed or that the milter closed is opened again at the
+ * next MAIL, with connect and helo replayed (their verdicts then take
+ * effect at MAIL). Every reply
  * (continue, accept, reject, tempfail, discard, custom reply code,
  * quarantine, skip, progress) and every modification (add / insert / change
  * / delete header, replace body, add / delete recipient, change sender) is
@@ -47,15 +52,19 @@ struct milter {
     size_t n;
 };
 
-/* One milter's connection for the current message. */
+/* One milter's connection, for the whole SMTP session. */
 struct link {
     const struct server *srv;
     int fd;
     uint32_t proto;     /* the milter's SMFIP_* flags */
-    bool done;          /* accepted, failed over to accept, or finished */
+    bool accepted;      /* it accepted the session at connect or helo: nothing more to it */
+    bool done;          /* this message: accepted, failed over to accept, or finished */
     bool skip_body;     /* it answered SKIP to a body chunk */
+    bool in_message;    /* MAIL sent and the end of message not answered: ABORT when it ends */
 };
 
+/* The session's links (host->session_data); each message's data points
+ * at them too (host->data), so that its end sends ABORT. */
 struct links {
     struct link l[MAX_SERVERS];
     size_t n;
@@ -96,7 +105,7 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
                 char *err, size_t errlen)
 {
     host = h;
-    if (POSTERN_HOST_REQUIRE(h, hostname, err, errlen) < 0)
+    if (POSTERN_HOST_REQUIRE(h, session_data_set, err, errlen) < 0)
         return -1;
     struct milter *m = calloc(1, sizeof *m);
     if (!m)
@@ -340,22 +349,44 @@ static postern_verdict each_link(postern_txn *t, struct links *ls, char cmd, con
     return POSTERN_CONTINUE;
 }
 
-/* ---- session setup at MAIL ---- */
+/* ---- the session: connect, helo, and its end ---- */
 
-/* Runs when the transaction ends (on posternd's loop thread): ABORT for a
- * message the milter did not see to its end (RSET, a refusal), then QUIT,
- * neither of which waits; then close. */
-static void links_release(void *p)
+/* One command without data, not waited for (ABORT, QUIT). */
+static void send_bare(const struct link *l, char cmd)
+{
+    const unsigned char packet[5] = {0, 0, 0, 1, (unsigned char)cmd};
+    ssize_t w = send(l->fd, packet, sizeof packet, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+}
+
+/* A message ends (posternd's loop thread or a worker): ABORT to each milter
+ * that has not seen it to its end (RSET, a refusal, or it accepted early). */
+static void message_release(void *p)
 {
     struct links *ls = p;
-    const unsigned char abort_quit[10] = {0, 0, 0, 1, SMFIC_ABORT, 0, 0, 0, 1, SMFIC_QUIT};
     for (size_t i = 0; i < ls->n; i++)
-        if (ls->l[i].fd >= 0) {
-            size_t skip = ls->l[i].done ? 5 : 0;
-            ssize_t w = send(ls->l[i].fd, abort_quit + skip, sizeof abort_quit - skip, MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)w;
-            close(ls->l[i].fd);
-        }
+        if (ls->l[i].in_message && ls->l[i].fd >= 0)
+            send_bare(&ls->l[i], SMFIC_ABORT);
+    for (size_t i = 0; i < ls->n; i++)
+        ls->l[i].in_message = false;
+}
+
+static void link_quit(struct link *l)
+{
+    if (l->fd >= 0) {
+        send_bare(l, SMFIC_QUIT);
+        close(l->fd);
+    }
+    l->fd = -1;
+    l->accepted = l->in_message = false;
+}
+
+/* The session ends (after its last message's release): QUIT, then close. */
+static void session_release(void *p)
+{
+    struct links *ls = p;
+    for (size_t i = 0; i < ls->n; i++)
+        link_quit(&ls->l[i]);
     free(ls);
 }
 
@@ -387,8 +418,27 @@ static void send_macros(struct link *l, char cmd, const char *const *kv, size_t 
         send_packet(l, SMFIC_MACRO, buf, used);
 }
 
+/* A session-wide step (connect, helo): an ACCEPT there is for the session. */
+static postern_verdict session_step(postern_txn *t, struct link *l, char cmd, const void *data, size_t len,
+                                    uint32_t no, uint32_t noreply)
+{
+    l->done = l->accepted;
+    postern_verdict v = step(t, l, cmd, data, len, no, noreply);
+    l->accepted = l->done && l->fd >= 0;
+    return v;
+}
+
+static postern_verdict send_helo(postern_txn *t, struct link *l)
+{
+    const char *helo = host->helo_name(t);
+    return session_step(t, l, SMFIC_HELO, helo, strlen(helo) + 1, SMFIP_NOHELO, SMFIP_NR_HELO);
+}
+
+/* Connect, negotiate, and send connect (and the HELO name, once there is
+ * one: a link opened again at MAIL). */
 static postern_verdict open_link(postern_txn *t, struct link *l)
 {
+    l->accepted = false;
     if ((l->fd = open_socket(l->srv)) < 0)
         return failed(t, l, "cannot connect");
     if (negotiate(l) < 0)
@@ -404,33 +454,90 @@ static postern_verdict open_link(postern_txn *t, struct link *l)
     c[n++] = 0;
     c[n++] = 0;
     n += snprintf(c + n, sizeof c - (size_t)n, "%s", ip) + 1;
-    postern_verdict v = step(t, l, SMFIC_CONNECT, c, (size_t)n, SMFIP_NOCONNECT, SMFIP_NR_CONN);
-    if (v != POSTERN_CONTINUE)
+    postern_verdict v = session_step(t, l, SMFIC_CONNECT, c, (size_t)n, SMFIP_NOCONNECT, SMFIP_NR_CONN);
+    if (v != POSTERN_CONTINUE || !host->helo_name(t)[0])
         return v;
-    const char *helo = host->helo_name(t);
-    return step(t, l, SMFIC_HELO, helo, strlen(helo) + 1, SMFIP_NOHELO, SMFIP_NR_HELO);
+    return send_helo(t, l);
+}
+
+/* The session's links, made at the first call of the session. */
+static struct links *session_links(postern_txn *t, struct milter *m)
+{
+    struct links *ls = host->session_data_get(t, m);
+    if (ls)
+        return ls;
+    if (!(ls = calloc(1, sizeof *ls)) || host->session_data_set(t, m, ls, session_release) < 0) {
+        free(ls);
+        return NULL;
+    }
+    for (size_t i = 0; i < m->n; i++)
+        ls->l[ls->n++] = (struct link){.srv = &m->servers[i], .fd = -1};
+    return ls;
+}
+
+static postern_verdict on_connect(postern_txn *t, void *state)
+{
+    struct links *ls = session_links(t, state);
+    if (!ls)
+        return POSTERN_ERROR;
+    for (size_t i = 0; i < ls->n; i++) {
+        link_quit(&ls->l[i]);     /* connect again (XCLIENT presents another client): a new milter session */
+        postern_verdict v = open_link(t, &ls->l[i]);
+        if (v != POSTERN_CONTINUE && ls->l[i].fd < 0)
+            continue;      /* the milter failed, not refused: MAIL tries again, and its default applies there */
+        if (v != POSTERN_CONTINUE)
+            return v;
+    }
+    return POSTERN_CONTINUE;
+}
+
+static postern_verdict on_helo(postern_txn *t, const char *helo, void *state)
+{
+    (void)helo;
+    struct links *ls = session_links(t, state);
+    if (!ls)
+        return POSTERN_ERROR;
+    for (size_t i = 0; i < ls->n; i++) {
+        postern_verdict v = ls->l[i].fd >= 0 ? send_helo(t, &ls->l[i]) : POSTERN_CONTINUE;
+        if (v != POSTERN_CONTINUE)
+            return v;
+    }
+    return POSTERN_CONTINUE;
+}
+
+/* Whether the milter closed the connection (or sent what it should not)
+ * while it was idle between messages. */
+static bool link_gone(const struct link *l)
+{
+    struct pollfd p = {.fd = l->fd, .events = POLLIN};
+    return poll(&p, 1, 0) != 0;
 }
 
 static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
 {
     struct milter *m = state;
-    struct links *ls = calloc(1, sizeof *ls);
-    if (!ls || host->data_set(t, m, ls, links_release) < 0) {
-        free(ls);
+    struct links *ls = session_links(t, m);
+    if (!ls || host->data_set(t, m, ls, message_release) < 0)
         return POSTERN_ERROR;
-    }
     char arg[600];
     int n = snprintf(arg, sizeof arg, "<%s>", sender);
-    for (size_t i = 0; i < m->n; i++) {
-        struct link *l = &ls->l[ls->n++];
-        l->srv = &m->servers[i];
-        l->fd = -1;
-        postern_verdict v = open_link(t, l);
-        const char *mail_macros[] = {"{mail_addr}", sender};
-        if (v == POSTERN_CONTINUE && !l->done)
+    for (size_t i = 0; i < ls->n; i++) {
+        struct link *l = &ls->l[i];
+        postern_verdict v = POSTERN_CONTINUE;
+        if (l->fd >= 0 && link_gone(l)) {
+            close(l->fd);
+            l->fd = -1;
+        }
+        if (l->fd < 0)
+            v = open_link(t, l);      /* first, or again: connect and helo replayed */
+        l->done = l->accepted || l->fd < 0;
+        l->skip_body = false;
+        if (v == POSTERN_CONTINUE && !l->done) {
+            const char *mail_macros[] = {"{mail_addr}", sender};
             send_macros(l, SMFIC_MAIL, mail_macros, 2);
-        if (v == POSTERN_CONTINUE)
+            l->in_message = true;
             v = step(t, l, SMFIC_MAIL, arg, (size_t)n + 1, SMFIP_NOMAIL, SMFIP_NR_MAIL);
+        }
         if (v != POSTERN_CONTINUE)
             return v;
     }
@@ -633,6 +740,7 @@ static postern_verdict end_of_message(postern_txn *t, struct link *l)
         if (!final)
             continue;
         l->done = true;
+        l->in_message = false;      /* seen to its end: no ABORT */
         if (quarantine[0] && (v == POSTERN_CONTINUE)) {
             host->set_reply(t, quarantine);
             return POSTERN_QUARANTINE;
@@ -660,6 +768,8 @@ static const struct postern_plugin plugin = {
     .name = "milter",
     .init = init,
     .fini = fini,
+    .on_connect = on_connect,
+    .on_helo = on_helo,
     .on_mail = on_mail,
     .on_rcpt = on_rcpt,
     .on_data = on_data,

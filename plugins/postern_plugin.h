@@ -250,6 +250,13 @@ struct postern_host {
      * POSTERN_WOULDBLOCK). For a call that is heavy this time, such as a
      * message with many signatures to check. Elsewhere 0. */
     int (*defer_to_worker)(postern_txn *t);
+
+    /* data_get/data_set for the SMTP session: the pointer lives across the
+     * session's transactions until the client goes; release runs then,
+     * after the last transaction's own data is released. NULL / -1 where
+     * there is no session (QUEUE, DELIVER). */
+    void *(*session_data_get)(postern_txn *t, const void *owner);
+    int (*session_data_set)(postern_txn *t, const void *owner, void *data, void (*release)(void *data));
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

@@ -76,6 +76,46 @@ def test_every_reply():
     g.stop()
 
 
+def test_one_milter_connection_per_session_with_connect_and_helo_verdicts():
+    """The milter sees a session as Postfix shows it: one connection, one
+    connect and helo, every message in it (an aborted one as ABORT); its
+    verdict on connect refuses the session, on HELO answers HELO."""
+    m = TestMilter()
+    sink = Sink(addr(2))
+    g = milter_gw(sink, m.spec)
+    c = Client(g.host)
+    assert c.cmd("EHLO client.test").startswith("250")
+    assert c.cmd("MAIL FROM:<a@src.test>").startswith("250")
+    assert c.cmd("RCPT TO:<x@example.test>").startswith("250")
+    assert c.cmd("RSET").startswith("250")                       # the milter gets ABORT
+    for i in (1, 2):
+        assert c.cmd("MAIL FROM:<a@src.test>").startswith("250")
+        assert c.cmd("RCPT TO:<n%d@example.test>" % i).startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        c.send("From: <a@src.test>\r\nSubject: count\r\n\r\nbody\r\n")
+        assert c.cmd(".").startswith("250")
+    c.close()
+    counts = sorted(re.search(rb"X-Milter-Count: ([^\n]*)", msg).group(1).decode() for msg in sink.wait_count(2))
+    assert counts == ["messages 2 helos 1 aborts 1", "messages 3 helos 1 aborts 1"], counts
+    refused = Client(g.host, source="127.0.0.66")
+    assert refused.banner.startswith("550 5.7.1"), refused.banner
+    refused.close()
+    c = Client(g.host)
+    rep = c.cmd("EHLO bad-helo.test")
+    assert rep.startswith("550 5.7.8 helo refused by the test milter"), rep
+    assert c.cmd("EHLO client.test").startswith("250")          # HELO again, on the same connection
+    c.close()
+    g.stop()
+    # XCLIENT presents another client: a new milter session, which refuses it
+    g = milter_gw(sink, m.spec, xclient_networks="127.0.0.0/8")
+    c = Client(g.host)
+    c.cmd("EHLO proxy.test")
+    rep = c.cmd("XCLIENT ADDR=127.0.0.66")
+    assert rep.startswith("550 5.7.1"), rep
+    c.close()
+    g.stop()
+
+
 def test_hanging_or_missing_milter_gets_the_default_action():
     m = TestMilter()
     sink = Sink(addr(2))

@@ -5,6 +5,9 @@
  *   Subject: accept      SMFIS_ACCEPT at the headers (no more callbacks)
  *   Subject: mods        every modification at end of message
  *   Subject: discard | reject | tempfail | custom | quarantine | progress | hang
+ *   Subject: count       adds X-Milter-Count: "messages M helos H aborts A" seen
+ *                        on this milter connection (one per SMTP session)
+ *   client 127.0.0.66    refused at connect; HELO bad-helo.test refused (550 5.7.8)
  * Usage: test-milter inet:PORT@HOST */
 #include <libmilter/mfapi.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 
 struct priv {
     char subject[64];
+    int messages, helos, aborts;
 };
 
 static struct priv *priv(SMFICTX *ctx)
@@ -25,6 +29,34 @@ static struct priv *priv(SMFICTX *ctx)
         smfi_setpriv(ctx, p);
     }
     return p;
+}
+
+static sfsistat on_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
+{
+    (void)hostname;
+    priv(ctx);
+    const char *addr = smfi_getsymval(ctx, "_");
+    if (addr && strstr(addr, "127.0.0.66"))
+        return SMFIS_REJECT;
+    (void)sa;
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat on_helo(SMFICTX *ctx, char *helo)
+{
+    priv(ctx)->helos++;
+    if (!strcasecmp(helo, "bad-helo.test")) {
+        smfi_setreply(ctx, "550", "5.7.8", "helo refused by the test milter");
+        return SMFIS_REJECT;
+    }
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat on_mail(SMFICTX *ctx, char **argv)
+{
+    (void)argv;
+    priv(ctx)->messages++;
+    return SMFIS_CONTINUE;
 }
 
 static sfsistat on_rcpt(SMFICTX *ctx, char **argv)
@@ -92,6 +124,12 @@ static sfsistat on_eom(SMFICTX *ctx)
     }
     if (!strcmp(s, "hang"))
         sleep(30);
+    if (!strcmp(s, "count")) {
+        char v[100];
+        snprintf(v, sizeof v, "messages %d helos %d aborts %d", priv(ctx)->messages, priv(ctx)->helos,
+                 priv(ctx)->aborts);
+        smfi_addheader(ctx, "X-Milter-Count", v);
+    }
     return SMFIS_CONTINUE;
 }
 
@@ -105,6 +143,7 @@ static sfsistat on_close(SMFICTX *ctx)
 static sfsistat on_abort(SMFICTX *ctx)
 {
     priv(ctx)->subject[0] = '\0';
+    priv(ctx)->aborts++;
     return SMFIS_CONTINUE;
 }
 
@@ -119,6 +158,9 @@ int main(int argc, char **argv)
         .xxfi_version = SMFI_VERSION,
         .xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_ADDRCPT | SMFIF_DELRCPT |
                       SMFIF_QUARANTINE | SMFIF_CHGFROM,
+        .xxfi_connect = on_connect,
+        .xxfi_helo = on_helo,
+        .xxfi_envfrom = on_mail,
         .xxfi_envrcpt = on_rcpt,
         .xxfi_header = on_header,
         .xxfi_eom = on_eom,
