@@ -262,11 +262,12 @@ static int qcache_get(const char *name, int type, unsigned char *answer, size_t 
     return n;
 }
 
-static void qcache_put(const char *name, int type, const unsigned char *packet, int len, int ttl)
+/* Whether it was kept (an answer with no TTL, or a name too long, is not). */
+static bool qcache_put(const char *name, int type, const unsigned char *packet, int len, int ttl)
 {
     unsigned char *copy = ttl > 0 && strlen(name) < sizeof qcache[0].name ? malloc((size_t)len) : NULL;
     if (!copy)
-        return;
+        return false;
     memcpy(copy, packet, (size_t)len);
     pthread_mutex_lock(&qcache_lock);
     struct qcache_entry *e = qcache_slot(name, type);
@@ -277,6 +278,7 @@ static void qcache_put(const char *name, int type, const unsigned char *packet, 
     e->packet = copy;
     e->expires = time(NULL) + (ttl < 3600 ? ttl : 3600);
     pthread_mutex_unlock(&qcache_lock);
+    return true;
 }
 
 /* Can a query carry this name (RFC 1035 2.3.4: labels of 1-63 octets,
@@ -509,9 +511,13 @@ static struct dns_text_answer *text_answer(int err, const struct ub_result *r)
     return a;
 }
 
-/* Lookups for dns_lookup_text in flight, so that shutdown can answer them. */
+/* Lookups for dns_lookup_text and dns_fetch in flight, so that dns_tick
+ * and shutdown can answer them. */
 struct text_query {
     dns_text_cb cb;
+    dns_fetch_cb fetch;          /* set for dns_fetch (cb is NULL) */
+    char name[256];
+    int type;
     void *arg;
     int id;
     uint64_t started_ms;
@@ -530,13 +536,35 @@ static void text_unlink(struct text_query *q)
         q->next->prev = q->prev;
 }
 
+/* A dns_fetch answer into the cache, as dns_query_sync would keep it. */
+static enum dns_fetch_result fetch_store(const struct text_query *q, int err, const struct ub_result *r)
+{
+    if (err || !r || !r->answer_packet || r->answer_len <= 0 || (r->rcode != 0 && r->rcode != 3))
+        return DNS_FETCH_FAILED;
+    return qcache_put(q->name, q->type, r->answer_packet, r->answer_len, r->ttl) ? DNS_FETCH_CACHED
+                                                                                 : DNS_FETCH_UNCACHED;
+}
+
+/* A lookup that ended without an answer (timeout, shutdown). */
+static void query_failed(struct text_query *q)
+{
+    if (q->fetch)
+        q->fetch(q->arg, DNS_FETCH_FAILED);
+    else
+        q->cb(q->arg, text_answer(UB_SERVFAIL, NULL));
+    free(q);
+}
+
 static void text_answered(void *arg, int err, struct ub_result *r)
 {
     struct text_query *q = arg;
     pthread_mutex_lock(&text_lock);
     text_unlink(q);
     pthread_mutex_unlock(&text_lock);
-    q->cb(q->arg, text_answer(err, r));
+    if (q->fetch)
+        q->fetch(q->arg, fetch_store(q, err, r));
+    else
+        q->cb(q->arg, text_answer(err, r));
     if (r)
         ub_resolve_free(r);          /* the callback owns libunbound's result */
     free(q);
@@ -566,9 +594,9 @@ void dns_tick(void)
     pthread_mutex_unlock(&text_lock);
     for (struct text_query *q = late, *next; q; q = next) {
         next = q->next;
-        log_warn("dns: a lookup got no answer within dns_timeout (%d ms)", (int)timeout_ms);
-        q->cb(q->arg, text_answer(UB_SERVFAIL, NULL));
-        free(q);
+        log_warn("dns: %s%sa lookup got no answer within dns_timeout (%d ms)", q->name, q->name[0] ? ": " : "",
+                 (int)timeout_ms);
+        query_failed(q);
     }
 }
 
@@ -582,8 +610,7 @@ static void text_queries_cancel(void)
     while (q) {
         struct text_query *next = q->next;
         ub_cancel(ctx, q->id);
-        q->cb(q->arg, text_answer(UB_SERVFAIL, NULL));
-        free(q);
+        query_failed(q);
         q = next;
     }
 }
@@ -596,9 +623,9 @@ int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg)
         cb(arg, calloc(1, sizeof(struct dns_text_answer)));     /* no such name: no records */
         return 0;
     }
-    if (!loop_driven) {
+    if (!loop_driven || pump_running) {      /* no loop to answer on: blocking, within dns_timeout */
         struct ub_result *r = NULL;
-        int rc = ub_resolve(ctx, name, rrtype, 1 /* IN */, &r);
+        int rc = resolve_timed(name, rrtype, &r);
         cb(arg, text_answer(rc, r));
         if (r)
             ub_resolve_free(r);
@@ -610,6 +637,29 @@ int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg)
     *q = (struct text_query){.cb = cb, .arg = arg, .started_ms = mono_ms()};
     /* libunbound's context is locked inside: any thread may ask; the answer
      * comes through ub_process on the loop (which waits for text_lock) */
+    pthread_mutex_lock(&text_lock);
+    int rc = ub_resolve_async(ctx, name, rrtype, 1 /* IN */, q, text_answered, &q->id);
+    if (rc == 0) {
+        q->next = text_queries;
+        if (text_queries)
+            text_queries->prev = q;
+        text_queries = q;
+    }
+    pthread_mutex_unlock(&text_lock);
+    if (rc != 0)
+        free(q);
+    return rc ? -1 : 0;
+}
+
+int dns_fetch(const char *name, int rrtype, dns_fetch_cb cb, void *arg)
+{
+    if (!ctx || !loop_driven || pump_running || !name_queryable(name) || strlen(name) >= 256)
+        return -1;
+    struct text_query *q = calloc(1, sizeof *q);
+    if (!q)
+        return -1;
+    *q = (struct text_query){.fetch = cb, .arg = arg, .type = rrtype, .started_ms = mono_ms()};
+    snprintf(q->name, sizeof q->name, "%s", name);
     pthread_mutex_lock(&text_lock);
     int rc = ub_resolve_async(ctx, name, rrtype, 1 /* IN */, q, text_answered, &q->id);
     if (rc == 0) {

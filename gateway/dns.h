@@ -47,8 +47,14 @@ typedef void (*dns_text_cb)(void *arg, struct dns_text_answer *a);
  * before this returns. cb owns a (dns_text_answer_free). 0, or -1. */
 int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg);
 void dns_text_answer_free(struct dns_text_answer *a);
-/* Every tick on the loop: a dns_lookup_text not answered within
- * dns_timeout is cancelled and answered as failed. */
+/* The loop thread only (dns_init): look name up without waiting and keep
+ * the answer in dns_query_sync's cache; cb then runs on the loop with
+ * whether the answer is there now. 0, or -1 (cb will not run). */
+enum dns_fetch_result { DNS_FETCH_CACHED, DNS_FETCH_UNCACHED, DNS_FETCH_FAILED };
+typedef void (*dns_fetch_cb)(void *arg, enum dns_fetch_result r);
+int dns_fetch(const char *name, int rrtype, dns_fetch_cb cb, void *arg);
+/* Every tick on the loop: a dns_lookup_text or dns_fetch not answered
+ * within dns_timeout is cancelled and answered as failed. */
 void dns_tick(void);
 void dns_shutdown(void);
 

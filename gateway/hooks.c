@@ -14,6 +14,7 @@
 #include "plugin_host.h"
 #include "event.h"
 #include "workers.h"
+#include "dns.h"
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -358,6 +359,15 @@ struct chain_run {
     size_t next;                /* next link; > ch->n once decided */
     postern_verdict v;          /* from the worker trip */
     bool to_worker;             /* a loop_first link would have blocked: the next run goes to a worker */
+    bool waiting;               /* a dns_fetch is out: its answer resumes the run on the loop */
+    unsigned fetches;           /* answers waited for so far */
+    char fetching[256];         /* the name waited for, and its type */
+    int fetching_type;
+    size_t nfailed;
+    struct {
+        char name[256];
+        int type;
+    } failed[4];                /* lookups that got no answer: "no reply" when asked again on the loop */
     hooks_done_fn done;
     void *ctx;
     double lua_started;         /* the Lua link in progress began */
@@ -373,12 +383,45 @@ static void chain_finish(struct chain_run *r, postern_verdict v)
     done(ctx, v);
 }
 
+/* A loop run that misses the DNS cache waits for the answer on the loop
+ * (dns_fetch) and runs that link again, at most this many times per stage;
+ * then, or for any other blocking call, the run goes to a worker. */
+#define MAX_FETCHES 12
+
 /* Set while C links run on the loop thread; host calls that would block
- * then note it in would_have_blocked instead. */
-static _Thread_local bool links_on_loop, would_have_blocked;
+ * then note it in would_have_blocked instead, and a DNS miss its name. */
+static _Thread_local bool links_on_loop, would_have_blocked, blocked_otherwise;
+static _Thread_local struct chain_run *loop_run;
+static _Thread_local char missed_name[256];
+static _Thread_local int missed_type;
+static int fetches_out;            /* loop thread only */
 
 bool hooks_on_loop(void) { return links_on_loop; }
-void hooks_would_block(void) { would_have_blocked = true; }
+
+void hooks_would_block(void)
+{
+    would_have_blocked = true;
+    blocked_otherwise = true;
+}
+
+void hooks_would_block_dns(const char *name, int rrtype)
+{
+    if (!would_have_blocked && strlen(name) < sizeof missed_name) {
+        snprintf(missed_name, sizeof missed_name, "%s", name);
+        missed_type = rrtype;
+    }
+    would_have_blocked = true;
+}
+
+bool hooks_dns_failed(const char *name, int rrtype)
+{
+    for (size_t i = 0; loop_run && i < loop_run->nfailed; i++)
+        if (loop_run->failed[i].type == rrtype && !strcasecmp(loop_run->failed[i].name, name))
+            return true;
+    return false;
+}
+
+int hooks_fetches_pending(void) { return fetches_out; }
 
 static void count_run(const char *where)
 {
@@ -386,10 +429,30 @@ static void count_run(const char *where)
     metric_inc(M_CHAIN_C_RUNS, metric_labels(labels, sizeof labels, "where", where, NULL));
 }
 
+static void fetched(void *arg, enum dns_fetch_result res);
+
+/* On the loop, a link's call was discarded because a host call would have
+ * blocked: wait for a missed DNS answer here, or send the run on to a
+ * worker (r->to_worker). */
+static void after_would_block(struct chain_run *r)
+{
+    if (!blocked_otherwise && missed_name[0] && r->fetches < MAX_FETCHES &&
+        dns_fetch(missed_name, missed_type, fetched, r) == 0) {
+        snprintf(r->fetching, sizeof r->fetching, "%s", missed_name);
+        r->fetching_type = missed_type;
+        r->fetches++;
+        r->waiting = true;
+        fetches_out++;
+        count_run("dns_wait");
+        return;
+    }
+    count_run("deferred");
+    r->to_worker = true;
+}
+
 /* The C links from r->next up to the next Lua link, on a worker or (when
  * c_links_nonblocking said so) on the loop. On the loop, a link whose host
- * call would have blocked stops the run there: its call is discarded and
- * r->to_worker sends it, and the rest, to a worker. */
+ * call would have blocked stops the run there (after_would_block). */
 static void c_links_run(struct work *w)
 {
     struct chain_run *r = (struct chain_run *)w;
@@ -402,11 +465,11 @@ static void c_links_run(struct work *w)
         if (!has_stage(&links[r->next], r->st))
             continue;
         double started = now_s();
-        would_have_blocked = false;
+        would_have_blocked = blocked_otherwise = false;
+        missed_name[0] = '\0';
         postern_verdict v = call(&links[r->next], r->st, r->t, r->arg, r->len);
         if (on_loop && would_have_blocked) {
-            count_run("deferred");
-            r->to_worker = true;
+            after_would_block(r);
             return;
         }
         link_timed(&links[r->next], started);
@@ -421,10 +484,29 @@ static void c_links_run(struct work *w)
 static void c_links_done(struct work *w)
 {
     struct chain_run *r = (struct chain_run *)w;
+    if (r->waiting)
+        return;                 /* fetched() goes on */
     if (r->next > r->ch->n)
         chain_finish(r, r->v);
     else
         chain_step(r);
+}
+
+/* The answer a loop run waited for (dns_fetch, on the loop): the same link
+ * is called again. A lookup that got none is "no reply" to that link from
+ * now on; one that cannot be cached goes to a worker. */
+static void fetched(void *arg, enum dns_fetch_result res)
+{
+    struct chain_run *r = arg;
+    r->waiting = false;
+    fetches_out--;
+    if (res == DNS_FETCH_FAILED && r->nfailed < sizeof r->failed / sizeof r->failed[0]) {
+        memcpy(r->failed[r->nfailed].name, r->fetching, sizeof r->fetching);
+        r->failed[r->nfailed++].type = r->fetching_type;
+    } else if (res != DNS_FETCH_CACHED) {
+        r->to_worker = true;
+    }
+    chain_step(r);
 }
 
 /* A Lua link's answer, on the loop thread. */
@@ -466,7 +548,9 @@ static void chain_step(struct chain_run *r)
         }
         if (!l->lua && c_links_nonblocking(r)) {
             links_on_loop = true;
+            loop_run = r;
             c_links_run(&r->work);
+            loop_run = NULL;
             links_on_loop = false;
             c_links_done(&r->work);
             return;

@@ -28,6 +28,13 @@ const txn_t *hooks_calling_txn(void);
  * hooks_would_block() (the link is then called again on a worker). */
 bool hooks_on_loop(void);
 void hooks_would_block(void);
+/* The same for a DNS answer not in the cache: posternd waits for it on the
+ * loop (dns_fetch) and calls the link again, where a lookup that got no
+ * answer is answered "no reply" (hooks_dns_failed). */
+void hooks_would_block_dns(const char *name, int rrtype);
+bool hooks_dns_failed(const char *name, int rrtype);
+/* Loop runs waiting for a DNS answer (each ends within dns_timeout). */
+int hooks_fetches_pending(void);
 /* Run t's chain for a stage, then done(ctx, verdict) on the loop thread
  * (at once when nobody wants the stage, or when only Lua handlers run and
  * finish within their first slice). arg: HELO name, sender, recipient, or

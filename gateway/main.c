@@ -68,7 +68,8 @@ static void shutdown_tick(void)
     int waiting = smtp_server_shutdown();
     delivery_close_idle();
     bool grace_over = ev_now_ms() - shutdown_started_ms > SHUTDOWN_GRACE_MS;
-    bool idle = workers_pending() == 0 && lua_calls_pending() == 0;   /* both end in bounded time */
+    bool idle = workers_pending() == 0 && lua_calls_pending() == 0 &&    /* all end in bounded time */
+                hooks_fetches_pending() == 0;
     if ((waiting == 0 && idle && delivery_busy() == 0) || (grace_over && idle))
         ev_stop();
 }

@@ -289,8 +289,13 @@ static int h_dns_query(postern_txn *t, const char *name, int rrtype, unsigned ch
     (void)t;
     if (!hooks_on_loop())
         return dns_query_sync(name, rrtype, answer, size);
+    if (hooks_dns_failed(name, rrtype))
+        return -1;           /* it got no answer while this stage waited for it */
     int n = dns_query_cached(name, rrtype, answer, size);
-    return n == DNS_NOT_CACHED ? would_block() : n;
+    if (n != DNS_NOT_CACHED)
+        return n;
+    hooks_would_block_dns(name, rrtype);
+    return POSTERN_WOULDBLOCK;
 }
 
 static long h_body_read(postern_txn *t, uint64_t offset, char *buf, size_t len)

@@ -719,13 +719,13 @@ def send_message(host, port, sender, rcpts, body, helo="client.test"):
 
 
 def chain_c_runs(g, port=9025):
-    """postern_chain_c_runs_total by where (loop, worker, deferred), from
+    """postern_chain_c_runs_total by where (loop, worker, deferred, dns_wait), from
     g's http_listen on g.host:port."""
     import urllib.request
     with urllib.request.urlopen("http://%s:%d/metrics" % (g.host, port), timeout=10) as r:
         text = r.read().decode()
     runs = dict(re.findall(r'^postern_chain_c_runs_total\{where="(\w+)"\} (\d+)$', text, re.M))
-    return {w: int(runs.get(w, 0)) for w in ("loop", "worker", "deferred")}
+    return {w: int(runs.get(w, 0)) for w in ("loop", "worker", "deferred", "dns_wait")}
 
 
 def send_mail(g, rcpts=("x@example.test",), headers="Subject: hi\r\n", body="hello\r\n", sender="alice@src.test",

@@ -134,6 +134,33 @@ def test_rfc7208_4_4_dns_timeout_fails_one_slow_name_alone():
     g.stop()
 
 
+def test_a_slow_name_holds_no_worker():
+    """A stage waiting for an unanswered SPF name waits on the loop, not on
+    a worker: with one worker thread, another session's greylist check (a
+    worker stage) is answered at once meanwhile."""
+    sink, dns = servers()
+    d = tempfile.mkdtemp(prefix="grey-")
+    os.chmod(d, 0o777)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="spf, greylist", dns_server=dns.address(),
+                xclient_networks="127.0.0.0/8", dns_timeout="2s", worker_threads="1",
+                **{"greylist.db": os.path.join(d, "grey.db")}).start()
+    slow = presented(g, "192.0.2.7")
+    slow.send("MAIL FROM:<x@slow.test>\r\n")         # its answer comes after dns_timeout
+    time.sleep(0.2)
+    other = presented(g, "192.0.2.8")
+    t0 = time.time()
+    assert other.cmd("MAIL FROM:<x@fast.test>").startswith("250")     # spf: a lookup answered at once
+    rep = other.cmd("RCPT TO:<x@example.test>")
+    took = time.time() - t0
+    assert rep.startswith("450 4.7.1") and "Greylisted" in rep, rep
+    assert took < 1, took
+    assert slow.reply().startswith("451 4.7.24"), "the slow name is a temperror"
+    slow.close()
+    other.close()
+    g.stop()
+
+
 def test_rfc8601_2_7_3_iprev_pass_fail_permerror_temperror():
     sink, dns = servers()
     g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="iprev, authres", dns_server=dns.address(),
