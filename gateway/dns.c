@@ -615,6 +615,26 @@ static void text_queries_cancel(void)
     }
 }
 
+/* Ask for q's answer and keep q on the list until it comes (text_answered)
+ * or dns_tick gives up; 0, or -1 with q freed. */
+static int query_start(struct text_query *q, const char *name, int rrtype)
+{
+    /* libunbound's context is locked inside: any thread may ask; the answer
+     * comes through ub_process on the loop (which waits for text_lock) */
+    pthread_mutex_lock(&text_lock);
+    int rc = ub_resolve_async(ctx, name, rrtype, 1 /* IN */, q, text_answered, &q->id);
+    if (rc == 0) {
+        q->next = text_queries;
+        if (text_queries)
+            text_queries->prev = q;
+        text_queries = q;
+    }
+    pthread_mutex_unlock(&text_lock);
+    if (rc != 0)
+        free(q);
+    return rc ? -1 : 0;
+}
+
 int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg)
 {
     if (!ctx)
@@ -635,43 +655,19 @@ int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg)
     if (!q)
         return -1;
     *q = (struct text_query){.cb = cb, .arg = arg, .started_ms = mono_ms()};
-    /* libunbound's context is locked inside: any thread may ask; the answer
-     * comes through ub_process on the loop (which waits for text_lock) */
-    pthread_mutex_lock(&text_lock);
-    int rc = ub_resolve_async(ctx, name, rrtype, 1 /* IN */, q, text_answered, &q->id);
-    if (rc == 0) {
-        q->next = text_queries;
-        if (text_queries)
-            text_queries->prev = q;
-        text_queries = q;
-    }
-    pthread_mutex_unlock(&text_lock);
-    if (rc != 0)
-        free(q);
-    return rc ? -1 : 0;
+    return query_start(q, name, rrtype);
 }
 
 int dns_fetch(const char *name, int rrtype, dns_fetch_cb cb, void *arg)
 {
     if (!ctx || !loop_driven || pump_running || !name_queryable(name) || strlen(name) >= 256)
         return -1;
-    struct text_query *q = calloc(1, sizeof *q);
+    struct text_query *q = malloc(sizeof *q);
     if (!q)
         return -1;
     *q = (struct text_query){.fetch = cb, .arg = arg, .type = rrtype, .started_ms = mono_ms()};
     snprintf(q->name, sizeof q->name, "%s", name);
-    pthread_mutex_lock(&text_lock);
-    int rc = ub_resolve_async(ctx, name, rrtype, 1 /* IN */, q, text_answered, &q->id);
-    if (rc == 0) {
-        q->next = text_queries;
-        if (text_queries)
-            text_queries->prev = q;
-        text_queries = q;
-    }
-    pthread_mutex_unlock(&text_lock);
-    if (rc != 0)
-        free(q);
-    return rc ? -1 : 0;
+    return query_start(q, name, rrtype);
 }
 
 static void qcache_clear(void)
