@@ -549,7 +549,7 @@ static enum dns_fetch_result fetch_store(const struct text_query *q, int err, co
 static void query_failed(struct text_query *q)
 {
     if (q->fetch)
-        q->fetch(q->arg, DNS_FETCH_FAILED);
+        q->fetch(q->arg, DNS_FETCH_FAILED, q->name, q->type);
     else
         q->cb(q->arg, text_answer(UB_SERVFAIL, NULL));
     free(q);
@@ -562,7 +562,7 @@ static void text_answered(void *arg, int err, struct ub_result *r)
     text_unlink(q);
     pthread_mutex_unlock(&text_lock);
     if (q->fetch)
-        q->fetch(q->arg, fetch_store(q, err, r));
+        q->fetch(q->arg, fetch_store(q, err, r), q->name, q->type);
     else
         q->cb(q->arg, text_answer(err, r));
     if (r)

@@ -51,7 +51,7 @@ void dns_text_answer_free(struct dns_text_answer *a);
  * the answer in dns_query_sync's cache; cb then runs on the loop with
  * whether the answer is there now. 0, or -1 (cb will not run). */
 enum dns_fetch_result { DNS_FETCH_CACHED, DNS_FETCH_UNCACHED, DNS_FETCH_FAILED };
-typedef void (*dns_fetch_cb)(void *arg, enum dns_fetch_result r);
+typedef void (*dns_fetch_cb)(void *arg, enum dns_fetch_result r, const char *name, int rrtype);
 int dns_fetch(const char *name, int rrtype, dns_fetch_cb cb, void *arg);
 /* Every tick on the loop: a dns_lookup_text or dns_fetch not answered
  * within dns_timeout is cancelled and answered as failed. */

@@ -361,13 +361,8 @@ struct chain_run {
     bool to_worker;             /* a loop_first link would have blocked: the next run goes to a worker */
     bool waiting;               /* a dns_fetch is out: its answer resumes the run on the loop */
     unsigned fetches;           /* answers waited for so far */
-    char fetching[256];         /* the name waited for, and its type */
-    int fetching_type;
     size_t nfailed;
-    struct {
-        char name[256];
-        int type;
-    } failed[4];                /* lookups that got no answer: "no reply" when asked again on the loop */
+    struct failed_lookup *failed;   /* MAX_FAILED of them, made at the first lookup that got no answer */
     hooks_done_fn done;
     void *ctx;
     double lua_started;         /* the Lua link in progress began */
@@ -379,6 +374,7 @@ static void chain_finish(struct chain_run *r, postern_verdict v)
 {
     hooks_done_fn done = r->done;
     void *ctx = r->ctx;
+    free(r->failed);
     free(r);
     done(ctx, v);
 }
@@ -387,6 +383,13 @@ static void chain_finish(struct chain_run *r, postern_verdict v)
  * (dns_fetch) and runs that link again, at most this many times per stage;
  * then, or for any other blocking call, the run goes to a worker. */
 #define MAX_FETCHES 12
+/* Lookups with no answer a run remembers ("no reply" when asked again on
+ * the loop); one more goes to a worker. */
+#define MAX_FAILED 4
+struct failed_lookup {
+    char name[256];
+    int type;
+};
 
 /* Set while C links run on the loop thread; host calls that would block
  * then note it in would_have_blocked instead, and a DNS miss its name. */
@@ -429,7 +432,7 @@ static void count_run(const char *where)
     metric_inc(M_CHAIN_C_RUNS, metric_labels(labels, sizeof labels, "where", where, NULL));
 }
 
-static void fetched(void *arg, enum dns_fetch_result res);
+static void fetched(void *arg, enum dns_fetch_result res, const char *name, int rrtype);
 
 /* On the loop, a link's call was discarded because a host call would have
  * blocked: wait for a missed DNS answer here, or send the run on to a
@@ -438,8 +441,6 @@ static void after_would_block(struct chain_run *r)
 {
     if (!blocked_otherwise && missed_name[0] && r->fetches < MAX_FETCHES &&
         dns_fetch(missed_name, missed_type, fetched, r) == 0) {
-        snprintf(r->fetching, sizeof r->fetching, "%s", missed_name);
-        r->fetching_type = missed_type;
         r->fetches++;
         r->waiting = true;
         fetches_out++;
@@ -495,14 +496,16 @@ static void c_links_done(struct work *w)
 /* The answer a loop run waited for (dns_fetch, on the loop): the same link
  * is called again. A lookup that got none is "no reply" to that link from
  * now on; one that cannot be cached goes to a worker. */
-static void fetched(void *arg, enum dns_fetch_result res)
+static void fetched(void *arg, enum dns_fetch_result res, const char *name, int rrtype)
 {
     struct chain_run *r = arg;
     r->waiting = false;
     fetches_out--;
-    if (res == DNS_FETCH_FAILED && r->nfailed < sizeof r->failed / sizeof r->failed[0]) {
-        memcpy(r->failed[r->nfailed].name, r->fetching, sizeof r->fetching);
-        r->failed[r->nfailed++].type = r->fetching_type;
+    if (res == DNS_FETCH_FAILED && !r->failed)
+        r->failed = calloc(MAX_FAILED, sizeof *r->failed);
+    if (res == DNS_FETCH_FAILED && r->failed && r->nfailed < MAX_FAILED) {
+        snprintf(r->failed[r->nfailed].name, sizeof r->failed[0].name, "%s", name);
+        r->failed[r->nfailed++].type = rrtype;
     } else if (res != DNS_FETCH_CACHED) {
         r->to_worker = true;
     }

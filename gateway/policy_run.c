@@ -127,6 +127,7 @@ struct run {
     txn_t t;
     struct varmap session_vars;
     struct txn_slot *session_slots;
+    struct sockaddr_storage peer;   /* env->client_ip, for relay control (AF_UNSPEC: none) */
     struct policy_result *res;
     struct buf before;          /* the transaction before the link now running */
     struct buf after;
@@ -179,12 +180,8 @@ static postern_verdict own_refusal(struct run *r, enum postern_stage st, const c
 static bool rcpt_refused(struct run *r, const struct policy_envelope *env, const char *addr, char *reply,
                          size_t size)
 {
-    struct sockaddr_storage ss = {0};
-    socklen_t sl;
-    if (ip_parse(env->client_ip, 25, &ss, &sl) < 0)
-        ss.ss_family = AF_UNSPEC;      /* no network holds it: untrusted */
-    enum relay_verdict rv = relay_check(r->cfg, (struct sockaddr *)&ss, env->auth_user && env->auth_user[0], addr,
-                                        false, false);
+    enum relay_verdict rv = relay_check(r->cfg, (struct sockaddr *)&r->peer, env->auth_user && env->auth_user[0],
+                                        addr, false, false);
     const char *why;
     if (rv != RELAY_OK)
         relay_refusal(rv, addr, reply, size, &why);
@@ -499,6 +496,9 @@ static void txn_setup(struct run *r, const struct policy_envelope *env)
     snprintf(t->auth_user, sizeof t->auth_user, "%s", env->auth_user ? env->auth_user : "");
     t->tls = env->tls;
     qid_generate(t->qid);
+    socklen_t sl;
+    if (ip_parse(env->client_ip, 25, &r->peer, &sl) < 0)
+        r->peer.ss_family = AF_UNSPEC;      /* no network holds it: untrusted */
 }
 
 int policy_run(const struct config *cfg, const struct policy_envelope *env, const char *msg, size_t len,
