@@ -27,6 +27,8 @@ static size_t ngrave, capgrave;
 static struct ev_watch tick_watch;
 static struct deferred *soon;
 static size_t nsoon, capsoon;
+static struct ev_watch **kicks;     /* watches owed a synthetic EPOLLIN */
+static size_t nkicks, capkicks;
 
 void ev_update_time(void)
 {
@@ -69,6 +71,7 @@ int ev_add(struct ev_watch *w, int fd, uint32_t mask, ev_handler fn, void *ctx)
     w->mask = mask;
     w->fn = fn;
     w->ctx = ctx;
+    w->kicked = false;
     struct epoll_event ev = {.events = mask, .data.ptr = w};
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
 }
@@ -87,6 +90,48 @@ void ev_del(struct ev_watch *w)
     if (w->fd >= 0)
         epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL);
     w->fd = -1;
+    if (w->kicked) {       /* its owner may be freed before the kick runs */
+        for (size_t i = 0; i < nkicks; i++)
+            if (kicks[i] == w)
+                kicks[i] = NULL;
+        w->kicked = false;
+    }
+}
+
+void ev_kick(struct ev_watch *w)
+{
+    if (w->kicked || w->fd < 0)
+        return;
+    if (nkicks == capkicks) {
+        size_t ncap = capkicks ? capkicks * 2 : 64;
+        struct ev_watch **n = realloc(kicks, ncap * sizeof *n);
+        if (!n) {
+            log_error("out of memory queueing buffered input; it waits for the next event");
+            return;
+        }
+        kicks = n;
+        capkicks = ncap;
+    }
+    w->kicked = true;
+    kicks[nkicks++] = w;
+}
+
+/* Deliver the kicks queued so far; a handler may queue its watch again
+ * (more buffered input than one turn reads), for the next round. */
+static void run_kicks(void)
+{
+    size_t n = nkicks;
+    for (size_t i = 0; i < n; i++) {
+        struct ev_watch *w = kicks[i];
+        if (!w)
+            continue;
+        kicks[i] = NULL;
+        w->kicked = false;
+        if (w->fd >= 0)
+            w->fn(w->ctx, EPOLLIN);
+    }
+    memmove(kicks, kicks + n, (nkicks - n) * sizeof *kicks);
+    nkicks -= n;
 }
 
 void ev_defer_free(void *ptr, void (*fn)(void *))
@@ -158,7 +203,7 @@ int ev_run(void)
     struct epoll_event evs[MAX_EVENTS];
     running = true;
     while (running) {
-        int n = epoll_wait(epfd, evs, MAX_EVENTS, nsoon ? 0 : 1000);
+        int n = epoll_wait(epfd, evs, MAX_EVENTS, nsoon || nkicks ? 0 : 1000);
         ev_update_time();
         if (n < 0) {
             if (errno == EINTR)
@@ -171,6 +216,7 @@ int ev_run(void)
             if (w->fd >= 0)
                 w->fn(w->ctx, evs[i].events);
         }
+        run_kicks();
         run_soon();
         bury_dead();
     }

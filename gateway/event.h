@@ -15,6 +15,7 @@ struct ev_watch {
     uint32_t mask;
     ev_handler fn;
     void *ctx;
+    bool kicked;      /* an ev_kick is queued for it */
 };
 
 int ev_init(void);
@@ -27,6 +28,10 @@ void ev_defer_free(void *ptr, void (*fn)(void *));
 /* Call fn(arg) after the current batch of events, before waiting again
  * (cooperative work that gave way to other sessions). */
 void ev_soon(void (*fn)(void *), void *arg);
+/* Call w's handler with EPOLLIN after the current batch, once however often
+ * asked, unless w is removed first: for input the kernel no longer signals
+ * because a library (OpenSSL) already holds it in user space. */
+void ev_kick(struct ev_watch *w);
 /* Functions called on every tick (about every 100 ms). */
 void ev_on_tick(void (*fn)(void));
 /* Run until ev_stop; returns 0. */

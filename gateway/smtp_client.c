@@ -16,6 +16,7 @@
 #include "log.h"
 #include "spool.h"
 #include "tls.h"
+#include "conn_io.h"
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -53,7 +54,7 @@ void cl_want_events(struct smtp_client *c)
         return;
     }
     bool out = c->out.len || c->state == CL_CONNECTING || c->state == CL_BODY;
-    ev_mod(&c->w, EPOLLIN | (out ? EPOLLOUT : 0));
+    conn_arm(&c->w, c->ssl, EPOLLIN | (out ? EPOLLOUT : 0));
 }
 
 /* Queue one command line (CRLF added) and restart the reply timer. */
@@ -603,32 +604,20 @@ static int flush_out(struct smtp_client *c)
 /* Read what is there; -1 once the client is gone. */
 static int read_input(struct smtp_client *c)
 {
-    for (;;) {
-        if (buf_reserve(&c->in, 4096) < 0) {
-            cl_fail_io(c, "out of memory");
-            return -1;
-        }
-        size_t room;
-        char *t = buf_tail(&c->in, &room);
-        ssize_t r = tls_read(c->ssl, c->w.fd, t, room);
-        if (r > 0) {
-            buf_commit(&c->in, (size_t)r);
-            if ((size_t)r < room && !(c->ssl && SSL_pending(c->ssl)))
-                return 0;
-            continue;
-        }
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
-            return 0;
-        if (process_input(c) < 0)     /* the last replies before the close count */
-            return -1;
-        if (c->state == CL_QUIT || (c->state == CL_READY && !c->job)) {
-            detach(c, false, "closed");
-            client_close(c);
-            return -1;
-        }
-        cl_fail_io(c, r == 0 ? "lost connection" : strerror(errno));
+    enum conn_end end;
+    conn_fill(&c->in, c->ssl, c->w.fd, 4096, MAX_REPLY_BUF + 4096, &end);
+    if (end == CONN_OPEN)
+        return 0;
+    int err = errno;
+    if (process_input(c) < 0)     /* the last replies before the close count */
+        return -1;
+    if (c->state == CL_QUIT || (c->state == CL_READY && !c->job)) {
+        detach(c, false, "closed");
+        client_close(c);
         return -1;
     }
+    cl_fail_io(c, end == CONN_EOF ? "lost connection" : strerror(err));
+    return -1;
 }
 
 static void on_event(void *ctx, uint32_t events)

@@ -14,6 +14,7 @@
 #include "netaddr.h"
 #include "relay_control.h"
 #include "tls.h"
+#include "conn_io.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -129,7 +130,6 @@ static void extend_data_deadline(struct session *s, size_t n)
         s->deadline_ms = cap;
 }
 
-static ssize_t session_recv(struct session *s, char *buf, size_t n) { return tls_read(s->ssl, s->w.fd, buf, n); }
 static ssize_t session_send(struct session *s, const char *buf, size_t n) { return tls_write(s->ssl, s->w.fd, buf, n); }
 
 static void tls_start(struct session *s);
@@ -165,7 +165,7 @@ int session_flush(struct session *s)
     bool readable = (s->phase == PH_COMMAND || s->phase == PH_DATA || s->phase == PH_PROXY || s->phase == PH_GREET) &&
                     s->in.len < MAX_INPUT_BUFFER &&
                     s->out.len < MAX_OUTPUT_BACKLOG;
-    ev_mod(&s->w, (readable ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
+    conn_arm(&s->w, s->ssl, (readable ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
     return 0;
 }
 
@@ -673,27 +673,11 @@ static void session_on_event(void *ctx, uint32_t events)
         return;
     }
     if (events & EPOLLIN) {
-        for (int rounds = 0; rounds < 4 && s->in.len < MAX_INPUT_BUFFER; rounds++) {
-            /* small for commands, larger inside DATA; grown by doubling */
-            if (buf_reserve(&s->in, s->phase == PH_DATA ? 16384 : 1024) < 0) {
-                session_close(s);
-                return;
-            }
-            size_t room;
-            char *t = buf_tail(&s->in, &room);
-            if (room > MAX_INPUT_BUFFER - s->in.len)
-                room = MAX_INPUT_BUFFER - s->in.len;
-            ssize_t r = session_recv(s, t, room);
-            if (r > 0) {
-                buf_commit(&s->in, (size_t)r);
-                extend_data_deadline(s, (size_t)r);
-                /* TLS may hold decrypted bytes the socket no longer signals */
-                if ((size_t)r < room && !(s->ssl && SSL_pending(s->ssl)))
-                    break;
-                continue;
-            }
-            if (r < 0 && (errno == EAGAIN || errno == EINTR))
-                break;
+        /* small for commands, larger inside DATA; grown by doubling */
+        enum conn_end end;
+        size_t got = conn_fill(&s->in, s->ssl, s->w.fd, s->phase == PH_DATA ? 16384 : 1024, MAX_INPUT_BUFFER, &end);
+        extend_data_deadline(s, got);
+        if (end != CONN_OPEN) {
             session_close(s);   /* EOF or error: an unfinished DATA is discarded */
             return;
         }

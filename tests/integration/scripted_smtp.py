@@ -14,7 +14,11 @@ With no recipient accepted, DATA and BDAT get Postfix's
 "554 5.5.1 Error: no valid recipients" (and BDAT's bytes are read first).
 Every session's commands and every accepted message are recorded, and how
 many sessions were open at once (max_active) and waiting for a RCPT reply
-at once (max_in_rcpt); rcpt_delay slows RCPT replies."""
+at once (max_in_rcpt); rcpt_delay slows RCPT replies.
+With tls=(cert, key) it offers STARTTLS; pad_replies=N makes the EHLO reply
+and the end-of-data reply multi-line, about N bytes, written in one write
+(one TLS record up to 16 KiB); my_name is the name it greets and answers
+EHLO with."""
 import re
 import socket
 import socketserver
@@ -46,8 +50,22 @@ class _Session(socketserver.StreamRequestHandler):
 
     def reply(self, text):
         self.server.owner.log.append(("S", text))
-        self.wfile.write(text.encode() + b"\r\n")
-        self.wfile.flush()
+        self.request.sendall(text.encode() + b"\r\n")
+
+    def reply_lines(self, code, lines, pad=0):
+        """One multi-line reply in one write, padded with about pad bytes
+        of extra lines before the last."""
+        fill = ["X-PAD-%05d-%s" % (i, "p" * 60) for i in range(pad // 76)]
+        lines = lines[:-1] + fill + lines[-1:]
+        text = "".join("%s%s%s\r\n" % (code, "-" if i < len(lines) - 1 else " ", l) for i, l in enumerate(lines))
+        self.server.owner.log.append(("S", text))
+        self.request.sendall(text.encode())
+
+    def starttls(self, owner):
+        self.reply("220 2.0.0 Ready to start TLS")
+        self.request = owner.tls_ctx.wrap_socket(self.request, server_side=True)
+        self.rfile = self.request.makefile("rb")
+        self.tls = True
 
     def line(self):
         raw = self.rfile.readline(4096)
@@ -64,7 +82,8 @@ class _Session(socketserver.StreamRequestHandler):
             owner.active += 1
             owner.max_active = max(owner.max_active, owner.active)
         try:
-            self.reply("220 scripted.peer.test ESMTP")
+            self.tls = False
+            self.reply("220 %s ESMTP" % owner.my_name)
             self.session(owner)
         except (_Closed, OSError):
             pass
@@ -83,9 +102,11 @@ class _Session(socketserver.StreamRequestHandler):
                 owner.peers.append(self.client_address[0])
                 exts = ["PIPELINING"] * owner.pipelining + ["CHUNKING"] * owner.chunking + ["8BITMIME", "SIZE 0"]
                 exts += ["AUTH " + owner.auth_mechs] if owner.auth_mechs else []
-                lines = ["scripted.peer.test"] + exts
-                for i, l in enumerate(lines):
-                    self.reply("250%s%s" % ("-" if i < len(lines) - 1 else " ", l))
+                exts += ["STARTTLS"] if owner.tls_ctx and not self.tls else []
+                self.reply_lines("250", [owner.my_name] + exts, owner.pad_replies)
+            elif verb == "STARTTLS" and owner.tls_ctx and not self.tls:
+                self.starttls(owner)
+                sender, accepted = None, []
             elif verb == "MAIL":
                 addr = re.search(r"<([^>]*)>", cmd).group(1)
                 if addr.startswith("bad-mail"):
@@ -188,7 +209,10 @@ class _Session(socketserver.StreamRequestHandler):
         rep = FINAL_REPLIES[final]
         if rep.startswith("2"):
             owner.messages.append({"from": sender, "rcpts": list(accepted), "data": data, "time": time.time()})
-        self.reply(rep)
+        if owner.pad_replies and rep.startswith("2"):
+            self.reply_lines(rep[:3], [rep[4:]], owner.pad_replies)
+        else:
+            self.reply(rep)
         return True
 
 
@@ -198,8 +222,15 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class ScriptedSmtp:
-    def __init__(self, host, port=2526, pipelining=True, chunking=False):
+    def __init__(self, host, port=2526, pipelining=True, chunking=False, tls=None, pad_replies=0,
+                 my_name="scripted.peer.test"):
         self.host, self.port = host, port
+        self.tls_ctx = None
+        if tls:
+            import ssl
+            self.tls_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls_ctx.load_cert_chain(*tls)
+        self.pad_replies, self.my_name = pad_replies, my_name
         self.pipelining, self.chunking = pipelining, chunking
         self.mail_reject = "550 5.7.1 <bad-mail>: Sender address rejected: Access denied"
         self.auth_mechs, self.account, self.logins = "", None, []    # AUTH: offered mechanisms, (user, pw)
