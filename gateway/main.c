@@ -204,7 +204,9 @@ int main(int argc, char **argv)
     if (spool_lock(cfg->spool_dir, 5) < 0) {    /* kept open (and locked) until exit */
         log_error("spool %s: cannot lock %s/lock: %s", cfg->spool_dir, cfg->spool_dir,
                   errno == EWOULDBLOCK ? "another posternd, or a postern queue command, is using this spool"
-                                       : strerror(errno));
+                  : errno == ELOOP || errno == EINVAL ? "it is a symbolic link or not a regular file; refusing to "
+                                                       "use it (move it away)"
+                                                     : strerror(errno));
         return 1;
     }
     spool_clear_tmp();

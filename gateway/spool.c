@@ -369,24 +369,45 @@ bool qid_valid(const char *id)
     return true;
 }
 
-static int open_subdir(const char *dir, const char *sub)
+/* DIR/SUB, made when missing, opened beneath the spool's fd and never
+ * through a symbolic link: the spool is the daemon user's tree, and this
+ * may run as root (which then clears tmp/). A link or a non-directory there
+ * is refused, naming the path; -1 with errno. */
+static int open_subdir(int spoolfd, const char *dir, const char *sub)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, sub);
-    if (mkdir(path, 0700) < 0 && errno != EEXIST)
+    if (mkdirat(spoolfd, sub, 0700) < 0 && errno != EEXIST)
         return -1;
-    return open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = openat(spoolfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+        log_error("spool: %s/%s is a symbolic link or not a directory; refusing to use it (move it away, and "
+                  "find out who put it there: only the daemon's user can write the spool)", dir, sub);
+        errno = ELOOP;
+    }
+    return fd;
+}
+
+/* The spool directory itself: the admin's path (a link to it is the
+ * admin's choice, made in a directory only root writes). */
+static int open_spool_dir(const char *dir)
+{
+    return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
 int spool_lock(const char *dir, int wait_s)
 {
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open_spool_dir(dir);
     int fd = dfd < 0 ? -1 : openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     int saved = errno;
     if (dfd >= 0)
         close(dfd);
     if (fd < 0) {
         errno = saved;
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {   /* a FIFO or device planted as "lock" */
+        close(fd);
+        errno = EINVAL;
         return -1;
     }
     for (int tries = wait_s * 10; flock(fd, LOCK_EX | LOCK_NB) < 0; tries--) {
@@ -407,11 +428,19 @@ int spool_init(const char *dir, bool recover)
         log_error("spool: cannot create %s: %s", dir, strerror(errno));
         return -1;
     }
-    tmp_dirfd = open_subdir(dir, "tmp");
-    queue_dirfd = open_subdir(dir, "queue");
-    corrupt_dirfd = open_subdir(dir, "corrupt");
+    int spoolfd = open_spool_dir(dir);
+    if (spoolfd < 0) {
+        log_error("spool: cannot open %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    tmp_dirfd = open_subdir(spoolfd, dir, "tmp");
+    queue_dirfd = tmp_dirfd < 0 ? -1 : open_subdir(spoolfd, dir, "queue");
+    corrupt_dirfd = queue_dirfd < 0 ? -1 : open_subdir(spoolfd, dir, "corrupt");
+    int err = errno;
+    close(spoolfd);
     if (tmp_dirfd < 0 || queue_dirfd < 0 || corrupt_dirfd < 0) {
-        log_error("spool: cannot open %s/{tmp,queue,corrupt}: %s", dir, strerror(errno));
+        if (err != ELOOP)
+            log_error("spool: cannot open %s/{tmp,queue,corrupt}: %s", dir, strerror(err));
         return -1;
     }
     if (recover)
@@ -422,7 +451,9 @@ int spool_init(const char *dir, bool recover)
 void spool_clear_tmp(void)
 {
     /* tmp/ holds only messages that were never acknowledged: drop them */
-    DIR *d = fdopendir(dup(tmp_dirfd));
+    if (tmp_dirfd < 0)
+        return;
+    DIR *d = fdopendir(dup(tmp_dirfd));    /* the directory opened without following a link */
     if (d) {
         struct dirent *de;
         while ((de = readdir(d)))

@@ -7,7 +7,7 @@ BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-passed=0; failed=0
+passed=0; failed=0; skipped=0
 
 for t in "$BUILD"/test_*; do
   [ -x "$t" ] || continue
@@ -40,7 +40,9 @@ for f in "${files[@]}"; do
   cat "$OUT/$name.log"
   passed=$((passed + $(grep -c '^ok ' "$OUT/$name.log")))
   failed=$((failed + $(grep -c '^FAIL ' "$OUT/$name.log")))
+  skipped=$((skipped + $(grep -c '^skip ' "$OUT/$name.log")))
 done
 echo
+echo "$skipped skipped (each says why above)"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -753,6 +753,15 @@ def queue_id(reply):
     return m.group(1)
 
 
+class Skipped(Exception):
+    pass
+
+
+def skip(reason):
+    """End this test as skipped: it prints "skip NAME: reason", never "ok"."""
+    raise Skipped(reason)
+
+
 def run_tests(namespace):
     names = [n for n in namespace if n.startswith("test_") and callable(namespace[n])]
     only = os.environ.get("ONLY")
@@ -764,6 +773,8 @@ def run_tests(namespace):
         try:
             namespace[name]()
             print("ok %s (%.1fs)" % (name, time.time() - t0), flush=True)
+        except Skipped as why:
+            print("skip %s: %s" % (name, why), flush=True)
         except Exception:
             failed += 1
             print("FAIL %s (%.1fs)\n%s" % (name, time.time() - t0, traceback.format_exc()), flush=True)

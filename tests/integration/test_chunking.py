@@ -180,8 +180,7 @@ def postfix_hop(final):
 
 def test_outbound_bdat_to_a_real_postfix_arrives_identical_to_data():
     if not Postfix.available():
-        print("  skipped: needs root and Postfix")
-        return
+        skip("needs root and Postfix")
     final = Sink(addr(6), port=2600)
     pf = postfix_hop(final)
     # > one 64 KiB chunk; with its own Date: so Postfix adds none (its clock would differ per message)

@@ -71,8 +71,7 @@ def test_a_check_as_root_runs_as_the_daemon_user_and_creates_nothing():
     the archive plugin checks its directory and creates nothing; what the
     daemon creates later belongs to its user."""
     if os.geteuid() != 0:
-        print("  skip: needs root")
-        return
+        skip("needs root")
     import pwd
     adir = tempfile.mkdtemp(prefix="archive-")
     os.chmod(adir, 0o777)

@@ -151,8 +151,7 @@ class Browser:
 
 def test_log_in_find_a_quarantined_message_release_it_in_chromium():
     if not os.path.exists(CHROMEDRIVER):
-        print("  skip: chromium-driver is not installed")
-        return
+        skip("chromium-driver is not installed")
     sink = Sink(addr(2))
     g, certs = console_gateway(sink)
     qid = queue_id(send_mail(g, headers="Subject: quarantine me\r\nX-Note: <b>bold</b>\r\n",

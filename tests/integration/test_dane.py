@@ -213,8 +213,7 @@ def test_rfc7672_unusable_records_mean_encrypt():
 
 def test_rfc8461_dane_beats_mta_sts():
     if os.geteuid() != 0:
-        print("  skip: needs root to serve HTTPS on port 443")
-        return
+        skip("needs root to serve HTTPS on port 443")
     lab = Lab()
     https_policy_server(addr(80), lab.certs, "mta-sts.sts.dane.test",
                         "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n")

@@ -6,8 +6,7 @@ from harness import *
 
 def test_full_spool_tempfails_and_recovers():
     if os.geteuid() != 0:
-        print("  skip: needs root to mount a tmpfs")
-        return
+        skip("needs root to mount a tmpfs")
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), message_size_limit="1M")
     os.makedirs(g.spool)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", g.spool], check=True)

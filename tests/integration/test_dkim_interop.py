@@ -25,8 +25,7 @@ def milter_postfix(host, relayhost, milter):
 
 def test_posternd_signature_verifies_in_opendkim():
     if not Postfix.available():
-        print("  skip: needs root and postfix to run a private Postfix")
-        return
+        skip("needs root and postfix to run a private Postfix")
     h = auth_helpers()
     table, zone = h["dkim_setup"]()
     dns = DnsServer(zone)
@@ -54,8 +53,7 @@ def test_posternd_signature_verifies_in_opendkim():
 
 def test_opendkim_signature_verifies_in_posternd():
     if not Postfix.available():
-        print("  skip: needs root and postfix to run a private Postfix")
-        return
+        skip("needs root and postfix to run a private Postfix")
     h = auth_helpers()
     d = tempfile.mkdtemp(prefix="odk-")
     os.chmod(d, 0o755)

@@ -138,8 +138,7 @@ def test_dsn_survives_a_restart_with_the_message_queued():
 
 def test_real_postfix_next_hop_gets_the_dsn_parameters():
     if not Postfix.available():
-        print("  skipped: needs root and Postfix")
-        return
+        skip("needs root and Postfix")
     final = Sink(addr(6), port=2600)
     pf = Postfix(addr(5), 2525, "[%s]:2600" % addr(6))
     g, sender_sink, _ = routed(hop="[%s]:2525" % addr(5))

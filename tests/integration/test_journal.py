@@ -88,8 +88,7 @@ def test_journal_hop_down_loses_nothing_and_does_not_delay_the_original():
 
 def test_compliance_mode_commits_before_the_250_or_refuses():
     if os.geteuid() != 0:
-        print("  skip: needs root to mount a tmpfs")
-        return
+        skip("needs root to mount a tmpfs")
     orig = ScriptedSmtp(addr(2))           # the archive stays down: reports wait in the queue
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), plugin_dir=PLUGDIR, message_size_limit="2M",
                 transport_table=table_file("archive.test smtp:[%s]:2526\n" % addr(3)),

@@ -36,8 +36,7 @@ class SyslogSocket:
 
 def test_syslog_records_carry_the_postfix_fields():
     if os.geteuid() != 0 or os.path.exists("/dev/log"):
-        print("  skip: needs root and no syslog daemon of the machine's on /dev/log")
-        return
+        skip("needs root and no syslog daemon of the machine's on /dev/log")
     log = SyslogSocket()
     sink = Sink(addr(2))
     g = Gateway(sink=sink, log_target="syslog").start(wait=False)

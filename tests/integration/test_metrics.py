@@ -102,8 +102,7 @@ def test_queue_gauges_by_state_and_age_and_tls_policy_failures():
 def test_a_real_prometheus_scrapes_posternd():
     prom = shutil.which("prometheus")
     if not prom:
-        print("  skip: prometheus is not installed")
-        return
+        skip("prometheus is not installed")
     sink = Sink(addr(2))
     g = Gateway(sink=sink, http_listen="%s:9025" % addr(1)).start()
     for i in range(3):

@@ -70,8 +70,7 @@ def setup():
 
 def test_lua_policy_in_postfix_via_postern_milter():
     if not Postfix.available():
-        print("  skip: needs root and postfix to run a private Postfix")
-        return
+        skip("needs root and postfix to run a private Postfix")
     sink, m, pf = setup()
     c = Client(addr(6), 2525)
     c.cmd("EHLO client.test")
@@ -127,8 +126,7 @@ def test_dns_timeout_bounds_a_plugin_lookup_in_the_milter():
     is never answered with a temperror within about a second, and the next
     sender's lookup is answered at once."""
     if not Postfix.available():
-        print("  skip: needs root and postfix to run a private Postfix")
-        return
+        skip("needs root and postfix to run a private Postfix")
     dns = DnsServer(['fast.test. TXT "v=spf1 ip4:198.51.100.0/24 -all"'], drop=("slow.test",))
     sink = Sink(addr(12))
     g = Gateway(host=addr(11), sink=sink, plugin_dir=PLUGDIR, plugins="spf", dns_server=dns.address(),

@@ -105,8 +105,7 @@ def test_make_install_puts_man_pages_and_a_valid_unit():
 
 def test_make_deb_passes_lintian_and_its_daemon_runs():
     if not shutil.which("dpkg-buildpackage") or not shutil.which("lintian"):
-        print("  skip: dpkg-dev, debhelper and lintian are not installed")
-        return
+        skip("dpkg-dev, debhelper and lintian are not installed")
     r = subprocess.run(["make", "-C", ROOT, "deb"], capture_output=True, text=True, timeout=MAKE_TIMEOUT)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     debs = glob.glob(os.path.join(ROOT, "build-deb", "postern_*.deb"))

@@ -3,7 +3,9 @@ posternd binds port 25, then runs as its dedicated user (postern) with no
 supplementary groups, on every thread; the spool belongs to that user;
 mail still flows; user = root, an unknown user or the shared nobody (unless
 allowed) refuses to start; a symlink swapped into the spool never makes
-root chown outside it."""
+root chown outside it; a link planted by that user for any spool path a root
+start touches (tmp/, queue/, corrupt/, lock, the control socket) changes
+nothing outside the spool: posternd refuses to start, naming the path."""
 from harness import *
 import pwd
 
@@ -20,8 +22,7 @@ def ids(pid):
 
 def test_drops_to_the_run_user_on_every_thread_after_binding_port_25():
     if os.geteuid() != 0:
-        print("  skip: needs root")
-        return
+        skip("needs root")
     nobody = pwd.getpwnam("postern")        # the dedicated user, the default
     sink = Sink(addr(2))
     g = Gateway(port=25, sink=sink).start()
@@ -42,8 +43,7 @@ def test_drops_to_the_run_user_on_every_thread_after_binding_port_25():
 
 def test_refuses_root_an_unknown_user_or_nobody():
     if os.geteuid() != 0:
-        print("  skip: needs root")
-        return
+        skip("needs root")
     sink = Sink(addr(2))
     for user, why in (("root", "is root; refusing to run as root"),
                       ("no-such-user-postern", "does not exist; refusing to run as root"),
@@ -77,8 +77,7 @@ def test_a_symlink_swapped_into_the_spool_never_gets_root_to_chown_outside_it():
     directory in queue/ as fast as it can (renameat2 RENAME_EXCHANGE) while
     root starts posternd 50 times; the chown walk must never follow it."""
     if os.geteuid() != 0:
-        print("  skip: needs root")
-        return
+        skip("needs root")
     nobody = pwd.getpwnam("postern")
     secret_dir = tempfile.mkdtemp(prefix="root-only-")      # 0700 root
     on_cleanup(lambda: shutil.rmtree(secret_dir, ignore_errors=True))
@@ -105,6 +104,73 @@ def test_a_symlink_swapped_into_the_spool_never_gets_root_to_chown_outside_it():
         assert os.stat(secret_dir).st_uid == 0
     assert swapper.poll() is None, "the swapper died early"
     terminate(swapper)
+
+
+
+def root_only_dir():
+    """A 0700 root directory holding two 0600 files; returns (dir, snapshot)."""
+    d = tempfile.mkdtemp(prefix="root-only-")
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    for n in ("passwd", "shadow"):
+        with open(os.path.join(d, n), "w") as f:
+            f.write("root only: %s\n" % n)
+        os.chmod(os.path.join(d, n), 0o600)
+    return d, snapshot(d)
+
+
+def snapshot(d):
+    return sorted((n, os.lstat(os.path.join(d, n)).st_uid, os.lstat(os.path.join(d, n)).st_mode,
+                   open(os.path.join(d, n), "rb").read() if os.path.isfile(os.path.join(d, n)) else b"")
+                  for n in os.listdir(d))
+
+
+def plant_as_daemon_user(spool, name, target):
+    """What the daemon's user can do in its spool: move NAME away and put a
+    symbolic link to target in its place."""
+    u = pwd.getpwnam("postern")
+    script = ("import os,sys\nos.chdir(sys.argv[1])\n"
+              "os.path.lexists(sys.argv[2]) and os.rename(sys.argv[2], sys.argv[2] + '.orig')\n"
+              "os.symlink(sys.argv[3], sys.argv[2])\n")
+    def as_user():
+        os.setgroups([])
+        os.setgid(u.pw_gid)
+        os.setuid(u.pw_uid)
+    subprocess.run(["/usr/bin/python3", "-c", script, spool, name, target], preexec_fn=as_user, check=True,
+                   timeout=10)
+
+
+def test_a_link_planted_for_any_spool_path_is_refused_and_nothing_outside_changes():
+    if os.geteuid() != 0:
+        skip("needs root")
+    sink = Sink(addr(2))
+    for name, target_is_dir in (("tmp", True), ("queue", True), ("corrupt", True), ("lock", False)):
+        secret_dir, before = root_only_dir()
+        g = Gateway(sink=sink).start()
+        assert send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: s\r\n\r\nx\r\n")
+        g.stop()
+        plant_as_daemon_user(g.spool, name, secret_dir if target_is_dir else os.path.join(secret_dir, "shadow"))
+        g.start(wait=False)
+        try:
+            g.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        assert snapshot(secret_dir) == before, "root changed %s through spool/%s" % (secret_dir, name)
+        assert g.proc.poll() not in (None, 0), "posternd started with spool/%s a link" % name
+        assert re.search(r"%s/%s\b.*symbolic link" % (re.escape(g.spool), name), g.log()), g.log()[-800:]
+    # the control socket: a link there is removed, never followed
+    secret_dir, before = root_only_dir()
+    g = Gateway(sink=sink).start()
+    g.stop()
+    plant_as_daemon_user(g.spool, "control.sock", os.path.join(secret_dir, "shadow"))
+    g.start()
+    assert stat_is_socket(os.path.join(g.spool, "control.sock"))
+    g.stop()
+    assert snapshot(secret_dir) == before
+
+
+def stat_is_socket(path):
+    import stat
+    return stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
 run_tests(globals())

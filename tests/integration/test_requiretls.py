@@ -115,8 +115,7 @@ def test_unauthenticated_next_hop_is_refused_with_5_7_30_and_the_notice_is_requi
 
 def test_next_hop_without_requiretls_bounces():
     if not Postfix.available():
-        print("  skip: needs root and postfix to run a private Postfix")
-        return
+        skip("needs root and postfix to run a private Postfix")
     lab = Lab()
     sink = Sink(addr(2))
     d = lab.certs[0]

@@ -281,8 +281,7 @@ def test_outbound_tls_to_a_real_postfix():
     """posternd's client against Postfix's smtpd: verify succeeds on the
     right name, defers (and never goes plain) on a wrong one."""
     if not Postfix.available():
-        print("  skip: needs root and postfix to run a private Postfix")
-        return
+        skip("needs root and postfix to run a private Postfix")
     certs = make_certs(["mx.right.test"])
     sink = Sink(addr(2))
     pf = tls_postfix(certs, sink)
@@ -307,8 +306,7 @@ def test_inbound_starttls_from_a_real_postfix_client():
     through posternd: our certificate verifies against the test CA under
     the name Postfix expects, and our Received header names the cipher."""
     if not Postfix.available():
-        print("  skip: needs root and postfix to run a private Postfix")
-        return
+        skip("needs root and postfix to run a private Postfix")
     certs = make_certs(["gw.postern.test"])
     sink = Sink(addr(2))
     g = tls_gw(sink, certs, trusted_networks="127.0.0.0/8")
@@ -356,8 +354,7 @@ def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
 
 def test_mta_sts_enforce():
     if os.geteuid() != 0:
-        print("  skip: needs root to serve HTTPS on port 443")
-        return
+        skip("needs root to serve HTTPS on port 443")
     certs = make_certs(["mx.sts.test", "mta-sts.sts.test", "mta-sts.wrongmx.test", "mta-sts.plain.test"])
     zone = ['_mta-sts.sts.test. TXT "v=STSv1; id=20261122"', "mta-sts.sts.test. A %s" % addr(80),
             "sts.test. MX 10 mx.sts.test.", "mx.sts.test. A %s" % addr(5),
