@@ -60,10 +60,33 @@ static void after_ehlo(struct smtp_client *c)
     cl_ready(c);
 }
 
+/* A next hop that greets us, or answers EHLO, with our own name is us (or
+ * another gateway configured with our name): mail sent there comes back.
+ * Postfix's loop detection, with its text; the message bounces (5.4.6)
+ * instead of going round until the hop count ends it. */
+static bool loops_back(struct smtp_client *c)
+{
+    const char *name = c->reply + (strlen(c->reply) > 4 ? 4 : strlen(c->reply));
+    size_t n = strcspn(name, " ");
+    const char *mine[] = {client_cfg->hostname, cl_helo_name()};
+    for (size_t i = 0; i < sizeof mine / sizeof *mine; i++) {
+        if (!mine[i][0] || strlen(mine[i]) != n || strncasecmp(name, mine[i], n))
+            continue;
+        char why[WHY_MAX];
+        log_warn("host %s %s my own hostname %s", c->remote,
+                 c->state == CL_BANNER ? "greeted me with" : "replied to HELO/EHLO with", mine[i]);
+        snprintf(why, sizeof why, "5.4.6 mail for %s loops back to myself", c->peer.name[0] ? c->peer.name : c->remote);
+        cl_fail(c, why, true);
+        return true;
+    }
+    return false;
+}
+
 static void on_ehlo_reply(struct smtp_client *c, int code)
 {
     if (reply_class(code) == 2) {
-        after_ehlo(c);
+        if (!loops_back(c))
+            after_ehlo(c);
         return;
     }
     if (c->state == CL_EHLO && reply_class(code) == 5) {
@@ -188,6 +211,8 @@ void cl_on_setup_reply(struct smtp_client *c, int code)
             cl_fail(c, why, true);
             return;
         }
+        if (loops_back(c))
+            return;
         c->state = CL_EHLO;
         cl_send_cmd(c, "EHLO", cl_helo_name());
         return;
