@@ -443,11 +443,25 @@ static int parse_params(const char *params, struct mail_params *mp, struct rcpt_
     }
     strcpy(tmp, params);
     char *save = NULL;
+    const char *seen[16];       /* keywords so far: each may come once (RFC 5321 4.1.2's spirit, Postfix) */
+    size_t seen_len[16], nseen = 0;
     for (char *t = strtok_r(tmp, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
         if (!mp && !rp) {
             *reply = "555 5.5.4 Unsupported RCPT parameter";
             return -1;
         }
+        size_t klen = strcspn(t, "=");
+        for (size_t i = 0; i < nseen; i++)
+            if (seen_len[i] == klen && !strncasecmp(seen[i], t, klen)) {
+                *reply = "501 5.5.4 Duplicate parameter";
+                return -1;
+            }
+        if (nseen == sizeof seen / sizeof *seen) {
+            *reply = "501 5.5.4 Too many parameters";
+            return -1;
+        }
+        seen[nseen] = t;
+        seen_len[nseen++] = klen;
         if (mp ? parse_mail_param(t, mp, reply) < 0 : parse_rcpt_param(t, rp, reply) < 0)
             return -1;
     }

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 #include "smtp_parse.h"
 
@@ -130,6 +131,15 @@ static void dsn_parameters(void **state)
     assert_int_equal(p.ret, DSN_RET_FULL);
     assert_int_equal(smtp_parse_mail("FROM:<a@b.c> RET=SOME", &r, &p), -1);
     assert_int_equal(smtp_parse_mail("FROM:<a@b.c> RET=FULL RET=HDRS", &r, &p), -1);
+    /* every parameter comes once, whatever its value or case */
+    const char *twice[] = {"SIZE=10 SIZE=20", "BODY=8BITMIME body=7BIT", "SMTPUTF8 SMTPUTF8", "AUTH=<> AUTH=x",
+                           "SIZE=1 BODY=7BIT size=1"};
+    for (size_t i = 0; i < sizeof twice / sizeof *twice; i++) {
+        char line[100];
+        snprintf(line, sizeof line, "FROM:<a@b.c> %s", twice[i]);
+        assert_int_equal(smtp_parse_mail(line, &r, &p), -1);
+        assert_string_equal(r.reply, "501 5.5.4 Duplicate parameter");
+    }
     assert_int_equal(smtp_parse_mail("FROM:<a@b.c> ENVID=a+zz", &r, &p), -1);        /* bad xtext */
     assert_int_equal(smtp_parse_mail("FROM:<a@b.c> BODY=BINARYMIME", &r, &p), 0);
     assert_int_equal(p.body, BODY_BINARYMIME);
@@ -138,6 +148,8 @@ static void dsn_parameters(void **state)
     assert_int_equal(rp.notify, DSN_NOTIFY_SUCCESS | DSN_NOTIFY_DELAY);
     assert_string_equal(rp.orcpt, "rfc822;x+40e.test");
     assert_int_equal(smtp_parse_rcpt("TO:<x@e.test> NOTIFY=NEVER", false, &r, &rp), 0);
+    assert_int_equal(smtp_parse_rcpt("TO:<x@e.test> ORCPT=rfc822;a NOTIFY=NEVER orcpt=rfc822;b", false, &r, &rp), -1);
+    assert_string_equal(r.reply, "501 5.5.4 Duplicate parameter");
     assert_int_equal(rp.notify, DSN_NOTIFY_NEVER);
     assert_int_equal(smtp_parse_rcpt("TO:<x@e.test>", false, &r, &rp), 0);
     assert_int_equal(rp.notify, 0);
