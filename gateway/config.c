@@ -869,6 +869,10 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     }
     if (!strcmp(key, "max_hop_count"))
         return set_int(p, key, value, 1, 1000, &cfg->max_hop_count);
+    if (!strcmp(key, "smtp_mx_address_limit"))
+        return set_int(p, key, value, 0, 1000, &cfg->smtp_mx_address_limit);
+    if (!strcmp(key, "smtp_mx_session_limit"))
+        return set_int(p, key, value, 0, 1000, &cfg->smtp_mx_session_limit);
     if (!strcmp(key, "delay_warning_time"))
         return set_duration(p, key, value, &cfg->delay_warning_time);
     if (!strcmp(key, "worker_threads"))
@@ -952,6 +956,8 @@ static void config_defaults(struct config *cfg)
     cfg->auth_failure_delay = 1;
     cfg->submission_add_headers = true;
     cfg->max_hop_count = 50;
+    cfg->smtp_mx_address_limit = 5;
+    cfg->smtp_mx_session_limit = 2;
     cfg->smtp_port = 25;
     cfg->tls_default.level = TLS_MAY;
     cfg->tls_default.fallback = TLS_MAY;
@@ -1026,9 +1032,10 @@ static int config_validate(struct pctx *p, struct config *cfg)
 }
 
 /* Keys given twice are an error (only "<plugin>.<key>" options repeat). */
+#define MAX_SEEN_KEYS 512     /* more than there are keys: every one is checked */
 struct seen_keys {
-    char key[64][48];
-    int line[64];
+    char key[MAX_SEEN_KEYS][48];
+    int line[MAX_SEEN_KEYS];
     int n;
 };
 
@@ -1039,7 +1046,7 @@ static int check_duplicate(struct pctx *p, struct seen_keys *seen, const char *k
     for (int i = 0; i < seen->n; i++)
         if (!strcmp(seen->key[i], key))
             return fail(p, "duplicate key '%s' (first set at line %d)", key, seen->line[i]);
-    if (seen->n < 64) {
+    if (seen->n < MAX_SEEN_KEYS) {
         snprintf(seen->key[seen->n], sizeof seen->key[0], "%s", key);
         seen->line[seen->n++] = p->line;
     }
@@ -1366,6 +1373,8 @@ void config_print(const struct config *cfg, FILE *out)
     fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\nlua_threads = %d\n",
             cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads, cfg->lua_threads);
     fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);
+    fprintf(out, "smtp_mx_address_limit = %d\nsmtp_mx_session_limit = %d\n", cfg->smtp_mx_address_limit,
+            cfg->smtp_mx_session_limit);
     fprintf(out, "dest_rate_limit = %d\ndest_rate_limit_table = %s\nsmtp_helo_name = %s\n", cfg->dest_rate_limit,
             or_empty(cfg->rate_limit_table), cfg->smtp_helo_name);
     print_bind_address(out, "smtp_bind_address", &cfg->smtp_bind_address);

@@ -267,6 +267,7 @@ static void on_job_done(void *owner, struct smtp_client *cl, struct delivery_job
     if (smtp_client_tls_authenticated(cl))
         count_tls(d, j, cl, NULL);
     busy--;
+    j->sessions++;         /* it got past EHLO (and TLS): smtp_mx_session_limit counts it */
     job_attempt_done(j);
 }
 
@@ -381,6 +382,13 @@ static bool has_deferred(const struct delivery_job *j)
 static void job_attempt_done(struct delivery_job *j)
 {
     if (!(j->cands && j->cur + 1 < j->ncand && has_deferred(j))) {
+        job_finish(j);
+        return;
+    }
+    int session_limit = j->rt->cfg.smtp_mx_session_limit;
+    if (session_limit > 0 && j->sessions >= session_limit) {
+        log_info("%s: smtp_mx_session_limit (%d) reached for %s; the rest waits for the next attempt", j->id,
+                 session_limit, j->domain);
         job_finish(j);
         return;
     }
@@ -521,6 +529,13 @@ static void on_routed(void *arg, struct route_result *res)
     j->cands = res->targets;
     j->ncand = res->ntargets;
     j->cur = 0;
+    size_t address_limit = (size_t)j->rt->cfg.smtp_mx_address_limit;
+    if (address_limit && j->ncand > address_limit) {     /* 1,000 MX records are not 1,000 connections */
+        log_info("%s: %s has %zu MX addresses; trying the first %zu (smtp_mx_address_limit)", j->id, j->domain,
+                 j->ncand, address_limit);
+        mx_targets_release(j->cands + address_limit, j->ncand - address_limit);
+        j->ncand = address_limit;
+    }
     if (j->tls_optional && j->tls->level >= TLS_DANE)
         j->tls = dane_waived(j->tls);     /* "TLS-Required: No": the recipient's TLSA records do not bind */
     if (j->tls->level < TLS_DANE) {

@@ -62,6 +62,7 @@ struct delivery_job {
     struct mx_target *cands;            /* MX routing: the servers, in order */
     struct dane_skip *skipped;          /* DANE: why cands[i] may not be used, while deciding */
     size_t ncand, cur;
+    int sessions;                       /* of this attempt that reached EHLO: smtp_mx_session_limit */
     const char *waiting;                /* why it waits ("rate limit"), or NULL */
     uint64_t not_before_ms;
     uint64_t started_ms;                /* routing began (the attempt's duration) */

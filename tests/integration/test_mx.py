@@ -2,7 +2,9 @@
 sinks on 127.0.N.x: best MX, fallback to the backup, all MX down then one
 returns, posternd as backup MX (only better MX hosts, never itself), null
 MX, implicit MX, NXDOMAIN, DNS temporary failure, equal preferences, every
-address of a host."""
+address of a host, smtp_mx_address_limit (40 dead MX hosts: 5 connections
+per attempt) and smtp_mx_session_limit (3 MX hosts that all defer: 2 sessions
+per attempt)."""
 from harness import *
 
 ZONE = [
@@ -152,6 +154,38 @@ def test_every_address_of_a_host_is_tried():
     for i in range(4):      # whichever address comes first, all four arrive at the live one
         send(g, "m%d@multi.test" % i)
     up.wait_count(4, timeout=15)
+    g.stop()
+
+
+
+def test_mx_address_limit_caps_connections_per_attempt():
+    many = ["many.test. MX %d m%02d.many.test." % (i, i) for i in range(40)]
+    many += ["m%02d.many.test. A 127.0.%d.%d" % (i, NET, 100 + i) for i in range(40)]   # nothing listens there
+    dns = DnsServer(many)
+    g = Gateway(default_transport="mx", dns_server=dns.address(), smtp_port="2526", relay_domains="many.test",
+                retry_min="30s", retry_max="60s").start()
+    send_message(g.host, 2525, "alice@src.test", ["x@many.test"], "Subject: s\r\n\r\nx\r\n")
+    wait_for(lambda: "status=deferred" in g.log(), 20, "the attempt to end")
+    tries = re.findall(r"trying the next mail server for many\.test", g.log())
+    assert len(tries) == 4, "%d servers tried after the first (want 4: five addresses)" % len(tries)
+    # (unbound's UDP answer holds some of the 40; more than five is the point)
+    m = re.search(r"many\.test has (\d+) MX addresses; trying the first 5 \(smtp_mx_address_limit\)", g.log())
+    assert m and int(m.group(1)) > 5, g.log()[-1500:]
+    g.stop()
+
+
+def test_mx_session_limit_stops_after_two_sessions():
+    from scripted_smtp import ScriptedSmtp
+    dns = DnsServer(["defer.test. MX 10 a.defer.test.", "defer.test. MX 20 b.defer.test.",
+                     "defer.test. MX 30 c.defer.test.", "a.defer.test. A %s" % addr(2),
+                     "b.defer.test. A %s" % addr(3), "c.defer.test. A %s" % addr(4)])
+    peers = [ScriptedSmtp(addr(i)) for i in (2, 3, 4)]
+    g = Gateway(default_transport="mx", dns_server=dns.address(), smtp_port="2526", relay_domains="defer.test",
+                retry_min="30s", retry_max="60s").start()
+    send_message(g.host, 2525, "alice@src.test", ["grey-x@defer.test"], "Subject: s\r\n\r\nx\r\n")
+    wait_for(lambda: "smtp_mx_session_limit (2) reached for defer.test" in g.log(), 20, "the session limit")
+    time.sleep(0.5)
+    assert [len(p.helos) for p in peers] == [1, 1, 0], [p.helos for p in peers]
     g.stop()
 
 
