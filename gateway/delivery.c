@@ -381,7 +381,7 @@ static bool has_deferred(const struct delivery_job *j)
  * MX server if there is one; everything else is final now. */
 static void job_attempt_done(struct delivery_job *j)
 {
-    if (!(j->cands && j->cur + 1 < j->ncand && has_deferred(j))) {
+    if (j->corrupt || !(j->cands && j->cur + 1 < j->ncand && has_deferred(j))) {
         job_finish(j);
         return;
     }

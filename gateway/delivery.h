@@ -48,6 +48,7 @@ struct delivery_job {
     enum dsn_ret ret;
     const char *envid;
     int64_t arrival;
+    char *corrupt;                      /* set by the client: the spooled body breaks DATA's rules (why) */
     /* where */
     struct runtime *rt;                 /* the generation hop and tls belong to (held by the owner) */
     const struct nexthop *hop;          /* transport ("mx" or an address) */

@@ -230,6 +230,7 @@ static void qmsg_free(struct qmsg *m)
     }
     free(m->rcpts);
     free(m->decisions);
+    free(m->corrupt);
     free(m->sender);
     free(m);
     total_msgs--;
@@ -627,6 +628,12 @@ static void message_finished(struct qmsg *m)
         qmsg_free(m);
         return;
     }
+    if (m->corrupt) {       /* nothing of it went out: kept aside for the admin, not bounced */
+        residence_done(m, now);
+        spool_move_corrupt(m->id, m->corrupt);
+        qmsg_free(m);
+        return;
+    }
     size_t pending = count_status(m, RCPT_PENDING);
     if (pending && expire_pending(m, now))
         pending = 0;
@@ -660,6 +667,10 @@ static void job_done(struct delivery_job *dj)
             *pp = j->next_of_msg;
             break;
         }
+    if (dj->corrupt && !m->corrupt)
+        m->corrupt = dj->corrupt;
+    else
+        free(dj->corrupt);
     free(dj->rcpts);
     runtime_release(dj->rt);
     free(j);

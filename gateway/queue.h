@@ -48,6 +48,7 @@ struct qmsg {
     int jobs_outstanding;
     struct qjob *jobs;       /* delivery attempts running now */
     bool deleted;            /* admin delete while a delivery was running */
+    char *corrupt;           /* an attempt found the body breaks DATA's rules: why (moved to corrupt/) */
     struct qmsg *prev, *next;   /* every message, in arrival order */
     struct qmsg *hnext;         /* ID hash chain */
 };

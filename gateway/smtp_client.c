@@ -397,6 +397,8 @@ static void start_body(struct smtp_client *c)
     c->body_left = (uint64_t)st.st_size > j->body_off ? (uint64_t)st.st_size - j->body_off : 0;
     c->state = CL_BODY;
     c->at_bol = true;
+    c->body_cr = false;
+    c->body_pos = 0;
     cl_set_deadline(c, client_cfg->client_timeout);
 }
 

@@ -3,7 +3,45 @@
  * OUT_HIGH_WATER and refilled as the socket drains. */
 #include "smtp_client_int.h"
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
+
+/* The spooled body as DATA accepted it: CRLF line ends and no NUL (a
+ * BINARYMIME body excepted). A file damaged or planted in the spool breaks
+ * that; none of it goes out (the connection closes mid-message, so the next
+ * hop discards it) and the job says why, for the queue to move the file to
+ * corrupt/. false when n bytes at p (the end when at_end) are bad. */
+static bool body_clean(struct smtp_client *c, const char *p, size_t n, bool at_end)
+{
+    if (c->job->body == BODY_BINARYMIME)
+        return true;
+    const char *bad = NULL;
+    size_t i = 0;
+    for (; i < n && !bad; i++) {
+        char ch = p[i];
+        if (c->body_cr && ch != '\n')
+            bad = "a lone CR";
+        else if (!c->body_cr && ch == '\n')
+            bad = "a bare LF";
+        else if (ch == '\0')
+            bad = "a NUL";
+        c->body_cr = ch == '\r';
+    }
+    if (!bad && at_end && c->body_cr)
+        bad = "a lone CR";
+    c->body_pos += i;
+    if (!bad)
+        return true;
+    char why[200];
+    snprintf(why, sizeof why, "4.3.0 corrupt spool file: %s at byte %" PRIu64 " of the message", bad, c->body_pos);
+    free(c->job->corrupt);
+    c->job->corrupt = strdup(why);
+    cl_fail(c, why, false);
+    return false;
+}
 
 /* Copy body bytes to out with dot-stuffing; the spool keeps CRLF lines. */
 static void stuff_body(struct smtp_client *c, const char *p, size_t n)
@@ -44,6 +82,8 @@ static void fill_chunks(struct smtp_client *c)
         }
         c->body_left -= (uint64_t)r;
         bool last = c->body_left == 0;
+        if (!body_clean(c, chunk, (size_t)r, last))
+            return;
         buf_printf(&c->out, "BDAT %zd%s\r\n", r, last ? " LAST" : "");
         buf_append(&c->out, chunk, (size_t)r);
         c->bdat_outstanding++;
@@ -67,6 +107,8 @@ void cl_fill_body(struct smtp_client *c)
             cl_fail(c, "4.3.0 error reading the spooled message", false);
             return;
         }
+        if (!body_clean(c, chunk, (size_t)r, r == 0))
+            return;
         if (r == 0) {
             buf_puts(&c->out, c->at_bol ? ".\r\n" : "\r\n.\r\n");
             body_sent(c);

@@ -46,6 +46,8 @@ struct smtp_client {
     bool mail_failed, data_ignored;
     int body_fd;
     bool at_bol;
+    bool body_cr;                   /* the last body byte checked was CR */
+    uint64_t body_pos;              /* body bytes checked so far */
     bool bdat;
     uint64_t body_left;
     int bdat_outstanding;           /* chunks sent, not yet answered */

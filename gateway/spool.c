@@ -179,9 +179,47 @@ static int decode_field(struct envelope *e, const char *key, const char *v, cons
     return 0;
 }
 
+/* Fields an envelope has at most once (rcpt and rdsn repeat). */
+static const char *const once_fields[] = {"id",   "arrival", "client", "helo", "proto",    "body",         "ret",
+                                          "envid", "smtputf8", "requiretls", "tls_optional", "from", "hops", "size"};
+
+static bool field_repeated(const char *key, unsigned *seen)
+{
+    for (unsigned i = 0; i < sizeof once_fields / sizeof *once_fields; i++)
+        if (!strcmp(key, once_fields[i])) {
+            bool again = *seen & (1u << i);
+            *seen |= 1u << i;
+            return again;
+        }
+    return false;
+}
+
+static int addr_cmp(const void *a, const void *b)
+{
+    return strcasecmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A recipient twice (as RCPT never stores it) would be sent twice. */
+static bool rcpt_repeated(const struct envelope *e)
+{
+    if (e->nrcpts < 2)
+        return false;
+    char **v = malloc(e->nrcpts * sizeof *v);
+    if (!v)
+        return false;
+    memcpy(v, e->rcpts, e->nrcpts * sizeof *v);
+    qsort(v, e->nrcpts, sizeof *v, addr_cmp);
+    bool again = false;
+    for (size_t i = 1; i < e->nrcpts && !again; i++)
+        again = !strcasecmp(v[i - 1], v[i]);
+    free(v);
+    return again;
+}
+
 int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size_t *body_off,
                           const char **err)
 {
+    unsigned seen = 0;
     memset(e, 0, sizeof *e);
     size_t ml = strlen(ENVELOPE_MAGIC);
     if (len < ml || memcmp(data, ENVELOPE_MAGIC, ml) != 0)
@@ -210,12 +248,16 @@ int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size
         if (!eq)
             return envelope_free(e), *err = "envelope line without '='", -1;
         *eq = '\0';
+        if (field_repeated(line, &seen))
+            return envelope_free(e), *err = "an envelope field that comes once is repeated", -1;
         if (decode_field(e, line, eq + 1, err) < 0)
             return envelope_free(e), -1;
         have_size |= !strcmp(line, "size");
     }
     if (!e->id[0] || !e->sender || e->nrcpts == 0 || !have_size)
         return envelope_free(e), *err = "envelope misses id, from, rcpt or size", -1;
+    if (rcpt_repeated(e))
+        return envelope_free(e), *err = "a recipient is listed twice in the envelope", -1;
     /* the addresses go out in MAIL and RCPT commands: the grammar we accept on input */
     if (e->sender[0] && smtp_check_address(e->sender, true))
         return envelope_free(e), *err = "bad sender address in the envelope", -1;

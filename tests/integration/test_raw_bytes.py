@@ -112,5 +112,66 @@ def test_a_crafted_spool_envelope_goes_to_corrupt_and_is_never_sent():
     g.stop()
 
 
+
+def queued_then_planted(peer, dsn_peer, body, plant, **conf):
+    """A message queued while its next hop is down, its spool file edited
+    as the daemon's user could (plant: bytes -> bytes), then the next hop up."""
+    g = gateway(peer, dsn_peer, default_transport="smtp:[%s]:2599" % addr(2), retry_min="1h", retry_max="1h",
+                **conf).start()
+    qid = queue_id(send_message(g.host, 2525, "alice@src.test", ["ok-1@example.test", "ok-2@example.test"], body))
+    wait_for(lambda: "%s: to=<ok-1@example.test>" % qid in g.log(), 10, "the deferral")
+    g.stop()
+    path = os.path.join(g.spool, "queue", qid)
+    with open(path, "rb") as f:
+        raw = f.read()
+    planted = plant(raw)
+    assert planted != raw
+    with open(path, "wb") as f:
+        f.write(planted)
+    g.set(default_transport="smtp:[%s]:2526" % addr(2))
+    g.start()
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "flush"], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    return g, qid
+
+
+def test_a_spool_body_with_bare_lf_lone_cr_or_nul_is_never_sent():
+    body = "Subject: planted\r\n\r\n" + "line of the body\r\n" * 2000     # about 36 KiB: several chunks
+    for what, bad, client_bdat in (("a bare LF", b"body\n\n", "yes"), ("a lone CR", b"body\r\r", "no"),
+                                    ("a NUL", b"bo\0y\r\n", "no")):
+        peer, dsn_peer = ScriptedSmtp(addr(2), chunking=True), ScriptedSmtp(addr(3), port=2600)
+        # the bad bytes far into the body, after what one read sends
+        plant = lambda raw: raw[:-4000] + raw[-4000:].replace(b"body\r\n", bad, 1)
+        g, qid = queued_then_planted(peer, dsn_peer, body, plant, client_bdat=client_bdat)
+        try:
+            wait_for(lambda: os.path.exists(os.path.join(g.spool, "corrupt", qid)), 10, "the file in corrupt/")
+        except AssertionError:
+            raise AssertionError("%s: not in corrupt/:\n%s" % (what, g.log()[-2500:]))
+        assert "corrupt spool file: %s at byte" % what in g.log(), g.log()[-2000:]
+        time.sleep(0.5)
+        assert peer.messages == [] and dsn_peer.messages == [], "sent: %s" % what
+        assert qid not in g.queue_files()
+        g.stop()
+        peer.stop()
+        dsn_peer.stop()
+
+
+def test_a_spool_envelope_with_a_field_or_recipient_twice_goes_to_corrupt():
+    for plant, why in ((lambda raw: raw.replace(b"rcpt=ok-2@example.test\n", b"rcpt=ok-1@example.test\n", 1),
+                        "a recipient is listed twice in the envelope"),
+                       (lambda raw: raw.replace(b"helo=client.test\n", b"from=eve@src.test\n", 1),
+                        "an envelope field that comes once is repeated")):
+        peer, dsn_peer = ScriptedSmtp(addr(2)), ScriptedSmtp(addr(3), port=2600)
+        g, qid = queued_then_planted(peer, dsn_peer, "Subject: x\r\n\r\nx\r\n", plant)
+        wait_for(lambda: os.path.exists(os.path.join(g.spool, "corrupt", qid)), 10, "the file in corrupt/")
+        assert why in g.log(), g.log()[-1500:]
+        time.sleep(0.5)
+        assert peer.messages == []
+        g.stop()
+        peer.stop()
+        dsn_peer.stop()
+
+
 if __name__ == "__main__":
     run_tests(globals())

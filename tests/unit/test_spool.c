@@ -146,6 +146,16 @@ static void envelope_rejects_garbage(void **state)
                       "size=00000000000000000000\n\n";
     assert_int_equal(spool_envelope_decode(bad, strlen(bad), &d, &bo, &err), -1);
     assert_string_equal(err, "bad recipient address in the envelope");
+    /* a field given twice: the second sender would silently win */
+    const char *twice = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@src.test\nfrom=b@src.test\nrcpt=x@dst.test\n"
+                        "size=00000000000000000000\n\n";
+    assert_int_equal(spool_envelope_decode(twice, strlen(twice), &d, &bo, &err), -1);
+    assert_string_equal(err, "an envelope field that comes once is repeated");
+    /* a recipient twice (in any case) would be sent twice */
+    const char *rtwice = "POSTERN-SPOOL 1\nid=0123456789ABCDEF\nfrom=a@src.test\nrcpt=x@dst.test\nrcpt=y@dst.test\n"
+                         "rcpt=X@DST.test\nsize=00000000000000000000\n\n";
+    assert_int_equal(spool_envelope_decode(rtwice, strlen(rtwice), &d, &bo, &err), -1);
+    assert_string_equal(err, "a recipient is listed twice in the envelope");
 }
 
 static void state_roundtrip(void **state)
