@@ -74,6 +74,7 @@ size_t headers_parse(const char *raw, size_t len, struct header_list *l)
         if (flen < 2 || p[flen - 2] != '\r' || memchr(p, '\0', flen) || grow(l) < 0)
             break;
         struct header *h = &l->h[l->n];
+        h->trace = false;     /* only headers_insert_trace makes one */
         h->name = strndup(p, name_len);
         h->value = strndup(p + name_len + 1, flen - name_len - 1 - 2);
         h->raw = strndup(p, flen);
@@ -129,9 +130,17 @@ int headers_insert(struct header_list *l, size_t index, const char *name, const 
     if (index > l->n)
         index = l->n;
     memmove(&l->h[index + 1], &l->h[index], (l->n - index) * sizeof *l->h);
-    l->h[index] = (struct header){strdup(name), strdup(value), NULL};
+    l->h[index] = (struct header){strdup(name), strdup(value), NULL, false};
     l->n++;
     l->changed = true;
+    return 0;
+}
+
+int headers_insert_trace(struct header_list *l, const char *name, const char *value)
+{
+    if (headers_insert(l, 0, name, value) < 0)
+        return -1;
+    l->h[0].trace = true;
     return 0;
 }
 
@@ -159,7 +168,7 @@ size_t headers_count(const struct header_list *l, const char *name)
 int headers_change(struct header_list *l, const char *name, size_t nth, const char *value)
 {
     long i = headers_find(l, name, nth);
-    if (i < 0 || !header_value_valid(value))
+    if (i < 0 || l->h[i].trace || !header_value_valid(value))
         return -1;
     char *v = strdup(value);
     if (!v)
@@ -175,7 +184,7 @@ int headers_change(struct header_list *l, const char *name, size_t nth, const ch
 int headers_delete(struct header_list *l, const char *name, size_t nth)
 {
     long i = headers_find(l, name, nth);
-    if (i < 0)
+    if (i < 0 || l->h[i].trace)
         return -1;
     header_clear(&l->h[i]);
     memmove(&l->h[i], &l->h[i + 1], (l->n - (size_t)i - 1) * sizeof *l->h);

@@ -11,6 +11,7 @@ struct header {
     char *name;
     char *value;      /* after the colon, folding kept, no final CRLF */
     char *raw;        /* the original bytes incl. CRLF; NULL once changed */
+    bool trace;       /* posternd's own Received field: no plugin, milter or script changes or removes it */
 };
 
 struct header_list {
@@ -26,11 +27,14 @@ void headers_serialize(const struct header_list *l, struct buf *out);
 void headers_free(struct header_list *l);
 
 int headers_insert(struct header_list *l, size_t index, const char *name, const char *value);
+/* Our trace field, first, protected from headers_change and headers_delete. */
+int headers_insert_trace(struct header_list *l, const char *name, const char *value);
 int headers_append(struct header_list *l, const char *name, const char *value);
 /* nth (0-based) field called name, case-insensitive; -1 if absent. */
 long headers_find(const struct header_list *l, const char *name, size_t nth);
 /* How many fields are called name (case-insensitive). */
 size_t headers_count(const struct header_list *l, const char *name);
+/* -1 when absent, invalid, or our trace field */
 int headers_change(struct header_list *l, const char *name, size_t nth, const char *value);
 int headers_delete(struct header_list *l, const char *name, size_t nth);
 

@@ -328,7 +328,7 @@ static void add_received(struct run *r)
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
     snprintf(value, sizeof value, " from %s ([%s])\r\n\tby %s (Postern) with %s id %s; %s", r->t.helo,
              r->t.client_ip, r->cfg->hostname, r->t.tls ? "ESMTPS" : "ESMTP", r->t.qid, date);
-    headers_insert(&r->t.hdrs, 0, "Received", value);
+    headers_insert_trace(&r->t.hdrs, "Received", value);
 }
 
 static int write_all(int fd, const char *p, size_t n)

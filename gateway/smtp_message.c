@@ -50,7 +50,7 @@ static void add_received(struct session *s)
     if (s->tx.nrcpts == 1)
         n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0].addr);
     snprintf(value + n, sizeof value - (size_t)n, "; %s", date);
-    headers_insert(&s->tx.hdrs, 0, "Received", value);
+    headers_insert_trace(&s->tx.hdrs, "Received", value);
 }
 
 /* A "TLS-Required: No" header field (RFC 8689 5). */

@@ -208,8 +208,8 @@ static postern_verdict on_data(postern_txn *t, void *state)
                         host->header_at(t, j, &nj, &vj);
                         nth += !strcasecmp(nj, name);
                     }
-                    host->header_delete(t, name, nth);
-                    i--;
+                    if (host->header_delete(t, name, nth) == 0)   /* posternd's trace field stays */
+                        i--;
                 }
                 break;
             case ACT_REJECT:

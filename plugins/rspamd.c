@@ -138,9 +138,10 @@ static void apply_milter_headers(postern_txn *t, json_t *milter)
     json_t *rm = json_object_get(milter, "remove_headers"), *add = json_object_get(milter, "add_headers"), *v;
     const char *name;
     char value[2048];
-    json_object_foreach(rm, name, v)
-        while (host->header_delete(t, name, 0) == 0)
-            ;
+    json_object_foreach(rm, name, v)      /* every field so named but posternd's own trace field */
+        for (size_t nth = 0; host->header_get(t, name, nth);)
+            if (host->header_delete(t, name, nth) < 0)
+                nth++;
     json_object_foreach(add, name, v) {
         json_t *one = json_is_object(v) ? json_object_get(v, "value") : v;
         if (!json_is_string(one) || strpbrk(name, ": \t\r\n"))

@@ -2,7 +2,8 @@
 our own worker address, run/db/log directories and one local rule; DNS
 pointed at a closed port so nothing leaves the machine). GTUBE is refused
 with rspamd's text, a local rule's score brings "add header", rspamd's
-results reach later links, rspamd down answers per on_error."""
+results reach later links, rspamd down answers per on_error; rspamd's
+remove_headers never removes posternd's own Received field."""
 import pwd
 from harness import *
 
@@ -26,6 +27,9 @@ rspamd_config:register_symbol({
     local s = task:get_header('Subject') or ''
     if s:find('soft%-reject%-please') then task:set_pre_result('soft reject', 'Postern test: try again') end
     if s:find('rewrite%-please') then task:set_pre_result('rewrite subject', 'rewritten') end
+    if s:find('strip%-received%-please') then
+      task:set_milter_reply({remove_headers = {['Received'] = 0, ['X-Strip-Me'] = 0}})
+    end
   end,
 })
 """
@@ -130,6 +134,14 @@ def test_gtube_rejected_headers_added_results_for_later_links_and_rspamd_down():
     sink.wait_count(4)
     rewritten = [m for m in sink.messages() if b"<m6@src.test>" in m][0]
     assert b"Subject: *** SPAM *** rewrite-please" in rewritten or b"Subject: ***SPAM***" in rewritten, rewritten
+    # rspamd removes every Received: field, and posternd's own trace field stays
+    qid = queue_id(send_mail(g, headers="Received: from upstream.test by mx.upstream.test; Mon, 7 Dec 2026\r\n"
+                                        "X-Strip-Me: yes\r\n" + HEADERS % ("m7", "strip-received-please")))
+    sink.wait_count(5)
+    stripped = [m for m in sink.messages() if b"<m7@src.test>" in m][0]
+    ours, _ = our_received_and_rest(stripped)
+    assert b"(Postern) with ESMTP id " + qid.encode() in ours, stripped[:800]
+    assert b"upstream.test" not in stripped and b"X-Strip-Me" not in stripped, stripped[:800]
     g.stop()
     bad = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="rspamd", **{"rspamd.url": "https://x:1"})
     r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", bad.conf, "-t"], capture_output=True, text=True,

@@ -67,6 +67,30 @@ def test_header_checks():
     assert r.returncode != 0 and "%s:8: bad regex" % rules in r.stderr, r.stderr
 
 
+def test_our_trace_header_survives_header_checks_and_lua():
+    """A rule that drops every Received: field, and a script that tries to
+    remove and rewrite ours: the upstream field goes, posternd's stays and
+    nothing hangs on it."""
+    sink = Sink(addr(2))
+    rules = os.path.join(writable_dir(), "header_checks")
+    with open(rules, "w") as f:
+        f.write("/^Received:/ IGNORE\n")
+    script = readable_file("trace.lua", 'postern.on("data", function(tx)\n'
+                           '  local d = tx:delete_header("Received")\n'
+                           '  local c = tx:change_header("Received", "forged", 1)\n'
+                           '  tx:add_header("X-Trace-Test", "delete=" .. tostring(d) .. " change=" .. tostring(c))\n'
+                           'end)\n')
+    g = gw(sink, "header_checks, lua:" + script, **{"header_checks.rules": rules})
+    qid = queue_id(send(g, headers="Received: from upstream.test by mx.upstream.test; Mon, 7 Dec 2026\r\n"
+                                   "Subject: trace\r\n"))
+    m = sink.wait_count(1)[0]
+    ours, _ = our_received_and_rest(m)
+    assert b"by gw.postern.test (Postern) with ESMTP id " + qid.encode() in ours, m[:800]
+    assert b"upstream.test" not in m and b"forged" not in m, m[:800] + g.log()[-1500:].encode()
+    assert b"X-Trace-Test: delete=false change=false" in m, m[:800]
+    g.stop()
+
+
 def test_archive_keeps_bcc_and_verify_detects_tampering():
     sink = Sink(addr(2))
     adir = os.path.join(writable_dir(), "archive")
