@@ -38,9 +38,34 @@ struct console_req {
 
 /* ---- small helpers ------------------------------------------------- */
 
-static void html(struct buf *out, const char *s)
+/* Length of a bidirectional control at s (UTF-8), else 0: U+061C, U+200E-200F,
+ * U+202A-202E, U+2066-2069. Shown raw, "\u202egnp.exe" reads "exe.png". */
+static size_t bidi_control(const unsigned char *s, unsigned *cp)
+{
+    if (s[0] == 0xD8 && s[1] == 0x9C)
+        return *cp = 0x061C, 2;
+    if (s[0] != 0xE2 || (s[1] != 0x80 && s[1] != 0x81) || !s[2])
+        return 0;
+    unsigned c = 0x2000u | ((unsigned)(s[1] & 0x3F) << 6) | (s[2] & 0x3Fu);
+    if (c == 0x200E || c == 0x200F || (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069))
+        return *cp = c, 3;
+    return 0;
+}
+
+/* s as HTML text: markup escaped, control characters as '?', and
+ * bidirectional controls visibly as [U+202E] (they would reorder what an
+ * admin reads). attr: inside an attribute value, where bytes stay as they
+ * are (a form sends them back). */
+static void html_escape(struct buf *out, const char *s, bool attr)
 {
     for (; s && *s; s++) {
+        unsigned cp;
+        size_t n = attr ? 0 : bidi_control((const unsigned char *)s, &cp);
+        if (n) {
+            buf_printf(out, "<span class=\"bidi\">[U+%04X]</span>", cp);
+            s += n - 1;
+            continue;
+        }
         switch (*s) {
         case '<': buf_puts(out, "&lt;"); break;
         case '>': buf_puts(out, "&gt;"); break;
@@ -50,12 +75,15 @@ static void html(struct buf *out, const char *s)
         case '\r': break;                 /* CRLF shows as a line end */
         default:
             if ((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t')
-                buf_puts(out, "?");
+                buf_puts(out, attr ? "&#63;" : "?");
             else
                 buf_append(out, s, 1);
         }
     }
 }
+
+static void html(struct buf *out, const char *s) { html_escape(out, s, false); }
+static void html_attr(struct buf *out, const char *s) { html_escape(out, s, true); }
 
 /* Query-string encoding, for links that carry an ID or an address. */
 static void url_enc(struct buf *out, const char *s)
@@ -181,7 +209,8 @@ static enum MHD_Result json_response(struct MHD_Connection *c, unsigned status, 
 {
     struct buf b;
     buf_init(&b);
-    char *s = json_dumps(j, JSON_COMPACT);
+    /* non-ASCII as \\uXXXX: a bidirectional control in a header is visible in the text */
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(j);
     if (s)
         buf_puts(&b, s);
@@ -444,7 +473,7 @@ static void release_form(struct buf *b, const struct console_session *s, const c
         if (strcmp(jstr(r, "status"), "pending"))
             continue;
         buf_puts(b, "<label><input type=\"checkbox\" name=\"rcpt\" checked value=\"");
-        html(b, jstr(r, "address"));
+        html_attr(b, jstr(r, "address"));
         buf_puts(b, "\"> ");
         html(b, jstr(r, "address"));
         buf_puts(b, "</label> ");
@@ -543,13 +572,22 @@ struct rcpt_list {
     bool bad;
 };
 
+/* One checked recipient, as xtext (RFC 3461: '+', '=', space and the
+ * like as +XX), so an address with a space ("a b"@example.test) is one
+ * word of the control request. */
 static void add_rcpt(const char *v, void *ctx)
 {
     struct rcpt_list *l = ctx;
-    if (!v[0] || strlen(v) > 320 || strcspn(v, " \t\r\n") != strlen(v))
+    if (!v[0] || strlen(v) > 320 || strpbrk(v, "\r\n")) {
         l->bad = true;
-    else
-        buf_printf(&l->text, " %s", v);
+        return;
+    }
+    buf_puts(&l->text, " ");
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f || *p == '+' || *p == '=')
+            buf_printf(&l->text, "+%02X", *p);
+        else
+            buf_append(&l->text, p, 1);
 }
 
 /* The control request for an action form, or -1 (a bad form). */
@@ -568,7 +606,7 @@ static int action_request(const char *form, char *req, size_t size, char id[1024
         struct rcpt_list l = {.bad = false};
         buf_init(&l.text);
         int n = form_each(form, "rcpt", add_rcpt, &l);
-        if (l.bad || l.text.len > 900) {
+        if (l.bad || l.text.len > 3000) {
             buf_free(&l.text);
             return -1;
         }
@@ -591,7 +629,7 @@ static int action_request(const char *form, char *req, size_t size, char id[1024
 static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_session *s, const char *form,
                                  bool api)
 {
-    char req[1200], id[1024];
+    char req[3200], id[1024];
     if (action_request(form, req, sizeof req, id) < 0)
         return api ? json_error(c, MHD_HTTP_BAD_REQUEST, "bad action") : text_status(c, MHD_HTTP_BAD_REQUEST, "bad action\n");
     struct buf out;

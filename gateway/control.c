@@ -18,7 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_REQUEST 512
+#define MAX_REQUEST 8192     /* a release names up to a few hundred recipients */
 #define MAX_CONNS 32            /* held at once; more are closed at accept */
 #define CONN_TIMEOUT_MS 5000    /* to send the request and read the answer */
 
@@ -118,12 +118,16 @@ static void ctl_on_event(void *ctx, uint32_t events)
         char *nl = memchr(buf_head(&c->in), '\n', c->in.len);
         if (!nl && c->in.len < MAX_REQUEST)
             return;
-        size_t len = nl ? (size_t)(nl - buf_head(&c->in)) : MAX_REQUEST - 1;
+        size_t len = nl ? (size_t)(nl - buf_head(&c->in)) : MAX_REQUEST;
         char line[MAX_REQUEST];
-        memcpy(line, buf_head(&c->in), len);
-        line[len] = '\0';
-        log_info("control: %s", line);
-        ctl_dispatch(line, &c->out);
+        if (len >= MAX_REQUEST) {          /* never cut a request: refuse it whole */
+            buf_puts(&c->out, "ERR\nrequest too long\n");
+        } else {
+            memcpy(line, buf_head(&c->in), len);
+            line[len] = '\0';
+            log_info("control: %s", line);
+            ctl_dispatch(line, &c->out);
+        }
         /* answers are lines of text: other control bytes (a plugin's hold reason, say) show as '?' */
         mask_control_bytes(buf_head(&c->out), c->out.len, true);
         c->answered = true;

@@ -121,6 +121,8 @@ void ev_kick(struct ev_watch *w)
 static void run_kicks(void)
 {
     size_t n = nkicks;
+    if (!n)
+        return;
     for (size_t i = 0; i < n; i++) {
         struct ev_watch *w = kicks[i];
         if (!w)

@@ -12,6 +12,7 @@
 #include "retry.h"
 #include "metrics.h"
 #include "queue_view.h"
+#include "smtp_parse.h"
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -965,31 +966,46 @@ int queue_admin_hold(const char *id, struct buf *out)
 }
 
 /* Drop the pending recipients not named in list (space-separated). */
-static int keep_only(struct qmsg *m, const char *list, struct buf *out)
+/* Is r named in list (recipients as xtext words, space-separated)? */
+static bool listed(const char *list, const char *addr)
 {
-    size_t named = 0;
     for (const char *p = list; *p; p += strspn(p, " ")) {
         size_t n = strcspn(p, " ");
-        bool found = false;
-        for (size_t i = 0; i < m->nrcpts; i++)
-            found |= m->rcpts[i].st.status == RCPT_PENDING && strlen(m->rcpts[i].addr) == n &&
-                     !strncasecmp(m->rcpts[i].addr, p, n);
-        if (!found) {
-            buf_printf(out, "%s: no pending recipient <%.*s>\n", m->id, (int)n, p);
-            return -1;
+        char word[1024], dec[1024];
+        if (n < sizeof word) {
+            memcpy(word, p, n);
+            word[n] = '\0';
+            if (xtext_decode(word, dec, sizeof dec) >= 0 && !strcasecmp(dec, addr))
+                return true;
         }
-        named++;
         p += n;
     }
-    for (size_t i = 0; named && i < m->nrcpts; i++) {
-        struct qrcpt *r = &m->rcpts[i];
-        bool keep = false;
-        for (const char *p = list; *p && !keep; p += strspn(p, " ")) {
-            size_t n = strcspn(p, " ");
-            keep = strlen(r->addr) == n && !strncasecmp(r->addr, p, n);
-            p += n;
+    return false;
+}
+
+/* Release to the listed recipients only (the console's checkboxes, as
+ * xtext words): the other pending ones are dropped without a notice. */
+static int keep_only(struct qmsg *m, const char *list, struct buf *out)
+{
+    for (const char *p = list; *p; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+        char word[1024], dec[1024];
+        bool found = false;
+        if (n < sizeof word) {
+            memcpy(word, p, n);
+            word[n] = '\0';
+            for (size_t i = 0; xtext_decode(word, dec, sizeof dec) >= 0 && i < m->nrcpts; i++)
+                found |= m->rcpts[i].st.status == RCPT_PENDING && !strcasecmp(m->rcpts[i].addr, dec);
         }
-        if (r->st.status != RCPT_PENDING || keep)
+        if (!found) {
+            buf_printf(out, "%s: no pending recipient <%.*s>\n", m->id, (int)(n > 320 ? 320 : n), p);
+            return -1;
+        }
+        p += n;
+    }
+    for (size_t i = 0; *list && i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        if (r->st.status != RCPT_PENDING || listed(list, r->addr))
             continue;
         r->st.status = RCPT_BOUNCED;           /* settled, and no notice is owed */
         snprintf(r->st.last_reply, sizeof r->st.last_reply, "dropped by admin at release");

@@ -269,6 +269,35 @@ def test_logins_csrf_roles_and_the_json_api():
     g.stop()
 
 
+
+def test_bidi_controls_shown_escaped_and_a_quoted_space_address_released():
+    sink = Sink(addr(2))
+    g, _ = console_gateway(sink)
+    rlo = "\u202e"
+    keep = queue_id(send_mail(g, rcpts=('"a b"@example.test', "c@example.test"),
+                              headers="Subject: quarantine me\r\nX-Attachment: invoice%sgnp.exe\r\n" % rlo))
+    wait_for(lambda: "on hold" in g.log(), 10, "the quarantine")
+    w = Web(g)
+    assert w.login("admin", "correct horse battery")[0] == 303
+    csrf = w.csrf()
+    status, _, page = w.request("GET", "/message?id=" + keep)
+    assert status == 200 and "invoice<span class=\"bidi\">[U+202E]</span>gnp.exe" in page, page[-2500:]
+    assert rlo not in page
+    # the JSON API: visible as an escape in the text, the same string once decoded
+    status, _, text = w.request("GET", "/api/message?id=" + keep)
+    assert status == 200 and "\\u202e" in text.lower() and rlo not in text, text[:600]
+    assert ("invoice%sgnp.exe" % rlo) in json.loads(text)["headers"]
+    # the release form's checkbox for "a b"@example.test, as the browser posts it
+    assert 'value="&quot;a b&quot;@example.test"' in page
+    status, _, text = w.request("POST", "/action", {"id": keep, "op": "release", "select": "1", "csrf": csrf,
+                                                    "rcpt": '"a b"@example.test'})
+    assert status == 303, (status, text)
+    msgs = sink.wait_count(1)
+    assert sink_rcpts(msgs[0]) == [b'"a b"@example.test'], sink_rcpts(msgs[0])
+    wait_for(lambda: not g.queue_files(), 10, "the spool to empty")
+    g.stop()
+
+
 def postern_list(g):
     return subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list"], capture_output=True,
                           text=True, timeout=30).stdout
