@@ -9,8 +9,12 @@
  * (all case-insensitive substrings), --since DATE, --until DATE
  * (archive time, inclusive; 2026-12-01 or 2026-12-01T10:00:00Z).
  *
- * search and export stream DIR/index (one line in memory at a time);
- * export then streams DIR/chain once to pick up each match's proof
+ * search streams DIR/index (one line in memory at a time) after checking
+ * that it lists every copy the chain has, and nothing else (a line dropped
+ * by the daemon's user would hide mail): it refuses otherwise, naming
+ * `archive reindex`. export never trusts the index: it derives each copy's
+ * fields from the chain and the file, then streams DIR/chain once to pick
+ * up each match's proof
  * (sequence, file hash, previous and own link) and copies the files as
  * they are (--dir: byte for byte, --mbox: mboxrd). Archived files are
  * opened fd-relative without following symlinks (the tree belongs to the
@@ -25,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -152,6 +157,50 @@ static long walk_index(const char *dir, int dirfd, const struct filters *f, matc
     }
     free(line);
     fclose(ixf);
+    return found;
+}
+
+struct derived_walk {
+    const struct filters *f;
+    match_fn cb;
+    void *ctx;
+    long found, gone;
+    char line[ARCHIVE_INDEX_LINE_MAX + 2];
+};
+
+static void derived_match(void *ctx, unsigned long seq, const char *rel, const char *line, size_t len)
+{
+    (void)seq;
+    (void)rel;
+    struct derived_walk *w = ctx;
+    if (!line) {
+        w->gone++;
+        return;
+    }
+    if ((w->f->limit >= 0 && w->found >= w->f->limit) || len > ARCHIVE_INDEX_LINE_MAX)
+        return;
+    memcpy(w->line, line, len);
+    w->line[len] = '\0';
+    char *ix[ARCHIVE_INDEX_FIELDS];
+    if (archive_index_split(w->line, ix) < 0 || !matches(w->f, ix))
+        return;
+    w->found++;
+    w->cb(w->ctx, ix);
+}
+
+/* As walk_index, over the lines derived from the chain and the files. */
+static long walk_derived(const char *dir, int dirfd, const struct filters *f, match_fn cb, void *ctx, long *gone)
+{
+    struct derived_walk *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    *w = (struct derived_walk){.f = f, .cb = cb, .ctx = ctx};
+    long copies = archive_derive_index(dir, dirfd, true, derived_match, w);
+    if (copies < 0)
+        fprintf(stderr, "postern: %s/chain: %s\n", dir, strerror(errno));
+    long found = copies < 0 ? -1 : w->found;
+    *gone = w->gone;
+    free(w);
     return found;
 }
 
@@ -372,8 +421,10 @@ static int archive_export(const char *dir, int dirfd, const struct filters *f)
         return 1;
     }
     struct picked p = {0};
+    /* from the chain and the files, never the index: a legal-hold export
+     * must not miss a copy because someone edited or dropped its line */
     long gone = 0;
-    long found = walk_index(dir, dirfd, f, pick, &p, &gone);
+    long found = walk_derived(dir, dirfd, f, pick, &p, &gone);
     if (found >= 0) {
         qsort(p.seq, p.n, sizeof *p.seq, cmp_seq);
         export_from_chain(&x, dir, &p);
@@ -425,6 +476,170 @@ static void index_line(unsigned long seq, const char *rel, const char *head, siz
     headers_free(&h);
 }
 
+long archive_derive_index(const char *dir, int dirfd, bool lines, archive_copy_fn cb, void *ctx)
+{
+    FILE *chain = open_in(dir, "chain", "r");
+    if (!chain)
+        return -1;
+    char line[4096], *head = malloc(HEAD_READ);
+    long copies = 0;
+    struct buf b;
+    buf_init(&b);
+    while (head && fgets(line, sizeof line, chain)) {
+        unsigned long seq;
+        char rel[256];
+        if (sscanf(line, "%lu %255s", &seq, rel) != 2 || archive_expired_path(rel, NULL, 0))
+            continue;
+        copies++;
+        int fd = open_archived(dirfd, rel);
+        ssize_t r = fd >= 0 ? (lines ? read(fd, head, HEAD_READ) : 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (r <= 0) {
+            cb(ctx, seq, rel, NULL, 0);     /* expired (its record follows) or deleted */
+            continue;
+        }
+        if (!lines) {
+            cb(ctx, seq, rel, "", 0);
+            continue;
+        }
+        char *end = memmem(head, (size_t)r, "\r\n\r\n", 4);
+        buf_reset(&b);
+        index_line(seq, rel, head, end ? (size_t)(end - head) + 2 : (size_t)r, &b);
+        cb(ctx, seq, rel, buf_head(&b), b.len);
+    }
+    buf_free(&b);
+    free(head);
+    fclose(chain);
+    return head ? copies : -1;
+}
+
+/* ---- the index against the chain ---- */
+
+/* One index line, remembered by sequence number and a hash of its text
+ * (the index can be large: 16 bytes a line). */
+struct ix_entry {
+    unsigned long seq;
+    uint64_t hash;
+    bool matched;
+};
+
+struct ix_table {
+    struct ix_entry *v;
+    size_t n, cap;
+};
+
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const struct ix_entry *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int load_index(const char *dir, struct ix_table *t)
+{
+    FILE *ixf = open_in(dir, "index", "r");
+    if (!ixf)
+        return -1;
+    char *line = malloc(ARCHIVE_INDEX_LINE_MAX + 2);
+    while (line && fgets(line, ARCHIVE_INDEX_LINE_MAX + 2, ixf)) {
+        if (t->n == t->cap) {
+            size_t cap = t->cap ? t->cap * 2 : 1024;
+            struct ix_entry *v = realloc(t->v, cap * sizeof *v);
+            if (!v)
+                break;
+            t->v = v;
+            t->cap = cap;
+        }
+        char *end;
+        unsigned long seq = strtoul(line, &end, 10);
+        t->v[t->n++] = (struct ix_entry){end != line && *end == '\t' ? seq : 0, fnv1a(line, strlen(line)), false};
+    }
+    free(line);
+    fclose(ixf);
+    qsort(t->v, t->n, sizeof *t->v, cmp_entry);
+    return 0;
+}
+
+struct ix_check {
+    struct ix_table t;
+    bool fields;
+    FILE *out;
+    long problems;
+};
+
+static void check_copy(void *ctx, unsigned long seq, const char *rel, const char *line, size_t len)
+{
+    struct ix_check *c = ctx;
+    struct ix_entry key = {.seq = seq}, *e = bsearch(&key, c->t.v, c->t.n, sizeof *c->t.v, cmp_entry);
+    while (e && e > c->t.v && e[-1].seq == seq)
+        e--;
+    if (!line) {                   /* no file: whatever line it had stays out of the way */
+        for (; e && e < c->t.v + c->t.n && e->seq == seq; e++)
+            e->matched = true;
+        return;
+    }
+    if (!e) {
+        fprintf(c->out, "INDEX MISSING %s (seq %lu): searches and exports would not find it\n", rel, seq);
+        c->problems++;
+        return;
+    }
+    e->matched = true;
+    if (e + 1 < c->t.v + c->t.n && e[1].seq == seq) {
+        fprintf(c->out, "INDEX DUPLICATE line for %s (seq %lu)\n", rel, seq);
+        c->problems++;
+        for (; e < c->t.v + c->t.n && e->seq == seq; e++)
+            e->matched = true;
+        return;
+    }
+    if (c->fields && e->hash != fnv1a(line, len)) {
+        fprintf(c->out, "INDEX ALTERED %s (seq %lu): its line is not the one its file gives\n", rel, seq);
+        c->problems++;
+    }
+}
+
+long archive_index_check(const char *dir, int dirfd, bool fields, FILE *out)
+{
+    struct ix_check c = {.fields = fields, .out = out};
+    long copies = load_index(dir, &c.t) < 0 ? -1 : archive_derive_index(dir, dirfd, fields, check_copy, &c);
+    if (copies >= 0)
+        for (size_t i = 0; i < c.t.n; i++)
+            if (!c.t.v[i].matched) {
+                fprintf(out, "INDEX EXTRA line for seq %lu, which the chain does not have as a copy\n",
+                        c.t.v[i].seq);
+                c.problems++;
+            }
+    free(c.t.v);
+    return copies < 0 ? -1 : c.problems;
+}
+
+/* ---- reindex ---- */
+
+struct reindex_writer {
+    FILE *out;
+    unsigned long indexed, missing;
+};
+
+static void write_line(void *ctx, unsigned long seq, const char *rel, const char *line, size_t len)
+{
+    (void)seq;
+    (void)rel;
+    struct reindex_writer *w = ctx;
+    if (!line) {
+        w->missing++;
+        return;
+    }
+    fwrite(line, 1, len, w->out);
+    w->indexed++;
+}
+
 static int archive_reindex(const char *dir, int dirfd)
 {
     FILE *lockf = open_in(dir, "index.lock", "a");
@@ -434,51 +649,24 @@ static int archive_reindex(const char *dir, int dirfd)
             fclose(lockf);
         return 1;
     }
-    FILE *chain = open_in(dir, "chain", "r"), *out = open_in(dir, "index.new", "w");
-    if (!chain || !out) {
-        fprintf(stderr, "postern: %s/%s: %s\n", dir, chain ? "index.new" : "chain", strerror(errno));
-        if (chain)
-            fclose(chain);
-        if (out)
-            fclose(out);
+    struct reindex_writer w = {open_in(dir, "index.new", "w"), 0, 0};
+    long copies = w.out ? archive_derive_index(dir, dirfd, true, write_line, &w) : -1;
+    if (copies < 0) {
+        fprintf(stderr, "postern: %s/%s: %s\n", dir, w.out ? "chain" : "index.new", strerror(errno));
+        if (w.out)
+            fclose(w.out);
         fclose(lockf);
         return 1;
     }
-    char line[4096], *head = malloc(HEAD_READ);
-    unsigned long indexed = 0, missing = 0;
-    struct buf b;
-    buf_init(&b);
-    while (head && fgets(line, sizeof line, chain)) {
-        unsigned long seq;
-        char rel[256];
-        if (sscanf(line, "%lu %255s", &seq, rel) != 2 || archive_expired_path(rel, NULL, 0))
-            continue;
-        int fd = open_archived(dirfd, rel);
-        ssize_t r = fd >= 0 ? read(fd, head, HEAD_READ) : -1;
-        if (fd >= 0)
-            close(fd);
-        if (r <= 0) {
-            missing++;         /* expired (its record follows) or deleted */
-            continue;
-        }
-        char *end = memmem(head, (size_t)r, "\r\n\r\n", 4);
-        buf_reset(&b);
-        index_line(seq, rel, head, end ? (size_t)(end - head) + 2 : (size_t)r, &b);
-        fwrite(buf_head(&b), 1, b.len, out);
-        indexed++;
-    }
-    buf_free(&b);
-    free(head);
-    fclose(chain);
     char from[4200], to[4200];
     snprintf(from, sizeof from, "%s/index.new", dir);
     snprintf(to, sizeof to, "%s/index", dir);
-    int rc = fflush(out) == 0 && fsync(fileno(out)) == 0 && fclose(out) == 0 && rename(from, to) == 0 ? 0 : 1;
+    int rc = fflush(w.out) == 0 && fsync(fileno(w.out)) == 0 && fclose(w.out) == 0 && rename(from, to) == 0 ? 0 : 1;
     fclose(lockf);
     if (rc)
         fprintf(stderr, "postern: cannot write %s: %s\n", to, strerror(errno));
     else
-        printf("reindexed %lu message(s) (%lu expired or missing)\n", indexed, missing);
+        printf("reindexed %lu message(s) (%lu expired or missing)\n", w.indexed, w.missing);
     return rc;
 }
 
@@ -504,7 +692,13 @@ int archive_search_command(const char *dir, const char *run_user, bool allow_nob
     } else if (export) {
         rc = archive_export(dir, dirfd, &f);
     } else {
-        long gone = 0, found = walk_index(dir, dirfd, &f, print_match, NULL, &gone);
+        long gone = 0, found = -1, off = archive_index_check(dir, dirfd, false, stderr);
+        if (off > 0)
+            fprintf(stderr, "postern: %s/index disagrees with the chain in %ld place(s), so a search could miss "
+                            "mail; run `postern -c CONF archive reindex` (and `archive verify` to see why)\n",
+                    dir, off);
+        else
+            found = walk_index(dir, dirfd, &f, print_match, NULL, &gone);
         if (found >= 0)
             printf("%ld message(s) found%s\n", found, gone ? " (some expired or missing skipped)" : "");
         rc = found < 0;

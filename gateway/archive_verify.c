@@ -1,7 +1,8 @@
 /* archive_verify.c - walks DIR/chain recomputing every file hash and every
  * link, compares the last link with DIR/head, checks the witness's signed
- * checkpoints against the chain, and lists archived files the chain does
- * not know (see plugins/archive_chain.h and archive_witness.h). Copies
+ * checkpoints against the chain, lists archived files the chain does
+ * not know, and checks DIR/index line by line against what the chain and
+ * files give (see plugins/archive_chain.h and archive_witness.h). Copies
  * removed by retention are in the chain as expiry records
  * (archive_index.h): their links are checked and listed, their files are
  * not looked for. */
@@ -241,6 +242,23 @@ static int check_unchained(const char *dir, FILE *out, struct names *seen)
     return problems;
 }
 
+/* DIR/index lists every copy with the fields its file gives, and nothing
+ * else: search and export must not miss mail because a line went. */
+static int check_index(const char *dir, FILE *out)
+{
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    long problems = dirfd < 0 ? -1 : archive_index_check(dir, dirfd, true, out);
+    if (dirfd >= 0)
+        close(dirfd);
+    if (problems < 0) {
+        fprintf(out, "INDEX unreadable: %s/index\n", dir);
+        problems = 1;
+    }
+    if (problems)
+        fprintf(out, "the index disagrees with the chain and files: `postern -c CONF archive reindex` rebuilds it\n");
+    return (int)problems;
+}
+
 int archive_verify(const char *dir, const char *witness_log, const char *witness_key, FILE *out)
 {
     struct names seen = {0};
@@ -254,6 +272,7 @@ int archive_verify(const char *dir, const char *witness_log, const char *witness
         if (witness_log && witness_key)
             problems += check_witness(witness_log, witness_key, out, &links, last_seq);
         problems += check_unchained(dir, out, &seen);
+        problems += check_index(dir, out);
         if (problems == 0)
             fprintf(out, "archive ok: %lu message(s), %lu expired, head %lu %s\n", last_seq - 2 * nexpired,
                     nexpired, last_seq, last);

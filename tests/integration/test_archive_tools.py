@@ -157,6 +157,7 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
     print("  reindex %d: %.2fs, max RSS %d kB" % (N, r.secs, r.rss))
     assert os.stat(os.path.join(adir, "index")).st_uid != 0     # written as the daemon's user
     assert postern(conf, "verify").returncode == 0
+    index_tampering_is_caught(conf, adir, facts)
 
     def found(*args):
         r = measured(conf, "search", *args)
@@ -212,6 +213,41 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
     assert r.returncode == 1 and "DELETED %s/%s.eml" % (DAYS[0], facts[1]["qid"]) in r.stdout, r.stdout[-500:]
     assert "CHANGED" not in r.stdout
     assert postern(conf, "search", "--subject", "hello 1").stdout.count(facts[1]["qid"]) == 0
+
+
+def index_tampering_is_caught(conf, adir, facts):
+    """The daemon's user drops one line of the index and alters another's
+    recipients: verify names both, search refuses until a reindex, export
+    (read from the chain and files) still finds both copies."""
+    ix = os.path.join(adir, "index")
+    good = open(ix).read()
+    lines = good.splitlines(True)
+    dropped, altered = facts[10], facts[20]          # both have legal@example.test in the envelope
+    assert "legal@example.test" in dropped["rcpts"] and "legal@example.test" in altered["rcpts"]
+    lines = [l for l in lines if dropped["qid"] not in l]
+    lines = [l.replace("legal@example.test", "nobody@example.test") if altered["qid"] in l else l for l in lines]
+    with open(ix, "w") as f:
+        f.writelines(lines)
+    r = postern(conf, "verify")
+    assert r.returncode == 1 and "INDEX MISSING %s/%s.eml (seq 11)" % (dropped["day"], dropped["qid"]) in r.stdout
+    assert "INDEX ALTERED %s/%s.eml (seq 21)" % (altered["day"], altered["qid"]) in r.stdout, r.stdout[-800:]
+    assert "archive reindex" in r.stdout and "archive ok" not in r.stdout
+    r = postern(conf, "search", "--rcpt", "legal@example.test")
+    assert r.returncode == 1 and "index disagrees with the chain" in r.stderr and "archive reindex" in r.stderr, \
+        r.stdout[-300:] + r.stderr
+    out = os.path.join(writable_dir(), "hold-tampered")
+    r = postern(conf, "export", "--rcpt", "legal@example.test", "--dir", out)
+    want = [f for f in facts if "legal@example.test" in f["rcpts"]]
+    assert r.returncode == 0 and r.stdout.startswith("exported %d message(s)" % len(want)), r.stdout + r.stderr
+    assert os.path.exists(os.path.join(out, dropped["qid"] + ".eml"))
+    assert os.path.exists(os.path.join(out, altered["qid"] + ".eml"))
+    # a line for a copy the chain does not have
+    with open(ix, "a") as f:
+        f.write("99999\t2026-11-28T10:00:00Z\t2026-11-28/FAKE.eml\tFAKE\ta@src.test\tb@example.test\t\t\tx\n")
+    assert "INDEX EXTRA line for seq 99999" in postern(conf, "verify").stdout
+    assert postern(conf, "reindex").returncode == 0
+    assert open(ix).read() == good
+    assert postern(conf, "verify").returncode == 0
 
 
 if __name__ == "__main__":
