@@ -682,7 +682,12 @@ static enum MHD_Result do_login(struct MHD_Connection *c, const char *form)
     enum console_role role = user[0] ? console_check_password(user, password) : ROLE_NONE;
     memset(password, 0, sizeof password);
     char token[CONSOLE_TOKEN_LEN + 1];
-    if (role == ROLE_NONE || !console_session_new(user, role, token)) {
+    bool full = false, ok = role != ROLE_NONE && console_session_new(user, role, token, &full);
+    if (full) {
+        log_warn("console: login for '%.64s' from [%s] refused: too many open sessions", user, ip);
+        return page_login(c, "too many open sessions for this user: log out elsewhere, or wait an hour");
+    }
+    if (!ok) {
         log_warn("console: failed login for '%.64s' from [%s]", user, ip);
         sleep(1);                      /* this connection's own thread: nobody else waits */
         return page_login(c, "wrong user or password");

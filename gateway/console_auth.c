@@ -11,7 +11,8 @@
 #include <time.h>
 
 #define MAX_USERS 64
-#define MAX_SESSIONS 64
+#define MAX_SESSIONS 256          /* live sessions of all users */
+#define MAX_USER_SESSIONS 8       /* of one user: more logins are refused, nobody is logged out */
 #define SESSION_IDLE_S 3600
 
 struct user {
@@ -132,25 +133,37 @@ static bool random_hex(char *out, size_t hexlen)
     return true;
 }
 
-bool console_session_new(const char *user, enum console_role role, char token[CONSOLE_TOKEN_LEN + 1])
+/* A new session, never at the cost of another live one: idle ones are
+ * reclaimed, and a user at MAX_USER_SESSIONS (or a full table) is refused
+ * (*full set) rather than anyone being logged out. */
+bool console_session_new(const char *user, enum console_role role, char token[CONSOLE_TOKEN_LEN + 1], bool *full)
 {
     struct slot fresh = {.last_used = time(NULL)};
+    *full = false;
     if (!random_hex(fresh.token, CONSOLE_TOKEN_LEN) || !random_hex(fresh.s.csrf, CONSOLE_TOKEN_LEN))
         return false;
     snprintf(fresh.s.user, sizeof fresh.s.user, "%s", user);
     fresh.s.role = role;
     pthread_mutex_lock(&lock);
-    size_t pick = 0;
+    long pick = -1;
+    size_t mine = 0;
     for (size_t i = 0; i < MAX_SESSIONS; i++) {
+        if (slots[i].token[0] && fresh.last_used - slots[i].last_used > SESSION_IDLE_S)
+            memset(&slots[i], 0, sizeof slots[i]);
         if (!slots[i].token[0]) {
-            pick = i;
-            break;
+            if (pick < 0)
+                pick = (long)i;
+        } else if (!strcmp(slots[i].s.user, user)) {
+            mine++;
         }
-        if (slots[i].last_used < slots[pick].last_used)
-            pick = i;
     }
-    slots[pick] = fresh;
+    if (pick < 0 || mine >= MAX_USER_SESSIONS)
+        *full = true;
+    else
+        slots[pick] = fresh;
     pthread_mutex_unlock(&lock);
+    if (*full)
+        return false;
     memcpy(token, fresh.token, CONSOLE_TOKEN_LEN + 1);
     return true;
 }

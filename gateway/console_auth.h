@@ -22,8 +22,9 @@ int console_users_load(const char *path, char *err, size_t errlen);
 void console_users_free(void);
 /* The role of user with this password, ROLE_NONE when either is wrong. */
 enum console_role console_check_password(const char *user, const char *password);
-/* A new session (at most 64; the oldest goes): its cookie token. */
-bool console_session_new(const char *user, enum console_role role, char token[CONSOLE_TOKEN_LEN + 1]);
+/* A new session: its cookie token. false with *full when the user has 8
+ * live sessions already or 256 are live: nobody else's is ever evicted. */
+bool console_session_new(const char *user, enum console_role role, char token[CONSOLE_TOKEN_LEN + 1], bool *full);
 /* The session for a cookie token (sliding 1 h idle expiry): copied out. */
 bool console_session_find(const char *token, struct console_session *out);
 void console_session_end(const char *token);

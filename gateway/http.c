@@ -2,9 +2,13 @@
  * on its own threads (one per connection), never the SMTP loop: GET
  * /metrics (Prometheus text format, metrics.c) and, with http_users, the
  * web console (console.c) for everything else. HTTPS with tls_cert when
- * http_tls (the default when tls_cert is set). The socket, the key and the
- * users file are taken before privileges are dropped; at most 16
- * connections, 30 s each. */
+ * http_tls (the default when tls_cert is set; TLS 1.2 and newer, as SMTP).
+ * The socket, the key and the users file are taken before privileges are
+ * dropped. Idle clients cannot lock admins and Prometheus out: at most
+ * HTTP_PER_CLIENT connections per client address (of HTTP_CONNECTIONS),
+ * and a request head must be complete within HTTP_HEAD_TIMEOUT_S of the
+ * connection (or of the previous request), as nginx's client_header_timeout:
+ * a watchdog shuts the socket of a connection that is late. */
 #include "http.h"
 #include "buf.h"
 #include "console.h"
@@ -17,13 +21,105 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+#define HTTP_CONNECTIONS 64
+#define HTTP_PER_CLIENT 8
+#define HTTP_HEAD_TIMEOUT_S 10
+#define HTTP_IDLE_TIMEOUT_S 30
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 static int listen_fd = -1;
 static struct MHD_Daemon *daemon_handle;
 static bool console_on;
 static char *tls_cert_pem, *tls_key_pem;   /* read as root; libmicrohttpd wants them in memory */
+
+/* ---- request-head deadline ---------------------------------------- */
+
+/* A connection the watchdog keeps an eye on: waiting for a request head
+ * since since_ms, or not (head_done) while a request is served. */
+struct http_conn {
+    int fd;
+    bool used, head_done, cut;
+    uint64_t since_ms;
+};
+
+static struct http_conn conns[HTTP_CONNECTIONS];
+static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t watchdog;
+static bool watchdog_running, watchdog_stop;
+static pthread_cond_t watchdog_wake = PTHREAD_COND_INITIALIZER;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    pthread_mutex_lock(&conns_lock);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        for (size_t i = 0; ci && i < HTTP_CONNECTIONS; i++)
+            if (!conns[i].used) {
+                conns[i] = (struct http_conn){.fd = ci->connect_fd, .used = true, .since_ms = mono_ms()};
+                *socket_context = &conns[i];
+                break;
+            }
+    } else if (*socket_context) {       /* closed: forgotten before the socket is */
+        memset(*socket_context, 0, sizeof(struct http_conn));
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&conns_lock);
+}
+
+/* The head of a request is in (done) or the request is over (!done). */
+static void head_state(struct MHD_Connection *c, bool done)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct http_conn *hc = ci ? ci->socket_context : NULL;
+    if (!hc)
+        return;
+    pthread_mutex_lock(&conns_lock);
+    hc->head_done = done;
+    hc->since_ms = mono_ms();
+    pthread_mutex_unlock(&conns_lock);
+}
+
+static void *watch_heads(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&conns_lock);
+    while (!watchdog_stop) {
+        uint64_t now = mono_ms();
+        for (size_t i = 0; i < HTTP_CONNECTIONS; i++) {
+            struct http_conn *hc = &conns[i];
+            if (hc->used && !hc->head_done && !hc->cut && now - hc->since_ms > HTTP_HEAD_TIMEOUT_S * 1000) {
+                shutdown(hc->fd, SHUT_RDWR);     /* its own thread sees the end and closes it */
+                hc->cut = true;
+            }
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 500 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&watchdog_wake, &conns_lock, &until);
+    }
+    pthread_mutex_unlock(&conns_lock);
+    return NULL;
+}
+
+/* ---- requests ------------------------------------------------------ */
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type, const char *body,
                              size_t len)
@@ -43,6 +139,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     (void)cls;
     (void)version;
+    if (!*state && !*upload_size)
+        head_state(c, true);
     if (strcmp(url, "/metrics") && console_on)
         return console_handle(c, url, method, upload, upload_size, state);
     if (*upload_size)
@@ -63,10 +161,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void request_done(void *cls, struct MHD_Connection *c, void **state, enum MHD_RequestTerminationCode why)
 {
     (void)cls;
-    (void)c;
     (void)why;
     console_request_done(*state);
     *state = NULL;
+    head_state(c, false);      /* the next request's head has its own deadline */
 }
 
 static char *read_pem(const char *path)
@@ -112,7 +210,7 @@ int http_bind(const struct config *cfg)
     if (hostport_parse(cfg->http_listen, &ss, &len) < 0 ||
         (listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
         setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(listen_fd, (struct sockaddr *)&ss, len) < 0 || listen(listen_fd, 16) < 0) {
+        bind(listen_fd, (struct sockaddr *)&ss, len) < 0 || listen(listen_fd, 64) < 0) {
         log_error("http_listen %s: %s", cfg->http_listen, strerror(errno));
         return -1;
     }
@@ -124,15 +222,25 @@ int http_start(void)
     if (listen_fd < 0)
         return 0;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem common[] = {
+        {MHD_OPTION_LISTEN_SOCKET, listen_fd, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTIONS, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_PER_CLIENT, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, HTTP_IDLE_TIMEOUT_S, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_done, NULL},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     if (tls_cert_pem)
-        daemon_handle = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET,
-                                         listen_fd, MHD_OPTION_CONNECTION_LIMIT, 16, MHD_OPTION_CONNECTION_TIMEOUT, 30,
-                                         MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_HTTPS_MEM_KEY,
-                                         tls_key_pem, MHD_OPTION_HTTPS_MEM_CERT, tls_cert_pem, MHD_OPTION_END);
+        daemon_handle = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, on_request, NULL, MHD_OPTION_ARRAY,
+                                         common, MHD_OPTION_HTTPS_MEM_KEY, tls_key_pem, MHD_OPTION_HTTPS_MEM_CERT,
+                                         tls_cert_pem, MHD_OPTION_HTTPS_PRIORITIES, HTTP_TLS_PRIORITIES,
+                                         MHD_OPTION_END);
     else
-        daemon_handle = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-                                         MHD_OPTION_CONNECTION_LIMIT, 16, MHD_OPTION_CONNECTION_TIMEOUT, 30,
-                                         MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL, MHD_OPTION_END);
+        daemon_handle = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_ARRAY, common,
+                                         MHD_OPTION_END);
+    if (daemon_handle && pthread_create(&watchdog, NULL, watch_heads, NULL) == 0)
+        watchdog_running = true;
     if (!daemon_handle) {
         log_error("http_listen: cannot start the HTTP listener");
         return -1;
@@ -142,6 +250,14 @@ int http_start(void)
 
 void http_stop(void)
 {
+    if (watchdog_running) {
+        pthread_mutex_lock(&conns_lock);
+        watchdog_stop = true;
+        pthread_cond_signal(&watchdog_wake);
+        pthread_mutex_unlock(&conns_lock);
+        pthread_join(watchdog, NULL);
+        watchdog_running = false;
+    }
     if (daemon_handle)
         MHD_stop_daemon(daemon_handle);
     daemon_handle = NULL;

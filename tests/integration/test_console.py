@@ -298,6 +298,61 @@ def test_bidi_controls_shown_escaped_and_a_quoted_space_address_released():
     g.stop()
 
 
+def https_get(host, path, source=None, timeout=5):
+    c = http.client.HTTPSConnection(host, 9443, context=ssl._create_unverified_context(), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body
+
+
+def test_idle_clients_and_logins_never_lock_out_admins_and_prometheus():
+    sink = Sink(addr(2))
+    g, _ = console_gateway(sink)
+    admin = Web(g)
+    assert admin.login("admin", "correct horse battery")[0] == 303
+    # 40 idle connections from one client and a slowloris from another: a third is served at once
+    idle = [socket.create_connection((g.host, 9443), timeout=20, source_address=(addr(50), 0)) for _ in range(40)]
+    on_cleanup(lambda: [s.close() for s in idle])
+    slow = socket.create_connection((g.host, 9443), timeout=20, source_address=(addr(51), 0))
+    on_cleanup(slow.close)
+    t0 = time.time()
+    status, body = https_get(g.host, "/metrics", source=addr(60))
+    assert status == 200 and b"postern_queue_messages" in body and time.time() - t0 < 3
+    assert admin.request("GET", "/")[0] == 200
+    # the idle ones and the slow one are cut once the request head is late (10 s), not served forever
+    deadline = time.time() + 20
+    def closed(s):
+        try:
+            s.settimeout(max(0.1, deadline - time.time()))
+            return s.recv(100) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+    for s in idle[:8]:             # the rest were refused at once (8 per client)
+        assert closed(s), "an idle connection outlived the request-head deadline"
+    assert time.time() - t0 < 16
+    # more logins of one user than it may have: refused, and nobody else is logged out
+    viewer = [Web(g) for _ in range(12)]
+    codes = [v.login("viewer", "just looking")[0] for v in viewer]
+    assert codes.count(303) == 8 and codes.count(403) == 4, codes
+    assert "too many open sessions" in viewer[-1].request("POST", "/login", {"user": "viewer", "password":
+                                                                             "just looking"})[2]
+    assert admin.request("GET", "/api/queue")[0] == 200, "the admin was logged out"
+    assert "refused: too many open sessions" in g.log()
+    # TLS 1.0/1.1 refused by the console as by SMTP, 1.2 accepted
+    for version, works in (("-tls1_1", False), ("-tls1", False), ("-tls1_2", True)):
+        r = subprocess.run(["openssl", "s_client", version, "-cipher", "DEFAULT@SECLEVEL=0", "-connect",
+                            "%s:9443" % g.host], input="", capture_output=True, text=True, timeout=20)
+        m = re.search(r"Protocol\s*: (TLSv1(\.\d)?)", r.stdout)
+        connected = r.returncode == 0 and m is not None and "Cipher is (NONE)" not in r.stdout
+        assert connected == works, (version, r.stdout[-600:], r.stderr[-600:])
+    g.stop()
+
+
 def postern_list(g):
     return subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list"], capture_output=True,
                           text=True, timeout=30).stdout
