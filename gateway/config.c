@@ -1,6 +1,7 @@
 /* config.c - parses the main config file and its file: lookup tables into a
  * struct config, validating every value and naming file:line on error. */
 #include "config.h"
+#include "privsep.h"
 #include "smtp_parse.h"
 #include <ctype.h>
 #include <arpa/inet.h>
@@ -181,9 +182,10 @@ typedef int (*row_fn)(struct pctx *p, void *ctx, char *key, char *value);
 
 static int read_table(struct pctx *parent, const char *path, row_fn row, void *ctx)
 {
-    FILE *f = fopen(path, "r");
+    char why[300];
+    FILE *f = privsep_fopen(path, why, sizeof why);
     if (!f)
-        return fail(parent, "cannot open table %s: %s", path, strerror(errno));
+        return fail(parent, "cannot open table %s: %s%s%s", path, strerror(errno), why[0] ? ": " : "", why);
     struct pctx p = {path, 0, parent->err, parent->errlen, parent->running};
     char line[1024];
     int rc = 0;
@@ -296,19 +298,6 @@ static int add_sasl(struct pctx *p, void *ctx, char *key, char *value)
         return fail(p, "out of memory");
     cfg->sasl = n;
     n[cfg->nsasl++] = (struct sasl_entry){strdup(key), strdup(value), strdup(colon + 1), plaintext};
-    return 0;
-}
-
-static int copy_sasl(struct pctx *p, struct config *cfg, const struct config *from)
-{
-    for (size_t i = 0; i < from->nsasl; i++) {
-        struct sasl_entry *n = realloc(cfg->sasl, (cfg->nsasl + 1) * sizeof *n);
-        if (!n)
-            return fail(p, "out of memory");
-        cfg->sasl = n;
-        const struct sasl_entry *e = &from->sasl[i];
-        n[cfg->nsasl++] = (struct sasl_entry){strdup(e->nexthop), strdup(e->user), strdup(e->password), e->plaintext_ok};
-    }
     return 0;
 }
 
@@ -719,8 +708,11 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
     if (!strcmp(key, "plugins"))
         return each_item(p, value, add_plugin, cfg);
     if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key")) {
-        if (access(value, R_OK) < 0)
-            return fail(p, "%s: cannot read %s: %s", key, value, strerror(errno));
+        char why[300];          /* read by root (at start, and by the parent for a reload) */
+        int fd = privsep_open(value, why, sizeof why);
+        if (fd < 0)
+            return fail(p, "%s: cannot read %s: %s%s%s", key, value, strerror(errno), why[0] ? ": " : "", why);
+        close(fd);
         set_str(key[4] == 'c' ? &cfg->tls_cert : &cfg->tls_key, value);
         return 0;
     }
@@ -825,12 +817,7 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         if (strncmp(value, "file:", 5) != 0)
             return fail(p, "%s: expected file:PATH", key);
         set_str(&cfg->sasl_maps, value);
-        /* read at start as root (it may be 0600); a reload, as the daemon's
-         * user, keeps the running table when it cannot read the file */
-        if (p->running && p->running->sasl_maps && !strcmp(p->running->sasl_maps, value) &&
-            access(value + 5, R_OK) < 0 && errno == EACCES)
-            return copy_sasl(p, cfg, p->running);
-        return read_table(p, value + 5, add_sasl, cfg);
+        return read_table(p, value + 5, add_sasl, cfg);   /* 0600 root: through the parent on a reload */
     }
     if (!strcmp(key, "dest_rate_limit_table")) {
         if (strncmp(value, "file:", 5) != 0)
@@ -1058,9 +1045,10 @@ static int config_parse(const char *path, struct config *cfg, const struct confi
     config_defaults(cfg);
     cfg->path = strdup(path);
     struct pctx p = {path, 0, err, errlen, running};
-    FILE *f = fopen(path, "r");
+    char why[300];
+    FILE *f = privsep_fopen(path, why, sizeof why);    /* root's file: the parent opens it for a reload */
     if (!f) {
-        fail(&p, "cannot open: %s", strerror(errno));
+        fail(&p, "cannot open: %s%s%s", strerror(errno), why[0] ? ": " : "", why);
         config_free(cfg);
         return -1;
     }

@@ -1,5 +1,5 @@
-/* main.c - posternd: load the config, open the spool, bind, drop
- * privileges, then run the event loop until SIGTERM/SIGINT, finishing
+/* main.c - posternd: load the config, open the spool, bind, fork the
+ * privileged parent (privsep.c) and drop privileges, then run the event loop until SIGTERM/SIGINT, finishing
  * in-flight commits (and, for a bounded time, deliveries) before exit 0. */
 #include "config.h"
 #include "control.h"
@@ -20,6 +20,7 @@
 #include "local_submit.h"
 #include "log.h"
 #include "privs.h"
+#include "privsep.h"
 #include "queue.h"
 #include "runtime.h"
 #include "sd_notify.h"
@@ -42,6 +43,7 @@
 #define SHUTDOWN_GRACE_MS 15000
 
 static struct ev_watch signal_watch;
+static bool signals_watched;
 static uint64_t shutdown_started_ms;
 
 static void usage(void)
@@ -122,6 +124,24 @@ static void reconfigure(const struct config *c)
     delivery_init(c);
 }
 
+/* A signalfd registered in epoll before a fork wakes the parent's epoll
+ * waiters, not ours: the daemon makes its own after the split. */
+static int renew_signal_watch(void)
+{
+    if (!signals_watched)           /* posternd -t has no loop */
+        return 0;
+    int old = signal_watch.fd;
+    ev_del(&signal_watch);
+    close(old);
+    sigset_t set;
+    sigemptyset(&set);
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+        sigaddset(&set, sigs[i]);
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return fd < 0 ? -1 : ev_add(&signal_watch, fd, EPOLLIN, on_signal, NULL);
+}
+
 static int setup_signals(void)
 {
     sigset_t set;
@@ -136,7 +156,26 @@ static int setup_signals(void)
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0)
         return -1;
+    signals_watched = true;
     return ev_add(&signal_watch, fd, EPOLLIN, on_signal, NULL);
+}
+
+/* Started as root: fork the privileged parent (privsep.h), which stays
+ * root to open the files the configuration names; this process goes on as
+ * the daemon. Nothing when not root. */
+static int split_privileges(const char *path, const struct config *cfg)
+{
+    uid_t uid;
+    gid_t gid;
+    if (geteuid() != 0)
+        return 0;
+    if (privs_run_ids(cfg->run_user, cfg->allow_user_nobody, &uid, &gid) < 0)
+        return -1;
+    if (privsep_start(path, uid, gid) < 0 || renew_signal_watch() < 0) {
+        log_error("cannot fork the privileged parent: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* posternd -t: everything start-up checks, as the daemon's user, creating
@@ -148,8 +187,9 @@ static int check_config(const char *path, struct config *cfg)
         fprintf(stderr, "posternd: %s\n", err);
         return 1;
     }
-    if (privs_become(cfg->run_user, cfg->allow_user_nobody) < 0)
+    if (split_privileges(path, cfg) < 0 || privs_become(cfg->run_user, cfg->allow_user_nobody) < 0)
         return 1;
+    privsep_bind_to_parent();
     plugin_host_set_checking(true);
     if (smtp_auth_init(cfg, err, sizeof err) < 0 || hooks_load(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "posternd: %s\n", err);
@@ -219,8 +259,11 @@ int main(int argc, char **argv)
     }
     if (control_start(cfg->control_socket) < 0)
         return 1;
+    if (split_privileges(path, cfg) < 0)
+        return 1;
     if (privs_drop(cfg->run_user, cfg->allow_user_nobody, cfg->spool_dir, cfg->control_socket) < 0)
         return 1;
+    privsep_bind_to_parent();
     /* a log file is opened as the daemon's user, never by root in a tree it may write */
     if (log_open(cfg->log_target, err, sizeof err) < 0) {
         log_error("%s", err);

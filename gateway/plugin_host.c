@@ -1,6 +1,7 @@
 /* plugin_host.c - implements struct postern_host on top of txn_t. Each
  * mutation checks the stage it is called in (see postern_plugin.h). */
 #include "plugin_host.h"
+#include "privsep.h"
 #include "config.h"
 #include "dns.h"
 #include "hooks.h"
@@ -460,6 +461,7 @@ static const struct postern_host host = {
     .defer_to_worker = h_defer_to_worker,
     .session_data_get = h_session_data_get,
     .session_data_set = h_session_data_set,
+    .open_config_file = privsep_open,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

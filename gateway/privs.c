@@ -108,6 +108,16 @@ static int switch_to(const struct passwd *pw)
     return 0;
 }
 
+int privs_run_ids(const char *user, bool allow_nobody, uid_t *uid, gid_t *gid)
+{
+    const struct passwd *pw = run_user_entry(user, allow_nobody);
+    if (!pw)
+        return -1;
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    return 0;
+}
+
 int privs_become(const char *user, bool allow_nobody)
 {
     if (geteuid() != 0)

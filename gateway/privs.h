@@ -3,6 +3,7 @@
 #define POSTERN_PRIVS_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #define PRIVS_DEFAULT_USER "postern"
 
@@ -15,5 +16,7 @@ int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const
 /* The same switch without touching the spool: configuration checks, which
  * run plugin init and Lua top levels, run as the daemon would. */
 int privs_become(const char *user, bool allow_nobody);
+/* The run user's ids (the same checks as privs_drop); -1 logged. */
+int privs_run_ids(const char *user, bool allow_nobody, uid_t *uid, gid_t *gid);
 
 #endif

@@ -14,6 +14,8 @@
 #include "postern_plugin.h"
 #include "plugin_util.h"
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <opendkim/dkim.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 struct key {
     char domain[256], selector[64];
@@ -38,14 +41,31 @@ struct signer {
 
 static const struct postern_host *host;
 
+/* A key or the key table, through posternd (its privileged parent opens
+ * what the daemon's user cannot read: keys are root's, mode 0600). The
+ * reason in err names errno, the user and what was refused. */
+static FILE *open_secret(const char *path, const char *what, char *err, size_t errlen)
+{
+    char why[300] = "";
+    int fd = POSTERN_HOST_HAS(host, open_config_file) ? host->open_config_file(path, why, sizeof why)
+                                                      : open(path, O_RDONLY | O_CLOEXEC);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errlen, "cannot read %s %s: %s (as uid %d)%s%s", what, path, strerror(e), (int)geteuid(),
+                 why[0] ? "; " : "", why);
+    }
+    return f;
+}
+
 /* Reads a PEM private key file; sets alg from the key type. */
 static unsigned char *load_key(const char *path, dkim_alg_t *alg, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "cannot read key %s", path);
+    FILE *f = open_secret(path, "key", err, errlen);
+    if (!f)
         return NULL;
-    }
     EVP_PKEY *pk = PEM_read_PrivateKey(f, NULL, NULL, NULL);
     int type = pk ? EVP_PKEY_get_base_id(pk) : 0;
     EVP_PKEY_free(pk);
@@ -73,11 +93,9 @@ static int load_table(struct signer *s, const char *spec, char *err, size_t errl
         snprintf(err, errlen, "keys: expected file:PATH");
         return -1;
     }
-    FILE *f = fopen(spec + 5, "r");
-    if (!f) {
-        snprintf(err, errlen, "keys: cannot read %s", spec + 5);
+    FILE *f = open_secret(spec + 5, "the key table", err, errlen);
+    if (!f)
         return -1;
-    }
     char line[1024];
     int lineno = 0, rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {

@@ -257,6 +257,18 @@ struct postern_host {
      * there is no session (QUEUE, DELIVER). */
     void *(*session_data_get)(postern_txn *t, const void *owner);
     int (*session_data_set)(postern_txn *t, const void *owner, void *data, void (*release)(void *data));
+
+    /* ---- appended in 0.11 ---- */
+
+    /* A file the configuration names (a key, a password file, a table
+     * listing keys), opened for reading. posternd runs as an unprivileged
+     * user; what that user cannot read (a key that is root's, mode 0600)
+     * is opened by its privileged parent, at start and at every reload,
+     * provided the configuration (or a file opened this way) names it and
+     * the daemon's user cannot change it. A descriptor (close it), or -1
+     * with errno and why (may be NULL) saying what was refused. Use it in
+     * init for every secret, instead of open()/fopen(). */
+    int (*open_config_file)(const char *path, char *why, size_t whylen);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

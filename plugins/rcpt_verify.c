@@ -29,6 +29,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ldap.h>
 #include <netdb.h>
 #include <poll.h>
@@ -583,12 +584,20 @@ static int set_number(const char *key, const char *value, int lo, int hi, int *o
     return 0;
 }
 
+/* The bind password: root's file (0600) is opened by posternd's
+ * privileged parent, at start and at each reload. */
 static int read_password(struct verifier *v, const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    char why[300] = "";
+    int fd = POSTERN_HOST_HAS(host, open_config_file) ? host->open_config_file(path, why, sizeof why)
+                                                      : open(path, O_RDONLY | O_CLOEXEC);
+    int e = errno;
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (!f && fd >= 0)
+        close(fd);
     if (!f || !fgets(v->ldap_password, sizeof v->ldap_password, f)) {
-        snprintf(err, errlen, "rcpt_verify.ldap_bind_password_file: cannot read %s: %s", path,
-                 f ? "empty" : strerror(errno));
+        snprintf(err, errlen, "rcpt_verify.ldap_bind_password_file: cannot read %s: %s (as uid %d)%s%s", path,
+                 f ? "empty" : strerror(e), (int)geteuid(), why[0] ? "; " : "", why);
         if (f)
             fclose(f);
         return -1;

@@ -406,9 +406,24 @@ class Gateway:
             assert rc == 0, "posternd exited %s on SIGTERM:\n%s" % (rc, self.log()[-3000:])
         self.check_sanitizers()
 
+    def pid(self):
+        """The daemon's pid: started as root, posternd forks and the child
+        (the unprivileged daemon) does the work while the parent keeps root
+        to open files for it; otherwise the process itself."""
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                        return int(entry)
+            except (OSError, IndexError, ValueError):
+                continue
+        return self.proc.pid
+
     def rss_kb(self):
         """posternd's resident memory, in kB."""
-        with open("/proc/%d/status" % self.proc.pid) as f:
+        with open("/proc/%d/status" % self.pid()) as f:
             return int([l for l in f if l.startswith("VmRSS")][0].split()[1])
 
     def kill9(self):

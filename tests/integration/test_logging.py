@@ -43,7 +43,7 @@ def test_syslog_records_carry_the_postfix_fields():
     wait_for(lambda: any("posternd ready" in r for r in log.drain()), 10, "posternd ready in syslog")
     qid = queue_id(send_mail(g, headers="Subject: hi\r\nMessage-ID: <abc.123@src.test>\r\n"))
     sink.wait_count(1)
-    pid = g.proc.pid
+    pid = g.pid()
 
     def record(pattern):
         for r in log.drain():

@@ -27,7 +27,9 @@ def test_drops_to_the_run_user_on_every_thread_after_binding_port_25():
     sink = Sink(addr(2))
     g = Gateway(port=25, sink=sink).start()
     assert "running as user postern (uid %d)" % nobody.pw_uid in g.log()
-    threads = ids(g.proc.pid)
+    # the daemon is the privileged parent's child; the parent keeps root, one thread, no listener
+    assert g.pid() != g.proc.pid and ids(g.proc.pid) == [(["0"] * 4, ["0"] * 4, ids(g.proc.pid)[0][2])]
+    threads = ids(g.pid())
     assert len(threads) > 1, threads           # the worker pool exists and was checked too
     for uids, gids, groups in threads:
         assert uids == [str(nobody.pw_uid)] * 4, uids

@@ -208,7 +208,7 @@ def test_idle_control_connections_are_bounded_and_timed_out():
         s.connect(sock)
         held.append(s)
     time.sleep(0.3)
-    fds = len(os.listdir("/proc/%d/fd" % g.proc.pid))
+    fds = len(os.listdir("/proc/%d/fd" % g.pid()))
     assert fds < 80, "%d fds open with 100 idle control connections" % fds
     # an honest request is still answered while they are held
     wait_for(lambda: postern(g, "list").returncode == 0, 15, "a control answer")

@@ -2,7 +2,11 @@
 main config, its tables and the C plugins (as well as Lua); new sessions go
 by the new generation while an open session finishes under the one it
 started with; an invalid reload is refused whole and the old configuration
-stays; `postern check-config` fails exactly when `posternd -t` fails."""
+stays; `postern check-config` fails exactly when `posternd -t` fails. With
+secrets in the standard layout (root's, 0600: tls_key, DKIM keys and their
+table, smtp_sasl_password_maps) every reload works: the privileged parent
+opens them, only when the configuration names them and the daemon's user
+cannot change them; the parent holds no socket but its channel."""
 from harness import *
 
 PLUGDIR = os.path.join(BUILD, "plugins")
@@ -147,6 +151,94 @@ def check_both(conf):
     c = subprocess.run([os.path.join(BUILD, "postern"), "-c", conf, "check-config"], capture_output=True, text=True,
                        timeout=30)
     return t, c
+
+
+def root_file(d, name, text=None, src=None, mode=0o600):
+    path = os.path.join(d, name)
+    data = open(src, "rb").read() if src else text.encode()
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+    return path
+
+
+def sockets_of(pid):
+    return [os.readlink("/proc/%d/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%d/fd" % pid)
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:")]
+
+
+def dkim_selectors(sink):
+    return [re.search(rb"\bs=(\w+);", m).group(1).decode() for m in sink.messages() if b"DKIM-Signature" in m]
+
+
+def test_reloads_with_root_only_secrets_go_through_the_privileged_parent():
+    if os.geteuid() != 0:
+        skip("needs root")
+    sink = Sink(addr(2))
+    d = tempfile.mkdtemp(prefix="secrets-")          # root's, 0755: the layout of /etc/postern
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    certs = make_certs(["gw.postern.test"])
+    cert = os.path.join(certs[0], "gw.postern.test.crt")
+    key = root_file(d, "tls.key", src=os.path.join(certs[0], "gw.postern.test.key"))
+    k1, _ = dkim_key(d, "one")
+    k2, _ = dkim_key(d, "two")
+    for k in (k1, k2):
+        os.chmod(k, 0o600)
+    table = root_file(d, "dkim-keys", "example.test one %s\n" % k1)
+    sasl = root_file(d, "sasl", "[192.0.2.9]:587 user:secret\n")      # read at each reload, used elsewhere
+    g = Gateway(sink=sink, tls_cert=cert, tls_key=key, plugin_dir=PLUGDIR, plugins="dkim_sign",
+                smtp_sasl_password_maps="file:" + sasl, **{"dkim_sign.keys": "file:" + table}).start()
+    # two processes: a parent that stays root with no socket but its channel, and the daemon
+    parent, daemon = g.proc.pid, g.pid()
+    assert parent != daemon and open("/proc/%d/comm" % parent).read().strip() == "posternd-parent"
+    assert os.stat("/proc/%d" % parent).st_uid == 0 and os.stat("/proc/%d" % daemon).st_uid != 0
+    assert len(sockets_of(parent)) == 1, sockets_of(parent)
+    send_mail(g, headers="From: a@example.test\r\nSubject: one\r\n")
+    wait_for(lambda: dkim_selectors(sink) == ["one"], 10, "a message signed with selector one")
+    # a reload re-reads every root-only file, as `postern reload` and as SIGHUP
+    root_file(d, "dkim-keys", "example.test two %s\n" % k2)
+    r = postern(g, "reload")
+    assert r.returncode == 0 and "configuration generation 2 in use" in r.stdout, r.stdout + r.stderr
+    assert "Permission denied" not in g.log()
+    send_mail(g, headers="From: a@example.test\r\nSubject: two\r\n")
+    wait_for(lambda: dkim_selectors(sink) == ["one", "two"], 10, "a message signed with selector two")
+    g.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "configuration generation 3 in use" in g.log(), 10, "the SIGHUP reload")
+    # a key the daemon's user could swap (its directory is writable by it) is refused, naming why
+    w = tempfile.mkdtemp(prefix="writable-")
+    os.chmod(w, 0o777)
+    on_cleanup(lambda: shutil.rmtree(w, ignore_errors=True))
+    unsafe = root_file(w, "k.pem", src=k1)
+    root_file(d, "dkim-keys", "example.test one %s\n" % unsafe)
+    r = postern(g, "reload")
+    assert r.returncode != 0 and "can be changed by the daemon's user" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "refused to open %s" % unsafe in g.log()
+    send_mail(g, headers="From: a@example.test\r\nSubject: still two\r\n")
+    wait_for(lambda: dkim_selectors(sink) == ["one", "two", "two"], 10, "the old key still signing")
+    g.stop()
+
+
+def test_the_parent_opens_only_what_the_configuration_names():
+    """A daemon that asks the parent for files nobody configured (as a
+    compromised one would) is refused, whatever it asks for."""
+    if os.geteuid() != 0:
+        skip("needs root")
+    sink = Sink(addr(2))
+    d = tempfile.mkdtemp(prefix="secrets-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    named = root_file(d, "named.key", "secret\n")
+    unnamed = root_file(d, "unnamed.key", "secret\n")
+    listing = readable_file("list", "/etc/shadow\n%s\n%s\n" % (unnamed, named))
+    g = Gateway(sink=sink, plugin_dir=os.path.join(BUILD, "test-plugins"), plugins="probe",
+                **{"probe.open_listed": listing, "probe.secret": named}).start()
+    log = g.log()
+    assert "probe: open_listed /etc/shadow: refused: /etc/shadow is not named by" in log, log[-1500:]
+    assert "probe: open_listed %s: refused: %s is not named by" % (unnamed, unnamed) in log
+    assert "probe: secret %s: opened" % named in log
+    assert "probe: open_listed %s: opened" % named in log        # named by the configuration
+    g.stop()
 
 
 def test_check_config_fails_exactly_when_posternd_t_fails():

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_RULES 32
 
@@ -95,6 +96,32 @@ static int parse_mutation(struct probe *p, const char *v, char *err, size_t errl
     return 0;
 }
 
+/* secret = PATH: PATH opened through host->open_config_file, the outcome
+ * logged; open_listed = FILE: each path FILE lists (one a line) the same
+ * way, as a compromised daemon asking the privileged parent for files the
+ * configuration never named would. */
+static void open_one(const char *path, const char *how)
+{
+    char why[300] = "";
+    int fd = host->open_config_file(path, why, sizeof why);
+    host->log(NULL, POSTERN_LOG_INFO, "probe: %s %s: %s%s%s", how, path, fd >= 0 ? "opened" : "refused",
+              why[0] ? ": " : "", why);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void open_listed(const char *list)
+{
+    FILE *f = fopen(list, "r");
+    char path[1024];
+    while (f && fgets(path, sizeof path, f)) {
+        path[strcspn(path, "\r\n")] = '\0';
+        open_one(path, "open_listed");
+    }
+    if (f)
+        fclose(f);
+}
+
 static int probe_init(const struct postern_host *h, const struct postern_option *opts, size_t n, void **state,
                       char *err, size_t errlen)
 {
@@ -110,6 +137,10 @@ static int probe_init(const struct postern_host *h, const struct postern_option 
             rc = parse_mutation(p, opts[i].value, err, errlen);
         else if (!strcmp(opts[i].key, "record"))
             snprintf(p->record, sizeof p->record, "%s", opts[i].value);
+        else if (!strcmp(opts[i].key, "open_listed"))
+            open_listed(opts[i].value);
+        else if (!strcmp(opts[i].key, "secret"))
+            open_one(opts[i].value, "secret");
         else {
             snprintf(err, errlen, "unknown option '%s'", opts[i].key);
             rc = -1;
