@@ -5,9 +5,14 @@
  * layer is negotiated (max_ssf 0): TLS protects the session. */
 #include "auth_backend.h"
 #include "log.h"
+#include <errno.h>
+#include <stdbool.h>
+#include <fcntl.h>
+#include <pwd.h>
 #include <sasl/sasl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static char mechs[512];
 static char cyrus_hostname[256];   /* the service's FQDN for sasl_server_new */
@@ -39,8 +44,46 @@ static sasl_conn_t *new_conn(void)
     return conn;
 }
 
+/* The sasldb the config file names (auxprop_plugin sasldb; sasldb_path,
+ * else /etc/sasldb2) must be readable by this process, the daemon's user:
+ * libsasl2 opens it only at the first AUTH, and then every AUTH fails with
+ * 454. Said at start and by `posternd -t` instead. */
+static int check_sasldb(const struct config *cfg, char *err, size_t errlen)
+{
+    char conf[4200], line[1024], db[1024] = "/etc/sasldb2";
+    snprintf(conf, sizeof conf, "%s/postern.conf", cfg->auth_cyrus_config_dir ? cfg->auth_cyrus_config_dir
+                                                                               : "/etc/sasl2");
+    FILE *f = fopen(conf, "r");
+    bool sasldb = false;
+    while (f && fgets(line, sizeof line, f)) {
+        char key[64], value[1000];
+        if (sscanf(line, " %63[^: ] : %999[^\r\n]", key, value) != 2)
+            continue;
+        if (!strcmp(key, "auxprop_plugin") && strstr(value, "sasldb"))
+            sasldb = true;
+        else if (!strcmp(key, "sasldb_path"))
+            snprintf(db, sizeof db, "%s", value);
+    }
+    if (f)
+        fclose(f);
+    int fd = sasldb ? open(db, O_RDONLY | O_CLOEXEC) : 0;
+    if (fd < 0) {
+        int e = errno;
+        struct passwd *pw = getpwuid(geteuid());
+        snprintf(err, errlen, "auth_backend = cyrus: sasldb_path %s (from %s): %s as user %s (uid %d); every AUTH "
+                 "would fail: let that user read it (chgrp %s; chmod 640)", db, conf, strerror(e),
+                 pw ? pw->pw_name : "?", (int)geteuid(), pw ? pw->pw_name : "it");
+        return -1;
+    }
+    if (sasldb)
+        close(fd);
+    return 0;
+}
+
 static int cyrus_init(const struct config *cfg, char *err, size_t errlen)
 {
+    if (check_sasldb(cfg, err, errlen) < 0)
+        return -1;
     snprintf(cyrus_hostname, sizeof cyrus_hostname, "%s", cfg->hostname);
     if (cfg->auth_cyrus_config_dir)
         sasl_set_path(SASL_PATH_TYPE_CONFIG, cfg->auth_cyrus_config_dir);

@@ -107,6 +107,26 @@ def test_cyrus_sasldb_plain_and_login_relay_and_refusals():
     g.stop()
 
 
+def test_check_config_finds_a_sasldb_the_daemon_cannot_read():
+    """A sasldb at 0640 root: `posternd -t` (and the start) say so, naming
+    the file and the user, instead of every AUTH failing with 454 later."""
+    if os.geteuid() != 0:
+        skip("needs root")
+    sasl = Sasldb("gw.postern.test")
+    shutil.chown(sasl.db, "root", "root")
+    os.chmod(sasl.db, 0o640)
+    certs = make_certs(["gw.postern.test"])
+    g = tls_gateway(Sink(addr(2)), certs, auth_backend="cyrus", auth_cyrus_config_dir=sasl.dir)
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                       timeout=30)
+    want = "sasldb_path %s (from %s/postern.conf): Permission denied as user postern" % (sasl.db, sasl.dir)
+    assert r.returncode != 0 and want in r.stderr, r.stdout + r.stderr
+    shutil.chown(sasl.db, "root", "postern")
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_auth_dialogue_details():
     sink = Sink(addr(2))
     certs = make_certs(["gw.postern.test"])
