@@ -190,6 +190,12 @@ static int check_config(const char *path, struct config *cfg)
     if (split_privileges(path, cfg) < 0 || privs_become(cfg->run_user, cfg->allow_user_nobody) < 0)
         return 1;
     privsep_bind_to_parent();
+    /* what the daemon reads itself, checked as the daemon */
+    if (cfg->dns_trust_anchor && access(cfg->dns_trust_anchor, R_OK) < 0) {
+        fprintf(stderr, "posternd: dns_trust_anchor %s: %s as the daemon's user (uid %d), who reads it\n",
+                cfg->dns_trust_anchor, strerror(errno), (int)geteuid());
+        return 1;
+    }
     plugin_host_set_checking(true);
     if (smtp_auth_init(cfg, err, sizeof err) < 0 || hooks_load(cfg, err, sizeof err) < 0) {
         fprintf(stderr, "posternd: %s\n", err);
