@@ -121,12 +121,28 @@ int open_archived(int dirfd, const char *rel)
     return fd;
 }
 
-static FILE *open_in(const char *dir, const char *name, const char *mode)
+/* DIR/NAME ("r", "w" or "a"), never through a symbolic link: the archive is
+ * the daemon user's tree and this may run as root. */
+FILE *archive_open_in(const char *dir, const char *name, const char *mode)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    return fopen(path, mode);
+    int flags = mode[0] == 'r' ? O_RDONLY : O_WRONLY | O_CREAT | (mode[0] == 'a' ? O_APPEND : O_TRUNC);
+    int fd = open(path, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0640);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        fd = -1;
+        errno = EINVAL;
+    }
+    if (fd >= 0)
+        fcntl(fd, F_SETFL, flags & O_APPEND);
+    FILE *f = fd >= 0 ? fdopen(fd, mode) : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
+    return f;
 }
+
 
 /* ---- search ---- */
 
@@ -135,7 +151,7 @@ typedef void (*match_fn)(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS]);
 
 static long walk_index(const char *dir, int dirfd, const struct filters *f, match_fn cb, void *ctx, long *gone)
 {
-    FILE *ixf = open_in(dir, "index", "r");
+    FILE *ixf = archive_open_in(dir, "index", "r");
     if (!ixf) {
         fprintf(stderr, "postern: %s/index: %s (run `postern archive reindex`)\n", dir, strerror(errno));
         return -1;
@@ -343,7 +359,7 @@ static void export_one(struct exporter *x, unsigned long seq, const char *rel, c
  * proof; the chain itself is copied beside the export. */
 static void export_from_chain(struct exporter *x, const char *dir, const struct picked *p)
 {
-    FILE *chain = open_in(dir, "chain", "r");
+    FILE *chain = archive_open_in(dir, "chain", "r");
     if (!chain) {
         fprintf(stderr, "postern: %s/chain: %s\n", dir, strerror(errno));
         x->problems++;
@@ -478,7 +494,7 @@ static void index_line(unsigned long seq, const char *rel, const char *head, siz
 
 long archive_derive_index(const char *dir, int dirfd, bool lines, archive_copy_fn cb, void *ctx)
 {
-    FILE *chain = open_in(dir, "chain", "r");
+    FILE *chain = archive_open_in(dir, "chain", "r");
     if (!chain)
         return -1;
     char line[4096], *head = malloc(HEAD_READ);
@@ -545,7 +561,7 @@ static int cmp_entry(const void *a, const void *b)
 
 static int load_index(const char *dir, struct ix_table *t)
 {
-    FILE *ixf = open_in(dir, "index", "r");
+    FILE *ixf = archive_open_in(dir, "index", "r");
     if (!ixf)
         return -1;
     char *line = malloc(ARCHIVE_INDEX_LINE_MAX + 2);
@@ -642,14 +658,14 @@ static void write_line(void *ctx, unsigned long seq, const char *rel, const char
 
 static int archive_reindex(const char *dir, int dirfd)
 {
-    FILE *lockf = open_in(dir, "index.lock", "a");
+    FILE *lockf = archive_open_in(dir, "index.lock", "a");
     if (!lockf || flock(fileno(lockf), LOCK_EX) < 0) {
         fprintf(stderr, "postern: %s/index.lock: %s\n", dir, strerror(errno));
         if (lockf)
             fclose(lockf);
         return 1;
     }
-    struct reindex_writer w = {open_in(dir, "index.new", "w"), 0, 0};
+    struct reindex_writer w = {archive_open_in(dir, "index.new", "w"), 0, 0};
     long copies = w.out ? archive_derive_index(dir, dirfd, true, write_line, &w) : -1;
     if (copies < 0) {
         fprintf(stderr, "postern: %s/%s: %s\n", dir, w.out ? "chain" : "index.new", strerror(errno));
@@ -693,7 +709,10 @@ int archive_search_command(const char *dir, const char *run_user, bool allow_nob
         rc = archive_export(dir, dirfd, &f);
     } else {
         long gone = 0, found = -1, off = archive_index_check(dir, dirfd, false, stderr);
-        if (off > 0)
+        if (off < 0)
+            fprintf(stderr, "postern: cannot check %s/index against %s/chain: %s (run `postern -c CONF archive "
+                            "reindex`, and `archive verify`)\n", dir, dir, strerror(errno));
+        else if (off > 0)
             fprintf(stderr, "postern: %s/index disagrees with the chain in %ld place(s), so a search could miss "
                             "mail; run `postern -c CONF archive reindex` (and `archive verify` to see why)\n",
                     dir, off);

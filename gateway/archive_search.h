@@ -9,6 +9,9 @@
 /* An archived file DIR/DAY/FILE, opened below dirfd without following a
  * symlink at either step (the tree is the daemon user's); -1 with errno. */
 int open_archived(int dirfd, const char *rel);
+/* DIR/NAME (mode "r", "w" or "a") as a regular file, never through a
+ * symbolic link; NULL with errno. */
+FILE *archive_open_in(const char *dir, const char *name, const char *mode);
 /* The index as `archive reindex` writes it, derived from DIR/chain and the
  * archived files: cb gets each chained copy in chain order, with its index
  * line (LF included; "" without lines, where only the file's presence is

@@ -79,7 +79,7 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/chain", dir);
-    FILE *f = fopen(path, "r");
+    FILE *f = archive_open_in(dir, "chain", "r");
     if (!f) {
         fprintf(out, "archive: no chain at %s (nothing archived yet?)\n", path);
         return -1;
@@ -146,7 +146,7 @@ static int check_head(const char *dir, FILE *out, const struct links *links, uns
     char path[4200], h[ARCHIVE_HASH_HEX];
     unsigned long seq;
     snprintf(path, sizeof path, "%s/head", dir);
-    FILE *f = fopen(path, "r");
+    FILE *f = archive_open_in(dir, "head", "r");
     if (!f || fscanf(f, "%lu %64s", &seq, h) != 2) {
         if (f)
             fclose(f);

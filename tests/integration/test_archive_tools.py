@@ -213,6 +213,20 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
     assert r.returncode == 1 and "DELETED %s/%s.eml" % (DAYS[0], facts[1]["qid"]) in r.stdout, r.stdout[-500:]
     assert "CHANGED" not in r.stdout
     assert postern(conf, "search", "--subject", "hello 1").stdout.count(facts[1]["qid"]) == 0
+    # an index or chain the daemon's user swaps for a link to a root-only file is never read through it
+    secret = os.path.join(tempfile.mkdtemp(prefix="root-only-"), "secret")
+    on_cleanup(lambda: shutil.rmtree(os.path.dirname(secret), ignore_errors=True))
+    with open(secret, "w") as f:
+        f.write("1\t2026-11-28T10:00:00Z\t2026-11-28/ROOTONLY.eml\tROOTONLY\ta@b\tc@d\t\t\troot only subject\n")
+    os.chmod(secret, 0o600)
+    for name in ("index", "chain"):
+        os.rename(os.path.join(adir, name), os.path.join(adir, name + ".orig"))
+        os.symlink(secret, os.path.join(adir, name))
+        for cmd in (["search"], ["verify"]):
+            r = postern(conf, *cmd)
+            assert r.returncode != 0 and "ROOTONLY" not in r.stdout + r.stderr, (name, cmd, r.stdout[-300:])
+        os.unlink(os.path.join(adir, name))
+        os.rename(os.path.join(adir, name + ".orig"), os.path.join(adir, name))
 
 
 def index_tampering_is_caught(conf, adir, facts):
