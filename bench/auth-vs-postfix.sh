@@ -111,8 +111,10 @@ postern_conf $PG_PORT $SINK_PORT "$WORK/spool-on" "worker_threads = ${WORKERS:-4
   "plugin_dir = $(pwd)/$BUILD/plugins" "plugins = spf, dkim_verify, dmarc, authres" \
   "dns_server = 127.0.0.1:$DNS_PORT" "dmarc.psl = $WORK/psl" >"$WORK/on.conf"
 
-# posternd's CPU (user + system clock ticks) so far
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$PG/stat"; }
+# posternd's CPU (user + system clock ticks) so far: the daemon, the privileged
+# parent's child when started as root
+daemon_pid() { pgrep -P "$1" -x posternd || echo "$1"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$(daemon_pid $PG)/stat"; }
 
 # first prove the chain really verifies: one copy to a dumping sink
 start_posternd "$WORK/on.conf"
@@ -139,7 +141,7 @@ for round in $(seq "$ROUNDS"); do
   start_posternd "$WORK/on.conf"
   # PERF=1: where posternd's time goes with the chain on (perf, by library), last round
   if [ -n "${PERF:-}" ] && [ "$round" = "$ROUNDS" ]; then
-    perf record -q ${PERF_RECORD:--F 999 -g} -p $PG -o "$WORK/perf.data" 2>/dev/null & PERFPID=$!
+    perf record -q ${PERF_RECORD:--F 999 -g} -p "$(daemon_pid $PG)" -o "$WORK/perf.data" 2>/dev/null & PERFPID=$!
     sleep 0.5
   fi
   c2=$(cpu_ticks); on=$(run $PG_PORT); c3=$(cpu_ticks)

@@ -24,7 +24,8 @@ redis-server --bind 127.0.0.1 --port $REDIS_PORT --save "" --appendonly no --dir
 RD=$!
 sleep 0.5
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime
+# utime + stime of the daemon (the privileged parent's child when started as root)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$(pgrep -P "$1" -x posternd || echo "$1")/stat"; }
 
 run() {   # $1 = local | shared
   rm -rf "$WORK/spool" "$WORK/grey.sqlite"
