@@ -125,7 +125,7 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libpostern.a
 unit-bins: $(addprefix $(BUILD)/,$(UNIT_TESTS))
 
 # Unit tests, then integration tests against real peers (smtp-sink,
-# smtp-source, swaks), all under ASan/UBSan. Ends with "N passed, N failed".
+# smtp-source, swaks), all under ASan/UBSan. Ends with "N passed, N failed, N skipped".
 test: deps-check
 	$(MAKE) SAN=1 all unit-bins
 	$(MAKE) fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
