@@ -17,7 +17,7 @@ ifeq ($(SAN),1)
 endif
 
 CORE_SRCS := buf.c conn_io.c log.c netaddr.c config.c runtime.c smtp_parse.c data_reader.c event.c workers.c \
-             inbox.c metrics.c sd_notify.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c relay_control.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c privsep.c control.c dsn.c bounce.c dns.c mx.c headers.c txn.c hooks.c plugin_host.c local_submit.c tls.c mta_sts.c dane.c report_mail.c tlsrpt.c mime.c policy_run.c redis.c kv.c
+             inbox.c metrics.c sd_notify.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c relay_control.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c privsep.c control.c dsn.c bounce.c dns.c mx.c headers.c received.c txn.c hooks.c plugin_host.c local_submit.c tls.c mta_sts.c dane.c report_mail.c tlsrpt.c mime.c policy_run.c redis.c kv.c
 CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
              $(BUILD)/postern_helpers.o
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane

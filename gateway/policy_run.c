@@ -9,6 +9,7 @@
  * (relay control, recipient and size limits, malformed data) are steps of
  * the pseudo-link "posternd". */
 #include "policy_run.h"
+#include "received.h"
 #include "hooks.h"
 #include "netaddr.h"
 #include "plugin_host.h"
@@ -318,17 +319,16 @@ static char *crlf_copy(const char *msg, size_t len, size_t *outlen)
     return out;
 }
 
-/* Our Received header, as posternd adds it, so header checks see the same. */
+/* Our Received header, as posternd adds it (received.c), so header checks
+ * see the same. */
 static void add_received(struct run *r)
 {
-    char date[64], value[1200];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    snprintf(value, sizeof value, " from %s ([%s])\r\n\tby %s (Postern) with %s id %s; %s", r->t.helo,
-             r->t.client_ip, r->cfg->hostname, r->t.tls ? "ESMTPS" : "ESMTP", r->t.qid, date);
-    headers_insert_trace(&r->t.hdrs, "Received", value);
+    struct received_info ri = {
+        .helo = r->t.helo, .client_name = "", .client_ip = r->t.client_ip, .tls = r->t.tls,
+        .authenticated = r->t.auth_user[0] != '\0', .esmtp = true, .hostname = r->cfg->hostname, .qid = r->t.qid,
+        .only_rcpt = r->t.nrcpts == 1 ? r->t.rcpts[0].addr : NULL,
+    };
+    received_add(&r->t.hdrs, &ri);
 }
 
 static int write_all(int fd, const char *p, size_t n)

@@ -4,6 +4,7 @@
  * queue file; the fsync/rename commit runs on a worker, and only its
  * completion sends the 250. */
 #include "smtp_session.h"
+#include "received.h"
 #include "metrics.h"
 #include "headers.h"
 #include "hooks.h"
@@ -23,34 +24,22 @@ static void eom_then(struct session *s, postern_verdict v);
 static void commit_run(struct work *w);
 static void commit_done(struct work *w);
 
-static const char *received_proto(const struct session *s)
+/* What the session's Received field says of it (received.c). */
+static struct received_info received_of(const struct session *s)
 {
-    if (s->mp.smtputf8)
-        return s->ssl ? "UTF8SMTPS" : "UTF8SMTP";
-    if (s->ssl)
-        return s->authenticated ? "ESMTPSA" : "ESMTPS";     /* RFC 3848 */
-    if (s->authenticated)
-        return "ESMTPA";
-    return s->esmtp ? "ESMTP" : "SMTP";
+    return (struct received_info){
+        .helo = s->tx.helo, .client_name = s->client_name, .client_ip = s->tx.client_ip,
+        .tls_info = s->ssl ? s->tls_info : NULL, .tls = s->ssl != NULL, .authenticated = s->authenticated,
+        .esmtp = s->esmtp, .smtputf8 = s->mp.smtputf8, .hostname = s->cfg->hostname, .qid = s->tx.qid,
+        .only_rcpt = s->tx.nrcpts == 1 ? s->tx.rcpts[0].addr : NULL,
+    };
 }
 
 /* Our Received header, the first in the message. */
 static void add_received(struct session *s)
 {
-    char date[64], value[1024];
-    time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-    int n = snprintf(value, sizeof value, " from %s (%s[%s])", s->tx.helo, s->client_name, s->tx.client_ip);
-    if (s->ssl)
-        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\t(using %s)", s->tls_info);
-    n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tby %s (Postern) with %s id %s", s->cfg->hostname,
-                  received_proto(s), s->tx.qid);
-    if (s->tx.nrcpts == 1)
-        n += snprintf(value + n, sizeof value - (size_t)n, "\r\n\tfor <%s>", s->tx.rcpts[0].addr);
-    snprintf(value + n, sizeof value - (size_t)n, "; %s", date);
-    headers_insert_trace(&s->tx.hdrs, "Received", value);
+    struct received_info ri = received_of(s);
+    received_add(&s->tx.hdrs, &ri);
 }
 
 /* A "TLS-Required: No" header field (RFC 8689 5). */
@@ -72,7 +61,8 @@ static int envelope_from_txn(struct session *s, struct envelope *e)
     e->arrival = (int64_t)time(NULL);
     snprintf(e->client_ip, sizeof e->client_ip, "%s", s->tx.client_ip);
     snprintf(e->helo, sizeof e->helo, "%s", s->tx.helo);
-    snprintf(e->proto, sizeof e->proto, "%s", received_proto(s));
+    struct received_info ri = received_of(s);
+    snprintf(e->proto, sizeof e->proto, "%s", received_protocol(&ri));
     e->body = s->mp.body;
     e->smtputf8 = s->mp.smtputf8;
     e->requiretls = s->mp.requiretls;   /* tls_optional comes with the header section (prepare_commit) */
