@@ -134,6 +134,14 @@ static ssize_t session_send(struct session *s, const char *buf, size_t n) { retu
 
 static void tls_start(struct session *s);
 static void tls_step(struct session *s);
+/* Read only while there is room and replies are not piling up; a hook or
+ * commit in flight pauses input so pipelined commands wait. */
+static bool session_wants_input(const struct session *s)
+{
+    return (s->phase == PH_COMMAND || s->phase == PH_DATA || s->phase == PH_PROXY || s->phase == PH_GREET) &&
+           s->in.len < MAX_INPUT_BUFFER && s->out.len < MAX_OUTPUT_BACKLOG;
+}
+
 /* Write pending replies; returns -1 if the session was closed. */
 int session_flush(struct session *s)
 {
@@ -160,12 +168,7 @@ int session_flush(struct session *s)
         ev_mod(&s->w, s->ssl ? s->tls_want : EPOLLOUT);
         return 0;
     }
-    /* read only while there is room and replies are not piling up; a hook
-     * or commit in flight pauses input so pipelined commands wait */
-    bool readable = (s->phase == PH_COMMAND || s->phase == PH_DATA || s->phase == PH_PROXY || s->phase == PH_GREET) &&
-                    s->in.len < MAX_INPUT_BUFFER &&
-                    s->out.len < MAX_OUTPUT_BACKLOG;
-    conn_arm(&s->w, s->ssl, (readable ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
+    conn_arm(&s->w, s->ssl, (session_wants_input(s) ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
     return 0;
 }
 
@@ -672,6 +675,8 @@ static void session_on_event(void *ctx, uint32_t events)
             session_flush(s);
         return;
     }
+    if (events == EPOLLIN && !session_wants_input(s))
+        return;      /* a kick for TLS input that came after input was paused: the next flush kicks again */
     if (events & EPOLLIN) {
         /* small for commands, larger inside DATA; grown by doubling */
         enum conn_end end;
