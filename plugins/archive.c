@@ -741,8 +741,6 @@ static void index_append(const struct archive *a, postern_txn *t, unsigned long 
         close(lock);
 }
 
-/* ---- retention: expiry in chain order -------------------------------- */
-
 /* When the copy at path was archived (its X-Postern-Archived-At, else its
  * mtime); 0 if it cannot be read. */
 static time_t archived_at(const char *path)
@@ -762,6 +760,59 @@ static time_t archived_at(const char *path)
         when = timegm(&tm);
     return when;
 }
+
+/* Does a line of FILE (dir/name) have field number `field` (tab-separated
+ * for the index, space-separated for the chain) equal to rel? Its first
+ * number (the sequence) in *seq. */
+static bool file_lists(const struct archive *a, const char *name, char sep, int field, const char *rel,
+                       unsigned long *seq)
+{
+    char path[1100], line[ARCHIVE_INDEX_LINE_MAX + 2];
+    snprintf(path, sizeof path, "%s/%s", a->dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
+    bool found = false;
+    size_t n = strlen(rel);
+    while (f && !found && fgets(line, sizeof line, f)) {
+        const char *p = line;
+        for (int i = 0; i < field && p; i++)
+            p = (p = strchr(p, sep)) ? p + 1 : NULL;
+        found = p && !strncmp(p, rel, n) && (p[n] == sep || p[n] == '\n' || !p[n]);
+        if (found && seq)
+            *seq = strtoul(line, NULL, 10);
+    }
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* The QUEUE stage runs again after a crash for a copy already chained; the
+ * crash may have come between its chain line and its index line. Add the
+ * line then, with the sequence the chain gave it and the time in its file,
+ * so the index agrees with the chain (`archive verify` checks). */
+static void index_catch_up(const struct archive *a, postern_txn *t, const char *relpath)
+{
+    unsigned long seq = 0;
+    int lock = index_lock(a);
+    bool missing = lock >= 0 && !file_lists(a, "index", '\t', 2, relpath, NULL) &&
+                   file_lists(a, "chain", ' ', 1, relpath, &seq) && seq;
+    if (lock >= 0)
+        close(lock);            /* index_append takes it again */
+    if (!missing)
+        return;
+    char path[1200], date[64];
+    snprintf(path, sizeof path, "%s/%s", a->dir, relpath);
+    time_t when = archived_at(path);
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    index_append(a, t, seq, date, relpath);
+    host->log(t, POSTERN_LOG_INFO, "archive: index line for %s (seq %lu) added after a restart", relpath, seq);
+}
+
+/* ---- retention: expiry in chain order -------------------------------- */
 
 /* Record rel (its file hash fh) as expired, then remove the file: the
  * record is durable before the file goes. 0, or -1. */
@@ -892,8 +943,10 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     int done = chained_has(a, relpath);
     unsigned long seq = a->seq;
     pthread_mutex_unlock(&a->lock);
-    if (done)    /* chained before; the witness may not have signed it yet */
+    if (done) {  /* chained before; its index line or the witness's signature may be missing */
+        index_catch_up(a, t, relpath);
         return chain_sync(a, seq) == 0 ? witnessed(a, t, seq) : POSTERN_TEMPFAIL;
+    }
     char date[64];
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (access(path, F_OK) != 0) {
