@@ -3,8 +3,12 @@
 # with policies/postern.conf, `make deps` installs Debian packages.
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Igateway -Iplugins \
-           -I/usr/include/lua5.4
+# gateway/ in folders by role, lowest first; a folder includes only headers of
+# its own and lower ones (tools/check-layers.py, run by `make test`)
+LAYERS   := util core chain mta queue smtpd admin
+PROGRAMS := archive cli bin
+INCLUDES := $(addprefix -Igateway/,$(LAYERS) $(PROGRAMS)) -Ilua -Iplugins -I/usr/include/lua5.4
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes $(INCLUDES)
 LDLIBS  += -lhiredis -lunbound -llua5.4 -lsasl2 -lmicrohttpd -ljansson -lcrypt -lssl -lcrypto -lz -ldl -lpthread
 BUILD   := build
 PREFIX  ?= /usr/local
@@ -16,9 +20,9 @@ ifeq ($(SAN),1)
   BUILD   := build-san
 endif
 
-CORE_SRCS := buf.c conn_io.c log.c netaddr.c config.c runtime.c smtp_parse.c data_reader.c event.c workers.c \
-             inbox.c metrics.c sd_notify.c http.c console.c console_auth.c control_client.c base64.c smtp_auth.c auth_cyrus.c auth_dovecot.c spool.c retry.c queue.c queue_view.c delivery.c smtp_client.c smtp_client_setup.c smtp_client_body.c proxy_proto.c smtp_server.c relay_control.c smtp_greet.c smtp_message.c smtp_chunking.c smtp_proxy.c privs.c privsep.c control.c dsn.c bounce.c dns.c mx.c headers.c received.c txn.c hooks.c plugin_host.c local_submit.c tls.c mta_sts.c dane.c report_mail.c tlsrpt.c mime.c policy_run.c redis.c kv.c
-CORE_OBJS := $(addprefix $(BUILD)/,$(CORE_SRCS:.c=.o)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
+# libpostern.a: every library folder (pubkey_decode.o is linked on its own, INTERPOSE below)
+CORE_SRCS := $(filter-out gateway/util/pubkey_decode.c,$(foreach d,$(LAYERS),$(sort $(wildcard gateway/$(d)/*.c))))
+CORE_OBJS := $(patsubst gateway/%.c,$(BUILD)/%.o,$(CORE_SRCS)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
              $(BUILD)/postern_helpers.o
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane
 
@@ -33,7 +37,7 @@ PLUGIN_LIBS_spf := -lspf2 -lresolv
 PLUGIN_LIBS_dkim_verify := -lopendkim
 PLUGIN_LIBS_dkim_sign := -lopendkim -lcrypto
 PLUGIN_LIBS_dmarc := -lopendmarc -lresolv -lz -lpthread
-PLUGIN_SRCS_dmarc := plugins/dmarc_report.c gateway/report_mail.c
+PLUGIN_SRCS_dmarc := plugins/dmarc_report.c gateway/mta/report_mail.c
 PLUGIN_LIBS_rcpt_verify := -lldap -llber -lpthread
 PLUGIN_LIBS_greylist := -lsqlite3 -lpthread
 PLUGIN_LIBS_dnsbl := -lresolv -lpthread
@@ -43,7 +47,7 @@ TEST_PLUGINS := probe probe2 probe_inline probe_first bad_abi no_entry old_layou
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
-.PHONY: fuzz all clean test test-fast unit-bins run deps deps-check bench install man deb
+.PHONY: check-layers fuzz all clean test test-fast unit-bins run deps deps-check bench install man deb
 all: $(BUILD)/posternd $(BUILD)/postern $(BUILD)/postern-milter $(BUILD)/postern-witness $(PLUGIN_SOS) $(TEST_SOS) $(BUILD)/test-milter
 
 # a libmilter milter the milter plugin's tests talk to
@@ -76,14 +80,16 @@ $(BUILD)/test-plugins/probe_first.so: tests/plugins/probe.c plugins/postern_plug
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DPROBE_LOOP_FIRST -fPIC -shared $(LDFLAGS) -o $@ $< -lpthread
 
-$(BUILD)/%.o: gateway/%.c gateway/*.h | $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+# objects by folder (build/util/buf.o), each with the headers it included (-MMD)
+$(BUILD)/%.o: gateway/%.c | $(BUILD)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD):
 	mkdir -p $(BUILD)
 
-$(BUILD)/postern_lua.o $(BUILD)/lua_threads.o: $(BUILD)/%.o: lua/%.c lua/*.h gateway/*.h | $(BUILD)
-	$(CC) $(CFLAGS) -c -o $@ $<
+$(BUILD)/postern_lua.o $(BUILD)/lua_threads.o: $(BUILD)/%.o: lua/%.c | $(BUILD)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 # lua/postern_helpers.lua embedded as a C string
 $(BUILD)/postern_helpers.c: lua/postern_helpers.lua | $(BUILD)
@@ -98,35 +104,35 @@ $(BUILD)/libpostern.a: $(CORE_OBJS)
 
 # The daemons that run the plugin chain export pubkey_decode.o's
 # d2i_PUBKEY_bio, so the libraries they load use it (see that file).
-INTERPOSE := $(BUILD)/pubkey_decode.o -Wl,--export-dynamic-symbol=d2i_PUBKEY_bio
+INTERPOSE := $(BUILD)/util/pubkey_decode.o -Wl,--export-dynamic-symbol=d2i_PUBKEY_bio
 
-$(BUILD)/posternd: $(BUILD)/main.o $(BUILD)/pubkey_decode.o $(BUILD)/libpostern.a
-	$(CC) $(LDFLAGS) -o $@ $(BUILD)/main.o $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS)
+$(BUILD)/posternd: $(BUILD)/bin/posternd.o $(BUILD)/util/pubkey_decode.o $(BUILD)/libpostern.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/bin/posternd.o $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS)
 
-$(BUILD)/postern-milter: $(BUILD)/milter_server.o $(BUILD)/pubkey_decode.o $(BUILD)/libpostern.a
-	$(CC) $(LDFLAGS) -o $@ $(BUILD)/milter_server.o $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS) -lmilter
+$(BUILD)/postern-milter: $(BUILD)/bin/postern_milter.o $(BUILD)/util/pubkey_decode.o $(BUILD)/libpostern.a
+	$(CC) $(LDFLAGS) -o $@ $(BUILD)/bin/postern_milter.o $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS) -lmilter
 
 # the archive witness: its own small program, no daemon code linked in
-$(BUILD)/postern-witness: $(BUILD)/archive_witness.o
+$(BUILD)/postern-witness: $(BUILD)/bin/postern_witness.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
 # the CLI runs the chain too (policy test/replay), so it links as posternd does
-POSTERN_CLI_OBJS := $(addprefix $(BUILD)/,postern_cli.o archive_verify.o archive_search.o queue_offline.o policy_cli.o policy_replay.o)
-$(BUILD)/postern: $(POSTERN_CLI_OBJS) $(BUILD)/pubkey_decode.o $(BUILD)/libpostern.a
+POSTERN_CLI_OBJS := $(BUILD)/bin/postern.o $(patsubst gateway/%.c,$(BUILD)/%.o,$(sort $(wildcard gateway/archive/*.c gateway/cli/*.c)))
+$(BUILD)/postern: $(POSTERN_CLI_OBJS) $(BUILD)/util/pubkey_decode.o $(BUILD)/libpostern.a
 	$(CC) $(LDFLAGS) -o $@ $(POSTERN_CLI_OBJS) $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS) -lcrypto
 
 # linked as posternd is: its d2i_PUBKEY_bio comes before libcrypto's
-$(BUILD)/test_pubkey_decode: tests/unit/test_pubkey_decode.c $(BUILD)/pubkey_decode.o
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/pubkey_decode.o -lcmocka -lcrypto -ldl -lpthread
+$(BUILD)/test_pubkey_decode: tests/unit/test_pubkey_decode.c $(BUILD)/util/pubkey_decode.o
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/util/pubkey_decode.o -lcmocka -lcrypto -ldl -lpthread
 
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/libpostern.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libpostern.a -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(BUILD)/libpostern.a -lcmocka $(LDLIBS)
 
 unit-bins: $(addprefix $(BUILD)/,$(UNIT_TESTS))
 
 # Unit tests, then integration tests against real peers (smtp-sink,
 # smtp-source, swaks), all under ASan/UBSan. Ends with "N passed, N failed, N skipped".
-test: deps-check
+test: deps-check check-layers
 	$(MAKE) SAN=1 all unit-bins
 	$(MAKE) fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
 	tests/run-all.sh build-san
@@ -134,6 +140,10 @@ test: deps-check
 # The same suite against the optimised build.
 test-fast: deps-check all unit-bins
 	tests/run-all.sh build
+
+# No folder of gateway/ includes a higher one's headers.
+check-layers:
+	python3 tools/check-layers.py
 
 # Daemon, CLI, shipped plugins, the plugin header, a pkg-config file, the
 # man pages, the systemd unit and a logrotate example (PREFIX/share/postern).
@@ -193,19 +203,17 @@ FUZZERS ?= fuzz_smtp_command fuzz_data_reader fuzz_headers fuzz_spool_record fuz
 FUZZ_TIME ?= 60
 TEST_FUZZ_TIME ?= 10
 FUZZ_CFLAGS := -g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -std=c11 -D_GNU_SOURCE \
-               -Igateway -Iplugins -I/usr/include/lua5.4 -DPOSTERN_PLUGIN_DIR='"/nonexistent"'
-FUZZ_OBJS := $(addprefix build-fuzz/obj/,$(CORE_SRCS:.c=.o))
+               $(INCLUDES) -DPOSTERN_PLUGIN_DIR='"/nonexistent"'
+FUZZ_OBJS := $(patsubst gateway/%.c,build-fuzz/obj/%.o,$(CORE_SRCS))
 
 build-fuzz/obj/%.o: gateway/%.c
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
-
-$(FUZZ_OBJS): $(wildcard gateway/*.h)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
 
 build-fuzz/libfuzzcore.a: $(FUZZ_OBJS)
 	ar rcs $@ $^
 
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libfuzzcore.a $(wildcard plugins/*.h) $(wildcard gateway/*.h)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libfuzzcore.a $(wildcard plugins/*.h) $(wildcard gateway/*/*.h)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libfuzzcore.a $(LDLIBS) $(FUZZ_LIBS_$*)
 
 # harnesses that compile a plugin in
@@ -221,3 +229,6 @@ fuzz: $(addprefix build-fuzz/,$(FUZZERS))
 	    || { tail -40 build-fuzz/$$f.log; exit 1; }; \
 	  tail -1 build-fuzz/$$f.log; \
 	done
+
+# the headers each object included, as -MMD wrote them
+-include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d build-fuzz/obj/*/*.d)

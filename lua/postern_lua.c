@@ -961,7 +961,7 @@ static int l_dns(lua_State *L)
 
 /* postern.incr(key, window), postern.get(key), postern.set(key, value[, ttl]):
  * state shared by every script, session and (with redis_server) node
- * (gateway/kv.c). A counter starts at its first incr and goes when its
+ * (gateway/core/kv.c). A counter starts at its first incr and goes when its
  * window ends; a value goes after ttl seconds (0 = kept). Shared, the call
  * yields until Redis answers, as postern.dns does; when Redis cannot
  * answer, redis_failure = open answers from this node's own state and

@@ -1,5 +1,5 @@
 /* archive_witness.h - the archive witness's wire protocol and checkpoint
- * format, shared by postern-witness (gateway/archive_witness.c, which
+ * format, shared by postern-witness (gateway/bin/postern_witness.c, which
  * signs), the archive plugin (which reports every chain link to it) and
  * `postern archive verify` (which checks the signatures).
  *

@@ -62,7 +62,7 @@ def test_version():
 
 
 def test_daemons_export_the_fast_public_key_decoder():
-    """posternd and postern-milter export d2i_PUBKEY_bio (gateway/pubkey_decode.c)
+    """posternd and postern-milter export d2i_PUBKEY_bio (gateway/util/pubkey_decode.c)
     so libopendkim binds to it instead of OpenSSL's slow generic decoder; a
     link change that drops the export would silently lose the speed-up."""
     for prog in ("posternd", "postern-milter"):

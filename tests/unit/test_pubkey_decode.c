@@ -1,4 +1,4 @@
-/* test_pubkey_decode.c - posternd's d2i_PUBKEY_bio (gateway/pubkey_decode.c)
+/* test_pubkey_decode.c - posternd's d2i_PUBKEY_bio (gateway/util/pubkey_decode.c)
  * is linked in here as in posternd: it must give the same keys as
  * OpenSSL's own for RSA, hand every other key type to OpenSSL, leave a
  * memory BIO as OpenSSL's would (the key consumed, what follows kept), and

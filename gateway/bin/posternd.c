@@ -12,7 +12,7 @@
 #include "http.h"
 #include "console_auth.h"
 #include "metrics.h"
-#include "../lua/postern_lua.h"
+#include "postern_lua.h"
 #include "mta_sts.h"
 #include "tlsrpt.h"
 #include "mx.h"
@@ -300,7 +300,7 @@ int main(int argc, char **argv)
     delivery_init(cfg);
     runtime_on_switch(reconfigure);
     queue_load_spool();
-    if (local_submit_start() < 0) {
+    if (local_submit_start(queue_add_committed) < 0) {
         log_error("cannot start local submission: %s", strerror(errno));
         return 1;
     }

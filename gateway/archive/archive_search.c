@@ -21,8 +21,8 @@
  * daemon's user). reindex rebuilds the index from the chain and the files,
  * as the daemon's user, under DIR/index.lock. */
 #include "archive_search.h"
-#include "../plugins/archive_chain.h"
-#include "../plugins/archive_index.h"
+#include "archive_chain.h"
+#include "archive_index.h"
 #include "buf.h"
 #include "headers.h"
 #include "privs.h"

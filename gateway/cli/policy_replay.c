@@ -10,7 +10,7 @@
  *   [--limit N]                     stop after N messages replayed
  *   [--dns-file FILE]               canned DNS answers, as for policy test */
 #include "policy_cli.h"
-#include "../plugins/archive_index.h"
+#include "archive_index.h"
 #include "hooks.h"
 #include "log.h"
 #include <errno.h>

@@ -10,7 +10,7 @@
 #include "buf.h"
 #include "config.h"
 #include "version.h"
-#include "../plugins/postern_plugin.h"
+#include "postern_plugin.h"
 #include "console_auth.h"
 #include "control_client.h"
 #include "privs.h"

@@ -20,7 +20,7 @@
 #include "hooks.h"
 #include "log.h"
 #include "txn.h"
-#include "../lua/postern_lua.h"
+#include "postern_lua.h"
 #include <arpa/inet.h>
 #include <libmilter/mfapi.h>
 #include <stdio.h>

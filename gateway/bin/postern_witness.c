@@ -9,7 +9,7 @@
  * and the directories of LOG and SOCKET must not be writable by USER, or
  * it could replace them: the witness refuses to start if they are. One
  * process, one poll loop, a handful of clients, every line bounded. */
-#include "../plugins/archive_witness.h"
+#include "archive_witness.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>

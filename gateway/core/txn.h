@@ -3,7 +3,7 @@
  * SMTP session embeds one; the queue builds one for QUEUE and DELIVER. */
 #ifndef POSTERN_TXN_H
 #define POSTERN_TXN_H
-#include "../plugins/postern_plugin.h"
+#include "postern_plugin.h"
 #include "buf.h"
 #include "headers.h"
 #include "spool.h"

@@ -10,7 +10,7 @@
 #include "hooks.h"
 #include "metrics.h"
 #include "log.h"
-#include "../lua/postern_lua.h"
+#include "postern_lua.h"
 #include "plugin_host.h"
 #include "event.h"
 #include "workers.h"

@@ -7,7 +7,6 @@
 #include "hooks.h"
 #include "inbox.h"
 #include "log.h"
-#include "queue.h"
 #include "smtp_parse.h"
 #include "spool.h"
 #include <errno.h>
@@ -29,6 +28,7 @@ static enum submit_state state;
 static struct inbox committed;
 static char hostname[256];           /* of the current generation (local_submit_configure) */
 static size_t size_limit;
+static void (*take)(struct envelope *e, size_t body_off);   /* the queue's, from local_submit_start */
 
 struct committed_msg {
     struct inbox_item item;
@@ -41,7 +41,7 @@ void local_submit_expect(void) { state = SUBMIT_STARTING; }
 static void queue_committed(struct inbox_item *it)
 {
     struct committed_msg *c = (struct committed_msg *)it;
-    queue_add_committed(&c->env, c->body_off);
+    take(&c->env, c->body_off);
     envelope_free(&c->env);
     free(c);
 }
@@ -54,8 +54,9 @@ void local_submit_configure(const struct config *c)
     pthread_mutex_unlock(&lock);
 }
 
-int local_submit_start(void)
+int local_submit_start(void (*queue_it)(struct envelope *e, size_t body_off))
 {
+    take = queue_it;
     if (inbox_open(&committed) < 0)
         return -1;
     pthread_mutex_lock(&lock);

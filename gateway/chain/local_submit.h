@@ -16,8 +16,10 @@ void local_submit_expect(void);
 /* The hostname (Received, HELO) and message_size_limit of a generation. */
 void local_submit_configure(const struct config *cfg);
 /* Loop thread, after the spool was loaded (a message committed earlier
- * would be found by the scan and queued twice). 0, or -1 with errno. */
-int local_submit_start(void);
+ * would be found by the scan and queued twice). queue_it takes each
+ * committed message on the loop (the queue's queue_add_committed: the
+ * caller supplies it, so this file never names the queue). 0, or -1. */
+int local_submit_start(void (*queue_it)(struct envelope *e, size_t body_off));
 /* Loop thread, when the loop has stopped: later calls answer EAGAIN (their
  * caller keeps its data and tries again after the restart). */
 void local_submit_stop(void);

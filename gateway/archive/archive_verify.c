@@ -8,8 +8,8 @@
  * not looked for. */
 #include "archive_verify.h"
 #include "archive_search.h"
-#include "../plugins/archive_witness.h"
-#include "../plugins/archive_index.h"
+#include "archive_witness.h"
+#include "archive_index.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>

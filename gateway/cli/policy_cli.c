@@ -23,7 +23,7 @@
 #include "plugin_host.h"
 #include "privs.h"
 #include "smtp_parse.h"
-#include "../lua/postern_lua.h"
+#include "postern_lua.h"
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
