@@ -683,9 +683,8 @@ static int l_log(lua_State *L)
 {
     const char *level = luaL_checkstring(L, 1);
     const char *msg = luaL_checkstring(L, 2);
-    enum log_level lv = !strcmp(level, "error") ? LOG_LVL_ERROR
-                        : !strcmp(level, "warning") || !strcmp(level, "warn") ? LOG_LVL_WARN
-                        : !strcmp(level, "debug") ? LOG_LVL_DEBUG : LOG_LVL_INFO;
+    int named = log_level_parse(!strcmp(level, "warn") ? "warning" : level);   /* "warn" too; else info */
+    enum log_level lv = named < 0 ? LOG_LVL_INFO : (enum log_level)named;
     lua_Debug ar;
     int line = lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) ? ar.currentline : 0;
     const struct lua_call *c = ctx_of(L)->call;      /* NULL at the top level */

@@ -2,6 +2,7 @@
  * struct config, validating every value and naming file:line on error. */
 #include "config.h"
 #include "privsep.h"
+#include "log.h"
 #include "smtp_parse.h"
 #include <ctype.h>
 #include <arpa/inet.h>
@@ -899,13 +900,11 @@ static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *
         return 0;
     }
     if (!strcmp(key, "log_level")) {
-        static const char *names[] = {"error", "warning", "info", "debug"};
-        for (int i = 0; i < 4; i++)
-            if (!strcmp(value, names[i])) {
-                cfg->log_level = i;
-                return 0;
-            }
-        return fail(p, "log_level: expected error, warning, info or debug");
+        int level = log_level_parse(value);
+        if (level < 0)
+            return fail(p, "log_level: expected error, warning, info or debug");
+        cfg->log_level = level;
+        return 0;
     }
     const char *dot = strchr(key, '.');
     if (dot && dot != key && dot[1])
@@ -1376,8 +1375,7 @@ void config_print(const struct config *cfg, FILE *out)
                 cfg->sasl[i].plaintext_ok ? " (plaintext allowed)" : "");
     fprintf(out, "lua_instruction_limit = %ld\nlua_time_limit = %ds\nlua_memory_limit = %zu\nlua_body_limit = %zu\n",
             cfg->lua_instruction_limit, cfg->lua_time_limit_ms / 1000, cfg->lua_memory_limit, cfg->lua_body_limit);
-    static const char *names[] = {"error", "warning", "info", "debug"};
-    fprintf(out, "log_level = %s\nlog_target = %s\n", names[cfg->log_level],
+    fprintf(out, "log_level = %s\nlog_target = %s\n", log_level_name((enum log_level)cfg->log_level),
             cfg->log_target ? cfg->log_target : "stderr");
 }
 

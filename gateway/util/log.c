@@ -22,6 +22,19 @@ static int file_fd = -1;
 static pthread_mutex_t reopen_lock = PTHREAD_MUTEX_INITIALIZER;   /* file_fd while it is replaced */
 
 void log_set_level(enum log_level lvl) { current_level = lvl; }
+
+const char *log_level_name(enum log_level lvl)
+{
+    return lvl >= LOG_LVL_ERROR && lvl <= LOG_LVL_DEBUG ? level_names[lvl] : "?";
+}
+
+int log_level_parse(const char *name)
+{
+    for (int i = LOG_LVL_ERROR; i <= LOG_LVL_DEBUG; i++)
+        if (!strcmp(name, level_names[i]))
+            return i;
+    return -1;
+}
 bool log_enabled(enum log_level lvl) { return lvl <= current_level; }
 
 static int open_file(const char *path)

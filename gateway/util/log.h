@@ -8,6 +8,10 @@
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level lvl);
+/* "error", "warning", "info", "debug" (log_level's values, as logged) */
+const char *log_level_name(enum log_level lvl);
+/* The level so named; -1 if none is. */
+int log_level_parse(const char *name);
 /* Whether a line at lvl would be written (skip formatting what is not). */
 bool log_enabled(enum log_level lvl);
 /* "stderr", "syslog" or "file:PATH" (opened O_APPEND|O_NOFOLLOW as the
