@@ -547,31 +547,31 @@ static const char *need_mail(struct session *s)
     return s->in_mail ? NULL : "503 5.5.1 Error: need MAIL command";
 }
 
-/* The command table: each row names the hook-chain stage its handler runs
- * (the handler calls run_stage), its precondition, and its handler. DATA's
- * stages (data, body, eom) run while the message streams in. */
+/* The command table: each row is a verb, its precondition and its handler;
+ * the comment names the hook-chain stage the handler runs (it calls
+ * run_stage). DATA's stages (data, body, eom) run while the message streams
+ * in. */
 static const struct command_row {
     enum smtp_verb verb;
-    const char *stage;
     const char *(*check)(struct session *s);
     void (*run)(struct session *s, const char *args);
 } command_table[] = {
-    {VERB_HELO, "helo", NULL, cmd_helo},
-    {VERB_EHLO, "helo", NULL, cmd_ehlo},
-    {VERB_MAIL, "mail", need_no_mail, cmd_mail},
-    {VERB_RCPT, "rcpt", need_mail, cmd_rcpt},
-    {VERB_DATA, "data, body, eom", NULL, smtp_cmd_data},
-    {VERB_RSET, NULL, NULL, cmd_rset},
-    {VERB_NOOP, NULL, NULL, cmd_noop},
-    {VERB_QUIT, NULL, NULL, cmd_quit},
-    {VERB_VRFY, NULL, NULL, cmd_vrfy},
-    {VERB_EXPN, NULL, NULL, cmd_not_implemented},
-    {VERB_HELP, NULL, NULL, cmd_help},
-    {VERB_STARTTLS, NULL, need_helo, cmd_starttls},
-    {VERB_BDAT, "data, body, eom", need_helo, smtp_cmd_bdat},
-    {VERB_AUTH, NULL, need_helo, smtp_cmd_auth},
-    {VERB_XCLIENT, "connect", NULL, smtp_cmd_xclient},
-    {VERB_UNKNOWN, NULL, NULL, cmd_unknown},
+    {VERB_HELO, NULL, cmd_helo},                      /* helo */
+    {VERB_EHLO, NULL, cmd_ehlo},                      /* helo */
+    {VERB_MAIL, need_no_mail, cmd_mail},              /* mail */
+    {VERB_RCPT, need_mail, cmd_rcpt},                 /* rcpt */
+    {VERB_DATA, NULL, smtp_cmd_data},                 /* data, body, eom */
+    {VERB_RSET, NULL, cmd_rset},
+    {VERB_NOOP, NULL, cmd_noop},
+    {VERB_QUIT, NULL, cmd_quit},
+    {VERB_VRFY, NULL, cmd_vrfy},
+    {VERB_EXPN, NULL, cmd_not_implemented},
+    {VERB_HELP, NULL, cmd_help},
+    {VERB_STARTTLS, need_helo, cmd_starttls},
+    {VERB_BDAT, need_helo, smtp_cmd_bdat},            /* data, body, eom */
+    {VERB_AUTH, need_helo, smtp_cmd_auth},
+    {VERB_XCLIENT, NULL, smtp_cmd_xclient},           /* connect, again */
+    {VERB_UNKNOWN, NULL, cmd_unknown},
 };
 
 static void run_command(struct session *s, const char *line)
