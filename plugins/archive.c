@@ -959,6 +959,10 @@ static postern_verdict on_queue(postern_txn *t, void *state)
             unlink(tmp);
             goto fail;
         }
+    } else {    /* written before a crash: its index line gives the time the file does */
+        time_t when = archived_at(path);
+        gmtime_r(&when, &tm);
+        strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
     }
     char fh[ARCHIVE_HASH_HEX];
     if (archive_file_hash(path, fh) < 0)
