@@ -47,7 +47,7 @@ TEST_PLUGINS := probe probe2 probe_inline probe_first bad_abi no_entry old_layou
 PLUGIN_SOS   := $(addprefix $(BUILD)/plugins/,$(addsuffix .so,$(PLUGINS)))
 TEST_SOS     := $(addprefix $(BUILD)/test-plugins/,$(addsuffix .so,$(TEST_PLUGINS)))
 
-.PHONY: check-layers fuzz all clean test test-fast unit-bins run deps deps-check bench install man deb
+.PHONY: docs check-layers fuzz all clean test test-fast unit-bins run deps deps-check bench install man deb
 all: $(BUILD)/posternd $(BUILD)/postern $(BUILD)/postern-milter $(BUILD)/postern-witness $(PLUGIN_SOS) $(TEST_SOS) $(BUILD)/test-milter
 
 # a libmilter milter the milter plugin's tests talk to
@@ -169,6 +169,10 @@ install: all
 # man/postern.conf.5 from README.md's configuration table
 man:
 	python3 tools/gen-conf-man.py
+
+# README's key table from gateway/core/config_keys.c, then the man page
+docs: $(BUILD)/postern
+	python3 tools/gen-conf-doc.py $(BUILD)
 
 # A Debian package (debian/), built from a copy of the tree in build-deb/
 # and checked by lintian: build-deb/postern_VERSION_ARCH.deb

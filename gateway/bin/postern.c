@@ -30,6 +30,7 @@ static void usage(void)
     fprintf(stderr, "usage: postern -c FILE check-config\n"
                     "       postern -c FILE reload\n"
                     "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
+                    "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
                     "       postern -c FILE queue list [--json]|show ID|cat ID|summary [--sender]\n"
                     "       postern -c FILE queue flush [ID|domain]|hold ID|release ID|delete ID\n"
                     "       postern -c FILE archive verify|reindex\n"
@@ -248,6 +249,10 @@ int main(int argc, char **argv)
     }
     if (optind < argc && !strcmp(argv[optind], "console-user"))
         return console_user(argc - optind - 1, argv + optind + 1);
+    if (optind + 1 == argc && !strcmp(argv[optind], "config-keys")) {   /* the README's key table */
+        config_keys_document(stdout);
+        return 0;
+    }
     if (!path || optind >= argc)
         usage();
     struct config cfg;

@@ -1,6 +1,6 @@
 /* config.c - parses the main config file and its file: lookup tables into a
  * struct config, validating every value and naming file:line on error. */
-#include "config.h"
+#include "config_int.h"
 #include "privsep.h"
 #include "log.h"
 #include "smtp_parse.h"
@@ -19,17 +19,8 @@
 #define POSTERN_PLUGIN_DIR "/usr/local/lib/postern/plugins"
 #endif
 
-/* Parse context: which file and line we are on, where errors go. */
-struct pctx {
-    const char *file;
-    int line;
-    char *err;
-    size_t errlen;
-    const struct config *running;  /* a reload: the config in use, else NULL */
-};
 
-static int fail(struct pctx *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(struct pctx *p, const char *fmt, ...)
+int fail(struct pctx *p, const char *fmt, ...)
 {
     /* line 0: a whole-file check (e.g. two keys that contradict each other) */
     int n = p->line ? snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line)
@@ -141,7 +132,7 @@ static int split_hostport(const char *hp, char *host, size_t cap, int *port, boo
     return 0;
 }
 
-static bool valid_host_name(const char *h)
+bool valid_host_name(const char *h)
 {
     for (const char *c = h; *c; c++)
         if (!isalnum((unsigned char)*c) && *c != '-' && *c != '.' && *c != '_')
@@ -179,9 +170,8 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
 }
 
 /* Read a lookup table file: calls row(ctx, fields...) for each non-comment line. */
-typedef int (*row_fn)(struct pctx *p, void *ctx, char *key, char *value);
 
-static int read_table(struct pctx *parent, const char *path, row_fn row, void *ctx)
+int read_table(struct pctx *parent, const char *path, row_fn row, void *ctx)
 {
     char why[300];
     FILE *f = privsep_fopen(path, why, sizeof why);
@@ -207,7 +197,7 @@ static int read_table(struct pctx *parent, const char *path, row_fn row, void *c
     return rc;
 }
 
-static int add_relay_domain(struct pctx *p, void *ctx, char *key, char *value)
+int add_relay_domain(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     if (*value)
@@ -221,7 +211,7 @@ static int add_relay_domain(struct pctx *p, void *ctx, char *key, char *value)
     return 0;
 }
 
-static int add_transport(struct pctx *p, void *ctx, char *key, char *value)
+int add_transport(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     if (!*value)
@@ -241,7 +231,7 @@ static int add_transport(struct pctx *p, void *ctx, char *key, char *value)
 }
 
 /* Split a comma/space separated list and feed each item to row(). */
-static int each_item(struct pctx *p, char *list, row_fn row, void *ctx)
+int each_item(struct pctx *p, char *list, row_fn row, void *ctx)
 {
     char *save = NULL;
     for (char *it = strtok_r(list, ", \t", &save); it; it = strtok_r(NULL, ", \t", &save)) {
@@ -266,14 +256,14 @@ static int append_cidr(struct pctx *p, struct cidr **list, size_t *n, const char
     return 0;
 }
 
-static int add_trusted(struct pctx *p, void *ctx, char *key, char *value)
+int add_trusted(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
     return append_cidr(p, &cfg->trusted, &cfg->ntrusted, key);
 }
 
-static int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
+int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
@@ -281,7 +271,7 @@ static int add_require_tls(struct pctx *p, void *ctx, char *key, char *value)
 }
 
 /* smtp_sasl_password_maps line: "nexthop user:password [plaintext]". */
-static int add_sasl(struct pctx *p, void *ctx, char *key, char *value)
+int add_sasl(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     /* the password may hold spaces; a last word "plaintext" is the option */
@@ -303,7 +293,7 @@ static int add_sasl(struct pctx *p, void *ctx, char *key, char *value)
 }
 
 /* sender_login_maps line: "address login[,login...]" (address or @domain). */
-static int add_login(struct pctx *p, void *ctx, char *key, char *value)
+int add_login(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     if (!*value || strpbrk(value, " \t") || !strchr(key, '@'))
@@ -317,7 +307,7 @@ static int add_login(struct pctx *p, void *ctx, char *key, char *value)
 }
 
 /* dest_rate_limit_table line: "domain N" (messages per minute, 0 = none). */
-static int add_rate_limit(struct pctx *p, void *ctx, char *key, char *value)
+int add_rate_limit(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     char *end;
@@ -334,7 +324,7 @@ static int add_rate_limit(struct pctx *p, void *ctx, char *key, char *value)
 }
 
 /* smtp_bind_address(6): an IP address of the right family. */
-static int set_bind_address(struct pctx *p, const char *key, const char *value, int family,
+int set_bind_address(struct pctx *p, const char *key, const char *value, int family,
                             struct sockaddr_storage *out)
 {
     memset(out, 0, sizeof *out);
@@ -348,14 +338,14 @@ static int set_bind_address(struct pctx *p, const char *key, const char *value, 
     return 0;
 }
 
-static int add_xclient(struct pctx *p, void *ctx, char *key, char *value)
+int add_xclient(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
     return append_cidr(p, &cfg->xclient, &cfg->nxclient, key);
 }
 
-static int add_proxy_net(struct pctx *p, void *ctx, char *key, char *value)
+int add_proxy_net(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
@@ -375,7 +365,7 @@ const struct tls_policy *tls_policy_of_level(enum tls_level l)
 }
 
 /* "LEVEL [match=a:b]" into pol. */
-static int parse_tls_policy(struct pctx *p, char *value, struct tls_policy *pol)
+int parse_tls_policy(struct pctx *p, char *value, struct tls_policy *pol)
 {
     char *save = NULL, *level = strtok_r(value, " \t", &save);
     int found = -1;
@@ -396,7 +386,7 @@ static int parse_tls_policy(struct pctx *p, char *value, struct tls_policy *pol)
     return 0;
 }
 
-static int add_tls_policy(struct pctx *p, void *ctx, char *key, char *value)
+int add_tls_policy(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     struct tls_policy pol = {0};
@@ -412,7 +402,7 @@ static int add_tls_policy(struct pctx *p, void *ctx, char *key, char *value)
     return 0;
 }
 
-static int add_listen(struct pctx *p, void *ctx, char *key, char *value)
+int add_listen(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
@@ -427,7 +417,7 @@ static int add_listen(struct pctx *p, void *ctx, char *key, char *value)
 }
 
 /* "file:PATH" values name a table; anything else is an inline list. */
-static int list_or_table(struct pctx *p, struct config *cfg, char *value, row_fn row)
+int list_or_table(struct pctx *p, struct config *cfg, char *value, row_fn row)
 {
     if (strncmp(value, "file:", 5) == 0)
         return read_table(p, value + 5, row, cfg);
@@ -458,7 +448,7 @@ const char *plugin_option_name(const char *entry)
     return name;
 }
 
-static int add_plugin(struct pctx *p, void *ctx, char *key, char *value)
+int add_plugin(struct pctx *p, void *ctx, char *key, char *value)
 {
     struct config *cfg = ctx;
     (void)value;
@@ -492,7 +482,7 @@ static int add_plugin_option(struct pctx *p, struct config *cfg, const char *key
     return 0;
 }
 
-static int set_int(struct pctx *p, const char *key, const char *value, int lo, int hi, int *out)
+int set_int(struct pctx *p, const char *key, const char *value, int lo, int hi, int *out)
 {
     char *end;
     errno = 0;
@@ -503,7 +493,7 @@ static int set_int(struct pctx *p, const char *key, const char *value, int lo, i
     return 0;
 }
 
-static int set_duration(struct pctx *p, const char *key, const char *value, long *out)
+int set_duration(struct pctx *p, const char *key, const char *value, long *out)
 {
     long v = parse_duration(value);
     if (v < 0)
@@ -512,7 +502,7 @@ static int set_duration(struct pctx *p, const char *key, const char *value, long
     return 0;
 }
 
-static int set_duration_int(struct pctx *p, const char *key, const char *value, int *out)
+int set_duration_int(struct pctx *p, const char *key, const char *value, int *out)
 {
     long v = 0;
     if (set_duration(p, key, value, &v) < 0)
@@ -526,7 +516,7 @@ static int set_duration_int(struct pctx *p, const char *key, const char *value, 
 /* A duration from lo to hi seconds, kept in milliseconds; range names the
  * range in the error ("between 1s and 60s"). */
 /* redis_timeout: "200ms" or "2s", 10 ms to 10 s. */
-static int set_redis_timeout(struct pctx *p, const char *value, int *out)
+int set_redis_timeout(struct pctx *p, const char *value, int *out)
 {
     char *end;
     long n = strtol(value, &end, 10);
@@ -537,7 +527,7 @@ static int set_redis_timeout(struct pctx *p, const char *value, int *out)
     return 0;
 }
 
-static int set_duration_ms(struct pctx *p, const char *key, const char *value, long lo, long hi, const char *range,
+int set_duration_ms(struct pctx *p, const char *key, const char *value, long lo, long hi, const char *range,
                            int *out_ms)
 {
     long v = 0;
@@ -549,7 +539,7 @@ static int set_duration_ms(struct pctx *p, const char *key, const char *value, l
     return 0;
 }
 
-static int set_bool(struct pctx *p, const char *key, const char *value, bool *out)
+int set_bool(struct pctx *p, const char *key, const char *value, bool *out)
 {
     if (strcmp(value, "yes") && strcmp(value, "no"))
         return fail(p, "%s: expected yes or no", key);
@@ -557,14 +547,14 @@ static int set_bool(struct pctx *p, const char *key, const char *value, bool *ou
     return 0;
 }
 
-static void set_str(char **dst, const char *value)
+void set_str(char **dst, const char *value)
 {
     free(*dst);
     *dst = strdup(value);
 }
 
 /* smtps_listen (implicit TLS) or proxy_listen (a PROXY header first). */
-static int add_special_listeners(struct pctx *p, struct config *cfg, char *value, bool proxy)
+int add_special_listeners(struct pctx *p, struct config *cfg, char *value, bool proxy)
 {
     int before = cfg->nlisten;
     if (each_item(p, value, add_listen, cfg) < 0)
@@ -577,387 +567,25 @@ static int add_special_listeners(struct pctx *p, struct config *cfg, char *value
     return 0;
 }
 
+/* key = value: a row of the table (config_keys.c), or "<plugin>.<key>". */
 static int apply_key(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
-    char err[200];
-    if (!strcmp(key, "listen")) {
-        /* keep smtps_listen and proxy_listen entries, replace the plain ones */
-        int k = 0;
-        for (int i = 0; i < cfg->nlisten; i++)
-            if (cfg->listen[i].implicit_tls || cfg->listen[i].proxy || cfg->listen[i].submission)
-                cfg->listen[k++] = cfg->listen[i];
-        cfg->nlisten = k;
-        return each_item(p, value, add_listen, cfg);
-    }
-    if (!strcmp(key, "proxy_listen") || !strcmp(key, "smtps_listen"))
-        return add_special_listeners(p, cfg, value, key[0] == 'p');
-    if (!strcmp(key, "submission_listen")) {
-        int before = cfg->nlisten;
-        if (each_item(p, value, add_listen, cfg) < 0)
-            return -1;
-        for (int i = before; i < cfg->nlisten; i++)
-            cfg->listen[i].submission = true;
-        return 0;
-    }
-    if (!strcmp(key, "auth_backend")) {
-        if (strcmp(value, "cyrus") && strncmp(value, "dovecot:/", 9))
-            return fail(p, "auth_backend: expected cyrus or dovecot:/PATH/TO/auth-client, not '%s'", value);
-        set_str(&cfg->auth_backend, value);
-        return 0;
-    }
-    if (!strcmp(key, "auth_cyrus_config_dir")) {
-        set_str(&cfg->auth_cyrus_config_dir, value);
-        return 0;
-    }
-    if (!strcmp(key, "auth_allow_plaintext"))
-        return set_bool(p, key, value, &cfg->auth_allow_plaintext);
-    if (!strcmp(key, "submission_add_headers"))
-        return set_bool(p, key, value, &cfg->submission_add_headers);
-    if (!strcmp(key, "auth_failure_delay")) {
-        if (set_duration_int(p, key, value, &cfg->auth_failure_delay) < 0)
-            return -1;
-        return cfg->auth_failure_delay > 30 ? fail(p, "auth_failure_delay: at most 30s") : 0;
-    }
-    if (!strcmp(key, "auth_failure_limit"))
-        return set_int(p, key, value, 1, 1000, &cfg->auth_failure_limit);
-    if (!strcmp(key, "auth_failure_window"))
-        return set_duration_int(p, key, value, &cfg->auth_failure_window);
-    if (!strcmp(key, "sender_login_maps")) {
-        if (strncmp(value, "file:", 5) != 0)
-            return fail(p, "sender_login_maps: expected file:PATH");
-        set_str(&cfg->login_maps, value);
-        return read_table(p, value + 5, add_login, cfg);
-    }
-    if (!strcmp(key, "http_listen")) {
-        struct sockaddr_storage ss;
-        socklen_t len;
-        if (strlen(value) >= sizeof cfg->http_listen || hostport_parse(value, &ss, &len) < 0)
-            return fail(p, "http_listen: expected ADDRESS:PORT (e.g. 127.0.0.1:9025), not '%s'", value);
-        snprintf(cfg->http_listen, sizeof cfg->http_listen, "%s", value);
-        return 0;
-    }
-    if (!strcmp(key, "http_users")) {
-        if (value[0] != '/')
-            return fail(p, "http_users: expected an absolute path to the console's users file");
-        set_str(&cfg->http_users, value);
-        return 0;
-    }
-    if (!strcmp(key, "http_tls")) {
-        cfg->http_tls_set = true;
-        return set_bool(p, key, value, &cfg->http_tls);
-    }
-    if (!strcmp(key, "hostname")) {
-        if (!*value || strlen(value) >= sizeof cfg->hostname || strpbrk(value, " \t"))
-            return fail(p, "hostname: bad value '%s'", value);
-        snprintf(cfg->hostname, sizeof cfg->hostname, "%s", value);
-        return 0;
-    }
-    if (!strcmp(key, "postmaster_address")) {
-        const char *why = smtp_check_address(value, false);
-        if (why || strlen(value) >= sizeof cfg->postmaster_address)
-            return fail(p, "postmaster_address: expected local@domain, got '%s' (%s)", value, why ? why : "too long");
-        snprintf(cfg->postmaster_address, sizeof cfg->postmaster_address, "%s", value);
-        return 0;
-    }
-    if (!strcmp(key, "spool_dir")) {
-        if (value[0] != '/' && value[0] != '.')
-            return fail(p, "spool_dir: expected a path, got '%s'", value);
-        set_str(&cfg->spool_dir, value);
-        return 0;
-    }
-    if (!strcmp(key, "relay_domains"))
-        return list_or_table(p, cfg, value, add_relay_domain);
-    if (!strcmp(key, "trusted_networks"))
-        return list_or_table(p, cfg, value, add_trusted);
-    if (!strcmp(key, "transport_table")) {
-        if (strncmp(value, "file:", 5) != 0)
-            return fail(p, "transport_table: expected file:PATH");
-        set_str(&cfg->transport_table, value);
-        return read_table(p, value + 5, add_transport, cfg);
-    }
-    if (!strcmp(key, "default_transport")) {
-        if (nexthop_parse(value, &cfg->default_transport, err, sizeof err) < 0)
-            return fail(p, "default_transport: %s", err);
-        return 0;
-    }
-    if (!strcmp(key, "dns_server")) {
-        struct sockaddr_storage ss;
-        socklen_t len;
-        if (hostport_parse(value, &ss, &len) < 0)
-            return fail(p, "dns_server: expected addr:port, got '%s'", value);
-        set_str(&cfg->dns_server, value);
-        return 0;
-    }
-    if (!strcmp(key, "dns_trust_anchor")) {
-        if (access(value, R_OK) < 0)
-            return fail(p, "dns_trust_anchor: cannot read %s: %s", value, strerror(errno));
-        set_str(&cfg->dns_trust_anchor, value);
-        return 0;
-    }
-    if (!strcmp(key, "smtp_port"))
-        return set_int(p, key, value, 1, 65535, &cfg->smtp_port);
-    if (!strcmp(key, "retry_min"))
-        return set_duration(p, key, value, &cfg->retry_min);
-    if (!strcmp(key, "retry_max"))
-        return set_duration(p, key, value, &cfg->retry_max);
-    if (!strcmp(key, "max_queue_lifetime"))
-        return set_duration(p, key, value, &cfg->max_queue_lifetime);
-    if (!strcmp(key, "plugin_dir")) {
-        set_str(&cfg->plugin_dir, value);
-        return 0;
-    }
-    if (!strcmp(key, "plugins"))
-        return each_item(p, value, add_plugin, cfg);
-    if (!strcmp(key, "tls_cert") || !strcmp(key, "tls_key")) {
-        char why[300];          /* read by root (at start, and by the parent for a reload) */
-        int fd = privsep_open(value, why, sizeof why);
-        if (fd < 0)
-            return fail(p, "%s: cannot read %s: %s%s%s", key, value, strerror(errno), why[0] ? ": " : "", why);
-        close(fd);
-        set_str(key[4] == 'c' ? &cfg->tls_cert : &cfg->tls_key, value);
-        return 0;
-    }
-    if (!strcmp(key, "tls_policy"))
-        return parse_tls_policy(p, value, &cfg->tls_default);
-    if (!strcmp(key, "tls_policy_table")) {
-        if (strncmp(value, "file:", 5) != 0)
-            return fail(p, "tls_policy_table: expected file:PATH");
-        set_str(&cfg->tls_policy_table, value);
-        return read_table(p, value + 5, add_tls_policy, cfg);
-    }
-    if (!strcmp(key, "client_bdat"))
-        return set_bool(p, key, value, &cfg->client_bdat);
-    if (!strcmp(key, "allow_user_nobody"))
-        return set_bool(p, key, value, &cfg->allow_user_nobody);
-    if (!strcmp(key, "allow_untrusted_routing"))
-        return set_bool(p, key, value, &cfg->allow_untrusted_routing);
-    if (!strcmp(key, "mta_sts"))
-        return set_bool(p, key, value, &cfg->mta_sts);
-    if (!strcmp(key, "tls_required_header"))
-        return set_bool(p, key, value, &cfg->tls_required_header);
-    if (!strcmp(key, "tlsrpt"))
-        return set_bool(p, key, value, &cfg->tlsrpt);
-    if (!strcmp(key, "tlsrpt_interval")) {
-        if (set_duration(p, key, value, &cfg->tlsrpt_interval) < 0)
-            return -1;
-        if (cfg->tlsrpt_interval < 1 || cfg->tlsrpt_interval > 7 * 86400)
-            return fail(p, "tlsrpt_interval: between 1s and 7d, got '%s'", value);
-        return 0;
-    }
-    if (!strcmp(key, "tlsrpt_org") || !strcmp(key, "tlsrpt_contact")) {
-        if (!*value || strpbrk(value, "\"\\"))
-            return fail(p, "%s: a non-empty text without quotes or backslashes", key);
-        set_str(key[7] == 'o' ? &cfg->tlsrpt_org : &cfg->tlsrpt_contact, value);
-        return 0;
-    }
-    if (!strcmp(key, "tlsrpt_from")) {
-        if (!strchr(value, '@') || strpbrk(value, " <>\t"))
-            return fail(p, "tlsrpt_from: expected an address, got '%s'", value);
-        set_str(&cfg->tlsrpt_from, value);
-        return 0;
-    }
-    if (!strcmp(key, "tls_ca_file")) {
-        if (access(value, R_OK) < 0)
-            return fail(p, "tls_ca_file: cannot read %s: %s", value, strerror(errno));
-        set_str(&cfg->tls_ca_file, value);
-        return 0;
-    }
-    if (!strcmp(key, "require_tls_networks"))
-        return list_or_table(p, cfg, value, add_require_tls);
-    if (!strcmp(key, "xclient_networks"))
-        return list_or_table(p, cfg, value, add_xclient);
-    if (!strcmp(key, "proxy_networks"))
-        return list_or_table(p, cfg, value, add_proxy_net);
-    if (!strcmp(key, "control_socket")) {
-        set_str(&cfg->control_socket, value);
-        return 0;
-    }
-    if (!strcmp(key, "user")) {
-        set_str(&cfg->run_user, value);
-        return 0;
-    }
-    if (!strcmp(key, "message_size_limit")) {
-        if (parse_size(value, &cfg->message_size_limit) < 0 || cfg->message_size_limit < 1024)
-            return fail(p, "message_size_limit: bad size '%s' (at least 1k)", value);
-        return 0;
-    }
-    if (!strcmp(key, "max_recipients"))
-        return set_int(p, key, value, 1, 100000, &cfg->max_recipients);
-    if (!strcmp(key, "max_sessions"))
-        return set_int(p, key, value, 1, 1000000, &cfg->max_sessions);
-    if (!strcmp(key, "max_sessions_per_client"))
-        return set_int(p, key, value, 0, 1000000, &cfg->max_sessions_per_client);
-    if (!strcmp(key, "client_connect_rate"))
-        return set_int(p, key, value, 0, 1000000, &cfg->client_connect_rate);
-    if (!strcmp(key, "max_errors"))
-        return set_int(p, key, value, 1, 1000, &cfg->max_errors);
-    if (!strcmp(key, "smtp_timeout"))
-        return set_duration_int(p, key, value, &cfg->smtp_timeout);
-    if (!strcmp(key, "pregreet_wait")) {
-        if (set_duration_int(p, key, value, &cfg->pregreet_wait) < 0)
-            return -1;
-        return cfg->pregreet_wait > 60 ? fail(p, "pregreet_wait: at most 60s") : 0;
-    }
-    if (!strcmp(key, "pregreet_banner"))
-        return set_bool(p, key, value, &cfg->pregreet_banner);
-    if (!strcmp(key, "data_timeout"))
-        return set_duration_int(p, key, value, &cfg->data_timeout);
-    if (!strcmp(key, "smtp_min_data_rate"))
-        return set_int(p, key, value, 1, 1000000000, &cfg->smtp_min_data_rate);
-    if (!strcmp(key, "client_connect_timeout"))
-        return set_duration_int(p, key, value, &cfg->client_connect_timeout);
-    if (!strcmp(key, "client_timeout"))
-        return set_duration_int(p, key, value, &cfg->client_timeout);
-    if (!strcmp(key, "connection_cache_time"))
-        return set_duration_int(p, key, value, &cfg->connection_cache_time);
-    if (!strcmp(key, "dest_concurrency"))
-        return set_int(p, key, value, 1, 1000, &cfg->dest_concurrency);
-    if (!strcmp(key, "dest_rate_limit"))
-        return set_int(p, key, value, 0, 60000, &cfg->dest_rate_limit);
-    if (!strcmp(key, "smtp_sasl_password_maps")) {
-        if (strncmp(value, "file:", 5) != 0)
-            return fail(p, "%s: expected file:PATH", key);
-        set_str(&cfg->sasl_maps, value);
-        return read_table(p, value + 5, add_sasl, cfg);   /* 0600 root: through the parent on a reload */
-    }
-    if (!strcmp(key, "dest_rate_limit_table")) {
-        if (strncmp(value, "file:", 5) != 0)
-            return fail(p, "%s: expected file:PATH", key);
-        set_str(&cfg->rate_limit_table, value);
-        return read_table(p, value + 5, add_rate_limit, cfg);
-    }
-    if (!strcmp(key, "smtp_helo_name")) {
-        if (!*value || strlen(value) >= sizeof cfg->smtp_helo_name || !valid_host_name(value))
-            return fail(p, "smtp_helo_name: bad value '%s'", value);
-        snprintf(cfg->smtp_helo_name, sizeof cfg->smtp_helo_name, "%s", value);
-        return 0;
-    }
-    if (!strcmp(key, "smtp_bind_address"))
-        return set_bind_address(p, key, value, AF_INET, &cfg->smtp_bind_address);
-    if (!strcmp(key, "smtp_bind_address6"))
-        return set_bind_address(p, key, value, AF_INET6, &cfg->smtp_bind_address6);
-    if (!strcmp(key, "lua_instruction_limit")) {
-        int v = 0;
-        if (set_int(p, key, value, 1000, 2000000000, &v) < 0)
-            return -1;
-        cfg->lua_instruction_limit = v;
-        return 0;
-    }
-    if (!strcmp(key, "lua_time_limit"))
-        return set_duration_ms(p, key, value, 1, 600, "between 1s and 10m", &cfg->lua_time_limit_ms);
-    if (!strcmp(key, "lua_memory_limit")) {
-        if (parse_size(value, &cfg->lua_memory_limit) < 0 || cfg->lua_memory_limit < 1024 * 1024)
-            return fail(p, "lua_memory_limit: bad size '%s' (at least 1M)", value);
-        return 0;
-    }
-    if (!strcmp(key, "lua_body_limit")) {
-        if (parse_size(value, &cfg->lua_body_limit) < 0)
-            return fail(p, "lua_body_limit: bad size '%s'", value);
-        return 0;
-    }
-    if (!strcmp(key, "max_hop_count"))
-        return set_int(p, key, value, 1, 1000, &cfg->max_hop_count);
-    if (!strcmp(key, "smtp_mx_address_limit"))
-        return set_int(p, key, value, 0, 1000, &cfg->smtp_mx_address_limit);
-    if (!strcmp(key, "smtp_mx_session_limit"))
-        return set_int(p, key, value, 0, 1000, &cfg->smtp_mx_session_limit);
-    if (!strcmp(key, "delay_warning_time"))
-        return set_duration(p, key, value, &cfg->delay_warning_time);
-    if (!strcmp(key, "worker_threads"))
-        return set_int(p, key, value, 1, 64, &cfg->worker_threads);
-    if (!strcmp(key, "lua_threads"))
-        return set_int(p, key, value, 1, 32, &cfg->lua_threads);
-    if (!strcmp(key, "dns_timeout"))
-        return set_duration_ms(p, key, value, 1, 60, "between 1s and 60s", &cfg->dns_timeout_ms);
-    if (!strcmp(key, "redis_server")) {
-        struct sockaddr_storage ss;
-        socklen_t len;
-        if (strncmp(value, "unix:/", 6) && hostport_parse(value, &ss, &len) < 0)
-            return fail(p, "redis_server: expected addr:port or unix:/PATH, got '%s'", value);
-        set_str(&cfg->redis_server, value);
-        return 0;
-    }
-    if (!strcmp(key, "redis_password")) {
-        if (strpbrk(value, "\r\n"))
-            return fail(p, "redis_password: one line");
-        set_str(&cfg->redis_password, value);
-        return 0;
-    }
-    if (!strcmp(key, "redis_database"))
-        return set_int(p, key, value, 0, 1000, &cfg->redis_database);
-    if (!strcmp(key, "redis_timeout"))
-        return set_redis_timeout(p, value, &cfg->redis_timeout_ms);
-    if (!strcmp(key, "redis_failure")) {
-        if (strcmp(value, "open") && strcmp(value, "tempfail"))
-            return fail(p, "redis_failure: expected open or tempfail, got '%s'", value);
-        cfg->redis_failure_open = !strcmp(value, "open");
-        return 0;
-    }
-    if (!strcmp(key, "log_target")) {
-        if (strcmp(value, "stderr") && strcmp(value, "syslog") && strncmp(value, "file:/", 6))
-            return fail(p, "log_target: expected stderr, syslog or file:/PATH");
-        set_str(&cfg->log_target, value);
-        return 0;
-    }
-    if (!strcmp(key, "log_level")) {
-        int level = log_level_parse(value);
-        if (level < 0)
-            return fail(p, "log_level: expected error, warning, info or debug");
-        cfg->log_level = level;
-        return 0;
-    }
+    int rc = config_key_apply(p, cfg, key, value);
+    if (rc <= 0)
+        return rc;
     const char *dot = strchr(key, '.');
     if (dot && dot != key && dot[1])
         return add_plugin_option(p, cfg, key, value);
     return fail(p, "unknown key '%s'", key);
 }
 
+/* Every key's default comes from its row, through the same parser. */
 static void config_defaults(struct config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     if (gethostname(cfg->hostname, sizeof cfg->hostname) < 0 || !cfg->hostname[0])
         snprintf(cfg->hostname, sizeof cfg->hostname, "localhost");
-    cfg->retry_min = 300;
-    cfg->retry_max = 4 * 3600;
-    cfg->max_queue_lifetime = 5 * 86400;
-    cfg->message_size_limit = 50 * 1024 * 1024;
-    cfg->max_recipients = 1000;
-    cfg->max_sessions = 10000;
-    cfg->max_sessions_per_client = 50;
-    cfg->client_connect_rate = 0;
-    cfg->max_errors = 20;
-    cfg->smtp_timeout = 300;
-    cfg->pregreet_banner = true;
-    cfg->data_timeout = 600;
-    cfg->smtp_min_data_rate = 500;
-    cfg->client_bdat = true;
-    cfg->client_connect_timeout = 30;
-    cfg->client_timeout = 300;
-    cfg->connection_cache_time = 2;
-    cfg->dest_concurrency = 20;
-    cfg->worker_threads = 4;
-    cfg->lua_threads = 2;
-    cfg->auth_failure_limit = 5;
-    cfg->auth_failure_window = 600;
-    cfg->auth_failure_delay = 1;
-    cfg->submission_add_headers = true;
-    cfg->max_hop_count = 50;
-    cfg->smtp_mx_address_limit = 5;
-    cfg->smtp_mx_session_limit = 2;
-    cfg->smtp_port = 25;
-    cfg->tls_default.level = TLS_MAY;
-    cfg->tls_default.fallback = TLS_MAY;
-    cfg->mta_sts = true;
-    cfg->tls_required_header = true;
-    cfg->tlsrpt_interval = 86400;
-    cfg->lua_instruction_limit = 10000000;
-    cfg->lua_time_limit_ms = 1000;
-    cfg->lua_memory_limit = 64 * 1024 * 1024;
-    cfg->lua_body_limit = 1024 * 1024;
-    cfg->log_level = 2;
-    cfg->dns_timeout_ms = 5000;
-    cfg->redis_timeout_ms = 200;
-    cfg->redis_failure_open = true;
+    config_keys_defaults(cfg);
 }
 
 static int config_validate(struct pctx *p, struct config *cfg)
@@ -1096,41 +724,6 @@ int config_reload(const struct config *running, struct config *out, char *err, s
     return config_parse(running->path, out, running, err, errlen);
 }
 
-static bool same_str(const char *a, const char *b) { return !strcmp(a ? a : "", b ? b : ""); }
-
-const char *config_restart_key_changed(const struct config *a, const struct config *b)
-{
-    bool listen_same = a->nlisten == b->nlisten;
-    for (int i = 0; listen_same && i < a->nlisten; i++)
-        listen_same = !strcmp(a->listen[i].text, b->listen[i].text) &&
-                      a->listen[i].implicit_tls == b->listen[i].implicit_tls &&
-                      a->listen[i].submission == b->listen[i].submission && a->listen[i].proxy == b->listen[i].proxy;
-    if (!listen_same)
-        return "listen (or smtps_listen, submission_listen, proxy_listen)";
-    const struct { const char *key; bool same; } keys[] = {
-        {"spool_dir", same_str(a->spool_dir, b->spool_dir)},
-        {"user", same_str(a->run_user, b->run_user) && a->allow_user_nobody == b->allow_user_nobody},
-        {"control_socket", same_str(a->control_socket, b->control_socket)},
-        {"http_listen", !strcmp(a->http_listen, b->http_listen) && same_str(a->http_users, b->http_users) &&
-                        a->http_tls == b->http_tls},
-        {"tls_cert", same_str(a->tls_cert, b->tls_cert) && same_str(a->tls_key, b->tls_key)},
-        {"tls_ca_file", same_str(a->tls_ca_file, b->tls_ca_file)},
-        {"dns_server", same_str(a->dns_server, b->dns_server)},
-        {"dns_trust_anchor", same_str(a->dns_trust_anchor, b->dns_trust_anchor)},
-        {"redis_server", same_str(a->redis_server, b->redis_server) && same_str(a->redis_password, b->redis_password) &&
-                         a->redis_database == b->redis_database && a->redis_timeout_ms == b->redis_timeout_ms},
-        {"log_target", same_str(a->log_target, b->log_target)},
-        {"auth_backend", same_str(a->auth_backend, b->auth_backend) &&
-                         same_str(a->auth_cyrus_config_dir, b->auth_cyrus_config_dir)},
-        {"worker_threads", a->worker_threads == b->worker_threads},
-        {"lua_threads", a->lua_threads == b->lua_threads},
-    };
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        if (!keys[i].same)
-            return keys[i].key;
-    return NULL;
-}
-
 void config_free(struct config *cfg)
 {
     for (size_t i = 0; i < cfg->nrelay_domains; i++)
@@ -1148,25 +741,12 @@ void config_free(struct config *cfg)
         free(cfg->plugin_opts[i].value);
     }
     free(cfg->plugin_opts);
+    config_keys_free(cfg);            /* the strings the table's rows own */
     free(cfg->trusted);
     free(cfg->path);
-    free(cfg->spool_dir);
-    free(cfg->dns_server);
-    free(cfg->dns_trust_anchor);
-    free(cfg->redis_server);
-    free(cfg->redis_password);
-    free(cfg->tlsrpt_org);
-    free(cfg->tlsrpt_contact);
-    free(cfg->tlsrpt_from);
-    free(cfg->plugin_dir);
-    free(cfg->control_socket);
-    free(cfg->run_user);
-    free(cfg->tls_cert);
-    free(cfg->tls_key);
     free(cfg->require_tls);
     free(cfg->xclient);
     free(cfg->proxy_nets);
-    free(cfg->tls_ca_file);
     free(cfg->tls_default.match);
     for (size_t i = 0; i < cfg->ntls_policies; i++) {
         free(cfg->tls_policies[i].domain);
@@ -1179,20 +759,11 @@ void config_free(struct config *cfg)
         free(cfg->sasl[i].password);
     }
     free(cfg->sasl);
-    free(cfg->sasl_maps);
-    free(cfg->transport_table);
-    free(cfg->tls_policy_table);
-    free(cfg->rate_limit_table);
-    free(cfg->login_maps);
-    free(cfg->log_target);
-    free(cfg->http_users);
     for (size_t i = 0; i < cfg->nlogins; i++) {
         free(cfg->logins[i].address);
         free(cfg->logins[i].logins);
     }
     free(cfg->logins);
-    free(cfg->auth_backend);
-    free(cfg->auth_cyrus_config_dir);
     for (size_t i = 0; i < cfg->nrate_limits; i++)
         free(cfg->rate_limits[i].domain);
     free(cfg->rate_limits);
@@ -1251,7 +822,7 @@ const struct nexthop *config_transport_for(const struct config *cfg, const char 
     return cfg->default_transport.text[0] ? &cfg->default_transport : NULL;
 }
 
-static void print_cidrs(FILE *out, const char *key, const struct cidr *list, size_t n)
+void print_cidrs(FILE *out, const char *key, const struct cidr *list, size_t n)
 {
     fprintf(out, "%s =", key);
     for (size_t i = 0; i < n; i++) {
@@ -1269,7 +840,7 @@ static void print_cidrs(FILE *out, const char *key, const struct cidr *list, siz
     fprintf(out, "\n");
 }
 
-static void print_bind_address(FILE *out, const char *key, const struct sockaddr_storage *ss)
+void print_bind_address(FILE *out, const char *key, const struct sockaddr_storage *ss)
 {
     char txt[64] = "";
     if (ss->ss_family)
@@ -1277,107 +848,8 @@ static void print_bind_address(FILE *out, const char *key, const struct sockaddr
     fprintf(out, "%s = %s\n", key, txt);
 }
 
-static const char *or_empty(const char *s) { return s ? s : ""; }
+const char *or_empty(const char *s) { return s ? s : ""; }
 
-void config_print(const struct config *cfg, FILE *out)
-{
-    fprintf(out, "listen =");
-    for (int i = 0, n = 0; i < cfg->nlisten; i++)
-        if (!cfg->listen[i].implicit_tls && !cfg->listen[i].proxy && !cfg->listen[i].submission)
-            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
-    fprintf(out, "\nsubmission_listen =");
-    for (int i = 0, n = 0; i < cfg->nlisten; i++)
-        if (cfg->listen[i].submission && !cfg->listen[i].implicit_tls)
-            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
-    fprintf(out, "\nproxy_listen =");
-    for (int i = 0, n = 0; i < cfg->nlisten; i++)
-        if (cfg->listen[i].proxy)
-            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
-    fprintf(out, "\nsmtps_listen =");
-    for (int i = 0, n = 0; i < cfg->nlisten; i++)
-        if (cfg->listen[i].implicit_tls)
-            fprintf(out, "%s%s", n++ ? ", " : " ", cfg->listen[i].text);
-    fprintf(out, "\nauth_backend = %s\nauth_cyrus_config_dir = %s\nauth_allow_plaintext = %s\n"
-            "auth_failure_limit = %d\nauth_failure_window = %ds\nauth_failure_delay = %ds\n"
-            "submission_add_headers = %s\n", cfg->auth_backend ? cfg->auth_backend : "",
-            cfg->auth_cyrus_config_dir ? cfg->auth_cyrus_config_dir : "", cfg->auth_allow_plaintext ? "yes" : "no",
-            cfg->auth_failure_limit, cfg->auth_failure_window, cfg->auth_failure_delay,
-            cfg->submission_add_headers ? "yes" : "no");
-    for (size_t i = 0; i < cfg->nlogins; i++)
-        fprintf(out, "# sender login: %s by %s\n", cfg->logins[i].address, cfg->logins[i].logins);
-    fprintf(out, "http_listen = %s\nhttp_users = %s\nhttp_tls = %s\n", cfg->http_listen,
-            cfg->http_users ? cfg->http_users : "", cfg->http_tls ? "yes" : "no");
-    fprintf(out, "hostname = %s\npostmaster_address = %s\nspool_dir = %s\n", cfg->hostname,
-            cfg->postmaster_address, cfg->spool_dir);
-    fprintf(out, "relay_domains =");
-    for (size_t i = 0; i < cfg->nrelay_domains; i++)
-        fprintf(out, "%s%s", i ? ", " : " ", cfg->relay_domains[i]);
-    fprintf(out, "\n");
-    print_cidrs(out, "trusted_networks", cfg->trusted, cfg->ntrusted);
-    print_cidrs(out, "require_tls_networks", cfg->require_tls, cfg->nrequire_tls);
-    print_cidrs(out, "xclient_networks", cfg->xclient, cfg->nxclient);
-    print_cidrs(out, "proxy_networks", cfg->proxy_nets, cfg->nproxy_nets);
-    fprintf(out, "allow_untrusted_routing = %s\n", cfg->allow_untrusted_routing ? "yes" : "no");
-    fprintf(out, "default_transport = %s\ntransport_table = %s\n", cfg->default_transport.text,
-            or_empty(cfg->transport_table));
-    for (size_t i = 0; i < cfg->ntransports; i++)
-        fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
-    fprintf(out, "dns_server = %s\ndns_trust_anchor = %s\ndns_timeout = %ds\nsmtp_port = %d\n",
-            or_empty(cfg->dns_server), or_empty(cfg->dns_trust_anchor), cfg->dns_timeout_ms / 1000, cfg->smtp_port);
-    fprintf(out, "redis_server = %s\nredis_password = %s\nredis_database = %d\nredis_timeout = %dms\n"
-            "redis_failure = %s\n", or_empty(cfg->redis_server), cfg->redis_password ? "(set)" : "",
-            cfg->redis_database, cfg->redis_timeout_ms, cfg->redis_failure_open ? "open" : "tempfail");
-    fprintf(out, "retry_min = %lds\nretry_max = %lds\nmax_queue_lifetime = %lds\n", cfg->retry_min,
-            cfg->retry_max, cfg->max_queue_lifetime);
-    fprintf(out, "plugin_dir = %s\nplugins =", cfg->plugin_dir ? cfg->plugin_dir : "");
-    for (size_t i = 0; i < cfg->nplugins; i++)
-        fprintf(out, "%s%s", i ? ", " : " ", cfg->plugins[i]);
-    fprintf(out, "\n");
-    for (size_t i = 0; i < cfg->nplugin_opts; i++)
-        fprintf(out, "%s.%s = %s\n", cfg->plugin_opts[i].plugin, cfg->plugin_opts[i].key, cfg->plugin_opts[i].value);
-    fprintf(out, "tls_cert = %s\ntls_key = %s\n", cfg->tls_cert ? cfg->tls_cert : "", cfg->tls_key ? cfg->tls_key : "");
-    fprintf(out, "tls_policy = %s\ntls_policy_table = %s\ntls_ca_file = %s\nmta_sts = %s\n",
-            tls_level_name(cfg->tls_default.level), or_empty(cfg->tls_policy_table), or_empty(cfg->tls_ca_file),
-            cfg->mta_sts ? "yes" : "no");
-    fprintf(out, "tls_required_header = %s\n", cfg->tls_required_header ? "yes" : "no");
-    fprintf(out, "tlsrpt = %s\ntlsrpt_interval = %lds\ntlsrpt_org = %s\ntlsrpt_contact = %s\ntlsrpt_from = %s\n",
-            cfg->tlsrpt ? "yes" : "no", cfg->tlsrpt_interval, or_empty(cfg->tlsrpt_org), or_empty(cfg->tlsrpt_contact),
-            or_empty(cfg->tlsrpt_from));
-    for (size_t i = 0; i < cfg->ntls_policies; i++)
-        fprintf(out, "# tls policy: %s %s%s%s\n", cfg->tls_policies[i].domain, tls_level_name(cfg->tls_policies[i].level),
-                cfg->tls_policies[i].match ? " match=" : "", cfg->tls_policies[i].match ? cfg->tls_policies[i].match : "");
-    fprintf(out, "control_socket = %s\nuser = %s\nallow_user_nobody = %s\n", or_empty(cfg->control_socket),
-            cfg->run_user ? cfg->run_user : "postern", cfg->allow_user_nobody ? "yes" : "no");
-    fprintf(out, "message_size_limit = %zu\nmax_recipients = %d\nmax_sessions = %d\nmax_errors = %d\n",
-            cfg->message_size_limit, cfg->max_recipients, cfg->max_sessions, cfg->max_errors);
-    fprintf(out, "max_sessions_per_client = %d\nclient_connect_rate = %d\n", cfg->max_sessions_per_client,
-            cfg->client_connect_rate);
-    fprintf(out, "pregreet_wait = %ds\npregreet_banner = %s\n", cfg->pregreet_wait, cfg->pregreet_banner ? "yes" : "no");
-    fprintf(out, "smtp_timeout = %ds\ndata_timeout = %ds\nsmtp_min_data_rate = %d\n", cfg->smtp_timeout,
-            cfg->data_timeout, cfg->smtp_min_data_rate);
-    fprintf(out, "client_connect_timeout = %ds\nclient_timeout = %ds\nclient_bdat = %s\n",
-            cfg->client_connect_timeout, cfg->client_timeout, cfg->client_bdat ? "yes" : "no");
-    fprintf(out, "connection_cache_time = %ds\ndest_concurrency = %d\nworker_threads = %d\nlua_threads = %d\n",
-            cfg->connection_cache_time, cfg->dest_concurrency, cfg->worker_threads, cfg->lua_threads);
-    fprintf(out, "max_hop_count = %d\ndelay_warning_time = %lds\n", cfg->max_hop_count, cfg->delay_warning_time);
-    fprintf(out, "smtp_mx_address_limit = %d\nsmtp_mx_session_limit = %d\n", cfg->smtp_mx_address_limit,
-            cfg->smtp_mx_session_limit);
-    fprintf(out, "dest_rate_limit = %d\ndest_rate_limit_table = %s\nsmtp_helo_name = %s\n", cfg->dest_rate_limit,
-            or_empty(cfg->rate_limit_table), cfg->smtp_helo_name);
-    print_bind_address(out, "smtp_bind_address", &cfg->smtp_bind_address);
-    print_bind_address(out, "smtp_bind_address6", &cfg->smtp_bind_address6);
-    fprintf(out, "smtp_sasl_password_maps = %s\nsender_login_maps = %s\n", or_empty(cfg->sasl_maps),
-            or_empty(cfg->login_maps));
-    for (size_t i = 0; i < cfg->nrate_limits; i++)
-        fprintf(out, "# rate limit: %s %d/min\n", cfg->rate_limits[i].domain, cfg->rate_limits[i].per_minute);
-    for (size_t i = 0; i < cfg->nsasl; i++)     /* never the password */
-        fprintf(out, "# smtp auth: %s as %s%s\n", cfg->sasl[i].nexthop, cfg->sasl[i].user,
-                cfg->sasl[i].plaintext_ok ? " (plaintext allowed)" : "");
-    fprintf(out, "lua_instruction_limit = %ld\nlua_time_limit = %ds\nlua_memory_limit = %zu\nlua_body_limit = %zu\n",
-            cfg->lua_instruction_limit, cfg->lua_time_limit_ms / 1000, cfg->lua_memory_limit, cfg->lua_body_limit);
-    fprintf(out, "log_level = %s\nlog_target = %s\n", log_level_name((enum log_level)cfg->log_level),
-            cfg->log_target ? cfg->log_target : "stderr");
-}
 
 /* sender_login_maps: may login send as address? An entry for the address
  * itself decides; else one for its @domain; no entry: nobody may. */

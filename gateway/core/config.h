@@ -190,8 +190,11 @@ int config_reload(const struct config *running, struct config *out, char *err, s
 /* The first key that only a restart can change (listeners, spool, user,
  * TLS keys, resolver, AUTH backend, threads) whose value differs, or NULL. */
 const char *config_restart_key_changed(const struct config *a, const struct config *b);
-/* Print the effective configuration as key = value lines. */
+/* Print the effective configuration as key = value lines, every key in the
+ * table's order (config_keys.c). */
 void config_print(const struct config *cfg, FILE *out);
+/* The table of keys as the README's Markdown table (`postern config-keys`). */
+void config_keys_document(FILE *out);
 
 /* Parse "30s" "5m" "4h" "5d" or plain seconds. -1 on error. */
 long parse_duration(const char *text);

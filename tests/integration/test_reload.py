@@ -299,5 +299,19 @@ def test_check_config_prints_every_key_of_the_readme_table():
     assert not missing, missing
 
 
+def test_the_readme_key_table_is_the_one_the_code_declares():
+    """README.md's key table (and so postern.conf(5)) is `postern config-keys`: `make docs`
+    rewrites both after a row of gateway/core/config_keys.c changes."""
+    r = subprocess.run([os.path.join(BUILD, "postern"), "config-keys"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    start = readme.index("| key | meaning | default |")
+    table = readme[start:readme.index("\n\n", start)]
+    assert table == r.stdout.rstrip("\n"), "README's key table differs from postern config-keys: run make docs"
+    man = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen-conf-man.py"), "--check"],
+                         capture_output=True, text=True, timeout=30)
+    assert man.returncode == 0, man.stderr
+
+
 if __name__ == "__main__":
     run_tests(globals())
