@@ -149,6 +149,14 @@ void smtp_greet_wait_end(struct session *s);
 size_t smtp_command_line_text(const char *head, size_t linelen, char *line, size_t size);
 /* Count a refused connection (NULL: a PROXY peer not in proxy_networks). */
 void smtp_count_refusal(const char *refusal);
+/* smtp_server.c: a new session on an accepted connection; the sessions
+ * open from ip. */
+void session_open(int fd, const struct sockaddr_storage *ss, const struct listen_addr *l);
+int smtp_server_sessions_from(const char *ip);
+/* smtp_listen.c: resume accepting after a pause for descriptors; close the
+ * listeners (shutdown). */
+void smtp_listen_tick(uint64_t now);
+void smtp_listen_close(void);
 /* The refusal for a new client, or NULL (per_client: limits apply). */
 const char *smtp_connection_refusal(const struct sockaddr_storage *ss, const char *ip, bool per_client);
 
