@@ -148,7 +148,7 @@ check-layers:
 # Daemon, CLI, shipped plugins, the plugin header, a pkg-config file, the
 # man pages, the systemd unit and a logrotate example (PREFIX/share/postern).
 MAN_PAGES := man/posternd.8 man/postern.1 man/postern.conf.5 man/postern-plugin.3 man/postern-lua.7 \
-             man/postern-milter.8 man/postern-witness.8
+             man/postern-milter.8 man/postern-witness.8 man/postern-plugins.5
 # (the .deb puts postern.pc in the multiarch directory: debian/rules)
 PKGCONFIG_DIR ?= $(PREFIX)/lib/pkgconfig
 install: all
@@ -170,9 +170,11 @@ install: all
 man:
 	python3 tools/gen-conf-man.py
 
-# README's key table from gateway/core/config_keys.c, then the man page
-docs: $(BUILD)/postern
+# README's key table from gateway/core/config_keys.c and its man page; the
+# plugins' option tables as postern-plugins(5)
+docs: $(BUILD)/postern $(PLUGIN_SOS)
 	python3 tools/gen-conf-doc.py $(BUILD)
+	python3 tools/gen-plugin-man.py $(BUILD)
 
 # A Debian package (debian/), built from a copy of the tree in build-deb/
 # and checked by lintian: build-deb/postern_VERSION_ARCH.deb

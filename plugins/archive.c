@@ -986,6 +986,18 @@ fail:
     return POSTERN_TEMPFAIL;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"dir", POSTERN_OPT_PATH, NULL, "", 0, "the archive directory (the daemon's user writes it)"},
+    {"mode", POSTERN_OPT_CHOICE, "all|requested", "all", 0, "every message, or those a plugin or Lua asked for"},
+    {"retention", POSTERN_OPT_TEXT, NULL, NULL, 0, "remove copies older than this (`30d`, `7y`), recorded in the chain"},
+    {"expire_every", POSTERN_OPT_TEXT, NULL, "1h", 0, "how often retention looks"},
+    {"witness", POSTERN_OPT_PATH, NULL, NULL, 0, "postern-witness's socket: each link is signed before the message goes on"},
+    {"witness_log", POSTERN_OPT_PATH, NULL, NULL, 0, "the witness's log, for `archive verify`"},
+    {"witness_key", POSTERN_OPT_PATH, NULL, NULL, 0, "the witness's public key, for `archive verify`"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -993,6 +1005,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_queue = on_queue,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -116,6 +116,12 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return host->header_insert(t, 0, "Authentication-Results", value) == 0 ? POSTERN_CONTINUE : POSTERN_ERROR;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"authserv_id", POSTERN_OPT_TEXT, NULL, "hostname", 0, "the authserv-id of our Authentication-Results"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -125,6 +131,7 @@ static const struct postern_plugin plugin = {
     .on_data = on_data,
     .on_eom = on_eom,
     .nonblocking_stages = POSTERN_NONBLOCKING(POSTERN_STAGE_DATA) | POSTERN_NONBLOCKING(POSTERN_STAGE_EOM),
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -196,6 +196,16 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
 
 static void fini(void *state) { free(state); }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"socket", POSTERN_OPT_TEXT, NULL, "", 0, "clamd: `unix:/PATH` or `inet:HOST:PORT`"},
+    {"action", POSTERN_OPT_CHOICE, "reject|quarantine|discard", "reject", 0, "what a virus gets"},
+    {"max_size", POSTERN_OPT_NUMBER, NULL, "10485760", 0, "bytes; larger messages are not scanned"},
+    {"on_error", POSTERN_OPT_CHOICE, "tempfail|accept", "tempfail", 0, "what clamd down or slow answers"},
+    {"timeout", POSTERN_OPT_NUMBER, NULL, "30", 0, "seconds per scan"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -203,6 +213,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_eom = on_eom,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -260,6 +260,13 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return POSTERN_CONTINUE;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"keys", POSTERN_OPT_PATH, NULL, "", 0, "`file:PATH`, lines `domain selector key-file` (keys root's, 0600: opened by the privileged parent)"},
+    {"trusted_only", POSTERN_OPT_BOOL, NULL, "yes", 0, "sign only mail from trusted or logged-in clients"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -267,6 +274,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_eom = on_eom,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -327,6 +327,14 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return POSTERN_CONTINUE;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"fail", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action when a signature fails"},
+    {"temperror", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action when a key cannot be fetched"},
+    {"max_signatures", POSTERN_OPT_NUMBER, NULL, "5", 0, "signatures checked per message (1–50); the rest are ignored"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -340,6 +348,7 @@ static const struct postern_plugin plugin = {
      * fetches the key (DNS) and checks the header signature */
     .nonblocking_stages = POSTERN_NONBLOCKING(POSTERN_STAGE_BODY),
     .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_DATA) | POSTERN_LOOP_FIRST(POSTERN_STAGE_EOM),
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -373,6 +373,20 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return v;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"reject", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "reject", 0, "the action for a failing domain whose policy is reject"},
+    {"quarantine", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "quarantine", 0, "the action for a failing domain whose policy is quarantine"},
+    {"temperror", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action when the policy cannot be fetched"},
+    {"psl", POSTERN_OPT_PATH, NULL, "/usr/share/publicsuffix/public_suffix_list.dat", 0, "the public suffix list"},
+    {"report_dir", POSTERN_OPT_PATH, NULL, NULL, 0, "where aggregate report data is kept; unset: no reports"},
+    {"report_interval", POSTERN_OPT_NUMBER, NULL, "86400", 0, "seconds per aggregate report"},
+    {"report_org", POSTERN_OPT_TEXT, NULL, "hostname", 0, "the reports' org_name"},
+    {"report_from", POSTERN_OPT_TEXT, NULL, "postmaster@HOSTNAME", 0, "the reports' From and envelope sender"},
+    {"report_store_max", POSTERN_OPT_TEXT, NULL, "64M", 0, "the most report data kept"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -381,6 +395,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_eom = on_eom,
     .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_EOM),
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -313,6 +313,14 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
 
 static void fini(void *state) { free(state); }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"sites", POSTERN_OPT_TEXT, NULL, NULL, 1, "`NAME[=FILTER][*WEIGHT], …`: lists asked for the client address"},
+    {"domain_sites", POSTERN_OPT_TEXT, NULL, NULL, 1, "the same for the HELO name and the MAIL FROM domain (DBL)"},
+    {"threshold", POSTERN_OPT_NUMBER, NULL, "1", 0, "the score that refuses"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -322,6 +330,7 @@ static const struct postern_plugin plugin = {
     .on_connect = on_connect,
     .on_mail = on_mail,
     .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_CONNECT) | POSTERN_LOOP_FIRST(POSTERN_STAGE_MAIL),
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

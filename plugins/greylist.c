@@ -544,6 +544,21 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     return 0;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"db", POSTERN_OPT_PATH, NULL, NULL, 0, "the SQLite database (required with `store = sqlite`)"},
+    {"store", POSTERN_OPT_CHOICE, "sqlite|shared", "sqlite", 0, "SQLite, or posternd's shared state (Redis with `redis_server`)"},
+    {"delay", POSTERN_OPT_NUMBER, NULL, "300", 0, "seconds before a retry passes"},
+    {"retry_window", POSTERN_OPT_NUMBER, NULL, "172800", 0, "seconds within which the retry must come"},
+    {"lifetime", POSTERN_OPT_NUMBER, NULL, "3024000", 0, "seconds a passed triplet keeps passing after its last use"},
+    {"auto_whitelist", POSTERN_OPT_NUMBER, NULL, "5", 0, "passes after which a network passes at once (0 = off)"},
+    {"expire_every", POSTERN_OPT_NUMBER, NULL, "600", 0, "seconds between removals of expired rows (SQLite)"},
+    {"exempt_networks", POSTERN_OPT_TEXT, NULL, NULL, 0, "networks never greylisted"},
+    {"exempt_senders", POSTERN_OPT_TEXT, NULL, NULL, 0, "senders never greylisted (`user@dom`, `@dom`)"},
+    {"on_error", POSTERN_OPT_CHOICE, "tempfail|accept", "tempfail", 0, "what a database error answers"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -551,6 +566,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_rcpt = on_rcpt,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

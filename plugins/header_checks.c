@@ -241,6 +241,13 @@ static postern_verdict on_data(postern_txn *t, void *state)
     return v;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"rules", POSTERN_OPT_PATH, NULL, NULL, 0, "a file of rules, one a line: `/REGEX/[i] ACTION [text]`"},
+    {"rule", POSTERN_OPT_TEXT, NULL, NULL, 1, "one rule, as in the file (ACTION: REJECT, TEMPFAIL, DISCARD, QUARANTINE, IGNORE, WARN)"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -248,6 +255,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_data = on_data,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -154,6 +154,14 @@ static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
     return r == R_PASS ? POSTERN_CONTINUE : act(host, t, s->action[r], rej, tmp, why);
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"fail", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an iprev `fail` result"},
+    {"permerror", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an iprev `permerror` result"},
+    {"temperror", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an iprev `temperror` result"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -162,6 +170,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_mail = on_mail,
     .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_MAIL),
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -331,6 +331,15 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
 
 static void fini(void *state) { free(state); }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"address", POSTERN_OPT_TEXT, NULL, "", 0, "where journal reports go"},
+    {"sender", POSTERN_OPT_TEXT, NULL, NULL, 0, "the reports' envelope sender"},
+    {"mode", POSTERN_OPT_CHOICE, "all|requested", "all", 0, "every message, or those a plugin or Lua asked for"},
+    {"required", POSTERN_OPT_BOOL, NULL, "no", 0, "refuse (4xx) a message whose report cannot be committed before the 250"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -339,6 +348,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_eom = on_eom,
     .on_queue = on_queue,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -762,6 +762,12 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return POSTERN_CONTINUE;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"server", POSTERN_OPT_TEXT, NULL, "", 1, "a milter: `inet:HOST:PORT` or `unix:/PATH`, with `;timeout=` and `;on_error=` attributes"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -775,6 +781,7 @@ static const struct postern_plugin plugin = {
     .on_data = on_data,
     .on_body = on_body,
     .on_eom = on_eom,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -292,6 +292,28 @@ struct postern_option {
     const char *value;
 };
 
+/* What a plugin says of each option it takes (appended in 0.11, the
+ * plugin struct's `options`): posternd refuses an option the table does not
+ * name, a second value for one that does not repeat, and a value of the
+ * wrong kind, naming file:line, before init runs; `postern plugin-options`
+ * prints the tables and postern-plugins(5) is made from them. */
+enum postern_option_type {
+    POSTERN_OPT_TEXT,       /* anything (the plugin checks it) */
+    POSTERN_OPT_NUMBER,     /* an integer */
+    POSTERN_OPT_BOOL,       /* yes or no */
+    POSTERN_OPT_CHOICE,     /* one of `choices`, "|"-separated */
+    POSTERN_OPT_PATH,       /* an absolute path, or file:/PATH */
+};
+
+struct postern_option_spec {
+    const char *key;                    /* NULL ends the table */
+    enum postern_option_type type;
+    const char *choices;                /* POSTERN_OPT_CHOICE: "reject|quarantine|discard" */
+    const char *default_text;           /* as documentation; NULL: none, "" : required */
+    int repeat;                         /* may be given more than once (each value counts) */
+    const char *doc;                    /* one line */
+};
+
 /* The plugin. Any callback may be NULL: not interested in that stage. */
 struct postern_plugin {
     uint32_t abi_version;        /* POSTERN_PLUGIN_ABI_VERSION */
@@ -339,6 +361,12 @@ struct postern_plugin {
      * block as usual. Mail from the same senders then costs no thread
      * hand-off once their records are cached. */
     uint32_t loop_first_stages;
+
+    /* ---- appended in 0.11 ---- */
+
+    /* The options this plugin takes (see struct postern_option_spec), ended
+     * by a NULL key; NULL: the plugin checks its options alone. */
+    const struct postern_option_spec *options;
 };
 
 #define POSTERN_NONBLOCKING(stage) (1u << (stage))

@@ -720,6 +720,26 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     return 0;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"domain", POSTERN_OPT_TEXT, NULL, "", 1, "`DOMAIN SOURCE...`: how recipients of DOMAIN are checked (table, ldap, callahead)"},
+    {"table", POSTERN_OPT_PATH, NULL, NULL, 0, "`file:PATH`, one known address (or `@domain`) a line"},
+    {"ldap_uri", POSTERN_OPT_TEXT, NULL, NULL, 0, "the LDAP server"},
+    {"ldap_base", POSTERN_OPT_TEXT, NULL, NULL, 0, "the search base"},
+    {"ldap_filter", POSTERN_OPT_TEXT, NULL, NULL, 0, "the filter, `%s` the address"},
+    {"ldap_bind_dn", POSTERN_OPT_TEXT, NULL, NULL, 0, "the bind DN; unset: anonymous"},
+    {"ldap_bind_password_file", POSTERN_OPT_PATH, NULL, NULL, 0, "the bind password (root's, 0600: opened by the privileged parent)"},
+    {"ldap_starttls", POSTERN_OPT_BOOL, NULL, "no", 0, "STARTTLS to the LDAP server"},
+    {"ldap_ca_file", POSTERN_OPT_PATH, NULL, NULL, 0, "CAs for the LDAP server's certificate"},
+    {"ldap_timeout", POSTERN_OPT_NUMBER, NULL, "5", 0, "seconds per LDAP request (1–60)"},
+    {"callahead_timeout", POSTERN_OPT_NUMBER, NULL, "10", 0, "seconds per callahead (1–120)"},
+    {"callahead_concurrency", POSTERN_OPT_NUMBER, NULL, "4", 0, "callaheads at once (1–64)"},
+    {"cache_ttl", POSTERN_OPT_NUMBER, NULL, "3600", 0, "seconds an answer is cached"},
+    {"negative_ttl", POSTERN_OPT_NUMBER, NULL, "600", 0, "seconds an unknown recipient is cached"},
+    {"cache_size", POSTERN_OPT_NUMBER, NULL, "10000", 0, "answers cached"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -727,6 +747,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_rcpt = on_rcpt,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -135,6 +135,13 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return POSTERN_CONTINUE;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"rules", POSTERN_OPT_PATH, NULL, NULL, 0, "a file of routing rules, one a line"},
+    {"rule", POSTERN_OPT_TEXT, NULL, NULL, 1, "one rule: `sender|rcpt /REGEX/ NEXTHOP` (or `mx`)"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -142,6 +149,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_eom = on_eom,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

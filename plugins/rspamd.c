@@ -335,6 +335,16 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
 
 static void fini(void *state) { free(state); }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"url", POSTERN_OPT_TEXT, NULL, "", 0, "`http://HOST:PORT` of rspamd's normal worker"},
+    {"on_error", POSTERN_OPT_CHOICE, "tempfail|accept", "tempfail", 0, "what rspamd down or slow answers"},
+    {"headers", POSTERN_OPT_BOOL, NULL, "yes", 0, "add X-Spam-* headers with the result"},
+    {"max_size", POSTERN_OPT_NUMBER, NULL, "2097152", 0, "bytes; larger messages are not scanned"},
+    {"timeout", POSTERN_OPT_NUMBER, NULL, "15", 0, "seconds per scan (1–600)"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -342,6 +352,7 @@ static const struct postern_plugin plugin = {
     .init = init,
     .fini = fini,
     .on_eom = on_eom,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

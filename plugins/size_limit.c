@@ -91,6 +91,13 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return host->message_size(t) > s->max ? refuse(t, s) : POSTERN_CONTINUE;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"max", POSTERN_OPT_TEXT, NULL, "", 0, "largest message, in bytes (`k`/`M`/`G`)"},
+    {"reply", POSTERN_OPT_TEXT, NULL, "552 5.3.4 Message too big", 0, "the refusal's text"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -99,6 +106,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_mail = on_mail,
     .on_eom = on_eom,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

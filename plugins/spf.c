@@ -282,6 +282,18 @@ static postern_verdict on_mail(postern_txn *t, const char *sender, void *state)
     return spf_act(t, a, r, domain, exp);
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"pass", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an SPF `pass` result"},
+    {"fail", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "reject", 0, "the action for an SPF `fail` result"},
+    {"softfail", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an SPF `softfail` result"},
+    {"neutral", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an SPF `neutral` result"},
+    {"none", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an SPF `none` result"},
+    {"temperror", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "tempfail", 0, "the action for an SPF `temperror` result"},
+    {"permerror", POSTERN_OPT_CHOICE, "continue|reject|tempfail|quarantine", "continue", 0, "the action for an SPF `permerror` result"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -290,6 +302,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_mail = on_mail,
     .loop_first_stages = POSTERN_LOOP_FIRST(POSTERN_STAGE_MAIL),
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

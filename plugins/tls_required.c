@@ -107,6 +107,15 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     return POSTERN_CONTINUE;
 }
 
+/* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
+static const struct postern_option_spec options[] = {
+    {"domains", POSTERN_OPT_TEXT, NULL, NULL, 0, "recipient domains that must have been received over TLS"},
+    {"outbound_domains", POSTERN_OPT_TEXT, NULL, NULL, 0, "recipient domains that must be delivered over TLS"},
+    {"outbound_senders", POSTERN_OPT_TEXT, NULL, NULL, 0, "senders whose mail must be delivered over TLS"},
+    {"outbound_level", POSTERN_OPT_CHOICE, "encrypt|verify", "encrypt", 0, "the TLS level demanded outbound"},
+    {NULL, 0, NULL, NULL, 0, NULL},
+};
+
 static const struct postern_plugin plugin = {
     .abi_version = POSTERN_PLUGIN_ABI_VERSION,
     .struct_size = sizeof(struct postern_plugin),
@@ -115,6 +124,7 @@ static const struct postern_plugin plugin = {
     .fini = fini,
     .on_rcpt = on_rcpt,
     .on_eom = on_eom,
+    .options = options,
 };
 
 const struct postern_plugin *postern_plugin_entry(void) { return &plugin; }

@@ -5,6 +5,7 @@
  * user and, for changes, under SPOOL/lock. cat and summary always read
  * the spool. policy test/replay run the chain in this process
  * (policy_cli.c). */
+#include "plugin_docs.h"
 #include "archive_search.h"
 #include "archive_verify.h"
 #include "buf.h"
@@ -31,6 +32,7 @@ static void usage(void)
                     "       postern -c FILE reload\n"
                     "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
                     "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
+                    "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
                     "       postern -c FILE queue list [--json]|show ID|cat ID|summary [--sender]\n"
                     "       postern -c FILE queue flush [ID|domain]|hold ID|release ID|delete ID\n"
                     "       postern -c FILE archive verify|reindex\n"
@@ -253,6 +255,8 @@ int main(int argc, char **argv)
         config_keys_document(stdout);
         return 0;
     }
+    if (optind + 2 == argc && !strcmp(argv[optind], "plugin-options"))  /* postern-plugins(5) */
+        return plugin_docs_command(argv[optind + 1]);
     if (!path || optind >= argc)
         usage();
     struct config cfg;

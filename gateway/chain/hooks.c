@@ -8,6 +8,7 @@
  * only in host calls that then answer without waiting (loop_first_stages;
  * a call that would wait sends the run from that link on to a worker). */
 #include "hooks.h"
+#include "plugin_options.h"
 #include "metrics.h"
 #include "log.h"
 #include "postern_lua.h"
@@ -220,6 +221,9 @@ static int load_one(const struct config *cfg, const char *name, struct link *l, 
         l->nonblocking = l->p->nonblocking_stages;
     if (l->p->struct_size >= offsetof(struct postern_plugin, loop_first_stages) + sizeof(uint32_t))
         l->loop_first = l->p->loop_first_stages;
+    const struct postern_option_spec *specs = plugin_option_table(l->p);
+    if (specs && plugin_options_check(cfg, plugin_option_name(name), specs, err, errlen) < 0)
+        return -1;
     struct postern_option opts[64];
     size_t n = options_for(cfg, name, opts, 64);
     char perr[512] = "";

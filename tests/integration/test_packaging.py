@@ -79,7 +79,7 @@ def test_make_install_puts_man_pages_and_a_valid_unit():
                        text=True, timeout=MAKE_TIMEOUT)
     assert r.returncode == 0, r.stderr[-2000:]
     for page in ("man8/posternd.8", "man1/postern.1", "man5/postern.conf.5", "man3/postern-plugin.3",
-                 "man7/postern-lua.7", "man8/postern-milter.8", "man8/postern-witness.8"):
+                 "man7/postern-lua.7", "man8/postern-milter.8", "man8/postern-witness.8", "man5/postern-plugins.5"):
         p = os.path.join(root, "share", "man", page)
         m = subprocess.run(["man", "--warnings", "-l", p], capture_output=True, text=True, timeout=30,
                            env=dict(os.environ, MANWIDTH="80"))
@@ -119,7 +119,7 @@ def test_make_deb_passes_lintian_and_its_daemon_runs():
     for f in ("./usr/sbin/posternd", "./usr/bin/postern", "./usr/lib/postern/plugins/spf.so",
               "./usr/share/man/man8/posternd.8.gz", "./usr/share/man/man5/postern.conf.5.gz",
               "./usr/share/man/man8/postern-milter.8.gz", "./usr/share/man/man8/postern-witness.8.gz",
-              "./etc/postern/postern.conf", "./etc/logrotate.d/postern"):
+              "./usr/share/man/man5/postern-plugins.5.gz", "./etc/postern/postern.conf", "./etc/logrotate.d/postern"):
         assert f in listing, (f, listing)
     assert re.search(r"\./(usr/)?lib/systemd/system/postern\.service", listing), listing
     control = tempfile.mkdtemp(prefix="deb-control-")

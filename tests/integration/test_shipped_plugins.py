@@ -91,6 +91,43 @@ def test_our_trace_header_survives_header_checks_and_lua():
     g.stop()
 
 
+def test_declared_options_are_checked_with_file_and_line_and_documented():
+    """Shipped plugins declare their options: posternd refuses an unknown
+    one, a second value for one that does not repeat, and a value of the
+    wrong kind before the plugin starts, naming file:line; postern-plugins(5)
+    is made from the same tables."""
+    sink = Sink(addr(2))
+    for opts, want in (({"greylist.dealy": "300", "greylist.db": "/tmp/x.db"}, "greylist.dealy: unknown option (known: db,"),
+                       ({"greylist.delay": "five", "greylist.db": "/tmp/x.db"}, "greylist.delay = five: expected a number"),
+                       ({"greylist.on_error": "maybe", "greylist.db": "/tmp/x.db"},
+                        "greylist.on_error = maybe: not one of the choices tempfail|accept")):
+        g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="greylist", **opts)
+        r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode != 0 and want in r.stderr and re.search(re.escape(g.conf) + r":\d+: ", r.stderr), \
+            (opts, r.stderr)
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="greylist")
+    with open(g.conf, "a") as f:
+        f.write("greylist.db = /tmp/a.db\ngreylist.db = /tmp/b.db\n")
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and "greylist.db given twice (first at line" in r.stderr, r.stderr
+    # a repeating option (header_checks.rule) may come twice
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="header_checks")
+    with open(g.conf, "a") as f:
+        f.write("header_checks.rule = /^X-A:/ IGNORE\nheader_checks.rule = /^X-B:/ IGNORE\n")
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    doc = subprocess.run([os.path.join(BUILD, "postern"), "plugin-options", PLUGDIR], capture_output=True, text=True,
+                         timeout=30)
+    assert doc.returncode == 0 and "| `greylist.delay` | number | 300 |" in doc.stdout, doc.stdout[:500]
+    assert "(declares no option table" not in doc.stdout, "a shipped plugin declares no options"
+    man = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen-plugin-man.py"), BUILD, "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert man.returncode == 0, man.stderr
+
+
 def test_archive_keeps_bcc_and_verify_detects_tampering():
     sink = Sink(addr(2))
     adir = os.path.join(writable_dir(), "archive")
