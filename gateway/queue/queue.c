@@ -722,6 +722,13 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
     return c;
 }
 
+static void stage_ctx_free(struct stage_ctx *c)
+{
+    txn_free(&c->t);
+    runtime_release(c->rt);
+    free(c);
+}
+
 /* Routes plugins set through the transaction, back into the message;
  * true if any changed. */
 static bool take_routes(struct qmsg *m, const txn_t *t)
@@ -801,9 +808,7 @@ static void queue_stage_done(void *ctx, postern_verdict v)
      * before any delivery: dispatch() checks `queued` */
     m->queued = v != POSTERN_TEMPFAIL;
     bool go = apply_verdict(m, &c->t, POSTERN_STAGE_QUEUE, v);
-    txn_free(&c->t);
-    runtime_release(c->rt);
-    free(c);
+    stage_ctx_free(c);
     if (m->deleted || !go) {
         message_finished(m);
         return;
@@ -845,9 +850,7 @@ static void deliver_stage_done(void *ctx, postern_verdict v)
     m->jobs_outstanding--;
     take_routes(m, &c->t);
     bool go = apply_verdict(m, &c->t, POSTERN_STAGE_DELIVER, v);
-    txn_free(&c->t);
-    runtime_release(c->rt);
-    free(c);
+    stage_ctx_free(c);
     if (m->deleted || !go) {
         message_finished(m);
         return;
