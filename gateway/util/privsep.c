@@ -161,6 +161,11 @@ struct parent {
  * afresh: a reload may have changed them)? */
 static bool named(const struct parent *pa, const char *path)
 {
+    char why[300];
+    if (privsep_path_safe(pa->config, pa->uid, pa->gid, why, sizeof why) < 0) {
+        log_warn("privsep: %s; it names nothing the parent would open", why);
+        return false;        /* a configuration the daemon could edit could name anything */
+    }
     if (!strcmp(path, pa->config))
         return true;
     size_t len;
@@ -168,7 +173,6 @@ static bool named(const struct parent *pa, const char *path)
     bool yes = text && names(text, len, path);
     free(text);
     for (size_t i = 0; !yes && i < pa->nhanded; i++) {
-        char why[8];
         if (privsep_path_safe(pa->handed[i], pa->uid, pa->gid, why, sizeof why) < 0)
             continue;                /* became changeable by the daemon: it names nothing now */
         text = slurp(pa->handed[i], &len);

@@ -246,6 +246,14 @@ def test_the_parent_opens_only_what_the_configuration_names():
     assert "probe: secret %s: opened" % named in log
     assert "probe: open_listed %s: opened" % named in log        # named by the configuration
     g.stop()
+    # a configuration the daemon's user could edit names nothing the parent would open
+    g = Gateway(sink=sink, plugin_dir=os.path.join(BUILD, "test-plugins"), plugins="probe",
+                **{"probe.secret": named})
+    os.chmod(g.dir, 0o777)
+    g.start()
+    assert "probe: secret %s: refused" % named in g.log(), g.log()[-1500:]
+    assert "can be changed by the daemon's user; keep what root reads" in g.log()
+    g.stop()
 
 
 def test_check_config_fails_exactly_when_posternd_t_fails():
