@@ -22,8 +22,8 @@ endif
 
 # libpostern.a: every library folder (pubkey_decode.o is linked on its own, INTERPOSE below)
 CORE_SRCS := $(filter-out gateway/util/pubkey_decode.c,$(foreach d,$(LAYERS),$(sort $(wildcard gateway/$(d)/*.c))))
-CORE_OBJS := $(patsubst gateway/%.c,$(BUILD)/%.o,$(CORE_SRCS)) $(BUILD)/postern_lua.o $(BUILD)/lua_threads.o \
-             $(BUILD)/postern_helpers.o
+LUA_OBJS  := $(patsubst lua/%.c,$(BUILD)/%.o,$(sort $(wildcard lua/*.c)))
+CORE_OBJS := $(patsubst gateway/%.c,$(BUILD)/%.o,$(CORE_SRCS)) $(LUA_OBJS) $(BUILD)/postern_helpers.o
 UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
@@ -88,7 +88,7 @@ $(BUILD)/%.o: gateway/%.c | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)
 
-$(BUILD)/postern_lua.o $(BUILD)/lua_threads.o: $(BUILD)/%.o: lua/%.c | $(BUILD)
+$(LUA_OBJS): $(BUILD)/%.o: lua/%.c | $(BUILD)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 # lua/postern_helpers.lua embedded as a C string
