@@ -23,6 +23,7 @@
  * Run `postern -c CONF archive verify` to check the files and the chain.
  * One writer per archive directory: a reload's new chain shares the open
  * archive of the running one (a second writer would fork the chain). */
+#include "postern_io.h"
 #include "postern_plugin.h"
 #include "archive_chain.h"
 #include "archive_witness.h"
@@ -556,19 +557,7 @@ static void fini(void *state)
     free(l);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+static int write_all(int fd, const char *p, size_t n) { return postern_write_all(fd, p, n, 0); }
 
 /* What the live chain decided, for `postern policy replay`: the decision
  * log (X-Postern-Decided, one per line), and the routes and TLS demands

@@ -13,6 +13,7 @@
  */
 #ifndef POSTERN_PLUGIN_NET_H
 #define POSTERN_PLUGIN_NET_H
+#include "postern_io.h"
 #include "postern_plugin.h"
 #include <errno.h>
 #include <netdb.h>
@@ -69,20 +70,7 @@ static inline int net_connect_unix(const char *path, int secs)
     return fd;
 }
 
-static inline int net_send_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+static inline int net_send_all(int fd, const void *data, size_t n) { return postern_write_all(fd, data, n, 1); }
 
 /* A scanner (clamd, rspamd) that could not answer: log why, set the result
  * variable to "error", then pass (on_error = accept) or tempfail. */

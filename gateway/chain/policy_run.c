@@ -8,6 +8,7 @@
  * is that link's changes. posternd's own refusals outside the chain
  * (relay control, recipient and size limits, malformed data) are steps of
  * the pseudo-link "posternd". */
+#include "postern_io.h"
 #include "policy_run.h"
 #include "received.h"
 #include "hooks.h"
@@ -331,19 +332,7 @@ static void add_received(struct run *r)
     received_add(&r->t.hdrs, &ri);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+static int write_all(int fd, const char *p, size_t n) { return postern_write_all(fd, p, n, 0); }
 
 /* DATA (headers), BODY in chunks, EOM with the body in a file. */
 static postern_verdict content_stages(struct run *r, const char *msg, size_t len)
