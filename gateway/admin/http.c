@@ -11,6 +11,7 @@
  * a watchdog shuts the socket of a connection that is late. */
 #include "http.h"
 #include "buf.h"
+#include "clock.h"
 #include "console.h"
 #include "console_auth.h"
 #include "log.h"
@@ -53,13 +54,6 @@ static pthread_t watchdog;
 static bool watchdog_running, watchdog_stop;
 static pthread_cond_t watchdog_wake = PTHREAD_COND_INITIALIZER;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -69,7 +63,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         for (size_t i = 0; ci && i < HTTP_CONNECTIONS; i++)
             if (!conns[i].used) {
-                conns[i] = (struct http_conn){.fd = ci->connect_fd, .used = true, .since_ms = mono_ms()};
+                conns[i] = (struct http_conn){.fd = ci->connect_fd, .used = true, .since_ms = clock_mono_ms()};
                 *socket_context = &conns[i];
                 break;
             }
@@ -89,7 +83,7 @@ static void head_state(struct MHD_Connection *c, bool done)
         return;
     pthread_mutex_lock(&conns_lock);
     hc->head_done = done;
-    hc->since_ms = mono_ms();
+    hc->since_ms = clock_mono_ms();
     pthread_mutex_unlock(&conns_lock);
 }
 
@@ -98,7 +92,7 @@ static void *watch_heads(void *arg)
     (void)arg;
     pthread_mutex_lock(&conns_lock);
     while (!watchdog_stop) {
-        uint64_t now = mono_ms();
+        uint64_t now = clock_mono_ms();
         for (size_t i = 0; i < HTTP_CONNECTIONS; i++) {
             struct http_conn *hc = &conns[i];
             if (hc->used && !hc->head_done && !hc->cut && now - hc->since_ms > HTTP_HEAD_TIMEOUT_S * 1000) {
@@ -106,13 +100,7 @@ static void *watch_heads(void *arg)
                 hc->cut = true;
             }
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 500 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = clock_deadline_ms(CLOCK_REALTIME, 500);
         pthread_cond_timedwait(&watchdog_wake, &conns_lock, &until);
     }
     pthread_mutex_unlock(&conns_lock);

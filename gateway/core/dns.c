@@ -1,6 +1,7 @@
 /* dns.c - libunbound context in async (thread) mode; its fd is watched by
  * the event loop and ub_process() delivers the callbacks on the loop thread. */
 #include "dns.h"
+#include "clock.h"
 #include "metrics.h"
 #include "event.h"
 #include "log.h"
@@ -377,15 +378,7 @@ static int resolve_timed(const char *name, int rrtype, struct ub_result **out)
         timed_unref(q);
         return rc;
     }
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    long ms = timeout_ms;
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = clock_deadline_ms(CLOCK_MONOTONIC, timeout_ms);
     pthread_mutex_lock(&q->lock);
     while (!q->done && pthread_cond_timedwait(&q->cond, &q->lock, &deadline) == 0)
         ;
@@ -570,16 +563,9 @@ static void text_answered(void *arg, int err, struct ub_result *r)
     free(q);
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 void dns_tick(void)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = clock_mono_ms();
     struct text_query *late = NULL;
     pthread_mutex_lock(&text_lock);
     for (struct text_query *q = text_queries, *next; q; q = next) {
@@ -654,7 +640,7 @@ int dns_lookup_text(const char *name, int rrtype, dns_text_cb cb, void *arg)
     struct text_query *q = malloc(sizeof *q);
     if (!q)
         return -1;
-    *q = (struct text_query){.cb = cb, .arg = arg, .started_ms = mono_ms()};
+    *q = (struct text_query){.cb = cb, .arg = arg, .started_ms = clock_mono_ms()};
     return query_start(q, name, rrtype);
 }
 
@@ -665,7 +651,7 @@ int dns_fetch(const char *name, int rrtype, dns_fetch_cb cb, void *arg)
     struct text_query *q = malloc(sizeof *q);
     if (!q)
         return -1;
-    *q = (struct text_query){.fetch = cb, .arg = arg, .type = rrtype, .started_ms = mono_ms()};
+    *q = (struct text_query){.fetch = cb, .arg = arg, .type = rrtype, .started_ms = clock_mono_ms()};
     snprintf(q->name, sizeof q->name, "%s", name);
     return query_start(q, name, rrtype);
 }

@@ -1,6 +1,7 @@
 /* event.c - epoll loop with a 100 ms timerfd tick and a graveyard of objects
  * to free after each dispatch batch. */
 #include "event.h"
+#include "clock.h"
 #include "log.h"
 #include <errno.h>
 #include <stdlib.h>
@@ -32,9 +33,7 @@ static size_t nkicks, capkicks;
 
 void ev_update_time(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    now_ms = clock_mono_ms();
 }
 
 uint64_t ev_now_ms(void) { return now_ms; }

@@ -4,6 +4,7 @@
  * operation is one Redis command (an incr is a small Lua script, so the
  * counter and its expiry are set in one step), keys prefixed "postern:". */
 #include "kv.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -317,15 +318,7 @@ static struct waiter *waiter_new(void)
  * came and succeeded. */
 static int waiter_wait(struct waiter *w)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    long ms = wait_ms;
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = clock_deadline_ms(CLOCK_REALTIME, wait_ms);
     pthread_mutex_lock(&w->lock);
     while (!w->done && pthread_cond_timedwait(&w->cond, &w->lock, &until) != ETIMEDOUT)
         ;
