@@ -1,22 +1,21 @@
-/* hooks.c - loads the plugin chain with dlopen(RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE:
- * plugins stay mapped after dlclose, so sanitizer reports at exit can name them),
- * checks each plugin's ABI version and struct size, hands it its options,
- * and runs the callbacks of a stage in chain order: each Lua link on the
- * Lua threads (lua/lua_threads.c), each run of consecutive C links in one
- * trip to a worker thread (C plugins may block), or on the loop when every
- * one of them says it never blocks there (nonblocking_stages) or blocks
- * only in host calls that then answer without waiting (loop_first_stages;
- * a call that would wait sends the run from that link on to a worker). */
+/* hooks.c - the hook chain: built from the config's plugin list (each
+ * entry loaded by its link type, link.h: C plugins, Lua scripts), run per
+ * stage in chain order. A link that answers later (Lua) is submitted and
+ * its answer resumes the run; each run of consecutive in-place links (C
+ * plugins, which may block) goes in one trip to a worker thread, or runs
+ * on the loop when every one of them says it never blocks there
+ * (nonblocking_stages) or blocks only in host calls that then answer
+ * without waiting (loop_first_stages; a call that would wait sends the run
+ * from that link on to a worker). */
 #include "hooks.h"
+#include "link.h"
 #include "plugin_options.h"
 #include "metrics.h"
 #include "log.h"
-#include "postern_lua.h"
 #include "plugin_host.h"
 #include "event.h"
 #include "workers.h"
 #include "dns.h"
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +25,8 @@
 struct link {
     char name[1100];
     char labels[1200];             /* link="name", for the per-link metrics (made once) */
-    struct lua_script *lua;        /* a lua:PATH entry: p is the Lua bridge */
-    struct lua_pending *pending;   /* a built chain's new version of lua, until installed */
-    void *dl;
-    const struct postern_plugin *p;   /* the plugin's own struct: only struct_size bytes of it exist */
-    uint32_t nonblocking;             /* p->nonblocking_stages, or 0 for an older layout */
-    uint32_t loop_first;              /* p->loop_first_stages, likewise */
-    void *state;
+    const struct link_ops *ops;
+    struct link_loaded x;          /* the type's object and its stage bits */
 };
 
 /* One chain as built from one config. Transactions name the chain they run
@@ -40,16 +34,10 @@ struct link {
 struct hook_chain {
     struct link *links;
     size_t n;
-    bool c_wanted[POSTERN_STAGE_DELIVER + 1];   /* some C link has this stage */
+    bool fixed_wanted[POSTERN_STAGE_DELIVER + 1];   /* some link whose wants() cannot change has this stage */
 };
 
 static struct hook_chain *current;
-
-/* Every Lua script loaded, by path. Scripts outlive chains (each Lua
- * thread keeps a state per script); a reload recompiles them in place. */
-#define MAX_LUA_SCRIPTS 32
-static struct lua_script *scripts[MAX_LUA_SCRIPTS];
-static size_t nscripts;
 
 static const char *stage_names[] = {"connect", "helo", "mail", "rcpt", "data", "body", "eom", "queue", "deliver"};
 static const char *verdict_names[] = {"CONTINUE", "ACCEPT", "REJECT", "TEMPFAIL", "DISCARD", "QUARANTINE", "ERROR"};
@@ -60,45 +48,31 @@ const char *verdict_name(postern_verdict v)
     return (unsigned)v <= POSTERN_ERROR ? verdict_names[v] : "invalid";
 }
 
-/* Does plugin p have a callback for stage st? */
-static bool plugin_has_stage(const struct postern_plugin *p, enum postern_stage st)
-{
-    switch (st) {
-    case POSTERN_STAGE_CONNECT: return p->on_connect;
-    case POSTERN_STAGE_HELO: return p->on_helo;
-    case POSTERN_STAGE_MAIL: return p->on_mail;
-    case POSTERN_STAGE_RCPT: return p->on_rcpt;
-    case POSTERN_STAGE_DATA: return p->on_data;
-    case POSTERN_STAGE_BODY: return p->on_body;
-    case POSTERN_STAGE_EOM: return p->on_eom;
-    case POSTERN_STAGE_QUEUE: return p->on_queue;
-    case POSTERN_STAGE_DELIVER: return p->on_deliver;
-    }
-    return false;
-}
+static bool has_stage(const struct link *l, enum postern_stage st) { return l->ops->wants(l->x.impl, st); }
 
-static bool has_stage(const struct link *l, enum postern_stage st)
-{
-    return l->lua ? lua_script_wants(l->lua, st) : plugin_has_stage(l->p, st);
-}
+/* A link that answers in place (on this thread), not later. */
+static bool in_place(const struct link *l) { return l->ops->call != NULL; }
 
 static void compute_wanted(struct hook_chain *ch)
 {
-    memset(ch->c_wanted, 0, sizeof ch->c_wanted);
-    for (size_t i = 0; i < ch->n; i++)
+    memset(ch->fixed_wanted, 0, sizeof ch->fixed_wanted);
+    for (size_t i = 0; i < ch->n; i++) {
+        if (ch->links[i].ops->wants_may_change)
+            continue;
         for (int st = 0; st <= POSTERN_STAGE_DELIVER; st++)
-            ch->c_wanted[st] |= !ch->links[i].lua && has_stage(&ch->links[i], (enum postern_stage)st);
+            ch->fixed_wanted[st] |= has_stage(&ch->links[i], (enum postern_stage)st);
+    }
 }
 
-/* Lua links are asked each time: a reload may change what a script handles. */
+/* Links whose wants() may change (a reloaded script) are asked each time. */
 static bool chain_wants(const struct hook_chain *ch, enum postern_stage st)
 {
     if (!ch)
         return false;
-    if (ch->c_wanted[st])
+    if (ch->fixed_wanted[st])
         return true;
     for (size_t i = 0; i < ch->n; i++)
-        if (ch->links[i].lua && lua_script_wants(ch->links[i].lua, st))
+        if (ch->links[i].ops->wants_may_change && has_stage(&ch->links[i], st))
             return true;
     return false;
 }
@@ -109,36 +83,14 @@ static _Thread_local const txn_t *calling;
 
 const txn_t *hooks_calling_txn(void) { return calling; }
 
-static postern_verdict dispatch_stage(const struct link *l, enum postern_stage st, txn_t *t, const char *arg,
-                                      size_t len);
-
-/* One callback, with the transaction it runs for known to this thread. */
+/* One in-place callback, with the transaction it runs for known to this thread. */
 static postern_verdict call(const struct link *l, enum postern_stage st, txn_t *t, const char *arg, size_t len)
 {
     const txn_t *outer = calling;
     calling = t;
-    postern_verdict v = dispatch_stage(l, st, t, arg, len);
+    postern_verdict v = l->ops->call(l->x.impl, st, t, arg, len);
     calling = outer;
     return v;
-}
-
-static postern_verdict dispatch_stage(const struct link *l, enum postern_stage st, txn_t *t, const char *arg,
-                                      size_t len)
-{
-    const struct postern_plugin *p = l->p;
-    void *state = l->state;
-    switch (st) {
-    case POSTERN_STAGE_CONNECT: return p->on_connect(t, state);
-    case POSTERN_STAGE_HELO: return p->on_helo(t, arg, state);
-    case POSTERN_STAGE_MAIL: return p->on_mail(t, arg, state);
-    case POSTERN_STAGE_RCPT: return p->on_rcpt(t, arg, state);
-    case POSTERN_STAGE_DATA: return p->on_data(t, state);
-    case POSTERN_STAGE_BODY: return p->on_body(t, arg, len, state);
-    case POSTERN_STAGE_EOM: return p->on_eom(t, state);
-    case POSTERN_STAGE_QUEUE: return p->on_queue(t, state);
-    case POSTERN_STAGE_DELIVER: return p->on_deliver(t, state);
-    }
-    return POSTERN_ERROR;
 }
 
 /* This entry's "<name>.<key>" options. */
@@ -152,86 +104,24 @@ static size_t options_for(const struct config *cfg, const char *entry, struct po
     return n;
 }
 
-static struct lua_script *script_named(const char *path)
+static const struct link_ops *type_of(const char *entry)
 {
-    for (size_t i = 0; i < nscripts; i++)
-        if (!strcmp(lua_script_path(scripts[i]), path))
-            return scripts[i];
+    for (size_t i = 0; link_types[i]; i++)
+        if (!strncmp(entry, link_types[i]->prefix, strlen(link_types[i]->prefix)))
+            return link_types[i];
     return NULL;
 }
 
-/* A script loaded before is recompiled beside its running version (it
- * switches when the chain is installed); a new one is loaded. */
-static int load_lua(const struct config *cfg, const char *entry, struct link *l, char *err, size_t errlen)
+static int load_one(const struct config *cfg, const char *entry, struct link *l, char *err, size_t errlen)
 {
+    snprintf(l->name, sizeof l->name, "%s", entry);
+    if (!(l->ops = type_of(entry))) {
+        snprintf(err, errlen, "%s: no link type takes this entry", entry);
+        return -1;
+    }
     struct postern_option opts[64];
     size_t n = options_for(cfg, entry, opts, 64);
-    snprintf(l->name, sizeof l->name, "%s", entry);
-    char e[900] = "";
-    if ((l->lua = script_named(entry + 4))) {
-        if (!(l->pending = lua_script_prepare(l->lua, cfg, opts, n, e, sizeof e))) {
-            snprintf(err, errlen, "%s: %s", entry, e[0] ? e : "out of memory");
-            return -1;
-        }
-        return 0;
-    }
-    if (nscripts == MAX_LUA_SCRIPTS || lua_script_load(cfg, entry + 4, opts, n, &l->lua, e, sizeof e) < 0) {
-        snprintf(err, errlen, "%s: %s", entry, e[0] ? e : "too many Lua scripts");
-        return -1;
-    }
-    scripts[nscripts++] = l->lua;
-    return 0;
-}
-
-static int load_one(const struct config *cfg, const char *name, struct link *l, char *err, size_t errlen)
-{
-    if (!strncmp(name, "lua:", 4))
-        return load_lua(cfg, name, l, err, errlen);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.so", cfg->plugin_dir, name);
-    snprintf(l->name, sizeof l->name, "%s", name);
-    l->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-    if (!l->dl) {
-        snprintf(err, errlen, "plugin %s: cannot load %s: %s", name, path, dlerror());
-        return -1;
-    }
-    const struct postern_plugin *(*entry)(void);
-    *(void **)&entry = dlsym(l->dl, POSTERN_PLUGIN_ENTRY);
-    if (!entry) {
-        snprintf(err, errlen, "plugin %s: %s does not export %s()", name, path, POSTERN_PLUGIN_ENTRY);
-        return -1;
-    }
-    l->p = entry();
-    if (!l->p) {
-        snprintf(err, errlen, "plugin %s: %s() returned NULL", name, POSTERN_PLUGIN_ENTRY);
-        return -1;
-    }
-    if (l->p->abi_version != POSTERN_PLUGIN_ABI_VERSION) {
-        snprintf(err, errlen, "plugin %s: built for plugin ABI version %u, this posternd speaks version %d",
-                 name, l->p->abi_version, POSTERN_PLUGIN_ABI_VERSION);
-        return -1;
-    }
-    if (l->p->struct_size < POSTERN_PLUGIN_MIN_SIZE) {
-        snprintf(err, errlen, "plugin %s: plugin struct is %u bytes, expected at least %zu", name,
-                 l->p->struct_size, (size_t)POSTERN_PLUGIN_MIN_SIZE);
-        return -1;
-    }
-    /* appended fields exist only in plugins built against a newer header */
-    if (l->p->struct_size >= offsetof(struct postern_plugin, nonblocking_stages) + sizeof(uint32_t))
-        l->nonblocking = l->p->nonblocking_stages;
-    if (l->p->struct_size >= offsetof(struct postern_plugin, loop_first_stages) + sizeof(uint32_t))
-        l->loop_first = l->p->loop_first_stages;
-    const struct postern_option_spec *specs = plugin_option_table(l->p);
-    if (specs && plugin_options_check(cfg, plugin_option_name(name), specs, err, errlen) < 0)
-        return -1;
-    struct postern_option opts[64];
-    size_t n = options_for(cfg, name, opts, 64);
-    char perr[512] = "";
-    if (l->p->init && l->p->init(plugin_host(), opts, n, &l->state, perr, sizeof perr) != 0) {
-        snprintf(err, errlen, "plugin %s: %s", name, perr[0] ? perr : "init failed");
-        return -1;
-    }
-    return 0;
+    return l->ops->load(cfg, entry, opts, n, &l->x, err, errlen);
 }
 
 void hooks_chain_free(struct hook_chain *ch)
@@ -240,11 +130,8 @@ void hooks_chain_free(struct hook_chain *ch)
         return;
     for (size_t i = 0; i < ch->n; i++) {
         struct link *l = &ch->links[i];
-        lua_pending_free(l->pending);
-        if (l->p && l->p->fini && l->state)
-            l->p->fini(l->state);
-        if (l->dl)
-            dlclose(l->dl);
+        if (l->ops)
+            l->ops->release(l->x.impl);
     }
     free(ch->links);
     free(ch);
@@ -274,10 +161,8 @@ struct hook_chain *hooks_build(const struct config *cfg, char *err, size_t errle
 void hooks_install(struct hook_chain *ch)
 {
     for (size_t i = 0; i < ch->n; i++)
-        if (ch->links[i].pending) {
-            lua_script_commit(ch->links[i].lua, ch->links[i].pending);
-            ch->links[i].pending = NULL;
-        }
+        if (ch->links[i].ops->install)
+            ch->links[i].ops->install(ch->links[i].x.impl);
     current = ch;
     log_debug("plugin chain: %zu link(s) installed", ch->n);
 }
@@ -298,9 +183,9 @@ void hooks_unload(void)
 {
     hooks_chain_free(current);
     current = NULL;
-    for (size_t i = 0; i < nscripts; i++)
-        lua_script_free(scripts[i]);
-    nscripts = 0;
+    for (size_t i = 0; link_types[i]; i++)
+        if (link_types[i]->unload_all)
+            link_types[i]->unload_all();
 }
 
 bool hooks_wanted(const txn_t *t, enum postern_stage st) { return chain_wants(chain_of(t), st); }
@@ -369,7 +254,7 @@ struct chain_run {
     struct failed_lookup *failed;   /* MAX_FAILED of them, made at the first lookup that got no answer */
     hooks_done_fn done;
     void *ctx;
-    double lua_started;         /* the Lua link in progress began */
+    double started;             /* the submitted link in progress began */
 };
 
 static void chain_step(struct chain_run *r);
@@ -455,7 +340,7 @@ static void after_would_block(struct chain_run *r)
     r->to_worker = true;
 }
 
-/* The C links from r->next up to the next Lua link, on a worker or (when
+/* The in-place links from r->next up to the next submitted one, on a worker or (when
  * c_links_nonblocking said so) on the loop. On the loop, a link whose host
  * call would have blocked stops the run there (after_would_block). */
 static void c_links_run(struct work *w)
@@ -466,7 +351,7 @@ static void c_links_run(struct work *w)
     bool on_loop = links_on_loop;
     count_run(on_loop ? "loop" : "worker");
     r->to_worker = false;
-    for (; r->next < r->ch->n && !links[r->next].lua; r->next++) {
+    for (; r->next < r->ch->n && in_place(&links[r->next]); r->next++) {
         if (!has_stage(&links[r->next], r->st))
             continue;
         double started = now_s();
@@ -516,11 +401,11 @@ static void fetched(void *arg, enum dns_fetch_result res, const char *name, int 
     chain_step(r);
 }
 
-/* A Lua link's answer, on the loop thread. */
-static void lua_link_done(void *arg, postern_verdict v, const char *reply)
+/* A submitted link's answer, on the loop thread. */
+static void submitted_done(void *arg, postern_verdict v, const char *reply)
 {
     struct chain_run *r = arg;
-    link_timed(&r->ch->links[r->next], r->lua_started);
+    link_timed(&r->ch->links[r->next], r->started);
     if (reply[0])
         plugin_host()->set_reply(r->t, reply);
     if (decided(&r->ch->links[r->next], r->st, r->t, &v)) {
@@ -531,7 +416,7 @@ static void lua_link_done(void *arg, postern_verdict v, const char *reply)
     chain_step(r);
 }
 
-/* Whether every C link from r->next to the next Lua link that has this
+/* Whether every in-place link from r->next to the next submitted one that has this
  * stage said it never blocks there, or blocks only in host calls (which
  * answer without waiting on the loop): then they run here on the loop. */
 static bool c_links_nonblocking(const struct chain_run *r)
@@ -539,9 +424,11 @@ static bool c_links_nonblocking(const struct chain_run *r)
     if (r->to_worker)
         return false;
     uint32_t bit = POSTERN_NONBLOCKING(r->st);
-    for (size_t i = r->next; i < r->ch->n && !r->ch->links[i].lua; i++)
-        if (has_stage(&r->ch->links[i], r->st) && !((r->ch->links[i].nonblocking | r->ch->links[i].loop_first) & bit))
+    for (size_t i = r->next; i < r->ch->n && in_place(&r->ch->links[i]); i++) {
+        const struct link *l = &r->ch->links[i];
+        if (has_stage(l, r->st) && !((l->x.nonblocking | l->x.loop_first) & bit))
             return false;
+    }
     return true;
 }
 
@@ -553,7 +440,7 @@ static void chain_step(struct chain_run *r)
             r->next++;
             continue;
         }
-        if (!l->lua && c_links_nonblocking(r)) {
+        if (in_place(l) && c_links_nonblocking(r)) {
             links_on_loop = true;
             loop_run = r;
             c_links_run(&r->work);
@@ -562,14 +449,14 @@ static void chain_step(struct chain_run *r)
             c_links_done(&r->work);
             return;
         }
-        if (!l->lua) {
+        if (in_place(l)) {
             r->work.run = c_links_run;
             r->work.done = c_links_done;
             workers_submit(&r->work);
             return;
         }
-        r->lua_started = now_s();
-        lua_call_submit(l->lua, r->t, r->st, r->arg, r->len, lua_link_done, r);
+        r->started = now_s();
+        l->ops->submit(l->x.impl, r->st, r->t, r->arg, r->len, submitted_done, r);
         return;
     }
     chain_finish(r, POSTERN_CONTINUE);
@@ -592,9 +479,9 @@ void hooks_run_async(enum postern_stage st, txn_t *t, const char *arg, size_t le
     chain_step(r);
 }
 
-/* The synchronous chain for postern-milter (libmilter's threads): C links
- * are called in place; a Lua link is handed to the Lua threads and this
- * thread waits for its answer (which the watchdog guarantees). */
+/* The synchronous chain for postern-milter (libmilter's threads): in-place
+ * links are called here; a submitted one (Lua) is handed over and this
+ * thread waits for its answer (which the Lua watchdog guarantees). */
 struct sync_wait {
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -614,11 +501,11 @@ static void sync_done(void *arg, postern_verdict v, const char *reply)
     pthread_mutex_unlock(&w->lock);
 }
 
-static postern_verdict run_lua_sync(const struct link *l, enum postern_stage st, txn_t *t, const char *arg,
+static postern_verdict submit_and_wait(const struct link *l, enum postern_stage st, txn_t *t, const char *arg,
                                     size_t len)
 {
     struct sync_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-    lua_call_submit(l->lua, t, st, arg, len, sync_done, &w);
+    l->ops->submit(l->x.impl, st, t, arg, len, sync_done, &w);
     pthread_mutex_lock(&w.lock);
     while (!w.done)
         pthread_cond_wait(&w.cond, &w.lock);
@@ -646,7 +533,7 @@ postern_verdict hooks_run_sync(enum postern_stage st, txn_t *t, const char *arg,
         const struct link *l = &ch->links[i];
         if (!has_stage(l, st))
             continue;
-        postern_verdict v = l->lua ? run_lua_sync(l, st, t, arg, len) : call(l, st, t, arg, len);
+        postern_verdict v = in_place(l) ? call(l, st, t, arg, len) : submit_and_wait(l, st, t, arg, len);
         bool ends = decided(l, st, t, &v);
         if (observer)
             observer(observer_ctx, st, l->name, v, t);

@@ -1,5 +1,5 @@
-/* hooks.h - the hook chain: C plugins loaded from plugin_dir in the order
- * the config lists them, run per stage on a worker thread. */
+/* hooks.h - the hook chain: the links the config lists (C plugins, Lua
+ * scripts; link.h), run per stage in that order. */
 #ifndef POSTERN_HOOKS_H
 #define POSTERN_HOOKS_H
 #include "config.h"
