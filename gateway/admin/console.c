@@ -12,6 +12,7 @@
 #include "control_client.h"
 #include "log.h"
 #include "metrics.h"
+#include "queue_cmd.h"
 #include "spool.h"
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -567,71 +568,76 @@ static enum MHD_Result page_message(struct MHD_Connection *c, const struct conso
 
 /* ---- changes -------------------------------------------------------- */
 
-struct rcpt_list {
-    struct buf text;
+/* An action form as the words of a queue command (queue_cmd.h): op is
+ * hold, release, delete, requeue or flush; id the message; rcpt (repeated)
+ * the recipients a release keeps. */
+struct action_words {
+    char *argv[3 + 2 * QUEUE_CMD_MAX_KEEP];
+    int argc;
+    char store[8192];
+    size_t used;
     bool bad;
 };
 
-/* One checked recipient, as xtext (RFC 3461: '+', '=', space and the
- * like as +XX), so an address with a space ("a b"@example.test) is one
- * word of the control request. */
-static void add_rcpt(const char *v, void *ctx)
+static void add_word(struct action_words *w, const char *word)
 {
-    struct rcpt_list *l = ctx;
-    if (!v[0] || strlen(v) > 320 || strpbrk(v, "\r\n")) {
-        l->bad = true;
+    size_t n = strlen(word) + 1;
+    if (w->argc == (int)(sizeof w->argv / sizeof w->argv[0]) || n > sizeof w->store - w->used || strpbrk(word, "\r\n")) {
+        w->bad = true;
         return;
     }
-    buf_puts(&l->text, " ");
-    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
-        if (*p <= ' ' || *p >= 0x7f || *p == '+' || *p == '=')
-            buf_printf(&l->text, "+%02X", *p);
-        else
-            buf_append(&l->text, p, 1);
+    w->argv[w->argc++] = memcpy(w->store + w->used, word, n);
+    w->used += n;
+}
+
+static void add_kept(const char *v, void *ctx)
+{
+    add_word(ctx, "--keep");
+    add_word(ctx, v);
 }
 
 /* The control request for an action form, or -1 (a bad form). */
-static int action_request(const char *form, char *req, size_t size, char id[1024])
+static int action_request(const char *form, struct buf *req, char id[1024])
 {
-    char op[1024];
+    char op[1024], select[1024];
     form_get(form, "id", id);
     form_get(form, "op", op);
-    if (!strcmp(op, "flush") && !id[0]) {      /* every deferred message, now */
-        snprintf(req, size, "flush");
-        return 0;
-    }
-    if (!qid_valid(id))
+    form_get(form, "select", select);
+    static const char *const ops[] = {"hold", "release", "delete", "requeue", "flush"};
+    struct action_words w = {.argc = 0};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (!strcmp(op, ops[i]))
+            add_word(&w, ops[i]);
+    if (w.argc == 0 || (strcmp(op, "flush") && !qid_valid(id)) || (id[0] && !qid_valid(id)))
         return -1;
-    if (!strcmp(op, "release")) {
-        struct rcpt_list l = {.bad = false};
-        buf_init(&l.text);
-        int n = form_each(form, "rcpt", add_rcpt, &l);
-        if (l.bad || l.text.len > 3000) {
-            buf_free(&l.text);
-            return -1;
-        }
-        buf_append(&l.text, "", 1);
-        /* the form's checkboxes: nobody checked would drop everyone, so it is refused */
-        char select[1024];
-        form_get(form, "select", select);
-        snprintf(req, size, "release %s%s", id, n ? buf_head(&l.text) : "");
-        buf_free(&l.text);
-        return select[0] && n == 0 ? -1 : 0;
-    }
-    const char *cmd = !strcmp(op, "hold") ? "hold" : !strcmp(op, "delete") ? "delete"
-                      : !strcmp(op, "requeue") ? "flush" : NULL;
-    if (!cmd)
+    if (id[0])
+        add_word(&w, id);
+    int kept = !strcmp(op, "release") ? form_each(form, "rcpt", add_kept, &w) : 0;
+    /* the form's checkboxes: nobody checked would drop everyone, so it is refused */
+    if (w.bad || (select[0] && kept == 0))
         return -1;
-    snprintf(req, size, "%s %s", cmd, id);
-    return 0;
+    struct queue_cmd *cmd = malloc(sizeof *cmd);
+    char err[300];
+    int rc = cmd && queue_cmd_parse(w.argc, w.argv, cmd, err, sizeof err) == 0 &&
+             queue_cmd_format(w.argc, w.argv, req) == 0 ? 0 : -1;
+    free(cmd);
+    buf_append(req, "", 1);
+    return rc;
 }
 
 static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_session *s, const char *form,
                                  bool api)
 {
-    char req[3200], id[1024];
-    if (action_request(form, req, sizeof req, id) < 0)
+    char id[1024];
+    struct buf request;
+    buf_init(&request);
+    if (action_request(form, &request, id) < 0) {
+        buf_free(&request);
         return api ? json_error(c, MHD_HTTP_BAD_REQUEST, "bad action") : text_status(c, MHD_HTTP_BAD_REQUEST, "bad action\n");
+    }
+    char req[8192];
+    snprintf(req, sizeof req, "%s", buf_head(&request));
+    buf_free(&request);
     struct buf out;
     buf_init(&out);
     int rc = control_request(control_path, req, &out);

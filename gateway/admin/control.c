@@ -1,14 +1,17 @@
-/* control.c - one request line per connection ("hold ID", "list", ...),
- * answered with "OK" or "ERR" on the first line and the text after it, then
- * the connection is closed. The socket is mode 0600: only the daemon's user
- * and root may talk to it. At most MAX_CONNS are held, each for at most
- * CONN_TIMEOUT_MS. Requests are tiny and answered at once on the
- * loop thread, so a client that never reads only costs its own socket. */
+/* control.c - one request line per connection ("reload", or a queue
+ * command: queue_cmd.h), answered with "OK" or "ERR" on the first line and
+ * the text after it, then the connection is closed. The socket is mode
+ * 0600: only the daemon's user and root may talk to it. At most MAX_CONNS
+ * are held, each for at most CONN_TIMEOUT_MS to send its request and
+ * CONN_TIMEOUT_MS to read its answer; a command on many messages works in
+ * slices on the loop thread in between, so a client that never reads only
+ * costs its own socket. */
 #include "control.h"
 #include "buf.h"
 #include "event.h"
 #include "log.h"
 #include "queue.h"
+#include "queue_cmd.h"
 #include "runtime.h"
 #include <errno.h>
 #include <stdlib.h>
@@ -18,13 +21,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_REQUEST 8192     /* a release names up to a few hundred recipients */
+#define MAX_REQUEST 8192     /* a command names up to a few hundred queue IDs */
 #define MAX_CONNS 32            /* held at once; more are closed at accept */
 #define CONN_TIMEOUT_MS 5000    /* to send the request and read the answer */
 
 struct ctl_conn {
     struct ev_watch w;
     struct buf in, out;
+    struct queue_admin_job *job;   /* a queue command still working through its messages */
+    bool started;                  /* ctl_dispatch returned: an answer is sent by ctl_answer */
     bool answered;
     uint64_t deadline_ms;
     struct ctl_conn *next;
@@ -44,8 +49,12 @@ static void ctl_free(void *p)
     free(c);
 }
 
+static void ctl_flush(struct ctl_conn *c);
+
 static void ctl_close(struct ctl_conn *c)
 {
+    queue_admin_detach(c->job);
+    c->job = NULL;
     for (struct ctl_conn **pp = &conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -71,67 +80,92 @@ static int ctl_reload(struct buf *body)
     return 0;
 }
 
-/* Run one request; the answer goes to out after an OK/ERR line. */
-static void ctl_dispatch(char *line, struct buf *out)
+/* The answer: OK or ERR, then its text, which is lines of text: other
+ * control bytes (a plugin's hold reason, say) show as '?'. */
+static void ctl_answer(void *ctx, int rc, struct buf *body)
+{
+    struct ctl_conn *c = ctx;
+    c->job = NULL;
+    buf_puts(&c->out, rc == 0 ? "OK\n" : "ERR\n");
+    buf_append(&c->out, buf_head(body), body->len);
+    mask_control_bytes(buf_head(&c->out), c->out.len, true);
+    c->answered = true;
+    c->deadline_ms = ev_now_ms() + CONN_TIMEOUT_MS;   /* to read the answer */
+    if (c->started)
+        ctl_flush(c);     /* else the caller flushes */
+}
+
+/* Run one request: reload, or a queue command (queue_cmd.h). */
+static void ctl_dispatch(struct ctl_conn *c, const char *line)
 {
     struct buf body;
     buf_init(&body);
-    char *arg = line + strcspn(line, " ");
-    if (*arg)
-        *arg++ = '\0';
-    int rc;
-    if (!strcmp(line, "list") && (!*arg || !strcmp(arg, "--json")))
-        rc = queue_admin_list(*arg != '\0', &body);
-    else if (!strcmp(line, "show"))
-        rc = queue_admin_show(arg, &body);
-    else if (!strcmp(line, "hold"))
-        rc = queue_admin_hold(arg, &body);
-    else if (!strcmp(line, "release"))
-        rc = queue_admin_release(arg, &body);
-    else if (!strcmp(line, "delete"))
-        rc = queue_admin_delete(arg, &body);
-    else if (!strcmp(line, "flush"))
-        rc = queue_admin_flush(arg, &body);
-    else if (!strcmp(line, "reload") && !*arg)
-        rc = ctl_reload(&body);
-    else {
-        buf_printf(&body, "unknown request '%s'\n", line);
-        rc = -1;
+    if (!strcmp(line, "reload")) {
+        int rc = ctl_reload(&body);
+        ctl_answer(c, rc, &body);
+        buf_free(&body);
+        return;
     }
-    buf_puts(out, rc == 0 ? "OK\n" : "ERR\n");
-    buf_append(out, buf_head(&body), body.len);
+    struct queue_cmd *cmd = malloc(sizeof *cmd);
+    char err[300];
+    if (!cmd || queue_cmd_parse_line(line, cmd, err, sizeof err) < 0) {
+        buf_printf(&body, "%s\n", cmd ? err : "out of memory");
+        ctl_answer(c, -1, &body);
+    } else {
+        c->deadline_ms = UINT64_MAX;        /* a large set takes its slices; a hang-up ends the wait */
+        c->job = queue_admin_run(cmd, ctl_answer, c);
+    }
+    free(cmd);
     buf_free(&body);
+}
+
+/* Read the request line; run it once it is complete. */
+static void ctl_read(struct ctl_conn *c)
+{
+    char tmp[MAX_REQUEST];
+    ssize_t r = recv(c->w.fd, tmp, sizeof tmp, 0);
+    if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
+        ctl_close(c);       /* gone (a running job finishes without answering) */
+        return;
+    }
+    if (r <= 0 || c->job)
+        return;
+    buf_append(&c->in, tmp, (size_t)r);
+    char *nl = memchr(buf_head(&c->in), '\n', c->in.len);
+    if (!nl && c->in.len < MAX_REQUEST)
+        return;
+    size_t len = nl ? (size_t)(nl - buf_head(&c->in)) : MAX_REQUEST;
+    if (len >= MAX_REQUEST) {          /* never cut a request: refuse it whole */
+        struct buf body;
+        buf_init(&body);
+        buf_puts(&body, "request too long\n");
+        ctl_answer(c, -1, &body);
+        buf_free(&body);
+    } else {
+        char line[MAX_REQUEST];
+        memcpy(line, buf_head(&c->in), len);
+        line[len] = '\0';
+        log_info("control: %.300s%s", line, len > 300 ? "..." : "");
+        c->started = false;
+        ctl_dispatch(c, line);
+        c->started = true;
+        if (c->answered)
+            ctl_flush(c);
+    }
 }
 
 static void ctl_on_event(void *ctx, uint32_t events)
 {
     struct ctl_conn *c = ctx;
-    if (!c->answered && (events & EPOLLIN)) {
-        char tmp[MAX_REQUEST];
-        ssize_t r = recv(c->w.fd, tmp, sizeof tmp, 0);
-        if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
-            ctl_close(c);
-            return;
-        }
-        if (r > 0)
-            buf_append(&c->in, tmp, (size_t)r);
-        char *nl = memchr(buf_head(&c->in), '\n', c->in.len);
-        if (!nl && c->in.len < MAX_REQUEST)
-            return;
-        size_t len = nl ? (size_t)(nl - buf_head(&c->in)) : MAX_REQUEST;
-        char line[MAX_REQUEST];
-        if (len >= MAX_REQUEST) {          /* never cut a request: refuse it whole */
-            buf_puts(&c->out, "ERR\nrequest too long\n");
-        } else {
-            memcpy(line, buf_head(&c->in), len);
-            line[len] = '\0';
-            log_info("control: %s", line);
-            ctl_dispatch(line, &c->out);
-        }
-        /* answers are lines of text: other control bytes (a plugin's hold reason, say) show as '?' */
-        mask_control_bytes(buf_head(&c->out), c->out.len, true);
-        c->answered = true;
-    }
+    if (!c->answered && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        ctl_read(c);
+    else if (c->answered)
+        ctl_flush(c);
+}
+
+/* Send what is left of the answer; close when it is all out. */
+static void ctl_flush(struct ctl_conn *c)
+{
     while (c->out.len) {
         ssize_t w = send(c->w.fd, buf_head(&c->out), c->out.len, MSG_NOSIGNAL);
         if (w < 0) {
@@ -143,8 +177,7 @@ static void ctl_on_event(void *ctx, uint32_t events)
         }
         buf_consume(&c->out, (size_t)w);
     }
-    if (c->answered)
-        ctl_close(c);
+    ctl_close(c);
 }
 
 static void ctl_on_accept(void *ctx, uint32_t events)

@@ -39,7 +39,7 @@ int control_request(const char *sock_path, const char *request, struct buf *out)
     int fd = connect_to(sock_path);
     if (fd < 0)
         return -1;
-    char req[1200];
+    char req[8192];      /* control.c's MAX_REQUEST */
     int n = snprintf(req, sizeof req, "%s\n", request);
     if (n < 0 || (size_t)n >= sizeof req || write(fd, req, (size_t)n) != n) {
         close(fd);

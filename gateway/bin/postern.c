@@ -16,6 +16,7 @@
 #include "control_client.h"
 #include "privs.h"
 #include "queue_offline.h"
+#include "queue_cmd.h"
 #include "log.h"
 #include "policy_cli.h"
 #include "spool.h"
@@ -33,8 +34,7 @@ static void usage(void)
                     "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
                     "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
                     "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
-                    "       postern -c FILE queue list [--json]|show ID|cat ID|summary [--sender]\n"
-                    "       postern -c FILE queue flush [ID|domain]|hold ID|release ID|delete ID\n"
+                    "       postern -c FILE queue ...   (postern queue --help)\n"
                     "       postern -c FILE archive verify|reindex\n"
                     "       postern -c FILE archive search|export [--from S] [--to S] [--rcpt S] [--subject S] "
                     "[--since D] [--until D] [--limit N] [--mbox FILE|--dir DIR]\n"
@@ -82,74 +82,115 @@ static int open_spool(const struct config *cfg)
 }
 
 /* The spool itself, when the daemon does not answer (or for cat/summary). */
-static int queue_on_spool(const struct config *cfg, const char *cmd, const char *arg)
+static int queue_on_spool(const struct config *cfg, const struct queue_cmd *cmd)
 {
     struct buf out, err;
     buf_init(&out);
     buf_init(&err);
     if (open_spool(cfg) < 0)
         return 1;
-    bool writes = !strcmp(cmd, "hold") || !strcmp(cmd, "release") || !strcmp(cmd, "delete");
-    int lock = writes ? spool_lock(cfg->spool_dir, 0) : -1;
-    if (writes && lock < 0) {
+    int lock = cmd->writes ? spool_lock(cfg->spool_dir, 0) : -1;
+    if (cmd->writes && lock < 0) {
         fprintf(stderr, "postern: %s/lock is held (%s): posternd is running but does not answer at %s\n",
                 cfg->spool_dir, strerror(errno), cfg->control_socket);
         return 1;
     }
-    int rc;
-    if (!strcmp(cmd, "list"))
-        rc = offline_list(arg != NULL, &out);
-    else if (!strcmp(cmd, "show"))
-        rc = offline_show(arg, &out, &err);
-    else if (!strcmp(cmd, "hold") || !strcmp(cmd, "release"))
-        rc = offline_hold(arg, cmd[0] == 'h', &out, &err);
-    else if (!strcmp(cmd, "delete"))
-        rc = offline_delete(arg, &out, &err);
-    else if (!strcmp(cmd, "summary"))
-        rc = queue_summary(arg != NULL, &out);
-    else
-        rc = queue_cat(arg, stdout, &err);
+    int rc = offline_run(cmd, &out, &err);
     if (lock >= 0)
         close(lock);
     return answer(rc, &out, &err);
 }
 
-static int queue_command(const struct config *cfg, int argc, char **argv)
+/* One parsed command: to the daemon, else (where it can) to the spool. */
+static int queue_run(const struct config *cfg, int argc, char **argv, const struct queue_cmd *cmd)
 {
-    static const char *with_id[] = {"show", "hold", "release", "delete", "cat"};
-    if (argc < 1 || argc > 2)
-        usage();
-    const char *cmd = argv[0], *arg = argc == 2 ? argv[1] : NULL;
-    bool known = (!strcmp(cmd, "list") && (!arg || !strcmp(arg, "--json"))) || !strcmp(cmd, "flush") ||
-                 (!strcmp(cmd, "summary") && (!arg || !strcmp(arg, "--sender")));
-    for (size_t i = 0; i < sizeof with_id / sizeof with_id[0]; i++)
-        if (!strcmp(cmd, with_id[i])) {
-            if (!arg)
-                usage();
-            if (!qid_valid(arg)) {
-                fprintf(stderr, "postern: '%s' is not a queue ID\n", arg);
-                return 1;
-            }
-            known = true;
-        }
-    if (!known)
-        usage();
-    if (!strcmp(cmd, "cat") || !strcmp(cmd, "summary"))      /* read-only: always the spool */
-        return queue_on_spool(cfg, cmd, arg);
-    char request[600];
-    snprintf(request, sizeof request, "%s%s%s", cmd, arg ? " " : "", arg ? arg : "");
-    int rc = ask_daemon(cfg->control_socket, request);
+    if (cmd->where == QW_SPOOL)      /* read-only: always the spool */
+        return queue_on_spool(cfg, cmd);
+    struct buf request;
+    buf_init(&request);
+    if (queue_cmd_format(argc, argv, &request) < 0) {
+        fprintf(stderr, "postern: the command is too long: give many queue IDs with - on standard input\n");
+        buf_free(&request);
+        return 1;
+    }
+    buf_append(&request, "", 1);
+    int rc = ask_daemon(cfg->control_socket, buf_head(&request));
+    buf_free(&request);
     if (rc >= 0)
         return rc;
     int err = errno;
-    if (!strcmp(cmd, "flush")) {
+    if (cmd->where == QW_DAEMON) {
         fprintf(stderr, "postern: cannot reach posternd at %s: %s (nothing is delivered until it runs)\n",
                 cfg->control_socket, strerror(err));
         return 1;
     }
     fprintf(stderr, "postern: posternd not reachable at %s (%s); working on the spool directly\n",
             cfg->control_socket, strerror(err));
-    return queue_on_spool(cfg, cmd, arg);
+    return queue_on_spool(cfg, cmd);
+}
+
+/* `queue VERB ... -`: the IDs on standard input, one per line, sent in
+ * requests of up to QUEUE_CMD_MAX_WORDS IDs (each worked through on its own). */
+static int queue_from_stdin(const struct config *cfg, int argc, char **argv)
+{
+    char **av = calloc((size_t)argc + QUEUE_CMD_MAX_WORDS, sizeof *av);
+    char (*ids)[QID_LEN] = calloc(QUEUE_CMD_MAX_WORDS, QID_LEN);
+    int base = 0, rc = 0;
+    for (int i = 0; av && i < argc; i++)
+        if (strcmp(argv[i], "-"))
+            av[base++] = argv[i];
+    char line[256];
+    unsigned long lineno = 0;
+    size_t n = 0;
+    bool more = av && ids;
+    while (more) {
+        more = fgets(line, sizeof line, stdin) != NULL;
+        line[strcspn(line, "\r\n")] = '\0';
+        lineno++;
+        if (more && line[0] && !qid_valid(line)) {
+            fprintf(stderr, "postern: standard input line %lu: '%.80s' is not a queue ID\n", lineno, line);
+            rc = 1;
+            continue;
+        }
+        if (more && line[0])
+            memcpy(ids[n++], line, QID_LEN);
+        if (n == QUEUE_CMD_MAX_WORDS || (!more && n)) {
+            for (size_t i = 0; i < n; i++)
+                av[base + i] = ids[i];
+            struct queue_cmd *cmd = malloc(sizeof *cmd);
+            char err[300];
+            if (!cmd || queue_cmd_parse(base + (int)n, av, cmd, err, sizeof err) < 0)
+                rc = 1;
+            else if (queue_run(cfg, base + (int)n, av, cmd) != 0)
+                rc = 1;
+            free(cmd);
+            n = 0;
+        }
+    }
+    free(av);
+    free(ids);
+    return rc;
+}
+
+static int queue_command(const struct config *cfg, int argc, char **argv)
+{
+    if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "help"))) {
+        printf("usage: postern [-c FILE] queue COMMAND\n%s", queue_cmd_usage);
+        return 0;
+    }
+    struct queue_cmd *cmd = malloc(sizeof *cmd);
+    char err[300];
+    int parsed = cmd ? queue_cmd_parse(argc, argv, cmd, err, sizeof err) : -1;
+    if (parsed < 0) {
+        fprintf(stderr, "postern: queue: %s\n", cmd ? err : "out of memory");
+        if (parsed == -2)      /* not a queue command at all: the usage */
+            fprintf(stderr, "usage: postern [-c FILE] queue COMMAND\n%s", queue_cmd_usage);
+        free(cmd);
+        return parsed == -2 ? 2 : 1;
+    }
+    int rc = cmd->ids_on_stdin ? queue_from_stdin(cfg, argc, argv) : queue_run(cfg, argc, argv, cmd);
+    free(cmd);
+    return rc;
 }
 
 /* `postern archive verify|search|export|reindex` on archive.dir. */

@@ -5,6 +5,7 @@
  * and none runs beside a daemon. The CLI calls these as the daemon's user. */
 #include "queue_offline.h"
 #include "queue_view.h"
+#include "queue_cmd.h"
 #include "spool.h"
 #include <errno.h>
 #include <stdio.h>
@@ -82,8 +83,8 @@ static void each_spooled(void (*fn)(const struct spooled *m, void *ctx), void *c
 }
 
 struct list_ctx {
+    const struct queue_cmd *cmd;
     struct buf *out;
-    bool json;
     size_t n;
     int64_t now;
 };
@@ -91,19 +92,20 @@ struct list_ctx {
 static void list_one(const struct spooled *m, void *arg)
 {
     struct list_ctx *c = arg;
-    queue_view_list_item(&m->v, c->json, c->n++, c->now, c->out);
+    if (queue_cmd_filter_matches(c->cmd, &m->v, c->now))
+        queue_view_list_item(&m->v, c->cmd->json, c->n++, c->now, c->out);
 }
 
-int offline_list(bool json, struct buf *out)
+static int offline_list(const struct queue_cmd *cmd, struct buf *out)
 {
-    struct list_ctx c = {out, json, 0, (int64_t)time(NULL)};
-    queue_view_list_begin(json, out);
+    struct list_ctx c = {cmd, out, 0, (int64_t)time(NULL)};
+    queue_view_list_begin(cmd->json, out);
     each_spooled(list_one, &c);
-    queue_view_list_end(json, c.n, out);
+    queue_view_list_end(cmd->json, c.n, out);
     return 0;
 }
 
-int offline_show(const char *id, struct buf *out, struct buf *err)
+static int offline_show(const char *id, struct buf *out, struct buf *err)
 {
     struct spooled m;
     if (spooled_load(id, &m, err) < 0)
@@ -113,7 +115,8 @@ int offline_show(const char *id, struct buf *out, struct buf *err)
     return 0;
 }
 
-int offline_hold(const char *id, bool hold, struct buf *out, struct buf *err)
+/* hold or release one message; out gets its line when verbose. */
+static int offline_hold(const char *id, bool hold, bool verbose, struct buf *out, struct buf *err)
 {
     struct spooled m;
     if (spooled_load(id, &m, err) < 0)
@@ -126,25 +129,82 @@ int offline_hold(const char *id, bool hold, struct buf *out, struct buf *err)
     int rc = spool_save_state(id, m.flags, m.st, m.e.nrcpts);
     if (rc < 0)
         buf_printf(err, "%s: cannot write its state: %s\n", id, strerror(errno));
-    else
+    else if (verbose)
         buf_printf(out, "%s: %s\n", id, hold ? "on hold" : "released");
     spooled_free(&m);
     return rc;
 }
 
-int offline_delete(const char *id, struct buf *out, struct buf *err)
+static int offline_delete(const char *id, bool verbose, struct buf *out, struct buf *err)
 {
     struct spooled m;
     if (spooled_load(id, &m, err) < 0)
         return -1;
     spooled_free(&m);
     spool_remove(id);
-    buf_printf(out, "%s: deleted\n", id);
+    if (verbose)
+        buf_printf(out, "%s: deleted\n", id);
     return 0;
 }
 
+/* The IDs a bulk command selects from the spool (ALL or filters), or its
+ * named IDs that match its filters. */
+struct chosen {
+    const struct queue_cmd *cmd;
+    int64_t now;
+    char (*ids)[QID_LEN];
+    size_t n, cap;
+    bool oom;
+};
+
+static void choose_one(const struct spooled *m, void *arg)
+{
+    struct chosen *c = arg;
+    if (c->oom || !queue_cmd_filter_matches(c->cmd, &m->v, c->now))
+        return;
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? 2 * c->cap : 1024;
+        void *n = realloc(c->ids, ncap * sizeof *c->ids);
+        if (!n) {
+            c->oom = true;
+            return;
+        }
+        c->ids = n;
+        c->cap = ncap;
+    }
+    memcpy(c->ids[c->n++], m->e.id, QID_LEN);
+}
+
+static int offline_bulk(const struct queue_cmd *cmd, struct buf *out, struct buf *err)
+{
+    struct chosen c = {.cmd = cmd, .now = (int64_t)time(NULL)};
+    if (!cmd->nids)
+        each_spooled(choose_one, &c);
+    if (c.oom) {
+        free(c.ids);
+        buf_printf(err, "out of memory\n");
+        return -1;
+    }
+    size_t n = cmd->nids ? cmd->nids : c.n, done = 0, failed = 0;
+    bool verbose = cmd->nids == 1;
+    for (size_t i = 0; i < n; i++) {
+        const char *id = cmd->nids ? cmd->ids[i] : c.ids[i];
+        int rc = cmd->verb == QV_DELETE ? offline_delete(id, verbose, out, err)
+                                        : offline_hold(id, cmd->verb == QV_HOLD, verbose, out, err);
+        if (rc < 0)
+            failed++;
+        else
+            done++;
+    }
+    free(c.ids);
+    static const char *const did[] = {[QV_HOLD] = "put on hold", [QV_RELEASE] = "released", [QV_DELETE] = "deleted"};
+    if (!verbose)
+        buf_printf(out, "%zu message(s) %s%s\n", done, did[cmd->verb], failed ? ", some not (see above)" : "");
+    return failed ? -1 : 0;
+}
+
 /* postcat: the envelope as records, then the message as stored. */
-int queue_cat(const char *id, FILE *out, struct buf *err)
+static int queue_cat(const char *id, FILE *out, struct buf *err)
 {
     struct spooled m;
     if (spooled_load(id, &m, err) < 0)
@@ -202,11 +262,33 @@ static void shape_one(const struct spooled *m, void *arg)
     }
 }
 
-int queue_summary(bool by_sender, struct buf *out)
+static int queue_summary(bool by_sender, struct buf *out)
 {
     struct shape_ctx c = {.now = (int64_t)time(NULL), .by_sender = by_sender};
     each_spooled(shape_one, &c);
     qshape_print(&c.q, 100, out);
     qshape_free(&c.q);
     return 0;
+}
+
+int offline_run(const struct queue_cmd *cmd, struct buf *out, struct buf *err)
+{
+    if (cmd->nkeep) {
+        buf_printf(err, "release --keep needs posternd running (it settles the other recipients)\n");
+        return -1;
+    }
+    if (cmd->nids && cmd->filtered) {
+        buf_printf(err, "with posternd down, give queue IDs or filters, not both\n");
+        return -1;
+    }
+    switch (cmd->verb) {
+    case QV_LIST: return offline_list(cmd, out);
+    case QV_SHOW: return offline_show(cmd->ids[0], out, err);
+    case QV_CAT: return queue_cat(cmd->ids[0], stdout, err);
+    case QV_SUMMARY: return queue_summary(cmd->by_sender, out);
+    case QV_HOLD: case QV_RELEASE: case QV_DELETE: return offline_bulk(cmd, out, err);
+    default:
+        buf_printf(err, "queue %s needs posternd running\n", cmd->name);
+        return -1;
+    }
 }

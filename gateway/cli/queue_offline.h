@@ -4,16 +4,10 @@
 #ifndef POSTERN_QUEUE_OFFLINE_H
 #define POSTERN_QUEUE_OFFLINE_H
 #include "buf.h"
-#include <stdbool.h>
-#include <stdio.h>
 
-int offline_list(bool json, struct buf *out);
-int offline_show(const char *id, struct buf *out, struct buf *err);
-int offline_hold(const char *id, bool hold, struct buf *out, struct buf *err);
-int offline_delete(const char *id, struct buf *out, struct buf *err);
-/* postcat: envelope records, then the message as stored. */
-int queue_cat(const char *id, FILE *out, struct buf *err);
-/* qshape: pending recipients by recipient (or sender) domain and age. */
-int queue_summary(bool by_sender, struct buf *out);
+struct queue_cmd;
+/* Run a parsed queue command (queue_cmd.h) on the spool: cat writes to
+ * stdout, others their answer to out; errors go to err. 0 or -1. */
+int offline_run(const struct queue_cmd *cmd, struct buf *out, struct buf *err);
 
 #endif

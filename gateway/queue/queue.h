@@ -72,17 +72,16 @@ size_t queue_size(void);
 /* The queue-by-state and queue-by-age gauges (at most every 5 s). */
 void queue_publish_metrics(void);
 
-/* Queue administration (the control socket). Each writes a human-readable
- * answer to out and returns 0, or -1 with the error text in out. */
-int queue_admin_list(bool json, struct buf *out);   /* json: an array of objects */
-/* arg: "ID", or "--json ID" for the message as one `list --json` array */
-int queue_admin_show(const char *arg, struct buf *out);
-int queue_admin_hold(const char *id, struct buf *out);
-/* arg: "ID" or "ID rcpt rcpt ...": release to those only, dropping the
- * other pending recipients (no bounce: an admin chose). */
-int queue_admin_release(const char *arg, struct buf *out);
-int queue_admin_delete(const char *id, struct buf *out);
-/* arg: a queue ID, a recipient domain, or "" for everything. */
-int queue_admin_flush(const char *arg, struct buf *out);
+/* Queue administration (queue_admin.c; commands parsed by queue_cmd.c).
+ * done(ctx, rc, answer) runs once with 0 or -1 and the answer text: at
+ * once, or for a set of messages after its last slice (each turn of the
+ * loop does a slice, so sessions never wait on a large one). Returns the
+ * job while it still runs, for queue_admin_detach when the asker leaves
+ * (the job finishes without answering); else NULL. */
+struct queue_cmd;
+struct queue_admin_job;
+typedef void (*queue_admin_done_fn)(void *ctx, int rc, struct buf *answer);
+struct queue_admin_job *queue_admin_run(const struct queue_cmd *c, queue_admin_done_fn done, void *ctx);
+void queue_admin_detach(struct queue_admin_job *j);
 
 #endif

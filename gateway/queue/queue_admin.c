@@ -1,7 +1,12 @@
-/* queue_admin.c - the queue's admin commands, for the control socket and
- * the console: list, show, hold, release (to some recipients), delete and
- * flush, on the messages queue.c holds (queue_int.h). */
+/* queue_admin.c - the queue's admin commands (queue_cmd.h), for the
+ * control socket and the console, on the messages queue.c holds
+ * (queue_int.h): list, show and flush at once; hold, release, delete and
+ * requeue on a set of messages, which is worked through in slices that
+ * give way to the sessions between them (a bulk delete of 100,000
+ * messages never stalls SMTP). */
 #include "queue_int.h"
+#include "event.h"
+#include "queue_cmd.h"
 #include "log.h"
 #include "queue_view.h"
 #include "smtp_parse.h"
@@ -46,20 +51,36 @@ static void view_free(struct queue_view *v)
     free((void *)v->st);
 }
 
-int queue_admin_list(bool json, struct buf *out)
+
+/* Does m match c's filters? (Only computed when c has some.) */
+static bool filtered_in(const struct queue_cmd *c, const struct qmsg *m, int64_t now)
+{
+    if (!c->filtered)
+        return true;
+    struct queue_view v;
+    char waiting[300];
+    if (!view_of(m, &v, waiting, sizeof waiting))
+        return false;
+    bool ok = queue_cmd_filter_matches(c, &v, now);
+    view_free(&v);
+    return ok;
+}
+
+static int admin_list(const struct queue_cmd *c, struct buf *out)
 {
     int64_t now = (int64_t)time(NULL);
     size_t n = 0;
-    queue_view_list_begin(json, out);
+    queue_view_list_begin(c->json, out);
     for (struct qmsg *m = queue_all(); m; m = m->next) {
         struct queue_view v;
         char waiting[300];
         if (!view_of(m, &v, waiting, sizeof waiting))
             continue;
-        queue_view_list_item(&v, json, n++, now, out);
+        if (queue_cmd_filter_matches(c, &v, now))
+            queue_view_list_item(&v, c->json, n++, now, out);
         view_free(&v);
     }
-    queue_view_list_end(json, n, out);
+    queue_view_list_end(c->json, n, out);
     return 0;
 }
 
@@ -71,16 +92,15 @@ static struct qmsg *find_or_say(const char *id, struct buf *out)
     return m;
 }
 
-int queue_admin_show(const char *arg, struct buf *out)
+static int admin_show(const struct queue_cmd *c, struct buf *out)
 {
-    bool json = !strncmp(arg, "--json ", 7);      /* the message as `list --json` gives it, alone */
-    struct qmsg *m = find_or_say(json ? arg + 7 : arg, out);
+    struct qmsg *m = find_or_say(c->ids[0], out);
     struct queue_view v;
     char waiting[300];
     if (!m || !view_of(m, &v, waiting, sizeof waiting))
         return -1;
     int64_t now = (int64_t)time(NULL);
-    if (json) {
+    if (c->json) {      /* the message as `list --json` gives it, alone */
         queue_view_list_begin(true, out);
         queue_view_list_item(&v, true, 0, now, out);
         queue_view_list_end(true, 1, out);
@@ -88,116 +108,6 @@ int queue_admin_show(const char *arg, struct buf *out)
         queue_view_show(&v, now, out);
     }
     view_free(&v);
-    return 0;
-}
-
-int queue_admin_hold(const char *id, struct buf *out)
-{
-    struct qmsg *m = find_or_say(id, out);
-    if (!m)
-        return -1;
-    if (!m->held) {
-        m->held = true;
-        queue_unschedule(m);
-        queue_save_state(m);
-        log_info("%s: put on hold by admin", m->id);
-    }
-    buf_printf(out, "%s: on hold%s\n", m->id, m->jobs_outstanding ? " after the running attempt" : "");
-    return 0;
-}
-
-/* Drop the pending recipients not named in list (space-separated). */
-/* Is r named in list (recipients as xtext words, space-separated)? */
-static bool listed(const char *list, const char *addr)
-{
-    for (const char *p = list; *p; p += strspn(p, " ")) {
-        size_t n = strcspn(p, " ");
-        char word[1024], dec[1024];
-        if (n < sizeof word) {
-            memcpy(word, p, n);
-            word[n] = '\0';
-            if (xtext_decode(word, dec, sizeof dec) >= 0 && !strcasecmp(dec, addr))
-                return true;
-        }
-        p += n;
-    }
-    return false;
-}
-
-/* Release to the listed recipients only (the console's checkboxes, as
- * xtext words): the other pending ones are dropped without a notice. */
-static int keep_only(struct qmsg *m, const char *list, struct buf *out)
-{
-    for (const char *p = list; *p; p += strspn(p, " ")) {
-        size_t n = strcspn(p, " ");
-        char word[1024], dec[1024];
-        bool found = false;
-        if (n < sizeof word) {
-            memcpy(word, p, n);
-            word[n] = '\0';
-            for (size_t i = 0; xtext_decode(word, dec, sizeof dec) >= 0 && i < m->nrcpts; i++)
-                found |= m->rcpts[i].st.status == RCPT_PENDING && !strcasecmp(m->rcpts[i].addr, dec);
-        }
-        if (!found) {
-            buf_printf(out, "%s: no pending recipient <%.*s>\n", m->id, (int)(n > 320 ? 320 : n), p);
-            return -1;
-        }
-        p += n;
-    }
-    for (size_t i = 0; *list && i < m->nrcpts; i++) {
-        struct qrcpt *r = &m->rcpts[i];
-        if (r->st.status != RCPT_PENDING || listed(list, r->addr))
-            continue;
-        r->st.status = RCPT_BOUNCED;           /* settled, and no notice is owed */
-        snprintf(r->st.last_reply, sizeof r->st.last_reply, "dropped by admin at release");
-        log_info("%s: to=<%s>, status=dropped (released to other recipients by admin)", m->id, r->addr);
-    }
-    return 0;
-}
-
-int queue_admin_release(const char *arg, struct buf *out)
-{
-    char id[QID_LEN + 1] = "";
-    size_t idlen = strcspn(arg, " ");
-    if (idlen < sizeof id) {
-        memcpy(id, arg, idlen);
-        id[idlen] = '\0';
-    }
-    const char *list = arg + idlen;
-    list += strspn(list, " ");
-    struct qmsg *m = find_or_say(id, out);
-    if (!m)
-        return -1;
-    if (*list && (!m->held || m->jobs_outstanding)) {
-        buf_printf(out, "%s: only a held message can be released to some of its recipients\n", m->id);
-        return -1;
-    }
-    if (*list && keep_only(m, list, out) < 0)
-        return -1;
-    if (m->held) {
-        m->held = false;
-        queue_save_state(m);
-        log_info("%s: released by admin", m->id);
-        if (!m->jobs_outstanding)
-            queue_schedule(m, 0);
-        queue_run_due();
-    }
-    buf_printf(out, "%s: released\n", m->id);
-    return 0;
-}
-
-int queue_admin_delete(const char *id, struct buf *out)
-{
-    struct qmsg *m = find_or_say(id, out);
-    if (!m)
-        return -1;
-    buf_printf(out, "%s: deleted\n", m->id);
-    if (m->jobs_outstanding) {
-        m->deleted = true;   /* removed when the running attempt returns */
-        return 0;
-    }
-    queue_unschedule(m);
-    queue_remove_deleted(m);
     return 0;
 }
 
@@ -209,22 +119,257 @@ static bool has_pending_for(const struct qmsg *m, const char *domain)
     return false;
 }
 
-int queue_admin_flush(const char *arg, struct buf *out)
+/* Due now, if it waits for a retry (not held, not running). */
+static bool retry_now(struct qmsg *m)
 {
+    if (m->held || m->jobs_outstanding || m->heap_idx < 0)
+        return false;
+    queue_unschedule(m);
+    queue_schedule(m, 0);
+    return true;
+}
+
+/* flush [ID|DOMAIN]: every deferred message (to DOMAIN), now. */
+static int admin_flush(const struct queue_cmd *c, struct buf *out)
+{
+    const char *arg = c->flush_arg ? c->flush_arg : "";
     bool one_id = qid_valid(arg);
     if (one_id && !queue_find(arg))
         return find_or_say(arg, out) ? 0 : -1;
     size_t n = 0;
-    for (struct qmsg *m = queue_all(); m; m = m->next) {
-        if (m->held || m->jobs_outstanding || m->heap_idx < 0)
-            continue;
-        if (one_id ? strcmp(m->id, arg) != 0 : (*arg && !has_pending_for(m, arg)))
-            continue;
-        queue_unschedule(m);
-        queue_schedule(m, 0);
-        n++;
-    }
+    for (struct qmsg *m = queue_all(); m; m = m->next)
+        if ((one_id ? !strcmp(m->id, arg) : (!*arg || has_pending_for(m, arg))) && retry_now(m))
+            n++;
     queue_run_due();
     buf_printf(out, "%zu message(s) scheduled for immediate delivery\n", n);
     return 0;
+}
+
+/* ---- one message of a set ------------------------------------------- */
+
+static void hold_one(struct qmsg *m, struct buf *out)
+{
+    if (!m->held) {
+        m->held = true;
+        queue_unschedule(m);
+        queue_save_state(m);
+        log_info("%s: put on hold by admin", m->id);
+    }
+    buf_printf(out, "%s: on hold%s\n", m->id, m->jobs_outstanding ? " after the running attempt" : "");
+}
+
+static bool kept(const struct queue_cmd *c, const char *addr)
+{
+    for (size_t i = 0; i < c->nkeep; i++)
+        if (!strcasecmp(c->keep[i], addr))
+            return true;
+    return false;
+}
+
+/* Release to the kept recipients only (the console's checkboxes): the
+ * other pending ones are dropped without a notice (an admin chose). */
+static int keep_only(const struct queue_cmd *c, struct qmsg *m, struct buf *out)
+{
+    if (!m->held || m->jobs_outstanding) {
+        buf_printf(out, "%s: only a held message can be released to some of its recipients\n", m->id);
+        return -1;
+    }
+    for (size_t k = 0; k < c->nkeep; k++) {
+        bool found = false;
+        for (size_t i = 0; i < m->nrcpts; i++)
+            found |= m->rcpts[i].st.status == RCPT_PENDING && !strcasecmp(m->rcpts[i].addr, c->keep[k]);
+        if (!found) {
+            buf_printf(out, "%s: no pending recipient <%.320s>\n", m->id, c->keep[k]);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        if (r->st.status != RCPT_PENDING || kept(c, r->addr))
+            continue;
+        r->st.status = RCPT_BOUNCED;           /* settled, and no notice is owed */
+        snprintf(r->st.last_reply, sizeof r->st.last_reply, "dropped by admin at release");
+        log_info("%s: to=<%s>, status=dropped (released to other recipients by admin)", m->id, r->addr);
+    }
+    return 0;
+}
+
+static int release_one(const struct queue_cmd *c, struct qmsg *m, struct buf *out)
+{
+    if (c->nkeep && keep_only(c, m, out) < 0)
+        return -1;
+    if (m->held) {
+        m->held = false;
+        queue_save_state(m);
+        log_info("%s: released by admin", m->id);
+        if (!m->jobs_outstanding)
+            queue_schedule(m, 0);
+    }
+    buf_printf(out, "%s: released\n", m->id);
+    return 0;
+}
+
+static void delete_one(struct qmsg *m, struct buf *out)
+{
+    buf_printf(out, "%s: deleted\n", m->id);
+    if (m->jobs_outstanding) {
+        m->deleted = true;   /* removed when the running attempt returns */
+        return;
+    }
+    queue_unschedule(m);
+    queue_remove_deleted(m);
+}
+
+static void requeue_one(struct qmsg *m, struct buf *out)
+{
+    bool now = retry_now(m);
+    buf_printf(out, "%s: %s\n", m->id, now ? "scheduled for immediate delivery"
+                                     : m->held ? "on hold (release it first)" : "being delivered now");
+}
+
+/* ---- a set of messages, in slices ------------------------------------ */
+
+#define SLICE 500     /* messages per turn of the loop */
+
+struct queue_admin_job {
+    struct queue_cmd cmd;          /* its strings point into cmd.words or stay valid (copied below) */
+    char (*ids)[QID_LEN];          /* the messages chosen when the command came */
+    size_t n, next;
+    size_t done, failed;
+    bool named;                    /* the IDs were named (not ALL or a filter) */
+    struct buf answer;
+    queue_admin_done_fn fn;        /* NULL once the asker went away */
+    void *ctx;
+};
+
+static const char *const verb_done[] = {[QV_HOLD] = "put on hold", [QV_RELEASE] = "released",
+                                        [QV_DELETE] = "deleted", [QV_REQUEUE] = "scheduled for delivery"};
+
+/* One message of the set. A single named message gets its own answer
+ * line; in a larger set only failures do, then one count. */
+static void act_on(struct queue_admin_job *j, struct qmsg *m, int64_t now)
+{
+    bool verbose = j->named && j->n == 1;
+    struct buf line;
+    buf_init(&line);
+    int rc = 0;
+    if (!filtered_in(&j->cmd, m, now)) {
+        if (verbose)
+            buf_printf(&j->answer, "%s: does not match the filter, left alone\n", m->id);
+        buf_free(&line);
+        return;
+    }
+    switch (j->cmd.verb) {
+    case QV_HOLD: hold_one(m, &line); break;
+    case QV_RELEASE: rc = release_one(&j->cmd, m, &line); break;
+    case QV_DELETE: delete_one(m, &line); break;
+    default: requeue_one(m, &line); break;
+    }
+    if (verbose || rc < 0)
+        buf_append(&j->answer, buf_head(&line), line.len);
+    buf_free(&line);
+    if (rc < 0)
+        j->failed++;
+    else
+        j->done++;
+}
+
+static void job_free(struct queue_admin_job *j)
+{
+    buf_free(&j->answer);
+    free(j->ids);
+    free(j);
+}
+
+static void job_slice(void *arg);
+
+/* One slice of j; false once j has answered and is freed. */
+static bool job_turn(struct queue_admin_job *j)
+{
+    int64_t now = (int64_t)time(NULL);
+    for (size_t end = j->next + SLICE; j->next < j->n && j->next < end; j->next++) {
+        struct qmsg *m = queue_find(j->ids[j->next]);
+        if (m)
+            act_on(j, m, now);
+        else if (j->named) {      /* gone since, or never there */
+            buf_printf(&j->answer, "no message with queue ID '%s'\n", j->ids[j->next]);
+            j->failed++;
+        }
+    }
+    if (j->cmd.verb == QV_RELEASE || j->cmd.verb == QV_REQUEUE)
+        queue_run_due();
+    if (j->next < j->n) {
+        ev_soon(job_slice, j);        /* the sessions get their turn first */
+        return true;
+    }
+    if (!j->named || j->n > 1)
+        buf_printf(&j->answer, "%zu message(s) %s%s\n", j->done, verb_done[j->cmd.verb],
+                   j->failed ? ", some not (see above)" : "");
+    log_info("queue %s: %zu message(s) %s, %zu not", j->cmd.name, j->done, verb_done[j->cmd.verb], j->failed);
+    if (j->fn)
+        j->fn(j->ctx, j->failed ? -1 : 0, &j->answer);
+    job_free(j);
+    return false;
+}
+
+static void job_slice(void *arg) { job_turn(arg); }
+
+/* The IDs the command names, or every message it selects now. */
+static int choose(struct queue_admin_job *j)
+{
+    size_t cap = j->cmd.nids ? j->cmd.nids : queue_size();
+    if (!(j->ids = calloc(cap ? cap : 1, sizeof *j->ids)))
+        return -1;
+    if (j->named) {
+        for (size_t i = 0; i < j->cmd.nids; i++)
+            snprintf(j->ids[j->n++], QID_LEN, "%s", j->cmd.ids[i]);
+        return 0;
+    }
+    int64_t now = (int64_t)time(NULL);
+    for (struct qmsg *m = queue_all(); m && j->n < cap; m = m->next)
+        if (filtered_in(&j->cmd, m, now))
+            memcpy(j->ids[j->n++], m->id, QID_LEN);
+    return 0;
+}
+
+struct queue_admin_job *queue_admin_run(const struct queue_cmd *c, queue_admin_done_fn done, void *ctx)
+{
+    struct buf out;
+    buf_init(&out);
+    int rc;
+    switch (c->verb) {
+    case QV_LIST: rc = admin_list(c, &out); break;
+    case QV_SHOW: rc = admin_show(c, &out); break;
+    case QV_FLUSH: rc = admin_flush(c, &out); break;
+    case QV_HOLD: case QV_RELEASE: case QV_DELETE: case QV_REQUEUE: {
+        struct queue_admin_job *j = calloc(1, sizeof *j);
+        if (j) {
+            queue_cmd_copy(&j->cmd, c);
+            j->named = c->nids > 0;
+            buf_init(&j->answer);
+        }
+        if (j && choose(j) == 0) {
+            j->fn = done;
+            j->ctx = ctx;
+            return job_turn(j) ? j : NULL;     /* a small set is answered before this returns */
+        }
+        if (j)
+            job_free(j);
+        buf_printf(&out, "out of memory\n");
+        rc = -1;
+        break;
+    }
+    default:
+        buf_printf(&out, "queue %s reads the spool: run it with the postern command\n", c->name);
+        rc = -1;
+    }
+    done(ctx, rc, &out);
+    buf_free(&out);
+    return NULL;
+}
+
+void queue_admin_detach(struct queue_admin_job *j)
+{
+    if (j)
+        j->fn = NULL;
 }

@@ -184,7 +184,7 @@ def test_log_in_find_a_quarantined_message_release_it_in_chromium():
     msgs = sink.wait_count(1)
     assert b"Subject: quarantine me" in msgs[0]
     wait_for(lambda: not g.queue_files(), 10, "the spool to empty")
-    assert re.search(r"console: admin from \[[\d.]+\]: release %s x@example.test: done" % qid, g.log()), g.log()[-2000:]
+    assert re.search(r"console: admin from \[[\d.]+\]: release %s --keep x@example.test: done" % qid, g.log()), g.log()[-2000:]
     b.screenshot(os.path.join(ARTIFACTS, "console-after-release.png"))
     b.quit()
     g.stop()

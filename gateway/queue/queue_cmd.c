@@ -1,0 +1,251 @@
+/* queue_cmd.c - the queue command language (queue_cmd.h): one table of
+ * verbs, one parser for argv and control lines, one filter match. */
+#include "queue_cmd.h"
+#include "config.h"
+#include "smtp_parse.h"
+#include "spool.h"
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* What may follow a verb. */
+enum {
+    T_JSON = 1,          /* --json */
+    T_ONE_ID = 2,        /* exactly one queue ID */
+    T_TARGETS = 4,       /* IDs, ALL, "-" */
+    T_FILTERS = 8,       /* --domain --sender --rcpt --state --older-than */
+    T_KEEP = 16,         /* --keep ADDR (release one message to some recipients) */
+    T_BY_SENDER = 32,    /* --sender as a flag (summary) */
+    T_FLUSH_ARG = 64,    /* an optional queue ID or recipient domain */
+};
+
+static const struct verb_row {
+    const char *name;
+    enum queue_verb verb;
+    unsigned takes;
+    bool writes;
+    enum queue_where where;
+} verbs[] = {
+    {"list", QV_LIST, T_JSON | T_FILTERS, false, QW_EITHER},
+    {"show", QV_SHOW, T_JSON | T_ONE_ID, false, QW_EITHER},
+    {"cat", QV_CAT, T_ONE_ID, false, QW_SPOOL},
+    {"summary", QV_SUMMARY, T_BY_SENDER, false, QW_SPOOL},
+    {"hold", QV_HOLD, T_TARGETS | T_FILTERS, true, QW_EITHER},
+    {"release", QV_RELEASE, T_TARGETS | T_FILTERS | T_KEEP, true, QW_EITHER},
+    {"delete", QV_DELETE, T_TARGETS | T_FILTERS, true, QW_EITHER},
+    {"requeue", QV_REQUEUE, T_TARGETS | T_FILTERS, false, QW_DAEMON},
+    {"flush", QV_FLUSH, T_FLUSH_ARG, false, QW_DAEMON},
+};
+
+const char queue_cmd_usage[] =
+    "  queue list [--json] [FILTER...] | show [--json] ID | cat ID | summary [--sender]\n"
+    "  queue hold|release|delete|requeue ID...|ALL|- [FILTER...]   (- reads IDs from stdin)\n"
+    "  queue release ID --keep RCPT...   (to those recipients only, dropping the others)\n"
+    "  queue flush [ID|DOMAIN]\n"
+    "  FILTER: --domain D | --sender ADDR|@DOMAIN|<> | --rcpt ADDR|@DOMAIN |\n"
+    "          --state queued|deferred|active|hold | --older-than 2h\n";
+
+static const char *const states[] = {"queued", "deferred", "active", "hold"};
+
+static int bad(char *err, size_t errlen, const char *fmt, const char *word)
+{
+    snprintf(err, errlen, fmt, word);
+    return -1;
+}
+
+/* One "--name VALUE" filter; i is advanced past VALUE. */
+static int take_filter(struct queue_cmd *c, int argc, char **argv, int *i, char *err, size_t errlen)
+{
+    const char *name = argv[*i];
+    if (*i + 1 >= argc || !argv[*i + 1][0])
+        return bad(err, errlen, "%s needs a value", name);
+    const char *v = argv[++*i];
+    const char **slot = !strcmp(name, "--domain") ? &c->f.domain : !strcmp(name, "--sender") ? &c->f.sender
+                        : !strcmp(name, "--rcpt") ? &c->f.rcpt : !strcmp(name, "--state") ? &c->f.state : NULL;
+    if (!strcmp(name, "--older-than")) {
+        if ((c->f.older_than = parse_duration(v)) < 0)
+            return bad(err, errlen, "--older-than: bad duration '%s' (expected e.g. 30m, 4h, 2d)", v);
+    } else if (!slot) {
+        return bad(err, errlen, "unknown option %s", name);
+    } else if (*slot) {
+        return bad(err, errlen, "%s given twice", name);
+    } else {
+        *slot = v;
+    }
+    if (slot == &c->f.state) {
+        bool known = false;
+        for (size_t k = 0; k < sizeof states / sizeof states[0]; k++)
+            known |= !strcmp(v, states[k]);
+        if (!known)
+            return bad(err, errlen, "--state: '%s' is not queued, deferred, active or hold", v);
+    }
+    c->filtered = true;
+    return 0;
+}
+
+/* One word after the verb. */
+static int take_word(struct queue_cmd *c, unsigned takes, int argc, char **argv, int *i, char *err, size_t errlen)
+{
+    const char *w = argv[*i];
+    if ((takes & T_JSON) && !strcmp(w, "--json"))
+        c->json = true;
+    else if ((takes & T_BY_SENDER) && !strcmp(w, "--sender"))
+        c->by_sender = true;
+    else if ((takes & T_KEEP) && !strcmp(w, "--keep")) {
+        if (*i + 1 >= argc || !argv[*i + 1][0] || c->nkeep == QUEUE_CMD_MAX_KEEP)
+            return bad(err, errlen, "%s needs a recipient (at most 64 of them)", w);
+        c->keep[c->nkeep++] = argv[++*i];
+    } else if ((takes & T_FILTERS) && !strncmp(w, "--", 2))
+        return take_filter(c, argc, argv, i, err, errlen);
+    else if ((takes & T_FLUSH_ARG) && !c->flush_arg && w[0] != '-')
+        c->flush_arg = w;
+    else if ((takes & T_TARGETS) && !strcmp(w, "ALL"))
+        c->all = true;
+    else if ((takes & T_TARGETS) && !strcmp(w, "-"))
+        c->ids_on_stdin = true;
+    else if ((takes & (T_TARGETS | T_ONE_ID)) && qid_valid(w)) {
+        if (c->nids == QUEUE_CMD_MAX_WORDS)
+            return bad(err, errlen, "too many queue IDs in one command (at most %s; use -)", "400");
+        c->ids[c->nids++] = w;
+    } else if (w[0] == '-' && w[1])
+        return bad(err, errlen, "unknown option %s", w);
+    else
+        return bad(err, errlen, (takes & (T_TARGETS | T_ONE_ID)) ? "'%s' is not a queue ID" : "unexpected '%s'", w);
+    return 0;
+}
+
+/* The combinations a verb's words must make. */
+static int check_targets(const struct queue_cmd *c, unsigned takes, char *err, size_t errlen)
+{
+    if ((takes & T_ONE_ID) && c->nids != 1)
+        return bad(err, errlen, "%s takes one queue ID", c->name);
+    if (!(takes & T_TARGETS))
+        return 0;
+    if (c->all + (c->nids > 0) + c->ids_on_stdin > 1)
+        return bad(err, errlen, "%s: give one of queue IDs, ALL or -", c->name);
+    if (!c->all && !c->nids && !c->ids_on_stdin && !c->filtered)
+        return bad(err, errlen, "%s: give queue IDs, ALL, - (IDs on standard input) or a filter", c->name);
+    if (c->nkeep && (c->nids != 1 || c->all || c->ids_on_stdin || c->filtered))
+        return bad(err, errlen, "%s --keep acts on one queue ID", c->name);
+    return 0;
+}
+
+int queue_cmd_parse(int argc, char **argv, struct queue_cmd *c, char *err, size_t errlen)
+{
+    const struct verb_row *row = NULL;
+    for (size_t i = 0; argc > 0 && i < sizeof verbs / sizeof verbs[0]; i++)
+        if (!strcmp(argv[0], verbs[i].name))
+            row = &verbs[i];
+    if (!row) {
+        bad(err, errlen, "unknown queue command '%s'", argc > 0 ? argv[0] : "");
+        return -2;
+    }
+    *c = (struct queue_cmd){.verb = row->verb, .name = row->name, .where = row->where, .writes = row->writes,
+                            .f.older_than = -1};
+    for (int i = 1; i < argc; i++)
+        if (take_word(c, row->takes, argc, argv, &i, err, errlen) < 0)
+            return -1;
+    return check_targets(c, row->takes, err, errlen);
+}
+
+/* Strings of c that point into from[0..len) now point at the same place
+ * in c->words. */
+static void rebase(struct queue_cmd *c, const char *from, size_t len)
+{
+    const char **ptrs[] = {&c->flush_arg, &c->f.domain, &c->f.sender, &c->f.rcpt, &c->f.state};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
+        if (*ptrs[i] >= from && *ptrs[i] < from + len)
+            *ptrs[i] = c->words + (*ptrs[i] - from);
+    for (size_t i = 0; i < c->nids; i++)
+        if (c->ids[i] >= from && c->ids[i] < from + len)
+            c->ids[i] = c->words + (c->ids[i] - from);
+    for (size_t i = 0; i < c->nkeep; i++)
+        if (c->keep[i] >= from && c->keep[i] < from + len)
+            c->keep[i] = c->words + (c->keep[i] - from);
+}
+
+int queue_cmd_parse_line(const char *line, struct queue_cmd *c, char *err, size_t errlen)
+{
+    char *argv[QUEUE_CMD_MAX_WORDS + 2 * QUEUE_CMD_MAX_KEEP + 16];
+    char words[QUEUE_CMD_MAX_LINE];
+    int argc = 0;
+    size_t used = 0;
+    for (const char *p = line + strspn(line, " "); *p; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+        char word[QUEUE_CMD_MAX_LINE];
+        if (n >= sizeof word || argc == (int)(sizeof argv / sizeof argv[0]))
+            return bad(err, errlen, "%s", "request too long");
+        memcpy(word, p, n);
+        word[n] = '\0';
+        int dn = xtext_decode(word, words + used, sizeof words - used);
+        if (dn < 0 || !strcmp(word, "-"))
+            return bad(err, errlen, "'%s' is not a word of a queue request", word);
+        argv[argc++] = words + used;
+        used += (size_t)dn + 1;
+        p += n;
+    }
+    if (queue_cmd_parse(argc, argv, c, err, errlen) < 0)
+        return -1;
+    memcpy(c->words, words, used);
+    rebase(c, words, used);
+    return 0;
+}
+
+void queue_cmd_copy(struct queue_cmd *dst, const struct queue_cmd *src)
+{
+    memcpy(dst, src, sizeof *dst);
+    rebase(dst, src->words, sizeof src->words);
+}
+
+int queue_cmd_format(int argc, char *const *argv, struct buf *line)
+{
+    for (int i = 0; i < argc; i++) {
+        if (i)
+            buf_puts(line, " ");
+        for (const unsigned char *p = (const unsigned char *)argv[i]; *p; p++)
+            if (*p <= ' ' || *p >= 0x7f || *p == '+' || *p == '=')
+                buf_printf(line, "+%02X", *p);
+            else
+                buf_append(line, p, 1);
+    }
+    return line->len < QUEUE_CMD_MAX_LINE ? 0 : -1;
+}
+
+bool queue_cmd_is_bulk(const struct queue_cmd *c)
+{
+    return c->verb == QV_HOLD || c->verb == QV_RELEASE || c->verb == QV_DELETE || c->verb == QV_REQUEUE;
+}
+
+/* addr is pattern: "ADDR" exactly, "@DOMAIN" by domain, "<>" the null sender. */
+static bool addr_matches(const char *pattern, const char *addr)
+{
+    if (!strcmp(pattern, "<>"))
+        return !addr[0];
+    if (pattern[0] == '@') {
+        const char *at = strrchr(addr, '@');
+        return at && !strcasecmp(at + 1, pattern + 1);
+    }
+    return !strcasecmp(pattern, addr);
+}
+
+bool queue_cmd_filter_matches(const struct queue_cmd *c, const struct queue_view *v, int64_t now)
+{
+    const struct queue_filter *f = &c->f;
+    if (f->sender && !addr_matches(f->sender, v->sender))
+        return false;
+    if (f->state && strcmp(f->state, queue_view_state(v)))
+        return false;
+    if (f->older_than >= 0 && now - v->arrival < f->older_than)
+        return false;
+    bool rcpt_ok = !f->rcpt, domain_ok = !f->domain;
+    for (size_t i = 0; i < v->nrcpts && !(rcpt_ok && domain_ok); i++) {
+        if (!rcpt_ok)
+            rcpt_ok = addr_matches(f->rcpt, v->rcpts[i]);
+        const char *at = strrchr(v->rcpts[i], '@');
+        if (!domain_ok)
+            domain_ok = v->st[i]->status == RCPT_PENDING && at && !strcasecmp(at + 1, f->domain);
+    }
+    return rcpt_ok && domain_ok;
+}
