@@ -229,7 +229,7 @@ static void requeue_one(struct qmsg *m, struct buf *out)
 
 /* ---- a set of messages, in slices ------------------------------------ */
 
-#define SLICE 500     /* messages per turn of the loop */
+#define SLICE 200     /* messages per turn of the loop (about 40 ms of deletes) */
 
 struct queue_admin_job {
     struct queue_cmd cmd;          /* its strings point into cmd.words or stay valid (copied below) */

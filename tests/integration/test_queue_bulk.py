@@ -1,0 +1,156 @@
+"""Bulk queue actions on 10,000 queued messages (postsuper's shape): hold,
+release, delete and requeue by ALL, by IDs on standard input and by each
+filter, through the CLI against the running daemon, with SMTP sessions
+answered while a bulk action works through its slices; then the same on
+the spool with the daemon down. Prints the timings the README quotes."""
+import json
+import socket
+import threading
+from harness import *
+
+TOTAL = 10000
+
+
+def postern(g, *args, stdin=None):
+    return subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", *args], input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def listed(g, *filters):
+    r = postern(g, "list", "--json", *filters)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def source(g, n, sender, rcpt):
+    subprocess.run(["smtp-source", "-s", "20", "-m", str(n), "-l", "400", "-f", sender, "-t", rcpt,
+                    "%s:2525" % g.host], check=True, timeout=180, capture_output=True)
+
+
+def fill(g):
+    """6,000 from a@src.test to example.test, 2,000 from b@spam.test to
+    other.test and 2,000 from a@src.test to third.test, all deferred (the next
+    hop refuses connections and retries are an hour apart)."""
+    runs = [(6000, "a@src.test", "x@example.test"), (2000, "b@spam.test", "y@other.test"),
+            (2000, "a@src.test", "z@third.test")]
+    threads = [threading.Thread(target=source, args=(g, *r)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(200)
+    wait_for(lambda: len(listed(g, "--state", "deferred")) == TOTAL, 120, "10,000 deferred messages", interval=1)
+
+
+def timed(g, *args, stdin=None):
+    t0 = time.monotonic()
+    r = postern(g, *args, stdin=stdin)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, (args, r.stdout[-500:], r.stderr[-500:])
+    print("timing: queue %s: %.2f s" % (" ".join(args), took))
+    return r.stdout
+
+
+def smtp_latency_during(g, action):
+    """The worst NOOP round trip on an open SMTP session while action runs."""
+    worst = [0.0]
+    stop = threading.Event()
+    s = socket.create_connection((g.host, 2525), timeout=10)
+    f = s.makefile("rb")
+    f.readline()
+
+    def probe():
+        while not stop.is_set():
+            t0 = time.monotonic()
+            s.sendall(b"NOOP\r\n")
+            assert f.readline().startswith(b"250")
+            worst[0] = max(worst[0], time.monotonic() - t0)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    try:
+        out = action()
+    finally:
+        stop.set()
+        t.join(15)
+        s.close()
+    return out, worst[0]
+
+
+def test_bulk_actions_on_ten_thousand_messages():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), retry_min="1h", retry_max="2h",
+                max_queue_lifetime="1d", client_connect_rate=0).start()
+    fill(g)
+    # a filter by sender domain, then by state
+    out = timed(g, "hold", "--sender", "@spam.test")
+    assert "2000 message(s) put on hold" in out, out
+    assert len(listed(g, "--state", "hold")) == 2000
+    assert {m["sender"] for m in listed(g, "--state", "hold")} == {"b@spam.test"}
+    out = timed(g, "delete", "--state", "hold")
+    assert "2000 message(s) deleted" in out, out
+    # a filter by recipient domain, then the IDs on standard input
+    out = timed(g, "hold", "--domain", "third.test")
+    assert "2000 message(s) put on hold" in out, out
+    ids = [m["id"] for m in listed(g, "--state", "hold")]
+    assert len(ids) == 2000
+    out = timed(g, "release", "-", stdin="\n".join(ids) + "\n")
+    assert out.count("message(s) released") == 5 and "some not" not in out, out
+    assert listed(g, "--state", "hold") == []
+    # by recipient, by age: nothing is an hour old; everything is older than 0 s
+    assert len(listed(g, "--rcpt", "X@Example.Test")) == 6000
+    out = timed(g, "hold", "--older-than", "1h")
+    assert "0 message(s) put on hold" in out, out
+    out = timed(g, "requeue", "--rcpt", "z@third.test")
+    assert "2000 message(s) scheduled for delivery" in out, out
+    # ALL, with an SMTP session answered throughout
+    out, worst = smtp_latency_during(g, lambda: timed(g, "hold", "ALL"))
+    assert "8000 message(s) put on hold" in out, out
+    print("timing: worst NOOP round trip during hold ALL: %.3f s" % worst)
+    assert worst < 1.0, worst
+    out, worst = smtp_latency_during(g, lambda: timed(g, "delete", "ALL"))
+    assert "8000 message(s) deleted" in out, out
+    print("timing: worst NOOP round trip during delete ALL: %.3f s" % worst)
+    assert worst < 1.0, worst
+    assert listed(g) == []
+    assert os.listdir(os.path.join(g.spool, "queue")) == []
+    assert re.search(r"queue delete: 8000 message\(s\) deleted, 0 not", g.log())
+
+
+def test_bulk_refusals_and_the_spool_with_the_daemon_down():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), retry_min="1h", retry_max="2h",
+                max_queue_lifetime="1d").start()
+    ids = [queue_id(send_message(g.host, 2525, s, [r], "Subject: b\r\n\r\nx\r\n"))
+           for s, r in [("a@src.test", "x@example.test"), ("b@spam.test", "y@other.test"),
+                        ("", "z@example.test")]]
+    wait_for(lambda: len(listed(g, "--state", "deferred")) == 3, 20, "three deferred")
+    for bad, why in [(["delete"], "give queue IDs, ALL, - (IDs on standard input) or a filter"),
+                     (["delete", "ALL", ids[0]], "give one of queue IDs, ALL or -"),
+                     (["hold", "--state", "sleeping"], "is not queued, deferred, active or hold"),
+                     (["hold", "--older-than", "soon"], "bad duration"),
+                     (["delete", "held.test"], "'held.test' is not a queue ID"),
+                     (["release", "ALL", "--keep", "x@example.test"], "--keep acts on one queue ID"),
+                     (["hold", "--sender"], "--sender needs a value")]:
+        r = postern(g, *bad)
+        assert r.returncode == 1 and why in r.stderr, (bad, r.stderr)
+    r = postern(g, "frobnicate")
+    assert r.returncode == 2 and "usage" in r.stderr
+    r = postern(g, "--help")
+    assert r.returncode == 0 and "--older-than" in r.stdout
+    r = postern(g, "delete", "-", stdin="%s\nnot-an-id\n" % ids[0])
+    assert r.returncode == 1 and "line 2: 'not-an-id' is not a queue ID" in r.stderr, r.stderr
+    assert ids[0] not in [m["id"] for m in listed(g)]
+    assert [m["id"] for m in listed(g, "--sender", "<>")] == [ids[2]]
+    g.stop()
+    # the daemon down: the same language on the spool, under SPOOL/lock
+    r = postern(g, "hold", "--sender", "@spam.test")
+    assert r.returncode == 0 and "1 message(s) put on hold" in r.stdout, (r.stdout, r.stderr)
+    r = postern(g, "list", "--json", "--state", "hold")
+    assert [m["id"] for m in json.loads(r.stdout)] == [ids[1]], r.stdout
+    r = postern(g, "requeue", "ALL")
+    assert r.returncode == 1 and "cannot reach posternd" in r.stderr, r.stderr
+    r = postern(g, "delete", "ALL")
+    assert r.returncode == 0 and "2 message(s) deleted" in r.stdout, (r.stdout, r.stderr)
+    assert os.listdir(os.path.join(g.spool, "queue")) == []
+
+
+run_tests(globals())
