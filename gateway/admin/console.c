@@ -279,12 +279,35 @@ static json_t *queue_json(const char *request, char *err, size_t errlen)
     return j;
 }
 
-struct filter {
-    const char *sender, *rcpt, *domain, *state;
-    long min_age;                      /* seconds */
+/* An action form as the words of a queue command (queue_cmd.h): op is
+ * hold, release, delete, requeue or flush; id the message; rcpt (repeated)
+ * the recipients a release keeps. */
+struct action_words {
+    char *argv[3 + 2 * QUEUE_CMD_MAX_KEEP];
+    int argc;
+    char store[8192];
+    size_t used;
+    bool bad;
 };
 
-static bool contains_ci(const char *hay, const char *needle) { return !needle[0] || strcasestr(hay, needle); }
+static void add_word(struct action_words *w, const char *word)
+{
+    size_t n = strlen(word) + 1;
+    if (w->argc == (int)(sizeof w->argv / sizeof w->argv[0]) || n > sizeof w->store - w->used || strpbrk(word, "\r\n")) {
+        w->bad = true;
+        return;
+    }
+    w->argv[w->argc++] = memcpy(w->store + w->used, word, n);
+    w->used += n;
+}
+
+/* The filter of the queue and quarantine pages: the words of a queue
+ * command's filters (queue_cmd.h), so the daemon filters (one matcher)
+ * and "all that match" acts on exactly what the page shows. */
+struct filter {
+    char sender[1024], rcpt[1024], domain[1024], state[1024];
+    long min_age;                      /* seconds */
+};
 
 static const char *jstr(const json_t *o, const char *k)
 {
@@ -292,45 +315,75 @@ static const char *jstr(const json_t *o, const char *k)
     return v ? v : "";
 }
 
-static bool matches(const json_t *m, const struct filter *f)
+/* A filter from the query string (pages) or from a posted form (bulk). */
+static void filter_read(struct filter *f, const char *(*get)(void *src, const char *name, char out[1024]), void *src,
+                        bool quarantine)
 {
-    if (f->state[0] && strcmp(jstr(m, "state"), f->state))
-        return false;
-    if (!contains_ci(jstr(m, "sender"), f->sender) || json_integer_value(json_object_get(m, "age")) < f->min_age)
-        return false;
-    if (!f->rcpt[0] && !f->domain[0])
-        return true;
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(m, "recipients"), i, r) {
-        const char *a = jstr(r, "address"), *at = strrchr(a, '@');
-        bool dom_ok = !f->domain[0] || (at && (!strcasecmp(at + 1, f->domain) ||
-                                               (strlen(at + 1) > strlen(f->domain) &&
-                                                !strcasecmp(at + 1 + strlen(at + 1) - strlen(f->domain), f->domain) &&
-                                                at[strlen(at + 1) - strlen(f->domain)] == '.')));
-        if (contains_ci(a, f->rcpt) && dom_ok)
-            return true;
-    }
-    return false;
-}
-
-static struct filter filter_of(struct MHD_Connection *c, bool quarantine)
-{
-    struct filter f = {query(c, "sender"), query(c, "rcpt"), query(c, "domain"), query(c, "state"), 0};
-    f.min_age = atol(query(c, "min_age")) * 60;
+    char age[1024];
+    get(src, "sender", f->sender);
+    get(src, "rcpt", f->rcpt);
+    get(src, "domain", f->domain);
+    get(src, "state", f->state);
+    get(src, "min_age", age);
+    f->min_age = atol(age) * 60;
     if (quarantine)
-        f.state = "hold";
-    return f;
+        snprintf(f->state, sizeof f->state, "hold");
 }
 
-/* The messages that match, as a new JSON array. */
-static json_t *filtered(json_t *all, const struct filter *f)
+static const char *from_query(void *c, const char *name, char out[1024])
 {
-    json_t *out = json_array();
-    size_t i;
-    json_t *m;
-    json_array_foreach(all, i, m) if (matches(m, f)) json_array_append(out, m);
+    snprintf(out, 1024, "%s", query(c, name));
     return out;
+}
+
+static const char *from_form(void *form, const char *name, char out[1024])
+{
+    form_get(form, name, out);
+    return out;
+}
+
+/* The filter as queue command words; false when it has none. */
+static bool filter_words(const struct filter *f, struct action_words *w)
+{
+    const char *names[] = {"--sender", "--rcpt", "--domain", "--state"};
+    const char *vals[] = {f->sender, f->rcpt, f->domain, f->state};
+    int before = w->argc;
+    for (size_t i = 0; i < 4; i++)
+        if (vals[i][0]) {
+            add_word(w, names[i]);
+            add_word(w, vals[i]);
+        }
+    if (f->min_age > 0) {
+        char age[32];
+        snprintf(age, sizeof age, "%lds", f->min_age);
+        add_word(w, "--older-than");
+        add_word(w, age);
+    }
+    return w->argc > before;
+}
+
+/* The messages the filter matches, from the daemon (NULL: why in err). */
+static json_t *queue_filtered(const struct filter *f, char *err, size_t errlen)
+{
+    struct action_words w = {.argc = 0};
+    add_word(&w, "list");
+    add_word(&w, "--json");
+    filter_words(f, &w);
+    struct buf req;
+    buf_init(&req);
+    struct queue_cmd *cmd = malloc(sizeof *cmd);
+    json_t *j = NULL;
+    if (w.bad || !cmd || queue_cmd_parse(w.argc, w.argv, cmd, err, errlen) < 0 ||
+        queue_cmd_format(w.argc, w.argv, &req) < 0) {
+        if (w.bad || !cmd)
+            snprintf(err, errlen, "filter too long");
+    } else {
+        buf_append(&req, "", 1);
+        j = queue_json(buf_head(&req), err, errlen);
+    }
+    free(cmd);
+    buf_free(&req);
+    return j;
 }
 
 static void filter_form(struct buf *b, const struct filter *f, bool quarantine)
@@ -354,14 +407,56 @@ static void filter_form(struct buf *b, const struct filter *f, bool quarantine)
                   "<button type=\"submit\">Filter</button></form>\n", f->min_age / 60);
 }
 
-static void queue_table(struct buf *b, json_t *msgs, bool quarantine)
+/* The filter as hidden fields of the bulk form ("all that match"). */
+static void filter_hidden(struct buf *b, const struct filter *f, bool quarantine)
 {
-    buf_printf(b, "<p>%zu message(s)</p>\n<table id=\"messages\"><tr><th>ID</th><th>age</th><th>state</th><th>sender</th>"
-                  "<th>recipients</th><th>%s</th></tr>\n", json_array_size(msgs), quarantine ? "reason" : "last error");
+    const char *names[] = {"sender", "rcpt", "domain", "state"}, *vals[] = {f->sender, f->rcpt, f->domain, f->state};
+    for (int i = 0; i < 4; i++) {
+        buf_printf(b, "<input type=\"hidden\" name=\"%s\" value=\"", names[i]);
+        html(b, vals[i]);
+        buf_puts(b, "\">");
+    }
+    buf_printf(b, "<input type=\"hidden\" name=\"min_age\" value=\"%ld\">", f->min_age / 60);
+    if (quarantine)
+        buf_puts(b, "<input type=\"hidden\" name=\"view\" value=\"quarantine\">");
+}
+
+/* The bulk action buttons: each submits the form with its op. */
+static void bulk_buttons(struct buf *b, size_t n, bool quarantine)
+{
+    buf_printf(b, "<p><label><input type=\"checkbox\" name=\"matching\" value=\"1\" id=\"matching\"> all %zu "
+                  "message(s) that match this filter</label> ", n);
+    static const char *const ops[][2] = {{"hold", "Hold"}, {"release", "Release"}, {"requeue", "Retry now"},
+                                         {"delete", "Delete"}};
+    for (size_t i = quarantine ? 1 : 0; i < 4; i++)
+        buf_printf(b, "<button type=\"submit\" name=\"op\" value=\"%s\" id=\"bulk-%s\">%s selected</button> ",
+                   ops[i][0], ops[i][0], ops[i][1]);
+    buf_puts(b, "</p>\n");
+}
+
+static void queue_table(struct buf *b, json_t *msgs, bool quarantine, const struct console_session *s,
+                        const struct filter *f)
+{
+    bool admin = s->role == ROLE_ADMIN;
+    if (admin) {
+        buf_puts(b, "<form method=\"post\" action=\"/bulk\" id=\"bulk\"><input type=\"hidden\" name=\"csrf\" value=\"");
+        html(b, s->csrf);
+        buf_puts(b, "\">");
+        filter_hidden(b, f, quarantine);
+    }
+    buf_printf(b, "<p>%zu message(s)</p>\n<table id=\"messages\"><tr>%s<th>ID</th><th>age</th><th>state</th><th>sender</th>"
+                  "<th>recipients</th><th>%s</th></tr>\n", json_array_size(msgs), admin ? "<th></th>" : "",
+               quarantine ? "reason" : "last error");
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m) {
-        buf_puts(b, "<tr><td><a href=\"/message?id=");
+        buf_puts(b, "<tr>");
+        if (admin) {
+            buf_puts(b, "<td><input type=\"checkbox\" name=\"id\" value=\"");
+            html(b, jstr(m, "id"));
+            buf_puts(b, "\"></td>");
+        }
+        buf_puts(b, "<td><a href=\"/message?id=");
         url_enc(b, jstr(m, "id"));
         buf_puts(b, "\">");
         html(b, jstr(m, "id"));
@@ -386,6 +481,10 @@ static void queue_table(struct buf *b, json_t *msgs, bool quarantine)
         buf_puts(b, "</td></tr>\n");
     }
     buf_puts(b, "</table>\n");
+    if (admin) {
+        bulk_buttons(b, json_array_size(msgs), quarantine);
+        buf_puts(b, "</form>\n");
+    }
 }
 
 static void action_button(struct buf *b, const struct console_session *s, const char *id, const char *op,
@@ -402,22 +501,22 @@ static void action_button(struct buf *b, const struct console_session *s, const 
 static enum MHD_Result page_queue(struct MHD_Connection *c, const struct console_session *s, bool quarantine)
 {
     char err[200];
-    json_t *all = queue_json("list --json", err, sizeof err);
-    if (!all)
+    struct filter f;
+    filter_read(&f, from_query, c, quarantine);
+    json_t *msgs = queue_filtered(&f, err, sizeof err);
+    if (!msgs)
         return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
-    struct filter f = filter_of(c, quarantine);
-    json_t *msgs = filtered(all, &f);
     struct buf b;
     buf_init(&b);
     page_start(&b, quarantine ? "Quarantine" : "Queue", s);
     counters(&b);
     filter_form(&b, &f, quarantine);
-    queue_table(&b, msgs, quarantine);
+    queue_table(&b, msgs, quarantine, s, &f);
     if (!quarantine && s->role == ROLE_ADMIN)
         action_button(&b, s, "", "flush", "Retry all now");
-    buf_puts(&b, "<p>JSON: <a href=\"/api/queue\">/api/queue</a></p></body></html>\n");
+    buf_printf(&b, "<p>JSON: <a href=\"/api/%s\">/api/%s</a></p></body></html>\n", quarantine ? "quarantine" : "queue",
+               quarantine ? "quarantine" : "queue");
     json_decref(msgs);
-    json_decref(all);
     return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
 }
 
@@ -568,28 +667,6 @@ static enum MHD_Result page_message(struct MHD_Connection *c, const struct conso
 
 /* ---- changes -------------------------------------------------------- */
 
-/* An action form as the words of a queue command (queue_cmd.h): op is
- * hold, release, delete, requeue or flush; id the message; rcpt (repeated)
- * the recipients a release keeps. */
-struct action_words {
-    char *argv[3 + 2 * QUEUE_CMD_MAX_KEEP];
-    int argc;
-    char store[8192];
-    size_t used;
-    bool bad;
-};
-
-static void add_word(struct action_words *w, const char *word)
-{
-    size_t n = strlen(word) + 1;
-    if (w->argc == (int)(sizeof w->argv / sizeof w->argv[0]) || n > sizeof w->store - w->used || strpbrk(word, "\r\n")) {
-        w->bad = true;
-        return;
-    }
-    w->argv[w->argc++] = memcpy(w->store + w->used, word, n);
-    w->used += n;
-}
-
 static void add_kept(const char *v, void *ctx)
 {
     add_word(ctx, "--keep");
@@ -625,39 +702,103 @@ static int action_request(const char *form, struct buf *req, char id[1024])
     return rc;
 }
 
-static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_session *s, const char *form,
-                                 bool api)
+static void add_id(const char *v, void *ctx) { add_word(ctx, v); }
+
+/* The control request for the bulk form of the queue and quarantine
+ * pages: the op on the checked messages, or (matching) on all that match
+ * the page's filter; -1 (why in err) for a bad form. */
+static int bulk_request(const char *form, struct buf *req, char *err, size_t errlen)
 {
-    char id[1024];
-    struct buf request;
-    buf_init(&request);
-    if (action_request(form, &request, id) < 0) {
-        buf_free(&request);
-        return api ? json_error(c, MHD_HTTP_BAD_REQUEST, "bad action") : text_status(c, MHD_HTTP_BAD_REQUEST, "bad action\n");
+    char op[1024], matching[1024], view[1024];
+    form_get(form, "op", op);
+    form_get(form, "matching", matching);
+    form_get(form, "view", view);
+    struct action_words w = {.argc = 0};
+    static const char *const ops[] = {"hold", "release", "delete", "requeue"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (!strcmp(op, ops[i]))
+            add_word(&w, ops[i]);
+    if (w.argc == 0) {
+        snprintf(err, errlen, "no such action");
+        return -1;
     }
-    char req[8192];
-    snprintf(req, sizeof req, "%s", buf_head(&request));
-    buf_free(&request);
+    if (matching[0]) {
+        struct filter f;
+        filter_read(&f, from_form, (void *)form, !strcmp(view, "quarantine"));
+        if (!filter_words(&f, &w))
+            add_word(&w, "ALL");
+    } else if (form_each(form, "id", add_id, &w) == 0) {
+        snprintf(err, errlen, "no message selected");
+        return -1;
+    }
+    struct queue_cmd *cmd = malloc(sizeof *cmd);
+    int rc = !w.bad && cmd && queue_cmd_parse(w.argc, w.argv, cmd, err, errlen) == 0 &&
+             queue_cmd_format(w.argc, w.argv, req) == 0 ? 0 : -1;
+    if (rc < 0 && (w.bad || !cmd))
+        snprintf(err, errlen, "too many messages selected");
+    free(cmd);
+    buf_append(req, "", 1);
+    return rc;
+}
+
+/* Send a change to the daemon, log it, and answer: JSON for the API, else
+ * back to the message (one), or a page with the daemon's answer (bulk). */
+static enum MHD_Result send_change(struct MHD_Connection *c, const struct console_session *s, const char *req,
+                                   const char *id, bool api, bool bulk)
+{
     struct buf out;
     buf_init(&out);
     int rc = control_request(control_path, req, &out);
     buf_append(&out, "", 1);
     char ip[64];
     client_ip(c, ip, sizeof ip);
-    log_info("console: %s from [%s]: %s: %s", s->user, ip, req, rc == 0 ? "done" : rc > 0 ? buf_head(&out) : "no answer");
+    log_info("console: %s from [%s]: %.300s%s: %s", s->user, ip, req, strlen(req) > 300 ? "..." : "",
+             rc == 0 ? "done" : rc > 0 ? buf_head(&out) : "no answer");
     if (api) {
         json_t *j = json_pack("{s:b,s:s}", "ok", rc == 0, "answer", buf_head(&out));
         buf_free(&out);
         return json_response(c, rc == 0 ? MHD_HTTP_OK : MHD_HTTP_CONFLICT, j);
     }
-    buf_free(&out);
-    if (rc < 0)
+    if (rc < 0) {
+        buf_free(&out);
         return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, "posternd does not answer\n");
+    }
+    if (bulk) {
+        struct buf b;
+        buf_init(&b);
+        page_start(&b, "Done", s);
+        buf_puts(&b, "<pre id=\"answer\">");
+        html(&b, buf_head(&out));
+        buf_puts(&b, "</pre><p><a href=\"/\">Queue</a> <a href=\"/quarantine\">Quarantine</a></p></body></html>\n");
+        buf_free(&out);
+        return send_response(c, rc == 0 ? MHD_HTTP_OK : MHD_HTTP_CONFLICT, "text/html; charset=utf-8", &b, NULL, NULL);
+    }
+    buf_free(&out);
     if (strstr(req, "delete ") == req || !strcmp(req, "flush"))
         return redirect(c, "/", NULL);
     char to[64];
     snprintf(to, sizeof to, "/message?id=%s", id);
     return redirect(c, to, NULL);
+}
+
+static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_session *s, const char *form,
+                                 bool api, bool bulk)
+{
+    char id[1024] = "", err[300] = "bad action";
+    struct buf request;
+    buf_init(&request);
+    if ((bulk ? bulk_request(form, &request, err, sizeof err) : action_request(form, &request, id)) < 0) {
+        buf_free(&request);
+        if (api)
+            return json_error(c, MHD_HTTP_BAD_REQUEST, err);
+        struct buf b;
+        buf_init(&b);
+        buf_printf(&b, "%s\n", err);
+        return send_response(c, MHD_HTTP_BAD_REQUEST, "text/plain; charset=utf-8", &b, NULL, NULL);
+    }
+    enum MHD_Result r = send_change(c, s, buf_head(&request), id, api, bulk);
+    buf_free(&request);
+    return r;
 }
 
 /* ---- login ---------------------------------------------------------- */
@@ -742,11 +883,12 @@ static enum MHD_Result route_post(struct MHD_Connection *c, const char *url, con
         console_session_end(cookie ? cookie : "");
         return redirect(c, "/login", "postern_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     }
-    if (strcmp(url, "/action") && strcmp(url, "/api/action"))
+    bool bulk = !strcmp(url, "/bulk") || !strcmp(url, "/api/bulk");
+    if (!bulk && strcmp(url, "/action") && strcmp(url, "/api/action"))
         return text_status(c, MHD_HTTP_NOT_FOUND, "not found\n");
     if (s->role != ROLE_ADMIN)
         return api ? json_error(c, MHD_HTTP_FORBIDDEN, "read-only user") : text_status(c, MHD_HTTP_FORBIDDEN, "read-only user\n");
-    return do_action(c, s, form, api);
+    return do_action(c, s, form, api, bulk);
 }
 
 static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, const struct console_session *s,
@@ -765,13 +907,10 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
         return page_message(c, s, api);
     if (!strcmp(url, "/api/queue") || !strcmp(url, "/api/quarantine")) {
         char err[200];
-        json_t *all = queue_json("list --json", err, sizeof err);
-        if (!all)
-            return json_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
-        struct filter f = filter_of(c, !strcmp(url, "/api/quarantine"));
-        json_t *msgs = filtered(all, &f);
-        json_decref(all);
-        return json_response(c, MHD_HTTP_OK, msgs);
+        struct filter f;
+        filter_read(&f, from_query, c, !strcmp(url, "/api/quarantine"));
+        json_t *msgs = queue_filtered(&f, err, sizeof err);
+        return msgs ? json_response(c, MHD_HTTP_OK, msgs) : json_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
     }
     if (!strcmp(url, "/api/counters"))
         return json_response(c, MHD_HTTP_OK,

@@ -218,7 +218,9 @@ bool queue_cmd_is_bulk(const struct queue_cmd *c)
     return c->verb == QV_HOLD || c->verb == QV_RELEASE || c->verb == QV_DELETE || c->verb == QV_REQUEUE;
 }
 
-/* addr is pattern: "ADDR" exactly, "@DOMAIN" by domain, "<>" the null sender. */
+/* pattern: "<>" the null sender, "@DOMAIN" an address there, "ADDR" that
+ * address, or any other text a part of the address (the console's search
+ * box). Case does not matter. */
 static bool addr_matches(const char *pattern, const char *addr)
 {
     if (!strcmp(pattern, "<>"))
@@ -227,7 +229,17 @@ static bool addr_matches(const char *pattern, const char *addr)
         const char *at = strrchr(addr, '@');
         return at && !strcasecmp(at + 1, pattern + 1);
     }
-    return !strcasecmp(pattern, addr);
+    return strchr(pattern, '@') ? !strcasecmp(pattern, addr) : strcasestr(addr, pattern) != NULL;
+}
+
+/* Is addr in domain d or one below it? */
+static bool in_domain(const char *addr, const char *d)
+{
+    const char *at = strrchr(addr, '@');
+    if (!at)
+        return false;
+    size_t n = strlen(at + 1), dn = strlen(d);
+    return n >= dn && !strcasecmp(at + 1 + n - dn, d) && (n == dn || at[n - dn] == '.');
 }
 
 bool queue_cmd_filter_matches(const struct queue_cmd *c, const struct queue_view *v, int64_t now)
@@ -243,9 +255,8 @@ bool queue_cmd_filter_matches(const struct queue_cmd *c, const struct queue_view
     for (size_t i = 0; i < v->nrcpts && !(rcpt_ok && domain_ok); i++) {
         if (!rcpt_ok)
             rcpt_ok = addr_matches(f->rcpt, v->rcpts[i]);
-        const char *at = strrchr(v->rcpts[i], '@');
         if (!domain_ok)
-            domain_ok = v->st[i]->status == RCPT_PENDING && at && !strcasecmp(at + 1, f->domain);
+            domain_ok = v->st[i]->status == RCPT_PENDING && in_domain(v->rcpts[i], f->domain);
     }
     return rcpt_ok && domain_ok;
 }

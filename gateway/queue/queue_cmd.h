@@ -30,9 +30,9 @@ enum queue_where {
 
 /* The messages a command acts on: each given filter must match. */
 struct queue_filter {
-    const char *domain;      /* a pending recipient in this domain */
-    const char *sender;      /* the sender is ADDR, or in @DOMAIN; "<>" = the null sender */
-    const char *rcpt;        /* a recipient is ADDR, or in @DOMAIN */
+    const char *domain;      /* a pending recipient in this domain or one below it */
+    const char *sender;      /* ADDR, @DOMAIN, "<>" (the null sender) or a part of the address */
+    const char *rcpt;        /* a recipient: ADDR, @DOMAIN or a part of the address */
     const char *state;       /* queued, deferred, active or hold */
     long older_than;         /* seconds since arrival; -1 = any age */
 };

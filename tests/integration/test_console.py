@@ -298,6 +298,54 @@ def test_bidi_controls_shown_escaped_and_a_quoted_space_address_released():
     g.stop()
 
 
+def test_bulk_actions_by_checkbox_and_by_filter():
+    sink = Sink(addr(2))
+    g, _ = console_gateway(sink)
+    first = [queue_id(send_mail(g, rcpts=("a@example.test",), headers="Subject: quarantine me\r\n")) for _ in range(3)]
+    other = [queue_id(send_mail(g, rcpts=("o@other.test",), headers="Subject: quarantine me\r\n")) for _ in range(3)]
+    wait_for(lambda: len(g.queue_files()) == 6, 10, "six quarantined messages")
+    w = Web(g)
+    assert w.login("viewer", "just looking")[0] == 303
+    status, _, page = w.request("GET", "/quarantine")
+    assert status == 200 and 'name="id"' not in page and "/bulk" not in page   # read-only: no bulk form
+    viewer_csrf = w.csrf()
+    status, _, text = w.request("POST", "/bulk", {"op": "delete", "matching": "1", "csrf": viewer_csrf})
+    assert status == 403 and "read-only" in text
+    w.cookie = None
+    assert w.login("admin", "correct horse battery")[0] == 303
+    csrf = w.csrf()
+    status, _, page = w.request("GET", "/quarantine")
+    assert status == 200 and page.count('name="id"') == 6 and "all 6 message(s) that match" in page, page[-3000:]
+    assert '<a href="/api/quarantine">' in page
+    # two checked messages
+    status, _, page = w.request("POST", "/bulk", {"op": "delete", "id": first[:2], "csrf": csrf})
+    assert status == 200 and "2 message(s) deleted" in page, page
+    assert sorted(g.queue_files()) == sorted(first[2:] + other)
+    # nothing checked, no token, a made-up op
+    for form, code, why in [({"op": "delete", "csrf": csrf}, 400, "no message selected"),
+                            ({"op": "delete", "id": first[2]}, 403, "CSRF"),
+                            ({"op": "explode", "id": first[2], "csrf": csrf}, 400, "no such action"),
+                            ({"op": "hold", "id": "not-an-id", "csrf": csrf}, 400, "not a queue ID")]:
+        status, _, text = w.request("POST", "/bulk", form)
+        assert status == code and why in text, (form, status, text)
+    # everything the quarantine page's filter shows: the three to other.test
+    status, _, page = w.request("GET", "/quarantine?domain=other.test")
+    assert "all 3 message(s) that match" in page and first[2] not in page
+    status, _, page = w.request("POST", "/bulk", {"op": "release", "matching": "1", "domain": "other.test",
+                                                  "view": "quarantine", "csrf": csrf})
+    assert status == 200 and "3 message(s) released" in page, page
+    msgs = sink.wait_count(3)
+    assert all(sink_rcpts(m) == [b"o@other.test"] for m in msgs)
+    wait_for(lambda: g.queue_files() == [first[2]], 10, "only the first one left")
+    assert re.search(r"console: admin from \[[\d.]+\]: release --domain other.test --state hold: done", g.log())
+    # the JSON API, token in a header
+    status, _, text = w.request("POST", "/api/bulk", {"op": "delete", "matching": "1", "view": "quarantine"},
+                                headers={"X-CSRF-Token": csrf})
+    assert status == 200 and json.loads(text)["ok"] and "1 message(s) deleted" in json.loads(text)["answer"], text
+    assert g.queue_files() == []
+    g.stop()
+
+
 def https_get(host, path, source=None, timeout=5):
     c = http.client.HTTPSConnection(host, 9443, context=ssl._create_unverified_context(), timeout=timeout,
                                     source_address=(source, 0) if source else None)
