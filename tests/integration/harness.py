@@ -7,16 +7,20 @@ run_tests() runs them in order and prints "ok NAME" / "FAIL NAME".
 """
 import base64
 import glob
+import http.client
+import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.path.join(ROOT, os.environ.get("POSTERN_BUILD", "build"))
@@ -775,6 +779,60 @@ class Skipped(Exception):
 def skip(reason):
     """End this test as skipped: it prints "skip NAME: reason", never "ok"."""
     raise Skipped(reason)
+
+
+# ---- the web console: users made by `postern console-user`, requests with a cookie jar
+
+def console_users(d, *users):
+    """A users file made with `postern console-user` (yescrypt hashes)."""
+    lines = []
+    for name, password, role in users:
+        r = subprocess.run([os.path.join(BUILD, "postern"), "console-user", name, role], input=password + "\n",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(name + ":$y$") and r.stdout.rstrip().endswith(":" + role), r.stdout
+        lines.append(r.stdout.strip())
+    path = os.path.join(d, "users")
+    with open(path, "w") as f:
+        f.write("# console users\n" + "\n".join(lines) + "\n")
+    os.chmod(path, 0o600)          # read at start, as root
+    return path
+
+
+class Web:
+    """HTTPS requests with a cookie jar, as curl -b/-c would."""
+
+    def __init__(self, g):
+        self.host, self.port = g.host, 9443
+        self.ctx = ssl._create_unverified_context()
+        self.cookie = None
+
+    def request(self, method, path, form=None, headers=None):
+        c = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=20)
+        h = dict(headers or {})
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form, doseq=True)
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+        if self.cookie:
+            h["Cookie"] = self.cookie
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        text = r.read().decode(errors="replace")
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie" and v.startswith("postern_session="):
+                self.cookie = v.split(";")[0]
+        c.close()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), text
+
+    def login(self, user, password):
+        return self.request("POST", "/login", {"user": user, "password": password})
+
+    def csrf(self):
+        status, _, text = self.request("GET", "/")
+        m = re.search(r'name="csrf" value="([0-9a-f]{64})"', text)
+        assert status == 200 and m, (status, text[:500])
+        return m.group(1)
 
 
 def run_tests(namespace):

@@ -16,22 +16,6 @@ ARTIFACTS = os.path.join(ROOT, BUILD, "artifacts")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
-def console_users(d, *users):
-    """A users file made with `postern console-user` (yescrypt hashes)."""
-    lines = []
-    for name, password, role in users:
-        r = subprocess.run([os.path.join(BUILD, "postern"), "console-user", name, role], input=password + "\n",
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout.startswith(name + ":$y$") and r.stdout.rstrip().endswith(":" + role), r.stdout
-        lines.append(r.stdout.strip())
-    path = os.path.join(d, "users")
-    with open(path, "w") as f:
-        f.write("# console users\n" + "\n".join(lines) + "\n")
-    os.chmod(path, 0o600)          # read at start, as root
-    return path
-
-
 def console_gateway(sink):
     d = tempfile.mkdtemp(prefix="console-")
     os.chmod(d, 0o755)
@@ -43,42 +27,6 @@ def console_gateway(sink):
                 http_users=users, tls_cert=crt, tls_key=key,
                 **{"header_checks.rule": "/^Subject: quarantine me/ QUARANTINE suspicious subject"}).start()
     return g, certs
-
-
-class Web:
-    """HTTPS requests with a cookie jar, as curl -b/-c would."""
-
-    def __init__(self, g):
-        self.host, self.port = g.host, 9443
-        self.ctx = ssl._create_unverified_context()
-        self.cookie = None
-
-    def request(self, method, path, form=None, headers=None):
-        c = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=20)
-        h = dict(headers or {})
-        body = None
-        if form is not None:
-            body = urllib.parse.urlencode(form, doseq=True)
-            h["Content-Type"] = "application/x-www-form-urlencoded"
-        if self.cookie:
-            h["Cookie"] = self.cookie
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        text = r.read().decode(errors="replace")
-        for k, v in r.getheaders():
-            if k.lower() == "set-cookie" and v.startswith("postern_session="):
-                self.cookie = v.split(";")[0]
-        c.close()
-        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), text
-
-    def login(self, user, password):
-        return self.request("POST", "/login", {"user": user, "password": password})
-
-    def csrf(self):
-        status, _, text = self.request("GET", "/")
-        m = re.search(r'name="csrf" value="([0-9a-f]{64})"', text)
-        assert status == 200 and m, (status, text[:500])
-        return m.group(1)
 
 
 class Browser:
