@@ -310,6 +310,8 @@ int main(int argc, char **argv)
     int rc;
     if (!strcmp(cmd, "check-config")) {
         config_print(&cfg, stdout);
+        printf("# plugin options not given, at their defaults:\n");
+        plugin_defaults_print(&cfg, stdout);
         fflush(stdout);
         rc = run_posternd_check(path);
     } else if (!strcmp(cmd, "reload")) {

@@ -307,6 +307,20 @@ def test_check_config_prints_every_key_of_the_readme_table():
     assert not missing, missing
 
 
+def test_check_config_shows_plugin_options_given_and_defaulted():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), plugin_dir=os.path.join(BUILD, "plugins"),
+                plugins="greylist dnsbl", **{"greylist.delay": "60", "dnsbl.sites": "zen.example.test",
+                                             "greylist.db": "/tmp/postern-greylist-check.db"})
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "check-config"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    # given: as a setting; not given: a comment with the plugin's declared default
+    assert re.search(r"^greylist\.delay = 60$", r.stdout, re.M), r.stdout[-1500:]
+    assert re.search(r"^dnsbl\.sites = zen\.example\.test$", r.stdout, re.M)
+    assert "# greylist.retry_window = 172800" in r.stdout and "# dnsbl.threshold = 1" in r.stdout
+    assert "# greylist.delay" not in r.stdout and "# dnsbl.sites" not in r.stdout
+
+
 def test_the_readme_key_table_is_the_one_the_code_declares():
     """README.md's key table (and so postern.conf(5)) is `postern config-keys`: `make docs`
     rewrites both after a row of gateway/core/config_keys.c changes."""
