@@ -427,7 +427,9 @@ static void eom_then(struct session *s, postern_verdict v)
     }
     const char *refusal = data_refusal(s);
     if (refusal) {
-        log_info("S%lu: %s: reject: DATA from [%s]: %s", s->sid, s->tx.qid, s->tx.client_ip, refusal);
+        char fields[3000];
+        session_envelope_fields(s, POSTERN_STAGE_EOM, fields, sizeof fields);
+        log_info("S%lu: %s: reject: DATA from [%s]: %s; %s", s->sid, s->tx.qid, s->tx.client_ip, refusal, fields);
         session_reply(s, refusal);
         message_abort(s);
         session_txn_restart(s);

@@ -235,14 +235,35 @@ void session_run_stage(struct session *s, enum postern_stage st, const char *arg
     s->in_stage_call--;
 }
 
+/* Postfix's NOQUEUE fields for a refusal at stage st: "from=<…> to=<…>
+ * proto=ESMTP helo=<…>", with the address the command under judgement
+ * names (MAIL, RCPT) or the transaction's (at most 8 recipients, then a
+ * count). */
+void session_envelope_fields(const struct session *s, enum postern_stage st, char *out, size_t size)
+{
+    const char *from = st == POSTERN_STAGE_MAIL ? s->hook_arg : s->tx.sender;
+    size_t n = 0;
+    if (from && st >= POSTERN_STAGE_MAIL)
+        n += (size_t)snprintf(out + n, size - n, "from=<%s> ", from);
+    if (st == POSTERN_STAGE_RCPT && n < size)
+        n += (size_t)snprintf(out + n, size - n, "to=<%s> ", s->hook_arg);
+    for (size_t i = 0; st > POSTERN_STAGE_RCPT && i < s->tx.nrcpts && i < 8 && n < size; i++)
+        n += (size_t)snprintf(out + n, size - n, "to=<%s> ", s->tx.rcpts[i].addr);
+    if (st > POSTERN_STAGE_RCPT && s->tx.nrcpts > 8 && n < size)
+        n += (size_t)snprintf(out + n, size - n, "(%zu more recipients) ", s->tx.nrcpts - 8);
+    if (n < size)
+        snprintf(out + n, size - n, "proto=%s helo=<%s>", s->esmtp ? "ESMTP" : "SMTP", s->tx.helo);
+}
+
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v)
 {
-    char labels[300];
+    char labels[300], fields[3000];
     metric_inc(M_VERDICTS, metric_labels(labels, sizeof labels, "stage", stage_name(st), "verdict", verdict_name(v),
                                          "link", s->tx.verdict_by ? s->tx.verdict_by : "?", NULL));
-    log_info("S%lu: %s%s%s: %s by %s at %s: %s", s->sid, s->tx.qid[0] ? s->tx.qid : "", s->tx.qid[0] ? " " : "",
+    session_envelope_fields(s, st, fields, sizeof fields);
+    log_info("S%lu: %s%s%s: %s by %s at %s: %s; %s", s->sid, s->tx.qid[0] ? s->tx.qid : "", s->tx.qid[0] ? " " : "",
              s->tx.client_ip, verdict_name(v), s->tx.verdict_by ? s->tx.verdict_by : "?", stage_name(st),
-             s->tx.reply);
+             s->tx.reply, fields);
 }
 
 /* For command stages: REJECT/TEMPFAIL answer the command and return false;
@@ -431,8 +452,8 @@ static void cmd_rcpt(struct session *s, const char *args)
         char reply[700];
         const char *why;
         relay_refusal(rv, pr.addr, reply, sizeof reply, &why);
-        log_info("S%lu: reject: RCPT from [%s]: %s; from=<%s> to=<%s>", s->sid, s->tx.client_ip, why, s->tx.sender,
-                 pr.addr);
+        log_info("S%lu: reject: RCPT from [%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s>", s->sid, s->tx.client_ip,
+                 why, s->tx.sender, pr.addr, s->esmtp ? "ESMTP" : "SMTP", s->tx.helo);
         session_reply(s, reply);
         return;
     }

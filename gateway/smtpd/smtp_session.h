@@ -135,6 +135,8 @@ void session_resume(struct session *s);
 /* Run the hook chain for a stage, then `then` (at once without plugins). */
 void session_run_stage(struct session *s, enum postern_stage st, const char *arg, size_t len, stage_then then);
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v);
+/* "from=<…> to=<…> proto=ESMTP helo=<…>" for a log line about stage st. */
+void session_envelope_fields(const struct session *s, enum postern_stage st, char *out, size_t size);
 /* For command stages: REJECT/TEMPFAIL answer and return false. */
 bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_verdict v);
 /* ---- smtp_greet.c: the greeting ---- */
