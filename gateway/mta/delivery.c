@@ -8,6 +8,7 @@
  * when there is none, every outcome goes back through the job's callbacks,
  * with one log line per recipient per attempt. */
 #include "delivery.h"
+#include "clock.h"
 #include "kv.h"
 #include "dane.h"
 #include "runtime.h"
@@ -149,8 +150,10 @@ static void report(struct delivery_job *j, size_t k)
     uint64_t now = ev_now_ms(), arrived = (uint64_t)j->arrival * 1000;
     uint64_t t1 = j->started_ms ? j->started_ms : now, t2 = j->routed_ms ? j->routed_ms : t1;
     uint64_t t3 = j->sending_ms ? j->sending_ms : t2;
+    /* the arrival is wall-clock time, the attempt's marks monotonic: the start on the wall clock */
+    uint64_t started_wall = clock_wall_ms() - (now > t1 ? now - t1 : 0);
     char a[16], b[16], c[16], d[16], dsn[16];
-    fmt_delay(a, sizeof a, arrived, t1);
+    fmt_delay(a, sizeof a, arrived, started_wall);
     fmt_delay(b, sizeof b, t1, t2);
     fmt_delay(c, sizeof c, t2, t3);
     fmt_delay(d, sizeof d, t3, now);

@@ -1,6 +1,13 @@
 /* clock.c - monotonic milliseconds and timed-wait deadlines. */
 #include "clock.h"
 
+uint64_t clock_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 uint64_t clock_mono_ms(void)
 {
     struct timespec ts;

@@ -104,6 +104,7 @@ def test_flush_by_id_domain_and_all():
 def test_hold_release_and_delete():
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2)).start()   # retries every 1-2s
     keep = queued(g, "keep@example.test", "keep")
+    keep_queued = time.time()
     drop = queued(g, "drop@example.test", "drop")
     wait_for(lambda: g.log().count("status=deferred") >= 2, 10, "deferrals")
     assert postern(g, "hold", keep).returncode == 0
@@ -125,8 +126,13 @@ def test_hold_release_and_delete():
     wait_for(lambda: witness not in g.queue_files(), 10, "the second witness")
     assert sink.count() == 2 and g.queue_files() == [keep]
     assert "hold" in [l for l in postern(g, "list").stdout.splitlines() if l.startswith(keep)][0]
+    waited = time.time() - keep_queued
     assert postern(g, "release", keep).returncode == 0
     msgs = sink.wait_count(3)
+    # delays= counts the time in the queue before the attempt, hold included
+    in_queue = float(re.search(r"%s: to=<keep@example.test>, .* delays=([\d.]+)/.* status=sent" % keep,
+                               g.log()).group(1))
+    assert waited > 0.8 and in_queue >= waited - 0.5, (in_queue, waited)
     assert sorted(re.search(rb"Subject: (\w+)", m).group(1) for m in msgs) == [b"keep", b"witness", b"witness2"]
     wait_for(lambda: not g.queue_files(), 5, "spool to empty")
     assert b"Subject: drop" not in b"".join(sink.messages()) and sink.count() == 3
