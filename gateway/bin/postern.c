@@ -27,23 +27,32 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void usage(void)
+/* The usage: on stdout for --help (exit 0), else on stderr (exit 2). */
+static void usage_to(int status)
 {
-    fprintf(stderr, "usage: postern -c FILE check-config\n"
-                    "       postern -c FILE reload\n"
-                    "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
-                    "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
-                    "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
-                    "       postern -c FILE queue ...   (postern queue --help)\n"
-                    "       postern -c FILE archive verify|reindex\n"
-                    "       postern -c FILE archive search|export [--from S] [--to S] [--rcpt S] [--subject S] "
-                    "[--since D] [--until D] [--limit N] [--mbox FILE|--dir DIR]\n"
-                    "       postern -c FILE policy test [--from A] --to B ... [--client IP] [--helo NAME] [--tls] "
-                    "[--auth USER] [--dns-file F] [--json] MESSAGE.eml\n"
-                    "       postern -c FILE policy test [--dns-file F] --cases FILE\n"
-                    "       postern -c FILE policy replay [--archive DIR] [--since DATE] [--until DATE] [--limit N]\n");
-    exit(2);
+    FILE *out = status == 0 ? stdout : stderr;
+    fprintf(out, "usage: postern [-c FILE] COMMAND   (FILE: -c, else $POSTERN_CONFIG, else %s)\n"
+                 "       postern check-config\n"
+                 "       postern config [--defaults]   (settings the file makes; every default)\n"
+                 "       postern reload\n"
+                 "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
+                 "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
+                 "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
+                 "       postern queue ...   (postern queue --help)\n"
+                 "       postern archive verify|reindex\n"
+                 "       postern archive search|export [--from S] [--to S] [--rcpt S] [--subject S] "
+                 "[--since D] [--until D] [--limit N] [--mbox FILE|--dir DIR]\n"
+                 "       postern policy test [--from A] --to B ... [--client IP] [--helo NAME] [--tls] "
+                 "[--auth USER] [--dns-file F] [--json] MESSAGE.eml\n"
+                 "       postern policy test [--dns-file F] --cases FILE\n"
+                 "       postern policy replay [--archive DIR] [--since DATE] [--until DATE] [--limit N]\n"
+                 "       postern --version | --help\n"
+                 "DATE: 2026-12-07, \"2026-12-07 10:00\" or \"2026-12-07 10:00:30\" (UTC)\n",
+            CONFIG_DEFAULT_PATH);
+    exit(status);
 }
+
+static void usage(void) { usage_to(2); }
 
 /* Send one request line to the daemon and print its answer. Returns the
  * exit code, or -1 when the daemon could not be reached. */
@@ -174,10 +183,6 @@ static int queue_from_stdin(const struct config *cfg, int argc, char **argv)
 
 static int queue_command(const struct config *cfg, int argc, char **argv)
 {
-    if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "help"))) {
-        printf("usage: postern [-c FILE] queue COMMAND\n%s", queue_cmd_usage);
-        return 0;
-    }
     struct queue_cmd *cmd = malloc(sizeof *cmd);
     char err[300];
     int parsed = cmd ? queue_cmd_parse(argc, argv, cmd, err, sizeof err) : -1;
@@ -282,13 +287,27 @@ int main(int argc, char **argv)
         printf("postern %s (plugin ABI %d)\n", POSTERN_VERSION, POSTERN_PLUGIN_ABI_VERSION);
         return 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "--help"))
+        usage_to(0);
     const char *path = NULL;
     int opt;
     while ((opt = getopt(argc, argv, "+c:h")) != -1) {
         if (opt == 'c')
             path = optarg;
         else
-            usage();
+            usage_to(opt == 'h' ? 0 : 2);
+    }
+    bool queue = optind < argc && !strcmp(argv[optind], "queue");
+    for (int i = optind; i < argc; i++)     /* `postern COMMAND --help`, before any config is read */
+        if (!strcmp(argv[i], "--help") && !queue)
+            usage_to(0);
+        else if (!strcmp(argv[i], "--help")) {
+            printf("usage: postern [-c FILE] queue COMMAND\n%s", queue_cmd_usage);
+            return 0;
+        }
+    if (optind + 2 == argc && !strcmp(argv[optind], "config") && !strcmp(argv[optind + 1], "--defaults")) {
+        config_print_defaults(stdout);       /* postconf -d: needs no file */
+        return 0;
     }
     if (optind < argc && !strcmp(argv[optind], "console-user"))
         return console_user(argc - optind - 1, argv + optind + 1);
@@ -298,8 +317,9 @@ int main(int argc, char **argv)
     }
     if (optind + 2 == argc && !strcmp(argv[optind], "plugin-options"))  /* postern-plugins(5) */
         return plugin_docs_command(argv[optind + 1]);
-    if (!path || optind >= argc)
+    if (optind >= argc)
         usage();
+    path = config_path_or_default(path);
     struct config cfg;
     char err[1024];
     const char *cmd = argv[optind];
@@ -314,6 +334,11 @@ int main(int argc, char **argv)
         plugin_defaults_print(&cfg, stdout);
         fflush(stdout);
         rc = run_posternd_check(path);
+    } else if (!strcmp(cmd, "config")) {
+        if (optind + 1 != argc)
+            usage();
+        config_print_given(&cfg, stdout);
+        rc = 0;
     } else if (!strcmp(cmd, "reload")) {
         if (optind + 1 != argc)
             usage();

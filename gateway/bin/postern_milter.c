@@ -345,25 +345,33 @@ static sfsistat on_close(SMFICTX *ctx)
     return SMFIS_CONTINUE;
 }
 
-static void usage(void)
+/* On stdout for --help/-h (exit 0), else on stderr (exit 2). */
+static void usage_to(int status)
 {
-    fprintf(stderr, "usage: postern-milter -c CONFIG -p inet:PORT@HOST|unix:PATH\n");
-    exit(2);
+    fprintf(status ? stderr : stdout, "usage: postern-milter [-c CONFIG] -p inet:PORT@HOST|unix:PATH\n"
+                                      "  CONFIG: -c, else $POSTERN_CONFIG, else " CONFIG_DEFAULT_PATH "\n");
+    exit(status);
 }
+
+static void usage(void) { usage_to(2); }
 
 int main(int argc, char **argv)
 {
     const char *path = NULL, *sock = NULL;
+    if (argc == 2 && !strcmp(argv[1], "--help"))
+        usage_to(0);
     int opt;
     while ((opt = getopt(argc, argv, "c:p:h")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 'p': sock = optarg; break;
+        case 'h': usage_to(0); break;
         default: usage();
         }
     }
-    if (!path || !sock || optind != argc)
+    if (!sock || optind != argc)
         usage();
+    path = config_path_or_default(path);
     char err[1024];
     if (config_load(path, &cfg, err, sizeof err) < 0) {
         fprintf(stderr, "postern-milter: %s\n", err);

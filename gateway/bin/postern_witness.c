@@ -273,24 +273,31 @@ static void accept_client(int lfd, struct client *clients)
     close(fd);
 }
 
-static void usage(void)
+/* On stdout for --help/-h (exit 0), else on stderr (exit 2). */
+static void usage_to(int status)
 {
-    fprintf(stderr, "usage: postern-witness -k KEY -l LOG -s SOCKET -u USER [-g]\n");
-    exit(2);
+    fprintf(status ? stderr : stdout, "usage: postern-witness -k KEY -l LOG -s SOCKET -u USER [-g]\n"
+                                      "  -g  create KEY and KEY.pub if they are missing\n");
+    exit(status);
 }
+
+static void usage(void) { usage_to(2); }
 
 int main(int argc, char **argv)
 {
     const char *keypath = NULL, *logpath = NULL, *sockpath = NULL, *user = NULL;
     bool generate = false;
+    if (argc == 2 && !strcmp(argv[1], "--help"))
+        usage_to(0);
     int opt;
-    while ((opt = getopt(argc, argv, "k:l:s:u:g")) != -1) {
+    while ((opt = getopt(argc, argv, "k:l:s:u:gh")) != -1) {
         switch (opt) {
         case 'k': keypath = optarg; break;
         case 'l': logpath = optarg; break;
         case 's': sockpath = optarg; break;
         case 'u': user = optarg; break;
         case 'g': generate = true; break;
+        case 'h': usage_to(0); break;
         default: usage();
         }
     }

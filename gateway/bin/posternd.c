@@ -46,13 +46,17 @@ static struct ev_watch signal_watch;
 static bool signals_watched;
 static uint64_t shutdown_started_ms;
 
-static void usage(void)
+/* On stdout for --help/-h (exit 0), else on stderr (exit 2). */
+static void usage_to(int status)
 {
-    fprintf(stderr, "usage: posternd -c FILE [-t] | --version\n"
-                    "  -c FILE  configuration file\n"
-                    "  -t       check the configuration and exit (0 good, 1 with file:line on error)\n");
-    exit(2);
+    fprintf(status ? stderr : stdout,
+            "usage: posternd [-c FILE] [-t] | --version | --help\n"
+            "  -c FILE  configuration file (else $POSTERN_CONFIG, else " CONFIG_DEFAULT_PATH ")\n"
+            "  -t       check the configuration and exit (0 good, 1 with file:line on error)\n");
+    exit(status);
 }
+
+static void usage(void) { usage_to(2); }
 
 static void raise_fd_limit(void)
 {
@@ -214,16 +218,20 @@ int main(int argc, char **argv)
         printf("posternd %s (plugin ABI %d)\n", POSTERN_VERSION, POSTERN_PLUGIN_ABI_VERSION);
         return 0;
     }
+    if (argc == 2 && !strcmp(argv[1], "--help"))
+        usage_to(0);
     int opt;
     while ((opt = getopt(argc, argv, "c:th")) != -1) {
         switch (opt) {
         case 'c': path = optarg; break;
         case 't': check_only = true; break;
+        case 'h': usage_to(0); break;
         default: usage();
         }
     }
-    if (!path || optind != argc)
+    if (optind != argc)
         usage();
+    path = config_path_or_default(path);
     char err[1024];
     struct config loaded;
     if (config_load(path, &loaded, err, sizeof err) < 0) {

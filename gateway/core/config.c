@@ -588,6 +588,21 @@ static void config_defaults(struct config *cfg)
     config_keys_defaults(cfg);
 }
 
+void config_print_defaults(FILE *out)
+{
+    struct config d;
+    config_defaults(&d);
+    set_str(&d.plugin_dir, POSTERN_PLUGIN_DIR);      /* the rest that config_validate derives depends on the file */
+    config_print(&d, out);
+    config_free(&d);
+}
+
+const char *config_path_or_default(const char *given)
+{
+    const char *env = getenv("POSTERN_CONFIG");
+    return given ? given : env && env[0] ? env : CONFIG_DEFAULT_PATH;
+}
+
 static int config_validate(struct pctx *p, struct config *cfg)
 {
     p->line = 0;

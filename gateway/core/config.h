@@ -77,6 +77,9 @@ struct listen_addr {
     socklen_t addrlen;
 };
 
+#define CONFIG_MAX_KEYS 192    /* rows of the key table (checked at compile time) */
+#define CONFIG_DEFAULT_PATH "/etc/postern/postern.conf"
+
 struct config {
     char *path;
     struct listen_addr listen[CONFIG_MAX_LISTEN];
@@ -178,6 +181,7 @@ struct config {
     long delay_warning_time;       /* seconds; 0 = no delay warnings */
     int log_level;
     char *log_target;              /* "stderr" (NULL), "syslog" or "file:/PATH" */
+    bool given[CONFIG_MAX_KEYS];   /* the table's rows (config_keys.c) the file set */
 };
 
 /* Load FILE; on error returns -1 and writes "file:line: message" into err. */
@@ -193,6 +197,13 @@ const char *config_restart_key_changed(const struct config *a, const struct conf
 /* Print the effective configuration as key = value lines, every key in the
  * table's order (config_keys.c). */
 void config_print(const struct config *cfg, FILE *out);
+/* `postern config`: only the keys the file sets, as config_print would
+ * (postconf -n); with defaults, every key at its default (postconf -d). */
+void config_print_given(const struct config *cfg, FILE *out);
+void config_print_defaults(FILE *out);
+/* The configuration file a program uses: -c FILE, else $POSTERN_CONFIG,
+ * else CONFIG_DEFAULT_PATH (what the .deb installs). */
+const char *config_path_or_default(const char *given);
 /* The table of keys as the README's Markdown table (`postern config-keys`). */
 void config_keys_document(FILE *out);
 

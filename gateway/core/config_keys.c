@@ -643,6 +643,7 @@ static const struct config_key keys[] = {
 };
 
 #define NKEYS (sizeof keys / sizeof *keys)
+_Static_assert(NKEYS <= CONFIG_MAX_KEYS, "raise CONFIG_MAX_KEYS");
 
 static void *field_of(struct config *cfg, const struct config_key *k) { return (char *)cfg + k->off; }
 static const void *cfield_of(const struct config *cfg, const struct config_key *k) { return (const char *)cfg + k->off; }
@@ -702,6 +703,8 @@ static int apply_row(struct pctx *p, struct config *cfg, const struct config_key
 int config_key_apply(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
     const struct config_key *k = key_row(key);
+    if (k)
+        cfg->given[k - keys] = true;
     return k ? apply_row(p, cfg, k, value) : 1;
 }
 
@@ -729,29 +732,40 @@ void config_keys_free(struct config *cfg)
         }
 }
 
+/* One row as "key = value" line(s). */
+static void print_row(const struct config *cfg, const struct config_key *k, FILE *out)
+{
+    const void *f = cfield_of(cfg, k);
+    switch (k->type) {
+    case KT_INT: fprintf(out, "%s = %d\n", k->name, *(const int *)f); break;
+    case KT_SEC: fprintf(out, "%s = %ds\n", k->name, *(const int *)f); break;
+    case KT_LONG_SEC: fprintf(out, "%s = %lds\n", k->name, *(const long *)f); break;
+    case KT_MS: fprintf(out, "%s = %ds\n", k->name, *(const int *)f / 1000); break;
+    case KT_SIZE: fprintf(out, "%s = %zu\n", k->name, *(const size_t *)f); break;
+    case KT_BOOL: fprintf(out, "%s = %s\n", k->name, *(const bool *)f ? "yes" : "no"); break;
+    case KT_STR: {
+        const char *v = *(char *const *)f;
+        fprintf(out, "%s = %s\n", k->name, !v ? "" : k->flags & KF_SECRET ? "(set)" : v);
+        break;
+    }
+    case KT_CHARS: fprintf(out, "%s = %s\n", k->name, (const char *)f); break;
+    case KT_HOOK: break;
+    }
+    if (k->print)
+        k->print(out, cfg, k->name);
+}
+
 void config_print(const struct config *cfg, FILE *out)
 {
-    for (size_t i = 0; i < NKEYS; i++) {
-        const struct config_key *k = &keys[i];
-        const void *f = cfield_of(cfg, k);
-        switch (k->type) {
-        case KT_INT: fprintf(out, "%s = %d\n", k->name, *(const int *)f); break;
-        case KT_SEC: fprintf(out, "%s = %ds\n", k->name, *(const int *)f); break;
-        case KT_LONG_SEC: fprintf(out, "%s = %lds\n", k->name, *(const long *)f); break;
-        case KT_MS: fprintf(out, "%s = %ds\n", k->name, *(const int *)f / 1000); break;
-        case KT_SIZE: fprintf(out, "%s = %zu\n", k->name, *(const size_t *)f); break;
-        case KT_BOOL: fprintf(out, "%s = %s\n", k->name, *(const bool *)f ? "yes" : "no"); break;
-        case KT_STR: {
-            const char *v = *(char *const *)f;
-            fprintf(out, "%s = %s\n", k->name, !v ? "" : k->flags & KF_SECRET ? "(set)" : v);
-            break;
-        }
-        case KT_CHARS: fprintf(out, "%s = %s\n", k->name, (const char *)f); break;
-        case KT_HOOK: break;
-        }
-        if (k->print)
-            k->print(out, cfg, k->name);
-    }
+    for (size_t i = 0; i < NKEYS; i++)
+        print_row(cfg, &keys[i], out);
+}
+
+void config_print_given(const struct config *cfg, FILE *out)
+{
+    for (size_t i = 0; i < NKEYS; i++)      /* plugins prints the plugin options too */
+        if (cfg->given[i])
+            print_row(cfg, &keys[i], out);
 }
 
 static bool same_value(const struct config_key *k, const struct config *a, const struct config *b)

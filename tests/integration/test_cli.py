@@ -22,8 +22,37 @@ def test_check_config_good_and_bad():
     assert r.returncode != 0 and "unknown key" in r.stderr
     r = run(os.path.join(BUILD, "posternd"), "-c", "/nonexistent.conf", "-t")
     assert r.returncode != 0 and "/nonexistent.conf" in r.stderr
-    r = run(os.path.join(BUILD, "posternd"))
+    r = run(os.path.join(BUILD, "posternd"), "-t", "extra")
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_default_config_help_and_postconf_views():
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), max_recipients="50", plugin_dir=os.path.join(BUILD, "plugins"),
+                plugins="dnsbl", **{"dnsbl.sites": "zen.example.test"})
+    env = dict(os.environ, POSTERN_CONFIG=g.conf)
+    # no -c: $POSTERN_CONFIG, else /etc/postern/postern.conf
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-t"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([os.path.join(BUILD, "postern"), "config"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    given = r.stdout.splitlines()
+    # postconf -n: only what the file sets, plugin options with their plugin
+    assert "max_recipients = 50" in given and "dnsbl.sites = zen.example.test" in given, given
+    assert not any(l.startswith(("smtp_mx_address_limit", "lua_threads", "message_size_limit")) for l in given), given
+    assert len(given) < 30, given
+    missing = dict(os.environ, POSTERN_CONFIG="/nonexistent/postern.conf")
+    r = subprocess.run([os.path.join(BUILD, "postern"), "config"], env=missing, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "/nonexistent/postern.conf: cannot open" in r.stderr, r.stderr
+    # postconf -d: every key at its default, with no file at all
+    r = subprocess.run([os.path.join(BUILD, "postern"), "config", "--defaults"], env=missing, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and "retry_min = 300s" in r.stdout and "max_recipients = 1000" in r.stdout, r.stdout[:500]
+    # --help on every program and command: stdout, exit 0, and no config read
+    for prog, args in [("postern", ["--help"]), ("postern", ["queue", "--help"]), ("postern", ["archive", "--help"]),
+                       ("postern", ["policy", "test", "--help"]), ("postern", ["-h"]), ("posternd", ["--help"]),
+                       ("posternd", ["-h"]), ("postern-milter", ["--help"]), ("postern-witness", ["--help"])]:
+        r = subprocess.run([os.path.join(BUILD, prog)] + args, env=missing, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.startswith("usage: ") and not r.stderr, (prog, args, r.stdout, r.stderr)
 
 
 def test_bad_values_are_named():
