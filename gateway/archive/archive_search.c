@@ -21,6 +21,7 @@
  * daemon's user). reindex rebuilds the index from the chain and the files,
  * as the daemon's user, under DIR/index.lock. */
 #include "archive_search.h"
+#include "utc_time.h"
 #include "archive_chain.h"
 #include "archive_index.h"
 #include "buf.h"
@@ -41,7 +42,8 @@
 #define HEAD_READ (64 * 1024)       /* enough of a file for its envelope block and headers */
 
 struct filters {
-    const char *from, *to, *rcpt, *subject, *since, *until;
+    const char *from, *to, *rcpt, *subject;
+    time_t since, until;       /* inclusive, to the second; -1 = open */
     long limit;
     const char *mbox, *outdir;
 };
@@ -54,9 +56,19 @@ static void usage(void)
                     "       postern -c FILE archive reindex\n");
 }
 
+/* A --since/--until value: -1 (said on stderr) when it is not a date. */
+static int date_bound(const char *opt, const char *v, bool end, time_t *out)
+{
+    if (utc_time_parse(v, end, out) == 0)
+        return 0;
+    fprintf(stderr, "postern: %s: '%s' is not a date (2026-12-07, \"2026-12-07 10:00\" or "
+                    "\"2026-12-07 10:00:30\", UTC)\n", opt, v);
+    return -1;
+}
+
 static int parse_filters(int argc, char **argv, struct filters *f, bool export)
 {
-    *f = (struct filters){.limit = -1};
+    *f = (struct filters){.limit = -1, .since = -1, .until = -1};
     for (int i = 0; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
@@ -70,11 +82,10 @@ static int parse_filters(int argc, char **argv, struct filters *f, bool export)
             f->rcpt = v;
         else if (!strcmp(k, "--subject"))
             f->subject = v;
-        else if (!strcmp(k, "--since"))
-            f->since = v;
-        else if (!strcmp(k, "--until"))
-            f->until = v;
-        else if (!strcmp(k, "--limit") && (f->limit = strtol(v, &end, 10)) >= 0 && end != v && !*end)
+        else if (!strcmp(k, "--since") || !strcmp(k, "--until")) {
+            if (date_bound(k, v, k[2] == 'u', k[2] == 'u' ? &f->until : &f->since) < 0)
+                return -1;
+        } else if (!strcmp(k, "--limit") && (f->limit = strtol(v, &end, 10)) >= 0 && end != v && !*end)
             ;
         else if (export && !strcmp(k, "--mbox"))
             f->mbox = v;
@@ -90,9 +101,10 @@ static bool has(const char *field, const char *want) { return !want || strcasest
 
 static bool matches(const struct filters *f, char *const ix[ARCHIVE_INDEX_FIELDS])
 {
-    if (f->since && strcmp(ix[IX_AT], f->since) < 0)
+    time_t at;
+    if ((f->since >= 0 || f->until >= 0) && utc_time_parse(ix[IX_AT], false, &at) < 0)
         return false;
-    if (f->until && strncmp(ix[IX_AT], f->until, strlen(f->until)) > 0)
+    if ((f->since >= 0 && at < f->since) || (f->until >= 0 && at > f->until))
         return false;
     return (has(ix[IX_ENV_FROM], f->from) || (f->from && has(ix[IX_FROM], f->from))) && has(ix[IX_TO], f->to) &&
            has(ix[IX_ENV_TO], f->rcpt) && has(ix[IX_SUBJECT], f->subject);

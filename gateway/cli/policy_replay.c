@@ -10,6 +10,7 @@
  *   [--limit N]                     stop after N messages replayed
  *   [--dns-file FILE]               canned DNS answers, as for policy test */
 #include "policy_cli.h"
+#include "utc_time.h"
 #include "archive_index.h"
 #include "hooks.h"
 #include "log.h"
@@ -27,7 +28,8 @@ enum change { SAME, NEW_OUTCOME, PARTLY_REFUSED, ROUTES_CHANGED, UNREADABLE };
 
 struct replay {
     const struct config *cfg;
-    const char *dir, *since, *until;
+    const char *dir;
+    time_t since, until;       /* inclusive, to the second; -1 = open */
     long limit;
     size_t seen, replayed, gone;
     size_t counts[UNREADABLE + 1];
@@ -164,9 +166,10 @@ static enum change compare(const struct archived *a, const struct policy_result 
 
 static bool in_window(const struct replay *rp, const char *at)
 {
-    if (rp->since && strcmp(at, rp->since) < 0)
-        return false;
-    return !rp->until || strncmp(at, rp->until, strlen(rp->until)) <= 0;
+    time_t t;
+    if (rp->since < 0 && rp->until < 0)
+        return true;
+    return utc_time_parse(at, false, &t) == 0 && (rp->since < 0 || t >= rp->since) && (rp->until < 0 || t <= rp->until);
 }
 
 static void progress(struct replay *rp)
@@ -270,7 +273,7 @@ static void print_summary(const struct replay *rp)
 
 int policy_replay(const struct config *cfg, int argc, char **argv)
 {
-    struct replay rp = {.cfg = cfg, .limit = -1};
+    struct replay rp = {.cfg = cfg, .limit = -1, .since = -1, .until = -1};
     const char *dns_file = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -279,10 +282,13 @@ int policy_replay(const struct config *cfg, int argc, char **argv)
             goto usage;
         if (!strcmp(a, "--archive"))
             rp.dir = v;
-        else if (!strcmp(a, "--since"))
-            rp.since = v;
-        else if (!strcmp(a, "--until"))
-            rp.until = v;
+        else if (!strcmp(a, "--since") || !strcmp(a, "--until")) {
+            if (utc_time_parse(v, a[2] == 'u', a[2] == 'u' ? &rp.until : &rp.since) < 0) {
+                fprintf(stderr, "postern: %s: '%s' is not a date (2026-12-07, \"2026-12-07 10:00\" or "
+                                "\"2026-12-07 10:00:30\", UTC)\n", a, v);
+                return POLICY_EXIT_ERROR;
+            }
+        }
         else if (!strcmp(a, "--dns-file"))
             dns_file = v;
         else if (!strcmp(a, "--limit") && (rp.limit = strtol(v, &end, 10)) >= 0 && end != v && !*end)

@@ -176,6 +176,16 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
     assert found("--since", "2026-11-29", "--until", "2026-11-29")[0] == \
         len([f for f in facts if f["day"] == "2026-11-29"])
     assert found("--from", "alice", "--subject", "invoice", "--limit", "5")[0] == 5
+    # bounds are inclusive to the second, a minute bound covers its minute, either spelling
+    first_minute = [f for f in facts[:60] if f["day"] == DAYS[0]]
+    assert len(first_minute) == 60
+    assert found("--until", "%s 10:00" % DAYS[0])[0] == 60
+    assert found("--since", "%s 10:00:30" % DAYS[0], "--until", "%sT10:00:59Z" % DAYS[0])[0] == 30
+    assert found("--since", "%s 10:00:59" % DAYS[0], "--until", "%s 10:00:59" % DAYS[0])[0] == 1
+    for bad in (["--until", "garbage"], ["--since", "2026-02-30"], ["--until", "2026-11-28 25:00"],
+                ["--since", "2026-11-28 10"]):
+        r = postern(conf, "search", *bad)
+        assert r.returncode == 2 and "is not a date" in r.stderr, (bad, r.returncode, r.stderr)
 
     # export to a directory: the files byte for byte, each with its proof
     out = os.path.join(writable_dir(), "hold")

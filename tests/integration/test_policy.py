@@ -277,6 +277,11 @@ def test_replay_over_the_archive():
     assert r.stdout.startswith("replayed 3 messages"), r.stdout
     r = policy(cand, "replay", "--since", "2999-01-01")      # archive.dir from the config
     assert r.returncode == 0 and r.stdout.startswith("replayed 0 messages"), r.stdout + r.stderr
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    r = policy(cand, "replay", "--until", "%s 00:00" % tomorrow)
+    assert r.returncode == 0 and r.stdout.startswith("replayed 7 messages"), r.stdout + r.stderr
+    r = policy(cand, "replay", "--until", "garbage")
+    assert r.returncode != 0 and "'garbage' is not a date" in r.stderr, r.stdout + r.stderr
     assert hashlib.sha256(open(os.path.join(adir, "chain"), "rb").read()).hexdigest() == chain_before
     r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "archive", "verify"], capture_output=True,
                        text=True, timeout=30)
