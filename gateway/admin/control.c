@@ -1,4 +1,4 @@
-/* control.c - one request line per connection ("reload", or a queue
+/* control.c - one request line per connection ("reload", "reopen-logs", or a queue
  * command: queue_cmd.h), answered with "OK" or "ERR" on the first line and
  * the text after it, then the connection is closed. The socket is mode
  * 0600: only the daemon's user and root may talk to it. At most MAX_CONNS
@@ -103,6 +103,14 @@ static void ctl_dispatch(struct ctl_conn *c, const char *line)
     if (!strcmp(line, "reload")) {
         int rc = ctl_reload(&body);
         ctl_answer(c, rc, &body);
+        buf_free(&body);
+        return;
+    }
+    if (!strcmp(line, "reopen-logs")) {      /* as SIGUSR1, for logrotate without a process name */
+        log_reopen();
+        log_info("log reopened (postern reopen-logs)");
+        buf_puts(&body, "log reopened\n");
+        ctl_answer(c, 0, &body);
         buf_free(&body);
         return;
     }

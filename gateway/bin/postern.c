@@ -35,6 +35,7 @@ static void usage_to(int status)
                  "       postern check-config\n"
                  "       postern config [--defaults]   (settings the file makes; every default)\n"
                  "       postern reload\n"
+                 "       postern reopen-logs   (after a log rotation: as SIGUSR1 to this config's posternd)\n"
                  "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
                  "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
                  "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
@@ -339,10 +340,10 @@ int main(int argc, char **argv)
             usage();
         config_print_given(&cfg, stdout);
         rc = 0;
-    } else if (!strcmp(cmd, "reload")) {
+    } else if (!strcmp(cmd, "reload") || !strcmp(cmd, "reopen-logs")) {
         if (optind + 1 != argc)
             usage();
-        rc = ask_daemon(cfg.control_socket, "reload");
+        rc = ask_daemon(cfg.control_socket, cmd);
         if (rc < 0) {
             fprintf(stderr, "postern: cannot reach posternd at %s: %s\n", cfg.control_socket, strerror(errno));
             rc = 1;

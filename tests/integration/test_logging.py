@@ -87,6 +87,14 @@ def test_file_target_reopens_on_sigusr1_after_rotation():
     wait_for(lambda: second + ": to=<x@example.test>" in open(path).read(), 10, "the second delivery in the new file")
     assert second not in open(path + ".1").read()
     assert "SIGUSR1: reopened " + path in open(path).read()
+    # logrotate's fallback: `postern reopen-logs` through the control socket, no process names
+    os.rename(path, path + ".3")
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "reopen-logs"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and "log reopened" in r.stdout, r.stdout + r.stderr
+    wait_for(lambda: os.path.exists(path) and "log reopened (postern reopen-logs)" in open(path).read(), 10,
+             "the log reopened by postern reopen-logs")
+    assert "pkill" not in open(os.path.join(ROOT, "dist", "postern.logrotate")).read()
     # a symlink in place of the log is never followed
     os.rename(path, path + ".2")
     os.symlink("/etc/passwd-postern-never", path)

@@ -119,7 +119,8 @@ def test_make_deb_passes_lintian_and_its_daemon_runs():
     for f in ("./usr/sbin/posternd", "./usr/bin/postern", "./usr/lib/postern/plugins/spf.so",
               "./usr/share/man/man8/posternd.8.gz", "./usr/share/man/man5/postern.conf.5.gz",
               "./usr/share/man/man8/postern-milter.8.gz", "./usr/share/man/man8/postern-witness.8.gz",
-              "./usr/share/man/man5/postern-plugins.5.gz", "./etc/postern/postern.conf", "./etc/logrotate.d/postern"):
+              "./usr/share/man/man5/postern-plugins.5.gz", "./etc/postern/postern.conf", "./etc/logrotate.d/postern",
+              "./usr/share/doc/postern/README.md.gz"):
         assert f in listing, (f, listing)
     assert re.search(r"\./(usr/)?lib/systemd/system/postern\.service", listing), listing
     control = tempfile.mkdtemp(prefix="deb-control-")
