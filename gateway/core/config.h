@@ -176,6 +176,7 @@ struct config {
     size_t lua_memory_limit;       /* per Lua state */
     size_t lua_body_limit;         /* tx:body() returns bodies up to this size */
     int max_hop_count;             /* more Received: headers = mail loop, bounced */
+    char *outbound_remove_headers; /* "X-Spam, X-Spam-*, …": not on mail relayed out */
     int smtp_mx_address_limit;     /* MX addresses tried per delivery attempt (0 = all); Postfix's */
     int smtp_mx_session_limit;     /* sessions that reached EHLO per attempt (0 = no limit); Postfix's */
     long delay_warning_time;       /* seconds; 0 = no delay warnings */

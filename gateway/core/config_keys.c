@@ -478,6 +478,11 @@ static const struct config_key keys[] = {
      "domains accepted from anyone; list or `file:PATH`; `.dom` = subdomains", "none"},
     {"trusted_networks", KT_HOOK, NOFIELD, NULL, 0, 0, NULL, 0, NULL, parse_trusted, print_trusted, NULL,
      "CIDRs allowed to relay anywhere; list or `file:PATH`", "none"},
+    {"outbound_remove_headers", KT_STR, FIELD(outbound_remove_headers), "X-Spam, X-Spam-*, Authentication-Results",
+     0, 0, NULL, 0, NULL, NULL, NULL, NULL,
+     "header fields removed from mail relayed out (a trusted or logged-in client, a recipient outside "
+     "`relay_domains`), whoever added them; `NAME-*` matches a prefix; empty: none",
+     "`X-Spam, X-Spam-*, Authentication-Results`"},
     {"require_tls_networks", KT_HOOK, NOFIELD, NULL, 0, 0, NULL, 0, NULL, parse_require_tls, print_require_tls, NULL,
      "client CIDRs that must STARTTLS before MAIL", "none"},
     {"xclient_networks", KT_HOOK, NOFIELD, NULL, 0, 0, NULL, 0, NULL, parse_xclient, print_xclient, NULL,

@@ -86,4 +86,39 @@ def test_swaks_open_relay_attempt():
     g.stop()
 
 
+def test_inside_only_headers_never_leave_on_mail_relayed_out():
+    sink = Sink(addr(2))
+    # 127.0.N.5 is trusted; 127.0.N.9 is the Internet; authres adds our Authentication-Results
+    g = Gateway(sink=sink, trusted_networks=addr(5) + "/32", plugin_dir=os.path.join(BUILD, "plugins"),
+                plugins="authres").start()
+    incoming = ("Subject: %s\r\nX-Spam-Score: 3.2\r\nX-Spam: Yes\r\nX-Spamd-Result: default\r\n"
+                "Authentication-Results: mx.other.test; spf=pass\r\n")
+
+    def delivered(subject):
+        m = [x for x in sink.messages() if (b"Subject: %s" % subject.encode()) in x]
+        return m[0] if m else None
+
+    # a trusted client to a domain outside relay_domains: relayed out, the fields go
+    assert "queued as" in send_mail(g, rcpts=("far@elsewhere.test",), headers=incoming % "out", source=addr(5))
+    # the same client inside: they stay (ours added); the Internet to us: they stay
+    assert "queued as" in send_mail(g, rcpts=("x@example.test",), headers=incoming % "inside", source=addr(5))
+    assert "queued as" in send_mail(g, rcpts=("x@example.test",), headers=incoming % "inbound", source=addr(9))
+    wait_for(lambda: all(delivered(s) for s in ("out", "inside", "inbound")), 15, "three deliveries")
+    out = delivered("out")
+    assert b"X-Spam" not in out.replace(b"X-Spamd-Result", b"") and b"Authentication-Results" not in out, out
+    assert b"X-Spamd-Result: default" in out            # a prefix rule needs its dash: X-Spam-*
+    assert re.search(r": removed 4 inside-only header field\(s\) from mail relayed out", g.log()), g.log()[-1500:]
+    for kept in ("inside", "inbound"):
+        m = delivered(kept)
+        assert b"X-Spam-Score: 3.2" in m and b"X-Spam: Yes" in m and m.count(b"Authentication-Results:") == 2, m
+    g.stop()
+    # configurable: empty keeps everything
+    sink2 = Sink(addr(3))
+    g = Gateway(sink=sink2, trusted_networks=addr(5) + "/32", outbound_remove_headers="").start()
+    assert "queued as" in send_mail(g, rcpts=("far@elsewhere.test",), headers=incoming % "kept", source=addr(5))
+    m = sink2.wait_count(1)[0]
+    assert b"X-Spam-Score: 3.2" in m and b"Authentication-Results: mx.other.test" in m
+    g.stop()
+
+
 run_tests(globals())
