@@ -78,12 +78,14 @@ static unsigned char *load_key(const char *path, dkim_alg_t *alg, char *err, siz
     rewind(f);
     unsigned char *pem = calloc(1, 65536);
     size_t n = pem ? fread(pem, 1, 65535, f) : 0;
-    fclose(f);
     if (!n) {
+        snprintf(err, errlen, "cannot read key %s: %s", path, !pem ? "out of memory" : ferror(f) ? strerror(errno)
+                                                                                        : "empty file");
+        fclose(f);
         free(pem);
-        snprintf(err, errlen, "cannot read key %s", path);
         return NULL;
     }
+    fclose(f);
     return pem;
 }
 

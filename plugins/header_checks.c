@@ -9,6 +9,7 @@
 #include "postern_plugin.h"
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,7 +107,7 @@ static int load_file(struct checks *c, const char *path, char *err, size_t errle
 {
     FILE *fp = fopen(path, "r");
     if (!fp) {
-        snprintf(err, errlen, "cannot open rules file %s", path);
+        snprintf(err, errlen, "cannot open rules file %s: %s", path, strerror(errno));
         return -1;
     }
     char line[1024];

@@ -8,6 +8,7 @@
 #include "postern_plugin.h"
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,7 @@ static int load_file(struct routes *rt, const char *path, char *err, size_t errl
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        snprintf(err, errlen, "cannot open %s", path);
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     char line[1024], e[400];

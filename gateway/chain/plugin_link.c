@@ -9,7 +9,10 @@
 #include <dlfcn.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <pwd.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 struct plugin_link {
     void *dl;
@@ -85,6 +88,23 @@ static int plugin_open(const struct config *cfg, const char *name, struct plugin
     return 0;
 }
 
+/* For a failed init: " (OPTION at FILE:LINE, as user U)" naming the option
+ * whose value (a file, say) the plugin's message quotes and who tried, so
+ * a permission problem is found in one reading. "" when none is quoted. */
+static void named_at(const struct config *cfg, const char *name, const char *perr, char *out, size_t size)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < cfg->nplugin_opts; i++) {
+        const struct plugin_option *o = &cfg->plugin_opts[i];
+        if (strcmp(o->plugin, plugin_option_name(name)) || strlen(o->value) < 2 || !strstr(perr, o->value))
+            continue;
+        struct passwd *pw = getpwuid(geteuid());
+        snprintf(out, size, " (%s.%s at %s:%d, as user %s)", o->plugin, o->key, cfg->path ? cfg->path : "?", o->line,
+                 pw ? pw->pw_name : "?");
+        return;
+    }
+}
+
 static void plugin_release(void *impl)
 {
     struct plugin_link *pl = impl;
@@ -118,7 +138,9 @@ static int plugin_load(const struct config *cfg, const char *name, const struct 
         return -1;
     char perr[512] = "";
     if (pl->p->init && pl->p->init(plugin_host(), opts, nopts, &pl->state, perr, sizeof perr) != 0) {
-        snprintf(err, errlen, "plugin %s: %s", name, perr[0] ? perr : "init failed");
+        char where[700];
+        named_at(cfg, name, perr, where, sizeof where);
+        snprintf(err, errlen, "plugin %s: %s%s", name, perr[0] ? perr : "init failed", where);
         return -1;
     }
     return 0;

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <errno.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,16 @@
 #define POSTERN_PLUGIN_DIR "/usr/local/lib/postern/plugins"
 #endif
 
+
+const char *config_reader(void)
+{
+    static __thread char who[300];
+    int saved = errno;        /* callers format strerror(errno) beside it */
+    struct passwd *pw = getpwuid(geteuid());
+    snprintf(who, sizeof who, "as user %s", pw ? pw->pw_name : "?");
+    errno = saved;
+    return who;
+}
 
 int fail(struct pctx *p, const char *fmt, ...)
 {
@@ -176,7 +187,8 @@ int read_table(struct pctx *parent, const char *path, row_fn row, void *ctx)
     char why[300];
     FILE *f = privsep_fopen(path, why, sizeof why);
     if (!f)
-        return fail(parent, "cannot open table %s: %s%s%s", path, strerror(errno), why[0] ? ": " : "", why);
+        return fail(parent, "cannot open table %s: %s (%s)%s%s", path, strerror(errno), config_reader(),
+                    why[0] ? ": " : "", why);
     struct pctx p = {path, 0, parent->err, parent->errlen, parent->running};
     char line[1024];
     int rc = 0;
@@ -690,7 +702,7 @@ static int config_parse(const char *path, struct config *cfg, const struct confi
     char why[300];
     FILE *f = privsep_fopen(path, why, sizeof why);    /* root's file: the parent opens it for a reload */
     if (!f) {
-        fail(&p, "cannot open: %s%s%s", strerror(errno), why[0] ? ": " : "", why);
+        fail(&p, "cannot open: %s (%s)%s%s", strerror(errno), config_reader(), why[0] ? ": " : "", why);
         config_free(cfg);
         return -1;
     }

@@ -16,6 +16,8 @@ struct pctx {
 };
 
 int fail(struct pctx *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "as user NAME": who tried to read a file, for its error. */
+const char *config_reader(void);
 
 /* values */
 int set_int(struct pctx *p, const char *key, const char *value, int lo, int hi, int *out);

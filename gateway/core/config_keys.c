@@ -109,7 +109,7 @@ static const char *check_log_target(const char *v)
 static int parse_readable(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
     if (access(value, R_OK) < 0)
-        return fail(p, "%s: cannot read %s: %s", key, value, strerror(errno));
+        return fail(p, "%s: cannot read %s: %s (%s)", key, value, strerror(errno), config_reader());
     set_str(!strcmp(key, "tls_ca_file") ? &cfg->tls_ca_file : &cfg->dns_trust_anchor, value);
     return 0;
 }
@@ -230,7 +230,8 @@ static int parse_tls_file(struct pctx *p, struct config *cfg, const char *key, c
     char why[300];
     int fd = privsep_open(value, why, sizeof why);
     if (fd < 0)
-        return fail(p, "%s: cannot read %s: %s%s%s", key, value, strerror(errno), why[0] ? ": " : "", why);
+        return fail(p, "%s: cannot read %s: %s (%s)%s%s", key, value, strerror(errno), config_reader(),
+                    why[0] ? ": " : "", why);
     close(fd);
     set_str(key[4] == 'c' ? &cfg->tls_cert : &cfg->tls_key, value);
     return 0;

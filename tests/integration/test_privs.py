@@ -175,4 +175,29 @@ def stat_is_socket(path):
     return stat.S_ISSOCK(os.lstat(path).st_mode)
 
 
+def test_an_unreadable_file_is_named_with_its_reason_user_and_config_line():
+    if os.geteuid() != 0:
+        skip("needs root")
+    d = tempfile.mkdtemp(prefix="perm-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    rules = os.path.join(d, "rules")
+    with open(rules, "w") as f:
+        f.write("/^Subject: x/ REJECT no\n")
+    os.chmod(rules, 0o600)          # root's: the daemon's user cannot read it
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), plugin_dir=os.path.join(BUILD, "plugins"),
+                plugins="header_checks", **{"header_checks.rules": rules})
+    line = [n for n, l in enumerate(open(g.conf), 1) if l.startswith("header_checks.rules")][0]
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
+                       timeout=30)
+    # one reading says what, why, who and where
+    assert r.returncode == 1 and ("cannot open rules file %s: Permission denied (header_checks.rules at %s:%d, "
+                                  "as user postern)" % (rules, g.conf, line)) in r.stderr, r.stderr
+    # the core's own errors name the user too
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.set(plugins="", relay_domains="file:/nonexistent/t").conf,
+                        "-t"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "cannot open table /nonexistent/t: No such file or directory (as user" in r.stderr, \
+        r.stderr
+
+
 run_tests(globals())
