@@ -17,6 +17,7 @@
 #include "privs.h"
 #include "queue_offline.h"
 #include "queue_cmd.h"
+#include "track_cli.h"
 #include "log.h"
 #include "policy_cli.h"
 #include "spool.h"
@@ -40,6 +41,8 @@ static void usage_to(int status)
                  "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
                  "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
                  "       postern queue ...   (postern queue --help)\n"
+                 "       postern track [--from A] [--to B] [--client IP] [--id QUEUEID] [--status S] [--since DATE] "
+                 "[--until DATE] [--limit N] [--json]\n"
                  "       postern archive verify|reindex\n"
                  "       postern archive search|export [--from S] [--to S] [--rcpt S] [--subject S] "
                  "[--since D] [--until D] [--limit N] [--mbox FILE|--dir DIR]\n"
@@ -352,6 +355,8 @@ int main(int argc, char **argv)
         rc = archive_command(&cfg, path, argc - optind - 1, argv + optind + 1);
     } else if (!strcmp(cmd, "queue")) {
         rc = queue_command(&cfg, argc - optind - 1, argv + optind + 1);
+    } else if (!strcmp(cmd, "track")) {
+        rc = track_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else if (!strcmp(cmd, "policy")) {
         rc = policy_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else {

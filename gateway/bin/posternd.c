@@ -13,6 +13,7 @@
 #include "console_auth.h"
 #include "metrics.h"
 #include "postern_lua.h"
+#include "track.h"
 #include "mta_sts.h"
 #include "tlsrpt.h"
 #include "mx.h"
@@ -283,6 +284,10 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
+    if (track_start(cfg, err, sizeof err) < 0) {      /* as the daemon's user: the store is its file */
+        log_error("%s", err);
+        return 1;
+    }
     local_submit_expect();
     local_submit_configure(cfg);
     if (smtp_auth_init(cfg, err, sizeof err) < 0 || runtime_load_chain(err, sizeof err) < 0) {
@@ -336,6 +341,7 @@ int main(int argc, char **argv)
     control_stop();
     http_stop();
     workers_stop();
+    track_stop();            /* after the last events (workers' commits, deliveries) */
     dns_shutdown();
     bool lua_clean = lua_threads_stop();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());

@@ -177,6 +177,10 @@ struct config {
     size_t lua_body_limit;         /* tx:body() returns bodies up to this size */
     int max_hop_count;             /* more Received: headers = mail loop, bounced */
     char *outbound_remove_headers; /* "X-Spam, X-Spam-*, …": not on mail relayed out */
+    bool tracking;                 /* message tracking (track.c) */
+    char *tracking_db;             /* NULL: SPOOL/tracking.db */
+    long tracking_retention;       /* seconds */
+    size_t tracking_max_size;      /* bytes */
     int smtp_mx_address_limit;     /* MX addresses tried per delivery attempt (0 = all); Postfix's */
     int smtp_mx_session_limit;     /* sessions that reached EHLO per attempt (0 = no limit); Postfix's */
     long delay_warning_time;       /* seconds; 0 = no delay warnings */

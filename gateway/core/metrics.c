@@ -62,6 +62,9 @@ static struct metric metrics[M_COUNT] = {
     [M_CHAIN_C_RUNS] = {"postern_chain_c_runs_total",
                         "Runs of consecutive C chain links: on the loop, on a worker, or deferred from the loop to a "
                         "worker (a host call would have blocked)", COUNTER, true},
+    [M_TRACK_EVENTS] = {"postern_track_events_total", "Message tracking events written to the store", COUNTER, false},
+    [M_TRACK_DROPPED] = {"postern_track_dropped_total",
+                         "Message tracking events dropped because the store's writer was behind", COUNTER, false},
     [M_QUEUE_BY_STATE] = {"postern_queue_messages_by_state", "Messages in the queue by state", GAUGE, true},
     [M_QUEUE_BY_AGE] = {"postern_queue_messages_by_age", "Messages in the queue by age (younger than)", GAUGE, true},
     [M_RESIDENCE_SECONDS] = {"postern_queue_residence_seconds",

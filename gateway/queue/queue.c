@@ -4,6 +4,7 @@
  * backoff and its recipient state saved to the sidecar. The admin commands
  * (list, show, hold, release, delete, flush) are queue_admin.c's. */
 #include "queue_int.h"
+#include "track.h"
 #include "bounce.h"
 #include "delivery.h"
 #include "hooks.h"
@@ -520,6 +521,8 @@ static bool expire_pending(struct qmsg *m, int64_t now)
         snprintf(r->st.last_reply, sizeof r->st.last_reply, "4.4.7 delivery time expired; last error: %.180s",
                  last);
         r->st.remote[0] = '\0';    /* the text is ours now (it quotes the last reply) */
+        track_event(&(struct track_event){.status = "bounced", .qid = m->id, .from = m->sender, .to = r->addr,
+                                          .stage = "expire", .link = "posternd", .reply = r->st.last_reply});
     }
     return true;
 }
@@ -616,6 +619,11 @@ static bool notify_sender(struct qmsg *m, int64_t now)
 
 void queue_remove_deleted(struct qmsg *m)
 {
+    for (size_t i = 0; i < m->nrcpts; i++)
+        if (m->rcpts[i].st.status == RCPT_PENDING)
+            track_event(&(struct track_event){.status = "deleted", .qid = m->id, .from = m->sender,
+                                              .to = m->rcpts[i].addr, .stage = "admin", .link = "admin",
+                                              .reply = "deleted by admin"});
     residence_done(m, (int64_t)time(NULL));
     spool_remove(m->id);
     log_info("%s: removed (deleted by admin)", m->id);

@@ -7,6 +7,7 @@
 #include "queue_int.h"
 #include "event.h"
 #include "queue_cmd.h"
+#include "track.h"
 #include "log.h"
 #include "queue_view.h"
 #include "smtp_parse.h"
@@ -189,6 +190,8 @@ static int keep_only(const struct queue_cmd *c, struct qmsg *m, struct buf *out)
             continue;
         r->st.status = RCPT_BOUNCED;           /* settled, and no notice is owed */
         snprintf(r->st.last_reply, sizeof r->st.last_reply, "dropped by admin at release");
+        track_event(&(struct track_event){.status = "dropped", .qid = m->id, .from = m->sender, .to = r->addr,
+                                          .stage = "admin", .link = "admin", .reply = r->st.last_reply});
         log_info("%s: to=<%s>, status=dropped (released to other recipients by admin)", m->id, r->addr);
     }
     return 0;
@@ -202,6 +205,11 @@ static int release_one(const struct queue_cmd *c, struct qmsg *m, struct buf *ou
         m->held = false;
         queue_save_state(m);
         log_info("%s: released by admin", m->id);
+        for (size_t i = 0; i < m->nrcpts; i++)
+            if (m->rcpts[i].st.status == RCPT_PENDING)
+                track_event(&(struct track_event){.status = "released", .qid = m->id, .from = m->sender,
+                                                  .to = m->rcpts[i].addr, .stage = "admin", .link = "admin",
+                                                  .reply = "released by admin"});
         if (!m->jobs_outstanding)
             queue_schedule(m, 0);
     }

@@ -10,6 +10,7 @@
 #include "hooks.h"
 #include "log.h"
 #include "queue.h"
+#include "track.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,22 @@
 static char reader_out[MAX_INPUT_BUFFER];   /* the DATA reader's output, one loop thread */
 
 static void eom_then(struct session *s, postern_verdict v);
+/* The tracking store's record of a message the session took: one event
+ * per recipient of env (as queued, after the chain's changes), or of the
+ * transaction when env is NULL. */
+static void track_message(const struct session *s, const struct envelope *env, const char *status, const char *link,
+                          const char *reply)
+{
+    struct track_event e = {.status = status, .qid = env ? env->id : s->tx.qid,
+                            .from = env ? env->sender : s->tx.sender, .client = s->tx.client_ip, .helo = s->tx.helo,
+                            .stage = "eom", .link = link, .reply = reply, .session = s->sid};
+    size_t n = env ? env->nrcpts : s->tx.nrcpts;
+    for (size_t i = 0; i < n; i++) {
+        e.to = env ? env->rcpts[i] : s->tx.rcpts[i].addr;
+        track_event(&e);
+    }
+}
+
 static void commit_run(struct work *w);
 static void commit_done(struct work *w);
 
@@ -201,8 +218,21 @@ static const char *data_refusal(struct session *s)
 
 static void refuse_data(struct session *s, const char *text)
 {
-    if (!s->refusal[0])
+    if (!s->refusal[0]) {
         snprintf(s->refusal, sizeof s->refusal, "%s", text);
+        s->refusal_by = NULL;
+        s->refusal_stage = POSTERN_STAGE_DATA;
+    }
+}
+
+/* A link's refusal of the content at stage st, answered when the data ends. */
+static void link_refuses_data(struct session *s, enum postern_stage st)
+{
+    if (!s->refusal[0]) {
+        refuse_data(s, s->tx.reply);
+        s->refusal_by = s->tx.verdict_by;
+        s->refusal_stage = st;
+    }
 }
 
 /* DATA/BODY/EOM verdicts: a refusal is answered when the data ends. */
@@ -210,7 +240,7 @@ static void content_verdict(struct session *s, enum postern_stage st, postern_ve
 {
     if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
         session_log_verdict(s, st, v);
-        refuse_data(s, s->tx.reply);
+        link_refuses_data(s, st);
     } else {
         session_verdict_proceeds(s, st, v);
     }
@@ -469,7 +499,7 @@ static void eom_then(struct session *s, postern_verdict v)
 {
     if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
         session_log_verdict(s, POSTERN_STAGE_EOM, v);
-        refuse_data(s, s->tx.reply);
+        link_refuses_data(s, POSTERN_STAGE_EOM);
     } else {
         session_verdict_proceeds(s, POSTERN_STAGE_EOM, v);
     }
@@ -478,6 +508,9 @@ static void eom_then(struct session *s, postern_verdict v)
         char fields[3000];
         session_envelope_fields(s, POSTERN_STAGE_EOM, fields, sizeof fields);
         log_info("S%lu: %s: reject: DATA from [%s]: %s; %s", s->sid, s->tx.qid, s->tx.client_ip, refusal, fields);
+        bool by_link = refusal == s->refusal && s->refusal_by;
+        session_track_refusal(s, by_link ? s->refusal_stage : POSTERN_STAGE_EOM, refusal,
+                              by_link ? s->refusal_by : "posternd");
         session_reply(s, refusal);
         message_abort(s);
         session_txn_restart(s);
@@ -487,6 +520,8 @@ static void eom_then(struct session *s, postern_verdict v)
     if (s->tx.discard) {
         log_info("%s: discarded (%s) from=<%s> client=[%s]", s->tx.qid,
                  s->tx.verdict_by ? s->tx.verdict_by : "policy", s->tx.sender, s->tx.client_ip);
+        track_message(s, NULL, "dropped", s->tx.verdict_by ? s->tx.verdict_by : "policy",
+                      "discarded (the client heard 250)");
         session_replyf(s, "250 2.0.0 Ok: queued as %s", s->tx.qid);
         message_abort(s);
         session_txn_restart(s);
@@ -539,6 +574,8 @@ static void commit_done(struct work *w)
                  cj->env.sender, (unsigned long long)cj->env.size, cj->env.nrcpts, cj->env.client_ip, s->sid,
                  msgid[0] ? msgid : "<>", cj->flags.held ? " (quarantined)" : "");
         metric_inc(M_MESSAGES_ACCEPTED, NULL);     /* queued, whether or not the client heard it */
+        track_message(s, &cj->env, cj->flags.held ? "quarantined" : "queued", cj->flags.held ? s->tx.verdict_by : NULL,
+                      cj->flags.held ? cj->flags.reason : "250 2.0.0 Ok: queued");
         if (!s->dead)
             session_replyf(s, "250 2.0.0 Ok: queued as %s", cj->env.id);
         queue_add_committed(&cj->env, cj->sw.env_len);

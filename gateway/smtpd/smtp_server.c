@@ -8,6 +8,7 @@
 #include "smtp_server.h"
 #include "kv.h"
 #include "smtp_session.h"
+#include "track.h"
 #include "metrics.h"
 #include "hooks.h"
 #include "runtime.h"
@@ -255,6 +256,25 @@ void session_envelope_fields(const struct session *s, enum postern_stage st, cha
         snprintf(out + n, size - n, "proto=%s helo=<%s>", s->esmtp ? "ESMTP" : "SMTP", s->tx.helo);
 }
 
+void session_track_refusal(const struct session *s, enum postern_stage st, const char *reply, const char *link)
+{
+    struct track_event e = {.status = "rejected", .from = st == POSTERN_STAGE_MAIL ? s->hook_arg : s->tx.sender,
+                            .client = s->tx.client_ip, .helo = s->tx.helo, .stage = stage_name(st), .link = link,
+                            .reply = reply, .session = s->sid};
+    if (st < POSTERN_STAGE_MAIL)
+        e.from = NULL;
+    if (st == POSTERN_STAGE_RCPT)
+        e.to = s->hook_arg;
+    if (st <= POSTERN_STAGE_RCPT || !s->tx.nrcpts) {
+        track_event(&e);
+        return;
+    }
+    for (size_t i = 0; i < s->tx.nrcpts; i++) {      /* refused after RCPT: each recipient's record */
+        e.to = s->tx.rcpts[i].addr;
+        track_event(&e);
+    }
+}
+
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v)
 {
     char labels[300], fields[3000];
@@ -274,6 +294,7 @@ bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_
     case POSTERN_REJECT:
     case POSTERN_TEMPFAIL:
         session_log_verdict(s, st, v);
+        session_track_refusal(s, st, s->tx.reply, s->tx.verdict_by);
         session_reply(s, s->tx.reply);
         return false;
     case POSTERN_DISCARD:
@@ -454,6 +475,9 @@ static void cmd_rcpt(struct session *s, const char *args)
         relay_refusal(rv, pr.addr, reply, sizeof reply, &why);
         log_info("S%lu: reject: RCPT from [%s]: %s; from=<%s> to=<%s> proto=%s helo=<%s>", s->sid, s->tx.client_ip,
                  why, s->tx.sender, pr.addr, s->esmtp ? "ESMTP" : "SMTP", s->tx.helo);
+        track_event(&(struct track_event){.status = "rejected", .from = s->tx.sender, .to = pr.addr,
+                                          .client = s->tx.client_ip, .helo = s->tx.helo, .stage = "rcpt",
+                                          .link = "relay control", .reply = reply, .session = s->sid});
         session_reply(s, reply);
         return;
     }

@@ -85,6 +85,8 @@ struct session {
     bool separator;         /* a blank line ended the header section */
     bool data_done;         /* the end of data has been read */
     char refusal[512];      /* the reply that ends this DATA, if refused */
+    const char *refusal_by; /* the link that refused (NULL: posternd itself) */
+    enum postern_stage refusal_stage;
     /* BDAT (RFC 3030): the message arrives in counted chunks, no dot-stuffing */
     bool bdat;              /* this message is chunked */
     bool bdat_last;         /* the chunk being read is the last */
@@ -135,6 +137,9 @@ void session_resume(struct session *s);
 /* Run the hook chain for a stage, then `then` (at once without plugins). */
 void session_run_stage(struct session *s, enum postern_stage st, const char *arg, size_t len, stage_then then);
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v);
+/* The tracking store's record of a refusal at stage st (one per recipient
+ * known by then). */
+void session_track_refusal(const struct session *s, enum postern_stage st, const char *reply, const char *link);
 /* "from=<…> to=<…> proto=ESMTP helo=<…>" for a log line about stage st. */
 void session_envelope_fields(const struct session *s, enum postern_stage st, char *out, size_t size);
 /* For command stages: REJECT/TEMPFAIL answer and return false. */
