@@ -13,6 +13,8 @@
 #include "buf.h"
 #include "clock.h"
 #include "console.h"
+#include "console_track.h"
+#include "track.h"
 #include "console_auth.h"
 #include "log.h"
 #include "metrics.h"
@@ -182,6 +184,10 @@ int http_bind(const struct config *cfg)
     }
     console_on = cfg->http_users != NULL;
     console_configure(cfg->control_socket, cfg->http_tls);
+    char track_path[4096] = "";
+    if (cfg->tracking)
+        track_db_path(cfg, track_path, sizeof track_path);
+    console_track_configure(track_path);
     if (cfg->http_tls) {
         if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
             log_error("http_tls: this libmicrohttpd has no TLS support");

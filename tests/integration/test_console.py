@@ -134,7 +134,27 @@ def test_log_in_find_a_quarantined_message_release_it_in_chromium():
     wait_for(lambda: not g.queue_files(), 10, "the spool to empty")
     assert re.search(r"console: admin from \[[\d.]+\]: release %s --keep x@example.test: done" % qid, g.log()), g.log()[-2000:]
     b.screenshot(os.path.join(ARTIFACTS, "console-after-release.png"))
+    # tracking: search by recipient, then the message's timeline
+    b.go(base + "/track")
+    b.type(b.find("#track-search input[name=to]"), "x@example.test")
+    b.click(b.find("#track-search button"))
+    wait_for(lambda: "delivered" in b.page() and "1 record(s)" in b.page(), 10, "the tracking result")
+    row = b.finds("#tracking tr")[1]
+    assert qid in b.text(row) and "delivered" in b.text(row) and "alice@src.test" in b.text(row), b.text(row)
+    b.screenshot(os.path.join(ARTIFACTS, "console-tracking.png"))
+    b.click(b.find("#tracking a"))
+    wait_for(lambda: "Message timeline" in b.page(), 10, "the timeline")
+    steps = [b.text(r).split()[3] for r in b.finds("#tracking tr")[1:]]
+    assert steps == ["quarantined", "released", "delivered"], steps
+    b.screenshot(os.path.join(ARTIFACTS, "console-timeline.png"))
     b.quit()
+    # the same as JSON
+    w = Web(g)
+    assert w.login("admin", "correct horse battery")[0] == 303
+    status, _, text = w.request("GET", "/api/track?id=" + qid)
+    assert status == 200 and [x["status"] for x in json.loads(text)] == ["quarantined", "released", "delivered"]
+    status, _, text = w.request("GET", "/api/track?since=garbage")
+    assert status == 400 and "a date is" in text
     g.stop()
 
 

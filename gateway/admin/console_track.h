@@ -1,0 +1,14 @@
+/* console_track.h - the console's message tracking page and API
+ * (console_track.c). */
+#ifndef POSTERN_CONSOLE_TRACK_H
+#define POSTERN_CONSOLE_TRACK_H
+#include "console_auth.h"
+#include <microhttpd.h>
+#include <stdbool.h>
+
+/* The tracking store to read; NULL or "": tracking is off. */
+void console_track_configure(const char *db_path);
+/* GET /track (a page) or /api/track (api: JSON). */
+enum MHD_Result console_track_page(struct MHD_Connection *c, const struct console_session *s, bool api);
+
+#endif
