@@ -11,6 +11,7 @@
 #include "console_auth.h"
 #include "console_web.h"
 #include "console_track.h"
+#include "console_int.h"
 #include "control_client.h"
 #include "log.h"
 #include "metrics.h"
@@ -39,24 +40,12 @@ struct console_req {
     bool too_big;
 };
 
-static void counters(struct buf *b)
-{
-    buf_printf(b, "<p class=\"counters\"><span id=\"queue-size\">queue: %lld</span><span>sessions open: %lld</span>"
-                  "<span>accepted: %lld</span><span>delivered: %lld</span><span>deferred: %lld</span>"
-                  "<span>bounced: %lld</span></p>\n",
-               (long long)metric_value(M_QUEUE_MESSAGES, NULL), (long long)metric_value(M_SESSIONS_OPEN, NULL),
-               (long long)metric_value(M_MESSAGES_ACCEPTED, NULL),
-               (long long)metric_value(M_DELIVERIES, "result=\"delivered\""),
-               (long long)metric_value(M_DELIVERIES, "result=\"deferred\""),
-               (long long)metric_value(M_DELIVERIES, "result=\"bounced\""));
-}
-
 /* ---- the queue, from the daemon ------------------------------------ */
 
 /* A JSON array from the daemon: "list --json" (the queue, as the CLI's
  * `list --json` gives it) or "show --json ID" (one message); NULL (why in
  * err) when it does not answer. */
-static json_t *queue_json(const char *request, char *err, size_t errlen)
+json_t *queue_json(const char *request, char *err, size_t errlen)
 {
     struct buf out;
     buf_init(&out);
@@ -69,18 +58,7 @@ static json_t *queue_json(const char *request, char *err, size_t errlen)
     return j;
 }
 
-/* An action form as the words of a queue command (queue_cmd.h): op is
- * hold, release, delete, requeue or flush; id the message; rcpt (repeated)
- * the recipients a release keeps. */
-struct action_words {
-    char *argv[3 + 2 * QUEUE_CMD_MAX_KEEP];
-    int argc;
-    char store[8192];
-    size_t used;
-    bool bad;
-};
-
-static void add_word(struct action_words *w, const char *word)
+void add_word(struct action_words *w, const char *word)
 {
     size_t n = strlen(word) + 1;
     if (w->argc == (int)(sizeof w->argv / sizeof w->argv[0]) || n > sizeof w->store - w->used || strpbrk(word, "\r\n")) {
@@ -91,22 +69,14 @@ static void add_word(struct action_words *w, const char *word)
     w->used += n;
 }
 
-/* The filter of the queue and quarantine pages: the words of a queue
- * command's filters (queue_cmd.h), so the daemon filters (one matcher)
- * and "all that match" acts on exactly what the page shows. */
-struct filter {
-    char sender[1024], rcpt[1024], domain[1024], state[1024];
-    long min_age;                      /* seconds */
-};
-
-static const char *jstr(const json_t *o, const char *k)
+const char *jstr(const json_t *o, const char *k)
 {
     const char *v = json_string_value(json_object_get(o, k));
     return v ? v : "";
 }
 
 /* A filter from the query string (pages) or from a posted form (bulk). */
-static void filter_read(struct filter *f, const char *(*get)(void *src, const char *name, char out[1024]), void *src,
+void filter_read(struct filter *f, const char *(*get)(void *src, const char *name, char out[1024]), void *src,
                         bool quarantine)
 {
     char age[1024];
@@ -120,20 +90,20 @@ static void filter_read(struct filter *f, const char *(*get)(void *src, const ch
         snprintf(f->state, sizeof f->state, "hold");
 }
 
-static const char *from_query(void *c, const char *name, char out[1024])
+const char *from_query(void *c, const char *name, char out[1024])
 {
     snprintf(out, 1024, "%s", query(c, name));
     return out;
 }
 
-static const char *from_form(void *form, const char *name, char out[1024])
+const char *from_form(void *form, const char *name, char out[1024])
 {
     form_get(form, name, out);
     return out;
 }
 
 /* The filter as queue command words; false when it has none. */
-static bool filter_words(const struct filter *f, struct action_words *w)
+bool filter_words(const struct filter *f, struct action_words *w)
 {
     const char *names[] = {"--sender", "--rcpt", "--domain", "--state"};
     const char *vals[] = {f->sender, f->rcpt, f->domain, f->state};
@@ -152,162 +122,15 @@ static bool filter_words(const struct filter *f, struct action_words *w)
     return w->argc > before;
 }
 
-/* The messages the filter matches, from the daemon (NULL: why in err). */
-static json_t *queue_filtered(const struct filter *f, char *err, size_t errlen)
-{
-    struct action_words w = {.argc = 0};
-    add_word(&w, "list");
-    add_word(&w, "--json");
-    filter_words(f, &w);
-    struct buf req;
-    buf_init(&req);
-    struct queue_cmd *cmd = malloc(sizeof *cmd);
-    json_t *j = NULL;
-    if (w.bad || !cmd || queue_cmd_parse(w.argc, w.argv, cmd, err, errlen) < 0 ||
-        queue_cmd_format(w.argc, w.argv, &req) < 0) {
-        if (w.bad || !cmd)
-            snprintf(err, errlen, "filter too long");
-    } else {
-        buf_append(&req, "", 1);
-        j = queue_json(buf_head(&req), err, errlen);
-    }
-    free(cmd);
-    buf_free(&req);
-    return j;
-}
-
-static void filter_form(struct buf *b, const struct filter *f, bool quarantine)
-{
-    buf_printf(b, "<form method=\"get\" action=\"%s\">", quarantine ? "/quarantine" : "/");
-    const char *names[] = {"sender", "rcpt", "domain"}, *vals[] = {f->sender, f->rcpt, f->domain};
-    for (int i = 0; i < 3; i++) {
-        buf_printf(b, "%s <input name=\"%s\" value=\"", names[i], names[i]);
-        html(b, vals[i]);
-        buf_puts(b, "\" size=\"18\"> ");
-    }
-    if (!quarantine) {
-        buf_puts(b, "state <select name=\"state\">");
-        const char *states[] = {"", "queued", "deferred", "active", "hold"};
-        for (int i = 0; i < 5; i++)
-            buf_printf(b, "<option value=\"%s\"%s>%s</option>", states[i], !strcmp(states[i], f->state) ? " selected" : "",
-                       states[i][0] ? states[i] : "any");
-        buf_puts(b, "</select> ");
-    }
-    buf_printf(b, "older than <input name=\"min_age\" value=\"%ld\" size=\"4\"> min "
-                  "<button type=\"submit\">Filter</button></form>\n", f->min_age / 60);
-}
-
-/* The filter as hidden fields of the bulk form ("all that match"). */
-static void filter_hidden(struct buf *b, const struct filter *f, bool quarantine)
-{
-    const char *names[] = {"sender", "rcpt", "domain", "state"}, *vals[] = {f->sender, f->rcpt, f->domain, f->state};
-    for (int i = 0; i < 4; i++) {
-        buf_printf(b, "<input type=\"hidden\" name=\"%s\" value=\"", names[i]);
-        html(b, vals[i]);
-        buf_puts(b, "\">");
-    }
-    buf_printf(b, "<input type=\"hidden\" name=\"min_age\" value=\"%ld\">", f->min_age / 60);
-    if (quarantine)
-        buf_puts(b, "<input type=\"hidden\" name=\"view\" value=\"quarantine\">");
-}
-
-/* The bulk action buttons: each submits the form with its op. */
-static void bulk_buttons(struct buf *b, size_t n, bool quarantine)
-{
-    buf_printf(b, "<p><label><input type=\"checkbox\" name=\"matching\" value=\"1\" id=\"matching\"> all %zu "
-                  "message(s) that match this filter</label> ", n);
-    static const char *const ops[][2] = {{"hold", "Hold"}, {"release", "Release"}, {"requeue", "Retry now"},
-                                         {"delete", "Delete"}};
-    for (size_t i = quarantine ? 1 : 0; i < 4; i++)
-        buf_printf(b, "<button type=\"submit\" name=\"op\" value=\"%s\" id=\"bulk-%s\">%s selected</button> ",
-                   ops[i][0], ops[i][0], ops[i][1]);
-    buf_puts(b, "</p>\n");
-}
-
-static void queue_table(struct buf *b, json_t *msgs, bool quarantine, const struct console_session *s,
-                        const struct filter *f)
-{
-    bool admin = s->role == ROLE_ADMIN;
-    if (admin) {
-        buf_puts(b, "<form method=\"post\" action=\"/bulk\" id=\"bulk\"><input type=\"hidden\" name=\"csrf\" value=\"");
-        html(b, s->csrf);
-        buf_puts(b, "\">");
-        filter_hidden(b, f, quarantine);
-    }
-    buf_printf(b, "<p>%zu message(s)</p>\n<table id=\"messages\"><tr>%s<th>ID</th><th>age</th><th>state</th><th>sender</th>"
-                  "<th>recipients</th><th>%s</th></tr>\n", json_array_size(msgs), admin ? "<th></th>" : "",
-               quarantine ? "reason" : "last error");
-    size_t i;
-    json_t *m;
-    json_array_foreach(msgs, i, m) {
-        buf_puts(b, "<tr>");
-        if (admin) {
-            buf_puts(b, "<td><input type=\"checkbox\" name=\"id\" value=\"");
-            html(b, jstr(m, "id"));
-            buf_puts(b, "\"></td>");
-        }
-        buf_puts(b, "<td><a href=\"/message?id=");
-        url_enc(b, jstr(m, "id"));
-        buf_puts(b, "\">");
-        html(b, jstr(m, "id"));
-        buf_printf(b, "</a></td><td>%llds</td><td>", (long long)json_integer_value(json_object_get(m, "age")));
-        html(b, jstr(m, "state"));
-        buf_puts(b, "</td><td>");
-        html(b, jstr(m, "sender"));
-        buf_puts(b, "</td><td>");
-        const char *last = "";
-        size_t k;
-        json_t *r;
-        json_array_foreach(json_object_get(m, "recipients"), k, r) {
-            if (strcmp(jstr(r, "status"), "pending"))
-                continue;
-            html(b, jstr(r, "address"));
-            buf_puts(b, "<br>");
-            if (jstr(r, "last_reply")[0])
-                last = jstr(r, "last_reply");
-        }
-        buf_puts(b, "</td><td>");
-        html(b, quarantine ? jstr(m, "hold_reason") : last);
-        buf_puts(b, "</td></tr>\n");
-    }
-    buf_puts(b, "</table>\n");
-    if (admin) {
-        bulk_buttons(b, json_array_size(msgs), quarantine);
-        buf_puts(b, "</form>\n");
-    }
-}
-
-static void action_button(struct buf *b, const struct console_session *s, const char *id, const char *op,
+void action_button(struct buf *b, const struct console_session *s, const char *id, const char *op,
                           const char *label)
 {
-    buf_puts(b, "<form method=\"post\" action=\"/action\" style=\"display:inline\"><input type=\"hidden\" name=\"csrf\" value=\"");
+    buf_puts(b, "<form method=\"post\" action=\"/action\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"");
     html(b, s->csrf);
     buf_puts(b, "\"><input type=\"hidden\" name=\"id\" value=\"");
     html(b, id);
     buf_printf(b, "\"><input type=\"hidden\" name=\"op\" value=\"%s\"><button type=\"submit\" id=\"%s\">%s</button></form> ",
                op, op, label);
-}
-
-static enum MHD_Result page_queue(struct MHD_Connection *c, const struct console_session *s, bool quarantine)
-{
-    char err[200];
-    struct filter f;
-    filter_read(&f, from_query, c, quarantine);
-    json_t *msgs = queue_filtered(&f, err, sizeof err);
-    if (!msgs)
-        return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
-    struct buf b;
-    buf_init(&b);
-    page_start(&b, quarantine ? "Quarantine" : "Queue", s);
-    counters(&b);
-    filter_form(&b, &f, quarantine);
-    queue_table(&b, msgs, quarantine, s, &f);
-    if (!quarantine && s->role == ROLE_ADMIN)
-        action_button(&b, s, "", "flush", "Retry all now");
-    buf_printf(&b, "<p>JSON: <a href=\"/api/%s\">/api/%s</a></p></body></html>\n", quarantine ? "quarantine" : "queue",
-               quarantine ? "quarantine" : "queue");
-    json_decref(msgs);
-    return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
 }
 
 /* ---- one message ---------------------------------------------------- */
@@ -686,24 +509,20 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
 {
     if (!strcmp(url, "/login"))
         return page_login(c, NULL);
+    if (!strcmp(url, "/style.css"))             /* the login page uses it too */
+        return console_stylesheet(c);
     bool api = !strncmp(url, "/api/", 5);
     if (!logged_in)
         return api ? json_error(c, MHD_HTTP_UNAUTHORIZED, "log in first") : redirect(c, "/login", NULL);
-    if (!strcmp(url, "/"))
-        return page_queue(c, s, false);
-    if (!strcmp(url, "/quarantine"))
-        return page_queue(c, s, true);
+    if (!strcmp(url, "/") || !strcmp(url, "/api/queue"))
+        return console_queue_page(c, s, false, api);
+    if (!strcmp(url, "/quarantine") || !strcmp(url, "/api/quarantine"))
+        return console_queue_page(c, s, true, api);
+
     if (!strcmp(url, "/message") || !strcmp(url, "/api/message"))
         return page_message(c, s, api);
     if (!strcmp(url, "/track") || !strcmp(url, "/api/track"))
         return console_track_page(c, s, api);
-    if (!strcmp(url, "/api/queue") || !strcmp(url, "/api/quarantine")) {
-        char err[200];
-        struct filter f;
-        filter_read(&f, from_query, c, !strcmp(url, "/api/quarantine"));
-        json_t *msgs = queue_filtered(&f, err, sizeof err);
-        return msgs ? json_response(c, MHD_HTTP_OK, msgs) : json_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err);
-    }
     if (!strcmp(url, "/api/counters"))
         return json_response(c, MHD_HTTP_OK,
                              json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:s}", "queue", (json_int_t)metric_value(M_QUEUE_MESSAGES, NULL),

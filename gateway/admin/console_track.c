@@ -7,6 +7,7 @@
 #include "console_web.h"
 #include "track_query.h"
 #include "utc_time.h"
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,4 +135,103 @@ enum MHD_Result console_track_page(struct MHD_Connection *c, const struct consol
                !timeline && n >= 500 ? " (the first 500: narrow the search)" : "");
     buf_puts(&b, "<p>JSON: <a href=\"/api/track\">/api/track</a> (same fields)</p></body></html>\n");
     return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
+}
+
+/* ---- the last 24 hours ----------------------------------------------- */
+
+enum { S_ACCEPTED, S_REJECTED, S_DELIVERED, S_DEFERRED, S_BOUNCED, NSERIES };
+static const char *const series_name[NSERIES] = {"accepted", "rejected", "delivered", "deferred", "bounced"};
+static const char *const series_color[NSERIES] = {"#3b73b9", "#c0392b", "#2e8b57", "#e0a100", "#7f3c8d"};
+static const char *const refusal_stages[] = {"connect", "helo", "mail", "rcpt", "data", "body", "eom"};
+#define NSTAGES (sizeof refusal_stages / sizeof *refusal_stages)
+
+struct day {
+    long per_hour[24][NSERIES];
+    long total[NSERIES];
+    long rejected_at[NSTAGES];
+};
+
+static int series_of(const char *status)
+{
+    if (!strcmp(status, "queued") || !strcmp(status, "quarantined"))
+        return S_ACCEPTED;
+    for (int i = 1; i < NSERIES; i++)
+        if (!strcmp(status, series_name[i]))
+            return i;
+    return -1;
+}
+
+/* Counts per hour and status of the last 24 hours; -1 when unreadable. */
+static int read_day(struct day *d)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t now_ms = (int64_t)time(NULL) * 1000, from = now_ms - 24 * 3600 * 1000LL;
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT (time - ?1) / 3600000, status, stage, COUNT(*) FROM events WHERE time >= ?1 "
+                               "GROUP BY 1, 2, 3", -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, from);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        long hour = (long)sqlite3_column_int64(st, 0), n = (long)sqlite3_column_int64(st, 3);
+        const char *status = (const char *)sqlite3_column_text(st, 1), *stage = (const char *)sqlite3_column_text(st, 2);
+        int k = status ? series_of(status) : -1;
+        if (k < 0 || hour < 0 || hour > 23)
+            continue;
+        d->per_hour[hour][k] += n;
+        d->total[k] += n;
+        for (size_t i = 0; k == S_REJECTED && stage && i < NSTAGES; i++)
+            if (!strcmp(stage, refusal_stages[i]))
+                d->rejected_at[i] += n;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return 0;
+}
+
+void console_track_chart(struct buf *b)
+{
+    struct day d;
+    memset(&d, 0, sizeof d);
+    if (!db_path[0] || read_day(&d) < 0)
+        return;
+    buf_puts(b, "<p class=\"legend\" id=\"last-day\">last 24 hours:");
+    for (int k = 0; k < NSERIES; k++) {
+        buf_printf(b, " <span><svg width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\" fill=\"%s\"/></svg> "
+                      "%s %ld", series_color[k], series_name[k], d.total[k]);
+        if (k == S_REJECTED && d.total[k]) {
+            const char *sep = " (";
+            for (size_t i = 0; i < NSTAGES; i++)
+                if (d.rejected_at[i]) {
+                    buf_printf(b, "%sat %s %ld", sep, refusal_stages[i], d.rejected_at[i]);
+                    sep = ", ";
+                }
+            buf_puts(b, ")");
+        }
+        buf_puts(b, "</span>");
+    }
+    buf_puts(b, "</p>\n");
+    long top = 1;
+    for (int h = 0; h < 24; h++)
+        for (int k = 0; k < NSERIES; k++)
+            top = d.per_hour[h][k] > top ? d.per_hour[h][k] : top;
+    const int width = 960, height = 120, group = width / 24, bar = (group - 6) / NSERIES;
+    buf_printf(b, "<svg class=\"chart\" id=\"chart\" width=\"%d\" height=\"%d\" role=\"img\" "
+                  "aria-label=\"messages per hour, last 24 hours\">", width, height + 16);
+    for (int h = 0; h < 24; h++) {
+        for (int k = 0; k < NSERIES; k++) {
+            long n = d.per_hour[h][k];
+            int hgt = (int)((double)n * height / (double)top);
+            if (n && hgt < 1)
+                hgt = 1;
+            buf_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"><title>%s: %ld</title></rect>",
+                       h * group + 3 + k * bar, height - hgt, bar, hgt, series_color[k], series_name[k], n);
+        }
+        if (h % 3 == 0)
+            buf_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"10\" fill=\"#555\">-%dh</text>", h * group + 3,
+                       height + 12, 24 - h);
+    }
+    buf_puts(b, "</svg>\n");
 }

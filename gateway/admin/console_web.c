@@ -152,7 +152,7 @@ enum MHD_Result send_response(struct MHD_Connection *c, unsigned status, const c
     MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(r, "X-Frame-Options", "DENY");
     MHD_add_response_header(r, "Content-Security-Policy",
-                            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
+                            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'");
     if (location)
         MHD_add_response_header(r, "Location", location);
     if (cookie)
@@ -202,21 +202,45 @@ void page_start(struct buf *b, const char *title, const struct console_session *
 {
     buf_puts(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Postern: ");
     html(b, title);
-    buf_puts(b, "</title><style>body{font:14px sans-serif;margin:1em 2em}table{border-collapse:collapse}"
-                "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}"
-                "pre{background:#f6f6f6;padding:6px;white-space:pre-wrap;max-width:100em}"
-                "nav a,nav form{margin-right:1em;display:inline}.counters span{margin-right:1.5em}</style>"
-                "</head><body>\n");
+    buf_puts(b, "</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body>\n<header><span class=\"brand\">"
+                "Postern</span>");
     if (s) {
         buf_puts(b, "<nav><a href=\"/\">Queue</a><a href=\"/quarantine\">Quarantine</a><a href=\"/track\">Tracking</a>"
-                    "<form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"");
+                    "</nav><form method=\"post\" action=\"/logout\" class=\"user\"><input type=\"hidden\" "
+                    "name=\"csrf\" value=\"");
         html(b, s->csrf);
-        buf_puts(b, "\"><button type=\"submit\">Log out</button></form> ");
+        buf_puts(b, "\">");
         html(b, s->user);
-        buf_printf(b, " (%s)</nav>\n", console_role_name(s->role));
+        buf_printf(b, " (%s) <button type=\"submit\">Log out</button></form>", console_role_name(s->role));
     }
-    buf_puts(b, "<h1>");
+    buf_puts(b, "</header>\n<main><h1>");
     html(b, title);
     buf_puts(b, "</h1>\n");
+}
+
+/* The console's one stylesheet (CSP allows only style-src 'self'). */
+static const char stylesheet[] =
+    "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f4f6f9}"
+    "header{display:flex;align-items:center;gap:2em;background:#1f3a5f;color:#fff;padding:.5em 2em}"
+    "header a{color:#dbe7f7;text-decoration:none;margin-right:1.2em}header a:hover{color:#fff}"
+    ".brand{font-weight:600;font-size:16px}header .user{margin-left:auto}"
+    "main{padding:1em 2em}h1{font-size:20px;margin:.2em 0 .6em}"
+    "table{border-collapse:collapse;background:#fff;width:100%;margin:.5em 0}"
+    "th{background:#e8edf4;text-align:left;font-weight:600}th a{color:inherit}"
+    "td,th{border:1px solid #d5dbe4;padding:3px 8px;vertical-align:top}tr:nth-child(even) td{background:#fafbfd}"
+    "pre{background:#fff;border:1px solid #d5dbe4;padding:6px;white-space:pre-wrap;max-width:100em}"
+    "form.inline{display:inline}input,select,button{font:inherit}button{cursor:pointer}"
+    ".counters span{margin-right:1.5em}.pager{margin:.5em 0}.pager a{margin:0 .5em}"
+    ".num{text-align:right;white-space:nowrap}.bidi{color:#b00;font-weight:600}"
+    "tr.rejected td:nth-child(3),tr.bounced td:nth-child(3){color:#b00}tr.delivered td:nth-child(3){color:#070}"
+    ".chart{background:#fff;border:1px solid #d5dbe4;margin:.5em 0}.legend span{margin-right:1.2em}"
+    "#error{color:#b00}\n";
+
+enum MHD_Result console_stylesheet(struct MHD_Connection *c)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, stylesheet, sizeof stylesheet - 1);
+    return send_response(c, MHD_HTTP_OK, "text/css; charset=utf-8", &b, NULL, NULL);
 }
 

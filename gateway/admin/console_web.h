@@ -33,5 +33,7 @@ enum MHD_Result json_response(struct MHD_Connection *c, unsigned status, json_t 
 enum MHD_Result json_error(struct MHD_Connection *c, unsigned status, const char *msg);
 /* <html> to <h1>title</h1>, with the navigation when logged in (s). */
 void page_start(struct buf *b, const char *title, const struct console_session *s);
+/* GET /style.css. */
+enum MHD_Result console_stylesheet(struct MHD_Connection *c);
 
 #endif

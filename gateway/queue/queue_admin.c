@@ -67,8 +67,59 @@ static bool filtered_in(const struct queue_cmd *c, const struct qmsg *m, int64_t
     return ok;
 }
 
+/* For qsort: the command whose order it is (one list at a time, loop thread). */
+static const struct queue_cmd *sorting;
+
+static int by_order(const void *a, const void *b)
+{
+    const struct qmsg *m = *(struct qmsg *const *)a, *n = *(struct qmsg *const *)b;
+    struct queue_view v = {.id = m->id, .size = m->size, .arrival = m->arrival};
+    struct queue_view w = {.id = n->id, .size = n->size, .arrival = n->arrival};
+    return queue_cmd_compare(sorting, &v, &w);
+}
+
+/* list --offset/--limit/--sort: one page of the matching messages in that
+ * order, and how many match (JSON: {"total", "offset", "messages"}). */
+static int admin_list_page(const struct queue_cmd *c, struct buf *out)
+{
+    int64_t now = (int64_t)time(NULL);
+    struct qmsg **all = malloc((queue_size() ? queue_size() : 1) * sizeof *all);
+    if (!all) {
+        buf_printf(out, "out of memory\n");
+        return -1;
+    }
+    size_t n = 0;
+    for (struct qmsg *m = queue_all(); m && n < queue_size(); m = m->next)
+        if (filtered_in(c, m, now))
+            all[n++] = m;
+    sorting = c;
+    qsort(all, n, sizeof *all, by_order);
+    size_t from = (size_t)c->offset < n ? (size_t)c->offset : n;
+    size_t to = c->limit && from + (size_t)c->limit < n ? from + (size_t)c->limit : n;
+    if (c->json)
+        buf_printf(out, "{\"total\": %zu, \"offset\": %zu, \"messages\": ", n, from);
+    queue_view_list_begin(c->json, out);
+    for (size_t i = from; i < to; i++) {
+        struct queue_view v;
+        char waiting[300];
+        if (view_of(all[i], &v, waiting, sizeof waiting)) {
+            queue_view_list_item(&v, c->json, i - from, now, out);
+            view_free(&v);
+        }
+    }
+    if (c->json) {
+        buf_puts(out, to > from ? "\n]}\n" : "]}\n");
+    } else {
+        buf_printf(out, "-- %zu to %zu of %zu message(s)\n", to > from ? from + 1 : from, to, n);
+    }
+    free(all);
+    return 0;
+}
+
 static int admin_list(const struct queue_cmd *c, struct buf *out)
 {
+    if (c->paged)
+        return admin_list_page(c, out);
     int64_t now = (int64_t)time(NULL);
     size_t n = 0;
     queue_view_list_begin(c->json, out);

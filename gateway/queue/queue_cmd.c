@@ -19,6 +19,7 @@ enum {
     T_KEEP = 16,         /* --keep ADDR (release one message to some recipients) */
     T_BY_SENDER = 32,    /* --sender as a flag (summary) */
     T_FLUSH_ARG = 64,    /* an optional queue ID or recipient domain */
+    T_PAGE = 128,        /* --offset N --limit N --sort ORDER */
 };
 
 static const struct verb_row {
@@ -28,7 +29,7 @@ static const struct verb_row {
     bool writes;
     enum queue_where where;
 } verbs[] = {
-    {"list", QV_LIST, T_JSON | T_FILTERS, false, QW_EITHER},
+    {"list", QV_LIST, T_JSON | T_FILTERS | T_PAGE, false, QW_EITHER},
     {"show", QV_SHOW, T_JSON | T_ONE_ID, false, QW_EITHER},
     {"cat", QV_CAT, T_ONE_ID, false, QW_SPOOL},
     {"summary", QV_SUMMARY, T_BY_SENDER, false, QW_SPOOL},
@@ -40,7 +41,8 @@ static const struct verb_row {
 };
 
 const char queue_cmd_usage[] =
-    "  queue list [--json] [FILTER...] | show [--json] ID | cat ID | summary [--sender]\n"
+    "  queue list [--json] [FILTER...] [--sort oldest|newest|largest|smallest] [--offset N] [--limit N]\n"
+    "  queue show [--json] ID | cat ID | summary [--sender]\n"
     "  queue hold|release|delete|requeue ID...|ALL|- [FILTER...]   (- reads IDs from stdin)\n"
     "  queue release ID --keep RCPT...   (to those recipients only, dropping the others)\n"
     "  queue flush [ID|DOMAIN]\n"
@@ -85,6 +87,41 @@ static int take_filter(struct queue_cmd *c, int argc, char **argv, int *i, char 
     return 0;
 }
 
+static const char *const orders[] = {"oldest", "newest", "largest", "smallest"};
+
+/* --offset, --limit or --sort and its value; i is advanced past it. */
+static int take_page(struct queue_cmd *c, int argc, char **argv, int *i, char *err, size_t errlen)
+{
+    const char *name = argv[*i];
+    if (*i + 1 >= argc)
+        return bad(err, errlen, "%s needs a value", name);
+    const char *v = argv[++*i];
+    c->paged = true;
+    if (!strcmp(name, "--sort")) {
+        for (size_t k = 0; k < sizeof orders / sizeof orders[0]; k++)
+            if (!strcmp(v, orders[k]))
+                c->sort = orders[k];
+        return c->sort ? 0 : bad(err, errlen, "--sort: '%s' is not oldest, newest, largest or smallest", v);
+    }
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || end == v || n < 0 || n > 100000000)
+        return bad(err, errlen, "%s needs a number", name);
+    *(name[2] == 'o' ? &c->offset : &c->limit) = n;
+    return 0;
+}
+
+int queue_cmd_compare(const struct queue_cmd *c, const struct queue_view *v, const struct queue_view *w)
+{
+    const char *o = c->sort ? c->sort : "oldest";
+    int64_t a = o[0] == 'l' || o[0] == 's' ? (int64_t)v->size : v->arrival;
+    int64_t b = o[0] == 'l' || o[0] == 's' ? (int64_t)w->size : w->arrival;
+    int by = a < b ? -1 : a > b;
+    if (!strcmp(o, "newest") || !strcmp(o, "largest"))
+        by = -by;
+    return by ? by : strcmp(v->id, w->id);      /* IDs are time-sortable: a stable order */
+}
+
 /* One word after the verb. */
 static int take_word(struct queue_cmd *c, unsigned takes, int argc, char **argv, int *i, char *err, size_t errlen)
 {
@@ -97,7 +134,9 @@ static int take_word(struct queue_cmd *c, unsigned takes, int argc, char **argv,
         if (*i + 1 >= argc || !argv[*i + 1][0] || c->nkeep == QUEUE_CMD_MAX_KEEP)
             return bad(err, errlen, "%s needs a recipient (at most 64 of them)", w);
         c->keep[c->nkeep++] = argv[++*i];
-    } else if ((takes & T_FILTERS) && !strncmp(w, "--", 2))
+    } else if ((takes & T_PAGE) && (!strcmp(w, "--offset") || !strcmp(w, "--limit") || !strcmp(w, "--sort")))
+        return take_page(c, argc, argv, i, err, errlen);
+    else if ((takes & T_FILTERS) && !strncmp(w, "--", 2))
         return take_filter(c, argc, argv, i, err, errlen);
     else if ((takes & T_FLUSH_ARG) && !c->flush_arg && w[0] != '-')
         c->flush_arg = w;

@@ -43,6 +43,9 @@ struct queue_cmd {
     enum queue_where where;
     bool writes;                 /* changes the spool (offline: only under SPOOL/lock) */
     bool json, by_sender;        /* list/show --json; summary --sender */
+    bool paged;                  /* list with --offset/--limit/--sort: a page and the total */
+    long offset, limit;          /* the page (limit 0: to the end) */
+    const char *sort;            /* oldest (the default), newest, largest, smallest */
     bool all;                    /* ALL */
     bool ids_on_stdin;           /* "-" (the CLI reads them) */
     size_t nids;
@@ -70,6 +73,8 @@ int queue_cmd_format(int argc, char *const *argv, struct buf *line);
 bool queue_cmd_is_bulk(const struct queue_cmd *c);
 /* Does message v match c's filters (not its IDs)? now: for --older-than. */
 bool queue_cmd_filter_matches(const struct queue_cmd *c, const struct queue_view *v, int64_t now);
+/* Order v before w for c->sort? (qsort-style: <0, 0, >0) */
+int queue_cmd_compare(const struct queue_cmd *c, const struct queue_view *v, const struct queue_view *w);
 /* The lines of `postern queue` usage. */
 extern const char queue_cmd_usage[];
 

@@ -117,7 +117,7 @@ def test_log_in_find_a_quarantined_message_release_it_in_chromium():
     rows = b.finds("#messages tr")
     assert len(rows) == 2, b.page()      # the header row and our message
     assert qid in b.text(rows[1]) and "suspicious subject" in b.text(rows[1])
-    b.click(b.find("#messages a"))
+    b.click(b.find("#messages td a"))
     wait_for(lambda: qid in b.page() and "Release" in b.page(), 10, "the message page")
     assert b.text(b.find("#state")) == "hold" and b.text(b.find("#reason")) == "suspicious subject"
     decided = [b.text(e) for e in b.finds(".decided")]     # the decision log ("explain")
