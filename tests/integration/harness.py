@@ -835,6 +835,78 @@ class Web:
         return m.group(1)
 
 
+ARTIFACTS = os.path.join(ROOT, BUILD, "artifacts")
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+class Browser:
+    """Headless Chromium through chromedriver (WebDriver over HTTP)."""
+
+    def __init__(self):
+        self.port = 9515 + int(os.environ.get("POSTERN_TEST_NET", "0"))
+        self.proc = subprocess.Popen([CHROMEDRIVER, "--port=%d" % self.port, "--allowed-ips=127.0.0.1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        on_cleanup(self.quit)
+        wait_for(lambda: port_open("127.0.0.1", self.port), 20, "chromedriver")
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "acceptInsecureCerts": True,
+                "goog:chromeOptions": {"binary": shutil.which("chromium") or "/usr/bin/chromium",
+                                       "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                                                "--disable-dev-shm-usage", "--window-size=1280,900"]}}}}
+        self.session = self.call("POST", "/session", caps)["sessionId"]
+
+    def call(self, method, path, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers={"Content-Type": "application/json"})
+        r = json.loads(c.getresponse().read())
+        c.close()
+        value = r.get("value")
+        if isinstance(value, dict) and value.get("error"):
+            raise AssertionError("webdriver: %s" % value)
+        return r if path == "/session" and "sessionId" in r else value if not (isinstance(value, dict) and "sessionId" in value) else value
+
+    def s(self, path, body=None, method="POST"):
+        return self.call(method, "/session/%s%s" % (self.session, path), body)
+
+    def go(self, url):
+        self.s("/url", {"url": url})
+
+    def find(self, css):
+        el = self.s("/element", {"using": "css selector", "value": css})
+        return list(el.values())[0]
+
+    def finds(self, css):
+        return [list(e.values())[0] for e in self.s("/elements", {"using": "css selector", "value": css})]
+
+    def text(self, el):
+        return self.s("/element/%s/text" % el, method="GET")
+
+    def type(self, el, text):
+        self.s("/element/%s/value" % el, {"text": text})
+
+    def click(self, el):
+        self.s("/element/%s/click" % el, {})
+
+    def page(self):
+        return self.s("/source", method="GET")
+
+    def screenshot(self, path):
+        png = base64.b64decode(self.s("/screenshot", method="GET"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(png)
+        return png
+
+    def quit(self):
+        try:
+            if getattr(self, "session", None):
+                self.call("DELETE", "/session/%s" % self.session)
+        except Exception:
+            pass
+        self.session = None
+        terminate(self.proc)
+
+
 def run_tests(namespace):
     names = [n for n in namespace if n.startswith("test_") and callable(namespace[n])]
     only = os.environ.get("ONLY")

@@ -28,11 +28,12 @@ def source(g, n, sender, rcpt):
 
 
 def fill(g):
-    """6,000 from a@src.test to example.test, 2,000 from b@spam.test to
-    other.test and 2,000 from a@src.test to third.test, all deferred (the next
-    hop refuses connections and retries are an hour apart)."""
-    runs = [(6000, "a@src.test", "x@example.test"), (2000, "b@spam.test", "y@other.test"),
-            (2000, "a@src.test", "z@third.test")]
+    """5,000 from a@src.test to example.test, 2,000 from b@spam.test to
+    other.test, 2,000 from a@src.test to third.test and 1,000 from
+    c@bulk.test to fourth.test, all deferred (the next hop refuses
+    connections and retries are an hour apart)."""
+    runs = [(5000, "a@src.test", "x@example.test"), (2000, "b@spam.test", "y@other.test"),
+            (2000, "a@src.test", "z@third.test"), (1000, "c@bulk.test", "w@fourth.test")]
     threads = [threading.Thread(target=source, args=(g, *r)) for r in runs]
     for t in threads:
         t.start()
@@ -87,11 +88,55 @@ def console_on(g_kwargs):
                     http_users=console_users(d, ("admin", "correct horse battery", "admin")))
 
 
+def in_chromium(g):
+    """The queue page on 10,000 messages: its answer time, paging, sorting by
+    size, and "all that match" deleting one sender's 1,000, in Chromium."""
+    w = Web(g)
+    assert w.login("admin", "correct horse battery")[0] == 303
+    t0 = time.monotonic()
+    status, _, page = w.request("GET", "/")
+    took = time.monotonic() - t0
+    print("timing: the queue page on 10,000 messages answers in %.2f s (%d bytes)" % (took, len(page)))
+    assert status == 200 and "10000 message(s), 1 to 100 shown" in page and took < 2, (took, page[-800:])
+    if not os.path.exists(CHROMEDRIVER):
+        skip("chromium-driver is not installed: the Chromium part")
+        return
+    b = Browser()
+    base = "https://%s:9443" % g.host
+    b.go(base + "/login")
+    b.type(b.find("#user"), "admin")
+    b.type(b.find("#password"), "correct horse battery")
+    b.click(b.find("#login"))
+    wait_for(lambda: "1 to 100 shown" in b.page(), 20, "the queue page")
+    t0 = time.monotonic()
+    b.go(base + "/")
+    rendered = time.monotonic() - t0
+    print("timing: Chromium loads and renders the queue page on 10,000 messages in %.2f s" % rendered)
+    assert len(b.finds("#messages tr")) == 101 and rendered < 3, rendered
+    b.screenshot(os.path.join(ARTIFACTS, "console-queue-10000.png"))
+    b.click([a for a in b.finds("#pager a") if b.text(a) == "next"][0])
+    wait_for(lambda: "101 to 200 shown" in b.page(), 10, "page two")
+    b.click([a for a in b.finds("#messages th a") if b.text(a) == "size"][0])
+    wait_for(lambda: "sort=smallest" in b.page() or "sort=largest" in b.page(), 10, "sorted by size")
+    # the filter, then "all that match" and Delete
+    b.go(base + "/?sender=%40bulk.test")
+    wait_for(lambda: "1000 message(s), 1 to 100 shown" in b.page(), 10, "the filtered page")
+    b.click(b.find("#matching"))
+    t0 = time.monotonic()
+    b.click(b.find("#bulk-delete"))
+    wait_for(lambda: "1000 message(s) deleted" in b.page(), 30, "the bulk delete")
+    print("timing: Chromium bulk delete of 1,000 matching: %.2f s" % (time.monotonic() - t0))
+    b.screenshot(os.path.join(ARTIFACTS, "console-bulk-delete.png"))
+    b.quit()
+    assert listed(g, "--sender", "@bulk.test") == [] and len(listed(g)) == TOTAL - 1000
+
+
 def test_bulk_actions_on_ten_thousand_messages():
     kw = dict(default_transport="smtp:[%s]:2526" % addr(2), retry_min="1h", retry_max="2h", max_queue_lifetime="1d")
     console_on(kw)
     g = Gateway(**kw).start()
     fill(g)
+    in_chromium(g)            # pages, sorting, and a bulk delete of c@bulk.test's 1,000
     # a filter by sender domain, then by state
     out = timed(g, "hold", "--sender", "@spam.test")
     assert "2000 message(s) put on hold" in out, out
@@ -108,7 +153,7 @@ def test_bulk_actions_on_ten_thousand_messages():
     assert out.count("message(s) released") == 5 and "some not" not in out, out
     assert listed(g, "--state", "hold") == []
     # by recipient, by age: nothing is an hour old; everything is older than 0 s
-    assert len(listed(g, "--rcpt", "X@Example.Test")) == 6000
+    assert len(listed(g, "--rcpt", "X@Example.Test")) == 5000
     out = timed(g, "hold", "--older-than", "1h")
     assert "0 message(s) put on hold" in out, out
     out = timed(g, "requeue", "--rcpt", "z@third.test")
@@ -128,16 +173,16 @@ def test_bulk_actions_on_ten_thousand_messages():
     assert status == 200 and "2000 message(s) released" in page, page[-500:]
     # ALL, with an SMTP session answered throughout
     out, worst = smtp_latency_during(g, lambda: timed(g, "hold", "ALL"))
-    assert "8000 message(s) put on hold" in out, out
+    assert "7000 message(s) put on hold" in out, out
     print("timing: worst NOOP round trip during hold ALL: %.3f s" % worst)
     assert worst < 1.0, worst
     out, worst = smtp_latency_during(g, lambda: timed(g, "delete", "ALL"))
-    assert "8000 message(s) deleted" in out, out
+    assert "7000 message(s) deleted" in out, out
     print("timing: worst NOOP round trip during delete ALL: %.3f s" % worst)
     assert worst < 1.0, worst
     assert listed(g) == []
     assert os.listdir(os.path.join(g.spool, "queue")) == []
-    assert re.search(r"queue delete: 8000 message\(s\) deleted, 0 not", g.log())
+    assert re.search(r"queue delete: 7000 message\(s\) deleted, 0 not", g.log())
 
 
 def test_bulk_refusals_and_the_spool_with_the_daemon_down():
