@@ -277,6 +277,10 @@ int offline_run(const struct queue_cmd *cmd, struct buf *out, struct buf *err)
         buf_printf(err, "release --keep needs posternd running (it settles the other recipients)\n");
         return -1;
     }
+    if (cmd->paged) {
+        buf_printf(err, "queue list --offset/--limit/--sort needs posternd running\n");
+        return -1;
+    }
     if (cmd->nids && cmd->filtered) {
         buf_printf(err, "with posternd down, give queue IDs or filters, not both\n");
         return -1;
