@@ -137,6 +137,8 @@ void session_resume(struct session *s);
 /* Run the hook chain for a stage, then `then` (at once without plugins). */
 void session_run_stage(struct session *s, enum postern_stage st, const char *arg, size_t len, stage_then then);
 void session_log_verdict(struct session *s, enum postern_stage st, postern_verdict v);
+/* One command line, through the command table (smtp_commands.c). */
+void smtp_run_command(struct session *s, const char *line);
 /* The tracking store's record of a refusal at stage st (one per recipient
  * known by then). */
 void session_track_refusal(const struct session *s, enum postern_stage st, const char *reply, const char *link);
