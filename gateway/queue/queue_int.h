@@ -1,9 +1,11 @@
-/* queue_int.h - what queue.c (the scheduler) lends queue_admin.c (the admin
- * commands); nothing else includes it. */
+/* queue_int.h - what queue.c (the scheduler), queue_admin.c (the admin
+ * commands) and queue_stages.c (QUEUE and DELIVER) lend each other;
+ * nothing else includes it. */
 #ifndef POSTERN_QUEUE_INT_H
 #define POSTERN_QUEUE_INT_H
 #include "queue.h"
 #include "delivery.h"
+#include "postern_plugin.h"
 #include <stdint.h>
 
 /* One delivery attempt of a message to one next hop. */
@@ -22,5 +24,15 @@ void queue_save_state(struct qmsg *m);
 /* A message the admin deleted, with no attempt running: gone from the
  * spool and from memory, logged. */
 void queue_remove_deleted(struct qmsg *m);
+/* queue.c's, for queue_stages.c: an attempt's end, dispatch now, a route
+ * a plugin set, whether a stage is wanted for m. */
+void queue_message_finished(struct qmsg *m);
+void queue_do_dispatch(struct qmsg *m);
+bool queue_set_route(struct qrcpt *r, const char *text);
+bool queue_stage_wanted(const struct qmsg *m, enum postern_stage st);
+/* queue_stages.c's: run QUEUE for a new message; run DELIVER (when wanted)
+ * and then dispatch a due one. */
+void queue_stage(struct qmsg *m);
+void queue_dispatch(struct qmsg *m);
 
 #endif
