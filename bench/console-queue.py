@@ -17,14 +17,8 @@ N = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
 
 
 def main():
-    d = tempfile.mkdtemp(prefix="bench-console-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    certs = make_certs(["gw.postern.test"])
-    crt, key = (os.path.join(certs[0], "gw.postern.test" + e) for e in (".crt", ".key"))
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), retry_min="1h", retry_max="2h", max_queue_lifetime="1d",
-                http_listen="%s:9443" % addr(1), tls_cert=crt, tls_key=key, log_level="warning",
-                http_users=console_users(d, ("admin", "correct horse battery", "admin"))).start()
+                log_level="warning", **console_settings()).start()
     t0 = time.monotonic()
     subprocess.run(["smtp-source", "-s", "20", "-m", str(N), "-l", "400", "-f", "a@src.test", "-t", "x@example.test",
                     "%s:2525" % g.host], check=True, timeout=1800, capture_output=True)
@@ -37,10 +31,7 @@ def main():
     answers, renders, lists = [], [], []
     b = Browser()
     base = "https://%s:9443" % g.host
-    b.go(base + "/login")
-    b.type(b.find("#user"), "admin")
-    b.type(b.find("#password"), "correct horse battery")
-    b.click(b.find("#login"))
+    b.log_in(base)
     wait_for(lambda: "1 to 100 shown" in b.page(), 60, "the queue page")
     for _ in range(5):
         t = time.monotonic()

@@ -69,6 +69,39 @@ void add_word(struct action_words *w, const char *word)
     w->used += n;
 }
 
+int words_request(const struct action_words *w, struct buf *req, char *err, size_t errlen)
+{
+    struct queue_cmd *cmd = malloc(sizeof *cmd);
+    int rc = -1;
+    if (w->bad || !cmd)
+        snprintf(err, errlen, "%s", w->bad ? "too many words (or a bad character) for one request" : "out of memory");
+    else if (queue_cmd_parse(w->argc, w->argv, cmd, err, errlen) == 0 && queue_cmd_format(w->argc, w->argv, req) == 0)
+        rc = 0;
+    else if (req->len >= QUEUE_CMD_MAX_LINE)
+        snprintf(err, errlen, "the request is too long");
+    free(cmd);
+    buf_append(req, "", 1);
+    return rc;
+}
+
+ssize_t queued_message_start(const char *id, char *data, size_t size)
+{
+    struct envelope e;
+    size_t off;
+    const char *why = "";
+    if (spool_load(id, &e, &off, &why) < 0)
+        return -1;
+    envelope_free(&e);
+    int fd = spool_open_message(id);
+    if (fd < 0)
+        return -1;
+    ssize_t n = pread(fd, data, size - 1, (off_t)off);
+    close(fd);
+    if (n >= 0)
+        data[n] = '\0';
+    return n;
+}
+
 const char *jstr(const json_t *o, const char *k)
 {
     const char *v = json_string_value(json_object_get(o, k));
@@ -149,20 +182,9 @@ static json_t *message_json(const char *id)
  * HTTP thread only reads; the file is replaced, never changed in place). */
 static void message_text(const char *id, struct buf *headers, struct buf *body)
 {
-    struct envelope e;
-    size_t off;
-    const char *why = "";
-    if (spool_load(id, &e, &off, &why) < 0)
-        return;
-    envelope_free(&e);
-    int fd = spool_open_message(id);
-    if (fd < 0)
-        return;
     char *data = malloc(PREVIEW_BYTES);
-    ssize_t n = data ? pread(fd, data, PREVIEW_BYTES - 1, (off_t)off) : -1;
-    close(fd);
+    ssize_t n = data ? queued_message_start(id, data, PREVIEW_BYTES) : -1;
     if (n > 0) {
-        data[n] = '\0';
         char *sep = strstr(data, "\r\n\r\n");
         size_t hlen = sep ? (size_t)(sep - data) + 2 : (size_t)n;
         buf_append(headers, data, hlen);
@@ -306,13 +328,8 @@ static int action_request(const char *form, struct buf *req, char id[1024])
     /* the form's checkboxes: nobody checked would drop everyone, so it is refused */
     if (w.bad || (select[0] && kept == 0))
         return -1;
-    struct queue_cmd *cmd = malloc(sizeof *cmd);
     char err[300];
-    int rc = cmd && queue_cmd_parse(w.argc, w.argv, cmd, err, sizeof err) == 0 &&
-             queue_cmd_format(w.argc, w.argv, req) == 0 ? 0 : -1;
-    free(cmd);
-    buf_append(req, "", 1);
-    return rc;
+    return words_request(&w, req, err, sizeof err);
 }
 
 static void add_id(const char *v, void *ctx) { add_word(ctx, v); }
@@ -344,14 +361,7 @@ static int bulk_request(const char *form, struct buf *req, char *err, size_t err
         snprintf(err, errlen, "no message selected");
         return -1;
     }
-    struct queue_cmd *cmd = malloc(sizeof *cmd);
-    int rc = !w.bad && cmd && queue_cmd_parse(w.argc, w.argv, cmd, err, errlen) == 0 &&
-             queue_cmd_format(w.argc, w.argv, req) == 0 ? 0 : -1;
-    if (rc < 0 && (w.bad || !cmd))
-        snprintf(err, errlen, "too many messages selected");
-    free(cmd);
-    buf_append(req, "", 1);
-    return rc;
+    return words_request(&w, req, err, errlen);
 }
 
 /* Send a change to the daemon, log it, and answer: JSON for the API, else

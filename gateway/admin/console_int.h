@@ -6,6 +6,7 @@
 #include "console_web.h"
 #include "queue_cmd.h"
 #include <jansson.h>
+#include <sys/types.h>
 
 /* An action form as the words of a queue command (queue_cmd.h): op is
  * hold, release, delete, requeue or flush; id the message; rcpt (repeated)
@@ -30,6 +31,12 @@ struct filter {
  * "show --json ID"); NULL (why in err) when it does not answer. */
 json_t *queue_json(const char *request, char *err, size_t errlen);
 void add_word(struct action_words *w, const char *word);
+/* The words as one control request line in req (NUL-terminated), checked
+ * by the queue command parser: 0, or -1 with why in err. */
+int words_request(const struct action_words *w, struct buf *req, char *err, size_t errlen);
+/* The first size-1 bytes of queued message id (its header section first),
+ * NUL-terminated: how many, or -1. */
+ssize_t queued_message_start(const char *id, char *data, size_t size);
 /* A string member of o, or "". */
 const char *jstr(const json_t *o, const char *k);
 /* A filter from the query string (from_query, c) or a posted form

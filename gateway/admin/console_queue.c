@@ -66,17 +66,7 @@ static json_t *page_from_daemon(const struct view *v, long offset, long limit, c
     filter_words(&v->f, &w);
     struct buf req;
     buf_init(&req);
-    struct queue_cmd *cmd = malloc(sizeof *cmd);
-    json_t *j = NULL;
-    if (w.bad || !cmd || queue_cmd_parse(w.argc, w.argv, cmd, err, errlen) < 0 ||
-        queue_cmd_format(w.argc, w.argv, &req) < 0) {
-        if (w.bad || !cmd)
-            snprintf(err, errlen, "filter too long");
-    } else {
-        buf_append(&req, "", 1);
-        j = queue_json(buf_head(&req), err, errlen);
-    }
-    free(cmd);
+    json_t *j = words_request(&w, &req, err, errlen) == 0 ? queue_json(buf_head(&req), err, errlen) : NULL;
     buf_free(&req);
     return j;
 }
@@ -85,20 +75,9 @@ static json_t *page_from_daemon(const struct view *v, long offset, long limit, c
 static void subject_of(const char *id, char *out, size_t size)
 {
     out[0] = '\0';
-    struct envelope e;
-    size_t off;
-    const char *why = "";
-    if (spool_load(id, &e, &off, &why) < 0)
-        return;
-    envelope_free(&e);
-    int fd = spool_open_message(id);
     char data[SUBJECT_READ];
-    ssize_t n = fd >= 0 ? pread(fd, data, sizeof data - 1, (off_t)off) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
+    if (queued_message_start(id, data, sizeof data) <= 0)
         return;
-    data[n] = '\0';
     char *end = strstr(data, "\r\n\r\n");
     if (end)
         end[2] = '\0';

@@ -58,7 +58,7 @@ static int bad(char *err, size_t errlen, const char *fmt, const char *word)
 }
 
 /* One "--name VALUE" filter; i is advanced past VALUE. */
-static int take_filter(struct queue_cmd *c, int argc, char **argv, int *i, char *err, size_t errlen)
+static int take_filter(struct queue_cmd *c, int argc, char *const *argv, int *i, char *err, size_t errlen)
 {
     const char *name = argv[*i];
     if (*i + 1 >= argc || !argv[*i + 1][0])
@@ -90,7 +90,7 @@ static int take_filter(struct queue_cmd *c, int argc, char **argv, int *i, char 
 static const char *const orders[] = {"oldest", "newest", "largest", "smallest"};
 
 /* --offset, --limit or --sort and its value; i is advanced past it. */
-static int take_page(struct queue_cmd *c, int argc, char **argv, int *i, char *err, size_t errlen)
+static int take_page(struct queue_cmd *c, int argc, char *const *argv, int *i, char *err, size_t errlen)
 {
     const char *name = argv[*i];
     if (*i + 1 >= argc)
@@ -123,7 +123,7 @@ int queue_cmd_compare(const struct queue_cmd *c, const struct queue_view *v, con
 }
 
 /* One word after the verb. */
-static int take_word(struct queue_cmd *c, unsigned takes, int argc, char **argv, int *i, char *err, size_t errlen)
+static int take_word(struct queue_cmd *c, unsigned takes, int argc, char *const *argv, int *i, char *err, size_t errlen)
 {
     const char *w = argv[*i];
     if ((takes & T_JSON) && !strcmp(w, "--json"))
@@ -171,7 +171,7 @@ static int check_targets(const struct queue_cmd *c, unsigned takes, char *err, s
     return 0;
 }
 
-int queue_cmd_parse(int argc, char **argv, struct queue_cmd *c, char *err, size_t errlen)
+int queue_cmd_parse(int argc, char *const *argv, struct queue_cmd *c, char *err, size_t errlen)
 {
     const struct verb_row *row = NULL;
     for (size_t i = 0; argc > 0 && i < sizeof verbs / sizeof verbs[0]; i++)

@@ -61,7 +61,7 @@ struct queue_cmd {
 /* argv[0] is the verb. 0, or -1 with a one-line reason in err (-2 when
  * the verb is unknown). Strings
  * point into argv, which must outlive c. */
-int queue_cmd_parse(int argc, char **argv, struct queue_cmd *c, char *err, size_t errlen);
+int queue_cmd_parse(int argc, char *const *argv, struct queue_cmd *c, char *err, size_t errlen);
 /* The same from a control request line (words as xtext; no "-"). */
 int queue_cmd_parse_line(const char *line, struct queue_cmd *c, char *err, size_t errlen);
 /* A copy of src whose strings parsed from a line point into dst's own words. */

@@ -835,6 +835,18 @@ class Web:
         return m.group(1)
 
 
+def console_settings():
+    """Gateway settings for an HTTPS console with one admin (password
+    "correct horse battery")."""
+    d = tempfile.mkdtemp(prefix="console-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    certs = make_certs(["gw.postern.test"])
+    crt, key = (os.path.join(certs[0], "gw.postern.test" + e) for e in (".crt", ".key"))
+    return dict(http_listen="%s:9443" % addr(1), tls_cert=crt, tls_key=key,
+                http_users=console_users(d, ("admin", "correct horse battery", "admin")))
+
+
 ARTIFACTS = os.path.join(ROOT, BUILD, "artifacts")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
@@ -896,6 +908,13 @@ class Browser:
         with open(path, "wb") as f:
             f.write(png)
         return png
+
+    def log_in(self, base, user="admin", password="correct horse battery"):
+        """The login form, then the queue page."""
+        self.go(base + "/login")
+        self.type(self.find("#user"), user)
+        self.type(self.find("#password"), password)
+        self.click(self.find("#login"))
 
     def quit(self):
         try:

@@ -78,16 +78,6 @@ def smtp_latency_during(g, action):
     return out, worst[0]
 
 
-def console_on(g_kwargs):
-    d = tempfile.mkdtemp(prefix="bulk-console-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    certs = make_certs(["gw.postern.test"])
-    crt, key = (os.path.join(certs[0], "gw.postern.test" + e) for e in (".crt", ".key"))
-    g_kwargs.update(http_listen="%s:9443" % addr(1), tls_cert=crt, tls_key=key,
-                    http_users=console_users(d, ("admin", "correct horse battery", "admin")))
-
-
 def in_chromium(g):
     """The queue page on 10,000 messages: its answer time, paging, sorting by
     size, and "all that match" deleting one sender's 1,000, in Chromium."""
@@ -103,10 +93,7 @@ def in_chromium(g):
         return
     b = Browser()
     base = "https://%s:9443" % g.host
-    b.go(base + "/login")
-    b.type(b.find("#user"), "admin")
-    b.type(b.find("#password"), "correct horse battery")
-    b.click(b.find("#login"))
+    b.log_in(base)
     wait_for(lambda: "1 to 100 shown" in b.page(), 20, "the queue page")
     t0 = time.monotonic()
     b.go(base + "/")
@@ -132,9 +119,8 @@ def in_chromium(g):
 
 
 def test_bulk_actions_on_ten_thousand_messages():
-    kw = dict(default_transport="smtp:[%s]:2526" % addr(2), retry_min="1h", retry_max="2h", max_queue_lifetime="1d")
-    console_on(kw)
-    g = Gateway(**kw).start()
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), retry_min="1h", retry_max="2h", max_queue_lifetime="1d",
+                **console_settings()).start()
     fill(g)
     in_chromium(g)            # pages, sorting, and a bulk delete of c@bulk.test's 1,000
     # a filter by sender domain, then by state
