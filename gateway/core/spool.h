@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* The envelope's size and hop fields are fixed-width, so a commit or a
+ * rewrite patches them in place (spool.c) in what spool_format.c wrote. */
+#define SIZE_DIGITS 20
+#define HOPS_DIGITS 4
 #define QID_LEN 17   /* 16 hex digits + NUL: time-sortable and unique */
 #define SPOOL_MAX_ENVELOPE (8u << 20)
 
