@@ -16,6 +16,10 @@ struct pctx {
 };
 
 int fail(struct pctx *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "<plugin>.<key> = value", for a plugin in the chain (checked later). */
+int add_plugin_option(struct pctx *p, struct config *cfg, const char *key, const char *value);
+/* s without leading and trailing blanks (in place). */
+char *trim(char *s);
 /* "as user NAME": who tried to read a file, for its error. */
 const char *config_reader(void);
 
