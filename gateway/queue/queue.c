@@ -1,9 +1,10 @@
-/* queue.c - a min-heap of messages keyed by next attempt time. Due messages
+/* queue.c - every queued message, in a min-heap by next attempt time (queue_heap.c). Due messages
  * are split into one job per next hop and handed to delivery; when all jobs
  * of a message are back, the message is removed, or rescheduled with
  * backoff and its recipient state saved to the sidecar. The admin commands
  * (list, show, hold, release, delete, flush) are queue_admin.c's. */
 #include "queue_int.h"
+#include "queue_heap.h"
 #include "track.h"
 #include "bounce.h"
 #include "delivery.h"
@@ -40,8 +41,7 @@ static const struct tls_policy *rcpt_tls(const char *domain, int min_tls)
         return tls_policy_of_level((enum tls_level)min_tls);
     return tls;     /* dane-only authenticates every host: nothing to raise */
 }
-static struct qmsg **heap;
-static size_t heap_len, heap_cap;
+static struct queue_heap heap;    /* by next attempt (queue_heap.c) */
 static size_t total_msgs;
 static struct qmsg *all_head, *all_tail;
 
@@ -50,87 +50,14 @@ static struct qmsg *by_id[ID_BUCKETS];
 
 #define MAX_DISPATCH_PER_RUN 2000
 
-static void heap_swap(size_t a, size_t b)
-{
-    struct qmsg *t = heap[a];
-    heap[a] = heap[b];
-    heap[b] = t;
-    heap[a]->heap_idx = (int)a;
-    heap[b]->heap_idx = (int)b;
-}
-
-static void heap_up(size_t i)
-{
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (heap[p]->next_try <= heap[i]->next_try)
-            break;
-        heap_swap(i, p);
-        i = p;
-    }
-}
-
-static void heap_down(size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < heap_len && heap[l]->next_try < heap[m]->next_try)
-            m = l;
-        if (r < heap_len && heap[r]->next_try < heap[m]->next_try)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(i, m);
-        i = m;
-    }
-}
-
 static void schedule(struct qmsg *m, int64_t when)
 {
     m->next_try = when;
-    if (heap_len == heap_cap) {
-        size_t nc = heap_cap ? heap_cap * 2 : 1024;
-        struct qmsg **n = realloc(heap, nc * sizeof *n);
-        if (!n) {
-            log_error("%s: out of memory scheduling; will retry after restart", m->id);
-            return;
-        }
-        heap = n;
-        heap_cap = nc;
-    }
-    heap[heap_len] = m;
-    m->heap_idx = (int)heap_len++;
-    heap_up(heap_len - 1);
+    if (qheap_push(&heap, m) < 0)
+        log_error("%s: out of memory scheduling; will retry after restart", m->id);
 }
 
-static struct qmsg *heap_pop(void)
-{
-    struct qmsg *top = heap[0];
-    heap_len--;
-    if (heap_len) {
-        heap[0] = heap[heap_len];
-        heap[0]->heap_idx = 0;
-        heap_down(0);
-    }
-    top->heap_idx = -1;
-    return top;
-}
-
-/* Take m out of the heap wherever it sits (admin hold/delete/flush). */
-static void heap_remove(struct qmsg *m)
-{
-    if (m->heap_idx < 0)
-        return;
-    size_t i = (size_t)m->heap_idx;
-    heap_len--;
-    if (i != heap_len) {
-        heap[i] = heap[heap_len];
-        heap[i]->heap_idx = (int)i;
-        heap_up(i);
-        heap_down((size_t)heap[i]->heap_idx);
-    }
-    m->heap_idx = -1;
-}
+static void heap_remove(struct qmsg *m) { qheap_remove(&heap, m); }
 
 static unsigned id_bucket(const char *id)
 {
@@ -482,8 +409,8 @@ static void do_dispatch(struct qmsg *m)
 void queue_run_due(void)
 {
     int64_t now = (int64_t)time(NULL);
-    for (int n = 0; heap_len && heap[0]->next_try <= now && n < MAX_DISPATCH_PER_RUN; n++)
-        queue_dispatch(heap_pop());
+    for (int n = 0; qheap_top(&heap) && qheap_top(&heap)->next_try <= now && n < MAX_DISPATCH_PER_RUN; n++)
+        queue_dispatch(qheap_pop(&heap));
 }
 
 /* Delivery's outcome for one recipient of this attempt (once each). */
