@@ -73,42 +73,23 @@ static const char *reply_stage(const struct smtp_client *c, size_t cmd)
     return cmd == 0 ? "MAIL FROM" : cmd <= c->job->n ? "RCPT TO" : "DATA";
 }
 
-static void settle(struct smtp_client *c, size_t k, int code, const char *text, const char *stage)
-{
-    struct delivery_rcpt *r = &c->job->rcpts[k];
-    if (r->cls)
-        return;
-    int cls = reply_class(code);
-    r->cls = cls == 2 ? 2 : cls == 5 ? 5 : 4;
-    r->peer_dsn = c->dsn;
-    snprintf(r->reply, sizeof r->reply, "%s", text);
-    /* a peer's reply names its command and its host; our own texts neither */
-    snprintf(r->remote, sizeof r->remote, "%s", stage ? c->remote : "");
-    snprintf(r->relay, sizeof r->relay, "%s", stage ? c->where : "");
-    snprintf(r->in_reply_to, sizeof r->in_reply_to, "%s", stage ? stage : "");
-}
-
 /* Every recipient still open gets (code, text). */
 static void settle_open(struct smtp_client *c, int code, const char *text, const char *stage)
 {
-    for (size_t k = 0; k < c->job->n; k++)
-        settle(c, k, code, text, stage);
+    rcpt_settle_open(&c->settle, code, text, stage);
 }
 
 /* The accepted recipients get the reply to the end of data. */
 static void settle_accepted(struct smtp_client *c, int code, const char *text)
 {
-    for (size_t k = 0; k < c->job->n; k++)
-        if (c->accepted[k])
-            settle(c, k, code, text, reply_stage(c, 0));
+    rcpt_settle_data_end(&c->settle, code, text, reply_stage(c, 0));
 }
 
 static void finish_job(struct smtp_client *c)
 {
     struct delivery_job *j = c->job;
     c->job = NULL;
-    free(c->accepted);
-    c->accepted = NULL;
+    rcpt_settle_end(&c->settle);
     if (c->body_fd >= 0)
         close(c->body_fd);
     c->body_fd = -1;
@@ -343,6 +324,10 @@ static const char *unsupported(const struct smtp_client *c, const struct deliver
 void smtp_client_start(struct smtp_client *c, struct delivery_job *j)
 {
     c->job = j;
+    if (rcpt_settle_begin(&c->settle, j->rcpts, j->n, c->dsn, c->remote, c->where) < 0) {
+        cl_fail(c, "4.3.0 out of memory", true);
+        return;
+    }
     const char *refused = unsupported(c, j);
     if (refused) {
         settle_open(c, atoi(refused), refused, NULL);
@@ -356,14 +341,8 @@ void smtp_client_start(struct smtp_client *c, struct delivery_job *j)
     c->bdat = c->chunking && (client_cfg->client_bdat || j->body == BODY_BINARYMIME);
     c->bdat_outstanding = 0;
     c->bdat_failed = false;
-    c->accepted = calloc(j->n ? j->n : 1, sizeof *c->accepted);
-    if (!c->accepted) {
-        cl_fail(c, "4.3.0 out of memory", true);
-        return;
-    }
     c->ncmds = j->n + (c->bdat ? 1 : 2);
-    c->sent = c->answered = c->naccepted = 0;
-    c->mail_failed = c->data_ignored = false;
+    c->sent = c->answered = 0;
     c->state = CL_TXN;
     send_next_commands(c);
     cl_want_events(c);
@@ -405,7 +384,7 @@ static void start_body(struct smtp_client *c)
 /* Every RCPT answered before BDAT: chunks follow if anyone was accepted. */
 static void rcpts_answered_for_bdat(struct smtp_client *c)
 {
-    if (!c->mail_failed && c->naccepted)
+    if (!c->settle.mail_failed && c->settle.naccepted)
         start_body(c);
     else
         end_txn(c, true);
@@ -413,36 +392,28 @@ static void rcpts_answered_for_bdat(struct smtp_client *c)
 
 static void on_data_reply(struct smtp_client *c, int code, const char *text)
 {
-    if (code == 354 && c->naccepted) {
+    switch (rcpt_settle_data(&c->settle, code, text)) {
+    case SETTLE_SEND_BODY:
         start_body(c);
         return;
-    }
-    if (code == 354) {        /* nobody accepted: end the data at once, ignore the reply */
-        c->data_ignored = true;
+    case SETTLE_SEND_EMPTY:       /* nobody accepted: end the data at once */
         c->state = CL_DOT;
         cl_send_cmd(c, ".", NULL);
         return;
+    case SETTLE_DATA_REFUSED:
+        end_txn(c, true);
+        return;
     }
-    if (!c->mail_failed)
-        settle_accepted(c, code, text);   /* DATA refused: only the accepted ones hear it */
-    end_txn(c, true);
 }
 
 static void on_txn_reply(struct smtp_client *c, int code, const char *text)
 {
     size_t i = c->answered++;
     struct delivery_job *j = c->job;
-    if (i == 0 && reply_class(code) != 2) {
-        c->mail_failed = true;
-        settle_open(c, code, text, "MAIL FROM");
-    } else if (i > 0 && i <= j->n && !c->mail_failed) {
-        if (reply_class(code) == 2) {
-            c->accepted[i - 1] = true;
-            c->naccepted++;
-        } else {
-            settle(c, i - 1, code, text, "RCPT TO");
-        }
-    }
+    if (i == 0)
+        rcpt_settle_mail(&c->settle, code, text);
+    else if (i <= j->n)
+        rcpt_settle_rcpt(&c->settle, i - 1, code, text);
     if (i > j->n) {
         on_data_reply(c, code, text);
         return;
@@ -452,7 +423,7 @@ static void on_txn_reply(struct smtp_client *c, int code, const char *text)
         return;
     }
     /* without PIPELINING, stop early when the transaction cannot succeed */
-    if (!c->pipelining && (c->mail_failed || (i == j->n && c->naccepted == 0))) {
+    if (!c->pipelining && (c->settle.mail_failed || (i == j->n && c->settle.naccepted == 0))) {
         end_txn(c, true);
         return;
     }
@@ -461,8 +432,7 @@ static void on_txn_reply(struct smtp_client *c, int code, const char *text)
 
 static void on_dot_reply(struct smtp_client *c, int code, const char *text)
 {
-    if (!c->data_ignored)
-        settle_accepted(c, code, text);
+    settle_accepted(c, code, text);
     end_txn(c, false);
 }
 

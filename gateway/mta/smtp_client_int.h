@@ -7,6 +7,7 @@
 #include "buf.h"
 #include "event.h"
 #include "smtp_client.h"
+#include "rcpt_settle.h"
 #include <openssl/ssl.h>
 
 #define MAX_REPLY_TEXT 400
@@ -41,9 +42,7 @@ struct smtp_client {
     /* the current transaction */
     struct delivery_job *job;
     size_t ncmds, sent, answered;   /* MAIL, RCPT x n, and DATA unless BDAT */
-    bool *accepted;
-    size_t naccepted;
-    bool mail_failed, data_ignored;
+    struct rcpt_settle settle;      /* who got which reply (rcpt_settle.c) */
     int body_fd;
     bool at_bol;
     bool body_cr;                   /* the last body byte checked was CR */
