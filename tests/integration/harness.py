@@ -446,6 +446,12 @@ class Gateway:
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def attempt_ended(self, qid, status="deferred", timeout=10):
+        """Wait until an attempt for qid has logged its outcome (a recipient's
+        status=...): after that, that attempt can deliver nothing more."""
+        wait_for(lambda: re.search(r"%s: to=<[^>]*>, .*status=%s" % (re.escape(qid), status), self.log()), timeout,
+                 "%s: status=%s" % (qid, status))
+
     def queue_files(self):
         d = os.path.join(self.spool, "queue")
         return [n for n in os.listdir(d) if re.fullmatch(r"[0-9A-F]{16}", n)] if os.path.isdir(d) else []

@@ -227,10 +227,10 @@ def test_verify_policy_defers_on_wrong_name_and_untrusted_ca():
     # a certificate from a CA we do not trust
     other_ca = make_certs(["unused.test"])
     g2 = sender_gw(other_ca, "example.test verify match=mx.right.test\n")
-    send_message(g2.host, 2525, "a@src.test", ["y@example.test"], "Subject: s\r\n\r\nx\r\n")
+    q2 = queue_id(send_message(g2.host, 2525, "a@src.test", ["y@example.test"], "Subject: s\r\n\r\nx\r\n"))
     wait_for(lambda: "TLS certificate verification failed" in g2.log(), 10, "untrusted CA")
     assert "unable to get local issuer certificate" in g2.log() or "self-signed" in g2.log(), g2.log()[-2000:]
-    time.sleep(0.5)
+    g2.attempt_ended(q2)
     assert sink.count() == 0, "mail went out although TLS could not be verified"
     assert qid in g.queue_files()
     g2.stop()
@@ -245,7 +245,7 @@ def test_encrypt_policy_defers_when_no_starttls_is_offered():
     wait_for(lambda: "does not offer STARTTLS" in g.log(), 10, "encrypt deferral")
     assert ("4.7.4 TLS is required (encrypt) but host %s[%s] does not offer STARTTLS" % (addr(5), addr(5))
             in postern_list(g))
-    time.sleep(0.5)
+    g.attempt_ended(qid)
     assert plain.count() == 0 and qid in g.queue_files()
     g.stop()
 
@@ -296,7 +296,7 @@ def test_outbound_tls_to_a_real_postfix():
     assert re.search(r"TLS to %s:2526: TLSv1\.[23] .*certificate verified" % re.escape(addr(5)), g.log())
     qid = queue_id(send_message(g.host, 2525, "a@src.test", ["y@wrong.test"], "Subject: s\r\n\r\nx\r\n"))
     wait_for(lambda: "hostname mismatch" in g.log(), 10, "verification failure against Postfix")
-    time.sleep(0.5)
+    g.attempt_ended(qid)
     assert sink.count() == 1 and qid in g.queue_files(), "mail for wrong.test left although TLS was not verified"
     g.stop()
 
@@ -343,7 +343,8 @@ def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
     m = plain.wait_count(1)[0]
     assert sink_rcpts(m) == [b"public@example.test"]           # only the undemanding one goes out
     wait_for(lambda: g.log().count("does not offer STARTTLS") >= 3, 10, "three TLS deferrals")
-    time.sleep(0.3)
+    for q in (q_sender, q_domain, q_lua):
+        g.attempt_ended(q)
     assert plain.count() == 1
     assert sorted(g.queue_files()) == sorted([q_sender, q_domain, q_lua])
     assert "TLS is required (verify)" in g.log() and "TLS is required (encrypt)" in g.log()
@@ -388,7 +389,8 @@ def test_mta_sts_enforce():
     # enforce needs verified TLS: an MX without STARTTLS defers instead of plain text
     q3 = queue_id(send_message(g.host, 2525, "a@src.test", ["z@plain.test"], "Subject: p\r\n\r\nx\r\n"))
     wait_for(lambda: "TLS is required (verify)" in g.log(), 10, "enforce without STARTTLS deferral")
-    time.sleep(0.5)
+    g.attempt_ended(q2)
+    g.attempt_ended(q3)
     assert plain.count() == 0 and sink.count() == 1
     assert q2 in g.queue_files() and q3 in g.queue_files()
     g.stop()
