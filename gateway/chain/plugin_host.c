@@ -122,14 +122,26 @@ static const char *h_header_get(postern_txn *t, const char *name, size_t nth)
     return i < 0 ? NULL : t->hdrs.h[i].value;
 }
 
+/* An inside-only field on mail relayed out (outbound_remove_headers) is
+ * taken and dropped: the link goes on as if it were added, and a later
+ * signature never covers a field that will not be there. */
+static bool dropped_inside_only(const txn_t *t, const char *name)
+{
+    return t->inside_only && header_name_listed(t->inside_only, name);
+}
+
 static int h_header_add(postern_txn *t, const char *name, const char *value)
 {
-    return in_content_stage(t) ? headers_append(&t->hdrs, name, value) : -1;
+    if (!in_content_stage(t))
+        return -1;
+    return dropped_inside_only(t, name) ? 0 : headers_append(&t->hdrs, name, value);
 }
 
 static int h_header_insert(postern_txn *t, size_t index, const char *name, const char *value)
 {
-    return in_content_stage(t) ? headers_insert(&t->hdrs, index, name, value) : -1;
+    if (!in_content_stage(t))
+        return -1;
+    return dropped_inside_only(t, name) ? 0 : headers_insert(&t->hdrs, index, name, value);
 }
 
 static int h_header_change(postern_txn *t, const char *name, size_t nth, const char *value)

@@ -72,6 +72,7 @@ struct postern_txn {
     struct header_list hdrs;
     bool headers_written;      /* later header changes need a rewrite */
     bool headers_loaded;       /* QUEUE/DELIVER: read from the spool on first use */
+    const char *inside_only;   /* relayed out: these header fields (headers.h's lists) are never added */
     struct buf new_body;
     bool body_replaced;
     /* what plugins asked for */

@@ -305,6 +305,45 @@ static void submission_headers(struct session *s)
     }
 }
 
+/* Mail relayed out of the organisation: a trusted or logged-in client, and
+ * a recipient outside relay_domains. */
+static bool relayed_out(const struct session *s)
+{
+    if (!s->authenticated && !config_is_trusted(s->cfg, (const struct sockaddr *)&s->peer))
+        return false;
+    for (size_t i = 0; i < s->tx.nrcpts; i++)
+        if (!config_is_relay_domain(s->cfg, addr_domain(s->tx.rcpts[i].addr)))
+            return true;
+    return false;
+}
+
+/* Inside-only fields (spam scores, Authentication-Results) leave no copy on
+ * mail relayed out: the incoming ones go when the header section is read,
+ * and links never add one (plugin_host.c drops it), so a DKIM signature
+ * made at the end of data never covers a field that is not there. */
+static void remove_inside_headers(struct session *s)
+{
+    const char *list = s->cfg->outbound_remove_headers;
+    s->tx.inside_only = NULL;
+    if (!list || !list[strspn(list, ", \t")] || !relayed_out(s))
+        return;
+    s->tx.inside_only = list;
+    size_t removed = 0;
+    for (size_t i = 0; i < s->tx.hdrs.n;) {
+        char name[256];
+        snprintf(name, sizeof name, "%s", s->tx.hdrs.h[i].name);
+        size_t nth = 0;        /* headers_delete counts fields of that name */
+        for (size_t k = 0; k < i; k++)
+            nth += !strcasecmp(s->tx.hdrs.h[k].name, name);
+        if (header_name_listed(list, name) && headers_delete(&s->tx.hdrs, name, nth) == 0)
+            removed++;
+        else
+            i++;
+    }
+    if (removed)
+        log_info("%s: removed %zu inside-only header field(s) from mail relayed out", s->tx.qid, removed);
+}
+
 /* The header section is complete: parse it, keep what follows as body. */
 static void headers_complete(struct session *s, size_t section_len, bool separator)
 {
@@ -314,6 +353,7 @@ static void headers_complete(struct session *s, size_t section_len, bool separat
     /* counted as received, before any plugin changes the headers */
     s->hops = (int)headers_count(&s->tx.hdrs, "Received");
     submission_headers(s);
+    remove_inside_headers(s);
     s->separator = separator && used == section_len;
     /* anything that did not parse as a header starts the body, as sent */
     struct buf rest;
@@ -402,58 +442,10 @@ void message_progress(struct session *s)
 }
 
 /* Everything the commit needs, prepared on the loop thread. */
-/* Is the header field name in list ("A, B-*": names, or prefixes before a '*')? */
-static bool header_listed(const char *list, const char *name)
-{
-    for (const char *p = list; *p; p += strspn(p, ", \t")) {
-        size_t n = strcspn(p, ", \t");
-        if (n && p[n - 1] == '*' ? !strncasecmp(name, p, n - 1) : n && strlen(name) == n && !strncasecmp(name, p, n))
-            return true;
-        p += n;
-    }
-    return false;
-}
-
-/* Mail relayed out of the organisation: a trusted or logged-in client, and
- * a recipient outside relay_domains. */
-static bool relayed_out(const struct session *s)
-{
-    if (!s->authenticated && !config_is_trusted(s->cfg, (const struct sockaddr *)&s->peer))
-        return false;
-    for (size_t i = 0; i < s->tx.nrcpts; i++)
-        if (!config_is_relay_domain(s->cfg, addr_domain(s->tx.rcpts[i].addr)))
-            return true;
-    return false;
-}
-
-/* Inside-only fields (spam scores, our Authentication-Results) leave no
- * copy on mail relayed out, whether a plugin added them or they came in. */
-static void remove_inside_headers(struct session *s)
-{
-    const char *list = s->cfg->outbound_remove_headers;
-    if (!list || !list[strspn(list, ", \t")] || !relayed_out(s))
-        return;
-    size_t removed = 0;
-    for (size_t i = 0; i < s->tx.hdrs.n;) {
-        char name[256];
-        snprintf(name, sizeof name, "%s", s->tx.hdrs.h[i].name);
-        size_t nth = 0;        /* headers_delete counts fields of that name */
-        for (size_t k = 0; k < i; k++)
-            nth += !strcasecmp(s->tx.hdrs.h[k].name, name);
-        if (header_listed(list, name) && headers_delete(&s->tx.hdrs, name, nth) == 0)
-            removed++;
-        else
-            i++;
-    }
-    if (removed)
-        log_info("%s: removed %zu inside-only header field(s) from mail relayed out", s->tx.qid, removed);
-}
-
 static void prepare_commit(struct session *s)
 {
     struct commit_job *cj = s->commit;
     txn_t *t = &s->tx;
-    remove_inside_headers(s);
     if (t->envelope_changed) {
         envelope_free(&cj->env);
         memset(&cj->env, 0, sizeof cj->env);

@@ -192,3 +192,14 @@ int headers_delete(struct header_list *l, const char *name, size_t nth)
     l->changed = true;
     return 0;
 }
+
+bool header_name_listed(const char *list, const char *name)
+{
+    for (const char *p = list; p && *p; p += strspn(p, ", \t")) {
+        size_t n = strcspn(p, ", \t");
+        if (n && p[n - 1] == '*' ? !strncasecmp(name, p, n - 1) : n && strlen(name) == n && !strncasecmp(name, p, n))
+            return true;
+        p += n;
+    }
+    return false;
+}

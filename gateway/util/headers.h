@@ -41,6 +41,8 @@ int headers_delete(struct header_list *l, const char *name, size_t nth);
 /* A field name is printable ASCII without ':' or spaces (RFC 5322 2.2);
  * a value must not contain a bare CR or LF (folding is CRLF + WSP). */
 bool header_name_valid(const char *name);
+/* Is name in list ("A, B-*": names, or prefixes before a '*'; case-insensitive)? */
+bool header_name_listed(const char *list, const char *name);
 bool header_value_valid(const char *value);
 
 #endif

@@ -169,6 +169,7 @@ def test_bulk_actions_on_ten_thousand_messages():
     assert listed(g) == []
     assert os.listdir(os.path.join(g.spool, "queue")) == []
     assert re.search(r"queue delete: 7000 message\(s\) deleted, 0 not", g.log())
+    g.stop()
 
 
 def test_bulk_refusals_and_the_spool_with_the_daemon_down():

@@ -162,18 +162,26 @@ def test_submitted_mail_is_signed_stamped_and_completed():
                     plugin_dir=os.path.join(BUILD, "plugins"), plugins="authres, dkim_sign",
                     **{"dkim_sign.keys": "file:" + keys, "dkim_sign.trusted_only": "yes"}).start()
     # a bare message: no Date, no Message-ID
-    def submit(*auth):
-        return swaks("--to", "friend@outside.test" if auth else "x@example.test", "--tls", *auth,
+    def submit(*auth, to=None):
+        return swaks("--to", to or ("friend@outside.test" if auth else "x@example.test"), "--tls", *auth,
                      "--data", "From: Alice <alice@example.test>\r\nTo: friend@outside.test\r\n"
                      "Subject: bare\r\n\r\nhello\r\n", server=g.host)
-    assert "queued as" in submit("--auth", "PLAIN", "--auth-user", "alice", "--auth-password", PASSWORD)
+    login = ("--auth", "PLAIN", "--auth-user", "alice", "--auth-password", PASSWORD)
+    assert "queued as" in submit(*login)
     assert "queued as" in submit()             # not logged in, to a relay domain: not signed, not completed
-    sink.wait_count(2)
+    assert "queued as" in submit(*login, to="colleague@example.test")     # logged in, inside
+    sink.wait_count(3)
+    inside = [m for m in sink.messages() if b"X-Rcpt-Args: <colleague@example.test>" in m][0]
+    assert b"auth=pass smtp.auth=alice" in inside, inside      # RFC 8601 2.7.4, kept inside
     msgs = sink.messages()
     signed = [m for m in msgs if b"X-Rcpt-Args: <friend@outside.test>" in m][0]
     plain = [m for m in msgs if b"X-Rcpt-Args: <x@example.test>" in m][0]
-    assert b"auth=pass smtp.auth=alice" in signed, signed
+    # relayed out (logged in, outside recipient): our Authentication-Results is inside-only, so it
+    # is never added, and the signature covers no field that is not there
+    assert b"Authentication-Results" not in signed and b"smtp.auth" not in signed, signed
     assert b"DKIM-Signature:" in signed and b"d=example.test" in signed
+    signed_fields = re.search(rb"\bh=([^;]+);", signed.replace(b"\n\t", b"")).group(1).split(b":")
+    assert b"Authentication-Results" not in signed_fields and b"From" in signed_fields, signed_fields
     assert re.search(rb"^Date: ", signed, re.M) and re.search(rb"^Message-ID: <\d{14}\.[0-9A-F]+@gw\.postern\.test>",
                                                             signed, re.M), signed
     assert b"DKIM-Signature:" not in plain and b"smtp.auth" not in plain, plain
