@@ -269,6 +269,15 @@ struct postern_host {
      * with errno and why (may be NULL) saying what was refused. Use it in
      * init for every secret, instead of open()/fopen(). */
     int (*open_config_file)(const char *path, char *why, size_t whylen);
+
+    /* ---- appended in 0.12 ---- */
+
+    /* Hold the message in the spam quarantine for one recipient only (RCPT
+     * to EOM; reason, one line, is what that user is shown): the others
+     * are delivered; this copy waits for its release, or is removed
+     * spam_quarantine_lifetime after arrival, with no notice. 0, or -1
+     * (no such recipient, or not at this stage). */
+    int (*rcpt_quarantine)(postern_txn *t, const char *rcpt, const char *reason);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

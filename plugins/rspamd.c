@@ -16,6 +16,9 @@
  *                   slow or answering garbage)
  *   rspamd.max_size = 2097152   bytes; a larger message is not scanned
  *   rspamd.headers = yes | no
+ *   rspamd.quarantine_score = 6.5   a score from which the message is held in
+ *                   the spam quarantine for each recipient (not refused)
+ *   rspamd.on_reject = reject | quarantine   what rspamd's reject does
  * Sets rspamd.score, rspamd.required, rspamd.action and rspamd.symbols for
  * later links and Lua. Control bytes in anything rspamd sends never reach a
  * header or a reply. */
@@ -37,6 +40,9 @@ struct rspamd {
     int timeout_s;
     bool accept_on_error, headers;
     unsigned long long max_size;
+    bool quarantine_by_score;       /* quarantine_score is set */
+    double quarantine_score;
+    bool reject_quarantines;        /* on_reject = quarantine */
 };
 
 static const struct postern_host *host;
@@ -214,6 +220,18 @@ static postern_verdict act(postern_txn *t, json_t *j, const char *action)
     return POSTERN_CONTINUE;
 }
 
+/* Held in the spam quarantine for every recipient, each released on its own. */
+static postern_verdict quarantine_all(postern_txn *t, const char *action, double score, double required)
+{
+    char why[200];
+    snprintf(why, sizeof why, "spam: rspamd %s, score %.2f / %.2f", action[0] ? action : "no action", score,
+             required);
+    for (size_t i = 0; i < host->rcpt_count(t); i++)
+        if (host->rcpt_quarantine(t, host->rcpt(t, i), why) < 0)
+            return POSTERN_ERROR;
+    return POSTERN_CONTINUE;
+}
+
 static postern_verdict failed(const struct rspamd *r, postern_txn *t, const char *why)
 {
     return scanner_failed(host, t, "rspamd", "rspamd.action", r->accept_on_error,
@@ -255,10 +273,14 @@ static postern_verdict on_eom(postern_txn *t, void *state)
     host->var_set(t, "rspamd.symbols", symbols);
     /* rspamd's own header edits first (they remove any X-Spam that came
      * in), then the action's */
-    bool refused = !strcmp(action, "reject") || !strcmp(action, "soft reject") || !strcmp(action, "greylist");
+    bool quarantine = (r->reject_quarantines && !strcmp(action, "reject")) ||
+                      (r->quarantine_by_score && score >= r->quarantine_score && strcmp(action, "soft reject") &&
+                       strcmp(action, "greylist") && strcmp(action, "reject"));
+    bool refused = !quarantine &&
+                   (!strcmp(action, "reject") || !strcmp(action, "soft reject") || !strcmp(action, "greylist"));
     if (!refused)
         apply_milter_headers(t, json_object_get(j, "milter"));
-    postern_verdict v = act(t, j, action);
+    postern_verdict v = quarantine ? quarantine_all(t, action, score, required) : act(t, j, action);
     if (v == POSTERN_CONTINUE && r->headers)
         add_result_headers(t, score, required, action[0] ? action : "no action", symbols);
     host->log(t, POSTERN_LOG_INFO, "rspamd: %s (%.2f / %.2f)", action, score, required);
@@ -302,8 +324,13 @@ static int set_option(struct rspamd *r, const char *k, const char *v, char *err,
     if (!strcmp(k, "timeout") && (r->timeout_s = (int)strtol(v, &end, 10), *v && !*end && r->timeout_s > 0 &&
                                   r->timeout_s <= 600))
         return 0;
+    if (!strcmp(k, "quarantine_score") && (r->quarantine_score = strtod(v, &end), *v && !*end))
+        return r->quarantine_by_score = true, 0;
+    if (!strcmp(k, "on_reject") && (!strcmp(v, "reject") || !strcmp(v, "quarantine")))
+        return r->reject_quarantines = !strcmp(v, "quarantine"), 0;
     snprintf(err, errlen, "bad option or value rspamd.%s = %s (known: url = http://HOST:PORT, timeout = SECONDS, "
-             "on_error = tempfail|accept, max_size = BYTES, headers = yes|no)", k, v);
+             "on_error = tempfail|accept, max_size = BYTES, headers = yes|no, quarantine_score = SCORE, "
+             "on_reject = reject|quarantine)", k, v);
     return -1;
 }
 
@@ -329,6 +356,11 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         free(r);
         return -1;
     }
+    if ((r->quarantine_by_score || r->reject_quarantines) &&
+        POSTERN_HOST_REQUIRE(h, rcpt_quarantine, err, errlen) < 0) {
+        free(r);
+        return -1;
+    }
     *state = r;
     return 0;
 }
@@ -342,6 +374,11 @@ static const struct postern_option_spec options[] = {
     {"headers", POSTERN_OPT_BOOL, NULL, "yes", 0, "add X-Spam-* headers with the result"},
     {"max_size", POSTERN_OPT_NUMBER, NULL, "2097152", 0, "bytes; larger messages are not scanned"},
     {"timeout", POSTERN_OPT_NUMBER, NULL, "15", 0, "seconds per scan (1–600)"},
+    {"quarantine_score", POSTERN_OPT_TEXT, NULL, NULL, 0,
+     "a score (e.g. `6.5`) from which the message is held in the spam quarantine, per recipient, instead of "
+     "rspamd's milder actions"},
+    {"on_reject", POSTERN_OPT_CHOICE, "reject|quarantine", "reject", 0,
+     "what rspamd's `reject` does: refuse (554), or hold in the spam quarantine per recipient"},
     {NULL, 0, NULL, NULL, 0, NULL},
 };
 

@@ -207,6 +207,22 @@ static int h_sender_change(postern_txn *t, const char *addr)
     return 0;
 }
 
+static int h_rcpt_quarantine(postern_txn *t, const char *rcpt, const char *reason)
+{
+    if (!has_envelope(t) || t->stage < POSTERN_STAGE_RCPT || t->stage > POSTERN_STAGE_EOM)
+        return -1;
+    struct txn_rcpt *r = txn_find_rcpt(t, rcpt);
+    char *why = r ? strndup(reason && reason[0] ? reason : "spam", 250) : NULL;
+    if (!why)
+        return -1;
+    for (char *p = why; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';                  /* one line, shown to the user */
+    free(r->spam_reason);
+    r->spam_reason = why;
+    return 0;
+}
+
 static int h_set_nexthop(postern_txn *t, const char *rcpt, const char *nexthop)
 {
     if (!has_envelope(t) || t->stage < POSTERN_STAGE_RCPT)
@@ -474,6 +490,7 @@ static const struct postern_host host = {
     .session_data_get = h_session_data_get,
     .session_data_set = h_session_data_set,
     .open_config_file = privsep_open,
+    .rcpt_quarantine = h_rcpt_quarantine,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -273,8 +273,9 @@ static int queue_summary(bool by_sender, struct buf *out)
 
 int offline_run(const struct queue_cmd *cmd, struct buf *out, struct buf *err)
 {
-    if (cmd->nkeep) {
-        buf_printf(err, "release --keep needs posternd running (it settles the other recipients)\n");
+    if (cmd->nkeep || cmd->nfor) {
+        buf_printf(err, "%s --%s needs posternd running (it settles recipients one by one)\n", cmd->name,
+                   cmd->nkeep ? "keep" : "for");
         return -1;
     }
     if (cmd->paged) {

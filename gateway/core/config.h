@@ -177,6 +177,7 @@ struct config {
     size_t lua_body_limit;         /* tx:body() returns bodies up to this size */
     int max_hop_count;             /* more Received: headers = mail loop, bounced */
     char *outbound_remove_headers; /* "X-Spam, X-Spam-*, …": not on mail relayed out */
+    long spam_quarantine_lifetime; /* seconds a recipient's copy stays in the spam quarantine */
     bool tracking;                 /* message tracking (track.c) */
     char *tracking_db;             /* NULL: SPOOL/tracking.db */
     long tracking_retention;       /* seconds */

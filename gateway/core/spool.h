@@ -51,7 +51,10 @@ struct envelope {
  * suppressed for the null sender). RELAYED: delivered to a next hop without
  * DSN support while the sender asked for NOTIFY=SUCCESS: a "relayed" notice
  * is owed; once queued the recipient is DONE. */
-enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F', RCPT_BOUNCED = 'B', RCPT_RELAYED = 'R' };
+/* QUARANTINED: held in the spam quarantine for this recipient only (until
+ * released, or removed after spam_quarantine_lifetime, with no notice). */
+enum rcpt_status { RCPT_PENDING = 'P', RCPT_DONE = 'D', RCPT_FAILED = 'F', RCPT_BOUNCED = 'B', RCPT_RELAYED = 'R',
+                   RCPT_QUARANTINED = 'Q' };
 
 /* Message-level flags kept in the sidecar beside the recipients. */
 #define DECISIONS_MAX 1024       /* the decision log of a message, bytes */

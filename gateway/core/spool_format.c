@@ -342,7 +342,7 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
         int attempts, off = 0;
         int64_t next;
         if (sscanf(l, "%zu %c %d %" SCNd64 " %n", &idx, &status, &attempts, &next, &off) < 4 || idx >= n ||
-            !strchr((char[]){RCPT_PENDING, RCPT_DONE, RCPT_FAILED, RCPT_BOUNCED, RCPT_RELAYED, 0}, status)) {
+            !strchr((char[]){RCPT_PENDING, RCPT_DONE, RCPT_FAILED, RCPT_BOUNCED, RCPT_RELAYED, RCPT_QUARANTINED, 0}, status)) {
             *err = "bad recipient state line";
             rc = -1;
             break;

@@ -151,6 +151,7 @@ static void rcpt_free(struct txn_rcpt *r)
     free(r->addr);
     free(r->nexthop);
     free(r->dsn.orcpt);
+    free(r->spam_reason);
 }
 
 void decisions_add(char *log, const char *stage, const char *link, const char *verdict, const char *reply)

@@ -48,6 +48,7 @@ struct txn_rcpt {
     char *nexthop;             /* NULL = transport table */
     unsigned char min_tls;     /* enum tls_level a plugin demanded (0 = none) */
     struct rcpt_dsn dsn;       /* NOTIFY/ORCPT from RCPT */
+    char *spam_reason;         /* held in the spam quarantine for this recipient (why), or NULL */
 };
 
 struct postern_txn {

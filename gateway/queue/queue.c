@@ -231,6 +231,8 @@ static bool set_route(struct qrcpt *r, const char *text)
     return true;
 }
 
+static size_t count_status(const struct qmsg *m, char status);
+
 /* Read the sidecar (if any) into m: recipient states, routes, flags. */
 static void apply_state(struct qmsg *m)
 {
@@ -257,6 +259,8 @@ static void apply_state(struct qmsg *m)
         if (st[i].status == RCPT_PENDING && (next == 0 || st[i].next_try < next))
             next = st[i].next_try;
     }
+    if (!count_status(m, RCPT_PENDING) && count_status(m, RCPT_QUARANTINED))
+        next = m->arrival + cfg->spam_quarantine_lifetime;      /* only the spam quarantine keeps it */
     m->next_try = next;
     free(st);
 }
@@ -452,6 +456,26 @@ static bool expire_pending(struct qmsg *m, int64_t now)
     return true;
 }
 
+/* After spam_quarantine_lifetime the copies still in the spam quarantine
+ * go, with no notice (nobody asked for them). true when it did that. */
+static bool expire_spam(struct qmsg *m, int64_t now)
+{
+    if (now - m->arrival < cfg->spam_quarantine_lifetime)
+        return false;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        if (r->st.status != RCPT_QUARANTINED)
+            continue;
+        r->st.status = RCPT_BOUNCED;         /* settled, and no notice is owed */
+        snprintf(r->st.last_reply, sizeof r->st.last_reply, "removed from the spam quarantine after %lds",
+                 cfg->spam_quarantine_lifetime);
+        log_info("%s: to=<%s>, status=expired (removed from the spam quarantine)", m->id, r->addr);
+        track_event(&(struct track_event){.status = "deleted", .qid = m->id, .from = m->sender, .to = r->addr,
+                                          .stage = "expire", .link = "posternd", .reply = r->st.last_reply});
+    }
+    return true;
+}
+
 static void save_state(struct qmsg *m)
 {
     struct rcpt_state *st = malloc(m->nrcpts * sizeof *st);
@@ -545,7 +569,7 @@ static bool notify_sender(struct qmsg *m, int64_t now)
 void queue_remove_deleted(struct qmsg *m)
 {
     for (size_t i = 0; i < m->nrcpts; i++)
-        if (m->rcpts[i].st.status == RCPT_PENDING)
+        if (m->rcpts[i].st.status == RCPT_PENDING || m->rcpts[i].st.status == RCPT_QUARANTINED)
             track_event(&(struct track_event){.status = "deleted", .qid = m->id, .from = m->sender,
                                               .to = m->rcpts[i].addr, .stage = "admin", .link = "admin",
                                               .reply = "deleted by admin"});
@@ -573,6 +597,11 @@ static void message_finished(struct qmsg *m)
         pending = 0;
     if (notify_sender(m, now))
         return;   /* comes back through bounce_done */
+    if (!pending && count_status(m, RCPT_QUARANTINED) && !expire_spam(m, now)) {
+        save_state(m);      /* the spam quarantine keeps it, for those recipients only */
+        schedule(m, m->arrival + cfg->spam_quarantine_lifetime);
+        return;
+    }
     if (!pending) {
         residence_done(m, now);
         spool_remove(m->id);

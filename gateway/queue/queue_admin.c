@@ -248,23 +248,106 @@ static int keep_only(const struct queue_cmd *c, struct qmsg *m, struct buf *out)
     return 0;
 }
 
+static bool named_for(const struct queue_cmd *c, const char *addr)
+{
+    for (size_t i = 0; i < c->nfor; i++)
+        if (!strcasecmp(c->for_rcpts[i], addr))
+            return true;
+    return false;
+}
+
+/* --for: every named recipient must be one of m's, in one of the states
+ * wanted (a release takes quarantined copies; a delete those not settled). */
+static int check_for(const struct queue_cmd *c, const struct qmsg *m, bool release, struct buf *out)
+{
+    for (size_t k = 0; k < c->nfor; k++) {
+        bool found = false;
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            char st = m->rcpts[i].st.status;
+            found |= !strcasecmp(m->rcpts[i].addr, c->for_rcpts[k]) &&
+                     (st == RCPT_QUARANTINED || (!release && st == RCPT_PENDING));
+        }
+        if (!found) {
+            buf_printf(out, "%s: no %s copy for <%.320s>\n", m->id, release ? "quarantined" : "pending or quarantined",
+                       c->for_rcpts[k]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void track_rcpt(const struct qmsg *m, const struct qrcpt *r, const char *status, const char *why)
+{
+    track_event(&(struct track_event){.status = status, .qid = m->id, .from = m->sender, .to = r->addr,
+                                      .stage = "admin", .link = "admin", .reply = why});
+}
+
+/* Copies in the spam quarantine (the --for ones, or all) become pending. */
+static size_t release_spam(const struct queue_cmd *c, struct qmsg *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        if (r->st.status != RCPT_QUARANTINED || (c->nfor && !named_for(c, r->addr)))
+            continue;
+        r->st.status = RCPT_PENDING;
+        r->st.next_try = 0;
+        log_info("%s: to=<%s>, released from the spam quarantine", m->id, r->addr);
+        track_rcpt(m, r, "released", "released from the spam quarantine");
+        n++;
+    }
+    return n;
+}
+
 static int release_one(const struct queue_cmd *c, struct qmsg *m, struct buf *out)
 {
     if (c->nkeep && keep_only(c, m, out) < 0)
         return -1;
-    if (m->held) {
+    if (c->nfor && check_for(c, m, true, out) < 0)
+        return -1;
+    bool was_held = m->held && !c->nfor;
+    size_t spam = release_spam(c, m);
+    if (was_held) {
         m->held = false;
-        queue_save_state(m);
         log_info("%s: released by admin", m->id);
         for (size_t i = 0; i < m->nrcpts; i++)
             if (m->rcpts[i].st.status == RCPT_PENDING)
-                track_event(&(struct track_event){.status = "released", .qid = m->id, .from = m->sender,
-                                                  .to = m->rcpts[i].addr, .stage = "admin", .link = "admin",
-                                                  .reply = "released by admin"});
-        if (!m->jobs_outstanding)
+                track_rcpt(m, &m->rcpts[i], "released", "released by admin");
+    }
+    if (was_held || spam) {
+        queue_save_state(m);
+        if (!m->jobs_outstanding && !m->held) {
+            queue_unschedule(m);
             queue_schedule(m, 0);
+        }
     }
     buf_printf(out, "%s: released\n", m->id);
+    return 0;
+}
+
+/* --for: only those recipients' copies go (no notice); the message goes
+ * when nothing of it is left to deliver. */
+static int delete_for(const struct queue_cmd *c, struct qmsg *m, struct buf *out)
+{
+    if (check_for(c, m, false, out) < 0)
+        return -1;
+    size_t left = 0;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        struct qrcpt *r = &m->rcpts[i];
+        if ((r->st.status == RCPT_PENDING || r->st.status == RCPT_QUARANTINED) && named_for(c, r->addr)) {
+            r->st.status = RCPT_BOUNCED;        /* settled, and no notice is owed */
+            snprintf(r->st.last_reply, sizeof r->st.last_reply, "deleted by admin");
+            log_info("%s: to=<%s>, status=deleted (by admin)", m->id, r->addr);
+            track_rcpt(m, r, "deleted", "deleted by admin");
+        }
+        left += r->st.status == RCPT_PENDING || r->st.status == RCPT_QUARANTINED;
+    }
+    buf_printf(out, "%s: deleted for %zu recipient(s)\n", m->id, c->nfor);
+    queue_save_state(m);
+    if (!left && !m->jobs_outstanding) {
+        queue_unschedule(m);
+        queue_remove_deleted(m);
+    }
     return 0;
 }
 
@@ -321,7 +404,12 @@ static void act_on(struct queue_admin_job *j, struct qmsg *m, int64_t now)
     switch (j->cmd.verb) {
     case QV_HOLD: hold_one(m, &line); break;
     case QV_RELEASE: rc = release_one(&j->cmd, m, &line); break;
-    case QV_DELETE: delete_one(m, &line); break;
+    case QV_DELETE:
+        if (j->cmd.nfor)
+            rc = delete_for(&j->cmd, m, &line);
+        else
+            delete_one(m, &line);
+        break;
     default: requeue_one(m, &line); break;
     }
     if (verbose || rc < 0)

@@ -20,6 +20,7 @@ enum {
     T_BY_SENDER = 32,    /* --sender as a flag (summary) */
     T_FLUSH_ARG = 64,    /* an optional queue ID or recipient domain */
     T_PAGE = 128,        /* --offset N --limit N --sort ORDER */
+    T_FOR = 256,         /* --for ADDR: only these recipients' copies (the spam quarantine) */
 };
 
 static const struct verb_row {
@@ -34,8 +35,8 @@ static const struct verb_row {
     {"cat", QV_CAT, T_ONE_ID, false, QW_SPOOL},
     {"summary", QV_SUMMARY, T_BY_SENDER, false, QW_SPOOL},
     {"hold", QV_HOLD, T_TARGETS | T_FILTERS, true, QW_EITHER},
-    {"release", QV_RELEASE, T_TARGETS | T_FILTERS | T_KEEP, true, QW_EITHER},
-    {"delete", QV_DELETE, T_TARGETS | T_FILTERS, true, QW_EITHER},
+    {"release", QV_RELEASE, T_TARGETS | T_FILTERS | T_KEEP | T_FOR, true, QW_EITHER},
+    {"delete", QV_DELETE, T_TARGETS | T_FILTERS | T_FOR, true, QW_EITHER},
     {"requeue", QV_REQUEUE, T_TARGETS | T_FILTERS, false, QW_DAEMON},
     {"flush", QV_FLUSH, T_FLUSH_ARG, false, QW_DAEMON},
 };
@@ -45,11 +46,12 @@ const char queue_cmd_usage[] =
     "  queue show [--json] ID | cat ID | summary [--sender]\n"
     "  queue hold|release|delete|requeue ID...|ALL|- [FILTER...]   (- reads IDs from stdin)\n"
     "  queue release ID --keep RCPT...   (to those recipients only, dropping the others)\n"
+    "  queue release|delete ID --for RCPT...   (only those recipients' copies: the spam quarantine)\n"
     "  queue flush [ID|DOMAIN]\n"
     "  FILTER: --domain D | --sender ADDR|@DOMAIN|<> | --rcpt ADDR|@DOMAIN |\n"
-    "          --state queued|deferred|active|hold | --older-than 2h\n";
+    "          --state queued|deferred|active|hold|spam | --older-than 2h\n";
 
-static const char *const states[] = {"queued", "deferred", "active", "hold"};
+static const char *const states[] = {"queued", "deferred", "active", "hold", "spam"};
 
 static int bad(char *err, size_t errlen, const char *fmt, const char *word)
 {
@@ -81,7 +83,7 @@ static int take_filter(struct queue_cmd *c, int argc, char *const *argv, int *i,
         for (size_t k = 0; k < sizeof states / sizeof states[0]; k++)
             known |= !strcmp(v, states[k]);
         if (!known)
-            return bad(err, errlen, "--state: '%s' is not queued, deferred, active or hold", v);
+            return bad(err, errlen, "--state: '%s' is not queued, deferred, active, hold or spam", v);
     }
     c->filtered = true;
     return 0;
@@ -134,6 +136,10 @@ static int take_word(struct queue_cmd *c, unsigned takes, int argc, char *const 
         if (*i + 1 >= argc || !argv[*i + 1][0] || c->nkeep == QUEUE_CMD_MAX_KEEP)
             return bad(err, errlen, "%s needs a recipient (at most 64 of them)", w);
         c->keep[c->nkeep++] = argv[++*i];
+    } else if ((takes & T_FOR) && !strcmp(w, "--for")) {
+        if (*i + 1 >= argc || !argv[*i + 1][0] || c->nfor == QUEUE_CMD_MAX_KEEP)
+            return bad(err, errlen, "%s needs a recipient (at most 64 of them)", w);
+        c->for_rcpts[c->nfor++] = argv[++*i];
     } else if ((takes & T_PAGE) && (!strcmp(w, "--offset") || !strcmp(w, "--limit") || !strcmp(w, "--sort")))
         return take_page(c, argc, argv, i, err, errlen);
     else if ((takes & T_FILTERS) && !strncmp(w, "--", 2))
@@ -168,6 +174,8 @@ static int check_targets(const struct queue_cmd *c, unsigned takes, char *err, s
         return bad(err, errlen, "%s: give queue IDs, ALL, - (IDs on standard input) or a filter", c->name);
     if (c->nkeep && (c->nids != 1 || c->all || c->ids_on_stdin || c->filtered))
         return bad(err, errlen, "%s --keep acts on one queue ID", c->name);
+    if (c->nfor && (c->nids != 1 || c->all || c->ids_on_stdin || c->filtered || c->nkeep))
+        return bad(err, errlen, "%s --for acts on one queue ID (and not with --keep)", c->name);
     return 0;
 }
 
@@ -203,11 +211,14 @@ static void rebase(struct queue_cmd *c, const char *from, size_t len)
     for (size_t i = 0; i < c->nkeep; i++)
         if (c->keep[i] >= from && c->keep[i] < from + len)
             c->keep[i] = c->words + (c->keep[i] - from);
+    for (size_t i = 0; i < c->nfor; i++)
+        if (c->for_rcpts[i] >= from && c->for_rcpts[i] < from + len)
+            c->for_rcpts[i] = c->words + (c->for_rcpts[i] - from);
 }
 
 int queue_cmd_parse_line(const char *line, struct queue_cmd *c, char *err, size_t errlen)
 {
-    char *argv[QUEUE_CMD_MAX_WORDS + 2 * QUEUE_CMD_MAX_KEEP + 16];
+    char *argv[QUEUE_CMD_MAX_WORDS + 4 * QUEUE_CMD_MAX_KEEP + 16];
     char words[QUEUE_CMD_MAX_LINE];
     int argc = 0;
     size_t used = 0;

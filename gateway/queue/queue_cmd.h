@@ -52,6 +52,8 @@ struct queue_cmd {
     const char *ids[QUEUE_CMD_MAX_WORDS];
     size_t nkeep;
     const char *keep[QUEUE_CMD_MAX_KEEP];   /* release to these recipients only */
+    size_t nfor;
+    const char *for_rcpts[QUEUE_CMD_MAX_KEEP];   /* release or delete only these recipients' copies */
     const char *flush_arg;       /* flush: a queue ID, a recipient domain, or NULL for all */
     bool filtered;               /* some filter was given */
     struct queue_filter f;

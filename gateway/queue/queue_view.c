@@ -9,7 +9,8 @@
 
 const char *queue_view_rcpt_status(char st)
 {
-    return st == RCPT_DONE || st == RCPT_RELAYED ? "delivered" : st == RCPT_PENDING ? "pending" : "failed";
+    return st == RCPT_DONE || st == RCPT_RELAYED ? "delivered" : st == RCPT_PENDING ? "pending"
+           : st == RCPT_QUARANTINED ? "quarantined" : "failed";
 }
 
 const char *queue_view_state(const struct queue_view *v)
@@ -18,10 +19,13 @@ const char *queue_view_state(const struct queue_view *v)
         return "hold";
     if (v->active)
         return "active";
-    for (size_t i = 0; i < v->nrcpts; i++)
-        if (v->st[i]->status == RCPT_PENDING && v->st[i]->attempts > 0)
-            return "deferred";
-    return "queued";
+    bool pending = false, tried = false, spam = false;
+    for (size_t i = 0; i < v->nrcpts; i++) {
+        pending |= v->st[i]->status == RCPT_PENDING;
+        tried |= v->st[i]->status == RCPT_PENDING && v->st[i]->attempts > 0;
+        spam |= v->st[i]->status == RCPT_QUARANTINED;
+    }
+    return tried ? "deferred" : !pending && spam ? "spam" : "queued";
 }
 
 /* The last reply of a pending recipient (the one the list shows). */

@@ -23,9 +23,10 @@ struct queue_view {
     const struct rcpt_state *const *st;
 };
 
-/* A recipient's status as shown: "pending", "delivered" or "failed". */
+/* A recipient's status as shown: "pending", "delivered", "quarantined" or "failed". */
 const char *queue_view_rcpt_status(char st);
-/* "hold", "active", "deferred" (tried before) or "queued" (not yet tried). */
+/* "hold", "active", "deferred" (tried before), "spam" (waiting only in the
+ * spam quarantine) or "queued" (not yet tried). */
 const char *queue_view_state(const struct queue_view *v);
 /* `queue list`: begin, one item per message (the nth, from 0), end; as
  * text lines or (json) one array of objects. */

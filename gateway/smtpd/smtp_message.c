@@ -34,7 +34,16 @@ static void track_message(const struct session *s, const struct envelope *env, c
     size_t n = env ? env->nrcpts : s->tx.nrcpts;
     for (size_t i = 0; i < n; i++) {
         e.to = env ? env->rcpts[i] : s->tx.rcpts[i].addr;
-        track_event(&e);
+        const struct txn_rcpt *r = env ? txn_find_rcpt((txn_t *)&s->tx, e.to) : &s->tx.rcpts[i];
+        bool spam = !strcmp(status, "queued") && r && r->spam_reason;
+        struct track_event one = e;
+        if (spam) {          /* held in the spam quarantine for this recipient */
+            log_info("%s: to=<%s>, status=quarantined (spam quarantine: %s)", one.qid, one.to, r->spam_reason);
+            one.status = "quarantined";
+            one.link = "spam quarantine";
+            one.reply = r->spam_reason;
+        }
+        track_event(&one);
     }
 }
 
@@ -467,7 +476,7 @@ static void prepare_commit(struct session *s)
     }
     bool routes = false;
     for (size_t i = 0; i < t->nrcpts; i++)
-        routes |= t->rcpts[i].nexthop != NULL || t->rcpts[i].min_tls;
+        routes |= t->rcpts[i].nexthop != NULL || t->rcpts[i].min_tls || t->rcpts[i].spam_reason;
     if (t->quarantine || routes || t->archive || t->decisions[0]) {
         cj->has_state = true;
         memcpy(cj->flags.decisions, t->decisions, sizeof cj->flags.decisions);
@@ -477,7 +486,9 @@ static void prepare_commit(struct session *s)
             snprintf(cj->flags.reason, sizeof cj->flags.reason, "%.250s", t->hold_reason);
         cj->state = calloc(t->nrcpts ? t->nrcpts : 1, sizeof *cj->state);
         for (size_t i = 0; cj->state && i < t->nrcpts; i++) {
-            cj->state[i].status = RCPT_PENDING;
+            cj->state[i].status = t->rcpts[i].spam_reason ? RCPT_QUARANTINED : RCPT_PENDING;
+            if (t->rcpts[i].spam_reason)
+                snprintf(cj->state[i].last_reply, sizeof cj->state[i].last_reply, "%s", t->rcpts[i].spam_reason);
             if (t->rcpts[i].nexthop)
                 snprintf(cj->state[i].nexthop, sizeof cj->state[i].nexthop, "%s", t->rcpts[i].nexthop);
             cj->state[i].min_tls = t->rcpts[i].min_tls;

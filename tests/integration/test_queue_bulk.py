@@ -181,7 +181,7 @@ def test_bulk_refusals_and_the_spool_with_the_daemon_down():
     wait_for(lambda: len(listed(g, "--state", "deferred")) == 3, 20, "three deferred")
     for bad, why in [(["delete"], "give queue IDs, ALL, - (IDs on standard input) or a filter"),
                      (["delete", "ALL", ids[0]], "give one of queue IDs, ALL or -"),
-                     (["hold", "--state", "sleeping"], "is not queued, deferred, active or hold"),
+                     (["hold", "--state", "sleeping"], "is not queued, deferred, active, hold or spam"),
                      (["hold", "--older-than", "soon"], "bad duration"),
                      (["delete", "held.test"], "'held.test' is not a queue ID"),
                      (["release", "ALL", "--keep", "x@example.test"], "--keep acts on one queue ID"),

@@ -5,7 +5,8 @@
  *       HELO name, sender, recipient, Subject header, body chunk), or "*".
  *   <name>.mutate = STAGE OP [ARG1 [ARG2]]   (OP: header_add, header_insert,
  *       header_change, header_delete, body_replace, rcpt_add, rcpt_delete,
- *       sender_change, set_nexthop, request_archive, submit, count)
+ *       sender_change, set_nexthop, quarantine (RCPT [REASON]: the spam
+ *       quarantine for that recipient), request_archive, submit, count)
  *       submit KIND RCPT: host->submit_message a notice to RCPT; KIND good,
  *       or one posternd must refuse: bare_lf, nul, long_line, no_header,
  *       routed (RCPT with '%' routing). Logs "probe: submit KIND: ...".
@@ -231,6 +232,8 @@ static void mutate(postern_txn *t, const struct mutation *m)
         rc = host->sender_change(t, m->a1);
     else if (!strcmp(op, "set_nexthop"))
         rc = host->set_nexthop(t, m->a1, m->a2);
+    else if (!strcmp(op, "quarantine"))
+        rc = host->rcpt_quarantine(t, m->a1, m->a2[0] ? m->a2 : "probe says spam");
     else if (!strcmp(op, "request_archive"))
         rc = host->request_archive(t);
     else if (!strcmp(op, "submit"))
