@@ -5,6 +5,7 @@ with rspamd's text, a local rule's score brings "add header", rspamd's
 results reach later links, rspamd down answers per on_error; rspamd's
 remove_headers never removes posternd's own Received field."""
 import pwd
+import json
 from harness import *
 
 PLUGDIR = os.path.join(BUILD, "plugins")
@@ -142,6 +143,27 @@ def test_gtube_rejected_headers_added_results_for_later_links_and_rspamd_down():
     ours, _ = our_received_and_rest(stripped)
     assert b"(Postern) with ESMTP id " + qid.encode() in ours, stripped[:800]
     assert b"upstream.test" not in stripped and b"X-Strip-Me" not in stripped, stripped[:800]
+    g.stop()
+    # on_reject = quarantine: GTUBE is taken and held in the spam quarantine, per recipient
+    g = gw(sink, url, on_reject="quarantine")
+    qid = queue_id(send_mail(g, rcpts=("a@example.test", "b@example.test"), headers=HEADERS % ("m8", "test"),
+                             body=GTUBE + "\r\n"))
+    show = lambda: json.loads(subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "show", "--json",
+                                              qid], capture_output=True, text=True, timeout=30).stdout)[0]
+    wait_for(lambda: [r["status"] for r in show()["recipients"]] == ["quarantined", "quarantined"], 10, "the hold")
+    assert "spam: rspamd reject, score" in show()["recipients"][0]["last_reply"], show()
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "release", qid, "--for",
+                        "a@example.test"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    sink.wait_count(6)
+    released = [m for m in sink.messages() if b"<m8@src.test>" in m]
+    assert [sink_rcpts(m) for m in released] == [[b"a@example.test"]], released
+    assert [r["status"] for r in show()["recipients"]] == ["delivered", "quarantined"]
+    g.stop()
+    # quarantine_score: from that score on, held instead of delivered
+    g = gw(sink, url, quarantine_score="-1000")
+    qid = queue_id(send_mail(g, headers=HEADERS % ("m9", "an ordinary note")))
+    wait_for(lambda: "%s: to=<x@example.test>, status=quarantined" % qid in g.log(), 10, "the score hold")
     g.stop()
     bad = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="rspamd", **{"rspamd.url": "https://x:1"})
     r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", bad.conf, "-t"], capture_output=True, text=True,
