@@ -269,6 +269,14 @@ static int tx_require_tls(lua_State *L)
     return ok(L, H()->require_tls(t, rcpt, luaL_optstring(L, 3, "encrypt")));
 }
 
+/* tx:spam_quarantine(rcpt [, reason]): held for that recipient only. */
+static int tx_spam_quarantine(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    const char *rcpt = luaL_checkstring(L, 2);
+    return ok(L, H()->rcpt_quarantine(t, rcpt, luaL_optstring(L, 3, "spam (policy)")));
+}
+
 static int tx_route(lua_State *L)
 {
     postern_txn *t = check_tx(L, 1);
@@ -343,7 +351,8 @@ const luaL_Reg tx_methods[] = {
     {"delete_header", tx_delete_header}, {"body", tx_body}, {"parts", tx_parts}, {"replace_body", tx_replace_body},
     {"add_recipient", tx_add_recipient}, {"delete_recipient", tx_delete_recipient},
     {"set_sender", tx_set_sender}, {"route", tx_route}, {"archive", tx_archive},
-    {"quarantine", tx_quarantine}, {"require_tls", tx_require_tls}, {NULL, NULL},
+    {"quarantine", tx_quarantine}, {"require_tls", tx_require_tls}, {"spam_quarantine", tx_spam_quarantine},
+    {NULL, NULL},
 };
 
 int tx_index(lua_State *L)
