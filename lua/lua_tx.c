@@ -277,6 +277,18 @@ static int tx_spam_quarantine(lua_State *L)
     return ok(L, H()->rcpt_quarantine(t, rcpt, luaL_optstring(L, 3, "spam (policy)")));
 }
 
+/* tx:list(rcpt): "allow", "block" or nil, for this sender (the personal lists). */
+static int tx_list(lua_State *L)
+{
+    postern_txn *t = check_tx(L, 1);
+    int k = H()->rcpt_list(t, luaL_checkstring(L, 2));
+    if (k == 'A' || k == 'B')
+        lua_pushstring(L, k == 'A' ? "allow" : "block");
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 static int tx_route(lua_State *L)
 {
     postern_txn *t = check_tx(L, 1);
@@ -352,6 +364,7 @@ const luaL_Reg tx_methods[] = {
     {"add_recipient", tx_add_recipient}, {"delete_recipient", tx_delete_recipient},
     {"set_sender", tx_set_sender}, {"route", tx_route}, {"archive", tx_archive},
     {"quarantine", tx_quarantine}, {"require_tls", tx_require_tls}, {"spam_quarantine", tx_spam_quarantine},
+    {"list", tx_list},
     {NULL, NULL},
 };
 

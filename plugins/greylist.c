@@ -341,6 +341,10 @@ static postern_verdict on_rcpt(postern_txn *t, const char *rcpt, void *state)
         host->var_set(t, "greylist.result", "exempt");
         return POSTERN_CONTINUE;
     }
+    if (POSTERN_HOST_HAS(host, rcpt_list) && host->rcpt_list(t, rcpt) == 'A') {
+        host->var_set(t, "greylist.result", "allowed");    /* the recipient's allow list */
+        return POSTERN_CONTINUE;
+    }
     char net[64], sender[512], to[512];
     if (client_net(host->client_addr(t), net, sizeof net) < 0)
         snprintf(net, sizeof net, "%s", host->client_addr(t));

@@ -278,6 +278,10 @@ struct postern_host {
      * spam_quarantine_lifetime after arrival, with no notice. 0, or -1
      * (no such recipient, or not at this stage). */
     int (*rcpt_quarantine)(postern_txn *t, const char *rcpt, const char *reason);
+    /* What the recipient's personal lists (or its domain's) say of this
+     * transaction's sender: 'A' (allowed: skip spam and greylist verdicts
+     * for that recipient), 'B' (blocked) or 0. */
+    int (*rcpt_list)(postern_txn *t, const char *rcpt);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

@@ -226,9 +226,13 @@ static postern_verdict quarantine_all(postern_txn *t, const char *action, double
     char why[200];
     snprintf(why, sizeof why, "spam: rspamd %s, score %.2f / %.2f", action[0] ? action : "no action", score,
              required);
-    for (size_t i = 0; i < host->rcpt_count(t); i++)
-        if (host->rcpt_quarantine(t, host->rcpt(t, i), why) < 0)
+    for (size_t i = 0; i < host->rcpt_count(t); i++) {
+        const char *rcpt = host->rcpt(t, i);
+        if (POSTERN_HOST_HAS(host, rcpt_list) && host->rcpt_list(t, rcpt) == 'A')
+            continue;            /* the recipient's allow list: delivered */
+        if (host->rcpt_quarantine(t, rcpt, why) < 0)
             return POSTERN_ERROR;
+    }
     return POSTERN_CONTINUE;
 }
 

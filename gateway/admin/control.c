@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "event.h"
 #include "log.h"
+#include "lists.h"
 #include "queue.h"
 #include "queue_cmd.h"
 #include "runtime.h"
@@ -103,6 +104,17 @@ static void ctl_dispatch(struct ctl_conn *c, const char *line)
     if (!strcmp(line, "reload")) {
         int rc = ctl_reload(&body);
         ctl_answer(c, rc, &body);
+        buf_free(&body);
+        return;
+    }
+    if (!strncmp(line, "lists ", 6) || !strcmp(line, "lists")) {     /* personal allow/block lists */
+        char words[MAX_REQUEST], *argv[6];
+        int argc = 0;
+        snprintf(words, sizeof words, "%s", line + 5);
+        for (char *w = strtok(words, " "); w && argc < 6; w = strtok(NULL, " "))
+            argv[argc++] = w;
+        int rc = lists_request(argc, argv, &body);
+        ctl_answer(c, rc == 0 ? 0 : -1, &body);
         buf_free(&body);
         return;
     }

@@ -18,6 +18,7 @@
 #include "queue_offline.h"
 #include "queue_cmd.h"
 #include "track_cli.h"
+#include "lists.h"
 #include "log.h"
 #include "policy_cli.h"
 #include "spool.h"
@@ -41,6 +42,7 @@ static void usage_to(int status)
                  "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
                  "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
                  "       postern queue ...   (postern queue --help)\n"
+                 "       postern lists add allow|block OWNER PATTERN | del OWNER PATTERN | show [OWNER]\n"
                  "       postern track [--from A] [--to B] [--client IP] [--id QUEUEID] [--status S] [--since DATE] "
                  "[--until DATE] [--limit N] [--json]\n"
                  "       postern archive verify|reindex\n"
@@ -202,6 +204,48 @@ static int queue_command(const struct config *cfg, int argc, char **argv)
     return rc;
 }
 
+/* `postern lists ...`: through the daemon (it holds them in memory), else
+ * on the store itself as the daemon's user. */
+static int lists_command(const struct config *cfg, int argc, char **argv)
+{
+    bool known = argc >= 1 && ((!strcmp(argv[0], "add") && argc == 4) || (!strcmp(argv[0], "del") && argc == 3) ||
+                               (!strcmp(argv[0], "show") && argc <= 2));
+    if (!known) {
+        fprintf(stderr, "usage: postern [-c FILE] lists ...\n%s", lists_usage);
+        return 2;
+    }
+    struct buf line, out;
+    buf_init(&line);
+    buf_init(&out);
+    buf_puts(&line, "lists");
+    for (int i = 0; i < argc; i++) {
+        if (strpbrk(argv[i], " \t\r\n")) {
+            fprintf(stderr, "postern: lists: '%s' has a blank\n", argv[i]);
+            buf_free(&line);
+            return 1;
+        }
+        buf_printf(&line, " %s", argv[i]);
+    }
+    buf_append(&line, "", 1);
+    int rc = ask_daemon(cfg->control_socket, buf_head(&line));
+    buf_free(&line);
+    if (rc >= 0)
+        return rc;
+    char path[4096], err[600];
+    lists_db_path(cfg, path, sizeof path);
+    if (open_spool(cfg) < 0)         /* as the daemon's user */
+        return 1;
+    if (lists_open(path, err, sizeof err) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return 1;
+    }
+    rc = lists_request(argc, argv, &out);
+    lists_close();
+    fwrite(buf_head(&out), 1, out.len, rc == 0 ? stdout : stderr);
+    buf_free(&out);
+    return rc;
+}
+
 /* `postern archive verify|search|export|reindex` on archive.dir. */
 static int archive_command(const struct config *cfg, const char *path, int argc, char **argv)
 {
@@ -355,6 +399,8 @@ int main(int argc, char **argv)
         rc = archive_command(&cfg, path, argc - optind - 1, argv + optind + 1);
     } else if (!strcmp(cmd, "queue")) {
         rc = queue_command(&cfg, argc - optind - 1, argv + optind + 1);
+    } else if (!strcmp(cmd, "lists")) {
+        rc = lists_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else if (!strcmp(cmd, "track")) {
         rc = track_command(&cfg, argc - optind - 1, argv + optind + 1);
     } else if (!strcmp(cmd, "policy")) {

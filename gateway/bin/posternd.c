@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "postern_lua.h"
 #include "track.h"
+#include "lists.h"
 #include "mta_sts.h"
 #include "tlsrpt.h"
 #include "mx.h"
@@ -284,7 +285,10 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
-    if (track_start(cfg, err, sizeof err) < 0) {      /* as the daemon's user: the store is its file */
+    char lists_path[4096];
+    lists_db_path(cfg, lists_path, sizeof lists_path);
+    if (track_start(cfg, err, sizeof err) < 0 ||        /* as the daemon's user: the stores are its files */
+        lists_open(lists_path, err, sizeof err) < 0) {
         log_error("%s", err);
         return 1;
     }
@@ -342,6 +346,7 @@ int main(int argc, char **argv)
     http_stop();
     workers_stop();
     track_stop();            /* after the last events (workers' commits, deliveries) */
+    lists_close();
     dns_shutdown();
     bool lua_clean = lua_threads_stop();
     log_info("posternd stopped; %zu message(s) remain queued", queue_size());

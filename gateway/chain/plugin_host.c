@@ -1,6 +1,7 @@
 /* plugin_host.c - implements struct postern_host on top of txn_t. Each
  * mutation checks the stage it is called in (see postern_plugin.h). */
 #include "plugin_host.h"
+#include "lists.h"
 #include "privsep.h"
 #include "config.h"
 #include "dns.h"
@@ -221,6 +222,11 @@ static int h_rcpt_quarantine(postern_txn *t, const char *rcpt, const char *reaso
     free(r->spam_reason);
     r->spam_reason = why;
     return 0;
+}
+
+static int h_rcpt_list(postern_txn *t, const char *rcpt)
+{
+    return t->sender ? (int)lists_check(rcpt, t->sender) : 0;
 }
 
 static int h_set_nexthop(postern_txn *t, const char *rcpt, const char *nexthop)
@@ -491,6 +497,7 @@ static const struct postern_host host = {
     .session_data_set = h_session_data_set,
     .open_config_file = privsep_open,
     .rcpt_quarantine = h_rcpt_quarantine,
+    .rcpt_list = h_rcpt_list,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

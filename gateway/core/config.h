@@ -178,6 +178,8 @@ struct config {
     int max_hop_count;             /* more Received: headers = mail loop, bounced */
     char *outbound_remove_headers; /* "X-Spam, X-Spam-*, …": not on mail relayed out */
     long spam_quarantine_lifetime; /* seconds a recipient's copy stays in the spam quarantine */
+    char *lists_db;                /* NULL: SPOOL/lists.db */
+    char *block_action;            /* "reject" or "quarantine" */
     bool tracking;                 /* message tracking (track.c) */
     char *tracking_db;             /* NULL: SPOOL/tracking.db */
     long tracking_retention;       /* seconds */

@@ -97,6 +97,11 @@ static const char *check_address(const char *v)
 
 static const char *check_one_line(const char *v) { return strpbrk(v, "\r\n") ? "one line" : NULL; }
 
+static const char *check_block_action(const char *v)
+{
+    return strcmp(v, "reject") && strcmp(v, "quarantine") ? "expected reject or quarantine" : NULL;
+}
+
 static const char *check_log_target(const char *v)
 {
     return strcmp(v, "stderr") && strcmp(v, "syslog") && strncmp(v, "file:/", 6)
@@ -645,6 +650,11 @@ static const struct config_key keys[] = {
      NULL, "memory per Lua state", "`64M`"},
     {"lua_body_limit", KT_SIZE, FIELD(lua_body_limit), "1M", 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
      "`tx:body()` returns bodies up to this size", "`1M`"},
+    {"lists_db", KT_STR, FIELD(lists_db), NULL, 0, 0, NULL, KF_RESTART, NULL, NULL, NULL, NULL,
+     "the personal allow and block lists (SQLite), written by the daemon's user", "`SPOOL/lists.db`"},
+    {"block_action", KT_STR, FIELD(block_action), "reject", 0, 0, NULL, 0, check_block_action, NULL, NULL, NULL,
+     "a sender on a recipient's block list: `reject` (550 at RCPT) or `quarantine` (the spam quarantine, for that "
+     "recipient)", "`reject`"},
     {"tracking", KT_BOOL, FIELD(tracking), "yes", 0, 0, NULL, KF_RESTART, NULL, NULL, NULL, NULL,
      "record every message's and recipient's events for `postern track` and the console's tracking page", "`yes`"},
     {"tracking_db", KT_STR, FIELD(tracking_db), NULL, 0, 0, NULL, KF_RESTART, NULL, NULL, NULL, NULL,

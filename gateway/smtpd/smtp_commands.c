@@ -4,6 +4,7 @@
  * dispatches them; DATA is smtp_message.c's, BDAT smtp_chunking.c's, AUTH
  * smtp_auth.c's, XCLIENT smtp_proxy.c's. */
 #include "smtp_session.h"
+#include "lists.h"
 #include "track.h"
 #include "metrics.h"
 #include "hooks.h"
@@ -138,7 +139,28 @@ static void rcpt_then(struct session *s, postern_verdict v)
         session_reply(s, "452 4.3.0 Insufficient system resources");
         return;
     }
+    /* block_action = quarantine: taken, and held for this recipient */
+    struct txn_rcpt *r = &s->tx.rcpts[s->tx.nrcpts - 1];
+    if (!strcmp(s->cfg->block_action, "quarantine") && lists_check(r->addr, s->tx.sender) == LIST_BLOCK)
+        r->spam_reason = strdup("sender on your block list");
     session_reply(s, "250 2.1.5 Ok");
+}
+
+/* A sender on the recipient's block list (lists.c), with block_action =
+ * reject: 550 here, before the chain. true when refused. */
+static bool blocked_at_rcpt(struct session *s, const char *rcpt)
+{
+    if (strcmp(s->cfg->block_action, "reject") || lists_check(rcpt, s->tx.sender) != LIST_BLOCK)
+        return false;
+    char reply[700];
+    snprintf(reply, sizeof reply, "550 5.7.1 <%.320s>: Sender address rejected: blocked by the recipient", rcpt);
+    log_info("S%lu: reject: RCPT from [%s]: sender on the block list of <%s>; from=<%s> to=<%s> proto=%s helo=<%s>",
+             s->sid, s->tx.client_ip, rcpt, s->tx.sender, rcpt, s->esmtp ? "ESMTP" : "SMTP", s->tx.helo);
+    track_event(&(struct track_event){.status = "rejected", .from = s->tx.sender, .to = rcpt, .client = s->tx.client_ip,
+                                      .helo = s->tx.helo, .stage = "rcpt", .link = "block list", .reply = reply,
+                                      .session = s->sid});
+    session_reply(s, reply);
+    return true;
 }
 
 static void cmd_rcpt(struct session *s, const char *args)
@@ -182,6 +204,8 @@ static void cmd_rcpt(struct session *s, const char *args)
         session_reply(s, "452 4.5.3 Error: too many recipients");
         return;
     }
+    if (blocked_at_rcpt(s, pr.addr))
+        return;
     snprintf(s->hook_arg, sizeof s->hook_arg, "%s", pr.addr);
     session_run_stage(s, POSTERN_STAGE_RCPT, s->hook_arg, strlen(s->hook_arg), rcpt_then);
 }
