@@ -12,6 +12,7 @@
 #include "console_web.h"
 #include "console_track.h"
 #include "console_int.h"
+#include "console_user.h"
 #include "control_client.h"
 #include "log.h"
 #include "metrics.h"
@@ -491,9 +492,13 @@ static enum MHD_Result route_post(struct MHD_Connection *c, const char *url, con
 {
     if (!strcmp(url, "/login"))
         return do_login(c, form);
+    bool mine = !strncmp(url, "/my/", 4);
+    if (!strcmp(url, "/my/login"))
+        return console_user_post(c, url, form, s, logged_in, secure_cookies);
     bool api = !strncmp(url, "/api/", 5);
     if (!logged_in)
-        return api ? json_error(c, MHD_HTTP_UNAUTHORIZED, "log in first") : redirect(c, "/login", NULL);
+        return api ? json_error(c, MHD_HTTP_UNAUTHORIZED, "log in first")
+                   : redirect(c, mine ? "/my/login" : "/login", NULL);
     /* every change carries the session's CSRF token (a form field, or a header for the API) */
     char token[1024];
     form_get(form, "csrf", token);
@@ -504,8 +509,13 @@ static enum MHD_Result route_post(struct MHD_Connection *c, const char *url, con
     if (!strcmp(url, "/logout")) {
         const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "postern_session");
         console_session_end(cookie ? cookie : "");
-        return redirect(c, "/login", "postern_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+        return redirect(c, s->role == ROLE_USER ? "/my/login" : "/login",
+                        "postern_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     }
+    if (mine)
+        return console_user_post(c, url, form, s, logged_in, secure_cookies);
+    if (s->role == ROLE_USER)              /* a mail user: their own /my/ pages only */
+        return api ? json_error(c, MHD_HTTP_FORBIDDEN, "not an admin") : text_status(c, MHD_HTTP_FORBIDDEN, "not an admin\n");
     bool bulk = !strcmp(url, "/bulk") || !strcmp(url, "/api/bulk");
     if (!bulk && strcmp(url, "/action") && strcmp(url, "/api/action"))
         return text_status(c, MHD_HTTP_NOT_FOUND, "not found\n");
@@ -519,11 +529,15 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
 {
     if (!strcmp(url, "/login"))
         return page_login(c, NULL);
-    if (!strcmp(url, "/style.css"))             /* the login page uses it too */
+    if (!strcmp(url, "/style.css"))             /* the login pages use it too */
         return console_stylesheet(c);
+    if (!strncmp(url, "/my/", 4) || !strcmp(url, "/my"))
+        return console_user_get(c, url, s, logged_in);
     bool api = !strncmp(url, "/api/", 5);
     if (!logged_in)
         return api ? json_error(c, MHD_HTTP_UNAUTHORIZED, "log in first") : redirect(c, "/login", NULL);
+    if (s->role == ROLE_USER)              /* a mail user: their own /my/ pages only */
+        return api ? json_error(c, MHD_HTTP_FORBIDDEN, "not an admin") : redirect(c, "/my/", NULL);
     if (!strcmp(url, "/") || !strcmp(url, "/api/queue"))
         return console_queue_page(c, s, false, api);
     if (!strcmp(url, "/quarantine") || !strcmp(url, "/api/quarantine"))

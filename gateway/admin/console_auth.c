@@ -35,7 +35,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 const char *console_role_name(enum console_role r)
 {
-    return r == ROLE_ADMIN ? "admin" : r == ROLE_READONLY ? "readonly" : "none";
+    return r == ROLE_ADMIN ? "admin" : r == ROLE_READONLY ? "readonly" : r == ROLE_USER ? "user" : "none";
 }
 
 static int parse_user(char *line, struct user *u)

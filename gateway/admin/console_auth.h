@@ -8,11 +8,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-enum console_role { ROLE_NONE, ROLE_READONLY, ROLE_ADMIN };
+/* ROLE_USER: a mail user on the /my/ pages, their own quarantine only. */
+enum console_role { ROLE_NONE, ROLE_READONLY, ROLE_ADMIN, ROLE_USER };
 #define CONSOLE_TOKEN_LEN 64          /* hex characters */
 
 struct console_session {
-    char user[64];
+    char user[256];
     enum console_role role;
     char csrf[CONSOLE_TOKEN_LEN + 1];
 };

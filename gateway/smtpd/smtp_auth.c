@@ -52,11 +52,18 @@ static bool over_failure_limit(const char *ip) { return failures_of(ip)->count >
 
 /* ---- the exchange --------------------------------------------------- */
 
+const struct auth_backend *auth_backend_configured(const struct config *cfg)
+{
+    if (!cfg->auth_backend)
+        return NULL;
+    return !strcmp(cfg->auth_backend, "cyrus") ? &auth_cyrus : &auth_dovecot;
+}
+
 int smtp_auth_init(const struct config *cfg, char *err, size_t errlen)
 {
     if (!cfg->auth_backend)
         return 0;
-    backend = !strcmp(cfg->auth_backend, "cyrus") ? &auth_cyrus : &auth_dovecot;
+    backend = auth_backend_configured(cfg);
     return backend->init(cfg, err, errlen);
 }
 
