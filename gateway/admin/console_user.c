@@ -3,7 +3,8 @@
  * (checked by the configured auth_backend: Dovecot or Cyrus, one PLAIN
  * exchange) and sees and acts on their own copies in the spam quarantine
  * only: release to me, delete, release and always allow the sender, block
- * the sender; and their allow and block lists. Every message ID a user
+ * the sender, "this is spam"; and their allow and block lists. A release
+ * is learned by rspamd as ham, "this is spam" as spam (learn.c). Every message ID a user
  * names is checked against the login (a copy held for that address, or
  * "no such message", the same answer as for an ID that does not exist);
  * every change is a POST with the session's CSRF token; nothing from a
@@ -13,6 +14,7 @@
 #include "console_int.h"
 #include "control_client.h"
 #include "log.h"
+#include "learn.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,8 +175,8 @@ static void held_row(struct buf *b, json_t *m, const char *owner, const struct c
     html(b, reason_for(m, owner));
     buf_printf(b, "</td><td>%s</td><td>", age);
     static const char *const ops[][2] = {{"release", "Release to me"}, {"allow", "Release and always allow"},
-                                         {"block", "Block sender"}, {"delete", "Delete"}};
-    for (size_t i = 0; i < 4; i++) {
+                                         {"block", "Block sender"}, {"spam", "This is spam"}, {"delete", "Delete"}};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         buf_puts(b, "<form method=\"post\" action=\"/my/action\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" "
                     "value=\"");
         html_attr(b, s->csrf);
@@ -355,8 +357,13 @@ static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_
         return text_status(c, MHD_HTTP_NOT_FOUND, "no such message\n");   /* another user's, or none */
     const char *sender = jstr(m, "sender");
     int rc = -1;
-    if (!strcmp(op, "release") || !strcmp(op, "delete"))
-        rc = act_on_copy(op, id, owner, why, sizeof why);
+    /* what the user decided teaches rspamd (before the copy goes); a failure changes nothing else */
+    bool ham = !strcmp(op, "release") || !strcmp(op, "allow"), spam = !strcmp(op, "spam");
+    char learned[300];
+    if ((ham || spam) && learn_message(id, spam, learned, sizeof learned) < 0)
+        log_warn("console: %s for <%s>: not learned: %s", id, owner, learned);
+    if (!strcmp(op, "release") || !strcmp(op, "delete") || spam)
+        rc = act_on_copy(spam ? "delete" : op, id, owner, why, sizeof why);
     else if ((!strcmp(op, "allow") || !strcmp(op, "block")) && sender[0])
         rc = list_change(op, owner, sender, why, sizeof why) == 0
                  ? act_on_copy(!strcmp(op, "allow") ? "release" : "delete", id, owner, why, sizeof why) : -1;

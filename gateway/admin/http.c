@@ -15,6 +15,7 @@
 #include "console.h"
 #include "console_track.h"
 #include "console_user.h"
+#include "learn.h"
 #include "track.h"
 #include "console_auth.h"
 #include "log.h"
@@ -190,6 +191,7 @@ int http_bind(const struct config *cfg)
         track_db_path(cfg, track_path, sizeof track_path);
     console_track_configure(track_path);
     console_user_configure(cfg, cfg->control_socket);
+    learn_configure(cfg);
     if (cfg->http_tls) {
         if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
             log_error("http_tls: this libmicrohttpd has no TLS support");

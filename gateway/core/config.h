@@ -179,6 +179,8 @@ struct config {
     char *outbound_remove_headers; /* "X-Spam, X-Spam-*, …": not on mail relayed out */
     long spam_quarantine_lifetime; /* seconds a recipient's copy stays in the spam quarantine */
     char *lists_db;                /* NULL: SPOOL/lists.db */
+    char *rspamd_controller;       /* "http://HOST:PORT" for learning, or NULL */
+    char *rspamd_controller_password;
     char *block_action;            /* "reject" or "quarantine" */
     bool tracking;                 /* message tracking (track.c) */
     char *tracking_db;             /* NULL: SPOOL/tracking.db */

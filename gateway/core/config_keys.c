@@ -469,6 +469,11 @@ static const struct config_key keys[] = {
     {"http_listen", KT_CHARS, FIELD(http_listen), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`ADDRESS:PORT` for `/metrics` (Prometheus) and the web console; keep it on loopback or a management network",
      "off"},
+    {"rspamd_controller", KT_STR, FIELD(rspamd_controller), NULL, 0, 0, NULL, KF_RESTART, check_one_line, NULL, NULL,
+     NULL, "`http://HOST:PORT` of rspamd's controller: a user's release from the spam quarantine is learned as ham "
+     "and \"this is spam\" as spam", "none"},
+    {"rspamd_controller_password", KT_STR, FIELD(rspamd_controller_password), NULL, 0, 0, NULL,
+     KF_RESTART | KF_SECRET, check_one_line, NULL, NULL, NULL, "the controller's password", "none"},
     {"http_users", KT_STR, FIELD(http_users), NULL, 0, 0, NULL, KF_RESTART, check_absolute, NULL, NULL, NULL,
      "the web console's users file (`postern console-user`); unset: no console", "none"},
     {"http_tls", KT_BOOL, FIELD(http_tls), NULL, 0, 0, NULL, KF_RESTART, NULL, parse_http_tls, NULL, NULL,

@@ -841,6 +841,24 @@ class Web:
         return m.group(1)
 
 
+def cyrus_sasldb(realm, users, password):
+    """A Cyrus sasldb with these users (password for all) and the postern.conf
+    (auth_cyrus_config_dir) that names it: its directory."""
+    d = tempfile.mkdtemp(prefix="sasl-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    db = os.path.join(d, "sasldb2")
+    for user in users:
+        r = subprocess.run(["saslpasswd2", "-f", db, "-c", "-p", "-u", realm, user], input=password + "\n",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    shutil.chown(db, "postern", "postern")
+    with open(os.path.join(d, "postern.conf"), "w") as f:
+        f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: %s\nmech_list: PLAIN LOGIN\n" % db)
+    os.chmod(os.path.join(d, "postern.conf"), 0o644)
+    return d
+
+
 def console_settings():
     """Gateway settings for an HTTPS console with one admin (password
     "correct horse battery")."""

@@ -37,7 +37,9 @@ rspamd_config:register_symbol({
 
 
 class Rspamd:
-    def __init__(self, host, port=11333):
+    def __init__(self, host, port=11333, controller=None, redis=None):
+        """controller: (port, password) for its controller worker; redis:
+        "host:port" of the Redis its bayes statistics go to."""
         self.host, self.port = host, port
         self.dir = tempfile.mkdtemp(prefix="rspamd-")
         on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
@@ -60,6 +62,14 @@ worker "normal" {
     count = 1;
 }
 """ % (host, port))
+            if controller:
+                f.write('worker "controller" {\n    bind_socket = "%s:%d";\n    password = "%s";\n'
+                        '    enable_password = "%s";\n    .include "$CONFDIR/worker-controller.inc"\n    count = 1;\n}\n'
+                        % (host, controller[0], controller[1], controller[1]))
+        if redis:
+            os.makedirs(os.path.join(self.dir, "local", "local.d"))
+            with open(os.path.join(self.dir, "local", "local.d", "redis.conf"), "w") as f:
+                f.write('servers = "%s";\n' % redis)
         u = pwd.getpwnam("_rspamd")
         for root, dirs, files in os.walk(self.dir):
             for n in dirs + files + ["."]:
@@ -169,6 +179,51 @@ def test_gtube_rejected_headers_added_results_for_later_links_and_rspamd_down():
     r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", bad.conf, "-t"], capture_output=True, text=True,
                        timeout=20)
     assert r.returncode != 0 and "rspamd.url = https://x:1" in r.stdout + r.stderr, r
+
+
+
+
+def test_a_users_release_and_this_is_spam_teach_rspamd():
+    """The end users' pages with rspamd holding mail (here: from any score;
+    rspamd never learns GTUBE itself) and its controller learning from what
+    users decide (bayes in a real Redis)."""
+    import http.client as hc
+    password = "mail pass phrase 7"
+    sink = Sink(addr(2))
+    Redis(addr(8))
+    rs = Rspamd(addr(9), controller=(11334, "learn-secret"), redis="%s:6379" % addr(8)).start()
+    wait_for(lambda: port_open(addr(9), 11334), 60, "rspamd's controller")
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="rspamd", auth_backend="cyrus",
+                auth_cyrus_config_dir=cyrus_sasldb("example.test", ("b",), password), rspamd_controller="http://%s:11334" % addr(9),
+                rspamd_controller_password="learn-secret",
+                **{"rspamd.url": "http://%s:11333" % addr(9), "rspamd.quarantine_score": "-1000"}, **console_settings())
+    g.start()
+    words = " ".join("word%d" % i for i in range(40))
+
+    def learned():
+        c = hc.HTTPConnection(addr(9), 11334, timeout=10)
+        c.request("GET", "/stat", headers={"Password": "learn-secret"})
+        return json.loads(c.getresponse().read())["learned"]
+
+    before = learned()
+    first = queue_id(send_mail(g, rcpts=("b@example.test",), headers=HEADERS % ("l1", "first"),
+                               body="%s\r\n" % words))
+    second = queue_id(send_mail(g, rcpts=("b@example.test",), headers=HEADERS % ("l2", "second"),
+                                body="other %s\r\n" % words))
+    wait_for(lambda: g.log().count("status=quarantined (spam quarantine: spam: rspamd") == 2, 10, "two holds")
+    w = Web(g)
+    assert w.request("POST", "/my/login", {"user": "b@example.test", "password": password})[0] == 303
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', w.request("GET", "/my/")[2]).group(1)
+    # released: delivered to b, and learned as ham
+    assert w.request("POST", "/my/action", {"id": first, "op": "release", "csrf": csrf})[0] == 303
+    assert sink_rcpts(sink.wait_count(1)[0]) == [b"b@example.test"]
+    assert "%s: learned as ham by rspamd" % first in g.log(), g.log()[-1500:]
+    # "this is spam": the copy goes, learned as spam
+    assert w.request("POST", "/my/action", {"id": second, "op": "spam", "csrf": csrf})[0] == 303
+    assert "%s: learned as spam by rspamd" % second in g.log()
+    wait_for(lambda: second not in g.queue_files(), 10, "the spam copy to go")
+    assert learned() == before + 2, (before, learned())
+    g.stop()
 
 
 run_tests(globals())

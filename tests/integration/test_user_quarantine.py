@@ -13,22 +13,6 @@ from harness import *
 PASSWORD = "mail pass phrase 7"
 
 
-def sasldb(realm, users):
-    d = tempfile.mkdtemp(prefix="sasl-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    db = os.path.join(d, "sasldb2")
-    for user in users:
-        r = subprocess.run(["saslpasswd2", "-f", db, "-c", "-p", "-u", realm, user], input=PASSWORD + "\n",
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-    shutil.chown(db, "postern", "postern")
-    with open(os.path.join(d, "postern.conf"), "w") as f:
-        f.write("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: %s\nmech_list: PLAIN LOGIN\n" % db)
-    os.chmod(os.path.join(d, "postern.conf"), 0o644)
-    return d
-
-
 def gateway(sink):
     d = tempfile.mkdtemp(prefix="lua-")
     os.chmod(d, 0o755)
@@ -42,7 +26,7 @@ def gateway(sink):
                 '  end\nend)\n')
     os.chmod(script, 0o644)
     return Gateway(sink=sink, plugins="lua:" + script, auth_backend="cyrus",
-                   auth_cyrus_config_dir=sasldb("example.test", ("b", "c")), **console_settings()).start()
+                   auth_cyrus_config_dir=cyrus_sasldb("example.test", ("b", "c"), PASSWORD), **console_settings()).start()
 
 
 def user(g, address, password=PASSWORD):
