@@ -493,7 +493,7 @@ static enum MHD_Result route_post(struct MHD_Connection *c, const char *url, con
     if (!strcmp(url, "/login"))
         return do_login(c, form);
     bool mine = !strncmp(url, "/my/", 4);
-    if (!strcmp(url, "/my/login"))
+    if (!strcmp(url, "/my/login") || !strcmp(url, "/my/link"))     /* no session: a password, or a signed link */
         return console_user_post(c, url, form, s, logged_in, secure_cookies);
     bool api = !strncmp(url, "/api/", 5);
     if (!logged_in)

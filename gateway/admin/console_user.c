@@ -15,6 +15,11 @@
 #include "control_client.h"
 #include "log.h"
 #include "learn.h"
+#include "digest.h"
+#include "signed_token.h"
+#include "smtp_parse.h"
+#include "spool.h"
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +28,13 @@
 
 static const struct auth_backend *backend;
 static const char *control_path;
+static bool secure_links;         /* the listener is HTTPS: session cookies get Secure */
 
 void console_user_configure(const struct config *cfg, const char *control_socket)
 {
     backend = auth_backend_configured(cfg);
     control_path = control_socket;
+    secure_links = cfg->http_tls;
 }
 
 /* One PLAIN exchange with the auth backend: true when login/password pass. */
@@ -346,6 +353,26 @@ static int list_change(const char *op, const char *owner, const char *pattern, c
     return ask(req, why, size);
 }
 
+/* The user's decision on their copy of m: 0, or -1 with why. */
+static int act(const struct console_session *s, json_t *m, const char *op, const char *id, const char *owner,
+               char *why, size_t size)
+{
+    const char *sender = jstr(m, "sender");
+    /* what the user decided teaches rspamd (before the copy goes); a failure changes nothing else */
+    bool ham = !strcmp(op, "release") || !strcmp(op, "allow"), spam = !strcmp(op, "spam");
+    char learned[300];
+    (void)s;
+    if ((ham || spam) && learn_message(id, spam, learned, sizeof learned) < 0)
+        log_warn("console: %s for <%s>: not learned: %s", id, owner, learned);
+    if (!strcmp(op, "release") || !strcmp(op, "delete") || spam)
+        return act_on_copy(spam ? "delete" : op, id, owner, why, size);
+    if ((!strcmp(op, "allow") || !strcmp(op, "block")) && sender[0])
+        return list_change(op, owner, sender, why, size) == 0
+                   ? act_on_copy(!strcmp(op, "allow") ? "release" : "delete", id, owner, why, size) : -1;
+    snprintf(why, size, "no such action");
+    return -1;
+}
+
 static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_session *s, const char *form,
                                  const char *owner)
 {
@@ -355,20 +382,7 @@ static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_
     json_t *m = held_for(id, owner);
     if (!m)
         return text_status(c, MHD_HTTP_NOT_FOUND, "no such message\n");   /* another user's, or none */
-    const char *sender = jstr(m, "sender");
-    int rc = -1;
-    /* what the user decided teaches rspamd (before the copy goes); a failure changes nothing else */
-    bool ham = !strcmp(op, "release") || !strcmp(op, "allow"), spam = !strcmp(op, "spam");
-    char learned[300];
-    if ((ham || spam) && learn_message(id, spam, learned, sizeof learned) < 0)
-        log_warn("console: %s for <%s>: not learned: %s", id, owner, learned);
-    if (!strcmp(op, "release") || !strcmp(op, "delete") || spam)
-        rc = act_on_copy(spam ? "delete" : op, id, owner, why, sizeof why);
-    else if ((!strcmp(op, "allow") || !strcmp(op, "block")) && sender[0])
-        rc = list_change(op, owner, sender, why, sizeof why) == 0
-                 ? act_on_copy(!strcmp(op, "allow") ? "release" : "delete", id, owner, why, sizeof why) : -1;
-    else
-        snprintf(why, sizeof why, "no such action");
+    int rc = act(s, m, op, id, owner, why, sizeof why);
     char ip[64];
     client_ip(c, ip, sizeof ip);
     log_info("console: %s from [%s] for <%s>: %s %s: %s", s->user, ip, owner, op, id, rc == 0 ? "done" : why);
@@ -418,9 +432,112 @@ static enum MHD_Result do_login(struct MHD_Connection *c, const char *form, bool
     return redirect(c, "/my/", cookie);
 }
 
+/* ---- signed links from the digest ------------------------------------ */
+
+struct link {
+    char action[16], qid[QID_LEN + 8], rcpt[320], nonce[64];
+    long long expires;
+};
+
+/* A digest link's token: signed by us, not expired, well formed. */
+static bool link_open(const char *token, struct link *l, const char **why)
+{
+    size_t keylen;
+    const unsigned char *key = digest_key(&keylen);
+    char payload[SIGNED_TOKEN_MAX], rcpt[700];
+    *why = "this link is not valid";
+    if (!key || strlen(token) >= SIGNED_TOKEN_MAX || token_open(key, keylen, token, payload, sizeof payload) < 0 ||
+        sscanf(payload, "1 %15s %23s %699s %lld %63s", l->action, l->qid, rcpt, &l->expires, l->nonce) != 5 ||
+        xtext_decode(rcpt, l->rcpt, sizeof l->rcpt) < 0)
+        return false;
+    if (l->expires < (long long)time(NULL)) {
+        *why = "this link has expired: open your quarantine from a newer digest, or log in";
+        return false;
+    }
+    static const char *const actions[] = {"release", "allow", "block", "delete", "open"};
+    for (size_t i = 0; i < sizeof actions / sizeof *actions; i++)
+        if (!strcmp(l->action, actions[i]))
+            return true;
+    return false;
+}
+
+static enum MHD_Result link_page(struct MHD_Connection *c, const char *title, const char *text, const char *token)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Postern: your quarantine</title>"
+                 "<link rel=\"stylesheet\" href=\"/style.css\"></head><body><main><h1>");
+    html(&b, title);
+    buf_puts(&b, "</h1><p id=\"what\">");
+    html(&b, text);
+    buf_puts(&b, "</p>");
+    if (token) {          /* the action itself is a POST: a mail scanner following links changes nothing */
+        buf_puts(&b, "<form method=\"post\" action=\"/my/link\"><input type=\"hidden\" name=\"t\" value=\"");
+        html_attr(&b, token);
+        buf_puts(&b, "\"><button type=\"submit\" id=\"confirm\">Confirm</button></form>");
+    }
+    buf_puts(&b, "<p><a href=\"/my/login\">Your quarantine</a></p></main></body></html>\n");
+    return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
+}
+
+static enum MHD_Result link_get(struct MHD_Connection *c, bool secure)
+{
+    const char *token = query(c, "t"), *why;
+    struct link l;
+    if (!link_open(token, &l, &why))
+        return text_status(c, MHD_HTTP_FORBIDDEN, why);
+    if (!strcmp(l.action, "open")) {          /* the recipient's pages, as a session of their own */
+        char session[CONSOLE_TOKEN_LEN + 1], cookie[200];
+        bool full = false;
+        if (!console_session_new(l.rcpt, ROLE_USER, session, &full))
+            return text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, "too many open sessions, try later\n");
+        snprintf(cookie, sizeof cookie, "postern_session=%s; Path=/; HttpOnly; SameSite=Lax%s", session,
+                 secure ? "; Secure" : "");
+        return redirect(c, "/my/", cookie);
+    }
+    json_t *m = held_for(l.qid, l.rcpt);
+    if (!m)
+        return link_page(c, "Nothing to do", "this message is no longer held for you", NULL);
+    char text[800];
+    snprintf(text, sizeof text, "%s the message from <%.300s> held for %.300s%s", l.action, jstr(m, "sender"), l.rcpt,
+             !strcmp(l.action, "allow") ? ", and always allow its sender" : !strcmp(l.action, "block")
+                                                                          ? ", and block its sender" : "");
+    json_decref(m);
+    return link_page(c, "Confirm", text, token);
+}
+
+static enum MHD_Result link_post(struct MHD_Connection *c, const char *form)
+{
+    char token[SIGNED_TOKEN_MAX], why[600] = "";
+    const char *bad;
+    struct link l;
+    form_get(form, "t", token);
+    if (!link_open(token, &l, &bad) || !strcmp(l.action, "open"))
+        return text_status(c, MHD_HTTP_FORBIDDEN, bad);
+    json_t *m = held_for(l.qid, l.rcpt);
+    if (!m)
+        return link_page(c, "Nothing to do", "this message is no longer held for you", NULL);
+    char req[200];
+    snprintf(req, sizeof req, "link-use %s %lld", l.nonce, l.expires);
+    if (ask(req, why, sizeof why) < 0) {
+        json_decref(m);
+        return text_status(c, MHD_HTTP_CONFLICT, "this link was used already\n");
+    }
+    struct console_session as = {.role = ROLE_USER};
+    snprintf(as.user, sizeof as.user, "%.255s", l.rcpt);
+    int rc = act(&as, m, l.action, l.qid, l.rcpt, why, sizeof why);
+    json_decref(m);
+    char ip[64];
+    client_ip(c, ip, sizeof ip);
+    log_info("console: digest link from [%s] for <%s>: %s %s: %s", ip, l.rcpt, l.action, l.qid, rc == 0 ? "done" : why);
+    return rc == 0 ? link_page(c, "Done", "done", NULL) : text_status(c, MHD_HTTP_CONFLICT, why);
+}
+
 enum MHD_Result console_user_get(struct MHD_Connection *c, const char *url, const struct console_session *s,
                                  bool logged_in)
 {
+    if (!strcmp(url, "/my/link"))
+        return link_get(c, secure_links);
     if (!strcmp(url, "/my/login") || !logged_in)
         return strcmp(url, "/my/login") ? redirect(c, "/my/login", NULL) : page_login(c, NULL);
     char owner[256];
@@ -442,6 +559,8 @@ enum MHD_Result console_user_post(struct MHD_Connection *c, const char *url, con
 {
     if (!strcmp(url, "/my/login"))
         return do_login(c, form, secure);
+    if (!strcmp(url, "/my/link"))            /* the signed token is the authority, not a session */
+        return link_post(c, form);
     if (!logged_in)
         return redirect(c, "/my/login", NULL);
     char owner[256], as[1024];

@@ -11,6 +11,7 @@
 #include "event.h"
 #include "log.h"
 #include "lists.h"
+#include "digest.h"
 #include "queue.h"
 #include "queue_cmd.h"
 #include "runtime.h"
@@ -115,6 +116,21 @@ static void ctl_dispatch(struct ctl_conn *c, const char *line)
             argv[argc++] = w;
         int rc = lists_request(argc, argv, &body);
         ctl_answer(c, rc == 0 ? 0 : -1, &body);
+        buf_free(&body);
+        return;
+    }
+    if (!strcmp(line, "digest")) {            /* the spam quarantine digests, now */
+        int rc = digest_run(&body);
+        ctl_answer(c, rc, &body);
+        buf_free(&body);
+        return;
+    }
+    if (!strncmp(line, "link-use ", 9)) {     /* a digest link's nonce, once */
+        char nonce[64];
+        long long expires = 0;
+        int rc = sscanf(line + 9, "%63s %lld", nonce, &expires) == 2 ? lists_use_link(nonce, (long)expires) : -1;
+        buf_puts(&body, rc == 1 ? "first use\n" : rc == 0 ? "used before\n" : "cannot record it\n");
+        ctl_answer(c, rc == 1 ? 0 : -1, &body);
         buf_free(&body);
         return;
     }

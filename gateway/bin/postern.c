@@ -38,6 +38,7 @@ static void usage_to(int status)
                  "       postern config [--defaults]   (settings the file makes; every default)\n"
                  "       postern reload\n"
                  "       postern reopen-logs   (after a log rotation: as SIGUSR1 to this config's posternd)\n"
+                 "       postern digest   (the spam quarantine digests for newly held mail, now)\n"
                  "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
                  "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
                  "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
@@ -387,7 +388,7 @@ int main(int argc, char **argv)
             usage();
         config_print_given(&cfg, stdout);
         rc = 0;
-    } else if (!strcmp(cmd, "reload") || !strcmp(cmd, "reopen-logs")) {
+    } else if (!strcmp(cmd, "reload") || !strcmp(cmd, "reopen-logs") || !strcmp(cmd, "digest")) {
         if (optind + 1 != argc)
             usage();
         rc = ask_daemon(cfg.control_socket, cmd);

@@ -15,6 +15,7 @@
 #include "postern_lua.h"
 #include "track.h"
 #include "lists.h"
+#include "digest.h"
 #include "mta_sts.h"
 #include "tlsrpt.h"
 #include "mx.h"
@@ -128,6 +129,7 @@ static void reconfigure(const struct config *c)
     mta_sts_init(c);
     queue_init(c);
     delivery_init(c);
+    digest_configure(c);
 }
 
 /* A signalfd registered in epoll before a fork wakes the parent's epoll
@@ -288,7 +290,7 @@ int main(int argc, char **argv)
     char lists_path[4096];
     lists_db_path(cfg, lists_path, sizeof lists_path);
     if (track_start(cfg, err, sizeof err) < 0 ||        /* as the daemon's user: the stores are its files */
-        lists_open(lists_path, err, sizeof err) < 0) {
+        lists_open(lists_path, err, sizeof err) < 0 || digest_start(cfg, err, sizeof err) < 0) {
         log_error("%s", err);
         return 1;
     }
@@ -334,6 +336,7 @@ int main(int argc, char **argv)
     ev_on_tick(metrics_tick);
     ev_on_tick(tlsrpt_tick);
     ev_on_tick(dns_tick);
+    ev_on_tick(digest_tick);
     log_info("posternd ready: hostname=%s spool=%s queue=%zu", cfg->hostname, cfg->spool_dir, queue_size());
     char status[300];
     snprintf(status, sizeof status, "READY=1\nSTATUS=ready: %zu message(s) queued", queue_size());

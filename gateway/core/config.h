@@ -180,6 +180,10 @@ struct config {
     long spam_quarantine_lifetime; /* seconds a recipient's copy stays in the spam quarantine */
     char *lists_db;                /* NULL: SPOOL/lists.db */
     char *rspamd_controller;       /* "http://HOST:PORT" for learning, or NULL */
+    char *digest_url;              /* the console's address for digest links; NULL: no digests */
+    char *digest_time;             /* "HH:MM" UTC */
+    char *digest_off_domains;      /* recipient domains that get no digest */
+    long digest_link_lifetime;
     char *rspamd_controller_password;
     char *block_action;            /* "reject" or "quarantine" */
     bool tracking;                 /* message tracking (track.c) */

@@ -97,6 +97,13 @@ static const char *check_address(const char *v)
 
 static const char *check_one_line(const char *v) { return strpbrk(v, "\r\n") ? "one line" : NULL; }
 
+static const char *check_digest_time(const char *v)
+{
+    int h, m, n = 0;
+    return sscanf(v, "%2d:%2d%n", &h, &m, &n) == 2 && n == 5 && !v[5] && h >= 0 && h < 24 && m >= 0 && m < 60
+               ? NULL : "expected HH:MM";
+}
+
 static const char *check_block_action(const char *v)
 {
     return strcmp(v, "reject") && strcmp(v, "quarantine") ? "expected reject or quarantine" : NULL;
@@ -469,6 +476,15 @@ static const struct config_key keys[] = {
     {"http_listen", KT_CHARS, FIELD(http_listen), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`ADDRESS:PORT` for `/metrics` (Prometheus) and the web console; keep it on loopback or a management network",
      "off"},
+    {"digest_url", KT_STR, FIELD(digest_url), NULL, 0, 0, NULL, 0, check_one_line, NULL, NULL, NULL,
+     "the console's address for the links in spam quarantine digests (`https://gw.example.test:9443`); unset: no "
+     "digests", "none"},
+    {"digest_time", KT_STR, FIELD(digest_time), "07:00", 0, 0, NULL, 0, check_digest_time, NULL, NULL, NULL,
+     "when the daily digest goes out (`HH:MM`, UTC)", "`07:00`"},
+    {"digest_off_domains", KT_STR, FIELD(digest_off_domains), NULL, 0, 0, NULL, 0, check_one_line, NULL, NULL, NULL,
+     "recipient domains that get no digest (a list)", "none"},
+    {"digest_link_lifetime", KT_LONG_SEC, FIELD(digest_link_lifetime), "7d", 60, 90L * 86400, "1m to 90d", 0, NULL,
+     NULL, NULL, NULL, "how long a digest's links work", "`7d`"},
     {"rspamd_controller", KT_STR, FIELD(rspamd_controller), NULL, 0, 0, NULL, KF_RESTART, check_one_line, NULL, NULL,
      NULL, "`http://HOST:PORT` of rspamd's controller: a user's release from the spam quarantine is learned as ham "
      "and \"this is spam\" as spam", "none"},

@@ -166,7 +166,8 @@ int lists_open(const char *path, char *err, size_t errlen)
         sqlite3_busy_timeout(db, 5000) != SQLITE_OK ||
         sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
                          "CREATE TABLE IF NOT EXISTS entries (owner TEXT NOT NULL COLLATE NOCASE, kind TEXT NOT NULL,"
-                         " pattern TEXT NOT NULL COLLATE NOCASE, added INTEGER, PRIMARY KEY (owner, pattern))",
+                         " pattern TEXT NOT NULL COLLATE NOCASE, added INTEGER, PRIMARY KEY (owner, pattern));"
+                         "CREATE TABLE IF NOT EXISTS used_links (nonce TEXT PRIMARY KEY, expires INTEGER NOT NULL)",
                      NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "SELECT owner, kind, pattern FROM entries", -1, &st, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "lists_db %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
@@ -302,4 +303,22 @@ int lists_request(int argc, char *const *argv, struct buf *out)
     log_info("lists: %s %s%s%s %s", add ? "added" : "removed", owner, add ? " " : "", add ? argv[1] : "", pattern);
     buf_printf(out, "%s: %s %s %s\n", owner, add ? "added" : "removed", add ? argv[1] : "entry", pattern);
     return 0;
+}
+
+int lists_use_link(const char *nonce, long expires)
+{
+    if (!db)
+        return -1;
+    sqlite3_stmt *st = NULL;
+    sqlite3_exec(db, "DELETE FROM used_links WHERE expires < strftime('%s','now')", NULL, NULL, NULL);
+    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO used_links (nonce, expires) VALUES (?1, ?2)", -1, &st, NULL) !=
+        SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, nonce, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, expires);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return -1;
+    return sqlite3_changes(db) == 1 ? 1 : 0;
 }

@@ -29,6 +29,9 @@ int lists_change(bool add, enum list_kind kind, const char *owner, const char *p
 void lists_each(const char *owner, void (*fn)(void *ctx, const char *owner, enum list_kind kind, const char *pattern),
                 void *ctx);
 const char *list_kind_name(enum list_kind k);
+/* A digest link's nonce, used once: 1 the first time, 0 when it was used
+ * before, -1 on a store error. Nonces are kept until expires (Unix time). */
+int lists_use_link(const char *nonce, long expires);
 /* `lists add allow|block OWNER PATTERN`, `lists del OWNER PATTERN`, `lists
  * show [OWNER]` (argv without "lists"), for the control socket and the CLI:
  * 0 with the answer in out, -1 with why; 2 for a usage error. */

@@ -78,6 +78,12 @@ void queue_publish_metrics(void);
  * loop does a slice, so sessions never wait on a large one). Returns the
  * job while it still runs, for queue_admin_detach when the asker leaves
  * (the job finishes without answering); else NULL. */
+/* Every copy waiting in the spam quarantine (loop thread), for digests:
+ * fn(ctx, queue ID, sender, recipient, reason, arrival) for each. */
+typedef void (*queue_spam_fn)(void *ctx, const char *qid, const char *sender, const char *rcpt, const char *reason,
+                              int64_t arrival);
+void queue_each_spam(queue_spam_fn fn, void *ctx);
+
 struct queue_cmd;
 struct queue_admin_job;
 typedef void (*queue_admin_done_fn)(void *ctx, int rc, struct buf *answer);

@@ -520,3 +520,11 @@ void queue_admin_detach(struct queue_admin_job *j)
     if (j)
         j->fn = NULL;
 }
+
+void queue_each_spam(queue_spam_fn fn, void *ctx)
+{
+    for (struct qmsg *m = queue_all(); m; m = m->next)
+        for (size_t i = 0; i < m->nrcpts; i++)
+            if (m->rcpts[i].st.status == RCPT_QUARANTINED && !m->deleted)
+                fn(ctx, m->id, m->sender, m->rcpts[i].addr, m->rcpts[i].st.last_reply, m->arrival);
+}
