@@ -19,6 +19,7 @@
 #include "signed_token.h"
 #include "smtp_parse.h"
 #include "spool.h"
+#include <pthread.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,12 +407,70 @@ static enum MHD_Result do_lists(struct MHD_Connection *c, const struct console_s
     return redirect(c, "/my/lists", NULL);
 }
 
+/* Failed logins, per client address and per user, in a sliding window:
+ * over the limit, the password is not even checked. */
+#define FAIL_WINDOW_S 300
+#define FAILS_PER_CLIENT 10
+#define FAILS_PER_USER 5
+#define FAIL_SLOTS 256
+
+static struct failures {
+    char who[300];
+    int count;
+    time_t since;
+} fails[FAIL_SLOTS];
+static pthread_mutex_t fails_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct failures *failures_of(const char *who, time_t now)
+{
+    struct failures *free_slot = NULL, *oldest = &fails[0];
+    for (size_t i = 0; i < FAIL_SLOTS; i++) {
+        if (fails[i].who[0] && !strcmp(fails[i].who, who)) {
+            if (now - fails[i].since > FAIL_WINDOW_S)
+                fails[i].count = 0, fails[i].since = now;
+            return &fails[i];
+        }
+        if (!fails[i].who[0] || now - fails[i].since > FAIL_WINDOW_S)
+            free_slot = free_slot ? free_slot : &fails[i];
+        if (fails[i].since < oldest->since)
+            oldest = &fails[i];
+    }
+    struct failures *f = free_slot ? free_slot : oldest;      /* a full table forgets the oldest */
+    snprintf(f->who, sizeof f->who, "%s", who);
+    f->count = 0;
+    f->since = now;
+    return f;
+}
+
+/* true when the client or the user failed too often lately; count adds one failure to both. */
+static bool too_many_failures(const char *ip, const char *user, bool count)
+{
+    char by_ip[80], by_user[300];
+    snprintf(by_ip, sizeof by_ip, "ip %s", ip);
+    snprintf(by_user, sizeof by_user, "user %.250s", user);
+    time_t now = time(NULL);
+    pthread_mutex_lock(&fails_lock);
+    struct failures *a = failures_of(by_ip, now), *b = failures_of(by_user, now);
+    if (count) {
+        a->count++;
+        b->count++;
+    }
+    bool over = a->count >= FAILS_PER_CLIENT || b->count >= FAILS_PER_USER;
+    pthread_mutex_unlock(&fails_lock);
+    return over;
+}
+
 static enum MHD_Result do_login(struct MHD_Connection *c, const char *form, bool secure)
 {
     char user[1024], password[1024], ip[64];
     form_get(form, "user", user);
     form_get(form, "password", password);
     client_ip(c, ip, sizeof ip);
+    if (too_many_failures(ip, user, false)) {
+        memset(password, 0, sizeof password);
+        log_warn("console: quarantine login for '%.64s' from [%s] refused: too many failed logins", user, ip);
+        return page_login(c, "too many failed logins: try again in a few minutes");
+    }
     bool address = strchr(user, '@') && strlen(user) < sizeof ((struct console_session *)0)->user &&
                    !strpbrk(user, " \t\r\n");
     bool ok = address && password[0] && password_ok(user, password, ip);
@@ -421,6 +480,7 @@ static enum MHD_Result do_login(struct MHD_Connection *c, const char *form, bool
     if (ok && !console_session_new(user, ROLE_USER, token, &full))
         return page_login(c, full ? "too many open sessions: log out elsewhere, or wait an hour" : "try again");
     if (!ok) {
+        too_many_failures(ip, user, true);
         log_warn("console: failed quarantine login for '%.64s' from [%s]", user, ip);
         sleep(1);                       /* this connection's own thread */
         return page_login(c, address ? "wrong address or password" : "log in with your mail address");

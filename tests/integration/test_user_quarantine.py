@@ -100,6 +100,11 @@ def test_users_see_and_act_on_their_own_copies_only():
     assert b.request("POST", "/my/lists", {"op": "block", "pattern": "not an address", "csrf": b_csrf})[0] == 400
     status, _, text = b.request("GET", "/my/lists")
     assert "@junk.test" in text and "other@evil2.test" in text
+    # login rate limits: five failures for a user lock that user out for a while (the right password too)
+    for _ in range(5):
+        assert user(g, "c@example.test", "wrong")[1] == 403
+    assert "too many failed logins" in user(g, "c@example.test")[3]
+    assert user(g, "b@example.test")[1] == 303          # another user is not affected
     # an admin may act for a user
     a = Web(g)
     assert a.login("admin", "correct horse battery")[0] == 303
