@@ -226,4 +226,89 @@ def test_a_users_release_and_this_is_spam_teach_rspamd():
     g.stop()
 
 
+def test_end_to_end_in_chromium_held_digest_release_learn_allow_block():
+    """Issue 36's acceptance: a spam-scored message (rspamd, over the
+    quarantine score) is held per recipient; the digest reaches a recording
+    next hop; its link releases the message in Chromium, delivered to that
+    user only, and rspamd's controller counts the learn; "always allow" lets
+    the next message from that sender through; "block" refuses the one
+    after; another user's message ID in the URL is refused."""
+    import email
+    import http.client as hc
+    password = "mail pass phrase 7"
+    if not os.path.exists(CHROMEDRIVER):
+        skip("chromium-driver is not installed")
+    sink = Sink(addr(2))
+    Redis(addr(8))
+    Rspamd(addr(9), controller=(11334, "learn-secret"), redis="%s:6379" % addr(8)).start()
+    wait_for(lambda: port_open(addr(9), 11334), 60, "rspamd's controller")
+    settings = console_settings()
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="rspamd", auth_backend="cyrus",
+                auth_cyrus_config_dir=cyrus_sasldb("example.test", ("b", "c"), password),
+                rspamd_controller="http://%s:11334" % addr(9), rspamd_controller_password="learn-secret",
+                digest_url="https://%s:9443" % addr(1), **settings,
+                **{"rspamd.url": "http://%s:11333" % addr(9), "rspamd.quarantine_score": "6"}).start()
+    words = " ".join("token%d" % i for i in range(40))
+
+    def spam(sender, rcpts, mid):
+        return send_mail(g, rcpts=rcpts, sender=sender, headers=HEADERS % (mid, "add-header-please " + mid),
+                         body="%s\r\n" % words)
+
+    def learned():
+        c = hc.HTTPConnection(addr(9), 11334, timeout=10)
+        c.request("GET", "/stat", headers={"Password": "learn-secret"})
+        return json.loads(c.getresponse().read())["learned"]
+
+    before = learned()
+    first = queue_id(spam("promo@bad.test", ("b@example.test", "c@example.test"), "e1"))
+    only_c = queue_id(spam("promo@bad.test", ("c@example.test",), "e2"))
+    wait_for(lambda: g.log().count("status=quarantined (spam quarantine: spam: rspamd") == 3, 15, "three holds")
+    assert sink.count() == 0
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "digest"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: any(b"Subject: Spam quarantine" in m and b"X-Rcpt-Args: <b@example.test>" in m
+                         for m in sink.messages()), 15, "b's digest at the next hop")
+    digest = [m for m in sink.messages() if b"Subject: Spam quarantine" in m and b"<b@example.test>" in m][0]
+    text = [p.get_payload(decode=True).decode() for p in email.message_from_bytes(digest).walk()
+            if p.get_content_type() == "text/plain"][0]
+    assert "e2" not in text                                 # c's own mail is not in b's digest
+    release = re.search(r"  Release: (https://\S+)", text).group(1)
+    b = Browser()
+    b.go(release)
+    wait_for(lambda: "Confirm" in b.page(), 10, "the confirmation page")
+    b.screenshot(os.path.join(ARTIFACTS, "digest-link-confirm.png"))
+    b.click(b.find("#confirm"))
+    wait_for(lambda: "Done" in b.page(), 10, "the release")
+    wait_for(lambda: [m for m in sink.messages() if b"<e1@src.test>" in m], 10, "the released message")
+    released = [m for m in sink.messages() if b"<e1@src.test>" in m]
+    assert [sink_rcpts(m) for m in released] == [[b"b@example.test"]], released
+    wait_for(lambda: learned() == before + 1, 10, "rspamd's controller to count the learn")
+    # in the pages: "always allow" lets the next one through, "block" refuses the one after
+    second = queue_id(spam("promo@bad.test", ("b@example.test",), "e3"))
+    wait_for(lambda: ("%s: to=<b@example.test>, status=quarantined" % second) in g.log(), 10, "the second hold")
+    b.go("https://%s:9443/my/login" % addr(1))
+    b.type(b.find("#user"), "b@example.test")
+    b.type(b.find("#password"), password)
+    b.click(b.find("#login"))
+    wait_for(lambda: "1 message(s) held for you" in b.page(), 10, "b's quarantine")
+    b.screenshot(os.path.join(ARTIFACTS, "user-quarantine-rspamd.png"))
+    b.click(b.find(".op-allow"))
+    wait_for(lambda: "0 message(s) held for you" in b.page(), 10, "release and allow")
+    assert "queued as" in spam("promo@bad.test", ("b@example.test",), "e4")
+    wait_for(lambda: any(b"<e4@src.test>" in m for m in sink.messages()), 10, "the allowed sender straight through")
+    third = queue_id(spam("other@bad2.test", ("b@example.test",), "e5"))
+    wait_for(lambda: ("%s: to=<b@example.test>, status=quarantined" % third) in g.log(), 10, "the third hold")
+    b.go("https://%s:9443/my/" % addr(1))
+    b.click(b.find(".op-block"))
+    wait_for(lambda: "0 message(s) held for you" in b.page(), 10, "the block")
+    assert spam("other@bad2.test", ("b@example.test",), "e6").startswith("550 5.7.1")
+    # c's message, named by b in the URL
+    b.go("https://%s:9443/my/message?id=%s" % (addr(1), only_c))
+    assert "no such message" in b.page()
+    b.screenshot(os.path.join(ARTIFACTS, "user-quarantine-idor.png"))
+    b.quit()
+    g.stop()
+
+
 run_tests(globals())
