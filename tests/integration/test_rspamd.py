@@ -3,7 +3,10 @@ our own worker address, run/db/log directories and one local rule; DNS
 pointed at a closed port so nothing leaves the machine). GTUBE is refused
 with rspamd's text, a local rule's score brings "add header", rspamd's
 results reach later links, rspamd down answers per on_error; rspamd's
-remove_headers never removes posternd's own Received field."""
+remove_headers never removes posternd's own Received field. Then the spam
+quarantine with rspamd: holds per recipient, learning through its
+controller (bayes in a real Redis), and issue 36's end-to-end acceptance in
+headless Chromium (digest link, release, allow, block, IDOR)."""
 import pwd
 import json
 from harness import *
