@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #define PAGE_ROWS 100
-#define SUBJECT_READ 16384      /* of a queued message, for its Subject */
 
 static void counters(struct buf *b)
 {
@@ -69,33 +68,6 @@ static json_t *page_from_daemon(const struct view *v, long offset, long limit, c
     json_t *j = words_request(&w, &req, err, errlen) == 0 ? queue_json(buf_head(&req), err, errlen) : NULL;
     buf_free(&req);
     return j;
-}
-
-/* A queued message's Subject (unfolded, at most out's size), or "". */
-static void subject_of(const char *id, char *out, size_t size)
-{
-    out[0] = '\0';
-    char data[SUBJECT_READ];
-    if (queued_message_start(id, data, sizeof data) <= 0)
-        return;
-    char *end = strstr(data, "\r\n\r\n");
-    if (end)
-        end[2] = '\0';
-    for (char *p = data; p && *p; p = strstr(p, "\r\n") ? strstr(p, "\r\n") + 2 : NULL) {
-        if (strncasecmp(p, "Subject:", 8))
-            continue;
-        size_t o = 0;
-        for (const char *q = p + 8 + strspn(p + 8, " \t"); *q && o + 1 < size; q++) {
-            if (*q == '\r' && q[1] == '\n' && (q[2] == ' ' || q[2] == '\t'))
-                q += 1;            /* folding: the CRLF goes, the blank stays */
-            else if (*q == '\r')
-                break;
-            else
-                out[o++] = *q;
-        }
-        out[o] = '\0';
-        return;
-    }
 }
 
 /* 1234 -> "1.2 KB", as a person reads it. */
@@ -203,7 +175,7 @@ static void message_row(struct buf *b, json_t *m, bool admin, bool quarantine, i
     char age[64], size[32], subject[256];
     queue_view_span(json_integer_value(json_object_get(m, "age")), age, sizeof age);
     human_size(json_integer_value(json_object_get(m, "size")), size, sizeof size);
-    subject_of(jstr(m, "id"), subject, sizeof subject);
+    spool_subject(jstr(m, "id"), subject, sizeof subject);
     buf_puts(b, "<td><a href=\"/message?id=");
     url_enc(b, jstr(m, "id"));
     buf_puts(b, "\">");

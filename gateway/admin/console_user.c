@@ -108,32 +108,6 @@ static const char *reason_for(json_t *m, const char *owner)
     return "";
 }
 
-/* A message's Subject from the spool (unfolded), or "". */
-static void subject_of(const char *id, char *out, size_t size)
-{
-    char data[16384];
-    out[0] = '\0';
-    if (queued_message_start(id, data, sizeof data) <= 0)
-        return;
-    char *end = strstr(data, "\r\n\r\n");
-    if (end)
-        end[2] = '\0';
-    for (char *p = data; p && *p; p = strstr(p, "\r\n") ? strstr(p, "\r\n") + 2 : NULL)
-        if (!strncasecmp(p, "Subject:", 8)) {
-            size_t o = 0;
-            for (const char *q = p + 8 + strspn(p + 8, " \t"); *q && o + 1 < size; q++) {
-                if (*q == '\r' && q[1] == '\n' && (q[2] == ' ' || q[2] == '\t'))
-                    q++;
-                else if (*q == '\r')
-                    break;
-                else
-                    out[o++] = *q;
-            }
-            out[o] = '\0';
-            return;
-        }
-}
-
 static void user_page_start(struct buf *b, const char *title, const struct console_session *s, const char *owner)
 {
     buf_puts(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Postern: ");
@@ -171,7 +145,7 @@ static enum MHD_Result page_login(struct MHD_Connection *c, const char *msg)
 static void held_row(struct buf *b, json_t *m, const char *owner, const struct console_session *s)
 {
     char subject[256], age[64];
-    subject_of(jstr(m, "id"), subject, sizeof subject);
+    spool_subject(jstr(m, "id"), subject, sizeof subject);
     snprintf(age, sizeof age, "%lld min ago", (long long)json_integer_value(json_object_get(m, "age")) / 60);
     buf_puts(b, "<tr><td><a href=\"/my/message?id=");
     url_enc(b, jstr(m, "id"));

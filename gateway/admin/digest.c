@@ -195,42 +195,6 @@ static int by_rcpt(const void *a, const void *b)
     return c ? c : (x->arrival > y->arrival) - (x->arrival < y->arrival);
 }
 
-/* A queued message's Subject as plain text: unfolded, control bytes as '?'. */
-static void subject_of(const char *id, char *out, size_t size)
-{
-    struct envelope e;
-    size_t off;
-    const char *why = "";
-    char data[16384];
-    out[0] = '\0';
-    if (spool_load(id, &e, &off, &why) < 0)
-        return;
-    envelope_free(&e);
-    int fd = spool_open_message(id);
-    ssize_t n = fd >= 0 ? pread(fd, data, sizeof data - 1, (off_t)off) : -1;
-    if (fd >= 0)
-        close(fd);
-    if (n <= 0)
-        return;
-    data[n] = '\0';
-    char *end = strstr(data, "\r\n\r\n");
-    if (end)
-        end[2] = '\0';
-    struct header_list h = {0};
-    headers_parse(data, strlen(data), &h);
-    long i = headers_find(&h, "Subject", 0);
-    size_t o = 0;
-    for (const char *p = i >= 0 ? h.h[i].value : ""; *p && o + 1 < size; p++)
-        if (*p == '\r' || *p == '\n')
-            continue;
-        else
-            out[o++] = (unsigned char)*p < 0x20 || *p == 0x7f ? '?' : *p;
-    out[o] = '\0';
-    char *s = out + strspn(out, " \t");
-    memmove(out, s, strlen(s) + 1);
-    headers_free(&h);
-}
-
 static void link_for(const struct run *r, const char *action, const struct item *it, int64_t expires, char *out,
                      size_t size)
 {
@@ -286,7 +250,7 @@ static int write_digest(struct run *r, size_t from, size_t to)
     for (size_t i = from; i < to && i < from + PER_DIGEST; i++) {
         const struct item *it = &r->items[i];
         char subject[300], when[40];
-        subject_of(it->qid, subject, sizeof subject);
+        spool_subject(it->qid, subject, sizeof subject);
         time_t at = (time_t)it->arrival;
         gmtime_r(&at, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tm);

@@ -3,6 +3,7 @@
  * All paths are relative to the spool directory's fds, so a chdir never
  * matters. */
 #include "spool.h"
+#include "headers.h"
 #include "metrics.h"
 #include <time.h>
 #include "log.h"
@@ -546,4 +547,37 @@ int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx)
     }
     free(names);
     return 0;
+}
+
+void spool_subject(const char *id, char *out, size_t size)
+{
+    struct envelope e;
+    size_t off;
+    const char *why = "";
+    char data[16384];
+    out[0] = '\0';
+    if (spool_load(id, &e, &off, &why) < 0)
+        return;
+    envelope_free(&e);
+    int fd = spool_open_message(id);
+    ssize_t n = fd >= 0 ? pread(fd, data, sizeof data - 1, (off_t)off) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return;
+    data[n] = '\0';
+    char *end = strstr(data, "\r\n\r\n");
+    if (end)
+        end[2] = '\0';
+    struct header_list h = {0};
+    headers_parse(data, strlen(data), &h);
+    long i = headers_find(&h, "Subject", 0);
+    const char *v = i >= 0 ? h.h[i].value : "";
+    v += strspn(v, " \t");
+    size_t o = 0;
+    for (; *v && o + 1 < size; v++)
+        if (*v != '\r' && *v != '\n')
+            out[o++] = (unsigned char)*v < 0x20 || *v == 0x7f ? '?' : *v;
+    out[o] = '\0';
+    headers_free(&h);
 }

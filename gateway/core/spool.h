@@ -144,6 +144,9 @@ void spool_remove(const char *id);
 void spool_move_corrupt(const char *id, const char *why);
 /* Open queue/ID for reading the message. */
 int spool_open_message(const char *id);
+/* A queued message's Subject as one line of text (unfolded, control bytes
+ * as '?', at most size-1 bytes), or "" (none, or unreadable). */
+void spool_subject(const char *id, char *out, size_t size);
 /* Call fn for every message ID in queue/ (sorted by ID = arrival). */
 int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx);
 
