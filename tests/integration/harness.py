@@ -859,6 +859,57 @@ def cyrus_sasldb(realm, users, password):
     return d
 
 
+class Dovecot:
+    """Dovecot with only its auth service: a passwd-file of users
+    ({name: password}); its client socket is .socket."""
+
+    def __init__(self, users):
+        self.dir = tempfile.mkdtemp(prefix="dovecot-")
+        os.chmod(self.dir, 0o755)
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        run = os.path.join(self.dir, "run")
+        os.makedirs(run)
+        passwd = os.path.join(self.dir, "passwd")
+        with open(passwd, "w") as f:
+            for name, password in users.items():
+                f.write("%s:{PLAIN}%s::::::\n" % (name, password))
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write("""base_dir = %(run)s
+state_dir = %(dir)s/state
+log_path = %(dir)s/dovecot.log
+protocols =
+listen = 127.0.0.1
+ssl = no
+auth_mechanisms = plain login
+disable_plaintext_auth = yes
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN %(passwd)s
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}
+service auth {
+  unix_listener auth-client {
+    mode = 0666
+  }
+}
+""" % {"run": run, "dir": self.dir, "passwd": passwd})
+        self.socket = os.path.join(run, "auth-client")
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        on_cleanup(self.stop)
+        wait_for(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 20, "dovecot's auth socket")
+        assert self.proc.poll() is None, open(os.path.join(self.dir, "dovecot.log")).read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 def console_settings():
     """Gateway settings for an HTTPS console with one admin (password
     "correct horse battery")."""

@@ -230,7 +230,8 @@ def test_a_users_release_and_this_is_spam_teach_rspamd():
 
 
 def test_end_to_end_in_chromium_held_digest_release_learn_allow_block():
-    """Issue 36's acceptance: a spam-scored message (rspamd, over the
+    """Issue 36's acceptance, with a real Dovecot auth service for the users'
+    logins: a spam-scored message (rspamd, over the
     quarantine score) is held per recipient; the digest reaches a recording
     next hop; its link releases the message in Chromium, delivered to that
     user only, and rspamd's controller counts the learn; "always allow" lets
@@ -246,8 +247,8 @@ def test_end_to_end_in_chromium_held_digest_release_learn_allow_block():
     Rspamd(addr(9), controller=(11334, "learn-secret"), redis="%s:6379" % addr(8)).start()
     wait_for(lambda: port_open(addr(9), 11334), 60, "rspamd's controller")
     settings = console_settings()
-    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="rspamd", auth_backend="cyrus",
-                auth_cyrus_config_dir=cyrus_sasldb("example.test", ("b", "c"), password),
+    dv = Dovecot({"b@example.test": password, "c@example.test": password})     # the users' mail passwords
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="rspamd", auth_backend="dovecot:" + dv.socket,
                 rspamd_controller="http://%s:11334" % addr(9), rspamd_controller_password="learn-secret",
                 digest_url="https://%s:9443" % addr(1), **settings,
                 **{"rspamd.url": "http://%s:11333" % addr(9), "rspamd.quarantine_score": "6"}).start()
