@@ -77,17 +77,13 @@ def test_block_action_quarantine_holds_the_copy():
 
 def test_lua_reads_the_lists():
     sink = Sink(addr(2))
-    d = tempfile.mkdtemp(prefix="lua-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    script = os.path.join(d, "lists.lua")
-    with open(script, "w") as f:       # hold every copy but the allowed ones
-        f.write('postern.on("eom", function(tx)\n'
-                '  for _, r in ipairs(tx:recipients()) do\n'
-                '    postern.log("info", r .. " says " .. tostring(tx:list(r)))\n'
-                '    if tx:list(r) ~= "allow" then tx:spam_quarantine(r, "not on the allow list") end\n'
-                '  end\nend)\n')
-    os.chmod(script, 0o644)
+    # hold every copy but the allowed ones
+    script = readable_file("lists.lua",
+                           'postern.on("eom", function(tx)\n'
+                           '  for _, r in ipairs(tx:recipients()) do\n'
+                           '    postern.log("info", r .. " says " .. tostring(tx:list(r)))\n'
+                           '    if tx:list(r) ~= "allow" then tx:spam_quarantine(r, "not on the allow list") end\n'
+                           '  end\nend)\n')
     g = Gateway(sink=sink, plugins="lua:" + script).start()
     assert lists(g, "add", "allow", "a@example.test", "@src.test").returncode == 0
     queue_id(send_mail(g, rcpts=("a@example.test", "b@example.test")))

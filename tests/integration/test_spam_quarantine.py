@@ -81,16 +81,13 @@ def test_a_held_copy_deleted_or_expired_goes_without_a_notice():
 
 def test_lua_holds_one_recipient():
     sink = Sink(addr(2))
-    d = tempfile.mkdtemp(prefix="lua-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    script = os.path.join(d, "spam.lua")
-    with open(script, "w") as f:
-        f.write('postern.on("eom", function(tx)\n'
-                '  for _, r in ipairs(tx:recipients()) do\n'
-                '    if r:match("^careful@") then assert(tx:spam_quarantine(r, "looks like spam to " .. r)) end\n'
-                '  end\nend)\n')
-    os.chmod(script, 0o644)
+    script = readable_file("spam.lua",
+                           'postern.on("eom", function(tx)\n'
+                           '  for _, r in ipairs(tx:recipients()) do\n'
+                           '    if r:match("^careful@") then\n'
+                           '      assert(tx:spam_quarantine(r, "looks like spam to " .. r))\n'
+                           '    end\n'
+                           '  end\nend)\n')
     g = Gateway(sink=sink, plugins="lua:" + script).start()
     qid = queue_id(send_mail(g, rcpts=("careful@example.test", "other@example.test")))
     assert sink_rcpts(sink.wait_count(1)[0]) == [b"other@example.test"]

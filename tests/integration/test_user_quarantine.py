@@ -14,19 +14,18 @@ PASSWORD = "mail pass phrase 7"
 
 
 def gateway(sink):
-    d = tempfile.mkdtemp(prefix="lua-")
-    os.chmod(d, 0o755)
-    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
-    script = os.path.join(d, "spam.lua")
-    with open(script, "w") as f:       # mail from evil senders is held for each recipient not allowing it
-        f.write('postern.on("eom", function(tx)\n'
-                '  if not tx:sender():match("evil") then return end\n'
-                '  for _, r in ipairs(tx:recipients()) do\n'
-                '    if tx:list(r) ~= "allow" then tx:spam_quarantine(r, "spam score 9.5") end\n'
-                '  end\nend)\n')
-    os.chmod(script, 0o644)
+    # mail from evil senders is held for each recipient not allowing it
+    script = readable_file("spam.lua",
+                           'postern.on("eom", function(tx)\n'
+                           '  if not tx:sender():match("evil") then return end\n'
+                           '  for _, r in ipairs(tx:recipients()) do\n'
+                           '    if tx:list(r) ~= "allow" then\n'
+                           '      tx:spam_quarantine(r, "spam score 9.5")\n'
+                           '    end\n'
+                           '  end\nend)\n')
     return Gateway(sink=sink, plugins="lua:" + script, auth_backend="cyrus",
-                   auth_cyrus_config_dir=cyrus_sasldb("example.test", ("b", "c"), PASSWORD), **console_settings()).start()
+                   auth_cyrus_config_dir=cyrus_sasldb("example.test", ("b", "c"), PASSWORD),
+                   **console_settings()).start()
 
 
 def user(g, address, password=PASSWORD):
@@ -51,7 +50,8 @@ def test_users_see_and_act_on_their_own_copies_only():
     g = gateway(sink)
     both = queue_id(send_mail(g, rcpts=("b@example.test", "c@example.test"), sender="spammer@evil.test",
                               headers="Subject: cheap pills\r\n"))
-    only_b = queue_id(send_mail(g, rcpts=("b@example.test",), sender="spammer@evil.test", headers="Subject: b only\r\n"))
+    only_b = queue_id(send_mail(g, rcpts=("b@example.test",), sender="spammer@evil.test",
+                                headers="Subject: b only\r\n"))
     wait_for(lambda: g.log().count("status=quarantined (spam quarantine") == 3, 10, "three held copies")
     # logins: the mail password, a mail address
     assert user(g, "b@example.test", "wrong")[1] == 403
