@@ -198,17 +198,13 @@ static int by_rcpt(const void *a, const void *b)
 static void link_for(const struct run *r, const char *action, const struct item *it, int64_t expires, char *out,
                      size_t size)
 {
-    char rcpt[700], payload[SIGNED_TOKEN_MAX], token[SIGNED_TOKEN_MAX * 2], nonce[33];
+    char rcpt[3 * 320 + 1], payload[SIGNED_TOKEN_MAX], token[SIGNED_TOKEN_MAX * 2], nonce[33];
     unsigned char rnd[16];
     RAND_bytes(rnd, sizeof rnd);
     for (size_t i = 0; i < sizeof rnd; i++)
         snprintf(nonce + 2 * i, 3, "%02x", rnd[i]);
-    size_t o = 0;          /* the recipient as xtext: one word */
-    for (const unsigned char *p = (const unsigned char *)it->rcpt; *p && o + 4 < sizeof rcpt; p++)
-        o += (size_t)(*p <= ' ' || *p >= 0x7f || *p == '+' || *p == '='
-                          ? snprintf(rcpt + o, sizeof rcpt - o, "+%02X", *p)
-                          : snprintf(rcpt + o, sizeof rcpt - o, "%c", *p));
-    rcpt[o] = '\0';
+    if (xtext_encode(it->rcpt, rcpt, sizeof rcpt) < 0)    /* the recipient as one word */
+        rcpt[0] = '\0';
     snprintf(payload, sizeof payload, "1 %s %s %s %lld %s", action, action[0] == 'o' ? "-" : it->qid, rcpt,
              (long long)expires, nonce);
     if (token_make(key, sizeof key, payload, token, sizeof token) < 0)

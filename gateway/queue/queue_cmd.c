@@ -252,13 +252,16 @@ void queue_cmd_copy(struct queue_cmd *dst, const struct queue_cmd *src)
 int queue_cmd_format(int argc, char *const *argv, struct buf *line)
 {
     for (int i = 0; i < argc; i++) {
+        size_t cap = 3 * strlen(argv[i]) + 1;
+        char *word = malloc(cap);
+        if (!word || xtext_encode(argv[i], word, cap) < 0) {
+            free(word);
+            return -1;
+        }
         if (i)
             buf_puts(line, " ");
-        for (const unsigned char *p = (const unsigned char *)argv[i]; *p; p++)
-            if (*p <= ' ' || *p >= 0x7f || *p == '+' || *p == '=')
-                buf_printf(line, "+%02X", *p);
-            else
-                buf_append(line, p, 1);
+        buf_puts(line, word);
+        free(word);
     }
     return line->len < QUEUE_CMD_MAX_LINE ? 0 : -1;
 }

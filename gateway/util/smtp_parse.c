@@ -225,6 +225,28 @@ int xtext_decode(const char *in, char *out, size_t cap)
     return (int)n;
 }
 
+int xtext_encode(const char *in, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+        bool escape = *p <= ' ' || *p >= 0x7f || *p == '+' || *p == '=';
+        if (n + (escape ? 3 : 1) >= cap)
+            return -1;
+        if (escape) {
+            out[n++] = '+';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        } else {
+            out[n++] = (char)*p;
+        }
+    }
+    if (!cap)
+        return -1;
+    out[n] = '\0';
+    return (int)n;
+}
+
 static const struct { unsigned bit; const char *name; } notify_names[] = {
     {DSN_NOTIFY_SUCCESS, "SUCCESS"}, {DSN_NOTIFY_FAILURE, "FAILURE"}, {DSN_NOTIFY_DELAY, "DELAY"},
     {DSN_NOTIFY_NEVER, "NEVER"},

@@ -82,6 +82,10 @@ int smtp_parse_bdat(const char *args, uint64_t *size, bool *last);
  * decode returns the decoded length, or -1 if invalid or over cap-1. */
 bool xtext_valid(const char *s);
 int xtext_decode(const char *in, char *out, size_t cap);
+/* in as xtext (every byte that is not printable ASCII, and '+' and '=',
+ * as "+XX"): its length, or -1 when it does not fit cap (3 * strlen + 1
+ * always does). */
+int xtext_encode(const char *in, char *out, size_t cap);
 /* NOTIFY bits as the parameter value ("SUCCESS,DELAY", "NEVER"); "" for 0. */
 void dsn_notify_text(unsigned notify, char *out, size_t cap);
 /* The reverse; returns -1 for a bad value. */

@@ -167,6 +167,12 @@ static void dsn_parameters(void **state)
     assert_int_equal(xtext_decode("a+2Bb+3D", out, sizeof out), 4);
     assert_string_equal(out, "a+b=");
     assert_int_equal(xtext_decode("0123456789abcdef", out, sizeof out), -1);   /* does not fit */
+    char enc[64];
+    assert_int_equal(xtext_encode("\"a b\"+x=@\xc3\xa9", enc, sizeof enc), 21);
+    assert_string_equal(enc, "\"a+20b\"+2Bx+3D@+C3+A9");       /* '"' is an xchar (RFC 3461 4) */
+    assert_int_equal(xtext_decode(enc, text, sizeof text), 11);          /* and back */
+    assert_string_equal(text, "\"a b\"+x=@\xc3\xa9");
+    assert_int_equal(xtext_encode("a b", enc, 5), -1);                     /* does not fit */
     dsn_notify_text(DSN_NOTIFY_FAILURE | DSN_NOTIFY_SUCCESS, text, sizeof text);
     assert_string_equal(text, "SUCCESS,FAILURE");
 }
