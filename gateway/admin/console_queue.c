@@ -164,7 +164,7 @@ static void pager(struct buf *b, const struct view *v, long total, long shown)
     buf_puts(b, "</p>\n");
 }
 
-static void message_row(struct buf *b, json_t *m, bool admin, bool quarantine, int64_t now)
+static void message_row(struct buf *b, json_t *m, bool admin, bool quarantine)
 {
     buf_puts(b, "<tr>");
     if (admin) {
@@ -202,7 +202,6 @@ static void message_row(struct buf *b, json_t *m, bool admin, bool quarantine, i
     /* a held message: why it is held; else what the next hop said last */
     html(b, quarantine || !strcmp(jstr(m, "state"), "hold") ? jstr(m, "hold_reason") : last);
     buf_puts(b, "</td></tr>\n");
-    (void)now;
 }
 
 static void queue_table(struct buf *b, json_t *page, const struct view *v, const struct console_session *s)
@@ -225,8 +224,7 @@ static void queue_table(struct buf *b, json_t *page, const struct view *v, const
                v->quarantine ? "reason" : "last error or hold reason");
     size_t i;
     json_t *m;
-    int64_t now = (int64_t)time(NULL);
-    json_array_foreach(msgs, i, m) message_row(b, m, admin, v->quarantine, now);
+    json_array_foreach(msgs, i, m) message_row(b, m, admin, v->quarantine);
     buf_puts(b, "</table>\n");
     if (admin) {
         bulk_buttons(b, total, v->quarantine);

@@ -329,14 +329,12 @@ static int list_change(const char *op, const char *owner, const char *pattern, c
 }
 
 /* The user's decision on their copy of m: 0, or -1 with why. */
-static int act(const struct console_session *s, json_t *m, const char *op, const char *id, const char *owner,
-               char *why, size_t size)
+static int act(json_t *m, const char *op, const char *id, const char *owner, char *why, size_t size)
 {
     const char *sender = jstr(m, "sender");
     /* what the user decided teaches rspamd (before the copy goes); a failure changes nothing else */
     bool ham = !strcmp(op, "release") || !strcmp(op, "allow"), spam = !strcmp(op, "spam");
     char learned[300];
-    (void)s;
     if ((ham || spam) && learn_message(id, spam, learned, sizeof learned) < 0)
         log_warn("console: %s for <%s>: not learned: %s", id, owner, learned);
     if (!strcmp(op, "release") || !strcmp(op, "delete") || spam)
@@ -357,7 +355,7 @@ static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_
     json_t *m = held_for(id, owner);
     if (!m)
         return text_status(c, MHD_HTTP_NOT_FOUND, "no such message\n");   /* another user's, or none */
-    int rc = act(s, m, op, id, owner, why, sizeof why);
+    int rc = act(m, op, id, owner, why, sizeof why);
     char ip[64];
     client_ip(c, ip, sizeof ip);
     log_info("console: %s from [%s] for <%s>: %s %s: %s", s->user, ip, owner, op, id, rc == 0 ? "done" : why);
@@ -557,9 +555,7 @@ static enum MHD_Result link_post(struct MHD_Connection *c, const char *form)
         json_decref(m);
         return text_status(c, MHD_HTTP_CONFLICT, "this link was used already\n");
     }
-    struct console_session as = {.role = ROLE_USER};
-    snprintf(as.user, sizeof as.user, "%.255s", l.rcpt);
-    int rc = act(&as, m, l.action, l.qid, l.rcpt, why, sizeof why);
+    int rc = act(m, l.action, l.qid, l.rcpt, why, sizeof why);
     json_decref(m);
     char ip[64];
     client_ip(c, ip, sizeof ip);

@@ -10,7 +10,6 @@
  * written and submitted on a worker (local_submit may block). */
 #include "digest.h"
 #include "buf.h"
-#include "headers.h"
 #include "local_submit.h"
 #include "log.h"
 #include "queue.h"

@@ -154,12 +154,11 @@ static void housekeep(void)
         log_error("tracking: expiring old events: %s", sqlite3_errmsg(tr.db));
     int expired = sqlite3_changes(tr.db);
     sqlite3_stmt *st;
-    sqlite3_int64 pages = 0, page_size = 0;
-    if (sqlite3_prepare_v2(tr.db, "SELECT page_count * page_size, page_size FROM pragma_page_count(), "
-                                  "pragma_page_size()", -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_int64 pages = 0;      /* the store's size in bytes */
+    if (sqlite3_prepare_v2(tr.db, "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", -1,
+                           &st, NULL) == SQLITE_OK) {
         if (sqlite3_step(st) == SQLITE_ROW) {
             pages = sqlite3_column_int64(st, 0);
-            page_size = sqlite3_column_int64(st, 1);
         }
         sqlite3_finalize(st);
     }
@@ -173,7 +172,6 @@ static void housekeep(void)
         sqlite3_exec(tr.db, "PRAGMA incremental_vacuum", NULL, NULL, NULL);
     if (expired > 0)
         log_info("tracking: %d event(s) older than %lds removed", expired, tr.retention);
-    (void)page_size;
 }
 
 static void *writer(void *arg)
