@@ -9,7 +9,7 @@ LAYERS   := util core chain mta queue smtpd admin
 PROGRAMS := archive cli bin
 INCLUDES := $(addprefix -Igateway/,$(LAYERS) $(PROGRAMS)) -Ilua -Iplugins -I/usr/include/lua5.4
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes $(INCLUDES)
-LDLIBS  += -lsqlite3 -lhiredis -lunbound -llua5.4 -lsasl2 -lmicrohttpd -ljansson -lcrypt -lssl -lcrypto -lz -ldl -lpthread
+LDLIBS  += -lldap -llber -lsqlite3 -lhiredis -lunbound -llua5.4 -lsasl2 -lmicrohttpd -ljansson -lcrypt -lssl -lcrypto -lz -ldl -lpthread
 BUILD   := build
 PREFIX  ?= /usr/local
 CFLAGS  += -DPOSTERN_PLUGIN_DIR='"$(PREFIX)/lib/postern/plugins"'
@@ -39,6 +39,7 @@ PLUGIN_LIBS_dkim_sign := -lopendkim -lcrypto
 PLUGIN_LIBS_dmarc := -lopendmarc -lresolv -lz -lpthread
 PLUGIN_SRCS_dmarc := plugins/dmarc_report.c gateway/mta/report_mail.c
 PLUGIN_LIBS_rcpt_verify := -lldap -llber -lpthread
+PLUGIN_SRCS_rcpt_verify := gateway/util/ldap_conn.c
 PLUGIN_LIBS_greylist := -lsqlite3 -lpthread
 PLUGIN_LIBS_dnsbl := -lresolv -lpthread
 PLUGIN_LIBS_rspamd := -ljansson

@@ -26,11 +26,11 @@
  * rcpt_verify.source. */
 #include "postern_plugin.h"
 #include "plugin_net.h"
+#include "ldap_conn.h"
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ldap.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -95,10 +95,7 @@ struct verifier {
     /* LDAP: one connection, one query at a time */
     pthread_mutex_t ldap_lock;
     LDAP *ld;
-    char ldap_uri[512], ldap_base[512], ldap_filter[512], ldap_bind_dn[512], ldap_password[256],
-        ldap_ca_file[1024];
-    bool ldap_starttls;
-    int ldap_timeout_s;
+    struct ldap_settings ldap;
     /* cache: direct-mapped by the key's hash */
     struct cache_entry *cache;
     size_t cache_size;
@@ -222,43 +219,6 @@ static void cache_put(struct verifier *v, const char *key, bool known)
 
 /* ---- LDAP ----------------------------------------------------------- */
 
-/* RFC 4515: escape what would change the filter's meaning. */
-static void ldap_escape(const char *in, char *out, size_t size)
-{
-    size_t o = 0;
-    for (; *in && o + 4 < size; in++) {
-        unsigned char c = (unsigned char)*in;
-        if (c == '*' || c == '(' || c == ')' || c == '\\' || c < 0x20 || c >= 0x7f)
-            o += (size_t)snprintf(out + o, size - o, "\\%02x", c);
-        else
-            out[o++] = (char)c;
-    }
-    out[o] = '\0';
-}
-
-/* The filter with %s, %u and %d filled in (escaped); -1 if too long. */
-static int expand_filter(const char *tmpl, const char *addr, const char *local, const char *domain, char *out,
-                         size_t size)
-{
-    size_t o = 0;
-    for (const char *p = tmpl; *p; p++) {
-        char esc[ADDR_MAX * 3 + 1];
-        const char *val = NULL;
-        if (*p == '%' && (p[1] == 's' || p[1] == 'u' || p[1] == 'd')) {
-            ldap_escape(p[1] == 's' ? addr : p[1] == 'u' ? local : domain, esc, sizeof esc);
-            val = esc;
-            p++;
-        }
-        size_t n = val ? strlen(val) : 1;
-        if (o + n >= size)
-            return -1;
-        memcpy(out + o, val ? val : p, n);
-        o += n;
-    }
-    out[o] = '\0';
-    return 0;
-}
-
 static void ldap_drop(struct verifier *v)
 {
     if (v->ld)
@@ -269,29 +229,9 @@ static void ldap_drop(struct verifier *v)
 /* Connect, StartTLS and bind (ldap_lock held). 0, or -1 logged. */
 static int ldap_open(struct verifier *v)
 {
-    int version = LDAP_VERSION3;
-    struct timeval tv = {.tv_sec = v->ldap_timeout_s};
-    int rc = ldap_initialize(&v->ld, v->ldap_uri);
-    if (rc == LDAP_SUCCESS) {
-        ldap_set_option(v->ld, LDAP_OPT_PROTOCOL_VERSION, &version);
-        ldap_set_option(v->ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
-        ldap_set_option(v->ld, LDAP_OPT_TIMEOUT, &tv);
-        ldap_set_option(v->ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
-        if (v->ldap_ca_file[0]) {
-            int newctx = 0;
-            ldap_set_option(v->ld, LDAP_OPT_X_TLS_CACERTFILE, v->ldap_ca_file);
-            ldap_set_option(v->ld, LDAP_OPT_X_TLS_NEWCTX, &newctx);
-        }
-        if (v->ldap_starttls)
-            rc = ldap_start_tls_s(v->ld, NULL, NULL);
-    }
-    if (rc == LDAP_SUCCESS && v->ldap_bind_dn[0]) {
-        struct berval cred = {.bv_val = v->ldap_password, .bv_len = strlen(v->ldap_password)};
-        rc = ldap_sasl_bind_s(v->ld, v->ldap_bind_dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
-    }
+    int rc = ldap_conn_open(&v->ldap, &v->ld);
     if (rc != LDAP_SUCCESS) {
-        host->log(NULL, POSTERN_LOG_ERROR, "rcpt_verify: LDAP %s: %s", v->ldap_uri, ldap_err2string(rc));
-        ldap_drop(v);
+        host->log(NULL, POSTERN_LOG_ERROR, "rcpt_verify: LDAP %s: %s", v->ldap.uri, ldap_err2string(rc));
         return -1;
     }
     return 0;
@@ -299,10 +239,10 @@ static int ldap_open(struct verifier *v)
 
 static enum answer ldap_search_once(struct verifier *v, const char *filter, int *rc)
 {
-    struct timeval tv = {.tv_sec = v->ldap_timeout_s};
+    struct timeval tv = {.tv_sec = v->ldap.timeout_s};
     char *attrs[] = {LDAP_NO_ATTRS, NULL};
     LDAPMessage *res = NULL;
-    *rc = ldap_search_ext_s(v->ld, v->ldap_base, LDAP_SCOPE_SUBTREE, filter, attrs, 0, NULL, NULL, &tv, 2, &res);
+    *rc = ldap_search_ext_s(v->ld, v->ldap.base, LDAP_SCOPE_SUBTREE, filter, attrs, 0, NULL, NULL, &tv, 2, &res);
     enum answer a = FAILED;
     if (*rc == LDAP_SUCCESS || *rc == LDAP_SIZELIMIT_EXCEEDED)
         a = ldap_count_entries(v->ld, res) > 0 || *rc == LDAP_SIZELIMIT_EXCEEDED ? KNOWN : UNKNOWN;
@@ -311,11 +251,10 @@ static enum answer ldap_search_once(struct verifier *v, const char *filter, int 
     return a;
 }
 
-static enum answer ask_ldap(struct verifier *v, const char *addr, const char *domain)
+static enum answer ask_ldap(struct verifier *v, const char *addr)
 {
-    char local[ADDR_MAX], filter[2048];
-    snprintf(local, sizeof local, "%.*s", (int)(strrchr(addr, '@') - addr), addr);
-    if (expand_filter(v->ldap_filter, addr, local, domain, filter, sizeof filter) < 0)
+    char filter[2048];
+    if (ldap_filter_expand(v->ldap.filter, addr, filter, sizeof filter) < 0)
         return FAILED;
     pthread_mutex_lock(&v->ldap_lock);
     enum answer a = FAILED;
@@ -470,7 +409,7 @@ static enum answer ask(struct verifier *v, const struct source *s, const char *a
     bool known;
     if (cache_get(v, key, &known))
         return known ? KNOWN : UNKNOWN;
-    enum answer a = s->kind == SRC_LDAP ? ask_ldap(v, addr, domain) : ask_callahead(v, s->hop, addr, t);
+    enum answer a = s->kind == SRC_LDAP ? ask_ldap(v, addr) : ask_callahead(v, s->hop, addr, t);
     if (a != FAILED)
         cache_put(v, key, a == KNOWN);
     return a;
@@ -595,7 +534,7 @@ static int read_password(struct verifier *v, const char *path, char *err, size_t
     FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (!f && fd >= 0)
         close(fd);
-    if (!f || !fgets(v->ldap_password, sizeof v->ldap_password, f)) {
+    if (!f || !fgets(v->ldap.password, sizeof v->ldap.password, f)) {
         snprintf(err, errlen, "rcpt_verify.ldap_bind_password_file: cannot read %s: %s (as uid %d)%s%s", path,
                  f ? "empty" : strerror(e), (int)geteuid(), why[0] ? "; " : "", why);
         if (f)
@@ -603,7 +542,7 @@ static int read_password(struct verifier *v, const char *path, char *err, size_t
         return -1;
     }
     fclose(f);
-    v->ldap_password[strcspn(v->ldap_password, "\r\n")] = '\0';
+    v->ldap.password[strcspn(v->ldap.password, "\r\n")] = '\0';
     return 0;
 }
 
@@ -626,17 +565,17 @@ static int set_option(struct verifier *v, const char *key, const char *value, ch
         snprintf(v->table.path, sizeof v->table.path, "%s", p);
         return 0;
     }
-    STR_OPTION("ldap_uri", ldap_uri)
-    STR_OPTION("ldap_base", ldap_base)
-    STR_OPTION("ldap_filter", ldap_filter)
-    STR_OPTION("ldap_bind_dn", ldap_bind_dn)
-    STR_OPTION("ldap_ca_file", ldap_ca_file)
+    STR_OPTION("ldap_uri", ldap.uri)
+    STR_OPTION("ldap_base", ldap.base)
+    STR_OPTION("ldap_filter", ldap.filter)
+    STR_OPTION("ldap_bind_dn", ldap.bind_dn)
+    STR_OPTION("ldap_ca_file", ldap.ca_file)
     if (!strcmp(key, "ldap_bind_password_file"))
         return read_password(v, value, err, errlen);
     if (!strcmp(key, "ldap_starttls") && (!strcmp(value, "yes") || !strcmp(value, "no")))
-        return v->ldap_starttls = !strcmp(value, "yes"), 0;
+        return v->ldap.starttls = !strcmp(value, "yes"), 0;
     if (!strcmp(key, "ldap_timeout"))
-        return set_number(key, value, 1, 60, &v->ldap_timeout_s, err, errlen);
+        return set_number(key, value, 1, 60, &v->ldap.timeout_s, err, errlen);
     if (!strcmp(key, "callahead_timeout"))
         return set_number(key, value, 1, 120, &v->timeout_s, err, errlen);
     if (!strcmp(key, "callahead_concurrency"))
@@ -668,7 +607,7 @@ static int check_sources(struct verifier *v, char *err, size_t errlen)
             enum source_kind k = v->rules[i].src[j].kind;
             if (k == SRC_TABLE && !v->table.path[0])
                 return snprintf(err, errlen, "%s uses table but rcpt_verify.table is not set", v->rules[i].domain), -1;
-            if (k == SRC_LDAP && (!v->ldap_uri[0] || !v->ldap_base[0] || !v->ldap_filter[0]))
+            if (k == SRC_LDAP && (!v->ldap.uri[0] || !v->ldap.base[0] || !v->ldap.filter[0]))
                 return snprintf(err, errlen, "%s uses ldap: rcpt_verify.ldap_uri, ldap_base and ldap_filter are "
                                 "required", v->rules[i].domain), -1;
         }
@@ -703,7 +642,7 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     pthread_mutex_init(&v->ldap_lock, NULL);
     v->concurrency = 4;
     v->timeout_s = 10;
-    v->ldap_timeout_s = 5;
+    v->ldap.timeout_s = 5;
     v->ttl = 3600;
     v->negative_ttl = 600;
     v->cache_size = 10000;

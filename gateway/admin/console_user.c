@@ -1,7 +1,7 @@
 /* console_user.c - the end users' pages under /my/ on the console's
  * listener: a person logs in with their mail address and mail password
  * (checked by the configured auth_backend: Dovecot or Cyrus, one PLAIN
- * exchange) and sees and acts on their own copies in the spam quarantine
+ * exchange; or with user_login = ldap by a bind as their directory entry) and sees and acts on their own copies in the spam quarantine
  * only: release to me, delete, release and always allow the sender, block
  * the sender, "this is spam"; and their allow and block lists. A release
  * is learned by rspamd as ham, "this is spam" as spam (learn.c). Every message ID a user
@@ -15,6 +15,7 @@
 #include "control_client.h"
 #include "log.h"
 #include "learn.h"
+#include "ldap_login.h"
 #include "digest.h"
 #include "signed_token.h"
 #include "smtp_parse.h"
@@ -28,19 +29,24 @@
 #include <unistd.h>
 
 static const struct auth_backend *backend;
+static bool by_ldap;              /* user_login = ldap */
 static const char *control_path;
 static bool secure_links;         /* the listener is HTTPS: session cookies get Secure */
 
 void console_user_configure(const struct config *cfg, const char *control_socket)
 {
     backend = auth_backend_configured(cfg);
+    by_ldap = cfg->user_login && !strcmp(cfg->user_login, "ldap");
     control_path = control_socket;
     secure_links = cfg->http_tls;
 }
 
-/* One PLAIN exchange with the auth backend: true when login/password pass. */
+/* One PLAIN exchange with the auth backend, or an LDAP bind: true when
+ * login/password pass. */
 static bool password_ok(const char *login, const char *password, const char *ip)
 {
+    if (by_ldap)
+        return ldap_login_ok(login, password);
     if (!backend)
         return false;
     struct auth_exchange x = {.mech = "PLAIN", .tls = true};

@@ -10,6 +10,7 @@
  * connection (or of the previous request), as nginx's client_header_timeout:
  * a watchdog shuts the socket of a connection that is late. */
 #include "http.h"
+#include "ldap_login.h"
 #include "buf.h"
 #include "clock.h"
 #include "console.h"
@@ -191,6 +192,10 @@ int http_bind(const struct config *cfg)
         track_db_path(cfg, track_path, sizeof track_path);
     console_track_configure(track_path);
     console_user_configure(cfg, cfg->control_socket);
+    if (cfg->user_login && !strcmp(cfg->user_login, "ldap") && ldap_login_configure(cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
     learn_configure(cfg);
     if (cfg->http_tls) {
         if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {

@@ -122,8 +122,16 @@ static int config_validate(struct pctx *p, struct config *cfg)
         cfg->http_tls = cfg->tls_cert != NULL;
     if (cfg->http_tls && !cfg->tls_cert)
         return fail(p, "http_tls needs tls_cert and tls_key");
+    bool ldap_logins = cfg->user_login && !strcmp(cfg->user_login, "ldap");
+    static const char *const ldap_needs[] = {"ldap_uri", "ldap_base", "ldap_filter"};
+    for (size_t i = 0; ldap_logins && i < sizeof ldap_needs / sizeof *ldap_needs; i++)
+        if (!config_plugin_option(cfg, "rcpt_verify", ldap_needs[i]))
+            return fail(p, "user_login = ldap needs rcpt_verify.%s (the directory the users are found in)",
+                        ldap_needs[i]);
     for (size_t i = 0; i < cfg->nplugin_opts; i++) {
-        bool found = false;
+        /* the end users' LDAP logins read rcpt_verify's LDAP settings, loaded or not */
+        bool found = ldap_logins && !strcmp(cfg->plugin_opts[i].plugin, "rcpt_verify") &&
+                     !strncmp(cfg->plugin_opts[i].key, "ldap_", 5);
         for (size_t k = 0; k < cfg->nplugins; k++)
             found |= !strcmp(plugin_option_name(cfg->plugins[k]), cfg->plugin_opts[i].plugin);
         if (!found) {

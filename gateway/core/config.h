@@ -180,6 +180,7 @@ struct config {
     long spam_quarantine_lifetime; /* seconds a recipient's copy stays in the spam quarantine */
     char *lists_db;                /* NULL: SPOOL/lists.db */
     char *rspamd_controller;       /* "http://HOST:PORT" for learning, or NULL */
+    char *user_login;              /* "auth_backend" or "ldap": the /my/ pages' logins */
     char *digest_url;              /* the console's address for digest links; NULL: no digests */
     char *digest_time;             /* "HH:MM" UTC */
     char *digest_off_domains;      /* recipient domains that get no digest */

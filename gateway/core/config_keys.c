@@ -60,6 +60,11 @@ static const char *check_auth_backend(const char *v)
     return strcmp(v, "cyrus") && strncmp(v, "dovecot:/", 9) ? "expected cyrus or dovecot:/PATH/TO/auth-client" : NULL;
 }
 
+static const char *check_user_login(const char *v)
+{
+    return strcmp(v, "auth_backend") && strcmp(v, "ldap") ? "expected auth_backend or ldap" : NULL;
+}
+
 static const char *check_absolute(const char *v) { return v[0] == '/' ? NULL : "expected an absolute path"; }
 static const char *check_path(const char *v) { return v[0] == '/' || v[0] == '.' ? NULL : "expected a path"; }
 
@@ -476,6 +481,9 @@ static const struct config_key keys[] = {
     {"http_listen", KT_CHARS, FIELD(http_listen), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`ADDRESS:PORT` for `/metrics` (Prometheus) and the web console; keep it on loopback or a management network",
      "off"},
+    {"user_login", KT_STR, FIELD(user_login), "auth_backend", 0, 0, NULL, KF_RESTART, check_user_login, NULL, NULL,
+     NULL, "how end users log in to their quarantine pages (`/my/`): `auth_backend` (their mail password, checked "
+     "by `auth_backend`) or `ldap` (a bind as their entry, found with `rcpt_verify.ldap_*`)", "`auth_backend`"},
     {"digest_url", KT_STR, FIELD(digest_url), NULL, 0, 0, NULL, 0, check_one_line, NULL, NULL, NULL,
      "the console's address for the links in spam quarantine digests (`https://gw.example.test:9443`); unset: no "
      "digests", "none"},

@@ -457,6 +457,84 @@ class Gateway:
         return [n for n in os.listdir(d) if re.fullmatch(r"[0-9A-F]{16}", n)] if os.path.isdir(d) else []
 
 
+SLAPD_SCHEMA = """attributetype ( 1.3.6.1.4.1.55555.1.1 NAME 'proxyAddresses'
+  EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
+objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'mailRecipient' SUP top AUXILIARY MAY ( proxyAddresses ) )
+"""
+
+SLAPD_BASE = """dn: dc=corp,dc=test
+objectClass: dcObject
+objectClass: organization
+o: Corp
+dc: corp
+
+dn: cn=reader,dc=corp,dc=test
+objectClass: person
+cn: reader
+sn: reader
+userPassword: reader-secret
+
+"""
+
+
+class Slapd:
+    """slapd with its own config, schema and directory, on host:port,
+    serving StartTLS with a test certificate: dc=corp,dc=test with a
+    service account cn=reader (password reader-secret) and entries, LDIF."""
+
+    def __init__(self, host, entries="", port=3389):
+        self.host, self.port = host, port
+        self.dir = tempfile.mkdtemp(prefix="slapd-")
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        certs, self.ca = make_certs([host])
+        os.makedirs(os.path.join(self.dir, "db"))
+        with open(os.path.join(self.dir, "ad.schema"), "w") as f:
+            f.write(SLAPD_SCHEMA)
+        self.conf = os.path.join(self.dir, "slapd.conf")
+        with open(self.conf, "w") as f:
+            f.write("""include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include %(dir)s/ad.schema
+pidfile %(dir)s/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+TLSCertificateFile %(certs)s/%(host)s.crt
+TLSCertificateKeyFile %(certs)s/%(host)s.key
+TLSCACertificateFile %(ca)s
+database mdb
+maxsize 10485760
+suffix "dc=corp,dc=test"
+rootdn "cn=admin,dc=corp,dc=test"
+rootpw admin-secret
+directory %(dir)s/db
+access to attrs=userPassword by anonymous auth by * none
+access to * by users read by * none
+""" % {"dir": self.dir, "certs": certs, "host": host, "ca": self.ca})
+        ldif = os.path.join(self.dir, "data.ldif")
+        with open(ldif, "w") as f:
+            f.write(SLAPD_BASE + entries)
+        r = subprocess.run(["slapadd", "-f", self.conf, "-l", ldif], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        self.proc = None
+        on_cleanup(self.stop)
+
+    def uri(self):
+        return "ldap://%s:%d" % (self.host, self.port)
+
+    def start(self):
+        self.proc = subprocess.Popen(["slapd", "-f", self.conf, "-h", self.uri(), "-d", "0"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: port_open(self.host, self.port), 10, "slapd on %s" % self.uri())
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 class Postfix:
     """A private, stock Postfix instance (its own config, queue and log
     directories) listening on host:port and relaying everything to relayhost

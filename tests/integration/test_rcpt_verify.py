@@ -72,25 +72,7 @@ def test_table_refuses_unknown_users_with_no_backscatter_and_reloads():
         assert r.returncode != 0 and why in r.stdout + r.stderr, (extra, r.stdout + r.stderr)
 
 
-SCHEMA = """attributetype ( 1.3.6.1.4.1.55555.1.1 NAME 'proxyAddresses'
-  EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
-  SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
-objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'mailRecipient' SUP top AUXILIARY MAY ( proxyAddresses ) )
-"""
-
-LDIF = """dn: dc=corp,dc=test
-objectClass: dcObject
-objectClass: organization
-o: Corp
-dc: corp
-
-dn: cn=reader,dc=corp,dc=test
-objectClass: person
-cn: reader
-sn: reader
-userPassword: reader-secret
-
-dn: uid=alice,dc=corp,dc=test
+PEOPLE = """dn: uid=alice,dc=corp,dc=test
 objectClass: inetOrgPerson
 uid: alice
 cn: Alice
@@ -108,65 +90,9 @@ proxyAddresses: smtp:robert@corp.test
 """
 
 
-class Slapd:
-    """slapd with its own config, schema and directory, on host:port,
-    serving StartTLS with a test certificate."""
-
-    def __init__(self, host, port=3389):
-        self.host, self.port = host, port
-        self.dir = tempfile.mkdtemp(prefix="slapd-")
-        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
-        certs, self.ca = make_certs([host])
-        os.makedirs(os.path.join(self.dir, "db"))
-        with open(os.path.join(self.dir, "ad.schema"), "w") as f:
-            f.write(SCHEMA)
-        self.conf = os.path.join(self.dir, "slapd.conf")
-        with open(self.conf, "w") as f:
-            f.write("""include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-include %(dir)s/ad.schema
-pidfile %(dir)s/slapd.pid
-modulepath /usr/lib/ldap
-moduleload back_mdb
-TLSCertificateFile %(certs)s/%(host)s.crt
-TLSCertificateKeyFile %(certs)s/%(host)s.key
-TLSCACertificateFile %(ca)s
-database mdb
-maxsize 10485760
-suffix "dc=corp,dc=test"
-rootdn "cn=admin,dc=corp,dc=test"
-rootpw admin-secret
-directory %(dir)s/db
-access to attrs=userPassword by anonymous auth by * none
-access to * by users read by * none
-""" % {"dir": self.dir, "certs": certs, "host": host, "ca": self.ca})
-        ldif = os.path.join(self.dir, "data.ldif")
-        with open(ldif, "w") as f:
-            f.write(LDIF)
-        r = subprocess.run(["slapadd", "-f", self.conf, "-l", ldif], capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        self.proc = None
-        on_cleanup(self.stop)
-
-    def uri(self):
-        return "ldap://%s:%d" % (self.host, self.port)
-
-    def start(self):
-        self.proc = subprocess.Popen(["slapd", "-f", self.conf, "-h", self.uri(), "-d", "0"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: port_open(self.host, self.port), 10, "slapd on %s" % self.uri())
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 def test_ldap_with_bind_dn_starttls_and_multi_valued_addresses():
     sink = Sink(addr(2))
-    ldap = Slapd(addr(5)).start()
+    ldap = Slapd(addr(5), PEOPLE).start()
     pw = world_readable_file("reader-secret\n")
     g = gw(sink, domain="corp.test ldap", ldap_uri=ldap.uri(), ldap_base="dc=corp,dc=test",
            ldap_filter="(|(mail=%s)(proxyAddresses=smtp:%s))", ldap_bind_dn="cn=reader,dc=corp,dc=test",

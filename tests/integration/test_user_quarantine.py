@@ -113,6 +113,66 @@ def test_users_see_and_act_on_their_own_copies_only():
     g.stop()
 
 
+PEOPLE = """dn: uid=dana,dc=corp,dc=test
+objectClass: inetOrgPerson
+uid: dana
+cn: Dana
+sn: D
+mail: dana@example.test
+userPassword: dana pass phrase
+
+dn: uid=twin1,dc=corp,dc=test
+objectClass: inetOrgPerson
+uid: twin1
+cn: Twin
+sn: T
+mail: twin@example.test
+userPassword: twin pass
+
+dn: uid=twin2,dc=corp,dc=test
+objectClass: inetOrgPerson
+uid: twin2
+cn: Twin
+sn: T
+mail: twin@example.test
+userPassword: twin pass
+"""
+
+
+def test_ldap_bind_logins():
+    """user_login = ldap: the entry is found with rcpt_verify's LDAP
+    settings (service bind, StartTLS) and bound as with the typed password;
+    an empty password, an unknown address, a filter injection and an address
+    two entries share are refused; a directory down refuses and is logged."""
+    sink = Sink(addr(2))
+    slapd = Slapd(addr(5), PEOPLE).start()
+    script = readable_file("hold.lua", 'postern.on("eom", function(tx)\n'
+                           '  for _, r in ipairs(tx:recipients()) do tx:spam_quarantine(r, "score 12") end\nend)\n')
+    ldap = {"rcpt_verify.ldap_uri": slapd.uri(), "rcpt_verify.ldap_base": "dc=corp,dc=test",
+            "rcpt_verify.ldap_filter": "(mail=%s)", "rcpt_verify.ldap_bind_dn": "cn=reader,dc=corp,dc=test",
+            "rcpt_verify.ldap_bind_password_file": readable_file("ldap-pw", "reader-secret\n"),
+            "rcpt_verify.ldap_starttls": "yes", "rcpt_verify.ldap_ca_file": slapd.ca}
+    g = Gateway(sink=sink, plugins="lua:" + script, user_login="ldap", **ldap, **console_settings()).start()
+    qid = queue_id(send_mail(g, rcpts=("dana@example.test",), sender="x@spam.test"))
+    wait_for(lambda: "status=quarantined (spam quarantine" in g.log(), 10, "the hold")
+    for who, pw in (("dana@example.test", "wrong"), ("dana@example.test", ""), ("nobody@example.test", "x"),
+                    ("*@example.test", "dana pass phrase"), ("twin@example.test", "twin pass")):
+        assert user(g, who, pw)[1] == 403, (who, pw)
+    assert "finds more than one entry" in g.log()
+    w, status, h, _ = user(g, "DANA@example.test", "dana pass phrase")
+    assert status == 303 and h["location"] == "/my/", (status, h)
+    assert held(w) == [qid]
+    slapd.stop()
+    assert user(g, "dana@example.test", "dana pass phrase")[1] == 403
+    assert re.search(r"console: LDAP ldap://[^ ]+: Can't contact LDAP server", g.log()), g.log()[-2000:]
+    g.stop()
+    # user_login = ldap without the LDAP settings stops start-up, saying what is missing
+    bad = Gateway(sink=sink, plugins="lua:" + script, user_login="ldap", **console_settings())
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", bad.conf, "-t"], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode != 0 and "user_login = ldap needs rcpt_verify.ldap_uri" in r.stdout + r.stderr, r
+
+
 def test_the_flow_in_chromium():
     if not os.path.exists(CHROMEDRIVER):
         skip("chromium-driver is not installed")
