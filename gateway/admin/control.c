@@ -11,6 +11,7 @@
 #include "event.h"
 #include "log.h"
 #include "lists.h"
+#include "lists_shared.h"
 #include "digest.h"
 #include "queue.h"
 #include "queue_cmd.h"
@@ -31,6 +32,7 @@ struct ctl_conn {
     struct ev_watch w;
     struct buf in, out;
     struct queue_admin_job *job;   /* a queue command still working through its messages */
+    struct lists_link_wait *link;  /* a digest link's nonce being claimed in Redis */
     bool started;                  /* ctl_dispatch returned: an answer is sent by ctl_answer */
     bool answered;
     uint64_t deadline_ms;
@@ -56,6 +58,7 @@ static void ctl_flush(struct ctl_conn *c);
 static void ctl_close(struct ctl_conn *c)
 {
     queue_admin_detach(c->job);
+    lists_shared_link_forget(c->link);
     c->job = NULL;
     for (struct ctl_conn **pp = &conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
@@ -97,6 +100,17 @@ static void ctl_answer(void *ctx, int rc, struct buf *body)
         ctl_flush(c);     /* else the caller flushes */
 }
 
+static void link_answer(void *ctx, int rc)
+{
+    struct ctl_conn *c = ctx;
+    struct buf body;
+    buf_init(&body);
+    c->link = NULL;
+    buf_puts(&body, rc == 1 ? "first use\n" : rc == 0 ? "used before\n" : "cannot record it\n");
+    ctl_answer(c, rc == 1 ? 0 : -1, &body);
+    buf_free(&body);
+}
+
 /* Run one request: reload, or a queue command (queue_cmd.h). */
 static void ctl_dispatch(struct ctl_conn *c, const char *line)
 {
@@ -125,12 +139,16 @@ static void ctl_dispatch(struct ctl_conn *c, const char *line)
         buf_free(&body);
         return;
     }
-    if (!strncmp(line, "link-use ", 9)) {     /* a digest link's nonce, once */
+    if (!strncmp(line, "link-use ", 9)) {     /* a digest link's nonce, once (in the fleet, with Redis) */
         char nonce[64];
         long long expires = 0;
-        int rc = sscanf(line + 9, "%63s %lld", nonce, &expires) == 2 ? lists_use_link(nonce, (long)expires) : -1;
-        buf_puts(&body, rc == 1 ? "first use\n" : rc == 0 ? "used before\n" : "cannot record it\n");
-        ctl_answer(c, rc == 1 ? 0 : -1, &body);
+        if (sscanf(line + 9, "%63s %lld", nonce, &expires) != 2)
+            link_answer(c, -1);
+        else if (lists_shared()) {
+            c->deadline_ms = UINT64_MAX;    /* redis_timeout bounds the wait */
+            c->link = lists_shared_use_link(nonce, (long)expires, link_answer, c);
+        } else
+            link_answer(c, lists_use_link(nonce, (long)expires));
         buf_free(&body);
         return;
     }

@@ -9,6 +9,7 @@
  * Recipient domains in digest_off_domains get none. Collected on the loop,
  * written and submitted on a worker (local_submit may block). */
 #include "digest.h"
+#include "console_web.h"
 #include "buf.h"
 #include "local_submit.h"
 #include "log.h"
@@ -37,7 +38,7 @@ static unsigned char key[KEY_LEN];
 static bool have_key;
 static char last_path[4096];
 static int64_t last_run;          /* copies that arrived after it are new */
-static int last_day = -1;         /* the day the timed digest last ran */
+static int64_t timer_since;       /* the timed digest is due at the first digest_time after it */
 
 struct item {
     char qid[QID_LEN];
@@ -102,6 +103,8 @@ int digest_start(const struct config *c, char *err, size_t errlen)
         last_run = t;
     if (f)
         fclose(f);
+    /* no run yet: the first digest goes at the next digest_time, not at this start */
+    timer_since = last_run ? last_run : (int64_t)time(NULL);
     return load_key(path, err, errlen);
 }
 
@@ -211,18 +214,6 @@ static void link_for(const struct run *r, const char *action, const struct item 
     snprintf(out, size, "%s/my/link?t=%s", r->url, token);
 }
 
-static void html_text(struct buf *b, const char *s)
-{
-    for (; *s; s++)
-        switch (*s) {
-        case '<': buf_puts(b, "&lt;"); break;
-        case '>': buf_puts(b, "&gt;"); break;
-        case '&': buf_puts(b, "&amp;"); break;
-        case '"': buf_puts(b, "&quot;"); break;
-        default: buf_append(b, s, 1);
-        }
-}
-
 /* One recipient's digest, items[from..to). */
 static int write_digest(struct run *r, size_t from, size_t to)
 {
@@ -252,11 +243,11 @@ static int write_digest(struct run *r, size_t from, size_t to)
         buf_printf(&text, "%s  from <%s>\r\n  %s\r\n  (%s)\r\n", when, it->sender, subject[0] ? subject : "(no subject)",
                    it->reason);
         buf_printf(&htm, "<tr><td>%s</td><td>", when);
-        html_text(&htm, it->sender);
+        html(&htm, it->sender);
         buf_puts(&htm, "</td><td>");
-        html_text(&htm, subject[0] ? subject : "(no subject)");
+        html(&htm, subject[0] ? subject : "(no subject)");
         buf_puts(&htm, "</td><td>");
-        html_text(&htm, it->reason);
+        html(&htm, it->reason);
         buf_puts(&htm, "</td><td>");   /* subject and sender are at most 300 and 320 bytes */
         static const char *const acts[][2] = {{"release", "Release"}, {"allow", "Release and always allow"},
                                               {"block", "Block sender"}, {"delete", "Delete"}};
@@ -339,7 +330,7 @@ int digest_run(struct buf *answer)
         return -1;
     }
     r->since = last_run;
-    r->until = last_run = (int64_t)time(NULL);
+    r->until = last_run = timer_since = (int64_t)time(NULL);
     snprintf(r->url, sizeof r->url, "%s", cfg->digest_url);
     snprintf(r->hostname, sizeof r->hostname, "%s", cfg->hostname);
     r->lifetime = cfg->digest_link_lifetime;
@@ -352,17 +343,17 @@ int digest_run(struct buf *answer)
     return 0;
 }
 
+/* Due when today's digest_time (UTC) has passed and no run (timed, by
+ * hand, or before a restart: digest.last) came at or after it. */
 void digest_tick(void)
 {
     int h, m;
     if (!cfg || !cfg->digest_url || !cfg->digest_time || sscanf(cfg->digest_time, "%d:%d", &h, &m) != 2)
         return;
     time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    if (tm.tm_yday == last_day || tm.tm_hour * 60 + tm.tm_min < h * 60 + m)
+    int64_t at = (int64_t)now - (int64_t)now % 86400 + h * 3600 + m * 60;
+    if (now < at || timer_since >= at)
         return;
-    last_day = tm.tm_yday;
     struct buf ignore;
     buf_init(&ignore);
     digest_run(&ignore);

@@ -232,6 +232,11 @@ static int lists_command(const struct config *cfg, int argc, char **argv)
     buf_free(&line);
     if (rc >= 0)
         return rc;
+    if (cfg->redis_server && strcmp(argv[0], "show")) {
+        fprintf(stderr, "postern: lists: posternd is not running; with redis_server the lists are changed through "
+                        "it (a change made here would be overwritten by the shared copy)\n");
+        return 1;
+    }
     char path[4096], err[600];
     lists_db_path(cfg, path, sizeof path);
     if (open_spool(cfg) < 0)         /* as the daemon's user */

@@ -15,6 +15,7 @@
 #include "postern_lua.h"
 #include "track.h"
 #include "lists.h"
+#include "lists_shared.h"
 #include "digest.h"
 #include "mta_sts.h"
 #include "tlsrpt.h"
@@ -313,6 +314,7 @@ int main(int argc, char **argv)
         log_error("cannot start the Redis connection");
         return 1;
     }
+    lists_shared_start();        /* with redis_server: the allow/block lists shared by every node */
     mx_init(cfg);
     mta_sts_init(cfg);
     queue_init(cfg);

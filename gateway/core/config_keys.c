@@ -549,7 +549,8 @@ static const struct config_key keys[] = {
      "port for MX deliveries", "25"},
     {"redis_server", KT_STR, FIELD(redis_server), NULL, 0, 0, NULL, KF_RESTART, check_redis_server, NULL, NULL, NULL,
      "`host:port` or `unix:/PATH` of the Redis that holds policy state shared by several nodes (Lua "
-     "`postern.incr/get/set`, `greylist.store = shared`, `client_connect_rate`, `dest_rate_limit`); unset: each node "
+     "`postern.incr/get/set`, `greylist.store = shared`, `client_connect_rate`, `dest_rate_limit`, the allow and block "
+     "lists, digest link nonces); unset: each node "
      "keeps its own", "none"},
     {"redis_password", KT_STR, FIELD(redis_password), NULL, 0, 0, NULL, KF_RESTART | KF_SECRET, check_one_line, NULL,
      NULL, NULL, "AUTH password for Redis (keep the config file unreadable to others)", "none"},

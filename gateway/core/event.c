@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_TICK_FNS 8
+#define MAX_TICK_FNS 32
 #define MAX_EVENTS 256
 
 struct deferred {
@@ -193,8 +193,11 @@ static void run_soon(void)
 
 void ev_on_tick(void (*fn)(void))
 {
-    if (ntick_fns < MAX_TICK_FNS)
-        tick_fns[ntick_fns++] = fn;
+    if (ntick_fns == MAX_TICK_FNS) {     /* a programming error, found at every start: never silently */
+        log_error("event loop: more than %d tick functions", MAX_TICK_FNS);
+        abort();
+    }
+    tick_fns[ntick_fns++] = fn;
 }
 
 void ev_stop(void) { running = false; }

@@ -1,13 +1,15 @@
 /* lists.c - see lists.h. In memory: a hash of owners (lower-cased), each
  * with its entries; the SQLite file is the durable copy, written on every
- * change (WAL, synchronous=NORMAL) and read once at start. Loop thread only
- * (changes come through the control socket). */
+ * change (WAL, synchronous=NORMAL) and read once at start. Changes on the
+ * loop thread only (the control socket, lists_shared.c); lookups from any
+ * thread (plugins and Lua run on workers), under a read lock. */
 #include "lists.h"
 #include "buf.h"
 #include "config.h"
 #include "log.h"
 #include "smtp_parse.h"
 #include <ctype.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,9 +30,16 @@ struct owner {
     struct owner *next;
 };
 
-static struct owner *buckets[BUCKETS];
-static size_t total;
+struct table {
+    struct owner *buckets[BUCKETS];
+    size_t total;
+};
+
+static struct table live;           /* what lookups see */
+static struct table *building;      /* a full copy being loaded (lists_sync_*) */
+static pthread_rwlock_t live_lock = PTHREAD_RWLOCK_INITIALIZER;
 static sqlite3 *db;
+static void (*change_hook)(bool add, enum list_kind kind, const char *owner, const char *pattern);
 
 void lists_db_path(const struct config *cfg, char *out, size_t size)
 {
@@ -50,10 +59,10 @@ static unsigned hash(const char *s)
     return h % BUCKETS;
 }
 
-static struct owner *owner_find(const char *name, bool create)
+static struct owner *owner_find(struct table *t, const char *name, bool create)
 {
     unsigned h = hash(name);
-    for (struct owner *o = buckets[h]; o; o = o->next)
+    for (struct owner *o = t->buckets[h]; o; o = o->next)
         if (!strcasecmp(o->name, name))
             return o;
     struct owner *o = create ? calloc(1, sizeof *o) : NULL;
@@ -63,8 +72,8 @@ static struct owner *owner_find(const char *name, bool create)
     }
     for (char *p = o->name; *p; p++)
         *p = (char)tolower((unsigned char)*p);
-    o->next = buckets[h];
-    buckets[h] = o;
+    o->next = t->buckets[h];
+    t->buckets[h] = o;
     return o;
 }
 
@@ -78,9 +87,9 @@ static bool valid_name(const char *s)
     return at && at[1] && strchr(at + 1, '.') && (at == s || smtp_check_address(s, true) == 0);
 }
 
-static int mem_add(char kind, const char *owner, const char *pattern)
+static int mem_add(struct table *t, char kind, const char *owner, const char *pattern)
 {
-    struct owner *o = owner_find(owner, true);
+    struct owner *o = owner_find(t, owner, true);
     if (!o)
         return -1;
     for (size_t i = 0; i < o->n; i++)
@@ -88,7 +97,7 @@ static int mem_add(char kind, const char *owner, const char *pattern)
             o->e[i].kind = kind;          /* allow <-> block: the newer says */
             return 0;
         }
-    if (total >= LIST_MAX_ENTRIES)
+    if (t->total >= LIST_MAX_ENTRIES)
         return -1;
     if (o->n == o->cap) {
         size_t nc = o->cap ? 2 * o->cap : 4;
@@ -101,18 +110,18 @@ static int mem_add(char kind, const char *owner, const char *pattern)
     if (!(o->e[o->n].pattern = strdup(pattern)))
         return -1;
     o->e[o->n++].kind = kind;
-    total++;
+    t->total++;
     return 0;
 }
 
-static bool mem_del(const char *owner, const char *pattern)
+static bool mem_del(struct table *t, const char *owner, const char *pattern)
 {
-    struct owner *o = owner_find(owner, false);
+    struct owner *o = owner_find(t, owner, false);
     for (size_t i = 0; o && i < o->n; i++)
         if (!strcasecmp(o->e[i].pattern, pattern)) {
             free(o->e[i].pattern);
             o->e[i] = o->e[--o->n];
-            total--;
+            t->total--;
             return true;
         }
     return false;
@@ -133,7 +142,7 @@ static bool matches(const char *pattern, const char *sender)
 
 static enum list_kind check_owner(const char *owner, const char *sender)
 {
-    struct owner *o = owner_find(owner, false);
+    struct owner *o = owner_find(&live, owner, false);
     enum list_kind k = LIST_NONE;
     for (size_t i = 0; o && i < o->n; i++)
         if (matches(o->e[i].pattern, sender)) {
@@ -146,15 +155,17 @@ static enum list_kind check_owner(const char *owner, const char *sender)
 
 enum list_kind lists_check(const char *rcpt, const char *sender)
 {
-    if (!total || !sender || !sender[0])
+    if (!sender || !sender[0])
         return LIST_NONE;
-    enum list_kind k = check_owner(rcpt, sender);
+    pthread_rwlock_rdlock(&live_lock);
+    enum list_kind k = live.total ? check_owner(rcpt, sender) : LIST_NONE;
     const char *at = strrchr(rcpt, '@');
-    if (k == LIST_NONE && at) {
+    if (k == LIST_NONE && live.total && at) {
         char dom[300];
         snprintf(dom, sizeof dom, "@%s", at + 1);
         k = check_owner(dom, sender);
     }
+    pthread_rwlock_unlock(&live_lock);
     return k;
 }
 
@@ -179,18 +190,18 @@ int lists_open(const char *path, char *err, size_t errlen)
         const char *owner = (const char *)sqlite3_column_text(st, 0), *kind = (const char *)sqlite3_column_text(st, 1);
         const char *pattern = (const char *)sqlite3_column_text(st, 2);
         if (owner && kind && pattern && (kind[0] == LIST_ALLOW || kind[0] == LIST_BLOCK))
-            mem_add(kind[0], owner, pattern);
+            mem_add(&live, kind[0], owner, pattern);
     }
     sqlite3_finalize(st);
-    if (total)
-        log_info("lists: %zu allow/block entries from %s", total, path);
+    if (live.total)
+        log_info("lists: %zu allow/block entries from %s", live.total, path);
     return 0;
 }
 
-void lists_close(void)
+static void table_free(struct table *t)
 {
     for (size_t b = 0; b < BUCKETS; b++)
-        for (struct owner *o = buckets[b], *next; o; o = next) {
+        for (struct owner *o = t->buckets[b], *next; o; o = next) {
             next = o->next;
             for (size_t i = 0; i < o->n; i++)
                 free(o->e[i].pattern);
@@ -198,13 +209,31 @@ void lists_close(void)
             free(o->name);
             free(o);
         }
-    memset(buckets, 0, sizeof buckets);
-    total = 0;
-    sqlite3_close(db);
-    db = NULL;
+    memset(t->buckets, 0, sizeof t->buckets);
+    t->total = 0;
 }
 
-int lists_change(bool add, enum list_kind kind, const char *owner, const char *pattern, char *err, size_t errlen)
+void lists_close(void)
+{
+    lists_sync_abort();
+    pthread_rwlock_wrlock(&live_lock);
+    table_free(&live);
+    pthread_rwlock_unlock(&live_lock);
+    sqlite3_close(db);
+    db = NULL;
+    change_hook = NULL;
+}
+
+void lists_on_change(void (*fn)(bool add, enum list_kind kind, const char *owner, const char *pattern))
+{
+    change_hook = fn;
+}
+
+size_t lists_count(void) { return live.total; }
+
+/* Write one change to the SQLite store. 0, or -1 with err. */
+static int store_change(bool add, enum list_kind kind, const char *owner, const char *pattern, char *err,
+                        size_t errlen)
 {
     if (!valid_name(owner) || !valid_name(pattern)) {
         snprintf(err, errlen, "'%.320s' or '%.320s' is not an address or @domain", owner, pattern);
@@ -232,15 +261,97 @@ int lists_change(bool add, enum list_kind kind, const char *owner, const char *p
         snprintf(err, errlen, "the lists store: %s", sqlite3_errmsg(db));
         return -1;
     }
-    if (add && mem_add((char)kind, owner, pattern) < 0) {
-        snprintf(err, errlen, "out of room (%d entries at most)", LIST_MAX_ENTRIES);
-        return -1;
-    }
-    if (!add && !mem_del(owner, pattern)) {
-        snprintf(err, errlen, "no entry %.320s for %.320s", pattern, owner);
-        return -1;
-    }
     return 0;
+}
+
+int lists_change(bool add, enum list_kind kind, const char *owner, const char *pattern, char *err, size_t errlen)
+{
+    if (store_change(add, kind, owner, pattern, err, errlen) < 0)
+        return -1;
+    pthread_rwlock_wrlock(&live_lock);
+    int rc = add ? mem_add(&live, (char)kind, owner, pattern) : mem_del(&live, owner, pattern) ? 0 : 1;
+    if (building)      /* a full copy being loaded: the change is newer than it */
+        add ? mem_add(building, (char)kind, owner, pattern) : (void)mem_del(building, owner, pattern);
+    pthread_rwlock_unlock(&live_lock);
+    if (rc < 0)
+        snprintf(err, errlen, "out of room (%d entries at most)", LIST_MAX_ENTRIES);
+    else if (rc > 0)
+        snprintf(err, errlen, "no entry %.320s for %.320s", pattern, owner);
+    return rc ? -1 : 0;
+}
+
+/* ---- a full copy from elsewhere (lists_shared.c) -------------------- */
+
+int lists_sync_begin(void)
+{
+    lists_sync_abort();
+    building = calloc(1, sizeof *building);
+    return building ? 0 : -1;
+}
+
+int lists_sync_add(enum list_kind kind, const char *owner, const char *pattern)
+{
+    if (!building || (kind != LIST_ALLOW && kind != LIST_BLOCK) || !valid_name(owner) || !valid_name(pattern))
+        return -1;
+    return mem_add(building, (char)kind, owner, pattern);
+}
+
+void lists_sync_abort(void)
+{
+    if (building)
+        table_free(building);
+    free(building);
+    building = NULL;
+}
+
+/* The store becomes the copy: one transaction, all or nothing. */
+static int store_replace(const struct table *t)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_exec(db, "BEGIN; DELETE FROM entries", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO entries (owner, kind, pattern, added) VALUES (?1, ?2, ?3, "
+                                    "strftime('%s','now'))", -1, &st, NULL);
+    for (size_t b = 0; rc == SQLITE_OK && b < BUCKETS; b++)
+        for (const struct owner *o = t->buckets[b]; rc == SQLITE_OK && o; o = o->next)
+            for (size_t i = 0; rc == SQLITE_OK && i < o->n; i++) {
+                char k[2] = {o->e[i].kind, 0};
+                sqlite3_bind_text(st, 1, o->name, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 2, k, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(st, 3, o->e[i].pattern, -1, SQLITE_STATIC);
+                rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+                sqlite3_reset(st);
+            }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    log_error("lists: cannot rewrite the store: %s", sqlite3_errmsg(db));
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+size_t lists_sync_end(void)
+{
+    if (!building)
+        return 0;
+    if (db)
+        store_replace(building);
+    pthread_rwlock_wrlock(&live_lock);
+    struct table old = live;
+    live = *building;
+    pthread_rwlock_unlock(&live_lock);
+    table_free(&old);
+    free(building);
+    building = NULL;
+    return live.total;
+}
+
+void lists_each_raw(void (*fn)(void *ctx, const char *owner, enum list_kind kind, const char *pattern), void *ctx)
+{
+    for (size_t b = 0; b < BUCKETS; b++)
+        for (const struct owner *o = live.buckets[b]; o; o = o->next)
+            for (size_t i = 0; i < o->n; i++)
+                fn(ctx, o->name, (enum list_kind)o->e[i].kind, o->e[i].pattern);
 }
 
 struct shown {
@@ -259,16 +370,19 @@ static int by_owner_pattern(const void *a, const void *b)
 void lists_each(const char *owner, void (*fn)(void *ctx, const char *owner, enum list_kind kind, const char *pattern),
                 void *ctx)
 {
+    pthread_rwlock_rdlock(&live_lock);
+    size_t total = live.total;
     struct shown *all = malloc((total ? total : 1) * sizeof *all);
     size_t n = 0;
     for (size_t b = 0; all && b < BUCKETS; b++)
-        for (struct owner *o = buckets[b]; o; o = o->next)
+        for (struct owner *o = live.buckets[b]; o; o = o->next)
             for (size_t i = 0; (!owner || !strcasecmp(owner, o->name)) && i < o->n && n < total; i++)
                 all[n++] = (struct shown){o->name, o->e[i].kind, o->e[i].pattern};
     if (all)
         qsort(all, n, sizeof *all, by_owner_pattern);
     for (size_t i = 0; i < n; i++)
         fn(ctx, all[i].owner, (enum list_kind)all[i].kind, all[i].pattern);
+    pthread_rwlock_unlock(&live_lock);
     free(all);
 }
 
@@ -301,6 +415,8 @@ int lists_request(int argc, char *const *argv, struct buf *out)
         return -1;
     }
     log_info("lists: %s %s%s%s %s", add ? "added" : "removed", owner, add ? " " : "", add ? argv[1] : "", pattern);
+    if (change_hook)
+        change_hook(add, kind, owner, pattern);
     buf_printf(out, "%s: %s %s %s\n", owner, add ? "added" : "removed", add ? argv[1] : "entry", pattern);
     return 0;
 }

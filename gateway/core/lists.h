@@ -38,6 +38,19 @@ int lists_use_link(const char *nonce, long expires);
 struct buf;
 int lists_request(int argc, char *const *argv, struct buf *out);
 extern const char lists_usage[];
+/* Called after each change lists_request made (not for lists_sync_*), on
+ * the loop thread: lists_shared.c passes it on to the other nodes. */
+void lists_on_change(void (*fn)(bool add, enum list_kind kind, const char *owner, const char *pattern));
+size_t lists_count(void);
+/* A full copy from elsewhere replaces the lists (memory and store) at
+ * lists_sync_end (which says how many entries there are); changes made
+ * meanwhile go into the copy too. Loop thread. */
+int lists_sync_begin(void);
+int lists_sync_add(enum list_kind kind, const char *owner, const char *pattern);
+size_t lists_sync_end(void);
+void lists_sync_abort(void);
+/* Every entry, unordered (loop thread). */
+void lists_each_raw(void (*fn)(void *ctx, const char *owner, enum list_kind kind, const char *pattern), void *ctx);
 /* The store's path for cfg: lists_db, else SPOOL/lists.db. */
 struct config;
 void lists_db_path(const struct config *cfg, char *out, size_t size);

@@ -96,4 +96,34 @@ def test_digest_links_act_once_for_their_recipient_only():
     g.stop()
 
 
+def test_the_daily_timer():
+    """digest_time: a node whose last run (digest.last) was yesterday sends
+    the digests once today's time has passed, by itself; a restart after it
+    sends none again; a first start past the time waits for tomorrow."""
+    sink = Sink(addr(2))
+    now = time.gmtime()
+    passed = "%02d:%02d" % (now.tm_hour, now.tm_min) if now.tm_hour or now.tm_min else "00:00"
+    g = gateway(sink, digest_time=passed, log_level="info")
+    queue_id(send_mail(g, rcpts=("b@example.test",), sender="spammer@evil.test", headers="Subject: timed\r\n"))
+    wait_for(lambda: "status=quarantined (spam quarantine" in g.log(), 10, "the hold")
+    time.sleep(0.5)
+    assert "digest:" not in g.log(), "a first start past digest_time waits for tomorrow"
+    g.stop()
+    last = os.path.join(g.spool, "digest.last")
+    with open(last, "w") as f:
+        f.write("%d\n" % (time.time() - 86400))
+    st = os.stat(g.spool)
+    os.chown(last, st.st_uid, st.st_gid)
+    g.start()
+    wait_for(lambda: digest_of(sink, "b@example.test"), 15, "the timed digest: " + g.log()[-3000:])
+    assert "timed" in digest_of(sink, "b@example.test")[0]
+    assert g.log().count("digest(s) queued") == 1
+    assert int(open(last).read()) >= time.time() - 60, "the run is recorded"
+    g.stop()
+    g.start()
+    time.sleep(0.5)
+    assert g.log().count("digest(s) queued") == 1, "a restart after today's run sends none again"
+    g.stop()
+
+
 run_tests(globals())

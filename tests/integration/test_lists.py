@@ -92,4 +92,66 @@ def test_lua_reads_the_lists():
     g.stop()
 
 
+def control(g, line):
+    """One request on posternd's control socket: (ok, text)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(os.path.join(g.spool, "control.sock"))
+    s.sendall(line.encode() + b"\n")
+    out = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    head, _, text = out.decode().partition("\n")
+    return head == "OK", text
+
+
+def test_lists_shared_by_two_nodes_through_redis():
+    """With redis_server every node holds the same lists: a node that had
+    lists before seeds Redis; a change on one node reaches the other (block,
+    domain block, removal); Redis down, lookups go on from each node's copy
+    and a change waits; Redis back empty, the nodes seed it again (the union)
+    and agree; a digest link's nonce acts once in the fleet; the offline CLI
+    refuses changes that the shared copy would undo."""
+    sink = Sink(addr(2))
+    redis = Redis(addr(7))
+    a = Gateway(host=addr(3), sink=sink).start()
+    assert lists(a, "add", "block", "b@example.test", "old@evil.test").returncode == 0
+    a.stop()
+    a.set(redis_server=redis.address()).start()
+    b = Gateway(host=addr(4), sink=sink, redis_server=redis.address()).start()
+    wait_for(lambda: "old@evil.test" in lists(b, "show").stdout, 10, "a's old entry on b")
+    assert rcpt(b, "old@evil.test", "b@example.test").startswith("550")
+    assert rcpt(b, "old@evil.test", "c@example.test").startswith("250")
+    assert lists(b, "add", "block", "@example.test", "@spam.test").returncode == 0
+    wait_for(lambda: rcpt(a, "x@spam.test", "c@example.test").startswith("550"), 10, "b's domain block on a")
+    assert lists(a, "del", "b@example.test", "old@evil.test").returncode == 0
+    wait_for(lambda: "old@evil.test" not in lists(b, "show").stdout, 10, "a's removal on b")
+    assert rcpt(b, "old@evil.test", "b@example.test").startswith("250")
+    # Redis down: each node's copy answers; a change on a waits for Redis
+    redis.kill()
+    assert rcpt(b, "x@spam.test", "c@example.test").startswith("550")
+    assert lists(a, "add", "allow", "c@example.test", "friend@ok.test").returncode == 0
+    redis.start()       # empty: it lost the lists
+    wait_for(lambda: "friend@ok.test" in lists(b, "show").stdout, 30, "the change made while Redis was down, on b")
+    wait_for(lambda: lists(a, "show").stdout == lists(b, "show").stdout, 10, "the nodes to agree")
+    assert lists(a, "show").stdout.splitlines() == ["@example.test block @spam.test",
+                                                    "c@example.test allow friend@ok.test"], lists(a, "show").stdout
+    assert redis.cli("HLEN", "postern:lists") == "2"
+    # a digest link's nonce: once in the fleet
+    assert control(a, "link-use 0123abcd %d" % (time.time() + 600)) == (True, "first use\n")
+    assert control(b, "link-use 0123abcd %d" % (time.time() + 600)) == (False, "used before\n")
+    redis.kill()
+    assert control(b, "link-use 4567abcd %d" % (time.time() + 600)) == (False, "cannot record it\n")
+    # with redis_server, changes need the daemon: the offline CLI would be undone by the shared copy
+    b.stop()
+    r = lists(b, "add", "block", "x@example.test", "y@z.test")
+    assert r.returncode == 1 and "redis_server" in r.stderr, r.stderr
+    assert "@spam.test" in lists(b, "show").stdout, "show reads the node's copy"
+    a.stop()
+
+
 run_tests(globals())
