@@ -80,7 +80,7 @@ static sfsistat to_milter(SMFICTX *ctx, struct conn *c, postern_verdict v)
         return SMFIS_DISCARD;
     case POSTERN_QUARANTINE:
         c->quarantine = true;   /* applied at end of message, the only place milters may */
-        snprintf(c->tx.hold_reason, sizeof c->tx.hold_reason, "%s", c->tx.reply);
+        snprintf(c->tx.hold_reason, sizeof c->tx.hold_reason, "%.250s", c->tx.reply);
         return SMFIS_CONTINUE;
     default:
         return SMFIS_CONTINUE;

@@ -219,7 +219,7 @@ static bool decided(const struct link *l, enum postern_stage st, txn_t *t, poste
     } else {
         default_reply(t, *v, l->name);
     }
-    decisions_add(t->decisions, stage_name(st), l->name, verdict_name(*v), t->reply);   /* "explain" */
+    decisions_add(&t->decisions, stage_name(st), l->name, verdict_name(*v), t->reply);   /* "explain" */
     return true;
 }
 

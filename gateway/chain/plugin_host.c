@@ -373,14 +373,15 @@ static int h_dry_run(void) { return dry_run_only; }
 /* The log of earlier stages (QUEUE/DELIVER) followed by this one's. */
 static const char *h_decisions(postern_txn *t)
 {
+    const char *mine = decisions_text(t->decisions);
     if (!t->prior_decisions || !t->prior_decisions[0])
-        return t->decisions;
-    size_t a = strlen(t->prior_decisions), b = strlen(t->decisions);
+        return mine;
+    size_t a = strlen(t->prior_decisions), b = strlen(mine);
     char *all = txn_alloc(t, a + b + 1);
     if (!all)
-        return t->decisions;
+        return mine;
     memcpy(all, t->prior_decisions, a);
-    memcpy(all + a, t->decisions, b + 1);
+    memcpy(all + a, mine, b + 1);
     return all;
 }
 

@@ -225,7 +225,7 @@ static postern_verdict stage(struct run *r, enum postern_stage st, const char *a
         r->t.discard = true;
     if (v == POSTERN_QUARANTINE && !r->t.quarantine) {
         r->t.quarantine = true;
-        snprintf(r->t.hold_reason, sizeof r->t.hold_reason, "%s", r->t.reply);
+        snprintf(r->t.hold_reason, sizeof r->t.hold_reason, "%.250s", r->t.reply);
     }
     return v == POSTERN_ACCEPT || v == POSTERN_DISCARD || v == POSTERN_QUARANTINE ? POSTERN_CONTINUE : v;
 }
@@ -469,7 +469,7 @@ static void settle_outcome(struct policy_result *res, const txn_t *t)
             break;
         }
     snprintf(res->hold_reason, sizeof res->hold_reason, "%s", t->hold_reason);
-    snprintf(res->decisions, sizeof res->decisions, "%s", t->decisions);
+    snprintf(res->decisions, sizeof res->decisions, "%s", decisions_text(t->decisions));
     res->archive = t->archive;
     res->body_changed = t->body_replaced;
 }

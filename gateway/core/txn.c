@@ -154,9 +154,11 @@ static void rcpt_free(struct txn_rcpt *r)
     free(r->spam_reason);
 }
 
-void decisions_add(char *log, const char *stage, const char *link, const char *verdict, const char *reply)
+void decisions_add(char **logp, const char *stage, const char *link, const char *verdict, const char *reply)
 {
-    char lower[32], line[400];
+    if (!*logp && !(*logp = calloc(1, DECISIONS_MAX)))
+        return;
+    char *log = *logp, lower[32], line[400];
     size_t have = strlen(log), k = 0;
     for (; verdict[k] && k + 1 < sizeof lower; k++)
         lower[k] = (char)tolower((unsigned char)verdict[k]);     /* "quarantine", as in the docs */
@@ -170,9 +172,18 @@ void decisions_add(char *log, const char *stage, const char *link, const char *v
     memcpy(log + have, line, (size_t)n + 1);
 }
 
+void decisions_copy(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = NULL;
+    if (src && src[0] && (*dst = calloc(1, DECISIONS_MAX)))
+        snprintf(*dst, DECISIONS_MAX, "%s", src);
+}
+
 void txn_reset(txn_t *t)
 {
     free(t->sender);
+    free(t->decisions);
     for (size_t i = 0; i < t->nrcpts; i++)
         rcpt_free(&t->rcpts[i]);
     free(t->rcpts);

@@ -81,9 +81,10 @@ struct postern_txn {
     bool discard;
     bool quarantine;
     char reply[512];           /* text for REJECT / TEMPFAIL / QUARANTINE */
-    char hold_reason[512];     /* the QUARANTINE reason that will stick */
+    char hold_reason[256];     /* the QUARANTINE reason that will stick (the spool keeps 250 bytes) */
     const char *verdict_by;    /* plugin that decided */
-    char decisions[DECISIONS_MAX];  /* every link's verdict other than continue, one line each */
+    char *decisions;           /* every link's verdict other than continue, one line each; NULL
+                                  until there is one (an idle session carries no 1 KiB log) */
     const char *prior_decisions;    /* QUEUE/DELIVER: the message's log before this stage (borrowed) */
     /* script variables: this transaction's, and the session's (NULL after the 250) */
     struct varmap vars;
@@ -105,9 +106,13 @@ typedef struct postern_txn txn_t;
 
 /* Forget the envelope and content, keep the session view. */
 void txn_reset(txn_t *t);
-/* Add "STAGE LINK VERDICT: REPLY" to a decision log of DECISIONS_MAX bytes
- * (what no longer fits is left out). */
-void decisions_add(char *log, const char *stage, const char *link, const char *verdict, const char *reply);
+/* Add "STAGE LINK VERDICT: REPLY" to a decision log of at most
+ * DECISIONS_MAX bytes, made on first use (what no longer fits is left
+ * out). */
+void decisions_add(char **log, const char *stage, const char *link, const char *verdict, const char *reply);
+/* *dst becomes a copy of src (NULL: none). */
+void decisions_copy(char **dst, const char *src);
+static inline const char *decisions_text(const char *log) { return log ? log : ""; }
 void txn_free(txn_t *t);
 int txn_add_rcpt(txn_t *t, const char *addr);
 /* The recipient called addr (case-insensitively), or NULL. */

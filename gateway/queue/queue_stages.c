@@ -90,7 +90,7 @@ static bool take_routes(struct qmsg *m, const txn_t *t)
 /* The decisions of a QUEUE or DELIVER stage join the message's log. */
 static void note_decisions(struct qmsg *m, const txn_t *t)
 {
-    if (!t->decisions[0])
+    if (!t->decisions || !t->decisions[0])
         return;
     size_t have = m->decisions ? strlen(m->decisions) : 0, add = strlen(t->decisions);
     if (have + add >= DECISIONS_MAX)

@@ -118,9 +118,9 @@ static void cmd_mail(struct session *s, const char *args)
     s->tx.quarantine = s->session_quarantine;
     if (s->session_discard || s->session_quarantine) {
         s->tx.verdict_by = s->session_verdict_by;
-        memcpy(s->tx.decisions, s->session_decisions, sizeof s->tx.decisions);
+        decisions_copy(&s->tx.decisions, s->session_decisions);
     }
-    memcpy(s->tx.hold_reason, s->session_reason, sizeof s->tx.hold_reason);
+    snprintf(s->tx.hold_reason, sizeof s->tx.hold_reason, "%.250s", s->session_reason ? s->session_reason : "");
     snprintf(s->hook_arg, sizeof s->hook_arg, "%s", pr.addr);
     session_run_stage(s, POSTERN_STAGE_MAIL, s->hook_arg, strlen(s->hook_arg), mail_then);
 }

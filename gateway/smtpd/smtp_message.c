@@ -4,6 +4,7 @@
  * queue file; the fsync/rename commit runs on a worker, and only its
  * completion sends the 250. */
 #include "smtp_session.h"
+#include "tls.h"
 #include "received.h"
 #include "metrics.h"
 #include "headers.h"
@@ -50,12 +51,16 @@ static void track_message(const struct session *s, const struct envelope *env, c
 static void commit_run(struct work *w);
 static void commit_done(struct work *w);
 
-/* What the session's Received field says of it (received.c). */
-static struct received_info received_of(const struct session *s)
+/* What the session's Received field says of it (received.c); tls_info
+ * (TLS_INFO_MAX bytes) holds the TLS part. */
+#define TLS_INFO_MAX 160
+static struct received_info received_of(const struct session *s, char *tls_info)
 {
+    if (s->ssl)
+        tls_describe(s->ssl, tls_info, TLS_INFO_MAX);
     return (struct received_info){
-        .helo = s->tx.helo, .client_name = s->client_name, .client_ip = s->tx.client_ip,
-        .tls_info = s->ssl ? s->tls_info : NULL, .tls = s->ssl != NULL, .authenticated = s->authenticated,
+        .helo = s->tx.helo, .client_name = s->client_name ? s->client_name : "", .client_ip = s->tx.client_ip,
+        .tls_info = s->ssl ? tls_info : NULL, .tls = s->ssl != NULL, .authenticated = s->authenticated,
         .esmtp = s->esmtp, .smtputf8 = s->mp.smtputf8, .hostname = s->cfg->hostname, .qid = s->tx.qid,
         .only_rcpt = s->tx.nrcpts == 1 ? s->tx.rcpts[0].addr : NULL,
     };
@@ -64,7 +69,8 @@ static struct received_info received_of(const struct session *s)
 /* Our Received header, the first in the message. */
 static void add_received(struct session *s)
 {
-    struct received_info ri = received_of(s);
+    char tls_info[TLS_INFO_MAX];
+    struct received_info ri = received_of(s, tls_info);
     received_add(&s->tx.hdrs, &ri);
 }
 
@@ -87,7 +93,8 @@ static int envelope_from_txn(struct session *s, struct envelope *e)
     e->arrival = (int64_t)time(NULL);
     snprintf(e->client_ip, sizeof e->client_ip, "%s", s->tx.client_ip);
     snprintf(e->helo, sizeof e->helo, "%s", s->tx.helo);
-    struct received_info ri = received_of(s);
+    char tls_info[TLS_INFO_MAX];
+    struct received_info ri = received_of(s, tls_info);
     snprintf(e->proto, sizeof e->proto, "%s", received_protocol(&ri));
     e->body = s->mp.body;
     e->smtputf8 = s->mp.smtputf8;
@@ -160,7 +167,6 @@ int message_start(struct session *s)
     s->part = PART_HEADERS;
     s->separator = false;
     s->data_done = false;
-    s->refusal[0] = '\0';
     buf_reset(&s->hdr_buf);
     buf_reset(&s->chunk);
     add_received(s);
@@ -204,7 +210,7 @@ void smtp_cmd_data(struct session *s, const char *args)
 /* Once a message is refused, its remaining bytes are read and dropped. */
 bool message_refused(const struct session *s)
 {
-    return s->refusal[0] || s->dr.errors || s->data_bytes > s->cfg->message_size_limit;
+    return s->commit->refusal[0] || s->dr.errors || s->data_bytes > s->cfg->message_size_limit;
 }
 
 /* The reply that refuses this DATA, most important reason first. */
@@ -216,8 +222,8 @@ static const char *data_refusal(struct session *s)
         return "550 5.5.2 Error: message line longer than 1000 octets";
     if (s->data_bytes > s->cfg->message_size_limit)
         return "552 5.3.4 Message size exceeds fixed maximum message size";
-    if (s->refusal[0])
-        return s->refusal;
+    if (s->commit->refusal[0])
+        return s->commit->refusal;
     if (s->commit->sw.err)
         return storage_reply(s->commit->sw.err);
     if (s->tx.nrcpts == 0)
@@ -227,20 +233,20 @@ static const char *data_refusal(struct session *s)
 
 static void refuse_data(struct session *s, const char *text)
 {
-    if (!s->refusal[0]) {
-        snprintf(s->refusal, sizeof s->refusal, "%s", text);
-        s->refusal_by = NULL;
-        s->refusal_stage = POSTERN_STAGE_DATA;
+    if (!s->commit->refusal[0]) {
+        snprintf(s->commit->refusal, sizeof s->commit->refusal, "%s", text);
+        s->commit->refusal_by = NULL;
+        s->commit->refusal_stage = POSTERN_STAGE_DATA;
     }
 }
 
 /* A link's refusal of the content at stage st, answered when the data ends. */
 static void link_refuses_data(struct session *s, enum postern_stage st)
 {
-    if (!s->refusal[0]) {
+    if (!s->commit->refusal[0]) {
         refuse_data(s, s->tx.reply);
-        s->refusal_by = s->tx.verdict_by;
-        s->refusal_stage = st;
+        s->commit->refusal_by = s->tx.verdict_by;
+        s->commit->refusal_stage = st;
     }
 }
 
@@ -477,9 +483,9 @@ static void prepare_commit(struct session *s)
     bool routes = false;
     for (size_t i = 0; i < t->nrcpts; i++)
         routes |= t->rcpts[i].nexthop != NULL || t->rcpts[i].min_tls || t->rcpts[i].spam_reason;
-    if (t->quarantine || routes || t->archive || t->decisions[0]) {
+    if (t->quarantine || routes || t->archive || t->decisions) {
         cj->has_state = true;
-        memcpy(cj->flags.decisions, t->decisions, sizeof cj->flags.decisions);
+        snprintf(cj->flags.decisions, sizeof cj->flags.decisions, "%s", decisions_text(t->decisions));
         cj->flags.held = t->quarantine;
         cj->flags.archive = t->archive;
         if (t->quarantine)
@@ -511,9 +517,9 @@ static void eom_then(struct session *s, postern_verdict v)
         char fields[3000];
         session_envelope_fields(s, POSTERN_STAGE_EOM, fields, sizeof fields);
         log_info("S%lu: %s: reject: DATA from [%s]: %s; %s", s->sid, s->tx.qid, s->tx.client_ip, refusal, fields);
-        bool by_link = refusal == s->refusal && s->refusal_by;
-        session_track_refusal(s, by_link ? s->refusal_stage : POSTERN_STAGE_EOM, refusal,
-                              by_link ? s->refusal_by : "posternd");
+        bool by_link = refusal == s->commit->refusal && s->commit->refusal_by;
+        session_track_refusal(s, by_link ? s->commit->refusal_stage : POSTERN_STAGE_EOM, refusal,
+                              by_link ? s->commit->refusal_by : "posternd");
         session_reply(s, refusal);
         message_abort(s);
         session_txn_restart(s);

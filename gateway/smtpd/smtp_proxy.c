@@ -89,7 +89,7 @@ void smtp_cmd_xclient(struct session *s, const char *args)
     char copy[1024];
     snprintf(copy, sizeof copy, "%s", args);
     struct xclient_view x = {.addr = s->peer, .esmtp = s->esmtp};
-    snprintf(x.name, sizeof x.name, "%s", s->client_name);
+    snprintf(x.name, sizeof x.name, "%s", s->client_name ? s->client_name : "");
     snprintf(x.helo, sizeof x.helo, "%s", s->tx.helo);
     snprintf(x.login, sizeof x.login, "%s", s->tx.auth_user);
     const char *err = xclient_parse(copy, &x);
@@ -102,7 +102,8 @@ void smtp_cmd_xclient(struct session *s, const char *args)
     session_txn_restart(s);
     s->peer = x.addr;
     sockaddr_ip_text((struct sockaddr *)&x.addr, s->tx.client_ip, sizeof s->tx.client_ip);
-    memcpy(s->client_name, x.name, sizeof s->client_name);
+    free(s->client_name);
+    s->client_name = x.name[0] ? strdup(x.name) : NULL;
     memcpy(s->tx.helo, x.helo, sizeof s->tx.helo);
     memcpy(s->tx.auth_user, x.login, sizeof s->tx.auth_user);
     s->esmtp = x.esmtp;

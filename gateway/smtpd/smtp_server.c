@@ -75,6 +75,9 @@ void session_free(void *p)
     txn_free(&s->tx);                    /* first: a message's data may use the session's */
     txn_slots_free(&s->session_slots);
     varmap_free(&s->session_vars);
+    free(s->client_name);
+    free(s->session_reason);
+    free(s->session_decisions);
     buf_free(&s->in);
     buf_free(&s->out);
     buf_free(&s->hdr_buf);
@@ -167,6 +170,10 @@ int session_flush(struct session *s)
             return -1;
         ev_mod(&s->w, s->ssl ? s->tls_want : EPOLLOUT);
         return 0;
+    }
+    if (s->phase == PH_COMMAND && !s->out.len && !s->in.len) {
+        buf_free(&s->in);       /* waiting for the next command: an idle session holds no buffers */
+        buf_free(&s->out);
     }
     conn_arm(&s->w, s->ssl, (session_wants_input(s) ? EPOLLIN : 0) | (s->out.len ? EPOLLOUT : 0));
     return 0;
@@ -308,8 +315,9 @@ static void tls_step(struct session *s)
     if (r == 1) {
         metric_inc(M_TLS_HANDSHAKES, metric_labels(labels, sizeof labels, "direction", "in", "result",
                                                    SSL_get_version(s->ssl), NULL));
-        tls_describe(s->ssl, s->tls_info, sizeof s->tls_info);
-        log_info("S%lu: [%s] STARTTLS: %s%s", s->sid, s->tx.client_ip, s->tls_info,
+        char tls_info[160];
+        tls_describe(s->ssl, tls_info, sizeof tls_info);
+        log_info("S%lu: [%s] STARTTLS: %s%s", s->sid, s->tx.client_ip, tls_info,
                  SSL_session_reused(s->ssl) ? " (resumed)" : "");
         /* RFC 3207: forget everything learned before the handshake */
         s->helo_done = s->esmtp = false;

@@ -41,7 +41,7 @@ struct session {
     const struct config *cfg;      /* ... its config: a reload never changes it mid-session */
     struct sockaddr_storage peer;  /* the client: the connection's, or XCLIENT's ADDR */
     bool xclient_allowed;          /* the connection's address is in xclient_networks */
-    char client_name[256];         /* XCLIENT NAME, for the Received header */
+    char *client_name;             /* XCLIENT NAME, for the Received header (NULL: none) */
     struct buf in, out;
     enum phase phase, saved_phase;
     bool helo_done, esmtp, skip_line, dead, busy;
@@ -55,9 +55,9 @@ struct session {
     struct auth_job *auth;   /* an exchange in progress */
     bool auth_waiting;       /* ... and the client's next line answers its 334 */
     bool session_discard, session_quarantine;   /* a CONNECT/HELO verdict for every message */
-    char session_reason[512];
+    char *session_reason;                       /* the QUARANTINE's reason (NULL: none) */
     const char *session_verdict_by;             /* the plugin behind those */
-    char session_decisions[DECISIONS_MAX];      /* ... and their lines of the decision log */
+    char *session_decisions;                    /* ... and their lines of the decision log (NULL: none) */
     int errors;
     uint64_t deadline_ms;
     uint64_t wait_until_ms;        /* PH_GREET, PH_WAIT: when the held reply goes out */
@@ -66,7 +66,6 @@ struct session {
     struct txn_slot *session_slots;  /* plugins' session data (host->session_data_set) */
     SSL *ssl;                      /* after STARTTLS */
     uint32_t tls_want;             /* handshake: EPOLLIN or EPOLLOUT */
-    char tls_info[160];            /* "TLSv1.3 with cipher ..." */
     /* transaction */
     txn_t tx;
     bool in_mail;
@@ -84,9 +83,6 @@ struct session {
     struct buf chunk;       /* body bytes not yet written */
     bool separator;         /* a blank line ended the header section */
     bool data_done;         /* the end of data has been read */
-    char refusal[512];      /* the reply that ends this DATA, if refused */
-    const char *refusal_by; /* the link that refused (NULL: posternd itself) */
-    enum postern_stage refusal_stage;
     /* BDAT (RFC 3030): the message arrives in counted chunks, no dot-stuffing */
     bool bdat;              /* this message is chunked */
     bool bdat_last;         /* the chunk being read is the last */
@@ -111,6 +107,10 @@ struct commit_job {
     struct msg_flags flags;
     struct rcpt_state *state;
     int result;                     /* errno from the commit, 0 = durable */
+    /* the reply that ends this DATA, if refused */
+    char refusal[512];
+    const char *refusal_by;         /* the link that refused (NULL: posternd itself) */
+    enum postern_stage refusal_stage;
 };
 
 /* The config new sessions and the listeners go by (the current generation's). */

@@ -123,7 +123,7 @@ bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_
         if (st <= POSTERN_STAGE_HELO) {
             s->session_discard = true;
             s->session_verdict_by = s->tx.verdict_by;
-            memcpy(s->session_decisions, s->tx.decisions, sizeof s->session_decisions);
+            decisions_copy(&s->session_decisions, s->tx.decisions);
         }
         s->tx.discard = true;
         return true;
@@ -132,11 +132,12 @@ bool session_verdict_proceeds(struct session *s, enum postern_stage st, postern_
         if (st <= POSTERN_STAGE_HELO) {
             s->session_quarantine = true;
             s->session_verdict_by = s->tx.verdict_by;
-            memcpy(s->session_decisions, s->tx.decisions, sizeof s->session_decisions);
-            memcpy(s->session_reason, s->tx.reply, sizeof s->session_reason);
+            decisions_copy(&s->session_decisions, s->tx.decisions);
+            free(s->session_reason);
+            s->session_reason = strdup(s->tx.reply);
         }
         s->tx.quarantine = true;
-        memcpy(s->tx.hold_reason, s->tx.reply, sizeof s->tx.hold_reason);
+        snprintf(s->tx.hold_reason, sizeof s->tx.hold_reason, "%.250s", s->tx.reply);
         return true;
     default:
         return true;
