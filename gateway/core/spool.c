@@ -356,11 +356,12 @@ void spool_writer_abort(struct spool_writer *w)
 /* Open a spool file for reading: a regular file or nothing. A symlink (to
  * /dev/zero, say) or a FIFO planted in the spool is refused, never followed
  * or waited on. */
-static int open_regular_at(int dirfd, const char *name)
+/* Open name under dirfd for reading if it is a regular file (never
+ * following a link); its status in st. */
+static int open_regular_stat(int dirfd, const char *name, struct stat *st)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    struct stat st;
-    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+    if (fd >= 0 && (fstat(fd, st) < 0 || !S_ISREG(st->st_mode))) {
         close(fd);
         errno = EINVAL;
         return -1;
@@ -368,10 +369,19 @@ static int open_regular_at(int dirfd, const char *name)
     return fd;
 }
 
-/* Read a whole small file relative to dirfd into b (at most about max bytes). */
-static int read_file_at(int dirfd, const char *name, struct buf *b, size_t max)
+static int open_regular_at(int dirfd, const char *name)
 {
-    int fd = open_regular_at(dirfd, name);
+    struct stat st;
+    return open_regular_stat(dirfd, name, &st);
+}
+
+/* Read name (up to max bytes, or its envelope: up to the first blank
+ * line), and its status into st (when not NULL). A short read is the end of
+ * a regular file: a queue of many small files costs one read each. */
+static int read_file_at(int dirfd, const char *name, struct buf *b, size_t max, struct stat *st)
+{
+    struct stat own;
+    int fd = open_regular_stat(dirfd, name, st ? st : &own);
     if (fd < 0)
         return -1;
     for (;;) {
@@ -388,7 +398,7 @@ static int read_file_at(int dirfd, const char *name, struct buf *b, size_t max)
         }
         buf_commit(b, (size_t)r);
         /* envelopes end at the first blank line: stop once we have it */
-        if (b->len >= max || memmem(buf_head(b), b->len, "\n\n", 2))
+        if ((size_t)r < room || b->len >= max || memmem(buf_head(b), b->len, "\n\n", 2))
             break;
     }
     close(fd);
@@ -399,7 +409,8 @@ int spool_load(const char *id, struct envelope *e, size_t *body_off, const char 
 {
     struct buf b;
     buf_init(&b);
-    if (read_file_at(queue_dirfd, id, &b, SPOOL_MAX_ENVELOPE) < 0) {
+    struct stat st;
+    if (read_file_at(queue_dirfd, id, &b, SPOOL_MAX_ENVELOPE, &st) < 0) {
         buf_free(&b);
         return *err = "cannot read", -1;
     }
@@ -407,8 +418,7 @@ int spool_load(const char *id, struct envelope *e, size_t *body_off, const char 
     buf_free(&b);
     if (rc < 0)
         return -1;
-    struct stat st;
-    if (fstatat(queue_dirfd, id, &st, 0) < 0 || (uint64_t)st.st_size != *body_off + e->size) {
+    if ((uint64_t)st.st_size != *body_off + e->size) {
         envelope_free(e);
         return *err = "file length does not match the recorded size (truncated?)", -1;
     }
@@ -430,7 +440,7 @@ int spool_load_state(const char *id, struct msg_flags *f, struct rcpt_state *st,
     state_name(id, name, sizeof name);
     struct buf b;
     buf_init(&b);
-    if (read_file_at(queue_dirfd, name, &b, SPOOL_MAX_ENVELOPE) < 0) {
+    if (read_file_at(queue_dirfd, name, &b, SPOOL_MAX_ENVELOPE, NULL) < 0) {
         buf_free(&b);
         return errno == ENOENT ? 0 : -1;
     }
@@ -510,8 +520,10 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx)
+int spool_list(char ***out, size_t *count)
 {
+    *out = NULL;
+    *count = 0;
     DIR *d = fdopendir(dup(queue_dirfd));
     if (!d)
         return -1;
@@ -541,6 +553,17 @@ int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx)
     closedir(d);
     if (n)
         qsort(names, n, sizeof *names, cmp_str);
+    *out = names;
+    *count = n;
+    return 0;
+}
+
+int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx)
+{
+    char **names;
+    size_t n;
+    if (spool_list(&names, &n) < 0)
+        return -1;
     for (size_t i = 0; i < n; i++) {
         fn(names[i], ctx);
         free(names[i]);

@@ -149,5 +149,7 @@ int spool_open_message(const char *id);
 void spool_subject(const char *id, char *out, size_t size);
 /* Call fn for every message ID in queue/ (sorted by ID = arrival). */
 int spool_scan(void (*fn)(const char *id, void *ctx), void *ctx);
+/* The queued messages' IDs, sorted (each and the array malloc'd). 0, or -1. */
+int spool_list(char ***names, size_t *count);
 
 #endif
