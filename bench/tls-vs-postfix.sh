@@ -1,7 +1,8 @@
 #!/bin/bash
 # bench/tls-vs-postfix.sh [BUILD]: TLS on vs off, posternd vs stock Postfix,
 # in one run. Both relays get the same throw-away certificate; the load
-# client (bench/tls-load.py) opens one session per message, with or without
+# client (bench/tls-load.c, built here; LOAD=py for the older
+# bench/tls-load.py) opens one session per message, with or without
 # STARTTLS; both relay on to an smtp-sink in plain text. Prints messages/s
 # end to end (all N at the sink) and the ratios. Needs root (system Postfix).
 set -euo pipefail
@@ -19,6 +20,12 @@ cleanup() {
   postfix stop >/dev/null 2>&1 || true; rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+LOADER=(python3 bench/tls-load.py)
+if [ "${LOAD:-c}" = c ]; then
+  cc -O2 -o "$WORK/tls-load" bench/tls-load.c -lssl -lcrypto -lpthread
+  LOADER=("$WORK/tls-load")
+fi
 
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
   -subj "/CN=relay.bench.test" 2>/dev/null
@@ -41,7 +48,7 @@ run() {
   sleep 0.3
   local t0 t1 got
   t0=$(date +%s.%N)
-  python3 bench/tls-load.py 127.0.0.1 "$1" "$N" "$S" "$SIZE" $2 >/dev/null || { echo "load failed" >&2; exit 1; }
+  "${LOADER[@]}" 127.0.0.1 "$1" "$N" "$S" "$SIZE" $2 >/dev/null || { echo "load failed" >&2; exit 1; }
   for _ in $(seq 1200); do
     got=$(tr '\r' '\n' <"$WORK/sink.log" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1)
     [ "${got:-0}" -ge "$N" ] && break

@@ -11,25 +11,48 @@
  *   clamav.on_error = tempfail | accept   (default tempfail: clamd down,
  *                   slow or answering garbage)
  *   clamav.timeout = 30          seconds for the connect and each read/write
+ *   clamav.persistent = yes      keep connections to clamd open between scans
+ *                   (clamd's IDSESSION: each scan a numbered INSTREAM on a
+ *                   connection from a pool of up to 32 idle ones, each used
+ *                   again for at most 20 s after its last scan, under clamd's
+ *                   default IdleTimeout of 30 s); a connection that fails
+ *                   before its answer is dropped and the scan tried once more
+ *                   on a new one
  * Sets clamav.result (clean | infected | skipped | error) and clamav.virus. */
 #include "postern_plugin.h"
 #include "plugin_net.h"
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 enum action { ACT_REJECT, ACT_QUARANTINE, ACT_DISCARD };
+
+#define POOL_MAX 32            /* idle connections kept */
+#define POOL_IDLE_S 20         /* reused for at most this long after the last scan */
+
+/* A connection to clamd; in a session, the number of the next command. */
+struct clamd_conn {
+    int fd;
+    unsigned next_id;          /* 0: no session (one scan, then closed) */
+    time_t last_used;
+};
 
 struct clamav {
     char unix_path[108];
     char host[256], port[8];
     enum action action;
     bool accept_on_error;
+    bool persistent;
     unsigned long long max_size;
     int timeout_s;
+    pthread_mutex_t pool_lock;
+    struct clamd_conn pool[POOL_MAX];
+    int npool;
 };
 
 static const struct postern_host *host;
@@ -49,6 +72,50 @@ static int chunk(int fd, const char *p, size_t n)
 }
 
 static int chunk_out(void *fd, const char *p, size_t n) { return chunk(*(int *)fd, p, n); }
+
+/* An idle session from the pool (fresh enough), or {-1}. */
+static struct clamd_conn pool_take(struct clamav *c)
+{
+    struct clamd_conn k = {.fd = -1};
+    time_t now = time(NULL);
+    pthread_mutex_lock(&c->pool_lock);
+    while (c->npool > 0 && k.fd < 0) {
+        struct clamd_conn top = c->pool[--c->npool];
+        if (now - top.last_used <= POOL_IDLE_S)
+            k = top;
+        else
+            close(top.fd);                   /* clamd may have closed it already */
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    return k;
+}
+
+static void pool_put(struct clamav *c, struct clamd_conn k)
+{
+    k.last_used = time(NULL);
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->npool < POOL_MAX) {
+        c->pool[c->npool++] = k;
+        k.fd = -1;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    if (k.fd >= 0)
+        close(k.fd);
+}
+
+/* A new connection, in a session when persistent. */
+static struct clamd_conn conn_open(const struct clamav *c)
+{
+    struct clamd_conn k = {.fd = connect_clamd(c)};
+    if (k.fd >= 0 && c->persistent) {
+        if (net_send_all(k.fd, "zIDSESSION", 11) < 0) {
+            close(k.fd);
+            k.fd = -1;
+        }
+        k.next_id = 1;
+    }
+    return k;
+}
 
 /* The message as INSTREAM chunks, then the empty chunk that ends it. */
 static int stream_message(int fd, postern_txn *t)
@@ -74,6 +141,53 @@ static int read_answer(int fd, char *out, size_t size)
     return len ? 0 : -1;
 }
 
+/* One scan on k: the answer without a session's "N: " in answer; 0, or -1
+ * (k is then broken). */
+static int scan_on(struct clamd_conn *k, postern_txn *t, char *answer, size_t size)
+{
+    if (net_send_all(k->fd, "zINSTREAM", 10) < 0 || stream_message(k->fd, t) < 0 ||
+        read_answer(k->fd, answer, size) < 0)
+        return -1;
+    if (!k->next_id)
+        return 0;
+    char want[16];
+    int n = snprintf(want, sizeof want, "%u: ", k->next_id++);
+    if (strncmp(answer, want, (size_t)n))
+        return -1;             /* not the answer to this command: the session is out of step */
+    memmove(answer, answer + n, strlen(answer + n) + 1);
+    return 0;
+}
+
+/* Scan t: on a pooled session (once more on a new connection if that one
+ * broke: clamd ends idle sessions), or on a connection of its own. 0 with
+ * the answer, -1 with why. */
+static int scan(struct clamav *c, postern_txn *t, char *answer, size_t size, const char **why)
+{
+    struct clamd_conn k = c->persistent ? pool_take(c) : (struct clamd_conn){.fd = -1};
+    if (k.fd >= 0) {
+        if (scan_on(&k, t, answer, size) == 0) {
+            pool_put(c, k);
+            return 0;
+        }
+        close(k.fd);
+    }
+    k = conn_open(c);
+    if (k.fd < 0) {
+        *why = c->unix_path[0] ? "cannot connect to clamd (unix socket)" : "cannot connect to clamd";
+        return -1;
+    }
+    if (scan_on(&k, t, answer, size) < 0) {
+        close(k.fd);
+        *why = "clamd did not take the message or did not answer in time";
+        return -1;
+    }
+    if (k.next_id)
+        pool_put(c, k);
+    else
+        close(k.fd);
+    return 0;
+}
+
 static postern_verdict failed(const struct clamav *c, postern_txn *t, const char *why)
 {
     return scanner_failed(host, t, "clamav", "clamav.result", c->accept_on_error,
@@ -89,15 +203,10 @@ static postern_verdict on_eom(postern_txn *t, void *state)
                   (unsigned long long)host->message_size(t));
         return POSTERN_CONTINUE;
     }
-    int fd = connect_clamd(c);
-    if (fd < 0)
-        return failed(c, t, c->unix_path[0] ? "cannot connect to clamd (unix socket)" : "cannot connect to clamd");
     char answer[512];
-    int rc = net_send_all(fd, "zINSTREAM", 10) == 0 && stream_message(fd, t) == 0 ? read_answer(fd, answer, sizeof answer)
-                                                                                 : -1;
-    close(fd);
-    if (rc < 0)
-        return failed(c, t, "clamd did not take the message or did not answer in time");
+    const char *cause = NULL;
+    if (scan(c, t, answer, sizeof answer, &cause) < 0)
+        return failed(c, t, cause);
     char *found = strstr(answer, " FOUND");
     const char *name = !strncmp(answer, "stream: ", 8) ? answer + 8 : answer;
     if (!strcmp(answer, "stream: OK")) {
@@ -160,11 +269,14 @@ static int set_option(struct clamav *c, const char *k, const char *v, char *err,
         return c->accept_on_error = !strcmp(v, "accept"), 0;
     if (!strcmp(k, "max_size") && (c->max_size = strtoull(v, &end, 10), *v && !*end && c->max_size > 0))
         return 0;
+    if (!strcmp(k, "persistent") && (!strcmp(v, "yes") || !strcmp(v, "no")))
+        return c->persistent = !strcmp(v, "yes"), 0;
     if (!strcmp(k, "timeout") && (c->timeout_s = (int)strtol(v, &end, 10), *v && !*end && c->timeout_s > 0 &&
                                   c->timeout_s <= 600))
         return 0;
     snprintf(err, errlen, "bad option or value clamav.%s = %s (known: socket = unix:/PATH|inet:HOST:PORT, "
-             "action = reject|quarantine|discard, max_size = BYTES, on_error = tempfail|accept, timeout = SECONDS)",
+             "action = reject|quarantine|discard, max_size = BYTES, on_error = tempfail|accept, timeout = SECONDS, "
+             "persistent = yes|no)",
              k, v);
     return -1;
 }
@@ -180,6 +292,8 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
         return -1;
     c->max_size = 10ULL * 1024 * 1024;
     c->timeout_s = 30;
+    c->persistent = true;
+    pthread_mutex_init(&c->pool_lock, NULL);
     for (size_t i = 0; i < n; i++)
         if (set_option(c, opts[i].key, opts[i].value, err, errlen) < 0) {
             free(c);
@@ -194,7 +308,16 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     return 0;
 }
 
-static void fini(void *state) { free(state); }
+static void fini(void *state)
+{
+    struct clamav *c = state;
+    for (int i = 0; i < c->npool; i++) {
+        net_send_all(c->pool[i].fd, "zEND", 5);
+        close(c->pool[i].fd);
+    }
+    pthread_mutex_destroy(&c->pool_lock);
+    free(c);
+}
 
 /* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
 static const struct postern_option_spec options[] = {
@@ -203,6 +326,7 @@ static const struct postern_option_spec options[] = {
     {"max_size", POSTERN_OPT_NUMBER, NULL, "10485760", 0, "bytes; larger messages are not scanned"},
     {"on_error", POSTERN_OPT_CHOICE, "tempfail|accept", "tempfail", 0, "what clamd down or slow answers"},
     {"timeout", POSTERN_OPT_NUMBER, NULL, "30", 0, "seconds per scan"},
+    {"persistent", POSTERN_OPT_BOOL, NULL, "yes", 0, "keep sessions to clamd open between scans (IDSESSION)"},
     {NULL, 0, NULL, NULL, 0, NULL},
 };
 

@@ -121,4 +121,37 @@ def test_clamd_down_quarantine_discard_and_max_size():
     assert r.returncode != 0 and "clamav.socket = tcp:localhost" in r.stdout + r.stderr, r
 
 
+def clamd_connections(clamd):
+    """Established TCP connections to clamd's port (from the gateway)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", "dst", "%s:%d" % clamd.tcp],
+                         capture_output=True, text=True, timeout=10).stdout
+    return len([l for l in out.splitlines() if l.strip()])
+
+
+def test_sessions_kept_open_and_a_restarted_clamd():
+    """persistent (the default): scans share one clamd session (IDSESSION,
+    numbered answers), so five messages in a row leave one connection open;
+    clamd restarted under it, the broken session is dropped and the scan
+    tried again on a new one: the message is accepted, not tempfailed, and a
+    virus is still found; persistent = no keeps nothing open."""
+    sink = Sink(addr(2))
+    clamd = Clamd(addr(8), 3312).start()
+    g = gw(sink, socket="inet:%s:%d" % clamd.tcp)
+    for i in range(5):
+        assert "queued as" in send_raw(g, "clean %d\r\n" % i)
+    assert clamd_connections(clamd) == 1
+    assert send_raw(g, EICAR.decode() + "\r\n") == "554 5.7.1 Message rejected: virus found: " + VIRUS
+    clamd.stop()
+    clamd.start()
+    assert "queued as" in send_raw(g, "after the restart\r\n")
+    assert send_raw(g, EICAR.decode() + "\r\n") == "554 5.7.1 Message rejected: virus found: " + VIRUS
+    assert clamd_connections(clamd) == 1
+    sink.wait_count(6)
+    g.stop()
+    g = gw(sink, socket="inet:%s:%d" % clamd.tcp, persistent="no")
+    assert "queued as" in send_raw(g, "one off\r\n")
+    assert clamd_connections(clamd) == 0
+    g.stop()
+
+
 run_tests(globals())
