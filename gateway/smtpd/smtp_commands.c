@@ -135,7 +135,7 @@ static void rcpt_then(struct session *s, postern_verdict v)
             return;
         }
     if (txn_add_rcpt(&s->tx, s->hook_arg) < 0 ||
-        txn_set_rcpt_dsn(&s->tx, s->tx.nrcpts - 1, s->rp.notify, s->rp.orcpt) < 0) {
+        txn_set_rcpt_dsn(&s->tx, s->tx.nrcpts - 1, s->rcpt_notify, s->rcpt_orcpt ? s->rcpt_orcpt : "") < 0) {
         session_reply(s, "452 4.3.0 Insufficient system resources");
         return;
     }
@@ -166,11 +166,12 @@ static bool blocked_at_rcpt(struct session *s, const char *rcpt)
 static void cmd_rcpt(struct session *s, const char *args)
 {
     struct path_result pr;
-    if (smtp_parse_rcpt(args, s->mp.smtputf8, &pr, &s->rp) < 0) {
+    struct rcpt_params rp;
+    if (smtp_parse_rcpt(args, s->mp.smtputf8, &pr, &rp) < 0) {
         session_reply(s, pr.reply);
         return;
     }
-    if (!s->esmtp && (s->rp.notify || s->rp.orcpt[0])) {
+    if (!s->esmtp && (rp.notify || rp.orcpt[0])) {
         session_reply(s, "555 5.5.4 RCPT parameters need EHLO");
         return;
     }
@@ -207,6 +208,9 @@ static void cmd_rcpt(struct session *s, const char *args)
     if (blocked_at_rcpt(s, pr.addr))
         return;
     snprintf(s->hook_arg, sizeof s->hook_arg, "%s", pr.addr);
+    s->rcpt_notify = rp.notify;
+    free(s->rcpt_orcpt);
+    s->rcpt_orcpt = rp.orcpt[0] ? strdup(rp.orcpt) : NULL;
     session_run_stage(s, POSTERN_STAGE_RCPT, s->hook_arg, strlen(s->hook_arg), rcpt_then);
 }
 

@@ -78,6 +78,7 @@ void session_free(void *p)
     free(s->client_name);
     free(s->session_reason);
     free(s->session_decisions);
+    free(s->rcpt_orcpt);
     buf_free(&s->in);
     buf_free(&s->out);
     buf_free(&s->hdr_buf);

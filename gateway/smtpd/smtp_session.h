@@ -70,7 +70,8 @@ struct session {
     txn_t tx;
     bool in_mail;
     struct mail_params mp;
-    struct rcpt_params rp;         /* of the RCPT whose hooks run */
+    unsigned rcpt_notify;          /* the DSN parameters of the RCPT whose hooks run */
+    char *rcpt_orcpt;              /* ... (NULL: no ORCPT) */
     char hook_arg[SMTP_MAX_PATH + 1];
     stage_then then;
     /* DATA */
