@@ -5,8 +5,9 @@ Makes a spool of N deferred messages (default 100,000) by cloning one real
 queued message (sent through posternd here) under new queue IDs, each with
 its sidecar saying the next try is a day away, so nothing is delivered while
 measuring. Then starts posternd on it (--rounds times, a fresh daemon each)
-and takes the time from exec to its "posternd ready" log line, and the
-daemon's RSS once ready. Several builds (--builds a,b) alternate round by
+and takes the time from exec to its "posternd ready" log line (taking
+mail), to the whole queue in memory ("loaded from the queue"; a large queue
+is read after ready), and the daemon's RSS then. Several builds (--builds a,b) alternate round by
 round in one run, to compare before and after. With --cold (root), the page
 cache is dropped before each start. Usage:
 
@@ -42,11 +43,11 @@ def start(build, path, log):
     return proc, t0
 
 
-def wait_ready(logpath, before, proc, limit=600):
+def wait_ready(logpath, before, proc, limit=600, what="posternd ready"):
     deadline = time.time() + limit
     while time.time() < deadline:
         text = open(logpath).read()
-        if text.count("posternd ready") > before:
+        if text.count(what) > before:
             return time.time()
         if proc.poll() is not None:
             raise SystemExit("posternd exited:\n" + text[-2000:])
@@ -144,20 +145,25 @@ def main():
             for b in builds:
                 cold = a.cold and drop_caches()
                 log = open(logpath, "a")
-                before = open(logpath).read().count("posternd ready")
+                text = open(logpath).read()
+                before, loaded_before = text.count("posternd ready"), text.count("loaded from the queue")
                 proc, t0 = start(b, path, log)
                 took = wait_ready(logpath, before, proc) - t0
+                whole = wait_ready(logpath, loaded_before, proc, what="loaded from the queue") - t0
                 rss = rss_kib(daemon_pid(proc.pid))
                 proc.terminate()
                 proc.wait(120)
                 loaded = re.findall(r"spool: (\d+) message\(s\) loaded", open(logpath).read())[-1]
                 assert int(loaded) == a.messages, "loaded %s of %d" % (loaded, a.messages)
-                results[b].append((took, rss))
-                print("round %d %-28s ready after %6.2f s%s, RSS %6.1f MiB (%.2f KiB per message)" %
-                      (r + 1, b, took, " (cold cache)" if cold else "", rss / 1024, rss / a.messages))
+                results[b].append((took, whole, rss))
+                print("round %d %-28s ready after %6.2f s, whole queue in memory after %6.2f s%s, RSS %6.1f MiB "
+                      "(%.2f KiB per message)" % (r + 1, b, took, whole, " (cold cache)" if cold else "", rss / 1024,
+                                                  rss / a.messages))
         for b in builds:
-            times = sorted(t for t, _ in results[b])
-            print("%s: median %.2f s for %d messages" % (b, times[len(times) // 2], a.messages))
+            ready = sorted(x[0] for x in results[b])
+            whole = sorted(x[1] for x in results[b])
+            print("%s: %d messages: median ready %.2f s, whole queue %.2f s" %
+                  (b, a.messages, ready[len(ready) // 2], whole[len(whole) // 2]))
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

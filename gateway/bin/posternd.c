@@ -320,7 +320,7 @@ int main(int argc, char **argv)
     queue_init(cfg);
     delivery_init(cfg);
     runtime_on_switch(reconfigure);
-    queue_load_spool();
+    queue_load_spool((size_t)cfg->queue_read_before_ready);
     if (local_submit_start(queue_add_committed) < 0) {
         log_error("cannot start local submission: %s", strerror(errno));
         return 1;
@@ -344,6 +344,7 @@ int main(int argc, char **argv)
     snprintf(status, sizeof status, "READY=1\nSTATUS=ready: %zu message(s) queued", queue_size());
     sd_notify_state(status);
     ev_run();
+    queue_load_stop();
     tlsrpt_stop();
     local_submit_stop();
     redis_stop();            /* what is still out is answered now (failed) */

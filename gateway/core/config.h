@@ -110,6 +110,7 @@ struct config {
     bool redis_failure_open;       /* redis_failure = open: fall back to this node's state (else tempfail) */
     int smtp_port;                 /* port for MX deliveries (25) */
     long retry_min, retry_max, max_queue_lifetime;   /* seconds */
+    int queue_read_before_ready;   /* a larger queue is read after start (queue_load.c) */
     char *plugin_dir;
     char **plugins;                /* the chain, in order */
     size_t nplugins;

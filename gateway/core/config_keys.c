@@ -571,6 +571,9 @@ static const struct config_key keys[] = {
      "a recipient's copy in the spam quarantine is removed this long after arrival, with no notice", "`14d`"},
     {"max_queue_lifetime", KT_LONG_SEC, FIELD(max_queue_lifetime), "5d", 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
      "how long a message is retried before it bounces", "`5d`"},
+    {"queue_read_before_ready", KT_INT, FIELD(queue_read_before_ready), "20000", 0, 100000000, NULL, KF_RESTART,
+     NULL, NULL, NULL, NULL, "a queue of up to this many messages is read before posternd takes mail at start; a "
+     "larger one is read after, while mail is taken and delivered", "20000"},
     {"plugin_dir", KT_STR, FIELD(plugin_dir), NULL, 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
      "where the plugins' `.so` files are", "`PREFIX/lib/postern/plugins`"},
     {"plugins", KT_HOOK, NOFIELD, NULL, 0, 0, NULL, 0, NULL, parse_plugins, print_plugins, NULL,

@@ -16,8 +16,6 @@
 #include "metrics.h"
 #include "queue_view.h"
 #include "smtp_parse.h"
-#include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -288,113 +286,21 @@ void queue_add_committed(struct envelope *e, size_t body_off)
     queue_stage(m);
 }
 
-/* ---- loading the spool at start ----------------------------------------
- * The files are read by LOAD_THREADS threads, a batch of names at a time
- * (reading is almost all system calls: open, fstat, read, close, twice per
- * message); the loop thread then makes the queue entries in name order. */
-#define LOAD_BATCH 4096
-#define LOAD_THREADS 2
-
-struct loaded {
-    const char *id;
-    const char *err;          /* NULL: read */
-    struct envelope e;
-    size_t body_off;
-    struct msg_flags flags;
-    struct rcpt_state *st;    /* NULL: the sidecar could not be read (defaults) */
-};
-
-struct load_part {
-    struct loaded *items;
-    size_t from, to;
-};
-
-static void *load_part_run(void *arg)
+/* A message queue_load.c read from the spool at start: into the queue. */
+bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flags *flags,
+                      const struct rcpt_state *st)
 {
-    struct load_part *p = arg;
-    for (size_t i = p->from; i < p->to; i++) {
-        struct loaded *l = &p->items[i];
-        if (spool_load(l->id, &l->e, &l->body_off, &l->err) < 0) {
-            if (!l->err)
-                l->err = "unknown";
-            continue;
-        }
-        l->err = NULL;
-        l->st = calloc(l->e.nrcpts ? l->e.nrcpts : 1, sizeof *l->st);
-        if (l->st && spool_load_state(l->id, &l->flags, l->st, l->e.nrcpts) < 0) {
-            free(l->st);
-            l->st = NULL;
-        }
-    }
-    return NULL;
-}
-
-static void load_batch(struct loaded *items, size_t n)
-{
-    pthread_t th[LOAD_THREADS];
-    struct load_part parts[LOAD_THREADS];
-    bool started[LOAD_THREADS] = {false};
-    for (size_t t = 0; t < LOAD_THREADS; t++) {
-        parts[t] = (struct load_part){items, n * t / LOAD_THREADS, n * (t + 1) / LOAD_THREADS};
-        if (t > 0)
-            started[t] = pthread_create(&th[t], NULL, load_part_run, &parts[t]) == 0;
-    }
-    load_part_run(&parts[0]);
-    for (size_t t = 1; t < LOAD_THREADS; t++) {
-        if (started[t])
-            pthread_join(th[t], NULL);
-        else
-            load_part_run(&parts[t]);      /* no thread: this one reads that part too */
-    }
-}
-
-/* One message read by load_batch into the queue; true if it was queued. */
-static bool queue_loaded(struct loaded *l)
-{
-    if (l->err) {
-        spool_move_corrupt(l->id, l->err);
+    struct qmsg *m = qmsg_from_envelope(e, body_off);
+    envelope_free(e);
+    if (!m)
         return false;
-    }
-    struct qmsg *m = qmsg_from_envelope(&l->e, l->body_off);
-    envelope_free(&l->e);
-    if (!m) {
-        free(l->st);
-        return false;
-    }
-    if (l->st)
-        apply_loaded_state(m, &l->flags, l->st);
-    free(l->st);
+    if (st)
+        apply_loaded_state(m, flags, st);
     if (!m->queued && stage_wanted(m, POSTERN_STAGE_QUEUE))
         queue_stage(m);    /* it never finished before the restart: run it again */
     else if (!m->held)
         schedule(m, m->next_try);
     return true;
-}
-
-void queue_load_spool(void)
-{
-    char **names;
-    size_t n, count = 0;
-    struct loaded *items = calloc(LOAD_BATCH, sizeof *items);
-    if (!items || spool_list(&names, &n) < 0) {
-        log_error("spool: cannot list the queue: %s", strerror(errno));
-        free(items);
-        return;
-    }
-    for (size_t at = 0; at < n; at += LOAD_BATCH) {
-        size_t k = n - at < LOAD_BATCH ? n - at : LOAD_BATCH;
-        memset(items, 0, k * sizeof *items);
-        for (size_t i = 0; i < k; i++)
-            items[i].id = names[at + i];
-        load_batch(items, k);
-        for (size_t i = 0; i < k; i++) {
-            count += queue_loaded(&items[i]);
-            free(names[at + i]);
-        }
-    }
-    free(names);
-    free(items);
-    log_info("spool: %zu message(s) loaded from the queue", count);
 }
 
 /* One delivery attempt: the self-contained job delivery.c sees, and the

@@ -64,8 +64,14 @@ static inline bool qrcpt_wants(const struct qrcpt *r, unsigned notify_bit)
 void queue_init(const struct config *cfg);
 /* A message just committed to the spool; takes ownership of e's strings. */
 void queue_add_committed(struct envelope *e, size_t body_off);
-/* Scan the spool at start and schedule everything pending. */
-void queue_load_spool(void);
+/* Scan the spool at start and schedule everything pending (queue_load.c):
+ * a small queue before this returns, a large one in the background. */
+void queue_load_spool(size_t read_before_ready);
+/* "" once the whole queue is in memory, else " (the queue is still being
+ * read ...)", for answers about a message that may not be loaded yet. */
+const char *queue_loading_note(void);
+/* At shutdown: the background reading stops. */
+void queue_load_stop(void);
 /* Dispatch due messages (called on every tick and after new mail). */
 void queue_run_due(void);
 size_t queue_size(void);

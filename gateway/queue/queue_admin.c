@@ -140,7 +140,7 @@ static struct qmsg *find_or_say(const char *id, struct buf *out)
 {
     struct qmsg *m = qid_valid(id) ? queue_find(id) : NULL;
     if (!m)
-        buf_printf(out, "no message with queue ID '%s'\n", id);
+        buf_printf(out, "no message with queue ID '%s'%s\n", id, queue_loading_note());
     return m;
 }
 
@@ -439,7 +439,7 @@ static bool job_turn(struct queue_admin_job *j)
         if (m)
             act_on(j, m, now);
         else if (j->named) {      /* gone since, or never there */
-            buf_printf(&j->answer, "no message with queue ID '%s'\n", j->ids[j->next]);
+            buf_printf(&j->answer, "no message with queue ID '%s'%s\n", j->ids[j->next], queue_loading_note());
             j->failed++;
         }
     }
