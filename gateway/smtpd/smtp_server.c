@@ -17,6 +17,7 @@
 #include "relay_control.h"
 #include "tls.h"
 #include "conn_io.h"
+#include "workers.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -275,6 +276,8 @@ void session_resume(struct session *s)
 static void session_on_event(void *ctx, uint32_t events)
 {
     struct session *s = ctx;
+    if (s->busy)
+        return;      /* a worker holds it (a handshake step): its end re-arms the watch */
     if (s->phase == PH_TLS) {
         if (events & (EPOLLHUP | EPOLLERR) && !(events & EPOLLIN)) {
             session_close(s);
@@ -308,10 +311,9 @@ static void session_on_event(void *ctx, uint32_t events)
         session_resume(s);
 }
 
-/* The server side of the handshake, non-blocking, driven by events. */
-static void tls_step(struct session *s)
+/* The handshake's outcome r (1 done, 0 wants I/O, -1 failed: why). */
+static void tls_step_result(struct session *s, int r, const char *why)
 {
-    int r = tls_handshake_step(s->ssl, &s->tls_want);
     char labels[96];
     if (r == 1) {
         metric_inc(M_TLS_HANDSHAKES, metric_labels(labels, sizeof labels, "direction", "in", "result",
@@ -341,11 +343,61 @@ static void tls_step(struct session *s)
         ev_mod(&s->w, s->tls_want);
         return;
     }
-    char why[256];
-    tls_last_error(why, sizeof why);
     log_info("S%lu: [%s] STARTTLS handshake failed: %s", s->sid, s->tx.client_ip, why);
     metric_inc(M_TLS_HANDSHAKES, metric_labels(labels, sizeof labels, "direction", "in", "result", "failed", NULL));
     session_close(s);
+}
+
+/* The step that answers the ClientHello (the server's key exchange and its
+ * signature: most of a handshake's CPU) runs on a worker, so handshakes use
+ * every core rather than only the loop's; the session is busy meanwhile and
+ * its watch quiet. Later steps are light and run here. */
+struct tls_job {
+    struct work work;
+    struct session *s;
+    int r;
+    char why[256];
+};
+
+static void tls_job_run(struct work *w)
+{
+    struct tls_job *j = (struct tls_job *)w;
+    j->r = tls_handshake_step(j->s->ssl, &j->s->tls_want);
+    if (j->r < 0)
+        tls_last_error(j->why, sizeof j->why);      /* OpenSSL's error queue is this thread's */
+}
+
+static void tls_job_done(struct work *w)
+{
+    struct tls_job *j = (struct tls_job *)w;
+    struct session *s = j->s;
+    s->busy = false;
+    if (s->dead)
+        ev_defer_free(s, session_free);
+    else
+        tls_step_result(s, j->r, j->why);
+    free(j);
+}
+
+/* The server side of the handshake, non-blocking, driven by events. */
+static void tls_step(struct session *s)
+{
+    struct tls_job *j = !s->tls_offloaded ? calloc(1, sizeof *j) : NULL;
+    if (j) {
+        s->tls_offloaded = true;
+        j->s = s;
+        j->work.run = tls_job_run;
+        j->work.done = tls_job_done;
+        s->busy = true;
+        ev_mod(&s->w, 0);
+        workers_submit(&j->work);
+        return;
+    }
+    char why[256] = "";
+    int r = tls_handshake_step(s->ssl, &s->tls_want);
+    if (r < 0)
+        tls_last_error(why, sizeof why);
+    tls_step_result(s, r, why);
 }
 
 static void tls_start(struct session *s)
@@ -358,7 +410,7 @@ static void tls_start(struct session *s)
     }
     SSL_set_accept_state(s->ssl);
     s->tls_want = EPOLLIN;
-    tls_step(s);
+    ev_mod(&s->w, EPOLLIN);         /* the ClientHello: its step goes to a worker */
 }
 
 /* A new session on fd, accepted on listener l from ss (smtp_listen.c has

@@ -66,6 +66,7 @@ struct session {
     struct txn_slot *session_slots;  /* plugins' session data (host->session_data_set) */
     SSL *ssl;                      /* after STARTTLS */
     uint32_t tls_want;             /* handshake: EPOLLIN or EPOLLOUT */
+    bool tls_offloaded;            /* its ClientHello step went to a worker */
     /* transaction */
     txn_t tx;
     bool in_mail;
