@@ -16,6 +16,7 @@ N=${N:-5000}; S=${S:-20}; SIZES=${SIZES:-"4096 102400"}
 PF_PORT=2535; PG_PORT=2545; SINK_PORT=2526
 [ -x "$SHARED/relay-bench.sh" ] || { echo "no $SHARED/relay-bench.sh"; exit 1; }
 WORK=$(mktemp -d /var/tmp/postern-bench.XXXXXX)   # same disk as /var/spool/postfix
+chmod 755 "$WORK"                                  # the daemon's user reaches its spool in it
 PG=""
 cleanup() { [ -n "$PG" ] && kill "$PG" 2>/dev/null; postfix stop >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
