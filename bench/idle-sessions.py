@@ -23,28 +23,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def daemon_pid(parent):
-    """posternd's worker process: the privileged parent's child."""
-    for _ in range(100):
-        try:
-            with open("/proc/%d/task/%d/children" % (parent, parent)) as f:
-                kids = f.read().split()
-            if kids:
-                return int(kids[0])
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return parent
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+sys.path.insert(0, HERE)
+from procstat import daemon_pid, rss_kib  # noqa: E402
 
 
 def certs(d):

@@ -25,6 +25,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from procstat import daemon_pid, rss_kib  # noqa: E402
 PORT = 2642
 
 
@@ -53,25 +55,6 @@ def wait_ready(logpath, before, proc, limit=600, what="posternd ready"):
             raise SystemExit("posternd exited:\n" + text[-2000:])
         time.sleep(0.005)
     raise SystemExit("posternd not ready after %d s" % limit)
-
-
-def daemon_pid(parent):
-    for _ in range(100):
-        try:
-            kids = open("/proc/%d/task/%d/children" % (parent, parent)).read().split()
-            if kids:
-                return int(kids[0])
-        except OSError:
-            pass
-        time.sleep(0.02)
-    return parent
-
-
-def rss_kib(pid):
-    for line in open("/proc/%d/status" % pid):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def one_message(build, d, logpath):

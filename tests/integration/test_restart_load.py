@@ -35,6 +35,17 @@ def clone_queue(g, n):
     return sorted(ids)
 
 
+def stopped_with_queue(sink, n, read_before_ready):
+    """A stopped gateway whose spool holds n deferred messages (its next hop
+    down), and their IDs."""
+    g = Gateway(sink=sink, default_transport="smtp:[%s]:9" % addr(9), log_level="info",
+                queue_read_before_ready=str(read_before_ready)).start()
+    queue_id(send_mail(g))
+    wait_for(lambda: "status=deferred" in g.log(), 20, "the first attempt to fail")
+    g.stop()
+    return g, clone_queue(g, n)
+
+
 def queue_count(g):
     r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list", "--json"],
                        capture_output=True, text=True, timeout=60)
@@ -43,12 +54,7 @@ def queue_count(g):
 
 def test_a_large_queue_is_read_after_start():
     sink = Sink(addr(2))
-    g = Gateway(sink=sink, default_transport="smtp:[%s]:9" % addr(9), log_level="info",
-                queue_read_before_ready="100").start()
-    queue_id(send_mail(g))
-    wait_for(lambda: "status=deferred" in g.log(), 20, "the first attempt to fail")
-    g.stop()
-    ids = clone_queue(g, QUEUED + 1)
+    g, ids = stopped_with_queue(sink, QUEUED + 1, 100)
     corrupt = ids[1500]
     with open(os.path.join(g.spool, "queue", corrupt), "r+b") as f:
         f.truncate(100)              # shorter than its recorded size
@@ -104,12 +110,7 @@ def test_a_message_not_yet_read_is_said_to_be_coming():
     """queue show for an ID the loader has not reached yet says so; a stop
     in the middle of the reading, and the next start reads everything."""
     sink = Sink(addr(2))
-    g = Gateway(sink=sink, default_transport="smtp:[%s]:9" % addr(9), log_level="info",
-                queue_read_before_ready="0").start()
-    queue_id(send_mail(g))
-    wait_for(lambda: "status=deferred" in g.log(), 20, "the first attempt to fail")
-    g.stop()
-    ids = clone_queue(g, 20000)
+    g, ids = stopped_with_queue(sink, 20000, 0)
     g.start(wait=False)
     ok, text = ask_control(g, "show " + ids[-1])
     if ok:
