@@ -276,8 +276,6 @@ void session_resume(struct session *s)
 static void session_on_event(void *ctx, uint32_t events)
 {
     struct session *s = ctx;
-    if (s->busy)
-        return;      /* a worker holds it (a handshake step): its end re-arms the watch */
     if (s->phase == PH_TLS) {
         if (events & (EPOLLHUP | EPOLLERR) && !(events & EPOLLIN)) {
             session_close(s);
@@ -350,11 +348,13 @@ static void tls_step_result(struct session *s, int r, const char *why)
 
 /* The step that answers the ClientHello (the server's key exchange and its
  * signature: most of a handshake's CPU) runs on a worker, so handshakes use
- * every core rather than only the loop's; the session is busy meanwhile and
- * its watch quiet. Later steps are light and run here. */
+ * every core rather than only the loop's. Meanwhile the session is busy and
+ * its socket out of epoll (a hang-up would otherwise be reported again and
+ * again). Later steps are light and run here. */
 struct tls_job {
     struct work work;
     struct session *s;
+    int fd;
     int r;
     char why[256];
 };
@@ -372,10 +372,15 @@ static void tls_job_done(struct work *w)
     struct tls_job *j = (struct tls_job *)w;
     struct session *s = j->s;
     s->busy = false;
-    if (s->dead)
+    if (s->dead) {                  /* closed meanwhile (its socket was out of epoll: close it here) */
+        close(j->fd);
         ev_defer_free(s, session_free);
-    else
+    } else if (ev_add(&s->w, j->fd, 0, session_on_event, s) < 0) {
+        log_error("S%lu: cannot watch the connection again: %s", s->sid, strerror(errno));
+        session_close(s);
+    } else {
         tls_step_result(s, j->r, j->why);
+    }
     free(j);
 }
 
@@ -388,8 +393,9 @@ static void tls_step(struct session *s)
         j->s = s;
         j->work.run = tls_job_run;
         j->work.done = tls_job_done;
+        j->fd = s->w.fd;
         s->busy = true;
-        ev_mod(&s->w, 0);
+        ev_del(&s->w);
         workers_submit(&j->work);
         return;
     }

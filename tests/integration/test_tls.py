@@ -200,6 +200,42 @@ def postern_list(g):
                           text=True, timeout=20).stdout
 
 
+
+def daemon_fds(g):
+    """How many files posternd's daemon (the privileged parent's child) has open."""
+    kids = open("/proc/%d/task/%d/children" % (g.proc.pid, g.proc.pid)).read().split()
+    return len(os.listdir("/proc/%s/fd" % kids[0]))
+
+
+def test_clients_that_break_off_the_handshake():
+    """The ClientHello's step runs on a worker: clients that hang up right
+    after 220, send half a ClientHello and hang up, or send garbage, leave no
+    open file and no stuck session behind, and a good client still gets in."""
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gw(sink, certs, log_level="info")
+    before = daemon_fds(g)
+    hello = bytes.fromhex("16030100a0010000") + b"\x03\x03" + os.urandom(32)   # a ClientHello, cut short
+    for i in range(60):
+        c = Client(g.host)
+        c.cmd("EHLO client.test")
+        assert c.cmd("STARTTLS").startswith("220")
+        if i % 3 == 1:
+            c.sock.sendall(hello)
+        elif i % 3 == 2:
+            c.sock.sendall(b"GET / HTTP/1.0\r\n\r\n" * 20)
+            time.sleep(0.01)
+        c.close()
+    wait_for(lambda: g.log().count("disconnect from") >= 60, 20, "every broken session to end")
+    wait_for(lambda: daemon_fds(g) <= before, 10, "the sockets to be closed")
+    assert "STARTTLS handshake failed" in g.log()
+    r = subprocess.run(["swaks", "--server", "%s:2525" % g.host, "--tls", "--tls-verify", "--tls-ca-path", certs[1],
+                        "--tls-sni", "gw.postern.test", "--from", "a@src.test", "--to", "x@example.test"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sink.wait_count(1)
+    g.stop()
+
 def test_verify_policy_delivers_over_verified_tls():
     certs = make_certs(["mx.right.test"])
     sink = Sink(addr(2))
