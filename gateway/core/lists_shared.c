@@ -164,9 +164,13 @@ static void on_change(bool add, enum list_kind kind, const char *owner, const ch
         return;
     }
     c->kind = add ? (char)kind : 'D';
-    if (queued >= QUEUE_MAX && queue_head != NULL && !push_out) {
-        struct change *old = queue_head;
-        queue_head = old->next;
+    /* full: the oldest goes (not the one being written now) */
+    struct change **oldest = push_out && queue_head ? &queue_head->next : &queue_head;
+    if (queued >= QUEUE_MAX && *oldest) {
+        struct change *old = *oldest;
+        *oldest = old->next;
+        if (queue_tail == old)
+            queue_tail = oldest == &queue_head ? NULL : queue_head;
         queued--;
         log_error("lists: %d changes wait for redis; the oldest (%s %s) is dropped, not shared", QUEUE_MAX,
                   old->owner, old->pattern);
@@ -342,8 +346,14 @@ static void apply_entry(const redisReply *e)
     const redisReply *f = e->element[1];
     for (size_t i = 0; i + 1 < f->elements; i += 2) {
         const char *name = f->element[i]->str, *val = f->element[i + 1]->str;
-        if (name && val)
-            *(!strcmp(name, "o") ? &o : !strcmp(name, "p") ? &p : &k) = val;
+        if (!name || !val)
+            continue;
+        if (!strcmp(name, "o"))
+            o = val;
+        else if (!strcmp(name, "p"))
+            p = val;
+        else if (!strcmp(name, "k"))
+            k = val;
     }
     snprintf(last_id, sizeof last_id, "%s", e->element[0]->str);
     char err[800];
