@@ -102,6 +102,7 @@ static void on_signal(void *ctx, uint32_t events)
                 log_info("signal %d: shutting down after in-flight work", (int)si.ssi_signo);
                 sd_notify_state("STOPPING=1\nSTATUS=finishing in-flight work");
                 shutdown_started_ms = ev_now_ms();
+                queue_load_cancel();     /* a queue still being read starts no deliveries now */
                 shutdown_tick();
             }
         } else if (si.ssi_signo == SIGHUP) {

@@ -70,7 +70,9 @@ void queue_load_spool(size_t read_before_ready);
 /* "" once the whole queue is in memory, else " (the queue is still being
  * read ...)", for answers about a message that may not be loaded yet. */
 const char *queue_loading_note(void);
-/* At shutdown: the background reading stops. */
+/* At shutdown: the background reading stops (cancel: from the signal on,
+ * nothing more is queued; stop: after the loop, the thread is joined). */
+void queue_load_cancel(void);
 void queue_load_stop(void);
 /* Dispatch due messages (called on every tick and after new mail). */
 void queue_run_due(void);

@@ -131,10 +131,28 @@ static void take_batch(struct batch *b)
         finished();
 }
 
+/* A batch read but not to be queued (shutting down): its memory goes. */
+static void drop_batch(struct batch *b)
+{
+    for (size_t k = 0; k < b->k; k++) {
+        if (!b->items[k].err)
+            envelope_free(&b->items[k].e);
+        free(b->items[k].st);
+        free(L.names[b->at + k]);
+        L.names[b->at + k] = NULL;
+    }
+}
+
 static void on_batch(struct inbox_item *it)
 {
     struct batch *b = (struct batch *)it;
-    take_batch(b);
+    pthread_mutex_lock(&L.lock);
+    bool stopping = L.stop;
+    pthread_mutex_unlock(&L.lock);
+    if (stopping)
+        drop_batch(b);          /* shutting down: no new deliveries from the rest of the queue */
+    else
+        take_batch(b);
     pthread_mutex_lock(&L.lock);
     for (int i = 0; i < BATCHES_AHEAD; i++)
         if (L.out[i] == b)
@@ -216,30 +234,32 @@ const char *queue_loading_note(void)
     return note;
 }
 
-void queue_load_stop(void)
+void queue_load_cancel(void)
 {
-    if (!L.thread_running)
-        return;
     pthread_mutex_lock(&L.lock);
     L.stop = true;
     pthread_cond_signal(&L.cond);
     pthread_mutex_unlock(&L.lock);
+}
+
+void queue_load_stop(void)
+{
+    if (!L.thread_running)
+        return;
+    queue_load_cancel();
     pthread_join(L.thread, NULL);
     L.thread_running = false;
     for (int i = 0; i < BATCHES_AHEAD; i++) {      /* posted, never run: nothing was queued from them */
         struct batch *b = L.out[i];
-        for (size_t k = 0; b && k < b->k; k++) {
-            if (!b->items[k].err)
-                envelope_free(&b->items[k].e);
-            free(b->items[k].st);
-        }
+        if (b)
+            drop_batch(b);
         free(b);
         L.out[i] = NULL;
     }
     if (L.inbox_open)
         inbox_close(&L.inbox);
     for (size_t i = L.done; L.names && i < L.n; i++)
-        free(L.names[i]);
+        free(L.names[i]);       /* NULL for a dropped batch's */
     free(L.names);
     L.names = NULL;
 }
