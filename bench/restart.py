@@ -76,15 +76,19 @@ def one_message(build, d, logpath):
     return qdir, ids[0]
 
 
-def fill(qdir, model, n):
+def fill(qdir, model, n, later_s=86400):
+    """The queued message model in qdir cloned under n - 1 new IDs, every
+    sidecar saying the next try is later_s away; all n IDs, sorted."""
     body = open(os.path.join(qdir, model), "rb").read()
     state = open(os.path.join(qdir, model + ".st"), "rb").read()
     st = os.stat(os.path.join(qdir, model))
-    later = int(time.time()) + 86400
+    later = int(time.time()) + later_s
     state = re.sub(rb"^(\d+ P \d+) \d+", lambda m: m.group(1) + b" %d" % later, state, flags=re.M)
     base = int(model, 16)
+    ids = [model]
     for i in range(1, n):
         qid = "%016X" % (base + i * 16)
+        ids.append(qid)
         data = body.replace(model.encode(), qid.encode())
         for name, blob in ((qid, data), (qid + ".st", state)):
             p = os.path.join(qdir, name)
@@ -94,6 +98,7 @@ def fill(qdir, model, n):
             os.chmod(p, 0o600)
     with open(os.path.join(qdir, model + ".st"), "wb") as f:
         f.write(state)
+    return sorted(ids)
 
 
 def drop_caches():

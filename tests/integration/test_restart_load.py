@@ -4,35 +4,19 @@ message ends up in memory, a corrupt file among them is moved aside; a
 message asked for before it is loaded gets "still being read"; a stop in the
 middle of the reading loses nothing."""
 from harness import *
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import restart as restart_bench  # noqa: E402
 
 QUEUED = 3000
 
 
 def clone_queue(g, n):
     """The one deferred message in g's spool, cloned under n - 1 new IDs
-    (sidecars saying the next try is an hour away); the IDs, sorted."""
+    (bench/restart.py's cloner; next tries an hour away); the IDs, sorted."""
     qdir = os.path.join(g.spool, "queue")
     model = [f for f in os.listdir(qdir) if re.fullmatch(r"[0-9A-F]{16}", f)]
     assert len(model) == 1, os.listdir(qdir)
-    model = model[0]
-    body = open(os.path.join(qdir, model), "rb").read()
-    state = open(os.path.join(qdir, model + ".st"), "rb").read()
-    later = int(time.time()) + 3600
-    state = re.sub(rb"^(\d+ P \d+) \d+", lambda m: m.group(1) + b" %d" % later, state, flags=re.M)
-    st = os.stat(os.path.join(qdir, model))
-    ids = [model]
-    for i in range(1, n):
-        qid = "%016X" % (int(model, 16) + i * 16)
-        ids.append(qid)
-        for name, blob in ((qid, body.replace(model.encode(), qid.encode())), (qid + ".st", state)):
-            p = os.path.join(qdir, name)
-            with open(p, "wb") as f:
-                f.write(blob)
-            os.chown(p, st.st_uid, st.st_gid)
-            os.chmod(p, 0o600)
-    with open(os.path.join(qdir, model + ".st"), "wb") as f:
-        f.write(state)
-    return sorted(ids)
+    return restart_bench.fill(qdir, model[0], n, later_s=3600)
 
 
 def stopped_with_queue(sink, n, read_before_ready):
