@@ -111,10 +111,6 @@ postern_conf $PG_PORT $SINK_PORT "$WORK/spool-on" "worker_threads = ${WORKERS:-4
   "plugin_dir = $(pwd)/$BUILD/plugins" "plugins = spf, dkim_verify, dmarc, authres" \
   "dns_server = 127.0.0.1:$DNS_PORT" "dmarc.psl = $WORK/psl" >"$WORK/on.conf"
 
-# posternd's CPU (user + system clock ticks) so far: the daemon, the privileged
-# parent's child when started as root
-daemon_pid() { pgrep -P "$1" -x posternd || echo "$1"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$(daemon_pid $PG)/stat"; }
 
 # first prove the chain really verifies: one copy to a dumping sink
 start_posternd "$WORK/on.conf"
@@ -136,7 +132,7 @@ ratios=(); vspf=(); cpu_ratios=()
 printf "%-6s %9s %9s %9s %8s %8s %14s\n" round postfix off on on/off on/pf "cpu/msg off:on"
 for round in $(seq "$ROUNDS"); do
   pf=$(run $PF_PORT)
-  start_posternd "$WORK/off.conf"; c0=$(cpu_ticks); off=$(run $PG_PORT); c1=$(cpu_ticks)
+  start_posternd "$WORK/off.conf"; c0=$(cpu_ticks $PG); off=$(run $PG_PORT); c1=$(cpu_ticks $PG)
   kill $PG; wait $PG 2>/dev/null || true
   start_posternd "$WORK/on.conf"
   # PERF=1: where posternd's time goes with the chain on (perf, by library), last round
@@ -144,7 +140,7 @@ for round in $(seq "$ROUNDS"); do
     perf record -q ${PERF_RECORD:--F 999 -g} -p "$(daemon_pid $PG)" -o "$WORK/perf.data" 2>/dev/null & PERFPID=$!
     sleep 0.5
   fi
-  c2=$(cpu_ticks); on=$(run $PG_PORT); c3=$(cpu_ticks)
+  c2=$(cpu_ticks $PG); on=$(run $PG_PORT); c3=$(cpu_ticks $PG)
   [ -n "${PERF:-}" ] && [ "$round" = "$ROUNDS" ] && { kill -INT $PERFPID; wait $PERFPID 2>/dev/null || true; }
   kill $PG; wait $PG 2>/dev/null || true
   tick_ms=$(awk -v t="$(getconf CLK_TCK)" 'BEGIN{print 1000 / t}')
@@ -154,7 +150,6 @@ for round in $(seq "$ROUNDS"); do
   ratios+=("$r"); vspf+=("$v"); cpu_ratios+=("$(echo "$cpu_off / $cpu_on" | bc -l)")
   printf "%-6s %9s %9s %9s %8.2f %8.2f %8s:%s ms\n" "$round" "$pf" "$off" "$on" "$r" "$v" "$cpu_off" "$cpu_on"
 done
-median() { printf "%s\n" "$@" | sort -g | awk '{a[NR]=$1} END{printf "%.2f", a[int((NR + 1) / 2)]}'; }
 printf "median ratio auth on / off (posternd):  %s\n" "$(median "${ratios[@]}")"
 printf "median ratio posternd auth on / postfix: %s\n" "$(median "${vspf[@]}")"
 printf "median posternd CPU per message, off / on: %s\n" "$(median "${cpu_ratios[@]}")"

@@ -26,3 +26,10 @@ log_level = warning
 dest_concurrency = 50
 CONF
 }
+
+# posternd's daemon: the privileged parent's child when started as root.
+daemon_pid() { pgrep -P "$1" -x posternd || echo "$1"; }
+# Its CPU so far (user + system clock ticks); $1 = the pid posternd was started as.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$(daemon_pid "$1")/stat"; }
+# The median of the arguments (the mean of the middle two for an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }

@@ -1,8 +1,13 @@
 #!/bin/bash
 # bench/lua-overhead.sh [BUILD]: the shared relay benchmark against posternd
-# without Lua and with bench/trivial.lua (a do-nothing handler on all nine
-# stages), alternating ROUNDS times in one run. Prints both and the overhead
-# (1 - with/without) of the end-to-end rate.
+# without Lua, with bench/trivial.lua (a do-nothing handler on all nine
+# stages) as configured by default (the loop runs short calls itself), and
+# with the same script but `lua_loop_first = no` (every call a round trip
+# to a Lua thread), alternating ROUNDS times (default 3) in one run.
+# Prints each round and the medians: the end-to-end rate against the rate
+# without Lua (overhead = 1 - ratio), and posternd's CPU per message
+# against the CPU without Lua (steadier than the rate on a noisy machine).
+# WITH= another chain line in place of the script (e.g. a C plugin).
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -15,21 +20,34 @@ chmod 755 "$WORK"
 PG=""
 cleanup() { [ -n "$PG" ] && kill "$PG" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
+CHAIN=${WITH:-plugins = lua:$(pwd)/bench/trivial.lua}
 
-run() {   # $1 = extra config line or ""
+# run [CONFIG LINE...]: "messages/s end to end, posternd's CPU in µs per message"
+run() {
   rm -rf "$WORK/spool"
-  postern_conf $PORT $SINK_PORT "$WORK/spool" "$1" >"$WORK/c.conf"
+  postern_conf $PORT $SINK_PORT "$WORK/spool" "$@" >"$WORK/c.conf"
   "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
   sleep 0.5
-  bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p'
+  local t0 t1 rate
+  t0=$(cpu_ticks $PG)
+  rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')
+  t1=$(cpu_ticks $PG)
+  echo "$rate $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / N ))"
   kill $PG; wait $PG 2>/dev/null || true; PG=""
 }
 
-without=0; with=0
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
+loop_rates=(); thread_rates=(); loop_cpus=(); thread_cpus=()
 for r in $(seq "$ROUNDS"); do
-  a=$(run "")
-  b=$(run "${WITH:-plugins = lua:$(pwd)/bench/trivial.lua}")   # WITH= another chain, e.g. a C plugin
-  echo "round $r: without_lua_e2e_mps=$a with_lua_e2e_mps=$b"
-  without=$((without + a)); with=$((with + b))
+  read -r plain plain_cpu < <(run)
+  read -r loop loop_cpu < <(run "$CHAIN")
+  read -r thread thread_cpu < <(run "$CHAIN" "lua_loop_first = no")
+  echo "round $r: e2e_mps without=$plain loop_first=$loop threads_only=$thread;" \
+       "cpu_us_per_msg without=$plain_cpu loop_first=$loop_cpu threads_only=$thread_cpu"
+  loop_rates+=("$(ratio "$plain" "$loop")"); thread_rates+=("$(ratio "$plain" "$thread")")
+  loop_cpus+=("$(ratio "$plain_cpu" "$loop_cpu")"); thread_cpus+=("$(ratio "$plain_cpu" "$thread_cpu")")
 done
-awk -v a="$without" -v b="$with" 'BEGIN { printf "total: without=%d with=%d ratio=%.3f overhead=%.1f%%\n", a, b, b/a, (1-b/a)*100 }'
+overhead() { awk -v r="$1" 'BEGIN { printf "%.1f%%", (1 - r) * 100 }'; }
+lr=$(median "${loop_rates[@]}"); tr=$(median "${thread_rates[@]}")
+echo "median rate with/without Lua: loop_first=$lr (overhead $(overhead "$lr")) threads_only=$tr (overhead $(overhead "$tr"))"
+echo "median posternd CPU per message with/without Lua: loop_first=x$(median "${loop_cpus[@]}") threads_only=x$(median "${thread_cpus[@]}")"

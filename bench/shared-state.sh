@@ -24,9 +24,6 @@ redis-server --bind 127.0.0.1 --port $REDIS_PORT --save "" --appendonly no --dir
 RD=$!
 sleep 0.5
 
-# utime + stime of the daemon (the privileged parent's child when started as root)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$(pgrep -P "$1" -x posternd || echo "$1")/stat"; }
-
 run() {   # $1 = local | shared
   rm -rf "$WORK/spool" "$WORK/grey.sqlite"
   local extra=("plugin_dir = $(pwd)/$BUILD/plugins" "plugins = lua:$(pwd)/policies/rate_limit.lua, greylist"
@@ -65,5 +62,4 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r: local_e2e_mps=$a shared_e2e_mps=$b ratio=$ratio cpu_us_per_msg local=$acpu shared=$bcpu (x$cpu)"
   ratios+=("$ratio"); cpus+=("$cpu")
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 echo "median: shared/local e2e ratio=$(median "${ratios[@]}") posternd cpu per message x$(median "${cpus[@]}")"

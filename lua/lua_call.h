@@ -26,6 +26,8 @@ struct lctx {
     int slice_left;              /* hook rounds before giving the thread to another call */
     struct timespec slice_start;
     bool killed;                 /* a limit was hit: every hook raises, pcall cannot catch it */
+    bool fast;                   /* running on the network loop (lua_fast.c): leave it before anything long */
+    bool restart;                /* on the loop where it could not yield: run the call again on a Lua thread */
 };
 
 struct lua_call {
@@ -85,8 +87,21 @@ int lua_script_time_limit_ms(const struct lua_script *s);
 
 /* On a Lua thread: run c for one slice. 1 when it gave the thread back
  * (call again later), 2 when it waits for a DNS answer (lua_call_wake puts
- * it back), 0 when finished with c->v and c->reply set. */
+ * it back), 0 when finished with c->v and c->reply set. On the loop (the
+ * fast path, c->ctx.fast) also 3: it cannot go on there, run it again
+ * from the start on a Lua thread. */
 int lua_call_step(struct lua_call *c);
+
+/* lua_fast.c: the loop's first try at a call (posternd only). */
+enum lua_fast_result {
+    LUA_FAST_DONE,               /* answered: c->v, c->reply */
+    LUA_FAST_MOVE,               /* started: a Lua thread resumes c->co in c->ls (lent to it) */
+    LUA_FAST_NONE,               /* not started (no loop state free): a Lua thread runs it */
+    LUA_FAST_AGAIN,              /* could not go on where it could not yield: a Lua thread runs it again */
+};
+enum lua_fast_result lua_call_fast(struct lua_call *c);
+/* On a Lua thread starting a call: build the state the loop asked for. */
+void lua_loop_state_build(struct lua_script *s);
 /* Any thread: the answer c waited for is in; run it again. */
 void lua_call_wake(struct lua_call *c);
 /* On the Lua thread that ran it: drop c's coroutine and state reference. */

@@ -54,6 +54,11 @@ struct lua_script {
     size_t source_len;
     int generation;
     atomic_uint stages;          /* bit per stage with a handler */
+    /* the network loop's own state (lua_fast.c): built on a Lua thread
+     * when the loop asks (loop_wanted), handed over in loop_ready */
+    struct lstate *loop_state;   /* the loop thread's */
+    _Atomic(struct lstate *) loop_ready;
+    atomic_bool loop_wanted;
 };
 
 /* A script's state on one Lua thread. */
@@ -63,8 +68,13 @@ struct lstate {
     struct lua_script *script;
     const struct script_setup *setup;   /* the options and config it was built with */
     size_t mem_used, mem_limit;
-    int refs;                    /* calls in flight, plus one while current */
+    atomic_int refs;             /* calls in flight, plus one while current */
     struct lctx main_ctx;        /* for loading the script */
+    lua_State *spare_co;         /* a finished handler's coroutine, for the next one */
+    int spare_ref;               /* its registry reference */
+    bool for_loop;               /* the network loop's (lua_fast.c): its slow functions leave the loop */
+    atomic_bool lent;            /* the loop's, resuming a moved call on a Lua thread */
+    atomic_bool stale;           /* the loop's, damaged (out of memory): build another */
 };
 
 /* A handler's `tx`: the userdata holding the transaction while the call runs. */
@@ -88,6 +98,14 @@ int vars_index(lua_State *L);
 int vars_newindex(lua_State *L);
 void push_guarded(lua_State *L, lua_CFunction fn);
 int ok(lua_State *L, int rc);
+/* postern_lua.c */
+int build_state(struct lstate *ls, struct lua_script *s, const struct script_setup *setup, const char *src,
+                size_t len, char *err, size_t errlen);
+void state_unref(struct lstate *ls);
+/* lua_fast.c: in a state for the loop, wrap what must not run there */
+void off_loop_wrap(lua_State *L);
+/* lua_fast.c: at lua_script_free */
+void lua_loop_states_free(struct lua_script *s);
 /* lua_module.c */
 extern const luaL_Reg postern_lib[];
 int push_verdict(lua_State *L, postern_verdict v, const char *reply);

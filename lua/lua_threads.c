@@ -1,7 +1,8 @@
 /* lua_threads.c - the threads Lua handlers run on, so that the network
  * loop never waits for a script.
  *
- * A call is queued; any Lua thread takes it, runs it a slice at a time
+ * A call the loop did not answer itself (lua_fast.c) is queued, perhaps
+ * already started in the loop's state; any Lua thread takes it, runs it a slice at a time
  * (lua_call_step) and round-robins between the calls it has started, so a
  * busy script shares its thread. A watchdog thread looks every
  * WATCH_EVERY_MS:
@@ -20,6 +21,7 @@
 #include "hooks.h"
 #include "inbox.h"
 #include "log.h"
+#include "metrics.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +52,7 @@ static int nwanted, nactive, nretired;
 static bool stopping, started, watchdog_running;
 static pthread_t watchdog;
 static bool on_loop;
+static bool loop_first;                             /* on_loop and lua_loop_first */
 static struct inbox answered;                       /* answered calls, for the loop */
 static int pending;                                 /* loop thread only */
 
@@ -132,6 +135,18 @@ static void on_answered(struct inbox_item *it)
     call_unref(c);
 }
 
+/* A call the loop answered itself (lua_fast.c). */
+static void answer_now(struct lua_call *c)
+{
+    postern_verdict v = c->v;
+    char reply[sizeof c->reply];
+    memcpy(reply, c->reply, sizeof reply);
+    lua_call_done_fn done = c->done;
+    void *ctx = c->done_ctx;
+    call_unref(c);
+    done(ctx, v, reply);
+}
+
 void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
                      lua_call_done_fn done, void *ctx)
 {
@@ -160,8 +175,18 @@ void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, cons
     pthread_mutex_init(&c->lock, NULL);
     atomic_init(&c->refs, 1);          /* the answer; a thread adds its own */
     atomic_init(&c->abandoned, false);
-    if (on_loop)
+    if (on_loop) {
+        static const char *const where[] = {[LUA_FAST_DONE] = "loop", [LUA_FAST_MOVE] = "moved",
+                                            [LUA_FAST_NONE] = "thread", [LUA_FAST_AGAIN] = "restarted"};
+        enum lua_fast_result r = loop_first ? lua_call_fast(c) : LUA_FAST_NONE;
+        char labels[32];
+        metric_inc(M_LUA_CALLS, metric_labels(labels, sizeof labels, "where", where[r], NULL));
+        if (r == LUA_FAST_DONE) {
+            answer_now(c);
+            return;
+        }
         pending++;
+    }
     pthread_mutex_lock(&pool_lock);
     c->next_all = inflight;
     if (inflight)
@@ -207,6 +232,8 @@ static int run_slice(struct lua_thread *th, struct lua_call *c)
         }
         c->answered = true;
         pthread_mutex_unlock(&c->lock);
+        /* before the answer: the loop's next call may want the state the loop lent */
+        lua_call_release(c);
         if (mine) {
             pthread_mutex_lock(&pool_lock);
             deliver(c);
@@ -318,8 +345,10 @@ static void abandon_overdue_calls(uint64_t now)
                   "stuck in one long C call?): message tempfailed, the call is abandoned", ids,
                   lua_script_path(c->s), stage_name((enum postern_stage)c->stage),
                   lua_script_time_limit_ms(c->s) + GRACE_MS);
-        if (!c->thread)
+        if (!c->thread) {
             fifo_remove(&queue_head, &queue_tail, c);
+            lua_call_release(c);      /* one the loop started: its state is the loop's again */
+        }
         deliver(c);
     }
 }
@@ -347,9 +376,10 @@ static void *watchdog_main(void *arg)
     return NULL;
 }
 
-int lua_threads_start(int nthreads, bool with_loop)
+int lua_threads_start(int nthreads, bool with_loop, bool try_loop_first)
 {
     on_loop = with_loop;
+    loop_first = with_loop && try_loop_first;
     if (on_loop && inbox_open(&answered) < 0)
         return -1;
     pthread_mutex_lock(&pool_lock);

@@ -3,8 +3,9 @@
  * (lua_call_step). The `postern` module is lua_module.c's, the transaction
  * object and the variables proxies lua_tx.c's (lua_int.h).
  *
- * Handlers run on the Lua threads (lua_threads.c), never on the network
- * loop. Each thread has its own state per script (Lua states are not
+ * Handlers run on the Lua threads (lua_threads.c); the network loop only
+ * takes a call's short first steps, in a state of its own (lua_fast.c).
+ * Each thread has its own state per script (Lua states are not
  * thread-safe) and runs each call as a coroutine: the count hook yields
  * every LUA_SLICE instructions so the thread can serve other calls, and
  * ends a call over its instruction or time limit. Memory is limited per
@@ -14,6 +15,7 @@
 #include "lua_int.h"
 
 #define LUA_SLICE 20             /* hook rounds (x HOOK_EVERY instructions) per slice */
+#define LOOP_SLICE 1             /* the same on the network loop (lua_fast.c) */
 
 extern const char postern_helpers_lua[];   /* lua/postern_helpers.lua, embedded */
 
@@ -67,9 +69,18 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
         c->killed = true;
         luaL_error(L, "time limit exceeded (%d ms)", c->time_limit_ms);
     }
-    /* give the loop back to other sessions; resumed after them */
-    if (--c->slice_left <= 0 && lua_isyieldable(L))
-        lua_yield(L, 0);
+    /* give the thread back to other calls (on the network loop: hand the
+     * call to a Lua thread, or where it cannot yield, start it over there) */
+    if (--c->slice_left > 0)
+        return;
+    if (lua_isyieldable(L)) {
+        lua_yield(L, 0);     /* in a hook it returns; the yield happens when the hook does */
+        return;
+    }
+    if (c->fast) {
+        c->restart = c->killed = true;
+        luaL_error(L, "call moved off the network loop");
+    }
 }
 
 static void ctx_init(struct lctx *c, struct lstate *ls, struct lua_call *call)
@@ -155,7 +166,7 @@ static void close_state(lua_State *L) { lua_close(L); }
 /* Before each (re)entry into a call. */
 static void slice_start(lua_State *L, struct lctx *c)
 {
-    c->slice_left = LUA_SLICE;
+    c->slice_left = c->fast ? LOOP_SLICE : LUA_SLICE;
     clock_gettime(CLOCK_MONOTONIC, &c->slice_start);
     lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_EVERY);
 }
@@ -282,7 +293,7 @@ static unsigned registered_stages(lua_State *L)
 }
 
 /* A fresh sandboxed state with the helpers and the script run. */
-static int build_state(struct lstate *ls, struct lua_script *s, const struct script_setup *setup, const char *src,
+int build_state(struct lstate *ls, struct lua_script *s, const struct script_setup *setup, const char *src,
                        size_t len, char *err, size_t errlen)
 {
     ls->script = s;
@@ -298,6 +309,8 @@ static int build_state(struct lstate *ls, struct lua_script *s, const struct scr
     *(struct lctx **)lua_getextraspace(ls->L) = &ls->main_ctx;
     open_sandbox(ls->L);
     open_postern(ls->L);
+    if (ls->for_loop)
+        off_loop_wrap(ls->L);
     char chunk[1100];
     snprintf(chunk, sizeof chunk, "@%s", s->path);
     if (luaL_loadbufferx(ls->L, postern_helpers_lua, strlen(postern_helpers_lua), "=postern_helpers", "t") != LUA_OK ||
@@ -324,9 +337,9 @@ static void drop_state(struct lstate *ls)
     ls->L = NULL;
 }
 
-static void state_unref(struct lstate *ls)
+void state_unref(struct lstate *ls)
 {
-    if (--ls->refs == 0) {
+    if (atomic_fetch_sub(&ls->refs, 1) == 1) {
         drop_state(ls);
         free(ls);
     }
@@ -341,7 +354,7 @@ static struct lstate *current_state(struct lua_script *s, char *err, size_t errl
     int generation = s->generation;
     pthread_mutex_unlock(&s->lock);
     if (ls && ls->generation == generation) {
-        ls->refs++;
+        atomic_fetch_add(&ls->refs, 1);
         return ls;
     }
     if (ls) {
@@ -357,7 +370,7 @@ static struct lstate *current_state(struct lua_script *s, char *err, size_t errl
         return NULL;
     }
     ls->generation = generation;
-    ls->refs = 2;            /* current, and this call */
+    atomic_init(&ls->refs, 2);   /* current, and this call */
     thread_states[s->slot] = ls;
     return ls;
 }
@@ -535,6 +548,7 @@ void lua_script_free(struct lua_script *s)
 {
     if (!s)
         return;
+    lua_loop_states_free(s);
     setup_free(s->setup);
     free(s->source);
     pthread_mutex_destroy(&s->lock);
@@ -553,9 +567,16 @@ static bool start_handler(struct lua_call *c)
         lua_pop(L, 3);
         return false;
     }
-    c->co = lua_newthread(L);             /* stack: handlers, list, fn, co */
+    struct lstate *ls = c->ls;
+    if (ls->spare_co) {                   /* the last handler's, finished normally */
+        c->co = ls->spare_co;
+        c->co_ref = ls->spare_ref;
+        ls->spare_co = NULL;
+    } else {
+        c->co = lua_newthread(L);         /* stack: handlers, list, fn, co */
+        c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     *(struct lctx **)lua_getextraspace(c->co) = &c->ctx;
-    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_xmove(L, c->co, 1);               /* the function onto the coroutine */
     lua_pop(L, 2);
     c->ref = lua_newuserdatauv(c->co, sizeof *c->ref, 0);
@@ -567,12 +588,22 @@ static bool start_handler(struct lua_call *c)
     return true;
 }
 
+/* Done with the handler's coroutine: one that returned normally is kept
+ * for the state's next handler (a new coroutine per handler was a good
+ * part of a short call's cost), any other is dropped. */
 static void drop_coroutine(struct lua_call *c)
 {
     if (!c->co)
         return;
     c->ref->t = NULL;   /* the handle dies with the call */
-    luaL_unref(c->ls->L, LUA_REGISTRYINDEX, c->co_ref);
+    struct lstate *ls = c->ls;
+    if (!ls->spare_co && lua_status(c->co) == LUA_OK) {
+        lua_settop(c->co, 0);
+        ls->spare_co = c->co;
+        ls->spare_ref = c->co_ref;
+    } else {
+        luaL_unref(ls->L, LUA_REGISTRYINDEX, c->co_ref);
+    }
     c->co = NULL;
 }
 
@@ -605,6 +636,8 @@ static postern_verdict end_handler(struct lua_call *c, int status)
         /* the state may be damaged: the next call builds a fresh one */
         thread_states[c->s->slot] = NULL;
         state_unref(c->ls);
+    } else if (status == LUA_ERRMEM && c->ls->for_loop) {
+        atomic_store(&c->ls->stale, true);
     }
     return v;
 }
@@ -614,6 +647,8 @@ int lua_call_step(struct lua_call *c)
     if (!c->ls) {
         char err[512];
         c->next = 1;
+        if (atomic_exchange(&c->s->loop_wanted, false))
+            lua_loop_state_build(c->s);
         if (!(c->ls = current_state(c->s, err, sizeof err))) {
             log_error("%s: lua: %s", c->qid, err);
             c->v = POSTERN_ERROR;
@@ -635,6 +670,10 @@ int lua_call_step(struct lua_call *c)
         slice_end(c->co, &c->ctx);
         if (status == LUA_YIELD)
             return c->waiting_dns ? 2 : 1;
+        if (c->ctx.restart) {
+            drop_coroutine(c);
+            return 3;
+        }
         c->v = end_handler(c, status);
         c->next++;
         if (c->v != POSTERN_CONTINUE)
@@ -651,6 +690,9 @@ void lua_call_release(struct lua_call *c)
     if (!c->ls)
         return;
     drop_coroutine(c);
-    state_unref(c->ls);
+    struct lstate *ls = c->ls;
     c->ls = NULL;
+    if (ls->for_loop)
+        atomic_store(&ls->lent, false);   /* the loop may use it again */
+    state_unref(ls);
 }

@@ -1,7 +1,7 @@
 /* postern_lua.h - Lua 5.4 policies in the hook chain. A chain entry
  * "lua:PATH.lua" runs the handlers the script registered with
- * postern.on(stage, fn), on the Lua threads (lua_threads.c), never on the
- * network loop. */
+ * postern.on(stage, fn), on the Lua threads (lua_threads.c); the network
+ * loop takes only a call's short first steps (lua_fast.c). */
 #ifndef POSTERN_LUA_H
 #define POSTERN_LUA_H
 #include "config.h"
@@ -10,17 +10,20 @@
 
 struct lua_script;
 
-/* Run the script's handlers for a stage on a Lua thread; done(ctx, v,
- * reply) runs exactly once: on the loop thread when the Lua threads were
- * started with on_loop (posternd), otherwise on a Lua thread or the
+/* Run the script's handlers for a stage on a Lua thread (or, with
+ * loop_first, first on the loop; then done may run before this returns);
+ * done(ctx, v, reply) runs exactly once: on the loop thread when the Lua
+ * threads were started with on_loop (posternd), otherwise on a Lua thread or the
  * watchdog (postern-milter). reply is "" or one SMTP reply line. A call
  * that has not finished within lua_time_limit + 1 s (stuck in one long C
  * call, say) is answered with POSTERN_ERROR and abandoned. arg is copied. */
 typedef void (*lua_call_done_fn)(void *ctx, postern_verdict v, const char *reply);
 void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, const char *arg, size_t len,
                      lua_call_done_fn done, void *ctx);
-/* nthreads Lua threads and their watchdog. 0, or -1 with errno. */
-int lua_threads_start(int nthreads, bool on_loop);
+/* nthreads Lua threads and their watchdog. With on_loop and loop_first,
+ * the loop runs each call's first steps itself (lua_fast.c). 0, or -1
+ * with errno. */
+int lua_threads_start(int nthreads, bool on_loop, bool loop_first);
 /* Calls submitted whose done() has not run yet. */
 int lua_calls_pending(void);
 /* Stop the threads (no call may be pending). false when a thread stuck in

@@ -383,7 +383,7 @@ int main(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
-    if (lua_threads_start(cfg.lua_threads, false) < 0) {
+    if (lua_threads_start(cfg.lua_threads, false, false) < 0) {
         log_error("cannot start the Lua threads");
         return 1;
     }

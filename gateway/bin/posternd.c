@@ -302,7 +302,7 @@ int main(int argc, char **argv)
         log_error("%s", err);   /* AUTH's backend as the daemon's user: it must read its sasldb */
         return 1;
     }
-    if (workers_start(cfg->worker_threads) < 0 || lua_threads_start(cfg->lua_threads, true) < 0) {
+    if (workers_start(cfg->worker_threads) < 0 || lua_threads_start(cfg->lua_threads, true, cfg->lua_loop_first) < 0) {
         log_error("cannot start worker threads");
         return 1;
     }

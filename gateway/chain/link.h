@@ -1,7 +1,9 @@
 /* link.h - one kind of hook-chain link behind a small ops table, so the
  * chain (hooks.c) runs C plugins and Lua scripts without naming either.
  * A link type either answers in place (call: a C plugin, run on the loop
- * or a worker) or later (submit: a Lua script, run on its own threads).
+ * or a worker) or through a callback (submit: a Lua script, run on its own
+ * threads; the callback may also run before submit returns, when the loop
+ * could answer at once).
  * link_types.c lists the types, as nginx's ngx_modules.c lists modules. */
 #ifndef POSTERN_LINK_H
 #define POSTERN_LINK_H

@@ -119,7 +119,7 @@ int policy_setup(const struct config *cfg, const char *dns_file)
         dns_shutdown();
         return -1;
     }
-    if (lua_threads_start(cfg->lua_threads, false) < 0) {
+    if (lua_threads_start(cfg->lua_threads, false, false) < 0) {
         fprintf(stderr, "postern: cannot start the Lua threads\n");
         hooks_unload();
         dns_shutdown();

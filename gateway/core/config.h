@@ -172,6 +172,7 @@ struct config {
     int connection_cache_time;     /* idle outbound connection kept this long */
     int worker_threads;            /* fsync / blocking work */
     int lua_threads;               /* Lua handlers (lua/lua_threads.c) */
+    bool lua_loop_first;           /* the loop's fast path (lua/lua_fast.c) */
     long lua_instruction_limit;    /* per handler call */
     int lua_time_limit_ms;         /* per handler call */
     size_t lua_memory_limit;       /* per Lua state */

@@ -653,6 +653,9 @@ static const struct config_key keys[] = {
      "threads for fsync and other blocking work", "4"},
     {"lua_threads", KT_INT, FIELD(lua_threads), "2", 1, 32, NULL, KF_RESTART, NULL, NULL, NULL, NULL,
      "threads Lua handlers run on (1–32; see Lua policies, Threads)", "2"},
+    {"lua_loop_first", KT_BOOL, FIELD(lua_loop_first), "yes", 0, 0, NULL, KF_RESTART, NULL, NULL, NULL, NULL,
+     "the network loop runs a Lua call's first steps itself, and hands it to a Lua thread only before "
+     "anything that can take long (see Lua policies, Threads)", "yes"},
     {"max_hop_count", KT_INT, FIELD(max_hop_count), "50", 1, 1000, NULL, 0, NULL, NULL, NULL, NULL,
      "more Received: headers than this = mail loop, bounced", "50"},
     {"smtp_mx_address_limit", KT_INT, FIELD(smtp_mx_address_limit), "5", 0, 1000, NULL, 0, NULL, NULL, NULL, NULL,

@@ -59,6 +59,9 @@ static struct metric metrics[M_COUNT] = {
     [M_KV_REQUESTS] = {"postern_shared_state_requests_total",
                        "Shared policy state operations, by where they were answered (redis, local, fallback)", COUNTER,
                        true},
+    [M_LUA_CALLS] = {"postern_lua_calls_total",
+                     "Lua link calls: answered on the network loop, started there and moved to a Lua thread, "
+                     "started there and run again on a Lua thread, or run on a Lua thread", COUNTER, true},
     [M_CHAIN_C_RUNS] = {"postern_chain_c_runs_total",
                         "Runs of consecutive C chain links: on the loop, on a worker, or deferred from the loop to a "
                         "worker (a host call would have blocked)", COUNTER, true},

@@ -33,6 +33,7 @@ enum metric_id {
     M_REDIS_UP,                /* gauge: 1 while the Redis connection is up */
     M_REDIS_FAILURES,          /* counter {reason}: Redis requests that got no answer */
     M_KV_REQUESTS,             /* counter {backend: redis | local | fallback}: shared-state operations */
+    M_LUA_CALLS,               /* counter {where: loop | moved | restarted | thread}: Lua link calls, by where they ran */
     M_CHAIN_C_RUNS,            /* counter {where: loop | worker | deferred}: runs of consecutive C links */
     M_TRACK_EVENTS,            /* counter: events written to the tracking store */
     M_TRACK_DROPPED,           /* counter: events dropped while its writer was behind */

@@ -821,14 +821,24 @@ def send_message(host, port, sender, rcpts, body, helo="client.test"):
     return rep
 
 
-def chain_c_runs(g, port=9025):
-    """postern_chain_c_runs_total by where (loop, worker, deferred, dns_wait), from
+def counts_by_where(g, metric, wheres, port=9025):
+    """A counter's series by their where label (0 for one not shown yet), from
     g's http_listen on g.host:port."""
     import urllib.request
     with urllib.request.urlopen("http://%s:%d/metrics" % (g.host, port), timeout=10) as r:
         text = r.read().decode()
-    runs = dict(re.findall(r'^postern_chain_c_runs_total\{where="(\w+)"\} (\d+)$', text, re.M))
-    return {w: int(runs.get(w, 0)) for w in ("loop", "worker", "deferred", "dns_wait")}
+    found = dict(re.findall(r'^%s\{where="(\w+)"\} (\d+)$' % metric, text, re.M))
+    return {w: int(found.get(w, 0)) for w in wheres}
+
+
+def chain_c_runs(g, port=9025):
+    """postern_chain_c_runs_total by where (loop, worker, deferred, dns_wait)."""
+    return counts_by_where(g, "postern_chain_c_runs_total", ("loop", "worker", "deferred", "dns_wait"), port)
+
+
+def lua_calls(g, port=9025):
+    """postern_lua_calls_total by where (loop, moved, restarted, thread)."""
+    return counts_by_where(g, "postern_lua_calls_total", ("loop", "moved", "restarted", "thread"), port)
 
 
 def send_mail(g, rcpts=("x@example.test",), headers="Subject: hi\r\n", body="hello\r\n", sender="alice@src.test",

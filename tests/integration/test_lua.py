@@ -560,4 +560,96 @@ def test_tx_variables_are_bounded_outside_the_lua_memory_limit():
     g.stop()
 
 
+def test_short_calls_answer_on_the_loop_and_the_rest_move_to_a_lua_thread():
+    # lua_loop_first: the loop runs a call until it would do anything long
+    # or change something; then a Lua thread goes on with it (moved), or,
+    # where it could not yield (inside __tostring under tostring()), runs it
+    # again from the start (restarted). Each outcome checked by its metric
+    # and by what the script did.
+    sink = Sink(addr(2))
+    d = script_dir()
+    write(os.path.join(d, "fast.lua"),
+          'local slow = setmetatable({}, {__tostring = function()\n'
+          '  local x = 0\n'
+          '  for i = 1, 200000 do x = x + i end\n'
+          '  return tostring(x)\n'
+          'end})\n'
+          'postern.on("mail", function(tx, from) local _ = tx:sender() end)\n'
+          'postern.on("rcpt", function(tx, rcpt)\n'
+          '  local who = rcpt:sub(1, 4)\n'
+          '  if who == "tag@" then tx.vars.tag = "v" end\n'
+          '  if who == "str@" then tx.vars.s = tostring(slow) end\n'
+          '  if who == "spn@" then local n = 0 for i = 1, 100000 do n = n + 1 end tx.vars.spin = n end\n'
+          'end)\n'
+          'postern.on("eom", function(tx)\n'
+          '  for _, k in ipairs({"tag", "s", "spin"}) do\n'
+          '    if tx.vars[k] then tx:add_header("X-" .. k, tostring(tx.vars[k])) end\n'
+          '  end\n'
+          'end)\n')
+    g = gw(sink, ["lua:%s/fast.lua" % d], http_listen="%s:9025" % addr(1))
+    sent = 0
+    while not lua_calls(g)["loop"]:           # the loop's state is built on a Lua thread first
+        assert sent < 20, lua_calls(g)
+        assert "queued as" in send(g)
+        sent += 1
+
+    def one(rcpt):
+        before = lua_calls(g)
+        assert "queued as" in send(g, rcpts=(rcpt,))
+        after = lua_calls(g)
+        return {w: after[w] - before[w] for w in after}
+
+    for rcpt, where in (("plain", {"loop": 3, "moved": 0, "restarted": 0, "thread": 0}),
+                        ("tag", {"loop": 1, "moved": 2, "restarted": 0, "thread": 0}),
+                        ("str", {"loop": 1, "moved": 1, "restarted": 1, "thread": 0}),
+                        ("spn", {"loop": 1, "moved": 2, "restarted": 0, "thread": 0})):
+        got = one(rcpt + "@example.test")
+        assert got == where, (rcpt, got)
+    sink.wait_count(sent + 4)
+    by_rcpt = {re.search(rb"X-Rcpt-Args: <([^>]+)>", m).group(1): m for m in sink.messages()}
+    assert b"X-tag: v" in by_rcpt[b"tag@example.test"]
+    assert b"X-s: 20000100000" in by_rcpt[b"str@example.test"]
+    assert b"X-spin: 100000" in by_rcpt[b"spn@example.test"]
+    assert b"X-tag" not in by_rcpt[b"plain@example.test"] and b"X-s:" not in by_rcpt[b"plain@example.test"]
+    assert ": error:" not in g.log(), g.log()  # no script error: the restart is not one
+    g.stop()
+    # lua_loop_first = no: every call a trip to a Lua thread, the same results
+    g = gw(sink, ["lua:%s/fast.lua" % d], http_listen="%s:9025" % addr(1), lua_loop_first="no")
+    assert "queued as" in send(g, rcpts=("str@example.test",))
+    assert lua_calls(g) == {"loop": 0, "moved": 0, "restarted": 0, "thread": 3}
+    g.stop()
+
+
+def test_a_long_c_call_that_starts_on_the_loop_leaves_it_first():
+    # table.remove on a table whose __len says 2^40 loops inside one C call;
+    # a handler that the loop starts must hand it to a Lua thread before
+    # that call, so the loop (and every other session) goes on
+    sink = Sink(addr(2))
+    d = script_dir()
+    write(os.path.join(d, "len.lua"),
+          'postern.on("rcpt", function(tx, rcpt)\n'
+          '  if rcpt:sub(1, 4) == "len@" then\n'
+          '    table.remove(setmetatable({}, {__len = function() return 1 << 40 end}), 1)\n'
+          '  end\n'
+          'end)\n')
+    g = gw(sink, ["lua:%s/len.lua" % d], lua_time_limit="1s", http_listen="%s:9025" % addr(1))
+    for _ in range(20):                        # until the loop has its state
+        assert "queued as" in send(g)
+        if lua_calls(g)["loop"]:
+            break
+    result = {}
+    t = threading.Thread(target=lambda: result.update(rep=rcpt_reply(g, "len@example.test")))
+    t0 = time.time()
+    t.start()
+    time.sleep(0.3)
+    t1 = time.time()
+    assert "queued as" in send(g, rcpts=("fine@example.test",))
+    assert time.time() - t1 < 0.5, "a transaction waited %.2fs behind a long C call" % (time.time() - t1)
+    t.join(10)
+    assert result["rep"].startswith("451 4.3.0"), result
+    assert time.time() - t0 < 1 + 1 + 0.5, time.time() - t0
+    assert lua_calls(g)["moved"] >= 1
+    g.stop()
+
+
 run_tests(globals())
