@@ -166,27 +166,29 @@ void lua_call_submit(struct lua_script *s, txn_t *t, enum postern_stage st, cons
     if (arg)
         memcpy(c->arg, arg, len);
     c->len = len;
-    snprintf(c->qid, sizeof c->qid, "%s", t->qid);
+    size_t qlen = strnlen(t->qid, sizeof c->qid - 1);
+    memcpy(c->qid, t->qid, qlen);
     c->sid = t->sid;
     c->done = done;
     c->done_ctx = ctx;
     c->answer.run = on_answered;
-    c->deadline_ms = now_ms() + (uint64_t)lua_script_time_limit_ms(s) + GRACE_MS;
+    uint64_t submitted_ms = now_ms();
     pthread_mutex_init(&c->lock, NULL);
     atomic_init(&c->refs, 1);          /* the answer; a thread adds its own */
     atomic_init(&c->abandoned, false);
     if (on_loop) {
-        static const char *const where[] = {[LUA_FAST_DONE] = "loop", [LUA_FAST_MOVE] = "moved",
-                                            [LUA_FAST_NONE] = "thread", [LUA_FAST_AGAIN] = "restarted"};
+        static const char *const where[] = {[LUA_FAST_DONE] = "where=\"loop\"", [LUA_FAST_MOVE] = "where=\"moved\"",
+                                            [LUA_FAST_NONE] = "where=\"thread\"",
+                                            [LUA_FAST_AGAIN] = "where=\"restarted\""};
         enum lua_fast_result r = loop_first ? lua_call_fast(c) : LUA_FAST_NONE;
-        char labels[32];
-        metric_inc(M_LUA_CALLS, metric_labels(labels, sizeof labels, "where", where[r], NULL));
+        metric_inc(M_LUA_CALLS, where[r]);
         if (r == LUA_FAST_DONE) {
             answer_now(c);
             return;
         }
         pending++;
     }
+    c->deadline_ms = submitted_ms + (uint64_t)lua_script_time_limit_ms(s) + GRACE_MS;
     pthread_mutex_lock(&pool_lock);
     c->next_all = inflight;
     if (inflight)
