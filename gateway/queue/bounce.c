@@ -182,7 +182,7 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
     b->m = m;
     b->kind = kind;
     b->done = done;
-    memcpy(b->envid, m->envid, sizeof b->envid);
+    snprintf(b->envid, sizeof b->envid, "%s", qtext(m->envid));
     /* a BINARYMIME body may hold any octet: a notice sent by DATA returns headers only */
     b->full = m->ret == DSN_RET_FULL && m->size <= MAX_RETURNED_MESSAGE && m->body != BODY_BINARYMIME;
     b->size = m->size;

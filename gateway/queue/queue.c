@@ -162,8 +162,22 @@ static void qmsg_free(struct qmsg *m)
     free(m->decisions);
     free(m->corrupt);
     free(m->sender);
+    free(m->envid);
+    free(m->hold_reason);
+    free(m->client_ip);
+    free(m->helo);
     free(m);
     total_msgs--;
+}
+
+/* A copy of s for a qmsg text (NULL for ""); out of memory also leaves NULL,
+ * which reads as "". */
+static char *text_dup(const char *s) { return s && s[0] ? strdup(s) : NULL; }
+
+void qmsg_set_hold_reason(struct qmsg *m, const char *reason)
+{
+    free(m->hold_reason);
+    m->hold_reason = text_dup(reason);
 }
 
 /* Build a qmsg from a decoded envelope, taking its strings. */
@@ -188,7 +202,7 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
         }
     }
     m->ret = e->ret;
-    memcpy(m->envid, e->envid, sizeof m->envid);
+    m->envid = text_dup(e->envid);
     free(e->rcpts);
     e->rcpts = NULL;
     m->rcpts = r;
@@ -204,8 +218,8 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     m->hops = e->hops;
     m->journal = !strcmp(e->proto, "JOURNAL");     /* a journal report: past the chain */
     m->local = m->journal || !strcmp(e->proto, "LOCAL");
-    snprintf(m->client_ip, sizeof m->client_ip, "%s", e->client_ip);
-    snprintf(m->helo, sizeof m->helo, "%s", e->helo);
+    m->client_ip = text_dup(e->client_ip);
+    m->helo = text_dup(e->helo);
     m->heap_idx = -1;
     total_msgs++;
     index_add(m);
@@ -240,7 +254,7 @@ static void apply_loaded_state(struct qmsg *m, const struct msg_flags *flags, co
     m->warned = flags->warned;
     m->queued = flags->queued;
     m->archive = flags->archive;
-    snprintf(m->hold_reason, sizeof m->hold_reason, "%s", flags->reason);
+    qmsg_set_hold_reason(m, flags->reason);
     free(m->decisions);
     m->decisions = flags->decisions[0] ? strdup(flags->decisions) : NULL;
     int64_t next = 0;
@@ -327,7 +341,7 @@ static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const str
     dj->requiretls = m->requiretls;
     dj->tls_optional = m->tls_optional;
     dj->ret = m->ret;
-    dj->envid = m->envid;
+    dj->envid = qtext(m->envid);
     dj->arrival = m->arrival;
     dj->rt = runtime_hold();     /* hop and tls point into its config */
     dj->hop = hop;
@@ -473,7 +487,7 @@ static void save_state(struct qmsg *m)
     for (size_t i = 0; i < m->nrcpts; i++)
         st[i] = m->rcpts[i].st;
     struct msg_flags f = {.held = m->held, .warned = m->warned, .queued = m->queued, .archive = m->archive};
-    snprintf(f.reason, sizeof f.reason, "%s", m->hold_reason);
+    snprintf(f.reason, sizeof f.reason, "%s", qtext(m->hold_reason));
     snprintf(f.decisions, sizeof f.decisions, "%s", m->decisions ? m->decisions : "");
     spool_save_state(m->id, f, st, m->nrcpts);
     free(st);

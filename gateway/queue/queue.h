@@ -30,17 +30,20 @@ struct qmsg {
     bool smtputf8;
     bool requiretls, tls_optional;   /* RFC 8689: MAIL REQUIRETLS, "TLS-Required: No" */
     enum dsn_ret ret;            /* DSN: RET= */
-    char envid[DSN_MAX_ENVID + 1];
+    /* Texts most messages lack or keep short are allocated to size, NULL for
+     * none (qtext() reads them): a queued message is about 300 bytes, plus
+     * its recipients, instead of 1 KB (issue 37). */
+    char *envid;                 /* DSN: ENVID= */
     bool held;
-    char hold_reason[256];
+    char *hold_reason;
     char *decisions;         /* the decision log ("explain"), NULL when no link decided anything */
     bool warned;             /* delay warning sent */
     bool queued;             /* the QUEUE stage has run */
     bool archive;            /* a plugin requested an archive copy */
     bool local;              /* made by posternd itself: a DSN, a plugin's submit_message */
     bool journal;            /* a journal report (POSTERN_SUBMIT_JOURNAL): the chain never runs for it */
-    char client_ip[64];
-    char helo[256];
+    char *client_ip;
+    char *helo;
     int hops;
     int attempts;
     int64_t next_try;
@@ -52,6 +55,9 @@ struct qmsg {
     struct qmsg *prev, *next;   /* every message, in arrival order */
     struct qmsg *hnext;         /* ID hash chain */
 };
+
+/* One of a qmsg's allocated texts, "" for none. */
+static inline const char *qtext(const char *s) { return s ? s : ""; }
 
 /* Does recipient r want notices of this kind (a DSN_NOTIFY_* bit)? Without
  * NOTIFY (RFC 3461 4.1): failure and delay notices, no success notice. */

@@ -40,7 +40,7 @@ static bool view_of(const struct qmsg *m, struct queue_view *v, char *waiting, s
             break;
         }
     *v = (struct queue_view){.id = m->id, .size = m->size, .arrival = m->arrival, .sender = m->sender,
-                             .held = m->held, .active = m->jobs_outstanding > 0, .hold_reason = m->hold_reason,
+                             .held = m->held, .active = m->jobs_outstanding > 0, .hold_reason = qtext(m->hold_reason),
                              .decisions = m->decisions ? m->decisions : "",
                              .waiting = waiting, .nrcpts = m->nrcpts, .rcpts = addrs, .st = sts};
     return true;

@@ -21,6 +21,8 @@ struct qmsg *queue_find(const char *id);
 void queue_schedule(struct qmsg *m, int64_t when);
 void queue_unschedule(struct qmsg *m);
 void queue_save_state(struct qmsg *m);
+/* m's hold reason ("" or NULL: none), copied. */
+void qmsg_set_hold_reason(struct qmsg *m, const char *reason);
 /* A message the admin deleted, with no attempt running: gone from the
  * spool and from memory, logged. */
 void queue_remove_deleted(struct qmsg *m);

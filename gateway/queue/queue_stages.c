@@ -32,8 +32,8 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
     c->rt = runtime_hold();
     t->chain = c->rt->chain;
     t->data_fd = -1;
-    snprintf(t->client_ip, sizeof t->client_ip, "%s", m->client_ip);
-    snprintf(t->helo, sizeof t->helo, "%s", m->helo);
+    snprintf(t->client_ip, sizeof t->client_ip, "%s", qtext(m->client_ip));
+    snprintf(t->helo, sizeof t->helo, "%s", qtext(m->helo));
     t->local_origin = m->local;
     memcpy(t->qid, m->id, QID_LEN);
     t->sender = strdup(m->sender);
@@ -112,7 +112,9 @@ static bool apply_verdict(struct qmsg *m, const txn_t *t, enum postern_stage st,
     log_info("%s: %s by %s at %s: %s", m->id, verdict_name(v), by, stage_name(st), t->reply);
     if (v == POSTERN_QUARANTINE) {
         m->held = true;
-        snprintf(m->hold_reason, sizeof m->hold_reason, "%.250s", t->reply);
+        char reason[251];
+        snprintf(reason, sizeof reason, "%.250s", t->reply);
+        qmsg_set_hold_reason(m, reason);
         return false;
     }
     if (v == POSTERN_TEMPFAIL)
@@ -152,7 +154,7 @@ static void queue_stage_done(void *ctx, postern_verdict v)
     if (changed || m->held)
         queue_save_state(m);
     if (m->held) {
-        log_info("%s: on hold: %s", m->id, m->hold_reason);
+        log_info("%s: on hold: %s", m->id, qtext(m->hold_reason));
         return;
     }
     queue_schedule(m, 0);
@@ -167,7 +169,7 @@ void queue_stage(struct qmsg *m)
     if (!c) {
         m->queued = true;
         if (m->held) {
-            log_info("%s: on hold: %s", m->id, m->hold_reason);
+            log_info("%s: on hold: %s", m->id, qtext(m->hold_reason));
             return;
         }
         queue_schedule(m, m->next_try);
