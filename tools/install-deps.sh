@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-dev libssl-dev liblua5.4-dev python3 swaks socat postfix libsasl2-modules e2fsprogs
       libspf2-dev libopendkim-dev libopendmarc-dev opendkim opendkim-tools libmilter-dev publicsuffix clang
       openssl bsdutils libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin libsasl2-modules-db
-      slapd ldap-utils libldap-dev libsqlite3-dev clamav-daemon rspamd libjansson-dev libsasl2-dev dovecot-core
+      slapd ldap-utils libldap-dev libsqlite3-dev clamav-daemon rspamd libjansson-dev libsasl2-dev dovecot-core dovecot-lmtpd
       libmicrohttpd-dev prometheus sqlite3 libcrypt-dev chromium chromium-driver
       debhelper lintian fakeroot dpkg-dev man-db curl zlib1g-dev libxml2-utils nsd ldnsutils time libhiredis-dev redis-server)
 missing=()

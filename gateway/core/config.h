@@ -13,9 +13,12 @@
 
 /* Where to hand mail for a recipient domain (Postfix's bracket meaning):
  * "mx" (the recipient domain's MX), "smtp:[ip]:port" (that address),
- * "smtp:[host]:port" (host's A/AAAA, no MX), "smtp:host:port" (host's MX). */
+ * "smtp:[host]:port" (host's A/AAAA, no MX), "smtp:host:port" (host's MX);
+ * LMTP (RFC 2033): "lmtp:unix:/PATH", "lmtp:[host]:port" or
+ * "lmtp:host:port" (both host's A/AAAA: LMTP never follows MX records). */
 struct nexthop {
     bool mx;                       /* route by the recipient domain's MX records */
+    bool lmtp;                     /* speak LMTP (LHLO, a reply per recipient after the data) */
     char text[160];                /* as written, e.g. "smtp:[127.0.0.1]:2526" or "mx" */
     char host[128];                /* a host name to look up, "" for an address */
     bool lookup_mx;                /* host without brackets: its MX records */
@@ -228,7 +231,7 @@ void config_keys_document(FILE *out);
 long parse_duration(const char *text);
 /* Parse "10485760", "10k", "10M", "1G". 0 ok, -1 error. */
 int parse_size(const char *text, size_t *out);
-/* Parse "smtp:[host]:port" (or "smtp:host:port" with an IP literal). */
+/* Parse a next hop as written in the transport table (struct nexthop). */
 int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errlen);
 
 /* The prefix of a chain entry's options: the plugin name, or a Lua

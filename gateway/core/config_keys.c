@@ -531,8 +531,8 @@ static const struct config_key keys[] = {
     {"allow_untrusted_routing", KT_BOOL, FIELD(allow_untrusted_routing), "no", 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
      "accept `%`, `!`, `@` in local parts and source routes from clients outside `trusted_networks`", "`no`"},
     {"default_transport", KT_HOOK, NOFIELD, NULL, 0, 0, NULL, 0, NULL, parse_default_transport,
-     print_default_transport, NULL, "`mx` (DNS), `smtp:[ip]:port`, `smtp:[host]:port` (host's address) or "
-     "`smtp:host:port` (host's MX)", "required unless the table covers all"},
+     print_default_transport, NULL, "`mx` (DNS), `smtp:[ip]:port`, `smtp:[host]:port` (host's address), "
+     "`smtp:host:port` (host's MX), or LMTP: `lmtp:unix:/PATH`, `lmtp:[host]:port` (host's address)", "required unless the table covers all"},
     {"transport_table", KT_STR, FIELD(transport_table), NULL, 0, 0, NULL, 0, NULL, parse_transport_table,
      print_transports, NULL, "`file:PATH`, lines `domain NEXTHOP` (as `default_transport`; `.dom` = subdomains)",
      "none"},

@@ -109,6 +109,8 @@ bool nexthop_same(const struct nexthop *a, const struct nexthop *b)
 {
     if (a->mx || b->mx)
         return a->mx && b->mx;
+    if (a->lmtp != b->lmtp)
+        return false;
     if (a->host[0] || b->host[0])
         return !strcasecmp(a->host, b->host) && a->port == b->port && a->lookup_mx == b->lookup_mx;
     return a == b || (a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0);

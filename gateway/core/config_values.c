@@ -11,10 +11,12 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 char *trim(char *s)
 {
@@ -123,6 +125,24 @@ bool valid_host_name(const char *h)
     return h[0] != '.' && h[0] != '-';
 }
 
+/* "lmtp:unix:/PATH": an absolute path that fits a sockaddr_un. */
+static int unix_nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errlen)
+{
+    const char *path = text + strlen("lmtp:unix:");
+    struct sockaddr_un *sun = (struct sockaddr_un *)&out->addr;
+    if (path[0] != '/' || strlen(path) >= sizeof sun->sun_path || strlen(text) >= sizeof out->text ||
+        path[strcspn(path, " \t\r\n")]) {
+        snprintf(err, errlen, "bad next hop '%s' (expected lmtp:unix:/PATH, an absolute path under %zu bytes)", text,
+                 sizeof sun->sun_path);
+        return -1;
+    }
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, strlen(path) + 1);
+    out->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+    snprintf(out->text, sizeof out->text, "%s", text);
+    return 0;
+}
+
 int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -133,9 +153,13 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
     }
     char host[sizeof out->host], lit[sizeof out->host + 16];
     bool bracketed;
-    if (strncmp(text, "smtp:", 5) != 0 || strlen(text) >= sizeof out->text ||
+    out->lmtp = !strncmp(text, "lmtp:", 5);
+    if (out->lmtp && !strncmp(text, "lmtp:unix:", 10))
+        return unix_nexthop_parse(text, out, err, errlen);
+    if ((strncmp(text, "smtp:", 5) != 0 && !out->lmtp) || strlen(text) >= sizeof out->text ||
         split_hostport(text + 5, host, sizeof host, &out->port, &bracketed) < 0) {
-        snprintf(err, errlen, "bad next hop '%s' (expected smtp:[host]:port, smtp:host:port or mx)", text);
+        snprintf(err, errlen, "bad next hop '%s' (expected smtp:[host]:port, smtp:host:port, lmtp:[host]:port, "
+                 "lmtp:unix:/PATH or mx)", text);
         return -1;
     }
     snprintf(out->text, sizeof out->text, "%s", text);
@@ -148,7 +172,7 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
     }
     lower(host);
     snprintf(out->host, sizeof out->host, "%s", host);
-    out->lookup_mx = !bracketed;
+    out->lookup_mx = !bracketed && !out->lmtp;
     return 0;
 }
 

@@ -310,7 +310,7 @@ static const struct client_ops dest_ops = {on_ready, on_job_done, on_closed};
 static bool conn_open(struct dest *d)
 {
     struct client_peer peer = {.addr = d->hop.addr, .addrlen = d->hop.addrlen, .tls = d->tls, .tlsa = d->tlsa,
-                               .tls_broken = &d->tls_broken, .auth = d->auth};
+                               .tls_broken = &d->tls_broken, .auth = d->auth, .lmtp = d->hop.lmtp};
     snprintf(peer.name, sizeof peer.name, "%s", d->name);
     /* a client that fails at once has already called on_closed */
     struct smtp_client *cl = smtp_client_open(&peer, &dest_ops, d);
@@ -360,11 +360,17 @@ static const struct tls_policy *target_policy(const struct delivery_job *j, cons
     return t && t->tls ? t->tls : j->tls;
 }
 
-static void enqueue(struct delivery_job *j, const struct nexthop *hop)
+static void enqueue(struct delivery_job *j, const struct nexthop *target)
 {
     const struct mx_target *t = j->cands ? &j->cands[j->cur] : NULL;
     const char *host = t ? t->host : "";
-    struct dest *d = dest_for(j->rt, hop, target_policy(j, t), t ? t->tlsa : NULL, host, auth_for(j, host));
+    struct nexthop hop = *target;        /* an LMTP host's addresses speak LMTP too */
+    if (j->hop->lmtp && !hop.lmtp) {
+        hop.lmtp = true;
+        if (!strncmp(hop.text, "smtp:", 5))
+            memcpy(hop.text, "lmtp", 4);
+    }
+    struct dest *d = dest_for(j->rt, &hop, target_policy(j, t), t ? t->tlsa : NULL, host, auth_for(j, host));
     if (!d) {
         settle_open(j, "451 4.3.0 out of memory");
         job_finish(j);
@@ -560,6 +566,10 @@ static void on_routed(void *arg, struct route_result *res)
 /* A next hop given as an address: no name to look up TLSA records for. */
 static void enqueue_address(struct delivery_job *j)
 {
+    if (j->hop->addr.ss_family == AF_UNIX) {     /* an LMTP socket here: TLS policies are for networks */
+        enqueue(j, j->hop);
+        return;
+    }
     if (j->tls->level >= TLS_DANE && !(j->tls = dane_without_tlsa(j->tls))) {
         settle_open(j, "451 4.7.5 dane-only: the next hop is an address, which has no TLSA records");
         job_finish(j);

@@ -85,3 +85,18 @@ void rcpt_settle_data_end(struct rcpt_settle *s, int code, const char *text, con
     if (!s->data_ignored)
         rcpt_settle_accepted(s, code, text, stage);
 }
+
+static void skip_refused(struct rcpt_settle *s)
+{
+    while (s->lmtp_next < s->n && !s->accepted[s->lmtp_next])
+        s->lmtp_next++;
+}
+
+bool rcpt_settle_lmtp_data_end(struct rcpt_settle *s, int code, const char *text)
+{
+    skip_refused(s);
+    if (s->lmtp_next < s->n)
+        rcpt_settle_one(s, s->lmtp_next++, code, text, "end of DATA");
+    skip_refused(s);
+    return s->lmtp_next >= s->n;
+}

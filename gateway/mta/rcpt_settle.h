@@ -18,6 +18,7 @@ struct rcpt_settle {
     size_t naccepted;
     bool mail_failed;
     bool data_ignored;         /* 354 with nobody accepted: its end settles nothing */
+    size_t lmtp_next;          /* LMTP: the next recipient an end-of-data reply may be for */
     /* the peer, copied into each recipient its replies settle */
     bool peer_dsn;
     const char *remote, *where;
@@ -41,5 +42,9 @@ enum settle_data { SETTLE_SEND_BODY, SETTLE_SEND_EMPTY, SETTLE_DATA_REFUSED };
 enum settle_data rcpt_settle_data(struct rcpt_settle *s, int code, const char *text);
 /* The end of the data (the final dot, or BDAT's deciding reply). */
 void rcpt_settle_data_end(struct rcpt_settle *s, int code, const char *text, const char *stage);
+/* LMTP (RFC 2033 4.2): after the final dot, one reply per accepted
+ * recipient, in RCPT order; this one settles the next. True once every
+ * accepted recipient has had its reply. */
+bool rcpt_settle_lmtp_data_end(struct rcpt_settle *s, int code, const char *text);
 
 #endif

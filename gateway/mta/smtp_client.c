@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 const struct config *client_cfg;
@@ -172,6 +173,8 @@ void cl_fail_io(struct smtp_client *c, const char *what)
 int cl_peer_port(const struct smtp_client *c)
 {
     const struct sockaddr_storage *ss = &c->peer.addr;
+    if (ss->ss_family == AF_UNIX)
+        return 0;
     return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
                                           : ((const struct sockaddr_in6 *)ss)->sin6_port);
 }
@@ -196,10 +199,15 @@ struct smtp_client *smtp_client_open(const struct client_peer *peer, const struc
     c->owner = owner;
     c->body_fd = -1;
     c->w.fd = -1;
-    char ip[64];
-    sockaddr_ip_text((const struct sockaddr *)&peer->addr, ip, sizeof ip);
-    snprintf(c->remote, sizeof c->remote, "%.90s[%.60s]", peer->name[0] ? peer->name : ip, ip);
-    snprintf(c->where, sizeof c->where, "%s:%d", c->remote, cl_peer_port(c));
+    if (peer->addr.ss_family == AF_UNIX) {      /* an LMTP socket: its path names it */
+        snprintf(c->remote, sizeof c->remote, "%.150s", ((const struct sockaddr_un *)&peer->addr)->sun_path);
+        snprintf(c->where, sizeof c->where, "%s", c->remote);
+    } else {
+        char ip[64];
+        sockaddr_ip_text((const struct sockaddr *)&peer->addr, ip, sizeof ip);
+        snprintf(c->remote, sizeof c->remote, "%.90s[%.60s]", peer->name[0] ? peer->name : ip, ip);
+        snprintf(c->where, sizeof c->where, "%s:%d", c->remote, cl_peer_port(c));
+    }
     c->state = CL_CONNECTING;
     c->next_all = all_clients;
     all_clients = c;
@@ -209,8 +217,9 @@ struct smtp_client *smtp_client_open(const struct client_peer *peer, const struc
         return NULL;
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (bind_source(fd, peer->addr.ss_family) < 0) {
+    if (peer->addr.ss_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (peer->addr.ss_family != AF_UNIX && bind_source(fd, peer->addr.ss_family) < 0) {
         char why[WHY_MAX];
         snprintf(why, sizeof why, "cannot bind the source address (smtp_bind_address): %s", strerror(errno));
         close(fd);
@@ -303,10 +312,11 @@ static void send_next_commands(struct smtp_client *c)
     cl_set_deadline(c, client_cfg->client_timeout);
 }
 
-/* RFC 8689 4.2: a REQUIRETLS message never goes to a server without it. */
+/* RFC 8689 4.2: a REQUIRETLS message never goes to a server without it
+ * (an LMTP socket on this machine is no hop over a network). */
 static bool requiretls_missing(const struct smtp_client *c, const struct delivery_job *j)
 {
-    return j->requiretls && !(c->ssl && c->requiretls);
+    return j->requiretls && !(c->ssl && c->requiretls) && c->peer.addr.ss_family != AF_UNIX;
 }
 
 /* What this next hop cannot take, as a reply; NULL if it can. */
@@ -316,6 +326,8 @@ static const char *unsupported(const struct smtp_client *c, const struct deliver
         return "553 5.6.7 next hop does not support SMTPUTF8";
     if (j->body == BODY_BINARYMIME && !(c->chunking && c->binarymime))
         return "554 5.6.3 next hop does not support BINARYMIME and CHUNKING";
+    if (j->body == BODY_BINARYMIME && c->peer.lmtp)
+        return "554 5.6.3 BINARYMIME is not sent over LMTP (no BDAT there)";
     if (requiretls_missing(c, j))
         return "450 4.7.30 REQUIRETLS support required: the next hop does not offer REQUIRETLS";
     return NULL;
@@ -338,7 +350,7 @@ void smtp_client_start(struct smtp_client *c, struct delivery_job *j)
             cl_ready(c);
         return;
     }
-    c->bdat = c->chunking && (client_cfg->client_bdat || j->body == BODY_BINARYMIME);
+    c->bdat = c->chunking && !c->peer.lmtp && (client_cfg->client_bdat || j->body == BODY_BINARYMIME);
     c->bdat_outstanding = 0;
     c->bdat_failed = false;
     c->ncmds = j->n + (c->bdat ? 1 : 2);
@@ -397,6 +409,12 @@ static void on_data_reply(struct smtp_client *c, int code, const char *text)
         start_body(c);
         return;
     case SETTLE_SEND_EMPTY:       /* nobody accepted: end the data at once */
+        if (c->peer.lmtp) {       /* RFC 2033 4.2 makes that DATA fail: nothing would answer the dot */
+            char why[WHY_MAX];
+            snprintf(why, sizeof why, "4.5.0 LMTP server %s accepted DATA with no recipients", c->remote);
+            cl_fail(c, why, false);
+            return;
+        }
         c->state = CL_DOT;
         cl_send_cmd(c, ".", NULL);
         return;
@@ -432,6 +450,13 @@ static void on_txn_reply(struct smtp_client *c, int code, const char *text)
 
 static void on_dot_reply(struct smtp_client *c, int code, const char *text)
 {
+    if (c->peer.lmtp) {           /* one reply per accepted recipient */
+        if (rcpt_settle_lmtp_data_end(&c->settle, code, text))
+            end_txn(c, false);
+        else
+            cl_set_deadline(c, client_cfg->client_timeout);
+        return;
+    }
     settle_accepted(c, code, text);
     end_txn(c, false);
 }

@@ -1,7 +1,7 @@
 /* smtp_client.h - one outbound SMTP connection (RFC 5321 client side): the
  * reply-driven state machine from connect to QUIT, with PIPELINING
  * (RFC 2920), STARTTLS (RFC 3207), AUTH PLAIN/LOGIN (RFC 4954) and BDAT
- * (RFC 3030). It settles the recipients of the job it carries and tells its
+ * (RFC 3030); or LMTP (RFC 2033), over TCP or a Unix socket. It settles the recipients of the job it carries and tells its
  * owner (delivery.c) when it is ready, done with a job, or gone. */
 #ifndef POSTERN_SMTP_CLIENT_H
 #define POSTERN_SMTP_CLIENT_H
@@ -22,6 +22,7 @@ struct client_peer {
     const struct dane_tlsa *tlsa;     /* TLS_DANE: the records that authenticate it */
     bool *tls_broken;                 /* "may" and a handshake failed: plain text next */
     const struct sasl_entry *auth;    /* credentials for this next hop, or NULL */
+    bool lmtp;                        /* LMTP (RFC 2033): LHLO, a reply per recipient after the data */
 };
 
 struct client_ops {

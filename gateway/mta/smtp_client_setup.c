@@ -39,6 +39,8 @@ static void after_ehlo(struct smtp_client *c)
     socklen_t melen = sizeof me;
     if (!c->local_ip[0] && getsockname(c->w.fd, (struct sockaddr *)&me, &melen) == 0)
         sockaddr_ip_text((const struct sockaddr *)&me, c->local_ip, sizeof c->local_ip);
+    if (c->peer.addr.ss_family == AF_UNIX)
+        level = TLS_NONE;            /* an LMTP socket on this machine: no network to protect */
     if (!c->ssl && level >= TLS_MAY && c->starttls && !(level == TLS_MAY && broken)) {
         c->state = CL_STARTTLS;
         cl_send_cmd(c, "STARTTLS", NULL);
@@ -63,9 +65,12 @@ static void after_ehlo(struct smtp_client *c)
 /* A next hop that greets us, or answers EHLO, with our own name is us (or
  * another gateway configured with our name): mail sent there comes back.
  * Postfix's loop detection, with its text; the message bounces (5.4.6)
- * instead of going round until the hop count ends it. */
+ * instead of going round until the hop count ends it. Not for LMTP, which
+ * is final delivery (and its server often has this machine's name). */
 static bool loops_back(struct smtp_client *c)
 {
+    if (c->peer.lmtp)
+        return false;     /* LMTP delivers into mailboxes: nothing is relayed back */
     const char *name = c->reply + (strlen(c->reply) > 4 ? 4 : strlen(c->reply));
     size_t n = strcspn(name, " ");
     const char *mine[] = {client_cfg->hostname, cl_helo_name()};
@@ -89,7 +94,7 @@ static void on_ehlo_reply(struct smtp_client *c, int code)
             after_ehlo(c);
         return;
     }
-    if (c->state == CL_EHLO && reply_class(code) == 5) {
+    if (c->state == CL_EHLO && reply_class(code) == 5 && !c->peer.lmtp) {
         c->state = CL_HELO;
         cl_send_cmd(c, "HELO", cl_helo_name());
         return;
@@ -214,7 +219,7 @@ void cl_on_setup_reply(struct smtp_client *c, int code)
         if (loops_back(c))
             return;
         c->state = CL_EHLO;
-        cl_send_cmd(c, "EHLO", cl_helo_name());
+        cl_send_cmd(c, c->peer.lmtp ? "LHLO" : "EHLO", cl_helo_name());
         return;
     case CL_EHLO:
     case CL_HELO:

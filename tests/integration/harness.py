@@ -986,16 +986,91 @@ service auth {
 }
 """ % {"run": run, "dir": self.dir, "passwd": passwd})
         self.socket = os.path.join(run, "auth-client")
-        self.proc = subprocess.Popen(["dovecot", "-F", "-c", self.conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = start_dovecot(self.conf, self.socket, os.path.join(self.dir, "dovecot.log"))
         on_cleanup(self.stop)
-        wait_for(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 20, "dovecot's auth socket")
-        assert self.proc.poll() is None, open(os.path.join(self.dir, "dovecot.log")).read()
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def start_dovecot(conf, ready_path, log):
+    """dovecot -F on conf, once ready_path (a socket it makes) exists."""
+    proc = subprocess.Popen(["dovecot", "-F", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: os.path.exists(ready_path) or proc.poll() is not None, 20, "dovecot's %s" % ready_path)
+    assert proc.poll() is None, open(log).read() if os.path.exists(log) else "dovecot exited"
+    return proc
+
+
+class DovecotLmtp(Dovecot):
+    """Dovecot's LMTP service delivering into Maildirs: users {name: quota}
+    (a storage quota such as "1K", or None for none); .socket is its Unix
+    listener, (host, port) its TCP one. fetch(user) gives each message in
+    the user's INBOX as text, through doveadm."""
+
+    def __init__(self, users, host, port):
+        self.dir = tempfile.mkdtemp(prefix="dovecot-lmtp-")
+        os.chmod(self.dir, 0o755)
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        run = os.path.join(self.dir, "run")
+        home = os.path.join(self.dir, "home")
+        os.makedirs(run)
+        os.makedirs(home)
+        os.chmod(home, 0o777)
+        userdb = os.path.join(self.dir, "users")
+        with open(userdb, "w") as f:
+            for name, quota in users.items():
+                extra = "userdb_quota_rule=*:storage=%s" % quota if quota else ""
+                f.write("%s::65534:65534::%s/%s::%s\n" % (name, home, name, extra))
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write("""base_dir = %(run)s
+state_dir = %(dir)s/state
+log_path = %(dir)s/dovecot.log
+protocols = lmtp
+listen = %(host)s
+ssl = no
+mail_location = maildir:~/Maildir
+mail_plugins = quota
+first_valid_uid = 1
+auth_username_format = %%n
+passdb {
+  driver = passwd-file
+  args = %(userdb)s
+}
+userdb {
+  driver = passwd-file
+  args = %(userdb)s
+}
+plugin {
+  quota = maildir:User quota
+}
+service lmtp {
+  unix_listener lmtp {
+    mode = 0666
+  }
+  inet_listener lmtp {
+    address = %(host)s
+    port = %(port)d
+  }
+}
+""" % {"run": run, "dir": self.dir, "userdb": userdb, "host": host, "port": port})
+        self.socket = os.path.join(run, "lmtp")
+        self.host, self.port = host, port
+        self.proc = start_dovecot(self.conf, self.socket, os.path.join(self.dir, "dovecot.log"))
+        on_cleanup(self.stop)
+        wait_for(lambda: port_open(host, port), 10, "dovecot's LMTP port")
+
+    def fetch(self, user):
+        r = subprocess.run(["doveadm", "-c", self.conf, "fetch", "-u", user, "text", "mailbox", "INBOX", "all"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return [m for m in re.split(r"^text:\n", r.stdout, flags=re.M) if m.strip()]
+
+    def log(self):
+        with open(os.path.join(self.dir, "dovecot.log")) as f:
+            return f.read()
 
 
 def console_settings():

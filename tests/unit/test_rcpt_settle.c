@@ -124,12 +124,45 @@ static void the_connection_settles_what_is_open_with_our_text(void **state)
     rcpt_settle_end(&s);
 }
 
+/* LMTP (RFC 2033 4.2): after the dot, one reply per accepted recipient in
+ * RCPT order; refused ones are skipped, and the run ends with the last. */
+static void lmtp_replies_after_the_dot_go_to_the_accepted_in_order(void **state)
+{
+    (void)state;
+    struct delivery_rcpt r[4];
+    memset(r, 0, sizeof r);
+    struct rcpt_settle s;
+    assert_int_equal(rcpt_settle_begin(&s, r, 4, false, "/run/lmtp", "/run/lmtp"), 0);
+    rcpt_settle_mail(&s, 250, "250 ok");
+    rcpt_settle_rcpt(&s, 0, 550, "550 5.1.1 no such user");
+    rcpt_settle_rcpt(&s, 1, 250, "250 ok");
+    rcpt_settle_rcpt(&s, 2, 250, "250 ok");
+    rcpt_settle_rcpt(&s, 3, 250, "250 ok");
+    assert_int_equal(rcpt_settle_data(&s, 354, "354 go"), SETTLE_SEND_BODY);
+    assert_false(rcpt_settle_lmtp_data_end(&s, 250, "250 2.0.0 <b> saved"));
+    assert_false(rcpt_settle_lmtp_data_end(&s, 552, "552 5.2.2 <c> over quota"));
+    assert_int_equal(r[3].cls, 0);                 /* its reply has not come yet */
+    assert_true(rcpt_settle_lmtp_data_end(&s, 451, "451 4.3.0 <d> try later"));
+    assert_int_equal(r[0].cls, 5);
+    assert_string_equal(r[0].in_reply_to, "RCPT TO");
+    assert_int_equal(r[1].cls, 2);
+    assert_string_equal(r[1].reply, "250 2.0.0 <b> saved");
+    assert_int_equal(r[2].cls, 5);
+    assert_string_equal(r[2].reply, "552 5.2.2 <c> over quota");
+    assert_string_equal(r[2].in_reply_to, "end of DATA");
+    assert_int_equal(r[3].cls, 4);
+    assert_true(rcpt_settle_lmtp_data_end(&s, 250, "250 extra"));   /* one too many changes nothing */
+    assert_string_equal(r[3].reply, "451 4.3.0 <d> try later");
+    rcpt_settle_end(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_reply_combination),
         cmocka_unit_test(the_deciding_reply_and_its_command_are_kept),
         cmocka_unit_test(the_connection_settles_what_is_open_with_our_text),
+        cmocka_unit_test(lmtp_replies_after_the_dot_go_to_the_accepted_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
