@@ -5,7 +5,10 @@
 # added, alternating ROUNDS times in one run. The client is not in
 # trusted_networks, so every plugin does its work. A local unbound serves
 # the DNS list (nothing listed); a local clamd with a one-signature database
-# scans. Prints each run and the ratios of the end-to-end rates.
+# scans, twice: with clamd's default temporary directory (/tmp, on disk
+# here) and with its TemporaryDirectory on tmpfs (/dev/shm), where clamd
+# writes each scanned stream. Prints each run and the ratios of the
+# end-to-end rates.
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -16,8 +19,9 @@ export TRUSTED=192.0.2.1/32
 . bench/lib.sh
 WORK=$(mktemp -d /var/tmp/postern-perimeter.XXXXXX)
 chmod 755 "$WORK"
-PG=""; UB=""; CD=""
-cleanup() { for p in $PG $UB $CD; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+PG=""; UB=""; CD=""; CD2=""
+SHM=$(mktemp -d /dev/shm/postern-clamd.XXXXXX)
+cleanup() { for p in $PG $UB $CD $CD2; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK" "$SHM"; }
 trap cleanup EXIT
 
 # the DNS list: an empty static zone
@@ -41,9 +45,14 @@ unbound -d -c "$WORK/unbound.conf" & UB=$!
 # clamd with one signature
 mkdir -p "$WORK/clamdb"
 echo "Postern.Test.EICAR:0:*:$(printf 'EICAR-STANDARD-ANTIVIRUS-TEST-FILE' | od -An -tx1 | tr -d ' \n')" >"$WORK/clamdb/t.ndb"
-printf 'LocalSocket %s/clamd.sock\nLocalSocketMode 666\nDatabaseDirectory %s/clamdb\nForeground yes\nLogFile %s/clamd.log\n' \
-  "$WORK" "$WORK" "$WORK" >"$WORK/clamd.conf"
-clamd -c "$WORK/clamd.conf" & CD=$!
+clamd_conf() {   # socket name, extra line
+  printf 'LocalSocket %s/%s\nLocalSocketMode 666\nDatabaseDirectory %s/clamdb\nForeground yes\nLogFile %s/%s.log\n%s\n' \
+    "$WORK" "$1" "$WORK" "$WORK" "$1" "$2"
+}
+clamd_conf clamd.sock "" >"$WORK/clamd.conf"
+clamd_conf clamd-shm.sock "TemporaryDirectory $SHM" >"$WORK/clamd-shm.conf"
+clamd -c "$WORK/clamd.conf" >/dev/null 2>&1 & CD=$!
+clamd -c "$WORK/clamd-shm.conf" >/dev/null 2>&1 & CD2=$!
 echo "rcpt@dest.test" >"$WORK/users"
 chmod 644 "$WORK/users"
 seed_greylist() {
@@ -69,12 +78,16 @@ run() {   # config lines...
 }
 
 sleep 1
-plain=0; perim=0; clam=0
+plain=0; perim=0; clam=0; shm=0
+CLAM=("${PERIMETER[@]}" "plugins = rcpt_verify, dnsbl, greylist, clamav")
 for r in $(seq "$ROUNDS"); do
   a=$(run)
   b=$(run "${PERIMETER[@]}" "plugins = rcpt_verify, dnsbl, greylist")
-  c=$(run "${PERIMETER[@]}" "clamav.socket = unix:$WORK/clamd.sock" "plugins = rcpt_verify, dnsbl, greylist, clamav")
-  echo "round $r: plain_e2e_mps=$a perimeter_e2e_mps=$b perimeter_clamav_e2e_mps=$c"
-  plain=$((plain + a)); perim=$((perim + b)); clam=$((clam + c))
+  c=$(run "${CLAM[@]}" "clamav.socket = unix:$WORK/clamd.sock")
+  d=$(run "${CLAM[@]}" "clamav.socket = unix:$WORK/clamd-shm.sock")
+  echo "round $r: plain_e2e_mps=$a perimeter_e2e_mps=$b perimeter_clamav_e2e_mps=$c (clamd temp on tmpfs: $d)"
+  plain=$((plain + a)); perim=$((perim + b)); clam=$((clam + c)); shm=$((shm + d))
 done
-awk -v a="$plain" -v b="$perim" -v c="$clam" 'BEGIN { printf "total: plain=%d perimeter=%d (%.3f of plain) perimeter+clamav=%d (%.3f of plain, %.3f of perimeter)\n", a, b, b/a, c, c/a, c/b }'
+awk -v a="$plain" -v b="$perim" -v c="$clam" -v d="$shm" 'BEGIN {
+  printf "total: plain=%d perimeter=%d (%.3f of plain) perimeter+clamav=%d (%.3f of plain, %.3f of perimeter)\n", a, b, b/a, c, c/a, c/b
+  printf "       perimeter+clamav, clamd temp on tmpfs=%d (%.3f of plain, %.3f of perimeter)\n", d, d/a, d/b }'

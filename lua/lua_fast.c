@@ -119,7 +119,8 @@ void off_loop_wrap(lua_State *L)
     static const char *const postern[] = {"incr", "get", "set", "dns", NULL};
     static const char *const tx[] = {"add_header", "insert_header", "change_header", "delete_header", "body",
                                      "parts", "replace_body", "add_recipient", "delete_recipient", "set_sender",
-                                     "route", "archive", "quarantine", "require_tls", "spam_quarantine", NULL};
+                                     "route", "archive", "quarantine", "require_tls", "spam_quarantine",
+                                     "set_egress", NULL};
     lua_getglobal(L, "string");
     wrap_fields(L, -1, strings);
     lua_getfield(L, -1, "gmatch");

@@ -269,6 +269,12 @@ static int tx_require_tls(lua_State *L)
     return ok(L, H()->require_tls(t, rcpt, luaL_optstring(L, 3, "encrypt")));
 }
 
+/* tx:set_egress(pool): DELIVER only, this attempt's egress pool or source. */
+static int tx_set_egress(lua_State *L)
+{
+    return ok(L, H()->set_egress(check_tx(L, 1), luaL_checkstring(L, 2)));
+}
+
 /* tx:spam_quarantine(rcpt [, reason]): held for that recipient only. */
 static int tx_spam_quarantine(lua_State *L)
 {
@@ -364,7 +370,7 @@ const luaL_Reg tx_methods[] = {
     {"add_recipient", tx_add_recipient}, {"delete_recipient", tx_delete_recipient},
     {"set_sender", tx_set_sender}, {"route", tx_route}, {"archive", tx_archive},
     {"quarantine", tx_quarantine}, {"require_tls", tx_require_tls}, {"spam_quarantine", tx_spam_quarantine},
-    {"list", tx_list},
+    {"list", tx_list}, {"set_egress", tx_set_egress},
     {NULL, NULL},
 };
 

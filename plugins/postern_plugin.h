@@ -282,6 +282,13 @@ struct postern_host {
      * transaction's sender: 'A' (allowed: skip spam and greylist verdicts
      * for that recipient), 'B' (blocked) or 0. */
     int (*rcpt_list)(postern_txn *t, const char *rcpt);
+
+    /* ---- appended in 0.13 ---- */
+
+    /* DELIVER only: this attempt's connections come from egress pool (or
+     * source) `pool` of the egress table, before its from/to rules. 0, or
+     * -1 (no such pool, or another stage). */
+    int (*set_egress)(postern_txn *t, const char *pool);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

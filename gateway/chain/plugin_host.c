@@ -229,6 +229,18 @@ static int h_rcpt_list(postern_txn *t, const char *rcpt)
     return t->sender ? (int)lists_check(rcpt, t->sender) : 0;
 }
 
+static int h_set_egress(postern_txn *t, const char *pool)
+{
+    if (t->stage != POSTERN_STAGE_DELIVER || !host_cfg || !egress_pool_named(&host_cfg->egress, pool))
+        return -1;
+    char *copy = strdup(pool);
+    if (!copy)
+        return -1;
+    free(t->egress);
+    t->egress = copy;
+    return 0;
+}
+
 static int h_set_nexthop(postern_txn *t, const char *rcpt, const char *nexthop)
 {
     if (!has_envelope(t) || t->stage < POSTERN_STAGE_RCPT)
@@ -499,6 +511,7 @@ static const struct postern_host host = {
     .open_config_file = privsep_open,
     .rcpt_quarantine = h_rcpt_quarantine,
     .rcpt_list = h_rcpt_list,
+    .set_egress = h_set_egress,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -232,6 +232,7 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->ntransports; i++)
         free(cfg->transports[i].domain);
     free(cfg->transports);
+    egress_free(&cfg->egress);
     for (size_t i = 0; i < cfg->nplugins; i++)
         free(cfg->plugins[i]);
     free(cfg->plugins);

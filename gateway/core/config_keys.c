@@ -184,6 +184,18 @@ static int parse_transport_table(struct pctx *p, struct config *cfg, const char 
     return table_into(p, &cfg->transport_table, value, add_transport, cfg, key);
 }
 
+static int add_egress_line(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    char err[300];
+    return egress_add_line(&cfg->egress, key, value, err, sizeof err) < 0 ? fail(p, "egress: %s", err) : 0;
+}
+
+static int parse_egress(struct pctx *p, struct config *cfg, const char *key, char *value)
+{
+    return table_into(p, &cfg->egress_table, value, add_egress_line, cfg, key);
+}
+
 static int parse_tls_policy_table(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
     return table_into(p, &cfg->tls_policy_table, value, add_tls_policy, cfg, key);
@@ -365,6 +377,18 @@ static void print_transports(FILE *out, const struct config *cfg, const char *ke
         fprintf(out, "# transport: %s %s\n", cfg->transports[i].domain, cfg->transports[i].hop.text);
 }
 
+static void print_egress(FILE *out, const struct config *cfg, const char *key)
+{
+    (void)key;
+    const struct egress_set *e = &cfg->egress;
+    for (size_t i = 0; i < e->npools; i++) {
+        fprintf(out, "# egress pool %s:", e->pools[i].name);
+        for (size_t k = 0; k < e->pools[i].n; k++)
+            fprintf(out, " %s=%d", e->sources[e->pools[i].src[k]].name, e->pools[i].weight[k]);
+        fputc('\n', out);
+    }
+}
+
 static void print_redis_timeout(FILE *out, const struct config *cfg, const char *key)
 {
     fprintf(out, "%s = %dms\n", key, cfg->redis_timeout_ms);
@@ -536,6 +560,10 @@ static const struct config_key keys[] = {
     {"transport_table", KT_STR, FIELD(transport_table), NULL, 0, 0, NULL, 0, NULL, parse_transport_table,
      print_transports, NULL, "`file:PATH`, lines `domain NEXTHOP` (as `default_transport`; `.dom` = subdomains)",
      "none"},
+    {"egress", KT_STR, FIELD(egress_table), NULL, 0, 0, NULL, 0, NULL, parse_egress, print_egress, NULL,
+     "`file:PATH`: outbound source addresses and HELO names (see Outbound, Egress sources), lines `source NAME "
+     "ADDRESS[,ADDRESS] HELO`, `pool NAME SOURCE[=WEIGHT] ...`, `from DOMAIN POOL`, `to DOMAIN POOL`",
+     "none: `smtp_bind_address`"},
     {"dns_server", KT_STR, FIELD(dns_server), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`addr:port` to send every DNS query to (else /etc/resolv.conf); with it, libunbound's built-in local zones "
      "(RFC 6761 names, RFC 6303 reverse zones of private and documentation ranges) go to that server too", "system"},

@@ -4,19 +4,13 @@
  * apply; may this login send as that address. */
 #include "config.h"
 #include "netaddr.h"
+#include "smtp_parse.h"
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
 /* "a.b.example" matches "a.b.example" and ".example"/".b.example" entries. */
-static bool domain_matches(const char *pattern, const char *domain)
-{
-    if (pattern[0] != '.')
-        return strcasecmp(pattern, domain) == 0;
-    size_t pl = strlen(pattern), dl = strlen(domain);
-    return dl > pl && strcasecmp(domain + dl - pl, pattern) == 0;
-}
 
 bool config_is_relay_domain(const struct config *cfg, const char *domain)
 {

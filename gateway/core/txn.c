@@ -184,6 +184,7 @@ void txn_reset(txn_t *t)
 {
     free(t->sender);
     free(t->decisions);
+    free(t->egress);
     for (size_t i = 0; i < t->nrcpts; i++)
         rcpt_free(&t->rcpts[i]);
     free(t->rcpts);

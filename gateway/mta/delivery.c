@@ -69,6 +69,7 @@ struct dest {
     struct dane_tlsa *tlsa;          /* held: TLS_DANE's records */
     char name[256];                  /* the server's host name (TLS verify), or "" */
     const struct sasl_entry *auth;   /* smtp_sasl_password_maps entry, or NULL */
+    const struct egress_source *source;   /* connections' source and HELO (limits are per source, too) */
     bool tls_broken;                 /* "may" and the handshake failed: plain text next time */
     struct job_fifo waiting;         /* jobs for a connection */
     int nconns;
@@ -200,11 +201,12 @@ static void job_finish(struct delivery_job *j)
 /* ---- destinations ------------------------------------------------- */
 
 static struct dest *dest_for(struct runtime *rt, const struct nexthop *hop, const struct tls_policy *tls,
-                             struct dane_tlsa *tlsa, const char *name, const struct sasl_entry *auth)
+                             struct dane_tlsa *tlsa, const char *name, const struct sasl_entry *auth,
+                             const struct egress_source *source)
 {
     for (struct dest *d = dests; d; d = d->next)
         if (d->rt == rt && nexthop_same(&d->hop, hop) && d->tls == tls && dane_tlsa_same(d->tlsa, tlsa) &&
-            !strcmp(d->name, name) && d->auth == auth)
+            !strcmp(d->name, name) && d->auth == auth && d->source == source)
             return d;
     struct dest *d = calloc(1, sizeof *d);
     if (!d)
@@ -214,6 +216,7 @@ static struct dest *dest_for(struct runtime *rt, const struct nexthop *hop, cons
     d->tls = tls;
     d->tlsa = dane_tlsa_ref(tlsa);
     d->auth = auth;
+    d->source = source;
     snprintf(d->name, sizeof d->name, "%s", name);
     d->next = dests;
     dests = d;
@@ -310,7 +313,8 @@ static const struct client_ops dest_ops = {on_ready, on_job_done, on_closed};
 static bool conn_open(struct dest *d)
 {
     struct client_peer peer = {.addr = d->hop.addr, .addrlen = d->hop.addrlen, .tls = d->tls, .tlsa = d->tlsa,
-                               .tls_broken = &d->tls_broken, .auth = d->auth, .lmtp = d->hop.lmtp};
+                               .tls_broken = &d->tls_broken, .auth = d->auth, .lmtp = d->hop.lmtp,
+                               .source = d->source};
     snprintf(peer.name, sizeof peer.name, "%s", d->name);
     /* a client that fails at once has already called on_closed */
     struct smtp_client *cl = smtp_client_open(&peer, &dest_ops, d);
@@ -370,7 +374,8 @@ static void enqueue(struct delivery_job *j, const struct nexthop *target)
         if (!strncmp(hop.text, "smtp:", 5))
             memcpy(hop.text, "lmtp", 4);
     }
-    struct dest *d = dest_for(j->rt, &hop, target_policy(j, t), t ? t->tlsa : NULL, host, auth_for(j, host));
+    struct dest *d = dest_for(j->rt, &hop, target_policy(j, t), t ? t->tlsa : NULL, host, auth_for(j, host),
+                              j->source);
     if (!d) {
         settle_open(j, "451 4.3.0 out of memory");
         job_finish(j);

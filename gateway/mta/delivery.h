@@ -53,6 +53,7 @@ struct delivery_job {
     struct runtime *rt;                 /* the generation hop and tls belong to (held by the owner) */
     const struct nexthop *hop;          /* transport ("mx" or an address) */
     const struct tls_policy *tls;       /* for the recipient domain */
+    const struct egress_source *source; /* where connections come from and their HELO; NULL: smtp_bind_address */
     char domain[256];                   /* recipient domain (MX, rate limits) */
     /* the owner's callbacks: result() once per recipient when its outcome is
      * final for this attempt, then done() once */

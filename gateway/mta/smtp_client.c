@@ -179,10 +179,13 @@ int cl_peer_port(const struct smtp_client *c)
                                           : ((const struct sockaddr_in6 *)ss)->sin6_port);
 }
 
-/* smtp_bind_address / smtp_bind_address6: the source address. */
-static int bind_source(int fd, int family)
+/* The source address: the egress source's for this family, else
+ * smtp_bind_address / smtp_bind_address6. */
+static int bind_source(int fd, int family, const struct egress_source *egress)
 {
     const struct sockaddr_storage *src = family == AF_INET ? &client_cfg->smtp_bind_address : &client_cfg->smtp_bind_address6;
+    if (egress && (family == AF_INET ? egress->addr4.ss_family : egress->addr6.ss_family))
+        src = family == AF_INET ? &egress->addr4 : &egress->addr6;
     if (src->ss_family != family)
         return 0;
     socklen_t len = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
@@ -219,9 +222,10 @@ struct smtp_client *smtp_client_open(const struct client_peer *peer, const struc
     int one = 1;
     if (peer->addr.ss_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (peer->addr.ss_family != AF_UNIX && bind_source(fd, peer->addr.ss_family) < 0) {
+    if (peer->addr.ss_family != AF_UNIX && bind_source(fd, peer->addr.ss_family, peer->source) < 0) {
         char why[WHY_MAX];
-        snprintf(why, sizeof why, "cannot bind the source address (smtp_bind_address): %s", strerror(errno));
+        snprintf(why, sizeof why, "cannot bind the source address (%s): %s",
+                 peer->source ? peer->source->name : "smtp_bind_address", strerror(errno));
         close(fd);
         cl_fail_io(c, why);
         return NULL;

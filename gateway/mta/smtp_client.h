@@ -23,6 +23,7 @@ struct client_peer {
     bool *tls_broken;                 /* "may" and a handshake failed: plain text next */
     const struct sasl_entry *auth;    /* credentials for this next hop, or NULL */
     bool lmtp;                        /* LMTP (RFC 2033): LHLO, a reply per recipient after the data */
+    const struct egress_source *source;   /* source address and HELO name, or NULL (smtp_bind_address) */
 };
 
 struct client_ops {

@@ -14,8 +14,11 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *cl_helo_name(void)
+/* The egress source's HELO name, else smtp_helo_name, else hostname. */
+static const char *cl_helo_name(const struct smtp_client *c)
 {
+    if (c->peer.source)
+        return c->peer.source->helo;
     return client_cfg->smtp_helo_name[0] ? client_cfg->smtp_helo_name : client_cfg->hostname;
 }
 
@@ -73,7 +76,7 @@ static bool loops_back(struct smtp_client *c)
         return false;     /* LMTP delivers into mailboxes: nothing is relayed back */
     const char *name = c->reply + (strlen(c->reply) > 4 ? 4 : strlen(c->reply));
     size_t n = strcspn(name, " ");
-    const char *mine[] = {client_cfg->hostname, cl_helo_name()};
+    const char *mine[] = {client_cfg->hostname, cl_helo_name(c)};
     for (size_t i = 0; i < sizeof mine / sizeof *mine; i++) {
         if (!mine[i][0] || strlen(mine[i]) != n || strncasecmp(name, mine[i], n))
             continue;
@@ -96,7 +99,7 @@ static void on_ehlo_reply(struct smtp_client *c, int code)
     }
     if (c->state == CL_EHLO && reply_class(code) == 5 && !c->peer.lmtp) {
         c->state = CL_HELO;
-        cl_send_cmd(c, "HELO", cl_helo_name());
+        cl_send_cmd(c, "HELO", cl_helo_name(c));
         return;
     }
     char why[WHY_MAX];
@@ -219,7 +222,7 @@ void cl_on_setup_reply(struct smtp_client *c, int code)
         if (loops_back(c))
             return;
         c->state = CL_EHLO;
-        cl_send_cmd(c, c->peer.lmtp ? "LHLO" : "EHLO", cl_helo_name());
+        cl_send_cmd(c, c->peer.lmtp ? "LHLO" : "EHLO", cl_helo_name(c));
         return;
     case CL_EHLO:
     case CL_HELO:
@@ -274,7 +277,7 @@ void cl_tls_step(struct smtp_client *c)
                  c->peer.name, desc, verified ? "verified" : "not verified", dane);
         forget_extensions(c);       /* RFC 3207: EHLO again, extensions may differ under TLS */
         c->state = CL_EHLO;
-        cl_send_cmd(c, "EHLO", cl_helo_name());
+        cl_send_cmd(c, "EHLO", cl_helo_name(c));
         cl_want_events(c);
         return;
     }

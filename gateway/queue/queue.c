@@ -166,6 +166,7 @@ static void qmsg_free(struct qmsg *m)
     free(m->hold_reason);
     free(m->client_ip);
     free(m->helo);
+    free(m->egress);
     free(m);
     total_msgs--;
 }
@@ -322,8 +323,17 @@ bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flag
 static void job_result(struct delivery_job *dj, size_t k);
 static void job_done(struct delivery_job *dj);
 
+/* The egress pool for m's recipients in rcpt_domain: the DELIVER stage's
+ * choice, else the egress table's from/to rules; NULL: smtp_bind_address. */
+static const struct egress_pool *egress_pool_of(const struct qmsg *m, const char *rcpt_domain)
+{
+    const struct egress_pool *p = m->egress ? egress_pool_named(&cfg->egress, m->egress) : NULL;
+    const char *at = m->sender ? strrchr(m->sender, '@') : NULL;
+    return p ? p : egress_pool_for(&cfg->egress, at ? at + 1 : NULL, rcpt_domain);
+}
+
 static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const struct tls_policy *tls,
-                            const char *domain)
+                            const char *domain, const struct egress_pool *pool)
 {
     struct qjob *j = calloc(1, sizeof *j);
     if (!j || !(j->dj.rcpts = calloc(m->nrcpts, sizeof *j->dj.rcpts))) {
@@ -346,6 +356,8 @@ static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const str
     dj->rt = runtime_hold();     /* hop and tls point into its config */
     dj->hop = hop;
     dj->tls = tls;
+    j->pool = pool;
+    dj->source = pool ? egress_pick(&cfg->egress, pool) : NULL;
     snprintf(dj->domain, sizeof dj->domain, "%s", domain);
     dj->result = job_result;
     dj->done = job_done;
@@ -389,11 +401,12 @@ static void do_dispatch(struct qmsg *m)
         const char *dom = addr_domain(r->addr);
         size_t k = 0;
         const struct tls_policy *tls = rcpt_tls(dom, r->st.min_tls);
+        const struct egress_pool *pool = egress_pool_of(m, dom);
         while (k < njobs && !(nexthop_same(jobs[k]->dj.hop, hop) && jobs[k]->dj.tls == tls &&
-                              (!hop->mx || !strcasecmp(jobs[k]->dj.domain, dom))))
+                              jobs[k]->pool == pool && (!hop->mx || !strcasecmp(jobs[k]->dj.domain, dom))))
             k++;
         if (k == njobs) {
-            if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop, tls, dom)))
+            if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop, tls, dom, pool)))
                 continue;   /* stays pending: retried next round */
             njobs++;
         }

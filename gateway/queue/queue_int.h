@@ -12,6 +12,7 @@
 struct qjob {
     struct delivery_job dj;
     struct qmsg *m;
+    const struct egress_pool *pool;   /* the recipients' egress pool (jobs are split by it), or NULL */
     struct qjob *next_of_msg;
 };
 

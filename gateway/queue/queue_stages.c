@@ -185,6 +185,9 @@ static void deliver_stage_done(void *ctx, postern_verdict v)
     struct qmsg *m = c->m;
     m->jobs_outstanding--;
     take_routes(m, &c->t);
+    free(m->egress);              /* this attempt's egress pool, if the stage chose one */
+    m->egress = c->t.egress;
+    c->t.egress = NULL;
     bool go = apply_verdict(m, &c->t, POSTERN_STAGE_DELIVER, v);
     stage_ctx_free(c);
     if (m->deleted || !go) {

@@ -556,3 +556,11 @@ int smtp_reply_line(const char *line, size_t len, bool *last)
         return -1;
     return code;
 }
+
+bool domain_matches(const char *pattern, const char *domain)
+{
+    if (pattern[0] != '.')
+        return strcasecmp(pattern, domain) == 0;
+    size_t pl = strlen(pattern), dl = strlen(domain);
+    return dl > pl && strcasecmp(domain + dl - pl, pattern) == 0;
+}

@@ -107,4 +107,8 @@ const char *addr_domain(const char *addr);
  * (multi-line) reply; -1 if malformed. */
 int smtp_reply_line(const char *line, size_t len, bool *last);
 
+/* A table's domain key: "example.test" matches that domain, ".example.test"
+ * its subdomains (not itself); case-insensitive. */
+bool domain_matches(const char *pattern, const char *domain);
+
 #endif
