@@ -120,7 +120,7 @@ void off_loop_wrap(lua_State *L)
     static const char *const tx[] = {"add_header", "insert_header", "change_header", "delete_header", "body",
                                      "parts", "replace_body", "add_recipient", "delete_recipient", "set_sender",
                                      "route", "archive", "quarantine", "require_tls", "spam_quarantine",
-                                     "set_egress", NULL};
+                                     "set_egress", "set_queue", NULL};
     lua_getglobal(L, "string");
     wrap_fields(L, -1, strings);
     lua_getfield(L, -1, "gmatch");

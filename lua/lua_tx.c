@@ -269,10 +269,16 @@ static int tx_require_tls(lua_State *L)
     return ok(L, H()->require_tls(t, rcpt, luaL_optstring(L, 3, "encrypt")));
 }
 
-/* tx:set_egress(pool): DELIVER only, this attempt's egress pool or source. */
+/* tx:set_egress(pool), tx:set_queue(name): DELIVER only, this attempt's
+ * egress pool (or source) and named queue. */
 static int tx_set_egress(lua_State *L)
 {
     return ok(L, H()->set_egress(check_tx(L, 1), luaL_checkstring(L, 2)));
+}
+
+static int tx_set_queue(lua_State *L)
+{
+    return ok(L, H()->set_queue(check_tx(L, 1), luaL_checkstring(L, 2)));
 }
 
 /* tx:spam_quarantine(rcpt [, reason]): held for that recipient only. */
@@ -370,7 +376,7 @@ const luaL_Reg tx_methods[] = {
     {"add_recipient", tx_add_recipient}, {"delete_recipient", tx_delete_recipient},
     {"set_sender", tx_set_sender}, {"route", tx_route}, {"archive", tx_archive},
     {"quarantine", tx_quarantine}, {"require_tls", tx_require_tls}, {"spam_quarantine", tx_spam_quarantine},
-    {"list", tx_list}, {"set_egress", tx_set_egress},
+    {"list", tx_list}, {"set_egress", tx_set_egress}, {"set_queue", tx_set_queue},
     {NULL, NULL},
 };
 

@@ -289,6 +289,10 @@ struct postern_host {
      * source) `pool` of the egress table, before its from/to rules. 0, or
      * -1 (no such pool, or another stage). */
     int (*set_egress)(postern_txn *t, const char *pool);
+    /* DELIVER only: this attempt goes in named queue `queue` of the queues
+     * table (its priority and concurrency), before its from/to rules. 0,
+     * or -1 (no such queue, or another stage). */
+    int (*set_queue)(postern_txn *t, const char *queue);
 };
 
 #define POSTERN_SUBMIT_JOURNAL 1u

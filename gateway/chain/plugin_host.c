@@ -229,16 +229,25 @@ static int h_rcpt_list(postern_txn *t, const char *rcpt)
     return t->sender ? (int)lists_check(rcpt, t->sender) : 0;
 }
 
-static int h_set_egress(postern_txn *t, const char *pool)
+/* *slot = a copy of name (DELIVER only, when known is true). */
+static int set_deliver_choice(postern_txn *t, char **slot, const char *name, bool known)
 {
-    if (t->stage != POSTERN_STAGE_DELIVER || !host_cfg || !egress_pool_named(&host_cfg->egress, pool))
-        return -1;
-    char *copy = strdup(pool);
+    char *copy = t->stage == POSTERN_STAGE_DELIVER && known ? strdup(name) : NULL;
     if (!copy)
         return -1;
-    free(t->egress);
-    t->egress = copy;
+    free(*slot);
+    *slot = copy;
     return 0;
+}
+
+static int h_set_egress(postern_txn *t, const char *pool)
+{
+    return set_deliver_choice(t, &t->egress, pool, host_cfg && egress_pool_named(&host_cfg->egress, pool));
+}
+
+static int h_set_queue(postern_txn *t, const char *queue)
+{
+    return set_deliver_choice(t, &t->queue_name, queue, host_cfg && named_queue_find(&host_cfg->queues, queue));
 }
 
 static int h_set_nexthop(postern_txn *t, const char *rcpt, const char *nexthop)
@@ -512,6 +521,7 @@ static const struct postern_host host = {
     .rcpt_quarantine = h_rcpt_quarantine,
     .rcpt_list = h_rcpt_list,
     .set_egress = h_set_egress,
+    .set_queue = h_set_queue,
 };
 
 const struct postern_host *plugin_host(void) { return &host; }

@@ -233,6 +233,7 @@ void config_free(struct config *cfg)
         free(cfg->transports[i].domain);
     free(cfg->transports);
     egress_free(&cfg->egress);
+    named_queues_free(&cfg->queues);
     for (size_t i = 0; i < cfg->nplugins; i++)
         free(cfg->plugins[i]);
     free(cfg->plugins);

@@ -1,40 +1,17 @@
 /* egress.c - see egress.h. */
 #include "egress.h"
 #include "netaddr.h"
-#include "smtp_parse.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define EGRESS_WEIGHT_MAX 1000
 
-static bool name_ok(const char *s)
-{
-    if (!s[0] || strlen(s) >= EGRESS_NAME_MAX)
-        return false;
-    for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.", *p)))
-            return false;
-    return true;
-}
+static bool name_ok(const char *s) { return table_name_ok(s, EGRESS_NAME_MAX); }
 
 static bool name_taken(const struct egress_set *e, const char *name)
 {
     return egress_pool_named(e, name) != NULL;
-}
-
-/* words of rest, split on blanks (in place); returns how many (at most max) */
-static size_t split_words(char *rest, char **w, size_t max)
-{
-    size_t n = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(rest, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
-        if (n == max)
-            return max + 1;
-        w[n++] = t;
-    }
-    return n;
 }
 
 static int add_pool(struct egress_set *e, const char *name, size_t n, const size_t *src, const int *weight,
@@ -81,7 +58,7 @@ static int source_address(struct egress_source *s, const char *text, char *err, 
 static int add_source(struct egress_set *e, char *rest, char *err, size_t errlen)
 {
     char *w[4];
-    if (split_words(rest, w, 3) != 3) {
+    if (table_words(rest, w, 3) != 3) {
         snprintf(err, errlen, "expected: source NAME ADDRESS[,ADDRESS] HELO-NAME");
         return -1;
     }
@@ -126,7 +103,7 @@ static int source_index(const struct egress_set *e, const char *name, size_t *ou
 static int add_pool_line(struct egress_set *e, char *rest, char *err, size_t errlen)
 {
     char *w[EGRESS_POOL_MAX + 2];
-    size_t n = split_words(rest, w, EGRESS_POOL_MAX + 1);
+    size_t n = table_words(rest, w, EGRESS_POOL_MAX + 1);
     if (n < 2 || n > EGRESS_POOL_MAX + 1) {
         snprintf(err, errlen, "expected: pool NAME SOURCE[=WEIGHT] ... (1 to %d sources)", EGRESS_POOL_MAX);
         return -1;
@@ -161,7 +138,7 @@ static int add_pool_line(struct egress_set *e, char *rest, char *err, size_t err
 static int add_rule(struct egress_set *e, bool by_sender, char *rest, char *err, size_t errlen)
 {
     char *w[3];
-    if (split_words(rest, w, 2) != 2) {
+    if (table_words(rest, w, 2) != 2) {
         snprintf(err, errlen, "expected: %s DOMAIN POOL", by_sender ? "from" : "to");
         return -1;
     }
@@ -170,18 +147,10 @@ static int add_rule(struct egress_set *e, bool by_sender, char *rest, char *err,
         snprintf(err, errlen, "%s %s: no pool or source '%s' (define it first)", by_sender ? "from" : "to", w[0], w[1]);
         return -1;
     }
-    struct egress_rule *n = realloc(e->rules, (e->nrules + 1) * sizeof *n);
-    char *domain = strdup(w[0]);
-    if (!n || !domain) {
-        free(domain);
-        if (n)
-            e->rules = n;
+    if (domain_rules_add(&e->rules, by_sender, w[0], (size_t)(p - e->pools)) < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    e->rules = n;
-    e->rules[e->nrules++] = (struct egress_rule){.by_sender = by_sender, .domain = domain,
-                                                 .pool = (size_t)(p - e->pools)};
     return 0;
 }
 
@@ -201,11 +170,9 @@ void egress_free(struct egress_set *e)
 {
     for (size_t i = 0; i < e->npools; i++)
         free(e->pools[i].current);
-    for (size_t i = 0; i < e->nrules; i++)
-        free(e->rules[i].domain);
+    domain_rules_free(&e->rules);
     free(e->sources);
     free(e->pools);
-    free(e->rules);
     memset(e, 0, sizeof *e);
 }
 
@@ -218,24 +185,11 @@ const struct egress_pool *egress_pool_named(const struct egress_set *e, const ch
 }
 
 
-static const struct egress_pool *rule_for(const struct egress_set *e, bool by_sender, const char *domain)
-{
-    if (!domain || !domain[0])
-        return NULL;
-    for (int exact = 1; exact >= 0; exact--)
-        for (size_t i = 0; i < e->nrules; i++) {
-            const struct egress_rule *r = &e->rules[i];
-            if (r->by_sender == by_sender && (r->domain[0] != '.') == exact && domain_matches(r->domain, domain))
-                return &e->pools[r->pool];
-        }
-    return NULL;
-}
-
 const struct egress_pool *egress_pool_for(const struct egress_set *e, const char *sender_domain,
                                           const char *rcpt_domain)
 {
-    const struct egress_pool *p = rule_for(e, true, sender_domain);
-    return p ? p : rule_for(e, false, rcpt_domain);
+    size_t i;
+    return domain_rules_find(&e->rules, sender_domain, rcpt_domain, &i) ? &e->pools[i] : NULL;
 }
 
 /* Smooth weighted round robin: every source gains its weight, the one with

@@ -15,6 +15,7 @@
 #define POSTERN_EGRESS_H
 #include <stdbool.h>
 #include <stddef.h>
+#include "domain_rules.h"
 #include <sys/socket.h>
 
 #define EGRESS_NAME_MAX 64
@@ -34,19 +35,12 @@ struct egress_pool {
     int *current;                   /* the round robin's state (the loop thread's) */
 };
 
-struct egress_rule {
-    bool by_sender;                 /* "from": the sender's domain; else "to" */
-    char *domain;
-    size_t pool;
-};
-
 struct egress_set {
     struct egress_source *sources;
     size_t nsources;
     struct egress_pool *pools;
     size_t npools;
-    struct egress_rule *rules;
-    size_t nrules;
+    struct domain_rules rules;      /* from/to: an index into pools */
 };
 
 /* One table line (kind = its first word): 0, or -1 with err. */

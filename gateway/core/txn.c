@@ -185,6 +185,7 @@ void txn_reset(txn_t *t)
     free(t->sender);
     free(t->decisions);
     free(t->egress);
+    free(t->queue_name);
     for (size_t i = 0; i < t->nrcpts; i++)
         rcpt_free(&t->rcpts[i]);
     free(t->rcpts);

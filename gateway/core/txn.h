@@ -81,6 +81,7 @@ struct postern_txn {
     bool discard;
     bool quarantine;
     char *egress;              /* DELIVER: the egress pool for this attempt (set_egress), or NULL */
+    char *queue_name;          /* DELIVER: the named queue for this attempt (set_queue), or NULL */
     char reply[512];           /* text for REJECT / TEMPFAIL / QUARANTINE */
     char hold_reason[256];     /* the QUARANTINE reason that will stick (the spool keeps 250 bytes) */
     const char *verdict_by;    /* plugin that decided */

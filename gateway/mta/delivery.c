@@ -55,6 +55,55 @@ static struct delivery_job *fifo_pop(struct job_fifo *q)
     return j;
 }
 
+/* A destination's waiting jobs by priority (named queues): the highest
+ * priority whose first job's queue is under its concurrency goes next. */
+struct job_waiting {
+    struct job_fifo level[QUEUE_PRIORITIES];
+    size_t len;
+};
+
+static int job_priority(const struct delivery_job *j) { return j->queue ? j->queue->priority : 0; }
+
+static bool queue_full(const struct named_queue *q)
+{
+    return q && q->concurrency && *q->in_flight >= q->concurrency;
+}
+
+static void waiting_push(struct job_waiting *w, struct delivery_job *j)
+{
+    fifo_push(&w->level[job_priority(j)], j);
+    w->len++;
+}
+
+/* The level the next job comes from, or NULL (none, or all full). */
+static struct job_fifo *waiting_next(struct job_waiting *w)
+{
+    for (int p = QUEUE_PRIORITIES - 1; p >= 0; p--)
+        if (w->level[p].head && !queue_full(w->level[p].head->queue))
+            return &w->level[p];
+    return NULL;
+}
+
+static struct delivery_job *waiting_pop(struct job_waiting *w)
+{
+    struct job_fifo *f = waiting_next(w);
+    if (!f)
+        return NULL;
+    w->len--;
+    return fifo_pop(f);
+}
+
+/* Every waiting job, highest priority first, into one list; w is empty. */
+static struct job_fifo waiting_take_all(struct job_waiting *w)
+{
+    struct job_fifo all = {0};
+    for (int p = QUEUE_PRIORITIES - 1; p >= 0; p--)
+        for (struct delivery_job *j; (j = fifo_pop(&w->level[p]));)
+            fifo_push(&all, j);
+    w->len = 0;
+    return all;
+}
+
 struct dconn {
     struct smtp_client *cl;
     bool idle;                       /* ready and without a job */
@@ -71,7 +120,7 @@ struct dest {
     const struct sasl_entry *auth;   /* smtp_sasl_password_maps entry, or NULL */
     const struct egress_source *source;   /* connections' source and HELO (limits are per source, too) */
     bool tls_broken;                 /* "may" and the handshake failed: plain text next time */
-    struct job_fifo waiting;         /* jobs for a connection */
+    struct job_waiting waiting;      /* jobs for a connection, by priority */
     int nconns;
     struct dconn *conns;
     struct dest *next;
@@ -90,6 +139,7 @@ static const struct config *cfg;
 static struct dest *dests;
 static struct pace *paces;
 static int busy;
+static bool stopping;      /* shutting down: transactions in flight finish, no new ones start */
 
 static void job_attempt_done(struct delivery_job *j);
 static void dest_kick(struct dest *d);
@@ -233,11 +283,13 @@ static struct dconn *dconn_of(struct dest *d, struct smtp_client *cl)
 
 static void conn_take_job(struct dest *d, struct dconn *dc)
 {
-    struct delivery_job *j = fifo_pop(&d->waiting);
+    struct delivery_job *j = stopping ? NULL : waiting_pop(&d->waiting);
     if (!j)
         return;
     dc->idle = false;
     busy++;
+    if (j->queue)
+        (*j->queue->in_flight)++;
     j->sending_ms = ev_now_ms();
     smtp_client_start(dc->cl, j);
 }
@@ -249,7 +301,7 @@ static void on_ready(void *owner, struct smtp_client *cl)
     if (!dc)
         return;
     dc->ready_once = dc->idle = true;
-    if (d->waiting.head)
+    if (!stopping && waiting_next(&d->waiting))
         conn_take_job(d, dc);
     else
         smtp_client_idle(cl, false);
@@ -277,7 +329,15 @@ static void on_job_done(void *owner, struct smtp_client *cl, struct delivery_job
         count_tls(d, j, cl, NULL);
     busy--;
     j->sessions++;         /* it got past EHLO (and TLS): smtp_mx_session_limit counts it */
+    const struct named_queue *q = j->queue;
+    bool was_full = queue_full(q);
+    if (q)
+        (*q->in_flight)--;
     job_attempt_done(j);
+    if (was_full)          /* that queue's jobs wait at any destination */
+        for (struct dest *w = dests; w; w = w->next)
+            if (w->waiting.len)
+                dest_kick(w);
 }
 
 /* A connection is gone. If it never got ready, the destination is sick:
@@ -298,8 +358,7 @@ static void on_closed(void *owner, struct smtp_client *cl, bool never_ready, con
         dest_kick(d);
         return;
     }
-    struct job_fifo failed = d->waiting;
-    d->waiting = (struct job_fifo){0};
+    struct job_fifo failed = waiting_take_all(&d->waiting);
     for (struct delivery_job *j; (j = fifo_pop(&failed));) {
         if (smtp_client_tls_result(cl))
             count_tls(d, j, cl, smtp_client_tls_result(cl));
@@ -334,7 +393,9 @@ static bool conn_open(struct dest *d)
 /* Give waiting jobs to idle connections, open new ones up to the limit. */
 static void dest_kick(struct dest *d)
 {
-    for (struct dconn *dc = d->conns, *next; dc && d->waiting.head; dc = next) {
+    if (stopping)
+        return;
+    for (struct dconn *dc = d->conns, *next; dc && waiting_next(&d->waiting); dc = next) {
         next = dc->next;
         if (dc->idle)
             conn_take_job(d, dc);
@@ -342,7 +403,7 @@ static void dest_kick(struct dest *d)
     size_t opening = 0;
     for (struct dconn *dc = d->conns; dc; dc = dc->next)
         opening += !dc->ready_once;
-    while (d->waiting.head && opening < d->waiting.len && d->nconns < cfg->dest_concurrency && conn_open(d))
+    while (waiting_next(&d->waiting) && opening < d->waiting.len && d->nconns < cfg->dest_concurrency && conn_open(d))
         opening++;
 }
 
@@ -382,7 +443,7 @@ static void enqueue(struct delivery_job *j, const struct nexthop *target)
         return;
     }
     j->routed_ms = ev_now_ms();
-    fifo_push(&d->waiting, j);
+    waiting_push(&d->waiting, j);
     dest_kick(d);
 }
 
@@ -681,7 +742,7 @@ static void retire_old_dests(void)
     const struct runtime *now = runtime_current();
     for (struct dest **pp = &dests; *pp;) {
         struct dest *d = *pp;
-        if (d->rt == now || d->conns || d->waiting.head) {
+        if (d->rt == now || d->conns || d->waiting.len) {
             pp = &d->next;
             continue;
         }
@@ -701,6 +762,7 @@ void delivery_tick(void)
 
 void delivery_close_idle(void)
 {
+    stopping = true;      /* from now on no job waiting for a connection starts */
     for (struct dest *d = dests; d; d = d->next)
         for (struct dconn *dc = d->conns; dc; dc = dc->next)
             if (dc->idle)

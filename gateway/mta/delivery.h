@@ -54,6 +54,7 @@ struct delivery_job {
     const struct nexthop *hop;          /* transport ("mx" or an address) */
     const struct tls_policy *tls;       /* for the recipient domain */
     const struct egress_source *source; /* where connections come from and their HELO; NULL: smtp_bind_address */
+    const struct named_queue *queue;    /* its named queue (priority, concurrency), or NULL: priority 0 */
     char domain[256];                   /* recipient domain (MX, rate limits) */
     /* the owner's callbacks: result() once per recipient when its outcome is
      * final for this attempt, then done() once */
@@ -79,7 +80,8 @@ void delivery_submit(struct delivery_job *job);
 void delivery_tick(void);
 /* Jobs currently carrying or waiting for a connection. */
 int delivery_busy(void);
-/* Close idle connections (shutdown). */
+/* Shutdown: close idle connections, and start none of the jobs waiting for
+ * a connection (transactions in flight finish; the rest stay queued). */
 void delivery_close_idle(void);
 
 #endif

@@ -167,6 +167,7 @@ static void qmsg_free(struct qmsg *m)
     free(m->client_ip);
     free(m->helo);
     free(m->egress);
+    free(m->queue_name);
     free(m);
     total_msgs--;
 }
@@ -323,17 +324,29 @@ bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flag
 static void job_result(struct delivery_job *dj, size_t k);
 static void job_done(struct delivery_job *dj);
 
+static const char *sender_domain(const struct qmsg *m)
+{
+    const char *at = m->sender ? strrchr(m->sender, '@') : NULL;
+    return at ? at + 1 : NULL;
+}
+
 /* The egress pool for m's recipients in rcpt_domain: the DELIVER stage's
  * choice, else the egress table's from/to rules; NULL: smtp_bind_address. */
 static const struct egress_pool *egress_pool_of(const struct qmsg *m, const char *rcpt_domain)
 {
     const struct egress_pool *p = m->egress ? egress_pool_named(&cfg->egress, m->egress) : NULL;
-    const char *at = m->sender ? strrchr(m->sender, '@') : NULL;
-    return p ? p : egress_pool_for(&cfg->egress, at ? at + 1 : NULL, rcpt_domain);
+    return p ? p : egress_pool_for(&cfg->egress, sender_domain(m), rcpt_domain);
+}
+
+/* The named queue likewise; NULL: priority 0, no limit of its own. */
+static const struct named_queue *named_queue_of(const struct qmsg *m, const char *rcpt_domain)
+{
+    const struct named_queue *q = m->queue_name ? named_queue_find(&cfg->queues, m->queue_name) : NULL;
+    return q ? q : named_queue_for(&cfg->queues, sender_domain(m), rcpt_domain);
 }
 
 static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const struct tls_policy *tls,
-                            const char *domain, const struct egress_pool *pool)
+                            const char *domain, const struct egress_pool *pool, const struct named_queue *nq)
 {
     struct qjob *j = calloc(1, sizeof *j);
     if (!j || !(j->dj.rcpts = calloc(m->nrcpts, sizeof *j->dj.rcpts))) {
@@ -358,6 +371,7 @@ static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const str
     dj->tls = tls;
     j->pool = pool;
     dj->source = pool ? egress_pick(&cfg->egress, pool) : NULL;
+    dj->queue = nq;
     snprintf(dj->domain, sizeof dj->domain, "%s", domain);
     dj->result = job_result;
     dj->done = job_done;
@@ -402,11 +416,12 @@ static void do_dispatch(struct qmsg *m)
         size_t k = 0;
         const struct tls_policy *tls = rcpt_tls(dom, r->st.min_tls);
         const struct egress_pool *pool = egress_pool_of(m, dom);
-        while (k < njobs && !(nexthop_same(jobs[k]->dj.hop, hop) && jobs[k]->dj.tls == tls &&
-                              jobs[k]->pool == pool && (!hop->mx || !strcasecmp(jobs[k]->dj.domain, dom))))
+        const struct named_queue *nq = named_queue_of(m, dom);
+        while (k < njobs && !(nexthop_same(jobs[k]->dj.hop, hop) && jobs[k]->dj.tls == tls && jobs[k]->pool == pool &&
+                              jobs[k]->dj.queue == nq && (!hop->mx || !strcasecmp(jobs[k]->dj.domain, dom))))
             k++;
         if (k == njobs) {
-            if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop, tls, dom, pool)))
+            if (njobs == sizeof jobs / sizeof jobs[0] || !(jobs[k] = job_new(m, hop, tls, dom, pool, nq)))
                 continue;   /* stays pending: retried next round */
             njobs++;
         }

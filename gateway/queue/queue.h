@@ -53,6 +53,7 @@ struct qmsg {
     bool deleted;            /* admin delete while a delivery was running */
     char *corrupt;           /* an attempt found the body breaks DATA's rules: why (moved to corrupt/) */
     char *egress;            /* the egress pool this attempt's DELIVER stage chose, or NULL */
+    char *queue_name;        /* the named queue it chose, or NULL */
     struct qmsg *prev, *next;   /* every message, in arrival order */
     struct qmsg *hnext;         /* ID hash chain */
 };

@@ -185,9 +185,12 @@ static void deliver_stage_done(void *ctx, postern_verdict v)
     struct qmsg *m = c->m;
     m->jobs_outstanding--;
     take_routes(m, &c->t);
-    free(m->egress);              /* this attempt's egress pool, if the stage chose one */
+    free(m->egress);              /* this attempt's egress pool and queue, if the stage chose them */
     m->egress = c->t.egress;
     c->t.egress = NULL;
+    free(m->queue_name);
+    m->queue_name = c->t.queue_name;
+    c->t.queue_name = NULL;
     bool go = apply_verdict(m, &c->t, POSTERN_STAGE_DELIVER, v);
     stage_ctx_free(c);
     if (m->deleted || !go) {
