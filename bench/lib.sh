@@ -27,6 +27,23 @@ dest_concurrency = 50
 CONF
 }
 
+# relay_round [CONFIG LINE...]: posternd from $BUILD with the base config and
+# these lines, spool in $WORK, the shared relay benchmark of $N messages of
+# $SIZE bytes over $S sessions; prints "messages/s end to end, posternd's CPU
+# in µs per message". Sets and clears PG (the caller's cleanup kills it).
+relay_round() {
+  rm -rf "$WORK/spool"
+  postern_conf $PORT $SINK_PORT "$WORK/spool" "$@" >"$WORK/c.conf"
+  "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
+  sleep 0.5
+  local t0 t1 rate
+  t0=$(cpu_ticks $PG)
+  rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')
+  t1=$(cpu_ticks $PG)
+  echo "$rate $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / N ))"
+  kill $PG; wait $PG 2>/dev/null || true; PG=""
+}
+
 # posternd's daemon: the privileged parent's child when started as root.
 daemon_pid() { pgrep -P "$1" -x posternd || echo "$1"; }
 # Its CPU so far (user + system clock ticks); $1 = the pid posternd was started as.

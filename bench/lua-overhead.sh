@@ -22,26 +22,12 @@ cleanup() { [ -n "$PG" ] && kill "$PG" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 CHAIN=${WITH:-plugins = lua:$(pwd)/bench/trivial.lua}
 
-# run [CONFIG LINE...]: "messages/s end to end, posternd's CPU in µs per message"
-run() {
-  rm -rf "$WORK/spool"
-  postern_conf $PORT $SINK_PORT "$WORK/spool" "$@" >"$WORK/c.conf"
-  "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
-  sleep 0.5
-  local t0 t1 rate
-  t0=$(cpu_ticks $PG)
-  rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')
-  t1=$(cpu_ticks $PG)
-  echo "$rate $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / N ))"
-  kill $PG; wait $PG 2>/dev/null || true; PG=""
-}
-
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
 loop_rates=(); thread_rates=(); loop_cpus=(); thread_cpus=()
 for r in $(seq "$ROUNDS"); do
-  read -r plain plain_cpu < <(run)
-  read -r loop loop_cpu < <(run "$CHAIN")
-  read -r thread thread_cpu < <(run "$CHAIN" "lua_loop_first = no")
+  read -r plain plain_cpu < <(relay_round)
+  read -r loop loop_cpu < <(relay_round "$CHAIN")
+  read -r thread thread_cpu < <(relay_round "$CHAIN" "lua_loop_first = no")
   echo "round $r: e2e_mps without=$plain loop_first=$loop threads_only=$thread;" \
        "cpu_us_per_msg without=$plain_cpu loop_first=$loop_cpu threads_only=$thread_cpu"
   loop_rates+=("$(ratio "$plain" "$loop")"); thread_rates+=("$(ratio "$plain" "$thread")")

@@ -234,6 +234,7 @@ void config_free(struct config *cfg)
     free(cfg->transports);
     egress_free(&cfg->egress);
     named_queues_free(&cfg->queues);
+    backoff_free(&cfg->backoff);
     for (size_t i = 0; i < cfg->nplugins; i++)
         free(cfg->plugins[i]);
     free(cfg->plugins);

@@ -208,6 +208,18 @@ static int parse_queues(struct pctx *p, struct config *cfg, const char *key, cha
     return table_into(p, &cfg->queues_table, value, add_queues_line, cfg, key);
 }
 
+static int add_backoff_line(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    char err[300];
+    return backoff_add_line(&cfg->backoff, key, value, err, sizeof err) < 0 ? fail(p, "backoff: %s", err) : 0;
+}
+
+static int parse_backoff(struct pctx *p, struct config *cfg, const char *key, char *value)
+{
+    return table_into(p, &cfg->backoff_table, value, add_backoff_line, cfg, key);
+}
+
 static int parse_tls_policy_table(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
     return table_into(p, &cfg->tls_policy_table, value, add_tls_policy, cfg, key);
@@ -579,6 +591,9 @@ static const struct config_key keys[] = {
     {"queues", KT_STR, FIELD(queues_table), NULL, 0, 0, NULL, 0, NULL, parse_queues, NULL, NULL,
      "`file:PATH`: named queues with priorities (see Outbound, Named queues), lines `queue NAME priority=0-9 "
      "[concurrency=N]`, `from DOMAIN QUEUE`, `to DOMAIN QUEUE`", "none: every message priority 0"},
+    {"backoff", KT_STR, FIELD(backoff_table), NULL, 0, 0, NULL, 0, NULL, parse_backoff, NULL, NULL,
+     "`file:PATH`: automatic back-off on next hops' replies (see Outbound, Back-off), lines `suspend|suspend-source "
+     "DURATION REGEX`", "none"},
     {"dns_server", KT_STR, FIELD(dns_server), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`addr:port` to send every DNS query to (else /etc/resolv.conf); with it, libunbound's built-in local zones "
      "(RFC 6761 names, RFC 6303 reverse zones of private and documentation ranges) go to that server too", "system"},

@@ -192,18 +192,23 @@ const struct egress_pool *egress_pool_for(const struct egress_set *e, const char
     return domain_rules_find(&e->rules, sender_domain, rcpt_domain, &i) ? &e->pools[i] : NULL;
 }
 
-/* Smooth weighted round robin: every source gains its weight, the one with
- * the most is picked and pays back the total. */
-const struct egress_source *egress_pick(const struct egress_set *e, const struct egress_pool *p)
+/* Smooth weighted round robin over the usable sources: each gains its
+ * weight, the one with the most is picked and pays back the total. */
+const struct egress_source *egress_pick(const struct egress_set *e, const struct egress_pool *p,
+                                        bool (*usable)(const struct egress_source *s))
 {
     int total = 0;
-    size_t best = 0;
+    size_t best = p->n;
     for (size_t i = 0; i < p->n; i++) {
+        if (usable && !usable(&e->sources[p->src[i]]))
+            continue;
         p->current[i] += p->weight[i];
         total += p->weight[i];
-        if (p->current[i] > p->current[best])
+        if (best == p->n || p->current[i] > p->current[best])
             best = i;
     }
+    if (best == p->n)
+        return NULL;
     p->current[best] -= total;
     return &e->sources[p->src[best]];
 }

@@ -51,7 +51,9 @@ const struct egress_pool *egress_pool_named(const struct egress_set *e, const ch
  * ("from" before "to", exact domains before .dom patterns), or NULL. */
 const struct egress_pool *egress_pool_for(const struct egress_set *e, const char *sender_domain,
                                           const char *rcpt_domain);
-/* The next source of pool p (loop thread). */
-const struct egress_source *egress_pick(const struct egress_set *e, const struct egress_pool *p);
+/* The next source of pool p that usable() accepts (NULL: any), or NULL
+ * when it accepts none (loop thread). */
+const struct egress_source *egress_pick(const struct egress_set *e, const struct egress_pool *p,
+                                        bool (*usable)(const struct egress_source *s));
 
 #endif

@@ -27,7 +27,9 @@ enum metric_id {
     M_RESIDENCE_SECONDS,       /* histogram: arrival to leaving the queue */
     M_LINK_SECONDS,            /* counter {link}: time in each chain link (seconds, as a float sum) */
     M_LINK_CALLS,              /* counter {link} */
-    M_TLS_POLICY_FAILURES,     /* counter {level, reason}: outbound TLS demanded and not had */
+    M_TLS_POLICY_FAILURES,
+    M_BACKOFF_ACTIONS,         /* counter {action}: back-off rules that suspended something */
+    M_SUSPENSIONS,             /* gauge: destinations, sources and queues suspended now */     /* counter {level, reason}: outbound TLS demanded and not had */
     M_DELIVERIES_BY_ROUTE,     /* counter {route: mx | transport, result} */
     M_CONFIG_GENERATION,       /* gauge: 1 at start, +1 per reload */
     M_REDIS_UP,                /* gauge: 1 while the Redis connection is up */

@@ -1,5 +1,6 @@
 /* track_query.c - see track_query.h. Read-only connections (WAL: readers
  * never wait on the writer), statements with bound parameters only. */
+#include "utc_time.h"
 #include "track_query.h"
 #include <jansson.h>
 #include <sqlite3.h>
@@ -142,13 +143,7 @@ int track_query_timeline(const char *db_path, const char *qid, track_record_fn f
     return n;
 }
 
-static void iso_time(int64_t ms, char *out, size_t size)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
+static void iso_time(int64_t ms, char *out, size_t size) { utc_time_format((time_t)(ms / 1000), out, size); }
 
 static const char *or_empty(const char *s) { return s ? s : ""; }
 

@@ -16,6 +16,7 @@
  * base64, multipart/report; report-type="tlsrpt", RFC 8460 5.3), committed
  * by a worker through local_submit. A DNS or queue failure is retried five
  * minutes later; a day after its end a closed period is given up. */
+#include "utc_time.h"
 #include "tlsrpt.h"
 #include "config.h"
 #include "dane.h"
@@ -332,13 +333,7 @@ void tlsrpt_stop(void)
 
 /* ---- reports ------------------------------------------------------ */
 
-static void iso_time(long long t, char *out, size_t size)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
+static void iso_time(long long t, char *out, size_t size) { utc_time_format((time_t)t, out, size); }
 
 static json_t *failure_details(const struct entry *e)
 {

@@ -3,6 +3,7 @@
  * of a message are back, the message is removed, or rescheduled with
  * backoff and its recipient state saved to the sidecar. The admin commands
  * (list, show, hold, release, delete, flush) are queue_admin.c's. */
+#include "suspend.h"
 #include "queue_int.h"
 #include "queue_heap.h"
 #include "track.h"
@@ -129,6 +130,7 @@ void queue_publish_metrics(void)
     if (now - last < 5 && last)
         return;
     last = now;
+    metric_set(M_SUSPENSIONS, NULL, (int64_t)suspend_count());
     static const char *states[] = {"queued", "deferred", "active", "hold"};
     static const struct { const char *label; int64_t below; } ages[] = {
         {"5m", 300}, {"1h", 3600}, {"4h", 4 * 3600}, {"1d", 86400}, {"5d", 5 * 86400}, {"older", INT64_MAX}};
@@ -345,6 +347,27 @@ static const struct named_queue *named_queue_of(const struct qmsg *m, const char
     return q ? q : named_queue_for(&cfg->queues, sender_domain(m), rcpt_domain);
 }
 
+static bool source_usable(const struct egress_source *s)
+{
+    return !suspend_until(SUSPEND_SOURCE, s->name, (int64_t)time(NULL));
+}
+
+/* Why recipients in rcpt_domain of this pool and queue wait (a suspension),
+ * with *until its end; NULL when they may go. */
+static const char *held_back(const char *rcpt_domain, const struct egress_pool *pool, const struct named_queue *nq,
+                             int64_t now, int64_t *until)
+{
+    if ((*until = suspend_until(SUSPEND_DESTINATION, rcpt_domain, now)))
+        return "destination";
+    if (nq && (*until = suspend_until(SUSPEND_QUEUE, nq->name, now)))
+        return "queue";
+    for (size_t i = 0; pool && i < pool->n; i++)
+        if (source_usable(&cfg->egress.sources[pool->src[i]]))
+            return NULL;
+    *until = pool ? suspend_until(SUSPEND_SOURCE, cfg->egress.sources[pool->src[0]].name, now) : 0;
+    return pool ? "every source of the egress pool" : NULL;
+}
+
 static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const struct tls_policy *tls,
                             const char *domain, const struct egress_pool *pool, const struct named_queue *nq)
 {
@@ -370,7 +393,7 @@ static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const str
     dj->hop = hop;
     dj->tls = tls;
     j->pool = pool;
-    dj->source = pool ? egress_pick(&cfg->egress, pool) : NULL;
+    dj->source = pool ? egress_pick(&cfg->egress, pool, source_usable) : NULL;
     dj->queue = nq;
     snprintf(dj->domain, sizeof dj->domain, "%s", domain);
     dj->result = job_result;
@@ -391,7 +414,8 @@ static void message_finished(struct qmsg *m);
 static void do_dispatch(struct qmsg *m)
 {
     struct qjob *jobs[64];
-    size_t njobs = 0;
+    size_t njobs = 0, waiting = 0;
+    int64_t now = (int64_t)time(NULL);
     m->attempts++;
     for (size_t i = 0; i < m->nrcpts; i++) {
         struct qrcpt *r = &m->rcpts[i];
@@ -417,6 +441,13 @@ static void do_dispatch(struct qmsg *m)
         const struct tls_policy *tls = rcpt_tls(dom, r->st.min_tls);
         const struct egress_pool *pool = egress_pool_of(m, dom);
         const struct named_queue *nq = named_queue_of(m, dom);
+        int64_t until;
+        const char *why = held_back(dom, pool, nq, now, &until);
+        if (why) {
+            if (!waiting++)
+                log_info("%s: to=<%s>: waits: %s suspended", m->id, r->addr, why);
+            continue;
+        }
         while (k < njobs && !(nexthop_same(jobs[k]->dj.hop, hop) && jobs[k]->dj.tls == tls && jobs[k]->pool == pool &&
                               jobs[k]->dj.queue == nq && (!hop->mx || !strcasecmp(jobs[k]->dj.domain, dom))))
             k++;
@@ -429,6 +460,8 @@ static void do_dispatch(struct qmsg *m)
     }
     m->jobs_outstanding = (int)njobs;
     if (njobs == 0) {
+        if (waiting)
+            m->attempts--;      /* a suspension is not an attempt: the retry back-off does not grow */
         message_finished(m);
         return;
     }
@@ -448,6 +481,30 @@ void queue_run_due(void)
         queue_dispatch(qheap_pop(&heap));
 }
 
+/* A back-off rule matching what the next hop said: suspend its domain, or
+ * the egress source the attempt came from (logged once a suspension). */
+static void apply_backoff(const struct delivery_job *dj, const struct delivery_rcpt *d)
+{
+    const struct backoff_rule *b = backoff_match(&cfg->backoff, d->reply);
+    if (!b)
+        return;
+    bool by_source = b->action == BACKOFF_SUSPEND_SOURCE && dj->source;
+    enum suspend_kind kind = by_source ? SUSPEND_SOURCE : SUSPEND_DESTINATION;
+    const char *name = by_source ? dj->source->name : dj->domain;
+    char reason[256];
+    snprintf(reason, sizeof reason, "backoff: %.200s", d->reply);
+    int rc = suspend_set(kind, name, (int64_t)time(NULL) + b->seconds, reason);
+    if (rc == 1) {
+        char labels[64];
+        metric_inc(M_BACKOFF_ACTIONS, metric_labels(labels, sizeof labels, "action",
+                                                    by_source ? "suspend-source" : "suspend", NULL));
+        log_warn("%s %s suspended for %lds: %s answered \"%s\" (backoff rule /%s/)", suspend_kind_name(kind), name,
+                 b->seconds, d->remote, d->reply, b->text);
+    } else if (rc < 0) {
+        log_warn("%s %s: not suspended (%d suspensions already)", suspend_kind_name(kind), name, SUSPEND_MAX);
+    }
+}
+
 /* Delivery's outcome for one recipient of this attempt (once each). */
 static void job_result(struct delivery_job *dj, size_t k)
 {
@@ -459,6 +516,8 @@ static void job_result(struct delivery_job *dj, size_t k)
     r->st.status = d->cls == 5 ? RCPT_FAILED : d->cls != 2 ? RCPT_PENDING
                  : qrcpt_wants(r, DSN_NOTIFY_SUCCESS) && !d->peer_dsn ? RCPT_RELAYED : RCPT_DONE;
     r->st.attempts++;
+    if (d->remote[0] && d->cls != 2)
+        apply_backoff(dj, d);
     snprintf(r->st.last_reply, sizeof r->st.last_reply, "%s", d->reply);
     snprintf(r->st.remote, sizeof r->st.remote, "%s", d->remote);
     snprintf(r->st.in_reply_to, sizeof r->st.in_reply_to, "%s", d->in_reply_to);

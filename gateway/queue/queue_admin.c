@@ -4,6 +4,7 @@
  * requeue on a set of messages, which is worked through in slices that
  * give way to the sessions between them (a bulk delete of 100,000
  * messages never stalls SMTP). */
+#include "suspend.h"
 #include "queue_int.h"
 #include "event.h"
 #include "queue_cmd.h"
@@ -184,7 +185,7 @@ static bool retry_now(struct qmsg *m)
 /* flush [ID|DOMAIN]: every deferred message (to DOMAIN), now. */
 static int admin_flush(const struct queue_cmd *c, struct buf *out)
 {
-    const char *arg = c->flush_arg ? c->flush_arg : "";
+    const char *arg = c->nargs ? c->args[0] : "";
     bool one_id = qid_valid(arg);
     if (one_id && !queue_find(arg))
         return find_or_say(arg, out) ? 0 : -1;
@@ -194,6 +195,49 @@ static int admin_flush(const struct queue_cmd *c, struct buf *out)
             n++;
     queue_run_due();
     buf_printf(out, "%zu message(s) scheduled for immediate delivery\n", n);
+    return 0;
+}
+
+/* suspend KIND NAME [DURATION]: no new delivery for it, until resumed or
+ * for DURATION. */
+static int admin_suspend(const struct queue_cmd *c, struct buf *out)
+{
+    enum suspend_kind k;
+    long secs = c->nargs == 3 ? parse_duration(c->args[2]) : 0;
+    if (suspend_kind_parse(c->args[0], &k) < 0 || !c->args[1][0] || secs < 0 || (c->nargs == 3 && secs == 0)) {
+        buf_printf(out, "usage: queue suspend destination|source|queue NAME [DURATION, e.g. 30m]\n");
+        return -1;
+    }
+    int64_t until = secs ? (int64_t)time(NULL) + secs : SUSPEND_FOREVER;
+    suspend_clear(k, c->args[1]);       /* the admin's word replaces an earlier end */
+    if (suspend_set(k, c->args[1], until, "by the admin") < 0) {
+        buf_printf(out, "too many suspensions (%d)\n", SUSPEND_MAX);
+        return -1;
+    }
+    log_info("%s %s suspended by the admin %s", c->args[0], c->args[1], secs ? "for a while" : "until resumed");
+    buf_printf(out, "%s %s suspended %s\n", c->args[0], c->args[1], secs ? "for a while" : "until resumed");
+    return 0;
+}
+
+/* resume KIND NAME: its waiting messages are retried now. */
+static int admin_resume(const struct queue_cmd *c, struct buf *out)
+{
+    enum suspend_kind k;
+    if (suspend_kind_parse(c->args[0], &k) < 0) {
+        buf_printf(out, "usage: queue resume destination|source|queue NAME\n");
+        return -1;
+    }
+    if (!suspend_clear(k, c->args[1])) {
+        buf_printf(out, "%s %s is not suspended\n", c->args[0], c->args[1]);
+        return -1;
+    }
+    size_t n = 0;
+    for (struct qmsg *m = queue_all(); m; m = m->next)
+        if ((k != SUSPEND_DESTINATION || has_pending_for(m, c->args[1])) && retry_now(m))
+            n++;
+    queue_run_due();
+    log_info("%s %s resumed by the admin", c->args[0], c->args[1]);
+    buf_printf(out, "%s %s resumed; %zu message(s) scheduled for delivery now\n", c->args[0], c->args[1], n);
     return 0;
 }
 
@@ -488,6 +532,9 @@ struct queue_admin_job *queue_admin_run(const struct queue_cmd *c, queue_admin_d
     case QV_LIST: rc = admin_list(c, &out); break;
     case QV_SHOW: rc = admin_show(c, &out); break;
     case QV_FLUSH: rc = admin_flush(c, &out); break;
+    case QV_SUSPEND: rc = admin_suspend(c, &out); break;
+    case QV_RESUME: rc = admin_resume(c, &out); break;
+    case QV_SUSPENDED: suspend_list(&out, (int64_t)time(NULL)); rc = 0; break;
     case QV_HOLD: case QV_RELEASE: case QV_DELETE: case QV_REQUEUE: {
         struct queue_admin_job *j = calloc(1, sizeof *j);
         if (j) {

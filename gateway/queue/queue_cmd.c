@@ -18,7 +18,7 @@ enum {
     T_FILTERS = 8,       /* --domain --sender --rcpt --state --older-than */
     T_KEEP = 16,         /* --keep ADDR (release one message to some recipients) */
     T_BY_SENDER = 32,    /* --sender as a flag (summary) */
-    T_FLUSH_ARG = 64,    /* an optional queue ID or recipient domain */
+    T_ARGS = 64,         /* words of its own (flush: ID|DOMAIN; suspend/resume: KIND NAME [DURATION]) */
     T_PAGE = 128,        /* --offset N --limit N --sort ORDER */
     T_FOR = 256,         /* --for ADDR: only these recipients' copies (the spam quarantine) */
 };
@@ -38,7 +38,17 @@ static const struct verb_row {
     {"release", QV_RELEASE, T_TARGETS | T_FILTERS | T_KEEP | T_FOR, true, QW_EITHER},
     {"delete", QV_DELETE, T_TARGETS | T_FILTERS | T_FOR, true, QW_EITHER},
     {"requeue", QV_REQUEUE, T_TARGETS | T_FILTERS, false, QW_DAEMON},
-    {"flush", QV_FLUSH, T_FLUSH_ARG, false, QW_DAEMON},
+    {"flush", QV_FLUSH, T_ARGS, false, QW_DAEMON},
+    {"suspend", QV_SUSPEND, T_ARGS, false, QW_DAEMON},
+    {"resume", QV_RESUME, T_ARGS, false, QW_DAEMON},
+    {"suspended", QV_SUSPENDED, 0, false, QW_DAEMON},
+};
+
+/* How many words of its own each verb with T_ARGS takes: at least, at most. */
+static const struct { enum queue_verb verb; size_t min, max; const char *usage; } arg_counts[] = {
+    {QV_FLUSH, 0, 1, "flush [ID|DOMAIN]"},
+    {QV_SUSPEND, 2, 3, "suspend destination|source|queue NAME [DURATION]"},
+    {QV_RESUME, 2, 2, "resume destination|source|queue NAME"},
 };
 
 const char queue_cmd_usage[] =
@@ -48,6 +58,7 @@ const char queue_cmd_usage[] =
     "  queue release ID --keep RCPT...   (to those recipients only, dropping the others)\n"
     "  queue release|delete ID --for RCPT...   (only those recipients' copies: the spam quarantine)\n"
     "  queue flush [ID|DOMAIN]\n"
+    "  queue suspend destination|source|queue NAME [DURATION] | resume KIND NAME | suspended\n"
     "  FILTER: --domain D | --sender ADDR|@DOMAIN|<> | --rcpt ADDR|@DOMAIN |\n"
     "          --state queued|deferred|active|hold|spam | --older-than 2h\n";
 
@@ -144,8 +155,8 @@ static int take_word(struct queue_cmd *c, unsigned takes, int argc, char *const 
         return take_page(c, argc, argv, i, err, errlen);
     else if ((takes & T_FILTERS) && !strncmp(w, "--", 2))
         return take_filter(c, argc, argv, i, err, errlen);
-    else if ((takes & T_FLUSH_ARG) && !c->flush_arg && w[0] != '-')
-        c->flush_arg = w;
+    else if ((takes & T_ARGS) && c->nargs < QUEUE_CMD_MAX_ARGS && w[0] != '-')
+        c->args[c->nargs++] = w;
     else if ((takes & T_TARGETS) && !strcmp(w, "ALL"))
         c->all = true;
     else if ((takes & T_TARGETS) && !strcmp(w, "-"))
@@ -164,6 +175,9 @@ static int take_word(struct queue_cmd *c, unsigned takes, int argc, char *const 
 /* The combinations a verb's words must make. */
 static int check_targets(const struct queue_cmd *c, unsigned takes, char *err, size_t errlen)
 {
+    for (size_t i = 0; i < sizeof arg_counts / sizeof arg_counts[0]; i++)
+        if (arg_counts[i].verb == c->verb && (c->nargs < arg_counts[i].min || c->nargs > arg_counts[i].max))
+            return bad(err, errlen, "usage: queue %s", arg_counts[i].usage);
     if ((takes & T_ONE_ID) && c->nids != 1)
         return bad(err, errlen, "%s takes one queue ID", c->name);
     if (!(takes & T_TARGETS))
@@ -201,7 +215,8 @@ int queue_cmd_parse(int argc, char *const *argv, struct queue_cmd *c, char *err,
  * in c->words. */
 static void rebase(struct queue_cmd *c, const char *from, size_t len)
 {
-    const char **ptrs[] = {&c->flush_arg, &c->f.domain, &c->f.sender, &c->f.rcpt, &c->f.state};
+    const char **ptrs[] = {&c->args[0], &c->args[1], &c->args[2], &c->f.domain, &c->f.sender, &c->f.rcpt,
+                           &c->f.state};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         if (*ptrs[i] >= from && *ptrs[i] < from + len)
             *ptrs[i] = c->words + (*ptrs[i] - from);

@@ -39,3 +39,10 @@ int utc_time_parse(const char *text, bool end, time_t *out)
     *out = t;
     return 0;
 }
+
+void utc_time_format(time_t t, char *out, size_t size)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}

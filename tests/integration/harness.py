@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.parse
@@ -639,6 +640,60 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         except (OSError, ValueError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ScriptedSmtp:
+    """A minimal SMTP server on (host, port) whose answer to MAIL FROM is
+    .mail_reply (a 421 closes the connection, as RFC 5321 has it); it
+    counts .connections and keeps each accepted message's sender in
+    .senders. Everything else is accepted."""
+
+    def __init__(self, host, port, mail_reply="250 2.1.0 Ok"):
+        import socketserver
+        self.mail_reply, self.connections, self.senders = mail_reply, 0, []
+        outer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                outer.connections += 1
+                say = lambda line: self.wfile.write(line.encode() + b"\r\n")
+                say("220 scripted.test ESMTP")
+                sender = None
+                for raw in self.rfile:
+                    line = raw.decode(errors="replace").rstrip("\r\n")
+                    verb = line[:4].upper()
+                    if verb in ("EHLO", "HELO"):
+                        say("250 scripted.test")
+                    elif verb == "MAIL":
+                        reply = outer.mail_reply
+                        say(reply)
+                        if reply.startswith("421"):
+                            return
+                        sender = line.split("<", 1)[1].split(">", 1)[0]
+                    elif verb == "DATA":
+                        say("354 go ahead")
+                        for body in self.rfile:
+                            if body in (b".\r\n", b".\n"):
+                                break
+                        outer.senders.append(sender)
+                        say("250 2.0.0 Ok: queued")
+                    elif verb == "QUIT":
+                        say("221 2.0.0 Bye")
+                        return
+                    else:
+                        say("250 2.0.0 Ok")
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server((host, port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        on_cleanup(self.stop)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def make_certs(names, ca_name="Postern Test CA"):

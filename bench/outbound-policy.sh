@@ -1,0 +1,42 @@
+#!/bin/bash
+# bench/outbound-policy.sh [BUILD]: the shared relay benchmark against
+# posternd as it comes, and with outbound policy on: an egress pool of two
+# sources (127.0.0.10 and 127.0.0.11, weights 1:1, each its own HELO) and
+# named queues (the benchmark's sender in a "bulk" queue, a "transactional"
+# queue above it), alternating ROUNDS times (default 3) in one run. Prints
+# each round and the medians of the end-to-end rate and posternd's CPU per
+# message, policy on against off (issue 38's goal: rate >= 0.95).
+set -euo pipefail
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+SHARED=${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}
+N=${N:-5000}; S=${S:-20}; SIZE=${SIZE:-4096}; ROUNDS=${ROUNDS:-3}
+PORT=2545; SINK_PORT=2526
+. bench/lib.sh
+WORK=$(mktemp -d /var/tmp/postern-outbound.XXXXXX)
+chmod 755 "$WORK"
+PG=""
+cleanup() { [ -n "$PG" ] && kill "$PG" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+cat >"$WORK/egress" <<TABLE
+source one 127.0.0.10 one.bench.test
+source two 127.0.0.11 two.bench.test
+pool both one two
+to dest.test both
+TABLE
+cat >"$WORK/queues" <<TABLE
+queue transactional priority=9
+queue bulk priority=1
+from bench.test bulk
+TABLE
+chmod 644 "$WORK/egress" "$WORK/queues"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
+rates=(); cpus=()
+for r in $(seq "$ROUNDS"); do
+  read -r off off_cpu < <(relay_round)
+  read -r on on_cpu < <(relay_round "egress = file:$WORK/egress" "queues = file:$WORK/queues")
+  echo "round $r: e2e_mps off=$off on=$on ($(ratio "$off" "$on")); cpu_us_per_msg off=$off_cpu on=$on_cpu"
+  rates+=("$(ratio "$off" "$on")"); cpus+=("$(ratio "$off_cpu" "$on_cpu")")
+done
+echo "median rate on/off: $(median "${rates[@]}"); median posternd CPU per message on/off: x$(median "${cpus[@]}")"

@@ -1,0 +1,36 @@
+/* suspend.h - deliveries that wait (issue 38): a destination (recipient
+ * domain), an egress source or a named queue suspended by the admin
+ * (`postern queue suspend`, until resumed or for a time) or by a back-off
+ * rule on a next hop's reply (backoff table). While suspended, the queue
+ * makes no delivery job for it: its recipients stay pending and the
+ * attempt does not count towards their retry back-off. A pool whose every
+ * source is suspended waits too; otherwise its other sources take over.
+ * Kept in memory (a restart forgets suspensions); at most SUSPEND_MAX. */
+#ifndef POSTERN_SUSPEND_H
+#define POSTERN_SUSPEND_H
+#include "buf.h"
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SUSPEND_MAX 10000
+#define SUSPEND_FOREVER INT64_MAX
+
+enum suspend_kind { SUSPEND_DESTINATION, SUSPEND_SOURCE, SUSPEND_QUEUE };
+
+/* "destination", "source" or "queue": 0 and *k, or -1. */
+int suspend_kind_parse(const char *word, enum suspend_kind *k);
+const char *suspend_kind_name(enum suspend_kind k);
+/* Suspend name until `until` (unix seconds, or SUSPEND_FOREVER): a later
+ * end than one already set extends it; reason is shown and logged. 1 when
+ * it was not suspended before, 0 when extended or kept, -1 when full. */
+int suspend_set(enum suspend_kind k, const char *name, int64_t until, const char *reason);
+/* Resume: true if it was suspended. */
+bool suspend_clear(enum suspend_kind k, const char *name);
+/* When name's suspension ends, or 0 when it is not suspended (one that has
+ * ended is forgotten here, and logged). */
+int64_t suspend_until(enum suspend_kind k, const char *name, int64_t now);
+/* One line per suspension: "KIND NAME until TIME|until resumed: REASON". */
+void suspend_list(struct buf *out, int64_t now);
+size_t suspend_count(void);
+
+#endif
