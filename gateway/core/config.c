@@ -235,6 +235,7 @@ void config_free(struct config *cfg)
     egress_free(&cfg->egress);
     named_queues_free(&cfg->queues);
     backoff_free(&cfg->backoff);
+    providers_free(&cfg->providers);
     for (size_t i = 0; i < cfg->nplugins; i++)
         free(cfg->plugins[i]);
     free(cfg->plugins);

@@ -220,6 +220,18 @@ static int parse_backoff(struct pctx *p, struct config *cfg, const char *key, ch
     return table_into(p, &cfg->backoff_table, value, add_backoff_line, cfg, key);
 }
 
+static int add_providers_line(struct pctx *p, void *ctx, char *key, char *value)
+{
+    struct config *cfg = ctx;
+    char err[300];
+    return providers_add_line(&cfg->providers, key, value, err, sizeof err) < 0 ? fail(p, "providers: %s", err) : 0;
+}
+
+static int parse_providers(struct pctx *p, struct config *cfg, const char *key, char *value)
+{
+    return table_into(p, &cfg->providers_table, value, add_providers_line, cfg, key);
+}
+
 static int parse_tls_policy_table(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
     return table_into(p, &cfg->tls_policy_table, value, add_tls_policy, cfg, key);
@@ -594,6 +606,9 @@ static const struct config_key keys[] = {
     {"backoff", KT_STR, FIELD(backoff_table), NULL, 0, 0, NULL, 0, NULL, parse_backoff, NULL, NULL,
      "`file:PATH`: automatic back-off on next hops' replies (see Outbound, Back-off), lines `suspend|suspend-source "
      "DURATION REGEX`", "none"},
+    {"providers", KT_STR, FIELD(providers_table), NULL, 0, 0, NULL, 0, NULL, parse_providers, NULL, NULL,
+     "`file:PATH`: limits shared by the domains an MX provider hosts (see Outbound, Shaping by provider), lines "
+     "`provider NAME concurrency=N PATTERN...` (`*.google.com`)", "none"},
     {"dns_server", KT_STR, FIELD(dns_server), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`addr:port` to send every DNS query to (else /etc/resolv.conf); with it, libunbound's built-in local zones "
      "(RFC 6761 names, RFC 6303 reverse zones of private and documentation ranges) go to that server too", "system"},

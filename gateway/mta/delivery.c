@@ -69,6 +69,8 @@ static bool queue_full(const struct named_queue *q)
     return q && q->concurrency && *q->in_flight >= q->concurrency;
 }
 
+static bool provider_full(const struct provider *p) { return p && *p->in_flight >= p->concurrency; }
+
 static void waiting_push(struct job_waiting *w, struct delivery_job *j)
 {
     fifo_push(&w->level[job_priority(j)], j);
@@ -119,6 +121,7 @@ struct dest {
     char name[256];                  /* the server's host name (TLS verify), or "" */
     const struct sasl_entry *auth;   /* smtp_sasl_password_maps entry, or NULL */
     const struct egress_source *source;   /* connections' source and HELO (limits are per source, too) */
+    const struct provider *provider;      /* the MX provider whose shared limit it counts in, or NULL */
     bool tls_broken;                 /* "may" and the handshake failed: plain text next time */
     struct job_waiting waiting;      /* jobs for a connection, by priority */
     int nconns;
@@ -267,6 +270,7 @@ static struct dest *dest_for(struct runtime *rt, const struct nexthop *hop, cons
     d->tlsa = dane_tlsa_ref(tlsa);
     d->auth = auth;
     d->source = source;
+    d->provider = provider_for_host(&rt->cfg.providers, name);
     snprintf(d->name, sizeof d->name, "%s", name);
     d->next = dests;
     dests = d;
@@ -283,13 +287,15 @@ static struct dconn *dconn_of(struct dest *d, struct smtp_client *cl)
 
 static void conn_take_job(struct dest *d, struct dconn *dc)
 {
-    struct delivery_job *j = stopping ? NULL : waiting_pop(&d->waiting);
+    struct delivery_job *j = stopping || provider_full(d->provider) ? NULL : waiting_pop(&d->waiting);
     if (!j)
         return;
     dc->idle = false;
     busy++;
     if (j->queue)
         (*j->queue->in_flight)++;
+    if (d->provider)
+        (*d->provider->in_flight)++;
     j->sending_ms = ev_now_ms();
     smtp_client_start(dc->cl, j);
 }
@@ -301,7 +307,7 @@ static void on_ready(void *owner, struct smtp_client *cl)
     if (!dc)
         return;
     dc->ready_once = dc->idle = true;
-    if (!stopping && waiting_next(&d->waiting))
+    if (!stopping && !provider_full(d->provider) && waiting_next(&d->waiting))
         conn_take_job(d, dc);
     else
         smtp_client_idle(cl, false);
@@ -330,11 +336,13 @@ static void on_job_done(void *owner, struct smtp_client *cl, struct delivery_job
     busy--;
     j->sessions++;         /* it got past EHLO (and TLS): smtp_mx_session_limit counts it */
     const struct named_queue *q = j->queue;
-    bool was_full = queue_full(q);
+    bool was_full = queue_full(q) || provider_full(d->provider);
     if (q)
         (*q->in_flight)--;
+    if (d->provider)
+        (*d->provider->in_flight)--;
     job_attempt_done(j);
-    if (was_full)          /* that queue's jobs wait at any destination */
+    if (was_full)          /* that queue's or provider's jobs may wait at any destination */
         for (struct dest *w = dests; w; w = w->next)
             if (w->waiting.len)
                 dest_kick(w);
@@ -393,7 +401,7 @@ static bool conn_open(struct dest *d)
 /* Give waiting jobs to idle connections, open new ones up to the limit. */
 static void dest_kick(struct dest *d)
 {
-    if (stopping)
+    if (stopping || provider_full(d->provider))
         return;
     for (struct dconn *dc = d->conns, *next; dc && waiting_next(&d->waiting); dc = next) {
         next = dc->next;
