@@ -13,6 +13,7 @@
 #include "console_track.h"
 #include "console_int.h"
 #include "console_user.h"
+#include "console_suspend.h"
 #include "control_client.h"
 #include "log.h"
 #include "metrics.h"
@@ -58,6 +59,8 @@ json_t *queue_json(const char *request, char *err, size_t errlen)
     buf_free(&out);
     return j;
 }
+
+int console_control(const char *request, struct buf *out) { return control_request(control_path, request, out); }
 
 void add_word(struct action_words *w, const char *word)
 {
@@ -318,6 +321,17 @@ static int action_request(const char *form, struct buf *req, char id[1024])
     form_get(form, "select", select);
     static const char *const ops[] = {"hold", "release", "delete", "requeue", "flush"};
     struct action_words w = {.argc = 0};
+    char err[300];
+    if (!strcmp(op, "suspend") || !strcmp(op, "resume")) {    /* the suspensions page */
+        char kind[1024], name[1024], duration[1024];
+        form_get(form, "kind", kind);
+        form_get(form, "name", name);
+        form_get(form, "duration", duration);
+        const char *words[] = {op, kind, name, op[0] == 's' && duration[0] ? duration : NULL};
+        for (size_t i = 0; i < 4 && words[i]; i++)
+            add_word(&w, words[i][0] ? words[i] : "?");
+        return words_request(&w, req, err, sizeof err);
+    }
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
         if (!strcmp(op, ops[i]))
             add_word(&w, ops[i]);
@@ -329,7 +343,6 @@ static int action_request(const char *form, struct buf *req, char id[1024])
     /* the form's checkboxes: nobody checked would drop everyone, so it is refused */
     if (w.bad || (select[0] && kept == 0))
         return -1;
-    char err[300];
     return words_request(&w, req, err, sizeof err);
 }
 
@@ -400,6 +413,8 @@ static enum MHD_Result send_change(struct MHD_Connection *c, const struct consol
     buf_free(&out);
     if (strstr(req, "delete ") == req || !strcmp(req, "flush"))
         return redirect(c, "/", NULL);
+    if (strstr(req, "suspend ") == req || strstr(req, "resume ") == req)
+        return redirect(c, "/suspended", NULL);
     char to[64];
     snprintf(to, sizeof to, "/message?id=%s", id);
     return redirect(c, to, NULL);
@@ -547,6 +562,8 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
         return page_message(c, s, api);
     if (!strcmp(url, "/track") || !strcmp(url, "/api/track"))
         return console_track_page(c, s, api);
+    if (!strcmp(url, "/suspended") || !strcmp(url, "/api/suspended"))
+        return console_suspend_page(c, s, api);
     if (!strcmp(url, "/api/counters"))
         return json_response(c, MHD_HTTP_OK,
                              json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:s}", "queue", (json_int_t)metric_value(M_QUEUE_MESSAGES, NULL),

@@ -34,6 +34,10 @@ void add_word(struct action_words *w, const char *word);
 /* The words as one control request line in req (NUL-terminated), checked
  * by the queue command parser: 0, or -1 with why in err. */
 int words_request(const struct action_words *w, struct buf *req, char *err, size_t errlen);
+/* Ask posternd over the control socket (words as queue_cmd_format makes
+ * them): 0 and the answer in out, 1 for a refusal (why in out), -1 when
+ * it does not answer. */
+int console_control(const char *request, struct buf *out);
 /* The first size-1 bytes of queued message id (its header section first),
  * NUL-terminated: how many, or -1. */
 ssize_t queued_message_start(const char *id, char *data, size_t size);

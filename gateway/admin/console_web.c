@@ -206,7 +206,7 @@ void page_start(struct buf *b, const char *title, const struct console_session *
                 "Postern</span>");
     if (s) {
         buf_puts(b, "<nav><a href=\"/\">Queue</a><a href=\"/quarantine\">Quarantine</a><a href=\"/track\">Tracking</a>"
-                    "</nav><form method=\"post\" action=\"/logout\" class=\"user\"><input type=\"hidden\" "
+                    "<a href=\"/suspended\">Suspended</a></nav><form method=\"post\" action=\"/logout\" class=\"user\"><input type=\"hidden\" "
                     "name=\"csrf\" value=\"");
         html(b, s->csrf);
         buf_puts(b, "\">");

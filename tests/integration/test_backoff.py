@@ -73,6 +73,35 @@ def test_the_admin_suspends_and_resumes_a_destination():
     g.stop()
 
 
+def test_the_console_suspends_lists_and_resumes():
+    server = ScriptedSmtp(addr(2), 2526)
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), **console_settings()).start()
+    w = Web(g)
+    w.login("admin", "correct horse battery")
+    token = w.csrf()
+    status, _, text = w.request("POST", "/api/action", {"op": "suspend", "kind": "destination", "name": "example.test",
+                                                        "duration": "1h"}, headers={"X-CSRF-Token": token})
+    assert status == 200 and json.loads(text)["ok"], (status, text)
+    status, _, text = w.request("GET", "/api/suspended")
+    listed = json.loads(text)
+    assert status == 200 and [(x["kind"], x["name"], x["reason"]) for x in listed] == \
+        [("destination", "example.test", "by the admin")], listed
+    qid = queue_id(send_mail(g, sender="via-console@src.test"))
+    status, _, page = w.request("GET", "/suspended")
+    assert status == 200 and "example.test" in page and "Resume" in page
+    # no CSRF token: refused; then the page's own form resumes it
+    status, _, _ = w.request("POST", "/action", {"op": "resume", "kind": "destination", "name": "example.test"})
+    assert status == 403
+    assert server.connections == 0 and qid in g.queue_files()
+    status, headers, _ = w.request("POST", "/action", {"op": "resume", "kind": "destination", "name": "example.test",
+                                                       "csrf": token})
+    assert status in (302, 303) and headers["location"] == "/suspended", (status, headers)
+    wait_for(lambda: server.senders == ["via-console@src.test"], 10, "the message after resume")
+    assert json.loads(w.request("GET", "/api/suspended")[2]) == []
+    assert "console: admin from [" in g.log() and "suspend destination example.test" in g.log()
+    g.stop()
+
+
 def test_backoff_table_errors_are_caught_at_start():
     for bad, why in (("pause 3s ^421\n", "expected suspend or suspend-source"), ("suspend soon ^421\n", "DURATION"),
                      ("suspend 3s\n", "DURATION"), ("suspend 3s ^421 (unclosed\n", "bad expression")):

@@ -1,0 +1,97 @@
+/* console_suspend.c - the console's suspensions page (issue 38): what is
+ * suspended (destinations, egress sources, named queues), until when and
+ * why, with a Resume button each and a form to suspend; /api/suspended
+ * gives the same as JSON. Changes go through /action (ops suspend and
+ * resume), as every change does: a POST with the CSRF token, admins only. */
+#include "console_suspend.h"
+#include "console_int.h"
+#include "console_web.h"
+#include <jansson.h>
+#include <string.h>
+
+/* One line of `queue suspended`: "KIND NAME until WHEN: REASON". */
+static bool parse_line(char *line, char **kind, char **name, char **until, char **reason)
+{
+    char *sp1 = strchr(line, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+    char *colon = sp2 ? strstr(sp2, ": ") : NULL;
+    if (!colon || strncmp(sp2, " until ", 7))
+        return false;
+    *sp1 = *sp2 = *colon = '\0';
+    *kind = line;
+    *name = sp1 + 1;
+    *until = sp2 + 7;
+    *reason = colon + 2;
+    return true;
+}
+
+static void resume_button(struct buf *b, const struct console_session *s, const char *kind, const char *name)
+{
+    buf_puts(b, "<form method=\"post\" action=\"/action\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"");
+    html_attr(b, s->csrf);
+    buf_puts(b, "\"><input type=\"hidden\" name=\"op\" value=\"resume\"><input type=\"hidden\" name=\"kind\" value=\"");
+    html_attr(b, kind);
+    buf_puts(b, "\"><input type=\"hidden\" name=\"name\" value=\"");
+    html_attr(b, name);
+    buf_puts(b, "\"><button type=\"submit\">Resume</button></form>");
+}
+
+static void suspend_form(struct buf *b, const struct console_session *s)
+{
+    buf_puts(b, "<form method=\"post\" action=\"/action\" id=\"suspend\"><input type=\"hidden\" name=\"csrf\" value=\"");
+    html_attr(b, s->csrf);
+    buf_puts(b, "\"><input type=\"hidden\" name=\"op\" value=\"suspend\"><select name=\"kind\">"
+                "<option>destination</option><option>source</option><option>queue</option></select> "
+                "<input name=\"name\" placeholder=\"example.com\"> for <input name=\"duration\" placeholder=\"30m "
+                "(empty: until resumed)\"> <button type=\"submit\">Suspend</button></form>\n");
+}
+
+enum MHD_Result console_suspend_page(struct MHD_Connection *c, const struct console_session *s, bool api)
+{
+    struct buf out;
+    buf_init(&out);
+    int rc = console_control("suspended", &out);
+    buf_append(&out, "", 1);
+    if (rc != 0) {
+        buf_free(&out);
+        return api ? json_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "posternd does not answer")
+                   : text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, "posternd does not answer\n");
+    }
+    json_t *list = api ? json_array() : NULL;
+    struct buf b;
+    buf_init(&b);
+    if (!api) {
+        page_start(&b, "Suspended", s);
+        buf_puts(&b, "<h1>Suspended deliveries</h1><table id=\"suspended\"><tr><th>kind</th><th>name</th>"
+                     "<th>until</th><th>why</th><th></th></tr>\n");
+    }
+    char *save = NULL;
+    for (char *line = strtok_r(buf_head(&out), "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *kind, *name, *until, *reason;
+        if (!parse_line(line, &kind, &name, &until, &reason))
+            continue;
+        if (api) {
+            json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s}", "kind", kind, "name", name, "until", until,
+                                                  "reason", reason));
+            continue;
+        }
+        const char *cells[] = {kind, name, until, reason};
+        buf_puts(&b, "<tr>");
+        for (size_t i = 0; i < 4; i++) {
+            buf_puts(&b, "<td>");
+            html(&b, cells[i]);
+            buf_puts(&b, "</td>");
+        }
+        buf_puts(&b, "<td>");
+        if (s->role == ROLE_ADMIN)
+            resume_button(&b, s, kind, name);
+        buf_puts(&b, "</td></tr>\n");
+    }
+    buf_free(&out);
+    if (api)
+        return json_response(c, MHD_HTTP_OK, list);
+    buf_puts(&b, "</table>\n");
+    if (s->role == ROLE_ADMIN)
+        suspend_form(&b, s);
+    buf_puts(&b, "<p>JSON: <a href=\"/api/suspended\">/api/suspended</a></p></body></html>\n");
+    return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
+}
