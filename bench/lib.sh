@@ -27,6 +27,20 @@ dest_concurrency = 50
 CONF
 }
 
+# relay_bench_start NAME: what the relay benchmarks share: the defaults
+# (N, S, SIZE, ROUNDS, the ports, the shared scripts), a work directory
+# $WORK that posternd's user can read, and, at exit, posternd ($PG) killed
+# and $WORK removed.
+relay_bench_start() {
+  SHARED=${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}
+  N=${N:-5000}; S=${S:-20}; SIZE=${SIZE:-4096}; ROUNDS=${ROUNDS:-3}
+  PORT=2545; SINK_PORT=2526
+  WORK=$(mktemp -d "/var/tmp/postern-$1.XXXXXX")
+  chmod 755 "$WORK"
+  PG=""
+  trap 'if [ -n "$PG" ]; then kill "$PG" 2>/dev/null; fi; rm -rf "$WORK"' EXIT
+}
+
 # relay_round [CONFIG LINE...]: posternd from $BUILD with the base config and
 # these lines, spool in $WORK, the shared relay benchmark of $N messages of
 # $SIZE bytes over $S sessions; prints "messages/s end to end, posternd's CPU

@@ -9,15 +9,8 @@
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
-SHARED=${SHARED_BENCH:-$(cd .. && pwd)/shared/bench}
-N=${N:-5000}; S=${S:-20}; SIZE=${SIZE:-4096}; ROUNDS=${ROUNDS:-3}
-PORT=2545; SINK_PORT=2526
 . bench/lib.sh
-WORK=$(mktemp -d /var/tmp/postern-outbound.XXXXXX)
-chmod 755 "$WORK"
-PG=""
-cleanup() { [ -n "$PG" ] && kill "$PG" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+relay_bench_start outbound
 cat >"$WORK/egress" <<TABLE
 source one 127.0.0.10 one.bench.test
 source two 127.0.0.11 two.bench.test
