@@ -163,6 +163,8 @@ int nexthop_parse(const char *text, struct nexthop *out, char *err, size_t errle
         return -1;
     }
     snprintf(out->text, sizeof out->text, "%s", text);
+    if (out->lmtp && !strchr(text + 5 + (text[5] == '[' ? strcspn(text + 5, "]") : 0), ':'))
+        out->port = 24;                 /* LMTP's own port when none is given (RFC 2033 5: never 25) */
     snprintf(lit, sizeof lit, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, out->port);
     if (hostport_parse(lit, &out->addr, &out->addrlen) == 0)
         return 0;                       /* an IP literal */

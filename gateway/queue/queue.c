@@ -733,6 +733,34 @@ static void job_done(struct delivery_job *dj)
 
 /* ---- lent to queue_admin.c and queue_stages.c (queue_int.h) -------- */
 
+static const struct qrcpt *first_pending(const struct qmsg *m)
+{
+    for (size_t i = 0; i < m->nrcpts; i++)
+        if (m->rcpts[i].st.status == RCPT_PENDING)
+            return &m->rcpts[i];
+    return NULL;
+}
+
+const char *queue_named_queue_of(const struct qmsg *m)
+{
+    const struct qrcpt *r = first_pending(m);
+    const struct named_queue *nq = r ? named_queue_of(m, addr_domain(r->addr)) : NULL;
+    return nq ? nq->name : "";
+}
+
+void queue_suspension_of(const struct qmsg *m, char *out, size_t size)
+{
+    out[0] = '\0';
+    const struct qrcpt *r = first_pending(m);
+    if (!r)
+        return;
+    const char *dom = addr_domain(r->addr);
+    int64_t until;
+    const char *why = held_back(dom, egress_pool_of(m, dom), named_queue_of(m, dom), (int64_t)time(NULL), &until);
+    if (why)
+        snprintf(out, size, "%s suspended (postern queue suspended)", why);
+}
+
 struct qmsg *queue_all(void) { return all_head; }
 void queue_schedule(struct qmsg *m, int64_t when) { schedule(m, when); }
 void queue_unschedule(struct qmsg *m) { heap_remove(m); }

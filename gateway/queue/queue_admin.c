@@ -40,9 +40,11 @@ static bool view_of(const struct qmsg *m, struct queue_view *v, char *waiting, s
             snprintf(waiting, wsize, "%s for %s", j->dj.waiting, j->dj.domain);
             break;
         }
+    if (!waiting[0])
+        queue_suspension_of(m, waiting, wsize);
     *v = (struct queue_view){.id = m->id, .size = m->size, .arrival = m->arrival, .sender = m->sender,
                              .held = m->held, .active = m->jobs_outstanding > 0, .hold_reason = qtext(m->hold_reason),
-                             .decisions = m->decisions ? m->decisions : "",
+                             .decisions = m->decisions ? m->decisions : "", .queue_name = queue_named_queue_of(m),
                              .waiting = waiting, .nrcpts = m->nrcpts, .rcpts = addrs, .st = sts};
     return true;
 }

@@ -22,6 +22,10 @@ struct qmsg *queue_find(const char *id);
 void queue_schedule(struct qmsg *m, int64_t when);
 void queue_unschedule(struct qmsg *m);
 void queue_save_state(struct qmsg *m);
+/* The named queue m's first pending recipient goes in ("" for none), and
+ * (into out, "" for none) the suspension that holds it back. */
+const char *queue_named_queue_of(const struct qmsg *m);
+void queue_suspension_of(const struct qmsg *m, char *out, size_t size);
 /* m's hold reason ("" or NULL: none), copied. */
 void qmsg_set_hold_reason(struct qmsg *m, const char *reason);
 /* A message the admin deleted, with no attempt running: gone from the

@@ -47,6 +47,8 @@ static void list_line(const struct queue_view *v, int64_t now, struct buf *out)
             buf_printf(out, " <%s>", v->rcpts[i]);
     if (v->waiting[0])
         buf_printf(out, " waiting: %s", v->waiting);
+    if (v->queue_name && v->queue_name[0])
+        buf_printf(out, " queue: %s", v->queue_name);
     const char *last = last_error(v);
     buf_printf(out, "%s%s", last[0] ? " last: " : "", last);
     if (v->held && v->hold_reason[0])
@@ -83,6 +85,8 @@ static void json_object(const struct queue_view *v, int64_t now, struct buf *out
     json_str(out, v->hold_reason);
     buf_puts(out, ",\"waiting\":");
     json_str(out, v->waiting);
+    buf_puts(out, ",\"queue\":");
+    json_str(out, v->queue_name ? v->queue_name : "");
     buf_puts(out, ",\"decisions\":[");      /* the decision log, one string per line */
     for (const char *d = v->decisions ? v->decisions : "", *nl; *d; d = *nl ? nl + 1 : nl) {
         nl = d + strcspn(d, "\n");
@@ -187,6 +191,8 @@ void queue_view_show(const struct queue_view *v, int64_t now, struct buf *out)
     }
     if (v->waiting[0])
         buf_printf(out, "waiting: %s\n", v->waiting);
+    if (v->queue_name && v->queue_name[0])
+        buf_printf(out, "queue: %s\n", v->queue_name);
     buf_printf(out, "from: <%s>\n", v->sender);
     for (size_t i = 0; i < v->nrcpts; i++) {
         const struct rcpt_state *st = v->st[i];

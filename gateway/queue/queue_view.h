@@ -17,7 +17,8 @@ struct queue_view {
     bool active;                 /* a delivery attempt is running (only the daemon knows) */
     const char *hold_reason;     /* "" = none */
     const char *decisions;       /* the decision log, "" = none */
-    const char *waiting;         /* "rate limit for DOMAIN", or "" */
+    const char *waiting;         /* "rate limit for DOMAIN", "destination D suspended", or "" */
+    const char *queue_name;      /* its named queue (the daemon's view), or "" */
     size_t nrcpts;
     const char *const *rcpts;    /* addresses */
     const struct rcpt_state *const *st;

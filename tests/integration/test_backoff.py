@@ -61,6 +61,8 @@ def test_the_admin_suspends_and_resumes_a_destination():
     time.sleep(1.5)
     assert server.connections == 0 and qid in g.queue_files()
     assert "destination example.test until resumed: by the admin" in postern(g, "suspended").stdout
+    listed = postern(g, "list").stdout
+    assert qid in listed and "waiting: destination suspended" in listed, listed
     r = postern(g, "resume", "destination", "example.test")
     assert r.returncode == 0 and "1 message(s) scheduled" in r.stdout, r
     wait_for(lambda: server.senders == ["held@src.test"], 10, "the held-back message")

@@ -60,7 +60,7 @@ def test_bad_values_are_named():
                          ("max_queue_lifetime = forever", "bad duration"),
                          ("trusted_networks = 300.0.0.0/8", "bad network"),
                          ("message_size_limit = 10Q", "bad size"),
-                         ("default_transport = lmtp:foo", "bad next hop"),
+                         ("default_transport = lmtpx:foo", "bad next hop"),
                          ("relay_domains = file:/nonexistent/relay", "cannot open table"),
                          ("postmaster_address = postmaster", "postmaster_address: expected local@domain")):
         g = Gateway(default_transport="smtp:[%s]:2526" % addr(2))

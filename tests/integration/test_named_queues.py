@@ -42,8 +42,11 @@ def test_transactional_mail_overtakes_a_bulk_backlog():
     r = subprocess.run(["smtp-source", "-s", "20", "-m", "5000", "-l", "300", "-f", "bulk@bulk.test", "-t",
                         "r@dest.test", "%s:2525" % g.host], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
-    # the backlog: 5,000 queued, a handful delivered
+    # the backlog: 5,000 queued, a handful delivered, each shown in its queue
     assert senders(sink, "bulk@bulk.test") < 100
+    page = json.loads(subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list", "--json",
+                                      "--limit", "3"], capture_output=True, text=True, timeout=30).stdout)
+    assert [m["queue"] for m in page["messages"]] == ["bulk"] * 3, page
     t0 = time.time()
     assert "queued as" in send_mail(g, rcpts=("r@dest.test",), sender="alert@tx.test")
     wait_for(lambda: arrived(sink, "alert@tx.test"), 10, "the transactional message")
