@@ -1,6 +1,7 @@
 /* main.c - posternd: load the config, open the spool, bind, fork the
  * privileged parent (privsep.c) and drop privileges, then run the event loop until SIGTERM/SIGINT, finishing
  * in-flight commits (and, for a bounded time, deliveries) before exit 0. */
+#include "suspend.h"
 #include "config.h"
 #include "control.h"
 #include "plugin_host.h"
@@ -319,6 +320,7 @@ int main(int argc, char **argv)
     mx_init(cfg);
     mta_sts_init(cfg);
     queue_init(cfg);
+    suspend_load(cfg->spool_dir);
     delivery_init(cfg);
     runtime_on_switch(reconfigure);
     queue_load_spool((size_t)cfg->queue_read_before_ready);

@@ -3,10 +3,13 @@
 #include "suspend.h"
 #include "log.h"
 #include "utc_time.h"
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 struct suspension {
     enum suspend_kind kind;
@@ -18,6 +21,56 @@ struct suspension {
 static struct suspension *all;
 static size_t n, cap;
 static const char *const kind_names[] = {"destination", "source", "queue"};
+static char saved_path[4096];           /* "" until suspend_load */
+
+/* The whole set, one "KIND UNTIL NAME REASON" line (tab-separated) each,
+ * written beside and renamed over the last copy. A failure is logged and
+ * the set stays in memory. */
+static void save(void)
+{
+    if (!saved_path[0])
+        return;
+    char tmp[sizeof saved_path + 8];
+    snprintf(tmp, sizeof tmp, "%s.new", saved_path);
+    FILE *f = fopen(tmp, "w");
+    for (size_t i = 0; f && i < n; i++)
+        fprintf(f, "%s\t%lld\t%s\t%s\n", kind_names[all[i].kind], (long long)all[i].until, all[i].name,
+                all[i].reason);
+    if (!f || fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(tmp, saved_path) != 0) {
+        log_error("suspensions: cannot save %s: %s (they hold until a restart)", saved_path, strerror(errno));
+        if (f)
+            fclose(f);
+        unlink(tmp);
+    }
+}
+
+void suspend_load(const char *spool_dir)
+{
+    snprintf(saved_path, sizeof saved_path, "%s/suspended", spool_dir);
+    FILE *f = fopen(saved_path, "r");
+    if (!f)
+        return;
+    char line[1024];
+    int64_t now = (int64_t)time(NULL);
+    size_t kept = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        char *kind = strtok(line, "\t"), *until = strtok(NULL, "\t"), *name = strtok(NULL, "\t"),
+             *reason = strtok(NULL, "");
+        enum suspend_kind k;
+        long long u = until ? atoll(until) : 0;
+        if (!name || suspend_kind_parse(kind, &k) < 0 || u <= now)
+            continue;
+        char *saved = saved_path;       /* no writing back while loading */
+        saved_path[0] = '\0';
+        if (suspend_set(k, name, (int64_t)u, reason ? reason : "") == 1)
+            kept++;
+        snprintf(saved, sizeof saved_path, "%s/suspended", spool_dir);
+    }
+    fclose(f);
+    if (kept)
+        log_info("suspensions: %zu still in force from before the restart (postern queue suspended)", kept);
+}
 
 int suspend_kind_parse(const char *word, enum suspend_kind *k)
 {
@@ -46,6 +99,7 @@ int suspend_set(enum suspend_kind k, const char *name, int64_t until, const char
         if (until > s->until) {
             s->until = until;
             snprintf(s->reason, sizeof s->reason, "%s", reason);
+            save();
         }
         return 0;
     }
@@ -64,10 +118,15 @@ int suspend_set(enum suspend_kind k, const char *name, int64_t until, const char
     snprintf(s->name, sizeof s->name, "%s", name);
     s->until = until;
     snprintf(s->reason, sizeof s->reason, "%s", reason);
+    save();
     return 1;
 }
 
-static void drop(struct suspension *s) { *s = all[--n]; }
+static void drop(struct suspension *s)
+{
+    *s = all[--n];
+    save();
+}
 
 bool suspend_clear(enum suspend_kind k, const char *name)
 {

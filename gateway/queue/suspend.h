@@ -5,7 +5,9 @@
  * makes no delivery job for it: its recipients stay pending and the
  * attempt does not count towards their retry back-off. A pool whose every
  * source is suspended waits too; otherwise its other sources take over.
- * Kept in memory (a restart forgets suspensions); at most SUSPEND_MAX. */
+ * Kept in memory and in the spool's `suspended` file (rewritten on every
+ * change, read at start: a suspension outlives a restart); at most
+ * SUSPEND_MAX. */
 #ifndef POSTERN_SUSPEND_H
 #define POSTERN_SUSPEND_H
 #include "buf.h"
@@ -17,6 +19,8 @@
 
 enum suspend_kind { SUSPEND_DESTINATION, SUSPEND_SOURCE, SUSPEND_QUEUE };
 
+/* At start: the suspensions saved under spool_dir (ended ones dropped). */
+void suspend_load(const char *spool_dir);
 /* "destination", "source" or "queue": 0 and *k, or -1. */
 int suspend_kind_parse(const char *word, enum suspend_kind *k);
 const char *suspend_kind_name(enum suspend_kind k);

@@ -63,6 +63,13 @@ def test_the_admin_suspends_and_resumes_a_destination():
     assert "destination example.test until resumed: by the admin" in postern(g, "suspended").stdout
     listed = postern(g, "list").stdout
     assert qid in listed and "waiting: destination suspended" in listed, listed
+    # a restart keeps it (the spool's `suspended` file)
+    g.stop()
+    g.start()
+    assert "1 still in force from before the restart" in g.log()
+    assert "destination example.test until resumed: by the admin" in postern(g, "suspended").stdout
+    time.sleep(1)
+    assert server.connections == 0
     r = postern(g, "resume", "destination", "example.test")
     assert r.returncode == 0 and "1 message(s) scheduled" in r.stdout, r
     wait_for(lambda: server.senders == ["held@src.test"], 10, "the held-back message")
