@@ -130,8 +130,10 @@ static int unix_nexthop_parse(const char *text, struct nexthop *out, char *err, 
 {
     const char *path = text + strlen("lmtp:unix:");
     struct sockaddr_un *sun = (struct sockaddr_un *)&out->addr;
-    if (path[0] != '/' || strlen(path) >= sizeof sun->sun_path || strlen(text) >= sizeof out->text ||
-        path[strcspn(path, " \t\r\n")]) {
+    bool plain = true;           /* no blanks or control characters in the path */
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+        plain &= *c > ' ' && *c != 0x7f;
+    if (path[0] != '/' || strlen(path) >= sizeof sun->sun_path || strlen(text) >= sizeof out->text || !plain) {
         snprintf(err, errlen, "bad next hop '%s' (expected lmtp:unix:/PATH, an absolute path under %zu bytes)", text,
                  sizeof sun->sun_path);
         return -1;

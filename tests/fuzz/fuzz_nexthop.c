@@ -1,11 +1,14 @@
 /* fuzz_nexthop.c - libFuzzer harness for what outbound delivery parses:
- * transport next hops (smtp:[host]:port, smtp:host:port, IP literals),
+ * transport next hops (smtp:[host]:port, smtp:host:port, IP literals,
+ * lmtp:[host]:port, lmtp:unix:/PATH),
  * server reply lines, and the sender-routing check. A parsed next hop is
- * either an address or a valid-looking host name with a port in range; a
+ * either an address (a Unix socket's an absolute path without blanks, for
+ * LMTP only) or a valid-looking host name with a port in range; a
  * reply code is 100-599 or -1. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include "config.h"
 #include "smtp_parse.h"
 
@@ -20,7 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (nexthop_parse(text, &h, err, sizeof err) == 0 && !h.mx) {
         if (h.host[0] && (h.port < 1 || h.port > 65535 || strpbrk(h.host, " \t\r\n[]/")))
             abort();
-        if (!h.host[0] && h.addr.ss_family != AF_INET && h.addr.ss_family != AF_INET6)
+        const char *path = ((const struct sockaddr_un *)&h.addr)->sun_path;
+        bool unix_ok = h.lmtp && h.addr.ss_family == AF_UNIX && path[0] == '/' && !strpbrk(path, " \t\r\n");
+        if (!h.host[0] && h.addr.ss_family != AF_INET && h.addr.ss_family != AF_INET6 && !unix_ok)
             abort();
     }
     bool last;
