@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "config.h"
 
@@ -175,9 +176,20 @@ static void next_hops(void **state)
     assert_int_equal(nexthop_parse("smtp:[::1]:2525", &h, err, sizeof err), 0);
     assert_int_equal(h.addr.ss_family, AF_INET6);
     const char *bad[] = {"smtp:", "smtp:[a b]:25", "smtp:host:0", "smtp:host:99999", "smtp:[host", "smtp:host:25x",
-                         "smtp:-host", "lmtp:host", "smtp:[host]x"};
+                         "smtp:-host", "lmtpx:host", "smtp:[host]x", "lmtp:unix:relative", "lmtp:unix:/a b",
+                         "lmtp:unix:/tab\there"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(nexthop_parse(bad[i], &h, err, sizeof err), -1);
+    /* LMTP: A/AAAA only, port 24 unless given, or a Unix socket */
+    assert_int_equal(nexthop_parse("lmtp:mail.example.test", &h, err, sizeof err), 0);
+    assert_true(h.lmtp);
+    assert_false(h.lookup_mx);
+    assert_int_equal(h.port, 24);
+    assert_int_equal(nexthop_parse("lmtp:[::1]:2424", &h, err, sizeof err), 0);
+    assert_int_equal(ntohs(((struct sockaddr_in6 *)&h.addr)->sin6_port), 2424);
+    assert_int_equal(nexthop_parse("lmtp:unix:/run/dovecot/lmtp", &h, err, sizeof err), 0);
+    assert_int_equal(h.addr.ss_family, AF_UNIX);
+    assert_string_equal(((struct sockaddr_un *)&h.addr)->sun_path, "/run/dovecot/lmtp");
 }
 
 static void outbound_tables(void **state)
