@@ -602,7 +602,7 @@ static const struct config_key keys[] = {
      "none: `smtp_bind_address`"},
     {"queues", KT_STR, FIELD(queues_table), NULL, 0, 0, NULL, 0, NULL, parse_queues, NULL, NULL,
      "`file:PATH`: named queues with priorities (see Outbound, Named queues), lines `queue NAME priority=0-9 "
-     "[concurrency=N]`, `from DOMAIN QUEUE`, `to DOMAIN QUEUE`", "none: every message priority 0"},
+     "[concurrency=N] [rate=N]`, `from DOMAIN QUEUE`, `to DOMAIN QUEUE`", "none: every message priority 0"},
     {"backoff", KT_STR, FIELD(backoff_table), NULL, 0, 0, NULL, 0, NULL, parse_backoff, NULL, NULL,
      "`file:PATH`: automatic back-off on next hops' replies (see Outbound, Back-off), lines `suspend|suspend-source "
      "DURATION REGEX`", "none"},

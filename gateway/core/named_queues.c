@@ -19,21 +19,23 @@ static bool keyed_int(const char *word, const char *key, int lo, int hi, int *ou
 
 static int add_queue(struct named_queues *q, char *rest, char *err, size_t errlen)
 {
-    char *w[4];
-    size_t n = table_words(rest, w, 3);
+    char *w[5];
+    size_t n = table_words(rest, w, 4);
     struct named_queue nq = {.priority = -1};
-    if (n < 1 || n > 3 || !table_name_ok(w[0], sizeof nq.name) || named_queue_find(q, w[0])) {
-        snprintf(err, errlen, "expected: queue NAME priority=0-9 [concurrency=N], each name once");
+    if (n < 1 || n > 4 || !table_name_ok(w[0], sizeof nq.name) || named_queue_find(q, w[0])) {
+        snprintf(err, errlen, "expected: queue NAME priority=0-9 [concurrency=N] [rate=N], each name once");
         return -1;
     }
     snprintf(nq.name, sizeof nq.name, "%s", w[0]);
     for (size_t i = 1; i < n; i++) {
         bool bad = false;
         if (!keyed_int(w[i], "priority", 0, QUEUE_PRIORITIES - 1, &nq.priority, &bad) &&
-            !keyed_int(w[i], "concurrency", 1, 100000, &nq.concurrency, &bad))
+            !keyed_int(w[i], "concurrency", 1, 100000, &nq.concurrency, &bad) &&
+            !keyed_int(w[i], "rate", 1, 60000, &nq.rate, &bad))
             bad = true;
         if (bad) {
-            snprintf(err, errlen, "queue %s: '%s' (expected priority=0-9, concurrency=1-100000)", nq.name, w[i]);
+            snprintf(err, errlen, "queue %s: '%s' (expected priority=0-9, concurrency=1-100000, rate=1-60000 a "
+                     "minute)", nq.name, w[i]);
             return -1;
         }
     }

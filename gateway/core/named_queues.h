@@ -2,7 +2,9 @@
  * file:PATH` table puts messages in named queues, each with a priority and
  * a concurrency, so transactional mail never waits behind a bulk backlog:
  *
- *   queue NAME priority=N [concurrency=N]   N 0-9, higher first; jobs in flight
+ *   queue NAME priority=N [concurrency=N] [rate=N]
+ *                                           priority 0-9, higher first;
+ *                                           jobs in flight; jobs started a minute
  *   from DOMAIN NAME                        by the sender's domain
  *   to DOMAIN NAME                          by the recipient domain
  *
@@ -23,6 +25,7 @@ struct named_queue {
     char name[NAMED_QUEUE_NAME_MAX];
     int priority;                  /* 0-9, higher first */
     int concurrency;               /* delivery jobs in flight at once, 0 = no limit */
+    int rate;                      /* delivery jobs started a minute (spread evenly), 0 = no limit */
     int *in_flight;                /* the loop thread's count */
 };
 

@@ -130,9 +130,11 @@ struct dest {
 };
 
 /* dest_rate_limit: the next start allowed for a recipient domain, and the
- * jobs holding later slots (in slot order). */
+ * jobs holding later slots (in slot order); or the same for a named queue's
+ * rate (for_queue: domain is the queue's name). */
 struct pace {
     char domain[256];
+    bool for_queue;
     uint64_t next_ms;
     struct job_fifo paced;
     struct pace *next;
@@ -671,14 +673,15 @@ static void route(struct delivery_job *j)
 
 /* ---- pacing (dest_rate_limit) ------------------------------------- */
 
-static struct pace *pace_for(const char *domain)
+static struct pace *pace_for(const char *domain, bool for_queue)
 {
     for (struct pace *p = paces; p; p = p->next)
-        if (!strcasecmp(p->domain, domain))
+        if (p->for_queue == for_queue && !strcasecmp(p->domain, domain))
             return p;
     struct pace *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
+    p->for_queue = for_queue;
     snprintf(p->domain, sizeof p->domain, "%s", domain);
     p->next = paces;
     paces = p;
@@ -701,11 +704,32 @@ static void shared_slot_answer(void *arg, const struct kv_answer *a)
         p->next_ms = next;
 }
 
+/* Slot keeping on pace p at per_min a minute: true for now, else j waits
+ * there, in order, with why. */
+static bool take_pace(struct delivery_job *j, struct pace *p, int per_min, const char *why)
+{
+    uint64_t now = ev_now_ms(), slot = p->next_ms > now ? p->next_ms : now;
+    p->next_ms = slot + 60000u / (unsigned)per_min;
+    if (slot <= now)
+        return true;
+    j->not_before_ms = slot;
+    j->waiting = why;
+    fifo_push(&p->paced, j);
+    return false;
+}
+
+/* A slot for j's named queue (its rate, node-local): now, or later. */
+static bool take_queue_slot(struct delivery_job *j)
+{
+    struct pace *p = j->queue && j->queue->rate > 0 ? pace_for(j->queue->name, true) : NULL;
+    return !p || take_pace(j, p, j->queue->rate, "queue rate limit");
+}
+
 /* A slot for j's domain: now, or a later one (j then waits, in order). */
 static bool take_slot(struct delivery_job *j)
 {
     int per_min = config_rate_limit_for(cfg, j->domain);
-    struct pace *p = per_min > 0 ? pace_for(j->domain) : NULL;
+    struct pace *p = per_min > 0 ? pace_for(j->domain, false) : NULL;
     if (!p)
         return true;
     if (kv_shared()) {
@@ -715,14 +739,7 @@ static bool take_slot(struct delivery_job *j)
             key[i] = (char)tolower((unsigned char)key[i]);
         kv_pace(key, 60000 / per_min, shared_slot_answer, p);
     }
-    uint64_t now = ev_now_ms(), slot = p->next_ms > now ? p->next_ms : now;
-    p->next_ms = slot + 60000u / (unsigned)per_min;
-    if (slot <= now)
-        return true;
-    j->not_before_ms = slot;
-    j->waiting = "rate limit";
-    fifo_push(&p->paced, j);
-    return false;
+    return take_pace(j, p, per_min, "rate limit");
 }
 
 static void release_paced(void)
@@ -732,14 +749,15 @@ static void release_paced(void)
         while (p->paced.head && p->paced.head->not_before_ms <= now) {
             struct delivery_job *j = fifo_pop(&p->paced);
             j->waiting = NULL;
-            route(j);
+            if (!p->for_queue || take_slot(j))      /* past its queue's rate: now its domain's */
+                route(j);
         }
 }
 
 void delivery_submit(struct delivery_job *j)
 {
     j->waiting = NULL;
-    if (take_slot(j))
+    if (take_queue_slot(j) && take_slot(j))
         route(j);
 }
 

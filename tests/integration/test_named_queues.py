@@ -65,12 +65,29 @@ def test_transactional_mail_overtakes_a_bulk_backlog():
     assert time.time() - t0 < 5, time.time() - t0
 
 
+def test_a_queue_rate_spreads_its_messages():
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, queues=table_file("queue slow priority=5 rate=60\nfrom slow.test slow\n", name="queues")).start()
+    for i in range(3):
+        assert "queued as" in send_mail(g, sender="s%d@slow.test" % i)
+    t0 = time.time()
+    assert "queued as" in send_mail(g, sender="fast@src.test")      # in no queue: not held back
+    wait_for(lambda: any(b"<fast@src.test>" in m for m in sink.messages()), 10, "the unqueued message")
+    assert time.time() - t0 < 1.5
+    sink.wait_count(4, timeout=15)
+    # 60 a minute: one a second, so the third waits about two seconds behind the first
+    assert time.time() - t0 >= 1.5, time.time() - t0
+    assert "s2@slow.test" in b"".join(sink.messages()).decode(errors="replace")
+    g.stop()
+
+
 def test_queues_table_errors_are_caught_at_start():
     d = tempfile.mkdtemp(prefix="queues-")
     os.chmod(d, 0o755)
     on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
     for bad, why in (("queue q\n", "priority=0-9 is required"), ("queue q priority=10\n", "priority=10"),
-                     ("queue q priority=1 concurrency=0\n", "concurrency=0"), ("to x.test nowhere\n", "defined before"),
+                     ("queue q priority=1 concurrency=0\n", "concurrency=0"),
+                     ("queue q priority=1 rate=0\n", "rate=0"), ("to x.test nowhere\n", "defined before"),
                      ("queue q priority=1\nqueue q priority=2\n", "each name once"), ("lane x\n", "expected queue")):
         path = os.path.join(d, "queues")
         with open(path, "w") as f:
