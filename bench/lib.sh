@@ -45,11 +45,23 @@ relay_bench_start() {
 # these lines, spool in $WORK, the shared relay benchmark of $N messages of
 # $SIZE bytes over $S sessions; prints "messages/s end to end, posternd's CPU
 # in µs per message". Sets and clears PG (the caller's cleanup kills it).
+# A benchmark that prepares posternd first calls the two halves itself.
 relay_round() {
+  relay_start "$@"
+  relay_measure
+}
+
+# relay_start [CONFIG LINE...]: a fresh spool, the config, posternd started ($PG).
+relay_start() {
   rm -rf "$WORK/spool"
   postern_conf $PORT $SINK_PORT "$WORK/spool" "$@" >"$WORK/c.conf"
   "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
   sleep 0.5
+}
+
+# relay_measure: the benchmark against the running posternd, printed as
+# relay_round says; then posternd is stopped.
+relay_measure() {
   local t0 t1 rate
   t0=$(cpu_ticks $PG)
   rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')

@@ -34,19 +34,11 @@ run() {   # $1 = local | shared
   else
     extra+=("greylist.db = $WORK/grey.sqlite")
   fi
-  postern_conf $PORT $SINK_PORT "$WORK/spool" "${extra[@]}" >"$WORK/c.conf"
-  "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
-  sleep 0.5
+  relay_start "${extra[@]}"
   # whitelist the client: greylisted once, passed once
   for _ in 1 2; do smtp-source -m 1 -f a@src.test -t r@dest.test 127.0.0.1:$PORT >/dev/null 2>&1 || true; done
   sleep 0.3
-  local t0 t1 rate
-  t0=$(cpu_ticks $PG)
-  rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')
-  t1=$(cpu_ticks $PG)
-  # messages/s end to end, and posternd's CPU in microseconds per message
-  echo "$rate $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / N ))"
-  kill $PG; wait $PG 2>/dev/null || true; PG=""
+  relay_measure      # messages/s end to end, and posternd's CPU in microseconds per message
   # the shared run really went through Redis: the sender's counter
   [ "$1" = shared ] && echo "  redis: rate counter $(redis-cli -p $REDIS_PORT get postern:lua:rate:sender@bench.test)," \
     "greylist keys $(redis-cli -p $REDIS_PORT --scan --pattern 'postern:c:greylist:*' | wc -l)" >&2
