@@ -287,9 +287,13 @@ static struct dconn *dconn_of(struct dest *d, struct smtp_client *cl)
     return NULL;
 }
 
+/* Whether d may start another transaction: not while stopping, nor while
+ * its provider's shared limit is reached. */
+static bool dest_may_start(const struct dest *d) { return !stopping && !provider_full(d->provider); }
+
 static void conn_take_job(struct dest *d, struct dconn *dc)
 {
-    struct delivery_job *j = stopping || provider_full(d->provider) ? NULL : waiting_pop(&d->waiting);
+    struct delivery_job *j = dest_may_start(d) ? waiting_pop(&d->waiting) : NULL;
     if (!j)
         return;
     dc->idle = false;
@@ -309,7 +313,7 @@ static void on_ready(void *owner, struct smtp_client *cl)
     if (!dc)
         return;
     dc->ready_once = dc->idle = true;
-    if (!stopping && !provider_full(d->provider) && waiting_next(&d->waiting))
+    if (dest_may_start(d) && waiting_next(&d->waiting))
         conn_take_job(d, dc);
     else
         smtp_client_idle(cl, false);
@@ -403,7 +407,7 @@ static bool conn_open(struct dest *d)
 /* Give waiting jobs to idle connections, open new ones up to the limit. */
 static void dest_kick(struct dest *d)
 {
-    if (stopping || provider_full(d->provider))
+    if (!dest_may_start(d))
         return;
     for (struct dconn *dc = d->conns, *next; dc && waiting_next(&d->waiting); dc = next) {
         next = dc->next;
@@ -435,17 +439,11 @@ static const struct tls_policy *target_policy(const struct delivery_job *j, cons
     return t && t->tls ? t->tls : j->tls;
 }
 
-static void enqueue(struct delivery_job *j, const struct nexthop *target)
+static void enqueue(struct delivery_job *j, const struct nexthop *hop)
 {
     const struct mx_target *t = j->cands ? &j->cands[j->cur] : NULL;
     const char *host = t ? t->host : "";
-    struct nexthop hop = *target;        /* an LMTP host's addresses speak LMTP too */
-    if (j->hop->lmtp && !hop.lmtp) {
-        hop.lmtp = true;
-        if (!strncmp(hop.text, "smtp:", 5))
-            memcpy(hop.text, "lmtp", 4);
-    }
-    struct dest *d = dest_for(j->rt, &hop, target_policy(j, t), t ? t->tlsa : NULL, host, auth_for(j, host),
+    struct dest *d = dest_for(j->rt, hop, target_policy(j, t), t ? t->tlsa : NULL, host, auth_for(j, host),
                               j->source);
     if (!d) {
         settle_open(j, "451 4.3.0 out of memory");
@@ -664,9 +662,9 @@ static void route(struct delivery_job *j)
 {
     j->started_ms = ev_now_ms();
     if (j->hop->mx)
-        mx_route(j->domain, cfg->smtp_port, true, on_routed, j);
+        mx_route(j->domain, cfg->smtp_port, true, false, on_routed, j);
     else if (j->hop->host[0])          /* smtp:host (MX of host) or smtp:[host] (its address) */
-        mx_route(j->hop->host, j->hop->port, j->hop->lookup_mx, on_routed, j);
+        mx_route(j->hop->host, j->hop->port, j->hop->lookup_mx, j->hop->lmtp, on_routed, j);
     else
         enqueue_address(j);
 }

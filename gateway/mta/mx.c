@@ -31,6 +31,7 @@ struct route_req {
     struct mx_record recs[MAX_MX];
     size_t nrec;
     bool implicit;                   /* no MX: the domain's own address */
+    bool lmtp;                       /* the targets speak LMTP */
     struct sockaddr_storage addrs[MAX_MX][MAX_ADDRS];
     size_t naddrs[MAX_MX];
     struct addr_lookup lookups[MAX_MX];
@@ -149,7 +150,8 @@ static void make_target(struct mx_target *t, const struct route_req *q, size_t r
         ((struct sockaddr_in6 *)&t->hop.addr)->sin6_port = htons((uint16_t)port);
         t->hop.addrlen = sizeof(struct sockaddr_in6);
     }
-    snprintf(t->hop.text, sizeof t->hop.text, "smtp:[%s]:%d", ip, port);
+    t->hop.lmtp = q->lmtp;
+    snprintf(t->hop.text, sizeof t->hop.text, "%s:[%s]:%d", q->lmtp ? "lmtp" : "smtp", ip, port);
 }
 
 static void all_addresses_in(struct route_req *q)
@@ -317,7 +319,7 @@ static void on_mx(void *arg, int err, struct ub_result *r)
     lookup_addresses(q);
 }
 
-void mx_route(const char *domain, int port, bool use_mx, route_cb cb, void *arg)
+void mx_route(const char *domain, int port, bool use_mx, bool lmtp, route_cb cb, void *arg)
 {
     struct route_req *q = calloc(1, sizeof *q);
     if (!q) {
@@ -330,6 +332,7 @@ void mx_route(const char *domain, int port, bool use_mx, route_cb cb, void *arg)
     q->cb = cb;
     q->arg = arg;
     q->port = port;
+    q->lmtp = lmtp;
     if (!use_mx) {              /* smtp:[host]: the host's own addresses; none defers (a config matter) */
         snprintf(q->recs[0].host, sizeof q->recs[0].host, "%s", domain);
         q->nrec = 1;

@@ -36,8 +36,9 @@ void mx_init(const struct config *cfg);
 /* cb runs later on the loop thread; it owns result->targets (free()). A
  * bogus answer (DNSSEC validation failed) is a temporary failure. */
 typedef void (*route_cb)(void *arg, struct route_result *result);
-/* use_mx: MX records of name (else only its A/AAAA); servers on port. */
-void mx_route(const char *name, int port, bool use_mx, route_cb cb, void *arg);
+/* use_mx: MX records of name (else only its A/AAAA); servers on port,
+ * speaking LMTP when lmtp is set (the targets' next hops say so). */
+void mx_route(const char *name, int port, bool use_mx, bool lmtp, route_cb cb, void *arg);
 
 /* Pure helpers (unit-tested): order MX records by preference with equal
  * preferences shuffled by rnd, and drop ours and everything not strictly

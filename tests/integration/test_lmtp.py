@@ -7,13 +7,17 @@ from harness import *
 
 
 def lmtp_gateway(dovecot, sender_sink):
+    """mail.test over the Unix socket, tcp.test over TCP to the address, and
+    named.test over TCP to a host name (looked up, A only)."""
+    dns = DnsServer(["lmtp-host.test. A %s" % dovecot.host])
     table = tempfile.NamedTemporaryFile("w", delete=False, suffix=".transport")
-    table.write("mail.test lmtp:unix:%s\ntcp.test lmtp:[%s]:%d\n" % (dovecot.socket, dovecot.host, dovecot.port))
+    table.write("mail.test lmtp:unix:%s\ntcp.test lmtp:[%s]:%d\nnamed.test lmtp:[lmtp-host.test]:%d\n" %
+                (dovecot.socket, dovecot.host, dovecot.port, dovecot.port))
     table.close()
     os.chmod(table.name, 0o644)
     on_cleanup(lambda: os.unlink(table.name))
-    return Gateway(sink=sender_sink, transport_table="file:" + table.name,
-                   relay_domains="example.test, mail.test, tcp.test").start()
+    return Gateway(sink=sender_sink, transport_table="file:" + table.name, dns_server=dns.address(),
+                   relay_domains="example.test, mail.test, tcp.test, named.test").start()
 
 
 def send(g, rcpts, subject):
@@ -62,6 +66,11 @@ def test_lmtp_over_tcp_and_a_refused_transaction_leaves_nothing_open():
     assert "Subject: over tcp" in dovecot.fetch("bob")[0]
     assert re.search(r"%s: to=<bob@tcp\.test>, relay=%s\[%s\]:2424, .*status=sent" %
                      (qid, re.escape(addr(5)), re.escape(addr(5))), g.log()), g.log()
+    # a host name: looked up (A), and its address speaks LMTP too
+    qid = send(g, ["bob@named.test"], "by name")
+    wait_for(lambda: len(dovecot.fetch("bob")) == 2, 20, "bob's second message")
+    assert re.search(r"%s: to=<bob@named\.test>, relay=lmtp-host\.test\[%s\]:2424, .*status=sent \(250 " %
+                     (qid, re.escape(addr(5))), g.log()), g.log()
     # nobody known: every RCPT refused, DATA refused, nothing waits for a dot reply
     send(g, ["ghost1@tcp.test", "ghost2@tcp.test"], "nobody")
     bounce = sender_sink.wait_count(1)[0]
