@@ -5,7 +5,7 @@
  * there, an eventfd write back to the loop); for a short handler that is
  * most of what the call costs. So the loop first runs the call itself, in
  * a state of its own per script, for as long as that is safe: at most
- * FAST_ROUNDS rounds of the count hook (HOOK_EVERY instructions each), and
+ * LOOP_SLICE rounds of the count hook (HOOK_EVERY instructions each), and
  * nothing that can take long or change anything. Each function that could
  * (pattern matching, sorting, files, DNS and shared state, the tx methods
  * that change the message, tx.vars writes: see off_loop_wrap) is wrapped:
@@ -24,8 +24,6 @@
  * The loop's state is built on a Lua thread (a script's top level may run
  * up to lua_time_limit), which hands it over in s->loop_ready. */
 #include "lua_int.h"
-
-#define FAST_ROUNDS 1            /* count-hook rounds a call may run on the loop */
 
 /* ---- functions that leave the loop ---------------------------------- */
 
@@ -61,15 +59,20 @@ static bool must_leave(lua_State *L)
     return lua_type(L, 1) == LUA_TSTRING && !strncmp(lua_tostring(L, 1), prefix, strlen(prefix));
 }
 
+int loop_restart(lua_State *L)
+{
+    struct lctx *c = ctx_of(L);
+    c->restart = c->killed = true;     /* killed: every hook raises, pcall cannot catch it */
+    return luaL_error(L, "call moved off the network loop");
+}
+
 static int off_loop(lua_State *L)
 {
     if (!must_leave(L))
         return call_wrapped(L, LUA_OK, 0);
     if (lua_isyieldable(L))
         return lua_yieldk(L, 0, 0, call_wrapped);
-    struct lctx *c = ctx_of(L);
-    c->restart = c->killed = true;
-    return luaL_error(L, "call moved off the network loop");
+    return loop_restart(L);
 }
 
 /* string.gmatch: making the iterator matches nothing, calling it does. */

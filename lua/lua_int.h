@@ -104,6 +104,9 @@ int build_state(struct lstate *ls, struct lua_script *s, const struct script_set
 void state_unref(struct lstate *ls);
 /* lua_fast.c: in a state for the loop, wrap what must not run there */
 void off_loop_wrap(lua_State *L);
+/* On the loop where the call cannot yield: end the loop's run with an
+ * error nothing catches, so a Lua thread runs the call again (c->restart). */
+int loop_restart(lua_State *L);
 /* lua_fast.c: at lua_script_free */
 void lua_loop_states_free(struct lua_script *s);
 /* lua_module.c */

@@ -77,10 +77,8 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
         lua_yield(L, 0);     /* in a hook it returns; the yield happens when the hook does */
         return;
     }
-    if (c->fast) {
-        c->restart = c->killed = true;
-        luaL_error(L, "call moved off the network loop");
-    }
+    if (c->fast)
+        loop_restart(L);
 }
 
 static void ctx_init(struct lctx *c, struct lstate *ls, struct lua_call *call)

@@ -326,25 +326,19 @@ bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flag
 static void job_result(struct delivery_job *dj, size_t k);
 static void job_done(struct delivery_job *dj);
 
-static const char *sender_domain(const struct qmsg *m)
-{
-    const char *at = m->sender ? strrchr(m->sender, '@') : NULL;
-    return at ? at + 1 : NULL;
-}
-
 /* The egress pool for m's recipients in rcpt_domain: the DELIVER stage's
  * choice, else the egress table's from/to rules; NULL: smtp_bind_address. */
 static const struct egress_pool *egress_pool_of(const struct qmsg *m, const char *rcpt_domain)
 {
     const struct egress_pool *p = m->egress ? egress_pool_named(&cfg->egress, m->egress) : NULL;
-    return p ? p : egress_pool_for(&cfg->egress, sender_domain(m), rcpt_domain);
+    return p ? p : egress_pool_for(&cfg->egress, addr_domain(m->sender), rcpt_domain);
 }
 
 /* The named queue likewise; NULL: priority 0, no limit of its own. */
 static const struct named_queue *named_queue_of(const struct qmsg *m, const char *rcpt_domain)
 {
     const struct named_queue *q = m->queue_name ? named_queue_find(&cfg->queues, m->queue_name) : NULL;
-    return q ? q : named_queue_for(&cfg->queues, sender_domain(m), rcpt_domain);
+    return q ? q : named_queue_for(&cfg->queues, addr_domain(m->sender), rcpt_domain);
 }
 
 static bool source_usable(const struct egress_source *s)
@@ -352,19 +346,18 @@ static bool source_usable(const struct egress_source *s)
     return !suspend_until(SUSPEND_SOURCE, s->name, (int64_t)time(NULL));
 }
 
-/* Why recipients in rcpt_domain of this pool and queue wait (a suspension),
- * with *until its end; NULL when they may go. */
+/* Why recipients in rcpt_domain of this pool and queue wait (a
+ * suspension), or NULL when they may go. */
 static const char *held_back(const char *rcpt_domain, const struct egress_pool *pool, const struct named_queue *nq,
-                             int64_t now, int64_t *until)
+                             int64_t now)
 {
-    if ((*until = suspend_until(SUSPEND_DESTINATION, rcpt_domain, now)))
+    if (suspend_until(SUSPEND_DESTINATION, rcpt_domain, now))
         return "destination";
-    if (nq && (*until = suspend_until(SUSPEND_QUEUE, nq->name, now)))
+    if (nq && suspend_until(SUSPEND_QUEUE, nq->name, now))
         return "queue";
     for (size_t i = 0; pool && i < pool->n; i++)
         if (source_usable(&cfg->egress.sources[pool->src[i]]))
             return NULL;
-    *until = pool ? suspend_until(SUSPEND_SOURCE, cfg->egress.sources[pool->src[0]].name, now) : 0;
     return pool ? "every source of the egress pool" : NULL;
 }
 
@@ -441,8 +434,7 @@ static void do_dispatch(struct qmsg *m)
         const struct tls_policy *tls = rcpt_tls(dom, r->st.min_tls);
         const struct egress_pool *pool = egress_pool_of(m, dom);
         const struct named_queue *nq = named_queue_of(m, dom);
-        int64_t until;
-        const char *why = held_back(dom, pool, nq, now, &until);
+        const char *why = held_back(dom, pool, nq, now);
         if (why) {
             if (!waiting++)
                 log_info("%s: to=<%s>: waits: %s suspended", m->id, r->addr, why);
@@ -755,8 +747,7 @@ void queue_suspension_of(const struct qmsg *m, char *out, size_t size)
     if (!r)
         return;
     const char *dom = addr_domain(r->addr);
-    int64_t until;
-    const char *why = held_back(dom, egress_pool_of(m, dom), named_queue_of(m, dom), (int64_t)time(NULL), &until);
+    const char *why = held_back(dom, egress_pool_of(m, dom), named_queue_of(m, dom), (int64_t)time(NULL));
     if (why)
         snprintf(out, size, "%s suspended (postern queue suspended)", why);
 }
