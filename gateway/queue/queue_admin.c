@@ -184,6 +184,18 @@ static bool retry_now(struct qmsg *m)
     return true;
 }
 
+/* Every message with ID id (when set), or with a recipient pending in
+ * domain (when set), or every one, tried now; how many. */
+static size_t retry_matching(const char *id, const char *domain)
+{
+    size_t n = 0;
+    for (struct qmsg *m = queue_all(); m; m = m->next)
+        if ((id ? !strcmp(m->id, id) : (!domain || has_pending_for(m, domain))) && retry_now(m))
+            n++;
+    queue_run_due();
+    return n;
+}
+
 /* flush [ID|DOMAIN]: every deferred message (to DOMAIN), now. */
 static int admin_flush(const struct queue_cmd *c, struct buf *out)
 {
@@ -191,11 +203,7 @@ static int admin_flush(const struct queue_cmd *c, struct buf *out)
     bool one_id = qid_valid(arg);
     if (one_id && !queue_find(arg))
         return find_or_say(arg, out) ? 0 : -1;
-    size_t n = 0;
-    for (struct qmsg *m = queue_all(); m; m = m->next)
-        if ((one_id ? !strcmp(m->id, arg) : (!*arg || has_pending_for(m, arg))) && retry_now(m))
-            n++;
-    queue_run_due();
+    size_t n = retry_matching(one_id ? arg : NULL, *arg ? arg : NULL);
     buf_printf(out, "%zu message(s) scheduled for immediate delivery\n", n);
     return 0;
 }
@@ -233,11 +241,7 @@ static int admin_resume(const struct queue_cmd *c, struct buf *out)
         buf_printf(out, "%s %s is not suspended\n", c->args[0], c->args[1]);
         return -1;
     }
-    size_t n = 0;
-    for (struct qmsg *m = queue_all(); m; m = m->next)
-        if ((k != SUSPEND_DESTINATION || has_pending_for(m, c->args[1])) && retry_now(m))
-            n++;
-    queue_run_due();
+    size_t n = retry_matching(NULL, k == SUSPEND_DESTINATION ? c->args[1] : NULL);
     log_info("%s %s resumed by the admin", c->args[0], c->args[1]);
     buf_printf(out, "%s %s resumed; %zu message(s) scheduled for delivery now\n", c->args[0], c->args[1], n);
     return 0;

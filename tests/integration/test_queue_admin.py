@@ -127,6 +127,9 @@ def test_hold_release_and_delete():
     wait_for(lambda: witness not in g.queue_files(), 10, "the second witness")
     assert sink.count() == 2 and g.queue_files() == [keep]
     assert "hold" in [l for l in postern(g, "list").stdout.splitlines() if l.startswith(keep)][0]
+    # retries are scheduled in whole seconds, so the steps above can take well under one:
+    # hold it for a second at least, or the comparison below would measure nothing
+    time.sleep(max(0.0, 1.0 - (time.time() - keep_queued)))
     waited = time.time() - keep_queued
     assert postern(g, "release", keep).returncode == 0
     msgs = sink.wait_count(3)
