@@ -560,6 +560,17 @@ def test_tx_variables_are_bounded_outside_the_lua_memory_limit():
     g.stop()
 
 
+def until_the_loop_answers(g):
+    """Messages until a Lua call is answered on the loop (its state is built
+    on a Lua thread first); how many were sent, at most 20."""
+    sent = 0
+    while not lua_calls(g)["loop"]:
+        assert sent < 20, lua_calls(g)
+        assert "queued as" in send(g)
+        sent += 1
+    return sent
+
+
 def test_short_calls_answer_on_the_loop_and_the_rest_move_to_a_lua_thread():
     # lua_loop_first: the loop runs a call until it would do anything long
     # or change something; then a Lua thread goes on with it (moved), or,
@@ -587,11 +598,7 @@ def test_short_calls_answer_on_the_loop_and_the_rest_move_to_a_lua_thread():
           '  end\n'
           'end)\n')
     g = gw(sink, ["lua:%s/fast.lua" % d], http_listen="%s:9025" % addr(1))
-    sent = 0
-    while not lua_calls(g)["loop"]:           # the loop's state is built on a Lua thread first
-        assert sent < 20, lua_calls(g)
-        assert "queued as" in send(g)
-        sent += 1
+    sent = until_the_loop_answers(g)
 
     def one(rcpt):
         before = lua_calls(g)
@@ -633,10 +640,7 @@ def test_a_long_c_call_that_starts_on_the_loop_leaves_it_first():
           '  end\n'
           'end)\n')
     g = gw(sink, ["lua:%s/len.lua" % d], lua_time_limit="1s", http_listen="%s:9025" % addr(1))
-    for _ in range(20):                        # until the loop has its state
-        assert "queued as" in send(g)
-        if lua_calls(g)["loop"]:
-            break
+    until_the_loop_answers(g)
     result = {}
     t = threading.Thread(target=lambda: result.update(rep=rcpt_reply(g, "len@example.test")))
     t0 = time.time()
