@@ -375,9 +375,10 @@ def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
     q_sender = queue_id(send_message(g.host, 2525, "counsel@legal.test", ["x@example.test"], "Subject: a\r\n\r\nx\r\n"))
     q_domain = queue_id(send_message(g.host, 2525, "a@src.test", ["x@bank.test"], "Subject: b\r\n\r\nx\r\n"))
     q_lua = queue_id(send_message(g.host, 2525, "a@src.test", ["private@example.test"], "Subject: c\r\n\r\nx\r\n"))
-    send_message(g.host, 2525, "a@src.test", ["public@example.test"], "Subject: d\r\n\r\nx\r\n")
+    q_public = queue_id(send_message(g.host, 2525, "a@src.test", ["public@example.test"], "Subject: d\r\n\r\nx\r\n"))
     m = plain.wait_count(1)[0]
     assert sink_rcpts(m) == [b"public@example.test"]           # only the undemanding one goes out
+    wait_for(lambda: re.search(r"%s: removed" % q_public, g.log()), 10, "the delivered message to leave the queue")
     wait_for(lambda: g.log().count("does not offer STARTTLS") >= 3, 10, "three TLS deferrals")
     for q in (q_sender, q_domain, q_lua):
         g.attempt_ended(q)
