@@ -119,7 +119,8 @@ void off_loop_wrap(lua_State *L)
     static const char *const strings[] = {"find", "match", "gsub", "rep", NULL};
     static const char *const tables[] = {"concat", "insert", "move", "remove", "sort", "unpack", NULL};
     static const char *const globals[] = {"collectgarbage", "require", "print", "warn", NULL};
-    static const char *const postern[] = {"incr", "get", "set", "dns", NULL};
+    static const char *const postern[] = {"incr", "get", "set", "dns", "suspend", "throttle", "resume",
+                                          "suspended", NULL};
     static const char *const tx[] = {"add_header", "insert_header", "change_header", "delete_header", "body",
                                      "parts", "replace_body", "add_recipient", "delete_recipient", "set_sender",
                                      "route", "archive", "quarantine", "require_tls", "spam_quarantine",

@@ -111,6 +111,8 @@ int loop_restart(lua_State *L);
 void lua_loop_states_free(struct lua_script *s);
 /* lua_module.c */
 extern const luaL_Reg postern_lib[];
+/* lua_suspend.c: postern.suspend, throttle, resume, suspended */
+extern const luaL_Reg postern_suspend_lib[];
 int push_verdict(lua_State *L, postern_verdict v, const char *reply);
 int check_declared(lua_State *L, const struct lua_script *s, const struct script_setup *u, char *err, size_t errlen);
 int l_require(lua_State *L);

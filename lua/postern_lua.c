@@ -256,6 +256,7 @@ static void open_postern(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, "postern.modules");
     lua_newtable(L);
     luaL_setfuncs(L, postern_lib, 0);
+    luaL_setfuncs(L, postern_suspend_lib, 0);
     lua_pushinteger(L, POSTERN_CONTINUE);    /* returning nil means the same */
     lua_setfield(L, -2, "CONTINUE");
     lua_setglobal(L, "postern");

@@ -322,13 +322,16 @@ static int action_request(const char *form, struct buf *req, char id[1024])
     static const char *const ops[] = {"hold", "release", "delete", "requeue", "flush"};
     struct action_words w = {.argc = 0};
     char err[300];
-    if (!strcmp(op, "suspend") || !strcmp(op, "resume")) {    /* the suspensions page */
-        char kind[1024], name[1024], duration[1024];
+    if (!strcmp(op, "suspend") || !strcmp(op, "resume") || !strcmp(op, "throttle")) {    /* the suspensions page */
+        char kind[1024], name[1024], rate[1024], duration[1024];
         form_get(form, "kind", kind);
         form_get(form, "name", name);
+        form_get(form, "rate", rate);
         form_get(form, "duration", duration);
-        const char *words[] = {op, kind, name, op[0] == 's' && duration[0] ? duration : NULL};
-        for (size_t i = 0; i < 4 && words[i]; i++)
+        bool throttle = op[0] == 't', timed = op[0] != 'r' && duration[0];
+        const char *words[] = {op, kind, name, throttle ? rate : timed ? duration : NULL,
+                               throttle && timed ? duration : NULL};
+        for (size_t i = 0; i < 5 && words[i]; i++)
             add_word(&w, words[i][0] ? words[i] : "?");
         return words_request(&w, req, err, sizeof err);
     }
@@ -413,7 +416,7 @@ static enum MHD_Result send_change(struct MHD_Connection *c, const struct consol
     buf_free(&out);
     if (strstr(req, "delete ") == req || !strcmp(req, "flush"))
         return redirect(c, "/", NULL);
-    if (strstr(req, "suspend ") == req || strstr(req, "resume ") == req)
+    if (strstr(req, "suspend ") == req || strstr(req, "resume ") == req || strstr(req, "throttle ") == req)
         return redirect(c, "/suspended", NULL);
     char to[64];
     snprintf(to, sizeof to, "/message?id=%s", id);

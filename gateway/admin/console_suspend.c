@@ -1,20 +1,31 @@
 /* console_suspend.c - the console's suspensions page (issue 38): what is
- * suspended (destinations, egress sources, named queues), until when and
- * why, with a Resume button each and a form to suspend; /api/suspended
- * gives the same as JSON. Changes go through /action (ops suspend and
- * resume), as every change does: a POST with the CSRF token, admins only. */
+ * suspended (destinations, egress sources, named queues, providers) or
+ * throttled, until when and why, with a Resume button each and forms to
+ * suspend and throttle; /api/suspended gives the same as JSON. Changes go
+ * through /action (ops suspend, throttle and resume), as every change
+ * does: a POST with the CSRF token, admins only. */
 #include "console_suspend.h"
 #include "console_int.h"
 #include "console_web.h"
 #include <jansson.h>
 #include <string.h>
 
-/* One line of `queue suspended`: "KIND NAME until WHEN: REASON". */
-static bool parse_line(char *line, char **kind, char **name, char **until, char **reason)
+/* One line of `queue suspended`: "KIND NAME until WHEN: REASON", or
+ * "KIND NAME throttled to N/min until WHEN: REASON" (*limit is then
+ * "N/min", else "suspended"). */
+static bool parse_line(char *line, char **kind, char **name, char **limit, char **until, char **reason)
 {
     char *sp1 = strchr(line, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
     char *colon = sp2 ? strstr(sp2, ": ") : NULL;
-    if (!colon || strncmp(sp2, " until ", 7))
+    if (!colon)
+        return false;
+    *limit = "suspended";
+    if (!strncmp(sp2, " throttled to ", 14)) {
+        *limit = sp2 + 14;
+        if (!(sp2 = strchr(*limit, ' ')))
+            return false;
+    }
+    if (strncmp(sp2, " until ", 7))
         return false;
     *sp1 = *sp2 = *colon = '\0';
     *kind = line;
@@ -35,14 +46,26 @@ static void resume_button(struct buf *b, const struct console_session *s, const 
     buf_puts(b, "\"><button type=\"submit\">Resume</button></form>");
 }
 
-static void suspend_form(struct buf *b, const struct console_session *s)
+static void form_start(struct buf *b, const struct console_session *s, const char *id, const char *op)
 {
-    buf_puts(b, "<form method=\"post\" action=\"/action\" id=\"suspend\"><input type=\"hidden\" name=\"csrf\" value=\"");
+    buf_printf(b, "<form method=\"post\" action=\"/action\" id=\"%s\"><input type=\"hidden\" name=\"csrf\" "
+                  "value=\"", id);
     html_attr(b, s->csrf);
-    buf_puts(b, "\"><input type=\"hidden\" name=\"op\" value=\"suspend\"><select name=\"kind\">"
-                "<option>destination</option><option>source</option><option>queue</option></select> "
-                "<input name=\"name\" placeholder=\"example.com\"> for <input name=\"duration\" placeholder=\"30m "
-                "(empty: until resumed)\"> <button type=\"submit\">Suspend</button></form>\n");
+    buf_printf(b, "\"><input type=\"hidden\" name=\"op\" value=\"%s\">", op);
+}
+
+static void suspend_forms(struct buf *b, const struct console_session *s)
+{
+    form_start(b, s, "suspend", "suspend");
+    buf_puts(b, "<select name=\"kind\"><option>destination</option><option>source</option><option>queue</option>"
+                "<option>provider</option></select> <input name=\"name\" placeholder=\"example.com\"> for "
+                "<input name=\"duration\" placeholder=\"30m (empty: until resumed)\"> "
+                "<button type=\"submit\">Suspend</button></form>\n");
+    form_start(b, s, "throttle", "throttle");
+    buf_puts(b, "<select name=\"kind\"><option>destination</option><option>provider</option></select> "
+                "<input name=\"name\" placeholder=\"example.com\"> to <input name=\"rate\" placeholder=\"10\"> "
+                "a minute for <input name=\"duration\" placeholder=\"30m (empty: until resumed)\"> "
+                "<button type=\"submit\">Throttle</button></form>\n");
 }
 
 enum MHD_Result console_suspend_page(struct MHD_Connection *c, const struct console_session *s, bool api)
@@ -61,22 +84,22 @@ enum MHD_Result console_suspend_page(struct MHD_Connection *c, const struct cons
     buf_init(&b);
     if (!api) {
         page_start(&b, "Suspended", s);
-        buf_puts(&b, "<h1>Suspended deliveries</h1><table id=\"suspended\"><tr><th>kind</th><th>name</th>"
-                     "<th>until</th><th>why</th><th></th></tr>\n");
+        buf_puts(&b, "<h1>Suspended and throttled deliveries</h1><table id=\"suspended\"><tr><th>kind</th>"
+                     "<th>name</th><th>limit</th><th>until</th><th>why</th><th></th></tr>\n");
     }
     char *save = NULL;
     for (char *line = strtok_r(buf_head(&out), "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char *kind, *name, *until, *reason;
-        if (!parse_line(line, &kind, &name, &until, &reason))
+        char *kind, *name, *limit, *until, *reason;
+        if (!parse_line(line, &kind, &name, &limit, &until, &reason))
             continue;
         if (api) {
-            json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s}", "kind", kind, "name", name, "until", until,
-                                                  "reason", reason));
+            json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:s}", "kind", kind, "name", name, "limit", limit,
+                                                  "until", until, "reason", reason));
             continue;
         }
-        const char *cells[] = {kind, name, until, reason};
+        const char *cells[] = {kind, name, limit, until, reason};
         buf_puts(&b, "<tr>");
-        for (size_t i = 0; i < 4; i++) {
+        for (size_t i = 0; i < 5; i++) {
             buf_puts(&b, "<td>");
             html(&b, cells[i]);
             buf_puts(&b, "</td>");
@@ -91,7 +114,7 @@ enum MHD_Result console_suspend_page(struct MHD_Connection *c, const struct cons
         return json_response(c, MHD_HTTP_OK, list);
     buf_puts(&b, "</table>\n");
     if (s->role == ROLE_ADMIN)
-        suspend_form(&b, s);
+        suspend_forms(&b, s);
     buf_puts(&b, "<p>JSON: <a href=\"/api/suspended\">/api/suspended</a></p></body></html>\n");
     return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
 }

@@ -604,11 +604,12 @@ static const struct config_key keys[] = {
      "`file:PATH`: named queues with priorities (see Outbound, Named queues), lines `queue NAME priority=0-9 "
      "[concurrency=N] [rate=N]`, `from DOMAIN QUEUE`, `to DOMAIN QUEUE`", "none: every message priority 0"},
     {"backoff", KT_STR, FIELD(backoff_table), NULL, 0, 0, NULL, 0, NULL, parse_backoff, NULL, NULL,
-     "`file:PATH`: automatic back-off on next hops' replies (see Outbound, Back-off), lines `suspend|suspend-source "
-     "DURATION REGEX`", "none"},
+     "`file:PATH`: automatic back-off on next hops' replies (see Outbound, Back-off), lines `suspend|suspend-source|"
+     "suspend-provider DURATION REGEX`, `throttle|throttle-provider RATE DURATION REGEX`, `bounce REGEX`, `reroute "
+     "NEXTHOP REGEX`, each with an optional `provider=NAME` before REGEX", "none"},
     {"providers", KT_STR, FIELD(providers_table), NULL, 0, 0, NULL, 0, NULL, parse_providers, NULL, NULL,
      "`file:PATH`: limits shared by the domains an MX provider hosts (see Outbound, Shaping by provider), lines "
-     "`provider NAME concurrency=N PATTERN...` (`*.google.com`)", "none"},
+     "`provider NAME concurrency=N [rate=M] PATTERN...` (`*.google.com`), per egress source", "none"},
     {"dns_server", KT_STR, FIELD(dns_server), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`addr:port` to send every DNS query to (else /etc/resolv.conf); with it, libunbound's built-in local zones "
      "(RFC 6761 names, RFC 6303 reverse zones of private and documentation ranges) go to that server too", "system"},

@@ -18,9 +18,10 @@ int providers_add_line(struct providers *p, const char *kind, char *rest, char *
     char *w[PROVIDER_MAX_PATTERNS + 3];
     size_t n = table_words(rest, w, PROVIDER_MAX_PATTERNS + 2);
     struct provider pv = {0};
-    if (strcmp(kind, "provider") || n < 3 || n > PROVIDER_MAX_PATTERNS + 2 || !table_name_ok(w[0], sizeof pv.name) ||
-        strncmp(w[1], "concurrency=", 12)) {
-        snprintf(err, errlen, "expected: provider NAME concurrency=N PATTERN... (at most %d patterns)",
+    size_t first = n > 2 && !strncmp(w[2], "rate=", 5) ? 3 : 2;     /* the first pattern */
+    if (strcmp(kind, "provider") || n <= first || n > PROVIDER_MAX_PATTERNS + first ||
+        !table_name_ok(w[0], sizeof pv.name) || strncmp(w[1], "concurrency=", 12)) {
+        snprintf(err, errlen, "expected: provider NAME concurrency=N [rate=M] PATTERN... (at most %d patterns)",
                  PROVIDER_MAX_PATTERNS);
         return -1;
     }
@@ -37,7 +38,15 @@ int providers_add_line(struct providers *p, const char *kind, char *rest, char *
         return -1;
     }
     pv.concurrency = (int)c;
-    for (size_t i = 2; i < n; i++)
+    if (first == 3) {
+        long r = strtol(w[2] + 5, &end, 10);
+        if ((*end && strcmp(end, "/min")) || r < 1 || r > 60000) {
+            snprintf(err, errlen, "provider %s: rate must be 1-60000 (a minute)", pv.name);
+            return -1;
+        }
+        pv.rate = (int)r;
+    }
+    for (size_t i = first; i < n; i++)
         if (!pattern_ok(w[i])) {
             snprintf(err, errlen, "provider %s: '%s' is neither a host name nor *.suffix", pv.name, w[i]);
             return -1;
@@ -45,11 +54,11 @@ int providers_add_line(struct providers *p, const char *kind, char *rest, char *
     struct provider *v = realloc(p->v, (p->n + 1) * sizeof *v);
     if (v)
         p->v = v;
-    if (!v || !(pv.in_flight = calloc(1, sizeof *pv.in_flight))) {
+    if (!v || !(pv.uses = calloc(1, sizeof *pv.uses))) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (size_t i = 2; i < n; i++)
+    for (size_t i = first; i < n; i++)
         pv.patterns[pv.npatterns++] = strdup(w[i]);   /* NULL (out of memory) matches nothing */
     p->v[p->n++] = pv;
     return 0;
@@ -60,7 +69,11 @@ void providers_free(struct providers *p)
     for (size_t i = 0; i < p->n; i++) {
         for (size_t k = 0; k < p->v[i].npatterns; k++)
             free(p->v[i].patterns[k]);
-        free(p->v[i].in_flight);
+        for (struct provider_use *u = *p->v[i].uses, *next; u; u = next) {
+            next = u->next;
+            free(u);
+        }
+        free(p->v[i].uses);
     }
     free(p->v);
     p->v = NULL;
@@ -78,4 +91,18 @@ const struct provider *provider_for_host(const struct providers *p, const char *
                 return &p->v[i];
         }
     return NULL;
+}
+
+struct provider_use *provider_use_of(const struct provider *p, const void *source)
+{
+    for (struct provider_use *u = *p->uses; u; u = u->next)
+        if (u->source == source)
+            return u;
+    struct provider_use *u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    u->source = source;
+    u->next = *p->uses;
+    *p->uses = u;
+    return u;
 }

@@ -18,6 +18,7 @@
 #include "mta_sts.h"
 #include "mx.h"
 #include "smtp_client.h"
+#include "suspend.h"
 #include "tlsrpt.h"
 #include "track.h"
 #include <ctype.h>
@@ -69,7 +70,6 @@ static bool queue_full(const struct named_queue *q)
     return q && q->concurrency && *q->in_flight >= q->concurrency;
 }
 
-static bool provider_full(const struct provider *p) { return p && *p->in_flight >= p->concurrency; }
 
 static void waiting_push(struct job_waiting *w, struct delivery_job *j)
 {
@@ -122,6 +122,7 @@ struct dest {
     const struct sasl_entry *auth;   /* smtp_sasl_password_maps entry, or NULL */
     const struct egress_source *source;   /* connections' source and HELO (limits are per source, too) */
     const struct provider *provider;      /* the MX provider whose shared limit it counts in, or NULL */
+    struct provider_use *use;             /* ... and its counters for this source (NULL: no limit) */
     bool tls_broken;                 /* "may" and the handshake failed: plain text next time */
     struct job_waiting waiting;      /* jobs for a connection, by priority */
     int nconns;
@@ -201,6 +202,8 @@ static void report(struct delivery_job *j, size_t k)
         r->cls = 4;
         snprintf(r->reply, sizeof r->reply, "4.3.0 delivery did not complete");
     }
+    if (j->judge && r->remote[0] && r->cls != 2)
+        j->judge(j, k);        /* back-off rules: may bounce it, or reroute it */
     long delay = (long)(time(NULL) - j->arrival);
     /* delays = in the queue before this attempt / routing (DNS, MX, MTA-STS) /
      * waiting for and setting up a connection / the transaction */
@@ -273,6 +276,7 @@ static struct dest *dest_for(struct runtime *rt, const struct nexthop *hop, cons
     d->auth = auth;
     d->source = source;
     d->provider = provider_for_host(&rt->cfg.providers, name);
+    d->use = d->provider ? provider_use_of(d->provider, source) : NULL;
     snprintf(d->name, sizeof d->name, "%s", name);
     d->next = dests;
     dests = d;
@@ -287,9 +291,35 @@ static struct dconn *dconn_of(struct dest *d, struct smtp_client *cl)
     return NULL;
 }
 
+static bool provider_full(const struct dest *d) { return d->use && d->use->in_flight >= d->provider->concurrency; }
+
+/* d's provider's rate a minute: its own, or lower while throttled; 0 = none. */
+static int provider_rate(const struct dest *d)
+{
+    if (!d->use)
+        return 0;
+    int throttled = throttle_rate(SUSPEND_PROVIDER, d->provider->name, (int64_t)time(NULL));
+    return throttled && (!d->provider->rate || throttled < d->provider->rate) ? throttled : d->provider->rate;
+}
+
 /* Whether d may start another transaction: not while stopping, nor while
- * its provider's shared limit is reached. */
-static bool dest_may_start(const struct dest *d) { return !stopping && !provider_full(d->provider); }
+ * its provider's shared limit is reached or its next start is not due. */
+static bool dest_may_start(const struct dest *d)
+{
+    return !stopping && !provider_full(d) && !(d->use && d->use->next_ms > ev_now_ms() && provider_rate(d));
+}
+
+/* A transaction starts at d: counted in its provider's limits. */
+static void provider_start(struct dest *d)
+{
+    if (!d->use)
+        return;
+    d->use->in_flight++;
+    int rate = provider_rate(d);
+    uint64_t now = ev_now_ms();
+    if (rate)
+        d->use->next_ms = (d->use->next_ms > now ? d->use->next_ms : now) + 60000u / (unsigned)rate;
+}
 
 static void conn_take_job(struct dest *d, struct dconn *dc)
 {
@@ -300,8 +330,7 @@ static void conn_take_job(struct dest *d, struct dconn *dc)
     busy++;
     if (j->queue)
         (*j->queue->in_flight)++;
-    if (d->provider)
-        (*d->provider->in_flight)++;
+    provider_start(d);
     j->sending_ms = ev_now_ms();
     smtp_client_start(dc->cl, j);
 }
@@ -342,11 +371,11 @@ static void on_job_done(void *owner, struct smtp_client *cl, struct delivery_job
     busy--;
     j->sessions++;         /* it got past EHLO (and TLS): smtp_mx_session_limit counts it */
     const struct named_queue *q = j->queue;
-    bool was_full = queue_full(q) || provider_full(d->provider);
+    bool was_full = queue_full(q) || provider_full(d);
     if (q)
         (*q->in_flight)--;
-    if (d->provider)
-        (*d->provider->in_flight)--;
+    if (d->use)
+        d->use->in_flight--;
     job_attempt_done(j);
     if (was_full)          /* that queue's or provider's jobs may wait at any destination */
         for (struct dest *w = dests; w; w = w->next)
@@ -439,6 +468,21 @@ static const struct tls_policy *target_policy(const struct delivery_job *j, cons
     return t && t->tls ? t->tls : j->tls;
 }
 
+/* The server is a suspended provider's: j waits for the next round, which
+ * is not an attempt (settled with held set). */
+static bool provider_suspended(struct delivery_job *j, const struct dest *d)
+{
+    if (!d->provider || !suspend_until(SUSPEND_PROVIDER, d->provider->name, (int64_t)time(NULL)))
+        return false;
+    char why[DELIVERY_REPLY_MAX];
+    snprintf(why, sizeof why, "451 4.4.5 provider %s suspended (postern queue suspended)", d->provider->name);
+    for (size_t k = 0; k < j->n; k++)
+        j->rcpts[k].held = !j->rcpts[k].cls;
+    settle_open(j, why);
+    job_finish(j);
+    return true;
+}
+
 static void enqueue(struct delivery_job *j, const struct nexthop *hop)
 {
     const struct mx_target *t = j->cands ? &j->cands[j->cur] : NULL;
@@ -450,6 +494,9 @@ static void enqueue(struct delivery_job *j, const struct nexthop *hop)
         job_finish(j);
         return;
     }
+    j->provider = d->provider;
+    if (provider_suspended(j, d))
+        return;
     j->routed_ms = ev_now_ms();
     waiting_push(&d->waiting, j);
     dest_kick(d);
@@ -727,6 +774,9 @@ static bool take_queue_slot(struct delivery_job *j)
 static bool take_slot(struct delivery_job *j)
 {
     int per_min = config_rate_limit_for(cfg, j->domain);
+    int throttled = throttle_rate(SUSPEND_DESTINATION, j->domain, (int64_t)time(NULL));
+    if (throttled && (!per_min || throttled < per_min))
+        per_min = throttled;      /* a back-off rule or the admin lowered it for a while */
     struct pace *p = per_min > 0 ? pace_for(j->domain, false) : NULL;
     if (!p)
         return true;
@@ -737,7 +787,7 @@ static bool take_slot(struct delivery_job *j)
             key[i] = (char)tolower((unsigned char)key[i]);
         kv_pace(key, 60000 / per_min, shared_slot_answer, p);
     }
-    return take_pace(j, p, per_min, "rate limit");
+    return take_pace(j, p, per_min, throttled == per_min ? "rate limit (throttled)" : "rate limit");
 }
 
 static void release_paced(void)
@@ -777,9 +827,18 @@ static void retire_old_dests(void)
     }
 }
 
+/* Destinations waiting on their provider's rate get their turn. */
+static void kick_paced_providers(void)
+{
+    for (struct dest *d = dests; d; d = d->next)
+        if (d->use && d->waiting.len && d->use->next_ms && d->use->next_ms <= ev_now_ms())
+            dest_kick(d);
+}
+
 void delivery_tick(void)
 {
     release_paced();
+    kick_paced_providers();
     smtp_client_tick();
     retire_old_dests();
 }

@@ -25,6 +25,7 @@ struct delivery_rcpt {
     int cls;                            /* 2, 4 or 5 once settled; 0 while open */
     bool peer_dsn;                      /* the next hop offered DSN: it owns the notices */
     bool requiretls_unmet;              /* deferred only because this server lacks REQUIRETLS */
+    bool held;                          /* not tried: its provider is suspended (not an attempt) */
     char reply[DELIVERY_REPLY_MAX];     /* the peer's reply, or our own reason */
     char remote[DELIVERY_REMOTE_MAX];   /* "host[ip]" that answered; "" if none did */
     char relay[DELIVERY_REMOTE_MAX + 8];    /* ... with its port, for the log: "host[ip]:port" */
@@ -56,8 +57,12 @@ struct delivery_job {
     const struct egress_source *source; /* where connections come from and their HELO; NULL: smtp_bind_address */
     const struct named_queue *queue;    /* its named queue (priority, concurrency), or NULL: priority 0 */
     char domain[256];                   /* recipient domain (MX, rate limits) */
-    /* the owner's callbacks: result() once per recipient when its outcome is
-     * final for this attempt, then done() once */
+    const struct provider *provider;    /* the last server's MX provider, or NULL (back-off rules) */
+    /* the owner's callbacks: judge() (optional) when a next hop refused
+     * recipient k, before the outcome is logged: it may change it; result()
+     * once per recipient when its outcome is final for this attempt, then
+     * done() once */
+    void (*judge)(struct delivery_job *job, size_t k);
     void (*result)(struct delivery_job *job, size_t k);
     void (*done)(struct delivery_job *job);
     void *owner;

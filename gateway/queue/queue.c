@@ -323,6 +323,7 @@ bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flag
 
 /* One delivery attempt: the self-contained job delivery.c sees, and the
  * message it belongs to. */
+static void judge_reply(struct delivery_job *dj, size_t k);
 static void job_result(struct delivery_job *dj, size_t k);
 static void job_done(struct delivery_job *dj);
 
@@ -389,6 +390,7 @@ static struct qjob *job_new(struct qmsg *m, const struct nexthop *hop, const str
     dj->source = pool ? egress_pick(&cfg->egress, pool, source_usable) : NULL;
     dj->queue = nq;
     snprintf(dj->domain, sizeof dj->domain, "%s", domain);
+    dj->judge = cfg->backoff.n ? judge_reply : NULL;
     dj->result = job_result;
     dj->done = job_done;
     dj->owner = j;
@@ -410,6 +412,7 @@ static void do_dispatch(struct qmsg *m)
     size_t njobs = 0, waiting = 0;
     int64_t now = (int64_t)time(NULL);
     m->attempts++;
+    m->tried = m->retry_now = false;
     for (size_t i = 0; i < m->nrcpts; i++) {
         struct qrcpt *r = &m->rcpts[i];
         if (r->st.status != RCPT_PENDING)
@@ -473,43 +476,107 @@ void queue_run_due(void)
         queue_dispatch(qheap_pop(&heap));
 }
 
-/* A back-off rule matching what the next hop said: suspend its domain, or
- * the egress source the attempt came from (logged once a suspension). */
-static void apply_backoff(const struct delivery_job *dj, const struct delivery_rcpt *d)
+/* Suspend or throttle (kind, name) by back-off rule b on reply d; logged
+ * and counted once, when new. */
+static void backoff_limit(const struct backoff_rule *b, enum suspend_kind kind, const char *name,
+                          const struct delivery_rcpt *d)
 {
-    const struct backoff_rule *b = backoff_match(&cfg->backoff, d->reply);
-    if (!b)
-        return;
-    bool by_source = b->action == BACKOFF_SUSPEND_SOURCE && dj->source;
-    enum suspend_kind kind = by_source ? SUSPEND_SOURCE : SUSPEND_DESTINATION;
-    const char *name = by_source ? dj->source->name : dj->domain;
     char reason[256];
     snprintf(reason, sizeof reason, "backoff: %.200s", d->reply);
-    int rc = suspend_set(kind, name, (int64_t)time(NULL) + b->seconds, reason);
-    if (rc == 1) {
-        char labels[64];
-        metric_inc(M_BACKOFF_ACTIONS, metric_labels(labels, sizeof labels, "action",
-                                                    by_source ? "suspend-source" : "suspend", NULL));
-        log_warn("%s %s suspended for %lds: %s answered \"%s\" (backoff rule /%s/)", suspend_kind_name(kind), name,
-                 b->seconds, d->remote, d->reply, b->text);
-    } else if (rc < 0) {
-        log_warn("%s %s: not suspended (%d suspensions already)", suspend_kind_name(kind), name, SUSPEND_MAX);
+    int64_t until = (int64_t)time(NULL) + b->seconds;
+    bool throttle = b->action == BACKOFF_THROTTLE || b->action == BACKOFF_THROTTLE_PROVIDER;
+    int rc = throttle ? throttle_set(kind, name, b->rate, until, reason) : suspend_set(kind, name, until, reason);
+    if (rc < 0) {
+        log_warn("%s %s: not %s (%d suspensions already)", suspend_kind_name(kind), name,
+                 throttle ? "throttled" : "suspended", SUSPEND_MAX);
+        return;
     }
+    if (rc == 0)
+        return;
+    char labels[64], rate[32] = "";
+    metric_inc(M_BACKOFF_ACTIONS, metric_labels(labels, sizeof labels, "action", backoff_action_name(b->action), NULL));
+    if (throttle)
+        snprintf(rate, sizeof rate, " to %d/min", b->rate);
+    log_warn("%s %s %s%s for %lds: %s answered \"%s\" (backoff rule /%s/)", suspend_kind_name(kind), name,
+             throttle ? "throttled" : "suspended", rate, b->seconds, d->remote, d->reply, b->text);
 }
 
-/* Delivery's outcome for one recipient of this attempt (once each). */
+/* Rule b acts on recipient r itself: a 4xx bounced now, or retried at once
+ * through another next hop (once: not again when it already goes there). */
+static void backoff_recipient(struct qjob *j, const struct backoff_rule *b, struct delivery_rcpt *d,
+                              struct qrcpt *r)
+{
+    char labels[64];
+    if (d->cls != 4)
+        return;
+    if (b->action == BACKOFF_BOUNCE) {
+        char was[DELIVERY_REPLY_MAX];
+        snprintf(was, sizeof was, "%s", d->reply);
+        snprintf(d->reply, sizeof d->reply, "554 5.4.0 a backoff rule bounces this answer: %.200s", was);
+        d->cls = 5;
+        log_warn("%s: to=<%s>: bounced: %s answered \"%s\" (backoff rule /%s/)", j->m->id, r->addr, d->remote, was,
+                 b->text);
+    } else if (strcmp(r->st.nexthop, b->nexthop) && set_route(r, b->nexthop)) {
+        j->m->retry_now = true;
+        log_warn("%s: to=<%s>: rerouted to %s: %s answered \"%s\" (backoff rule /%s/)", j->m->id, r->addr, b->nexthop,
+                 d->remote, d->reply, b->text);
+    } else {
+        return;
+    }
+    metric_inc(M_BACKOFF_ACTIONS, metric_labels(labels, sizeof labels, "action", backoff_action_name(b->action), NULL));
+}
+
+/* A back-off rule matching what the next hop said to recipient k acts: on
+ * the recipient domain, the egress source or the provider of the attempt
+ * (the domain when the attempt had none), or on the recipient itself. */
+static void judge_reply(struct delivery_job *dj, size_t k)
+{
+    struct qjob *j = dj->owner;
+    struct delivery_rcpt *d = &dj->rcpts[k];
+    struct qrcpt *r = &j->m->rcpts[d->tag];
+    const struct backoff_rule *b = backoff_match(&cfg->backoff, d->reply, dj->provider ? dj->provider->name : NULL);
+    if (!b)
+        return;
+    switch (b->action) {
+    case BACKOFF_BOUNCE:
+    case BACKOFF_REROUTE:
+        backoff_recipient(j, b, d, r);
+        return;
+    case BACKOFF_SUSPEND_SOURCE:
+        if (dj->source) {
+            backoff_limit(b, SUSPEND_SOURCE, dj->source->name, d);
+            return;
+        }
+        break;
+    case BACKOFF_SUSPEND_PROVIDER:
+    case BACKOFF_THROTTLE_PROVIDER:
+        if (dj->provider) {
+            backoff_limit(b, SUSPEND_PROVIDER, dj->provider->name, d);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    backoff_limit(b, SUSPEND_DESTINATION, dj->domain, d);
+}
+
+/* Delivery's outcome for one recipient of this attempt (once each). One
+ * held back by a provider's suspension stays pending, with no attempt
+ * counted. */
 static void job_result(struct delivery_job *dj, size_t k)
 {
     struct qjob *j = dj->owner;
-    const struct delivery_rcpt *d = &dj->rcpts[k];
+    struct delivery_rcpt *d = &dj->rcpts[k];
     struct qrcpt *r = &j->m->rcpts[d->tag];
     if (r->st.status != RCPT_PENDING)
         return;
     r->st.status = d->cls == 5 ? RCPT_FAILED : d->cls != 2 ? RCPT_PENDING
                  : qrcpt_wants(r, DSN_NOTIFY_SUCCESS) && !d->peer_dsn ? RCPT_RELAYED : RCPT_DONE;
-    r->st.attempts++;
-    if (d->remote[0] && d->cls != 2)
-        apply_backoff(dj, d);
+    if (!d->held) {
+        r->st.attempts++;
+        j->m->tried = true;
+    }
     snprintf(r->st.last_reply, sizeof r->st.last_reply, "%s", d->reply);
     snprintf(r->st.remote, sizeof r->st.remote, "%s", d->remote);
     snprintf(r->st.in_reply_to, sizeof r->st.in_reply_to, "%s", d->in_reply_to);
@@ -691,7 +758,9 @@ static void message_finished(struct qmsg *m)
         qmsg_free(m);
         return;
     }
-    long delay = retry_delay(m->attempts, cfg->retry_min, cfg->retry_max, (double)rand() / ((double)RAND_MAX + 1));
+    long delay = m->retry_now ? 0
+                 : retry_delay(m->attempts, cfg->retry_min, cfg->retry_max, (double)rand() / ((double)RAND_MAX + 1));
+    m->retry_now = false;
     for (size_t i = 0; i < m->nrcpts; i++)
         if (m->rcpts[i].st.status == RCPT_PENDING)
             m->rcpts[i].st.next_try = now + delay;
@@ -719,8 +788,11 @@ static void job_done(struct delivery_job *dj)
     free(dj->rcpts);
     runtime_release(dj->rt);
     free(j);
-    if (--m->jobs_outstanding == 0)
-        message_finished(m);
+    if (--m->jobs_outstanding > 0)
+        return;
+    if (!m->tried && m->attempts > 0)
+        m->attempts--;          /* every recipient waited on a suspension: no attempt */
+    message_finished(m);
 }
 
 /* ---- lent to queue_admin.c and queue_stages.c (queue_int.h) -------- */
@@ -747,9 +819,14 @@ void queue_suspension_of(const struct qmsg *m, char *out, size_t size)
     if (!r)
         return;
     const char *dom = addr_domain(r->addr);
-    const char *why = held_back(dom, egress_pool_of(m, dom), named_queue_of(m, dom), (int64_t)time(NULL));
+    int64_t now = (int64_t)time(NULL);
+    const char *why = held_back(dom, egress_pool_of(m, dom), named_queue_of(m, dom), now);
+    char provider[64];
     if (why)
         snprintf(out, size, "%s suspended (postern queue suspended)", why);
+    else if (sscanf(r->st.last_reply, "451 4.4.5 provider %63s suspended", provider) == 1 &&
+             suspend_until(SUSPEND_PROVIDER, provider, now))
+        snprintf(out, size, "provider %s suspended (postern queue suspended)", provider);
 }
 
 struct qmsg *queue_all(void) { return all_head; }

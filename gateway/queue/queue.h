@@ -54,6 +54,8 @@ struct qmsg {
     char *corrupt;           /* an attempt found the body breaks DATA's rules: why (moved to corrupt/) */
     char *egress;            /* the egress pool this attempt's DELIVER stage chose, or NULL */
     char *queue_name;        /* the named queue it chose, or NULL */
+    bool tried;              /* this round reached a next hop for some recipient (else it is no attempt) */
+    bool retry_now;          /* a back-off rule rerouted a recipient: the next round is at once */
     struct qmsg *prev, *next;   /* every message, in arrival order */
     struct qmsg *hnext;         /* ID hash chain */
 };

@@ -215,7 +215,7 @@ static int admin_suspend(const struct queue_cmd *c, struct buf *out)
     enum suspend_kind k;
     long secs = c->nargs == 3 ? parse_duration(c->args[2]) : 0;
     if (suspend_kind_parse(c->args[0], &k) < 0 || !c->args[1][0] || secs < 0 || (c->nargs == 3 && secs == 0)) {
-        buf_printf(out, "usage: queue suspend destination|source|queue NAME [DURATION, e.g. 30m]\n");
+        buf_printf(out, "usage: queue suspend destination|source|queue|provider NAME [DURATION, e.g. 30m]\n");
         return -1;
     }
     int64_t until = secs ? (int64_t)time(NULL) + secs : SUSPEND_FOREVER;
@@ -229,19 +229,65 @@ static int admin_suspend(const struct queue_cmd *c, struct buf *out)
     return 0;
 }
 
+/* throttle destination|provider NAME RATE [DURATION]: at most RATE
+ * deliveries a minute there, until resumed or for DURATION. */
+static int admin_throttle(const struct queue_cmd *c, struct buf *out)
+{
+    enum suspend_kind k;
+    long secs = c->nargs == 4 ? parse_duration(c->args[3]) : 0;
+    char *end;
+    long rate = strtol(c->args[2], &end, 10);
+    if (suspend_kind_parse(c->args[0], &k) < 0 || (k != SUSPEND_DESTINATION && k != SUSPEND_PROVIDER) ||
+        !c->args[1][0] || (*end && strcmp(end, "/min")) || rate < 1 || rate > THROTTLE_MAX_RATE || secs < 0 ||
+        (c->nargs == 4 && secs == 0)) {
+        buf_printf(out, "usage: queue throttle destination|provider NAME RATE (1-%d a minute) [DURATION, e.g. 30m]\n",
+                   THROTTLE_MAX_RATE);
+        return -1;
+    }
+    int64_t until = secs ? (int64_t)time(NULL) + secs : SUSPEND_FOREVER;
+    suspend_clear(k, c->args[1]);       /* the admin's word replaces an earlier one */
+    if (throttle_set(k, c->args[1], (int)rate, until, "by the admin") < 0) {
+        buf_printf(out, "too many suspensions (%d)\n", SUSPEND_MAX);
+        return -1;
+    }
+    log_info("%s %s throttled to %ld/min by the admin %s", c->args[0], c->args[1], rate,
+             secs ? "for a while" : "until resumed");
+    buf_printf(out, "%s %s throttled to %ld/min %s\n", c->args[0], c->args[1], rate,
+               secs ? "for a while" : "until resumed");
+    return 0;
+}
+
+/* Pending recipients a provider's suspension held back (their last reply
+ * says so): retried now; how many messages. */
+static size_t retry_held_by_provider(const char *name)
+{
+    char said[128];
+    snprintf(said, sizeof said, "451 4.4.5 provider %s suspended", name);
+    size_t n = 0;
+    for (struct qmsg *m = queue_all(); m; m = m->next)
+        for (size_t i = 0; i < m->nrcpts; i++)
+            if (m->rcpts[i].st.status == RCPT_PENDING && !strncasecmp(m->rcpts[i].st.last_reply, said, strlen(said))) {
+                n += retry_now(m);
+                break;
+            }
+    queue_run_due();
+    return n;
+}
+
 /* resume KIND NAME: its waiting messages are retried now. */
 static int admin_resume(const struct queue_cmd *c, struct buf *out)
 {
     enum suspend_kind k;
     if (suspend_kind_parse(c->args[0], &k) < 0) {
-        buf_printf(out, "usage: queue resume destination|source|queue NAME\n");
+        buf_printf(out, "usage: queue resume destination|source|queue|provider NAME\n");
         return -1;
     }
     if (!suspend_clear(k, c->args[1])) {
-        buf_printf(out, "%s %s is not suspended\n", c->args[0], c->args[1]);
+        buf_printf(out, "%s %s is neither suspended nor throttled\n", c->args[0], c->args[1]);
         return -1;
     }
-    size_t n = retry_matching(NULL, k == SUSPEND_DESTINATION ? c->args[1] : NULL);
+    size_t n = k == SUSPEND_PROVIDER ? retry_held_by_provider(c->args[1])
+                                     : retry_matching(NULL, k == SUSPEND_DESTINATION ? c->args[1] : NULL);
     log_info("%s %s resumed by the admin", c->args[0], c->args[1]);
     buf_printf(out, "%s %s resumed; %zu message(s) scheduled for delivery now\n", c->args[0], c->args[1], n);
     return 0;
@@ -539,6 +585,7 @@ struct queue_admin_job *queue_admin_run(const struct queue_cmd *c, queue_admin_d
     case QV_SHOW: rc = admin_show(c, &out); break;
     case QV_FLUSH: rc = admin_flush(c, &out); break;
     case QV_SUSPEND: rc = admin_suspend(c, &out); break;
+    case QV_THROTTLE: rc = admin_throttle(c, &out); break;
     case QV_RESUME: rc = admin_resume(c, &out); break;
     case QV_SUSPENDED: suspend_list(&out, (int64_t)time(NULL)); rc = 0; break;
     case QV_HOLD: case QV_RELEASE: case QV_DELETE: case QV_REQUEUE: {

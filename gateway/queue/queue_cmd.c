@@ -40,6 +40,7 @@ static const struct verb_row {
     {"requeue", QV_REQUEUE, T_TARGETS | T_FILTERS, false, QW_DAEMON},
     {"flush", QV_FLUSH, T_ARGS, false, QW_DAEMON},
     {"suspend", QV_SUSPEND, T_ARGS, false, QW_DAEMON},
+    {"throttle", QV_THROTTLE, T_ARGS, false, QW_DAEMON},
     {"resume", QV_RESUME, T_ARGS, false, QW_DAEMON},
     {"suspended", QV_SUSPENDED, 0, false, QW_DAEMON},
 };
@@ -47,8 +48,9 @@ static const struct verb_row {
 /* How many words of its own each verb with T_ARGS takes: at least, at most. */
 static const struct { enum queue_verb verb; size_t min, max; const char *usage; } arg_counts[] = {
     {QV_FLUSH, 0, 1, "flush [ID|DOMAIN]"},
-    {QV_SUSPEND, 2, 3, "suspend destination|source|queue NAME [DURATION]"},
-    {QV_RESUME, 2, 2, "resume destination|source|queue NAME"},
+    {QV_SUSPEND, 2, 3, "suspend destination|source|queue|provider NAME [DURATION]"},
+    {QV_THROTTLE, 3, 4, "throttle destination|provider NAME RATE [DURATION]"},
+    {QV_RESUME, 2, 2, "resume destination|source|queue|provider NAME"},
 };
 
 const char queue_cmd_usage[] =
@@ -58,7 +60,8 @@ const char queue_cmd_usage[] =
     "  queue release ID --keep RCPT...   (to those recipients only, dropping the others)\n"
     "  queue release|delete ID --for RCPT...   (only those recipients' copies: the spam quarantine)\n"
     "  queue flush [ID|DOMAIN]\n"
-    "  queue suspend destination|source|queue NAME [DURATION] | resume KIND NAME | suspended\n"
+    "  queue suspend destination|source|queue|provider NAME [DURATION] | resume KIND NAME | suspended\n"
+    "  queue throttle destination|provider NAME RATE [DURATION]   (RATE messages a minute)\n"
     "  FILTER: --domain D | --sender ADDR|@DOMAIN|<> | --rcpt ADDR|@DOMAIN |\n"
     "          --state queued|deferred|active|hold|spam | --older-than 2h\n";
 

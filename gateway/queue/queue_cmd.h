@@ -17,7 +17,7 @@
 
 enum queue_verb {
     QV_LIST, QV_SHOW, QV_CAT, QV_SUMMARY, QV_HOLD, QV_RELEASE, QV_DELETE, QV_REQUEUE, QV_FLUSH,
-    QV_SUSPEND, QV_RESUME, QV_SUSPENDED,
+    QV_SUSPEND, QV_THROTTLE, QV_RESUME, QV_SUSPENDED,
 };
 
 /* Where a verb can run. */
@@ -30,7 +30,7 @@ enum queue_where {
 #define QUEUE_CMD_MAX_WORDS 400     /* a request's words: IDs beyond are sent in further requests */
 #define QUEUE_CMD_MAX_LINE 8000     /* a request line on the control socket, encoded */
 #define QUEUE_CMD_MAX_KEEP 64       /* recipients a release may keep */
-#define QUEUE_CMD_MAX_ARGS 3        /* a verb's words of its own */
+#define QUEUE_CMD_MAX_ARGS 4        /* a verb's words of its own */
 
 /* The messages a command acts on: each given filter must match. */
 struct queue_filter {
@@ -59,7 +59,7 @@ struct queue_cmd {
     size_t nfor;
     const char *for_rcpts[QUEUE_CMD_MAX_KEEP];   /* release or delete only these recipients' copies */
     size_t nargs;
-    const char *args[QUEUE_CMD_MAX_ARGS];   /* flush: ID|DOMAIN; suspend/resume: KIND NAME [DURATION] */
+    const char *args[QUEUE_CMD_MAX_ARGS];   /* flush: ID|DOMAIN; suspend/throttle/resume: KIND NAME ... */
     bool filtered;               /* some filter was given */
     struct queue_filter f;
     char words[QUEUE_CMD_MAX_LINE];   /* the decoded words, when parsed from a line */

@@ -646,11 +646,12 @@ class ScriptedSmtp:
     """A minimal SMTP server on (host, port) whose answer to MAIL FROM is
     .mail_reply (a 421 closes the connection, as RFC 5321 has it); it
     counts .connections and keeps each accepted message's sender in
-    .senders. Everything else is accepted."""
+    .senders and the time it came (time.monotonic()) in .times. Everything
+    else is accepted."""
 
     def __init__(self, host, port, mail_reply="250 2.1.0 Ok"):
         import socketserver
-        self.mail_reply, self.connections, self.senders = mail_reply, 0, []
+        self.mail_reply, self.connections, self.senders, self.times = mail_reply, 0, [], []
         outer = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -676,6 +677,7 @@ class ScriptedSmtp:
                             if body in (b".\r\n", b".\n"):
                                 break
                         outer.senders.append(sender)
+                        outer.times.append(time.monotonic())
                         say("250 2.0.0 Ok: queued")
                     elif verb == "QUIT":
                         say("221 2.0.0 Bye")

@@ -75,7 +75,7 @@ def test_the_admin_suspends_and_resumes_a_destination():
     wait_for(lambda: server.senders == ["held@src.test"], 10, "the held-back message")
     # refusals
     for args, why in ((("suspend", "planet", "x"), "usage: queue suspend"), (("resume", "destination", "x.test"),
-                      "is not suspended"), (("suspend", "destination"), "usage: queue suspend"),
+                      "is neither suspended nor throttled"), (("suspend", "destination"), "usage: queue suspend"),
                       (("suspend", "queue", "bulk", "soon"), "usage: queue suspend")):
         r = postern(g, *args)
         assert r.returncode != 0 and why in r.stdout + r.stderr, (args, r)
