@@ -19,6 +19,7 @@ static bool parse_line(char *line, char **kind, char **name, char **limit, char 
     char *colon = sp2 ? strstr(sp2, ": ") : NULL;
     if (!colon)
         return false;
+    char *name_end = sp2;
     *limit = "suspended";
     if (!strncmp(sp2, " throttled to ", 14)) {
         *limit = sp2 + 14;
@@ -27,7 +28,7 @@ static bool parse_line(char *line, char **kind, char **name, char **limit, char 
     }
     if (strncmp(sp2, " until ", 7))
         return false;
-    *sp1 = *sp2 = *colon = '\0';
+    *sp1 = *name_end = *sp2 = *colon = '\0';
     *kind = line;
     *name = sp1 + 1;
     *until = sp2 + 7;

@@ -644,7 +644,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 class ScriptedSmtp:
     """A minimal SMTP server on (host, port) whose answer to MAIL FROM is
-    .mail_reply (a 421 closes the connection, as RFC 5321 has it); it
+    .mail_reply, or what .mail_reply(sender) returns when it is a function
+    (a 421 closes the connection, as RFC 5321 has it); it
     counts .connections and keeps each accepted message's sender in
     .senders and the time it came (time.monotonic()) in .times. Everything
     else is accepted."""
@@ -666,11 +667,11 @@ class ScriptedSmtp:
                     if verb in ("EHLO", "HELO"):
                         say("250 scripted.test")
                     elif verb == "MAIL":
-                        reply = outer.mail_reply
+                        sender = line.split("<", 1)[1].split(">", 1)[0]
+                        reply = outer.mail_reply(sender) if callable(outer.mail_reply) else outer.mail_reply
                         say(reply)
                         if reply.startswith("421"):
                             return
-                        sender = line.split("<", 1)[1].split(">", 1)[0]
                     elif verb == "DATA":
                         say("354 go ahead")
                         for body in self.rfile:

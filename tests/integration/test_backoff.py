@@ -3,7 +3,9 @@
 domain for a while: no connection is made to it meanwhile, `postern queue
 suspended` shows why, the metric counts it, and the mail goes once the
 suspension is over. The admin suspends a destination until resumed, and
-resuming sends its waiting mail at once."""
+resuming sends its waiting mail at once. Other rules throttle a
+destination, bounce a recipient or send it elsewhere; scripts suspend,
+throttle and resume through postern.suspend/throttle/resume."""
 from harness import *
 
 
@@ -107,13 +109,117 @@ def test_the_console_suspends_lists_and_resumes():
     assert status in (302, 303) and headers["location"] == "/suspended", (status, headers)
     wait_for(lambda: server.senders == ["via-console@src.test"], 10, "the message after resume")
     assert json.loads(w.request("GET", "/api/suspended")[2]) == []
+    # throttling from the console: listed with its rate
+    status, _, text = w.request("POST", "/api/action", {"op": "throttle", "kind": "provider", "name": "bigmail",
+                                                        "rate": "20", "duration": "1h"}, headers={"X-CSRF-Token": token})
+    assert status == 200 and json.loads(text)["ok"], (status, text)
+    listed = json.loads(w.request("GET", "/api/suspended")[2])
+    assert [(x["kind"], x["name"], x["limit"]) for x in listed] == [("provider", "bigmail", "20/min")], listed
+    assert "20/min" in w.request("GET", "/suspended")[2]
     assert "console: admin from [" in g.log() and "suspend destination example.test" in g.log()
     g.stop()
 
 
+def test_rules_throttle_a_destination_bounce_and_reroute():
+    server, other = ScriptedSmtp(addr(2), 2526), ScriptedSmtp(addr(3), 2526)
+    rules = ("throttle 40/min 1m ^451 4\\.7\\.1 .*slow down\n"
+             "bounce ^452 4\\.3\\.1 .*gone for good\n"
+             "reroute smtp:[%s]:2526 ^421 4\\.7\\.0 .*use the other door\n" % addr(3))
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), backoff=table_file(rules, name="backoff"),
+                http_listen="%s:9025" % addr(1)).start()
+    # "slow down": example.test gets at most 40 a minute (one every 1.5 s) for a minute
+    server.mail_reply = lambda s: "451 4.7.1 slow down" if s == "first@src.test" else "250 2.1.0 Ok"
+    send_mail(g, sender="first@src.test")
+    wait_for(lambda: "destination example.test throttled to 40/min for 60s" in g.log(), 10, "the throttle")
+    assert "destination example.test throttled to 40/min until " in postern(g, "suspended").stdout
+    assert metric(g, 'postern_backoff_actions_total{action="throttle"}') == 1
+    server.mail_reply = "250 2.1.0 Ok"
+    for i in range(3):
+        send_mail(g, sender="paced%d@src.test" % i)
+    wait_for(lambda: len(server.senders) == 4, 20, "the throttled messages")
+    gaps = [b - a for a, b in zip(server.times, server.times[1:])]
+    assert all(gap >= 1.2 for gap in gaps), gaps
+    # the admin ends it: the next ones go together
+    assert postern(g, "resume", "destination", "example.test").returncode == 0
+    for i in range(3):
+        send_mail(g, sender="free%d@src.test" % i)
+    wait_for(lambda: len(server.senders) == 7, 10, "the messages after resume")
+    assert server.times[-1] - server.times[-3] < 1.0, server.times
+    # "gone for good" (a 4xx) bounces at once: the notice goes to the sender
+    server.mail_reply = lambda s: "452 4.3.1 gone for good" if s == "bounce-me@src.test" else "250 2.1.0 Ok"
+    qid = queue_id(send_mail(g, sender="bounce-me@src.test"))
+    wait_for(lambda: "" in server.senders, 10, "the non-delivery notice")
+    assert re.search(r"%s: to=<x@example\.test>.*status=bounced \(554 5\.4\.0 a backoff rule bounces this "
+                     r"answer: 452 4\.3\.1 gone for good\)" % qid, g.log()), g.log()
+    assert "bounce-me@src.test" not in server.senders
+    # "use the other door": retried through the other server, and delivered there
+    server.mail_reply = lambda s: "421 4.7.0 use the other door" if s == "door@src.test" else "250 2.1.0 Ok"
+    qid = queue_id(send_mail(g, sender="door@src.test"))
+    wait_for(lambda: other.senders == ["door@src.test"], 10, "the rerouted message")
+    assert "%s: to=<x@example.test>: rerouted to smtp:[%s]:2526" % (qid, addr(3)) in g.log()
+    assert metric(g, 'postern_backoff_actions_total{action="reroute"}') == 1
+    assert metric(g, 'postern_backoff_actions_total{action="bounce"}') == 1
+    g.stop()
+
+
+LUA_BACKOFF = """postern.on("mail", function(tx)
+  local s = tx:sender()
+  if s == "pause@src.test" then postern.suspend("destination", "example.test", "1h", "asked to pause") end
+  if s == "slow@src.test" then postern.throttle("provider", "bigmail", 10, 60) end
+  if s == "ask@src.test" then
+    postern.log("info", "until: " .. tostring(postern.suspended("destination", "example.test")))
+  end
+  if s == "go@src.test" then
+    postern.log("info", "resumed: " .. tostring(postern.resume("destination", "example.test")))
+  end
+  if s == "bad@src.test" then postern.suspend("planet", "x", 5) end
+end)
+"""
+
+
+def test_scripts_suspend_throttle_and_resume():
+    server = ScriptedSmtp(addr(2), 2526)
+    script = readable_file("backoff.lua", LUA_BACKOFF, prefix="lua-")
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), plugins="lua:" + script).start()
+    qid = queue_id(send_mail(g, sender="pause@src.test"))
+    listed = postern(g, "suspended").stdout
+    assert "destination example.test until " in listed and "by script backoff.lua: asked to pause" in listed, listed
+    send_mail(g, sender="slow@src.test")
+    assert "provider bigmail throttled to 10/min until " in postern(g, "suspended").stdout
+    send_mail(g, sender="ask@src.test")
+    until = int(re.search(r"until: (\d+)", g.log()).group(1))
+    assert 3500 < until - time.time() <= 3600, until
+    time.sleep(1.5)
+    assert server.connections == 0 and qid in g.queue_files()
+    # a bad kind is the script's error: that message tempfails, and the log says why
+    c = Client(g.host)
+    c.cmd("EHLO client.test")
+    reply = c.cmd("MAIL FROM:<bad@src.test>")
+    c.close()
+    assert reply.startswith("4"), reply
+    assert 'expected "destination", "source", "queue" or "provider"' in g.log()
+    send_mail(g, sender="go@src.test")
+    assert "resumed: true" in g.log()
+    wait_for(lambda: "pause@src.test" in server.senders, 10, "the message the script held back")
+    # a file from before throttles (no rate field) is still read at start
+    g.stop()
+    path = os.path.join(g.spool, "suspended")
+    st = os.stat(path)
+    with open(path, "w") as f:
+        f.write("destination\t%d\told.test\tby the admin\n" % (time.time() + 600))
+    os.chown(path, st.st_uid, st.st_gid)
+    g.start()
+    assert "destination old.test until " in postern(g, "suspended").stdout
+    assert "provider bigmail" not in postern(g, "suspended").stdout   # a v1 file has only what it says
+    g.stop()
+
+
 def test_backoff_table_errors_are_caught_at_start():
-    for bad, why in (("pause 3s ^421\n", "expected suspend or suspend-source"), ("suspend soon ^421\n", "DURATION"),
-                     ("suspend 3s\n", "DURATION"), ("suspend 3s ^421 (unclosed\n", "bad expression")):
+    for bad, why in (("pause 3s ^421\n", "expected suspend, suspend-source"), ("suspend soon ^421\n", "DURATION"),
+                     ("suspend 3s\n", "no expression"), ("suspend 3s ^421 (unclosed\n", "bad expression"),
+                     ("throttle 0 1m ^421\n", "RATE"), ("throttle 10 ^421\n", "DURATION"),
+                     ("reroute ^421\n", "NEXTHOP"), ("reroute mx ^421\n", "NEXTHOP"),
+                     ("bounce provider=b@d ^421\n", "not a provider name"), ("bounce provider=big\n", "no expression")):
         g = Gateway(backoff=table_file(bad, name="backoff"))
         r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
                            timeout=30)
