@@ -112,15 +112,27 @@ const char *jstr(const json_t *o, const char *k)
     return v ? v : "";
 }
 
+const char *const filter_fields[FILTER_FIELDS] = {"sender", "rcpt", "domain", "queue", "state"};
+
+static char *filter_slot(struct filter *f, size_t i)
+{
+    char *slots[FILTER_FIELDS] = {f->sender, f->rcpt, f->domain, f->queue, f->state};
+    return slots[i];
+}
+
+const char *filter_field(const struct filter *f, size_t i)
+{
+    const char *vals[FILTER_FIELDS] = {f->sender, f->rcpt, f->domain, f->queue, f->state};
+    return vals[i];
+}
+
 /* A filter from the query string (pages) or from a posted form (bulk). */
 void filter_read(struct filter *f, const char *(*get)(void *src, const char *name, char out[1024]), void *src,
                         bool quarantine)
 {
     char age[1024];
-    get(src, "sender", f->sender);
-    get(src, "rcpt", f->rcpt);
-    get(src, "domain", f->domain);
-    get(src, "state", f->state);
+    for (size_t i = 0; i < FILTER_FIELDS; i++)
+        get(src, filter_fields[i], filter_slot(f, i));
     get(src, "min_age", age);
     f->min_age = atol(age) * 60;
     if (quarantine)
@@ -142,13 +154,13 @@ const char *from_form(void *form, const char *name, char out[1024])
 /* The filter as queue command words; false when it has none. */
 bool filter_words(const struct filter *f, struct action_words *w)
 {
-    const char *names[] = {"--sender", "--rcpt", "--domain", "--state"};
-    const char *vals[] = {f->sender, f->rcpt, f->domain, f->state};
     int before = w->argc;
-    for (size_t i = 0; i < 4; i++)
-        if (vals[i][0]) {
-            add_word(w, names[i]);
-            add_word(w, vals[i]);
+    for (size_t i = 0; i < FILTER_FIELDS; i++)
+        if (filter_field(f, i)[0]) {
+            char option[32];
+            snprintf(option, sizeof option, "--%s", filter_fields[i]);
+            add_word(w, option);
+            add_word(w, filter_field(f, i));
         }
     if (f->min_age > 0) {
         char age[32];

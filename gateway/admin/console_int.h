@@ -23,9 +23,15 @@ struct action_words {
  * command's filters (queue_cmd.h), so the daemon filters (one matcher)
  * and "all that match" acts on exactly what the page shows. */
 struct filter {
-    char sender[1024], rcpt[1024], domain[1024], state[1024];
+    char sender[1024], rcpt[1024], domain[1024], queue[1024], state[1024];
     long min_age;                      /* seconds */
 };
+
+/* The filter's text fields, as named in forms and queries (the queue
+ * command's --NAME), in this order: sender, rcpt, domain, queue, state. */
+#define FILTER_FIELDS 5
+extern const char *const filter_fields[FILTER_FIELDS];
+const char *filter_field(const struct filter *f, size_t i);
 
 /* A JSON answer from the daemon to a queue request ("list --json …",
  * "show --json ID"); NULL (why in err) when it does not answer. */

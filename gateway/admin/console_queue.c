@@ -85,13 +85,13 @@ static void human_size(long long n, char *out, size_t size)
 static void page_link(struct buf *b, const struct view *v, const char *sort, long page, const char *label)
 {
     buf_printf(b, "<a href=\"%s?sort=%s&amp;page=%ld", v->quarantine ? "/quarantine" : "/", sort, page);
-    const char *names[] = {"sender", "rcpt", "domain", "state"};
-    const char *vals[] = {v->f.sender, v->f.rcpt, v->f.domain, v->quarantine ? "" : v->f.state};
-    for (size_t i = 0; i < 4; i++)
-        if (vals[i][0]) {
-            buf_printf(b, "&amp;%s=", names[i]);
-            url_enc(b, vals[i]);
+    for (size_t i = 0; i < FILTER_FIELDS; i++) {
+        const char *val = v->quarantine && !strcmp(filter_fields[i], "state") ? "" : filter_field(&v->f, i);
+        if (val[0]) {
+            buf_printf(b, "&amp;%s=", filter_fields[i]);
+            url_enc(b, val);
         }
+    }
     if (v->f.min_age)
         buf_printf(b, "&amp;min_age=%ld", v->f.min_age / 60);
     buf_puts(b, "\">");
@@ -102,11 +102,12 @@ static void page_link(struct buf *b, const struct view *v, const char *sort, lon
 static void filter_form(struct buf *b, const struct view *v)
 {
     buf_printf(b, "<form method=\"get\" action=\"%s\" id=\"filter\">", v->quarantine ? "/quarantine" : "/");
-    const char *names[] = {"sender", "rcpt", "domain"}, *vals[] = {v->f.sender, v->f.rcpt, v->f.domain};
-    for (int i = 0; i < 3; i++) {
-        buf_printf(b, "%s <input name=\"%s\" value=\"", names[i], names[i]);
-        html_attr(b, vals[i]);
-        buf_puts(b, "\" size=\"18\"> ");
+    for (size_t i = 0; i < FILTER_FIELDS; i++) {
+        if (!strcmp(filter_fields[i], "state") || (v->quarantine && !strcmp(filter_fields[i], "queue")))
+            continue;      /* state: a list below; the spam quarantine has no named queues */
+        buf_printf(b, "%s <input name=\"%s\" value=\"", filter_fields[i], filter_fields[i]);
+        html_attr(b, filter_field(&v->f, i));
+        buf_puts(b, "\" size=\"14\"> ");
     }
     if (!v->quarantine) {
         buf_puts(b, "state <select name=\"state\">");
@@ -124,10 +125,9 @@ static void filter_form(struct buf *b, const struct view *v)
 /* The filter as hidden fields of the bulk form ("all that match"). */
 static void filter_hidden(struct buf *b, const struct view *v)
 {
-    const char *names[] = {"sender", "rcpt", "domain", "state"}, *vals[] = {v->f.sender, v->f.rcpt, v->f.domain, v->f.state};
-    for (int i = 0; i < 4; i++) {
-        buf_printf(b, "<input type=\"hidden\" name=\"%s\" value=\"", names[i]);
-        html_attr(b, vals[i]);
+    for (size_t i = 0; i < FILTER_FIELDS; i++) {
+        buf_printf(b, "<input type=\"hidden\" name=\"%s\" value=\"", filter_fields[i]);
+        html_attr(b, filter_field(&v->f, i));
         buf_puts(b, "\">");
     }
     buf_printf(b, "<input type=\"hidden\" name=\"min_age\" value=\"%ld\">", v->f.min_age / 60);
@@ -182,6 +182,11 @@ static void message_row(struct buf *b, json_t *m, bool admin, bool quarantine)
     html(b, jstr(m, "id"));
     buf_printf(b, "</a></td><td class=\"num\">%s</td><td class=\"num\">%s</td><td>", age, size);
     html(b, jstr(m, "state"));
+    if (jstr(m, "queue")[0]) {
+        buf_puts(b, "<br><span class=\"queue\">queue ");
+        html(b, jstr(m, "queue"));
+        buf_puts(b, "</span>");
+    }
     buf_puts(b, "</td><td>");
     html(b, jstr(m, "sender"));
     buf_puts(b, "</td><td>");
@@ -199,8 +204,9 @@ static void message_row(struct buf *b, json_t *m, bool admin, bool quarantine)
     buf_puts(b, "</td><td>");
     html(b, subject);
     buf_puts(b, "</td><td>");
-    /* a held message: why it is held; else what the next hop said last */
-    html(b, quarantine || !strcmp(jstr(m, "state"), "hold") ? jstr(m, "hold_reason") : last);
+    /* a held message: why it is held; else why it waits, or what the next hop said last */
+    html(b, quarantine || !strcmp(jstr(m, "state"), "hold") ? jstr(m, "hold_reason")
+            : jstr(m, "waiting")[0] ? jstr(m, "waiting") : last);
     buf_puts(b, "</td></tr>\n");
 }
 

@@ -15,7 +15,7 @@ enum {
     T_JSON = 1,          /* --json */
     T_ONE_ID = 2,        /* exactly one queue ID */
     T_TARGETS = 4,       /* IDs, ALL, "-" */
-    T_FILTERS = 8,       /* --domain --sender --rcpt --state --older-than */
+    T_FILTERS = 8,       /* --domain --sender --rcpt --state --older-than --queue */
     T_KEEP = 16,         /* --keep ADDR (release one message to some recipients) */
     T_BY_SENDER = 32,    /* --sender as a flag (summary) */
     T_ARGS = 64,         /* words of its own (flush: ID|DOMAIN; suspend/resume: KIND NAME [DURATION]) */
@@ -63,7 +63,7 @@ const char queue_cmd_usage[] =
     "  queue suspend destination|source|queue|provider NAME [DURATION] | resume KIND NAME | suspended\n"
     "  queue throttle destination|provider NAME RATE [DURATION]   (RATE messages a minute)\n"
     "  FILTER: --domain D | --sender ADDR|@DOMAIN|<> | --rcpt ADDR|@DOMAIN |\n"
-    "          --state queued|deferred|active|hold|spam | --older-than 2h\n";
+    "          --state queued|deferred|active|hold|spam | --older-than 2h | --queue NAME\n";
 
 static const char *const states[] = {"queued", "deferred", "active", "hold", "spam"};
 
@@ -81,7 +81,8 @@ static int take_filter(struct queue_cmd *c, int argc, char *const *argv, int *i,
         return bad(err, errlen, "%s needs a value", name);
     const char *v = argv[++*i];
     const char **slot = !strcmp(name, "--domain") ? &c->f.domain : !strcmp(name, "--sender") ? &c->f.sender
-                        : !strcmp(name, "--rcpt") ? &c->f.rcpt : !strcmp(name, "--state") ? &c->f.state : NULL;
+                        : !strcmp(name, "--rcpt") ? &c->f.rcpt : !strcmp(name, "--state") ? &c->f.state
+                        : !strcmp(name, "--queue") ? &c->f.queue : NULL;
     if (!strcmp(name, "--older-than")) {
         if ((c->f.older_than = parse_duration(v)) < 0)
             return bad(err, errlen, "--older-than: bad duration '%s' (expected e.g. 30m, 4h, 2d)", v);
@@ -99,6 +100,8 @@ static int take_filter(struct queue_cmd *c, int argc, char *const *argv, int *i,
         if (!known)
             return bad(err, errlen, "--state: '%s' is not queued, deferred, active, hold or spam", v);
     }
+    if (slot == &c->f.queue)
+        c->where = QW_DAEMON;      /* a message's named queue is the daemon's to know */
     c->filtered = true;
     return 0;
 }
@@ -218,11 +221,13 @@ int queue_cmd_parse(int argc, char *const *argv, struct queue_cmd *c, char *err,
  * in c->words. */
 static void rebase(struct queue_cmd *c, const char *from, size_t len)
 {
-    const char **ptrs[] = {&c->args[0], &c->args[1], &c->args[2], &c->f.domain, &c->f.sender, &c->f.rcpt,
-                           &c->f.state};
+    const char **ptrs[] = {&c->f.domain, &c->f.sender, &c->f.rcpt, &c->f.state, &c->f.queue};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
         if (*ptrs[i] >= from && *ptrs[i] < from + len)
             *ptrs[i] = c->words + (*ptrs[i] - from);
+    for (size_t i = 0; i < c->nargs; i++)
+        if (c->args[i] >= from && c->args[i] < from + len)
+            c->args[i] = c->words + (c->args[i] - from);
     for (size_t i = 0; i < c->nids; i++)
         if (c->ids[i] >= from && c->ids[i] < from + len)
             c->ids[i] = c->words + (c->ids[i] - from);
@@ -321,6 +326,8 @@ bool queue_cmd_filter_matches(const struct queue_cmd *c, const struct queue_view
     if (f->state && strcmp(f->state, queue_view_state(v)))
         return false;
     if (f->older_than >= 0 && now - v->arrival < f->older_than)
+        return false;
+    if (f->queue && strcasecmp(f->queue, v->queue_name ? v->queue_name : ""))
         return false;
     bool rcpt_ok = !f->rcpt, domain_ok = !f->domain;
     for (size_t i = 0; i < v->nrcpts && !(rcpt_ok && domain_ok); i++) {

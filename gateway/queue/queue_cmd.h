@@ -39,6 +39,7 @@ struct queue_filter {
     const char *rcpt;        /* a recipient: ADDR, @DOMAIN or a part of the address */
     const char *state;       /* queued, deferred, active or hold */
     long older_than;         /* seconds since arrival; -1 = any age */
+    const char *queue;       /* its named queue (the daemon's view only) */
 };
 
 struct queue_cmd {

@@ -100,6 +100,11 @@ def test_the_console_suspends_lists_and_resumes():
     qid = queue_id(send_mail(g, sender="via-console@src.test"))
     status, _, page = w.request("GET", "/suspended")
     assert status == 200 and "example.test" in page and "Resume" in page
+    # the queue page says why the message waits, and filters by named queue
+    wait_for(lambda: "destination suspended (postern queue suspended)" in w.request("GET", "/")[2], 10,
+             "the queue page's reason")
+    status, _, page = w.request("GET", "/?queue=nosuch")
+    assert status == 200 and 'name="queue" value="nosuch"' in page and qid not in page, page
     # no CSRF token: refused; then the page's own form resumes it
     status, _, _ = w.request("POST", "/action", {"op": "resume", "kind": "destination", "name": "example.test"})
     assert status == 403

@@ -47,6 +47,10 @@ def test_transactional_mail_overtakes_a_bulk_backlog():
     page = json.loads(subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list", "--json",
                                       "--limit", "3"], capture_output=True, text=True, timeout=30).stdout)
     assert [m["queue"] for m in page["messages"]] == ["bulk"] * 3, page
+    by_queue = lambda name: json.loads(subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list",
+                                                       "--json", "--limit", "1", "--queue", name], capture_output=True,
+                                                      text=True, timeout=30).stdout)["total"]
+    assert by_queue("bulk") > 4800 and by_queue("transactional") == 0
     t0 = time.time()
     assert "queued as" in send_mail(g, rcpts=("r@dest.test",), sender="alert@tx.test")
     wait_for(lambda: arrived(sink, "alert@tx.test"), 10, "the transactional message")
