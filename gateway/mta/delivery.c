@@ -130,11 +130,13 @@ struct dest {
     struct dest *next;
 };
 
-/* dest_rate_limit: the next start allowed for a recipient domain, and the
- * jobs holding later slots (in slot order); or the same for a named queue's
- * rate (for_queue: domain is the queue's name). */
+/* dest_rate_limit: the next start allowed for a recipient domain from one
+ * egress source (each has its own reputation), and the jobs holding later
+ * slots (in slot order); or the same for a named queue's rate (for_queue:
+ * domain is the queue's name, source NULL). */
 struct pace {
     char domain[256];
+    const struct egress_source *source;
     bool for_queue;
     uint64_t next_ms;
     struct job_fifo paced;
@@ -718,15 +720,16 @@ static void route(struct delivery_job *j)
 
 /* ---- pacing (dest_rate_limit) ------------------------------------- */
 
-static struct pace *pace_for(const char *domain, bool for_queue)
+static struct pace *pace_for(const char *domain, const struct egress_source *source, bool for_queue)
 {
     for (struct pace *p = paces; p; p = p->next)
-        if (p->for_queue == for_queue && !strcasecmp(p->domain, domain))
+        if (p->for_queue == for_queue && p->source == source && !strcasecmp(p->domain, domain))
             return p;
     struct pace *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->for_queue = for_queue;
+    p->source = source;
     snprintf(p->domain, sizeof p->domain, "%s", domain);
     p->next = paces;
     paces = p;
@@ -766,7 +769,7 @@ static bool take_pace(struct delivery_job *j, struct pace *p, int per_min, const
 /* A slot for j's named queue (its rate, node-local): now, or later. */
 static bool take_queue_slot(struct delivery_job *j)
 {
-    struct pace *p = j->queue && j->queue->rate > 0 ? pace_for(j->queue->name, true) : NULL;
+    struct pace *p = j->queue && j->queue->rate > 0 ? pace_for(j->queue->name, NULL, true) : NULL;
     return !p || take_pace(j, p, j->queue->rate, "queue rate limit");
 }
 
@@ -777,12 +780,13 @@ static bool take_slot(struct delivery_job *j)
     int throttled = throttle_rate(SUSPEND_DESTINATION, j->domain, (int64_t)time(NULL));
     if (throttled && (!per_min || throttled < per_min))
         per_min = throttled;      /* a back-off rule or the admin lowered it for a while */
-    struct pace *p = per_min > 0 ? pace_for(j->domain, false) : NULL;
+    struct pace *p = per_min > 0 ? pace_for(j->domain, j->source, false) : NULL;
     if (!p)
         return true;
     if (kv_shared()) {
         char key[300];
-        size_t n = (size_t)snprintf(key, sizeof key, "pace:%s", p->domain);
+        size_t n = p->source ? (size_t)snprintf(key, sizeof key, "pace:%s:%s", p->source->name, p->domain)
+                             : (size_t)snprintf(key, sizeof key, "pace:%s", p->domain);
         for (size_t i = 0; i < n && i < sizeof key; i++)
             key[i] = (char)tolower((unsigned char)key[i]);
         kv_pace(key, 60000 / per_min, shared_slot_answer, p);

@@ -73,6 +73,25 @@ def test_pool_weights_rules_and_lua_choose_the_source_and_helo():
     g.stop()
 
 
+def test_a_rate_limit_holds_per_source():
+    """dest_rate_limit is kept per source and domain, as each source has its
+    own reputation: two sources of a pool take two slots at a time."""
+    sink = Sink(addr(2))
+    g = Gateway(sink=sink, relay_domains="paced.test", egress="file:" + egress_table("pool even a b\nto paced.test even\n"),
+                dest_rate_limit_table=table_file("paced.test 30\n", name="rates")).start()
+    t0 = time.time()
+    for i in range(4):
+        assert "queued as" in send_mail(g, rcpts=("r%d@paced.test" % i,), sender="s%d@src.test" % i)
+    msgs = sink.wait_count(4, timeout=20)
+    took = time.time() - t0
+    # 30 a minute is a slot every 2 s: per source, two each take one wait (about 2 s);
+    # shared by the domain, four would take three (about 6 s)
+    assert 1.5 <= took < 4.5, took
+    seen = sorted(origin(m)[0] for m in msgs)
+    assert seen == [addr(10), addr(10), addr(11), addr(11)], seen
+    g.stop()
+
+
 def test_egress_table_errors_are_caught_at_start():
     for bad, why in (("pool p ghost\n", "no source 'ghost'"), ("source d 999.1.1.1 d.test\n", "not an IPv4"),
                      ("to x.test nowhere\n", "no pool or source 'nowhere'"), ("pool both a\n", "name is taken"),
