@@ -5,7 +5,7 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 # gateway/ in folders by role, lowest first; a folder includes only headers of
 # its own and lower ones (tools/check-layers.py, run by `make test`)
-LAYERS   := util core chain mta queue smtpd admin
+LAYERS   := util core events chain mta queue smtpd admin
 PROGRAMS := archive cli bin
 INCLUDES := $(addprefix -Igateway/,$(LAYERS) $(PROGRAMS)) -Ilua -Iplugins -I/usr/include/lua5.4
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes $(INCLUDES)

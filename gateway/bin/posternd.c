@@ -2,6 +2,8 @@
  * privileged parent (privsep.c) and drop privileges, then run the event loop until SIGTERM/SIGINT, finishing
  * in-flight commits (and, for a bounded time, deliveries) before exit 0. */
 #include "suspend.h"
+#include "outbox.h"
+#include "sinks.h"
 #include "config.h"
 #include "control.h"
 #include "plugin_host.h"
@@ -317,6 +319,10 @@ int main(int argc, char **argv)
         return 1;
     }
     lists_shared_start();        /* with redis_server: the allow/block lists shared by every node */
+    if (outbox_start(cfg, err, sizeof err) < 0 || sinks_start(cfg, err, sizeof err) < 0) {
+        log_error("%s", err);    /* the event stream: before the spool is read (events made again) */
+        return 1;
+    }
     mx_init(cfg);
     mta_sts_init(cfg);
     queue_init(cfg);
@@ -354,6 +360,8 @@ int main(int argc, char **argv)
     control_stop();
     http_stop();
     workers_stop();
+    outbox_stop();           /* after the last events; spool files waiting on them go */
+    sinks_stop();
     track_stop();            /* after the last events (workers' commits, deliveries) */
     lists_close();
     dns_shutdown();

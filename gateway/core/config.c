@@ -96,6 +96,9 @@ static int config_validate(struct pctx *p, struct config *cfg)
         return fail(p, "retry_min must be >= 1s and <= retry_max");
     if (cfg->max_queue_lifetime < cfg->retry_min)
         return fail(p, "max_queue_lifetime must be >= retry_min");
+    for (size_t i = 0; i < cfg->event_sinks.n; i++)
+        if (cfg->event_sinks.v[i].kind == SINK_REDIS && !cfg->redis_server)
+            return fail(p, "event_sinks: sink %s: a redis sink needs redis_server", cfg->event_sinks.v[i].name);
     if (!cfg->control_socket) {
         char path[4096];
         snprintf(path, sizeof path, "%s/control.sock", cfg->spool_dir);
@@ -236,6 +239,7 @@ void config_free(struct config *cfg)
     named_queues_free(&cfg->queues);
     backoff_free(&cfg->backoff);
     providers_free(&cfg->providers);
+    event_sinks_free(&cfg->event_sinks);
     for (size_t i = 0; i < cfg->nplugins; i++)
         free(cfg->plugins[i]);
     free(cfg->plugins);

@@ -12,6 +12,7 @@
 #include "named_queues.h"
 #include "backoff_rules.h"
 #include "providers.h"
+#include "event_sinks.h"
 
 #define CONFIG_MAX_LISTEN 16
 
@@ -164,11 +165,15 @@ struct config {
     struct named_queues queues;    /* named queues and their rules (named_queues.h) */
     struct backoff_rules backoff;  /* automatic back-off on next hops' replies (backoff_rules.h) */
     struct providers providers;    /* limits shared by an MX provider's domains (providers.h) */
+    struct event_sinks event_sinks;    /* where the event stream goes (event_sinks.h) */
+    size_t events_outbox_max_size;
+    long events_outbox_max_age;
     char smtp_helo_name[256];      /* outbound EHLO name ("" = hostname) */
     struct sockaddr_storage smtp_bind_address, smtp_bind_address6;   /* outbound source (family 0 = any) */
     struct sasl_entry *sasl;       /* smtp_sasl_password_maps */
     /* file: tables as written, for check-config */
-    char *sasl_maps, *transport_table, *tls_policy_table, *rate_limit_table, *login_maps, *egress_table, *queues_table, *backoff_table, *providers_table;
+    char *sasl_maps, *transport_table, *tls_policy_table, *rate_limit_table, *login_maps, *egress_table, *queues_table, *backoff_table, *providers_table,
+        *event_sinks_table;
     /* SMTP AUTH for clients (smtp_auth.c) */
     char *auth_backend;            /* "cyrus", "dovecot:/path/to/auth-client", or NULL (no AUTH) */
     char *auth_cyrus_config_dir;   /* where postern.conf (Cyrus SASL) lives */

@@ -184,53 +184,27 @@ static int parse_transport_table(struct pctx *p, struct config *cfg, const char 
     return table_into(p, &cfg->transport_table, value, add_transport, cfg, key);
 }
 
-static int add_egress_line(struct pctx *p, void *ctx, char *key, char *value)
-{
-    struct config *cfg = ctx;
-    char err[300];
-    return egress_add_line(&cfg->egress, key, value, err, sizeof err) < 0 ? fail(p, "egress: %s", err) : 0;
-}
+/* The outbound policy tables (egress, queues, backoff, providers,
+ * event_sinks) have one shape: a file of "KIND REST" lines, each handed to
+ * the module's X_add_line(set, kind, rest, err, errlen). This makes the
+ * key's parse function and its per-line adapter. */
+#define POLICY_TABLE(name, label, table_field, set_field, add_line)                                     \
+    static int add_##name##_line(struct pctx *p, void *ctx, char *key, char *value)                      \
+    {                                                                                                   \
+        struct config *cfg = ctx;                                                                       \
+        char err[300];                                                                                  \
+        return add_line(&cfg->set_field, key, value, err, sizeof err) < 0 ? fail(p, label ": %s", err) : 0; \
+    }                                                                                                   \
+    static int parse_##name(struct pctx *p, struct config *cfg, const char *key, char *value)           \
+    {                                                                                                   \
+        return table_into(p, &cfg->table_field, value, add_##name##_line, cfg, key);                     \
+    }
 
-static int parse_egress(struct pctx *p, struct config *cfg, const char *key, char *value)
-{
-    return table_into(p, &cfg->egress_table, value, add_egress_line, cfg, key);
-}
-
-static int add_queues_line(struct pctx *p, void *ctx, char *key, char *value)
-{
-    struct config *cfg = ctx;
-    char err[300];
-    return named_queues_add_line(&cfg->queues, key, value, err, sizeof err) < 0 ? fail(p, "queues: %s", err) : 0;
-}
-
-static int parse_queues(struct pctx *p, struct config *cfg, const char *key, char *value)
-{
-    return table_into(p, &cfg->queues_table, value, add_queues_line, cfg, key);
-}
-
-static int add_backoff_line(struct pctx *p, void *ctx, char *key, char *value)
-{
-    struct config *cfg = ctx;
-    char err[300];
-    return backoff_add_line(&cfg->backoff, key, value, err, sizeof err) < 0 ? fail(p, "backoff: %s", err) : 0;
-}
-
-static int parse_backoff(struct pctx *p, struct config *cfg, const char *key, char *value)
-{
-    return table_into(p, &cfg->backoff_table, value, add_backoff_line, cfg, key);
-}
-
-static int add_providers_line(struct pctx *p, void *ctx, char *key, char *value)
-{
-    struct config *cfg = ctx;
-    char err[300];
-    return providers_add_line(&cfg->providers, key, value, err, sizeof err) < 0 ? fail(p, "providers: %s", err) : 0;
-}
-
-static int parse_providers(struct pctx *p, struct config *cfg, const char *key, char *value)
-{
-    return table_into(p, &cfg->providers_table, value, add_providers_line, cfg, key);
-}
+POLICY_TABLE(egress, "egress", egress_table, egress, egress_add_line)
+POLICY_TABLE(queues, "queues", queues_table, queues, named_queues_add_line)
+POLICY_TABLE(backoff, "backoff", backoff_table, backoff, backoff_add_line)
+POLICY_TABLE(providers, "providers", providers_table, providers, providers_add_line)
+POLICY_TABLE(event_sinks, "event_sinks", event_sinks_table, event_sinks, event_sinks_add_line)
 
 static int parse_tls_policy_table(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
@@ -610,6 +584,14 @@ static const struct config_key keys[] = {
     {"providers", KT_STR, FIELD(providers_table), NULL, 0, 0, NULL, 0, NULL, parse_providers, NULL, NULL,
      "`file:PATH`: limits shared by the domains an MX provider hosts (see Outbound, Shaping by provider), lines "
      "`provider NAME concurrency=N [rate=M] PATTERN...` (`*.google.com`), per egress source", "none"},
+    {"event_sinks", KT_STR, FIELD(event_sinks_table), NULL, 0, 0, NULL, KF_RESTART, NULL, parse_event_sinks, NULL, NULL,
+     "`file:PATH`: where the event stream goes (see Events), lines `webhook NAME URL [secret=FILE] [ca=FILE] "
+     "[types=T,...] [batch=N] [timeout=D]` and `redis NAME [stream=KEY] [maxlen=N] [types=T,...] [batch=N]`",
+     "none: no event stream"},
+    {"events_outbox_max_size", KT_SIZE, FIELD(events_outbox_max_size), "256M", 1048576, 0, "at least 1M", KF_RESTART,
+     NULL, NULL, NULL, NULL, "the event outbox (SPOOL/outbox) at most; over it the oldest events go, counted", "`256M`"},
+    {"events_outbox_max_age", KT_LONG_SEC, FIELD(events_outbox_max_age), "7d", 60, 365L * 86400, "1m to 1 year",
+     KF_RESTART, NULL, NULL, NULL, NULL, "events older than this leave the outbox, sent or not (counted)", "`7d`"},
     {"dns_server", KT_STR, FIELD(dns_server), NULL, 0, 0, NULL, KF_RESTART, check_hostport, NULL, NULL, NULL,
      "`addr:port` to send every DNS query to (else /etc/resolv.conf); with it, libunbound's built-in local zones "
      "(RFC 6761 names, RFC 6303 reverse zones of private and documentation ranges) go to that server too", "system"},

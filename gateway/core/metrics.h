@@ -39,6 +39,11 @@ enum metric_id {
     M_CHAIN_C_RUNS,            /* counter {where: loop | worker | deferred}: runs of consecutive C links */
     M_TRACK_EVENTS,            /* counter: events written to the tracking store */
     M_TRACK_DROPPED,           /* counter: events dropped while its writer was behind */
+    M_EVENTS_WRITTEN,          /* counter: events written to the event outbox */
+    M_EVENTS_DROPPED,          /* counter {reason}: events lost before a sink had them */
+    M_EVENTS_SENT,             /* counter {sink}: events a sink took */
+    M_EVENTS_SEND_FAILURES,    /* counter {sink}: requests to a sink that failed (retried) */
+    M_EVENTS_OUTBOX_BYTES,     /* gauge: the event outbox's size */
     M_COUNT
 };
 

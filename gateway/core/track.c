@@ -79,8 +79,15 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void (*_Atomic tap_fn)(const struct track_event *e, int64_t ms);
+
+void track_set_tap(void (*tap)(const struct track_event *e, int64_t ms)) { tap_fn = tap; }
+
 void track_event(const struct track_event *e)
 {
+    void (*tap)(const struct track_event *, int64_t) = tap_fn;
+    if (tap)
+        tap(e, now_ms());
     if (!tr.running)
         return;
     const char *in[NFIELDS] = {e->status, e->qid, e->from, e->to, e->client, e->helo, e->stage, e->link, e->reply};

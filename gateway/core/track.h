@@ -21,12 +21,21 @@ struct track_event {
     const char *link;       /* the deciding link, or the relay a delivery reached */
     const char *reply;      /* the SMTP reply or reason */
     unsigned long session;  /* S-number of the SMTP session, 0 after */
+    /* for the event stream only (gateway/events/), where known: */
+    uint64_t size;          /* the message's size */
+    const char *tls;        /* the TLS of the session or delivery ("TLSv1.3 ...") */
+    const char *login;      /* the SMTP AUTH login of the session */
+    long duration_ms;       /* a delivery attempt's duration */
 };
+
+/* Every event is also handed to tap (the event stream's outbox), on the
+ * caller's thread, with its time; set once at start, before any event. */
+void track_set_tap(void (*tap)(const struct track_event *e, int64_t ms));
 
 /* Open (creating) the store and start its writer. 0, or -1 with err. When
  * cfg->tracking is off nothing happens and track_event is a no-op. */
 int track_start(const struct config *cfg, char *err, size_t errlen);
-/* Queue one event for the writer: never blocks; an event beyond
+/* Queue one event for the writer (and the tap): never blocks; an event beyond
  * TRACK_MAX_PENDING waiting is dropped and counted (postern_track_dropped_total). */
 void track_event(const struct track_event *e);
 /* Write what is queued and stop the writer (at exit). */

@@ -225,7 +225,8 @@ static void report(struct delivery_job *j, size_t k)
     char labels[64];
     const char *result = r->cls == 2 ? "delivered" : r->cls == 5 ? "bounced" : "deferred";
     track_event(&(struct track_event){.status = result, .qid = j->id, .from = j->sender, .to = r->addr,
-                                      .stage = "deliver", .link = r->relay[0] ? r->relay : "none", .reply = r->reply});
+                                      .stage = "deliver", .link = r->relay[0] ? r->relay : "none", .reply = r->reply,
+                                      .size = j->size, .duration_ms = (long)(now - t1)});
     metric_inc(M_DELIVERIES, metric_labels(labels, sizeof labels, "result", result, NULL));
     metric_inc(M_DELIVERIES_BY_ROUTE, metric_labels(labels, sizeof labels, "route", j->hop->mx ? "mx" : "transport",
                                                     "result", result, NULL));

@@ -4,6 +4,7 @@
  * backoff and its recipient state saved to the sidecar. The admin commands
  * (list, show, hold, release, delete, flush) are queue_admin.c's. */
 #include "suspend.h"
+#include "outbox.h"
 #include "queue_int.h"
 #include "queue_heap.h"
 #include "track.h"
@@ -50,6 +51,9 @@ static struct qmsg *all_head, *all_tail;
 static struct qmsg *by_id[ID_BUCKETS];
 
 #define MAX_DISPATCH_PER_RUN 2000
+/* After a crash, acceptance events are made again for messages that came
+ * in this long before the newest event on disk (a long DATA included). */
+#define EVENT_REPLAY_WINDOW_MS (600 * 1000)
 
 static void schedule(struct qmsg *m, int64_t when)
 {
@@ -304,6 +308,24 @@ void queue_add_committed(struct envelope *e, size_t body_off)
     queue_stage(m);
 }
 
+/* The event stream after a crash: the acceptance events of m, made again
+ * (the same IDs) when it came in shortly before the newest event the
+ * outbox had kept, as they may not have reached the disk. */
+static void replay_acceptance(const struct qmsg *m)
+{
+    int64_t last = outbox_last_ms();
+    if (!last || m->arrival * 1000 < last - EVENT_REPLAY_WINDOW_MS)
+        return;
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        bool spam = m->rcpts[i].st.status == RCPT_QUARANTINED;
+        struct track_event e = {.status = spam ? "quarantined" : "queued", .qid = m->id, .from = m->sender,
+                                .to = m->rcpts[i].addr, .client = qtext(m->client_ip), .helo = qtext(m->helo),
+                                .stage = "eom", .link = spam ? "spam quarantine" : NULL, .size = m->size,
+                                .reply = "made again after a restart"};
+        outbox_add(&e, m->arrival * 1000);
+    }
+}
+
 /* A message queue_load.c read from the spool at start: into the queue. */
 bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flags *flags,
                       const struct rcpt_state *st)
@@ -314,6 +336,8 @@ bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flag
         return false;
     if (st)
         apply_loaded_state(m, flags, st);
+    if (outbox_on())
+        replay_acceptance(m);
     if (!m->queued && stage_wanted(m, POSTERN_STAGE_QUEUE))
         queue_stage(m);    /* it never finished before the restart: run it again */
     else if (!m->held)
@@ -715,6 +739,24 @@ static bool notify_sender(struct qmsg *m, int64_t now)
     return true;
 }
 
+static void remove_spooled(void *id)
+{
+    spool_remove(id);
+    free(id);
+}
+
+/* The spool files of a message that has left the queue go once its last
+ * events are on disk (at once without an event stream): after a crash
+ * before that, the message is still there, and its events are made again. */
+static void remove_after_events(const char *id)
+{
+    char *copy = outbox_on() ? strdup(id) : NULL;
+    if (copy)
+        outbox_after_durable(remove_spooled, copy);
+    else
+        spool_remove(id);
+}
+
 void queue_remove_deleted(struct qmsg *m)
 {
     for (size_t i = 0; i < m->nrcpts; i++)
@@ -723,7 +765,7 @@ void queue_remove_deleted(struct qmsg *m)
                                               .to = m->rcpts[i].addr, .stage = "admin", .link = "admin",
                                               .reply = "deleted by admin"});
     residence_done(m, (int64_t)time(NULL));
-    spool_remove(m->id);
+    remove_after_events(m->id);
     log_info("%s: removed (deleted by admin)", m->id);
     qmsg_free(m);
 }
@@ -753,7 +795,7 @@ static void message_finished(struct qmsg *m)
     }
     if (!pending) {
         residence_done(m, now);
-        spool_remove(m->id);
+        remove_after_events(m->id);
         log_info("%s: removed", m->id);
         qmsg_free(m);
         return;

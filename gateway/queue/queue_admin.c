@@ -196,6 +196,23 @@ static size_t retry_matching(const char *id, const char *domain)
     return n;
 }
 
+/* summary --queue: pending recipients by named queue and age, as qshape
+ * does by domain ("-" for mail in no queue). */
+static int admin_summary_by_queue(struct buf *out)
+{
+    struct qshape q = {0};
+    int64_t now = (int64_t)time(NULL);
+    for (const struct qmsg *m = queue_all(); m; m = m->next) {
+        const char *name = queue_named_queue_of(m);
+        for (size_t i = 0; i < m->nrcpts; i++)
+            if (m->rcpts[i].st.status == RCPT_PENDING)
+                qshape_add(&q, name[0] ? name : "-", now - m->arrival);
+    }
+    qshape_print(&q, 100, out);
+    qshape_free(&q);
+    return 0;
+}
+
 /* flush [ID|DOMAIN]: every deferred message (to DOMAIN), now. */
 static int admin_flush(const struct queue_cmd *c, struct buf *out)
 {
@@ -584,6 +601,7 @@ struct queue_admin_job *queue_admin_run(const struct queue_cmd *c, queue_admin_d
     case QV_LIST: rc = admin_list(c, &out); break;
     case QV_SHOW: rc = admin_show(c, &out); break;
     case QV_FLUSH: rc = admin_flush(c, &out); break;
+    case QV_SUMMARY: rc = admin_summary_by_queue(&out); break;
     case QV_SUSPEND: rc = admin_suspend(c, &out); break;
     case QV_THROTTLE: rc = admin_throttle(c, &out); break;
     case QV_RESUME: rc = admin_resume(c, &out); break;

@@ -17,7 +17,7 @@ enum {
     T_TARGETS = 4,       /* IDs, ALL, "-" */
     T_FILTERS = 8,       /* --domain --sender --rcpt --state --older-than --queue */
     T_KEEP = 16,         /* --keep ADDR (release one message to some recipients) */
-    T_BY_SENDER = 32,    /* --sender as a flag (summary) */
+    T_BY_SENDER = 32,    /* --sender or --queue as a flag (summary) */
     T_ARGS = 64,         /* words of its own (flush: ID|DOMAIN; suspend/resume: KIND NAME [DURATION]) */
     T_PAGE = 128,        /* --offset N --limit N --sort ORDER */
     T_FOR = 256,         /* --for ADDR: only these recipients' copies (the spam quarantine) */
@@ -55,7 +55,7 @@ static const struct { enum queue_verb verb; size_t min, max; const char *usage; 
 
 const char queue_cmd_usage[] =
     "  queue list [--json] [FILTER...] [--sort oldest|newest|largest|smallest] [--offset N] [--limit N]\n"
-    "  queue show [--json] ID | cat ID | summary [--sender]\n"
+    "  queue show [--json] ID | cat ID | summary [--sender|--queue]\n"
     "  queue hold|release|delete|requeue ID...|ALL|- [FILTER...]   (- reads IDs from stdin)\n"
     "  queue release ID --keep RCPT...   (to those recipients only, dropping the others)\n"
     "  queue release|delete ID --for RCPT...   (only those recipients' copies: the spam quarantine)\n"
@@ -149,6 +149,10 @@ static int take_word(struct queue_cmd *c, unsigned takes, int argc, char *const 
         c->json = true;
     else if ((takes & T_BY_SENDER) && !strcmp(w, "--sender"))
         c->by_sender = true;
+    else if ((takes & T_BY_SENDER) && !strcmp(w, "--queue")) {
+        c->by_queue = true;
+        c->where = QW_DAEMON;      /* a message's named queue is the daemon's to know */
+    }
     else if ((takes & T_KEEP) && !strcmp(w, "--keep")) {
         if (*i + 1 >= argc || !argv[*i + 1][0] || c->nkeep == QUEUE_CMD_MAX_KEEP)
             return bad(err, errlen, "%s needs a recipient (at most 64 of them)", w);

@@ -47,7 +47,7 @@ struct queue_cmd {
     const char *name;            /* the verb as typed */
     enum queue_where where;
     bool writes;                 /* changes the spool (offline: only under SPOOL/lock) */
-    bool json, by_sender;        /* list/show --json; summary --sender */
+    bool json, by_sender, by_queue;   /* list/show --json; summary --sender, --queue */
     bool paged;                  /* list with --offset/--limit/--sort: a page and the total */
     long offset, limit;          /* the page (limit 0: to the end) */
     const char *sort;            /* oldest (the default), newest, largest, smallest */

@@ -40,7 +40,10 @@ static void connect_then(struct session *s, postern_verdict v)
     if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
         session_log_verdict(s, POSTERN_STAGE_CONNECT, v);
         /* refused at the door: say so and hang up */
-        session_reply(s, v == POSTERN_TEMPFAIL && strncmp(s->tx.reply, "421", 3) ? "421 4.7.0 Try again later" : s->tx.reply);
+        const char *reply = v == POSTERN_TEMPFAIL && strncmp(s->tx.reply, "421", 3) ? "421 4.7.0 Try again later"
+                                                                                     : s->tx.reply;
+        session_track_refusal(s, POSTERN_STAGE_CONNECT, reply, s->tx.verdict_by);
+        session_reply(s, reply);
         session_close_after_reply(s);
         return;
     }

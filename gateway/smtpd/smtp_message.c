@@ -29,9 +29,13 @@ static void eom_then(struct session *s, postern_verdict v);
 static void track_message(const struct session *s, const struct envelope *env, const char *status, const char *link,
                           const char *reply)
 {
+    char tls[160] = "";
+    if (s->ssl)
+        tls_describe(s->ssl, tls, sizeof tls);
     struct track_event e = {.status = status, .qid = env ? env->id : s->tx.qid,
                             .from = env ? env->sender : s->tx.sender, .client = s->tx.client_ip, .helo = s->tx.helo,
-                            .stage = "eom", .link = link, .reply = reply, .session = s->sid};
+                            .stage = "eom", .link = link, .reply = reply, .session = s->sid, .tls = tls,
+                            .login = s->authenticated ? s->tx.auth_user : NULL, .size = env ? env->size : 0};
     size_t n = env ? env->nrcpts : s->tx.nrcpts;
     for (size_t i = 0; i < n; i++) {
         e.to = env ? env->rcpts[i] : s->tx.rcpts[i].addr;

@@ -51,6 +51,10 @@ def test_transactional_mail_overtakes_a_bulk_backlog():
                                                        "--json", "--limit", "1", "--queue", name], capture_output=True,
                                                       text=True, timeout=30).stdout)["total"]
     assert by_queue("bulk") > 4800 and by_queue("transactional") == 0
+    shape = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "summary", "--queue"],
+                           capture_output=True, text=True, timeout=30).stdout
+    row = re.search(r"^\s*bulk\s+(\d+)", shape, re.M)
+    assert row and int(row.group(1)) > 4800 and not re.search(r"^\s*transactional\s", shape, re.M), shape
     t0 = time.time()
     assert "queued as" in send_mail(g, rcpts=("r@dest.test",), sender="alert@tx.test")
     wait_for(lambda: arrived(sink, "alert@tx.test"), 10, "the transactional message")

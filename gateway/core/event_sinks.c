@@ -1,0 +1,231 @@
+/* event_sinks.c - see event_sinks.h. */
+#include "event_sinks.h"
+#include "config.h"
+#include "domain_rules.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const event_type_names[EV_NTYPES] = {
+    "connection_refused", "rejected", "accepted", "quarantined", "delivered", "deferred", "bounced",
+    "expired", "released", "deleted", "dropped",
+};
+
+#define SECRET_MAX 4096
+
+/* "t1,t2": their bits, or 0 with err naming the unknown one. */
+static unsigned parse_types(char *list, char *err, size_t errlen)
+{
+    unsigned bits = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        size_t i = 0;
+        while (i < EV_NTYPES && strcmp(t, event_type_names[i]))
+            i++;
+        if (i == EV_NTYPES) {
+            snprintf(err, errlen, "types: '%s' is not an event type (connection_refused, rejected, accepted, "
+                     "quarantined, delivered, deferred, bounced, expired, released, deleted, dropped)", t);
+            return 0;
+        }
+        bits |= 1u << i;
+    }
+    if (!bits)
+        snprintf(err, errlen, "types: no event type given");
+    return bits;
+}
+
+/* An IPv4 or IPv6 loopback literal, or "localhost". */
+static bool loopback_host(const char *h)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (!strcmp(h, "localhost"))
+        return true;
+    if (inet_pton(AF_INET, h, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    return inet_pton(AF_INET6, h, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* https://HOST[:PORT]/PATH (an IPv6 HOST in brackets) into s. */
+static int parse_url(struct event_sink *s, const char *url, char *err, size_t errlen)
+{
+    const char *p = url;
+    if (!strncmp(p, "https://", 8)) {
+        s->tls = true;
+        p += 8;
+    } else if (!strncmp(p, "http://", 7)) {
+        p += 7;
+    } else {
+        snprintf(err, errlen, "webhook %s: '%s' is not an https:// URL", s->name, url);
+        return -1;
+    }
+    const char *host_end = *p == '[' ? strchr(p, ']') : p + strcspn(p, ":/");
+    if (!host_end || host_end == p || (size_t)(host_end - p) >= sizeof s->host) {
+        snprintf(err, errlen, "webhook %s: no host in '%s'", s->name, url);
+        return -1;
+    }
+    const char *h = *p == '[' ? p + 1 : p;
+    snprintf(s->host, sizeof s->host, "%.*s", (int)(host_end - h), h);
+    p = *host_end == ']' ? host_end + 1 : host_end;
+    s->port = s->tls ? 443 : 80;
+    if (*p == ':') {
+        char *end;
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port < 1 || port > 65535) {
+            snprintf(err, errlen, "webhook %s: bad port in '%s'", s->name, url);
+            return -1;
+        }
+        s->port = (int)port;
+        p = end;
+    }
+    if (*p && *p != '/') {
+        snprintf(err, errlen, "webhook %s: bad URL '%s'", s->name, url);
+        return -1;
+    }
+    snprintf(s->path, sizeof s->path, "%s", *p ? p : "/");
+    if (strpbrk(s->path, " \t\r\n") || strpbrk(s->host, " \t\r\n/")) {
+        snprintf(err, errlen, "webhook %s: bad URL '%s'", s->name, url);
+        return -1;
+    }
+    if (!s->tls && !loopback_host(s->host)) {
+        snprintf(err, errlen, "webhook %s: http:// only to a loopback address (use https://)", s->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* secret=FILE: its bytes, without a final newline. */
+static int read_secret(struct event_sink *s, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char buf[SECRET_MAX + 1];
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f)
+        fclose(f);
+    if (!f || n == 0 || n > SECRET_MAX) {
+        snprintf(err, errlen, "webhook %s: secret %s: %s", s->name, path,
+                 !f ? strerror(errno) : n ? "longer than 4096 bytes" : "empty");
+        return -1;
+    }
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (!(s->secret = malloc(n ? n : 1))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    memcpy(s->secret, buf, n);
+    s->secret_len = n;
+    return 0;
+}
+
+/* One NAME=VALUE option of a sink's line. */
+static int sink_option(struct event_sink *s, char *w, char *err, size_t errlen)
+{
+    char *eq = strchr(w, '=');
+    if (!eq) {
+        snprintf(err, errlen, "%s: '%s' is not NAME=VALUE", s->name, w);
+        return -1;
+    }
+    *eq = '\0';
+    const char *v = eq + 1;
+    char *end;
+    if (!strcmp(w, "types"))
+        return (s->types = parse_types(eq + 1, err, errlen)) ? 0 : -1;
+    if (!strcmp(w, "batch")) {
+        long b = strtol(v, &end, 10);
+        if (*end || b < 1 || b > 10000) {
+            snprintf(err, errlen, "%s: batch must be 1-10000", s->name);
+            return -1;
+        }
+        s->batch = (int)b;
+        return 0;
+    }
+    if (!strcmp(w, "timeout")) {
+        if ((s->timeout = parse_duration(v)) < 1 || s->timeout > 600) {
+            snprintf(err, errlen, "%s: timeout must be 1s to 10m", s->name);
+            return -1;
+        }
+        return 0;
+    }
+    if (s->kind == SINK_WEBHOOK && !strcmp(w, "secret") && !s->secret)
+        return read_secret(s, v, err, errlen);
+    if (s->kind == SINK_WEBHOOK && !strcmp(w, "ca") && !s->ca_file)
+        return (s->ca_file = strdup(v)) ? 0 : -1;
+    if (s->kind == SINK_REDIS && !strcmp(w, "stream") && *v && strlen(v) < sizeof s->stream) {
+        snprintf(s->stream, sizeof s->stream, "%s", v);
+        return 0;
+    }
+    if (s->kind == SINK_REDIS && !strcmp(w, "maxlen")) {
+        s->maxlen = strtol(v, &end, 10);
+        if (*end || s->maxlen < 1) {
+            snprintf(err, errlen, "%s: maxlen must be a positive number", s->name);
+            return -1;
+        }
+        return 0;
+    }
+    snprintf(err, errlen, "%s: unknown or repeated option '%s'", s->name, w);
+    return -1;
+}
+
+static void sink_free(struct event_sink *s)
+{
+    free(s->secret);
+    free(s->ca_file);
+}
+
+int event_sinks_add_line(struct event_sinks *sinks, const char *kind, char *rest, char *err, size_t errlen)
+{
+    char *w[16];
+    size_t n = table_words(rest, w, 15);
+    struct event_sink s = {.types = (1u << EV_NTYPES) - 1, .batch = 500, .timeout = 10, .maxlen = 1000000};
+    snprintf(s.stream, sizeof s.stream, "postern:events");
+    if (!strcmp(kind, "webhook") && n >= 2)
+        s.kind = SINK_WEBHOOK;
+    else if (!strcmp(kind, "redis") && n >= 1)
+        s.kind = SINK_REDIS;
+    else {
+        snprintf(err, errlen, "expected: webhook NAME URL [OPTION=VALUE...] or redis NAME [OPTION=VALUE...]");
+        return -1;
+    }
+    if (!table_name_ok(w[0], sizeof s.name) || n > 14) {
+        snprintf(err, errlen, "%s: bad name, or too many options", kind);
+        return -1;
+    }
+    snprintf(s.name, sizeof s.name, "%s", w[0]);
+    for (size_t i = 0; i < sinks->n; i++)
+        if (!strcmp(sinks->v[i].name, s.name)) {
+            snprintf(err, errlen, "sink %s: given twice", s.name);
+            return -1;
+        }
+    if (sinks->n == EVENT_SINKS_MAX) {
+        snprintf(err, errlen, "at most %d sinks", EVENT_SINKS_MAX);
+        return -1;
+    }
+    size_t first = 1;
+    if (s.kind == SINK_WEBHOOK && parse_url(&s, w[first++], err, errlen) < 0)
+        return -1;
+    for (size_t i = first; i < n; i++)
+        if (sink_option(&s, w[i], err, errlen) < 0) {
+            sink_free(&s);
+            return -1;
+        }
+    struct event_sink *v = realloc(sinks->v, (sinks->n + 1) * sizeof *v);
+    if (!v) {
+        sink_free(&s);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    sinks->v = v;
+    sinks->v[sinks->n++] = s;
+    return 0;
+}
+
+void event_sinks_free(struct event_sinks *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        sink_free(&s->v[i]);
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
+}

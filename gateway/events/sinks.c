@@ -1,0 +1,148 @@
+/* sinks.c - see sinks.h. */
+#include "sinks.h"
+#include "event_record.h"
+#include "log.h"
+#include "metrics.h"
+#include "outbox.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define READ_BYTES (1u << 20)       /* read from the outbox at a time (lines are far shorter) */
+#define BACKOFF_MAX_S 60
+
+struct sink_run {
+    struct event_sink s;            /* a copy: a reload does not touch it */
+    const struct sink_ops *ops;
+    void *state;
+    int reader;
+    pthread_t thread;
+    bool started;
+};
+
+static struct sink_run runs[EVENT_SINKS_MAX];
+static size_t nruns;
+
+/* Sleep up to seconds, in steps, until the outbox stops. */
+static void pause_unless_stopping(int seconds)
+{
+    for (int i = 0; i < seconds * 10 && !outbox_stopping(); i++)
+        usleep(100000);
+}
+
+/* The events of buf (lines) this sink takes, up to its batch size, into
+ * b; *used is how many bytes of buf they and the skipped ones cover. */
+static size_t take_batch(const struct sink_run *r, char *buf, size_t len, const char **ev, size_t *lens,
+                         size_t *used)
+{
+    size_t n = 0, at = 0;
+    while (at < len && n < (size_t)r->s.batch) {
+        char *nl = memchr(buf + at, '\n', len - at);
+        size_t l = (size_t)(nl - (buf + at));
+        int type = event_record_type(buf + at, l);
+        if (type >= 0 && (r->s.types & (1u << type))) {
+            ev[n] = buf + at;
+            lens[n++] = l;
+        }
+        at += l + 1;
+    }
+    *used = at;
+    return n;
+}
+
+static void sent(struct sink_run *r, size_t n)
+{
+    char labels[96];
+    metric_add(M_EVENTS_SENT, metric_labels(labels, sizeof labels, "sink", r->s.name, NULL), n);
+}
+
+/* One batch to the sink (opened the first time): 0, or -1 with why. */
+static int send_batch(struct sink_run *r, const struct sink_batch *b, char *why, size_t whylen)
+{
+    if (!r->state && !(r->state = r->ops->open(&r->s, why, whylen)))
+        return -1;
+    return r->ops->send(r->state, &r->s, b, why, whylen);
+}
+
+static void *sink_thread(void *arg)
+{
+    struct sink_run *r = arg;
+    char *buf = malloc(READ_BYTES + 1);
+    const char **ev = calloc((size_t)r->s.batch, sizeof *ev);
+    size_t *lens = calloc((size_t)r->s.batch, sizeof *lens);
+    struct outbox_pos pos;
+    if (!buf || !ev || !lens || (r->reader = outbox_reader(r->s.name, &pos)) < 0) {
+        log_error("events: sink %s: out of memory, not sending", r->s.name);
+        goto out;
+    }
+    int failures = 0;
+    char why[300], labels[96];
+    while (!outbox_stopping()) {
+        struct outbox_pos next;
+        size_t len = outbox_read(r->reader, &pos, buf, READ_BYTES, &next, 500);
+        if (!len) {
+            if (next.seg != pos.seg || next.off != pos.off)
+                outbox_ack(r->reader, &next);      /* past events the outbox dropped */
+            pos = next;
+            continue;
+        }
+        size_t used, n = take_batch(r, buf, len, ev, lens, &used);
+        next = (struct outbox_pos){pos.seg, pos.off + used};
+        struct sink_batch b = {ev, lens, n};
+        if (n && send_batch(r, &b, why, sizeof why) < 0) {
+            metric_inc(M_EVENTS_SEND_FAILURES, metric_labels(labels, sizeof labels, "sink", r->s.name, NULL));
+            int wait = failures < 6 ? 1 << failures : BACKOFF_MAX_S;
+            if (wait > BACKOFF_MAX_S)
+                wait = BACKOFF_MAX_S;
+            if (failures++ == 0 || failures % 20 == 0)
+                log_warn("events: sink %s: %s (%d failure(s) in a row; trying again in %ds)", r->s.name, why, failures,
+                         wait);
+            pause_unless_stopping(wait);
+            continue;
+        }
+        if (failures)
+            log_info("events: sink %s: sending again after %d failure(s)", r->s.name, failures);
+        failures = 0;
+        sent(r, n);
+        outbox_ack(r->reader, &next);
+        pos = next;
+    }
+out:
+    free(buf);
+    free(ev);
+    free(lens);
+    return NULL;
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+int sinks_start(const struct config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < cfg->event_sinks.n && i < EVENT_SINKS_MAX; i++) {
+        struct sink_run *r = &runs[nruns];
+        r->s = cfg->event_sinks.v[i];
+        r->s.ca_file = dup_or_null(r->s.ca_file);
+        r->s.secret = NULL;
+        if (cfg->event_sinks.v[i].secret && (r->s.secret = malloc(r->s.secret_len ? r->s.secret_len : 1)))
+            memcpy(r->s.secret, cfg->event_sinks.v[i].secret, r->s.secret_len);
+        r->ops = r->s.kind == SINK_WEBHOOK ? &webhook_sink_ops : &redis_sink_ops;
+        if (pthread_create(&r->thread, NULL, sink_thread, r) != 0) {
+            snprintf(err, errlen, "events: sink %s: cannot start its thread", r->s.name);
+            return -1;
+        }
+        r->started = true;
+        nruns++;
+    }
+    return 0;
+}
+
+void sinks_stop(void)
+{
+    /* outbox_stop has set the outbox stopping: each thread ends after its
+     * request in hand (at most its timeout); at exit they are not waited for */
+    for (size_t i = 0; i < nruns; i++)
+        if (runs[i].started)
+            pthread_detach(runs[i].thread);
+    nruns = 0;
+}
