@@ -131,8 +131,8 @@ void outbox_add(const struct track_event *e, int64_t ms)
         ev->seq = ++ob.seq_enqueued;
         *ob.tail = ev;
         ob.tail = &ev->next;
-        ob.pending++;
-        pthread_cond_signal(&ob.wake);
+        if (++ob.pending == 1 || ob.pending == OUTBOX_GROUP_MAX)
+            pthread_cond_signal(&ob.wake);      /* the first of a group, or a full one */
     }
     pthread_mutex_unlock(&ob.lock);
     if (full) {
@@ -348,6 +348,23 @@ static void housekeep(void)
     pthread_mutex_unlock(&ob.lock);
 }
 
+/* Under lock, with events waiting: let a group form, up to
+ * OUTBOX_GROUP_MS or OUTBOX_GROUP_MAX events (one write and one fsync for
+ * all of them; nothing waits on them but spool files' removal). */
+static void gather_group(void)
+{
+    if (!ob.head)
+        return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += OUTBOX_GROUP_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    while (!ob.stopping && ob.pending < OUTBOX_GROUP_MAX &&
+           pthread_cond_timedwait(&ob.wake, &ob.lock, &until) != ETIMEDOUT)
+        ;
+}
+
 static void *writer(void *arg)
 {
     (void)arg;
@@ -360,6 +377,7 @@ static void *writer(void *arg)
             until.tv_sec += 1;
             pthread_cond_timedwait(&ob.wake, &ob.lock, &until);
         }
+        gather_group();
         struct oev *list = ob.head;
         uint64_t upto = ob.seq_enqueued;
         ob.head = NULL;

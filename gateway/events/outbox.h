@@ -1,7 +1,7 @@
 /* outbox.h - the event stream's durable outbox (issue 39). Every tracking
  * event (track_event) is also formatted as a JSON line (event_record.c)
  * and appended, by one writer thread, to segment files under
- * SPOOL/outbox/, fsync'd in groups (at most every OUTBOX_GROUP_MS). The
+ * SPOOL/outbox/, fsync'd in groups (OUTBOX_GROUP_MS or OUTBOX_GROUP_MAX events). The
  * sinks (sinks.c) read the files from their own cursor
  * (SPOOL/outbox/cursor.NAME), so a restart resumes where each stopped.
  * Bounded: segments every sink has sent are removed; over
@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #define OUTBOX_GROUP_MS 50
+#define OUTBOX_GROUP_MAX 2000
 #define OUTBOX_MAX_PENDING 100000
 
 struct outbox_pos {

@@ -1,10 +1,13 @@
 /* sink_redis.c - the Redis Streams sink (issue 39): each event of a batch
- * is an XADD to the sink's stream (MAXLEN ~ maxlen, field "event" = the
- * JSON object, Redis's own entry ID), sent through posternd's redis_server
- * connection (redis.c) and waited for here, on the sink's thread. The
- * batch counts as taken when every XADD succeeded; otherwise all of it is
+ * becomes an entry of the sink's stream (XADD MAXLEN ~ maxlen, field
+ * "event" = the JSON object, Redis's own entry ID). A batch is one EVAL
+ * (a script doing the XADDs, the events as one newline-separated
+ * argument: JSON has no raw newlines), sent through posternd's
+ * redis_server connection (redis.c) and waited for here, on the sink's
+ * thread. It counts as taken when the script ran; otherwise all of it is
  * sent again later (receivers drop the repeats by the event's "id"). */
 #include "sinks.h"
+#include "buf.h"
 #include "redis.h"
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -13,22 +16,23 @@
 #include <string.h>
 #include <time.h>
 
-/* A batch's XADDs in flight: freed by whoever lets go of it last (the
- * sink's thread, or the last request released after a timeout). */
+static const char xadd_script[] =
+    "local n = 0 "
+    "for e in string.gmatch(ARGV[2], '[^\\n]+') do "
+    "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', e) n = n + 1 end "
+    "return n";
+
+/* A batch in flight: freed by whoever lets go of it last (the sink's
+ * thread, or the request's release after a timeout). */
 struct pending {
+    struct redis_req r;
     pthread_mutex_t lock;
     pthread_cond_t done;
-    size_t waiting, refs;
-    bool failed;
+    int refs;
+    bool answered, failed;
     char why[200];
-};
-
-struct xadd {
-    struct redis_req r;
-    struct pending *p;
     char maxlen[24];
-    size_t len;
-    char event[];
+    struct buf events;
 };
 
 static void let_go(struct pending *p)
@@ -39,6 +43,7 @@ static void let_go(struct pending *p)
     if (last) {
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->done);
+        buf_free(&p->events);
         free(p);
     }
 }
@@ -48,22 +53,15 @@ static void answered(void *arg, const redisReply *reply)
     struct pending *p = arg;
     pthread_mutex_lock(&p->lock);
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        if (!p->failed)
-            snprintf(p->why, sizeof p->why, "XADD: %s", reply ? reply->str : "redis_server did not answer");
+        snprintf(p->why, sizeof p->why, "XADD: %s", reply ? reply->str : "redis_server did not answer");
         p->failed = true;
     }
-    p->waiting--;
+    p->answered = true;
     pthread_cond_signal(&p->done);
     pthread_mutex_unlock(&p->lock);
 }
 
-static void released(struct redis_req *r)
-{
-    struct xadd *x = (struct xadd *)r;
-    struct pending *p = x->p;
-    free(x);
-    let_go(p);
-}
+static void released(struct redis_req *r) { let_go((struct pending *)r); }
 
 static void *redis_open(const struct event_sink *s, char *why, size_t whylen)
 {
@@ -84,41 +82,33 @@ static int redis_send(void *state, const struct event_sink *s, const struct sink
     }
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->done, NULL);
-    p->refs = 1;
-    for (size_t i = 0; i < b->n; i++) {
-        struct xadd *x = malloc(sizeof *x + b->lens[i]);
-        if (!x) {
-            p->failed = true;
-            snprintf(p->why, sizeof p->why, "out of memory");
-            break;
+    p->refs = 2;                        /* this thread and the request */
+    buf_init(&p->events);
+    for (size_t i = 0; i < b->n; i++)
+        if (buf_append(&p->events, b->events[i], b->lens[i]) < 0 || buf_append(&p->events, "\n", 1) < 0) {
+            snprintf(why, whylen, "out of memory");
+            p->refs = 1;
+            let_go(p);
+            return -1;
         }
-        memset(&x->r, 0, sizeof x->r);
-        x->p = p;
-        x->len = b->lens[i];
-        memcpy(x->event, b->events[i], b->lens[i]);
-        snprintf(x->maxlen, sizeof x->maxlen, "%ld", s->maxlen);
-        const char *argv[] = {"XADD", s->stream, "MAXLEN", "~", x->maxlen, "*", "event", x->event};
-        size_t lens[] = {4, strlen(s->stream), 6, 1, strlen(x->maxlen), 1, 5, x->len};
-        x->r.argc = 8;
-        memcpy(x->r.argv, argv, sizeof argv);
-        memcpy(x->r.argvlen, lens, sizeof lens);
-        x->r.done = answered;
-        x->r.arg = p;
-        x->r.release = released;
-        pthread_mutex_lock(&p->lock);
-        p->waiting++;
-        p->refs++;
-        pthread_mutex_unlock(&p->lock);
-        redis_submit(&x->r);
-    }
+    snprintf(p->maxlen, sizeof p->maxlen, "%ld", s->maxlen);
+    const char *argv[] = {"EVAL", xadd_script, "1", s->stream, p->maxlen, buf_head(&p->events)};
+    size_t lens[] = {4, sizeof xadd_script - 1, 1, strlen(s->stream), strlen(p->maxlen), p->events.len};
+    p->r.argc = 6;
+    memcpy(p->r.argv, argv, sizeof argv);
+    memcpy(p->r.argvlen, lens, sizeof lens);
+    p->r.done = answered;
+    p->r.arg = p;
+    p->r.release = released;
+    redis_submit(&p->r);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += s->timeout + 2;
     pthread_mutex_lock(&p->lock);
-    while (p->waiting > 0 && pthread_cond_timedwait(&p->done, &p->lock, &until) == 0)
+    while (!p->answered && pthread_cond_timedwait(&p->done, &p->lock, &until) == 0)
         ;
-    bool ok = !p->failed && p->waiting == 0;
-    snprintf(why, whylen, "%s", p->waiting ? "redis_server did not answer in time" : p->why);
+    bool ok = p->answered && !p->failed;
+    snprintf(why, whylen, "%s", !p->answered ? "redis_server did not answer in time" : p->why);
     pthread_mutex_unlock(&p->lock);
     let_go(p);
     return ok ? 0 : -1;

@@ -1,4 +1,6 @@
-/* sinks.c - see sinks.h. */
+/* sinks.c - see sinks.h. A sink that has sent all there was waits
+ * LINGER_MS before reading again, so a steady trickle goes in batches,
+ * not a request (and, for a webhook, a TLS handshake) per event. */
 #include "sinks.h"
 #include "event_record.h"
 #include "log.h"
@@ -11,6 +13,7 @@
 
 #define READ_BYTES (1u << 20)       /* read from the outbox at a time (lines are far shorter) */
 #define BACKOFF_MAX_S 60
+#define LINGER_MS 250               /* after a batch that was not full: let more come first */
 
 struct sink_run {
     struct event_sink s;            /* a copy: a reload does not touch it */
@@ -107,6 +110,8 @@ static void *sink_thread(void *arg)
         sent(r, n);
         outbox_ack(r->reader, &next);
         pos = next;
+        if (n < (size_t)r->s.batch && used == len)      /* it took all there was: a request per event costs */
+            usleep(LINGER_MS * 1000);
     }
 out:
     free(buf);
