@@ -9,7 +9,7 @@ LAYERS   := util core events chain mta queue smtpd admin
 PROGRAMS := archive cli bin
 INCLUDES := $(addprefix -Igateway/,$(LAYERS) $(PROGRAMS)) -Ilua -Iplugins -I/usr/include/lua5.4
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes $(INCLUDES)
-LDLIBS  += -lldap -llber -lsqlite3 -lhiredis -lunbound -llua5.4 -lsasl2 -lmicrohttpd -ljansson -lcrypt -lssl -lcrypto -lz -ldl -lpthread
+LDLIBS  += -lldap -llber -lsqlite3 -lhiredis -lrabbitmq -lunbound -llua5.4 -lsasl2 -lmicrohttpd -ljansson -lcrypt -lssl -lcrypto -lz -ldl -lpthread
 BUILD   := build
 PREFIX  ?= /usr/local
 CFLAGS  += -DPOSTERN_PLUGIN_DIR='"$(PREFIX)/lib/postern/plugins"'

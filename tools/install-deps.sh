@@ -7,7 +7,8 @@ PKGS=(build-essential pkg-config libcmocka-dev libunbound-dev unbound libpcre2-d
       openssl bsdutils libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin libsasl2-modules-db
       slapd ldap-utils libldap-dev libsqlite3-dev clamav-daemon rspamd libjansson-dev libsasl2-dev dovecot-core dovecot-lmtpd
       libmicrohttpd-dev prometheus sqlite3 libcrypt-dev chromium chromium-driver
-      debhelper lintian fakeroot dpkg-dev man-db curl zlib1g-dev libxml2-utils nsd ldnsutils time libhiredis-dev redis-server)
+      debhelper lintian fakeroot dpkg-dev man-db curl zlib1g-dev libxml2-utils nsd ldnsutils time libhiredis-dev redis-server
+      librabbitmq-dev rabbitmq-server amqp-tools)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -586,7 +586,8 @@ static const struct config_key keys[] = {
      "`provider NAME concurrency=N [rate=M] PATTERN...` (`*.google.com`), per egress source", "none"},
     {"event_sinks", KT_STR, FIELD(event_sinks_table), NULL, 0, 0, NULL, KF_RESTART, NULL, parse_event_sinks, NULL, NULL,
      "`file:PATH`: where the event stream goes (see Events), lines `webhook NAME URL [secret=FILE] [ca=FILE] "
-     "[types=T,...] [batch=N] [timeout=D]` and `redis NAME [stream=KEY] [maxlen=N] [types=T,...] [batch=N]`",
+     "[types=T,...] [batch=N] [timeout=D]`, `redis NAME [stream=KEY] [maxlen=N] [types=T,...] [batch=N]` and `amqp "
+     "NAME amqp://USER:PASSWORD@HOST[:PORT][/VHOST] [exchange=X] [routing_key=K] [types=T,...] [batch=N] [timeout=D]`",
      "none: no event stream"},
     {"events_outbox_max_size", KT_SIZE, FIELD(events_outbox_max_size), "256M", 1048576, 0, "at least 1M", KF_RESTART,
      NULL, NULL, NULL, NULL, "the event outbox (SPOOL/outbox) at most; over it the oldest events go, counted", "`256M`"},

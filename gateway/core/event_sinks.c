@@ -95,6 +95,83 @@ static int parse_url(struct event_sink *s, const char *url, char *err, size_t er
     return 0;
 }
 
+/* %XX decoded in place (an AMQP URL's vhost, user, password): 0, or -1. */
+static int percent_decode(char *s)
+{
+    char *out = s;
+    for (; *s; s++) {
+        if (*s != '%') {
+            *out++ = *s;
+            continue;
+        }
+        unsigned v;
+        if (sscanf(s + 1, "%2x", &v) != 1 || !s[1] || !s[2] || v == 0)
+            return -1;
+        *out++ = (char)v;
+        s += 2;
+    }
+    *out = '\0';
+    return 0;
+}
+
+/* amqp://[USER[:PASSWORD]@]HOST[:PORT][/VHOST] into s (user and password
+ * guest, port 5672 and vhost "/" when not given). */
+static int parse_amqp_url(struct event_sink *s, const char *url, char *err, size_t errlen)
+{
+    char buf[1024];
+    if (strncmp(url, "amqp://", 7) || strlen(url) >= sizeof buf) {
+        snprintf(err, errlen, "amqp %s: '%s' is not an amqp:// URL", s->name, url);
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", url + 7);
+    char *host = buf, *at = strrchr(buf, '@'), *slash;
+    snprintf(s->user, sizeof s->user, "guest");
+    snprintf(s->password, sizeof s->password, "guest");
+    snprintf(s->vhost, sizeof s->vhost, "/");
+    if (at) {
+        *at = '\0';
+        char *colon = strchr(buf, ':');
+        if (colon)
+            *colon = '\0';
+        if (percent_decode(buf) < 0 || (colon && percent_decode(colon + 1) < 0) || strlen(buf) >= sizeof s->user ||
+            (colon && strlen(colon + 1) >= sizeof s->password)) {
+            snprintf(err, errlen, "amqp %s: bad user or password in the URL", s->name);
+            return -1;
+        }
+        snprintf(s->user, sizeof s->user, "%s", buf);
+        if (colon)
+            snprintf(s->password, sizeof s->password, "%s", colon + 1);
+        host = at + 1;
+    }
+    if ((slash = strchr(host, '/'))) {
+        *slash = '\0';
+        if (slash[1] && (percent_decode(slash + 1) < 0 || strlen(slash + 1) >= sizeof s->vhost)) {
+            snprintf(err, errlen, "amqp %s: bad vhost in the URL", s->name);
+            return -1;
+        }
+        if (slash[1])
+            snprintf(s->vhost, sizeof s->vhost, "%s", slash + 1);
+    }
+    char *colon = strrchr(host, ':');
+    s->port = 5672;
+    if (colon) {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || port < 1 || port > 65535) {
+            snprintf(err, errlen, "amqp %s: bad port in the URL", s->name);
+            return -1;
+        }
+        s->port = (int)port;
+        *colon = '\0';
+    }
+    if (!host[0] || strlen(host) >= sizeof s->host || strpbrk(host, " \t[]")) {
+        snprintf(err, errlen, "amqp %s: no host in the URL", s->name);
+        return -1;
+    }
+    snprintf(s->host, sizeof s->host, "%s", host);
+    return 0;
+}
+
 /* secret=FILE: its bytes, without a final newline. */
 static int read_secret(struct event_sink *s, const char *path, char *err, size_t errlen)
 {
@@ -156,6 +233,12 @@ static int sink_option(struct event_sink *s, char *w, char *err, size_t errlen)
         snprintf(s->stream, sizeof s->stream, "%s", v);
         return 0;
     }
+    char *field = s->kind != SINK_AMQP ? NULL : !strcmp(w, "exchange") ? s->exchange
+                                              : !strcmp(w, "routing_key") ? s->routing_key : NULL;
+    if (field && strlen(v) < sizeof s->exchange && !strpbrk(v, " \t")) {
+        snprintf(field, sizeof s->exchange, "%s", v);
+        return 0;
+    }
     if (s->kind == SINK_REDIS && !strcmp(w, "maxlen")) {
         s->maxlen = strtol(v, &end, 10);
         if (*end || s->maxlen < 1) {
@@ -184,8 +267,10 @@ int event_sinks_add_line(struct event_sinks *sinks, const char *kind, char *rest
         s.kind = SINK_WEBHOOK;
     else if (!strcmp(kind, "redis") && n >= 1)
         s.kind = SINK_REDIS;
+    else if (!strcmp(kind, "amqp") && n >= 2)
+        s.kind = SINK_AMQP;
     else {
-        snprintf(err, errlen, "expected: webhook NAME URL [OPTION=VALUE...] or redis NAME [OPTION=VALUE...]");
+        snprintf(err, errlen, "expected: webhook NAME URL, redis NAME or amqp NAME URL, each [OPTION=VALUE...]");
         return -1;
     }
     if (!table_name_ok(w[0], sizeof s.name) || n > 14) {
@@ -205,6 +290,9 @@ int event_sinks_add_line(struct event_sinks *sinks, const char *kind, char *rest
     size_t first = 1;
     if (s.kind == SINK_WEBHOOK && parse_url(&s, w[first++], err, errlen) < 0)
         return -1;
+    if (s.kind == SINK_AMQP && parse_amqp_url(&s, w[first++], err, errlen) < 0)
+        return -1;
+    snprintf(s.routing_key, sizeof s.routing_key, "postern.events");
     for (size_t i = first; i < n; i++)
         if (sink_option(&s, w[i], err, errlen) < 0) {
             sink_free(&s);

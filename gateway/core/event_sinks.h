@@ -3,6 +3,7 @@
  *
  *   webhook NAME URL [secret=FILE] [ca=FILE] [types=T,T...] [batch=N] [timeout=DURATION]
  *   redis NAME [stream=KEY] [maxlen=N] [types=T,T...] [batch=N]
+ *   amqp NAME amqp://USER:PASSWORD@HOST[:PORT][/VHOST] [exchange=X] [routing_key=K] [types=...] [batch=N] [timeout=D]
  *
  * A webhook gets batches of events as a JSON array in an HTTP POST to URL
  * (https://HOST[:PORT]/PATH; http:// only to a loopback address), signed
@@ -11,6 +12,11 @@
  * the receiver's must chain to (else the system's). A redis sink appends
  * each event to a stream (XADD, default key postern:events, capped near
  * maxlen=N, default 1000000) through posternd's redis_server connection.
+ * An amqp sink publishes each event as a persistent message (content type
+ * application/json, message ID the event's id) to exchange X (default "",
+ * the default exchange) with routing key K (default postern.events) on
+ * RabbitMQ or another AMQP 0-9-1 broker, with publisher confirms: a batch
+ * is taken when the broker has confirmed every message of it.
  * types= keeps only those event types (event_type_names); batch= is the
  * most events a request carries (default 500); timeout= how long a
  * request may take (default 10s). The events themselves and their
@@ -26,7 +32,7 @@ enum event_type {
 };
 extern const char *const event_type_names[EV_NTYPES];
 
-enum event_sink_kind { SINK_WEBHOOK, SINK_REDIS };
+enum event_sink_kind { SINK_WEBHOOK, SINK_REDIS, SINK_AMQP };
 
 #define EVENT_SINK_NAME_MAX 64
 #define EVENT_SINKS_MAX 16
@@ -48,6 +54,8 @@ struct event_sink {
     /* redis */
     char stream[256];
     long maxlen;
+    /* amqp (host and port above) */
+    char user[128], password[128], vhost[256], exchange[256], routing_key[256];
 };
 
 struct event_sinks {

@@ -368,6 +368,7 @@ static void gather_group(void)
 static void *writer(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "pd-outbox");      /* for top -H and perf */
     int64_t last_housekeep = 0;
     pthread_mutex_lock(&ob.lock);
     for (;;) {

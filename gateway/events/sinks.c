@@ -71,6 +71,9 @@ static int send_batch(struct sink_run *r, const struct sink_batch *b, char *why,
 static void *sink_thread(void *arg)
 {
     struct sink_run *r = arg;
+    char tname[16];
+    snprintf(tname, sizeof tname, "pd-sink-%.7s", r->s.name);     /* for top -H and perf */
+    pthread_setname_np(pthread_self(), tname);
     char *buf = malloc(READ_BYTES + 1);
     const char **ev = calloc((size_t)r->s.batch, sizeof *ev);
     size_t *lens = calloc((size_t)r->s.batch, sizeof *lens);
@@ -131,7 +134,8 @@ int sinks_start(const struct config *cfg, char *err, size_t errlen)
         r->s.secret = NULL;
         if (cfg->event_sinks.v[i].secret && (r->s.secret = malloc(r->s.secret_len ? r->s.secret_len : 1)))
             memcpy(r->s.secret, cfg->event_sinks.v[i].secret, r->s.secret_len);
-        r->ops = r->s.kind == SINK_WEBHOOK ? &webhook_sink_ops : &redis_sink_ops;
+        r->ops = r->s.kind == SINK_WEBHOOK ? &webhook_sink_ops : r->s.kind == SINK_REDIS ? &redis_sink_ops
+                                                                                    : &amqp_sink_ops;
         if (pthread_create(&r->thread, NULL, sink_thread, r) != 0) {
             snprintf(err, errlen, "events: sink %s: cannot start its thread", r->s.name);
             return -1;

@@ -4,7 +4,7 @@
  * again, after 1 s, 2 s, ... up to a minute, until it goes. The outbox is
  * read only, so a slow or absent receiver never holds up mail (only the
  * outbox's bounds can cost it events, counted). Each kind of sink is a
- * file: sink_webhook.c, sink_redis.c. */
+ * file: sink_webhook.c, sink_redis.c, sink_amqp.c. */
 #ifndef POSTERN_SINKS_H
 #define POSTERN_SINKS_H
 #include "config.h"
@@ -31,6 +31,6 @@ struct sink_ops {
     int (*send)(void *state, const struct event_sink *s, const struct sink_batch *b, char *why, size_t whylen);
     void (*close)(void *state);
 };
-extern const struct sink_ops webhook_sink_ops, redis_sink_ops;
+extern const struct sink_ops webhook_sink_ops, redis_sink_ops, amqp_sink_ops;
 
 #endif

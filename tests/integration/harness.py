@@ -271,6 +271,67 @@ class Redis:
             terminate(self.proc)
 
 
+class RabbitMQ:
+    """A private rabbitmq-server on host:port (its own node name, files and
+    distribution port; only the guest user, which RabbitMQ lets in from
+    loopback addresses), stopped at cleanup with epmd if this started it.
+    declare(queue) makes a durable queue; take(queue, n) reads n messages'
+    bodies (amqp-tools)."""
+
+    def __init__(self, host, port=5672):
+        self.host, self.port = host, port
+        self.dir = tempfile.mkdtemp(prefix="rabbitmq-")
+        on_cleanup(lambda: shutil.rmtree(self.dir, ignore_errors=True))
+        on_cleanup(self.stop)
+        self.epmd_before = subprocess.run(["epmd", "-names"], capture_output=True).returncode == 0   # one answers
+        with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        net = host.split(".")[1]
+        env = dict(os.environ, HOME=self.dir, RABBITMQ_NODENAME="postern-test-%s@localhost" % net,
+                   RABBITMQ_NODE_IP_ADDRESS=host, RABBITMQ_NODE_PORT=str(port),
+                   RABBITMQ_DIST_PORT=str(25000 + int(net)), RABBITMQ_MNESIA_BASE=os.path.join(self.dir, "mnesia"),
+                   RABBITMQ_LOG_BASE=os.path.join(self.dir, "log"),
+                   RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(self.dir, "enabled_plugins"),
+                   RABBITMQ_CONFIG_FILE=os.path.join(self.dir, "none"),
+                   RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(self.dir, "none-advanced"),
+                   RABBITMQ_PID_FILE=os.path.join(self.dir, "pid"))
+        self.log = open(os.path.join(self.dir, "out.log"), "a")
+        self.proc = subprocess.Popen(["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: port_open(host, port) or self.proc.poll() is not None, 60, "rabbitmq-server on %s" % host)
+        assert self.proc.poll() is None, open(os.path.join(self.dir, "out.log")).read()[-2000:]
+
+    def url(self):
+        return "amqp://guest:guest@%s:%d/" % (self.host, self.port)
+
+    def declare(self, queue):
+        r = subprocess.run(["amqp-declare-queue", "-s", self.host, "--port", str(self.port), "-d", "-q", queue],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+
+    def take(self, queue, n):
+        """n messages' bodies from queue (acknowledged), or fewer after 20 s."""
+        if n == 0:
+            return []
+        r = subprocess.run(["timeout", "20", "amqp-consume", "-s", self.host, "--port", str(self.port), "-q", queue,
+                            "-c", str(n), "--", "sh", "-c", "cat; echo"], capture_output=True, text=True)
+        return [line for line in r.stdout.splitlines() if line.strip()]
+
+    def stop(self):
+        if self.proc:             # the whole group (the script, beam, its helpers): a test broker keeps nothing
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self.proc = None
+        if not self.epmd_before:        # it goes once the node has left it (bounded)
+            for _ in range(50):
+                if subprocess.run(["epmd", "-kill"], capture_output=True, text=True).stdout.startswith("Killed"):
+                    break
+                time.sleep(0.1)
+
+
 class Nsd:
     """A real authoritative server (NSD) on addr(53):5353 for zones the test
     writes and, where asked, signs with ldns-signzone (ECDSA P-256 KSK and

@@ -1,6 +1,7 @@
 """The event stream (issue 39): every kind of event of a known mix of mail
-reaches a webhook (HTTPS, signed, started by the test) and a Redis stream
-(a private redis-server) with the same IDs; a webhook down for a while gets
+reaches a webhook (HTTPS, signed, started by the test), a Redis stream (a
+private redis-server) and a RabbitMQ queue (a private rabbitmq-server,
+publisher confirms) with the same IDs; a webhook down for a while gets
 every event once it is back; after kill -9 with a slow webhook, every
 accepted message's events arrive; and with the outbox full, mail still
 flows while the lost events are counted."""
@@ -137,10 +138,13 @@ def redis_values(redis, key):
 def test_every_kind_of_event_reaches_the_webhook_and_the_stream():
     hook = Webhook(addr(6), 8443, ip_cert(addr(6))).start()
     redis = Redis(addr(5))
+    rabbit = RabbitMQ(addr(8))
+    rabbit.declare("postern.events")
     server = ScriptedSmtp(addr(2), 2526, mail_reply=next_hop_reply)
     script = readable_file("mix.lua", MIX_LUA % addr(7), prefix="lua-")
+    sinks = "redis stream maxlen=10000 batch=100\namqp broker %s\n" % rabbit.url()
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), plugins="lua:" + script, redis_server=redis.address(),
-                event_sinks=sinks_table(hook, "redis stream maxlen=10000 batch=100\n"), max_queue_lifetime="3s",
+                event_sinks=sinks_table(hook, sinks), max_queue_lifetime="3s",
                 hostname="gw1.postern.test", http_listen="%s:9025" % addr(1)).start()
     # the mix: a refused connection, a refused recipient, delivered, deferred then expired, bounced,
     # quarantined as spam, held then released, held then deleted
@@ -164,6 +168,10 @@ def test_every_kind_of_event_reaches_the_webhook_and_the_stream():
              10, "the stream to match the webhook")
     events = hook.got()
     assert len({e["id"] for e in events}) == len(events), "a repeated event"
+    # and in RabbitMQ's queue, confirmed by the broker
+    queued = [json.loads(m) for m in rabbit.take("postern.events", len(events))]
+    assert {e["id"] for e in queued} == {e["id"] for e in events}, \
+        (len(queued), len(events), [l for l in g.log().splitlines() if "broker" in l][-5:])
     assert hook.bad == 0
     by = lambda t, **kv: [e for e in events if e["type"] == t and all(e.get(k) == v for k, v in kv.items())]
     accepted = by("accepted", qid=qids["ok@src.test"])
