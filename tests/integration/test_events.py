@@ -276,7 +276,8 @@ def test_event_sinks_table_errors_are_caught_at_start():
                      ("webhook w https://h/ types=sent\n", "not an event type"),
                      ("webhook w https://h/ secret=/nonexistent\n", "secret /nonexistent"),
                      ("redis r batch=0\n", "batch must be"), ("kafka k\n", "expected: webhook NAME URL"),
-                     ("redis r\nredis r\n", "given twice"), ("redis r\n", "a redis sink needs redis_server")):
+                     ("redis r\nredis r\n", "given twice"), ("amqp a http://h/\n", "not an amqp:// URL"),
+                     ("amqp a amqp://u:p@h:99999/\n", "bad port"), ("amqp a amqp://u:p@/v\n", "no host"), ("redis r\n", "a redis sink needs redis_server")):
         g = Gateway(event_sinks=table_file(bad, name="sinks"), default_transport="smtp:[%s]:2526" % addr(2))
         r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
                            timeout=30)
