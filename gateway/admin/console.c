@@ -564,6 +564,14 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
     if (!strncmp(url, "/my/", 4) || !strcmp(url, "/my"))
         return console_user_get(c, url, s, logged_in);
     bool api = !strncmp(url, "/api/", 5);
+    if (!logged_in && !strcmp(url, "/api/track") && console_track_peer(c)) {     /* another node of the fleet */
+        struct console_session peer = {.role = ROLE_READONLY};
+        snprintf(peer.user, sizeof peer.user, "fleet peer");
+        char ip[64];
+        client_ip(c, ip, sizeof ip);
+        log_info("console: fleet peer from [%s] searches the tracking store", ip);
+        return console_track_page(c, &peer, true, true);
+    }
     if (!logged_in)
         return api ? json_error(c, MHD_HTTP_UNAUTHORIZED, "log in first") : redirect(c, "/login", NULL);
     if (s->role == ROLE_USER)              /* a mail user: their own /my/ pages only */
@@ -576,7 +584,7 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
     if (!strcmp(url, "/message") || !strcmp(url, "/api/message"))
         return page_message(c, s, api);
     if (!strcmp(url, "/track") || !strcmp(url, "/api/track"))
-        return console_track_page(c, s, api);
+        return console_track_page(c, s, api, false);
     if (!strcmp(url, "/suspended") || !strcmp(url, "/api/suspended"))
         return console_suspend_page(c, s, api);
     if (!strcmp(url, "/api/counters"))

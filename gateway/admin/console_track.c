@@ -4,6 +4,7 @@
  * message's whole timeline (?id=). It reads the tracking store read-only
  * (track_query.c) on libmicrohttpd's thread, never the SMTP loop's. */
 #include "console_track.h"
+#include "log.h"
 #include "console_web.h"
 #include "track_query.h"
 #include "utc_time.h"
@@ -13,11 +14,25 @@
 #include <string.h>
 
 static char db_path[4096];     /* "" when tracking is off */
+static struct fleet_nodes fleet;
+static char *fleet_token;      /* NULL: no peer may ask */
 
 static const char *const statuses[] = {"rejected", "queued", "quarantined", "deferred", "delivered",
                                        "bounced", "released", "deleted", "dropped"};
 
-void console_track_configure(const char *path) { snprintf(db_path, sizeof db_path, "%s", path ? path : ""); }
+void console_track_configure(const char *path, const struct fleet_nodes *nodes, const char *token)
+{
+    snprintf(db_path, sizeof db_path, "%s", path ? path : "");
+    if (fleet_copy(&fleet, nodes) < 0)
+        log_error("console: out of memory copying fleet_nodes (fleet searches are off)");
+    fleet_token = token ? strdup(token) : NULL;
+}
+
+bool console_track_peer(struct MHD_Connection *c)
+{
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    return fleet_token && auth && !strncmp(auth, "Bearer ", 7) && console_secret_equal(auth + 7, fleet_token);
+}
 
 /* The query from the page's fields; NULL, or why it is refused. */
 static const char *query_of(struct MHD_Connection *c, struct track_query *q)
@@ -40,6 +55,7 @@ struct rows {
     struct buf *b;
     json_t *list;          /* the API's */
     size_t n;
+    bool fleet;            /* a node column first */
 };
 
 static void add_json(void *ctx, const struct track_record *r)
@@ -64,7 +80,13 @@ static void add_row(void *ctx, const struct track_record *r)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    buf_printf(o->b, "<tr class=\"%s\"><td>%s</td><td>", r->status ? r->status : "", when);
+    buf_printf(o->b, "<tr class=\"%s\">", r->status ? r->status : "");
+    if (o->fleet) {
+        buf_puts(o->b, "<td>");
+        html(o->b, r->node ? r->node : "this node");
+        buf_puts(o->b, "</td>");
+    }
+    buf_printf(o->b, "<td>%s</td><td>", when);
     if (r->qid) {
         buf_puts(o->b, "<a href=\"/track?id=");
         url_enc(o->b, r->qid);
@@ -99,7 +121,58 @@ static void search_form(struct buf *b, struct MHD_Connection *c)
     buf_puts(b, "</select> <button type=\"submit\">Search</button></form>\n");
 }
 
-enum MHD_Result console_track_page(struct MHD_Connection *c, const struct console_session *s, bool api)
+/* This node's records and the other nodes' for q, merged, as a page or
+ * JSON ({"records": [...], "errors": ["node b: ..."]}). */
+static enum MHD_Result fleet_page(struct MHD_Connection *c, const struct console_session *s, bool api,
+                                  const struct track_query *q)
+{
+    struct track_set set = {0};
+    struct buf errors, b;
+    buf_init(&errors);
+    buf_init(&b);
+    char err[600];
+    int n = q->qid[0] ? track_query_timeline(db_path, q->qid, track_set_add, &set, err, sizeof err)
+                      : track_query_last(db_path, q, track_set_add, &set, err, sizeof err);
+    if (n < 0)
+        buf_printf(&errors, "this node: %s\n", err);
+    fleet_track(&fleet, q, &set, &errors);
+    track_set_sort(&set);
+    buf_append(&errors, "", 1);
+    json_t *list = api ? json_array() : NULL;
+    struct rows o = {.b = &b, .list = list, .fleet = true};
+    if (!api) {
+        page_start(&b, "Message tracking (fleet)", s);
+        search_form(&b, c);
+        buf_puts(&b, "<table id=\"tracking\"><tr><th>node</th><th>time (UTC)</th><th>queue ID</th><th>status</th>"
+                     "<th>from</th><th>to</th><th>client</th><th>stage</th><th>link or relay</th><th>reply</th></tr>\n");
+    }
+    for (size_t i = 0; i < set.n; i++)
+        (api ? add_json : add_row)(&o, &set.v[i]);
+    track_set_free(&set);
+    char *save = NULL;
+    json_t *errs = api ? json_array() : NULL;
+    if (!api)
+        buf_puts(&b, "</table>\n<ul id=\"fleet-errors\">");
+    for (char *line = strtok_r(buf_head(&errors), "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (api) {
+            json_array_append_new(errs, json_string(line));
+            continue;
+        }
+        buf_puts(&b, "<li>");
+        html(&b, line);
+        buf_puts(&b, "</li>");
+    }
+    buf_free(&errors);
+    if (api) {
+        buf_free(&b);
+        return json_response(c, MHD_HTTP_OK, json_pack("{s:o,s:o}", "records", list, "errors", errs));
+    }
+    buf_printf(&b, "</ul>\n<p id=\"track-count\">%zu record(s) from %zu node(s)</p></body></html>\n", o.n,
+               fleet.n + 1);
+    return send_response(c, MHD_HTTP_OK, "text/html; charset=utf-8", &b, NULL, NULL);
+}
+
+enum MHD_Result console_track_page(struct MHD_Connection *c, const struct console_session *s, bool api, bool peer)
 {
     if (!db_path[0])
         return api ? json_error(c, MHD_HTTP_NOT_FOUND, "tracking = no")
@@ -108,6 +181,8 @@ enum MHD_Result console_track_page(struct MHD_Connection *c, const struct consol
     const char *bad = query_of(c, &q);
     if (bad)
         return api ? json_error(c, MHD_HTTP_BAD_REQUEST, bad) : text_status(c, MHD_HTTP_BAD_REQUEST, bad);
+    if (!peer && fleet.n && !strcmp(query(c, "fleet"), "1"))
+        return fleet_page(c, s, api, &q);
     char err[600];
     bool timeline = q.qid[0] != '\0';
     struct buf b;

@@ -190,7 +190,7 @@ int http_bind(const struct config *cfg)
     char track_path[4096] = "";
     if (cfg->tracking)
         track_db_path(cfg, track_path, sizeof track_path);
-    console_track_configure(track_path);
+    console_track_configure(track_path, &cfg->fleet, cfg->fleet_token);
     console_user_configure(cfg, cfg->control_socket);
     if (cfg->user_login && !strcmp(cfg->user_login, "ldap") && ldap_login_configure(cfg, err, sizeof err) < 0) {
         log_error("%s", err);

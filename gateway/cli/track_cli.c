@@ -6,6 +6,7 @@
 #include "privs.h"
 #include "track.h"
 #include "track_query.h"
+#include "fleet.h"
 #include "utc_time.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,7 @@ static const char *const statuses[] = {"rejected", "queued", "quarantined", "def
 static int usage(void)
 {
     fprintf(stderr, "usage: postern [-c FILE] track [--from A] [--to B] [--client IP] [--id QUEUEID] [--status S] "
-                    "[--since DATE] [--until DATE] [--limit N] [--json]\n"
+                    "[--since DATE] [--until DATE] [--limit N] [--json] [--fleet]\n"
                     "  S: rejected queued quarantined deferred delivered bounced released deleted dropped\n");
     return 2;
 }
@@ -47,13 +48,13 @@ static void print_record(void *ctx, const struct track_record *r)
 }
 
 /* The options; -1 (said on stderr) when one is bad. */
-static int parse(int argc, char **argv, struct track_query *q, bool *json)
+static int parse(int argc, char **argv, struct track_query *q, bool *json, bool *fleet)
 {
     *q = (struct track_query){.since = -1, .until = -1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) {
-            *json = true;
+        if (!strcmp(a, "--json") || !strcmp(a, "--fleet")) {
+            *(a[2] == 'j' ? json : fleet) = true;
             continue;
         }
         if (!v)
@@ -97,11 +98,45 @@ static int parse(int argc, char **argv, struct track_query *q, bool *json)
     return 0;
 }
 
+/* --fleet: this node's records and the other nodes' (fleet_nodes),
+ * merged by time, each with its node; the nodes that did not answer on
+ * stderr. */
+static int fleet_command(const struct config *cfg, const char *path, const struct track_query *q, struct out *o)
+{
+    struct track_set set = {0};
+    struct buf errors;
+    buf_init(&errors);
+    char err[600];
+    int n = q->qid ? track_query_timeline(path, q->qid, track_set_add, &set, err, sizeof err)
+                   : track_query_last(path, q, track_set_add, &set, err, sizeof err);
+    if (n < 0)
+        buf_printf(&errors, "this node: %s\n", err);
+    for (size_t i = 0; i < set.n; i++)
+        if (!set.v[i].node)
+            set.v[i].node = strdup(cfg->hostname);
+    fleet_track(&cfg->fleet, q, &set, &errors);
+    track_set_sort(&set);
+    for (size_t i = 0; i < set.n; i++)
+        print_record(o, &set.v[i]);
+    if (o->json)
+        buf_puts(&o->b, o->n ? "]\n" : "[]\n");
+    fwrite(buf_head(&o->b), 1, o->b.len, stdout);
+    if (!o->json)
+        printf("-- %zu record(s) from %zu node(s)\n", set.n, cfg->fleet.n + 1);
+    if (errors.len)
+        fprintf(stderr, "postern: track: %.*s", (int)errors.len, buf_head(&errors));
+    track_set_free(&set);
+    buf_free(&errors);
+    buf_free(&o->b);
+    return 0;
+}
+
 int track_command(const struct config *cfg, int argc, char **argv)
 {
     struct track_query q;
     struct out o = {.json = false};
-    int rc = parse(argc, argv, &q, &o.json);
+    bool fleet = false;
+    int rc = parse(argc, argv, &q, &o.json, &fleet);
     if (rc != 0)
         return rc < 0 ? 1 : rc;
     if (!cfg->tracking) {
@@ -113,6 +148,12 @@ int track_command(const struct config *cfg, int argc, char **argv)
     char path[4096], err[600];
     track_db_path(cfg, path, sizeof path);
     buf_init(&o.b);
+    if (fleet && !cfg->fleet.n) {
+        fprintf(stderr, "postern: track: --fleet: no fleet_nodes in the configuration\n");
+        return 1;
+    }
+    if (fleet)
+        return fleet_command(cfg, path, &q, &o);
     int n = q.qid ? track_query_timeline(path, q.qid, print_record, &o, err, sizeof err)
                   : track_query_last(path, &q, print_record, &o, err, sizeof err);
     if (n < 0) {

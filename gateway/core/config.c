@@ -240,6 +240,8 @@ void config_free(struct config *cfg)
     backoff_free(&cfg->backoff);
     providers_free(&cfg->providers);
     event_sinks_free(&cfg->event_sinks);
+    fleet_free(&cfg->fleet);
+    free(cfg->fleet_token);
     for (size_t i = 0; i < cfg->nplugins; i++)
         free(cfg->plugins[i]);
     free(cfg->plugins);

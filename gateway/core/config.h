@@ -13,6 +13,7 @@
 #include "backoff_rules.h"
 #include "providers.h"
 #include "event_sinks.h"
+#include "fleet.h"
 
 #define CONFIG_MAX_LISTEN 16
 
@@ -166,6 +167,9 @@ struct config {
     struct backoff_rules backoff;  /* automatic back-off on next hops' replies (backoff_rules.h) */
     struct providers providers;    /* limits shared by an MX provider's domains (providers.h) */
     struct event_sinks event_sinks;    /* where the event stream goes (event_sinks.h) */
+    struct fleet_nodes fleet;          /* the other nodes a tracking search may ask (fleet.h) */
+    char *fleet_token_file;            /* the token other nodes present to this one's /api/track */
+    char *fleet_token;                 /* ... its content */
     size_t events_outbox_max_size;
     long events_outbox_max_age;
     char smtp_helo_name[256];      /* outbound EHLO name ("" = hostname) */
@@ -173,7 +177,7 @@ struct config {
     struct sasl_entry *sasl;       /* smtp_sasl_password_maps */
     /* file: tables as written, for check-config */
     char *sasl_maps, *transport_table, *tls_policy_table, *rate_limit_table, *login_maps, *egress_table, *queues_table, *backoff_table, *providers_table,
-        *event_sinks_table;
+        *event_sinks_table, *fleet_table;
     /* SMTP AUTH for clients (smtp_auth.c) */
     char *auth_backend;            /* "cyrus", "dovecot:/path/to/auth-client", or NULL (no AUTH) */
     char *auth_cyrus_config_dir;   /* where postern.conf (Cyrus SASL) lives */

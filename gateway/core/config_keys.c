@@ -205,6 +205,19 @@ POLICY_TABLE(queues, "queues", queues_table, queues, named_queues_add_line)
 POLICY_TABLE(backoff, "backoff", backoff_table, backoff, backoff_add_line)
 POLICY_TABLE(providers, "providers", providers_table, providers, providers_add_line)
 POLICY_TABLE(event_sinks, "event_sinks", event_sinks_table, event_sinks, event_sinks_add_line)
+POLICY_TABLE(fleet_nodes, "fleet_nodes", fleet_table, fleet, fleet_add_line)
+
+/* fleet_token = PATH: the file is read now (it may be root's: a reload
+ * reads it through the privileged parent, as tables). */
+static int parse_fleet_token(struct pctx *p, struct config *cfg, const char *key, char *value)
+{
+    char err[600];
+    set_str(&cfg->fleet_token_file, value);
+    free(cfg->fleet_token);
+    if (!(cfg->fleet_token = fleet_read_token(value, err, sizeof err)))
+        return fail(p, "%s: %s", key, err);
+    return 0;
+}
 
 static int parse_tls_policy_table(struct pctx *p, struct config *cfg, const char *key, char *value)
 {
@@ -589,6 +602,12 @@ static const struct config_key keys[] = {
      "[types=T,...] [batch=N] [timeout=D]`, `redis NAME [stream=KEY] [maxlen=N] [types=T,...] [batch=N]` and `amqp "
      "NAME amqp://USER:PASSWORD@HOST[:PORT][/VHOST] [exchange=X] [routing_key=K] [types=T,...] [batch=N] [timeout=D]`",
      "none: no event stream"},
+    {"fleet_nodes", KT_STR, FIELD(fleet_table), NULL, 0, 0, NULL, KF_RESTART, NULL, parse_fleet_nodes, NULL, NULL,
+     "`file:PATH`: the other nodes `postern track --fleet` and the console's tracking page ask (see Events, Fleet "
+     "views), lines `node NAME https://HOST:PORT token=FILE [ca=FILE]`", "none"},
+    {"fleet_token", KT_STR, FIELD(fleet_token_file), NULL, 0, 0, NULL, KF_RESTART | KF_SECRET, check_absolute,
+     parse_fleet_token, NULL, NULL, "a file with the token other nodes present to this node's `/api/track` "
+     "(`Authorization: Bearer`; read-only, tracking only)", "none: no node may ask"},
     {"events_outbox_max_size", KT_SIZE, FIELD(events_outbox_max_size), "256M", 1048576, 0, "at least 1M", KF_RESTART,
      NULL, NULL, NULL, NULL, "the event outbox (SPOOL/outbox) at most; over it the oldest events go, counted", "`256M`"},
     {"events_outbox_max_age", KT_LONG_SEC, FIELD(events_outbox_max_age), "7d", 60, 365L * 86400, "1m to 1 year",

@@ -2,6 +2,8 @@
 #include "event_sinks.h"
 #include "config.h"
 #include "domain_rules.h"
+#include "https_client.h"
+#include "privsep.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -47,45 +49,13 @@ static bool loopback_host(const char *h)
     return inet_pton(AF_INET6, h, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
-/* https://HOST[:PORT]/PATH (an IPv6 HOST in brackets) into s. */
+/* The webhook's URL into s: https://, or http:// to a loopback address. */
 static int parse_url(struct event_sink *s, const char *url, char *err, size_t errlen)
 {
-    const char *p = url;
-    if (!strncmp(p, "https://", 8)) {
-        s->tls = true;
-        p += 8;
-    } else if (!strncmp(p, "http://", 7)) {
-        p += 7;
-    } else {
-        snprintf(err, errlen, "webhook %s: '%s' is not an https:// URL", s->name, url);
-        return -1;
-    }
-    const char *host_end = *p == '[' ? strchr(p, ']') : p + strcspn(p, ":/");
-    if (!host_end || host_end == p || (size_t)(host_end - p) >= sizeof s->host) {
-        snprintf(err, errlen, "webhook %s: no host in '%s'", s->name, url);
-        return -1;
-    }
-    const char *h = *p == '[' ? p + 1 : p;
-    snprintf(s->host, sizeof s->host, "%.*s", (int)(host_end - h), h);
-    p = *host_end == ']' ? host_end + 1 : host_end;
-    s->port = s->tls ? 443 : 80;
-    if (*p == ':') {
-        char *end;
-        long port = strtol(p + 1, &end, 10);
-        if (end == p + 1 || port < 1 || port > 65535) {
-            snprintf(err, errlen, "webhook %s: bad port in '%s'", s->name, url);
-            return -1;
-        }
-        s->port = (int)port;
-        p = end;
-    }
-    if (*p && *p != '/') {
-        snprintf(err, errlen, "webhook %s: bad URL '%s'", s->name, url);
-        return -1;
-    }
-    snprintf(s->path, sizeof s->path, "%s", *p ? p : "/");
-    if (strpbrk(s->path, " \t\r\n") || strpbrk(s->host, " \t\r\n/")) {
-        snprintf(err, errlen, "webhook %s: bad URL '%s'", s->name, url);
+    char why[300];
+    if (https_url_parse(url, &s->tls, s->host, sizeof s->host, &s->port, s->path, sizeof s->path, why,
+                        sizeof why) < 0) {
+        snprintf(err, errlen, "webhook %s: %s", s->name, why);
         return -1;
     }
     if (!s->tls && !loopback_host(s->host)) {
@@ -175,14 +145,15 @@ static int parse_amqp_url(struct event_sink *s, const char *url, char *err, size
 /* secret=FILE: its bytes, without a final newline. */
 static int read_secret(struct event_sink *s, const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
+    char why[300] = "";
+    FILE *f = privsep_fopen(path, why, sizeof why);     /* root's file: the parent opens it for a reload */
     char buf[SECRET_MAX + 1];
     size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
     if (f)
         fclose(f);
     if (!f || n == 0 || n > SECRET_MAX) {
         snprintf(err, errlen, "webhook %s: secret %s: %s", s->name, path,
-                 !f ? strerror(errno) : n ? "longer than 4096 bytes" : "empty");
+                 !f ? why : n ? "longer than 4096 bytes" : "empty");
         return -1;
     }
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))

@@ -151,6 +151,8 @@ void track_record_text(const struct track_record *r, struct buf *out)
 {
     char when[32];
     iso_time(r->ms, when, sizeof when);
+    if (r->node)
+        buf_printf(out, "[%s] ", r->node);
     buf_printf(out, "%s  %-16s  %-11s  from=<%s> to=<%s> client=%s  %s %s: %s\n", when, r->qid ? r->qid : "-",
                or_empty(r->status), or_empty(r->from), or_empty(r->to), r->client && r->client[0] ? r->client : "-",
                or_empty(r->stage), or_empty(r->link), or_empty(r->reply));
@@ -160,10 +162,12 @@ void track_record_json(const struct track_record *r, struct buf *out)
 {
     char when[32];
     iso_time(r->ms, when, sizeof when);
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s?,s:s,s:s,s:s,s:s}", "time", when, "status", or_empty(r->status),
-                          "from", or_empty(r->from), "to", or_empty(r->to), "client", or_empty(r->client),
-                          "queue_id", r->qid, "helo", or_empty(r->helo), "stage", or_empty(r->stage), "link",
-                          or_empty(r->link), "reply", or_empty(r->reply));
+    json_t *o = json_pack("{s:s,s:I,s:s,s:s,s:s,s:s,s:s?,s:s,s:s,s:s,s:s}", "time", when, "ms", (json_int_t)r->ms,
+                          "status", or_empty(r->status), "from", or_empty(r->from), "to", or_empty(r->to), "client",
+                          or_empty(r->client), "queue_id", r->qid, "helo", or_empty(r->helo), "stage",
+                          or_empty(r->stage), "link", or_empty(r->link), "reply", or_empty(r->reply));
+    if (o && r->node)
+        json_object_set_new(o, "node", json_string(r->node));
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     if (text)
         buf_puts(out, text);

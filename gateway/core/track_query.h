@@ -22,6 +22,7 @@ struct track_record {
     int64_t ms;                /* when, Unix milliseconds */
     const char *status, *qid;  /* qid NULL: refused before it had one */
     const char *from, *to, *client, *helo, *stage, *link, *reply;
+    const char *node;          /* the fleet node it came from (fleet.c), or NULL: this one */
 };
 
 typedef void (*track_record_fn)(void *ctx, const struct track_record *r);
@@ -33,8 +34,9 @@ int track_query_last(const char *db_path, const struct track_query *q, track_rec
 /* Every event of one message, in order: the count, or -1 with err. */
 int track_query_timeline(const char *db_path, const char *qid, track_record_fn fn, void *ctx, char *err,
                          size_t errlen);
-/* One record as a text line, or as a JSON object (keys time, status, from,
- * to, client, queue_id, stage, link, reply). */
+/* One record as a text line, or as a JSON object (keys time, ms, status,
+ * from, to, client, queue_id, stage, link, reply, and node when it came
+ * from another node). */
 void track_record_text(const struct track_record *r, struct buf *out);
 void track_record_json(const struct track_record *r, struct buf *out);
 

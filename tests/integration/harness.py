@@ -787,6 +787,29 @@ def make_certs(names, ca_name="Postern Test CA"):
     return d, ca_crt
 
 
+def ip_cert(ip):
+    """A throw-away CA (DIR/ca.crt) and a certificate for the IP address ip
+    (an IP SAN: DIR/hook.crt, DIR/hook.key); returns DIR."""
+    d = tempfile.mkdtemp(prefix="hook-certs-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+
+    def openssl(*args):
+        r = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=d, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=Hook Test CA")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("subjectAltName=IP:%s\n" % ip)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "hook.key", "-out", "hook.csr", "-subj", "/CN=hook")
+    openssl("x509", "-req", "-in", "hook.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "hook.crt", "-days", "2", "-extfile", "ext")
+    for f in os.listdir(d):
+        os.chmod(os.path.join(d, f), 0o644)
+    return d
+
+
 def https_policy_server(host, certs, name, policy):
     """Serve policy at https://name/.well-known/mta-sts.txt on host:443."""
     import http.server
