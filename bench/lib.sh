@@ -76,3 +76,20 @@ daemon_pid() { pgrep -P "$1" -x posternd || echo "$1"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$(daemon_pid "$1")/stat"; }
 # The median of the arguments (the mean of the middle two for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+
+# The second over the first, to three places.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
+
+# on_off_rounds [CONFIG LINE...]: ROUNDS rounds, each posternd as the base
+# config has it ("off") then with these lines ("on"); prints each round and
+# the medians of the rate and posternd's CPU per message, on against off.
+on_off_rounds() {
+  local r off off_cpu on on_cpu rates=() cpus=()
+  for r in $(seq "$ROUNDS"); do
+    read -r off off_cpu < <(relay_round)
+    read -r on on_cpu < <(relay_round "$@")
+    echo "round $r: e2e_mps off=$off on=$on ($(ratio "$off" "$on")); cpu_us_per_msg off=$off_cpu on=$on_cpu"
+    rates+=("$(ratio "$off" "$on")"); cpus+=("$(ratio "$off_cpu" "$on_cpu")")
+  done
+  echo "median rate on/off: $(median "${rates[@]}"); median posternd CPU per message on/off: x$(median "${cpus[@]}")"
+}

@@ -15,7 +15,6 @@ cd "$(dirname "$0")/.."
 relay_bench_start luabench
 CHAIN=${WITH:-plugins = lua:$(pwd)/bench/trivial.lua}
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
 loop_rates=(); thread_rates=(); loop_cpus=(); thread_cpus=()
 for r in $(seq "$ROUNDS"); do
   read -r plain plain_cpu < <(relay_round)

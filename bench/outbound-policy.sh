@@ -24,12 +24,4 @@ from bench.test bulk
 TABLE
 chmod 644 "$WORK/egress" "$WORK/queues"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b / a }'; }
-rates=(); cpus=()
-for r in $(seq "$ROUNDS"); do
-  read -r off off_cpu < <(relay_round)
-  read -r on on_cpu < <(relay_round "egress = file:$WORK/egress" "queues = file:$WORK/queues")
-  echo "round $r: e2e_mps off=$off on=$on ($(ratio "$off" "$on")); cpu_us_per_msg off=$off_cpu on=$on_cpu"
-  rates+=("$(ratio "$off" "$on")"); cpus+=("$(ratio "$off_cpu" "$on_cpu")")
-done
-echo "median rate on/off: $(median "${rates[@]}"); median posternd CPU per message on/off: x$(median "${cpus[@]}")"
+on_off_rounds "egress = file:$WORK/egress" "queues = file:$WORK/queues"
