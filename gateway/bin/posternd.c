@@ -356,12 +356,12 @@ int main(int argc, char **argv)
     queue_load_stop();
     tlsrpt_stop();
     local_submit_stop();
+    sinks_stop();            /* before the Redis connection goes; the rest waits in the outbox */
     redis_stop();            /* what is still out is answered now (failed) */
     control_stop();
     http_stop();
     workers_stop();
     outbox_stop();           /* after the last events; spool files waiting on them go */
-    sinks_stop();
     track_stop();            /* after the last events (workers' commits, deliveries) */
     lists_close();
     dns_shutdown();

@@ -7,13 +7,16 @@
 #include "metrics.h"
 #include "outbox.h"
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define READ_BYTES (1u << 20)       /* read from the outbox at a time (lines are far shorter) */
 #define BACKOFF_MAX_S 60
-#define LINGER_MS 250               /* after a batch that was not full: let more come first */
+#define LINGER_MS 250
+#define SINK_STOP_WAIT_S 3               /* after a batch that was not full: let more come first */
 
 struct sink_run {
     struct event_sink s;            /* a copy: a reload does not touch it */
@@ -26,11 +29,21 @@ struct sink_run {
 
 static struct sink_run runs[EVENT_SINKS_MAX];
 static size_t nruns;
+static atomic_bool stopping;      /* sinks_stop: every thread ends */
 
-/* Sleep up to seconds, in steps, until the outbox stops. */
+static bool sinks_stopping(void) { return atomic_load(&stopping) || outbox_stopping(); }
+
+/* Sleep up to ms, in steps of 100 ms, until the sinks stop. */
+static void pause_unless_stopping_ms(int ms)
+{
+    for (int i = 0; i < ms / 100 && !sinks_stopping(); i++)
+        usleep(100000);
+}
+
+/* Sleep up to seconds, in steps, until the sinks stop. */
 static void pause_unless_stopping(int seconds)
 {
-    for (int i = 0; i < seconds * 10 && !outbox_stopping(); i++)
+    for (int i = 0; i < seconds * 10 && !sinks_stopping(); i++)
         usleep(100000);
 }
 
@@ -84,7 +97,7 @@ static void *sink_thread(void *arg)
     }
     int failures = 0;
     char why[300], labels[96];
-    while (!outbox_stopping()) {
+    while (!sinks_stopping()) {
         struct outbox_pos next;
         size_t len = outbox_read(r->reader, &pos, buf, READ_BYTES, &next, 500);
         if (!len) {
@@ -114,7 +127,7 @@ static void *sink_thread(void *arg)
         outbox_ack(r->reader, &next);
         pos = next;
         if (n < (size_t)r->s.batch && used == len)      /* it took all there was: a request per event costs */
-            usleep(LINGER_MS * 1000);
+            pause_unless_stopping_ms(LINGER_MS);
     }
 out:
     free(buf);
@@ -148,10 +161,26 @@ int sinks_start(const struct config *cfg, char *err, size_t errlen)
 
 void sinks_stop(void)
 {
-    /* outbox_stop has set the outbox stopping: each thread ends after its
-     * request in hand (at most its timeout); at exit they are not waited for */
-    for (size_t i = 0; i < nruns; i++)
-        if (runs[i].started)
-            pthread_detach(runs[i].thread);
+    /* each thread ends after the request in hand. Wait for it (a thread still running at exit would
+     * race the libraries' own cleanup), up to SINK_STOP_WAIT_S each; one
+     * that takes longer (a request within its timeout) is left, logged. */
+    atomic_store(&stopping, true);
+    for (size_t i = 0; i < nruns; i++) {
+        if (!runs[i].started)
+            continue;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += SINK_STOP_WAIT_S;
+        runs[i].started = false;
+        if (pthread_timedjoin_np(runs[i].thread, NULL, &until) != 0) {
+            log_warn("events: sink %s: still in a request at exit; not waited for", runs[i].s.name);
+            pthread_detach(runs[i].thread);        /* it keeps its copy of the sink */
+            continue;
+        }
+        if (runs[i].state)
+            runs[i].ops->close(runs[i].state);
+        free(runs[i].s.secret);
+        free(runs[i].s.ca_file);
+    }
     nruns = 0;
 }

@@ -13,8 +13,9 @@
 
 /* After outbox_start: a thread per sink. 0, or -1 with err. */
 int sinks_start(const struct config *cfg, char *err, size_t errlen);
-/* At exit, after outbox_stop: the threads are told to end (one in a
- * request ends with it, within its timeout). */
+/* At exit, before redis_stop (a redis sink uses that connection): each
+ * thread ends after its request in hand and is waited for (a few seconds
+ * at most). What they had not sent stays in the outbox for the next start. */
 void sinks_stop(void);
 
 /* A batch for one sink: n events, each a JSON object (no newline). */
