@@ -226,7 +226,7 @@ static void report(struct delivery_job *j, size_t k)
     const char *result = r->cls == 2 ? "delivered" : r->cls == 5 ? "bounced" : "deferred";
     track_event(&(struct track_event){.status = result, .qid = j->id, .from = j->sender, .to = r->addr,
                                       .stage = "deliver", .link = r->relay[0] ? r->relay : "none", .reply = r->reply,
-                                      .size = j->size, .duration_ms = (long)(now - t1)});
+                                      .size = j->size, .duration_ms = (long)(now - t1), .tls = r->tls});
     metric_inc(M_DELIVERIES, metric_labels(labels, sizeof labels, "result", result, NULL));
     metric_inc(M_DELIVERIES_BY_ROUTE, metric_labels(labels, sizeof labels, "route", j->hop->mx ? "mx" : "transport",
                                                     "result", result, NULL));

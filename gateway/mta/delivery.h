@@ -29,6 +29,7 @@ struct delivery_rcpt {
     char reply[DELIVERY_REPLY_MAX];     /* the peer's reply, or our own reason */
     char remote[DELIVERY_REMOTE_MAX];   /* "host[ip]" that answered; "" if none did */
     char relay[DELIVERY_REMOTE_MAX + 8];    /* ... with its port, for the log: "host[ip]:port" */
+    char tls[16];                       /* the connection's TLS version ("TLSv1.3"), "" for none */
     char in_reply_to[DELIVERY_STAGE_MAX];  /* "RCPT TO", "end of DATA", ... ("" = ours) */
 };
 

@@ -31,6 +31,7 @@ void rcpt_settle_one(struct rcpt_settle *s, size_t k, int code, const char *text
     /* a peer's reply names its command and its host; our own texts neither */
     snprintf(r->remote, sizeof r->remote, "%s", stage && s->remote ? s->remote : "");
     snprintf(r->relay, sizeof r->relay, "%s", stage && s->where ? s->where : "");
+    snprintf(r->tls, sizeof r->tls, "%s", stage && s->tls ? s->tls : "");
     snprintf(r->in_reply_to, sizeof r->in_reply_to, "%s", stage ? stage : "");
 }
 

@@ -22,6 +22,7 @@ struct rcpt_settle {
     /* the peer, copied into each recipient its replies settle */
     bool peer_dsn;
     const char *remote, *where;
+    const char *tls;           /* the connection's TLS version, or NULL: none */
 };
 
 /* For the n recipients of one transaction: 0, or -1 (out of memory). */

@@ -344,6 +344,7 @@ void smtp_client_start(struct smtp_client *c, struct delivery_job *j)
         cl_fail(c, "4.3.0 out of memory", true);
         return;
     }
+    c->settle.tls = c->ssl ? SSL_get_version(c->ssl) : NULL;
     const char *refused = unsupported(c, j);
     if (refused) {
         settle_open(c, atoi(refused), refused, NULL);

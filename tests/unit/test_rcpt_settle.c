@@ -112,6 +112,7 @@ static void the_connection_settles_what_is_open_with_our_text(void **state)
     memset(r, 0, sizeof r);
     struct rcpt_settle s;
     assert_int_equal(rcpt_settle_begin(&s, r, NR, false, "mx.test[192.0.2.1]", "mx.test[192.0.2.1]:25"), 0);
+    s.tls = "TLSv1.3";                             /* the event stream's record of the attempt says so */
     rcpt_settle_mail(&s, 250, "250 ok");
     rcpt_settle_rcpt(&s, 0, 550, "550 no such user");
     rcpt_settle_rcpt(&s, 1, 250, "250 ok");
@@ -121,6 +122,8 @@ static void the_connection_settles_what_is_open_with_our_text(void **state)
     assert_int_equal(r[2].cls, 4);
     assert_string_equal(r[1].in_reply_to, "");    /* our own text names no command or host */
     assert_string_equal(r[1].relay, "");
+    assert_string_equal(r[1].tls, "");
+    assert_string_equal(r[0].tls, "TLSv1.3");      /* the peer's own reply came over TLS */
     rcpt_settle_end(&s);
 }
 
