@@ -44,3 +44,10 @@ echo "slapd slapd/no_configuration boolean true" | $SUDO debconf-set-selections
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 ensure_user
+# rabbitmq-server: the event stream's tests start their own broker on a
+# loopback address; the package's service listens on every address (5672)
+# and would take the port, so it is stopped and left off where it started
+if command -v systemctl >/dev/null && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+  echo "deps: stopping and disabling the system rabbitmq-server (the tests start their own)"
+  $SUDO systemctl disable --now rabbitmq-server || true
+fi
