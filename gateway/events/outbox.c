@@ -317,7 +317,7 @@ static void drop_oldest(const char *why)
 static void housekeep(void)
 {
     pthread_mutex_lock(&ob.lock);
-    uint64_t min_seg = ob.seg;
+    uint64_t min_seg = ob.nreaders ? ob.seg : ob.first_seg;     /* no sink counted yet: nothing is sent */
     for (int i = 0; i < ob.nreaders; i++)
         if (ob.readers[i].acked.seg < min_seg)
             min_seg = ob.readers[i].acked.seg;

@@ -23,6 +23,7 @@ struct sink_run {
     const struct sink_ops *ops;
     void *state;
     int reader;
+    struct outbox_pos start;        /* its cursor when registered */
     pthread_t thread;
     bool started;
 };
@@ -90,8 +91,8 @@ static void *sink_thread(void *arg)
     char *buf = malloc(READ_BYTES + 1);
     const char **ev = calloc((size_t)r->s.batch, sizeof *ev);
     size_t *lens = calloc((size_t)r->s.batch, sizeof *lens);
-    struct outbox_pos pos;
-    if (!buf || !ev || !lens || (r->reader = outbox_reader(r->s.name, &pos)) < 0) {
+    struct outbox_pos pos = r->start;
+    if (!buf || !ev || !lens) {
         log_error("events: sink %s: out of memory, not sending", r->s.name);
         goto out;
     }
@@ -149,6 +150,12 @@ int sinks_start(const struct config *cfg, char *err, size_t errlen)
             memcpy(r->s.secret, cfg->event_sinks.v[i].secret, r->s.secret_len);
         r->ops = r->s.kind == SINK_WEBHOOK ? &webhook_sink_ops : r->s.kind == SINK_REDIS ? &redis_sink_ops
                                                                                     : &amqp_sink_ops;
+        /* registered before its thread runs: the outbox never removes what a
+         * sink has not sent because the sink was not counted yet */
+        if ((r->reader = outbox_reader(r->s.name, &r->start)) < 0) {
+            snprintf(err, errlen, "events: sink %s: too many sinks", r->s.name);
+            return -1;
+        }
         if (pthread_create(&r->thread, NULL, sink_thread, r) != 0) {
             snprintf(err, errlen, "events: sink %s: cannot start its thread", r->s.name);
             return -1;
