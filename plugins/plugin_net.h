@@ -32,15 +32,21 @@ static inline void net_set_timeouts(int fd, int secs)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
+/* Each address host has, in order, until one connects (a name with an
+ * IPv6 and an IPv4 address where only one answers still works); errno is
+ * the last failure's, EHOSTUNREACH when the name does not resolve. */
 static inline int net_connect_tcp(const char *host, const char *port, int secs)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai = NULL;
     if (getaddrinfo(host, port, &hints, &ai) != 0)
-        return -1;
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
+        return errno = EHOSTUNREACH, -1;
+    int fd = -1;
+    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
         net_set_timeouts(fd, secs);
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
             int e = errno;
             close(fd);
             errno = e;

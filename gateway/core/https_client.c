@@ -1,17 +1,13 @@
 /* https_client.c - see https_client.h. */
 #include "https_client.h"
+#include "plugin_net.h"
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 int https_url_parse(const char *url, bool *tls, char *host, size_t hostlen, int *port, char *path, size_t pathlen,
@@ -64,41 +60,16 @@ SSL_CTX *https_client_ctx(const char *ca_file, char *why, size_t whylen)
     return ctx;
 }
 
-/* A connected socket to the target within its timeout, or -1 with why. */
+/* A connected socket to the target (plugin_net.h: every address in turn,
+ * bounded by the timeout), or -1 with why. */
 static int dial(const struct https_target *t, char *why, size_t whylen)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
     char port[8];
     snprintf(port, sizeof port, "%d", t->port);
-    int rc = getaddrinfo(t->host, port, &hints, &res);
-    if (rc != 0) {
-        snprintf(why, whylen, "%s: %s", t->host, gai_strerror(rc));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 ||
-            (errno == EINPROGRESS && poll(&p, 1, (int)t->timeout * 1000) == 1 &&
-             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0))
-            break;
+    int fd = net_connect_tcp(t->host, port, (int)t->timeout);
+    if (fd < 0)
         snprintf(why, whylen, "connect to %s:%d: %s", t->host, t->port,
-                 strerror(err ? err : errno ? errno : ETIMEDOUT));
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd >= 0) {       /* from here on, blocking with the timeout */
-        struct timeval tv = {.tv_sec = t->timeout};
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
+                 errno == EHOSTUNREACH ? "no such host, or no route to it" : strerror(errno));
     return fd;
 }
 
