@@ -471,6 +471,24 @@ static const struct tls_policy *target_policy(const struct delivery_job *j, cons
     return t && t->tls ? t->tls : j->tls;
 }
 
+/* The reply of a recipient whose provider is suspended: PROVIDER_HELD,
+ * the name, PROVIDER_HELD_END. */
+#define PROVIDER_HELD "451 4.4.5 provider "
+#define PROVIDER_HELD_END " suspended"
+
+bool delivery_provider_held(const char *reply, char *name, size_t size)
+{
+    if (strncmp(reply, PROVIDER_HELD, strlen(PROVIDER_HELD)))
+        return false;
+    const char *p = reply + strlen(PROVIDER_HELD);
+    size_t n = strcspn(p, " ");
+    if (!n || n >= size || strncmp(p + n, PROVIDER_HELD_END, strlen(PROVIDER_HELD_END)))
+        return false;
+    memcpy(name, p, n);
+    name[n] = '\0';
+    return true;
+}
+
 /* The server is a suspended provider's: j waits for the next round, which
  * is not an attempt (settled with held set). */
 static bool provider_suspended(struct delivery_job *j, const struct dest *d)
@@ -478,7 +496,7 @@ static bool provider_suspended(struct delivery_job *j, const struct dest *d)
     if (!d->provider || !suspend_until(SUSPEND_PROVIDER, d->provider->name, (int64_t)time(NULL)))
         return false;
     char why[DELIVERY_REPLY_MAX];
-    snprintf(why, sizeof why, "451 4.4.5 provider %s suspended (postern queue suspended)", d->provider->name);
+    snprintf(why, sizeof why, PROVIDER_HELD "%s" PROVIDER_HELD_END " (postern queue suspended)", d->provider->name);
     for (size_t k = 0; k < j->n; k++)
         j->rcpts[k].held = !j->rcpts[k].cls;
     settle_open(j, why);

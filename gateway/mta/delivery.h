@@ -81,6 +81,9 @@ struct delivery_job {
 };
 
 void delivery_init(const struct config *cfg);
+/* Was reply the one a recipient gets while its MX provider is suspended?
+ * Then the provider's name is in name. */
+bool delivery_provider_held(const char *reply, char *name, size_t size);
 void delivery_submit(struct delivery_job *job);
 /* Timeouts, pacing and idle connection expiry; called on every tick. */
 void delivery_tick(void);

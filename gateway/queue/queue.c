@@ -866,7 +866,7 @@ void queue_suspension_of(const struct qmsg *m, char *out, size_t size)
     char provider[64];
     if (why)
         snprintf(out, size, "%s suspended (postern queue suspended)", why);
-    else if (sscanf(r->st.last_reply, "451 4.4.5 provider %63s suspended", provider) == 1 &&
+    else if (delivery_provider_held(r->st.last_reply, provider, sizeof provider) &&
              suspend_until(SUSPEND_PROVIDER, provider, now))
         snprintf(out, size, "provider %s suspended (postern queue suspended)", provider);
 }

@@ -278,12 +278,12 @@ static int admin_throttle(const struct queue_cmd *c, struct buf *out)
  * says so): retried now; how many messages. */
 static size_t retry_held_by_provider(const char *name)
 {
-    char said[128];
-    snprintf(said, sizeof said, "451 4.4.5 provider %s suspended", name);
+    char held[64];
     size_t n = 0;
     for (struct qmsg *m = queue_all(); m; m = m->next)
         for (size_t i = 0; i < m->nrcpts; i++)
-            if (m->rcpts[i].st.status == RCPT_PENDING && !strncasecmp(m->rcpts[i].st.last_reply, said, strlen(said))) {
+            if (m->rcpts[i].st.status == RCPT_PENDING &&
+                delivery_provider_held(m->rcpts[i].st.last_reply, held, sizeof held) && !strcasecmp(held, name)) {
                 n += retry_now(m);
                 break;
             }
