@@ -6,6 +6,7 @@
 #include "utc_time.h"
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ struct suspension {
 
 static struct suspension *all;
 static size_t n, cap;
+static _Atomic size_t live_count;       /* n, for the lookup's lock-free "none" (dispatch asks per recipient) */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
 static const char *const kind_names[] = {"destination", "source", "queue", "provider"};
@@ -155,6 +157,7 @@ static struct suspension *add(enum suspend_kind k, const char *name, int rate, i
         cap = c;
     }
     struct suspension *s = &all[n++];
+    live_count = n;
     s->kind = k;
     s->rate = rate;
     snprintf(s->name, sizeof s->name, "%s", name);
@@ -198,7 +201,11 @@ int throttle_set(enum suspend_kind k, const char *name, int per_min, int64_t unt
 }
 
 /* Under lock. */
-static void drop(struct suspension *s) { *s = all[--n]; }
+static void drop(struct suspension *s)
+{
+    *s = all[--n];
+    live_count = n;
+}
 
 bool suspend_clear(enum suspend_kind k, const char *name)
 {
@@ -218,6 +225,8 @@ bool suspend_clear(enum suspend_kind k, const char *name)
  * is forgotten and logged). */
 static int64_t live(enum suspend_kind k, const char *name, bool throttled, int64_t now, int *rate)
 {
+    if (!live_count)
+        return 0;
     pthread_mutex_lock(&lock);
     struct suspension *s = find(k, name, throttled);
     int64_t until = s ? s->until : 0;
@@ -261,10 +270,4 @@ void suspend_list(struct buf *out, int64_t now)
     pthread_mutex_unlock(&lock);
 }
 
-size_t suspend_count(void)
-{
-    pthread_mutex_lock(&lock);
-    size_t c = n;
-    pthread_mutex_unlock(&lock);
-    return c;
-}
+size_t suspend_count(void) { return live_count; }
