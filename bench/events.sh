@@ -6,7 +6,8 @@
 # confirms), alternating ROUNDS times (default 3) in one run. Prints each
 # round and the medians of the end-to-end rate and posternd's CPU per
 # message, events on against off (issue 39's goal: rate >= 0.95). The
-# receivers share the machine's two cores with posternd.
+# receivers share the machine's two cores with posternd. AMQP_FORMAT=each
+# publishes a message per event (default ndjson: a message per batch).
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ amqp-declare-queue -s 127.0.0.1 --port $AMQP_PORT -d -q postern.events >/dev/nul
 cat >"$WORK/sinks" <<TABLE
 webhook hook https://127.0.0.1:$HOOK_PORT/events secret=$WORK/secret ca=$WORK/hook.crt
 redis stream maxlen=100000
-amqp broker amqp://guest:guest@127.0.0.1:$AMQP_PORT/
+amqp broker amqp://guest:guest@127.0.0.1:$AMQP_PORT/ format=${AMQP_FORMAT:-ndjson}
 TABLE
 chmod 644 "$WORK/sinks"
 sleep 1

@@ -210,6 +210,14 @@ static int sink_option(struct event_sink *s, char *w, char *err, size_t errlen)
         snprintf(field, sizeof s->exchange, "%s", v);
         return 0;
     }
+    if (s->kind == SINK_AMQP && !strcmp(w, "format")) {
+        if (strcmp(v, "each") && strcmp(v, "ndjson")) {
+            snprintf(err, errlen, "%s: format must be each or ndjson", s->name);
+            return -1;
+        }
+        s->ndjson = !strcmp(v, "ndjson");
+        return 0;
+    }
     if (s->kind == SINK_REDIS && !strcmp(w, "maxlen")) {
         s->maxlen = strtol(v, &end, 10);
         if (*end || s->maxlen < 1) {

@@ -4,6 +4,7 @@
  *   webhook NAME URL [secret=FILE] [ca=FILE] [types=T,T...] [batch=N] [timeout=DURATION]
  *   redis NAME [stream=KEY] [maxlen=N] [types=T,T...] [batch=N]
  *   amqp NAME amqp://USER:PASSWORD@HOST[:PORT][/VHOST] [exchange=X] [routing_key=K] [types=...] [batch=N] [timeout=D]
+ *        [format=each|ndjson]
  *
  * A webhook gets batches of events as a JSON array in an HTTP POST to URL
  * (https://HOST[:PORT]/PATH; http:// only to a loopback address), signed
@@ -16,7 +17,10 @@
  * application/json, message ID the event's id) to exchange X (default "",
  * the default exchange) with routing key K (default postern.events) on
  * RabbitMQ or another AMQP 0-9-1 broker, with publisher confirms: a batch
- * is taken when the broker has confirmed every message of it.
+ * is taken when the broker has confirmed every message of it. With
+ * format=ndjson a whole batch is one message instead (content type
+ * application/x-ndjson, an event a line, message ID "FIRST..LAST" of its
+ * events' IDs): a fraction of the broker's work per event.
  * types= keeps only those event types (event_type_names); batch= is the
  * most events a request carries (default 500); timeout= how long a
  * request may take (default 10s). The events themselves and their
@@ -56,6 +60,7 @@ struct event_sink {
     long maxlen;
     /* amqp (host and port above) */
     char user[128], password[128], vhost[256], exchange[256], routing_key[256];
+    bool ndjson;                   /* format=ndjson: a batch is one message */
 };
 
 struct event_sinks {

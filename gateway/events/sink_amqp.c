@@ -5,7 +5,8 @@
  * the sink's exchange with its routing key. The batch is taken once the
  * broker has confirmed (basic.ack) every message of it within the
  * timeout; a nack, a closed channel or connection, or the timeout fails
- * it (sent again later, on a new connection). */
+ * it (sent again later, on a new connection). With format=ndjson the
+ * batch is one message: its events a line each. */
 #include "sinks.h"
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
@@ -148,6 +149,50 @@ static int wait_confirms(struct amqp_sink *a, const struct event_sink *s, uint64
     return 0;
 }
 
+/* Publish one message: 0, or -1 with why (the connection dropped). */
+static int publish(struct amqp_sink *a, const struct event_sink *s, amqp_basic_properties_t *props, amqp_bytes_t body,
+                   char *why, size_t whylen)
+{
+    int rc = amqp_basic_publish(a->conn, 1, amqp_cstring_bytes(s->exchange), amqp_cstring_bytes(s->routing_key), 0, 0,
+                                props, body);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(why, whylen, "publishing to %s:%d: %s", s->host, s->port, amqp_error_string2(rc));
+        drop_connection(a);
+        return -1;
+    }
+    a->next_tag++;
+    return 0;
+}
+
+/* format=ndjson: the batch as one message, an event a line, its ID
+ * "FIRST..LAST" of the events' IDs. */
+static int publish_ndjson(struct amqp_sink *a, const struct event_sink *s, amqp_basic_properties_t *props,
+                          const struct sink_batch *b, char *why, size_t whylen)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < b->n; i++)
+        total += b->lens[i] + 1;
+    char *body = malloc(total ? total : 1);
+    if (!body) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        memcpy(body + off, b->events[i], b->lens[i]);
+        off += b->lens[i];
+        body[off++] = '\n';
+    }
+    amqp_bytes_t first = event_id(b->events[0], b->lens[0]), last = event_id(b->events[b->n - 1], b->lens[b->n - 1]);
+    char id[256];
+    snprintf(id, sizeof id, "%.*s..%.*s", (int)first.len, (char *)first.bytes, (int)last.len, (char *)last.bytes);
+    props->content_type = amqp_cstring_bytes("application/x-ndjson");
+    props->message_id = amqp_cstring_bytes(id);
+    int rc = publish(a, s, props, (amqp_bytes_t){total, body}, why, whylen);
+    free(body);
+    return rc;
+}
+
 static int amqp_send(void *state, const struct event_sink *s, const struct sink_batch *b, char *why, size_t whylen)
 {
     struct amqp_sink *a = state;
@@ -159,17 +204,12 @@ static int amqp_send(void *state, const struct event_sink *s, const struct sink_
         .delivery_mode = 2,
     };
     uint64_t first = a->next_tag;
-    for (size_t i = 0; i < b->n; i++) {
+    if (s->ndjson && b->n && publish_ndjson(a, s, &props, b, why, whylen) < 0)
+        return -1;
+    for (size_t i = 0; !s->ndjson && i < b->n; i++) {
         props.message_id = event_id(b->events[i], b->lens[i]);
-        amqp_bytes_t body = {b->lens[i], (void *)b->events[i]};
-        int rc = amqp_basic_publish(a->conn, 1, amqp_cstring_bytes(s->exchange), amqp_cstring_bytes(s->routing_key),
-                                    0, 0, &props, body);
-        if (rc != AMQP_STATUS_OK) {
-            snprintf(why, whylen, "publishing to %s:%d: %s", s->host, s->port, amqp_error_string2(rc));
-            drop_connection(a);
+        if (publish(a, s, &props, (amqp_bytes_t){b->lens[i], (void *)b->events[i]}, why, whylen) < 0)
             return -1;
-        }
-        a->next_tag++;
     }
     if (wait_confirms(a, s, first, a->next_tag - 1, why, whylen) < 0) {
         drop_connection(a);

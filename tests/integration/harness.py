@@ -317,6 +317,17 @@ class RabbitMQ:
                             "-c", str(n), "--", "sh", "-c", "cat; echo"], capture_output=True, text=True)
         return [line for line in r.stdout.splitlines() if line.strip()]
 
+    def drain(self, queue, limit=1000):
+        """Every message now in queue (taken with amqp-get, one at a time; at most limit)."""
+        bodies = []
+        for _ in range(limit):
+            r = subprocess.run(["amqp-get", "-s", self.host, "--port", str(self.port), "-q", queue],
+                               capture_output=True, text=True, timeout=20)
+            if r.returncode != 0:
+                break
+            bodies.append(r.stdout)
+        return bodies
+
     def stop(self):
         if self.proc:             # the whole group (the script, beam, its helpers): a test broker keeps nothing
             try:

@@ -118,9 +118,11 @@ def test_every_kind_of_event_reaches_the_webhook_and_the_stream():
     redis = Redis(addr(5))
     rabbit = RabbitMQ(addr(8))
     rabbit.declare("postern.events")
+    rabbit.declare("postern.batched")
     server = ScriptedSmtp(addr(2), 2526, mail_reply=next_hop_reply)
     script = readable_file("mix.lua", MIX_LUA % addr(7), prefix="lua-")
-    sinks = "redis stream maxlen=10000 batch=100\namqp broker %s\n" % rabbit.url()
+    sinks = ("redis stream maxlen=10000 batch=100\namqp broker %s\n"
+             "amqp batched %s routing_key=postern.batched format=ndjson\n" % (rabbit.url(), rabbit.url()))
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), plugins="lua:" + script, redis_server=redis.address(),
                 event_sinks=sinks_table(hook, sinks), max_queue_lifetime="3s",
                 hostname="gw1.postern.test", http_listen="%s:9025" % addr(1)).start()
@@ -150,6 +152,16 @@ def test_every_kind_of_event_reaches_the_webhook_and_the_stream():
     queued = [json.loads(m) for m in rabbit.take("postern.events", len(events))]
     assert {e["id"] for e in queued} == {e["id"] for e in events}, \
         (len(queued), len(events), [l for l in g.log().splitlines() if "broker" in l][-5:])
+    # format=ndjson: the same events, a line each, in fewer messages
+    batched, lines = [], []
+
+    def all_batched():
+        batched.extend(rabbit.drain("postern.batched"))
+        lines[:] = [json.loads(l) for b in batched for l in b.splitlines() if l.strip()]
+        return len(lines) >= len(events)
+    wait_for(all_batched, 10, "the ndjson sink's events")
+    assert sorted(e["id"] for e in lines) == sorted(e["id"] for e in events), (len(batched), len(lines), len(events))
+    assert len(batched) < len(lines), (len(batched), len(lines))
     assert hook.bad == 0
     by = lambda t, **kv: [e for e in events if e["type"] == t and all(e.get(k) == v for k, v in kv.items())]
     accepted = by("accepted", qid=qids["ok@src.test"])
@@ -255,7 +267,8 @@ def test_event_sinks_table_errors_are_caught_at_start():
                      ("webhook w https://h/ secret=/nonexistent\n", "secret /nonexistent"),
                      ("redis r batch=0\n", "batch must be"), ("kafka k\n", "expected: webhook NAME URL"),
                      ("redis r\nredis r\n", "given twice"), ("amqp a http://h/\n", "not an amqp:// URL"),
-                     ("amqp a amqp://u:p@h:99999/\n", "bad port"), ("amqp a amqp://u:p@/v\n", "no host"), ("redis r\n", "a redis sink needs redis_server")):
+                     ("amqp a amqp://u:p@h:99999/\n", "bad port"), ("amqp a amqp://u:p@/v\n", "no host"),
+                     ("amqp a amqp://u:p@h/ format=xml\n", "format must be each or ndjson"), ("redis r\n", "a redis sink needs redis_server")):
         g = Gateway(event_sinks=table_file(bad, name="sinks"), default_transport="smtp:[%s]:2526" % addr(2))
         r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", g.conf, "-t"], capture_output=True, text=True,
                            timeout=30)
