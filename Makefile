@@ -5,8 +5,8 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 # gateway/ in folders by role, lowest first; a folder includes only headers of
 # its own and lower ones (tools/check-layers.py, run by `make test`)
-LAYERS   := util core events chain mta queue smtpd admin
-PROGRAMS := archive cli bin
+LAYERS   := util core events chain mta queue smtpd archive admin
+PROGRAMS := cli bin
 INCLUDES := $(addprefix -Igateway/,$(LAYERS) $(PROGRAMS)) -Ilua -Iplugins -I/usr/include/lua5.4
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes $(INCLUDES)
 LDLIBS  += -lldap -llber -lsqlite3 -lhiredis -lrabbitmq -lunbound -llua5.4 -lsasl2 -lmicrohttpd -ljansson -lcrypt -lssl -lcrypto -lz -ldl -lpthread
@@ -32,6 +32,7 @@ PLUGINS      := size_limit header_checks archive route tls_required spf dkim_ver
                 rcpt_verify greylist dnsbl clamav rspamd iprev journal
 PLUGIN_LIBS_header_checks := -lpcre2-8
 PLUGIN_LIBS_archive := -lcrypto -lpthread
+PLUGIN_SRCS_archive := plugins/archive_retention.c
 PLUGIN_LIBS_route := -lpcre2-8
 PLUGIN_LIBS_spf := -lspf2 -lresolv
 PLUGIN_LIBS_dkim_verify := -lopendkim
@@ -118,7 +119,7 @@ $(BUILD)/postern-witness: $(BUILD)/bin/postern_witness.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
 # the CLI runs the chain too (policy test/replay), so it links as posternd does
-POSTERN_CLI_OBJS := $(BUILD)/bin/postern.o $(patsubst gateway/%.c,$(BUILD)/%.o,$(sort $(wildcard gateway/archive/*.c gateway/cli/*.c)))
+POSTERN_CLI_OBJS := $(BUILD)/bin/postern.o $(patsubst gateway/%.c,$(BUILD)/%.o,$(sort $(wildcard gateway/cli/*.c)))
 $(BUILD)/postern: $(POSTERN_CLI_OBJS) $(BUILD)/util/pubkey_decode.o $(BUILD)/libpostern.a
 	$(CC) $(LDFLAGS) -o $@ $(POSTERN_CLI_OBJS) $(INTERPOSE) $(BUILD)/libpostern.a $(LDLIBS) -lcrypto
 

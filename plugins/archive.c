@@ -16,18 +16,25 @@
  *   archive.retention = 7y      remove copies older than this (s, m, h, d, w,
  *                  y), in chain order, each removal a chain link of its own
  *   archive.expire_every = 1h   how often expiry looks (default 1h)
+ *   archive.retention_rules = PATH  periods by sender, recipient or domain
+ *                  (archive_retention.h); legal holds (archive_audit.h)
+ *                  keep what they match whatever the period
  * Each copy also gets a line in DIR/index for `postern archive search`
  * (see archive_index.h).
  * The envelope block also records what the live chain decided (X-Postern-
  * Decided, X-Postern-Route), which `postern policy replay` compares with.
  * Run `postern -c CONF archive verify` to check the files and the chain.
- * One writer per archive directory: a reload's new chain shares the open
- * archive of the running one (a second writer would fork the chain). */
+ * One writer per archive directory in posternd: a reload's new chain
+ * shares the open archive of the running one. `postern` and the console
+ * append audit records to the same chain: every writer holds an flock on
+ * DIR/chain while it appends, and this one first reads what others added
+ * (their links are then witnessed with ours, or within 5 s). */
 #include "postern_io.h"
 #include "postern_plugin.h"
 #include "archive_chain.h"
 #include "archive_witness.h"
 #include "archive_index.h"
+#include "archive_retention.h"
 #include <sys/file.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -69,6 +76,11 @@ struct archive {
     pthread_cond_t stop_cond;
     bool stopping;
     off_t expire_off;          /* where the chain's unexpired message lines start */
+    time_t next_expire;        /* when expiry looks next */
+    off_t chain_size;          /* bytes of DIR/chain read or written; more means another writer (under lock) */
+    unsigned long hold_records;     /* hold and release records the chain has */
+    pthread_mutex_t rules_lock;
+    struct retention_rules rules;   /* archive.retention_rules (a reload replaces them) */
 };
 
 static unsigned long hash_str(const char *s)
@@ -145,6 +157,17 @@ static int fsync_dir(const char *path)
     return rc;
 }
 
+/* A chain line read (at start, or another writer's): the head moves on. */
+static void chain_note(struct archive *a, unsigned long seq, const char *rel, const char *link)
+{
+    a->seq = seq;
+    memcpy(a->head, link, sizeof a->head);
+    chained_add(a, rel);
+    const char *action = archive_audit_action(rel);
+    if (action && (!strcmp(action, "hold") || !strcmp(action, "release")))
+        a->hold_records++;
+}
+
 /* Read the last link so appends continue the chain after a restart. */
 static int load_head(struct archive *a, char *err, size_t errlen)
 {
@@ -160,12 +183,10 @@ static int load_head(struct archive *a, char *err, size_t errlen)
     while (fgets(line, sizeof line, f)) {
         unsigned long seq;
         char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
-        if (sscanf(line, "%lu %2047s %64s %64s", &seq, rel, fh, ch) == 4) {
-            a->seq = seq;
-            memcpy(a->head, ch, sizeof a->head);
-            chained_add(a, rel);
-        }
+        if (sscanf(line, "%lu %2047s %64s %64s", &seq, rel, fh, ch) == 4)
+            chain_note(a, seq, rel, ch);
     }
+    a->chain_size = ftello(f);
     fclose(f);
     return 0;
 }
@@ -396,7 +417,7 @@ static int archive_open(const struct postern_host *h, struct archive *a, char *e
 
 /* The open archive for dir, shared (+1), or NULL. A different witness for
  * the same directory is an error: the chain has one. */
-static struct archive *archive_shared(const struct archive *want, char *err, size_t errlen, int *clash)
+static struct archive *archive_shared(struct archive *want, char *err, size_t errlen, int *clash)
 {
     *clash = 0;
     for (struct archive *a = open_archives; a; a = a->next) {
@@ -411,6 +432,12 @@ static struct archive *archive_shared(const struct archive *want, char *err, siz
         a->refs++;
         a->retention = want->retention;          /* a reload may change these */
         a->expire_every = want->expire_every;
+        pthread_mutex_lock(&a->rules_lock);
+        struct retention_rules old = a->rules;
+        a->rules = want->rules;     /* taken over: want is freed without them */
+        want->rules = (struct retention_rules){0};
+        pthread_mutex_unlock(&a->rules_lock);
+        retention_rules_free(&old);
         return a;
     }
     return NULL;
@@ -427,6 +454,8 @@ static void archive_free(struct archive *a)
     }
     pthread_mutex_destroy(&a->stop_lock);
     pthread_cond_destroy(&a->stop_cond);
+    pthread_mutex_destroy(&a->rules_lock);
+    retention_rules_free(&a->rules);
     if (a->chain_fd >= 0)
         close(a->chain_fd);
     if (a->chain_rd >= 0)
@@ -441,19 +470,6 @@ static void archive_free(struct archive *a)
     free(a);
 }
 
-/* "90d" -> seconds (s, m, h, d, w, y = 365 d); -1 if it is no duration. */
-static long duration(const char *v)
-{
-    char *end;
-    long n = strtol(v, &end, 10);
-    static const char units[] = "smhdwy";
-    static const long secs[] = {1, 60, 3600, 86400, 7 * 86400, 365 * 86400};
-    const char *u = end[0] && !end[1] ? strchr(units, end[0]) : NULL;
-    if (end == v || n <= 0 || !u || n > 1000L * 365 * 86400 / secs[u - units])
-        return -1;
-    return n * secs[u - units];
-}
-
 static int parse_options(struct archive *a, struct archive_link *l, const struct postern_option *opts, size_t n,
                          char *err, size_t errlen)
 {
@@ -466,13 +482,18 @@ static int parse_options(struct archive *a, struct archive_link *l, const struct
             l->only_requested = !strcmp(opts[i].value, "requested");
         else if (!strcmp(opts[i].key, "witness") && strlen(opts[i].value) < sizeof a->witness && opts[i].value[0] == '/')
             snprintf(a->witness, sizeof a->witness, "%s", opts[i].value);
-        else if (!strcmp(opts[i].key, "retention") && (secs = duration(opts[i].value)) > 0)
+        else if (!strcmp(opts[i].key, "retention") && (secs = retention_duration(opts[i].value)) > 0)
             a->retention = secs;
-        else if (!strcmp(opts[i].key, "expire_every") && (secs = duration(opts[i].value)) > 0)
+        else if (!strcmp(opts[i].key, "expire_every") && (secs = retention_duration(opts[i].value)) > 0)
             a->expire_every = secs;
+        else if (!strcmp(opts[i].key, "retention_rules")) {
+            retention_rules_free(&a->rules);
+            if (retention_rules_load(opts[i].value, &a->rules, err, errlen) < 0)
+                return -1;
+        }
         else if (strcmp(opts[i].key, "witness_log") && strcmp(opts[i].key, "witness_key")) {
             snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested, "
-                     "witness = /SOCKET, witness_log, witness_key, retention = 7y, expire_every = 1h)",
+                     "witness = /SOCKET, witness_log, witness_key, retention = 7y, expire_every = 1h, retention_rules = PATH)",
                      opts[i].key, opts[i].value);
             return -1;
         }
@@ -502,6 +523,7 @@ static int init(const struct postern_host *h, const struct postern_option *opts,
     pthread_mutex_init(&a->sync_lock, NULL);
     pthread_mutex_init(&a->witness_lock, NULL);
     pthread_mutex_init(&a->stop_lock, NULL);
+    pthread_mutex_init(&a->rules_lock, NULL);
     pthread_cond_init(&a->stop_cond, NULL);
     a->chain_fd = a->chain_rd = a->witness_fd = -1;
     a->refs = 1;
@@ -643,14 +665,44 @@ static int chain_still_ours(const struct archive *a)
     return 0;
 }
 
+/* Under a->lock and the chain's flock: read the lines another writer
+ * (`postern`, the console) appended since ours, so ours follow them. */
+static void chain_catch_up(struct archive *a)
+{
+    struct stat st;
+    if (fstat(a->chain_fd, &st) < 0 || st.st_size <= a->chain_size)
+        return;
+    char path[1100], line[4096];
+    snprintf(path, sizeof path, "%s/chain", a->dir);
+    FILE *f = fopen(path, "r");
+    if (!f || fseeko(f, a->chain_size, SEEK_SET) < 0) {
+        if (f)
+            fclose(f);
+        return;
+    }
+    while (ftello(f) < st.st_size && fgets(line, sizeof line, f)) {
+        unsigned long seq;
+        char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
+        if (sscanf(line, "%lu %2047s %64s %64s", &seq, rel, fh, ch) == 4 && seq == a->seq + 1)
+            chain_note(a, seq, rel, ch);
+    }
+    a->chain_size = st.st_size;
+    fclose(f);
+}
+
 static unsigned long chain_append(struct archive *a, const char *relpath, const char *file_hash)
 {
     char link[ARCHIVE_HASH_HEX], line[2300], p[1100], tmp[1100];
-    if (chain_still_ours(a) < 0 || archive_link(a->head, relpath, file_hash, link) < 0)
+    if (chain_still_ours(a) < 0 || flock(a->chain_fd, LOCK_EX) < 0)
         return 0;
-    int n = snprintf(line, sizeof line, "%lu %s %s %s\n", a->seq + 1, relpath, file_hash, link);
-    if (write_all(a->chain_fd, line, (size_t)n) < 0)
+    chain_catch_up(a);
+    int n = archive_link(a->head, relpath, file_hash, link) < 0 ? -1
+            : snprintf(line, sizeof line, "%lu %s %s %s\n", a->seq + 1, relpath, file_hash, link);
+    if (n < 0 || write_all(a->chain_fd, line, (size_t)n) < 0) {
+        flock(a->chain_fd, LOCK_UN);
         return 0;
+    }
+    a->chain_size += n;
     a->seq++;
     memcpy(a->head, link, sizeof a->head);
     chained_add(a, relpath);
@@ -665,6 +717,7 @@ static unsigned long chain_append(struct archive *a, const char *relpath, const 
             rename(tmp, p);
         close(fd);
     }
+    flock(a->chain_fd, LOCK_UN);
     return a->seq;
 }
 
@@ -831,26 +884,81 @@ static int expire_one(struct archive *a, const char *rel, const char *fh, time_t
     return 0;
 }
 
-/* One pass: every copy older than the retention, oldest first, up to the
- * first one that is not (the chain is in arrival order). */
+/* The standing holds, from DIR/audit; -1 (logged) when it lacks hold or
+ * release records the chain has: then nothing may expire. */
+static int holds_load(struct archive *a, struct archive_holds *h)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/audit", a->dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
+    archive_holds_load(h, f);
+    pthread_mutex_lock(&a->lock);
+    unsigned long chained = a->hold_records;
+    pthread_mutex_unlock(&a->lock);
+    if (h->records >= chained)
+        return 0;
+    host->log(NULL, POSTERN_LOG_ERROR, "archive: %s has %lu hold/release record(s), the chain %lu: nothing expires "
+              "until `postern archive verify` is clean", path, h->records, chained);
+    free(h->v);
+    return -1;
+}
+
+/* Why a copy old enough to go is kept: NULL (it may go), or the reason. */
+static const char *kept_because(struct archive *a, const struct archive_holds *holds, struct index_reader *ixr,
+                                unsigned long seq, time_t when, time_t now, long dflt, char *why, size_t whylen)
+{
+    char *const *ix = index_reader_find(ixr, seq);
+    if (!ix)
+        return "its index line is missing (run `postern archive reindex`)";
+    pthread_mutex_lock(&a->rules_lock);
+    long period = retention_period(&a->rules, dflt, ix);
+    pthread_mutex_unlock(&a->rules_lock);
+    if (period == 0 || when + period > now)
+        return "its retention rule keeps it longer";
+    const struct archive_hold *h = archive_held_by(holds, seq, ix);
+    if (!h)
+        return NULL;
+    snprintf(why, whylen, "legal hold %s", h->name);
+    return why;
+}
+
+/* One pass: every copy older than its retention period, oldest first, up
+ * to the first younger than the shortest period (the chain is in arrival
+ * order). Copies a longer rule or a legal hold keeps are passed over, and
+ * the next pass starts at the first of them. */
 static void expire_run(struct archive *a)
 {
-    long keep = a->retention;
-    if (keep <= 0)
+    long dflt = a->retention;
+    pthread_mutex_lock(&a->rules_lock);
+    long shortest = retention_shortest(&a->rules, dflt);
+    pthread_mutex_unlock(&a->rules_lock);
+    struct archive_holds holds;
+    if (shortest <= 0 || holds_load(a, &holds) < 0)
         return;
-    char path[1400], line[4096], key[300];
+    char path[1400], line[4096], key[300], why[200];
     snprintf(path, sizeof path, "%s/chain", a->dir);
     FILE *f = fopen(path, "r");
-    if (!f || fseeko(f, a->expire_off, SEEK_SET) < 0) {
+    struct index_reader *ixr = calloc(1, sizeof *ixr);
+    if (!f || !ixr || fseeko(f, a->expire_off, SEEK_SET) < 0) {
         if (f)
             fclose(f);
+        free(ixr);
+        free(holds.v);
         return;
     }
+    snprintf(path, sizeof path, "%s/index", a->dir);
+    int ixfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ixr->f = ixfd >= 0 ? fdopen(ixfd, "r") : NULL;
     time_t now = time(NULL);
-    for (off_t at = ftello(f); fgets(line, sizeof line, f); at = ftello(f)) {
+    off_t at = ftello(f), first_kept = -1;
+    unsigned long kept = 0;
+    for (; fgets(line, sizeof line, f); at = ftello(f)) {
         unsigned long seq;
         char rel[256], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
-        if (sscanf(line, "%lu %255s %64s %64s", &seq, rel, fh, ch) != 4 || archive_expired_path(rel, NULL, 0))
+        if (sscanf(line, "%lu %255s %64s %64s", &seq, rel, fh, ch) != 4 || archive_is_record(rel))
             continue;
         snprintf(key, sizeof key, "expired:%s", rel);
         pthread_mutex_lock(&a->lock);
@@ -862,18 +970,52 @@ static void expire_run(struct archive *a)
             continue;
         }
         time_t when = archived_at(path);
-        if (when && when + keep > now) {
-            a->expire_off = at;     /* the next pass starts here */
-            break;
+        if (when && when + shortest > now)
+            break;              /* this and every later copy are younger than any period */
+        const char *keep = when ? kept_because(a, &holds, ixr, seq, when, now, dflt, why, sizeof why) : NULL;
+        if (keep) {
+            if (first_kept < 0)
+                first_kept = at;
+            if (kept++ < 5)
+                host->log(NULL, POSTERN_LOG_INFO, "archive: keeping %s past retention: %s", rel, keep);
+            continue;
         }
         if (when && expire_one(a, rel, fh, now) < 0) {
             host->log(NULL, POSTERN_LOG_ERROR, "archive: cannot expire %s: %s", rel, strerror(errno));
-            a->expire_off = at;
             break;
         }
     }
+    a->expire_off = first_kept >= 0 ? first_kept : at;     /* the next pass starts here */
+    if (kept > 5)
+        host->log(NULL, POSTERN_LOG_INFO, "archive: kept %lu copies past retention in all", kept);
+    if (ixr->f)
+        fclose(ixr->f);
+    else if (ixfd >= 0)
+        close(ixfd);
+    free(ixr);
+    free(holds.v);
     fclose(f);
 }
+
+/* Links other writers appended (audit records) are read, and signed by
+ * the witness, within a tick even when no mail comes. */
+static void chain_tick(struct archive *a)
+{
+    pthread_mutex_lock(&a->lock);
+    unsigned long before = a->seq;
+    if (chain_still_ours(a) == 0 && flock(a->chain_fd, LOCK_EX) == 0) {
+        chain_catch_up(a);
+        flock(a->chain_fd, LOCK_UN);
+    }
+    unsigned long seq = a->seq;
+    pthread_mutex_unlock(&a->lock);
+    char why[1400] = "";
+    if (seq > before && a->witness[0] && (chain_sync(a, seq) < 0 || witness_sync(a, seq, why, sizeof why) < 0))
+        host->log(NULL, POSTERN_LOG_WARN, "archive: witness %s: links up to %lu not signed yet: %s", a->witness, seq,
+                  why);
+}
+
+#define CHAIN_TICK 5            /* seconds */
 
 static void *expirer_main(void *arg)
 {
@@ -881,11 +1023,15 @@ static void *expirer_main(void *arg)
     pthread_mutex_lock(&a->stop_lock);
     while (!a->stopping) {
         pthread_mutex_unlock(&a->stop_lock);
-        expire_run(a);
+        chain_tick(a);
+        if (time(NULL) >= a->next_expire) {
+            expire_run(a);
+            a->next_expire = time(NULL) + a->expire_every;
+        }
         pthread_mutex_lock(&a->stop_lock);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += a->expire_every;
+        until.tv_sec += a->expire_every < CHAIN_TICK ? a->expire_every : CHAIN_TICK;
         while (!a->stopping && pthread_cond_timedwait(&a->stop_cond, &a->stop_lock, &until) == 0)
             ;
     }
@@ -981,6 +1127,8 @@ static const struct postern_option_spec options[] = {
     {"mode", POSTERN_OPT_CHOICE, "all|requested", "all", 0, "every message, or those a plugin or Lua asked for"},
     {"retention", POSTERN_OPT_TEXT, NULL, NULL, 0, "remove copies older than this (`30d`, `7y`), recorded in the chain"},
     {"expire_every", POSTERN_OPT_TEXT, NULL, "1h", 0, "how often retention looks"},
+    {"retention_rules", POSTERN_OPT_PATH, NULL, NULL, 0,
+     "periods by sender, recipient or domain: lines `sender|rcpt|domain PATTERN DURATION|forever`, the first match wins"},
     {"witness", POSTERN_OPT_PATH, NULL, NULL, 0, "postern-witness's socket: each link is signed before the message goes on"},
     {"witness_log", POSTERN_OPT_PATH, NULL, NULL, 0, "the witness's log, for `archive verify`"},
     {"witness_key", POSTERN_OPT_PATH, NULL, NULL, 0, "the witness's public key, for `archive verify`"},

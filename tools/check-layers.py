@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-ORDER = ["util", "core", "events", "chain", "mta", "queue", "smtpd", "admin", "archive", "cli", "bin"]
+ORDER = ["util", "core", "events", "chain", "mta", "queue", "smtpd", "archive", "admin", "cli", "bin"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -24,6 +24,7 @@
 #include "utc_time.h"
 #include "archive_chain.h"
 #include "archive_index.h"
+#include "archive_audit.h"
 #include "buf.h"
 #include "headers.h"
 #include "privs.h"
@@ -516,8 +517,8 @@ long archive_derive_index(const char *dir, int dirfd, bool lines, archive_copy_f
     while (head && fgets(line, sizeof line, chain)) {
         unsigned long seq;
         char rel[256];
-        if (sscanf(line, "%lu %255s", &seq, rel) != 2 || archive_expired_path(rel, NULL, 0))
-            continue;
+        if (sscanf(line, "%lu %255s", &seq, rel) != 2 || archive_is_record(rel))
+            continue;           /* an expiry or audit record */
         copies++;
         int fd = open_archived(dirfd, rel);
         ssize_t r = fd >= 0 ? (lines ? read(fd, head, HEAD_READ) : 1) : -1;

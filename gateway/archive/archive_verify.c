@@ -5,11 +5,14 @@
  * files give (see plugins/archive_chain.h and archive_witness.h). Copies
  * removed by retention are in the chain as expiry records
  * (archive_index.h): their links are checked and listed, their files are
- * not looked for. */
+ * not looked for. Audit records (archive_audit.h) are links whose
+ * "file" is a line of DIR/audit: each must still be there, unchanged. */
 #include "archive_verify.h"
 #include "archive_search.h"
 #include "archive_witness.h"
 #include "archive_index.h"
+#include "archive_audit.h"
+#include "archive_trail.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -75,8 +78,9 @@ static int hash_archived(int dirfd, const char *rel, char out[ARCHIVE_HASH_HEX])
 }
 
 static int check_chain(const char *dir, FILE *out, struct names *seen, struct links *links, unsigned long *last_seq,
-                       char last[ARCHIVE_HASH_HEX], unsigned long *nexpired)
+                       char last[ARCHIVE_HASH_HEX], unsigned long *nexpired, unsigned long *naudit)
 {
+    struct audit_verify *audit = archive_audit_verify_start(dir, out);
     char path[4200];
     snprintf(path, sizeof path, "%s/chain", dir);
     FILE *f = archive_open_in(dir, "chain", "r");
@@ -106,13 +110,16 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         }
         char when[64];
         const char *gone = archive_expired_path(rel, when, sizeof when);
+        bool audit_link = archive_audit_action(rel) != NULL;
         if (gone) {
             fprintf(out, "expired %s at %s (seq %lu)\n", gone, when, seq);
             ++*nexpired;
-        } else {
+        } else if (!audit_link) {
             names_add(seen, rel);
         }
-        if (gone || is_in(&expired, rel)) {
+        if (audit_link) {
+            problems += archive_audit_verify_link(audit, seq, rel, fh, out);
+        } else if (gone || is_in(&expired, rel)) {
             /* removed by retention (or about to be): the link is what counts */
         } else if (hash_archived(dirfd, rel, real) < 0) {
             fprintf(out, "DELETED %s (seq %lu)\n", rel, seq);
@@ -133,6 +140,7 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         }
     }
     fclose(f);
+    archive_audit_verify_end(audit, out, naudit);
     if (dirfd >= 0)
         close(dirfd);
     for (size_t i = 0; i < expired.n; i++)
@@ -265,8 +273,8 @@ int archive_verify(const char *dir, const char *witness_log, const char *witness
     struct links links = {0};
     unsigned long last_seq;
     char last[ARCHIVE_HASH_HEX];
-    unsigned long nexpired = 0;
-    int problems = check_chain(dir, out, &seen, &links, &last_seq, last, &nexpired);
+    unsigned long nexpired = 0, naudit = 0;
+    int problems = check_chain(dir, out, &seen, &links, &last_seq, last, &nexpired, &naudit);
     if (problems >= 0) {
         problems += check_head(dir, out, &links, last_seq);
         if (witness_log && witness_key)
@@ -274,8 +282,8 @@ int archive_verify(const char *dir, const char *witness_log, const char *witness
         problems += check_unchained(dir, out, &seen);
         problems += check_index(dir, out);
         if (problems == 0)
-            fprintf(out, "archive ok: %lu message(s), %lu expired, head %lu %s\n", last_seq - 2 * nexpired,
-                    nexpired, last_seq, last);
+            fprintf(out, "archive ok: %lu message(s), %lu expired, %lu audit record(s), head %lu %s\n",
+                    last_seq - 2 * nexpired - naudit, nexpired, naudit, last_seq, last);
         else
             fprintf(out, "archive NOT intact: %d problem(s)\n", problems);
     }

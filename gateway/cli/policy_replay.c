@@ -12,6 +12,7 @@
 #include "policy_cli.h"
 #include "utc_time.h"
 #include "archive_index.h"
+#include "archive_audit.h"
 #include "hooks.h"
 #include "log.h"
 #include <errno.h>
@@ -249,8 +250,8 @@ static int replay_chain(struct replay *rp)
         unsigned long seq;
         size_t n;
         if (sscanf(line, "%lu %4199s", &seq, rel) != 2 || (n = strlen(rel)) < 5 || strcmp(rel + n - 4, ".eml") ||
-            strstr(rel, "..") || archive_expired_path(rel, NULL, 0))
-            continue;     /* not a message entry (an expiry record, say) */
+            strstr(rel, "..") || archive_is_record(rel))
+            continue;     /* not a message entry (an expiry or audit record) */
         replay_entry(rp, rel);
     }
     fclose(chain);
