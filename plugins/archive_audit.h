@@ -13,11 +13,12 @@
  * LINK", RECORD_SHA256 the hash of the record's line without its LF, so a
  * record removed or changed breaks `archive verify`.
  *
- * A legal hold is a "hold" record (name=, ongoing=yes|no, upto=SEQ, and
- * the search filters from= to= rcpt= subject= since= until=, dates as
- * epoch seconds) and ends with a "release" record (name=). While it
- * stands, retention never removes a copy it matches: a copy up to chain
- * sequence upto, or any copy with ongoing=yes. */
+ * A legal hold is a "hold" record (name=, ongoing=yes|no, count= the
+ * copies it matched then, and the search filters from= to= rcpt=
+ * subject= since= until=, dates as epoch seconds) and ends with a
+ * "release" record (name=). While it stands, retention never removes a
+ * copy it matches: one chained before the hold record, or with
+ * ongoing=yes any copy. */
 #ifndef POSTERN_ARCHIVE_AUDIT_H
 #define POSTERN_ARCHIVE_AUDIT_H
 #include "archive_index.h"
@@ -186,7 +187,7 @@ static inline void archive_filter_from_details(struct archive_filter *f, const c
 struct archive_hold {
     char name[ARCHIVE_HOLD_NAME_MAX];
     bool ongoing, released;
-    unsigned long upto, seq;        /* the copies it covers; its own record */
+    unsigned long seq;              /* its record's: it covers the copies before it (all if ongoing) */
     char when[32], who[128];
     struct archive_filter filter;
 };
@@ -227,7 +228,6 @@ static inline void archive_holds_add_line(struct archive_holds *h, char *line)
     memset(x, 0, sizeof *x);
     snprintf(x->name, sizeof x->name, "%s", name);
     x->ongoing = archive_audit_get(f[AU_DETAILS], "ongoing", n, sizeof n) && !strcmp(n, "yes");
-    x->upto = archive_audit_get(f[AU_DETAILS], "upto", n, sizeof n) ? strtoul(n, NULL, 10) : 0;
     x->seq = strtoul(f[AU_SEQ], NULL, 10);
     snprintf(x->when, sizeof x->when, "%s", f[AU_WHEN]);
     snprintf(x->who, sizeof x->who, "%s", f[AU_WHO]);
@@ -252,7 +252,7 @@ static inline const struct archive_hold *archive_held_by(const struct archive_ho
                                                          char *const ix[ARCHIVE_INDEX_FIELDS])
 {
     for (size_t i = 0; i < h->n; i++)
-        if (!h->v[i].released && (h->v[i].ongoing || seq <= h->v[i].upto) && archive_filter_matches(&h->v[i].filter, ix))
+        if (!h->v[i].released && (h->v[i].ongoing || seq < h->v[i].seq) && archive_filter_matches(&h->v[i].filter, ix))
             return &h->v[i];
     return NULL;
 }

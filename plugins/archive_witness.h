@@ -44,14 +44,15 @@ static inline int witness_is_hash(const char *s)
     return 1;
 }
 
-/* A relative path as the archive writes them: DAY/NAME.eml, no "..". */
+/* A relative path as the archive writes them: DAY/NAME.eml, or a record
+ * (expired@WHEN/DAY/NAME.eml, audit@WHEN/ACTION); no "..". */
 static inline int witness_is_relpath(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 255 || s[0] == '/' || strstr(s, ".."))
         return 0;
     for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '/' && *s != '.' && *s != '-' && *s != '_')
+        if (!isalnum((unsigned char)*s) && *s != '/' && *s != '.' && *s != '-' && *s != '_' && *s != '@')
             return 0;
     return 1;
 }

@@ -25,6 +25,7 @@
 #include "archive_chain.h"
 #include "archive_index.h"
 #include "archive_audit.h"
+#include "archive_trail.h"
 #include "buf.h"
 #include "headers.h"
 #include "privs.h"
@@ -43,8 +44,7 @@
 #define HEAD_READ (64 * 1024)       /* enough of a file for its envelope block and headers */
 
 struct filters {
-    const char *from, *to, *rcpt, *subject;
-    time_t since, until;       /* inclusive, to the second; -1 = open */
+    struct archive_filter m;   /* what a copy must match (archive_audit.h) */
     long limit;
     const char *mbox, *outdir;
 };
@@ -69,22 +69,22 @@ static int date_bound(const char *opt, const char *v, bool end, time_t *out)
 
 static int parse_filters(int argc, char **argv, struct filters *f, bool export)
 {
-    *f = (struct filters){.limit = -1, .since = -1, .until = -1};
+    *f = (struct filters){.limit = -1, .m = {.since = -1, .until = -1}};
     for (int i = 0; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
         if (!v)
             return -1;
-        if (!strcmp(k, "--from"))
-            f->from = v;
-        else if (!strcmp(k, "--to"))
-            f->to = v;
-        else if (!strcmp(k, "--rcpt"))
-            f->rcpt = v;
-        else if (!strcmp(k, "--subject"))
-            f->subject = v;
+        char *text = !strcmp(k, "--from") ? f->m.from : !strcmp(k, "--to") ? f->m.to
+                   : !strcmp(k, "--rcpt") ? f->m.rcpt : !strcmp(k, "--subject") ? f->m.subject : NULL;
+        if (text && strlen(v) >= ARCHIVE_FILTER_MAX) {
+            fprintf(stderr, "postern: %s: longer than %d bytes\n", k, ARCHIVE_FILTER_MAX - 1);
+            return -1;
+        }
+        if (text)
+            memcpy(text, v, strlen(v) + 1);
         else if (!strcmp(k, "--since") || !strcmp(k, "--until")) {
-            if (date_bound(k, v, k[2] == 'u', k[2] == 'u' ? &f->until : &f->since) < 0)
+            if (date_bound(k, v, k[2] == 'u', k[2] == 'u' ? &f->m.until : &f->m.since) < 0)
                 return -1;
         } else if (!strcmp(k, "--limit") && (f->limit = strtol(v, &end, 10)) >= 0 && end != v && !*end)
             ;
@@ -98,17 +98,9 @@ static int parse_filters(int argc, char **argv, struct filters *f, bool export)
     return export && !f->mbox == !f->outdir ? -1 : 0;
 }
 
-static bool has(const char *field, const char *want) { return !want || strcasestr(field, want); }
-
 static bool matches(const struct filters *f, char *const ix[ARCHIVE_INDEX_FIELDS])
 {
-    time_t at;
-    if ((f->since >= 0 || f->until >= 0) && utc_time_parse(ix[IX_AT], false, &at) < 0)
-        return false;
-    if ((f->since >= 0 && at < f->since) || (f->until >= 0 && at > f->until))
-        return false;
-    return (has(ix[IX_ENV_FROM], f->from) || (f->from && has(ix[IX_FROM], f->from))) && has(ix[IX_TO], f->to) &&
-           has(ix[IX_ENV_TO], f->rcpt) && has(ix[IX_SUBJECT], f->subject);
+    return archive_filter_matches(&f->m, ix);
 }
 
 int open_archived(int dirfd, const char *rel)
@@ -231,6 +223,12 @@ static long walk_derived(const char *dir, int dirfd, const struct filters *f, ma
     *gone = w->gone;
     free(w);
     return found;
+}
+
+static void count_match(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS])
+{
+    (void)ctx;
+    (void)ix;
 }
 
 static void print_match(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS])
@@ -442,7 +440,7 @@ static int export_close(struct exporter *x)
     return rc;
 }
 
-static int archive_export(const char *dir, int dirfd, const struct filters *f)
+static int archive_export(const char *dir, int dirfd, const struct filters *f, size_t *exported)
 {
     struct exporter x = {.f = f, .dirfd = dirfd};
     if (export_open(&x, f) < 0) {
@@ -463,6 +461,7 @@ static int archive_export(const char *dir, int dirfd, const struct filters *f)
         x.problems++;
     if (found < 0)
         return 1;
+    *exported = x.exported;
     printf("exported %zu message(s) to %s (%ld expired or missing skipped), proof in %s%s\n", x.exported,
            f->mbox ? f->mbox : f->outdir, gone, f->mbox ? f->mbox : f->outdir, f->mbox ? ".proof" : "/proof");
     return x.problems || x.exported != (size_t)found ? 1 : 0;
@@ -699,7 +698,35 @@ static int archive_reindex(const char *dir, int dirfd)
     return rc;
 }
 
-int archive_search_command(const char *dir, const char *run_user, bool allow_nobody, int argc, char **argv)
+/* The search or export in the audit trail: its filters and what it found. */
+static int audit_query(const char *dir, const char *run_user, bool allow_nobody, const struct audit_actor *who,
+                       const char *action, const struct filters *f, long found)
+{
+    char details[ARCHIVE_AUDIT_LINE_MAX / 2] = "", n[32], err[700];
+    size_t len = 0;
+    archive_filter_details(&f->m, details, sizeof details, &len);
+    snprintf(n, sizeof n, "%ld", found);
+    archive_audit_kv(details, sizeof details, &len, action[0] == 'e' ? "exported" : "found", n);
+    archive_audit_kv(details, sizeof details, &len, "to", f->mbox ? f->mbox : f->outdir);
+    unsigned long seq;
+    if (archive_audit_write(dir, run_user, allow_nobody, who, action, details, &seq, err, sizeof err) == 0)
+        return 0;
+    fprintf(stderr, "postern: %s\n", err);
+    return 1;
+}
+
+long archive_count(const char *dir, const struct archive_filter *m)
+{
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct filters f = {.m = *m, .limit = -1};
+    long gone = 0, found = dirfd < 0 ? -1 : walk_index(dir, dirfd, &f, count_match, NULL, &gone);
+    if (dirfd >= 0)
+        close(dirfd);
+    return found;
+}
+
+int archive_search_command(const char *dir, const char *run_user, bool allow_nobody, const struct audit_actor *who,
+                           int argc, char **argv)
 {
     bool export = !strcmp(argv[0], "export"), reindex = !strcmp(argv[0], "reindex");
     struct filters f;
@@ -719,7 +746,9 @@ int archive_search_command(const char *dir, const char *run_user, bool allow_nob
     if (reindex) {
         rc = archive_reindex(dir, dirfd);
     } else if (export) {
-        rc = archive_export(dir, dirfd, &f);
+        size_t exported = 0;
+        rc = archive_export(dir, dirfd, &f, &exported);
+        rc |= audit_query(dir, run_user, allow_nobody, who, "export", &f, (long)exported);
     } else {
         long gone = 0, found = -1, off = archive_index_check(dir, dirfd, false, stderr);
         if (off < 0)
@@ -734,6 +763,8 @@ int archive_search_command(const char *dir, const char *run_user, bool allow_nob
         if (found >= 0)
             printf("%ld message(s) found%s\n", found, gone ? " (some expired or missing skipped)" : "");
         rc = found < 0;
+        if (found >= 0)
+            rc |= audit_query(dir, run_user, allow_nobody, who, "search", &f, found);
     }
     close(dirfd);
     return rc;

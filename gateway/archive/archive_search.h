@@ -26,7 +26,13 @@ long archive_derive_index(const char *dir, int dirfd, bool lines, archive_copy_f
  * checks; search checks the cheap part). Problems printed to out; their
  * number, or -1 when the chain or index cannot be read. */
 long archive_index_check(const char *dir, int dirfd, bool fields, FILE *out);
-/* argv[0] is "search", "export" or "reindex"; the exit code. */
-int archive_search_command(const char *dir, const char *run_user, bool allow_nobody, int argc, char **argv);
+/* argv[0] is "search", "export" or "reindex"; the exit code. A search or
+ * export is recorded in the audit trail as who's (archive_trail.h). */
+struct audit_actor;
+int archive_search_command(const char *dir, const char *run_user, bool allow_nobody, const struct audit_actor *who,
+                           int argc, char **argv);
+/* How many copies the index has that match m (for a hold's record); -1. */
+struct archive_filter;
+long archive_count(const char *dir, const struct archive_filter *m);
 
 #endif

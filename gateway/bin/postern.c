@@ -8,6 +8,9 @@
 #include "plugin_docs.h"
 #include "archive_search.h"
 #include "archive_verify.h"
+#include "archive_hold.h"
+#include "archive_trail.h"
+#include "archive_audit.h"
 #include "buf.h"
 #include "config.h"
 #include "version.h"
@@ -47,6 +50,8 @@ static void usage_to(int status)
                  "       postern track [--from A] [--to B] [--client IP] [--id QUEUEID] [--status S] [--since DATE] "
                  "[--until DATE] [--limit N] [--json]\n"
                  "       postern archive verify|reindex\n"
+                 "       postern archive hold NAME [search filters] [--ongoing] | hold list [--all] | hold release NAME\n"
+                 "       postern archive audit [--since DATE] [--user U] [--action A]\n"
                  "       postern archive search|export [--from S] [--to S] [--rcpt S] [--subject S] "
                  "[--since D] [--until D] [--limit N] [--mbox FILE|--dir DIR]\n"
                  "       postern policy test [--from A] --to B ... [--client IP] [--helo NAME] [--tls] "
@@ -252,10 +257,27 @@ static int lists_command(const struct config *cfg, int argc, char **argv)
     return rc;
 }
 
-/* `postern archive verify|search|export|reindex` on archive.dir. */
+/* `archive verify`, recorded in the audit trail with its outcome. */
+static int archive_verify_command(const struct config *cfg, const char *dir, const struct archive_cmd *c)
+{
+    int problems = archive_verify(dir, config_plugin_option(cfg, "archive", "witness_log"),
+                                  config_plugin_option(cfg, "archive", "witness_key"), stdout);
+    char details[64] = "", n[32], err[700];
+    size_t len = 0;
+    snprintf(n, sizeof n, "%d", problems);
+    archive_audit_kv(details, sizeof details, &len, "problems", n);
+    unsigned long seq;
+    if (archive_audit_write(dir, c->run_user, c->allow_nobody, c->who, "verify", details, &seq, err, sizeof err) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        return 1;
+    }
+    return problems == 0 ? 0 : 1;
+}
+
+/* `postern archive verify|search|export|reindex|hold|audit` on archive.dir. */
 static int archive_command(const struct config *cfg, const char *path, int argc, char **argv)
 {
-    static const char *subcommands[] = {"verify", "search", "export", "reindex"};
+    static const char *subcommands[] = {"verify", "search", "export", "reindex", "hold", "audit"};
     bool known = false;
     for (size_t i = 0; argc >= 1 && i < sizeof subcommands / sizeof subcommands[0]; i++)
         known |= !strcmp(argv[0], subcommands[i]);
@@ -266,11 +288,14 @@ static int archive_command(const struct config *cfg, const char *path, int argc,
         fprintf(stderr, "postern: %s has no archive.dir (is the archive plugin configured?)\n", path);
         return 1;
     }
+    struct audit_actor who;
+    archive_actor_cli(&who);
+    struct archive_cmd c = {&who, cfg->run_user, cfg->allow_user_nobody};
+    if (!strcmp(argv[0], "hold") || !strcmp(argv[0], "audit"))
+        return archive_hold_command(dir, &c, argc, argv);
     if (strcmp(argv[0], "verify"))
-        return archive_search_command(dir, cfg->run_user, cfg->allow_user_nobody, argc, argv);
-    int problems = archive_verify(dir, config_plugin_option(cfg, "archive", "witness_log"),
-                                  config_plugin_option(cfg, "archive", "witness_key"), stdout);
-    return problems == 0 ? 0 : 1;
+        return archive_search_command(dir, cfg->run_user, cfg->allow_user_nobody, &who, argc, argv);
+    return archive_verify_command(cfg, dir, &c);
 }
 
 /* `postern console-user NAME ROLE`: a users-file line with a yescrypt hash

@@ -600,7 +600,7 @@ static const struct config_key keys[] = {
     {"event_sinks", KT_STR, FIELD(event_sinks_table), NULL, 0, 0, NULL, KF_RESTART, NULL, parse_event_sinks, NULL, NULL,
      "`file:PATH`: where the event stream goes (see Events), lines `webhook NAME URL [secret=FILE] [ca=FILE] "
      "[types=T,...] [batch=N] [timeout=D]`, `redis NAME [stream=KEY] [maxlen=N] [types=T,...] [batch=N]` and `amqp "
-     "NAME amqp://USER:PASSWORD@HOST[:PORT][/VHOST] [exchange=X] [routing_key=K] [types=T,...] [batch=N] [timeout=D]`",
+     "NAME amqp://USER:PASSWORD@HOST[:PORT][/VHOST] [exchange=X] [routing_key=K] [types=T,...] [batch=N] [timeout=D] [format=each|ndjson]`",
      "none: no event stream"},
     {"fleet_nodes", KT_STR, FIELD(fleet_table), NULL, 0, 0, NULL, KF_RESTART, NULL, parse_fleet_nodes, NULL, NULL,
      "`file:PATH`: the other nodes `postern track --fleet` and the console's tracking page ask (see Events, Fleet "
