@@ -12,6 +12,7 @@
 #include "console_web.h"
 #include "console_track.h"
 #include "console_int.h"
+#include "console_archive.h"
 #include "console_user.h"
 #include "console_suspend.h"
 #include "control_client.h"
@@ -402,6 +403,7 @@ static enum MHD_Result send_change(struct MHD_Connection *c, const struct consol
     buf_init(&out);
     int rc = control_request(control_path, req, &out);
     buf_append(&out, "", 1);
+    console_audit_queue(c, s, req, rc);
     char ip[64];
     client_ip(c, ip, sizeof ip);
     log_info("console: %s from [%s]: %.300s%s: %s", s->user, ip, req, strlen(req) > 300 ? "..." : "",
@@ -546,6 +548,8 @@ static enum MHD_Result route_post(struct MHD_Connection *c, const char *url, con
         return console_user_post(c, url, form, s, logged_in, secure_cookies);
     if (s->role == ROLE_USER)              /* a mail user: their own /my/ pages only */
         return api ? json_error(c, MHD_HTTP_FORBIDDEN, "not an admin") : text_status(c, MHD_HTTP_FORBIDDEN, "not an admin\n");
+    if (!strcmp(url, "/archive/export"))
+        return console_archive_export(c, s, form);
     bool bulk = !strcmp(url, "/bulk") || !strcmp(url, "/api/bulk");
     if (!bulk && strcmp(url, "/action") && strcmp(url, "/api/action"))
         return text_status(c, MHD_HTTP_NOT_FOUND, "not found\n");
@@ -585,6 +589,8 @@ static enum MHD_Result route_get(struct MHD_Connection *c, const char *url, cons
         return page_message(c, s, api);
     if (!strcmp(url, "/track") || !strcmp(url, "/api/track"))
         return console_track_page(c, s, api, false);
+    if (!strcmp(url, "/archive") || !strcmp(url, "/api/archive"))
+        return console_archive_page(c, s, api);
     if (!strcmp(url, "/suspended") || !strcmp(url, "/api/suspended"))
         return console_suspend_page(c, s, api);
     if (!strcmp(url, "/api/counters"))

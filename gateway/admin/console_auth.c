@@ -35,7 +35,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 const char *console_role_name(enum console_role r)
 {
-    return r == ROLE_ADMIN ? "admin" : r == ROLE_READONLY ? "readonly" : r == ROLE_USER ? "user" : "none";
+    return r == ROLE_ADMIN ? "admin" : r == ROLE_READONLY ? "readonly" : r == ROLE_USER ? "user"
+         : r == ROLE_REVIEWER ? "reviewer" : "none";
 }
 
 static int parse_user(char *line, struct user *u)
@@ -48,7 +49,8 @@ static int parse_user(char *line, struct user *u)
     *role++ = '\0';
     if (!*name || strlen(name) >= sizeof u->name || hash[0] != '$' || strlen(hash) >= sizeof u->hash)
         return -1;
-    u->role = !strcmp(role, "admin") ? ROLE_ADMIN : !strcmp(role, "readonly") ? ROLE_READONLY : ROLE_NONE;
+    u->role = !strcmp(role, "admin") ? ROLE_ADMIN : !strcmp(role, "readonly") ? ROLE_READONLY
+            : !strcmp(role, "reviewer") ? ROLE_REVIEWER : ROLE_NONE;
     if (u->role == ROLE_NONE)
         return -1;
     snprintf(u->name, sizeof u->name, "%s", name);
@@ -72,7 +74,7 @@ int console_users_load(const char *path, char *err, size_t errlen)
         if (!line[0] || line[0] == '#')
             continue;
         if (nusers == MAX_USERS || parse_user(line, &users[nusers]) < 0) {
-            snprintf(err, errlen, "%s:%d: expected 'name:$hash$:admin|readonly' (at most %d users; "
+            snprintf(err, errlen, "%s:%d: expected 'name:$hash$:admin|readonly|reviewer' (at most %d users; "
                      "make lines with `postern console-user NAME ROLE`)", path, n, MAX_USERS);
             rc = -1;
         } else {

@@ -8,8 +8,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* ROLE_USER: a mail user on the /my/ pages, their own quarantine only. */
-enum console_role { ROLE_NONE, ROLE_READONLY, ROLE_ADMIN, ROLE_USER };
+/* ROLE_USER: a mail user on the /my/ pages, their own quarantine only.
+ * ROLE_REVIEWER: sees what readonly sees, and searches and exports the
+ * archive (recorded in its audit trail); never changes the queue. */
+enum console_role { ROLE_NONE, ROLE_READONLY, ROLE_ADMIN, ROLE_USER, ROLE_REVIEWER };
 #define CONSOLE_TOKEN_LEN 64          /* hex characters */
 
 struct console_session {

@@ -10,6 +10,8 @@
  * every change is a POST with the session's CSRF token; nothing from a
  * message is ever rendered as HTML. Admins may act for a user with ?as=. */
 #include "console_user.h"
+#include "console_archive.h"
+#include "archive_audit.h"
 #include "auth_backend.h"
 #include "console_int.h"
 #include "control_client.h"
@@ -352,6 +354,20 @@ static int act(json_t *m, const char *op, const char *id, const char *owner, cha
     return -1;
 }
 
+/* A user's release or delete of their copy, in the archive's audit trail. */
+static void audit_user_action(struct MHD_Connection *c, const struct console_session *s, const char *op,
+                              const char *id, const char *owner, int rc)
+{
+    bool release = !strcmp(op, "release") || !strcmp(op, "allow");
+    char details[1400] = "";
+    size_t len = 0;
+    archive_audit_kv(details, sizeof details, &len, "id", id);
+    archive_audit_kv(details, sizeof details, &len, "for", owner);
+    archive_audit_kv(details, sizeof details, &len, "op", op);
+    archive_audit_kv(details, sizeof details, &len, "result", rc == 0 ? "done" : "failed");
+    console_audit(c, s, release ? "queue-release" : "queue-delete", details);
+}
+
 static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_session *s, const char *form,
                                  const char *owner)
 {
@@ -362,6 +378,7 @@ static enum MHD_Result do_action(struct MHD_Connection *c, const struct console_
     if (!m)
         return text_status(c, MHD_HTTP_NOT_FOUND, "no such message\n");   /* another user's, or none */
     int rc = act(m, op, id, owner, why, sizeof why);
+    audit_user_action(c, s, op, id, owner, rc);
     char ip[64];
     client_ip(c, ip, sizeof ip);
     log_info("console: %s from [%s] for <%s>: %s %s: %s", s->user, ip, owner, op, id, rc == 0 ? "done" : why);

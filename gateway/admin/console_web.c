@@ -2,6 +2,7 @@
  * HTML and URL escaping (bidirectional controls made visible), form and
  * query fields, responses with the security headers, the page frame. */
 #include "console_web.h"
+#include "console_archive.h"
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
@@ -138,14 +139,14 @@ void client_ip(struct MHD_Connection *c, char *out, size_t size)
 
 /* ---- responses ---------------------------------------------------- */
 
-enum MHD_Result send_response(struct MHD_Connection *c, unsigned status, const char *type, struct buf *body,
-                                     const char *location, const char *cookie)
+/* A response holding body (freed) with the console's security headers. */
+static struct MHD_Response *response_new(const char *type, struct buf *body)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(body->len, body->len ? buf_head(body) : (void *)"", MHD_RESPMEM_MUST_COPY);
     buf_free(body);
     if (!r)
-        return MHD_NO;
+        return NULL;
     MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
@@ -153,13 +154,37 @@ enum MHD_Result send_response(struct MHD_Connection *c, unsigned status, const c
     MHD_add_response_header(r, "X-Frame-Options", "DENY");
     MHD_add_response_header(r, "Content-Security-Policy",
                             "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'");
-    if (location)
-        MHD_add_response_header(r, "Location", location);
-    if (cookie)
-        MHD_add_response_header(r, "Set-Cookie", cookie);
+    return r;
+}
+
+static enum MHD_Result queue_and_free(struct MHD_Connection *c, unsigned status, struct MHD_Response *r)
+{
+    if (!r)
+        return MHD_NO;
     enum MHD_Result rc = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+enum MHD_Result send_response(struct MHD_Connection *c, unsigned status, const char *type, struct buf *body,
+                              const char *location, const char *cookie)
+{
+    struct MHD_Response *r = response_new(type, body);
+    if (r && location)
+        MHD_add_response_header(r, "Location", location);
+    if (r && cookie)
+        MHD_add_response_header(r, "Set-Cookie", cookie);
+    return queue_and_free(c, status, r);
+}
+
+enum MHD_Result send_download(struct MHD_Connection *c, const char *type, const char *filename, struct buf *body)
+{
+    struct MHD_Response *r = response_new(type, body);
+    char disposition[300];
+    snprintf(disposition, sizeof disposition, "attachment; filename=\"%s\"", filename);
+    if (r)
+        MHD_add_response_header(r, "Content-Disposition", disposition);
+    return queue_and_free(c, MHD_HTTP_OK, r);
 }
 
 enum MHD_Result redirect(struct MHD_Connection *c, const char *to, const char *cookie)
@@ -205,9 +230,11 @@ void page_start(struct buf *b, const char *title, const struct console_session *
     buf_puts(b, "</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body>\n<header><span class=\"brand\">"
                 "Postern</span>");
     if (s) {
-        buf_puts(b, "<nav><a href=\"/\">Queue</a><a href=\"/quarantine\">Quarantine</a><a href=\"/track\">Tracking</a>"
-                    "<a href=\"/suspended\">Suspended</a></nav><form method=\"post\" action=\"/logout\" class=\"user\"><input type=\"hidden\" "
-                    "name=\"csrf\" value=\"");
+        bool archive = console_archive_on() && (s->role == ROLE_ADMIN || s->role == ROLE_REVIEWER);
+        buf_printf(b, "<nav><a href=\"/\">Queue</a><a href=\"/quarantine\">Quarantine</a><a href=\"/track\">Tracking"
+                      "</a><a href=\"/suspended\">Suspended</a>%s</nav><form method=\"post\" action=\"/logout\" "
+                      "class=\"user\"><input type=\"hidden\" name=\"csrf\" value=\"",
+                   archive ? "<a href=\"/archive\">Archive</a>" : "");
         html(b, s->csrf);
         buf_puts(b, "\">");
         html(b, s->user);

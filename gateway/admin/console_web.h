@@ -26,6 +26,8 @@ void client_ip(struct MHD_Connection *c, char *out, size_t size);
  * framing, no caching); send_response frees body. */
 enum MHD_Result send_response(struct MHD_Connection *c, unsigned status, const char *type, struct buf *body,
                               const char *location, const char *cookie);
+/* body (freed) as a file to save: filename is ours, never the client's. */
+enum MHD_Result send_download(struct MHD_Connection *c, const char *type, const char *filename, struct buf *body);
 enum MHD_Result redirect(struct MHD_Connection *c, const char *to, const char *cookie);
 enum MHD_Result text_status(struct MHD_Connection *c, unsigned status, const char *msg);
 /* j (taken) as JSON, non-ASCII as \uXXXX. */

@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "console.h"
+#include "console_archive.h"
 #include "console_track.h"
 #include "console_user.h"
 #include "learn.h"
@@ -187,6 +188,7 @@ int http_bind(const struct config *cfg)
     }
     console_on = cfg->http_users != NULL;
     console_configure(cfg->control_socket, cfg->http_tls);
+    console_archive_configure(config_plugin_option(cfg, "archive", "dir"));
     char track_path[4096] = "";
     if (cfg->tracking)
         track_db_path(cfg, track_path, sizeof track_path);

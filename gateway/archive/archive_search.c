@@ -151,8 +151,7 @@ FILE *archive_open_in(const char *dir, const char *name, const char *mode)
 
 /* ---- search ---- */
 
-/* Each match, in index order, to cb; the number of matches, or -1. */
-typedef void (*match_fn)(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS]);
+typedef archive_match_fn match_fn;
 
 static long walk_index(const char *dir, int dirfd, const struct filters *f, match_fn cb, void *ctx, long *gone)
 {
@@ -465,6 +464,68 @@ static int archive_export(const char *dir, int dirfd, const struct filters *f, s
     printf("exported %zu message(s) to %s (%ld expired or missing skipped), proof in %s%s\n", x.exported,
            f->mbox ? f->mbox : f->outdir, gone, f->mbox ? f->mbox : f->outdir, f->mbox ? ".proof" : "/proof");
     return x.problems || x.exported != (size_t)found ? 1 : 0;
+}
+
+/* ---- for the console ---- */
+
+/* The index must list exactly what the chain has, or a search could miss
+ * mail: 0, or -1 with why in err. */
+static int index_trusted(const char *dir, int dirfd, char *err, size_t errlen)
+{
+    FILE *quiet = fopen("/dev/null", "w");
+    long off = archive_index_check(dir, dirfd, false, quiet ? quiet : stderr);
+    if (quiet)
+        fclose(quiet);
+    if (off == 0)
+        return 0;
+    snprintf(err, errlen, off < 0 ? "the archive index cannot be checked against the chain: run `postern archive "
+                                    "reindex` and `archive verify`"
+                                  : "the archive index disagrees with the chain: run `postern archive reindex` (and "
+                                    "`archive verify` to see why)");
+    return -1;
+}
+
+long archive_search_each(const char *dir, const struct archive_filter *m, long limit, archive_match_fn cb, void *ctx,
+                         char *err, size_t errlen)
+{
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct filters f = {.m = *m, .limit = limit};
+    long gone = 0, found = -1;
+    if (dirfd < 0)
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+    else if (index_trusted(dir, dirfd, err, errlen) == 0 && (found = walk_index(dir, dirfd, &f, cb, ctx, &gone)) < 0)
+        snprintf(err, errlen, "%s/index cannot be read", dir);
+    if (dirfd >= 0)
+        close(dirfd);
+    return found;
+}
+
+long archive_export_mbox(const char *dir, const struct archive_filter *m, long limit, FILE *out, char *err,
+                         size_t errlen)
+{
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct filters f = {.m = *m, .limit = limit};
+    struct exporter x = {.f = &f, .dirfd = dirfd, .mbox = out, .outdir_fd = -1};
+    x.proof = fopen("/dev/null", "w");          /* the proof and chain copy come with `postern archive export` */
+    x.chain_copy = fopen("/dev/null", "w");
+    struct picked p = {0};
+    long gone = 0, found = dirfd < 0 || !x.proof || !x.chain_copy ? -1 : walk_derived(dir, dirfd, &f, pick, &p, &gone);
+    if (found >= 0) {
+        qsort(p.seq, p.n, sizeof *p.seq, cmp_seq);
+        export_from_chain(&x, dir, &p);
+    }
+    free(p.seq);
+    for (FILE **fp = (FILE *[]){x.proof, x.chain_copy}, **end = fp + 2; fp < end; fp++)
+        if (*fp)
+            fclose(*fp);
+    if (dirfd >= 0)
+        close(dirfd);
+    if (found < 0 || x.problems) {
+        snprintf(err, errlen, "the export failed (%zu problem(s)); posternd's log and `postern archive verify` say more",
+                 x.problems);
+        return -1;
+    }
+    return (long)x.exported;
 }
 
 /* ---- reindex ---- */

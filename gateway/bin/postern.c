@@ -42,7 +42,7 @@ static void usage_to(int status)
                  "       postern reload\n"
                  "       postern reopen-logs   (after a log rotation: as SIGUSR1 to this config's posternd)\n"
                  "       postern digest   (the spam quarantine digests for newly held mail, now)\n"
-                 "       postern console-user NAME admin|readonly   (password on stdin; prints a users-file line)\n"
+                 "       postern console-user NAME admin|readonly|reviewer   (password on stdin; prints a users-file line)\n"
                  "       postern config-keys   (every configuration key, as the README's Markdown table)\n"
                  "       postern plugin-options DIR   (the options each plugin in DIR declares)\n"
                  "       postern queue ...   (postern queue --help)\n"
@@ -193,6 +193,36 @@ static int queue_from_stdin(const struct config *cfg, int argc, char **argv)
     return rc;
 }
 
+/* The queue's changes to messages go in the archive's audit trail. */
+static bool queue_audited(enum queue_verb v)
+{
+    return v == QV_HOLD || v == QV_RELEASE || v == QV_DELETE || v == QV_REQUEUE || v == QV_FLUSH;
+}
+
+/* Record `queue VERB ARGS` (and whether it went) when an archive is
+ * configured: 0, or 1 (said) when the record cannot be written. */
+static int queue_audit(const struct config *cfg, int argc, char **argv, int rc)
+{
+    const char *dir = config_plugin_option(cfg, "archive", "dir");
+    if (!dir)
+        return 0;
+    struct audit_actor who;
+    archive_actor_cli(&who);
+    char action[64], details[4096] = "", words[2048] = "", err[700];
+    size_t len = 0, wl = 0;
+    snprintf(action, sizeof action, "queue-%s", argv[0]);
+    for (int i = 1; i < argc && wl + 2 < sizeof words; i++)
+        wl += (size_t)snprintf(words + wl, sizeof words - wl, "%s%s", i > 1 ? " " : "", argv[i]);
+    archive_audit_kv(details, sizeof details, &len, "args", words);
+    archive_audit_kv(details, sizeof details, &len, "result", rc == 0 ? "done" : "failed");
+    unsigned long seq;
+    if (archive_audit_write(dir, cfg->run_user, cfg->allow_user_nobody, &who, action, details, &seq, err,
+                            sizeof err) == 0)
+        return 0;
+    fprintf(stderr, "postern: the queue changed, but the audit trail could not record it: %s\n", err);
+    return 1;
+}
+
 static int queue_command(const struct config *cfg, int argc, char **argv)
 {
     struct queue_cmd *cmd = malloc(sizeof *cmd);
@@ -206,6 +236,8 @@ static int queue_command(const struct config *cfg, int argc, char **argv)
         return parsed == -2 ? 2 : 1;
     }
     int rc = cmd->ids_on_stdin ? queue_from_stdin(cfg, argc, argv) : queue_run(cfg, argc, argv, cmd);
+    if (cmd->writes && queue_audited(cmd->verb))
+        rc |= queue_audit(cfg, argc, argv, rc);
     free(cmd);
     return rc;
 }
@@ -302,7 +334,8 @@ static int archive_command(const struct config *cfg, const char *path, int argc,
  * of the password read from stdin (the password never on the command line). */
 static int console_user(int argc, char **argv)
 {
-    if (argc != 2 || (strcmp(argv[1], "admin") && strcmp(argv[1], "readonly")) || !argv[0][0] ||
+    if (argc != 2 || (strcmp(argv[1], "admin") && strcmp(argv[1], "readonly") && strcmp(argv[1], "reviewer")) ||
+        !argv[0][0] ||
         strpbrk(argv[0], ": \t\n") || strlen(argv[0]) >= 64)
         usage();
     char password[1024];

@@ -116,6 +116,64 @@ def test_the_audit_trail_records_who_and_verify_misses_no_removed_record():
     g.stop()
 
 
+def test_console_search_and_export_by_a_reviewer_are_in_the_trail_and_queue_changes_too():
+    sink = Sink(addr(2))
+    d = tempfile.mkdtemp(prefix="archcons-")
+    os.chmod(d, 0o755)
+    on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
+    certs = make_certs(["gw.postern.test"])
+    crt, key = (os.path.join(certs[0], "gw.postern.test" + e) for e in (".crt", ".key"))
+    users = console_users(d, ("boss", "correct horse battery", "admin"), ("rita", "reads everything", "reviewer"),
+                          ("viewer", "just looking", "readonly"))
+    adir = os.path.join(writable_dir(), "archive")
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="header_checks archive", http_listen="%s:9443" % addr(1),
+                http_users=users, tls_cert=crt, tls_key=key,
+                **{"archive.dir": adir, "header_checks.rule": "/^Subject: quarantine me/ QUARANTINE suspicious"}).start()
+    qid = queue_id(send_mail(g, rcpts=("cfo@example.test", "hidden@example.test"),
+                             headers="Subject: quarterly numbers\r\n"))
+    held = queue_id(send_mail(g, headers="Subject: quarantine me\r\n"))
+    wait_for(lambda: os.path.exists(os.path.join(adir, "index")) and qid in open(os.path.join(adir, "index")).read(),
+             10, "the archived copy's index line")
+    # the reviewer searches and exports
+    rita = Web(g)
+    rita.login("rita", "reads everything")
+    status, _, text = rita.request("GET", "/archive?go=1&subject=quarterly")
+    assert status == 200 and "1 message(s) found" in text and qid in text and "hidden@example.test" in text, text[-800:]
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', text).group(1)
+    status, h, mbox = rita.request("POST", "/archive/export", {"csrf": csrf, "subject": "quarterly"})
+    assert status == 200 and h["content-type"] == "application/mbox" and "attachment" in h["content-disposition"]
+    assert mbox.startswith("From alice@src.test ") and "X-Postern-Envelope-To: <hidden@example.test>" in mbox, mbox[:600]
+    assert rita.request("POST", "/archive/export", {"subject": "quarterly"})[0] == 403          # no CSRF token
+    status, _, j = rita.request("GET", "/api/archive?rcpt=hidden")
+    assert status == 200 and json.loads(j)["found"] == 1, j
+    # a reviewer may not change the queue; a read-only user may not see the archive
+    assert rita.request("POST", "/action", {"id": held, "op": "release", "csrf": csrf})[0] == 403
+    viewer = Web(g)
+    viewer.login("viewer", "just looking")
+    assert viewer.request("GET", "/archive?go=1")[0] == 403
+    # the admin releases the held message from the console
+    boss = Web(g)
+    boss.login("boss", "correct horse battery")
+    status, _, _ = boss.request("POST", "/action", {"id": held, "op": "release", "csrf": boss.csrf()})
+    assert status == 303, status
+    sink.wait_count(2)
+    # all of it in the trail, with who and from where
+    r = postern(g.conf, "audit", "--user", "rita")
+    lines = r.stdout.splitlines()
+    assert any("  export  " in l and "console %s" % addr(1) not in l and "console 127." in l and "exported=1" in l
+               and "subject=quarterly" in l for l in lines), lines
+    assert sum("  search  " in l for l in lines) == 2 and lines[-1] == "3 record(s)", lines
+    r = postern(g.conf, "audit", "--action", "queue-release")
+    assert "boss" in r.stdout and held in r.stdout and "result=done" in r.stdout, r.stdout
+    # and from the CLI
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "hold", qid], capture_output=True,
+                       text=True, timeout=30)
+    r = postern(g.conf, "audit", "--action", "queue-hold")
+    assert "root" in r.stdout and qid in r.stdout and "cli " in r.stdout, r.stdout
+    assert postern(g.conf, "verify").returncode == 0
+    g.stop()
+
+
 def test_retention_by_rule_first_match_wins():
     sink = Sink(addr(2))
     adir = os.path.join(writable_dir(), "archive")

@@ -308,7 +308,7 @@ def test_console_needs_users_and_refuses_bad_files():
     d = tempfile.mkdtemp(prefix="console-")
     on_cleanup(lambda: shutil.rmtree(d, ignore_errors=True))
     bad = os.path.join(d, "users")
-    for text, why in (("admin:plaintext:admin\n", "expected 'name:$hash$:admin|readonly'"),
+    for text, why in (("admin:plaintext:admin\n", "expected 'name:$hash$:admin|readonly|reviewer'"),
                       ("# nobody\n", "no users")):
         with open(bad, "w") as f:
             f.write(text)
