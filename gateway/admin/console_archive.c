@@ -1,7 +1,8 @@
 /* console_archive.c - the console's archive pages (issue 40) and its
  * entries in the archive's audit trail:
  *
- *   GET  /archive, /api/archive   search (admin and reviewer roles)
+ *   GET  /archive, /api/archive   search, by envelope, headers and full
+ *                                 text (admin and reviewer roles)
  *   POST /archive/export          the matches as an mbox download
  *
  * Every search and export, and every change to queued mail made from the
@@ -82,12 +83,15 @@ static int read_filter(const char *(*get)(void *src, const char *name, char out[
     return 0;
 }
 
-static void filter_details(const struct archive_filter *m, const char *count_key, long count, char *out, size_t size)
+static void filter_details(const struct archive_filter *m, const char *text, const char *count_key, long count,
+                           char *out, size_t size)
 {
     size_t len = 0;
     char n[32];
     out[0] = '\0';
     archive_filter_details(m, out, size, &len);
+    if (text && *text)
+        archive_audit_kv(out, size, &len, "text", text);
     snprintf(n, sizeof n, "%ld", count);
     archive_audit_kv(out, size, &len, count_key, n);
 }
@@ -118,8 +122,8 @@ static void add_row(void *ctx, char *const ix[])
 
 static void filter_inputs(struct buf *b, struct MHD_Connection *c, bool hidden)
 {
-    static const char *const names[] = {"from", "to", "rcpt", "subject", "since", "until"};
-    for (size_t i = 0; i < 6; i++) {
+    static const char *const names[] = {"text", "from", "to", "rcpt", "subject", "since", "until"};
+    for (size_t i = 0; i < 7; i++) {
         buf_printf(b, hidden ? "<input type=\"hidden\" name=\"%s\" value=\"" : "<label>%s <input name=\"%s\" value=\"",
                    names[i], names[i]);
         html_attr(b, query(c, names[i]));
@@ -154,9 +158,11 @@ enum MHD_Result console_archive_page(struct MHD_Connection *c, const struct cons
     buf_init(&b);
     buf_init(&rows_html);
     struct rows rows = {&rows_html, api ? json_array() : NULL};
-    long found = asked && !bad ? archive_search_each(archive_dir, &m, SEARCH_LIMIT, add_row, &rows, err, sizeof err) : -1;
+    const char *text = query(c, "text");
+    long found = asked && !bad ? archive_search_each(archive_dir, &m, text, SEARCH_LIMIT, add_row, &rows, err,
+                                                     sizeof err) : -1;
     if (found >= 0) {
-        filter_details(&m, "found", found, details, sizeof details);
+        filter_details(&m, text, "found", found, details, sizeof details);
         if (console_audit(c, s, "search", details) < 0) {
             found = -1;
             snprintf(err, sizeof err, "the audit trail cannot record this search, so it is not shown");
@@ -210,14 +216,15 @@ enum MHD_Result console_archive_export(struct MHD_Connection *c, const struct co
     char err[400] = "", details[2048];
     if (read_filter(from_form, (void *)form, &m, err, sizeof err) < 0)
         return text_status(c, MHD_HTTP_BAD_REQUEST, err);
-    char *data = NULL;
+    char *data = NULL, text[1024];
     size_t size = 0;
+    from_form((void *)form, "text", text);
     FILE *out = open_memstream(&data, &size);
-    long n = out ? archive_export_mbox(archive_dir, &m, EXPORT_LIMIT, out, err, sizeof err) : -1;
+    long n = out ? archive_export_mbox(archive_dir, &m, text, EXPORT_LIMIT, out, err, sizeof err) : -1;
     if (out)
         fclose(out);
     if (n >= 0) {
-        filter_details(&m, "exported", n, details, sizeof details);
+        filter_details(&m, text, "exported", n, details, sizeof details);
         if (console_audit(c, s, "export", details) < 0) {
             n = -1;
             snprintf(err, sizeof err, "the audit trail cannot record this export, so it is not given");

@@ -26,6 +26,7 @@
 #include "archive_index.h"
 #include "archive_audit.h"
 #include "archive_trail.h"
+#include "archive_fulltext.h"
 #include "buf.h"
 #include "headers.h"
 #include "privs.h"
@@ -47,12 +48,15 @@ struct filters {
     struct archive_filter m;   /* what a copy must match (archive_audit.h) */
     long limit;
     const char *mbox, *outdir;
+    const char *text;          /* --text: a full-text query, whose matches are */
+    unsigned long *text_seqs;  /* these chain sequences, ascending */
+    long ntext;
 };
 
 static void usage(void)
 {
     fprintf(stderr, "usage: postern -c FILE archive search [--from S] [--to S] [--rcpt S] [--subject S] "
-                    "[--since DATE] [--until DATE] [--limit N]\n"
+                    "[--since DATE] [--until DATE] [--text QUERY] [--limit N]\n"
                     "       postern -c FILE archive export [same filters] --mbox FILE | --dir DIR\n"
                     "       postern -c FILE archive reindex\n");
 }
@@ -83,6 +87,8 @@ static int parse_filters(int argc, char **argv, struct filters *f, bool export)
         }
         if (text)
             memcpy(text, v, strlen(v) + 1);
+        else if (!strcmp(k, "--text") && *v)
+            f->text = v;
         else if (!strcmp(k, "--since") || !strcmp(k, "--until")) {
             if (date_bound(k, v, k[2] == 'u', k[2] == 'u' ? &f->m.until : &f->m.since) < 0)
                 return -1;
@@ -98,9 +104,29 @@ static int parse_filters(int argc, char **argv, struct filters *f, bool export)
     return export && !f->mbox == !f->outdir ? -1 : 0;
 }
 
+static int cmp_ulong(const void *a, const void *b)
+{
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
+}
+
 static bool matches(const struct filters *f, char *const ix[ARCHIVE_INDEX_FIELDS])
 {
+    unsigned long seq = strtoul(ix[IX_SEQ], NULL, 10);
+    if (f->text && !(f->ntext > 0 && bsearch(&seq, f->text_seqs, (size_t)f->ntext, sizeof seq, cmp_ulong)))
+        return false;
     return archive_filter_matches(&f->m, ix);
+}
+
+/* --text: the copies the full-text index finds (it is brought up to date
+ * first, as run_user). 0, or -1 with err. */
+static int text_matches(const char *dir, const char *run_user, bool allow_nobody, struct filters *f, char *err,
+                        size_t errlen)
+{
+    if (!f->text)
+        return 0;
+    f->ntext = archive_fulltext_search(dir, run_user, allow_nobody, f->text, &f->text_seqs, err, errlen);
+    return f->ntext < 0 ? -1 : 0;
 }
 
 int open_archived(int dirfd, const char *rel)
@@ -485,26 +511,32 @@ static int index_trusted(const char *dir, int dirfd, char *err, size_t errlen)
     return -1;
 }
 
-long archive_search_each(const char *dir, const struct archive_filter *m, long limit, archive_match_fn cb, void *ctx,
-                         char *err, size_t errlen)
+long archive_search_each(const char *dir, const struct archive_filter *m, const char *text, long limit,
+                         archive_match_fn cb, void *ctx, char *err, size_t errlen)
 {
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    struct filters f = {.m = *m, .limit = limit};
+    struct filters f = {.m = *m, .limit = limit, .text = text && *text ? text : NULL};
     long gone = 0, found = -1;
     if (dirfd < 0)
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
-    else if (index_trusted(dir, dirfd, err, errlen) == 0 && (found = walk_index(dir, dirfd, &f, cb, ctx, &gone)) < 0)
+    else if (index_trusted(dir, dirfd, err, errlen) == 0 && text_matches(dir, NULL, false, &f, err, errlen) == 0 &&
+             (found = walk_index(dir, dirfd, &f, cb, ctx, &gone)) < 0)
         snprintf(err, errlen, "%s/index cannot be read", dir);
+    free(f.text_seqs);
     if (dirfd >= 0)
         close(dirfd);
     return found;
 }
 
-long archive_export_mbox(const char *dir, const struct archive_filter *m, long limit, FILE *out, char *err,
-                         size_t errlen)
+long archive_export_mbox(const char *dir, const struct archive_filter *m, const char *text, long limit, FILE *out,
+                         char *err, size_t errlen)
 {
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    struct filters f = {.m = *m, .limit = limit};
+    struct filters f = {.m = *m, .limit = limit, .text = text && *text ? text : NULL};
+    if (dirfd >= 0 && text_matches(dir, NULL, false, &f, err, errlen) < 0) {
+        close(dirfd);
+        return -1;
+    }
     struct exporter x = {.f = &f, .dirfd = dirfd, .mbox = out, .outdir_fd = -1};
     x.proof = fopen("/dev/null", "w");          /* the proof and chain copy come with `postern archive export` */
     x.chain_copy = fopen("/dev/null", "w");
@@ -515,6 +547,7 @@ long archive_export_mbox(const char *dir, const struct archive_filter *m, long l
         export_from_chain(&x, dir, &p);
     }
     free(p.seq);
+    free(f.text_seqs);
     for (FILE **fp = (FILE *[]){x.proof, x.chain_copy}, **end = fp + 2; fp < end; fp++)
         if (*fp)
             fclose(*fp);
@@ -756,7 +789,13 @@ static int archive_reindex(const char *dir, int dirfd)
         fprintf(stderr, "postern: cannot write %s: %s\n", to, strerror(errno));
     else
         printf("reindexed %lu message(s) (%lu expired or missing)\n", w.indexed, w.missing);
-    return rc;
+    char err[700];
+    long texts = rc ? 0 : archive_fulltext_rebuild(dir, NULL, false, err, sizeof err);
+    if (texts < 0)
+        fprintf(stderr, "postern: the full-text index: %s\n", err);
+    else if (!rc)
+        printf("full-text index rebuilt: %ld message(s)\n", texts);
+    return rc || texts < 0;
 }
 
 /* The search or export in the audit trail: its filters and what it found. */
@@ -766,6 +805,7 @@ static int audit_query(const char *dir, const char *run_user, bool allow_nobody,
     char details[ARCHIVE_AUDIT_LINE_MAX / 2] = "", n[32], err[700];
     size_t len = 0;
     archive_filter_details(&f->m, details, sizeof details, &len);
+    archive_audit_kv(details, sizeof details, &len, "text", f->text);
     snprintf(n, sizeof n, "%ld", found);
     archive_audit_kv(details, sizeof details, &len, action[0] == 'e' ? "exported" : "found", n);
     archive_audit_kv(details, sizeof details, &len, "to", f->mbox ? f->mbox : f->outdir);
@@ -804,7 +844,11 @@ int archive_search_command(const char *dir, const char *run_user, bool allow_nob
         return 1;
     }
     int rc;
-    if (reindex) {
+    char err[700];
+    if (!reindex && text_matches(dir, run_user, allow_nobody, &f, err, sizeof err) < 0) {
+        fprintf(stderr, "postern: %s\n", err);
+        rc = 1;
+    } else if (reindex) {
         rc = archive_reindex(dir, dirfd);
     } else if (export) {
         size_t exported = 0;
@@ -827,6 +871,8 @@ int archive_search_command(const char *dir, const char *run_user, bool allow_nob
         if (found >= 0)
             rc |= audit_query(dir, run_user, allow_nobody, who, "search", &f, found);
     }
+    if (!reindex)
+        free(f.text_seqs);
     close(dirfd);
     return rc;
 }

@@ -34,16 +34,16 @@ int archive_search_command(const char *dir, const char *run_user, bool allow_nob
                            int argc, char **argv);
 /* Each match, in chain order, to cb with its index fields. */
 typedef void (*archive_match_fn)(void *ctx, char *const ix[]);
-/* A search (the console's): refused (-1, why in err) unless the index
+/* A search (the console's; text: a full-text query or NULL): refused (-1, why in err) unless the index
  * lists exactly what the chain has; else up to limit (-1: all) matches to
  * cb, and their number. */
-long archive_search_each(const char *dir, const struct archive_filter *m, long limit, archive_match_fn cb, void *ctx,
-                         char *err, size_t errlen);
+long archive_search_each(const char *dir, const struct archive_filter *m, const char *text, long limit,
+                         archive_match_fn cb, void *ctx, char *err, size_t errlen);
 /* The matching copies (from the chain and files, as export) as mboxrd
  * into out, hashes checked; how many, or -1 with err. No proof file: that
  * comes with `postern archive export`. */
-long archive_export_mbox(const char *dir, const struct archive_filter *m, long limit, FILE *out, char *err,
-                         size_t errlen);
+long archive_export_mbox(const char *dir, const struct archive_filter *m, const char *text, long limit, FILE *out,
+                         char *err, size_t errlen);
 /* How many copies the index has that match m (for a hold's record); -1. */
 long archive_count(const char *dir, const struct archive_filter *m);
 

@@ -13,6 +13,7 @@
 #include "archive_index.h"
 #include "archive_audit.h"
 #include "archive_trail.h"
+#include "archive_fulltext.h"
 #include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -267,7 +268,8 @@ static int check_index(const char *dir, FILE *out)
     return (int)problems;
 }
 
-int archive_verify(const char *dir, const char *witness_log, const char *witness_key, FILE *out)
+int archive_verify(const char *dir, const char *witness_log, const char *witness_key, const char *run_user,
+                   bool allow_nobody, FILE *out)
 {
     struct names seen = {0};
     struct links links = {0};
@@ -281,6 +283,7 @@ int archive_verify(const char *dir, const char *witness_log, const char *witness
             problems += check_witness(witness_log, witness_key, out, &links, last_seq);
         problems += check_unchained(dir, out, &seen);
         problems += check_index(dir, out);
+        problems += (int)archive_fulltext_check_as(dir, run_user, allow_nobody, out);
         if (problems == 0)
             fprintf(out, "archive ok: %lu message(s), %lu expired, %lu audit record(s), head %lu %s\n",
                     last_seq - 2 * nexpired - naudit, nexpired, naudit, last_seq, last);

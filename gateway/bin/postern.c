@@ -293,7 +293,8 @@ static int lists_command(const struct config *cfg, int argc, char **argv)
 static int archive_verify_command(const struct config *cfg, const char *dir, const struct archive_cmd *c)
 {
     int problems = archive_verify(dir, config_plugin_option(cfg, "archive", "witness_log"),
-                                  config_plugin_option(cfg, "archive", "witness_key"), stdout);
+                                  config_plugin_option(cfg, "archive", "witness_key"), c->run_user, c->allow_nobody,
+                                  stdout);
     char details[64] = "", n[32], err[700];
     size_t len = 0;
     snprintf(n, sizeof n, "%d", problems);
