@@ -35,6 +35,7 @@
 #include "archive_witness.h"
 #include "archive_index.h"
 #include "archive_retention.h"
+#include "archive_journal.h"
 #include <sys/file.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -141,6 +142,8 @@ static void chained_add(struct archive *a, const char *line_rel)
 struct archive_link {
     struct archive *a;
     int only_requested;
+    bool journal_unwrap;                /* journal_reports = unwrap */
+    struct journal_networks journal_from;
 };
 
 static const struct postern_host *host;
@@ -486,20 +489,31 @@ static int parse_options(struct archive *a, struct archive_link *l, const struct
             a->retention = secs;
         else if (!strcmp(opts[i].key, "expire_every") && (secs = retention_duration(opts[i].value)) > 0)
             a->expire_every = secs;
-        else if (!strcmp(opts[i].key, "retention_rules")) {
+        else if (!strcmp(opts[i].key, "journal_reports") &&
+                 (!strcmp(opts[i].value, "unwrap") || !strcmp(opts[i].value, "no")))
+            l->journal_unwrap = !strcmp(opts[i].value, "unwrap");
+        else if (!strcmp(opts[i].key, "journal_from")) {
+            if (journal_networks_parse(opts[i].value, &l->journal_from, err, errlen) < 0)
+                return -1;
+        } else if (!strcmp(opts[i].key, "retention_rules")) {
             retention_rules_free(&a->rules);
             if (retention_rules_load(opts[i].value, &a->rules, err, errlen) < 0)
                 return -1;
         }
         else if (strcmp(opts[i].key, "witness_log") && strcmp(opts[i].key, "witness_key")) {
             snprintf(err, errlen, "unknown option or value '%s = %s' (known: dir, mode = all|requested, "
-                     "witness = /SOCKET, witness_log, witness_key, retention = 7y, expire_every = 1h, retention_rules = PATH)",
+                     "witness = /SOCKET, witness_log, witness_key, retention = 7y, expire_every = 1h, retention_rules = PATH, "
+                     "journal_reports = no|unwrap, journal_from = NETWORKS)",
                      opts[i].key, opts[i].value);
             return -1;
         }
     }
     if (!a->dir[0]) {
         snprintf(err, errlen, "archive.dir is required");
+        return -1;
+    }
+    if (l->journal_unwrap && !l->journal_from.n) {
+        snprintf(err, errlen, "archive.journal_reports = unwrap needs journal_from (the servers that send reports)");
         return -1;
     }
     return 0;
@@ -624,6 +638,37 @@ static int write_envelope(int fd, postern_txn *t, const char *date)
             return -1;
     }
     return POSTERN_HOST_HAS(host, rcpt_tls) ? write_decisions(fd, t) : 0;
+}
+
+/* A journal report's copy: the envelope block with the report's sender
+ * and recipients (each also with its type and how it was reached), then
+ * the original message as attached. */
+static int write_journal_copy(int fd, postern_txn *t, const char *date, const struct journal_report *r)
+{
+    char line[2048];
+    int n = snprintf(line, sizeof line,
+                     "X-Postern-Archive: 1\r\nX-Postern-Queue-ID: %s\r\nX-Postern-Archived-At: %s\r\n"
+                     "X-Postern-Client: [%s] helo=%s\r\nX-Postern-Journal-Report: from <%s>\r\n"
+                     "X-Postern-Envelope-From: <%s>\r\n",
+                     host->queue_id(t), date, host->client_addr(t), host->helo_name(t), host->sender(t), r->sender);
+    if (write_all(fd, line, (size_t)n) < 0)
+        return -1;
+    for (size_t i = 0; i < r->n; i++) {
+        n = snprintf(line, sizeof line, "X-Postern-Envelope-To: <%s>\r\n", r->rcpts[i].addr);
+        if (write_all(fd, line, (size_t)n) < 0)
+            return -1;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        const struct journal_rcpt *x = &r->rcpts[i];
+        if (x->via_kind[0])
+            n = snprintf(line, sizeof line, "X-Postern-Journal-Recipient: %s <%s>; %s <%s>\r\n", x->type, x->addr,
+                         x->via_kind, x->via);
+        else
+            n = snprintf(line, sizeof line, "X-Postern-Journal-Recipient: %s <%s>\r\n", x->type, x->addr);
+        if (write_all(fd, line, (size_t)n) < 0)
+            return -1;
+    }
+    return write_all(fd, r->original, r->original_len);
 }
 
 static int copy_message(int out, postern_txn *t)
@@ -754,22 +799,37 @@ static int index_lock(const struct archive *a)
     return fd;
 }
 
-/* One index line for the copy just chained. Best effort: the chain is the
- * record, and `postern archive reindex` rebuilds the index from it. */
+static void index_write(const struct archive *a, postern_txn *t, const char *relpath, const char *line, size_t n);
+
+/* One index line for the copy just chained (its envelope the report's
+ * when r). Best effort: the chain is the record, and `postern archive
+ * reindex` rebuilds the index from it. */
 static void index_append(const struct archive *a, postern_txn *t, unsigned long seq, const char *date,
-                         const char *relpath)
+                         const char *relpath, const struct journal_report *r)
 {
-    char line[ARCHIVE_INDEX_LINE_MAX], rcpts[8192] = "", to[4096] = "";
+    char line[ARCHIVE_INDEX_LINE_MAX], rcpts[8192] = "", to[4096] = "", from[1024] = "", subject[2048] = "";
     size_t rn = 0, tn = 0;
-    for (size_t i = 0; i < host->rcpt_count(t); i++)
-        archive_index_list_add(rcpts, sizeof rcpts, &rn, host->rcpt(t, i));
+    for (size_t i = 0; i < (r ? r->n : host->rcpt_count(t)); i++)
+        archive_index_list_add(rcpts, sizeof rcpts, &rn, r ? r->rcpts[i].addr : host->rcpt(t, i));
     static const char *const lists[] = {"To", "Cc"};
     for (size_t f = 0; f < 2; f++)
-        for (size_t nth = 0; host->header_get(t, lists[f], nth); nth++)
-            archive_index_list_add(to, sizeof to, &tn, host->header_get(t, lists[f], nth));
-    const char *const fields[] = {date, relpath, host->queue_id(t), host->sender(t), rcpts,
-                                  host->header_get(t, "From", 0), to, host->header_get(t, "Subject", 0)};
-    size_t n = archive_index_line(line, sizeof line, seq, fields);
+        for (size_t nth = 0; r ? nth == 0 : host->header_get(t, lists[f], nth) != NULL; nth++) {
+            char v[2048];
+            if (!r || journal_original_header(r, lists[f], v, sizeof v))
+                archive_index_list_add(to, sizeof to, &tn, r ? v : host->header_get(t, lists[f], nth));
+        }
+    if (r) {
+        journal_original_header(r, "From", from, sizeof from);
+        journal_original_header(r, "Subject", subject, sizeof subject);
+    }
+    const char *const fields[] = {date, relpath, host->queue_id(t), r ? r->sender : host->sender(t), rcpts,
+                                  r ? from : host->header_get(t, "From", 0), to,
+                                  r ? subject : host->header_get(t, "Subject", 0)};
+    index_write(a, t, relpath, line, archive_index_line(line, sizeof line, seq, fields));
+}
+
+static void index_write(const struct archive *a, postern_txn *t, const char *relpath, const char *line, size_t n)
+{
     char path[1100];
     snprintf(path, sizeof path, "%s/index", a->dir);
     int lock = index_lock(a);
@@ -834,7 +894,7 @@ static bool file_lists(const struct archive *a, const char *name, char sep, int 
  * crash may have come between its chain line and its index line. Add the
  * line then, with the sequence the chain gave it and the time in its file,
  * so the index agrees with the chain (`archive verify` checks). */
-static void index_catch_up(const struct archive *a, postern_txn *t, const char *relpath)
+static void index_catch_up(const struct archive *a, postern_txn *t, const char *relpath, const struct journal_report *r)
 {
     unsigned long seq = 0;
     int lock = index_lock(a);
@@ -850,7 +910,7 @@ static void index_catch_up(const struct archive *a, postern_txn *t, const char *
     struct tm tm;
     gmtime_r(&when, &tm);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    index_append(a, t, seq, date, relpath);
+    index_append(a, t, seq, date, relpath, r);
     host->log(t, POSTERN_LOG_INFO, "archive: index line for %s (seq %lu) added after a restart", relpath, seq);
 }
 
@@ -1050,16 +1110,10 @@ static postern_verdict witnessed(struct archive *a, postern_txn *t, unsigned lon
     return POSTERN_TEMPFAIL;
 }
 
-static postern_verdict on_queue(postern_txn *t, void *state)
+/* Write, chain and index one copy of t: the message as it is, or (r) the
+ * original a journal report carries, with the envelope the report states. */
+static postern_verdict archive_copy(struct archive *a, postern_txn *t, const struct journal_report *r)
 {
-    const struct archive_link *l = state;
-    struct archive *a = l->a;
-    if (l->only_requested && !host->archive_requested(t))
-        return POSTERN_CONTINUE;
-    if (dry_run(host)) {
-        host->log(t, POSTERN_LOG_INFO, "archive: dry run, a copy would go to %s", a->dir);
-        return POSTERN_CONTINUE;
-    }
     char day[16], daydir[1100], relpath[64], path[1200], tmp[1200];
     time_t now = time(NULL);
     struct tm tm;
@@ -1079,7 +1133,7 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     unsigned long seq = a->seq;
     pthread_mutex_unlock(&a->lock);
     if (done) {  /* chained before; its index line or the witness's signature may be missing */
-        index_catch_up(a, t, relpath);
+        index_catch_up(a, t, relpath, r);
         return chain_sync(a, seq) == 0 ? witnessed(a, t, seq) : POSTERN_TEMPFAIL;
     }
     char date[64];
@@ -1088,7 +1142,8 @@ static postern_verdict on_queue(postern_txn *t, void *state)
         int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (fd < 0)
             goto fail;
-        int ok = write_envelope(fd, t, date) == 0 && copy_message(fd, t) == 0 && fsync(fd) == 0;
+        int ok = (r ? write_journal_copy(fd, t, date, r) : write_envelope(fd, t, date) == 0 ? copy_message(fd, t) : -1)
+                     == 0 && fsync(fd) == 0;
         close(fd);
         if (!ok || rename(tmp, path) < 0 || fsync_dir(daydir) < 0) {
             unlink(tmp);
@@ -1107,8 +1162,8 @@ static postern_verdict on_queue(postern_txn *t, void *state)
     pthread_mutex_unlock(&a->lock);
     if (!seq || chain_sync(a, seq) < 0)
         goto fail;
-    index_append(a, t, seq, date, relpath);
-    host->log(t, POSTERN_LOG_INFO, "archived as %s", relpath);
+    index_append(a, t, seq, date, relpath, r);
+    host->log(t, POSTERN_LOG_INFO, "archived %sas %s", r ? "the original of a journal report " : "", relpath);
     return witnessed(a, t, seq);
 fail:
     /* no copy, no delivery: tempfail so the queue stage retries later */
@@ -1121,12 +1176,65 @@ fail:
     return POSTERN_TEMPFAIL;
 }
 
+/* journal_reports = unwrap: a report from journal_from is archived as the
+ * original it carries, with the envelope it states, and goes no further
+ * (this is an archive target, not a relay for reports). One that cannot
+ * be read is archived as it is, and goes no further either. */
+static postern_verdict archive_journal_report(struct archive *a, postern_txn *t)
+{
+    uint64_t len;
+    int in = host->message_open(t, &len);
+    char *msg = in >= 0 && len < (1u << 30) ? malloc(len + 1) : NULL;
+    size_t got = 0;
+    ssize_t n;
+    while (msg && got < len && (n = read(in, msg + got, len - got)) > 0)
+        got += (size_t)n;
+    if (in >= 0)
+        close(in);
+    struct journal_report *r = calloc(1, sizeof *r);
+    char why[400] = "out of memory";
+    int parsed = msg && r && got == len ? journal_report_parse(msg, len, r, why, sizeof why) : -1;
+    if (parsed < 0)
+        host->log(t, POSTERN_LOG_WARN, "archive: a journal report that cannot be read (%s): archived as it is", why);
+    postern_verdict v = archive_copy(a, t, parsed == 0 ? r : NULL);
+    if (v == POSTERN_CONTINUE) {
+        if (parsed == 0)
+            host->log(t, POSTERN_LOG_INFO, "archive: journal report of <%s> for %zu recipient(s) unwrapped", r->sender,
+                      r->n);
+        host->set_reply(t, "250 2.0.0 journal report archived");
+        v = POSTERN_DISCARD;
+    }
+    free(r);
+    free(msg);
+    return v;
+}
+
+static postern_verdict on_queue(postern_txn *t, void *state)
+{
+    const struct archive_link *l = state;
+    struct archive *a = l->a;
+    if (dry_run(host)) {
+        host->log(t, POSTERN_LOG_INFO, "archive: dry run, a copy would go to %s", a->dir);
+        return POSTERN_CONTINUE;
+    }
+    if (l->journal_unwrap && host->header_get(t, "X-MS-Journal-Report", 0) &&
+        journal_networks_match(&l->journal_from, host->client_addr(t)))
+        return archive_journal_report(a, t);
+    if (l->only_requested && !host->archive_requested(t))
+        return POSTERN_CONTINUE;
+    return archive_copy(a, t, NULL);
+}
+
 /* The options it takes (checked by posternd before init, documented in postern-plugins(5)). */
 static const struct postern_option_spec options[] = {
     {"dir", POSTERN_OPT_PATH, NULL, "", 0, "the archive directory (the daemon's user writes it)"},
     {"mode", POSTERN_OPT_CHOICE, "all|requested", "all", 0, "every message, or those a plugin or Lua asked for"},
     {"retention", POSTERN_OPT_TEXT, NULL, NULL, 0, "remove copies older than this (`30d`, `7y`), recorded in the chain"},
     {"expire_every", POSTERN_OPT_TEXT, NULL, "1h", 0, "how often retention looks"},
+    {"journal_reports", POSTERN_OPT_CHOICE, "no|unwrap", "no", 0,
+     "unwrap: Exchange/Microsoft 365 envelope journal reports from journal_from are archived as the original "
+     "with the envelope they state, and go no further"},
+    {"journal_from", POSTERN_OPT_TEXT, NULL, NULL, 0, "the networks journal reports may come from (10.0.0.0/8, ...)"},
     {"retention_rules", POSTERN_OPT_PATH, NULL, NULL, 0,
      "periods by sender, recipient or domain: lines `sender|rcpt|domain PATTERN DURATION|forever`, the first match wins"},
     {"witness", POSTERN_OPT_PATH, NULL, NULL, 0, "postern-witness's socket: each link is signed before the message goes on"},

@@ -174,6 +174,71 @@ def test_console_search_and_export_by_a_reviewer_are_in_the_trail_and_queue_chan
     g.stop()
 
 
+ORIGINAL = ("From: CFO <cfo@contoso.test>\r\nTo: ceo@contoso.test\r\nCc: board@contoso.test\r\n"
+            "Subject: Quarterly results\r\nMessage-ID: <orig-1@contoso.test>\r\n\r\nThe numbers, before anyone.\r\n")
+
+
+def journal_report(envelope_lines, original=ORIGINAL):
+    """An envelope journal report as Exchange and Microsoft 365 send it: the
+    X-MS-Journal-Report header, a text part listing the envelope one field
+    a line, and the original attached unaltered as message/rfc822."""
+    headers = ("From: Microsoft Exchange <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.test>\r\n"
+               "To: journal@example.test\r\nSubject: Quarterly results\r\nMessage-ID: <report-1@contoso.test>\r\n"
+               "X-MS-Journal-Report: \r\nMIME-Version: 1.0\r\n"
+               "Content-Type: multipart/mixed; boundary=\"_journal_\"\r\n")
+    body = ("--_journal_\r\nContent-Type: text/plain; charset=\"us-ascii\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+            + "".join(l + "\r\n" for l in envelope_lines) +
+            "\r\n--_journal_\r\nContent-Type: message/rfc822\r\n\r\n" + original + "\r\n--_journal_--\r\n")
+    return headers, body
+
+
+def test_an_exchange_journal_report_is_archived_as_its_original_with_the_bcc():
+    sink = Sink(addr(2))
+    adir = os.path.join(writable_dir(), "archive")
+    g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="archive",
+                **{"archive.dir": adir, "archive.journal_reports": "unwrap",
+                   "archive.journal_from": "%s/32, 2001:db8::/32" % addr(7)}).start()
+    headers, body = journal_report(["Sender: cfo@contoso.test", "Subject: Quarterly results",
+                                    "Message-Id: <orig-1@contoso.test>", "To: ceo@contoso.test",
+                                    "Cc: member@contoso.test, Expanded: board@contoso.test",
+                                    "Bcc: auditor@contoso.test",
+                                    "To: assistant@contoso.test, Forwarded: ceo-old@contoso.test",
+                                    "Recipient: unverified@contoso.test"])
+    rep = send_mail(g, rcpts=("journal@example.test",), headers=headers, body=body, sender="", source=addr(7))
+    qid = queue_id(rep)
+    wait_for(lambda: "journal report of <cfo@contoso.test>" in g.log(), 10, "the report unwrapped")
+    copy = open(glob.glob(os.path.join(adir, "*", qid + ".eml"))[0], "rb").read().decode()
+    env, original = copy.split("From: CFO", 1)
+    assert ("From: CFO" + original).rstrip("\r\n") == ORIGINAL.rstrip("\r\n"), original     # unaltered
+    assert "X-Postern-Envelope-From: <cfo@contoso.test>" in env, env
+    for rcpt in ("ceo", "member", "auditor", "assistant", "unverified"):
+        assert "X-Postern-Envelope-To: <%s@contoso.test>" % rcpt in env, env
+    assert "X-Postern-Journal-Recipient: Bcc <auditor@contoso.test>" in env
+    assert "X-Postern-Journal-Recipient: Cc <member@contoso.test>; Expanded <board@contoso.test>" in env
+    assert "X-Postern-Journal-Recipient: To <assistant@contoso.test>; Forwarded <ceo-old@contoso.test>" in env
+    assert "journal@example.test" not in env          # the report's own envelope is not the message's
+    time.sleep(0.5)
+    assert sink.count() == 0                         # an archive target: the report goes no further
+    r = postern(g.conf, "search", "--rcpt", "auditor@contoso.test")
+    assert r.returncode == 0 and qid in r.stdout and "Quarterly results" in r.stdout, r.stdout + r.stderr
+    # a report from elsewhere is mail like any other: archived as it came, and relayed
+    headers2, body2 = journal_report(["Sender: forger@evil.test", "To: ceo@contoso.test"])
+    other = queue_id(send_mail(g, rcpts=("journal@example.test",), headers=headers2, body=body2, source=addr(8)))
+    sink.wait_count(1)
+    copy = open(glob.glob(os.path.join(adir, "*", other + ".eml"))[0], newline="").read()
+    assert "X-Postern-Envelope-To: <journal@example.test>" in copy and "forger@evil.test" not in copy.split("\r\n\r\n")[0]
+    # a report that cannot be read is kept as it is, never lost
+    headers3, body3 = journal_report(["Sender: not an address", "To: ceo@contoso.test"])
+    bad = queue_id(send_mail(g, rcpts=("journal@example.test",), headers=headers3, body=body3, source=addr(7)))
+    wait_for(lambda: "cannot be read" in g.log(), 10, "the unreadable report")
+    assert glob.glob(os.path.join(adir, "*", bad + ".eml"))
+    assert postern(g.conf, "verify").returncode == 0
+    g.stop()
+    broken = readable_file("bad.conf", open(g.conf).read().replace("%s/32, 2001:db8::/32" % addr(7), "10.0.0.0/99"))
+    r = subprocess.run([os.path.join(BUILD, "posternd"), "-c", broken, "-t"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "journal_from" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 def test_retention_by_rule_first_match_wins():
     sink = Sink(addr(2))
     adir = os.path.join(writable_dir(), "archive")
