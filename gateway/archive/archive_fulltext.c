@@ -100,9 +100,10 @@ static void add_part(void *arg, const struct mime_part *p)
     if (strncmp(p->type, "text/", 5) || d->body.len >= DOC_TEXT_MAX || (p->filename[0] && !html &&
                                                                           strcmp(p->type, "text/plain")))
         return;
-    char *raw = malloc(PART_TEXT_MAX);
-    size_t n = raw ? mime_decode(p, raw, PART_TEXT_MAX) : 0;
-    n = n > PART_TEXT_MAX ? PART_TEXT_MAX : n;
+    size_t cap = p->len < PART_TEXT_MAX ? p->len + 1 : PART_TEXT_MAX;     /* decoding never grows a part */
+    char *raw = malloc(cap);
+    size_t n = raw ? mime_decode(p, raw, cap) : 0;
+    n = n > cap ? cap : n;
     struct buf text;
     buf_init(&text);
     text_to_utf8(p->charset, raw ? raw : "", n, &text);

@@ -256,7 +256,7 @@ static int cmp_seen(const void *a, const void *b)
 
 struct audit_check {
     struct audit_seen *v;
-    size_t n;
+    size_t n, cap;
 };
 
 /* Every line of DIR/audit with its hash, sorted by seq. */
@@ -274,10 +274,14 @@ static int load_records(const char *dir, struct audit_check *c)
     char *line = malloc(ARCHIVE_AUDIT_LINE_MAX + 2);
     while (line && fgets(line, ARCHIVE_AUDIT_LINE_MAX + 2, f)) {
         size_t len = strcspn(line, "\n");
-        struct audit_seen *grown = realloc(c->v, (c->n + 1) * sizeof *grown);
-        if (!grown)
-            break;
-        c->v = grown;
+        if (c->n == c->cap) {       /* doubled: the trail grows with every search */
+            size_t cap = c->cap ? 2 * c->cap : 256;
+            struct audit_seen *grown = realloc(c->v, cap * sizeof *grown);
+            if (!grown)
+                break;
+            c->v = grown;
+            c->cap = cap;
+        }
         struct audit_seen *s = &c->v[c->n++];
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned mdlen = 0;

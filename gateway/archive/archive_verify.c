@@ -42,7 +42,7 @@ static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, 
 /* Chain links by sequence number, to compare with the head. */
 struct links {
     char (*v)[ARCHIVE_HASH_HEX];
-    size_t n;
+    size_t n, cap;
 };
 
 /* The paths the chain records as expired, sorted (a first pass: the
@@ -81,7 +81,6 @@ static int hash_archived(int dirfd, const char *rel, char out[ARCHIVE_HASH_HEX])
 static int check_chain(const char *dir, FILE *out, struct names *seen, struct links *links, unsigned long *last_seq,
                        char last[ARCHIVE_HASH_HEX], unsigned long *nexpired, unsigned long *naudit)
 {
-    struct audit_verify *audit = archive_audit_verify_start(dir, out);
     char path[4200];
     snprintf(path, sizeof path, "%s/chain", dir);
     FILE *f = archive_open_in(dir, "chain", "r");
@@ -89,6 +88,7 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         fprintf(out, "archive: no chain at %s (nothing archived yet?)\n", path);
         return -1;
     }
+    struct audit_verify *audit = archive_audit_verify_start(dir, out);
     struct names expired = {0};
     expired_paths(f, &expired);
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -135,10 +135,16 @@ static int check_chain(const char *dir, FILE *out, struct names *seen, struct li
         }
         memcpy(last, ch, ARCHIVE_HASH_HEX);
         *last_seq = seq;
-        if (seq == links->n + 1) {
-            links->v = realloc(links->v, (links->n + 1) * sizeof *links->v);
-            memcpy(links->v[links->n++], ch, ARCHIVE_HASH_HEX);
+        if (seq == links->n + 1 && links->n == links->cap) {     /* doubled: a large chain is not copied per line */
+            size_t cap = links->cap ? 2 * links->cap : 1024;
+            char(*grown)[ARCHIVE_HASH_HEX] = realloc(links->v, cap * sizeof *links->v);
+            if (grown) {
+                links->v = grown;
+                links->cap = cap;
+            }
         }
+        if (seq == links->n + 1 && links->n < links->cap)
+            memcpy(links->v[links->n++], ch, ARCHIVE_HASH_HEX);
     }
     fclose(f);
     archive_audit_verify_end(audit, out, naudit);
