@@ -24,7 +24,7 @@ endif
 CORE_SRCS := $(filter-out gateway/util/pubkey_decode.c,$(foreach d,$(LAYERS),$(sort $(wildcard gateway/$(d)/*.c))))
 LUA_OBJS  := $(patsubst lua/%.c,$(BUILD)/%.o,$(sort $(wildcard lua/*.c)))
 CORE_OBJS := $(patsubst gateway/%.c,$(BUILD)/%.o,$(CORE_SRCS)) $(LUA_OBJS) $(BUILD)/postern_helpers.o
-UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane test_chain test_queue_heap test_rcpt_settle test_event_record
+UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane test_chain test_queue_heap test_rcpt_settle test_event_record test_text_decode
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
