@@ -31,7 +31,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define PART_TEXT_MAX (1 << 20)        /* decoded bytes of one part indexed */
@@ -403,56 +402,52 @@ static long update_and_query(const char *dir, const char *query, bool rebuild, u
     return query ? archive_fulltext_query(dir, query, seqs, err, errlen) : added;
 }
 
-/* The same in a child that has become run_user: its answer through a
- * pipe, "OK N" and N numbers, or "ERR why". */
+struct ft_job {
+    const char *dir, *query;
+    bool rebuild;
+};
+
+/* In the child: its answer on fd, "OK N" and N numbers, or "ERR why". */
+static int ft_in_child(int fd, void *ctx)
+{
+    const struct ft_job *j = ctx;
+    FILE *to = fdopen(fd, "w");
+    unsigned long *found = NULL;
+    char err[700] = "";
+    long n = update_and_query(j->dir, j->query, j->rebuild, &found, err, sizeof err);
+    if (!to)
+        return -1;
+    if (n < 0)
+        fprintf(to, "ERR %s\n", err);
+    else
+        fprintf(to, "OK %ld\n", n);
+    for (long i = 0; j->query && i < n; i++)
+        fprintf(to, "%lu\n", found[i]);
+    free(found);
+    return fclose(to) == 0 && n >= 0 ? 0 : -1;
+}
+
+/* The same in a child that has become run_user. */
 static long update_and_query_as(const char *dir, const char *run_user, bool allow_nobody, const char *query,
                                 bool rebuild, unsigned long **seqs, char *err, size_t errlen)
 {
-    int p[2];
-    *seqs = NULL;
-    if (pipe(p) < 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        FILE *to = fdopen(p[1], "w");
-        unsigned long *found = NULL;
-        long n = privs_become(run_user, allow_nobody) < 0 ? (snprintf(err, errlen, "cannot become the daemon's user"), -1)
-                                                         : update_and_query(dir, query, rebuild, &found, err, errlen);
-        if (n < 0)
-            fprintf(to, "ERR %s\n", err);
-        else
-            fprintf(to, "OK %ld\n", n);
-        for (long i = 0; query && i < n; i++)
-            fprintf(to, "%lu\n", found[i]);
-        _exit(fclose(to) == 0 && n >= 0 ? 0 : 1);
-    }
-    close(p[1]);
-    FILE *from = pid > 0 ? fdopen(p[0], "r") : NULL;
-    char line[1200] = "";
+    struct ft_job job = {dir, query, rebuild};
+    struct buf answer;
+    buf_init(&answer);
+    privs_run_as(run_user, allow_nobody, ft_in_child, &job, &answer);
+    buf_append(&answer, "", 1);
+    char *text = buf_head(&answer), *p;
     long n = -1;
-    if (from && fgets(line, sizeof line, from) && sscanf(line, "OK %ld", &n) == 1 && query && n > 0) {
-        *seqs = calloc((size_t)n, sizeof **seqs);
-        for (long i = 0; *seqs && i < n; i++)
-            if (fscanf(from, "%lu", &(*seqs)[i]) != 1)
-                n = -1;
+    *seqs = NULL;
+    if (sscanf(text, "OK %ld", &n) == 1 && query && n > 0 && (*seqs = calloc((size_t)n, sizeof **seqs))) {
+        p = strchr(text, '\n');
+        for (long i = 0; i < n; i++, p = p ? strchr(p + 1, '\n') : NULL)
+            (*seqs)[i] = p ? strtoul(p + 1, NULL, 10) : 0;
+    } else if (n < 0) {
+        snprintf(err, errlen, "%s", !strncmp(text, "ERR ", 4) ? text + 4 : "the full-text search failed");
+        err[strcspn(err, "\n")] = '\0';
     }
-    if (n < 0)
-        snprintf(err, errlen, "%s", !strncmp(line, "ERR ", 4) ? line + 4 : "the full-text search failed");
-    err[strcspn(err, "\n")] = '\0';
-    if (from)
-        fclose(from);
-    else
-        close(p[0]);
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-    if (n < 0) {
-        free(*seqs);
-        *seqs = NULL;
-    }
+    buf_free(&answer);
     return n;
 }
 
@@ -472,19 +467,36 @@ long archive_fulltext_rebuild(const char *dir, const char *run_user, bool allow_
     return n;
 }
 
+/* In the child: the check's count, then what it printed. */
+static int check_in_child(int fd, void *ctx)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    long problems = mem ? archive_fulltext_check(ctx, mem) : 1;
+    if (mem)
+        fclose(mem);
+    FILE *to = fdopen(fd, "w");
+    if (to)
+        fprintf(to, "%ld\n%s", problems, text ? text : "");
+    free(text);
+    return to && fclose(to) == 0 ? 0 : -1;
+}
+
 long archive_fulltext_check_as(const char *dir, const char *run_user, bool allow_nobody, FILE *out)
 {
     if (geteuid() != 0)
         return archive_fulltext_check(dir, out);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        long problems = privs_become(run_user, allow_nobody) < 0 ? 1 : archive_fulltext_check(dir, out);
-        fflush(out);
-        _exit(problems > 100 ? 100 : (int)problems);
-    }
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
-        return 1;
-    return WEXITSTATUS(status);
+    struct buf answer;
+    buf_init(&answer);
+    int rc = privs_run_as(run_user, allow_nobody, check_in_child, (void *)dir, &answer);
+    buf_append(&answer, "", 1);
+    char *nl = strchr(buf_head(&answer), '\n');
+    long problems = rc == 0 && nl ? strtol(buf_head(&answer), NULL, 10) : 1;
+    if (rc == 0 && nl)
+        fputs(nl + 1, out);
+    else
+        fprintf(out, "FULLTEXT unreadable: the check as the daemon's user failed\n");
+    buf_free(&answer);
+    return problems;
 }

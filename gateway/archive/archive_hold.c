@@ -40,16 +40,11 @@ static bool good_name(const char *n)
 /* Every hold the trail records; 0, or -1 (said). */
 static int load_holds(const char *dir, struct archive_holds *h)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/audit", dir);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 && errno != ENOENT) {
-        fprintf(stderr, "postern: %s: %s\n", path, strerror(errno));
+    FILE *f = archive_open_in(dir, "audit", "r");
+    if (!f && errno != ENOENT) {
+        fprintf(stderr, "postern: %s/audit: %s\n", dir, strerror(errno));
         return -1;
     }
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (fd >= 0 && !f)
-        close(fd);
     archive_holds_load(h, f);
     return 0;
 }

@@ -14,6 +14,8 @@
 #include "archive_trail.h"
 #include "archive_audit.h"
 #include "archive_chain.h"
+#include "archive_search.h"
+#include "postern_io.h"
 #include "privs.h"
 #include "utc_time.h"
 #include <errno.h>
@@ -23,7 +25,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 void archive_actor_cli(struct audit_actor *a)
@@ -69,19 +70,6 @@ static int chain_tail(int fd, off_t size, unsigned long *seq, char head[ARCHIVE_
     return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 /* DIR/head, replaced atomically (not fsync'd: it may lag, as the plugin's). */
 static void write_head(int dirfd, unsigned long seq, const char *link)
@@ -89,7 +77,7 @@ static void write_head(int dirfd, unsigned long seq, const char *link)
     char line[128];
     int n = snprintf(line, sizeof line, "%lu %s\n", seq, link);
     int fd = openat(dirfd, "head.new", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
-    if (fd >= 0 && write_all(fd, line, (size_t)n) == 0)
+    if (fd >= 0 && postern_write_all(fd, line, (size_t)n, 0) == 0)
         renameat(dirfd, "head.new", dirfd, "head");
     if (fd >= 0)
         close(fd);
@@ -136,7 +124,7 @@ static int append_locked(int dirfd, int chain_fd, const struct audit_actor *a, c
     rec[n++] = '\n';
     bool created = faccessat(dirfd, "audit", F_OK, AT_SYMLINK_NOFOLLOW) != 0;
     int afd = openat(dirfd, "audit", O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
-    int rc = afd < 0 || write_all(afd, rec, n) < 0 || fsync(afd) < 0 || (created && fsync(dirfd) < 0) ? -1 : 0;
+    int rc = afd < 0 || postern_write_all(afd, rec, n, 0) < 0 || fsync(afd) < 0 || (created && fsync(dirfd) < 0) ? -1 : 0;
     if (afd >= 0)
         close(afd);
     char rel[128], link[ARCHIVE_HASH_HEX], line[512];
@@ -144,7 +132,7 @@ static int append_locked(int dirfd, int chain_fd, const struct audit_actor *a, c
     if (rc < 0 || archive_link(head, rel, hash, link) < 0)
         return -1;
     int ln = snprintf(line, sizeof line, "%lu %s %s %s\n", last + 1, rel, hash, link);
-    if (write_all(chain_fd, line, (size_t)ln) < 0 || fsync(chain_fd) < 0)
+    if (postern_write_all(chain_fd, line, (size_t)ln, 0) < 0 || fsync(chain_fd) < 0)
         return -1;
     write_head(dirfd, last + 1, link);
     *seq = last + 1;
@@ -167,58 +155,50 @@ static int append_record(const char *dir, const struct audit_actor *a, const cha
     return rc;
 }
 
+struct record_job {
+    const char *dir, *action, *details;
+    const struct audit_actor *a;
+};
+
+/* In the child: append, then answer "SEQ" or "ERR why" on fd. */
+static int record_in_child(int fd, void *ctx)
+{
+    const struct record_job *j = ctx;
+    char why[600] = "", out[700];
+    unsigned long seq = 0;
+    int rc = append_record(j->dir, j->a, j->action, j->details, &seq, why, sizeof why);
+    int n = rc == 0 ? snprintf(out, sizeof out, "%lu", seq) : snprintf(out, sizeof out, "ERR %s", why);
+    return postern_write_all(fd, out, (size_t)n, 0) == 0 ? rc : -1;
+}
+
 int archive_audit_write(const char *dir, const char *run_user, bool allow_nobody, const struct audit_actor *a,
                         const char *action, const char *details, unsigned long *seq, char *err, size_t errlen)
 {
     if (geteuid() != 0)
         return append_record(dir, a, action, details, seq, err, errlen);
     /* root: a child that is the daemon's user writes, and says how it went */
-    int p[2];
-    if (pipe(p) < 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
-        return -1;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        char why[600] = "";
-        unsigned long s = 0;
-        int rc = privs_become(run_user, allow_nobody) < 0 ? (snprintf(why, sizeof why, "cannot become %s",
-                                                                     run_user ? run_user : "postern"), -1)
-                                                        : append_record(dir, a, action, details, &s, why, sizeof why);
-        char out[700];
-        int n = snprintf(out, sizeof out, "%d %lu %s", rc, s, why);
-        (void)!write(p[1], out, (size_t)n);
-        _exit(rc ? 1 : 0);
-    }
-    close(p[1]);
-    char in[700] = "";
-    ssize_t n = pid > 0 ? read(p[0], in, sizeof in - 1) : -1;
-    close(p[0]);
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-    int rc = -1, used = 0;
-    in[n > 0 ? n : 0] = '\0';
-    if (sscanf(in, "%d %lu %n", &rc, seq, &used) < 2)
-        rc = -1;
-    if (rc < 0)
-        snprintf(err, errlen, "%s", used ? in + used : "the audit writer failed");
+    struct record_job job = {dir, action, details, a};
+    struct buf answer;
+    buf_init(&answer);
+    int rc = privs_run_as(run_user, allow_nobody, record_in_child, &job, &answer);
+    buf_append(&answer, "", 1);
+    const char *text = buf_head(&answer);
+    if (rc == 0)
+        *seq = strtoul(text, NULL, 10);
+    else
+        snprintf(err, errlen, "%s", !strncmp(text, "ERR ", 4) ? text + 4
+                                    : "the audit writer (as the daemon's user) failed");
+    buf_free(&answer);
     return rc;
 }
 
 int archive_audit_list(const char *dir, time_t since, const char *user, const char *action, FILE *out)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/audit", dir);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    FILE *f = archive_open_in(dir, "audit", "r");
     if (!f) {
-        if (fd >= 0)
-            close(fd);
         if (errno == ENOENT)
             return 0;
-        fprintf(stderr, "postern: %s: %s\n", path, strerror(errno));
+        fprintf(stderr, "postern: %s/audit: %s\n", dir, strerror(errno));
         return -1;
     }
     char *line = malloc(ARCHIVE_AUDIT_LINE_MAX + 2);
@@ -262,15 +242,9 @@ struct audit_check {
 /* Every line of DIR/audit with its hash, sorted by seq. */
 static int load_records(const char *dir, struct audit_check *c)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/audit", dir);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (!f) {
-        if (fd >= 0)
-            close(fd);
+    FILE *f = archive_open_in(dir, "audit", "r");
+    if (!f)
         return errno == ENOENT ? 0 : -1;
-    }
     char *line = malloc(ARCHIVE_AUDIT_LINE_MAX + 2);
     while (line && fgets(line, ARCHIVE_AUDIT_LINE_MAX + 2, f)) {
         size_t len = strcspn(line, "\n");

@@ -276,7 +276,7 @@ int main(int argc, char **argv)
     if (smtp_server_bind(cfg) < 0 || http_bind(cfg) < 0)
         return 1;
     if (tls_server_init(cfg->tls_cert, cfg->tls_key, err, sizeof err) < 0 ||   /* as root: keys may be 0600 */
-        tls_client_init(cfg->tls_ca_file, err, sizeof err) < 0) {
+        tls_client_init(cfg->tls_ca_file, cfg->tls_session_cache, err, sizeof err) < 0) {
         log_error("TLS: %s", err);
         return 1;
     }

@@ -190,6 +190,7 @@ struct config {
     size_t nlogins;
     size_t nsasl;
     int connection_cache_time;     /* idle outbound connection kept this long */
+    int tls_session_cache;         /* outbound TLS sessions kept (slots), 0 = none */
     int worker_threads;            /* fsync / blocking work */
     int lua_threads;               /* Lua handlers (lua/lua_threads.c) */
     bool lua_loop_first;           /* the loop's fast path (lua/lua_fast.c) */

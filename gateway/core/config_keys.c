@@ -721,6 +721,9 @@ static const struct config_key keys[] = {
     {"client_bdat", KT_BOOL, FIELD(client_bdat), "yes", 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
      "outbound: send with BDAT when the next hop offers CHUNKING (`no`: always DATA, except BINARYMIME, which "
      "needs BDAT)", "`yes`"},
+    {"tls_session_cache", KT_INT, FIELD(tls_session_cache), "1024", 0, 100000, NULL, KF_RESTART, NULL, NULL, NULL,
+     NULL, "outbound TLS sessions kept for resumption, one per next hop and TLS policy (0: none; never for DANE)",
+     "1024"},
     {"connection_cache_time", KT_SEC, FIELD(connection_cache_time), "2s", 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
      "how long an idle outbound connection is kept for reuse", "`2s`"},
     {"dest_concurrency", KT_INT, FIELD(dest_concurrency), "20", 1, 1000, NULL, 0, NULL, NULL, NULL, NULL,

@@ -1,6 +1,7 @@
 /* tls.c - the OpenSSL side of STARTTLS. Non-blocking use lives with the
  * sessions that own the SSL objects. */
 #include "tls.h"
+#include "tls_sessions.h"
 #include <openssl/err.h>
 #include <stdio.h>
 #include <errno.h>
@@ -86,7 +87,7 @@ ssize_t tls_write(SSL *ssl, int fd, const char *buf, size_t n)
 
 static SSL_CTX *client_ctx;
 
-int tls_client_init(const char *cafile, char *err, size_t errlen)
+int tls_client_init(const char *cafile, int session_cache, char *err, size_t errlen)
 {
     client_ctx = SSL_CTX_new(TLS_client_method());
     if (!client_ctx || !SSL_CTX_set_min_proto_version(client_ctx, TLS1_2_VERSION)) {
@@ -101,6 +102,10 @@ int tls_client_init(const char *cafile, char *err, size_t errlen)
         return -1;
     }
     SSL_CTX_set_session_cache_mode(client_ctx, SSL_SESS_CACHE_OFF);
+    if (tls_sessions_init(client_ctx, session_cache) < 0) {      /* turns the client cache on */
+        snprintf(err, errlen, "out of memory for the TLS session cache");
+        return -1;
+    }
     SSL_CTX_set_mode(client_ctx, SSL_MODE_RELEASE_BUFFERS);     /* a cached idle connection holds no buffers */
     /* DANE (RFC 7672): TLSA records go on each connection that has them;
      * a DANE-EE(3) match authenticates the server whatever its name (3.1.1) */

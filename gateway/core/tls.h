@@ -12,7 +12,8 @@
 int tls_server_init(const char *cert, const char *key, char *err, size_t errlen);
 SSL_CTX *tls_server_ctx(void);          /* NULL when no certificate is configured */
 /* The outbound context: TLS 1.2+, trusting cafile (or the system CAs). */
-int tls_client_init(const char *cafile, char *err, size_t errlen);
+/* session_cache: outbound sessions kept for resumption (tls_sessions.h). */
+int tls_client_init(const char *cafile, int session_cache, char *err, size_t errlen);
 SSL_CTX *tls_client_ctx(void);
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" */
 void tls_describe(SSL *ssl, char *out, size_t n);

@@ -4,6 +4,7 @@
  * by TLSA records), and AUTH PLAIN or LOGIN
  * (RFC 4954) with the next hop's smtp_sasl_password_maps credentials. */
 #include "smtp_client_int.h"
+#include "tls_sessions.h"
 #include "dane.h"
 #include "metrics.h"
 #include "log.h"
@@ -273,8 +274,9 @@ void cl_tls_step(struct smtp_client *c)
             memcpy(dane, " by DANE: ", 10);
             dane_describe(c->ssl, dane + 10, sizeof dane - 10);
         }
-        log_info("TLS to %s:%d%s%s: %s, certificate %s%s", ip, cl_peer_port(c), c->peer.name[0] ? " " : "",
-                 c->peer.name, desc, verified ? "verified" : "not verified", dane);
+        log_info("TLS to %s:%d%s%s: %s, certificate %s%s%s", ip, cl_peer_port(c), c->peer.name[0] ? " " : "",
+                 c->peer.name, desc, verified ? "verified" : "not verified", dane,
+                 SSL_session_reused(c->ssl) ? ", session resumed" : "");
         forget_extensions(c);       /* RFC 3207: EHLO again, extensions may differ under TLS */
         c->state = CL_EHLO;
         cl_send_cmd(c, "EHLO", cl_helo_name(c));
@@ -340,6 +342,20 @@ static int set_verify_names(struct smtp_client *c)
     return n ? 0 : -1;
 }
 
+/* The session cache's key: where, what name, and how it is checked. DANE
+ * connections never resume (their TLSA records can change between
+ * connections; a resumed session would not be checked against them). */
+static void offer_session(struct smtp_client *c)
+{
+    if (c->peer.tls->level >= TLS_DANE)
+        return;
+    char ip[64], key[512];
+    sockaddr_ip_text((const struct sockaddr *)&c->peer.addr, ip, sizeof ip);
+    snprintf(key, sizeof key, "%s|%d|%s|%d|%s", ip, cl_peer_port(c), c->peer.name, (int)c->peer.tls->level,
+             c->peer.tls->match ? c->peer.tls->match : "");
+    tls_sessions_offer(c->ssl, key);
+}
+
 static void tls_begin(struct smtp_client *c)
 {
     c->ssl = SSL_new(tls_client_ctx());
@@ -363,6 +379,7 @@ static void tls_begin(struct smtp_client *c)
         }
         SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
     }
+    offer_session(c);
     c->state = CL_TLS;
     cl_tls_step(c);
 }

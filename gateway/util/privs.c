@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The tree below the spool is writable by the run user, who may swap
@@ -145,4 +146,28 @@ int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const
         return -1;
     log_info("running as user %s (uid %d)", pw->pw_name, (int)pw->pw_uid);
     return 0;
+}
+
+int privs_run_as(const char *user, bool allow_nobody, int (*fn)(int fd, void *ctx), void *ctx, struct buf *out)
+{
+    int p[2];
+    if (pipe(p) < 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        bool ready = geteuid() != 0 || privs_become(user, allow_nobody) == 0;
+        _exit(ready && fn(p[1], ctx) == 0 ? 0 : 1);
+    }
+    close(p[1]);
+    char chunk[65536];
+    ssize_t r;
+    while (pid > 0 && (r = read(p[0], chunk, sizeof chunk)) > 0)
+        buf_append(out, chunk, (size_t)r);
+    close(p[0]);
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0)
+        return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }

@@ -2,6 +2,7 @@
 #ifndef POSTERN_PRIVS_H
 #define POSTERN_PRIVS_H
 
+#include "buf.h"
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -18,5 +19,10 @@ int privs_drop(const char *user, bool allow_nobody, const char *spool_dir, const
 int privs_become(const char *user, bool allow_nobody);
 /* The run user's ids (the same checks as privs_drop); -1 logged. */
 int privs_run_ids(const char *user, bool allow_nobody, uid_t *uid, gid_t *gid);
+/* fn(fd, ctx) in a child that has become user (when this is root; else
+ * as this user), for work in the daemon user's tree that root must not do
+ * by path: what fn writes to fd is appended to out. 0 when fn returned 0,
+ * else -1. */
+int privs_run_as(const char *user, bool allow_nobody, int (*fn)(int fd, void *ctx), void *ctx, struct buf *out);
 
 #endif

@@ -1019,6 +1019,21 @@ def queue_id(reply):
     return m.group(1)
 
 
+def archive_timed(conf, *args, timeout=300):
+    """postern -c conf archive ARGS, with its wall time (.secs) and peak RSS
+    in kB (.rss) from GNU time: a child forked from this Python would count
+    Python's pages."""
+    fd, stats = tempfile.mkstemp(prefix="time-")
+    os.close(fd)
+    on_cleanup(lambda: os.unlink(stats))
+    t0 = time.time()
+    p = subprocess.run(["/usr/bin/time", "-o", stats, "-f", "%M", os.path.join(BUILD, "postern"), "-c", conf,
+                        "archive", *args], capture_output=True, text=True, timeout=timeout)
+    assert "AddressSanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr
+    p.secs, p.rss = time.time() - t0, int(open(stats).read().split()[-1])
+    return p
+
+
 class Skipped(Exception):
     pass
 

@@ -76,16 +76,7 @@ def build_archive(adir):
 
 
 def run(conf, *args):
-    """postern -c conf archive ARGS, with its wall time and peak RSS (GNU time)."""
-    fd, stats = tempfile.mkstemp(prefix="time-")
-    os.close(fd)
-    on_cleanup(lambda: os.unlink(stats))
-    t0 = time.time()
-    p = subprocess.run(["/usr/bin/time", "-o", stats, "-f", "%M", os.path.join(BUILD, "postern"), "-c", conf,
-                        "archive", *args], capture_output=True, text=True, timeout=300)
-    assert "AddressSanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr
-    p.secs, p.rss = time.time() - t0, int(open(stats).read().split()[-1])
-    return p
+    return archive_timed(conf, *args)
 
 
 def qids(out):

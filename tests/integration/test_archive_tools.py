@@ -129,26 +129,6 @@ def build_archive(adir):
     return facts
 
 
-class Run:
-    pass
-
-
-def measured(conf, *args):
-    """postern -c conf archive ARGS with its wall time and peak RSS (GNU
-    time: a child forked from this Python would count Python's pages)."""
-    fd, stats = tempfile.mkstemp(prefix="time-")
-    os.close(fd)
-    on_cleanup(lambda: os.unlink(stats))
-    t0 = time.time()
-    p = subprocess.run(["/usr/bin/time", "-o", stats, "-f", "%M", os.path.join(BUILD, "postern"), "-c", conf,
-                        "archive", *args], capture_output=True, text=True, timeout=120)
-    r = Run()
-    r.secs, r.returncode, r.stdout, r.stderr = time.time() - t0, p.returncode, p.stdout, p.stderr
-    r.rss = int(open(stats).read().split()[-1])
-    assert "AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
-    return r
-
-
 def test_search_export_and_reindex_on_a_few_thousand_messages():
     adir = os.path.join(writable_dir(), "archive")
     facts = build_archive(adir)
@@ -156,7 +136,7 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
                          "default_transport = smtp:[%s]:2526\nplugin_dir = %s\nplugins = archive\n"
                          "archive.dir = %s\n" % (addr(1), writable_dir(), addr(2), PLUGDIR, adir))
     assert postern(conf, "search").returncode == 1            # no index yet: a clear error
-    r = measured(conf, "reindex")
+    r = archive_timed(conf, "reindex")
     assert r.returncode == 0 and "reindexed %d message(s)" % N in r.stdout, r.stdout + r.stderr
     print("  reindex %d: %.2fs, max RSS %d kB" % (N, r.secs, r.rss))
     assert os.stat(os.path.join(adir, "index")).st_uid != 0     # written as the daemon's user
@@ -164,7 +144,7 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
     index_tampering_is_caught(conf, adir, facts)
 
     def found(*args):
-        r = measured(conf, "search", *args)
+        r = archive_timed(conf, "search", *args)
         assert r.returncode == 0, r.stderr
         last = r.stdout.splitlines()[-1]
         print("  search %s: %s in %.2fs, max RSS %d kB" % (" ".join(args), last, r.secs, r.rss))
@@ -193,7 +173,7 @@ def test_search_export_and_reindex_on_a_few_thousand_messages():
 
     # export to a directory: the files byte for byte, each with its proof
     out = os.path.join(writable_dir(), "hold")
-    r = measured(conf, "export", "--rcpt", "legal@example.test", "--dir", out)
+    r = archive_timed(conf, "export", "--rcpt", "legal@example.test", "--dir", out)
     want = [f for f in facts if "legal@example.test" in f["rcpts"]]
     assert r.returncode == 0 and r.stdout.startswith("exported %d message(s)" % len(want)), r.stdout + r.stderr
     print("  export --dir %d: %.2fs, max RSS %d kB" % (len(want), r.secs, r.rss))

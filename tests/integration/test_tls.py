@@ -250,6 +250,43 @@ def test_verify_policy_delivers_over_verified_tls():
     peer.stop()
 
 
+def test_outbound_sessions_resume_per_next_hop_and_policy():
+    """The outbound session cache: a new connection to the same next hop
+    under the same policy resumes; another policy to the same server does
+    not use that session; tls_session_cache = 0 never resumes."""
+    certs = make_certs(["mx.right.test"])
+    sink = Sink(addr(2))
+    peer = tls_peer(certs, sink)
+    policy = "example.test verify match=mx.right.test\nother.test encrypt\n"
+    # idle connections are kept 1 s: each message after a 1.5 s pause needs a connection of its own
+    g = sender_gw(certs, policy, connection_cache_time="1s", relay_domains="example.test other.test")
+    tls_lines = lambda gw: [l for l in gw.log().splitlines() if "TLS to %s:2526" % addr(5) in l]
+    for i in range(3):
+        send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: %d\r\n\r\nx\r\n" % i)
+        sink.wait_count(i + 1)
+        time.sleep(1.5)
+    wait_for(lambda: len(tls_lines(g)) == 3, 10, "three TLS connections")
+    lines = tls_lines(g)
+    assert "session resumed" not in lines[0] and all("session resumed" in l for l in lines[1:]), lines
+    assert all("certificate verified" in l for l in lines), lines        # a resumed session keeps its verification
+    for i in range(2):               # the same server under "encrypt": a session of its own
+        send_message(g.host, 2525, "a@src.test", ["x@other.test"], "Subject: o%d\r\n\r\nx\r\n" % i)
+        wait_for(lambda: len(tls_lines(g)) == 4 + i, 10, "the encrypt connection")
+        time.sleep(1.5)
+    lines = tls_lines(g)
+    assert "session resumed" not in lines[3] and "session resumed" in lines[4], lines
+    g.stop()
+    off = sender_gw(certs, policy, connection_cache_time="1s", tls_session_cache="0")
+    for i in range(2):
+        send_message(off.host, 2525, "a@src.test", ["x@example.test"], "Subject: n%d\r\n\r\nx\r\n" % i)
+        sink.wait_count(4 + i)
+        time.sleep(1.5)
+    wait_for(lambda: len(tls_lines(off)) == 2, 10, "two TLS connections")
+    assert not any("session resumed" in l for l in tls_lines(off)), tls_lines(off)
+    off.stop()
+    peer.stop()
+
+
 def test_verify_policy_defers_on_wrong_name_and_untrusted_ca():
     certs = make_certs(["mx.right.test"])
     sink = Sink(addr(2))
