@@ -1,5 +1,6 @@
 /* fleet.c - see fleet.h. */
 #include "fleet.h"
+#include <pthread.h>
 #include "domain_rules.h"
 #include "https_client.h"
 #include "privsep.h"
@@ -205,28 +206,60 @@ static int take_answer(const struct fleet_node *node, const struct buf *body, st
     return 0;
 }
 
+/* One node's request, on a thread of its own. */
+struct node_ask {
+    const struct fleet_node *node;
+    const char *path;
+    struct buf body;
+    int code;
+    char why[400];
+    pthread_t thread;
+    bool started;
+};
+
+static void *ask_node(void *arg)
+{
+    struct node_ask *a = arg;
+    const struct fleet_node *node = a->node;
+    char headers[TOKEN_MAX + 64];
+    SSL_CTX *ctx = https_client_ctx(node->ca_file, a->why, sizeof a->why);
+    snprintf(headers, sizeof headers, "Authorization: Bearer %s\r\nAccept: application/json\r\n", node->token);
+    struct https_target t = {node->host, node->port, ctx, FLEET_TIMEOUT_S};
+    a->code = ctx ? https_request(&t, "GET", a->path, headers, NULL, 0, &a->body, a->why, sizeof a->why) : -1;
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* Every node is asked at once (a thread each), so a search takes as long
+ * as the slowest node, at most FLEET_TIMEOUT_S; the answers are merged in
+ * the table's order. */
 void fleet_track(const struct fleet_nodes *f, const struct track_query *q, struct track_set *set, struct buf *errors)
 {
     struct buf path;
     buf_init(&path);
     path_of(q, &path);
-    for (size_t i = 0; i < f->n; i++) {
-        const struct fleet_node *node = &f->v[i];
-        char why[400] = "", headers[TOKEN_MAX + 64];
-        SSL_CTX *ctx = https_client_ctx(node->ca_file, why, sizeof why);
-        struct buf body;
-        buf_init(&body);
-        snprintf(headers, sizeof headers, "Authorization: Bearer %s\r\nAccept: application/json\r\n", node->token);
-        struct https_target t = {node->host, node->port, ctx, FLEET_TIMEOUT_S};
-        int code = ctx ? https_request(&t, "GET", buf_head(&path), headers, NULL, 0, &body, why, sizeof why) : -1;
-        if (code == 200 && take_answer(node, &body, set) < 0)
-            snprintf(why, sizeof why, "an answer that is not a list of records");
-        else if (code >= 0 && code != 200)
-            snprintf(why, sizeof why, "answered %d", code);
-        if (why[0])
-            buf_printf(errors, "node %s: %s\n", node->name, why);
-        buf_free(&body);
-        SSL_CTX_free(ctx);
+    struct node_ask *asks = f->n ? calloc(f->n, sizeof *asks) : NULL;
+    for (size_t i = 0; asks && i < f->n; i++) {
+        asks[i] = (struct node_ask){.node = &f->v[i], .path = buf_head(&path)};
+        buf_init(&asks[i].body);
+        asks[i].started = pthread_create(&asks[i].thread, NULL, ask_node, &asks[i]) == 0;
+        if (!asks[i].started)
+            ask_node(&asks[i]);          /* no thread: ask it here */
     }
+    for (size_t i = 0; asks && i < f->n; i++) {
+        struct node_ask *a = &asks[i];
+        if (a->started)
+            pthread_join(a->thread, NULL);
+        if (a->code == 200 && take_answer(a->node, &a->body, set) < 0)
+            snprintf(a->why, sizeof a->why, "an answer that is not a list of records");
+        else if (a->code >= 0 && a->code != 200)
+            snprintf(a->why, sizeof a->why, "answered %d", a->code);
+        if (a->why[0])
+            buf_printf(errors, "node %s: %s\n", a->node->name, a->why);
+        buf_free(&a->body);
+    }
+    if (f->n && !asks)
+        buf_printf(errors, "out of memory asking the fleet\n");
+    free(asks);
     buf_free(&path);
 }

@@ -3,7 +3,9 @@ node B (its console over HTTPS, B's token), a node that is down, and B
 again with a wrong token; `postern track --fleet` and A's console
 (/api/track?fleet=1 and /track?fleet=1) show A's and B's records merged,
 each with its node, and name the nodes that did not answer. B answers
-only a request with its token, and logs it."""
+only a request with its token, and logs it. Two nodes that take the
+connection and never answer are asked at the same time as the others:
+the search waits for one timeout, not one each."""
 from harness import *
 
 TOKEN = "b-token-0123456789abcdef"
@@ -55,6 +57,25 @@ def test_one_search_answers_across_the_fleet():
     c = http.client.HTTPSConnection(addr(3), 9443, context=ssl._create_unverified_context(), timeout=10)
     c.request("GET", "/api/track", headers={"Authorization": "Bearer nope-nope-nope-nope"})
     assert c.getresponse().status == 401
+    # every node at once: two silent ones cost one timeout (5 s), not one each
+    silent = []
+    for n in (5, 6):                 # they take the connection (the kernel does) and never say a word
+        sock = socket.socket()
+        sock.bind((addr(n), 9443))
+        sock.listen(8)
+        silent.append(sock)
+        on_cleanup(sock.close)
+    slow_nodes = table_file("node b https://%s:9443 token=%s ca=%s\nnode silent1 https://%s:9443 token=%s ca=%s\n"
+                            "node silent2 https://%s:9443 token=%s ca=%s\n" %
+                            (addr(3), readable_file("token", TOKEN), ca, addr(5), readable_file("token", TOKEN), ca,
+                             addr(6), readable_file("token", TOKEN), ca), name="slow-nodes")
+    slow_conf = readable_file("slow.conf", open(a.conf).read().replace(nodes, slow_nodes))
+    t0 = time.time()
+    r = subprocess.run([os.path.join(BUILD, "postern"), "-c", slow_conf, "track", "--fleet", "--from", "fleet@src.test"],
+                       capture_output=True, text=True, timeout=60)
+    took = time.time() - t0
+    assert "node silent1:" in r.stderr and "node silent2:" in r.stderr and qb in r.stdout, r.stdout + r.stderr
+    assert took < 8.5, "the silent nodes were waited for one after the other: %.1fs" % took
     a.stop()
     b.stop()
 
