@@ -5,6 +5,7 @@
 #define POSTERN_ARCHIVE_SEARCH_H
 #include <stdbool.h>
 #include <stdio.h>
+#include "archive_reindex.h"
 
 /* An archived file DIR/DAY/FILE, opened below dirfd without following a
  * symlink at either step (the tree is the daemon user's); -1 with errno. */
@@ -12,20 +13,6 @@ int open_archived(int dirfd, const char *rel);
 /* DIR/NAME (mode "r", "w" or "a") as a regular file, never through a
  * symbolic link; NULL with errno. */
 FILE *archive_open_in(const char *dir, const char *name, const char *mode);
-/* The index as `archive reindex` writes it, derived from DIR/chain and the
- * archived files: cb gets each chained copy in chain order, with its index
- * line (LF included; "" without lines, where only the file's presence is
- * checked), or line NULL when its file is gone (expired, or deleted:
- * `verify` tells which). Returns the copies seen, -1 when the chain cannot
- * be read. */
-typedef void (*archive_copy_fn)(void *ctx, unsigned long seq, const char *rel, const char *line, size_t len);
-long archive_derive_index(const char *dir, int dirfd, bool lines, archive_copy_fn cb, void *ctx);
-/* DIR/index against what the chain and files say: every copy still
- * archived has its line, and no line is for a copy the chain lacks; with
- * fields, each line must also be the one derived from the file (what verify
- * checks; search checks the cheap part). Problems printed to out; their
- * number, or -1 when the chain or index cannot be read. */
-long archive_index_check(const char *dir, int dirfd, bool fields, FILE *out);
 /* argv[0] is "search", "export" or "reindex"; the exit code. A search or
  * export is recorded in the audit trail as who's (archive_trail.h). */
 struct audit_actor;
