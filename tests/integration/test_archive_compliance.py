@@ -42,7 +42,8 @@ def test_a_hold_outlives_retention_and_its_release_lets_it_go():
     plain = [queue_id(send_mail(g, headers="Subject: lunch %d\r\n" % i)) for i in range(2)]
     counsel = queue_id(send_mail(g, rcpts=("counsel@example.test",), headers="Subject: advice\r\n"))
     wait_for(lambda: copies(adir) >= set(held + plain + [counsel]), 10, "five archived copies")
-    wait_for(lambda: counsel in open(os.path.join(adir, "index")).read(), 10, "the index lines")
+    index = lambda: open(os.path.join(adir, "index")).read()
+    wait_for(lambda: all(q in index() for q in held + plain + [counsel]), 10, "the index lines")
     r = postern(g.conf, "hold", "falcon", "--subject", "falcon")
     assert r.returncode == 0 and "2 archived message(s) match now" in r.stdout, r.stdout + r.stderr
     r = postern(g.conf, "hold", "litigation-7", "--rcpt", "counsel@", "--ongoing")
@@ -231,7 +232,8 @@ def test_an_exchange_journal_report_is_archived_as_its_original_with_the_bcc():
     headers3, body3 = journal_report(["Sender: not an address", "To: ceo@contoso.test"])
     bad = queue_id(send_mail(g, rcpts=("journal@example.test",), headers=headers3, body=body3, source=addr(7)))
     wait_for(lambda: "cannot be read" in g.log(), 10, "the unreadable report")
-    assert glob.glob(os.path.join(adir, "*", bad + ".eml"))
+    # logged before it is archived as it came: wait for the copy
+    wait_for(lambda: glob.glob(os.path.join(adir, "*", bad + ".eml")), 10, "the unreadable report's copy")
     assert postern(g.conf, "verify").returncode == 0
     g.stop()
     broken = readable_file("bad.conf", open(g.conf).read().replace("%s/32, 2001:db8::/32" % addr(7), "10.0.0.0/99"))
