@@ -88,23 +88,11 @@ static int hold_filters(int argc, char **argv, struct archive_filter *m, bool *o
     *m = (struct archive_filter){.since = -1, .until = -1};
     *ongoing = false;
     for (int i = 0; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        char *text = !strcmp(k, "--from") ? m->from : !strcmp(k, "--to") ? m->to : !strcmp(k, "--rcpt") ? m->rcpt
-                   : !strcmp(k, "--subject") ? m->subject : NULL;
-        if (!strcmp(k, "--ongoing")) {
+        if (!strcmp(argv[i], "--ongoing")) {
             *ongoing = true;
             continue;
         }
-        if (!v || (text && strlen(v) >= ARCHIVE_FILTER_MAX))
-            return -1;
-        if (text)
-            memcpy(text, v, strlen(v) + 1);
-        else if (!strcmp(k, "--since") || !strcmp(k, "--until")) {
-            if (utc_time_parse(v, k[2] == 'u', k[2] == 'u' ? &m->until : &m->since) < 0) {
-                fprintf(stderr, "postern: %s: '%s' is not a date\n", k, v);
-                return -1;
-            }
-        } else
+        if (i + 1 >= argc || archive_filter_option(argv[i], argv[i + 1], m) <= 0)
             return -1;
         i++;
     }

@@ -67,28 +67,38 @@ static int date_bound(const char *opt, const char *v, bool end, time_t *out)
     return -1;
 }
 
+int archive_filter_option(const char *k, const char *v, struct archive_filter *m)
+{
+    char *text = !strcmp(k, "--from") ? m->from : !strcmp(k, "--to") ? m->to
+               : !strcmp(k, "--rcpt") ? m->rcpt : !strcmp(k, "--subject") ? m->subject : NULL;
+    bool date = !strcmp(k, "--since") || !strcmp(k, "--until");
+    if (!text && !date)
+        return 0;
+    if (text && strlen(v) >= ARCHIVE_FILTER_MAX) {
+        fprintf(stderr, "postern: %s: longer than %d bytes\n", k, ARCHIVE_FILTER_MAX - 1);
+        return -1;
+    }
+    if (text)
+        memcpy(text, v, strlen(v) + 1);
+    else if (date_bound(k, v, k[2] == 'u', k[2] == 'u' ? &m->until : &m->since) < 0)
+        return -1;
+    return 1;
+}
+
 static int parse_filters(int argc, char **argv, struct filters *f, bool export)
 {
     *f = (struct filters){.limit = -1, .m = {.since = -1, .until = -1}};
     for (int i = 0; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
-        if (!v)
+        int filter = v ? archive_filter_option(k, v, &f->m) : -1;
+        if (filter < 0)
             return -1;
-        char *text = !strcmp(k, "--from") ? f->m.from : !strcmp(k, "--to") ? f->m.to
-                   : !strcmp(k, "--rcpt") ? f->m.rcpt : !strcmp(k, "--subject") ? f->m.subject : NULL;
-        if (text && strlen(v) >= ARCHIVE_FILTER_MAX) {
-            fprintf(stderr, "postern: %s: longer than %d bytes\n", k, ARCHIVE_FILTER_MAX - 1);
-            return -1;
-        }
-        if (text)
-            memcpy(text, v, strlen(v) + 1);
+        if (filter)
+            ;
         else if (!strcmp(k, "--text") && *v)
             f->text = v;
-        else if (!strcmp(k, "--since") || !strcmp(k, "--until")) {
-            if (date_bound(k, v, k[2] == 'u', k[2] == 'u' ? &f->m.until : &f->m.since) < 0)
-                return -1;
-        } else if (!strcmp(k, "--limit") && (f->limit = strtol(v, &end, 10)) >= 0 && end != v && !*end)
+        else if (!strcmp(k, "--limit") && (f->limit = strtol(v, &end, 10)) >= 0 && end != v && !*end)
             ;
         else if (export && !strcmp(k, "--mbox"))
             f->mbox = v;

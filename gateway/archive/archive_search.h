@@ -31,6 +31,10 @@ long archive_search_each(const char *dir, const struct archive_filter *m, const 
  * comes with `postern archive export`. */
 long archive_export_mbox(const char *dir, const struct archive_filter *m, const char *text, long limit, FILE *out,
                          char *err, size_t errlen);
+/* One filter option (--from, --to, --rcpt, --subject, --since, --until)
+ * and its value into m: 1, 0 when k is no filter option, -1 (said on
+ * stderr) for a bad value. search, export and hold share it. */
+int archive_filter_option(const char *k, const char *v, struct archive_filter *m);
 /* How many copies the index has that match m (for a hold's record); -1. */
 long archive_count(const char *dir, const struct archive_filter *m);
 
