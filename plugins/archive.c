@@ -799,6 +799,45 @@ static int index_lock(const struct archive *a)
     return fd;
 }
 
+/* What a copy's index line says beyond where and when: the message's
+ * envelope and headers, or for a journal report the envelope it states
+ * and its original's headers (as `archive reindex` reads the file). */
+struct index_fields {
+    const char *sender, *from, *subject;
+    char rcpts[8192], to[4096], from_buf[1024], subject_buf[2048];
+};
+
+static void fields_of_message(postern_txn *t, struct index_fields *x)
+{
+    size_t rn = 0, tn = 0;
+    for (size_t i = 0; i < host->rcpt_count(t); i++)
+        archive_index_list_add(x->rcpts, sizeof x->rcpts, &rn, host->rcpt(t, i));
+    static const char *const lists[] = {"To", "Cc"};
+    for (size_t f = 0; f < 2; f++)
+        for (size_t nth = 0; host->header_get(t, lists[f], nth); nth++)
+            archive_index_list_add(x->to, sizeof x->to, &tn, host->header_get(t, lists[f], nth));
+    x->sender = host->sender(t);
+    x->from = host->header_get(t, "From", 0);
+    x->subject = host->header_get(t, "Subject", 0);
+}
+
+static void fields_of_report(const struct journal_report *r, struct index_fields *x)
+{
+    size_t rn = 0, tn = 0;
+    for (size_t i = 0; i < r->n; i++)
+        archive_index_list_add(x->rcpts, sizeof x->rcpts, &rn, r->rcpts[i].addr);
+    static const char *const lists[] = {"To", "Cc"};
+    char v[2048];
+    for (size_t f = 0; f < 2; f++)
+        for (size_t nth = 0; journal_original_header(r, lists[f], nth, v, sizeof v); nth++)
+            archive_index_list_add(x->to, sizeof x->to, &tn, v);
+    journal_original_header(r, "From", 0, x->from_buf, sizeof x->from_buf);
+    journal_original_header(r, "Subject", 0, x->subject_buf, sizeof x->subject_buf);
+    x->sender = r->sender;
+    x->from = x->from_buf;
+    x->subject = x->subject_buf;
+}
+
 static void index_write(const struct archive *a, postern_txn *t, const char *relpath, const char *line, size_t n);
 
 /* One index line for the copy just chained (its envelope the report's
@@ -807,24 +846,13 @@ static void index_write(const struct archive *a, postern_txn *t, const char *rel
 static void index_append(const struct archive *a, postern_txn *t, unsigned long seq, const char *date,
                          const char *relpath, const struct journal_report *r)
 {
-    char line[ARCHIVE_INDEX_LINE_MAX], rcpts[8192] = "", to[4096] = "", from[1024] = "", subject[2048] = "";
-    size_t rn = 0, tn = 0;
-    for (size_t i = 0; i < (r ? r->n : host->rcpt_count(t)); i++)
-        archive_index_list_add(rcpts, sizeof rcpts, &rn, r ? r->rcpts[i].addr : host->rcpt(t, i));
-    static const char *const lists[] = {"To", "Cc"};
-    for (size_t f = 0; f < 2; f++)
-        for (size_t nth = 0; r ? nth == 0 : host->header_get(t, lists[f], nth) != NULL; nth++) {
-            char v[2048];
-            if (!r || journal_original_header(r, lists[f], v, sizeof v))
-                archive_index_list_add(to, sizeof to, &tn, r ? v : host->header_get(t, lists[f], nth));
-        }
-    if (r) {
-        journal_original_header(r, "From", from, sizeof from);
-        journal_original_header(r, "Subject", subject, sizeof subject);
-    }
-    const char *const fields[] = {date, relpath, host->queue_id(t), r ? r->sender : host->sender(t), rcpts,
-                                  r ? from : host->header_get(t, "From", 0), to,
-                                  r ? subject : host->header_get(t, "Subject", 0)};
+    char line[ARCHIVE_INDEX_LINE_MAX];
+    struct index_fields x = {0};
+    if (r)
+        fields_of_report(r, &x);
+    else
+        fields_of_message(t, &x);
+    const char *const fields[] = {date, relpath, host->queue_id(t), x.sender, x.rcpts, x.from, x.to, x.subject};
     index_write(a, t, relpath, line, archive_index_line(line, sizeof line, seq, fields));
 }
 

@@ -18,10 +18,11 @@
 #include <string.h>
 #include <strings.h>
 
-/* The unfolded value of header name in the header section head[len]. */
-static bool header_value(const char *head, size_t len, const char *name, char *out, size_t size)
+/* The unfolded value of the nth field called name in the header section
+ * head[len]; false when there are fewer. */
+static bool header_value(const char *head, size_t len, const char *name, size_t nth, char *out, size_t size)
 {
-    size_t nlen = strlen(name), n = 0;
+    size_t nlen = strlen(name), n = 0, seen = 0;
     bool in = false;
     for (const char *p = head, *end = head + len; p < end;) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -32,7 +33,7 @@ static bool header_value(const char *head, size_t len, const char *name, char *o
             n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%.*s", (int)l, p);
         } else if (in) {
             break;
-        } else if (l > nlen && !strncasecmp(p, name, nlen) && p[nlen] == ':') {
+        } else if (l > nlen && !strncasecmp(p, name, nlen) && p[nlen] == ':' && seen++ == nth) {
             in = true;
             n = (size_t)snprintf(out, size, "%.*s", (int)(l - nlen - 1), p + nlen + 1);
         }
@@ -144,15 +145,15 @@ int journal_report_parse(const char *msg, size_t len, struct journal_report *r, 
         if (!memcmp(msg + i, "\r\n\r\n", 4))
             sep = msg + i + 2;
     char ct[1024] = "", cte[256] = "";
-    if (!sep || !header_value(msg, (size_t)(sep - msg), "X-MS-Journal-Report", ct, sizeof ct)) {
+    if (!sep || !header_value(msg, (size_t)(sep - msg), "X-MS-Journal-Report", 0, ct, sizeof ct)) {
         snprintf(err, errlen, "no X-MS-Journal-Report header");
         return 1;            /* not a report at all */
     }
-    if (!header_value(msg, (size_t)(sep - msg), "Content-Type", ct, sizeof ct)) {
+    if (!header_value(msg, (size_t)(sep - msg), "Content-Type", 0, ct, sizeof ct)) {
         snprintf(err, errlen, "no Content-Type");
         return -1;
     }
-    header_value(msg, (size_t)(sep - msg), "Content-Transfer-Encoding", cte, sizeof cte);
+    header_value(msg, (size_t)(sep - msg), "Content-Transfer-Encoding", 0, cte, sizeof cte);
     struct parts parts = {0};
     mime_walk(ct, NULL, cte[0] ? cte : NULL, sep + 2, len - (size_t)(sep + 2 - msg), take_part, &parts);
     if (!parts.report_text || !parts.original) {
@@ -180,14 +181,14 @@ int journal_report_parse(const char *msg, size_t len, struct journal_report *r, 
     return rc;
 }
 
-bool journal_original_header(const struct journal_report *r, const char *name, char *out, size_t size)
+bool journal_original_header(const struct journal_report *r, const char *name, size_t nth, char *out, size_t size)
 {
     const char *end = NULL;
     for (size_t i = 0; i + 3 < r->original_len && !end; i++)
         if (!memcmp(r->original + i, "\r\n\r\n", 4))
             end = r->original + i + 2;
     out[0] = '\0';
-    return header_value(r->original, end ? (size_t)(end - r->original) : r->original_len, name, out, size);
+    return header_value(r->original, end ? (size_t)(end - r->original) : r->original_len, name, nth, out, size);
 }
 
 int journal_networks_parse(const char *list, struct journal_networks *n, char *err, size_t errlen)

@@ -28,8 +28,9 @@ struct journal_report {
  * is no journal report (no X-MS-Journal-Report header); -1 with err when
  * it is one that cannot be read. */
 int journal_report_parse(const char *msg, size_t len, struct journal_report *r, char *err, size_t errlen);
-/* A header of the original (its first field of that name, unfolded). */
-bool journal_original_header(const struct journal_report *r, const char *name, char *out, size_t size);
+/* The nth field of that name in the original's header, unfolded; false
+ * when it has fewer. */
+bool journal_original_header(const struct journal_report *r, const char *name, size_t nth, char *out, size_t size);
 
 /* journal_from: who may send reports (the Exchange servers). */
 #define JOURNAL_NETS_MAX 32

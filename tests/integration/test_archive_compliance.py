@@ -176,6 +176,7 @@ def test_console_search_and_export_by_a_reviewer_are_in_the_trail_and_queue_chan
 
 
 ORIGINAL = ("From: CFO <cfo@contoso.test>\r\nTo: ceo@contoso.test\r\nCc: board@contoso.test\r\n"
+            "To: deputy@contoso.test\r\n"
             "Subject: Quarterly results\r\nMessage-ID: <orig-1@contoso.test>\r\n\r\nThe numbers, before anyone.\r\n")
 
 
@@ -222,6 +223,8 @@ def test_an_exchange_journal_report_is_archived_as_its_original_with_the_bcc():
     assert sink.count() == 0                         # an archive target: the report goes no further
     r = postern(g.conf, "search", "--rcpt", "auditor@contoso.test")
     assert r.returncode == 0 and qid in r.stdout and "Quarterly results" in r.stdout, r.stdout + r.stderr
+    r = postern(g.conf, "search", "--to", "deputy@contoso.test")      # the original's second To field
+    assert r.returncode == 0 and qid in r.stdout, r.stdout + r.stderr
     # a report from elsewhere is mail like any other: archived as it came, and relayed
     headers2, body2 = journal_report(["Sender: forger@evil.test", "To: ceo@contoso.test"])
     other = queue_id(send_mail(g, rcpts=("journal@example.test",), headers=headers2, body=body2, source=addr(8)))
