@@ -994,10 +994,24 @@ static int holds_load(struct archive *a, struct archive_holds *h)
     return -1;
 }
 
+/* Could a rule or a standing hold keep a copy past the default period?
+ * Without either, expiry needs nothing from the index. */
+static bool anything_keeps(struct archive *a, const struct archive_holds *holds)
+{
+    pthread_mutex_lock(&a->rules_lock);
+    bool rules = a->rules.n > 0;
+    pthread_mutex_unlock(&a->rules_lock);
+    for (size_t i = 0; !rules && i < holds->n; i++)
+        rules = !holds->v[i].released;
+    return rules;
+}
+
 /* Why a copy old enough to go is kept: NULL (it may go), or the reason. */
 static const char *kept_because(struct archive *a, const struct archive_holds *holds, struct index_reader *ixr,
                                 unsigned long seq, time_t when, time_t now, long dflt, char *why, size_t whylen)
 {
+    if (!ixr)
+        return NULL;            /* no rule, no hold: the default period, which it is past */
     char *const *ix = index_reader_find(ixr, seq);
     if (!ix)
         return "its index line is missing (run `postern archive reindex`)";
@@ -1029,8 +1043,9 @@ static void expire_run(struct archive *a)
     char path[1400], line[4096], key[300], why[200];
     snprintf(path, sizeof path, "%s/chain", a->dir);
     FILE *f = fopen(path, "r");
-    struct index_reader *ixr = calloc(1, sizeof *ixr);
-    if (!f || !ixr || fseeko(f, a->expire_off, SEEK_SET) < 0) {
+    bool need_index = anything_keeps(a, &holds);
+    struct index_reader *ixr = need_index ? calloc(1, sizeof *ixr) : NULL;
+    if (!f || (need_index && !ixr) || fseeko(f, a->expire_off, SEEK_SET) < 0) {
         if (f)
             fclose(f);
         free(ixr);
@@ -1038,8 +1053,9 @@ static void expire_run(struct archive *a)
         return;
     }
     snprintf(path, sizeof path, "%s/index", a->dir);
-    int ixfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    ixr->f = ixfd >= 0 ? fdopen(ixfd, "r") : NULL;
+    int ixfd = ixr ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+    if (ixr)
+        ixr->f = ixfd >= 0 ? fdopen(ixfd, "r") : NULL;
     time_t now = time(NULL);
     off_t at = ftello(f), first_kept = -1;
     unsigned long kept = 0;
@@ -1076,7 +1092,7 @@ static void expire_run(struct archive *a)
     a->expire_off = first_kept >= 0 ? first_kept : at;     /* the next pass starts here */
     if (kept > 5)
         host->log(NULL, POSTERN_LOG_INFO, "archive: kept %lu copies past retention in all", kept);
-    if (ixr->f)
+    if (ixr && ixr->f)
         fclose(ixr->f);
     else if (ixfd >= 0)
         close(ixfd);
