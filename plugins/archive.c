@@ -623,20 +623,35 @@ static int write_decisions(int fd, postern_txn *t)
 }
 
 /* The envelope block that goes before the message. */
-static int write_envelope(int fd, postern_txn *t, const char *date)
+/* The envelope block's first lines, up to and with X-Postern-Envelope-From
+ * (sender); for a journal report's original (reported_by: the report's
+ * own sender) a line saying so comes before it. */
+static int write_envelope_start(int fd, postern_txn *t, const char *date, const char *reported_by, const char *sender)
 {
     char line[2048];
     int n = snprintf(line, sizeof line,
                      "X-Postern-Archive: 1\r\nX-Postern-Queue-ID: %s\r\nX-Postern-Archived-At: %s\r\n"
-                     "X-Postern-Client: [%s] helo=%s\r\nX-Postern-Envelope-From: <%s>\r\n",
-                     host->queue_id(t), date, host->client_addr(t), host->helo_name(t), host->sender(t));
-    if (write_all(fd, line, (size_t)n) < 0)
+                     "X-Postern-Client: [%s] helo=%s\r\n%s%s%sX-Postern-Envelope-From: <%s>\r\n",
+                     host->queue_id(t), date, host->client_addr(t), host->helo_name(t),
+                     reported_by ? "X-Postern-Journal-Report: from <" : "", reported_by ? reported_by : "",
+                     reported_by ? ">\r\n" : "", sender);
+    return n > 0 && (size_t)n < sizeof line ? write_all(fd, line, (size_t)n) : -1;
+}
+
+static int write_envelope_to(int fd, const char *rcpt)
+{
+    char line[2048];
+    int n = snprintf(line, sizeof line, "X-Postern-Envelope-To: <%s>\r\n", rcpt);
+    return n > 0 && (size_t)n < sizeof line ? write_all(fd, line, (size_t)n) : -1;
+}
+
+static int write_envelope(int fd, postern_txn *t, const char *date)
+{
+    if (write_envelope_start(fd, t, date, NULL, host->sender(t)) < 0)
         return -1;
-    for (size_t i = 0; i < host->rcpt_count(t); i++) {
-        n = snprintf(line, sizeof line, "X-Postern-Envelope-To: <%s>\r\n", host->rcpt(t, i));
-        if (write_all(fd, line, (size_t)n) < 0)
+    for (size_t i = 0; i < host->rcpt_count(t); i++)
+        if (write_envelope_to(fd, host->rcpt(t, i)) < 0)
             return -1;
-    }
     return POSTERN_HOST_HAS(host, rcpt_tls) ? write_decisions(fd, t) : 0;
 }
 
@@ -645,27 +660,18 @@ static int write_envelope(int fd, postern_txn *t, const char *date)
  * the original message as attached. */
 static int write_journal_copy(int fd, postern_txn *t, const char *date, const struct journal_report *r)
 {
-    char line[2048];
-    int n = snprintf(line, sizeof line,
-                     "X-Postern-Archive: 1\r\nX-Postern-Queue-ID: %s\r\nX-Postern-Archived-At: %s\r\n"
-                     "X-Postern-Client: [%s] helo=%s\r\nX-Postern-Journal-Report: from <%s>\r\n"
-                     "X-Postern-Envelope-From: <%s>\r\n",
-                     host->queue_id(t), date, host->client_addr(t), host->helo_name(t), host->sender(t), r->sender);
-    if (write_all(fd, line, (size_t)n) < 0)
+    if (write_envelope_start(fd, t, date, host->sender(t), r->sender) < 0)
         return -1;
-    for (size_t i = 0; i < r->n; i++) {
-        n = snprintf(line, sizeof line, "X-Postern-Envelope-To: <%s>\r\n", r->rcpts[i].addr);
-        if (write_all(fd, line, (size_t)n) < 0)
+    for (size_t i = 0; i < r->n; i++)
+        if (write_envelope_to(fd, r->rcpts[i].addr) < 0)
             return -1;
-    }
+    char line[2048];
     for (size_t i = 0; i < r->n; i++) {
         const struct journal_rcpt *x = &r->rcpts[i];
-        if (x->via_kind[0])
-            n = snprintf(line, sizeof line, "X-Postern-Journal-Recipient: %s <%s>; %s <%s>\r\n", x->type, x->addr,
-                         x->via_kind, x->via);
-        else
-            n = snprintf(line, sizeof line, "X-Postern-Journal-Recipient: %s <%s>\r\n", x->type, x->addr);
-        if (write_all(fd, line, (size_t)n) < 0)
+        int n = x->via_kind[0] ? snprintf(line, sizeof line, "X-Postern-Journal-Recipient: %s <%s>; %s <%s>\r\n",
+                                          x->type, x->addr, x->via_kind, x->via)
+                               : snprintf(line, sizeof line, "X-Postern-Journal-Recipient: %s <%s>\r\n", x->type, x->addr);
+        if (n <= 0 || (size_t)n >= sizeof line || write_all(fd, line, (size_t)n) < 0)
             return -1;
     }
     return write_all(fd, r->original, r->original_len);
