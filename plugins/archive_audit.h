@@ -169,6 +169,19 @@ static inline void archive_filter_details(const struct archive_filter *f, char *
         archive_audit_kv(out, size, len, "until", n);
 }
 
+/* A search's or export's DETAILS: its filters, its full-text query (text,
+ * NULL or "" for none) and count_key=count (found=, exported=). */
+static inline void archive_query_details(const struct archive_filter *m, const char *text, const char *count_key,
+                                         long count, char *out, size_t size, size_t *len)
+{
+    char n[32];
+    archive_filter_details(m, out, size, len);
+    if (text && *text)
+        archive_audit_kv(out, size, len, "text", text);
+    snprintf(n, sizeof n, "%ld", count);
+    archive_audit_kv(out, size, len, count_key, n);
+}
+
 static inline void archive_filter_from_details(struct archive_filter *f, const char *details)
 {
     char n[32];

@@ -87,13 +87,8 @@ static void filter_details(const struct archive_filter *m, const char *text, con
                            char *out, size_t size)
 {
     size_t len = 0;
-    char n[32];
     out[0] = '\0';
-    archive_filter_details(m, out, size, &len);
-    if (text && *text)
-        archive_audit_kv(out, size, &len, "text", text);
-    snprintf(n, sizeof n, "%ld", count);
-    archive_audit_kv(out, size, &len, count_key, n);
+    archive_query_details(m, text, count_key, count, out, size, &len);
 }
 
 struct rows {

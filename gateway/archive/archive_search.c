@@ -571,12 +571,10 @@ long archive_export_mbox(const char *dir, const struct archive_filter *m, const 
 static int audit_query(const char *dir, const char *run_user, bool allow_nobody, const struct audit_actor *who,
                        const char *action, const struct filters *f, long found)
 {
-    char details[ARCHIVE_AUDIT_LINE_MAX / 2] = "", n[32], err[700];
+    char details[ARCHIVE_AUDIT_LINE_MAX / 2] = "", err[700];
     size_t len = 0;
-    archive_filter_details(&f->m, details, sizeof details, &len);
-    archive_audit_kv(details, sizeof details, &len, "text", f->text);
-    snprintf(n, sizeof n, "%ld", found);
-    archive_audit_kv(details, sizeof details, &len, action[0] == 'e' ? "exported" : "found", n);
+    archive_query_details(&f->m, f->text, action[0] == 'e' ? "exported" : "found", found, details, sizeof details,
+                          &len);
     archive_audit_kv(details, sizeof details, &len, "to", f->mbox ? f->mbox : f->outdir);
     unsigned long seq;
     if (archive_audit_write(dir, run_user, allow_nobody, who, action, details, &seq, err, sizeof err) == 0)
