@@ -27,7 +27,7 @@ struct spooled {
 
 static void spooled_free(struct spooled *m)
 {
-    free(m->st);
+    rcpt_states_free(m->st, m->st ? m->e.nrcpts : 0);
     free(m->stp);
     envelope_free(&m->e);
 }

@@ -67,16 +67,45 @@ struct msg_flags {
     char decisions[DECISIONS_MAX];  /* "STAGE LINK VERDICT: REPLY" lines: who decided what */
 };
 
+/* A recipient state's text, allocated to its size; .s is NULL for none (a
+ * queued recipient that was never tried holds no text: issue 37's memory per
+ * queued message). A struct, so code that still reads it as an array does
+ * not compile. Set with rtext_printf, read with rtext_str. */
+struct rtext {
+    char *s;
+};
+static inline const char *rtext_str(struct rtext t) { return t.s ? t.s : ""; }
+static inline bool rtext_has(struct rtext t) { return t.s && t.s[0]; }
+/* Format into t, keeping at most size - 1 bytes (as snprintf would); an
+ * empty result, or no memory, leaves no text. */
+void rtext_printf(struct rtext *t, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void rtext_clear(struct rtext *t);
+
+/* The most each text keeps, counting the NUL (the sidecar's limits). */
+#define RCPT_REPLY_SIZE 256
+#define RCPT_REMOTE_SIZE 160
+#define RCPT_COMMAND_SIZE 24
+#define RCPT_NEXTHOP_SIZE 80
+
+/* A recipient's delivery state. It owns its texts: a copy is made with
+ * rcpt_state_copy (or by moving the struct and forgetting the source), and
+ * rcpt_state_clear frees them. */
 struct rcpt_state {
     char status;
     int attempts;
     int64_t next_try;
-    char last_reply[256];
-    char remote[160];         /* "host[ip]" that gave last_reply, "" = our own reason */
-    char in_reply_to[24];     /* the command it answered: "RCPT TO", "end of DATA", ... */
-    char nexthop[80];         /* plugin route override, "" = transport table */
     int min_tls;              /* TLS level a plugin demanded for delivery (0 = none) */
+    struct rtext last_reply;
+    struct rtext remote;      /* "host[ip]" that gave last_reply, none = our own reason */
+    struct rtext in_reply_to; /* the command it answered: "RCPT TO", "end of DATA", ... */
+    struct rtext nexthop;     /* plugin route override, none = transport table */
 };
+void rcpt_state_clear(struct rcpt_state *st);
+/* A deep copy of from into to (to holds nothing yet); -1 out of memory
+ * (to then holds what could be copied). */
+int rcpt_state_copy(struct rcpt_state *to, const struct rcpt_state *from);
+/* Clear n states and free the array. */
+void rcpt_states_free(struct rcpt_state *st, size_t n);
 
 void envelope_free(struct envelope *e);
 /* Where the fixed-width fields sit, so the writer can fill them in at commit

@@ -271,13 +271,13 @@ int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n
     }
     for (size_t i = 0; i < n; i++) {
         rc |= buf_printf(out, "%zu %c %d %" PRId64 " %s\n", i, st[i].status, st[i].attempts, st[i].next_try,
-                         st[i].last_reply);
-        if (st[i].nexthop[0])
-            rc |= buf_printf(out, "route %zu %s\n", i, st[i].nexthop);
+                         rtext_str(st[i].last_reply));
+        if (rtext_has(st[i].nexthop))
+            rc |= buf_printf(out, "route %zu %s\n", i, st[i].nexthop.s);
         if (st[i].min_tls)
             rc |= buf_printf(out, "tls %zu %d\n", i, st[i].min_tls);
-        if (st[i].remote[0])
-            rc |= buf_printf(out, "mta %zu %s %s\n", i, st[i].remote, st[i].in_reply_to);
+        if (rtext_has(st[i].remote))
+            rc |= buf_printf(out, "mta %zu %s %s\n", i, st[i].remote.s, rtext_str(st[i].in_reply_to));
     }
     return rc ? -1 : 0;
 }
@@ -326,15 +326,15 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
             st[ridx].min_tls = level;
             continue;
         }
-        char remote[sizeof st->remote];
+        char remote[RCPT_REMOTE_SIZE];
         if (sscanf(l, "mta %zu %159s %n", &ridx, remote, &roff) == 2 && roff && ridx < n) {
-            snprintf(st[ridx].remote, sizeof st[ridx].remote, "%s", remote);
-            snprintf(st[ridx].in_reply_to, sizeof st[ridx].in_reply_to, "%s", l + roff);
+            rtext_printf(&st[ridx].remote, RCPT_REMOTE_SIZE, "%s", remote);
+            rtext_printf(&st[ridx].in_reply_to, RCPT_COMMAND_SIZE, "%s", l + roff);
             continue;
         }
         roff = 0;
         if (sscanf(l, "route %zu %n", &ridx, &roff) == 1 && roff && ridx < n) {
-            snprintf(st[ridx].nexthop, sizeof st[ridx].nexthop, "%s", l + roff);
+            rtext_printf(&st[ridx].nexthop, RCPT_NEXTHOP_SIZE, "%s", l + roff);
             continue;
         }
         size_t idx;
@@ -350,7 +350,7 @@ int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct
         st[idx].status = status;
         st[idx].attempts = attempts;
         st[idx].next_try = next;
-        snprintf(st[idx].last_reply, sizeof st[idx].last_reply, "%s", off ? l + off : "");
+        rtext_printf(&st[idx].last_reply, RCPT_REPLY_SIZE, "%s", off ? l + off : "");
         seen++;
     }
     free(copy);

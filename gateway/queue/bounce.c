@@ -115,7 +115,7 @@ static void bounce_free(struct bounce_job *b)
     for (size_t i = 0; i < b->n; i++) {
         free(b->orcpts[i]);
     }
-    free(b->states);
+    rcpt_states_free(b->states, b->n);
     free(b->orcpts);
     free(b->rcpts);
     free(b->orig_sender);
@@ -170,12 +170,12 @@ void bounce_start(struct qmsg *m, enum dsn_kind kind, bounce_done_fn done)
         if (!covered(&m->rcpts[i], kind))
             continue;
         const struct rcpt_state *st = &b->states[b->n];
-        b->states[b->n] = m->rcpts[i].st;
+        rcpt_state_copy(&b->states[b->n], &m->rcpts[i].st);   /* out of memory: a text is missing */
         b->orcpts[b->n] = m->rcpts[i].dsn.orcpt ? strdup(m->rcpts[i].dsn.orcpt) : NULL;
         b->rcpts[b->n] = (struct dsn_rcpt){
             .addr = m->rcpts[i].addr,             /* stable: m is pinned until done() */
-            .last_reply = st->last_reply[0] ? st->last_reply : "unknown error",
-            .orcpt = b->orcpts[b->n], .remote = st->remote, .in_reply_to = st->in_reply_to,
+            .last_reply = rtext_has(st->last_reply) ? st->last_reply.s : "unknown error",
+            .orcpt = b->orcpts[b->n], .remote = rtext_str(st->remote), .in_reply_to = rtext_str(st->in_reply_to),
         };
         b->n++;
     }

@@ -163,6 +163,7 @@ static void qmsg_free(struct qmsg *m)
         free(m->rcpts[i].addr);
         free(m->rcpts[i].dsn.orcpt);
         free(m->rcpts[i].route);
+        rcpt_state_clear(&m->rcpts[i].st);
     }
     free(m->rcpts);
     free(m->decisions);
@@ -239,14 +240,14 @@ static bool set_route(struct qrcpt *r, const char *text)
 {
     free(r->route);
     r->route = NULL;
-    snprintf(r->st.nexthop, sizeof r->st.nexthop, "%s", text);
+    rtext_printf(&r->st.nexthop, RCPT_NEXTHOP_SIZE, "%s", text);
     if (!text[0])
         return true;
     char err[200];
     struct nexthop *hop = malloc(sizeof *hop);
     if (!hop || nexthop_parse(text, hop, err, sizeof err) < 0) {
         free(hop);
-        r->st.nexthop[0] = '\0';
+        rtext_clear(&r->st.nexthop);
         return false;
     }
     r->route = hop;
@@ -256,7 +257,7 @@ static bool set_route(struct qrcpt *r, const char *text)
 static size_t count_status(const struct qmsg *m, char status);
 
 /* The sidecar's recipient states, routes and flags (spool_load_state) into m. */
-static void apply_loaded_state(struct qmsg *m, const struct msg_flags *flags, const struct rcpt_state *st)
+static void apply_loaded_state(struct qmsg *m, const struct msg_flags *flags, struct rcpt_state *st)
 {
     m->held = flags->held;
     m->warned = flags->warned;
@@ -267,9 +268,12 @@ static void apply_loaded_state(struct qmsg *m, const struct msg_flags *flags, co
     m->decisions = flags->decisions[0] ? strdup(flags->decisions) : NULL;
     int64_t next = 0;
     for (size_t i = 0; i < m->nrcpts; i++) {
-        m->rcpts[i].st = st[i];
-        if (st[i].nexthop[0] && !set_route(&m->rcpts[i], st[i].nexthop))
-            log_warn("%s: ignoring unparsable route '%s' for <%s>", m->id, st[i].nexthop, m->rcpts[i].addr);
+        rcpt_state_clear(&m->rcpts[i].st);
+        m->rcpts[i].st = st[i];                      /* moved: st[i] no longer owns its texts */
+        st[i] = (struct rcpt_state){0};
+        char *hop = m->rcpts[i].st.nexthop.s;
+        if (hop && !set_route(&m->rcpts[i], hop))
+            log_warn("%s: ignoring unparsable route for <%s>", m->id, m->rcpts[i].addr);
         if (st[i].attempts > m->attempts)
             m->attempts = st[i].attempts;
         if (st[i].status == RCPT_PENDING && (next == 0 || st[i].next_try < next))
@@ -287,7 +291,7 @@ static void apply_state(struct qmsg *m)
     struct msg_flags flags;
     if (st && spool_load_state(m->id, &flags, st, m->nrcpts) == 0)
         apply_loaded_state(m, &flags, st);
-    free(st);
+    rcpt_states_free(st, m->nrcpts);
 }
 
 /* Does the chain run this stage for m? Never for a journal report. */
@@ -328,7 +332,7 @@ static void replay_acceptance(const struct qmsg *m)
 
 /* A message queue_load.c read from the spool at start: into the queue. */
 bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flags *flags,
-                      const struct rcpt_state *st)
+                      struct rcpt_state *st)
 {
     struct qmsg *m = qmsg_from_envelope(e, body_off);
     envelope_free(e);
@@ -443,7 +447,7 @@ static void do_dispatch(struct qmsg *m)
             continue;
         if (m->hops > cfg->max_hop_count) {
             r->st.status = RCPT_FAILED;
-            snprintf(r->st.last_reply, sizeof r->st.last_reply,
+            rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE,
                      "554 5.4.6 too many hops (%d Received: headers): mail forwarding loop", m->hops);
             log_info("%s: to=<%s>, status=bounced (mail forwarding loop: %d hops)", m->id, r->addr, m->hops);
             continue;
@@ -451,7 +455,7 @@ static void do_dispatch(struct qmsg *m)
         const struct nexthop *hop = r->route ? r->route : config_transport_for(cfg, addr_domain(r->addr));
         if (!hop) {
             r->st.status = RCPT_FAILED;
-            snprintf(r->st.last_reply, sizeof r->st.last_reply, "554 5.4.4 no route to domain");
+            rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE, "554 5.4.4 no route to domain");
             log_info("%s: to=<%s>, status=failed (no transport for the domain)", m->id, r->addr);
             continue;
         }
@@ -540,7 +544,7 @@ static void backoff_recipient(struct qjob *j, const struct backoff_rule *b, stru
         d->cls = 5;
         log_warn("%s: to=<%s>: bounced: %s answered \"%s\" (backoff rule /%s/)", j->m->id, r->addr, d->remote, was,
                  b->text);
-    } else if (strcmp(r->st.nexthop, b->nexthop) && set_route(r, b->nexthop)) {
+    } else if (strcmp(rtext_str(r->st.nexthop), b->nexthop) && set_route(r, b->nexthop)) {
         j->m->retry_now = true;
         log_warn("%s: to=<%s>: rerouted to %s: %s answered \"%s\" (backoff rule /%s/)", j->m->id, r->addr, b->nexthop,
                  d->remote, d->reply, b->text);
@@ -601,9 +605,9 @@ static void job_result(struct delivery_job *dj, size_t k)
         r->st.attempts++;
         j->m->tried = true;
     }
-    snprintf(r->st.last_reply, sizeof r->st.last_reply, "%s", d->reply);
-    snprintf(r->st.remote, sizeof r->st.remote, "%s", d->remote);
-    snprintf(r->st.in_reply_to, sizeof r->st.in_reply_to, "%s", d->in_reply_to);
+    rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE, "%s", d->reply);
+    rtext_printf(&r->st.remote, RCPT_REMOTE_SIZE, "%s", d->remote);
+    rtext_printf(&r->st.in_reply_to, RCPT_COMMAND_SIZE, "%s", d->in_reply_to);
 }
 
 /* Give up on recipients still pending after max_queue_lifetime. */
@@ -617,14 +621,12 @@ static bool expire_pending(struct qmsg *m, int64_t now)
             continue;
         r->st.status = RCPT_FAILED;
         log_info("%s: to=<%s>, status=expired (after %lds in queue; last: %s)", m->id, r->addr,
-                 (long)(now - m->arrival), r->st.last_reply);
-        char last[sizeof r->st.last_reply];
-        snprintf(last, sizeof last, "%s", r->st.last_reply);
-        snprintf(r->st.last_reply, sizeof r->st.last_reply, "4.4.7 delivery time expired; last error: %.180s",
-                 last);
-        r->st.remote[0] = '\0';    /* the text is ours now (it quotes the last reply) */
+                 (long)(now - m->arrival), rtext_str(r->st.last_reply));
+        rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE, "4.4.7 delivery time expired; last error: %.180s",
+                     rtext_str(r->st.last_reply));
+        rtext_clear(&r->st.remote);    /* the text is ours now (it quotes the last reply) */
         track_event(&(struct track_event){.status = "bounced", .qid = m->id, .from = m->sender, .to = r->addr,
-                                          .stage = "expire", .link = "posternd", .reply = r->st.last_reply});
+                                          .stage = "expire", .link = "posternd", .reply = rtext_str(r->st.last_reply)});
     }
     return true;
 }
@@ -640,11 +642,11 @@ static bool expire_spam(struct qmsg *m, int64_t now)
         if (r->st.status != RCPT_QUARANTINED)
             continue;
         r->st.status = RCPT_BOUNCED;         /* settled, and no notice is owed */
-        snprintf(r->st.last_reply, sizeof r->st.last_reply, "removed from the spam quarantine after %lds",
+        rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE, "removed from the spam quarantine after %lds",
                  cfg->spam_quarantine_lifetime);
         log_info("%s: to=<%s>, status=expired (removed from the spam quarantine)", m->id, r->addr);
         track_event(&(struct track_event){.status = "deleted", .qid = m->id, .from = m->sender, .to = r->addr,
-                                          .stage = "expire", .link = "posternd", .reply = r->st.last_reply});
+                                          .stage = "expire", .link = "posternd", .reply = rtext_str(r->st.last_reply)});
     }
     return true;
 }
@@ -655,7 +657,7 @@ static void save_state(struct qmsg *m)
     if (!st)
         return;
     for (size_t i = 0; i < m->nrcpts; i++)
-        st[i] = m->rcpts[i].st;
+        st[i] = m->rcpts[i].st;             /* borrowed: the array goes, the texts stay m's */
     struct msg_flags f = {.held = m->held, .warned = m->warned, .queued = m->queued, .archive = m->archive};
     snprintf(f.reason, sizeof f.reason, "%s", qtext(m->hold_reason));
     snprintf(f.decisions, sizeof f.decisions, "%s", m->decisions ? m->decisions : "");
@@ -866,7 +868,7 @@ void queue_suspension_of(const struct qmsg *m, char *out, size_t size)
     char provider[64];
     if (why)
         snprintf(out, size, "%s suspended (postern queue suspended)", why);
-    else if (delivery_provider_held(r->st.last_reply, provider, sizeof provider) &&
+    else if (delivery_provider_held(rtext_str(r->st.last_reply), provider, sizeof provider) &&
              suspend_until(SUSPEND_PROVIDER, provider, now))
         snprintf(out, size, "provider %s suspended (postern queue suspended)", provider);
 }

@@ -283,7 +283,7 @@ static size_t retry_held_by_provider(const char *name)
     for (struct qmsg *m = queue_all(); m; m = m->next)
         for (size_t i = 0; i < m->nrcpts; i++)
             if (m->rcpts[i].st.status == RCPT_PENDING &&
-                delivery_provider_held(m->rcpts[i].st.last_reply, held, sizeof held) && !strcasecmp(held, name)) {
+                delivery_provider_held(rtext_str(m->rcpts[i].st.last_reply), held, sizeof held) && !strcasecmp(held, name)) {
                 n += retry_now(m);
                 break;
             }
@@ -353,9 +353,9 @@ static int keep_only(const struct queue_cmd *c, struct qmsg *m, struct buf *out)
         if (r->st.status != RCPT_PENDING || kept(c, r->addr))
             continue;
         r->st.status = RCPT_BOUNCED;           /* settled, and no notice is owed */
-        snprintf(r->st.last_reply, sizeof r->st.last_reply, "dropped by admin at release");
+        rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE, "dropped by admin at release");
         track_event(&(struct track_event){.status = "dropped", .qid = m->id, .from = m->sender, .to = r->addr,
-                                          .stage = "admin", .link = "admin", .reply = r->st.last_reply});
+                                          .stage = "admin", .link = "admin", .reply = rtext_str(r->st.last_reply)});
         log_info("%s: to=<%s>, status=dropped (released to other recipients by admin)", m->id, r->addr);
     }
     return 0;
@@ -449,7 +449,7 @@ static int delete_for(const struct queue_cmd *c, struct qmsg *m, struct buf *out
         struct qrcpt *r = &m->rcpts[i];
         if ((r->st.status == RCPT_PENDING || r->st.status == RCPT_QUARANTINED) && named_for(c, r->addr)) {
             r->st.status = RCPT_BOUNCED;        /* settled, and no notice is owed */
-            snprintf(r->st.last_reply, sizeof r->st.last_reply, "deleted by admin");
+            rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE, "deleted by admin");
             log_info("%s: to=<%s>, status=deleted (by admin)", m->id, r->addr);
             track_rcpt(m, r, "deleted", "deleted by admin");
         }
@@ -644,5 +644,5 @@ void queue_each_spam(queue_spam_fn fn, void *ctx)
     for (struct qmsg *m = queue_all(); m; m = m->next)
         for (size_t i = 0; i < m->nrcpts; i++)
             if (m->rcpts[i].st.status == RCPT_QUARANTINED && !m->deleted)
-                fn(ctx, m->id, m->sender, m->rcpts[i].addr, m->rcpts[i].st.last_reply, m->arrival);
+                fn(ctx, m->id, m->sender, m->rcpts[i].addr, rtext_str(m->rcpts[i].st.last_reply), m->arrival);
 }

@@ -39,9 +39,10 @@ bool queue_set_route(struct qrcpt *r, const char *text);
 bool queue_stage_wanted(const struct qmsg *m, enum postern_stage st);
 /* queue.c's, for queue_load.c: a message read from the spool at start
  * (flags and st: its sidecar's, st NULL when it had none that could be
- * read); takes e's strings. False when it could not be queued. */
+ * read); takes e's strings and st's texts (st's entries are left empty).
+ * False when it could not be queued. */
 bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flags *flags,
-                      const struct rcpt_state *st);
+                      struct rcpt_state *st);
 /* queue_stages.c's: run QUEUE for a new message; run DELIVER (when wanted)
  * and then dispatch a due one. */
 void queue_stage(struct qmsg *m);

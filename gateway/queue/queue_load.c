@@ -74,7 +74,7 @@ static void *read_part(void *arg)
         l->err = NULL;
         l->st = calloc(l->e.nrcpts ? l->e.nrcpts : 1, sizeof *l->st);
         if (l->st && spool_load_state(l->id, &l->flags, l->st, l->e.nrcpts) < 0) {
-            free(l->st);
+            rcpt_states_free(l->st, l->e.nrcpts);
             l->st = NULL;
         }
     }
@@ -119,11 +119,12 @@ static void take_batch(struct batch *b)
 {
     for (size_t i = 0; i < b->k; i++) {
         struct loaded *l = &b->items[i];
+        size_t nrcpts = l->e.nrcpts;
         if (l->err)
             spool_move_corrupt(l->id, l->err);
         else
-            L.queued += queue_add_loaded(&l->e, l->body_off, &l->flags, l->st);
-        free(l->st);
+            L.queued += queue_add_loaded(&l->e, l->body_off, &l->flags, l->st);   /* moves st's texts */
+        rcpt_states_free(l->st, nrcpts);
         free(L.names[b->at + i]);
     }
     L.done += b->k;
@@ -135,9 +136,9 @@ static void take_batch(struct batch *b)
 static void drop_batch(struct batch *b)
 {
     for (size_t k = 0; k < b->k; k++) {
+        rcpt_states_free(b->items[k].st, b->items[k].e.nrcpts);
         if (!b->items[k].err)
             envelope_free(&b->items[k].e);
-        free(b->items[k].st);
         free(L.names[b->at + k]);
         L.names[b->at + k] = NULL;
     }

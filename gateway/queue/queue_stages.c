@@ -43,8 +43,8 @@ static struct stage_ctx *stage_ctx_new(struct qmsg *m, bool pending_only)
             continue;
         if (txn_add_rcpt(t, r->addr) == 0) {
             struct txn_rcpt *added = &t->rcpts[t->nrcpts - 1];
-            if (r->st.nexthop[0])
-                added->nexthop = strdup(r->st.nexthop);
+            if (rtext_has(r->st.nexthop))
+                added->nexthop = strdup(r->st.nexthop.s);
             added->min_tls = (unsigned char)r->st.min_tls;
         }
     }
@@ -78,7 +78,7 @@ static bool take_routes(struct qmsg *m, const txn_t *t)
         if (!tr->nexthop)
             continue;
         for (size_t i = 0; i < m->nrcpts; i++)
-            if (!strcmp(m->rcpts[i].addr, tr->addr) && strcmp(m->rcpts[i].st.nexthop, tr->nexthop)) {
+            if (!strcmp(m->rcpts[i].addr, tr->addr) && strcmp(rtext_str(m->rcpts[i].st.nexthop), tr->nexthop)) {
                 queue_set_route(&m->rcpts[i], tr->nexthop);
                 changed = true;
                 log_info("%s: to=<%s>: next hop %s (set by a plugin)", m->id, m->rcpts[i].addr, tr->nexthop);
@@ -123,7 +123,7 @@ static bool apply_verdict(struct qmsg *m, const txn_t *t, enum postern_stage st,
         struct qrcpt *r = &m->rcpts[i];
         if (r->st.status != RCPT_PENDING)
             continue;
-        snprintf(r->st.last_reply, sizeof r->st.last_reply, "%.250s", t->reply);
+        rtext_printf(&r->st.last_reply, RCPT_REPLY_SIZE, "%.250s", t->reply);
         if (v == POSTERN_REJECT)
             r->st.status = RCPT_FAILED;
         else if (v == POSTERN_DISCARD)

@@ -33,8 +33,8 @@ static const char *last_error(const struct queue_view *v)
 {
     const char *last = "";
     for (size_t i = 0; i < v->nrcpts; i++)
-        if (v->st[i]->status == RCPT_PENDING && v->st[i]->last_reply[0])
-            last = v->st[i]->last_reply;
+        if (v->st[i]->status == RCPT_PENDING && rtext_has(v->st[i]->last_reply))
+            last = v->st[i]->last_reply.s;
     return last;
 }
 
@@ -104,9 +104,9 @@ static void json_object(const struct queue_view *v, int64_t now, struct buf *out
         buf_puts(out, ",\"status\":");
         json_str(out, queue_view_rcpt_status(st->status));
         buf_printf(out, ",\"attempts\":%d,\"next_try\":%lld,\"last_reply\":", st->attempts, (long long)st->next_try);
-        json_str(out, st->last_reply);
+        json_str(out, rtext_str(st->last_reply));
         buf_puts(out, ",\"remote\":");
-        json_str(out, st->remote);
+        json_str(out, rtext_str(st->remote));
         buf_puts(out, "}");
     }
     buf_puts(out, "]}");
@@ -197,7 +197,8 @@ void queue_view_show(const struct queue_view *v, int64_t now, struct buf *out)
     for (size_t i = 0; i < v->nrcpts; i++) {
         const struct rcpt_state *st = v->st[i];
         buf_printf(out, "rcpt: <%s> status=%s attempts=%d%s%s last=%s\n", v->rcpts[i], queue_view_rcpt_status(st->status),
-                   st->attempts, st->nexthop[0] ? " nexthop=" : "", st->nexthop, st->last_reply);
+                   st->attempts, rtext_has(st->nexthop) ? " nexthop=" : "",
+                   rtext_str(st->nexthop), rtext_str(st->last_reply));
     }
 }
 

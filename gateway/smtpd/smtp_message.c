@@ -133,7 +133,7 @@ static void commit_free(struct commit_job *cj)
     envelope_free(&cj->env);
     buf_free(&cj->headers);
     buf_free(&cj->body);
-    free(cj->state);
+    rcpt_states_free(cj->state, cj->nstate);
     free(cj);
 }
 
@@ -495,12 +495,13 @@ static void prepare_commit(struct session *s)
         if (t->quarantine)
             snprintf(cj->flags.reason, sizeof cj->flags.reason, "%.250s", t->hold_reason);
         cj->state = calloc(t->nrcpts ? t->nrcpts : 1, sizeof *cj->state);
+        cj->nstate = cj->state ? t->nrcpts : 0;
         for (size_t i = 0; cj->state && i < t->nrcpts; i++) {
             cj->state[i].status = t->rcpts[i].spam_reason ? RCPT_QUARANTINED : RCPT_PENDING;
             if (t->rcpts[i].spam_reason)
-                snprintf(cj->state[i].last_reply, sizeof cj->state[i].last_reply, "%s", t->rcpts[i].spam_reason);
+                rtext_printf(&cj->state[i].last_reply, RCPT_REPLY_SIZE, "%s", t->rcpts[i].spam_reason);
             if (t->rcpts[i].nexthop)
-                snprintf(cj->state[i].nexthop, sizeof cj->state[i].nexthop, "%s", t->rcpts[i].nexthop);
+                rtext_printf(&cj->state[i].nexthop, RCPT_NEXTHOP_SIZE, "%s", t->rcpts[i].nexthop);
             cj->state[i].min_tls = t->rcpts[i].min_tls;
         }
     }

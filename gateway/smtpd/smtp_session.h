@@ -107,7 +107,8 @@ struct commit_job {
     /* state decided before the 250 (quarantine, routes), saved durably */
     bool has_state;
     struct msg_flags flags;
-    struct rcpt_state *state;
+    struct rcpt_state *state;       /* nstate of them, owning their texts */
+    size_t nstate;
     int result;                     /* errno from the commit, 0 = durable */
     /* the reply that ends this DATA, if refused */
     char refusal[512];

@@ -162,11 +162,11 @@ static void state_roundtrip(void **state)
 {
     (void)state;
     struct rcpt_state st[3] = {
-        {.status = RCPT_DONE, .attempts = 1, .last_reply = "250 2.0.0 Ok"},
-        {.status = RCPT_PENDING, .attempts = 2, .next_try = 1790000600, .last_reply = "451 4.3.0 try later",
-         .remote = "mx.example.test[192.0.2.7]", .in_reply_to = "end of DATA",
-         .nexthop = "smtp:[127.0.0.9]:2600", .min_tls = 3},
-        {.status = RCPT_BOUNCED, .attempts = 1, .last_reply = "550 5.1.1 no such user"},
+        {.status = RCPT_DONE, .attempts = 1, .last_reply = {(char *)"250 2.0.0 Ok"}},
+        {.status = RCPT_PENDING, .attempts = 2, .next_try = 1790000600, .last_reply = {(char *)"451 4.3.0 try later"},
+         .remote = {(char *)"mx.example.test[192.0.2.7]"}, .in_reply_to = {(char *)"end of DATA"},
+         .nexthop = {(char *)"smtp:[127.0.0.9]:2600"}, .min_tls = 3},
+        {.status = RCPT_BOUNCED, .attempts = 1, .last_reply = {(char *)"550 5.1.1 no such user"}},
     };
     struct buf b;
     buf_init(&b);
@@ -180,21 +180,36 @@ static void state_roundtrip(void **state)
     assert_true(f.warned);
     assert_int_equal(d[2].status, RCPT_BOUNCED);
     assert_string_equal(f.reason, "virus");
-    assert_string_equal(d[1].nexthop, "smtp:[127.0.0.9]:2600");
-    assert_string_equal(d[0].nexthop, "");
+    assert_string_equal(rtext_str(d[1].nexthop), "smtp:[127.0.0.9]:2600");
+    assert_string_equal(rtext_str(d[0].nexthop), "");
     assert_int_equal(d[1].min_tls, 3);
     assert_int_equal(d[0].min_tls, 0);
     assert_int_equal(d[0].status, RCPT_DONE);
     assert_int_equal(d[1].attempts, 2);
     assert_int_equal(d[1].next_try, 1790000600);
-    assert_string_equal(d[1].last_reply, "451 4.3.0 try later");
-    assert_string_equal(d[2].last_reply, "550 5.1.1 no such user");
-    assert_string_equal(d[1].remote, "mx.example.test[192.0.2.7]");
-    assert_string_equal(d[1].in_reply_to, "end of DATA");
-    assert_string_equal(d[0].remote, "");
+    assert_string_equal(rtext_str(d[1].last_reply), "451 4.3.0 try later");
+    assert_string_equal(rtext_str(d[2].last_reply), "550 5.1.1 no such user");
+    assert_string_equal(rtext_str(d[1].remote), "mx.example.test[192.0.2.7]");
+    assert_string_equal(rtext_str(d[1].in_reply_to), "end of DATA");
+    assert_string_equal(rtext_str(d[0].remote), "");
     /* a state that does not cover every recipient is refused */
     assert_int_equal(spool_state_decode(buf_head(&b), b.len, &f, d, 4, &err), -1);
     buf_free(&b);
+    /* a copy owns texts of its own; an empty text is none at all */
+    struct rcpt_state c;
+    assert_int_equal(rcpt_state_copy(&c, &d[1]), 0);
+    assert_ptr_not_equal(c.last_reply.s, d[1].last_reply.s);
+    for (int i = 0; i < 3; i++)
+        rcpt_state_clear(&d[i]);
+    assert_string_equal(rtext_str(c.remote), "mx.example.test[192.0.2.7]");
+    assert_null(d[1].remote.s);
+    rtext_printf(&c.remote, RCPT_REMOTE_SIZE, "%s", "");
+    assert_null(c.remote.s);
+    rtext_printf(&c.in_reply_to, 8, "%s", "end of DATA");     /* kept to size - 1 bytes */
+    assert_string_equal(c.in_reply_to.s, "end of ");
+    rtext_printf(&c.last_reply, RCPT_REPLY_SIZE, "4.4.7 expired; last error: %s", rtext_str(c.last_reply));
+    assert_string_equal(c.last_reply.s, "4.4.7 expired; last error: 451 4.3.0 try later");
+    rcpt_state_clear(&c);
 }
 
 static void qids_are_unique_and_sorted(void **state)
