@@ -268,16 +268,20 @@ static void apply_loaded_state(struct qmsg *m, const struct msg_flags *flags, st
     m->decisions = flags->decisions[0] ? strdup(flags->decisions) : NULL;
     int64_t next = 0;
     for (size_t i = 0; i < m->nrcpts; i++) {
-        rcpt_state_clear(&m->rcpts[i].st);
-        m->rcpts[i].st = st[i];                      /* moved: st[i] no longer owns its texts */
+        struct rcpt_state *to = &m->rcpts[i].st;
+        rcpt_state_clear(to);
+        *to = st[i];                                 /* moved: st[i] no longer owns its texts */
         st[i] = (struct rcpt_state){0};
-        char *hop = m->rcpts[i].st.nexthop.s;
-        if (hop && !set_route(&m->rcpts[i], hop))
-            log_warn("%s: ignoring unparsable route for <%s>", m->id, m->rcpts[i].addr);
-        if (st[i].attempts > m->attempts)
-            m->attempts = st[i].attempts;
-        if (st[i].status == RCPT_PENDING && (next == 0 || st[i].next_try < next))
-            next = st[i].next_try;
+        if (rtext_has(to->nexthop)) {
+            char hop[RCPT_NEXTHOP_SIZE];
+            snprintf(hop, sizeof hop, "%s", to->nexthop.s);
+            if (!set_route(&m->rcpts[i], hop))
+                log_warn("%s: ignoring unparsable route '%s' for <%s>", m->id, hop, m->rcpts[i].addr);
+        }
+        if (to->attempts > m->attempts)
+            m->attempts = to->attempts;
+        if (to->status == RCPT_PENDING && (next == 0 || to->next_try < next))
+            next = to->next_try;
     }
     if (!count_status(m, RCPT_PENDING) && count_status(m, RCPT_QUARANTINED))
         next = m->arrival + cfg->spam_quarantine_lifetime;      /* only the spam quarantine keeps it */
