@@ -52,6 +52,12 @@ def test_a_large_queue_is_read_after_start():
     assert sorted(os.listdir(os.path.join(g.spool, "corrupt"))) == aside, g.log()[-1500:]
     wait_for(lambda: sink.count() >= 1, 20, "the new message delivered")
     assert queue_count(g) == QUEUED
+    # each read message keeps its sidecar's state: its next try an hour away, its last reply
+    time.sleep(1)
+    assert sink.count() == 1, "a deferred message was tried before its next try"
+    listed = subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", "list"],
+                            capture_output=True, text=True, timeout=60).stdout
+    assert listed.count("last: 4.4.1 connect to") == QUEUED, listed[:500]
     # a stop while the queue is still being read (no limit before ready): nothing lost or moved aside
     g.stop()
     g.set(queue_read_before_ready="0")
