@@ -51,7 +51,7 @@ def test_a_large_queue_is_read_after_start():
     aside = [corrupt, corrupt + ".st"]        # the file with its sidecar
     assert sorted(os.listdir(os.path.join(g.spool, "corrupt"))) == aside, g.log()[-1500:]
     wait_for(lambda: sink.count() >= 1, 20, "the new message delivered")
-    assert queue_count(g) == QUEUED
+    wait_for(lambda: queue_count(g) == QUEUED, 20, "the delivered message off the queue")
     # each read message keeps its sidecar's state: its next try an hour away, its last reply
     time.sleep(1)
     assert sink.count() == 1, "a deferred message was tried before its next try"
