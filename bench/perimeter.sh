@@ -67,25 +67,39 @@ PERIMETER=("plugin_dir = $BUILD/plugins" "dns_server = $DNS"
   "dnsbl.sites = zen.bench.test*3" "dnsbl.threshold = 3"
   "greylist.db = $WORK/grey.sqlite" "greylist.auto_whitelist = 0")
 
-run() {   # config lines...
+# The machine's busy CPU so far (clock ticks, every core: all but idle and iowait).
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+us_per_msg() { echo $(( ($2 - $1) * 1000000 / $(getconf CLK_TCK) / N )); }
+
+# run CONFIG LINES...: "RATE BUSY POSTERND CLAMD": the end-to-end rate, and
+# the CPU per message in µs of the whole machine, of posternd, of both clamds.
+run() {
   rm -rf "$WORK/spool"
   seed_greylist
   postern_conf $PORT $SINK_PORT "$WORK/spool" "$@" >"$WORK/c.conf"
   "$BUILD/posternd" -c "$WORK/c.conf" 2>"$WORK/log" & PG=$!
   sleep 0.5
-  bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p'
+  local b0 p0 c0 rate
+  b0=$(busy_ticks); p0=$(cpu_ticks $PG); c0=$(( $(ticks_of $CD) + $(ticks_of $CD2) ))
+  rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')
+  echo "$rate $(us_per_msg "$b0" "$(busy_ticks)") $(us_per_msg "$p0" "$(cpu_ticks $PG)")" \
+    "$(us_per_msg "$c0" $(( $(ticks_of $CD) + $(ticks_of $CD2) )))"
   kill $PG; wait $PG 2>/dev/null || true; PG=""
 }
 
 sleep 1
 plain=0; perim=0; clam=0; shm=0
 CLAM=("${PERIMETER[@]}" "plugins = rcpt_verify, dnsbl, greylist, clamav")
+cpu() { echo "machine ${2}us posternd ${3}us clamd ${4}us"; }
 for r in $(seq "$ROUNDS"); do
-  a=$(run)
-  b=$(run "${PERIMETER[@]}" "plugins = rcpt_verify, dnsbl, greylist")
-  c=$(run "${CLAM[@]}" "clamav.socket = unix:$WORK/clamd.sock")
-  d=$(run "${CLAM[@]}" "clamav.socket = unix:$WORK/clamd-shm.sock")
+  read -r a a1 a2 a3 < <(run)
+  read -r b b1 b2 b3 < <(run "${PERIMETER[@]}" "plugins = rcpt_verify, dnsbl, greylist")
+  read -r c c1 c2 c3 < <(run "${CLAM[@]}" "clamav.socket = unix:$WORK/clamd.sock")
+  read -r d d1 d2 d3 < <(run "${CLAM[@]}" "clamav.socket = unix:$WORK/clamd-shm.sock")
   echo "round $r: plain_e2e_mps=$a perimeter_e2e_mps=$b perimeter_clamav_e2e_mps=$c (clamd temp on tmpfs: $d)"
+  echo "  CPU per message: plain: $(cpu $a $a1 $a2 $a3); perimeter: $(cpu $b $b1 $b2 $b3)"
+  echo "                   +clamav: $(cpu $c $c1 $c2 $c3); +clamav, tmpfs: $(cpu $d $d1 $d2 $d3)"
   plain=$((plain + a)); perim=$((perim + b)); clam=$((clam + c)); shm=$((shm + d))
 done
 awk -v a="$plain" -v b="$perim" -v c="$clam" -v d="$shm" 'BEGIN {

@@ -63,15 +63,44 @@ static int connect_clamd(const struct clamav *c)
                            : net_connect_tcp(c->host, c->port, c->timeout_s);
 }
 
+/* The INSTREAM command and its chunks are gathered in one buffer and sent
+ * when it fills and at the end: a message up to 64 KiB is one send, where a
+ * send per length and per piece made six system calls a scan. */
+#define STREAM_BUF (64 * 1024 + 64)
+
+struct stream_out {
+    int fd;
+    size_t used;
+    char buf[STREAM_BUF];
+};
+
+static int stream_flush(struct stream_out *o)
+{
+    int rc = o->used ? net_send_all(o->fd, o->buf, o->used) : 0;
+    o->used = 0;
+    return rc;
+}
+
+static int stream_put(struct stream_out *o, const void *p, size_t n)
+{
+    if (o->used + n > sizeof o->buf && stream_flush(o) < 0)
+        return -1;
+    if (n > sizeof o->buf)
+        return net_send_all(o->fd, p, n);
+    memcpy(o->buf + o->used, p, n);
+    o->used += n;
+    return 0;
+}
+
 /* One INSTREAM chunk: a 4-byte big-endian length, then the bytes. */
-static int chunk(int fd, const char *p, size_t n)
+static int chunk(struct stream_out *o, const char *p, size_t n)
 {
     unsigned char len[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
                             (unsigned char)n};
-    return net_send_all(fd, len, 4) == 0 && (n == 0 || net_send_all(fd, p, n) == 0) ? 0 : -1;
+    return stream_put(o, len, 4) == 0 && (n == 0 || stream_put(o, p, n) == 0) ? 0 : -1;
 }
 
-static int chunk_out(void *fd, const char *p, size_t n) { return chunk(*(int *)fd, p, n); }
+static int chunk_out(void *o, const char *p, size_t n) { return chunk(o, p, n); }
 
 /* An idle session from the pool (fresh enough), or {-1}. */
 static struct clamd_conn pool_take(struct clamav *c)
@@ -117,10 +146,21 @@ static struct clamd_conn conn_open(const struct clamav *c)
     return k;
 }
 
-/* The message as INSTREAM chunks, then the empty chunk that ends it. */
+/* The INSTREAM command, the message as its chunks, then the empty chunk
+ * that ends it. */
 static int stream_message(int fd, postern_txn *t)
 {
-    return message_pieces(host, t, chunk_out, &fd) == 0 ? chunk(fd, NULL, 0) : -1;
+    struct stream_out *o = malloc(sizeof *o);
+    if (!o)
+        return -1;
+    o->fd = fd;
+    o->used = 0;
+    int rc = stream_put(o, "zINSTREAM", 10) == 0 && message_pieces(host, t, chunk_out, o) == 0 &&
+                     chunk(o, NULL, 0) == 0 && stream_flush(o) == 0
+                 ? 0
+                 : -1;
+    free(o);
+    return rc;
 }
 
 /* clamd's answer ("stream: OK", "stream: NAME FOUND", "... ERROR"). */
@@ -145,8 +185,7 @@ static int read_answer(int fd, char *out, size_t size)
  * (k is then broken). */
 static int scan_on(struct clamd_conn *k, postern_txn *t, char *answer, size_t size)
 {
-    if (net_send_all(k->fd, "zINSTREAM", 10) < 0 || stream_message(k->fd, t) < 0 ||
-        read_answer(k->fd, answer, size) < 0)
+    if (stream_message(k->fd, t) < 0 || read_answer(k->fd, answer, size) < 0)
         return -1;
     if (!k->next_id)
         return 0;

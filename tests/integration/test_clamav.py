@@ -76,11 +76,16 @@ def test_virus_refused_with_its_name_clean_mail_passes_over_unix_and_tcp():
         assert rep == "554 5.7.1 Message rejected: virus found: " + VIRUS, (sock, rep)
         rep = send_raw(g, attachment(EICAR), headers=MIME)
         assert rep == "554 5.7.1 Message rejected: virus found: " + VIRUS, (sock, rep)
+        # past one 64 KiB piece: the signature across the first boundary, and a clean 300 KiB message
+        filler = ("x" * 78 + "\r\n") * 818 + "y" * 64 + "\r\n"        # the signature starts 30 bytes before 64 KiB
+        rep = send_raw(g, filler + EICAR.decode() + "\r\n" + ("z" * 78 + "\r\n") * 3000)
+        assert rep == "554 5.7.1 Message rejected: virus found: " + VIRUS, (sock, rep)
+        assert "queued as" in send_raw(g, ("x" * 78 + "\r\n") * 3800)
         assert "queued as" in send_raw(g, attachment(b"just a harmless file\n"), headers=MIME)
-        sink.wait_count(n + 1)
+        sink.wait_count(2 * (n + 1))
         g.stop()
     msgs = sink.messages()
-    assert len(msgs) == 2 and all(b"X-Scan: clean" in m for m in msgs), msgs
+    assert len(msgs) == 4 and all(b"X-Scan: clean" in m for m in msgs), [m[:300] for m in msgs]
     assert all(EICAR not in m for m in msgs)
 
 
