@@ -120,6 +120,8 @@ int spool_envelope_encode(const struct envelope *e, struct buf *out, struct enve
 int spool_envelope_decode(const char *data, size_t len, struct envelope *e, size_t *body_off,
                           const char **err);
 int spool_state_encode(struct msg_flags f, const struct rcpt_state *st, size_t n, struct buf *out);
+/* state_decode: f zeroed, st holding no texts or texts of their own (a
+ * line replaces them); the texts set are st's (rcpt_state_clear). */
 int spool_state_decode(const char *data, size_t len, struct msg_flags *f, struct rcpt_state *st, size_t n,
                        const char **err);
 

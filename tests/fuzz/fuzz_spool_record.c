@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include "spool.h"
 #include <stdlib.h>
+#include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -12,8 +13,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *err = NULL;
     if (spool_envelope_decode((const char *)data, size, &e, &body_off, &err) == 0)
         envelope_free(&e);
-    struct msg_flags f;
+    struct msg_flags f = {0};
     struct rcpt_state st[8];
+    memset(st, 0, sizeof st);                 /* decode sets texts: they start empty */
     spool_state_decode((const char *)data, size, &f, st, 8, &err);
+    for (size_t i = 0; i < 8; i++)
+        rcpt_state_clear(&st[i]);
     return 0;
 }
