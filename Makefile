@@ -137,9 +137,11 @@ unit-bins: $(addprefix $(BUILD)/,$(UNIT_TESTS))
 
 # Unit tests, then integration tests against real peers (smtp-sink,
 # smtp-source, swaks), all under ASan/UBSan. Ends with "N passed, N failed, N skipped".
+# The builds use every core (JOBS) even when make was started without -j.
+JOBS ?= $(shell nproc)
 test: deps-check check-layers
-	$(MAKE) SAN=1 all unit-bins
-	$(MAKE) fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
+	$(MAKE) -j$(JOBS) SAN=1 all unit-bins
+	$(MAKE) -j$(JOBS) fuzz FUZZ_TIME=$(TEST_FUZZ_TIME)
 	tests/run-all.sh build-san
 
 # The same suite against the optimised build.
@@ -231,15 +233,16 @@ build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libfuzzcore.a $(wildcard plugi
 build-fuzz/fuzz_dnsbl: plugins/dnsbl.c
 FUZZ_LIBS_dnsbl := -lresolv
 
-fuzz: $(addprefix build-fuzz/,$(FUZZERS))
-	@for f in $(FUZZERS); do \
-	  mkdir -p build-fuzz/corpus-$$f; \
-	  echo "== fuzz: $$f for $(FUZZ_TIME)s"; \
-	  build-fuzz/$$f -max_total_time=$(FUZZ_TIME) -max_len=8192 -artifact_prefix=build-fuzz/$$f- \
-	    build-fuzz/corpus-$$f tests/fuzz/corpus/$${f#fuzz_} >build-fuzz/$$f.log 2>&1 \
-	    || { tail -40 build-fuzz/$$f.log; exit 1; }; \
-	  tail -1 build-fuzz/$$f.log; \
-	done
+# Each harness is a target of its own (fuzz-run-NAME), so `make -j2 fuzz`
+# runs two at a time; a crash prints the end of its log and fails the run.
+fuzz: $(addprefix fuzz-run-,$(FUZZERS))
+
+fuzz-run-%: build-fuzz/%
+	@mkdir -p build-fuzz/corpus-$*
+	@build-fuzz/$* -max_total_time=$(FUZZ_TIME) -max_len=8192 -artifact_prefix=build-fuzz/$*- \
+	    build-fuzz/corpus-$* tests/fuzz/corpus/$(patsubst fuzz_%,%,$*) >build-fuzz/$*.log 2>&1 \
+	    || { echo "== fuzz: $* FAILED"; tail -40 build-fuzz/$*.log; exit 1; }
+	@echo "== fuzz: $* for $(FUZZ_TIME)s: $$(tail -1 build-fuzz/$*.log)"
 
 # the headers each object included, as -MMD wrote them
 -include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d build-fuzz/obj/*/*.d)

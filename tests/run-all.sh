@@ -21,13 +21,16 @@ for t in "$BUILD"/test_*; do
   [ $rc -ne 0 ] && [ -z "$f" ] && failed=$((failed + 1))
 done
 
-# integration: each file gets a block number; two run at once (2 cores)
+# integration: each file gets a block number (by name, so a file keeps its
+# block); two run at once (2 cores), the longest first (tests/integration/
+# slow-first, measured) so that no long file starts last and runs alone.
 files=(tests/integration/test_*.py)
 i=20
 for f in "${files[@]}"; do
   i=$((i + 1))
-  echo "$i $f"
-done | xargs -P 2 -L 1 bash -c '
+  rank=$(grep -nx "$(basename "$f" .py)" tests/integration/slow-first 2>/dev/null | cut -d: -f1)
+  echo "${rank:-999} $i $f"
+done | sort -n -k1,1 -s | cut -d' ' -f2- | xargs -P 2 -L 1 bash -c '
   net=$0; f=$1; name=$(basename "$f" .py)
   POSTERN_BUILD='"$BUILD"' POSTERN_TEST_NET=$net timeout -k 10 420 python3 "$f" >"'"$OUT"'/$name.log" 2>&1
   rc=$?
