@@ -28,19 +28,16 @@
  * shares the open archive of the running one. `postern` and the console
  * append audit records to the same chain: every writer holds an flock on
  * DIR/chain while it appends, and this one first reads what others added
- * (their links are then witnessed with ours, or within 5 s). */
+ * (their links are then witnessed with ours, or within 5 s).
+ * The witness exchange is in archive_witness_client.c, expiry and the 5 s
+ * tick in archive_expire.c, journal reports in archive_journal.c, the
+ * retention rules in archive_retention.c. */
+#include "archive_int.h"
 #include "postern_io.h"
-#include "postern_plugin.h"
-#include "archive_chain.h"
-#include "archive_witness.h"
 #include "archive_index.h"
-#include "archive_retention.h"
 #include "archive_journal.h"
 #include <sys/file.h>
-#include <poll.h>
 #include <stdbool.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -48,41 +45,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-struct archive {
-    char dir[1024];
-    int refs;                  /* links using it (a reload's chain and the running one); under registry_lock */
-    struct archive *next;      /* in open_archives */
-    pthread_mutex_t lock;      /* the chain is appended by one writer at a time */
-    unsigned long seq;         /* last line written */
-    char head[ARCHIVE_HASH_HEX];
-    int chain_fd;              /* DIR/chain, O_APPEND */
-    pthread_mutex_t sync_lock; /* one fsync at a time */
-    unsigned long synced;      /* lines known durable */
-    char **chained;            /* open-addressing set of relpaths in the chain */
-    size_t nchained, capchained;
-    char witness[108];         /* the witness's socket, or "" */
-    pthread_mutex_t witness_lock;   /* one exchange with the witness at a time */
-    int witness_fd;            /* -1 when not connected */
-    int chain_rd;              /* DIR/chain, read to send links to the witness */
-    unsigned long witnessed;   /* the last link the witness signed */
-    off_t witnessed_off;       /* where the chain line after it starts */
-    char witness_err[1400];
-    /* retention: a thread removes what is older than `retention` seconds */
-    _Atomic long retention;    /* 0 = keep forever */
-    _Atomic long expire_every;
-    pthread_t expirer;
-    bool expirer_started;
-    pthread_mutex_t stop_lock;
-    pthread_cond_t stop_cond;
-    bool stopping;
-    off_t expire_off;          /* where the chain's unexpired message lines start */
-    time_t next_expire;        /* when expiry looks next */
-    off_t chain_size;          /* bytes of DIR/chain read or written; more means another writer (under lock) */
-    unsigned long hold_records;     /* hold and release records the chain has */
-    pthread_mutex_t rules_lock;
-    struct retention_rules rules;   /* archive.retention_rules (a reload replaces them) */
-};
 
 static unsigned long hash_str(const char *s)
 {
@@ -92,7 +54,7 @@ static unsigned long hash_str(const char *s)
     return h;
 }
 
-static int chained_has(const struct archive *a, const char *rel)
+int chained_has(const struct archive *a, const char *rel)
 {
     if (!a->capchained)
         return 0;
@@ -146,11 +108,11 @@ struct archive_link {
     struct journal_networks journal_from;
 };
 
-static const struct postern_host *host;
+const struct postern_host *host;   /* archive_int.h */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct archive *open_archives;
 
-static int fsync_dir(const char *path)
+int fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -195,174 +157,6 @@ static int load_head(struct archive *a, char *err, size_t errlen)
 }
 
 
-/* ---- the witness (see archive_witness.h) --------------------------- */
-
-/* One reply line within 10 s; 0 or -1 with a->witness_err set. */
-static int witness_reply(struct archive *a, unsigned long *seq, char hash[ARCHIVE_HASH_HEX])
-{
-    char line[WITNESS_LINE_MAX];
-    size_t len = 0;
-    while (len < sizeof line - 1) {
-        struct pollfd p = {.fd = a->witness_fd, .events = POLLIN};
-        if (poll(&p, 1, 10000) <= 0) {
-            snprintf(a->witness_err, sizeof a->witness_err, "no answer within 10 s");
-            return -1;
-        }
-        ssize_t r = read(a->witness_fd, line + len, 1);
-        if (r <= 0) {
-            snprintf(a->witness_err, sizeof a->witness_err, "connection closed");
-            return -1;
-        }
-        if (line[len++] == '\n')
-            break;
-    }
-    line[len] = '\0';
-    line[strcspn(line, "\r\n")] = '\0';
-    char h[80];
-    if (sscanf(line, "OK %lu %79s", seq, h) != 2 || !witness_is_hash(h)) {
-        snprintf(a->witness_err, sizeof a->witness_err, "it answered: %.200s", line);
-        return -1;
-    }
-    memcpy(hash, h, ARCHIVE_HASH_HEX);
-    return 0;
-}
-
-static void witness_close(struct archive *a)
-{
-    if (a->witness_fd >= 0)
-        close(a->witness_fd);
-    a->witness_fd = -1;
-}
-
-/* Find chain line seq: the offset after it and its link. 0, or -1. */
-static int chain_find(struct archive *a, unsigned long seq, off_t *after, char hash[ARCHIVE_HASH_HEX])
-{
-    *after = 0;
-    if (seq == 0) {
-        memset(hash, '0', 64);
-        hash[64] = '\0';
-        return 0;
-    }
-    FILE *f = fdopen(dup(a->chain_rd), "r");
-    if (!f)
-        return -1;
-    rewind(f);
-    char line[4096];
-    int found = -1;
-    while (found < 0 && fgets(line, sizeof line, f)) {
-        unsigned long s;
-        char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
-        if (sscanf(line, "%lu %2047s %64s %64s", &s, rel, fh, ch) == 4 && s == seq) {
-            memcpy(hash, ch, ARCHIVE_HASH_HEX);
-            *after = ftello(f);
-            found = 0;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
-/* Connect and say HELLO; the witness's last signed link must be ours. */
-static int witness_connect(struct archive *a)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", a->witness);
-    a->witness_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (a->witness_fd < 0 || connect(a->witness_fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        write(a->witness_fd, "HELLO\n", 6) != 6) {
-        snprintf(a->witness_err, sizeof a->witness_err, "cannot connect: %s", strerror(errno));
-        witness_close(a);
-        return -1;
-    }
-    unsigned long seq;
-    char hash[ARCHIVE_HASH_HEX], ours[ARCHIVE_HASH_HEX];
-    if (witness_reply(a, &seq, hash) < 0) {
-        witness_close(a);
-        return -1;
-    }
-    bool have = chain_find(a, seq, &a->witnessed_off, ours) == 0;
-    if (!have || strcmp(ours, hash)) {
-        snprintf(a->witness_err, sizeof a->witness_err,
-                 "it signed chain link %lu, which %s/chain %s: the chain was truncated, replaced or rewritten",
-                 seq, a->dir, have ? "differs from" : "does not have");
-        witness_close(a);
-        errno = EPERM;
-        return -2;
-    }
-    a->witnessed = seq;
-    return 0;
-}
-
-/* Send every chain line after the witnessed one up to upto (fsync'd
- * lines only: the witness must never sign a line a power cut could take
- * back), then COMMIT. */
-static int witness_send(struct archive *a, unsigned long upto)
-{
-    char buf[65536], out[WITNESS_LINE_MAX];
-    off_t off = a->witnessed_off, line_end = off;
-    unsigned long last = a->witnessed;
-    for (;;) {
-        ssize_t r = pread(a->chain_rd, buf, sizeof buf - 1, off);
-        if (r <= 0)
-            break;
-        buf[r] = '\0';
-        char *p = buf, *nl;
-        while ((nl = strchr(p, '\n'))) {
-            *nl = '\0';
-            unsigned long s;
-            char rel[2048], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
-            bool parsed = sscanf(p, "%lu %2047s %64s %64s", &s, rel, fh, ch) == 4;
-            if (parsed && s > upto)
-                goto commit;
-            if (parsed && s > last) {
-                int n = snprintf(out, sizeof out, "LINK %lu %s %s %s\n", s, rel, fh, ch);
-                if (n <= 0 || (size_t)n >= sizeof out || write(a->witness_fd, out, (size_t)n) != n) {
-                    snprintf(a->witness_err, sizeof a->witness_err, "cannot send: %s", strerror(errno));
-                    return -1;
-                }
-                last = s;
-            }
-            line_end = off + (nl + 1 - buf);
-            p = nl + 1;
-        }
-        if (p == buf)
-            break;                 /* a line longer than the buffer: not ours */
-        off += p - buf;
-    }
-commit:;
-    unsigned long seq;
-    char hash[ARCHIVE_HASH_HEX];
-    if (write(a->witness_fd, "COMMIT\n", 7) != 7 || witness_reply(a, &seq, hash) < 0)
-        return -1;
-    if (seq != last) {
-        snprintf(a->witness_err, sizeof a->witness_err, "it signed link %lu, not %lu", seq, last);
-        return -1;
-    }
-    a->witnessed = seq;
-    a->witnessed_off = line_end;
-    return 0;
-}
-
-/* Have the witness sign every link up to seq (and what came before it):
- * one exchange covers every thread waiting. 0, or -1 with witness_err. */
-static int witness_sync(struct archive *a, unsigned long seq, char *err, size_t errlen)
-{
-    pthread_mutex_lock(&a->sync_lock);
-    unsigned long upto = a->synced;
-    pthread_mutex_unlock(&a->sync_lock);
-    pthread_mutex_lock(&a->witness_lock);
-    int rc = 0;
-    if (a->witnessed < seq) {
-        rc = a->witness_fd >= 0 ? 0 : witness_connect(a);
-        if (rc == 0 && a->witnessed < seq && (rc = witness_send(a, upto)) < 0)
-            witness_close(a);
-    }
-    if (rc < 0)
-        snprintf(err, errlen, "%s", a->witness_err);
-    pthread_mutex_unlock(&a->witness_lock);
-    return rc;
-}
-
 /* posternd -t: the daemon's user must be able to do what the daemon will,
  * but nothing is created now. */
 static int check_only(const struct archive *a, char *err, size_t errlen)
@@ -380,7 +174,6 @@ static int check_only(const struct archive *a, char *err, size_t errlen)
     return 0;
 }
 
-static void *expirer_main(void *arg);
 
 /* Open a's directory and chain (and its witness): 0, or -1 with err. */
 static int archive_open(const struct postern_host *h, struct archive *a, char *err, size_t errlen)
@@ -703,7 +496,7 @@ static int copy_message(int out, postern_txn *t)
 /* Is DIR/chain still the file we append to? A directory or chain file
  * replaced (or deleted) under the running daemon would otherwise take our
  * appends silently, into a file nobody will read. errno EXDEV if not. */
-static int chain_still_ours(const struct archive *a)
+int chain_still_ours(const struct archive *a)
 {
     char path[1100];
     struct stat open_st, path_st;
@@ -718,7 +511,7 @@ static int chain_still_ours(const struct archive *a)
 
 /* Under a->lock and the chain's flock: read the lines another writer
  * (`postern`, the console) appended since ours, so ours follow them. */
-static void chain_catch_up(struct archive *a)
+void chain_catch_up(struct archive *a)
 {
     struct stat st;
     if (fstat(a->chain_fd, &st) < 0 || st.st_size <= a->chain_size)
@@ -741,7 +534,7 @@ static void chain_catch_up(struct archive *a)
     fclose(f);
 }
 
-static unsigned long chain_append(struct archive *a, const char *relpath, const char *file_hash)
+unsigned long chain_append(struct archive *a, const char *relpath, const char *file_hash)
 {
     char link[ARCHIVE_HASH_HEX], line[2300], p[1100], tmp[1100];
     if (chain_still_ours(a) < 0 || flock(a->chain_fd, LOCK_EX) < 0)
@@ -774,7 +567,7 @@ static unsigned long chain_append(struct archive *a, const char *relpath, const 
 
 /* Make chain line seq durable: one fsync covers every line written before
  * it started, so a thread whose line is already covered does nothing. */
-static int chain_sync(struct archive *a, unsigned long seq)
+int chain_sync(struct archive *a, unsigned long seq)
 {
     int rc = 0;
     pthread_mutex_lock(&a->sync_lock);
@@ -879,7 +672,7 @@ static void index_write(const struct archive *a, postern_txn *t, const char *rel
 
 /* When the copy at path was archived (its X-Postern-Archived-At, else its
  * mtime); 0 if it cannot be read. */
-static time_t archived_at(const char *path)
+time_t archived_at(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
@@ -946,207 +739,6 @@ static void index_catch_up(const struct archive *a, postern_txn *t, const char *
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
     index_append(a, t, seq, date, relpath, r);
     host->log(t, POSTERN_LOG_INFO, "archive: index line for %s (seq %lu) added after a restart", relpath, seq);
-}
-
-/* ---- retention: expiry in chain order -------------------------------- */
-
-/* Record rel (its file hash fh) as expired, then remove the file: the
- * record is durable before the file goes. 0, or -1. */
-static int expire_one(struct archive *a, const char *rel, const char *fh, time_t now)
-{
-    char record[400], path[1400], day[1400];
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    char when[32];
-    strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(record, sizeof record, "%s%s/%s", ARCHIVE_EXPIRED_PREFIX, when, rel);
-    pthread_mutex_lock(&a->lock);
-    unsigned long seq = chain_append(a, record, fh);
-    pthread_mutex_unlock(&a->lock);
-    if (!seq || chain_sync(a, seq) < 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/%s", a->dir, rel);
-    if (unlink(path) < 0 && errno != ENOENT)
-        return -1;
-    snprintf(day, sizeof day, "%s", path);
-    char *slash = strrchr(day, '/');
-    if (slash)
-        *slash = '\0';
-    fsync_dir(day);
-    rmdir(day);                 /* the day's last copy: its directory goes too */
-    host->log(NULL, POSTERN_LOG_INFO, "archive: expired %s (chain seq %lu)", rel, seq);
-    return 0;
-}
-
-/* The standing holds, from DIR/audit; -1 (logged) when it lacks hold or
- * release records the chain has: then nothing may expire. */
-static int holds_load(struct archive *a, struct archive_holds *h)
-{
-    char path[1100];
-    snprintf(path, sizeof path, "%s/audit", a->dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (fd >= 0 && !f)
-        close(fd);
-    archive_holds_load(h, f);
-    pthread_mutex_lock(&a->lock);
-    unsigned long chained = a->hold_records;
-    pthread_mutex_unlock(&a->lock);
-    if (h->records >= chained)
-        return 0;
-    host->log(NULL, POSTERN_LOG_ERROR, "archive: %s has %lu hold/release record(s), the chain %lu: nothing expires "
-              "until `postern archive verify` is clean", path, h->records, chained);
-    free(h->v);
-    return -1;
-}
-
-/* Could a rule or a standing hold keep a copy past the default period?
- * Without either, expiry needs nothing from the index. */
-static bool anything_keeps(struct archive *a, const struct archive_holds *holds)
-{
-    pthread_mutex_lock(&a->rules_lock);
-    bool rules = a->rules.n > 0;
-    pthread_mutex_unlock(&a->rules_lock);
-    for (size_t i = 0; !rules && i < holds->n; i++)
-        rules = !holds->v[i].released;
-    return rules;
-}
-
-/* Why a copy old enough to go is kept: NULL (it may go), or the reason. */
-static const char *kept_because(struct archive *a, const struct archive_holds *holds, struct index_reader *ixr,
-                                unsigned long seq, time_t when, time_t now, long dflt, char *why, size_t whylen)
-{
-    if (!ixr)
-        return NULL;            /* no rule, no hold: the default period, which it is past */
-    char *const *ix = index_reader_find(ixr, seq);
-    if (!ix)
-        return "its index line is missing (run `postern archive reindex`)";
-    pthread_mutex_lock(&a->rules_lock);
-    long period = retention_period(&a->rules, dflt, ix);
-    pthread_mutex_unlock(&a->rules_lock);
-    if (period == 0 || when + period > now)
-        return "its retention rule keeps it longer";
-    const struct archive_hold *h = archive_held_by(holds, seq, ix);
-    if (!h)
-        return NULL;
-    snprintf(why, whylen, "legal hold %s", h->name);
-    return why;
-}
-
-/* One pass: every copy older than its retention period, oldest first, up
- * to the first younger than the shortest period (the chain is in arrival
- * order). Copies a longer rule or a legal hold keeps are passed over, and
- * the next pass starts at the first of them. */
-static void expire_run(struct archive *a)
-{
-    long dflt = a->retention;
-    pthread_mutex_lock(&a->rules_lock);
-    long shortest = retention_shortest(&a->rules, dflt);
-    pthread_mutex_unlock(&a->rules_lock);
-    struct archive_holds holds;
-    if (shortest <= 0 || holds_load(a, &holds) < 0)
-        return;
-    char path[1400], line[4096], key[300], why[200];
-    snprintf(path, sizeof path, "%s/chain", a->dir);
-    FILE *f = fopen(path, "r");
-    bool need_index = anything_keeps(a, &holds);
-    struct index_reader *ixr = need_index ? calloc(1, sizeof *ixr) : NULL;
-    if (!f || (need_index && !ixr) || fseeko(f, a->expire_off, SEEK_SET) < 0) {
-        if (f)
-            fclose(f);
-        free(ixr);
-        free(holds.v);
-        return;
-    }
-    snprintf(path, sizeof path, "%s/index", a->dir);
-    int ixfd = ixr ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
-    if (ixr)
-        ixr->f = ixfd >= 0 ? fdopen(ixfd, "r") : NULL;
-    time_t now = time(NULL);
-    off_t at = ftello(f), first_kept = -1;
-    unsigned long kept = 0;
-    for (; fgets(line, sizeof line, f); at = ftello(f)) {
-        unsigned long seq;
-        char rel[256], fh[ARCHIVE_HASH_HEX], ch[ARCHIVE_HASH_HEX];
-        if (sscanf(line, "%lu %255s %64s %64s", &seq, rel, fh, ch) != 4 || archive_is_record(rel))
-            continue;
-        snprintf(key, sizeof key, "expired:%s", rel);
-        pthread_mutex_lock(&a->lock);
-        int gone = chained_has(a, key);
-        pthread_mutex_unlock(&a->lock);
-        snprintf(path, sizeof path, "%s/%s", a->dir, rel);
-        if (gone) {             /* recorded before a crash took the file's removal */
-            unlink(path);
-            continue;
-        }
-        time_t when = archived_at(path);
-        if (when && when + shortest > now)
-            break;              /* this and every later copy are younger than any period */
-        const char *keep = when ? kept_because(a, &holds, ixr, seq, when, now, dflt, why, sizeof why) : NULL;
-        if (keep) {
-            if (first_kept < 0)
-                first_kept = at;
-            if (kept++ < 5)
-                host->log(NULL, POSTERN_LOG_INFO, "archive: keeping %s past retention: %s", rel, keep);
-            continue;
-        }
-        if (when && expire_one(a, rel, fh, now) < 0) {
-            host->log(NULL, POSTERN_LOG_ERROR, "archive: cannot expire %s: %s", rel, strerror(errno));
-            break;
-        }
-    }
-    a->expire_off = first_kept >= 0 ? first_kept : at;     /* the next pass starts here */
-    if (kept > 5)
-        host->log(NULL, POSTERN_LOG_INFO, "archive: kept %lu copies past retention in all", kept);
-    if (ixr && ixr->f)
-        fclose(ixr->f);
-    else if (ixfd >= 0)
-        close(ixfd);
-    free(ixr);
-    free(holds.v);
-    fclose(f);
-}
-
-/* Links other writers appended (audit records) are read, and signed by
- * the witness, within a tick even when no mail comes. */
-static void chain_tick(struct archive *a)
-{
-    pthread_mutex_lock(&a->lock);
-    unsigned long before = a->seq;
-    if (chain_still_ours(a) == 0 && flock(a->chain_fd, LOCK_EX) == 0) {
-        chain_catch_up(a);
-        flock(a->chain_fd, LOCK_UN);
-    }
-    unsigned long seq = a->seq;
-    pthread_mutex_unlock(&a->lock);
-    char why[1400] = "";
-    if (seq > before && a->witness[0] && (chain_sync(a, seq) < 0 || witness_sync(a, seq, why, sizeof why) < 0))
-        host->log(NULL, POSTERN_LOG_WARN, "archive: witness %s: links up to %lu not signed yet: %s", a->witness, seq,
-                  why);
-}
-
-#define CHAIN_TICK 5            /* seconds */
-
-static void *expirer_main(void *arg)
-{
-    struct archive *a = arg;
-    pthread_mutex_lock(&a->stop_lock);
-    while (!a->stopping) {
-        pthread_mutex_unlock(&a->stop_lock);
-        chain_tick(a);
-        if (time(NULL) >= a->next_expire) {
-            expire_run(a);
-            a->next_expire = time(NULL) + a->expire_every;
-        }
-        pthread_mutex_lock(&a->stop_lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += a->expire_every < CHAIN_TICK ? a->expire_every : CHAIN_TICK;
-        while (!a->stopping && pthread_cond_timedwait(&a->stop_cond, &a->stop_lock, &until) == 0)
-            ;
-    }
-    pthread_mutex_unlock(&a->stop_lock);
-    return NULL;
 }
 
 /* The message goes on only once the witness has signed its link. */
