@@ -224,7 +224,7 @@ static void *ask_node(void *arg)
     char headers[TOKEN_MAX + 64];
     SSL_CTX *ctx = https_client_ctx(node->ca_file, a->why, sizeof a->why);
     snprintf(headers, sizeof headers, "Authorization: Bearer %s\r\nAccept: application/json\r\n", node->token);
-    struct https_target t = {node->host, node->port, ctx, FLEET_TIMEOUT_S};
+    struct https_target t = {.host = node->host, .port = node->port, .ctx = ctx, .timeout = FLEET_TIMEOUT_S};
     a->code = ctx ? https_request(&t, "GET", a->path, headers, NULL, 0, &a->body, a->why, sizeof a->why) : -1;
     SSL_CTX_free(ctx);
     return NULL;

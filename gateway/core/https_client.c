@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 int https_url_parse(const char *url, bool *tls, char *host, size_t hostlen, int *port, char *path, size_t pathlen,
@@ -66,17 +67,21 @@ static int dial(const struct https_target *t, char *why, size_t whylen)
 {
     char port[8];
     snprintf(port, sizeof port, "%d", t->port);
-    int fd = net_connect_tcp(t->host, port, (int)t->timeout);
+    const char *to = t->connect_to ? t->connect_to : t->host;
+    int fd = net_connect_tcp(to, port, (int)t->timeout);
     if (fd < 0)
-        snprintf(why, whylen, "connect to %s:%d: %s", t->host, t->port,
+        snprintf(why, whylen, "connect to %s:%d: %s", to, t->port,
                  errno == EHOSTUNREACH ? "no such host, or no route to it" : strerror(errno));
     return fd;
 }
 
-/* TLS on fd, the server's certificate checked for t->host. */
+/* TLS on fd, the server's certificate checked for t->host (whatever the
+ * context's own verify mode: posternd's outbound one verifies per hop). */
 static SSL *tls_on(const struct https_target *t, int fd, char *why, size_t whylen)
 {
     SSL *ssl = SSL_new(t->ctx);
+    if (ssl)
+        SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
     unsigned char ip[16];
     bool literal = inet_pton(AF_INET, t->host, ip) == 1 || inet_pton(AF_INET6, t->host, ip) == 1;
     if (!ssl || SSL_set_fd(ssl, fd) != 1 || (!literal && SSL_set_tlsext_host_name(ssl, t->host) != 1) ||
@@ -118,6 +123,37 @@ static int take_all(SSL *ssl, int fd, struct buf *in)
     }
 }
 
+/* Transfer-Encoding: chunked (RFC 9112 7.1): each chunk's hex size (and
+ * any extensions) on a line, its bytes, CRLF, until the size 0. 0, or -1
+ * when the chunks do not fit what came. */
+static int dechunk(const char *p, size_t len, struct buf *out)
+{
+    const char *end = p + len;
+    for (;;) {
+        const char *nl = memmem(p, (size_t)(end - p), "\r\n", 2);
+        char *after;
+        unsigned long n = nl ? strtoul(p, &after, 16) : 0;
+        if (!nl || after == p || (*after != ';' && after != nl) || n > (size_t)(end - nl - 2))
+            return -1;
+        if (n == 0)
+            return 0;                       /* trailers, if any, are not wanted */
+        const char *data = nl + 2;
+        if ((size_t)(end - data) < n + 2 || memcmp(data + n, "\r\n", 2) || buf_append(out, data, n) < 0)
+            return -1;
+        p = data + n + 2;
+    }
+}
+
+/* Header name's value in the header block [text, end), or NULL. */
+static const char *header_value(const char *text, const char *end, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *h = strstr(text, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n"))
+        if (!strncasecmp(h + 2, name, n) && h[2 + n] == ':')
+            return h + 3 + n + strspn(h + 3 + n, " \t");
+    return NULL;
+}
+
 /* The status code and body of a whole response in raw; -1 if malformed. */
 static int parse_response(struct buf *raw, struct buf *resp)
 {
@@ -128,9 +164,12 @@ static int parse_response(struct buf *raw, struct buf *resp)
         return -1;
     const char *body = end + 4;
     size_t len = raw->len - 1 - (size_t)(body - text);
-    const char *cl = strcasestr(text, "\r\nContent-Length:");
-    if (cl && cl < end) {
-        unsigned long n = strtoul(cl + 17, NULL, 10);
+    const char *te = header_value(text, end, "Transfer-Encoding");
+    if (te && !strncasecmp(te, "chunked", 7))
+        return dechunk(body, len, resp) == 0 ? code : -1;
+    const char *cl = header_value(text, end, "Content-Length");
+    if (cl) {
+        unsigned long n = strtoul(cl, NULL, 10);
         if (n < len)
             len = n;
     }
@@ -147,8 +186,11 @@ int https_request(const struct https_target *t, const char *method, const char *
     int fd = -1, code = -1;
     SSL *ssl = NULL;
     bool v6 = strchr(t->host, ':') != NULL;
-    buf_printf(&head, "%s %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUser-Agent: posternd\r\n%sContent-Length: %zu\r\n"
-               "Connection: close\r\n\r\n", method, path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, headers,
+    char port[12] = "";        /* the scheme's own port is left out of Host, as browsers do */
+    if (t->port != (t->ctx ? 443 : 80))
+        snprintf(port, sizeof port, ":%d", t->port);
+    buf_printf(&head, "%s %s HTTP/1.1\r\nHost: %s%s%s%s\r\nUser-Agent: posternd\r\n%sContent-Length: %zu\r\n"
+               "Connection: close\r\n\r\n", method, path, v6 ? "[" : "", t->host, v6 ? "]" : "", port, headers,
                body_len);
     if ((fd = dial(t, why, whylen)) < 0 || (t->ctx && !(ssl = tls_on(t, fd, why, whylen))))
         goto out;

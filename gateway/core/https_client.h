@@ -1,9 +1,10 @@
 /* https_client.h - one blocking HTTP/1.1 request over TLS (or plain HTTP
  * to loopback), for threads and programs that may wait: the event
- * stream's webhook sink, and fleet queries from `postern track` and the
- * console. A connection per request (Connection: close), the whole
- * exchange within a timeout, the server's certificate checked against a
- * CA file or the system's, and its host name or IP address. */
+ * stream's webhook sink, fleet queries from `postern track` and the
+ * console, and MTA-STS policy fetches on a worker. A connection per
+ * request (Connection: close), the whole exchange within a timeout, the
+ * server's certificate always checked (against the context's CAs) for its
+ * host name or IP address; a chunked response is decoded. */
 #ifndef POSTERN_HTTPS_CLIENT_H
 #define POSTERN_HTTPS_CLIENT_H
 #include "buf.h"
@@ -15,6 +16,7 @@
 
 struct https_target {
     const char *host;           /* a name, or an IPv4/IPv6 literal */
+    const char *connect_to;     /* an address already resolved for host (its own DNS), or NULL */
     int port;
     SSL_CTX *ctx;               /* NULL: plain HTTP */
     long timeout;               /* seconds, for connecting and for each read or write */

@@ -73,7 +73,7 @@ static int webhook_send(void *state, const struct event_sink *s, const struct si
         signature(s, &body, sig);
     snprintf(headers, sizeof headers, "Content-Type: application/json\r\nX-Postern-Events: %zu\r\n%s%s%s", b->n,
              sig[0] ? "X-Postern-Signature: sha256=" : "", sig, sig[0] ? "\r\n" : "");
-    struct https_target t = {s->host, s->port, w->ctx, s->timeout};
+    struct https_target t = {.host = s->host, .port = s->port, .ctx = w->ctx, .timeout = s->timeout};
     int code = https_request(&t, "POST", s->path, headers, buf_head(&body), body.len, &resp, why, whylen);
     if (code >= 0 && (code < 200 || code > 299))
         snprintf(why, whylen, "%s:%d answered %d", s->host, s->port, code);

@@ -821,18 +821,31 @@ def ip_cert(ip):
     return d
 
 
-def https_policy_server(host, certs, name, policy):
-    """Serve policy at https://name/.well-known/mta-sts.txt on host:443."""
+def https_policy_server(host, certs, name, policy, chunked=False):
+    """Serve policy at https://name/.well-known/mta-sts.txt on host:443;
+    chunked: as HTTP/1.1 chunks of 7 bytes (one with an extension)."""
     import http.server
     import ssl
     import threading
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if chunked else "HTTP/1.0"
+
         def do_GET(self):
             ok = self.path == "/.well-known/mta-sts.txt" and self.headers.get("Host") == name
             body = policy.encode() if ok else b"not here"
             self.send_response(200 if ok else 404)
             self.send_header("Content-Type", "text/plain")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for i in range(0, len(body), 7):
+                    part = body[i:i + 7]
+                    self.wfile.write(b"%x%s\r\n%s\r\n" % (len(part), b";ext=1" if i == 7 else b"", part))
+                self.wfile.write(b"0\r\n\r\n")
+                self.close_connection = True
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

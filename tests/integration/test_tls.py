@@ -438,8 +438,8 @@ def test_mta_sts_enforce():
             '_mta-sts.plain.test. TXT "v=STSv1; id=1"', "mta-sts.plain.test. A %s" % addr(82),
             "plain.test. MX 10 mx.plain.test.", "mx.plain.test. A %s" % addr(6)]
     dns = DnsServer(zone)
-    https_policy_server(addr(80), certs, "mta-sts.sts.test",
-                        "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n")
+    https_policy_server(addr(80), certs, "mta-sts.sts.test",           # chunked: the others send a length
+                        "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n", chunked=True)
     https_policy_server(addr(81), certs, "mta-sts.wrongmx.test",
                         "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n")
     https_policy_server(addr(82), certs, "mta-sts.plain.test",
@@ -456,7 +456,7 @@ def test_mta_sts_enforce():
     m = sink.wait_count(1)[0]
     assert b"(using TLSv1." in m                                           # delivered over TLS
     assert re.search(r"TLS to %s:2526 mx\.sts\.test: .*certificate verified" % re.escape(addr(5)), g.log())
-    assert "MTA-STS: sts.test policy 20261122, mode enforce" in g.log()
+    assert "MTA-STS: sts.test policy 20261122, mode enforce" in g.log(), [l for l in g.log().splitlines() if "STS" in l]
     # the policy names other MX hosts: deferred, not delivered
     q2 = queue_id(send_message(g.host, 2525, "a@src.test", ["y@wrongmx.test"], "Subject: w\r\n\r\nx\r\n"))
     wait_for(lambda: "MTA-STS: no MX host matches" in g.log(), 10, "policy mismatch deferral")
