@@ -8,33 +8,8 @@
 #include "console_int.h"
 #include "console_web.h"
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
-
-/* One line of `queue suspended`: "KIND NAME until WHEN: REASON", or
- * "KIND NAME throttled to N/min until WHEN: REASON" (*limit is then
- * "N/min", else "suspended"). */
-static bool parse_line(char *line, char **kind, char **name, char **limit, char **until, char **reason)
-{
-    char *sp1 = strchr(line, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    char *colon = sp2 ? strstr(sp2, ": ") : NULL;
-    if (!colon)
-        return false;
-    char *name_end = sp2;
-    *limit = "suspended";
-    if (!strncmp(sp2, " throttled to ", 14)) {
-        *limit = sp2 + 14;
-        if (!(sp2 = strchr(*limit, ' ')))
-            return false;
-    }
-    if (strncmp(sp2, " until ", 7))
-        return false;
-    *sp1 = *name_end = *sp2 = *colon = '\0';
-    *kind = line;
-    *name = sp1 + 1;
-    *until = sp2 + 7;
-    *reason = colon + 2;
-    return true;
-}
 
 static void resume_button(struct buf *b, const struct console_session *s, const char *kind, const char *name)
 {
@@ -69,40 +44,52 @@ static void suspend_forms(struct buf *b, const struct console_session *s)
                 "<button type=\"submit\">Throttle</button></form>\n");
 }
 
+/* The limit column: "suspended", or the throttled rate. */
+static const char *limit_text(json_int_t rate, char *out, size_t size)
+{
+    if (!rate)
+        return "suspended";
+    snprintf(out, size, "%lld/min", (long long)rate);
+    return out;
+}
+
 enum MHD_Result console_suspend_page(struct MHD_Connection *c, const struct console_session *s, bool api)
 {
     struct buf out;
     buf_init(&out);
-    int rc = console_control("suspended", &out);
-    buf_append(&out, "", 1);
-    if (rc != 0) {
-        buf_free(&out);
+    int rc = console_control("suspended --json", &out);
+    json_t *list = rc == 0 ? json_loadb(buf_head(&out), out.len, 0, NULL) : NULL;
+    buf_free(&out);
+    if (!json_is_array(list)) {
+        json_decref(list);
         return api ? json_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "posternd does not answer")
                    : text_status(c, MHD_HTTP_SERVICE_UNAVAILABLE, "posternd does not answer\n");
     }
-    json_t *list = api ? json_array() : NULL;
     struct buf b;
     buf_init(&b);
+    json_t *rows = api ? json_array() : NULL;
     if (!api) {
         page_start(&b, "Suspended", s);
         buf_puts(&b, "<h1>Suspended and throttled deliveries</h1><table id=\"suspended\"><tr><th>kind</th>"
                      "<th>name</th><th>limit</th><th>until</th><th>why</th><th></th></tr>\n");
     }
-    char *save = NULL;
-    for (char *line = strtok_r(buf_head(&out), "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char *kind, *name, *limit, *until, *reason;
-        if (!parse_line(line, &kind, &name, &limit, &until, &reason))
-            continue;
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e) {
+        const char *kind = jstr(e, "kind"), *name = jstr(e, "name"), *reason = jstr(e, "reason");
+        const char *until = json_is_string(json_object_get(e, "until")) ? jstr(e, "until") : "resumed";
+        char rate[32];
+        const char *limit = limit_text(json_integer_value(json_object_get(e, "rate")), rate, sizeof rate);
         if (api) {
-            json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:s}", "kind", kind, "name", name, "limit", limit,
+            json_array_append_new(rows, json_pack("{s:s,s:s,s:s,s:s,s:s}", "kind", kind, "name", name, "limit", limit,
                                                   "until", until, "reason", reason));
             continue;
         }
         const char *cells[] = {kind, name, limit, until, reason};
         buf_puts(&b, "<tr>");
-        for (size_t i = 0; i < 5; i++) {
+        for (size_t k = 0; k < 5; k++) {
             buf_puts(&b, "<td>");
-            html(&b, cells[i]);
+            html(&b, cells[k]);
             buf_puts(&b, "</td>");
         }
         buf_puts(&b, "<td>");
@@ -110,9 +97,9 @@ enum MHD_Result console_suspend_page(struct MHD_Connection *c, const struct cons
             resume_button(&b, s, kind, name);
         buf_puts(&b, "</td></tr>\n");
     }
-    buf_free(&out);
+    json_decref(list);
     if (api)
-        return json_response(c, MHD_HTTP_OK, list);
+        return json_response(c, MHD_HTTP_OK, rows);
     buf_puts(&b, "</table>\n");
     if (s->role == ROLE_ADMIN)
         suspend_forms(&b, s);

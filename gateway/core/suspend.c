@@ -2,6 +2,7 @@
  * recipient at dispatch, and suspensions are few. The file is written
  * outside the lock (under a lock of its own), from a copy. */
 #include "suspend.h"
+#include "json_out.h"
 #include "log.h"
 #include "utc_time.h"
 #include <errno.h>
@@ -251,9 +252,11 @@ int throttle_rate(enum suspend_kind k, const char *name, int64_t now)
     return live(k, name, true, now, &rate) ? rate : 0;
 }
 
-void suspend_list(struct buf *out, int64_t now)
+void suspend_list(struct buf *out, int64_t now, bool json)
 {
     pthread_mutex_lock(&lock);
+    buf_puts(out, json ? "[" : "");
+    size_t listed = 0;
     for (size_t i = 0; i < n; i++) {
         const struct suspension *s = &all[i];
         if (s->until <= now)
@@ -261,12 +264,25 @@ void suspend_list(struct buf *out, int64_t now)
         char when[40] = "resumed";
         if (s->until != SUSPEND_FOREVER)
             utc_time_format((time_t)s->until, when, sizeof when);
-        if (s->rate)
+        if (json) {
+            buf_printf(out, "%s{\"kind\":\"%s\",\"name\":", listed++ ? "," : "", kind_names[s->kind]);
+            json_out_string(out, s->name);
+            buf_printf(out, ",\"rate\":%d,\"until\":", s->rate);
+            if (s->until == SUSPEND_FOREVER)
+                buf_puts(out, "null");
+            else
+                buf_printf(out, "\"%s\"", when);
+            buf_puts(out, ",\"reason\":");
+            json_out_string(out, s->reason);
+            buf_puts(out, "}");
+        } else if (s->rate) {
             buf_printf(out, "%s %s throttled to %d/min until %s: %s\n", kind_names[s->kind], s->name, s->rate, when,
                        s->reason);
-        else
+        } else {
             buf_printf(out, "%s %s until %s: %s\n", kind_names[s->kind], s->name, when, s->reason);
+        }
     }
+    buf_puts(out, json ? "]\n" : "");
     pthread_mutex_unlock(&lock);
 }
 

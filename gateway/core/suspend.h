@@ -43,8 +43,10 @@ int64_t suspend_until(enum suspend_kind k, const char *name, int64_t now);
 /* name's throttled rate (messages a minute), or 0 when it has none. */
 int throttle_rate(enum suspend_kind k, const char *name, int64_t now);
 /* One line per suspension or throttle: "KIND NAME until TIME|until
- * resumed: REASON" ("KIND NAME throttled to N/min until ..."). */
-void suspend_list(struct buf *out, int64_t now);
+ * resumed: REASON" ("KIND NAME throttled to N/min until ..."); with json,
+ * an array of {kind, name, rate (0: suspended), until (null: until
+ * resumed), reason}. */
+void suspend_list(struct buf *out, int64_t now, bool json);
 size_t suspend_count(void);
 
 #endif

@@ -1,5 +1,6 @@
 /* event_record.c - see event_record.h. */
 #include "event_record.h"
+#include "json_out.h"
 #include "utc_time.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,50 +22,12 @@ enum event_type event_type_of(const struct track_event *e)
     return EV_DROPPED;     /* "dropped" and anything unforeseen */
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : 0;
-    if (!len || len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
-/* s as a JSON string: control characters and bytes that are not UTF-8
- * escaped (the latter as the Latin-1 character of that byte). */
-static void json_string(struct buf *out, const char *s)
-{
-    buf_append(out, "\"", 1);
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = p[i];
-        size_t u = c >= 0x80 ? utf8_len(p + i, n - i) : 0;
-        if (u) {
-            buf_append(out, p + i, u);
-            i += u;
-            continue;
-        }
-        if (c == '"' || c == '\\')
-            buf_printf(out, "\\%c", c);
-        else if (c < 0x20 || c >= 0x7f)
-            buf_printf(out, "\\u%04x", c);
-        else
-            buf_append(out, &c, 1);
-        i++;
-    }
-    buf_append(out, "\"", 1);
-}
-
 static void field(struct buf *out, const char *name, const char *value)
 {
     if (!value || !value[0])
         return;
     buf_printf(out, ",\"%s\":", name);
-    json_string(out, value);
+    json_out_string(out, value);
 }
 
 int event_record_format(struct buf *out, const struct track_event *e, int64_t ms, const char *node,
@@ -79,7 +42,7 @@ int event_record_format(struct buf *out, const struct track_event *e, int64_t ms
     utc_time_format((time_t)(ms / 1000), when, sizeof when);
     size_t before = out->len;
     buf_printf(out, "{\"v\":%d,\"id\":", EVENT_RECORD_VERSION);
-    json_string(out, id);
+    json_out_string(out, id);
     field(out, "node", node);
     buf_printf(out, ",\"ms\":%lld,\"time\":\"%.19s.%03dZ\",\"type\":\"%s\"", (long long)ms, when, (int)(ms % 1000),
                event_type_names[type]);

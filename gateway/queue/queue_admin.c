@@ -605,7 +605,7 @@ struct queue_admin_job *queue_admin_run(const struct queue_cmd *c, queue_admin_d
     case QV_SUSPEND: rc = admin_suspend(c, &out); break;
     case QV_THROTTLE: rc = admin_throttle(c, &out); break;
     case QV_RESUME: rc = admin_resume(c, &out); break;
-    case QV_SUSPENDED: suspend_list(&out, (int64_t)time(NULL)); rc = 0; break;
+    case QV_SUSPENDED: suspend_list(&out, (int64_t)time(NULL), c->json); rc = 0; break;
     case QV_HOLD: case QV_RELEASE: case QV_DELETE: case QV_REQUEUE: {
         struct queue_admin_job *j = calloc(1, sizeof *j);
         if (j) {

@@ -42,7 +42,7 @@ static const struct verb_row {
     {"suspend", QV_SUSPEND, T_ARGS, false, QW_DAEMON},
     {"throttle", QV_THROTTLE, T_ARGS, false, QW_DAEMON},
     {"resume", QV_RESUME, T_ARGS, false, QW_DAEMON},
-    {"suspended", QV_SUSPENDED, 0, false, QW_DAEMON},
+    {"suspended", QV_SUSPENDED, T_JSON, false, QW_DAEMON},
 };
 
 /* How many words of its own each verb with T_ARGS takes: at least, at most. */
@@ -60,7 +60,7 @@ const char queue_cmd_usage[] =
     "  queue release ID --keep RCPT...   (to those recipients only, dropping the others)\n"
     "  queue release|delete ID --for RCPT...   (only those recipients' copies: the spam quarantine)\n"
     "  queue flush [ID|DOMAIN]\n"
-    "  queue suspend destination|source|queue|provider NAME [DURATION] | resume KIND NAME | suspended\n"
+    "  queue suspend destination|source|queue|provider NAME [DURATION] | resume KIND NAME | suspended [--json]\n"
     "  queue throttle destination|provider NAME RATE [DURATION]   (RATE messages a minute)\n"
     "  FILTER: --domain D | --sender ADDR|@DOMAIN|<> | --rcpt ADDR|@DOMAIN |\n"
     "          --state queued|deferred|active|hold|spam | --older-than 2h | --queue NAME\n";

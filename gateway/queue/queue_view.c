@@ -1,6 +1,7 @@
 /* queue_view.c - the one presentation of queued messages (see
  * queue_view.h): list lines, JSON, show, and the qshape table. */
 #include "queue_view.h"
+#include "json_out.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,57 +57,41 @@ static void list_line(const struct queue_view *v, int64_t now, struct buf *out)
     buf_puts(out, "\n");
 }
 
-/* A JSON string: quotes, backslashes and control bytes escaped. */
-static void json_str(struct buf *out, const char *s)
-{
-    buf_puts(out, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            buf_printf(out, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            buf_printf(out, "\\u%04x", c);
-        else
-            buf_append(out, s, 1);
-    }
-    buf_puts(out, "\"");
-}
-
 static void json_object(const struct queue_view *v, int64_t now, struct buf *out)
 {
     buf_puts(out, "{\"id\":");
-    json_str(out, v->id);
+    json_out_string(out, v->id);
     buf_printf(out, ",\"size\":%llu,\"arrival\":%lld,\"age\":%lld,\"state\":", (unsigned long long)v->size,
                (long long)v->arrival, (long long)(now - v->arrival));
-    json_str(out, queue_view_state(v));
+    json_out_string(out, queue_view_state(v));
     buf_puts(out, ",\"sender\":");
-    json_str(out, v->sender);
+    json_out_string(out, v->sender);
     buf_puts(out, ",\"hold_reason\":");
-    json_str(out, v->hold_reason);
+    json_out_string(out, v->hold_reason);
     buf_puts(out, ",\"waiting\":");
-    json_str(out, v->waiting);
+    json_out_string(out, v->waiting);
     buf_puts(out, ",\"queue\":");
-    json_str(out, v->queue_name ? v->queue_name : "");
+    json_out_string(out, v->queue_name ? v->queue_name : "");
     buf_puts(out, ",\"decisions\":[");      /* the decision log, one string per line */
     for (const char *d = v->decisions ? v->decisions : "", *nl; *d; d = *nl ? nl + 1 : nl) {
         nl = d + strcspn(d, "\n");
         char line[512];
         snprintf(line, sizeof line, "%.*s", (int)(nl - d), d);
         buf_puts(out, d == v->decisions ? "" : ",");
-        json_str(out, line);
+        json_out_string(out, line);
     }
     buf_puts(out, "]");
     buf_puts(out, ",\"recipients\":[");
     for (size_t i = 0; i < v->nrcpts; i++) {
         const struct rcpt_state *st = v->st[i];
         buf_puts(out, i ? ",{\"address\":" : "{\"address\":");
-        json_str(out, v->rcpts[i]);
+        json_out_string(out, v->rcpts[i]);
         buf_puts(out, ",\"status\":");
-        json_str(out, queue_view_rcpt_status(st->status));
+        json_out_string(out, queue_view_rcpt_status(st->status));
         buf_printf(out, ",\"attempts\":%d,\"next_try\":%lld,\"last_reply\":", st->attempts, (long long)st->next_try);
-        json_str(out, rtext_str(st->last_reply));
+        json_out_string(out, rtext_str(st->last_reply));
         buf_puts(out, ",\"remote\":");
-        json_str(out, rtext_str(st->remote));
+        json_out_string(out, rtext_str(st->remote));
         buf_puts(out, "}");
     }
     buf_puts(out, "]}");

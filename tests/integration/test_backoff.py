@@ -39,6 +39,10 @@ def test_a_421_suspends_the_destination_and_it_recovers():
     listed = postern(g, "suspended")
     assert listed.returncode == 0 and "destination example.test until " in listed.stdout, listed
     assert "backoff: 421 4.7.0 try again later" in listed.stdout
+    # --json: the same, with the remote's reply (its ": ") as a field of its own
+    listed = json.loads(postern(g, "suspended", "--json").stdout)
+    assert [(x["kind"], x["name"], x["rate"]) for x in listed] == [("destination", "example.test", 0)], listed
+    assert "421 4.7.0 try again later" in listed[0]["reason"] and listed[0]["until"].startswith("20"), listed
     # while suspended: a new message and the first one's retry (1-2 s) wait, no connection
     assert "queued as" in send_mail(g, sender="second@src.test")
     server.mail_reply = "250 2.1.0 Ok"           # the provider is fine again
