@@ -33,7 +33,8 @@ PLUGINS      := size_limit header_checks archive route tls_required spf dkim_ver
 PLUGIN_LIBS_header_checks := -lpcre2-8
 PLUGIN_LIBS_archive := -lcrypto -lpthread
 PLUGIN_SRCS_archive := plugins/archive_retention.c plugins/archive_journal.c plugins/archive_witness_client.c \
-                       plugins/archive_expire.c gateway/util/mime.c gateway/util/base64.c
+                       plugins/archive_expire.c gateway/util/mime.c gateway/util/base64.c gateway/util/text_decode.c \
+                       gateway/util/buf.c
 PLUGIN_LIBS_route := -lpcre2-8
 PLUGIN_LIBS_spf := -lspf2 -lresolv
 PLUGIN_LIBS_dkim_verify := -lopendkim

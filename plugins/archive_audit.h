@@ -22,6 +22,7 @@
 #ifndef POSTERN_ARCHIVE_AUDIT_H
 #define POSTERN_ARCHIVE_AUDIT_H
 #include "archive_index.h"
+#include "text_decode.h"
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,9 +140,37 @@ static inline time_t archive_index_time(const char *at)
     return end && !*end ? timegm(&tm) : -1;
 }
 
+/* The Subject field as readers see it: its encoded words (RFC 2047)
+ * decoded to UTF-8 in b, or raw itself when it has none. The index keeps
+ * the header as it came. */
+static inline const char *archive_subject_text(const char *raw, struct buf *b)
+{
+    if (!strstr(raw, "=?"))
+        return raw;
+    buf_reset(b);
+    header_text_decode(raw, b);
+    buf_append(b, "", 1);
+    return buf_head(b);
+}
+
+/* --subject matches the header as it came or as it reads. */
+static inline bool archive_subject_has(const char *raw, const char *want)
+{
+    if (archive_filter_has(raw, want))
+        return true;
+    if (!strstr(raw, "=?"))
+        return false;
+    struct buf b;
+    buf_init(&b);
+    bool has = archive_filter_has(archive_subject_text(raw, &b), want);
+    buf_free(&b);
+    return has;
+}
+
 /* Does the copy an index line describes match f? --from is the envelope
  * sender or the From header, --to the To or Cc header, --rcpt any
- * envelope recipient (Bcc included). */
+ * envelope recipient (Bcc included), --subject the Subject decoded or not
+ * (the same for search, export and legal holds). */
 static inline bool archive_filter_matches(const struct archive_filter *f, char *const ix[ARCHIVE_INDEX_FIELDS])
 {
     if (f->since >= 0 || f->until >= 0) {
@@ -151,7 +180,7 @@ static inline bool archive_filter_matches(const struct archive_filter *f, char *
     }
     return (archive_filter_has(ix[IX_ENV_FROM], f->from) || (f->from[0] && archive_filter_has(ix[IX_FROM], f->from))) &&
            archive_filter_has(ix[IX_TO], f->to) && archive_filter_has(ix[IX_ENV_TO], f->rcpt) &&
-           archive_filter_has(ix[IX_SUBJECT], f->subject);
+           archive_subject_has(ix[IX_SUBJECT], f->subject);
 }
 
 /* The filters as DETAILS words (appended), and back. */

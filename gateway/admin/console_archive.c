@@ -99,13 +99,17 @@ struct rows {
 static void add_row(void *ctx, char *const ix[])
 {
     struct rows *r = ctx;
+    struct buf b;
+    buf_init(&b);
+    const char *subject = archive_subject_text(ix[IX_SUBJECT], &b);
     if (r->json) {
         json_array_append_new(r->json, json_pack("{s:s,s:s,s:s,s:s,s:s}", "queue_id", ix[IX_QID], "archived_at",
                                                  ix[IX_AT], "sender", ix[IX_ENV_FROM], "recipients", ix[IX_ENV_TO],
-                                                 "subject", ix[IX_SUBJECT]));
+                                                 "subject", subject));
+        buf_free(&b);
         return;
     }
-    const char *cells[] = {ix[IX_QID], ix[IX_AT], ix[IX_ENV_FROM], ix[IX_ENV_TO], ix[IX_SUBJECT]};
+    const char *cells[] = {ix[IX_QID], ix[IX_AT], ix[IX_ENV_FROM], ix[IX_ENV_TO], subject};
     buf_puts(r->html, "<tr>");
     for (size_t i = 0; i < 5; i++) {
         buf_puts(r->html, "<td>");
@@ -113,6 +117,7 @@ static void add_row(void *ctx, char *const ix[])
         buf_puts(r->html, "</td>");
     }
     buf_puts(r->html, "</tr>\n");
+    buf_free(&b);
 }
 
 static void filter_inputs(struct buf *b, struct MHD_Connection *c, bool hidden)

@@ -265,8 +265,11 @@ static void count_match(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS])
 static void print_match(void *ctx, char *const ix[ARCHIVE_INDEX_FIELDS])
 {
     (void)ctx;
-    printf("%s  %s  <%s>  to %s  %s  (%s)\n", ix[IX_QID], ix[IX_AT], ix[IX_ENV_FROM], ix[IX_ENV_TO], ix[IX_SUBJECT],
-           ix[IX_REL]);
+    struct buf b;
+    buf_init(&b);
+    printf("%s  %s  <%s>  to %s  %s  (%s)\n", ix[IX_QID], ix[IX_AT], ix[IX_ENV_FROM], ix[IX_ENV_TO],
+           archive_subject_text(ix[IX_SUBJECT], &b), ix[IX_REL]);
+    buf_free(&b);
 }
 
 /* ---- export ---- */

@@ -1,6 +1,7 @@
 """Archive compliance (issue 40): legal holds that outlive retention, the
 audit trail (chained, checked by verify), and retention by rule, against a
 running posternd with the archive plugin."""
+import base64
 from harness import *
 
 PLUGDIR = os.path.join(BUILD, "plugins")
@@ -38,12 +39,18 @@ def test_a_hold_outlives_retention_and_its_release_lets_it_go():
     adir = os.path.join(writable_dir(), "archive")
     g = Gateway(sink=sink, plugin_dir=PLUGDIR, plugins="archive",
                 **{"archive.dir": adir, "archive.retention": "4s", "archive.expire_every": "1s"}).start()
-    held = [queue_id(send_mail(g, headers="Subject: Project Falcon %d\r\n" % i)) for i in range(2)]
+    # one held copy's Subject is RFC 2047 encoded: search, the hold and expiry read it decoded
+    encoded = "=?UTF-8?B?%s?=" % base64.b64encode("Projekt Falcon für März".encode()).decode()
+    held = [queue_id(send_mail(g, headers="Subject: %s\r\n" % subject))
+            for subject in ("Project Falcon 0", encoded)]
     plain = [queue_id(send_mail(g, headers="Subject: lunch %d\r\n" % i)) for i in range(2)]
     counsel = queue_id(send_mail(g, rcpts=("counsel@example.test",), headers="Subject: advice\r\n"))
     wait_for(lambda: copies(adir) >= set(held + plain + [counsel]), 10, "five archived copies")
     index = lambda: open(os.path.join(adir, "index")).read()
     wait_for(lambda: all(q in index() for q in held + plain + [counsel]), 10, "the index lines")
+    r = postern(g.conf, "search", "--subject", "für märz")
+    assert r.returncode == 0 and held[1] in r.stdout and "Projekt Falcon für März" in r.stdout, r.stdout + r.stderr
+    assert held[0] not in r.stdout
     r = postern(g.conf, "hold", "falcon", "--subject", "falcon")
     assert r.returncode == 0 and "2 archived message(s) match now" in r.stdout, r.stdout + r.stderr
     r = postern(g.conf, "hold", "litigation-7", "--rcpt", "counsel@", "--ongoing")
