@@ -140,12 +140,21 @@ static inline time_t archive_index_time(const char *at)
     return end && !*end ? timegm(&tm) : -1;
 }
 
+/* Has a header value encoded words, or bytes that may not be UTF-8? */
+static inline bool archive_subject_encoded(const char *raw)
+{
+    for (const unsigned char *p = (const unsigned char *)raw; *p; p++)
+        if (*p >= 0x80 || (p[0] == '=' && p[1] == '?'))
+            return true;
+    return false;
+}
+
 /* The Subject field as readers see it: its encoded words (RFC 2047)
- * decoded to UTF-8 in b, or raw itself when it has none. The index keeps
- * the header as it came. */
+ * decoded and any other text made valid UTF-8, in b; raw itself when it
+ * is plain ASCII. The index keeps the header as it came. */
 static inline const char *archive_subject_text(const char *raw, struct buf *b)
 {
-    if (!strstr(raw, "=?"))
+    if (!archive_subject_encoded(raw))
         return raw;
     buf_reset(b);
     header_text_decode(raw, b);
@@ -158,7 +167,7 @@ static inline bool archive_subject_has(const char *raw, const char *want)
 {
     if (archive_filter_has(raw, want))
         return true;
-    if (!strstr(raw, "=?"))
+    if (!archive_subject_encoded(raw))
         return false;
     struct buf b;
     buf_init(&b);

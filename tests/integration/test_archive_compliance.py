@@ -154,6 +154,16 @@ def test_console_search_and_export_by_a_reviewer_are_in_the_trail_and_queue_chan
     assert rita.request("POST", "/archive/export", {"subject": "quarterly"})[0] == 403          # no CSRF token
     status, _, j = rita.request("GET", "/api/archive?rcpt=hidden")
     assert status == 200 and json.loads(j)["found"] == 1, j
+    # a Subject in raw 8-bit bytes that are not UTF-8: listed, the byte shown as U+FFFD
+    c = Client(g.host)
+    for line in ("EHLO client.test", "MAIL FROM:<alice@src.test>", "RCPT TO:<x@example.test>", "DATA"):
+        c.cmd(line)
+    c.send(b"Subject: caf\xe9 budget\r\n\r\nhello\r\n")
+    raw = queue_id(c.cmd("."))
+    c.close()
+    wait_for(lambda: raw.encode() in open(os.path.join(adir, "index"), "rb").read(), 10, "the 8-bit copy's index line")
+    listed = json.loads(rita.request("GET", "/api/archive?subject=budget")[2])
+    assert listed["found"] == 1 and [m["subject"] for m in listed["messages"]] == ["caf\ufffd budget"], listed
     # a reviewer may not change the queue; a read-only user may not see the archive
     assert rita.request("POST", "/action", {"id": held, "op": "release", "csrf": csrf})[0] == 403
     viewer = Web(g)
@@ -170,7 +180,7 @@ def test_console_search_and_export_by_a_reviewer_are_in_the_trail_and_queue_chan
     lines = r.stdout.splitlines()
     assert any("  export  " in l and "console %s" % addr(1) not in l and "console 127." in l and "exported=1" in l
                and "subject=quarterly" in l for l in lines), lines
-    assert sum("  search  " in l for l in lines) == 2 and lines[-1] == "3 record(s)", lines
+    assert sum("  search  " in l for l in lines) == 3 and lines[-1] == "4 record(s)", lines
     r = postern(g.conf, "audit", "--action", "queue-release")
     assert "boss" in r.stdout and held in r.stdout and "result=done" in r.stdout, r.stdout
     # and from the CLI
