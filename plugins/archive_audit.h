@@ -162,8 +162,9 @@ static inline const char *archive_subject_text(const char *raw, struct buf *b)
     return buf_head(b);
 }
 
-/* --subject matches the header as it came or as it reads. */
-static inline bool archive_subject_has(const char *raw, const char *want)
+/* A header field (--from, --to, --subject) matches as it came or as it
+ * reads: "=?UTF-8?Q?M=C3=BCller?= <m@example.test>" matches "Müller". */
+static inline bool archive_header_has(const char *raw, const char *want)
 {
     if (archive_filter_has(raw, want))
         return true;
@@ -178,8 +179,8 @@ static inline bool archive_subject_has(const char *raw, const char *want)
 
 /* Does the copy an index line describes match f? --from is the envelope
  * sender or the From header, --to the To or Cc header, --rcpt any
- * envelope recipient (Bcc included), --subject the Subject decoded or not
- * (the same for search, export and legal holds). */
+ * envelope recipient (Bcc included), --subject the Subject; the headers
+ * decoded or not (the same for search, export and legal holds). */
 static inline bool archive_filter_matches(const struct archive_filter *f, char *const ix[ARCHIVE_INDEX_FIELDS])
 {
     if (f->since >= 0 || f->until >= 0) {
@@ -187,9 +188,9 @@ static inline bool archive_filter_matches(const struct archive_filter *f, char *
         if (at < 0 || (f->since >= 0 && at < f->since) || (f->until >= 0 && at > f->until))
             return false;
     }
-    return (archive_filter_has(ix[IX_ENV_FROM], f->from) || (f->from[0] && archive_filter_has(ix[IX_FROM], f->from))) &&
-           archive_filter_has(ix[IX_TO], f->to) && archive_filter_has(ix[IX_ENV_TO], f->rcpt) &&
-           archive_subject_has(ix[IX_SUBJECT], f->subject);
+    return (archive_filter_has(ix[IX_ENV_FROM], f->from) || (f->from[0] && archive_header_has(ix[IX_FROM], f->from))) &&
+           archive_header_has(ix[IX_TO], f->to) && archive_filter_has(ix[IX_ENV_TO], f->rcpt) &&
+           archive_header_has(ix[IX_SUBJECT], f->subject);
 }
 
 /* The filters as DETAILS words (appended), and back. */

@@ -43,7 +43,8 @@ def test_a_hold_outlives_retention_and_its_release_lets_it_go():
     encoded = "=?UTF-8?B?%s?=" % base64.b64encode("Projekt Falcon für März".encode()).decode()
     held = [queue_id(send_mail(g, headers="Subject: %s\r\n" % subject))
             for subject in ("Project Falcon 0", encoded)]
-    plain = [queue_id(send_mail(g, headers="Subject: lunch %d\r\n" % i)) for i in range(2)]
+    to_names = ("To: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <jm@example.test>\r\n", "")   # an encoded display name
+    plain = [queue_id(send_mail(g, headers="Subject: lunch %d\r\n%s" % (i, to_names[i]))) for i in range(2)]
     counsel = queue_id(send_mail(g, rcpts=("counsel@example.test",), headers="Subject: advice\r\n"))
     wait_for(lambda: copies(adir) >= set(held + plain + [counsel]), 10, "five archived copies")
     index = lambda: open(os.path.join(adir, "index")).read()
@@ -51,6 +52,8 @@ def test_a_hold_outlives_retention_and_its_release_lets_it_go():
     r = postern(g.conf, "search", "--subject", "für märz")
     assert r.returncode == 0 and held[1] in r.stdout and "Projekt Falcon für März" in r.stdout, r.stdout + r.stderr
     assert held[0] not in r.stdout
+    r = postern(g.conf, "search", "--to", "Jürgen Müller")
+    assert r.returncode == 0 and plain[0] in r.stdout and "1 message(s) found" in r.stdout, r.stdout + r.stderr
     r = postern(g.conf, "hold", "falcon", "--subject", "falcon")
     assert r.returncode == 0 and "2 archived message(s) match now" in r.stdout, r.stdout + r.stderr
     r = postern(g.conf, "hold", "litigation-7", "--rcpt", "counsel@", "--ongoing")
