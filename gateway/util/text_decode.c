@@ -16,16 +16,17 @@
 
 static const char replacement[] = "\xef\xbf\xbd";
 
-/* The length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
+size_t utf8_valid_len(const unsigned char *p, size_t n)
 {
-    size_t want = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3 : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
-    if (!want || want > n || (want == 2 && p[0] < 0xc2))
+    if (p[0] < 0x80)
+        return 1;
+    size_t len = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 && p[0] < 0xf0 ? 3 : p[0] >= 0xc2 && p[0] < 0xe0 ? 2 : 0;
+    if (!len || len > n)
         return 0;
-    for (size_t i = 1; i < want; i++)
+    for (size_t i = 1; i < len; i++)
         if ((p[i] & 0xc0) != 0x80)
             return 0;
-    return want;
+    return len;
 }
 
 /* in as UTF-8 as it stands: valid sequences kept, others replaced. */
@@ -33,7 +34,7 @@ static void utf8_clean(const char *in, size_t len, struct buf *out)
 {
     const unsigned char *p = (const unsigned char *)in;
     for (size_t i = 0; i < len;) {
-        size_t n = utf8_len(p + i, len - i);
+        size_t n = utf8_valid_len(p + i, len - i);
         if (n) {
             buf_append(out, p + i, n);
             i += n;

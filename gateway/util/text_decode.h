@@ -5,6 +5,9 @@
 #include "buf.h"
 #include <stddef.h>
 
+/* The length of the valid UTF-8 sequence at p (at most n bytes; 1 for
+ * ASCII), or 0 when p does not start one. */
+size_t utf8_valid_len(const unsigned char *p, size_t n);
 /* in (in charset; NULL or "" = UTF-8/ASCII) appended to out as UTF-8;
  * what cannot be converted becomes U+FFFD. */
 void text_to_utf8(const char *charset, const char *in, size_t len, struct buf *out);
