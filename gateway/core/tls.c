@@ -42,6 +42,12 @@ int tls_server_init(const char *cert, const char *key, char *err, size_t errlen)
     SSL_CTX_set_options(server_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     /* an idle session gives its read and write buffers back (an idle TLS session: 32 -> 17 KiB) */
     SSL_CTX_set_mode(server_ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* one read() takes whatever the peer sent, not a record's 5-byte header
+     * and then its body (conn_tls_holds_input sees what is buffered) */
+    SSL_CTX_set_read_ahead(server_ctx, 1);
+    /* TLS 1.3: one ticket per handshake, not OpenSSL's two (as Postfix);
+     * a client that resumes needs one, and each costs a seal and a write */
+    SSL_CTX_set_num_tickets(server_ctx, 1);
     char e[256];
     if (SSL_CTX_use_certificate_chain_file(server_ctx, cert) != 1) {
         tls_last_error(e, sizeof e);
@@ -107,6 +113,7 @@ int tls_client_init(const char *cafile, int session_cache, char *err, size_t err
         return -1;
     }
     SSL_CTX_set_mode(client_ctx, SSL_MODE_RELEASE_BUFFERS);     /* a cached idle connection holds no buffers */
+    SSL_CTX_set_read_ahead(client_ctx, 1);                       /* as the server's */
     /* DANE (RFC 7672): TLSA records go on each connection that has them;
      * a DANE-EE(3) match authenticates the server whatever its name (3.1.1) */
     if (SSL_CTX_dane_enable(client_ctx) <= 0) {
