@@ -1,13 +1,15 @@
 #!/bin/bash
 # bench/events.sh [BUILD]: the shared relay benchmark against posternd as
 # it comes, and with the event stream on: every event to an HTTPS webhook
-# (bench/webhook_receiver.py, signed), to a Redis stream (a private
-# redis-server) and to RabbitMQ (a private rabbitmq-server, publisher
-# confirms), alternating ROUNDS times (default 3) in one run. Prints each
-# round and the medians of the end-to-end rate and posternd's CPU per
-# message, events on against off (issue 39's goal: rate >= 0.95). The
-# receivers share the machine's two cores with posternd. AMQP_FORMAT=each
-# publishes a message per event (default ndjson: a message per batch).
+# (bench/webhook_receiver.py, signed; it keeps connections open unless
+# HOOK_CLOSE=1) and to RabbitMQ (a private rabbitmq-server, publisher
+# confirms), the two sinks issue 39's benchmark names; SINKS="webhook amqp
+# redis" adds a Redis stream (a private redis-server). Alternates ROUNDS
+# times (default 3) in one run. Prints each round and the medians of the
+# end-to-end rate and posternd's CPU per message, events on against off
+# (issue 39's goal: rate >= 0.95). The receivers share the machine's two
+# cores with posternd. AMQP_FORMAT=each publishes a message per event
+# (default ndjson: a message per batch).
 set -euo pipefail
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -28,12 +30,19 @@ HOME=$WORK RABBITMQ_NODENAME=postern-bench@localhost RABBITMQ_NODE_IP_ADDRESS=12
 trap 'kill $HOOK $REDIS 2>/dev/null; kill -9 -- -$RABBIT 2>/dev/null; if [ -n "$PG" ]; then kill "$PG" 2>/dev/null; fi; rm -rf "$WORK"' EXIT
 for _ in $(seq 60); do (echo >/dev/tcp/127.0.0.1/$AMQP_PORT) 2>/dev/null && break; sleep 0.5; done
 amqp-declare-queue -s 127.0.0.1 --port $AMQP_PORT -d -q postern.events >/dev/null
-cat >"$WORK/sinks" <<TABLE
-webhook hook https://127.0.0.1:$HOOK_PORT/events secret=$WORK/secret ca=$WORK/hook.crt
-redis stream maxlen=100000
-amqp broker amqp://guest:guest@127.0.0.1:$AMQP_PORT/ format=${AMQP_FORMAT:-ndjson}
-TABLE
+SINKS=${SINKS:-webhook amqp}
+: >"$WORK/sinks"
+extra=()
+for s in $SINKS; do
+  case $s in
+    webhook) echo "webhook hook https://127.0.0.1:$HOOK_PORT/events secret=$WORK/secret ca=$WORK/hook.crt" ;;
+    amqp) echo "amqp broker amqp://guest:guest@127.0.0.1:$AMQP_PORT/ format=${AMQP_FORMAT:-ndjson}" ;;
+    redis) echo "redis stream maxlen=100000"; extra=("redis_server = 127.0.0.1:$REDIS_PORT") ;;
+    *) echo "unknown sink $s" >&2; exit 2 ;;
+  esac >>"$WORK/sinks"
+done
 chmod 644 "$WORK/sinks"
+echo "sinks: $SINKS"
 sleep 1
 
-on_off_rounds "event_sinks = file:$WORK/sinks" "redis_server = 127.0.0.1:$REDIS_PORT"
+on_off_rounds "event_sinks = file:$WORK/sinks" "${extra[@]}"

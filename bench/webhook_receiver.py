@@ -1,9 +1,13 @@
 """bench/webhook_receiver.py HOST PORT CERT KEY: an HTTPS receiver for the
-event stream's webhook sink that takes every POST (200) and counts the
-events; used by bench/events.sh."""
+event stream's webhook sink that takes every POST (200); used by
+bench/events.sh. It keeps connections open (HTTP/1.1), as a receiver behind
+nginx does, unless HOOK_CLOSE=1 in the environment."""
 import http.server
+import os
 import ssl
 import sys
+
+CLOSE = os.environ.get("HOOK_CLOSE") == "1"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -13,7 +17,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(200)
         self.send_header("Content-Length", "0")
-        self.send_header("Connection", "close")
+        if CLOSE:
+            self.send_header("Connection", "close")
         self.end_headers()
 
     def log_message(self, *args):

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 int https_url_parse(const char *url, bool *tls, char *host, size_t hostlen, int *port, char *path, size_t pathlen,
@@ -77,11 +78,13 @@ static int dial(const struct https_target *t, char *why, size_t whylen)
 
 /* TLS on fd, the server's certificate checked for t->host (whatever the
  * context's own verify mode: posternd's outbound one verifies per hop). */
-static SSL *tls_on(const struct https_target *t, int fd, char *why, size_t whylen)
+static SSL *tls_on(const struct https_target *t, int fd, SSL_SESSION *resume, char *why, size_t whylen)
 {
     SSL *ssl = SSL_new(t->ctx);
     if (ssl)
         SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    if (ssl && resume)
+        SSL_set_session(ssl, resume);       /* the server's last session: no certificate, no signature */
     unsigned char ip[16];
     bool literal = inet_pton(AF_INET, t->host, ip) == 1 || inet_pton(AF_INET6, t->host, ip) == 1;
     if (!ssl || SSL_set_fd(ssl, fd) != 1 || (!literal && SSL_set_tlsext_host_name(ssl, t->host) != 1) ||
@@ -110,14 +113,61 @@ static int put(SSL *ssl, int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Everything the server sends until it closes (or the limit): 0, or -1. */
-static int take_all(SSL *ssl, int fd, struct buf *in)
+static int dechunk(const char *p, size_t len, struct buf *out);
+static const char *header_value(const char *text, const char *end, const char *name);
+
+/* Where one response in raw [0, len) ends: its length, 0 while more must
+ * come, or -1 when it runs until the server closes (no length given).
+ * *close: the server said it closes the connection after this answer. */
+static long response_end(const char *raw, size_t len, bool *close)
+{
+    const char *end = memmem(raw, len, "\r\n\r\n", 4);
+    if (!end)
+        return 0;
+    size_t head = (size_t)(end + 4 - raw);
+    char block[8192];                        /* the header block, NUL-ended for parsing */
+    snprintf(block, sizeof block, "%.*s", (int)(head < sizeof block ? head : sizeof block - 1), raw);
+    const char *bend = block + strlen(block);
+    int code = 0;
+    sscanf(block, "HTTP/1.%*d %3d", &code);
+    const char *conn = header_value(block, bend, "Connection");
+    *close = conn && !strncasecmp(conn, "close", 5);
+    if (code == 204 || code == 304 || (code >= 100 && code < 200))
+        return (long)head;
+    const char *te = header_value(block, bend, "Transfer-Encoding");
+    if (te && !strncasecmp(te, "chunked", 7)) {
+        /* complete when the chunks parse to the last one and the block ends */
+        struct buf scratch;
+        buf_init(&scratch);
+        bool whole = len - head >= 5 && !memcmp(raw + len - 4, "\r\n\r\n", 4) &&
+                     dechunk(raw + head, len - head, &scratch) == 0;
+        buf_free(&scratch);
+        return whole ? (long)len : 0;
+    }
+    const char *cl = header_value(block, bend, "Content-Length");
+    if (!cl)
+        return -1;
+    unsigned long n = strtoul(cl, NULL, 10);
+    return len - head >= n ? (long)(head + n) : 0;
+}
+
+/* One response into in: read until its end (or, with no length given,
+ * until the server closes; or the limit). 0, or -1. *keep: the connection
+ * can carry another request. */
+static int take_response(SSL *ssl, int fd, struct buf *in, bool *keep)
 {
     char chunk[16384];
+    *keep = false;
     for (;;) {
+        bool close = false;
+        long end = in->len ? response_end(buf_head(in), in->len, &close) : 0;
+        if (end > 0) {
+            *keep = !close && (size_t)end == in->len;
+            return 0;
+        }
         int r = ssl ? SSL_read(ssl, chunk, sizeof chunk) : (int)read(fd, chunk, sizeof chunk);
         if (r <= 0)
-            return in->len ? 0 : -1;
+            return end < 0 ? 0 : -1;        /* closed: the end of an answer without a length */
         if (in->len + (size_t)r > HTTPS_MAX_RESPONSE || buf_append(in, chunk, (size_t)r) < 0)
             return -1;
     }
@@ -177,38 +227,107 @@ static int parse_response(struct buf *raw, struct buf *resp)
     return code;
 }
 
-int https_request(const struct https_target *t, const char *method, const char *path, const char *headers,
-                  const char *body, size_t body_len, struct buf *resp, char *why, size_t whylen)
+void https_conn_init(struct https_conn *c) { *c = (struct https_conn){.fd = -1}; }
+
+/* The connection closed; its TLS session kept for the next one. */
+static void conn_drop(struct https_conn *c)
 {
+    if (c->ssl) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->ssl = NULL;
+    c->fd = -1;
+}
+
+void https_conn_close(struct https_conn *c)
+{
+    conn_drop(c);
+    SSL_SESSION_free(c->session);
+    c->session = NULL;
+}
+
+static int conn_open(struct https_conn *c, const struct https_target *t, char *why, size_t whylen)
+{
+    if ((c->fd = dial(t, why, whylen)) < 0)
+        return -1;
+    if (t->ctx && !(c->ssl = tls_on(t, c->fd, c->session, why, whylen))) {
+        conn_drop(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* The request on c's connection (a new one when it has none): 0 and the
+ * raw answer, or -1 with why; *keep as take_response's. */
+static int exchange(struct https_conn *c, const struct https_target *t, const struct buf *head, const char *body,
+                    size_t body_len, struct buf *raw, bool *keep, char *why, size_t whylen)
+{
+    if (c->fd < 0 && conn_open(c, t, why, whylen) < 0)
+        return -1;
+    errno = 0;
+    if (put(c->ssl, c->fd, buf_head(head), head->len) < 0 || (body_len && put(c->ssl, c->fd, body, body_len) < 0)) {
+        snprintf(why, whylen, "sending to %s:%d: %s", t->host, t->port, errno ? strerror(errno) : "failed");
+        return -1;
+    }
+    if (take_response(c->ssl, c->fd, raw, keep) < 0) {
+        snprintf(why, whylen, "%s:%d gave no HTTP answer%s", t->host, t->port,
+                 raw->len > HTTPS_MAX_RESPONSE ? " (too long)" : "");
+        return -1;
+    }
+    return 0;
+}
+
+int https_request_on(struct https_conn *kept, const struct https_target *t, const char *method, const char *path,
+                     const char *headers, const char *body, size_t body_len, struct buf *resp, char *why,
+                     size_t whylen)
+{
+    struct https_conn once;
+    struct https_conn *c = kept ? kept : &once;
+    if (!kept)
+        https_conn_init(&once);
     struct buf head, raw;
     buf_init(&head);
     buf_init(&raw);
-    int fd = -1, code = -1;
-    SSL *ssl = NULL;
     bool v6 = strchr(t->host, ':') != NULL;
     char port[12] = "";        /* the scheme's own port is left out of Host, as browsers do */
     if (t->port != (t->ctx ? 443 : 80))
         snprintf(port, sizeof port, ":%d", t->port);
-    buf_printf(&head, "%s %s HTTP/1.1\r\nHost: %s%s%s%s\r\nUser-Agent: posternd\r\n%sContent-Length: %zu\r\n"
-               "Connection: close\r\n\r\n", method, path, v6 ? "[" : "", t->host, v6 ? "]" : "", port, headers,
-               body_len);
-    if ((fd = dial(t, why, whylen)) < 0 || (t->ctx && !(ssl = tls_on(t, fd, why, whylen))))
-        goto out;
-    if (put(ssl, fd, buf_head(&head), head.len) < 0 || (body_len && put(ssl, fd, body, body_len) < 0)) {
-        snprintf(why, whylen, "sending to %s:%d: %s", t->host, t->port, errno ? strerror(errno) : "failed");
-        goto out;
+    buf_printf(&head, "%s %s HTTP/1.1\r\nHost: %s%s%s%s\r\nUser-Agent: posternd\r\n%sContent-Length: %zu\r\n%s\r\n",
+               method, path, v6 ? "[" : "", t->host, v6 ? "]" : "", port, headers, body_len,
+               kept ? "" : "Connection: close\r\n");
+    time_t now = time(NULL);
+    if (c->fd >= 0 && now - c->last_used > HTTPS_KEEP_IDLE_S)
+        conn_drop(c);                        /* the server may have closed it by now */
+    bool reused = c->fd >= 0, keep = false;
+    int code = -1;
+    int rc = exchange(c, t, &head, body, body_len, &raw, &keep, why, whylen);
+    if (rc < 0 && reused && raw.len == 0) {
+        /* the server closed the kept connection before reading this
+         * request (an idle timeout): once more on a new one */
+        conn_drop(c);
+        rc = exchange(c, t, &head, body, body_len, &raw, &keep, why, whylen);
     }
-    if (take_all(ssl, fd, &raw) < 0 || (code = parse_response(&raw, resp)) < 0)
-        snprintf(why, whylen, "%s:%d gave no HTTP answer%s", t->host, t->port,
-                 raw.len > HTTPS_MAX_RESPONSE ? " (too long)" : "");
-out:
-    if (ssl) {
-        SSL_shutdown(ssl);
-        SSL_free(ssl);
+    if (rc == 0 && (code = parse_response(&raw, resp)) < 0)
+        snprintf(why, whylen, "%s:%d gave no HTTP answer", t->host, t->port);
+    if (c->ssl && SSL_get0_session(c->ssl) && SSL_SESSION_is_resumable(SSL_get0_session(c->ssl))) {
+        SSL_SESSION_free(c->session);
+        c->session = SSL_get1_session(c->ssl);
     }
-    if (fd >= 0)
-        close(fd);
+    c->last_used = now;
+    if (code < 0 || !keep || !kept)
+        conn_drop(c);
+    if (!kept)
+        https_conn_close(&once);
     buf_free(&head);
     buf_free(&raw);
     return code;
+}
+
+int https_request(const struct https_target *t, const char *method, const char *path, const char *headers,
+                  const char *body, size_t body_len, struct buf *resp, char *why, size_t whylen)
+{
+    return https_request_on(NULL, t, method, path, headers, body, body_len, resp, why, whylen);
 }

@@ -20,11 +20,16 @@ MIX_TYPES = {"connection_refused", "rejected", "accepted", "quarantined", "deliv
 class Webhook:
     """An HTTPS receiver on (host, port) that checks each POST's signature
     and keeps the events by path: .events[path] is a list, in arrival
-    order. .delay makes it slow; stop() and start() take it down and up."""
+    order. .delay makes it slow; stop() and start() take it down and up.
+    It keeps connections open (HTTP/1.1) unless close_each, closes one
+    idle for idle_timeout seconds, and counts connections (.conns) and
+    those that resumed a TLS session (.resumed)."""
 
-    def __init__(self, host, port, certs):
+    def __init__(self, host, port, certs, close_each=False, idle_timeout=None):
         self.host, self.port, self.certs = host, port, certs
+        self.close_each, self.idle_timeout = close_each, idle_timeout
         self.events, self.posts, self.bad, self.delay = {}, 0, 0, 0.0
+        self.conns, self.resumed = 0, 0
         self.lock = threading.Lock()
         self.srv = None
         on_cleanup(self.stop)
@@ -34,6 +39,13 @@ class Webhook:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = outer.idle_timeout
+
+            def setup(self):
+                super().setup()
+                with outer.lock:
+                    outer.conns += 1
+                    outer.resumed += bool(self.request.session_reused)
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -51,7 +63,8 @@ class Webhook:
                     outer.bad += 1
                 self.send_response(200 if ok else 401)
                 self.send_header("Content-Length", "0")
-                self.send_header("Connection", "close")
+                if outer.close_each:
+                    self.send_header("Connection", "close")
                 self.end_headers()
 
             def log_message(self, *args):
@@ -201,6 +214,34 @@ def test_a_webhook_down_for_a_while_gets_every_event_when_it_returns():
     # logged once the webhook's answer is read, which can be after the receiver has the events
     wait_for(lambda: "events: sink hook: sending again after" in g.log(), 10, "the sink's recovery logged")
     g.stop()
+
+
+def test_the_webhook_connection_is_kept_and_a_new_one_resumes_tls():
+    """Batches share one kept connection; one the receiver closed while
+    idle is replaced without a failure or a lost event; a receiver that
+    closes after each answer gets resumed TLS sessions."""
+    sink = Sink(addr(2))
+    for close_each, idle in ((False, 0.7), (True, None)):
+        hook = Webhook(addr(6), 8443, ip_cert(addr(6)), close_each=close_each, idle_timeout=idle).start()
+        table = table_file("webhook hook https://%s:%d/events secret=%s ca=%s batch=2 timeout=5s\n" %
+                           (hook.host, hook.port, readable_file("secret", SECRET), os.path.join(hook.certs, "ca.crt")),
+                           name="sinks")
+        g = Gateway(sink=sink, event_sinks=table).start()
+        qids = []
+        for burst in range(3):                      # a pause longer than the receiver's idle timeout between
+            qids += [queue_id(send_mail(g, sender="keep%d@src.test" % i)) for i in range(4)]
+            want = {(q, t) for q in qids for t in ("accepted", "delivered")}
+            wait_for(lambda: want <= {(e.get("qid"), e["type"]) for e in hook.got()}, 20, "burst %d's events" % burst)
+            time.sleep(1.2)
+        posts, conns, resumed = hook.posts, hook.conns, hook.resumed
+        assert "events: sink hook:" not in g.log(), g.log()[-2000:]      # no failure, no "sending again"
+        if close_each:
+            assert conns == posts and resumed >= conns - 1 and conns >= 6, (posts, conns, resumed)
+        else:
+            # several batches per connection; a new one after each idle close, resumed
+            assert posts >= 6 and 3 <= conns <= 4 and conns < posts and resumed >= conns - 1, (posts, conns, resumed)
+        g.stop()
+        hook.stop()
 
 
 def test_after_kill_9_with_a_slow_webhook_every_accepted_message_has_its_events():
