@@ -66,6 +66,7 @@ relay_measure() {
   t0=$(cpu_ticks $PG)
   rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')
   t1=$(cpu_ticks $PG)
+  [ -n "${THREAD_CPU:-}" ] && thread_cpu $PG >&2
   echo "$rate $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / N ))"
   kill $PG; wait $PG 2>/dev/null || true; PG=""
 }
@@ -74,6 +75,17 @@ relay_measure() {
 daemon_pid() { pgrep -P "$1" -x posternd || echo "$1"; }
 # Its CPU so far (user + system clock ticks); $1 = the pid posternd was started as.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$(daemon_pid "$1")/stat"; }
+# THREAD_CPU=1: each of posternd's threads' CPU since it started, in µs per
+# message of the round (threads of one name summed; user and system), on
+# stderr.
+thread_cpu() {
+  local d t; d=$(daemon_pid "$1")
+  for t in /proc/"$d"/task/*; do
+    printf '%s %s\n' "$(cat "$t/comm")" "$(awk '{print $14, $15}' "$t/stat")"
+  done | awk -v hz="$(getconf CLK_TCK)" -v n="$N" '{u[$1] += $2; s[$1] += $3} END {
+    for (k in u) printf "  thread %-16s %6.0f us/msg (user %.0f, system %.0f)\n", k,
+      (u[k] + s[k]) * 1000000 / hz / n, u[k] * 1000000 / hz / n, s[k] * 1000000 / hz / n }' | sort -k3 -rn
+}
 # The median of the arguments (the mean of the middle two for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 
