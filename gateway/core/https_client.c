@@ -280,6 +280,17 @@ static int exchange(struct https_conn *c, const struct https_target *t, const st
     return 0;
 }
 
+/* Does the answer's Content-Type (raw: the whole answer, NUL-ended) name
+ * the media type want? Into got, what it names ("none" when absent). */
+static bool media_type_is(const char *raw, const char *want, char *got, size_t gotlen)
+{
+    const char *end = strstr(raw, "\r\n\r\n");
+    const char *ct = end ? header_value(raw, end, "Content-Type") : NULL;
+    size_t n = ct ? strcspn(ct, "; \t\r\n") : 0;
+    snprintf(got, gotlen, "%.*s", (int)(n ? n : 4), n ? ct : "none");
+    return n == strlen(want) && !strncasecmp(ct, want, n);
+}
+
 int https_request_on(struct https_conn *kept, const struct https_target *t, const char *method, const char *path,
                      const char *headers, const char *body, size_t body_len, struct buf *resp, char *why,
                      size_t whylen)
@@ -310,8 +321,13 @@ int https_request_on(struct https_conn *kept, const struct https_target *t, cons
         conn_drop(c);
         rc = exchange(c, t, &head, body, body_len, &raw, &keep, why, whylen);
     }
+    char type[64];
     if (rc == 0 && (code = parse_response(&raw, resp)) < 0)
         snprintf(why, whylen, "%s:%d gave no HTTP answer", t->host, t->port);
+    else if (rc == 0 && code / 100 == 2 && t->want_type && !media_type_is(buf_head(&raw), t->want_type, type, sizeof type)) {
+        snprintf(why, whylen, "%s:%d answered with Content-Type %s, not %s", t->host, t->port, type, t->want_type);
+        code = -1;
+    }
     if (c->ssl && SSL_get0_session(c->ssl) && SSL_SESSION_is_resumable(SSL_get0_session(c->ssl))) {
         SSL_SESSION_free(c->session);
         c->session = SSL_get1_session(c->ssl);

@@ -22,6 +22,7 @@ struct https_target {
     int port;
     SSL_CTX *ctx;               /* NULL: plain HTTP */
     long timeout;               /* seconds, for connecting and for each read or write */
+    const char *want_type;      /* a 2xx answer of another media type fails (-1 with why), or NULL */
 };
 
 /* https://HOST[:PORT][/PATH] (or http://; an IPv6 HOST in brackets) into

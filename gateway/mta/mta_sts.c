@@ -123,15 +123,18 @@ static void finish(struct sts_req *r, const struct sts_policy *p)
 
 /* The policy by a blocking HTTPS GET on a worker (https_client.c: the
  * certificate verified for mta-sts.DOMAIN, a 10 s timeout, chunked answers
- * decoded), to the address our own resolver found. Only a 200 counts: a
- * redirect is not followed (RFC 8461 3.3). */
+ * decoded), to the address our own resolver found. Only a 200 of
+ * text/plain counts (RFC 8461 3.2: a web server that lets users put HTML
+ * or images at that path does not make a policy); a redirect is not
+ * followed (3.3). */
 static void fetch_run(struct work *w)
 {
     struct sts_req *r = (struct sts_req *)w;
     char host[300], ip[INET_ADDRSTRLEN], why[300];
     snprintf(host, sizeof host, "mta-sts.%s", r->domain);
     inet_ntop(AF_INET, &r->addr, ip, sizeof ip);
-    struct https_target t = {.host = host, .connect_to = ip, .port = 443, .ctx = tls_client_ctx(), .timeout = 10};
+    struct https_target t = {.host = host, .connect_to = ip, .port = 443, .ctx = tls_client_ctx(), .timeout = 10,
+                             .want_type = "text/plain"};
     struct buf body;
     buf_init(&body);
     int code = https_request(&t, "GET", "/.well-known/mta-sts.txt", "", NULL, 0, &body, why, sizeof why);

@@ -821,7 +821,7 @@ def ip_cert(ip):
     return d
 
 
-def https_policy_server(host, certs, name, policy, chunked=False):
+def https_policy_server(host, certs, name, policy, chunked=False, content_type="text/plain"):
     """Serve policy at https://name/.well-known/mta-sts.txt on host:443;
     chunked: as HTTP/1.1 chunks of 7 bytes (one with an extension)."""
     import http.server
@@ -835,7 +835,7 @@ def https_policy_server(host, certs, name, policy, chunked=False):
             ok = self.path == "/.well-known/mta-sts.txt" and self.headers.get("Host") == name
             body = policy.encode() if ok else b"not here"
             self.send_response(200 if ok else 404)
-            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Type", content_type)
             if chunked:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.send_header("Connection", "close")

@@ -430,13 +430,16 @@ def test_plugin_and_lua_demand_tls_per_sender_and_recipient():
 def test_mta_sts_enforce():
     if os.geteuid() != 0:
         skip("needs root to serve HTTPS on port 443")
-    certs = make_certs(["mx.sts.test", "mta-sts.sts.test", "mta-sts.wrongmx.test", "mta-sts.plain.test"])
+    certs = make_certs(["mx.sts.test", "mta-sts.sts.test", "mta-sts.wrongmx.test", "mta-sts.plain.test",
+                        "mta-sts.html.test"])
     zone = ['_mta-sts.sts.test. TXT "v=STSv1; id=20261122"', "mta-sts.sts.test. A %s" % addr(80),
             "sts.test. MX 10 mx.sts.test.", "mx.sts.test. A %s" % addr(5),
             '_mta-sts.wrongmx.test. TXT "v=STSv1; id=1"', "mta-sts.wrongmx.test. A %s" % addr(81),
             "wrongmx.test. MX 10 mx.sts.test.",
             '_mta-sts.plain.test. TXT "v=STSv1; id=1"', "mta-sts.plain.test. A %s" % addr(82),
-            "plain.test. MX 10 mx.plain.test.", "mx.plain.test. A %s" % addr(6)]
+            "plain.test. MX 10 mx.plain.test.", "mx.plain.test. A %s" % addr(6),
+            '_mta-sts.html.test. TXT "v=STSv1; id=1"', "mta-sts.html.test. A %s" % addr(83),
+            "html.test. MX 10 mx.plain.test."]
     dns = DnsServer(zone)
     https_policy_server(addr(80), certs, "mta-sts.sts.test",           # chunked: the others send a length
                         "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n", chunked=True)
@@ -444,6 +447,9 @@ def test_mta_sts_enforce():
                         "version: STSv1\nmode: enforce\nmx: *.elsewhere.test\nmax_age: 86400\n")
     https_policy_server(addr(82), certs, "mta-sts.plain.test",
                         "version: STSv1\nmode: enforce\nmx: mx.plain.test\nmax_age: 86400\n")
+    https_policy_server(addr(83), certs, "mta-sts.html.test",          # not text/plain: no policy (RFC 8461 3.2)
+                        "version: STSv1\nmode: enforce\nmx: mx.plain.test\nmax_age: 86400\n",
+                        content_type="text/html; charset=utf-8")
     sink = Sink(addr(2))
     peer = tls_peer(certs, sink, name="mx.sts.test")     # TLS, certificate for mx.sts.test
     plain = Sink(addr(6), port=2526)                     # no STARTTLS
@@ -467,6 +473,12 @@ def test_mta_sts_enforce():
     g.attempt_ended(q3)
     assert plain.count() == 0 and sink.count() == 1
     assert q2 in g.queue_files() and q3 in g.queue_files()
+    # a "policy" served as text/html is none: the same enforce text, yet delivered in plain text
+    send_message(g.host, 2525, "a@src.test", ["h@html.test"], "Subject: h\r\n\r\nx\r\n")
+    assert sink_rcpts(plain.wait_count(1)[0]) == [b"h@html.test"]
+    assert re.search(r"MTA-STS: html\.test publishes a policy .* could not be fetched or parsed "
+                     r"\(.*Content-Type text/html, not text/plain\)", g.log()), \
+        [l for l in g.log().splitlines() if "STS" in l]
     g.stop()
     peer.stop()
 
