@@ -152,12 +152,12 @@ static long response_end(const char *raw, size_t len, bool *close)
 }
 
 /* One response into in: read until its end (or, with no length given,
- * until the server closes; or the limit). 0, or -1. *keep: the connection
- * can carry another request. */
-static int take_response(SSL *ssl, int fd, struct buf *in, bool *keep)
+ * until the server closes). 0, or -1 (*too_long: it passed limit bytes).
+ * *keep: the connection can carry another request. */
+static int take_response(SSL *ssl, int fd, struct buf *in, size_t limit, bool *keep, bool *too_long)
 {
     char chunk[16384];
-    *keep = false;
+    *keep = *too_long = false;
     for (;;) {
         bool close = false;
         long end = in->len ? response_end(buf_head(in), in->len, &close) : 0;
@@ -168,7 +168,7 @@ static int take_response(SSL *ssl, int fd, struct buf *in, bool *keep)
         int r = ssl ? SSL_read(ssl, chunk, sizeof chunk) : (int)read(fd, chunk, sizeof chunk);
         if (r <= 0)
             return end < 0 ? 0 : -1;        /* closed: the end of an answer without a length */
-        if (in->len + (size_t)r > HTTPS_MAX_RESPONSE || buf_append(in, chunk, (size_t)r) < 0)
+        if ((*too_long = in->len + (size_t)r > limit) || buf_append(in, chunk, (size_t)r) < 0)
             return -1;
     }
 }
@@ -272,9 +272,13 @@ static int exchange(struct https_conn *c, const struct https_target *t, const st
         snprintf(why, whylen, "sending to %s:%d: %s", t->host, t->port, errno ? strerror(errno) : "failed");
         return -1;
     }
-    if (take_response(c->ssl, c->fd, raw, keep) < 0) {
-        snprintf(why, whylen, "%s:%d gave no HTTP answer%s", t->host, t->port,
-                 raw->len > HTTPS_MAX_RESPONSE ? " (too long)" : "");
+    bool too_long;
+    size_t limit = t->max_response ? t->max_response : HTTPS_MAX_RESPONSE;
+    if (take_response(c->ssl, c->fd, raw, limit, keep, &too_long) < 0) {
+        if (too_long)
+            snprintf(why, whylen, "%s:%d answered with over %zu bytes", t->host, t->port, limit);
+        else
+            snprintf(why, whylen, "%s:%d gave no HTTP answer", t->host, t->port);
         return -1;
     }
     return 0;

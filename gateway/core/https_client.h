@@ -23,6 +23,7 @@ struct https_target {
     SSL_CTX *ctx;               /* NULL: plain HTTP */
     long timeout;               /* seconds, for connecting and for each read or write */
     const char *want_type;      /* a 2xx answer of another media type fails (-1 with why), or NULL */
+    size_t max_response;        /* bytes of answer, headers included (0: HTTPS_MAX_RESPONSE) */
 };
 
 /* https://HOST[:PORT][/PATH] (or http://; an IPv6 HOST in brackets) into
@@ -49,7 +50,7 @@ void https_conn_close(struct https_conn *c);
 
 /* method path with headers (each "Name: value\r\n", or "") and body: the
  * status code, and the response body in *resp; -1 with why when no answer
- * came (connection, TLS, timeout, a response over HTTPS_MAX_RESPONSE). */
+ * came (connection, TLS, timeout, a response over the target's limit). */
 int https_request(const struct https_target *t, const char *method, const char *path, const char *headers,
                   const char *body, size_t body_len, struct buf *resp, char *why, size_t whylen);
 /* The same on c's connection, kept open for the next request when the

@@ -134,7 +134,7 @@ static void fetch_run(struct work *w)
     snprintf(host, sizeof host, "mta-sts.%s", r->domain);
     inet_ntop(AF_INET, &r->addr, ip, sizeof ip);
     struct https_target t = {.host = host, .connect_to = ip, .port = 443, .ctx = tls_client_ctx(), .timeout = 10,
-                             .want_type = "text/plain"};
+                             .want_type = "text/plain", .max_response = MAX_POLICY + 8192};
     struct buf body;
     buf_init(&body);
     int code = https_request(&t, "GET", "/.well-known/mta-sts.txt", "", NULL, 0, &body, why, sizeof why);

@@ -431,7 +431,7 @@ def test_mta_sts_enforce():
     if os.geteuid() != 0:
         skip("needs root to serve HTTPS on port 443")
     certs = make_certs(["mx.sts.test", "mta-sts.sts.test", "mta-sts.wrongmx.test", "mta-sts.plain.test",
-                        "mta-sts.html.test"])
+                        "mta-sts.html.test", "mta-sts.big.test"])
     zone = ['_mta-sts.sts.test. TXT "v=STSv1; id=20261122"', "mta-sts.sts.test. A %s" % addr(80),
             "sts.test. MX 10 mx.sts.test.", "mx.sts.test. A %s" % addr(5),
             '_mta-sts.wrongmx.test. TXT "v=STSv1; id=1"', "mta-sts.wrongmx.test. A %s" % addr(81),
@@ -439,7 +439,9 @@ def test_mta_sts_enforce():
             '_mta-sts.plain.test. TXT "v=STSv1; id=1"', "mta-sts.plain.test. A %s" % addr(82),
             "plain.test. MX 10 mx.plain.test.", "mx.plain.test. A %s" % addr(6),
             '_mta-sts.html.test. TXT "v=STSv1; id=1"', "mta-sts.html.test. A %s" % addr(83),
-            "html.test. MX 10 mx.plain.test."]
+            "html.test. MX 10 mx.plain.test.",
+            '_mta-sts.big.test. TXT "v=STSv1; id=1"', "mta-sts.big.test. A %s" % addr(84),
+            "big.test. MX 10 mx.plain.test."]
     dns = DnsServer(zone)
     https_policy_server(addr(80), certs, "mta-sts.sts.test",           # chunked: the others send a length
                         "version: STSv1\nmode: enforce\nmx: mx.sts.test\nmax_age: 86400\n", chunked=True)
@@ -450,6 +452,8 @@ def test_mta_sts_enforce():
     https_policy_server(addr(83), certs, "mta-sts.html.test",          # not text/plain: no policy (RFC 8461 3.2)
                         "version: STSv1\nmode: enforce\nmx: mx.plain.test\nmax_age: 86400\n",
                         content_type="text/html; charset=utf-8")
+    https_policy_server(addr(84), certs, "mta-sts.big.test",           # 1 MiB: read no further than 72 KiB
+                        "version: STSv1\nmode: enforce\nmx: mx.plain.test\nmax_age: 86400\n" + "x: y\n" * 262144)
     sink = Sink(addr(2))
     peer = tls_peer(certs, sink, name="mx.sts.test")     # TLS, certificate for mx.sts.test
     plain = Sink(addr(6), port=2526)                     # no STARTTLS
@@ -478,6 +482,10 @@ def test_mta_sts_enforce():
     assert sink_rcpts(plain.wait_count(1)[0]) == [b"h@html.test"]
     assert re.search(r"MTA-STS: html\.test publishes a policy .* could not be fetched or parsed "
                      r"\(.*Content-Type text/html, not text/plain\)", g.log()), \
+        [l for l in g.log().splitlines() if "STS" in l]
+    send_message(g.host, 2525, "a@src.test", ["b@big.test"], "Subject: b\r\n\r\nx\r\n")
+    assert sorted(sink_rcpts(m) for m in plain.wait_count(2)) == [[b"b@big.test"], [b"h@html.test"]]
+    assert re.search(r"MTA-STS: big\.test publishes a policy .*\(.* answered with over 73728 bytes\)", g.log()), \
         [l for l in g.log().splitlines() if "STS" in l]
     g.stop()
     peer.stop()
