@@ -2,7 +2,8 @@
 long AUTH lines and pipelined bursts in single TLS records of every size up
 to 16 KiB; posternd relaying to a second posternd over TLS with and without
 CHUNKING at sizes around 8 KiB and 16 KiB and with batches of up to 500
-recipients; a next hop whose multi-line replies fill one record. OpenSSL
+recipients; a next hop whose multi-line replies fill one record; a client
+whose first commands share a TCP segment with its Finished. OpenSSL
 decrypts a whole record at once, so bytes the server has not yet taken from
 it are no longer signalled by the socket: every reply must come without the
 peer writing more, and every message arrive exactly once."""
@@ -105,6 +106,64 @@ def test_bdat_and_data_in_one_record_of_every_size():
         tags.append("data-%d" % n)
     c.cmd("QUIT")
     assert_each_once(sink, tags)
+    g.stop()
+
+
+def test_first_commands_in_the_same_segment_as_the_clients_finished():
+    """A TLS 1.3 client may write right after its Finished: EHLO and a
+    pipelined envelope in the same TCP segment as the end of the handshake.
+    The server reads them while finishing the handshake (OpenSSL reads
+    ahead), so no later byte from the socket announces them; each must be
+    answered all the same."""
+    certs = make_certs(["gw.postern.test"])
+    sink = Sink(addr(2))
+    g = tls_gateway(sink, certs)
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        s = socket.create_connection((g.host, g.port), timeout=REPLY_WAIT)
+        f = s.makefile("rb")
+        read_reply = f.readline
+        assert read_reply().startswith(b"220")
+        s.sendall(b"EHLO client.test\r\n")
+        while not read_reply().startswith(b"250 "):
+            pass
+        s.sendall(b"STARTTLS\r\n")
+        assert read_reply().startswith(b"220")
+        ctx = ssl.create_default_context(cafile=os.path.join(certs[0], "ca.crt"))
+        ctx.minimum_version = ctx.maximum_version = version
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out, server_hostname="gw.postern.test")
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if out.pending:
+                    s.sendall(out.read())
+                data = s.recv(65536)
+                assert data, "the server closed during the handshake"
+                inc.write(data)
+        # the last handshake flight and the first commands: one send
+        tls.write(b"EHLO client.test\r\nMAIL FROM:<a@src.test>\r\nRCPT TO:<x@example.test>\r\nDATA\r\n")
+        s.sendall(out.read())
+        got, deadline = b"", time.time() + REPLY_WAIT
+        while got.count(b"\r\n") < 1 or not re.search(rb"\r\n354 ", got):
+            assert time.time() < deadline, "%s: no answer to the commands sent with the Finished: %r" % (version, got)
+            try:
+                got += tls.read(65536)
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                raise AssertionError("%s: the session stalled after %r" % (version, got))
+            assert data, got
+            inc.write(data)
+        assert re.search(rb"^250 ", got, re.M) and b"354 " in got, got
+        tls.write(b"Subject: finished-%s\r\n\r\nx\r\n.\r\nQUIT\r\n" % version.name.encode())
+        s.sendall(out.read())
+        s.close()
+    assert_each_once(sink, ["finished-TLSv1_3", "finished-TLSv1_2"])
     g.stop()
 
 
