@@ -24,7 +24,7 @@ endif
 CORE_SRCS := $(filter-out gateway/util/pubkey_decode.c,$(foreach d,$(LAYERS),$(sort $(wildcard gateway/$(d)/*.c))))
 LUA_OBJS  := $(patsubst lua/%.c,$(BUILD)/%.o,$(sort $(wildcard lua/*.c)))
 CORE_OBJS := $(patsubst gateway/%.c,$(BUILD)/%.o,$(CORE_SRCS)) $(LUA_OBJS) $(BUILD)/postern_helpers.o
-UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane test_chain test_queue_heap test_rcpt_settle test_event_record test_text_decode
+UNIT_TESTS := test_smtp_parse test_data_reader test_spool test_retry test_config test_dsn test_mx test_headers test_proxy_proto test_pubkey_decode test_dane test_chain test_queue_heap test_rcpt_settle test_event_record test_text_decode test_array_grow
 
 # Shipped plugins (plugins/NAME.c -> build/plugins/NAME.so) and plugins the
 # tests use (tests/plugins/NAME.c -> build/test-plugins/NAME.so).
@@ -42,7 +42,7 @@ PLUGIN_LIBS_dkim_sign := -lopendkim -lcrypto
 PLUGIN_LIBS_dmarc := -lopendmarc -lresolv -lz -lpthread
 PLUGIN_SRCS_dmarc := plugins/dmarc_report.c gateway/mta/report_mail.c
 PLUGIN_LIBS_rcpt_verify := -lldap -llber -lpthread
-PLUGIN_SRCS_rcpt_verify := gateway/util/ldap_conn.c
+PLUGIN_SRCS_rcpt_verify := gateway/util/ldap_conn.c gateway/util/array_grow.c
 PLUGIN_LIBS_greylist := -lsqlite3 -lpthread
 PLUGIN_LIBS_dnsbl := -lresolv -lpthread
 PLUGIN_LIBS_rspamd := -ljansson

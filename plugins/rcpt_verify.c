@@ -27,6 +27,7 @@
 #include "postern_plugin.h"
 #include "plugin_net.h"
 #include "ldap_conn.h"
+#include "array_grow.h"
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -138,13 +139,10 @@ static int table_refresh(struct table *t)
         w[strcspn(w, " \t")] = '\0';
         if (!*w || !strchr(w, '@'))
             continue;
-        if (fresh.n == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **n = realloc(fresh.lines, cap * sizeof *n);
-            if (!n)
-                break;
-            fresh.lines = n;
-        }
+        char **n = array_grow(fresh.lines, &cap, fresh.n + 1, sizeof *fresh.lines, 256);
+        if (!n)
+            break;
+        fresh.lines = n;
         if (!(fresh.lines[fresh.n] = strdup(w)))
             break;
         fresh.n++;

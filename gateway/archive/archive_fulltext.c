@@ -16,6 +16,7 @@
  * root does the work in a child that has become the daemon's user (no
  * path there is opened as root). */
 #include "archive_fulltext.h"
+#include "array_grow.h"
 #include "archive_audit.h"
 #include "archive_chain.h"
 #include "archive_search.h"
@@ -297,16 +298,14 @@ long archive_fulltext_query(const char *dir, const char *query, unsigned long **
         return -1;
     }
     sqlite3_bind_text(st, 1, query, -1, SQLITE_STATIC);
-    long n = 0, cap = 0;
+    long n = 0;
+    size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            unsigned long *grown = realloc(*seqs, (size_t)cap * sizeof **seqs);
-            if (!grown)
-                break;
-            *seqs = grown;
-        }
+        unsigned long *grown = array_grow(*seqs, &cap, (size_t)n + 1, sizeof **seqs, 256);
+        if (!grown)
+            break;
+        *seqs = grown;
         (*seqs)[n++] = (unsigned long)sqlite3_column_int64(st, 0);
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {

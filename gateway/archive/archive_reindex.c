@@ -4,6 +4,7 @@
  * verify), and rebuilt from it with the full-text index (archive reindex,
  * as the daemon's user, under DIR/index.lock). */
 #include "archive_reindex.h"
+#include "array_grow.h"
 #include "archive_audit.h"
 #include "archive_chain.h"
 #include "archive_fulltext.h"
@@ -132,14 +133,10 @@ static int load_index(const char *dir, struct ix_table *t)
         return -1;
     char *line = malloc(ARCHIVE_INDEX_LINE_MAX + 2);
     while (line && fgets(line, ARCHIVE_INDEX_LINE_MAX + 2, ixf)) {
-        if (t->n == t->cap) {
-            size_t cap = t->cap ? t->cap * 2 : 1024;
-            struct ix_entry *v = realloc(t->v, cap * sizeof *v);
-            if (!v)
-                break;
-            t->v = v;
-            t->cap = cap;
-        }
+        struct ix_entry *v = array_grow(t->v, &t->cap, t->n + 1, sizeof *t->v, 1024);
+        if (!v)
+            break;
+        t->v = v;
         char *end;
         unsigned long seq = strtoul(line, &end, 10);
         t->v[t->n++] = (struct ix_entry){end != line && *end == '\t' ? seq : 0, fnv1a(line, strlen(line)), false};

@@ -8,6 +8,7 @@
  * not looked for. Audit records (archive_audit.h) are links whose
  * "file" is a line of DIR/audit: each must still be there, unchanged. */
 #include "archive_verify.h"
+#include "array_grow.h"
 #include "archive_search.h"
 #include "archive_witness.h"
 #include "archive_index.h"
@@ -28,13 +29,15 @@ struct names {
     size_t n, cap;
 };
 
+/* p joins s (a name that cannot be kept for lack of memory is left out) */
 static void names_add(struct names *s, const char *p)
 {
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 256;
-        s->v = realloc(s->v, s->cap * sizeof *s->v);
-    }
-    s->v[s->n++] = strdup(p);
+    char **v = array_grow(s->v, &s->cap, s->n + 1, sizeof *s->v, 256);
+    char *copy = v ? strdup(p) : NULL;
+    if (!copy)
+        return;
+    s->v = v;
+    s->v[s->n++] = copy;
 }
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

@@ -1,6 +1,7 @@
 /* event.c - epoll loop with a 100 ms timerfd tick and a graveyard of objects
  * to free after each dispatch batch. */
 #include "event.h"
+#include "array_grow.h"
 #include "clock.h"
 #include "log.h"
 #include <errno.h>
@@ -101,16 +102,12 @@ void ev_kick(struct ev_watch *w)
 {
     if (w->kicked || w->fd < 0)
         return;
-    if (nkicks == capkicks) {
-        size_t ncap = capkicks ? capkicks * 2 : 64;
-        struct ev_watch **n = realloc(kicks, ncap * sizeof *n);
-        if (!n) {
-            log_error("out of memory queueing buffered input; it waits for the next event");
-            return;
-        }
-        kicks = n;
-        capkicks = ncap;
+    struct ev_watch **n = array_grow(kicks, &capkicks, nkicks + 1, sizeof *kicks, 64);
+    if (!n) {
+        log_error("out of memory queueing buffered input; it waits for the next event");
+        return;
     }
+    kicks = n;
     w->kicked = true;
     kicks[nkicks++] = w;
 }
@@ -137,16 +134,12 @@ static void run_kicks(void)
 
 void ev_defer_free(void *ptr, void (*fn)(void *))
 {
-    if (ngrave == capgrave) {
-        size_t ncap = capgrave ? capgrave * 2 : 64;
-        struct deferred *n = realloc(graveyard, ncap * sizeof *n);
-        if (!n) {
-            log_error("out of memory deferring a free; leaking %p", ptr);
-            return;
-        }
-        graveyard = n;
-        capgrave = ncap;
+    struct deferred *n = array_grow(graveyard, &capgrave, ngrave + 1, sizeof *graveyard, 64);
+    if (!n) {
+        log_error("out of memory deferring a free; leaking %p", ptr);
+        return;
     }
+    graveyard = n;
     graveyard[ngrave++] = (struct deferred){ptr, fn};
 }
 
@@ -161,16 +154,12 @@ static void bury_dead(void)
 
 void ev_soon(void (*fn)(void *), void *arg)
 {
-    if (nsoon == capsoon) {
-        size_t ncap = capsoon ? capsoon * 2 : 64;
-        struct deferred *n = realloc(soon, ncap * sizeof *n);
-        if (!n) {
-            fn(arg);    /* cannot queue it: run it now rather than lose it */
-            return;
-        }
-        soon = n;
-        capsoon = ncap;
+    struct deferred *n = array_grow(soon, &capsoon, nsoon + 1, sizeof *soon, 64);
+    if (!n) {
+        fn(arg);    /* cannot queue it: run it now rather than lose it */
+        return;
     }
+    soon = n;
     soon[nsoon++] = (struct deferred){arg, fn};
 }
 

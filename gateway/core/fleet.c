@@ -1,5 +1,6 @@
 /* fleet.c - see fleet.h. */
 #include "fleet.h"
+#include "array_grow.h"
 #include <pthread.h>
 #include "domain_rules.h"
 #include "https_client.h"
@@ -111,14 +112,10 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 void track_set_add(void *ctx, const struct track_record *r)
 {
     struct track_set *s = ctx;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        struct track_record *v = realloc(s->v, cap * sizeof *v);
-        if (!v)
-            return;
-        s->v = v;
-        s->cap = cap;
-    }
+    struct track_record *v = array_grow(s->v, &s->cap, s->n + 1, sizeof *s->v, 64);
+    if (!v)
+        return;
+    s->v = v;
     s->v[s->n++] = (struct track_record){r->ms, dup_or_null(r->status), dup_or_null(r->qid), dup_or_null(r->from),
                                          dup_or_null(r->to), dup_or_null(r->client), dup_or_null(r->helo),
                                          dup_or_null(r->stage), dup_or_null(r->link), dup_or_null(r->reply),

@@ -3,6 +3,7 @@
  * All paths are relative to the spool directory's fds, so a chdir never
  * matters. */
 #include "spool.h"
+#include "array_grow.h"
 #include "headers.h"
 #include "metrics.h"
 #include <time.h>
@@ -541,13 +542,10 @@ int spool_list(char ***out, size_t *count)
                 unlinkat(queue_dirfd, nm, 0);
             continue;
         }
-        if (n == cap) {
-            cap = cap ? cap * 2 : 256;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn)
-                break;
-            names = nn;
-        }
+        char **nn = array_grow(names, &cap, n + 1, sizeof *names, 256);
+        if (!nn)
+            break;
+        names = nn;
         names[n++] = strdup(nm);
     }
     closedir(d);

@@ -2,6 +2,7 @@
  * recipient at dispatch, and suspensions are few. The file is written
  * outside the lock (under a lock of its own), from a copy. */
 #include "suspend.h"
+#include "array_grow.h"
 #include "json_out.h"
 #include "log.h"
 #include "utc_time.h"
@@ -149,14 +150,10 @@ static struct suspension *add(enum suspend_kind k, const char *name, int rate, i
 {
     if (n == SUSPEND_MAX)
         return NULL;
-    if (n == cap) {
-        size_t c = cap ? cap * 2 : 16;
-        struct suspension *a = realloc(all, c * sizeof *a);
-        if (!a)
-            return NULL;
-        all = a;
-        cap = c;
-    }
+    struct suspension *a = array_grow(all, &cap, n + 1, sizeof *all, 16);
+    if (!a)
+        return NULL;
+    all = a;
     struct suspension *s = &all[n++];
     live_count = n;
     s->kind = k;

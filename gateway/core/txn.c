@@ -1,5 +1,6 @@
 /* txn.c - transaction lifecycle and its memory pool. */
 #include "txn.h"
+#include "array_grow.h"
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,15 +113,10 @@ int varmap_set(struct varmap *m, const char *key, enum var_type type, double num
         return -1;
     if (!v) {
         char *k = strdup(key);
-        if (k && m->n == m->cap) {
-            size_t nc = m->cap ? m->cap * 2 : 8;
-            struct var *n = realloc(m->v, nc * sizeof *n);
-            if (n) {
-                m->v = n;
-                m->cap = nc;
-            }
-        }
-        if (!k || m->n == m->cap) {
+        struct var *grown = k ? array_grow(m->v, &m->cap, m->n + 1, sizeof *m->v, 8) : NULL;
+        if (grown)
+            m->v = grown;
+        if (!grown) {
             free(k);
             free(copy);
             return -1;

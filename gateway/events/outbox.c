@@ -4,6 +4,7 @@
  * a reader may read. A torn last line (a crash inside a write) is cut off
  * at start. */
 #include "outbox.h"
+#include "array_grow.h"
 #include "event_record.h"
 #include "inbox.h"
 #include "log.h"
@@ -440,12 +441,10 @@ static uint64_t *list_segments(size_t *n)
         unsigned long long s = strtoull(de->d_name, &end, 10);
         if (s == 0 || strcmp(end, ".jsonl"))
             continue;
-        if (*n == cap) {
-            uint64_t *nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof *v);
-            if (!nv)
-                break;
-            v = nv;
-        }
+        uint64_t *nv = array_grow(v, &cap, *n + 1, sizeof *v, 16);
+        if (!nv)
+            break;
+        v = nv;
         v[(*n)++] = s;
     }
     if (d)

@@ -1,5 +1,6 @@
 /* queue_heap.c - see queue_heap.h. A binary heap in an array that doubles. */
 #include "queue_heap.h"
+#include "array_grow.h"
 #include <stdlib.h>
 
 static void swap(struct queue_heap *h, size_t a, size_t b)
@@ -39,14 +40,10 @@ static void down(struct queue_heap *h, size_t i)
 
 int qheap_push(struct queue_heap *h, struct qmsg *m)
 {
-    if (h->len == h->cap) {
-        size_t nc = h->cap ? h->cap * 2 : 1024;
-        struct qmsg **n = realloc(h->v, nc * sizeof *n);
-        if (!n)
-            return -1;
-        h->v = n;
-        h->cap = nc;
-    }
+    struct qmsg **v = array_grow(h->v, &h->cap, h->len + 1, sizeof *h->v, 1024);
+    if (!v)
+        return -1;
+    h->v = v;
     h->v[h->len] = m;
     m->heap_idx = (int)h->len++;
     up(h, h->len - 1);

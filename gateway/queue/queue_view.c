@@ -1,6 +1,7 @@
 /* queue_view.c - the one presentation of queued messages (see
  * queue_view.h): list lines, JSON, show, and the qshape table. */
 #include "queue_view.h"
+#include "array_grow.h"
 #include "json_out.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,14 +209,10 @@ void qshape_add(struct qshape *q, const char *domain, int64_t age_seconds)
         if (!strcasecmp(q->rows[i].domain, domain))
             r = &q->rows[i];
     if (!r) {
-        if (q->n == q->cap) {
-            size_t cap = q->cap ? q->cap * 2 : 64;
-            struct qshape_row *n = realloc(q->rows, cap * sizeof *n);
-            if (!n)
-                return;
-            q->rows = n;
-            q->cap = cap;
-        }
+        struct qshape_row *rows = array_grow(q->rows, &q->cap, q->n + 1, sizeof *q->rows, 64);
+        if (!rows)
+            return;
+        q->rows = rows;
         r = &q->rows[q->n++];
         memset(r, 0, sizeof *r);
         snprintf(r->domain, sizeof r->domain, "%s", domain);

@@ -2,6 +2,7 @@
  * continuation lines start with space or tab. The first line that is
  * neither ends the section; the caller treats the rest as body. */
 #include "headers.h"
+#include "array_grow.h"
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -29,16 +30,12 @@ bool header_value_valid(const char *value)
     return true;
 }
 
-static int grow(struct header_list *l)
+static int room_for_one(struct header_list *l)
 {
-    if (l->n < l->cap)
-        return 0;
-    size_t nc = l->cap ? l->cap * 2 : 16;
-    struct header *h = realloc(l->h, nc * sizeof *h);
+    struct header *h = array_grow(l->h, &l->cap, l->n + 1, sizeof *l->h, 16);
     if (!h)
         return -1;
     l->h = h;
-    l->cap = nc;
     return 0;
 }
 
@@ -71,7 +68,7 @@ size_t headers_parse(const char *raw, size_t len, struct header_list *l)
         size_t flen = field_length(p, rest);
         /* a NUL cannot live in a C string: such a field ends the parsed
          * section and its bytes pass on untouched (found by fuzz_headers) */
-        if (flen < 2 || p[flen - 2] != '\r' || memchr(p, '\0', flen) || grow(l) < 0)
+        if (flen < 2 || p[flen - 2] != '\r' || memchr(p, '\0', flen) || room_for_one(l) < 0)
             break;
         struct header *h = &l->h[l->n];
         h->trace = false;     /* only headers_insert_trace makes one */
@@ -125,7 +122,7 @@ void headers_free(struct header_list *l)
 
 int headers_insert(struct header_list *l, size_t index, const char *name, const char *value)
 {
-    if (!header_name_valid(name) || !header_value_valid(value) || grow(l) < 0)
+    if (!header_name_valid(name) || !header_value_valid(value) || room_for_one(l) < 0)
         return -1;
     if (index > l->n)
         index = l->n;
