@@ -235,23 +235,30 @@ static struct qmsg *qmsg_from_envelope(struct envelope *e, size_t body_off)
     return m;
 }
 
-/* A plugin's route for recipient r ("" clears it); false if unparsable. */
-static bool set_route(struct qrcpt *r, const char *text)
+/* r's route parsed from the text its state holds (none for no text);
+ * false, and the text cleared, if unparsable. */
+static bool parse_route(struct qrcpt *r)
 {
     free(r->route);
     r->route = NULL;
-    rtext_printf(&r->st.nexthop, RCPT_NEXTHOP_SIZE, "%s", text);
-    if (!text[0])
+    if (!rtext_has(r->st.nexthop))
         return true;
     char err[200];
     struct nexthop *hop = malloc(sizeof *hop);
-    if (!hop || nexthop_parse(text, hop, err, sizeof err) < 0) {
+    if (!hop || nexthop_parse(r->st.nexthop.s, hop, err, sizeof err) < 0) {
         free(hop);
         rtext_clear(&r->st.nexthop);
         return false;
     }
     r->route = hop;
     return true;
+}
+
+/* A plugin's route for recipient r ("" clears it); false if unparsable. */
+static bool set_route(struct qrcpt *r, const char *text)
+{
+    rtext_printf(&r->st.nexthop, RCPT_NEXTHOP_SIZE, "%s", text);
+    return parse_route(r);
 }
 
 static size_t count_status(const struct qmsg *m, char status);
@@ -274,8 +281,8 @@ static void apply_loaded_state(struct qmsg *m, const struct msg_flags *flags, st
         st[i] = (struct rcpt_state){0};
         if (rtext_has(to->nexthop)) {
             char hop[RCPT_NEXTHOP_SIZE];
-            snprintf(hop, sizeof hop, "%s", to->nexthop.s);
-            if (!set_route(&m->rcpts[i], hop))
+            snprintf(hop, sizeof hop, "%s", to->nexthop.s);      /* for the log, if it is cleared */
+            if (!parse_route(&m->rcpts[i]))
                 log_warn("%s: ignoring unparsable route '%s' for <%s>", m->id, hop, m->rcpts[i].addr);
         }
         if (to->attempts > m->attempts)
