@@ -31,9 +31,8 @@ void qmsg_set_hold_reason(struct qmsg *m, const char *reason);
 /* A message the admin deleted, with no attempt running: gone from the
  * spool and from memory, logged. */
 void queue_remove_deleted(struct qmsg *m);
-/* queue.c's, for queue_stages.c: an attempt's end, dispatch now, a route
- * a plugin set, whether a stage is wanted for m. */
-void queue_message_finished(struct qmsg *m);
+/* queue.c's, for queue_stages.c: dispatch now, a route a plugin set,
+ * whether a stage is wanted for m. */
 void queue_do_dispatch(struct qmsg *m);
 bool queue_set_route(struct qrcpt *r, const char *text);
 bool queue_stage_wanted(const struct qmsg *m, enum postern_stage st);
@@ -43,6 +42,16 @@ bool queue_stage_wanted(const struct qmsg *m, enum postern_stage st);
  * False when it could not be queued. */
 bool queue_add_loaded(struct envelope *e, size_t body_off, const struct msg_flags *flags,
                       struct rcpt_state *st);
+/* queue.c's, for queue_outcome.c: m's recipients in a status; m leaves
+ * the queue for good (its time in the queue observed, freed). */
+size_t queue_count_status(const struct qmsg *m, char status);
+void queue_drop(struct qmsg *m, int64_t now);
+/* queue_outcome.c's: cfg for it; the job's callbacks for delivery (the
+ * reply judge when back-off rules exist, each result, the end); after an
+ * attempt, a DSN or a stage: remove, keep or reschedule m. */
+void queue_outcome_init(const struct config *cfg);
+void queue_outcome_attach(struct delivery_job *dj);
+void queue_message_finished(struct qmsg *m);
 /* queue_stages.c's: run QUEUE for a new message; run DELIVER (when wanted)
  * and then dispatch a due one. */
 void queue_stage(struct qmsg *m);
