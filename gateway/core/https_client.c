@@ -128,10 +128,11 @@ static long response_end(const char *raw, size_t len, bool *close)
     char block[8192];                        /* the header block, NUL-ended for parsing */
     snprintf(block, sizeof block, "%.*s", (int)(head < sizeof block ? head : sizeof block - 1), raw);
     const char *bend = block + strlen(block);
-    int code = 0;
-    sscanf(block, "HTTP/1.%*d %3d", &code);
+    int minor = 0, code = 0;
+    sscanf(block, "HTTP/1.%d %3d", &minor, &code);
     const char *conn = header_value(block, bend, "Connection");
-    *close = conn && !strncasecmp(conn, "close", 5);
+    /* HTTP/1.0 closes unless it says keep-alive; 1.1 keeps unless it says close */
+    *close = minor == 0 ? !conn || strncasecmp(conn, "keep-alive", 10) : conn && !strncasecmp(conn, "close", 5);
     if (code == 204 || code == 304 || (code >= 100 && code < 200))
         return (long)head;
     const char *te = header_value(block, bend, "Transfer-Encoding");
