@@ -19,6 +19,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static int tmp_dirfd = -1, queue_dirfd = -1, corrupt_dirfd = -1;
@@ -181,6 +182,28 @@ static void write_all(struct spool_writer *w, const char *p, size_t n)
     }
 }
 
+/* pwritev(2) all of parts at off (the file offset is left alone), or
+ * record the error. */
+static void pwritev_all(struct spool_writer *w, struct iovec *parts, int n, off_t off)
+{
+    while (n > 0 && !w->err) {
+        ssize_t r = pwritev(w->fd, parts, n, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 && (r < 0 || parts->iov_len)) {
+            writer_fail(w, r < 0 ? errno : EIO);
+            return;
+        }
+        off += r;
+        for (; n > 0 && (size_t)r >= parts->iov_len; parts++, n--)
+            r -= (ssize_t)parts->iov_len;
+        if (n > 0) {
+            parts->iov_base = (char *)parts->iov_base + r;
+            parts->iov_len -= (size_t)r;
+        }
+    }
+}
+
 int spool_writer_open(struct spool_writer *w, const struct envelope *e)
 {
     memset(w, 0, sizeof *w);
@@ -205,9 +228,12 @@ int spool_writer_open(struct spool_writer *w, const struct envelope *e)
     return w->err ? -1 : 0;
 }
 
+/* At its place after what came before (not the file offset: a rewrite
+ * writes the file anew with pwritev). */
 void spool_writer_write(struct spool_writer *w, const void *data, size_t n)
 {
-    write_all(w, data, n);
+    struct iovec part = {(void *)data, n};
+    pwritev_all(w, &part, 1, (off_t)(w->env_len + w->written));
     w->written += n;
 }
 
@@ -222,18 +248,27 @@ static int timed_fsync(int fd)
     return rc;
 }
 
+/* The envelope's last fields, known only now: "tls_optional=", "hops=" and
+ * "size=" end it in that order (spool_envelope_encode), so their values
+ * and what lies between are one span, written in one pwrite. */
+static void patch_envelope_tail(struct spool_writer *w)
+{
+    unsigned h = w->hops < 0 ? 0u : w->hops > 9999 ? 9999u : (unsigned)w->hops;
+    char span[96];
+    int n = snprintf(span, sizeof span, "%d\nhops=%0*u\nsize=%0*" PRIu64, w->tls_optional ? 1 : 0, HOPS_DIGITS, h,
+                     SIZE_DIGITS, w->written);
+    if (n < 0 || (size_t)n != w->off.size + SIZE_DIGITS - w->off.tls_optional) {
+        writer_fail(w, EINVAL);         /* the encoder and this disagree: never write a wrong envelope */
+        return;
+    }
+    if (pwrite(w->fd, span, (size_t)n, (off_t)w->off.tls_optional) != n)
+        writer_fail(w, errno);
+}
+
 int spool_writer_commit(struct spool_writer *w)
 {
-    char digits[SIZE_DIGITS + 1], hops[16];
-    unsigned h = w->hops < 0 ? 0u : w->hops > 9999 ? 9999u : (unsigned)w->hops;
-    snprintf(digits, sizeof digits, "%0*" PRIu64, SIZE_DIGITS, w->written);
-    snprintf(hops, sizeof hops, "%0*u", HOPS_DIGITS, h);
-    if (!w->err && pwrite(w->fd, digits, SIZE_DIGITS, (off_t)w->off.size) != SIZE_DIGITS)
-        writer_fail(w, errno);
-    if (!w->err && pwrite(w->fd, hops, HOPS_DIGITS, (off_t)w->off.hops) != HOPS_DIGITS)
-        writer_fail(w, errno);
-    if (!w->err && pwrite(w->fd, w->tls_optional ? "1" : "0", 1, (off_t)w->off.tls_optional) != 1)
-        writer_fail(w, errno);
+    if (!w->err)
+        patch_envelope_tail(w);
     if (!w->err && timed_fsync(w->fd) < 0)
         writer_fail(w, errno);
     if (close(w->fd) < 0)
@@ -288,13 +323,12 @@ static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, co
     buf_init(&b);
     if (spool_envelope_encode(e, &b, &w->off) < 0)
         writer_fail(w, ENOMEM);
-    else if (lseek(w->fd, 0, SEEK_SET) < 0)
-        writer_fail(w, errno);
     w->env_len = b.len;
-    write_all(w, buf_head(&b), b.len);
+    struct iovec parts[3] = {{(void *)buf_head(&b), b.len}, {(void *)headers, hlen},
+                             {body ? (void *)body : old, body ? blen : old_len}};
+    if (!w->err)
+        pwritev_all(w, parts, 3, 0);        /* one system call for the three, where it can */
     buf_free(&b);
-    write_all(w, headers, hlen);
-    write_all(w, body ? body : old, body ? blen : old_len);
     free(old);
     w->hdr_len = hlen;
     w->written = hlen + (body ? blen : old_len);
