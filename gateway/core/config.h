@@ -120,6 +120,8 @@ struct config {
     int smtp_port;                 /* port for MX deliveries (25) */
     long retry_min, retry_max, max_queue_lifetime;   /* seconds */
     int queue_read_before_ready;   /* a larger queue is read after start (queue_load.c) */
+    int queue_max_messages;        /* MAIL gets 452 while the queue holds this many (0: no bound) */
+    size_t queue_minfree;          /* free bytes the spool's file system keeps (Postfix's queue_minfree) */
     char *plugin_dir;
     char **plugins;                /* the chain, in order */
     size_t nplugins;

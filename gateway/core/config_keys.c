@@ -650,6 +650,13 @@ static const struct config_key keys[] = {
     {"queue_read_before_ready", KT_INT, FIELD(queue_read_before_ready), "20000", 0, 100000000, NULL, KF_RESTART,
      NULL, NULL, NULL, NULL, "a queue of up to this many messages is read before posternd takes mail at start; a "
      "larger one is read after, while mail is taken and delivered", "20000"},
+    {"queue_max_messages", KT_INT, FIELD(queue_max_messages), "1000000", 0, 100000000, NULL, 0, NULL, NULL, NULL,
+     NULL, "while the queue holds this many messages, MAIL gets `452 4.3.1` (senders retry later; notices "
+     "posternd makes itself are still queued). Bounds memory: about 0.6 KiB per queued message. 0 = no bound",
+     "1000000"},
+    {"queue_minfree", KT_SIZE, FIELD(queue_minfree), "0", 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
+     "free bytes the spool's file system keeps: MAIL gets `452 4.3.1` when a message of its `SIZE=` would leave "
+     "less, or would take over two thirds of what is free (as Postfix's `queue_minfree`)", "0"},
     {"plugin_dir", KT_STR, FIELD(plugin_dir), NULL, 0, 0, NULL, 0, NULL, NULL, NULL, NULL,
      "where the plugins' `.so` files are", "`PREFIX/lib/postern/plugins`"},
     {"plugins", KT_HOOK, NOFIELD, NULL, 0, 0, NULL, 0, NULL, parse_plugins, print_plugins, NULL,

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -142,6 +143,15 @@ int spool_init(const char *dir, bool recover)
     }
     if (recover)
         spool_clear_tmp();
+    return 0;
+}
+
+int spool_free_bytes(uint64_t *out)
+{
+    struct statvfs v;
+    if (queue_dirfd < 0 || fstatvfs(queue_dirfd, &v) < 0)
+        return -1;
+    *out = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
     return 0;
 }
 

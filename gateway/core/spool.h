@@ -131,6 +131,8 @@ bool qid_valid(const char *id);
 /* Create the tree under dir (tmp, queue, corrupt); with recover (the daemon
  * at start) also clear temp files of messages that were never acknowledged. */
 int spool_init(const char *dir, bool recover);
+/* Bytes free for posternd on the spool's file system: 0, or -1. */
+int spool_free_bytes(uint64_t *out);
 
 /* Writer for one incoming message. Errors are sticky in err (an errno). */
 struct spool_writer {

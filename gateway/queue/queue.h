@@ -87,6 +87,8 @@ void queue_load_stop(void);
 /* Dispatch due messages (called on every tick and after new mail). */
 void queue_run_due(void);
 size_t queue_size(void);
+/* Messages on the spool not yet read into the queue at start (0 once all are). */
+size_t queue_load_pending(void);
 /* The queue-by-state and queue-by-age gauges (at most every 5 s). */
 void queue_publish_metrics(void);
 

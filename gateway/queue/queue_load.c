@@ -226,6 +226,8 @@ void queue_load_spool(size_t read_before_ready)
         log_error("spool: out of memory reading the queue");
 }
 
+size_t queue_load_pending(void) { return L.names && L.done < L.n ? L.n - L.done : 0; }
+
 const char *queue_loading_note(void)
 {
     static char note[160];

@@ -14,11 +14,15 @@
 #include "relay_control.h"
 #include "tls.h"
 #include "kv.h"
+#include "queue.h"
+#include "spool.h"
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* ---- commands ----------------------------------------------------- */
 
@@ -77,6 +81,36 @@ static void mail_then(struct session *s, postern_verdict v)
     session_reply(s, "250 2.1.0 Ok");
 }
 
+/* Room for one more message of size bytes (0: not declared), as Postfix's
+ * smtpd_check_size and a bound on the queue: a 452 while the queue (what is
+ * still to be read at start counted) holds queue_max_messages, or when the
+ * message would leave the spool's file system less than queue_minfree or
+ * take over two thirds of what is free; NULL when there is room. The free
+ * space is looked at once a second; the refusal is logged once a minute. */
+static const char *storage_refusal(const struct config *cfg, uint64_t size)
+{
+    static int64_t checked, logged;
+    static uint64_t free_bytes = UINT64_MAX;
+    int64_t now = (int64_t)time(NULL);
+    if (now != checked && spool_free_bytes(&free_bytes) == 0)
+        checked = now;
+    size_t queued = queue_size() + queue_load_pending();
+    char why[160] = "";
+    if (cfg->queue_max_messages && queued >= (size_t)cfg->queue_max_messages)
+        snprintf(why, sizeof why, "the queue holds %zu messages (queue_max_messages %d)", queued,
+                 cfg->queue_max_messages);
+    else if (free_bytes != UINT64_MAX && (free_bytes < cfg->queue_minfree + size || size > free_bytes / 3 * 2))
+        snprintf(why, sizeof why, "%" PRIu64 " bytes free on the spool's file system (queue_minfree %zu, SIZE=%" PRIu64 ")",
+                 free_bytes, cfg->queue_minfree, size);
+    if (!why[0])
+        return NULL;
+    if (now - logged >= 60) {
+        logged = now;
+        log_warn("refusing new mail with 452 4.3.1 (logged once a minute): %s", why);
+    }
+    return "452 4.3.1 Insufficient system storage";
+}
+
 static void cmd_mail(struct session *s, const char *args)
 {
     if (!s->ssl && config_requires_tls(s->cfg, (struct sockaddr *)&s->peer)) {
@@ -99,6 +133,11 @@ static void cmd_mail(struct session *s, const char *args)
     }
     if (mp.has_size && mp.size > s->cfg->message_size_limit) {
         session_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+        return;
+    }
+    const char *no_room = storage_refusal(s->cfg, mp.has_size ? (uint64_t)mp.size : 0);
+    if (no_room) {
+        session_reply(s, no_room);
         return;
     }
     char why[SMTP_MAX_PATH + 128];
