@@ -44,6 +44,7 @@ enum metric_id {
     M_EVENTS_SENT,             /* counter {sink}: events a sink took */
     M_EVENTS_SEND_FAILURES,    /* counter {sink}: requests to a sink that failed (retried) */
     M_EVENTS_OUTBOX_BYTES,     /* gauge: the event outbox's size */
+    M_STORAGE_REFUSALS,        /* counter {reason: queue_full | disk_space}: MAIL answered 452 4.3.1 */
     M_COUNT
 };
 

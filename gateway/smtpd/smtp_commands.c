@@ -96,14 +96,19 @@ static const char *storage_refusal(const struct config *cfg, uint64_t size)
         checked = now;
     size_t queued = queue_size() + queue_load_pending();
     char why[160] = "";
-    if (cfg->queue_max_messages && queued >= (size_t)cfg->queue_max_messages)
+    const char *reason = "queue_full";
+    if (cfg->queue_max_messages && queued >= (size_t)cfg->queue_max_messages) {
         snprintf(why, sizeof why, "the queue holds %zu messages (queue_max_messages %d)", queued,
                  cfg->queue_max_messages);
-    else if (free_bytes != UINT64_MAX && (free_bytes < cfg->queue_minfree + size || size > free_bytes / 3 * 2))
+    } else if (free_bytes != UINT64_MAX && (free_bytes < cfg->queue_minfree + size || size > free_bytes / 3 * 2)) {
         snprintf(why, sizeof why, "%" PRIu64 " bytes free on the spool's file system (queue_minfree %zu, SIZE=%" PRIu64 ")",
                  free_bytes, cfg->queue_minfree, size);
+        reason = "disk_space";
+    }
     if (!why[0])
         return NULL;
+    char labels[48];
+    metric_inc(M_STORAGE_REFUSALS, metric_labels(labels, sizeof labels, "reason", reason, NULL));
     if (now - logged >= 60) {
         logged = now;
         log_warn("refusing new mail with 452 4.3.1 (logged once a minute): %s", why);

@@ -80,7 +80,7 @@ def test_queue_max_messages_bounds_the_queue():
     from scripted_smtp import ScriptedSmtp
     hop = ScriptedSmtp(addr(2))          # grey-: 450 (the message stays), bad-: 550 (a notice is owed)
     g = Gateway(default_transport="smtp:[%s]:2526" % addr(2), queue_max_messages="3", retry_min="10m", retry_max="1h",
-                relay_domains="example.test, src.test").start()
+                relay_domains="example.test, src.test", http_listen="%s:9025" % addr(1)).start()
     body = "Subject: bound\r\n\r\nx\r\n"
     postern = lambda *a: subprocess.run([os.path.join(BUILD, "postern"), "-c", g.conf, "queue", *a],
                                         capture_output=True, text=True, timeout=30)
@@ -89,6 +89,11 @@ def test_queue_max_messages_bounds_the_queue():
     wait_for(lambda: "the queue holds 3 messages (queue_max_messages 3)" in g.log(), 5, "the refusal logged")
     wait_for(lambda: g.log().count("status=deferred") >= 3, 10, "three deferrals")
     assert sorted(g.queue_files()) == sorted(qids)               # nothing accepted was touched
+    import urllib.request
+    with urllib.request.urlopen("http://%s:9025/metrics" % g.host, timeout=10) as resp:
+        metrics = resp.read().decode()
+    assert re.search(r'^postern_smtp_storage_refusals_total\{reason="queue_full"\} 1$', metrics, re.M), \
+        [l for l in metrics.splitlines() if "storage" in l]
     # room for one: a message whose recipient the next hop refuses; its notice is queued although the
     # queue is at its bound again (posternd's own mail never meets it) and reaches the sender
     assert postern("delete", qids[0]).returncode == 0
