@@ -242,6 +242,8 @@ int spool_writer_open(struct spool_writer *w, const struct envelope *e)
  * writes the file anew with pwritev). */
 void spool_writer_write(struct spool_writer *w, const void *data, size_t n)
 {
+    if (!n)
+        return;
     struct iovec part = {(void *)data, n};
     pwritev_all(w, &part, 1, (off_t)(w->env_len + w->written));
     w->written += n;
