@@ -114,7 +114,34 @@ static int put(SSL *ssl, int fd, const char *p, size_t n)
 }
 
 static int dechunk(const char *p, size_t len, struct buf *out);
-static const char *header_value(const char *text, const char *end, const char *name);
+
+/* Header name's value in the header block [text, end) (end: where its
+ * closing blank line starts, so what follows the value is CRLF), or NULL. */
+static const char *header_value(const char *text, const char *end, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *h = memmem(text, (size_t)(end - text), "\r\n", 2); h && h < end;
+         h = memmem(h + 2, (size_t)(end + 2 - (h + 2)), "\r\n", 2))
+        if ((size_t)(end - (h + 2)) > n && !strncasecmp(h + 2, name, n) && h[2 + n] == ':')
+            return h + 3 + n + strspn(h + 3 + n, " \t");
+    return NULL;
+}
+
+/* The status code of the answer raw[len] starts with ("HTTP/1.x NNN"), and
+ * into *minor the x; -1 when it is not one. */
+static int status_line(const char *raw, size_t len, int *minor)
+{
+    if (len < 12 || memcmp(raw, "HTTP/1.", 7) || raw[7] < '0' || raw[7] > '9' || raw[8] != ' ')
+        return -1;
+    int code = 0;
+    for (size_t i = 9; i < 12; i++) {
+        if (raw[i] < '0' || raw[i] > '9')
+            return -1;
+        code = code * 10 + (raw[i] - '0');
+    }
+    *minor = raw[7] - '0';
+    return code;
+}
 
 /* Where one response in raw [0, len) ends: its length, 0 while more must
  * come, or -1 when it runs until the server closes (no length given).
@@ -125,17 +152,13 @@ static long response_end(const char *raw, size_t len, bool *close)
     if (!end)
         return 0;
     size_t head = (size_t)(end + 4 - raw);
-    char block[8192];                        /* the header block, NUL-ended for parsing */
-    snprintf(block, sizeof block, "%.*s", (int)(head < sizeof block ? head : sizeof block - 1), raw);
-    const char *bend = block + strlen(block);
-    int minor = 0, code = 0;
-    sscanf(block, "HTTP/1.%d %3d", &minor, &code);
-    const char *conn = header_value(block, bend, "Connection");
+    int minor = 0, code = status_line(raw, len, &minor);
+    const char *conn = header_value(raw, end, "Connection");
     /* HTTP/1.0 closes unless it says keep-alive; 1.1 keeps unless it says close */
     *close = minor == 0 ? !conn || strncasecmp(conn, "keep-alive", 10) : conn && !strncasecmp(conn, "close", 5);
     if (code == 204 || code == 304 || (code >= 100 && code < 200))
         return (long)head;
-    const char *te = header_value(block, bend, "Transfer-Encoding");
+    const char *te = header_value(raw, end, "Transfer-Encoding");
     if (te && !strncasecmp(te, "chunked", 7)) {
         /* complete when the chunks parse to the last one and the block ends */
         struct buf scratch;
@@ -145,7 +168,7 @@ static long response_end(const char *raw, size_t len, bool *close)
         buf_free(&scratch);
         return whole ? (long)len : 0;
     }
-    const char *cl = header_value(block, bend, "Content-Length");
+    const char *cl = header_value(raw, end, "Content-Length");
     if (!cl)
         return -1;
     unsigned long n = strtoul(cl, NULL, 10);
@@ -195,26 +218,15 @@ static int dechunk(const char *p, size_t len, struct buf *out)
     }
 }
 
-/* Header name's value in the header block [text, end), or NULL. */
-static const char *header_value(const char *text, const char *end, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *h = strstr(text, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n"))
-        if (!strncasecmp(h + 2, name, n) && h[2 + n] == ':')
-            return h + 3 + n + strspn(h + 3 + n, " \t");
-    return NULL;
-}
-
 /* The status code and body of a whole response in raw; -1 if malformed. */
-static int parse_response(struct buf *raw, struct buf *resp)
+static int parse_response(const struct buf *raw, struct buf *resp)
 {
-    buf_append(raw, "", 1);
-    const char *text = buf_head(raw), *end = strstr(text, "\r\n\r\n");
-    int code;
-    if (!end || sscanf(text, "HTTP/1.%*d %3d", &code) != 1)
+    const char *text = buf_head(raw), *end = memmem(text, raw->len, "\r\n\r\n", 4);
+    int minor, code = status_line(text, raw->len, &minor);
+    if (!end || code < 0)
         return -1;
     const char *body = end + 4;
-    size_t len = raw->len - 1 - (size_t)(body - text);
+    size_t len = raw->len - (size_t)(body - text);
     const char *te = header_value(text, end, "Transfer-Encoding");
     if (te && !strncasecmp(te, "chunked", 7))
         return dechunk(body, len, resp) == 0 ? code : -1;
@@ -285,12 +297,12 @@ static int exchange(struct https_conn *c, const struct https_target *t, const st
     return 0;
 }
 
-/* Does the answer's Content-Type (raw: the whole answer, NUL-ended) name
- * the media type want? Into got, what it names ("none" when absent). */
-static bool media_type_is(const char *raw, const char *want, char *got, size_t gotlen)
+/* Does the answer's Content-Type name the media type want? Into got, what
+ * it names ("none" when absent). */
+static bool media_type_is(const struct buf *raw, const char *want, char *got, size_t gotlen)
 {
-    const char *end = strstr(raw, "\r\n\r\n");
-    const char *ct = end ? header_value(raw, end, "Content-Type") : NULL;
+    const char *end = memmem(buf_head(raw), raw->len, "\r\n\r\n", 4);
+    const char *ct = end ? header_value(buf_head(raw), end, "Content-Type") : NULL;
     size_t n = ct ? strcspn(ct, "; \t\r\n") : 0;
     snprintf(got, gotlen, "%.*s", (int)(n ? n : 4), n ? ct : "none");
     return n == strlen(want) && !strncasecmp(ct, want, n);
@@ -329,7 +341,7 @@ int https_request_on(struct https_conn *kept, const struct https_target *t, cons
     char type[64];
     if (rc == 0 && (code = parse_response(&raw, resp)) < 0)
         snprintf(why, whylen, "%s:%d gave no HTTP answer", t->host, t->port);
-    else if (rc == 0 && code / 100 == 2 && t->want_type && !media_type_is(buf_head(&raw), t->want_type, type, sizeof type)) {
+    else if (rc == 0 && code / 100 == 2 && t->want_type && !media_type_is(&raw, t->want_type, type, sizeof type)) {
         snprintf(why, whylen, "%s:%d answered with Content-Type %s, not %s", t->host, t->port, type, t->want_type);
         code = -1;
     }
