@@ -176,22 +176,6 @@ static void writer_fail(struct spool_writer *w, int err)
         w->err = err ? err : EIO;
 }
 
-/* write(2) all of it or record the error. */
-static void write_all(struct spool_writer *w, const char *p, size_t n)
-{
-    while (n && !w->err) {
-        ssize_t r = write(w->fd, p, n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            writer_fail(w, errno);
-            return;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-}
-
 /* pwritev(2) all of parts at off (the file offset is left alone), or
  * record the error. */
 static void pwritev_all(struct spool_writer *w, struct iovec *parts, int n, off_t off)
@@ -233,7 +217,8 @@ int spool_writer_open(struct spool_writer *w, const struct envelope *e)
         return -1;
     }
     w->env_len = b.len;
-    write_all(w, buf_head(&b), b.len);
+    struct iovec env = {buf_head(&b), b.len};
+    pwritev_all(w, &env, 1, 0);
     buf_free(&b);
     return w->err ? -1 : 0;
 }
@@ -298,8 +283,8 @@ int spool_writer_commit(struct spool_writer *w)
     return w->err;
 }
 
-/* Copy len bytes at off of in to the end of w's file. */
-static void copy_range(struct spool_writer *w, int in, off_t off, size_t len)
+/* Copy len bytes at off of in to w's file at to. */
+static void copy_range(struct spool_writer *w, int in, off_t off, size_t len, off_t to)
 {
     char buf[65536];
     while (len && !w->err) {
@@ -308,8 +293,10 @@ static void copy_range(struct spool_writer *w, int in, off_t off, size_t len)
             writer_fail(w, r < 0 ? errno : EIO);
             return;
         }
-        write_all(w, buf, (size_t)r);
+        struct iovec part = {buf, (size_t)r};
+        pwritev_all(w, &part, 1, to);
         off += r;
+        to += r;
         len -= (size_t)r;
     }
 }
@@ -336,10 +323,9 @@ static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, co
     if (spool_envelope_encode(e, &b, &w->off) < 0)
         writer_fail(w, ENOMEM);
     w->env_len = b.len;
-    struct iovec parts[3] = {{(void *)buf_head(&b), b.len}, {(void *)headers, hlen},
+    struct iovec parts[3] = {{buf_head(&b), b.len}, {(void *)headers, hlen},
                              {body ? (void *)body : old, body ? blen : old_len}};
-    if (!w->err)
-        pwritev_all(w, parts, 3, 0);        /* one system call for the three, where it can */
+    pwritev_all(w, parts, 3, 0);        /* one system call for the three, where it can */
     buf_free(&b);
     free(old);
     w->hdr_len = hlen;
@@ -375,15 +361,12 @@ int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const
     if (spool_envelope_encode(e, &b, &w->off) < 0)
         writer_fail(w, ENOMEM);
     w->env_len = b.len;
-    write_all(w, buf_head(&b), b.len);
+    struct iovec parts[2] = {{buf_head(&b), b.len}, {(void *)headers, hlen}};
+    pwritev_all(w, parts, 2, 0);
     buf_free(&b);
-    write_all(w, headers, hlen);
-    if (body)
-        write_all(w, body, blen);
-    else
-        copy_range(w, old, old_body, old_body_len);
+    copy_range(w, old, old_body, old_body_len, (off_t)(w->env_len + hlen));   /* only a large kept body comes here */
     w->hdr_len = hlen;
-    w->written = hlen + (body ? blen : old_body_len);
+    w->written = hlen + old_body_len;
     close(old);
     if (!w->err && renameat(tmp_dirfd, rwname, tmp_dirfd, w->id) < 0)
         writer_fail(w, errno);

@@ -47,6 +47,32 @@ def test_bdat_and_data_messages_arrive_identical():
     g.stop()
 
 
+def test_a_header_added_at_the_end_writes_small_and_large_files_anew_intact():
+    """A header a link adds at the end of data writes the queue file anew:
+    in its own file for a small body, into a second file over 4 MiB. Both
+    messages arrive byte for byte, with the header."""
+    sink = Sink(addr(2))
+    script = readable_file("add.lua", 'postern.on("eom", function(tx) tx:add_header("X-Added", "at eom") end)\n',
+                           prefix="lua-")
+    g = Gateway(sink=sink, plugins="lua:" + script, message_size_limit="10M").start()
+    large = MSG + "".join("%07d of a body over four MiB, so its file is written anew beside it\r\n" % i
+                          for i in range(70000))
+    sent = {}
+    for data in (MSG.encode(), large.encode()):
+        assert len(data) < (4 << 20) or len(data) > (4 << 20) + 65536
+        c = Client(g.host)
+        c.cmd("EHLO client.test")
+        envelope(c)
+        c.send(b"BDAT %d LAST\r\n" % len(data) + data)
+        sent[queue_id(c.reply())] = data
+        c.close()
+    for m in sink.wait_count(2, timeout=60):
+        qid = re.search(rb"with ESMTP id ([0-9A-F]{16})", m).group(1).decode()
+        want = sent[qid].replace(b"\r\n\r\n", b"\r\nX-Added: at eom\r\n\r\n", 1)
+        assert our_received_and_rest(m)[1] == as_dumped(want), (len(sent[qid]), our_received_and_rest(m)[1][:400])
+    g.stop()
+
+
 def test_swaks_over_a_pipe_with_pipelining():
     """swaks --pipe drives the session through a child's stdin/stdout (socat
     carries it to the listener), pipelining MAIL, RCPT and DATA."""
