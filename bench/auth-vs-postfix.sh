@@ -7,6 +7,7 @@
 # Prints messages/s end to end (all N at the sink) and the ratios, for
 # ROUNDS rounds (default 3) and their medians, with posternd's CPU time per
 # message off and on (from /proc: steadier than throughput on a noisy box).
+# STRACE=1 counts posternd's system calls per message, off and on.
 # PERF=1 also profiles posternd with perf during the last chain-on run
 # (PERF_RECORD: perf record options, default "-F 999 -g").
 # Caveat: smtp-source connects from 127.0.0.1, which libspf2 passes without
@@ -150,6 +151,19 @@ for round in $(seq "$ROUNDS"); do
   ratios+=("$r"); vspf+=("$v"); cpu_ratios+=("$(echo "$cpu_off / $cpu_on" | bc -l)")
   printf "%-6s %9s %9s %9s %8.2f %8.2f %8s:%s ms\n" "$round" "$pf" "$off" "$on" "$r" "$v" "$cpu_off" "$cpu_on"
 done
+# STRACE=1: one more run of each, with posternd's system calls per message
+# counted (strace slows it down: no rate is taken from these runs)
+if [ -n "${STRACE:-}" ]; then
+  for conf in off on; do
+    start_posternd "$WORK/$conf.conf"
+    strace_start "$PG" "$WORK/strace.$conf"
+    run $PG_PORT >/dev/null
+    strace_stop
+    kill $PG; wait $PG 2>/dev/null || true
+    echo "posternd, chain $conf: system calls per message"
+    syscalls_per_msg "$WORK/strace.$conf" "$N" "${TOP:-12}"
+  done
+fi
 printf "median ratio auth on / off (posternd):  %s\n" "$(median "${ratios[@]}")"
 printf "median ratio posternd auth on / postfix: %s\n" "$(median "${vspf[@]}")"
 printf "median posternd CPU per message, off / on: %s\n" "$(median "${cpu_ratios[@]}")"

@@ -86,6 +86,17 @@ thread_cpu() {
     for (k in u) printf "  thread %-16s %6.0f us/msg (user %.0f, system %.0f)\n", k,
       (u[k] + s[k]) * 1000000 / hz / n, u[k] * 1000000 / hz / n, s[k] * 1000000 / hz / n }' | sort -k3 -rn
 }
+# strace_start PID FILE: count the system calls of posternd (started as PID)
+# and all its threads into FILE until strace_stop; STRACE_PID is strace's.
+strace_start() { strace -c -f -p "$(daemon_pid "$1")" -o "$2" 2>/dev/null & STRACE_PID=$!; sleep 0.5; }
+strace_stop() { kill -INT "$STRACE_PID"; wait "$STRACE_PID" 2>/dev/null || true; }
+# syscalls_per_msg FILE N [TOP]: strace -c's table as calls per message, the
+# total first, then the TOP (default 12) most frequent.
+syscalls_per_msg() {
+  awk -v n="$2" 'NR > 2 && $NF ~ /^[a-z_0-9]+$/ {c = ($4 ~ /^[0-9]+$/ ? $4 : $3); if (c ~ /^[0-9]+$/) printf "  %-14s %7.2f\n", $NF, c / n}' "$1" |
+    sort -k2 -rn | head -"$(( ${3:-12} + 1 ))"
+}
+
 # The median of the arguments (the mean of the middle two for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
 

@@ -214,10 +214,10 @@ static int tx_body(lua_State *L)
     }
     int fd = -1;
     uint64_t off = 0, len = 0;
-    bool whole_message = false;
+    bool whole_message = false, received = false;
     if (t->stage == POSTERN_STAGE_EOM && t->data_fd >= 0) {
+        received = true;        /* the message being received: txn_body_pread */
         fd = t->data_fd;
-        off = t->body_start;
         len = t->body_len;
     } else if (t->stage == POSTERN_STAGE_QUEUE || t->stage == POSTERN_STAGE_DELIVER) {
         fd = spool_open_message(t->qid);
@@ -229,7 +229,7 @@ static int tx_body(lua_State *L)
         return lua_pushnil(L), 1;
     luaL_Buffer b;
     char *p = luaL_buffinitsize(L, &b, (size_t)len);
-    ssize_t r = pread(fd, p, (size_t)len, (off_t)off);
+    ssize_t r = received ? txn_body_pread(t, p, (size_t)len, 0) : pread(fd, p, (size_t)len, (off_t)off);
     if (whole_message)
         close(fd);
     if (r < 0)

@@ -330,7 +330,7 @@ int main(int argc, char **argv)
     delivery_init(cfg);
     runtime_on_switch(reconfigure);
     queue_load_spool((size_t)cfg->queue_read_before_ready);
-    if (local_submit_start(queue_add_committed) < 0) {
+    if (local_submit_start(queue_add_local) < 0) {
         log_error("cannot start local submission: %s", strerror(errno));
         return 1;
     }

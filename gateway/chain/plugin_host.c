@@ -365,14 +365,7 @@ static long h_body_read(postern_txn *t, uint64_t offset, char *buf, size_t len)
         memcpy(buf, buf_head(&t->new_body) + offset, n);
         return (long)n;
     }
-    if (t->data_fd < 0)
-        return -1;
-    if (offset >= t->body_len)
-        return 0;
-    if (len > t->body_len - offset)
-        len = (size_t)(t->body_len - offset);
-    ssize_t r = pread(t->data_fd, buf, len, (off_t)(t->body_start + offset));
-    return r < 0 ? -1 : (long)r;
+    return txn_body_pread(t, buf, len, offset);
 }
 
 void plugin_host_configure(const struct config *cfg) { host_cfg = cfg; }

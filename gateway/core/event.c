@@ -68,7 +68,7 @@ int ev_init(void)
 int ev_add(struct ev_watch *w, int fd, uint32_t mask, ev_handler fn, void *ctx)
 {
     w->fd = fd;
-    w->mask = mask;
+    w->mask = w->armed = mask;
     w->fn = fn;
     w->ctx = ctx;
     w->kicked = false;
@@ -76,13 +76,32 @@ int ev_add(struct ev_watch *w, int fd, uint32_t mask, ev_handler fn, void *ctx)
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
-int ev_mod(struct ev_watch *w, uint32_t mask)
+static int arm(struct ev_watch *w, uint32_t mask)
 {
-    if (w->mask == mask || w->fd < 0)
-        return 0;
-    w->mask = mask;
+    w->armed = mask;
     struct epoll_event ev = {.events = mask, .data.ptr = w};
     return epoll_ctl(epfd, EPOLL_CTL_MOD, w->fd, &ev);
+}
+
+int ev_mod(struct ev_watch *w, uint32_t mask)
+{
+    w->mask = mask;
+    if (w->armed == mask || w->fd < 0)
+        return 0;
+    if ((w->armed & ~(uint32_t)EPOLLIN) == mask)
+        return 0;           /* only input taken away: lazily (see event.h) */
+    return arm(w, mask);
+}
+
+/* The events of w to hand its owner: input it no longer wants is disarmed
+ * now, and not handed on. */
+static uint32_t wanted_events(struct ev_watch *w, uint32_t events)
+{
+    if (!(events & EPOLLIN) || (w->mask & EPOLLIN))
+        return events;
+    if (w->armed != w->mask)
+        arm(w, w->mask);
+    return events & ~(uint32_t)EPOLLIN;
 }
 
 void ev_del(struct ev_watch *w)
@@ -206,8 +225,9 @@ int ev_run(void)
         }
         for (int i = 0; i < n; i++) {
             struct ev_watch *w = evs[i].data.ptr;
-            if (w->fd >= 0)
-                w->fn(w->ctx, evs[i].events);
+            uint32_t events = w->fd >= 0 ? wanted_events(w, evs[i].events) : 0;
+            if (events)
+                w->fn(w->ctx, events);
         }
         run_kicks();
         run_soon();

@@ -12,7 +12,8 @@ typedef void (*ev_handler)(void *ctx, uint32_t events);
 
 struct ev_watch {
     int fd;
-    uint32_t mask;
+    uint32_t mask;    /* the events the owner wants */
+    uint32_t armed;   /* the events epoll has: mask, or mask + EPOLLIN not yet taken away */
     ev_handler fn;
     void *ctx;
     bool kicked;      /* an ev_kick is queued for it */
@@ -20,6 +21,10 @@ struct ev_watch {
 
 int ev_init(void);
 int ev_add(struct ev_watch *w, int fd, uint32_t mask, ev_handler fn, void *ctx);
+/* Input no longer wanted stays armed until some arrives (then it is
+ * disarmed, unseen by the handler): a session that pauses its input while
+ * a message commits, and takes it back, costs no epoll_ctl at all unless
+ * the client writes in between (issue 37). */
 int ev_mod(struct ev_watch *w, uint32_t mask);
 /* Remove from epoll (fd stays open; the caller closes it). */
 void ev_del(struct ev_watch *w);

@@ -201,37 +201,54 @@ static void pwritev_all(struct spool_writer *w, struct iovec *parts, int n, off_
 int spool_writer_open(struct spool_writer *w, const struct envelope *e)
 {
     memset(w, 0, sizeof *w);
+    buf_init(&w->pend);
     snprintf(w->id, sizeof w->id, "%s", e->id);
     w->fd = openat(tmp_dirfd, w->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (w->fd < 0) {
         w->err = errno;
         return -1;
     }
-    struct buf b;
-    buf_init(&b);
     w->hops = e->hops;
     w->tls_optional = e->tls_optional;
-    if (spool_envelope_encode(e, &b, &w->off) < 0) {
-        buf_free(&b);
+    if (spool_envelope_encode(e, &w->pend, &w->off) < 0) {
         writer_fail(w, ENOMEM);
         return -1;
     }
-    w->env_len = b.len;
-    struct iovec env = {buf_head(&b), b.len};
-    pwritev_all(w, &env, 1, 0);
-    buf_free(&b);
-    return w->err ? -1 : 0;
+    w->env_len = w->pend.len;
+    return 0;
+}
+
+/* What is held back, and then data (NULL: nothing more), to the file at
+ * its place. */
+static void write_out(struct spool_writer *w, const void *data, size_t n)
+{
+    struct iovec parts[2] = {{buf_head(&w->pend), w->pend.len}, {(void *)data, n}};
+    size_t len = w->pend.len + n;
+    pwritev_all(w, parts[0].iov_len ? parts : parts + 1, parts[0].iov_len ? 2 : 1, (off_t)w->on_disk);
+    w->on_disk += len;
+    buf_reset(&w->pend);
 }
 
 /* At its place after what came before (not the file offset: a rewrite
- * writes the file anew with pwritev). */
+ * writes the file anew with pwritev). Held back while pend has room. */
 void spool_writer_write(struct spool_writer *w, const void *data, size_t n)
 {
-    if (!n)
+    if (!n || w->err)
         return;
-    struct iovec part = {(void *)data, n};
-    pwritev_all(w, &part, 1, (off_t)(w->env_len + w->written));
     w->written += n;
+    if (w->pend.len + n <= SPOOL_WRITE_BEHIND) {
+        if (buf_append(&w->pend, data, n) < 0)
+            writer_fail(w, ENOMEM);
+        return;
+    }
+    write_out(w, data, n);
+}
+
+const char *spool_writer_in_memory(const struct spool_writer *w, uint64_t offset)
+{
+    if (w->err || offset < w->on_disk || offset > w->on_disk + w->pend.len)
+        return NULL;
+    return buf_head(&w->pend) ? buf_head(&w->pend) + (offset - w->on_disk) : "";
 }
 
 /* fsync, timed for the metrics. */
@@ -242,6 +259,45 @@ static int timed_fsync(int fd)
     int rc = fsync(fd);
     clock_gettime(CLOCK_MONOTONIC, &b);
     metric_observe(M_FSYNC_SECONDS, (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9);
+    return rc;
+}
+
+/* The queue directory fsync'd after a rename into it, shared between
+ * commits running at once (group commit): a sync that started after our
+ * rename covers it, so a commit waits for one in flight and needs its own
+ * only when that one started too early. Each commit still returns only once
+ * its own name is durable. */
+static pthread_mutex_t dir_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t dir_synced = PTHREAD_COND_INITIALIZER;
+static uint64_t dir_renames, dir_synced_upto;   /* renames so far; renames a finished sync covers */
+static bool dir_syncing;
+
+static int sync_queue_dir(void)
+{
+    pthread_mutex_lock(&dir_lock);
+    uint64_t mine = ++dir_renames;
+    int rc = 0;
+    while (dir_synced_upto < mine) {
+        if (dir_syncing) {
+            pthread_cond_wait(&dir_synced, &dir_lock);
+            continue;
+        }
+        dir_syncing = true;
+        uint64_t upto = dir_renames;
+        pthread_mutex_unlock(&dir_lock);
+        rc = timed_fsync(queue_dirfd);
+        int err = errno;
+        pthread_mutex_lock(&dir_lock);
+        dir_syncing = false;
+        if (rc == 0)
+            dir_synced_upto = upto > dir_synced_upto ? upto : dir_synced_upto;
+        pthread_cond_broadcast(&dir_synced);
+        if (rc < 0) {
+            errno = err;        /* this commit fails; the others try again */
+            break;
+        }
+    }
+    pthread_mutex_unlock(&dir_lock);
     return rc;
 }
 
@@ -258,7 +314,9 @@ static void patch_envelope_tail(struct spool_writer *w)
         writer_fail(w, EINVAL);         /* the encoder and this disagree: never write a wrong envelope */
         return;
     }
-    if (pwrite(w->fd, span, (size_t)n, (off_t)w->off.tls_optional) != n)
+    if (w->off.tls_optional >= w->on_disk)      /* still held back: patched in memory */
+        memcpy(buf_head(&w->pend) + (w->off.tls_optional - w->on_disk), span, (size_t)n);
+    else if (pwrite(w->fd, span, (size_t)n, (off_t)w->off.tls_optional) != n)
         writer_fail(w, errno);
 }
 
@@ -266,6 +324,9 @@ int spool_writer_commit(struct spool_writer *w)
 {
     if (!w->err)
         patch_envelope_tail(w);
+    if (!w->err && w->pend.len)
+        write_out(w, NULL, 0);
+    buf_free(&w->pend);
     if (!w->err && timed_fsync(w->fd) < 0)
         writer_fail(w, errno);
     if (close(w->fd) < 0)
@@ -273,7 +334,7 @@ int spool_writer_commit(struct spool_writer *w)
     w->fd = -1;
     if (!w->err && renameat(tmp_dirfd, w->id, queue_dirfd, w->id) < 0)
         writer_fail(w, errno);
-    if (!w->err && timed_fsync(queue_dirfd) < 0)
+    if (!w->err && sync_queue_dir() < 0)
         writer_fail(w, errno);
     if (w->err) {
         /* not acknowledged: remove whichever name it has */
@@ -308,9 +369,33 @@ static void copy_range(struct spool_writer *w, int in, off_t off, size_t len, of
  * say Authentication-Results, rewrites every message). The file is still in
  * tmp/ and unacknowledged, so a crash half way loses nothing anyone was told
  * about. */
+/* The same when nothing is on disk yet (a message held back whole): the new
+ * file is made in memory, with no I/O at all. */
+static int rewrite_held_back(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
+                             const char *body, size_t blen)
+{
+    const char *kept = spool_writer_in_memory(w, w->env_len + w->hdr_len);
+    size_t len = body ? blen : (size_t)w->written - w->hdr_len;
+    struct buf nb;
+    buf_init(&nb);
+    if (spool_envelope_encode(e, &nb, &w->off) < 0)
+        writer_fail(w, ENOMEM);
+    size_t env_len = nb.len;
+    if ((hlen && buf_append(&nb, headers, hlen) < 0) || (len && buf_append(&nb, body ? body : kept, len) < 0))
+        writer_fail(w, ENOMEM);
+    buf_free(&w->pend);
+    w->pend = nb;
+    w->env_len = env_len;
+    w->hdr_len = hlen;
+    w->written = hlen + len;
+    return w->err;
+}
+
 static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
                             const char *body, size_t blen)
 {
+    if (w->on_disk == 0)
+        return rewrite_held_back(w, e, headers, hlen, body, blen);
     size_t old_len = (size_t)w->written - w->hdr_len;
     uint64_t old_total = w->env_len + w->written;
     char *old = body ? NULL : malloc(old_len ? old_len : 1);
@@ -330,6 +415,7 @@ static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, co
     free(old);
     w->hdr_len = hlen;
     w->written = hlen + (body ? blen : old_len);
+    w->on_disk = w->env_len + w->written;
     /* a longer file (a header added) has no old tail to cut */
     if (!w->err && w->env_len + w->written < old_total && ftruncate(w->fd, (off_t)(w->env_len + w->written)) < 0)
         writer_fail(w, errno);
@@ -343,6 +429,8 @@ int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const
 {
     if (w->err)
         return w->err;
+    if (w->on_disk && w->pend.len)
+        write_out(w, NULL, 0);      /* the file whole on disk: the old body is read back from it */
     if (body || (size_t)w->written - w->hdr_len <= REWRITE_IN_PLACE_MAX)
         return rewrite_in_place(w, e, headers, hlen, body, blen);
     char rwname[QID_LEN + 8];
@@ -367,6 +455,7 @@ int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const
     copy_range(w, old, old_body, old_body_len, (off_t)(w->env_len + hlen));   /* only a large kept body comes here */
     w->hdr_len = hlen;
     w->written = hlen + old_body_len;
+    w->on_disk = w->env_len + w->written;
     close(old);
     if (!w->err && renameat(tmp_dirfd, rwname, tmp_dirfd, w->id) < 0)
         writer_fail(w, errno);
@@ -377,6 +466,7 @@ int spool_writer_rewrite(struct spool_writer *w, const struct envelope *e, const
 
 void spool_writer_abort(struct spool_writer *w)
 {
+    buf_free(&w->pend);
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
@@ -526,6 +616,11 @@ void spool_remove(const char *id)
     char name[QID_LEN + 8];
     state_name(id, name, sizeof name);
     unlinkat(queue_dirfd, name, 0);
+    spool_remove_message(id);
+}
+
+void spool_remove_message(const char *id)
+{
     if (unlinkat(queue_dirfd, id, 0) < 0 && errno != ENOENT)
         log_error("%s: cannot remove from spool: %s", id, strerror(errno));
 }
@@ -543,6 +638,11 @@ void spool_move_corrupt(const char *id, const char *why)
 int spool_open_message(const char *id)
 {
     return open_regular_at(queue_dirfd, id);
+}
+
+int spool_open_message_stat(const char *id, struct stat *st)
+{
+    return open_regular_stat(queue_dirfd, id, st);
 }
 
 static int cmp_str(const void *a, const void *b)

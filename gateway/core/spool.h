@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* The envelope's size and hop fields are fixed-width, so a commit or a
@@ -134,7 +135,13 @@ int spool_init(const char *dir, bool recover);
 /* Bytes free for posternd on the spool's file system: 0, or -1. */
 int spool_free_bytes(uint64_t *out);
 
-/* Writer for one incoming message. Errors are sticky in err (an errno). */
+/* Writer for one incoming message. Errors are sticky in err (an errno).
+ * Writes are held back in pend, up to SPOOL_WRITE_BEHIND bytes, so a small
+ * message (envelope, headers and body) reaches the file in one pwritev at
+ * commit, and a header added at EOM rewrites it in memory (issue 37: a
+ * system call costs dearly on a VM). Durability is unchanged: nothing is
+ * acknowledged before the commit's fsync. */
+#define SPOOL_WRITE_BEHIND (64u << 10)
 struct spool_writer {
     char id[QID_LEN];
     int fd;
@@ -144,10 +151,15 @@ struct spool_writer {
     size_t hdr_len;       /* header section bytes written (the body follows) */
     size_t env_len;       /* body offset */
     uint64_t written;     /* bytes after the envelope */
+    struct buf pend;      /* the file's last bytes, not written yet */
+    uint64_t on_disk;     /* bytes of the file written (pend follows them) */
     int err;
 };
 int spool_writer_open(struct spool_writer *w, const struct envelope *e);
 void spool_writer_write(struct spool_writer *w, const void *data, size_t n);
+/* Where the file's bytes from offset on are in memory (to its end), or NULL
+ * when some are only on disk. Valid until the next write. */
+const char *spool_writer_in_memory(const struct spool_writer *w, uint64_t offset);
 /* Blocking: size, fsync, rename into queue/, fsync the directory. Run on a
  * worker. Returns 0 or an errno; on failure the temp file is removed. */
 int spool_writer_commit(struct spool_writer *w);
@@ -174,9 +186,13 @@ int spool_save_state(const char *id, struct msg_flags f, const struct rcpt_state
  * written before the message is renamed into queue/. */
 int spool_save_state_durable(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n);
 void spool_remove(const char *id);
+/* The same for a message known to have no sidecar: its file alone. */
+void spool_remove_message(const char *id);
 void spool_move_corrupt(const char *id, const char *why);
 /* Open queue/ID for reading the message. */
 int spool_open_message(const char *id);
+/* The same, with its status (a regular file's: its size) in st. */
+int spool_open_message_stat(const char *id, struct stat *st);
 /* A queued message's Subject as one line of text (unfolded, control bytes
  * as '?', at most size-1 bytes), or "" (none, or unreadable). */
 void spool_subject(const char *id, char *out, size_t size);

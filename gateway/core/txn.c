@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 struct pool_block {
     struct pool_block *next;
@@ -209,6 +210,23 @@ void txn_reset(txn_t *t)
     t->session_slots = session_slots;
     t->chain = chain;
     t->data_fd = -1;
+    t->body_mem = NULL;
+}
+
+long txn_body_pread(const txn_t *t, char *buf, size_t len, uint64_t offset)
+{
+    if (t->data_fd < 0)
+        return -1;
+    if (offset >= t->body_len)
+        return 0;
+    if (len > t->body_len - offset)
+        len = (size_t)(t->body_len - offset);
+    if (t->body_mem) {
+        memcpy(buf, t->body_mem + offset, len);
+        return (long)len;
+    }
+    ssize_t r = pread(t->data_fd, buf, len, (off_t)(t->body_start + offset));
+    return r < 0 ? -1 : (long)r;
 }
 
 void txn_free(txn_t *t)

@@ -94,6 +94,7 @@ struct postern_txn {
     /* the message being received, for EOM (the open spool file) */
     int data_fd;
     uint64_t body_start, body_len;
+    const char *body_mem;      /* the body when the spool writer still holds it (not on disk yet), or NULL */
     /* stored message, for QUEUE and DELIVER */
     size_t body_off;
     uint64_t stored_len;
@@ -105,6 +106,10 @@ struct postern_txn {
     struct txn_slot **session_slots;
 };
 typedef struct postern_txn txn_t;
+
+/* At EOM: up to len bytes of the received body from offset (from the
+ * spool writer's memory or the open spool file). Bytes read, or -1. */
+long txn_body_pread(const txn_t *t, char *buf, size_t len, uint64_t offset);
 
 /* Forget the envelope and content, keep the session view. */
 void txn_reset(txn_t *t);

@@ -48,12 +48,27 @@ void cl_set_deadline(struct smtp_client *c, int seconds)
     c->deadline_ms = ev_now_ms() + (uint64_t)seconds * 1000;
 }
 
+/* Send what is queued now, if the socket takes it: most commands then
+ * need no EPOLLOUT round (an epoll_ctl each way). A failure is left for
+ * flush_out, at the event that reports it, where the client may close. */
+static void write_now(struct smtp_client *c)
+{
+    ssize_t w = tls_write(c->ssl, c->w.fd, buf_head(&c->out), c->out.len);
+    if (w <= 0)
+        return;
+    buf_consume(&c->out, (size_t)w);
+    if (c->state != CL_QUIT && c->state != CL_READY)
+        cl_set_deadline(c, client_cfg->client_timeout);
+}
+
 void cl_want_events(struct smtp_client *c)
 {
     if (c->state == CL_TLS) {       /* the handshake says which way it waits */
         ev_mod(&c->w, c->tls_want);
         return;
     }
+    if (c->out.len && c->state != CL_CONNECTING && c->state != CL_BODY)
+        write_now(c);
     bool out = c->out.len || c->state == CL_CONNECTING || c->state == CL_BODY;
     conn_arm(&c->w, c->ssl, EPOLLIN | (out ? EPOLLOUT : 0));
 }
@@ -383,14 +398,15 @@ static void end_txn(struct smtp_client *c, bool rset)
 static void start_body(struct smtp_client *c)
 {
     const struct delivery_job *j = c->job;
-    c->body_fd = spool_open_message(j->id);
     struct stat st;
-    if (c->body_fd < 0 || lseek(c->body_fd, (off_t)j->body_off, SEEK_SET) < 0 || fstat(c->body_fd, &st) < 0) {
+    c->body_fd = spool_open_message_stat(j->id, &st);
+    if (c->body_fd < 0) {
         /* the message vanished (deleted by admin?): abort the transaction */
         cl_fail(c, "4.3.0 cannot open the spooled message", false);
         return;
     }
     c->body_left = (uint64_t)st.st_size > j->body_off ? (uint64_t)st.st_size - j->body_off : 0;
+    c->body_at = j->body_off;
     c->state = CL_BODY;
     c->at_bol = true;
     c->body_cr = false;

@@ -65,6 +65,25 @@ static void body_sent(struct smtp_client *c)
     c->state = CL_DOT;
 }
 
+/* The next bytes of the message, up to cap, into chunk: read where they
+ * lie (pread: no seek, and no read for the end of the file, whose size is
+ * known). The bytes, 0 at the end, or -1 (a read error, or a file that
+ * became shorter: failed with a reason). */
+static ssize_t read_body(struct smtp_client *c, char *chunk, size_t cap)
+{
+    size_t want = c->body_left < cap ? (size_t)c->body_left : cap;
+    ssize_t r = 0;
+    while (want && (r = pread(c->body_fd, chunk, want, (off_t)c->body_at)) < 0 && errno == EINTR)
+        ;
+    if (r < 0 || (r == 0 && want)) {
+        cl_fail(c, "4.3.0 error reading the spooled message", false);
+        return -1;
+    }
+    c->body_left -= (uint64_t)r;
+    c->body_at += (uint64_t)r;
+    return r;
+}
+
 /* BDAT: the spooled message as it is (no dot-stuffing), one chunk per read,
  * the last marked LAST. Without PIPELINING each chunk waits for its reply. */
 static void fill_chunks(struct smtp_client *c)
@@ -72,15 +91,9 @@ static void fill_chunks(struct smtp_client *c)
     char chunk[BODY_CHUNK];
     while (c->state == CL_BODY && c->out.len < OUT_HIGH_WATER && !c->bdat_failed &&
            (c->pipelining || c->bdat_outstanding == 0)) {
-        size_t want = c->body_left < BODY_CHUNK ? (size_t)c->body_left : BODY_CHUNK;
-        ssize_t r = want ? read(c->body_fd, chunk, want) : 0;
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 || (r == 0 && want)) {
-            cl_fail(c, "4.3.0 error reading the spooled message", false);
+        ssize_t r = read_body(c, chunk, sizeof chunk);
+        if (r < 0)
             return;
-        }
-        c->body_left -= (uint64_t)r;
         bool last = c->body_left == 0;
         if (!body_clean(c, chunk, (size_t)r, last))
             return;
@@ -100,13 +113,9 @@ void cl_fill_body(struct smtp_client *c)
     }
     char chunk[BODY_CHUNK];
     while (c->state == CL_BODY && c->out.len < OUT_HIGH_WATER) {
-        ssize_t r = read(c->body_fd, chunk, sizeof chunk);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            cl_fail(c, "4.3.0 error reading the spooled message", false);
+        ssize_t r = read_body(c, chunk, sizeof chunk);
+        if (r < 0)
             return;
-        }
         if (!body_clean(c, chunk, (size_t)r, r == 0))
             return;
         if (r == 0) {

@@ -48,7 +48,8 @@ struct smtp_client {
     bool body_cr;                   /* the last body byte checked was CR */
     uint64_t body_pos;              /* body bytes checked so far */
     bool bdat;
-    uint64_t body_left;
+    uint64_t body_left;             /* bytes of the file still to send */
+    uint64_t body_at;               /* where they start in the file (read with pread) */
     int bdat_outstanding;           /* chunks sent, not yet answered */
     bool bdat_failed;               /* a chunk was refused: send no more */
     int bdat_fail_code;

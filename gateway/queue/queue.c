@@ -115,7 +115,7 @@ void queue_init(const struct config *c)
 {
     cfg = c;
     queue_outcome_init(c);
-    bounce_init(c, queue_add_committed);
+    bounce_init(c, queue_add_local);
 }
 
 size_t queue_size(void) { return total_msgs; }
@@ -318,16 +318,20 @@ static bool stage_wanted(const struct qmsg *m, enum postern_stage st)
 }
 
 
-void queue_add_committed(struct envelope *e, size_t body_off)
+void queue_add_committed(struct envelope *e, size_t body_off, bool sidecar)
 {
     struct qmsg *m = qmsg_from_envelope(e, body_off);
     if (!m) {
         log_error("%s: out of memory; the message stays in the spool until restart", e->id);
         return;
     }
-    apply_state(m);   /* quarantine and routes decided before the 250 */
+    m->no_sidecar = !sidecar;
+    if (sidecar)
+        apply_state(m);   /* quarantine and routes decided before the 250 */
     queue_stage(m);
 }
+
+void queue_add_local(struct envelope *e, size_t body_off) { queue_add_committed(e, body_off, false); }
 
 /* The event stream after a crash: the acceptance events of m, made again
  * (the same IDs) when it came in shortly before the newest event the
@@ -532,6 +536,7 @@ static void save_state(struct qmsg *m)
     snprintf(f.reason, sizeof f.reason, "%s", qtext(m->hold_reason));
     snprintf(f.decisions, sizeof f.decisions, "%s", m->decisions ? m->decisions : "");
     spool_save_state(m->id, f, st, m->nrcpts);
+    m->no_sidecar = false;      /* even a failed save may have left a file */
     free(st);
 }
 

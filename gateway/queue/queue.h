@@ -42,6 +42,7 @@ struct qmsg {
     bool archive;            /* a plugin requested an archive copy */
     bool local;              /* made by posternd itself: a DSN, a plugin's submit_message */
     bool journal;            /* a journal report (POSTERN_SUBMIT_JOURNAL): the chain never runs for it */
+    bool no_sidecar;         /* committed without ID.st and none saved since: none to read or remove */
     char *client_ip;
     char *helo;
     int hops;
@@ -72,8 +73,13 @@ static inline bool qrcpt_wants(const struct qrcpt *r, unsigned notify_bit)
 }
 
 void queue_init(const struct config *cfg);
-/* A message just committed to the spool; takes ownership of e's strings. */
-void queue_add_committed(struct envelope *e, size_t body_off);
+/* A message just committed to the spool; takes ownership of e's strings.
+ * sidecar: the commit also wrote its ID.st (state decided before the 250);
+ * without one, nothing looks for it (issue 37: two system calls a message). */
+void queue_add_committed(struct envelope *e, size_t body_off, bool sidecar);
+/* The same for a message posternd made itself (a DSN, a plugin's
+ * submit_message): never a sidecar at commit. */
+void queue_add_local(struct envelope *e, size_t body_off);
 /* Scan the spool at start and schedule everything pending (queue_load.c):
  * a small queue before this returns, a large one in the background. */
 void queue_load_spool(size_t read_before_ready);

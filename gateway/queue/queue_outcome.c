@@ -242,22 +242,40 @@ static bool notify_sender(struct qmsg *m, int64_t now)
     return true;
 }
 
-static void remove_spooled(void *id)
+/* What to remove once the events are on disk. */
+struct spooled {
+    char id[QID_LEN];
+    bool sidecar;
+};
+
+static void remove_files(const char *id, bool sidecar)
 {
-    spool_remove(id);
-    free(id);
+    if (sidecar)
+        spool_remove(id);
+    else
+        spool_remove_message(id);
+}
+
+static void remove_spooled(void *arg)
+{
+    struct spooled *s = arg;
+    remove_files(s->id, s->sidecar);
+    free(s);
 }
 
 /* The spool files of a message that has left the queue go once its last
  * events are on disk (at once without an event stream): after a crash
  * before that, the message is still there, and its events are made again. */
-static void remove_after_events(const char *id)
+static void remove_after_events(const struct qmsg *m)
 {
-    char *copy = outbox_on() ? strdup(id) : NULL;
-    if (copy)
-        outbox_after_durable(remove_spooled, copy);
-    else
-        spool_remove(id);
+    struct spooled *s = outbox_on() ? malloc(sizeof *s) : NULL;
+    if (!s) {
+        remove_files(m->id, !m->no_sidecar);
+        return;
+    }
+    memcpy(s->id, m->id, sizeof s->id);
+    s->sidecar = !m->no_sidecar;
+    outbox_after_durable(remove_spooled, s);
 }
 
 void queue_remove_deleted(struct qmsg *m)
@@ -267,7 +285,7 @@ void queue_remove_deleted(struct qmsg *m)
             track_event(&(struct track_event){.status = "deleted", .qid = m->id, .from = m->sender,
                                               .to = m->rcpts[i].addr, .stage = "admin", .link = "admin",
                                               .reply = "deleted by admin"});
-    remove_after_events(m->id);
+    remove_after_events(m);
     log_info("%s: removed (deleted by admin)", m->id);
     queue_drop(m, (int64_t)time(NULL));
 }
@@ -295,7 +313,7 @@ void queue_message_finished(struct qmsg *m)
         return;
     }
     if (!pending) {
-        remove_after_events(m->id);
+        remove_after_events(m);
         log_info("%s: removed", m->id);
         queue_drop(m, now);
         return;

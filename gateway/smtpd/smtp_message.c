@@ -429,6 +429,7 @@ static void end_of_data(struct session *s)
     s->tx.data_fd = w->fd;
     s->tx.body_start = w->env_len + w->hdr_len;
     s->tx.body_len = w->written - w->hdr_len;
+    s->tx.body_mem = spool_writer_in_memory(w, s->tx.body_start);   /* valid until the commit's rewrite */
     session_run_stage(s, POSTERN_STAGE_EOM, NULL, 0, eom_then);
 }
 
@@ -511,6 +512,7 @@ static void prepare_commit(struct session *s)
 
 static void eom_then(struct session *s, postern_verdict v)
 {
+    s->tx.body_mem = NULL;      /* the commit may rewrite what it pointed into */
     if (v == POSTERN_REJECT || v == POSTERN_TEMPFAIL) {
         session_log_verdict(s, POSTERN_STAGE_EOM, v);
         link_refuses_data(s, POSTERN_STAGE_EOM);
@@ -592,7 +594,7 @@ static void commit_done(struct work *w)
                       cj->flags.held ? cj->flags.reason : "250 2.0.0 Ok: queued");
         if (!s->dead)
             session_replyf(s, "250 2.0.0 Ok: queued as %s", cj->env.id);
-        queue_add_committed(&cj->env, cj->sw.env_len);
+        queue_add_committed(&cj->env, cj->sw.env_len, cj->has_state);
     } else {
         log_error("%s: queue file commit failed: %s", cj->env.id, strerror(cj->result));
         if (!s->dead)
