@@ -251,6 +251,14 @@ const char *spool_writer_in_memory(const struct spool_writer *w, uint64_t offset
     return buf_head(&w->pend) ? buf_head(&w->pend) + (offset - w->on_disk) : "";
 }
 
+const char *spool_writer_readable(struct spool_writer *w, uint64_t offset)
+{
+    const char *p = spool_writer_in_memory(w, offset);
+    if (!p && w->pend.len)
+        write_out(w, NULL, 0);      /* part on disk, the rest held back: all to the file */
+    return p;
+}
+
 /* fsync, timed for the metrics. */
 static int timed_fsync(int fd)
 {

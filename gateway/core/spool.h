@@ -160,6 +160,10 @@ void spool_writer_write(struct spool_writer *w, const void *data, size_t n);
 /* Where the file's bytes from offset on are in memory (to its end), or NULL
  * when some are only on disk. Valid until the next write. */
 const char *spool_writer_in_memory(const struct spool_writer *w, uint64_t offset);
+/* For reading the file from offset on (at EOM): the bytes in memory as
+ * above, or NULL once what was held back is written (the file then has
+ * them all). */
+const char *spool_writer_readable(struct spool_writer *w, uint64_t offset);
 /* Blocking: size, fsync, rename into queue/, fsync the directory. Run on a
  * worker. Returns 0 or an errno; on failure the temp file is removed. */
 int spool_writer_commit(struct spool_writer *w);

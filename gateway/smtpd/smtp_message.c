@@ -429,7 +429,7 @@ static void end_of_data(struct session *s)
     s->tx.data_fd = w->fd;
     s->tx.body_start = w->env_len + w->hdr_len;
     s->tx.body_len = w->written - w->hdr_len;
-    s->tx.body_mem = spool_writer_in_memory(w, s->tx.body_start);   /* valid until the commit's rewrite */
+    s->tx.body_mem = spool_writer_readable(w, s->tx.body_start);    /* valid until the commit's rewrite */
     session_run_stage(s, POSTERN_STAGE_EOM, NULL, 0, eom_then);
 }
 

@@ -49,27 +49,41 @@ def test_bdat_and_data_messages_arrive_identical():
 
 def test_a_header_added_at_the_end_writes_small_and_large_files_anew_intact():
     """A header a link adds at the end of data writes the queue file anew:
-    in its own file for a small body, into a second file over 4 MiB. Both
-    messages arrive byte for byte, with the header."""
+    in memory for a message the spool writer still holds (up to 64 KiB),
+    in its own file past that, into a second file over 4 MiB. The script
+    reads the body at EOM too (from memory or from the file) and says how
+    long it was and how it ended. Every message arrives byte for byte, with
+    both headers."""
     sink = Sink(addr(2))
-    script = readable_file("add.lua", 'postern.on("eom", function(tx) tx:add_header("X-Added", "at eom") end)\n',
-                           prefix="lua-")
+    script = readable_file("add.lua", 'postern.on("eom", function(tx)\n'
+                           '  local b = tx:body()\n'
+                           '  tx:add_header("X-Body", b and (#b .. " " .. b:sub(-12, -3)) or "over the limit")\n'
+                           '  tx:add_header("X-Added", "at eom")\n'
+                           'end)\n', prefix="lua-")
     g = Gateway(sink=sink, plugins="lua:" + script, message_size_limit="10M").start()
-    large = MSG + "".join("%07d of a body over four MiB, so its file is written anew beside it\r\n" % i
-                          for i in range(70000))
+
+    def body_of(n):
+        return "".join("%07d of a body written anew, at sizes around the spool's buffers\r\n" % i for i in range(n))
+    line = len(body_of(1))
+    # the body alone, past the 64 KiB held back, by a line or two; a few times that; over 4 MiB
+    sizes = [0, 65536 // line - 2, 65536 // line + 1, 300000 // line, 70000]
     sent = {}
-    for data in (MSG.encode(), large.encode()):
-        assert len(data) < (4 << 20) or len(data) > (4 << 20) + 65536
+    for n in sizes:
+        data = (MSG + body_of(n)).encode()
         c = Client(g.host)
         c.cmd("EHLO client.test")
         envelope(c)
         c.send(b"BDAT %d LAST\r\n" % len(data) + data)
         sent[queue_id(c.reply())] = data
         c.close()
-    for m in sink.wait_count(2, timeout=60):
+    assert len(sent[max(sent, key=lambda q: len(sent[q]))]) > (4 << 20) + 65536
+    for m in sink.wait_count(len(sizes), timeout=60):
         qid = re.search(rb"with ESMTP id ([0-9A-F]{16})", m).group(1).decode()
-        want = sent[qid].replace(b"\r\n\r\n", b"\r\nX-Added: at eom\r\n\r\n", 1)
-        assert our_received_and_rest(m)[1] == as_dumped(want), (len(sent[qid]), our_received_and_rest(m)[1][:400])
+        data = sent[qid]
+        body = data.split(b"\r\n\r\n", 1)[1]
+        said = b"%d %s" % (len(body), body[-12:-2]) if len(body) <= (1 << 20) else b"over the limit"
+        want = data.replace(b"\r\n\r\n", b"\r\nX-Body: " + said + b"\r\nX-Added: at eom\r\n\r\n", 1)
+        assert our_received_and_rest(m)[1] == as_dumped(want), (len(data), our_received_and_rest(m)[1][:400])
     g.stop()
 
 
