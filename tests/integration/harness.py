@@ -498,6 +498,12 @@ class Gateway:
                 continue
         return self.proc.pid
 
+    def cpu_seconds(self):
+        """posternd's CPU time so far (user and system), in seconds."""
+        with open("/proc/%d/stat" % self.pid()) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_kb(self):
         """posternd's resident memory, in kB."""
         with open("/proc/%d/status" % self.pid()) as f:

@@ -152,9 +152,20 @@ end)
     slow = {}
 
     def stuck():
+        # the client also sends NOOP while the session waits: the input it
+        # does not want yet is taken out of epoll when it arrives (lazily),
+        # never spun on, and read once the RCPT is answered
         t0 = time.time()
-        slow["reply"] = rcpt_reply(g, "slow@example.test")
+        c = Client(g.host)
+        c.cmd("EHLO client.test")
+        c.cmd("MAIL FROM:<a@src.test>")
+        c.send("RCPT TO:<slow@example.test>\r\n")
+        time.sleep(0.3)
+        c.send("NOOP\r\n")
+        slow["reply"] = c.reply()
         slow["took"] = time.time() - t0
+        slow["noop"] = c.reply()
+        c.close()
     th = threading.Thread(target=stuck)
     th.start()
     time.sleep(0.5)                             # its lookup is out and unanswered now
@@ -164,7 +175,13 @@ end)
     assert rcpt_reply(g, "clean@example.test").startswith("250")      # no such name: {}
     assert time.time() - t0 < 2, "the other sessions waited for the stuck lookup"
     assert "reply" not in slow                  # still waiting meanwhile
+    cpu = g.cpu_seconds()
+    time.sleep(0.25)
+    assert "reply" not in slow
+    spent = g.cpu_seconds() - cpu
+    assert spent < 0.1, "posternd spent %.2f s of CPU in 0.25 s while a session waited with input" % spent
     th.join(20)
+    assert slow["noop"] == "250 2.0.0 Ok", slow
     assert slow["reply"] == "451 4.4.3 dns: DNS lookup failed", slow     # dns_timeout: nil, err
     assert 0.8 < slow["took"] < 3, slow
     g.stop()
