@@ -102,6 +102,8 @@ def test_4xx_defers_then_delivers_after_retry():
     qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: d\r\n\r\nx\r\n"))
     wait_for(lambda: "status=deferred (450 4.3.0" in g.log(), 10, "deferral")
     assert g.queue_files() == [qid]
+    queue_dir = os.path.join(g.spool, "queue")
+    assert qid + ".st" in os.listdir(queue_dir)        # the deferral saved its state
     listing = postern("queue", "list", gw=g)
     assert qid in listing.stdout and "450 4.3.0" in listing.stdout, listing.stdout + listing.stderr
     shown = postern("queue", "show", qid, gw=g)
@@ -110,7 +112,12 @@ def test_4xx_defers_then_delivers_after_retry():
     good = Sink(addr(2))
     good.wait_count(1, timeout=15)
     wait_for(lambda: not g.queue_files(), 5, "spool to empty")
+    assert os.listdir(queue_dir) == []                 # the sidecar went with the message
     assert postern("queue", "show", qid, gw=g).returncode != 0
+    # delivered at once: no sidecar was ever written, and nothing is left
+    qid = queue_id(send_message(g.host, 2525, "a@src.test", ["x@example.test"], "Subject: e\r\n\r\nx\r\n"))
+    wait_for(lambda: qid + ": removed" in g.log(), 10, "the second message delivered")
+    assert os.listdir(queue_dir) == []
     g.stop()
 
 
