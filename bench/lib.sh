@@ -62,13 +62,39 @@ relay_start() {
 # relay_measure: the benchmark against the running posternd, printed as
 # relay_round says; then posternd is stopped.
 relay_measure() {
-  local t0 t1 rate
-  t0=$(cpu_ticks $PG)
+  local t0 t1 rate o0 o1
+  t0=$(cpu_ticks $PG); o0=$(others_ticks)
   rate=$(bash "$SHARED/relay-bench.sh" $PORT "$N" "$S" "$SIZE" $SINK_PORT | sed -n 's/.*e2e_mps=\([0-9]*\).*/\1/p')
-  t1=$(cpu_ticks $PG)
+  t1=$(cpu_ticks $PG); o1=$(others_ticks)
   [ -n "${THREAD_CPU:-}" ] && thread_cpu $PG >&2
+  [ -n "${OTHER_PIDS:-}" ] && echo "  $OTHER_PIDS_NAME, us/msg: $(others_cpu "$o0" "$o1")" >&2
   echo "$rate $(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / N ))"
-  kill $PG; wait $PG 2>/dev/null || true; PG=""
+  stop_posternd
+}
+
+# stop_posternd: posternd ($PG) stopped, its daemon gone too (it may still be
+# writing its last events when the parent has exited), PG cleared.
+stop_posternd() {
+  local d i
+  d=$(daemon_pid "$PG")
+  kill "$PG"; wait "$PG" 2>/dev/null || true
+  for i in $(seq 100); do kill -0 "$d" 2>/dev/null || break; sleep 0.1; done
+  PG=""
+}
+
+# The CPU so far (clock ticks) of the processes in OTHER_PIDS (a benchmark's
+# receivers, say), printed per round beside posternd's when set.
+others_ticks() {
+  local p
+  for p in ${OTHER_PIDS:-}; do printf '%s:%s ' "$(cat "/proc/$p/comm" 2>/dev/null || echo gone)" \
+    "$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)"; done
+}
+# others_cpu BEFORE AFTER: each process's CPU between two others_ticks, in
+# us per message (processes of one name summed).
+others_cpu() {
+  printf '%s\n%s\n' "$1" "$2" | awk -v hz="$(getconf CLK_TCK)" -v n="$N" '{for (i = 1; i <= NF; i++) {
+    split($i, f, ":"); if (NR == 1) { a[i] = f[2] } else { d[f[1]] += f[2] - a[i] } } }
+    END { for (k in d) printf "%s %.0f  ", k, d[k] * 1000000 / hz / n }'
 }
 
 # posternd's daemon: the privileged parent's child when started as root.

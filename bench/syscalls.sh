@@ -18,7 +18,6 @@ relay_bench_start syscalls
 extra=()
 [ -n "${CONF:-}" ] && mapfile -t extra <<<"$CONF"
 builds=("${@:-build}")
-stop_posternd() { kill "$PG"; wait "$PG" 2>/dev/null || true; PG=""; }
 echo "system calls per message ($N messages of $SIZE bytes, $S sessions); rate in messages/s"
 for round in $(seq "$ROUNDS"); do
   for BUILD in "${builds[@]}"; do
