@@ -229,11 +229,19 @@ static void qids_are_unique_and_sorted(void **state)
 
 static char spool_dir[] = "/tmp/postern-test-spool-XXXXXX";
 
+static void ensure_spool(void)
+{
+    static int made;
+    if (!made++) {
+        assert_non_null(mkdtemp(spool_dir));
+        assert_int_equal(spool_init(spool_dir, true), 0);
+    }
+}
+
 static void commit_load_and_corrupt(void **state)
 {
     (void)state;
-    assert_non_null(mkdtemp(spool_dir));
-    assert_int_equal(spool_init(spool_dir, true), 0);
+    ensure_spool();
     struct envelope e = sample();
     e.size = 0;
     struct spool_writer w;
@@ -261,6 +269,95 @@ static void commit_load_and_corrupt(void **state)
     envelope_free(&e);
 }
 
+/* The file at path, whole (malloc'd; its length in *len). */
+static char *read_whole(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc((size_t)n + 1);
+    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return p;
+}
+
+/* One message through the writer: a header section, a body of blen bytes
+ * in chunks of chunk, a rewrite with a longer header section when asked;
+ * what is readable at EOM and what the committed file holds checked. */
+static void one_message(size_t blen, size_t chunk, bool rewrite)
+{
+    struct envelope e = sample();
+    e.size = 0;
+    struct spool_writer w;
+    assert_int_equal(spool_writer_open(&w, &e), 0);
+    const char *hdr = "Subject: sizes\r\n\r\n", *hdr2 = "Subject: sizes\r\nX-Added: at eom\r\n\r\n";
+    char *body = malloc(blen + 1);
+    for (size_t i = 0; i < blen; i++)
+        body[i] = i % 80 == 78 ? '\r' : i % 80 == 79 ? '\n' : (char)('a' + i % 26);
+    spool_writer_write(&w, hdr, strlen(hdr));
+    w.hdr_len = strlen(hdr);
+    for (size_t at = 0; at < blen; at += chunk)
+        spool_writer_write(&w, body + at, blen - at < chunk ? blen - at : chunk);
+    /* at EOM: the body in memory, or all of it in the file */
+    uint64_t body_start = w.env_len + w.hdr_len;
+    const char *mem = spool_writer_readable(&w, body_start);
+    if (mem) {
+        assert_memory_equal(mem, body, blen);
+    } else {
+        char *disk = malloc(blen + 1);
+        assert_int_equal(pread(w.fd, disk, blen, (off_t)body_start), (ssize_t)blen);
+        assert_memory_equal(disk, body, blen);
+        free(disk);
+    }
+    if (blen + 300 < SPOOL_WRITE_BEHIND)
+        assert_non_null(mem);                 /* a small message is held back whole */
+    if (blen > SPOOL_WRITE_BEHIND)
+        assert_null(mem);
+    const char *want_hdr = hdr;
+    if (rewrite) {
+        assert_int_equal(spool_writer_rewrite(&w, &e, hdr2, strlen(hdr2), NULL, 0), 0);
+        want_hdr = hdr2;
+    }
+    assert_int_equal(spool_writer_commit(&w), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/queue/%s", spool_dir, e.id);
+    size_t len;
+    char *file = read_whole(path, &len);
+    struct envelope d;
+    size_t bo;
+    const char *err = NULL;
+    assert_int_equal(spool_envelope_decode(file, len, &d, &bo, &err), 0);
+    size_t hl = strlen(want_hdr);
+    assert_int_equal(d.size, hl + blen);
+    assert_int_equal(len, bo + hl + blen);
+    assert_memory_equal(file + bo, want_hdr, hl);
+    assert_memory_equal(file + bo + hl, body, blen);
+    envelope_free(&d);
+    free(file);
+    free(body);
+    unlink(path);
+    envelope_free(&e);
+}
+
+/* The writer holds writes back up to SPOOL_WRITE_BEHIND: every size
+ * around it, written whole, in socket-sized and in small chunks, with and
+ * without a rewrite at EOM, gives the same file. */
+static void held_back_writes_at_every_size(void **state)
+{
+    (void)state;
+    ensure_spool();
+    const size_t sizes[] = {0, 1, 4096, SPOOL_WRITE_BEHIND - 400, SPOOL_WRITE_BEHIND - 200, SPOOL_WRITE_BEHIND - 1,
+                            SPOOL_WRITE_BEHIND, SPOOL_WRITE_BEHIND + 1, 2 * SPOOL_WRITE_BEHIND + 7, 300000};
+    const size_t chunks[] = {1000, 16384, 1 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        for (size_t c = 0; c < sizeof chunks / sizeof *chunks; c++)
+            for (int rw = 0; rw < 2; rw++)
+                one_message(sizes[i], chunks[c], rw);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +365,7 @@ int main(void)
         cmocka_unit_test(envelope_null_sender),
         cmocka_unit_test(envelope_rejects_garbage), cmocka_unit_test(state_roundtrip),
         cmocka_unit_test(qids_are_unique_and_sorted), cmocka_unit_test(commit_load_and_corrupt),
+        cmocka_unit_test(held_back_writes_at_every_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
