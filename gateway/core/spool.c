@@ -370,15 +370,8 @@ static void copy_range(struct spool_writer *w, int in, off_t off, size_t len, of
     }
 }
 
-/* The rewrite of a small message, in its own file: the old body read into
- * memory, then envelope, headers and body written from offset 0 and the
- * file cut to length if it got shorter. No second file: creating, renaming over and freeing
- * an inode per message is what a rewrite mostly cost (a header added at EOM,
- * say Authentication-Results, rewrites every message). The file is still in
- * tmp/ and unacknowledged, so a crash half way loses nothing anyone was told
- * about. */
-/* The same when nothing is on disk yet (a message held back whole): the new
- * file is made in memory, with no I/O at all. */
+/* A rewrite when nothing is on disk yet (a message held back whole): the
+ * new file is made in memory, with no I/O at all. */
 static int rewrite_held_back(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
                              const char *body, size_t blen)
 {
@@ -399,6 +392,13 @@ static int rewrite_held_back(struct spool_writer *w, const struct envelope *e, c
     return w->err;
 }
 
+/* The rewrite of a small message, in its own file: the old body read into
+ * memory, then envelope, headers and body written from offset 0 and the
+ * file cut to length if it got shorter. No second file: creating, renaming over and freeing
+ * an inode per message is what a rewrite mostly cost (a header added at EOM,
+ * say Authentication-Results, rewrites every message). The file is still in
+ * tmp/ and unacknowledged, so a crash half way loses nothing anyone was told
+ * about. */
 static int rewrite_in_place(struct spool_writer *w, const struct envelope *e, const char *headers, size_t hlen,
                             const char *body, size_t blen)
 {

@@ -40,8 +40,10 @@ int tls_server_init(const char *cert, const char *key, char *err, size_t errlen)
     SSL_CTX_set_session_id_context(server_ctx, sid_ctx, sizeof sid_ctx - 1);
     SSL_CTX_set_session_cache_mode(server_ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_options(server_ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    /* an idle session gives its read and write buffers back (an idle TLS session: 32 -> 17 KiB) */
-    SSL_CTX_set_mode(server_ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* an idle session gives its read and write buffers back (an idle TLS session: 32 -> 17 KiB);
+     * a write OpenSSL could not finish is retried from the output buffer's head, which may
+     * have moved (grown) since: the same bytes, at another address */
+    SSL_CTX_set_mode(server_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* one read() takes whatever the peer sent, not a record's 5-byte header
      * and then its body (conn_tls_holds_input sees what is buffered) */
     SSL_CTX_set_read_ahead(server_ctx, 1);
@@ -112,7 +114,8 @@ int tls_client_init(const char *cafile, int session_cache, char *err, size_t err
         snprintf(err, errlen, "out of memory for the TLS session cache");
         return -1;
     }
-    SSL_CTX_set_mode(client_ctx, SSL_MODE_RELEASE_BUFFERS);     /* a cached idle connection holds no buffers */
+    /* a cached idle connection holds no buffers; a write is retried from a buffer that may have moved */
+    SSL_CTX_set_mode(client_ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_read_ahead(client_ctx, 1);                       /* as the server's */
     /* DANE (RFC 7672): TLSA records go on each connection that has them;
      * a DANE-EE(3) match authenticates the server whatever its name (3.1.1) */

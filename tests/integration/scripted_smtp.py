@@ -15,7 +15,8 @@ With no recipient accepted, DATA and BDAT get Postfix's
 Every session's commands and every accepted message are recorded, and how
 many sessions were open at once (max_active) and waiting for a RCPT reply
 at once (max_in_rcpt); rcpt_delay slows RCPT replies.
-With tls=(cert, key) it offers STARTTLS; pad_replies=N makes the EHLO reply
+data_delay holds the data unread for a while (the sender's writes
+then block). With tls=(cert, key) it offers STARTTLS; pad_replies=N makes the EHLO reply
 and the end-of-data reply multi-line, about N bytes, written in one write
 (one TLS record up to 16 KiB); my_name is the name it greets and answers
 EHLO with."""
@@ -138,6 +139,7 @@ class _Session(socketserver.StreamRequestHandler):
                     self.reply(NO_VALID if sender else "503 5.5.1 Error: need RCPT command")
                     continue
                 self.reply("354 End data with <CR><LF>.<CR><LF>")
+                time.sleep(owner.data_delay)
                 data = b""
                 while True:
                     raw = self.rfile.readline(65536)
@@ -238,6 +240,7 @@ class ScriptedSmtp:
         self.sessions = self.quits = self.dropped = 0
         self.active = self.max_active = 0          # sessions open now / at most at once
         self.rcpt_delay = 0                        # seconds before each RCPT reply
+        self.data_delay = 0                        # seconds after 354 before the data is read
         self.in_rcpt = self.max_in_rcpt = 0        # sessions waiting for a RCPT reply now / at most
         self.lock = threading.Lock()
         self.server = _Server((host, port), _Session)

@@ -292,5 +292,30 @@ def test_next_hop_writes_multiline_replies_of_8_to_16k_in_one_record():
         peer.stop()
 
 
+def test_a_next_hop_that_reads_late_gets_a_large_message_whole_over_tls():
+    """The next hop leaves a 6 MB message unread for a second after its 354,
+    with a small receive buffer: more than the kernel buffers between them
+    (a send buffer grows to 4 MiB), so posternd's TLS writes block half way
+    (SSL_write wants to write again) and resume from its output buffer
+    when the socket drains. The same bytes arrive, in order, and nothing
+    is deferred."""
+    certs = make_certs(["scripted.peer.test"])
+    d, _ = certs
+    peer = ScriptedSmtp(addr(6), tls=(os.path.join(d, "scripted.peer.test.crt"),
+                                      os.path.join(d, "scripted.peer.test.key")))
+    peer.server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    peer.data_delay = 1.0
+    g = Gateway(default_transport="smtp:[%s]:2526" % addr(6), tls_ca_file=certs[1], message_size_limit="10M",
+                tls_policy_table=table_file("example.test encrypt\n")).start()
+    body = "".join("%07d %s\r\n" % (i, "late reader " * 80) for i in range(6000))     # 6 MB in long lines
+    assert "queued as" in send_mail(g, headers="Subject: late reader\r\n", body=body)
+    wait_for(lambda: len(peer.messages) >= 1, 60, "the large message at the late reader")
+    got = peer.messages[0]["data"]
+    assert body.encode() in got, (len(got), len(body))
+    assert "bad write retry" not in g.log() and "status=deferred" not in g.log(), g.log()[-2000:]
+    g.stop()
+    peer.stop()
+
+
 if __name__ == "__main__":
     run_tests(globals())
