@@ -141,7 +141,7 @@ static int offline_delete(const char *id, bool verbose, struct buf *out, struct 
     if (spooled_load(id, &m, err) < 0)
         return -1;
     spooled_free(&m);
-    spool_remove(id);
+    spool_remove(id, true);
     if (verbose)
         buf_printf(out, "%s: deleted\n", id);
     return 0;

@@ -619,16 +619,13 @@ static int save_state(const char *id, struct msg_flags f, const struct rcpt_stat
     return rc;
 }
 
-void spool_remove(const char *id)
+void spool_remove(const char *id, bool sidecar)
 {
-    char name[QID_LEN + 8];
-    state_name(id, name, sizeof name);
-    unlinkat(queue_dirfd, name, 0);
-    spool_remove_message(id);
-}
-
-void spool_remove_message(const char *id)
-{
+    if (sidecar) {
+        char name[QID_LEN + 8];
+        state_name(id, name, sizeof name);
+        unlinkat(queue_dirfd, name, 0);
+    }
     if (unlinkat(queue_dirfd, id, 0) < 0 && errno != ENOENT)
         log_error("%s: cannot remove from spool: %s", id, strerror(errno));
 }

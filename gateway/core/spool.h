@@ -189,9 +189,9 @@ int spool_save_state(const char *id, struct msg_flags f, const struct rcpt_state
 /* The same, fsync'd, for state decided before the 250 (quarantine, routes):
  * written before the message is renamed into queue/. */
 int spool_save_state_durable(const char *id, struct msg_flags f, const struct rcpt_state *st, size_t n);
-void spool_remove(const char *id);
-/* The same for a message known to have no sidecar: its file alone. */
-void spool_remove_message(const char *id);
+/* Remove queue/ID, and its sidecar unless the caller knows it has none
+ * (sidecar false: one system call fewer). */
+void spool_remove(const char *id, bool sidecar);
 void spool_move_corrupt(const char *id, const char *why);
 /* Open queue/ID for reading the message. */
 int spool_open_message(const char *id);

@@ -248,18 +248,10 @@ struct spooled {
     bool sidecar;
 };
 
-static void remove_files(const char *id, bool sidecar)
-{
-    if (sidecar)
-        spool_remove(id);
-    else
-        spool_remove_message(id);
-}
-
 static void remove_spooled(void *arg)
 {
     struct spooled *s = arg;
-    remove_files(s->id, s->sidecar);
+    spool_remove(s->id, s->sidecar);
     free(s);
 }
 
@@ -270,7 +262,7 @@ static void remove_after_events(const struct qmsg *m)
 {
     struct spooled *s = outbox_on() ? malloc(sizeof *s) : NULL;
     if (!s) {
-        remove_files(m->id, !m->no_sidecar);
+        spool_remove(m->id, !m->no_sidecar);
         return;
     }
     memcpy(s->id, m->id, sizeof s->id);

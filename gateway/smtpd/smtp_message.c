@@ -564,7 +564,7 @@ static void commit_run(struct work *w)
         cj->sw.err = EIO;
     cj->result = spool_writer_commit(&cj->sw);
     if (cj->result && cj->has_state)
-        spool_remove(cj->env.id);
+        spool_remove(cj->env.id, true);
 }
 
 /* The Message-ID as Postfix logs it ("message-id=<...>"), cut and masked. */
